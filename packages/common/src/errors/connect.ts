@@ -1,0 +1,65 @@
+import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import { asKilnError, KilnError } from './errors.js';
+import { ERROR_METADATA_KEY, decodeWireError, encodeWireError, toConnectCode } from './wire.js';
+
+/** Maps any thrown value to a ConnectError carrying the KilnError on metadata. */
+export function toConnectError(err: unknown): ConnectError {
+  if (err instanceof ConnectError && !(err.cause instanceof KilnError)) {
+    return err;
+  }
+  const kiln = asKilnError(err);
+  const headers = new Headers({ [ERROR_METADATA_KEY]: encodeWireError(kiln) });
+  return new ConnectError(kiln.message, toConnectCode(kiln.code) as Code, headers, undefined, kiln);
+}
+
+/** Maps a ConnectError (from a client call) back to the KilnError it carried. */
+export function fromConnectError(err: unknown): KilnError {
+  if (err instanceof KilnError) return err;
+  if (err instanceof ConnectError) {
+    return decodeWireError(err.code, err.rawMessage, err.metadata.get(ERROR_METADATA_KEY));
+  }
+  return asKilnError(err);
+}
+
+/**
+ * Server interceptor: every handler error leaves as a ConnectError with the
+ * KilnError's code and details, so the next tier sees the same error.
+ */
+export const serverErrorInterceptor: Interceptor = (next) => async (req) => {
+  try {
+    const res = await next(req);
+    if (!res.stream) return res;
+    return { ...res, message: wrapStream(res.message) };
+  } catch (err) {
+    throw toConnectError(err);
+  }
+};
+
+async function* wrapStream<T>(it: AsyncIterable<T>): AsyncIterable<T> {
+  try {
+    yield* it;
+  } catch (err) {
+    throw toConnectError(err);
+  }
+}
+
+/** Client interceptor: turns ConnectErrors back into KilnErrors. */
+export const clientErrorInterceptor: Interceptor = (next) => async (req) => {
+  try {
+    const res = await next(req);
+    if (!res.stream) return res;
+    return { ...res, message: unwrapStream(res.message) };
+  } catch (err) {
+    throw fromConnectError(err);
+  }
+};
+
+async function* unwrapStream<T>(it: AsyncIterable<T>): AsyncIterable<T> {
+  try {
+    yield* it;
+  } catch (err) {
+    throw fromConnectError(err);
+  }
+}
+
+export { Code };

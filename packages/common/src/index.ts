@@ -1,0 +1,6 @@
+export * from './errors/errors.js';
+export * from './errors/wire.js';
+export * from './log/logger.js';
+export * from './digest.js';
+export * from './abort.js';
+export * from './errors/connect.js';
