@@ -1,4 +1,5 @@
 import { readdirSync } from 'node:fs';
+import { defaultServerConditions } from 'vite';
 import { defineConfig } from 'vitest/config';
 
 // One vitest project per package (named like the package folder) plus e2e.
@@ -7,7 +8,7 @@ import { defineConfig } from 'vitest/config';
 const packages = readdirSync(new URL('./packages', import.meta.url));
 
 export default defineConfig({
-  resolve: { conditions: ['@kiln/source'] },
+  ssr: { resolve: { conditions: ['@kiln/source', ...defaultServerConditions] } },
   test: {
     globals: true,
     testTimeout: 60_000,

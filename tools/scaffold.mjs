@@ -31,7 +31,7 @@ for (const [name, [kind, deps, internal]] of Object.entries(pkgs)) {
   };
   if (!existsSync(`${dir}/package.json`)) writeFileSync(`${dir}/package.json`, JSON.stringify(pj, null, 2) + '\n');
   const refs = internal.map((d) => ({ path: `../${d}/tsconfig.lib.json` }));
-  writeFileSync(`${dir}/tsconfig.json`, JSON.stringify({ extends: '../../tsconfig.base.json', compilerOptions: { noEmit: true, types: ['node', 'vitest/globals'] }, include: ['src'] }, null, 2) + '\n');
+  writeFileSync(`${dir}/tsconfig.json`, JSON.stringify({ extends: '../../tsconfig.base.json', compilerOptions: { noEmit: true, customConditions: ['@kiln/source'], types: ['node', 'vitest/globals'] }, include: ['src'] }, null, 2) + '\n');
   writeFileSync(`${dir}/tsconfig.lib.json`, JSON.stringify({ extends: '../../tsconfig.base.json', compilerOptions: { outDir: 'dist', rootDir: 'src', composite: true }, include: ['src'], exclude: ['src/**/*.spec.ts', 'src/**/*.int.spec.ts', 'src/testing/fixtures/**'], references: refs }, null, 2) + '\n');
   if (!existsSync(`${dir}/src/index.ts`)) writeFileSync(`${dir}/src/index.ts`, `export {};\n`);
 }

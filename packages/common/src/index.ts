@@ -4,3 +4,5 @@ export * from './log/logger.js';
 export * from './digest.js';
 export * from './abort.js';
 export * from './errors/connect.js';
+export * from './rpc/address.js';
+export * from './rpc/transport.js';

@@ -1,1 +1,4 @@
-export {};
+export * from './marshal.js';
+export * from './state.js';
+export * from './source.js';
+export * from './file.js';

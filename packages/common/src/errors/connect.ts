@@ -1,4 +1,5 @@
-import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import type { DescService } from '@bufbuild/protobuf';
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from '@connectrpc/connect';
 import { asKilnError, KilnError } from './errors.js';
 import { ERROR_METADATA_KEY, decodeWireError, encodeWireError, toConnectCode } from './wire.js';
 
@@ -43,16 +44,23 @@ async function* wrapStream<T>(it: AsyncIterable<T>): AsyncIterable<T> {
   }
 }
 
-/** Client interceptor: turns ConnectErrors back into KilnErrors. */
-export const clientErrorInterceptor: Interceptor = (next) => async (req) => {
-  try {
-    const res = await next(req);
-    if (!res.stream) return res;
-    return { ...res, message: unwrapStream(res.message) };
-  } catch (err) {
-    throw fromConnectError(err);
+/**
+ * A Connect client whose calls throw KilnErrors (the server's code and
+ * details) instead of ConnectErrors. Interceptors cannot do this: the client
+ * wraps whatever they throw back into a ConnectError.
+ */
+export function createKilnClient<T extends DescService>(service: T, transport: Transport): Client<T> {
+  const client = createClient(service, transport) as Record<string, (...args: unknown[]) => unknown>;
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(client)) {
+    wrapped[name] = (...args: unknown[]) => {
+      const result = fn(...args);
+      if (result instanceof Promise) return result.catch((err: unknown) => { throw fromConnectError(err); });
+      return unwrapStream(result as AsyncIterable<unknown>);
+    };
   }
-};
+  return wrapped as Client<T>;
+}
 
 async function* unwrapStream<T>(it: AsyncIterable<T>): AsyncIterable<T> {
   try {

@@ -1,0 +1,80 @@
+import { createRouterTransport, type ConnectRouter, type Transport } from '@connectrpc/connect';
+import { connectNodeAdapter, createConnectTransport } from '@connectrpc/connect-node';
+import { mkdirSync, rmSync } from 'node:fs';
+import http2 from 'node:http2';
+import net from 'node:net';
+import { dirname } from 'node:path';
+import { serverErrorInterceptor } from '../errors/connect.js';
+import { parseAddress, type Address } from './address.js';
+
+export type Routes = (router: ConnectRouter) => void;
+
+/**
+ * A Connect client transport over HTTP/2 to `addr` (unix socket or TCP).
+ * Use `createKilnClient` on it so calls throw KilnErrors.
+ */
+export function createNodeTransport(addr: string | Address): Transport {
+  const a = typeof addr === 'string' ? parseAddress(addr) : addr;
+  const baseUrl = a.kind === 'unix' ? 'http://localhost' : `http://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+  return createConnectTransport({
+    httpVersion: '2',
+    baseUrl,
+    useBinaryFormat: true,
+    pingIntervalMs: 15_000,
+    nodeOptions: a.kind === 'unix' ? { createConnection: () => net.connect(a.path) } : {},
+  });
+}
+
+/** An in-process transport straight into `routes`, with the same error mapping. */
+export function createInMemoryTransport(routes: Routes): Transport {
+  return createRouterTransport(routes, {
+    router: { interceptors: [serverErrorInterceptor] },
+  });
+}
+
+export interface RpcServer {
+  /** The address actually bound (a TCP port 0 becomes the real port). */
+  readonly address: Address;
+  /** Stops accepting, ends open sessions after `graceMs`, removes a unix socket. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Serves `routes` over HTTP/2 (h2c) on a unix socket or TCP address. */
+export async function serveRoutes(addr: string | Address, routes: Routes): Promise<RpcServer> {
+  const a = typeof addr === 'string' ? parseAddress(addr) : addr;
+  const server = http2.createServer(connectNodeAdapter({ routes, interceptors: [serverErrorInterceptor] }));
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on('session', (s) => {
+    sessions.add(s);
+    s.on('close', () => sessions.delete(s));
+  });
+  if (a.kind === 'unix') {
+    mkdirSync(dirname(a.path), { recursive: true });
+    rmSync(a.path, { force: true });
+  }
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    const done = () => {
+      server.off('error', reject);
+      resolve();
+    };
+    if (a.kind === 'unix') server.listen(a.path, done);
+    else server.listen(a.port, a.host, done);
+  });
+  const bound = server.address();
+  const address: Address =
+    a.kind === 'unix' ? a : { kind: 'tcp', host: a.host, port: typeof bound === 'object' && bound ? bound.port : a.port };
+  return {
+    address,
+    async close(graceMs = 2000) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sessions) s.close();
+      const timer = setTimeout(() => {
+        for (const s of sessions) s.destroy();
+      }, graceMs);
+      await closed;
+      clearTimeout(timer);
+      if (a.kind === 'unix') rmSync(a.path, { force: true });
+    },
+  };
+}

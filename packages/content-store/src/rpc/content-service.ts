@@ -1,0 +1,105 @@
+import type { ServiceImpl } from '@connectrpc/connect';
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { content } from '@kiln/api';
+import { InvalidArgumentError } from '@kiln/common';
+import type { BlobInfo, ContentStore } from '../content-store.js';
+
+/** Largest `data` in one ReadResponse. */
+export const READ_CHUNK_SIZE = 256 * 1024;
+
+/**
+ * The ContentService over any ContentStore: maps messages and delegates,
+ * passing the call's abort signal to streaming calls. Errors are KilnErrors;
+ * register the service on a router with `serverErrorInterceptor` from
+ * @kiln/common (as `serveRoutes`/`createInMemoryTransport` do) so their codes
+ * and details reach the client.
+ *
+ * Wire conventions: `ReadRequest.size` 0 reads to the end;
+ * `WriteHeader.expected_size` < 0 means unknown (0 expects an empty blob);
+ * an empty `expected_digest` means unchecked; an empty label value in
+ * `UpdateLabels` (or a write header) removes that label.
+ */
+export function createContentServiceImpl(store: ContentStore): ServiceImpl<typeof content.ContentService> {
+  return {
+    async info(req) {
+      return { info: toProtoInfo(await store.info(req.digest)) };
+    },
+
+    async *read(req, ctx) {
+      const offset = toSafeNumber(req.offset, 'offset');
+      const size = req.size === 0n ? undefined : toSafeNumber(req.size, 'size');
+      let pos = offset;
+      for await (const chunk of store.read(req.digest, { offset, size, signal: ctx.signal })) {
+        for (let i = 0; i < chunk.byteLength; i += READ_CHUNK_SIZE) {
+          const data = chunk.subarray(i, i + READ_CHUNK_SIZE);
+          yield { data, offset: BigInt(pos) };
+          pos += data.byteLength;
+        }
+      }
+    },
+
+    async write(requests, ctx) {
+      const it = requests[Symbol.asyncIterator]();
+      const first = await it.next();
+      if (first.done || first.value.msg.case !== 'header') {
+        throw new InvalidArgumentError('the first message of a write must be its header', 'header');
+      }
+      const header = first.value.msg.value;
+      const result = await store.write(
+        {
+          ref: header.ref,
+          expectedDigest: header.expectedDigest === '' ? undefined : header.expectedDigest,
+          expectedSize: header.expectedSize < 0n ? undefined : toSafeNumber(header.expectedSize, 'expected_size'),
+          labels: header.labels,
+        },
+        dataChunks(it),
+        { signal: ctx.signal },
+      );
+      return { digest: result.digest, size: BigInt(result.size) };
+    },
+
+    async delete(req) {
+      await store.delete(req.digest);
+      return {};
+    },
+
+    async *list(req, ctx) {
+      for await (const info of store.list(req.filters, { signal: ctx.signal })) {
+        yield { info: toProtoInfo(info) };
+      }
+    },
+
+    async updateLabels(req) {
+      return { info: toProtoInfo(await store.updateLabels(req.digest, req.labels)) };
+    },
+  };
+}
+
+/** The data messages after the header; anything else is a protocol error. */
+async function* dataChunks(it: AsyncIterator<content.WriteRequest>): AsyncGenerator<Uint8Array> {
+  for (;;) {
+    const next = await it.next();
+    if (next.done) return;
+    const msg = next.value.msg;
+    if (msg.case === 'data') yield msg.value;
+    else if (msg.case === 'header') throw new InvalidArgumentError('a write carries one header, in its first message', 'header');
+    else throw new InvalidArgumentError('a write message carries neither header nor data', 'msg');
+  }
+}
+
+function toProtoInfo(info: BlobInfo): MessageInitShape<typeof content.BlobInfoSchema> {
+  return {
+    digest: info.digest,
+    size: BigInt(info.size),
+    createdAt: timestampFromMs(info.createdAt.getTime()),
+    labels: { ...info.labels },
+  };
+}
+
+function toSafeNumber(value: bigint, field: string): number {
+  if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new InvalidArgumentError(`${field} must be between 0 and ${Number.MAX_SAFE_INTEGER}, got ${value}`, field);
+  }
+  return Number(value);
+}
