@@ -6,3 +6,4 @@ export * from './abort.js';
 export * from './errors/connect.js';
 export * from './rpc/address.js';
 export * from './rpc/transport.js';
+export * from './channel.js';

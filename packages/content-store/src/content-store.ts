@@ -44,7 +44,10 @@ export interface WriteRequest {
   expectedDigest?: string;
   /** Size the content must have, in bytes; absent means "not checked". */
   expectedSize?: number;
-  /** Labels merged onto the blob on commit (also when it already existed). */
+  /**
+   * Labels merged onto the blob on commit, also when it already existed, as
+   * `updateLabels` does (an empty value removes that label). Absent: none.
+   */
   labels?: Labels;
 }
 

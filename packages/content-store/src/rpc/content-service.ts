@@ -50,7 +50,7 @@ export function createContentServiceImpl(store: ContentStore): ServiceImpl<typeo
         {
           ref: header.ref,
           expectedDigest: header.expectedDigest === '' ? undefined : header.expectedDigest,
-          expectedSize: header.expectedSize < 0n ? undefined : toSafeNumber(header.expectedSize, 'expected_size'),
+          expectedSize: header.expectedSize === undefined ? undefined : toSafeNumber(header.expectedSize, 'expected_size'),
           labels: header.labels,
         },
         dataChunks(it),

@@ -1,0 +1,306 @@
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { timestampNow } from '@bufbuild/protobuf/wkt';
+import { events, type llb } from '@kiln/api';
+import { InvalidArgumentError, silentLogger, UnavailableError, type Logger } from '@kiln/common';
+import type { EventBus, Subscription } from './bus.js';
+import { canceled } from './internal/abort.js';
+import { publishEvent, subscribeEvents, type EventSubscription } from './events.js';
+import { validateName } from './subject.js';
+
+/** Announcements of tier T go to `kiln.services.<T>`. */
+export const servicesSubject = (tier: string): string => `kiln.services.${tier}`;
+/**
+ * A new directory publishes (empty) here; every announcer answers by
+ * announcing at once, so a fresh directory fills up without waiting an interval.
+ */
+export const directoryProbeSubject = 'kiln.directory.probe';
+
+export type ServiceAnnouncement = events.ServiceAnnouncement;
+
+/** What a tier process announces about itself. */
+export interface ServiceInfo {
+  /** Tier name, `[A-Za-z0-9_-]+` (e.g. "worker", "content-store"). */
+  tier: string;
+  /** Unique within the tier (e.g. host name plus pid). */
+  id: string;
+  /** Connect base URL of the process. */
+  url: string;
+  platforms?: MessageInitShape<typeof llb.PlatformSchema>[];
+  labels?: Record<string, string>;
+}
+
+export interface ServiceDirectoryOptions {
+  /**
+   * Announce interval of the cluster, default 2000. Announcements republish
+   * every interval; an entry not seen for 3 intervals is dropped. Use one
+   * value for all processes of a cluster.
+   */
+  intervalMs?: number;
+  logger?: Logger;
+}
+
+export interface AnnounceOptions {
+  /** Republish interval; default the directory's `intervalMs`. */
+  intervalMs?: number;
+  /** Aborting it is the same as `Announcement.stop()`. */
+  signal?: AbortSignal;
+}
+
+export interface WaitForOptions {
+  /** Default 30000. Exceeded: KilnError `unavailable` naming the tier. */
+  timeoutMs?: number;
+  /** Aborting rejects with CanceledError. */
+  signal?: AbortSignal;
+}
+
+/** A running announcement from `ServiceDirectory.announce()`. */
+export interface Announcement extends AsyncDisposable {
+  readonly tier: string;
+  readonly id: string;
+  /**
+   * Stops republishing and publishes the entry once more with `leaving: true`
+   * so directories drop it at once. Idempotent; never rejects.
+   */
+  stop(): Promise<void>;
+}
+
+/**
+ * Finds tier processes without static configuration: each process announces
+ * itself on `kiln.services.<tier>` (protobuf `kiln.events.v1.ServiceAnnouncement`)
+ * and every directory keeps the live entries. Works over any EventBus.
+ */
+export interface ServiceDirectory extends AsyncDisposable {
+  /**
+   * Publishes `service` now and then every `intervalMs` (and whenever a new
+   * directory asks) until stopped, the signal aborts or the directory closes.
+   * Resolves after the first publish; rejects with InvalidArgumentError on a
+   * bad tier, id or url, or the bus's publish error.
+   */
+  announce(service: ServiceInfo, opts?: AnnounceOptions): Promise<Announcement>;
+  /**
+   * The live entries of `tier`, sorted by id; empty when none. Entries not
+   * seen for 3 intervals, and those that announced `leaving`, are absent.
+   * The caller owns the returned array (not the messages; do not mutate them).
+   */
+  list(tier: string): ServiceAnnouncement[];
+  /**
+   * Resolves with the first live entry of `tier` (by id) as soon as there is
+   * one. Rejects with KilnError `unavailable` (details.tier) after `timeoutMs`,
+   * CanceledError on abort, `unavailable` when the directory closes.
+   */
+  waitFor(tier: string, opts?: WaitForOptions): Promise<ServiceAnnouncement>;
+  /** Stops this directory's announcements (publishing `leaving`) and its subscription. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Creates a directory over `bus`; it starts listening at once. The caller keeps owning `bus`. */
+export function createServiceDirectory(bus: EventBus, opts: ServiceDirectoryOptions = {}): ServiceDirectory {
+  const intervalMs = compileInterval(opts.intervalMs ?? 2000, 'intervalMs');
+  return new ServiceDirectoryImpl(bus, intervalMs, (opts.logger ?? silentLogger()).child({ component: 'service-directory' }));
+}
+
+function compileInterval(ms: number, field: string): number {
+  if (!Number.isFinite(ms) || ms <= 0) throw new InvalidArgumentError(`invalid ${field} ${ms}: must be a positive number`, field);
+  return ms;
+}
+
+interface Entry {
+  announcement: ServiceAnnouncement;
+  seenAt: number;
+}
+
+interface Waiter {
+  tier: string;
+  wake(a: ServiceAnnouncement): void;
+  fail(err: Error): void;
+}
+
+class ServiceDirectoryImpl implements ServiceDirectory {
+  private readonly tiers = new Map<string, Map<string, Entry>>();
+  private readonly waiters = new Set<Waiter>();
+  private readonly announcements = new Set<AnnouncementImpl>();
+  private readonly sub: EventSubscription<ServiceAnnouncement>;
+  private readonly watching: Promise<void>;
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly bus: EventBus,
+    private readonly intervalMs: number,
+    private readonly logger: Logger,
+  ) {
+    this.sub = subscribeEvents(bus, servicesSubject('*'), events.ServiceAnnouncementSchema, {
+      onDecodeError: (err, subject) => logger.warn({ err, subject }, 'dropped a malformed service announcement'),
+    });
+    this.watching = this.watch();
+    bus.publish(directoryProbeSubject, new Uint8Array(0)).catch((err: unknown) => logger.warn({ err }, 'failed to probe for services'));
+  }
+
+  private async watch(): Promise<void> {
+    for await (const { message } of this.sub) this.apply(message);
+  }
+
+  private apply(a: ServiceAnnouncement): void {
+    if (!a.tier || !a.id) return;
+    let entries = this.tiers.get(a.tier);
+    if (a.leaving) {
+      entries?.delete(a.id);
+      return;
+    }
+    if (!entries) {
+      entries = new Map();
+      this.tiers.set(a.tier, entries);
+    }
+    entries.set(a.id, { announcement: a, seenAt: Date.now() });
+    for (const w of this.waiters) if (w.tier === a.tier) w.wake(this.list(a.tier)[0] ?? a);
+  }
+
+  list(tier: string): ServiceAnnouncement[] {
+    const entries = this.tiers.get(tier);
+    if (!entries) return [];
+    const cutoff = Date.now() - 3 * this.intervalMs;
+    for (const [id, e] of entries) if (e.seenAt < cutoff) entries.delete(id);
+    return [...entries.values()].map((e) => e.announcement).sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
+  }
+
+  waitFor(tier: string, opts: WaitForOptions = {}): Promise<ServiceAnnouncement> {
+    return new Promise((resolve, reject) => {
+      const timeoutMs = compileInterval(opts.timeoutMs ?? 30_000, 'timeoutMs');
+      const { signal } = opts;
+      const what = `find a "${tier}" service`;
+      if (this.closing) throw new UnavailableError(`failed to ${what}: directory closed`, { tier });
+      if (signal?.aborted) throw canceled(signal, what);
+      const first = this.list(tier)[0];
+      if (first) return resolve(first);
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        this.waiters.delete(waiter);
+      };
+      const waiter: Waiter = {
+        tier,
+        wake: (a) => {
+          done();
+          resolve(a);
+        },
+        fail: (err) => {
+          done();
+          reject(err);
+        },
+      };
+      const onAbort = () => waiter.fail(canceled(signal!, what));
+      const timer = setTimeout(
+        () => waiter.fail(new UnavailableError(`failed to ${what}: none announced within ${timeoutMs} ms`, { tier })),
+        timeoutMs,
+      );
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.add(waiter);
+    });
+  }
+
+  async announce(service: ServiceInfo, opts: AnnounceOptions = {}): Promise<Announcement> {
+    validateName(service?.tier, 'tier');
+    for (const field of ['id', 'url'] as const) {
+      if (typeof service[field] !== 'string' || service[field] === '') {
+        throw new InvalidArgumentError(`invalid ${field}: must be a non-empty string`, field);
+      }
+    }
+    if (this.closing) throw new UnavailableError('failed to announce: directory closed', { tier: service.tier });
+    const intervalMs = compileInterval(opts.intervalMs ?? this.intervalMs, 'intervalMs');
+    const a = new AnnouncementImpl(this.bus, service, intervalMs, this.logger, () => this.announcements.delete(a));
+    this.announcements.add(a);
+    try {
+      await a.start(opts.signal);
+    } catch (err) {
+      await a.stop();
+      throw err;
+    }
+    return a;
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await Promise.all([...this.announcements].map((a) => a.stop()));
+      this.sub.unsubscribe();
+      await this.watching.catch(() => {});
+      for (const w of this.waiters) w.fail(new UnavailableError(`failed to find a "${w.tier}" service: directory closed`, { tier: w.tier }));
+    })();
+    return this.closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+class AnnouncementImpl implements Announcement {
+  private timer: NodeJS.Timeout | undefined;
+  private probes: Subscription | undefined;
+  private stopping: Promise<void> | undefined;
+  private signal: AbortSignal | undefined;
+  private readonly onAbort = () => void this.stop();
+
+  constructor(
+    private readonly bus: EventBus,
+    private readonly service: ServiceInfo,
+    private readonly intervalMs: number,
+    private readonly logger: Logger,
+    private readonly onStop: () => void,
+  ) {}
+
+  get tier(): string {
+    return this.service.tier;
+  }
+
+  get id(): string {
+    return this.service.id;
+  }
+
+  async start(signal: AbortSignal | undefined): Promise<void> {
+    this.signal = signal;
+    this.probes = this.bus.subscribe(directoryProbeSubject);
+    void this.answerProbes(this.probes);
+    await this.publish(false);
+    if (this.stopping) return;
+    this.timer = setInterval(() => this.republish(), this.intervalMs);
+    if (signal?.aborted) void this.stop();
+    else signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  private async answerProbes(probes: Subscription): Promise<void> {
+    for await (const _ of probes) this.republish();
+  }
+
+  private republish(): void {
+    if (this.stopping) return;
+    this.publish(false).catch((err: unknown) => this.logger.warn({ err, tier: this.tier, id: this.id }, 'failed to announce'));
+  }
+
+  private publish(leaving: boolean): Promise<void> {
+    const { tier, id, url, platforms = [], labels = {} } = this.service;
+    return publishEvent(this.bus, servicesSubject(tier), events.ServiceAnnouncementSchema, {
+      tier,
+      id,
+      url,
+      platforms,
+      labels,
+      time: timestampNow(),
+      leaving,
+    });
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      clearInterval(this.timer);
+      this.signal?.removeEventListener('abort', this.onAbort);
+      this.probes?.unsubscribe();
+      await this.publish(true).catch((err: unknown) => this.logger.debug({ err, tier: this.tier, id: this.id }, 'failed to announce leaving'));
+      this.onStop();
+    })();
+    return this.stopping;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+}
+

@@ -1,0 +1,350 @@
+import { InvalidArgumentError, silentLogger, UnavailableError, type Logger } from '@kiln/common';
+import { connect, headers, type JetStreamManager, type Msg, type MsgHdrs, type NatsConnection, type Subscription as NatsSubscription } from 'nats';
+import type {
+  EventBus,
+  Message,
+  RequestHandler,
+  RequestOptions,
+  ServeOptions,
+  Service,
+  SubscribeOptions,
+  Subscription,
+  WorkQueue,
+} from '../bus.js';
+import { canceled, whenAborted } from '../internal/abort.js';
+import { compileRequestOptions } from '../internal/options.js';
+import { PushSubscription } from '../internal/push-subscription.js';
+import { decodeHandlerError, encodeHandlerError, ERROR_HEADER } from '../internal/reply.js';
+import { validateName, validateSubject } from '../subject.js';
+import { fromNatsError } from './nats-errors.js';
+import { NatsWorkQueue, type NatsWorkQueueContext } from './nats-work-queue.js';
+
+export interface NatsBusOptions {
+  /** One URL (`nats://127.0.0.1:4222`) or several of the same cluster. */
+  servers: string | string[];
+  /** Connection name shown by the server's monitoring; default "kiln". */
+  name?: string;
+  /** Child logger; the bus binds `component: "nats-bus"`. Default silent. */
+  logger?: Logger;
+  /** How long the first connect may take; default 5000. */
+  connectTimeoutMs?: number;
+}
+
+interface CompiledNatsBusOptions {
+  servers: string[];
+  name: string;
+  logger: Logger;
+  connectTimeoutMs: number;
+}
+
+export function compileNatsBusOptions(opts: NatsBusOptions): CompiledNatsBusOptions {
+  const servers = typeof opts?.servers === 'string' ? [opts.servers] : opts?.servers;
+  if (!Array.isArray(servers) || servers.length === 0 || servers.some((s) => typeof s !== 'string' || s.trim() === '')) {
+    throw new InvalidArgumentError('invalid servers: give at least one NATS URL', 'servers');
+  }
+  const connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
+  if (!Number.isFinite(connectTimeoutMs) || connectTimeoutMs <= 0) {
+    throw new InvalidArgumentError(`invalid connectTimeoutMs ${connectTimeoutMs}`, 'connectTimeoutMs');
+  }
+  return {
+    servers,
+    name: opts.name ?? 'kiln',
+    logger: (opts.logger ?? silentLogger()).child({ component: 'nats-bus' }),
+    connectTimeoutMs,
+  };
+}
+
+/**
+ * Connects an EventBus to NATS: core NATS for publish/subscribe and
+ * request/reply, JetStream (which the server must enable, `-js`) for work
+ * queues. After the first connection it reconnects forever; operations made
+ * while disconnected are buffered by the client. Rejects with KilnError
+ * `unavailable` when the first connection fails.
+ */
+export async function connectNatsBus(opts: NatsBusOptions): Promise<EventBus> {
+  const o = compileNatsBusOptions(opts);
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers: o.servers,
+      name: o.name,
+      timeout: o.connectTimeoutMs,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 1000,
+    });
+  } catch (err) {
+    throw new UnavailableError(
+      `failed to connect to NATS at ${o.servers.join(',')}: ${err instanceof Error ? err.message : String(err)}`,
+      { servers: o.servers.join(',') },
+      { cause: err },
+    );
+  }
+  return new NatsBusImpl(nc, o.logger);
+}
+
+class NatsBusImpl implements EventBus, NatsWorkQueueContext {
+  private readonly subs = new Set<PushSubscription>();
+  private readonly services = new Set<NatsService>();
+  private readonly consumers = new Set<Promise<void>>();
+  private readonly queues = new Map<string, NatsWorkQueue>();
+  readonly closing = new AbortController();
+  private closingPromise: Promise<void> | undefined;
+  private readonly closedPromise: Promise<void | Error>;
+  private jsmPromise: Promise<JetStreamManager> | undefined;
+
+  constructor(
+    readonly nc: NatsConnection,
+    readonly logger: Logger,
+  ) {
+    this.closedPromise = nc.closed().then((err) => {
+      this.closing.abort(new UnavailableError('NATS connection closed'));
+      for (const s of this.subs) s.end();
+      this.subs.clear();
+      if (err) {
+        this.logger.error({ err }, 'NATS connection closed with an error');
+        return new UnavailableError(`NATS connection closed: ${err.message}`, {}, { cause: err });
+      }
+      return undefined;
+    });
+    void this.watchStatus();
+  }
+
+  private async watchStatus(): Promise<void> {
+    for await (const s of this.nc.status()) {
+      if (s.type === 'disconnect' || s.type === 'error') this.logger.warn({ status: s.type, data: s.data }, 'NATS connection status');
+      else if (s.type === 'reconnect') this.logger.info({ status: s.type, data: s.data }, 'NATS reconnected');
+      else this.logger.debug({ status: s.type, data: s.data }, 'NATS connection status');
+    }
+  }
+
+  async publish(subject: string, data: Uint8Array): Promise<void> {
+    validateSubject(subject, false);
+    this.checkOpen('publish');
+    try {
+      this.nc.publish(subject, data.slice());
+    } catch (err) {
+      throw fromNatsError(err, `publish ${subject}`, { subject });
+    }
+  }
+
+  subscribe(subject: string, opts: SubscribeOptions = {}): Subscription {
+    validateSubject(subject, true);
+    if (opts.queue !== undefined) validateName(opts.queue, 'queue');
+    this.checkOpen('subscribe');
+    let natsSub: NatsSubscription | undefined;
+    const sub = new PushSubscription(
+      subject,
+      () => {
+        this.subs.delete(sub);
+        if (natsSub && !natsSub.isClosed()) natsSub.unsubscribe();
+      },
+      opts.signal,
+    );
+    try {
+      natsSub = this.nc.subscribe(subject, {
+        queue: opts.queue,
+        callback: (err, msg) => {
+          if (err) {
+            this.logger.warn({ err, subject }, 'subscription failed');
+            sub.unsubscribe();
+            return;
+          }
+          sub.push(this.toMessage(msg));
+        },
+      });
+    } catch (err) {
+      sub.end();
+      throw fromNatsError(err, `subscribe to ${subject}`, { subject });
+    }
+    this.subs.add(sub);
+    return sub;
+  }
+
+  private toMessage(msg: Msg): Message {
+    const replyTo = msg.reply;
+    const m: { subject: string; data: Uint8Array; reply?: (d: Uint8Array) => Promise<void> } = {
+      subject: msg.subject,
+      data: msg.data.slice(),
+    };
+    if (replyTo) {
+      m.reply = async (d) => {
+        this.checkOpen('reply');
+        try {
+          this.nc.publish(replyTo, d.slice());
+        } catch (err) {
+          throw fromNatsError(err, `reply on ${msg.subject}`, { subject: msg.subject });
+        }
+      };
+    }
+    return m;
+  }
+
+  async request(subject: string, data: Uint8Array, opts?: RequestOptions): Promise<Uint8Array> {
+    validateSubject(subject, false);
+    const { timeoutMs, signal } = compileRequestOptions(opts);
+    this.checkOpen('request');
+    const what = `request ${subject}`;
+    if (signal?.aborted) throw canceled(signal, what);
+    const req = this.nc.request(subject, data.slice(), { timeout: timeoutMs });
+    req.catch(() => {}); // may lose the race against abort
+    const abort = whenAborted(signal);
+    let msg: Msg;
+    try {
+      msg = await Promise.race([
+        req,
+        abort.promise.then(() => {
+          throw canceled(signal!, what);
+        }),
+      ]);
+    } catch (err) {
+      const e = fromNatsError(err, what, { subject });
+      if (e.code === 'deadline_exceeded') e.message = `failed to ${what}: no reply within ${timeoutMs} ms`;
+      throw e;
+    } finally {
+      abort.dispose();
+    }
+    const encoded = msg.headers?.get(ERROR_HEADER);
+    if (encoded) throw decodeHandlerError(encoded);
+    return msg.data.slice();
+  }
+
+  serve(subject: string, handler: RequestHandler, opts: ServeOptions = {}): Service {
+    validateSubject(subject, true);
+    if (opts.queue !== undefined) validateName(opts.queue, 'queue');
+    this.checkOpen('serve');
+    const service = new NatsService(this.nc, subject, handler, opts, this.logger, () => this.services.delete(service));
+    this.services.add(service);
+    return service;
+  }
+
+  workQueue(name: string): WorkQueue {
+    validateName(name, 'name');
+    let q = this.queues.get(name);
+    if (!q) {
+      q = new NatsWorkQueue(name, this);
+      this.queues.set(name, q);
+    }
+    return q;
+  }
+
+  // NatsWorkQueueContext
+  jetstreamManager(): Promise<JetStreamManager> {
+    this.jsmPromise ??= this.nc.jetstreamManager().catch((err: unknown) => {
+      this.jsmPromise = undefined;
+      throw err;
+    });
+    return this.jsmPromise;
+  }
+
+  trackConsumer(run: Promise<void>): void {
+    this.consumers.add(run);
+    void run.catch(() => {}).finally(() => this.consumers.delete(run));
+  }
+
+  checkOpen(what: string): void {
+    if (this.closing.signal.aborted || this.nc.isClosed()) throw new UnavailableError(`failed to ${what}: bus closed`);
+  }
+
+  close(): Promise<void> {
+    this.closingPromise ??= (async () => {
+      this.closing.abort(new UnavailableError('bus closed'));
+      // Consumers hand back unstarted items and wait for their handlers
+      // (acks need the connection), services answer what they took.
+      await Promise.allSettled([...this.consumers]);
+      await Promise.allSettled([...this.services].map((s) => s.stop()));
+      for (const s of this.subs) s.end();
+      this.subs.clear();
+      if (!this.nc.isClosed()) {
+        try {
+          await this.nc.drain();
+        } catch (err) {
+          this.logger.debug({ err }, 'drain failed; closing');
+          await this.nc.close().catch(() => {});
+        }
+      }
+      await this.closedPromise;
+    })();
+    return this.closingPromise;
+  }
+
+  async closed(): Promise<void | Error> {
+    const result = await this.closedPromise;
+    // An explicit close() is a clean end even if the connection was lost.
+    return this.closingPromise ? undefined : result;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+class NatsService implements Service {
+  private readonly sub: NatsSubscription;
+  private readonly inflight = new Set<Promise<void>>();
+  private stopping: Promise<void> | undefined;
+  private readonly onAbort = () => void this.stop();
+
+  constructor(
+    private readonly nc: NatsConnection,
+    readonly subject: string,
+    private readonly handler: RequestHandler,
+    private readonly opts: ServeOptions,
+    private readonly logger: Logger,
+    private readonly onStop: () => void,
+  ) {
+    try {
+      this.sub = nc.subscribe(subject, {
+        queue: opts.queue,
+        callback: (err, msg) => {
+          if (err) {
+            this.logger.warn({ err, subject }, 'service subscription failed');
+            void this.stop();
+            return;
+          }
+          if (!msg.reply) return; // a plain publish: nobody to answer
+          const p = this.handle(msg);
+          this.inflight.add(p);
+          void p.finally(() => this.inflight.delete(p));
+        },
+      });
+    } catch (err) {
+      throw fromNatsError(err, `serve ${subject}`, { subject });
+    }
+    if (opts.signal?.aborted) queueMicrotask(this.onAbort);
+    else opts.signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  private async handle(msg: Msg): Promise<void> {
+    let reply: Uint8Array;
+    let h: MsgHdrs | undefined;
+    try {
+      reply = (await this.handler(msg.data.slice(), msg.subject)).slice();
+    } catch (err) {
+      this.logger.debug({ err, subject: msg.subject }, 'request handler failed');
+      reply = new Uint8Array(0);
+      h = headers();
+      h.set(ERROR_HEADER, encodeHandlerError(err));
+    }
+    try {
+      msg.respond(reply, h ? { headers: h } : undefined);
+    } catch (err) {
+      this.logger.warn({ err, subject: msg.subject }, 'failed to send a reply');
+    }
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.opts.signal?.removeEventListener('abort', this.onAbort);
+      if (!this.sub.isClosed() && !this.nc.isClosed()) {
+        try {
+          await this.sub.drain();
+        } catch {
+          // the connection went away; nothing left to drain
+        }
+      }
+      await Promise.allSettled([...this.inflight]);
+      this.onStop();
+    })();
+    return this.stopping;
+  }
+}
