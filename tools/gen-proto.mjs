@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Regenerates packages/api/src/gen from proto/ with buf + protoc-gen-es,
 // then writes packages/api/src/index.ts re-exporting every generated module.
-// `--out DIR` generates into DIR instead (used by the drift check).
+// `--out DIR` generates into DIR instead and `--proto DIR` reads another
+// proto tree (both used by the drift check).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync, cpSync, mkdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,6 +12,8 @@ import { fileURLToPath } from 'node:url';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const outArg = process.argv.indexOf('--out');
 const apiSrc = outArg > 0 ? resolve(process.argv[outArg + 1]) : join(root, 'packages/api/src');
+const protoArg = process.argv.indexOf('--proto');
+const protoDir = protoArg > 0 ? resolve(process.argv[protoArg + 1]) : join(root, 'proto');
 const bin = join(root, 'node_modules/.bin');
 
 export function generate(protoDir, targetSrc) {
@@ -45,4 +48,4 @@ export function generate(protoDir, targetSrc) {
   writeFileSync(join(targetSrc, 'index.ts'), lines.join('\n') + '\n');
 }
 
-generate(join(root, 'proto'), apiSrc);
+generate(protoDir, apiSrc);

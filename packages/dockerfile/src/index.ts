@@ -1,1 +1,3 @@
-export {};
+export * from './parser/index.js';
+export * from './shell/index.js';
+export * from './instructions/index.js';

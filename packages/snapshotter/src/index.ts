@@ -1,1 +1,3 @@
-export {};
+export type { ActiveSnapshot, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from './snapshotter.js';
+export { createDirectorySnapshotter, type DirectorySnapshotterOptions } from './directory/directory-snapshotter.js';
+export { cleanRootPath, MAX_SYMLINKS, resolveInRoot, type ResolveInRootOptions } from './safe-path.js';

@@ -16,6 +16,7 @@ import { PushSubscription } from '../internal/push-subscription.js';
 import { decodeHandlerError, encodeHandlerError } from '../internal/reply.js';
 import { subjectMatches, validateName, validateSubject } from '../subject.js';
 import { MemoryWorkQueueState } from './memory-work-queue.js';
+import { copyBytes } from '../internal/bytes.js';
 
 export interface MemoryBusOptions {
   /** Child logger for handler failures; default silent. */
@@ -118,7 +119,7 @@ class MemoryBusImpl implements EventBus {
       const delivered = this.route(subject, data, {
         reply: async (d) => {
           this.checkOpen('reply');
-          pending.resolve(d.slice());
+          pending.resolve(copyBytes(d));
         },
         fail: (encoded) => pending.reject(decodeHandlerError(encoded)),
       });
@@ -183,7 +184,7 @@ class MemoryBusImpl implements EventBus {
     for (const r of this.routes) {
       if (!subjectMatches(r.pattern, subject)) continue;
       if (r.queue === undefined) {
-        r.sub.push({ subject, data: data.slice(), ...reply });
+        r.sub.push({ subject, data: copyBytes(data), ...reply });
         count++;
       } else {
         const key = `${r.queue}\u0000${r.pattern}`;
@@ -196,7 +197,7 @@ class MemoryBusImpl implements EventBus {
       const n = this.roundRobin.get(key) ?? 0;
       this.roundRobin.set(key, n + 1);
       const r = members[n % members.length] as Route;
-      r.sub.push({ subject, data: data.slice(), ...reply });
+      r.sub.push({ subject, data: copyBytes(data), ...reply });
       count++;
     }
     return count;

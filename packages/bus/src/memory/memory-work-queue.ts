@@ -2,6 +2,7 @@ import type { Logger } from '@kiln/common';
 import type { ConsumeOptions, WorkHandler } from '../bus.js';
 import { whenAborted } from '../internal/abort.js';
 import { compileConsumeOptions, type CompiledConsumeOptions } from '../internal/options.js';
+import { copyBytes } from '../internal/bytes.js';
 
 interface Item {
   readonly data: Uint8Array;
@@ -35,7 +36,7 @@ export class MemoryWorkQueueState {
   }
 
   push(data: Uint8Array): void {
-    this.items.push({ data: data.slice(), attempt: 0 });
+    this.items.push({ data: copyBytes(data), attempt: 0 });
     this.pump();
   }
 
@@ -93,7 +94,7 @@ export class MemoryWorkQueueState {
     item.attempt++;
     const attempt = item.attempt;
     const p = Promise.resolve()
-      .then(() => consumer.handler(item.data.slice(), { attempt }))
+      .then(() => consumer.handler(copyBytes(item.data), { attempt }))
       .then(
         () => undefined,
         (err: unknown) => {

@@ -18,6 +18,7 @@ import { decodeHandlerError, encodeHandlerError, ERROR_HEADER } from '../interna
 import { validateName, validateSubject } from '../subject.js';
 import { fromNatsError } from './nats-errors.js';
 import { NatsWorkQueue, type NatsWorkQueueContext } from './nats-work-queue.js';
+import { copyBytes } from '../internal/bytes.js';
 
 export interface NatsBusOptions {
   /** One URL (`nats://127.0.0.1:4222`) or several of the same cluster. */
@@ -121,7 +122,7 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
     validateSubject(subject, false);
     this.checkOpen('publish');
     try {
-      this.nc.publish(subject, data.slice());
+      this.nc.publish(subject, copyBytes(data));
     } catch (err) {
       throw fromNatsError(err, `publish ${subject}`, { subject });
     }
@@ -164,13 +165,13 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
     const replyTo = msg.reply;
     const m: { subject: string; data: Uint8Array; reply?: (d: Uint8Array) => Promise<void> } = {
       subject: msg.subject,
-      data: msg.data.slice(),
+      data: copyBytes(msg.data),
     };
     if (replyTo) {
       m.reply = async (d) => {
         this.checkOpen('reply');
         try {
-          this.nc.publish(replyTo, d.slice());
+          this.nc.publish(replyTo, copyBytes(d));
         } catch (err) {
           throw fromNatsError(err, `reply on ${msg.subject}`, { subject: msg.subject });
         }
@@ -185,7 +186,7 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
     this.checkOpen('request');
     const what = `request ${subject}`;
     if (signal?.aborted) throw canceled(signal, what);
-    const req = this.nc.request(subject, data.slice(), { timeout: timeoutMs });
+    const req = this.nc.request(subject, copyBytes(data), { timeout: timeoutMs });
     req.catch(() => {}); // may lose the race against abort
     const abort = whenAborted(signal);
     let msg: Msg;
@@ -205,7 +206,7 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
     }
     const encoded = msg.headers?.get(ERROR_HEADER);
     if (encoded) throw decodeHandlerError(encoded);
-    return msg.data.slice();
+    return copyBytes(msg.data);
   }
 
   serve(subject: string, handler: RequestHandler, opts: ServeOptions = {}): Service {
@@ -318,7 +319,7 @@ class NatsService implements Service {
     let reply: Uint8Array;
     let h: MsgHdrs | undefined;
     try {
-      reply = (await this.handler(msg.data.slice(), msg.subject)).slice();
+      reply = copyBytes(await this.handler(copyBytes(msg.data), msg.subject));
     } catch (err) {
       this.logger.debug({ err, subject: msg.subject }, 'request handler failed');
       reply = new Uint8Array(0);

@@ -16,6 +16,7 @@ import type { ConsumeOptions, WorkHandler, WorkQueue } from '../bus.js';
 import { whenAborted } from '../internal/abort.js';
 import { compileConsumeOptions, type CompiledConsumeOptions } from '../internal/options.js';
 import { fromNatsError, isNotFound } from './nats-errors.js';
+import { copyBytes } from '../internal/bytes.js';
 
 /** What a work queue needs from its bus. */
 export interface NatsWorkQueueContext {
@@ -65,14 +66,14 @@ export class NatsWorkQueue implements WorkQueue {
     await this.ensure();
     const js = this.ctx.nc.jetstream();
     try {
-      await js.publish(this.subject, data.slice(), { expect: { streamName: this.stream } });
+      await js.publish(this.subject, copyBytes(data), { expect: { streamName: this.stream } });
     } catch (err) {
       if (err instanceof NatsError && err.code === ErrorCode.NoResponders) {
         // The stream went away (e.g. a server without persistence restarted): recreate once.
         this.ready = undefined;
         await this.ensure();
         try {
-          await js.publish(this.subject, data.slice(), { expect: { streamName: this.stream } });
+          await js.publish(this.subject, copyBytes(data), { expect: { streamName: this.stream } });
           return;
         } catch (err2) {
           throw fromNatsError(err2, what, { queue: this.name });
@@ -218,7 +219,7 @@ export class NatsWorkQueue implements WorkQueue {
     }, ACK_WAIT_MS / 3);
     let ok = false;
     try {
-      await handler(m.data.slice(), { attempt });
+      await handler(copyBytes(m.data), { attempt });
       ok = true;
     } catch (err) {
       logger.debug({ err, queue: this.name, attempt }, 'work item failed; redelivering');

@@ -1,0 +1,14 @@
+// Dispatches `kiln daemon ...` to kilnd and everything else to the CLI.
+// Needs `npm run build` (it loads the compiled packages).
+import { fileURLToPath } from 'node:url';
+
+const self = fileURLToPath(import.meta.url);
+const args = process.argv.slice(2);
+if (args[0] === 'daemon') {
+  const { runDaemon } = await import('../packages/kilnd/dist/index.js');
+  process.exit(await runDaemon(args.slice(1)));
+} else {
+  const { main } = await import('../packages/cli/dist/main.js');
+  const code = await main(args, { daemonCommand: [process.execPath, self, 'daemon'] });
+  process.exit(code);
+}

@@ -1,0 +1,1 @@
+export { runBusContract, take, waitUntil, type BusFixture } from './contract.js';

@@ -1,0 +1,38 @@
+import type { Logger } from '@kiln/common';
+
+/** What an exporter gets to work with for one build result. */
+export interface ExportSource {
+  buildId: string;
+  sessionId: string;
+  /** The result's filesystem as a tar stream (read once). Empty result: an empty tar. */
+  openTar(signal?: AbortSignal): AsyncIterable<Uint8Array>;
+  /** The OCI image config JSON from the frontend, if any. */
+  imageConfig: Uint8Array;
+}
+
+/** Where exporters deliver to the client: the build's session. */
+export interface ClientOutputs {
+  /** Streams bytes to the client's output `outputId`; resolves with the bytes written. */
+  write(sessionId: string, outputId: string, data: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<number>;
+}
+
+export interface ExporterContext {
+  outputs: ClientOutputs;
+  logger: Logger;
+  signal?: AbortSignal;
+}
+
+/**
+ * An exporter turns a result into one kind of output. `resolve` validates
+ * the user's attrs once (throwing InvalidArgumentError naming the attr) and
+ * returns the instance; `export` delivers and returns response metadata
+ * (e.g. `containerimage.digest`) for --metadata-file.
+ */
+export interface Exporter {
+  readonly type: string;
+  resolve(attrs: Record<string, string>): ExporterInstance;
+}
+
+export interface ExporterInstance {
+  export(src: ExportSource, ctx: ExporterContext): Promise<Record<string, string>>;
+}

@@ -1,0 +1,55 @@
+import type { Client, ServiceImpl } from '@connectrpc/connect';
+import { exporter, session, type worker } from '@kiln/api';
+import { InvalidArgumentError, NotFoundError, type Logger } from '@kiln/common';
+import type { ClientOutputs, Exporter } from '../exporter.js';
+import { emptyTar } from '../empty-tar.js';
+
+export interface ExporterServiceOptions {
+  exporters: readonly Exporter[];
+  /** The worker that holds a result, by id. */
+  worker(id: string): Promise<Client<typeof worker.WorkerService> | undefined>;
+  /** The session relay (SessionService on the solver). */
+  sessions: Client<typeof session.SessionService>;
+  logger: Logger;
+}
+
+/** The Exporter tier's RPC surface: resolves the exporter, wires the result's tar and the client. */
+export function createExporterServiceImpl(opts: ExporterServiceOptions): ServiceImpl<typeof exporter.ExporterService> {
+  const byType = new Map(opts.exporters.map((e) => [e.type, e]));
+  const outputs: ClientOutputs = {
+    async write(sessionId, outputId, data, signal) {
+      async function* requests() {
+        yield { msg: { case: 'header' as const, value: { sessionId, outputId } } };
+        for await (const chunk of data) yield { msg: { case: 'chunk' as const, value: chunk } };
+      }
+      const res = await opts.sessions.writeFiles(requests(), { signal });
+      return Number(res.bytes);
+    },
+  };
+  return {
+    async export(req, ctx) {
+      const exp = byType.get(req.type);
+      if (!exp) {
+        throw new InvalidArgumentError(`unknown exporter type "${req.type}" (have: ${[...byType.keys()].join(', ')})`, '--output');
+      }
+      const instance = exp.resolve(req.attrs);
+      const client = req.ref ? await opts.worker(req.workerId) : undefined;
+      if (req.ref && !client) throw new NotFoundError(`worker ${req.workerId} that holds the result is gone`);
+      const logger = opts.logger.child({ buildId: req.buildId, exporter: req.type });
+      const response = await instance.export(
+        {
+          buildId: req.buildId,
+          sessionId: req.sessionId,
+          imageConfig: req.imageConfig,
+          openTar: (signal) => (client ? tarChunks(client.exportRef({ ref: req.ref }, { signal })) : emptyTar()),
+        },
+        { outputs, logger, signal: ctx.signal },
+      );
+      return { response };
+    },
+  };
+}
+
+async function* tarChunks(it: AsyncIterable<{ tarChunk: Uint8Array }>): AsyncIterable<Uint8Array> {
+  for await (const m of it) yield m.tarChunk;
+}

@@ -1,0 +1,31 @@
+import type { llb } from '@kiln/api';
+
+/** What a frontend may read from the build's client. */
+export interface FrontendInputs {
+  /** Reads one file of a client directory ("dockerfile", "context"); undefined when absent. */
+  readFile(dirName: string, path: string, maxBytes?: number): Promise<Uint8Array | undefined>;
+}
+
+export interface FrontendRequest {
+  buildId: string;
+  /** BuildKit-style options: filename, target, build-arg:K, platform, context:NAME ... */
+  attrs: Record<string, string>;
+}
+
+export interface FrontendResult {
+  definition: llb.Definition;
+  /** OCI image config JSON for the target, or empty. */
+  imageConfig: Uint8Array;
+  metadata: Record<string, string>;
+}
+
+/**
+ * A frontend turns a build description into LLB. It reads inputs only
+ * through `inputs` (so the client sends only what is read), must honour
+ * `signal`, and throws SourceError with the file and line for bad input.
+ */
+export interface Frontend {
+  /** The name clients ask for, e.g. "dockerfile.v0". */
+  readonly name: string;
+  solve(req: FrontendRequest, inputs: FrontendInputs, signal?: AbortSignal): Promise<FrontendResult>;
+}

@@ -1,0 +1,35 @@
+import { create } from '@bufbuild/protobuf';
+import type { Client, ServiceImpl } from '@connectrpc/connect';
+import { frontend, type session } from '@kiln/api';
+import { InvalidArgumentError, type Logger } from '@kiln/common';
+import type { Frontend } from '../frontend.js';
+
+export interface FrontendServiceOptions {
+  frontends: readonly Frontend[];
+  /** The session relay (SessionService on the solver). */
+  sessions: Client<typeof session.SessionService>;
+  logger: Logger;
+}
+
+/** The FrontendService: picks the frontend by name and gives it the build's session as input. */
+export function createFrontendServiceImpl(opts: FrontendServiceOptions): ServiceImpl<typeof frontend.FrontendService> {
+  const byName = new Map(opts.frontends.map((f) => [f.name, f]));
+  return {
+    async solve(req, ctx) {
+      const fe = byName.get(req.frontend);
+      if (!fe) throw new InvalidArgumentError(`unknown frontend "${req.frontend}" (have: ${[...byName.keys()].join(', ')})`, 'frontend');
+      opts.logger.debug({ buildId: req.buildId, frontend: req.frontend }, 'frontend solve');
+      const result = await fe.solve(
+        { buildId: req.buildId, attrs: req.attrs },
+        {
+          async readFile(dirName, path, maxBytes = 0) {
+            const res = await opts.sessions.readFile({ sessionId: req.sessionId, dirName, path, maxBytes: BigInt(maxBytes) }, { signal: ctx.signal });
+            return res.found ? res.data : undefined;
+          },
+        },
+        ctx.signal,
+      );
+      return create(frontend.SolveResponseSchema, { definition: result.definition, imageConfig: result.imageConfig, metadata: result.metadata });
+    },
+  };
+}

@@ -1,0 +1,83 @@
+import type { Client } from '@connectrpc/connect';
+import { content, control, exporter, frontend, session, worker as workerApi } from '@kiln/api';
+import { createMemoryBus } from '@kiln/bus';
+import { createInMemoryTransport, createKilnClient, serveRoutes, type Logger, type Routes, type RpcServer } from '@kiln/common';
+import { createContentServiceImpl, openLocalContentStore } from '@kiln/content-store';
+import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
+import { createFrontendServiceImpl, dockerfileFrontend } from '@kiln/frontend-gateway';
+import { createControlServiceImpl, createSessionServiceImpl, SessionHost, Solver, type WorkerPool } from '@kiln/solver';
+import { createWorkerServiceImpl } from '@kiln/worker';
+import { createOciWorker } from '@kiln/worker-oci';
+import { join } from 'node:path';
+import { createDeferredTransport } from './deferred-transport.js';
+import type { DaemonOptions } from './options.js';
+
+export interface RunningDaemon {
+  close(): Promise<void>;
+}
+
+/**
+ * Every tier in one process: tiers still talk through their Connect clients,
+ * over Connect's in-memory router transport, and events go over the
+ * in-process bus. The CLI reaches Control and Session on `opts.addr`.
+ */
+export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promise<RunningDaemon> {
+  const bus = createMemoryBus();
+  const transport = createDeferredTransport();
+  const sessionClient = createKilnClient(session.SessionService, transport);
+  const workerClient = createKilnClient(workerApi.WorkerService, transport);
+
+  const store = await openLocalContentStore({ root: join(opts.root, 'content'), logger: logger.child({ tier: 'content' }) });
+  const sessions = new SessionHost(logger.child({ tier: 'solver', component: 'session' }));
+  const ociWorker = await createOciWorker({
+    id: opts.id,
+    root: join(opts.root, 'worker-oci'),
+    sessions: sessionClient,
+    publish: (subject, data) => bus.publish(subject, data),
+    logger: logger.child({ tier: 'worker-oci' }),
+  });
+  const description = await ociWorker.describe();
+  const workers: WorkerPool = {
+    list: async () => [{ id: description.id, platforms: description.platforms, labels: description.labels, client: workerClient }],
+    get: async (id) => (id === description.id ? { id, platforms: description.platforms, labels: description.labels, client: workerClient } : undefined),
+  };
+  const solver = new Solver({
+    bus,
+    logger: logger.child({ tier: 'solver' }),
+    sessions,
+    frontend: async () => createKilnClient(frontend.FrontendService, transport),
+    exporters: async () => createKilnClient(exporter.ExporterService, transport),
+    workers,
+    maxParallelism: opts.maxParallelism,
+    tiers: ['solver', 'frontend', 'content', 'worker-oci', 'exporters'],
+  });
+
+  const routes: Routes = (r) => {
+    r.service(control.ControlService, createControlServiceImpl(solver));
+    r.service(session.SessionService, createSessionServiceImpl(sessions));
+    r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontend], sessions: sessionClient, logger: logger.child({ tier: 'frontend' }) }));
+    r.service(workerApi.WorkerService, createWorkerServiceImpl(ociWorker));
+    r.service(content.ContentService, createContentServiceImpl(store));
+    r.service(
+      exporter.ExporterService,
+      createExporterServiceImpl({
+        exporters: builtinExporters,
+        worker: async (id) => (id === description.id ? (workerClient as Client<typeof workerApi.WorkerService>) : undefined),
+        sessions: sessionClient,
+        logger: logger.child({ tier: 'exporters' }),
+      }),
+    );
+  };
+  transport.bind(createInMemoryTransport(routes));
+  const server: RpcServer = await serveRoutes(opts.addr, routes);
+  logger.info({ addr: opts.addr, root: opts.root }, 'kilnd ready (all tiers in one process)');
+  return {
+    async close() {
+      await server.close();
+      solver.close();
+      await ociWorker.close?.();
+      await store.close();
+      await bus.close();
+    },
+  };
+}

@@ -1,0 +1,43 @@
+import { createRootLogger, describeError, KilnError, asKilnError } from '@kiln/common';
+import { startAllInOne, type RunningDaemon } from './all-in-one.js';
+import { compileDaemonOptions } from './options.js';
+import { startTier } from './tier.js';
+
+/**
+ * `kiln daemon ...`: runs all tiers (default) or one, until SIGTERM/SIGINT,
+ * then shuts down gracefully. Returns the process exit code.
+ */
+export async function runDaemon(argv: string[]): Promise<number> {
+  let opts;
+  try {
+    opts = compileDaemonOptions(argv);
+  } catch (err) {
+    process.stderr.write(`ERROR: ${describeError(asKilnError(err))}\n`);
+    return 2;
+  }
+  const logger = createRootLogger('kilnd', process.env.KILN_LOG_LEVEL ?? opts.logLevel ?? 'info');
+  let daemon: RunningDaemon;
+  try {
+    daemon = opts.tier === 'all' ? await startAllInOne(opts, logger) : await startTier(opts, logger);
+  } catch (err) {
+    const e = asKilnError(err);
+    logger.error({ err }, 'failed to start');
+    process.stderr.write(`ERROR: failed to start kilnd: ${describeError(e)}\n`);
+    return e instanceof KilnError && e.code === 'invalid_argument' ? 2 : 1;
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      logger.info({ signal: sig }, 'shutting down');
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  const timer = setTimeout(() => {
+    logger.warn('shutdown took over 10 s; exiting');
+    process.exit(1);
+  }, 10_000);
+  timer.unref();
+  await daemon.close();
+  return 0;
+}

@@ -1,0 +1,91 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { parse as parseToml } from 'smol-toml';
+import { parse as parseYaml } from 'yaml';
+import { InvalidArgumentError, parseAddress, type Address } from '@kiln/common';
+
+/** The tiers one process can run alone; `all` runs every tier in one process. */
+export const TIERS = ['all', 'solver', 'frontend', 'content', 'worker-oci', 'worker-containerd', 'exporters'] as const;
+export type TierName = (typeof TIERS)[number];
+
+export interface DaemonOptions {
+  tier: TierName;
+  /** State directory (content, snapshots, metadata). */
+  root: string;
+  /** Where the CLI reaches the all-in-one daemon (tier=all). */
+  addr: Address;
+  /** Where a single tier serves Connect (tier != all). */
+  listen?: Address;
+  /** NATS server URL(s), required for tier != all. */
+  nats?: string;
+  /** This process's id in the cluster directory. */
+  id: string;
+  maxParallelism: number;
+  logLevel?: string;
+}
+
+interface ConfigFile {
+  root?: string;
+  addr?: string;
+  listen?: string;
+  nats?: string;
+  tier?: string;
+  id?: string;
+  'max-parallelism'?: number;
+  'log-level'?: string;
+}
+
+const USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--nats nats://HOST:PORT] [--id ID] [--max-parallelism N]';
+
+/**
+ * Compiles `kiln daemon` flags (over a TOML or YAML config file, flags win)
+ * into fully defaulted options. Throws InvalidArgumentError naming the flag.
+ */
+export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = process.env): DaemonOptions {
+  const flags = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--help' || arg === '-h') throw new InvalidArgumentError(`usage: ${USAGE}`, '--help');
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
+    if (!m) throw new InvalidArgumentError(`unexpected argument "${arg}"; usage: ${USAGE}`, arg);
+    const name = m[1]!;
+    if (!['tier', 'config', 'root', 'addr', 'listen', 'nats', 'id', 'max-parallelism'].includes(name)) {
+      throw new InvalidArgumentError(`unknown flag --${name}; usage: ${USAGE}`, `--${name}`);
+    }
+    const value = m[2] ?? argv[++i];
+    if (value === undefined) throw new InvalidArgumentError(`flag --${name} needs a value`, `--${name}`);
+    flags.set(name, value);
+  }
+  const file = flags.has('config') ? readConfig(flags.get('config')!) : {};
+  const pick = (k: keyof ConfigFile & string): string | undefined => flags.get(k) ?? (file[k] === undefined ? undefined : String(file[k]));
+  const tier = (pick('tier') ?? 'all') as TierName;
+  if (!TIERS.includes(tier)) throw new InvalidArgumentError(`unknown tier "${tier}" (one of ${TIERS.join(', ')})`, '--tier');
+  const root = pick('root') ?? env.KILN_ROOT ?? '/var/lib/kiln';
+  const addr = parseAddress(pick('addr') ?? (env.KILN_ROOT ? `unix://${root}/kiln.sock` : 'unix:///run/kiln/kiln.sock'), '--addr');
+  const listenRaw = pick('listen');
+  const listen = listenRaw ? parseAddress(listenRaw, '--listen') : undefined;
+  const nats = pick('nats');
+  if (tier !== 'all') {
+    if (!nats) throw new InvalidArgumentError(`--tier ${tier} needs --nats URL (tiers find each other over NATS)`, '--nats');
+    if (!listen || listen.kind !== 'tcp') throw new InvalidArgumentError(`--tier ${tier} needs --listen tcp://HOST:PORT`, '--listen');
+  }
+  const mp = Number(pick('max-parallelism') ?? 4);
+  if (!Number.isInteger(mp) || mp < 1) throw new InvalidArgumentError(`--max-parallelism must be a positive integer, got "${pick('max-parallelism')}"`, '--max-parallelism');
+  return { tier, root, addr, listen, nats, id: pick('id') ?? `${hostname()}-${process.pid}`, maxParallelism: mp, logLevel: file['log-level'] };
+}
+
+function readConfig(path: string): ConfigFile {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new InvalidArgumentError(`cannot read config file ${path}: ${(err as Error).message}`, '--config');
+  }
+  try {
+    const parsed: unknown = /\.ya?ml$/i.test(path) ? parseYaml(text) : parseToml(text);
+    if (!parsed || typeof parsed !== 'object') throw new Error('not a table');
+    return parsed as ConfigFile;
+  } catch (err) {
+    throw new InvalidArgumentError(`config file ${path} is invalid: ${(err as Error).message}`, '--config');
+  }
+}

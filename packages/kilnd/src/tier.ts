@@ -1,0 +1,114 @@
+import { content, control, exporter, frontend, session, worker as workerApi } from '@kiln/api';
+import { connectNatsBus, createServiceDirectory, type EventBus } from '@kiln/bus';
+import { formatAddress, serveRoutes, type Address, type Logger, type Routes } from '@kiln/common';
+import { createContentServiceImpl, openLocalContentStore } from '@kiln/content-store';
+import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
+import { createFrontendServiceImpl, dockerfileFrontend } from '@kiln/frontend-gateway';
+import { createControlServiceImpl, createSessionServiceImpl, SessionHost, Solver, type WorkerPool } from '@kiln/solver';
+import { createWorkerServiceImpl } from '@kiln/worker';
+import { createContainerdWorker } from '@kiln/worker-containerd';
+import { createOciWorker } from '@kiln/worker-oci';
+import { join } from 'node:path';
+import type { RunningDaemon } from './all-in-one.js';
+import { directoryClient, directoryClientById, lazyClient } from './clients.js';
+import type { DaemonOptions } from './options.js';
+
+/** Directory tier names: both worker backends announce as "worker". */
+const ANNOUNCE_AS: Record<string, string> = { 'worker-oci': 'worker', 'worker-containerd': 'worker' };
+
+/**
+ * One tier alone in this process: it serves its Connect service over HTTP/2
+ * on `--listen`, announces itself on the bus (NATS), and reaches the other
+ * tiers through clients found in the directory.
+ */
+export async function startTier(opts: DaemonOptions, logger: Logger): Promise<RunningDaemon> {
+  const log = logger.child({ tier: opts.tier });
+  const bus: EventBus = await connectNatsBus({ servers: opts.nats!, name: `kiln-${opts.tier}-${opts.id}`, logger: log });
+  const directory = createServiceDirectory(bus, { logger: log });
+  const solverSessions = () => lazyClient(session.SessionService, directoryClient(directory, 'solver', session.SessionService));
+  const closers: (() => Promise<void> | void)[] = [];
+  let routes: Routes;
+  let platforms: { os: string; architecture: string; variant?: string }[] = [];
+
+  switch (opts.tier) {
+    case 'solver': {
+      const sessions = new SessionHost(log.child({ component: 'session' }));
+      const workerClient = directoryClientById(directory, 'worker', workerApi.WorkerService);
+      const workers: WorkerPool = {
+        list: async () => {
+          const found = [];
+          for (const a of directory.list('worker')) {
+            const client = await workerClient(a.id);
+            if (client) found.push({ id: a.id, platforms: a.platforms, labels: a.labels, client });
+          }
+          return found;
+        },
+        get: async (id) => (await workers.list()).find((w) => w.id === id),
+      };
+      const solver = new Solver({
+        bus,
+        logger: log,
+        sessions,
+        frontend: directoryClient(directory, 'frontend', frontend.FrontendService),
+        exporters: directoryClient(directory, 'exporters', exporter.ExporterService),
+        workers,
+        maxParallelism: opts.maxParallelism,
+        tiers: ['solver'],
+      });
+      closers.push(() => solver.close());
+      routes = (r) => {
+        r.service(control.ControlService, createControlServiceImpl(solver));
+        r.service(session.SessionService, createSessionServiceImpl(sessions));
+      };
+      break;
+    }
+    case 'frontend':
+      routes = (r) => r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontend], sessions: solverSessions(), logger: log }));
+      break;
+    case 'content': {
+      const store = await openLocalContentStore({ root: join(opts.root, 'content'), logger: log });
+      closers.push(() => store.close());
+      routes = (r) => r.service(content.ContentService, createContentServiceImpl(store));
+      break;
+    }
+    case 'worker-oci':
+    case 'worker-containerd': {
+      const create = opts.tier === 'worker-oci' ? createOciWorker : createContainerdWorker;
+      const w = await create({
+        id: opts.id,
+        root: join(opts.root, opts.tier),
+        sessions: solverSessions(),
+        publish: (subject: string, data: Uint8Array) => bus.publish(subject, data),
+        logger: log,
+      });
+      closers.push(() => w.close?.());
+      const d = await w.describe();
+      platforms = d.platforms;
+      routes = (r) => r.service(workerApi.WorkerService, createWorkerServiceImpl(w));
+      break;
+    }
+    case 'exporters':
+      routes = (r) =>
+        r.service(
+          exporter.ExporterService,
+          createExporterServiceImpl({ exporters: builtinExporters, worker: directoryClientById(directory, 'worker', workerApi.WorkerService), sessions: solverSessions(), logger: log }),
+        );
+      break;
+    default:
+      throw new Error(`startTier called for ${opts.tier}`);
+  }
+
+  const server = await serveRoutes(opts.listen!, routes);
+  const url = formatAddress(server.address as Address);
+  const announcement = await directory.announce({ tier: ANNOUNCE_AS[opts.tier] ?? opts.tier, id: opts.id, url, platforms, labels: { backend: opts.tier } });
+  log.info({ url, nats: opts.nats }, `kilnd tier ${opts.tier} ready`);
+  return {
+    async close() {
+      await announcement.stop();
+      await server.close();
+      for (const c of closers.reverse()) await c();
+      await directory.close();
+      await bus.close();
+    },
+  };
+}

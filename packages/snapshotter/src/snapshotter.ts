@@ -1,0 +1,112 @@
+/**
+ * The Snapshotter seam: filesystem trees that build steps write once and then
+ * share read-only, in the containerd model.
+ *
+ * - An *active* snapshot is created by `prepare(key, parent?)`: a writable
+ *   tree seeded with the parent's content, named by a caller-chosen `key`.
+ * - `commit(key)` freezes it into a *committed* snapshot with a stable `id`;
+ *   the key is then free again.
+ * - Committed snapshots are read through `view(id)` and can be the parent of
+ *   later `prepare` calls.
+ *
+ * Backends: `directory` (a plain directory per snapshot, parents copied with
+ * reflinks when the filesystem supports them) today; overlayfs (upper/work
+ * dirs over a lower chain, where a committed parent must outlive its
+ * children) later. The contract is written so both fit: callers never rely
+ * on a snapshot's storage being independent of its parent's.
+ */
+export interface Snapshotter {
+  /**
+   * Creates the active snapshot `key`, a writable tree holding a copy of the
+   * committed snapshot `parent` (or empty without one), and returns where to
+   * write it.
+   *
+   * Ownership: the caller owns the active snapshot until it calls `commit(key)`
+   * or `remove(key)`; nobody else writes it. The returned `path` is valid
+   * until then. A later backend may return a mount instead of a path: read
+   * `path` only through this object.
+   *
+   * Errors: `already_exists` when `key` is already active; `not_found` when
+   * `parent` is not a committed snapshot. Calls with different keys may run
+   * concurrently.
+   */
+  prepare(key: string, parent?: string, opts?: { signal?: AbortSignal }): Promise<ActiveSnapshot>;
+
+  /**
+   * Freezes the active snapshot `key` and returns the id of the new
+   * committed snapshot. The id is stable: it names the same content for the
+   * life of the snapshotter's root (across restarts) until `remove(id)`.
+   * After commit the caller must not write the former path again; the key
+   * can be reused by a new `prepare`.
+   *
+   * Errors: `not_found` when `key` is not active.
+   */
+  commit(key: string): Promise<string>;
+
+  /**
+   * Opens the committed snapshot `id` for reading. The caller must not write
+   * below `path` (the directory backend cannot enforce it; an overlay
+   * backend mounts it read-only). Call `release()` when done reading; the
+   * path stays valid until then even if `remove(id)` runs concurrently on a
+   * backend that needs it (the directory backend's release is a no-op).
+   * Any number of views of one id may be open at once.
+   *
+   * Errors: `not_found` when `id` is not committed.
+   */
+  view(id: string): Promise<SnapshotView>;
+
+  /**
+   * Drops an active snapshot (by key, discarding its content) or a committed
+   * one (by id). Removing a committed snapshot that is the parent of others
+   * is allowed: a backend that shares storage with children keeps what they
+   * need until they are gone. Removing an absent name is a no-op, so cleanup
+   * paths can call it unconditionally.
+   */
+  remove(keyOrId: string): Promise<void>;
+
+  /**
+   * Disk usage of the committed snapshot `id` or active snapshot `key`:
+   * apparent bytes of regular files (hardlinked files counted once) and the
+   * number of inodes. Walks the tree; meant for `kiln du`, not hot paths.
+   *
+   * Errors: `not_found` when nothing has that name.
+   */
+  usage(keyOrId: string): Promise<SnapshotUsage>;
+
+  /** Every active and committed snapshot, in creation order. */
+  list(): Promise<SnapshotInfo[]>;
+
+  /**
+   * Releases resources held by the snapshotter (not the snapshots, which
+   * persist under the root). Idempotent; never rejects.
+   */
+  close(): Promise<void>;
+}
+
+export interface ActiveSnapshot {
+  readonly key: string;
+  /** Absolute host path of the writable tree. */
+  readonly path: string;
+}
+
+export interface SnapshotView {
+  readonly id: string;
+  /** Absolute host path of the tree; read it, never write it. */
+  readonly path: string;
+  /** Ends this view. Idempotent. */
+  release(): Promise<void>;
+}
+
+export interface SnapshotUsage {
+  sizeBytes: number;
+  inodes: number;
+}
+
+export interface SnapshotInfo {
+  kind: 'active' | 'committed';
+  /** The key of an active snapshot, or the id of a committed one. */
+  name: string;
+  /** The committed snapshot this one was prepared from. */
+  parent?: string;
+  createdAtMs: number;
+}

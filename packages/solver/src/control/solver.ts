@@ -1,0 +1,195 @@
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import { timestampNow } from '@bufbuild/protobuf/wkt';
+import type { Client } from '@connectrpc/connect';
+import { control, events, exporter, frontend, type llb } from '@kiln/api';
+import { publishEvent, type EventBus } from '@kiln/bus';
+import { asKilnError, InvalidArgumentError, KilnError, sha256, UnavailableError, type Logger } from '@kiln/common';
+import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
+import { Scheduler } from '../graph/scheduler.js';
+import { toGraph, type LlbVertex, type OpResult } from '../llb/vertices.js';
+import type { SessionHost } from '../session/session-host.js';
+import { BuildRecords, toStatusResponse } from './build-records.js';
+import type { WorkerHandle, WorkerPool } from './workers.js';
+
+export interface SolverOptions {
+  bus: EventBus;
+  logger: Logger;
+  sessions: SessionHost;
+  /** The frontend tier (resolved per build, so it may start after the solver). */
+  frontend: () => Promise<Client<typeof frontend.FrontendService>>;
+  exporters: () => Promise<Client<typeof exporter.ExporterService>>;
+  workers: WorkerPool;
+  /** Most ops running at once (default 4). */
+  maxParallelism?: number;
+  version?: string;
+  tiers?: string[];
+}
+
+type VertexInit = MessageInitShape<typeof events.VertexSchema>;
+
+/**
+ * The solver: runs a build from a frontend request or an LLB definition to
+ * exported outputs. Vertex progress is published on `kiln.build.<id>.vertex`;
+ * workers publish logs and transfer status on the same subject tree.
+ */
+export class Solver {
+  private readonly scheduler: Scheduler<OpResult>;
+  private readonly records: BuildRecords;
+  private readonly active = new Set<string>();
+
+  constructor(private readonly opts: SolverOptions) {
+    this.records = new BuildRecords(opts.bus);
+    this.scheduler = new Scheduler<OpResult>({
+      maxParallelism: opts.maxParallelism ?? 4,
+      release: async (r) => {
+        const w = await opts.workers.get(r.workerId);
+        await w?.client.release({ refs: r.refs.filter(Boolean) }).catch((err: unknown) => opts.logger.warn({ err }, 'failed to release refs'));
+      },
+    });
+  }
+
+  async solve(req: control.SolveRequest, signal: AbortSignal): Promise<control.SolveResponse> {
+    const buildId = req.ref;
+    if (!/^[A-Za-z0-9_-]{1,128}$/.test(buildId)) throw new InvalidArgumentError(`invalid build ref "${buildId}"`, 'ref');
+    if (this.active.has(buildId)) throw new KilnError('already_exists', `build ${buildId} is already running`);
+    this.active.add(buildId);
+    const log = this.opts.logger.child({ buildId });
+    const session = this.scheduler.session(signal);
+    const publish = (ev: MessageInitShape<typeof events.BuildEventSchema>['event']) =>
+      publishEvent(this.opts.bus, `kiln.build.${buildId}.${ev?.case ?? "event"}`, events.BuildEventSchema, { buildId, event: ev });
+    let def: ParsedDefinition | undefined;
+    try {
+      let imageConfig: Uint8Array = new Uint8Array();
+      let definition = req.definition;
+      if (req.frontend) {
+        const res = await this.step(publish, internalVertex(buildId, `[internal] load build definition from ${req.frontendAttrs['filename'] ?? 'Dockerfile'}`), async () => {
+          const client = await this.opts.frontend();
+          return client.solve({ buildId, sessionId: req.sessionId, frontend: req.frontend, attrs: req.frontendAttrs }, { signal });
+        });
+        definition = res.definition;
+        imageConfig = res.imageConfig;
+      }
+      if (!definition) throw new InvalidArgumentError('solve needs a frontend or a definition', 'frontend');
+      def = parseDefinition(definition);
+      const worker = await this.pickWorker(def);
+      const graph = toGraph(def, req.sessionId, (v, inputRefs, sig) => this.runVertex(publish, buildId, req.sessionId, worker, v, inputRefs, sig));
+      let resultRef = '';
+      if (def.result) {
+        const out = await session.resolve(graph.get(def.result.digest)!);
+        resultRef = out.refs[def.result.index] ?? '';
+      }
+      const response: Record<string, string> = {};
+      for (const [i, exp] of req.exporters.entries()) {
+        const res = await this.step(publish, internalVertex(buildId, `exporting to ${exp.type}`, i), async () => {
+          const client = await this.opts.exporters();
+          return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exp.attrs, workerId: worker.id, ref: resultRef, imageConfig }, { signal });
+        });
+        Object.assign(response, res.response);
+      }
+      await publish({ case: 'done', value: {} });
+      log.info('build done');
+      return create(control.SolveResponseSchema, { exporterResponse: response });
+    } catch (err) {
+      const e = locate(asKilnError(err), def);
+      await publish({ case: 'done', value: { error: e.message, errorCode: e.code } }).catch(() => undefined);
+      log.info({ err: e.message, code: e.code }, 'build failed');
+      throw e;
+    } finally {
+      this.active.delete(buildId);
+      await session.close();
+    }
+  }
+
+  /** Replays then follows a build's progress until it ends. */
+  async *status(ref: string, signal: AbortSignal): AsyncIterable<control.StatusResponse> {
+    for await (const ev of this.records.follow(ref, signal)) {
+      const res = toStatusResponse(ev);
+      if (res) yield res;
+    }
+  }
+
+  async listWorkers(): Promise<control.ListWorkersResponse> {
+    const workers = await this.opts.workers.list();
+    return create(control.ListWorkersResponseSchema, {
+      record: workers.map((w) => ({ id: w.id, labels: { ...w.labels }, platforms: [...w.platforms] })),
+    });
+  }
+
+  info(): control.InfoResponse {
+    return create(control.InfoResponseSchema, { version: this.opts.version ?? '0.1.0', tiers: this.opts.tiers ?? [] });
+  }
+
+  close(): void {
+    this.records.close();
+  }
+
+  private async pickWorker(def: ParsedDefinition): Promise<WorkerHandle> {
+    const workers = await this.opts.workers.list();
+    const wanted = [...def.ops.values()].map((o) => o.op.platform).find((p): p is llb.Platform => !!p?.os);
+    const match = wanted ? workers.find((w) => w.platforms.some((p) => p.os === wanted.os && p.architecture === wanted.architecture)) : workers[0];
+    if (!match) {
+      throw new UnavailableError(
+        wanted ? `no worker for platform ${wanted.os}/${wanted.architecture} (have ${workers.length} workers)` : 'no workers are available',
+      );
+    }
+    return match;
+  }
+
+  private async runVertex(
+    publish: (ev: MessageInitShape<typeof events.BuildEventSchema>['event']) => Promise<void>,
+    buildId: string,
+    sessionId: string,
+    worker: WorkerHandle,
+    v: LlbVertex,
+    inputRefs: string[],
+    signal: AbortSignal,
+  ): Promise<OpResult> {
+    const vertex: VertexInit = {
+      digest: v.digest,
+      inputs: v.inputs.map((i) => i.vertex.digest),
+      name: v.name,
+      progressGroup: v.op.metadata?.progressGroup ?? '',
+    };
+    return this.step(publish, vertex, async () => {
+      const res = await worker.client.run(
+        { buildId, sessionId, vertexDigest: v.digest, op: v.op.bytes, inputRefs, description: v.name },
+        { signal },
+      );
+      return { workerId: worker.id, refs: res.outputRefs };
+    });
+  }
+
+  /** Publishes a vertex as started, runs `fn`, and publishes it completed or failed. */
+  private async step<T>(
+    publish: (ev: MessageInitShape<typeof events.BuildEventSchema>['event']) => Promise<void>,
+    vertex: VertexInit,
+    fn: () => Promise<T>,
+  ): Promise<T> {
+    const started = timestampNow();
+    await publish({ case: 'vertex', value: { ...vertex, started } });
+    try {
+      const result = await fn();
+      await publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow() } });
+      return result;
+    } catch (err) {
+      const e = asKilnError(err);
+      await publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow(), error: e.message } });
+      throw e;
+    }
+  }
+}
+
+function internalVertex(buildId: string, name: string, n = 0): VertexInit {
+  return { digest: sha256(`${buildId}:${name}:${n}`), name };
+}
+
+/** Adds the source file and line of the failed op (from the definition's metadata). */
+function locate(err: KilnError, def: ParsedDefinition | undefined): KilnError {
+  const digest = err.details.digest;
+  if (!def || !digest || err.details.file) return err;
+  const meta = def.ops.get(digest as never)?.metadata;
+  const src = meta && meta.sourceIndex >= 0 ? def.definition.sources[meta.sourceIndex] : undefined;
+  const range = meta?.ranges[0];
+  if (!src || !range) return err;
+  return new KilnError(err.code, err.message, { ...err.details, file: src.filename, line: range.startLine }, { cause: err });
+}

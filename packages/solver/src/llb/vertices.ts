@@ -1,0 +1,77 @@
+import type { llb } from '@kiln/api';
+import { sha256, type Digest } from '@kiln/common';
+import type { ParsedDefinition, ParsedOp } from '@kiln/llb';
+import type { GraphNode } from '../graph/scheduler.js';
+
+/** What running one LLB op yields: refs on the worker that holds them, one per output. */
+export interface OpResult {
+  workerId: string;
+  refs: string[];
+}
+
+export interface LlbVertex {
+  readonly digest: Digest;
+  readonly op: ParsedOp;
+  readonly name: string;
+  readonly inputs: readonly { vertex: LlbVertex; index: number }[];
+}
+
+export type RunOp = (v: LlbVertex, inputRefs: string[], signal: AbortSignal) => Promise<OpResult>;
+
+/**
+ * Adapts a parsed LLB definition to scheduler nodes. A node's key is the op
+ * digest plus its inputs' keys; `scope` is mixed into the keys of sources
+ * whose content is only known at run time (local context), so two clients'
+ * contexts never share a result.
+ */
+export function toGraph(def: ParsedDefinition, scope: string, runOp: RunOp): Map<Digest, GraphNode<OpResult> & { vertex: LlbVertex }> {
+  const nodes = new Map<Digest, GraphNode<OpResult> & { vertex: LlbVertex }>();
+  const build = (digest: Digest): GraphNode<OpResult> & { vertex: LlbVertex } => {
+    const existing = nodes.get(digest);
+    if (existing) return existing;
+    const op = def.ops.get(digest)!;
+    const inputs = op.op.inputs.map((i) => ({ node: build(i.digest as Digest), index: Number(i.index) }));
+    // Deduplicate deps (an op may read two outputs of one op).
+    const deps = [...new Set(inputs.map((i) => i.node))];
+    const vertex: LlbVertex = {
+      digest,
+      op,
+      name: op.metadata?.description || describeOp(op.op),
+      inputs: inputs.map((i) => ({ vertex: i.node.vertex, index: i.index })),
+    };
+    const scoped = isRuntimeSource(op.op) ? `:${scope}` : '';
+    const key = sha256(`${digest}${scoped}|${deps.map((d) => d.key).join('|')}`);
+    const node = {
+      key,
+      deps,
+      vertex,
+      run: (results: OpResult[], signal: AbortSignal) => {
+        const byNode = new Map(deps.map((d, i) => [d, results[i]!]));
+        const inputRefs = inputs.map((i) => byNode.get(i.node)!.refs[i.index] ?? '');
+        return runOp(vertex, inputRefs, signal);
+      },
+    };
+    nodes.set(digest, node);
+    return node;
+  };
+  for (const digest of def.ops.keys()) build(digest);
+  return nodes;
+}
+
+function isRuntimeSource(op: llb.Op): boolean {
+  return op.op.case === 'source' && op.op.value.identifier.startsWith('local://');
+}
+
+/** A readable default name for an op with no description. */
+export function describeOp(op: llb.Op): string {
+  switch (op.op.case) {
+    case 'source':
+      return op.op.value.identifier;
+    case 'exec':
+      return op.op.value.meta?.args.join(' ') ?? 'exec';
+    case 'file':
+      return `file: ${op.op.value.actions.map((a) => a.action.case).join(', ')}`;
+    default:
+      return op.op.case ?? 'noop';
+  }
+}

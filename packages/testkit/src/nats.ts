@@ -1,0 +1,159 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, rmSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { freePort } from './ports.js';
+
+export interface StartNatsServerOptions {
+  /** Enable JetStream (`-js`) with a temp store dir; default true. */
+  jetstream?: boolean;
+  /** Path of the nats-server binary; default `findNatsServer()`. */
+  binary?: string;
+  /** How long to wait for "Server is ready"; default 10000. */
+  startTimeoutMs?: number;
+}
+
+/** A nats-server child process on 127.0.0.1, owned by the test that started it. */
+export interface NatsServer extends AsyncDisposable {
+  /** `nats://127.0.0.1:<port>`. */
+  readonly url: string;
+  readonly port: number;
+  /** JetStream store dir (removed by `stop()`); absent without JetStream. */
+  readonly storeDir: string | undefined;
+  /** The last lines the server logged, for failure messages. */
+  logs(): string;
+  /** Terminates the server (SIGTERM, then SIGKILL after 5 s) and removes the store dir. Idempotent. */
+  stop(): Promise<void>;
+}
+
+const candidates = ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'];
+
+/**
+ * The nats-server binary: `$KILN_NATS_SERVER`, else the first on PATH or in
+ * the usual places (Debian installs it in /usr/sbin). Undefined when absent,
+ * so suites can skip with a reason.
+ */
+export function findNatsServer(): string | undefined {
+  const fromEnv = process.env.KILN_NATS_SERVER;
+  if (fromEnv) return isExecutable(fromEnv) ? fromEnv : undefined;
+  const onPath = (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, 'nats-server'));
+  return [...onPath, ...candidates].find(isExecutable);
+}
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Children still running, killed if the test process exits without stopping them. */
+const running = new Map<ChildProcess, string | undefined>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const [child, dir] of running) {
+      child.kill('SIGKILL');
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+/**
+ * Starts nats-server on 127.0.0.1 on a free port and resolves once it logs
+ * "Server is ready". Retries on a port taken meanwhile. Rejects with the
+ * server's log when it exits early or is not ready in time.
+ */
+export async function startNatsServer(opts: StartNatsServerOptions = {}): Promise<NatsServer> {
+  const binary = opts.binary ?? findNatsServer();
+  if (!binary) throw new Error('failed to start nats-server: binary not found (install Debian package nats-server or set KILN_NATS_SERVER)');
+  const jetstream = opts.jetstream ?? true;
+  const startTimeoutMs = opts.startTimeoutMs ?? 10_000;
+  installExitHook();
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const storeDir = jetstream ? await mkdtemp(join(tmpdir(), 'kiln-nats-')) : undefined;
+    try {
+      return await launch(binary, port, storeDir, startTimeoutMs);
+    } catch (err) {
+      if (storeDir) await rm(storeDir, { recursive: true, force: true });
+      if (attempt < 5 && err instanceof PortInUseError) continue;
+      throw err;
+    }
+  }
+}
+
+class PortInUseError extends Error {}
+
+async function launch(binary: string, port: number, storeDir: string | undefined, startTimeoutMs: number): Promise<NatsServer> {
+  const args = ['-a', '127.0.0.1', '-p', String(port)];
+  if (storeDir) args.push('-js', '-sd', storeDir);
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  running.set(child, storeDir);
+  const lines: string[] = [];
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  void exited.then(() => running.delete(child));
+
+  const ready = new Promise<void>((resolve, reject) => {
+    let partial = '';
+    const onData = (chunk: Buffer) => {
+      const text = partial + chunk.toString('utf8');
+      const parts = text.split('\n');
+      partial = parts.pop() ?? '';
+      for (const line of parts) {
+        lines.push(line);
+        if (lines.length > 200) lines.shift();
+        if (line.includes('Server is ready')) resolve();
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('error', (err) => reject(new Error(`failed to start ${binary}: ${err.message}`)));
+    child.once('exit', (code, signal) => {
+      const log = lines.join('\n');
+      if (/address already in use/i.test(log)) reject(new PortInUseError(`failed to start nats-server: port ${port} in use`));
+      else reject(new Error(`failed to start nats-server: exited (${signal ?? code}) before ready\n${log}`));
+    });
+  });
+
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`failed to start nats-server: not ready within ${startTimeoutMs} ms\n${lines.join('\n')}`)), startTimeoutMs);
+  });
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(killer);
+      }
+      running.delete(child);
+      if (storeDir) await rm(storeDir, { recursive: true, force: true });
+    })();
+    return stopping;
+  };
+  try {
+    await Promise.race([ready, timeout]);
+  } catch (err) {
+    await stop();
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    storeDir,
+    logs: () => lines.join('\n'),
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}

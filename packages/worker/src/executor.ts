@@ -1,0 +1,78 @@
+/**
+ * The Executor seam: runs one process in a container whose root filesystem
+ * and mounts the worker has already prepared as host paths. Backends (runc,
+ * containerd) only turn this into their runtime's spec; they never touch
+ * snapshots, refs or LLB.
+ */
+export interface Executor {
+  /**
+   * Runs `spec.process` to completion and resolves with its exit code; a
+   * non-zero code is a result, not an error (the worker decides which codes
+   * fail the step).
+   *
+   * Ownership: `rootfs` and bind sources belong to the caller and stay
+   * valid until this resolves; the executor must not keep references to them
+   * afterwards. It may create mount-point stubs (e.g. /proc, /dev, the
+   * destinations of `mounts`) in a writable rootfs but must remove the ones
+   * it created before resolving, so they do not leak into the committed
+   * snapshot.
+   *
+   * Output: stdout/stderr bytes are delivered through the callbacks in
+   * order, possibly in arbitrary chunks, and never after this resolves.
+   *
+   * Cancellation: when `signal` aborts, the process and everything it
+   * started are killed and the promise rejects with a CanceledError once
+   * they are gone.
+   *
+   * Errors: rejects (KilnError) only when the process could not be started
+   * or the runtime failed; UnimplementedError when the backend cannot run
+   * processes yet. Many runs may be in flight at once on one executor.
+   */
+  run(spec: ExecSpec, io?: ExecIO): Promise<ExecResult>;
+}
+
+export interface ExecSpec {
+  /** Host path of the root filesystem (a prepared snapshot). */
+  rootfs: string;
+  /** Mount the rootfs read-only. */
+  readonlyRootfs: boolean;
+  /**
+   * Extra mounts in order, on top of the rootfs. The executor adds the
+   * standard ones itself (/proc, /dev, /dev/pts, /dev/shm, /sys).
+   */
+  mounts: ExecMount[];
+  process: ExecProcess;
+  /**
+   * "sandbox": a fresh network namespace of its own (loopback only until a
+   * later issue adds CNI); "host": the host's; "none": a fresh one with no
+   * interfaces but loopback.
+   */
+  network: 'sandbox' | 'host' | 'none';
+  /** Hostname inside the container. */
+  hostname: string;
+}
+
+export type ExecMount =
+  | { type: 'bind'; source: string; dest: string; readonly: boolean }
+  | { type: 'tmpfs'; dest: string; sizeBytes?: number };
+
+export interface ExecProcess {
+  /** argv; args[0] is resolved through PATH in `env` by the runtime. */
+  args: string[];
+  /** "KEY=value" entries; the worker has already added a default PATH. */
+  env: string[];
+  /** Absolute working directory; the worker has created it in the rootfs. */
+  cwd: string;
+  /** Numeric ids, resolved by the worker from the rootfs's /etc/passwd and /etc/group. */
+  user: { uid: number; gid: number; additionalGids: number[] };
+}
+
+export interface ExecIO {
+  stdout?: (chunk: Uint8Array) => void;
+  stderr?: (chunk: Uint8Array) => void;
+  signal?: AbortSignal;
+}
+
+export interface ExecResult {
+  exitCode: number;
+}

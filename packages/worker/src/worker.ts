@@ -1,0 +1,177 @@
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { session } from '@kiln/api';
+import { InvalidArgumentError, silentLogger, type Logger } from '@kiln/common';
+import type { Snapshotter } from '@kiln/snapshotter';
+import type { Executor } from './executor.js';
+import { BaseWorker } from './base-worker.js';
+
+/**
+ * A Worker runs LLB ops on snapshots and holds their results as refs. It is
+ * the domain object behind `kiln.worker.v1.WorkerService`
+ * (see `createWorkerServiceImpl`); backends differ only in the Executor and
+ * Snapshotter they pass to `createWorker`.
+ */
+export interface Worker {
+  readonly id: string;
+
+  /** Identity, platforms and labels, for scheduling. Never rejects. */
+  describe(): Promise<WorkerDescription>;
+
+  /**
+   * Runs one op on the input refs and returns one new ref per op output.
+   *
+   * Ownership: input refs stay owned by the caller (run neither takes nor
+   * drops a reference). Each returned ref carries one reference for the
+   * caller, dropped with `release`. When an identical op (same digest,
+   * same input contents) already has live results, those refs are returned
+   * again with one more reference each, so a ref may be shared by several
+   * builds; local sources are always transferred afresh.
+   *
+   * Progress: transfer status and process output are published as
+   * `kiln.events.v1.BuildEvent`s on `kiln.build.<buildId>.status|log`.
+   *
+   * Errors: a failing op rejects with VertexError (details.digest =
+   * `vertexDigest`, message "failed to <verb> <path>: <reason>"); an op kind,
+   * source scheme or option this worker cannot run rejects with
+   * UnimplementedError naming it; an unknown input ref with NotFoundError;
+   * `signal` aborting with CanceledError, leaving no snapshots behind.
+   * Runs are independent and may be concurrent.
+   */
+  run(req: RunRequest): Promise<RunResult>;
+
+  /**
+   * Streams the filesystem of `ref` as an uncompressed tar: entries in
+   * sorted path order (a directory before its contents), no root entry,
+   * modes, uid/gid and mtimes (seconds) kept, symlinks as symlinks,
+   * hardlinks as links to their first path. Same tree, same bytes.
+   * The ref is held until the iteration ends (or is abandoned with
+   * `return()`), so a concurrent release cannot pull the tree away.
+   * Errors: NotFoundError for an unknown ref (on first iteration).
+   */
+  exportRef(ref: string, opts?: { signal?: AbortSignal }): AsyncIterable<Uint8Array>;
+
+  /**
+   * Drops one reference of each ref; a ref whose last reference goes is
+   * forgotten and its snapshot removed. Unknown refs are ignored, so a
+   * retried release is harmless.
+   */
+  release(refs: readonly string[]): Promise<void>;
+
+  /** Releases every ref and closes the snapshotter. Idempotent; never rejects. */
+  close(): Promise<void>;
+}
+
+export interface RunRequest {
+  buildId: string;
+  sessionId: string;
+  /** "sha256:..." of `op`; names the vertex in events and errors. */
+  vertexDigest: string;
+  /** Canonical bytes of a `kiln.llb.v1.Op`. */
+  op: Uint8Array;
+  /** One ref per op input, in input order. */
+  inputRefs: readonly string[];
+  /** Human-readable step name (for logs). */
+  description?: string;
+  signal?: AbortSignal;
+}
+
+export interface RunResult {
+  /** One ref per op output, by output index. */
+  outputRefs: string[];
+}
+
+export interface WorkerDescription {
+  id: string;
+  backend: WorkerBackend;
+  platforms: WorkerPlatform[];
+  labels: Record<string, string>;
+}
+
+export type WorkerBackend = 'oci' | 'containerd';
+
+export interface WorkerPlatform {
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+/**
+ * What the worker needs from the session relay: `FetchFiles` of
+ * `kiln.session.v1.SessionService`. A Connect client of that service
+ * (`createKilnClient(session.SessionService, transport)`) satisfies it.
+ */
+export interface SessionFiles {
+  fetchFiles(
+    request: MessageInitShape<typeof session.FetchFilesRequestSchema>,
+    options?: { signal?: AbortSignal },
+  ): AsyncIterable<session.FetchFilesResponse>;
+}
+
+/**
+ * Publishes one message on the event bus (`EventBus.publish` of @kiln/bus
+ * has this shape: pass `(s, d) => bus.publish(s, d)`). Failures are logged
+ * and never fail a build step.
+ */
+export type PublishFn = (subject: string, data: Uint8Array) => Promise<void>;
+
+export interface WorkerOptions {
+  /** Unique worker id, reported by `describe`. */
+  id: string;
+  backend: WorkerBackend;
+  /** Owned by the worker from now on: `close()` closes it. */
+  snapshotter: Snapshotter;
+  executor: Executor;
+  sessions: SessionFiles;
+  publish: PublishFn;
+  logger?: Logger;
+  /** Default: the host's (linux/<arch>). */
+  platforms?: WorkerPlatform[];
+  labels?: Record<string, string>;
+  /** Minimum interval between transfer status events of one source. Default 1000. */
+  progressIntervalMs?: number;
+}
+
+/** WorkerOptions with every default applied. */
+export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms'>> {
+  platforms: WorkerPlatform[];
+  labels: Record<string, string>;
+}
+
+/** Validates and defaults WorkerOptions; throws InvalidArgumentError naming the field. */
+export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOptions {
+  if (!options.id) throw new InvalidArgumentError('worker id must be set', 'id');
+  if (options.backend !== 'oci' && options.backend !== 'containerd') {
+    throw new InvalidArgumentError(`unknown worker backend "${String(options.backend)}"`, 'backend');
+  }
+  for (const k of ['snapshotter', 'executor', 'sessions', 'publish'] as const) {
+    if (!options[k]) throw new InvalidArgumentError(`${k} must be set`, k);
+  }
+  const progressIntervalMs = options.progressIntervalMs ?? 1000;
+  if (!(progressIntervalMs >= 0)) throw new InvalidArgumentError('progressIntervalMs must be >= 0', 'progressIntervalMs');
+  return {
+    ...options,
+    logger: options.logger ?? silentLogger(),
+    platforms: options.platforms?.length ? options.platforms : [hostPlatform()],
+    labels: { ...options.labels },
+    progressIntervalMs,
+  };
+}
+
+/** Creates a Worker over the given snapshotter and executor. */
+export function createWorker(options: WorkerOptions): Worker {
+  return new BaseWorker(compileWorkerOptions(options));
+}
+
+/** linux/<arch> of this host in OCI naming. */
+export function hostPlatform(): WorkerPlatform {
+  const arch: Record<string, WorkerPlatform> = {
+    x64: { os: 'linux', architecture: 'amd64' },
+    arm64: { os: 'linux', architecture: 'arm64' },
+    arm: { os: 'linux', architecture: 'arm', variant: 'v7' },
+    ia32: { os: 'linux', architecture: '386' },
+    ppc64: { os: 'linux', architecture: 'ppc64le' },
+    s390x: { os: 'linux', architecture: 's390x' },
+    riscv64: { os: 'linux', architecture: 'riscv64' },
+  };
+  return arch[process.arch] ?? { os: 'linux', architecture: process.arch };
+}
