@@ -1,0 +1,189 @@
+import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { join, posix } from 'node:path';
+import { CanceledError } from '@kiln/common';
+import { cleanRelPath, type PatternMatcher } from './patterns.js';
+import { encodeTarHeader, tarPadding, tarTrailer, type TarHeader } from './tar.js';
+
+/** Largest data chunk read from a file or sent in one message. */
+export const CHUNK_BYTES = 64 * 1024;
+
+export interface SelectOptions {
+  /** Absolute directory to walk; nothing outside it is read or sent. */
+  root: string;
+  /** Paths to send: a path matching it or under a matching directory. Empty = all. */
+  include: PatternMatcher;
+  /**
+   * Exclusion sets applied one after the other (e.g. `.dockerignore` and the
+   * daemon's exclude patterns): a path excluded by any of them is skipped,
+   * and an excluded directory without exceptions beneath is never walked.
+   */
+  exclude: readonly PatternMatcher[];
+  signal?: AbortSignal;
+}
+
+export interface SelectedEntry {
+  /** Path relative to the root, slash separated. */
+  path: string;
+  stat: Stats;
+  /** Symlink target as stored (not followed). */
+  linkname?: string;
+}
+
+/**
+ * Walks `root` in lexical order and yields the entries to send: matching
+ * files and symlinks, matching directories, and the parent directories of
+ * anything yielded (each before its children). Symlinks are never followed;
+ * sockets, FIFOs and devices are skipped.
+ */
+export async function* selectFiles(opts: SelectOptions): AsyncGenerator<SelectedEntry> {
+  const pending: { entry: SelectedEntry; emitted: boolean }[] = [];
+
+  async function* flushParents(): AsyncGenerator<SelectedEntry> {
+    for (const p of pending) {
+      if (!p.emitted) {
+        p.emitted = true;
+        yield p.entry;
+      }
+    }
+  }
+
+  async function* walk(rel: string): AsyncGenerator<SelectedEntry> {
+    const names = (await readdir(rel === '' ? opts.root : join(opts.root, rel))).sort();
+    for (const name of names) {
+      if (opts.signal?.aborted) throw new CanceledError('fetch canceled');
+      const path = rel === '' ? name : `${rel}/${name}`;
+      const stat = await lstat(join(opts.root, path));
+      const included = opts.include.empty || opts.include.matches(path);
+      const excludedBy = opts.exclude.filter((m) => m.matches(path));
+      if (stat.isDirectory()) {
+        if (!included && !opts.include.mayMatchUnder(path)) continue;
+        if (excludedBy.some((m) => !m.hasExceptionsUnder(path))) continue;
+        const node = { entry: { path, stat }, emitted: false };
+        pending.push(node);
+        if (included && excludedBy.length === 0) yield* flushParents();
+        yield* walk(path);
+        pending.pop();
+        continue;
+      }
+      if (!included || excludedBy.length > 0) continue;
+      if (stat.isFile()) {
+        yield* flushParents();
+        yield { path, stat };
+      } else if (stat.isSymbolicLink()) {
+        yield* flushParents();
+        yield { path, stat, linkname: await readlink(join(opts.root, path)) };
+      }
+    }
+  }
+
+  yield* walk('');
+}
+
+/**
+ * Resolves `followPaths` as BuildKit does: each path, plus the target of
+ * every symlink met along it (recursively, kept inside the root), becomes a
+ * literal include pattern.
+ */
+export async function followLinks(root: string, paths: readonly string[]): Promise<string[]> {
+  const out = new Set<string>();
+  const visit = async (p: string, depth: number): Promise<void> => {
+    const clean = cleanRelPath(p);
+    if (clean === '' || out.has(clean) || depth > 40) return;
+    out.add(clean);
+    const parts = clean.split('/');
+    for (let i = 1; i <= parts.length; i++) {
+      const prefix = parts.slice(0, i).join('/');
+      let st: Stats;
+      try {
+        st = await lstat(join(root, prefix));
+      } catch {
+        return;
+      }
+      if (!st.isSymbolicLink()) continue;
+      const target = await readlink(join(root, prefix));
+      const resolved = target.startsWith('/') ? target : posix.join(posix.dirname(prefix), target);
+      await visit(posix.join(cleanRelPath(resolved), ...parts.slice(i)), depth + 1);
+      return;
+    }
+  };
+  for (const p of paths) await visit(p, 0);
+  return [...out];
+}
+
+/** Escapes a literal path so it can be used as a pattern. */
+export function literalPattern(path: string): string {
+  return path.replace(/[\\*?[\]]/g, (c) => `\\${c}`);
+}
+
+/**
+ * Streams a tar of the selected entries as chunks of at most CHUNK_BYTES.
+ * Modes, mtimes (whole seconds), uid/gid and symlink targets are kept. A file
+ * that shrinks while read is zero-padded, one that grows is cut at its
+ * size when walked, so the archive stays well formed.
+ */
+export async function* packSelected(root: string, entries: AsyncIterable<SelectedEntry>, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  const chunker = new Chunker(CHUNK_BYTES);
+  for await (const e of entries) {
+    const header: TarHeader = {
+      name: e.path,
+      type: e.stat.isDirectory() ? 'directory' : e.stat.isSymbolicLink() ? 'symlink' : 'file',
+      mode: e.stat.mode & 0o7777,
+      mtime: Math.floor(e.stat.mtimeMs / 1000),
+      uid: e.stat.uid,
+      gid: e.stat.gid,
+      size: e.stat.isFile() ? e.stat.size : 0,
+      linkname: e.linkname ?? '',
+      uname: '',
+      gname: '',
+    };
+    yield* chunker.push(encodeTarHeader(header));
+    if (header.type !== 'file') continue;
+    const fh = await open(join(root, e.path), 'r');
+    try {
+      let left = header.size;
+      while (left > 0) {
+        if (signal?.aborted) throw new CanceledError('fetch canceled');
+        const buf = new Uint8Array(Math.min(CHUNK_BYTES, left));
+        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+        if (bytesRead === 0) {
+          yield* chunker.push(new Uint8Array(left));
+          break;
+        }
+        left -= bytesRead;
+        yield* chunker.push(buf.subarray(0, bytesRead));
+      }
+    } finally {
+      await fh.close();
+    }
+    yield* chunker.push(tarPadding(header.size));
+  }
+  yield* chunker.push(tarTrailer());
+  yield* chunker.flush();
+}
+
+/** Coalesces small pieces (headers, padding) into chunks of at most `max` bytes. */
+class Chunker {
+  #buf: Uint8Array;
+  #len = 0;
+  constructor(readonly max: number) {
+    this.#buf = new Uint8Array(max);
+  }
+
+  *push(data: Uint8Array): Generator<Uint8Array> {
+    let off = 0;
+    while (off < data.length) {
+      const n = Math.min(this.max - this.#len, data.length - off);
+      this.#buf.set(data.subarray(off, off + n), this.#len);
+      this.#len += n;
+      off += n;
+      if (this.#len === this.max) yield* this.flush();
+    }
+  }
+
+  *flush(): Generator<Uint8Array> {
+    if (this.#len === 0) return;
+    yield this.#buf.slice(0, this.#len);
+    this.#len = 0;
+  }
+}

@@ -1,0 +1,65 @@
+import { SourceError } from '@kiln/common';
+import { localAttrs, marshal, parseDefinition } from '@kiln/llb';
+import { describe, expect, it } from 'vitest';
+import { convertDockerfile } from './convert.js';
+
+function ops(text: string, opts = {}) {
+  const { state, imageConfig } = convertDockerfile(text, opts);
+  const def = parseDefinition(marshal(state));
+  return { def, imageConfig, all: [...def.ops.values()] };
+}
+
+describe('convertDockerfile', () => {
+  it('turns FROM scratch + COPY into a context source with only the copied paths', () => {
+    const { all, def } = ops('FROM scratch\nCOPY a.txt /a.txt\nCOPY dir /dir/\nCMD ["/a"]\n');
+    const sources = all.filter((o) => o.op.op.case === 'source');
+    expect(sources).toHaveLength(1);
+    const src = sources[0]!.op.op;
+    expect(src.case === 'source' && src.value.identifier).toBe('local://context');
+    expect(src.case === 'source' && localAttrs(src.value.attrs).includePatterns).toEqual(['a.txt', 'dir']);
+    const result = def.ops.get(def.result!.digest)!;
+    expect(result.metadata?.description).toBe('[stage-0 2/3] COPY dir /dir/');
+    expect(result.metadata?.ranges[0]).toMatchObject({ startLine: 3, endLine: 3 });
+  });
+
+  it('converts only the stages the target needs', () => {
+    const text = 'FROM scratch AS a\nCOPY a /a\nFROM scratch AS b\nCOPY b /b\nFROM scratch AS c\nCOPY --from=a /a /x\n';
+    const { all } = ops(text);
+    const src = all.find((o) => o.op.op.case === 'source')!.op.op;
+    expect(src.case === 'source' && localAttrs(src.value.attrs).includePatterns).toEqual(['a']);
+    const { all: onlyB } = ops(text, { target: 'b' });
+    const srcB = onlyB.find((o) => o.op.op.case === 'source')!.op.op;
+    expect(srcB.case === 'source' && localAttrs(srcB.value.attrs).includePatterns).toEqual(['b']);
+  });
+
+  it('builds the image config', () => {
+    const { imageConfig } = ops('FROM scratch\nENV A=1 B=two\nWORKDIR /app\nUSER 1000\nEXPOSE 80 53/udp\nLABEL x=y\nENTRYPOINT ["/bin/app"]\nCMD echo hi\n');
+    expect(imageConfig.config).toMatchObject({
+      Env: expect.arrayContaining(['A=1', 'B=two']),
+      WorkingDir: '/app',
+      User: '1000',
+      ExposedPorts: { '80/tcp': {}, '53/udp': {} },
+      Labels: { x: 'y' },
+      Entrypoint: ['/bin/app'],
+      Cmd: ['/bin/sh', '-c', 'echo hi'],
+    });
+  });
+
+  it('is deterministic', () => {
+    const text = 'FROM scratch\nCOPY b a /d/\n';
+    expect(marshal(convertDockerfile(text).state).def).toEqual(marshal(convertDockerfile(text).state).def);
+  });
+
+  it('names the file and line of errors', () => {
+    const err = (() => {
+      try {
+        convertDockerfile('FROM scratch\nCOPY a b c\n', { filename: 'build.Dockerfile' });
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(SourceError);
+    expect((err as SourceError).details).toMatchObject({ file: 'build.Dockerfile', line: 2 });
+    expect(() => convertDockerfile('FROM scratch\n', { target: 'nope' })).toThrow(/target stage "nope"/);
+  });
+});

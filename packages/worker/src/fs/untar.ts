@@ -1,0 +1,160 @@
+import { link, lutimes, mkdir, open, rm, symlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import path from 'node:path';
+import { extract, type Header } from 'tar-stream';
+import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
+import type { Logger } from '@kiln/common';
+import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from './fs-util.js';
+
+export interface ExtractOptions {
+  /** Called with the running count of tar bytes read. */
+  onBytes?: (total: number) => void;
+  signal?: AbortSignal;
+  logger?: Logger;
+}
+
+export interface ExtractResult {
+  /** Tar bytes read. */
+  bytes: number;
+  entries: number;
+}
+
+/**
+ * Unpacks a tar stream into the directory `root` (an active snapshot the
+ * caller owns), as an unprivileged `tar -x --no-overwrite-dir` run by root
+ * inside a chroot would:
+ *
+ * - every entry name is cleaned and resolved with resolveInRoot, so `..`,
+ *   absolute names and symlinks planted by earlier entries (`l -> /`, then
+ *   `l/etc/passwd`) all stay under `root`;
+ * - the final component is never followed: an existing entry there is
+ *   replaced (a directory onto a directory merges);
+ * - files, directories, symlinks and hardlinks (to entries already in
+ *   `root`) keep mode, uid/gid and mtime; device and fifo entries are
+ *   skipped with a log line (they need mknod, left for the layer applier).
+ */
+export async function extractTar(root: string, chunks: AsyncIterable<Uint8Array>, opts: ExtractOptions = {}): Promise<ExtractResult> {
+  const ex = extract();
+  let bytes = 0;
+  let entries = 0;
+  let failed = false;
+  const pump = (async () => {
+    try {
+      for await (const chunk of chunks) {
+        if (failed || ex.destroyed) return;
+        bytes += chunk.byteLength;
+        opts.onBytes?.(bytes);
+        if (!ex.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              ex.off('drain', done);
+              ex.off('close', done);
+              resolve();
+            };
+            ex.on('drain', done);
+            ex.on('close', done);
+          });
+        }
+      }
+      if (!ex.destroyed) ex.end();
+    } catch (err) {
+      ex.destroy(err as Error);
+    }
+  })();
+
+  // Directory mtimes are set last: writing their children changes them.
+  const dirTimes: { p: string; mtimeMs: number }[] = [];
+  try {
+    for await (const entry of ex) {
+      opts.signal?.throwIfAborted();
+      entries++;
+      await writeEntry(root, entry.header, entry, dirTimes, opts.logger);
+    }
+  } catch (err) {
+    failed = true;
+    ex.destroy();
+    throw err;
+  } finally {
+    await pump;
+  }
+  for (const { p, mtimeMs } of dirTimes.reverse()) {
+    const t = mtimeMs / 1000;
+    await lutimes(p, t, t);
+  }
+  return { bytes, entries };
+}
+
+async function writeEntry(
+  root: string,
+  h: Header,
+  body: AsyncIterable<Buffer> & { resume(): unknown },
+  dirTimes: { p: string; mtimeMs: number }[],
+  logger: Logger | undefined,
+): Promise<void> {
+  const rel = cleanRootPath(h.name);
+  const attrs = { mode: h.mode ?? 0o644, uid: h.uid ?? 0, gid: h.gid ?? 0 };
+  const mtimeMs = (h.mtime ?? new Date(0)).getTime();
+  if (rel === '/') {
+    await drain(body);
+    if (h.type === 'directory') {
+      await applyAttrs(root, attrs, false);
+      dirTimes.push({ p: root, mtimeMs });
+    }
+    return;
+  }
+  const parent = await mkdirAllInRoot(root, path.posix.dirname(rel));
+  const target = path.join(parent, path.posix.basename(rel));
+  const existing = await lstatOrUndefined(target);
+
+  switch (h.type) {
+    case 'directory': {
+      await drain(body);
+      if (existing && !existing.isDirectory()) await rm(target, { force: true });
+      if (!existing || !existing.isDirectory()) await mkdir(target);
+      await applyAttrs(target, attrs, false);
+      dirTimes.push({ p: target, mtimeMs });
+      return;
+    }
+    case 'file':
+    case 'contiguous-file': {
+      if (existing) await rm(target, { recursive: true, force: true });
+      // O_EXCL|O_NOFOLLOW: never write through a symlink someone slipped in.
+      const fh = await open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      try {
+        for await (const chunk of body) await fh.write(chunk);
+      } finally {
+        await fh.close();
+      }
+      break;
+    }
+    case 'symlink': {
+      await drain(body);
+      if (existing) await rm(target, { recursive: true, force: true });
+      await symlink(h.linkname ?? '', target);
+      break;
+    }
+    case 'link': {
+      await drain(body);
+      const src = await resolveInRoot(root, cleanRootPath(h.linkname ?? ''), { followFinalSymlink: false });
+      if (src === target) return;
+      const st = await lstatOrUndefined(src);
+      if (!st) throw errnoError('ENOENT', `hardlink target ${h.linkname} of ${h.name} does not exist`);
+      if (st.isDirectory()) throw errnoError('EPERM', `hardlink ${h.name} points at directory ${h.linkname}`);
+      if (existing) await rm(target, { recursive: true, force: true });
+      await link(src, target);
+      return; // a hardlink shares the target's attributes
+    }
+    default: {
+      await drain(body);
+      logger?.warn({ entry: h.name, type: h.type }, 'skipping tar entry of unsupported type');
+      return;
+    }
+  }
+  await applyAttrs(target, { ...attrs, mtimeMs }, h.type === 'symlink');
+}
+
+async function drain(body: AsyncIterable<Buffer>): Promise<void> {
+  for await (const _ of body) {
+    // discard
+  }
+}
