@@ -132,6 +132,7 @@ class ServiceDirectoryImpl implements ServiceDirectory {
       onDecodeError: (err, subject) => logger.warn({ err, subject }, 'dropped a malformed service announcement'),
     });
     this.watching = this.watch();
+    void bus.closed().then(() => this.close()); // announcements cannot outlive their bus
     bus.publish(directoryProbeSubject, new Uint8Array(0)).catch((err: unknown) => logger.warn({ err }, 'failed to probe for services'));
   }
 

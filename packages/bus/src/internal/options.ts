@@ -21,7 +21,8 @@ export interface CompiledConsumeOptions {
 }
 
 export function compileConsumeOptions(opts: ConsumeOptions): CompiledConsumeOptions {
-  if (!opts || !(opts.signal instanceof AbortSignal)) {
+  const signal = opts?.signal as Partial<AbortSignal> | undefined;
+  if (typeof signal?.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
     throw new InvalidArgumentError('consume needs an AbortSignal to stop it', 'signal');
   }
   const concurrency = opts.concurrency ?? busDefaults.concurrency;

@@ -553,6 +553,15 @@ export function runBusContract(name: string, makeBus: () => Promise<BusFixture>)
         await expectKilnError(w, 'canceled');
       });
 
+      it('stops announcing when the bus closes', async () => {
+        const dir = directory();
+        await dir.announce({ tier: `${p}-gone`, id: 'g1', url: 'http://g1' });
+        await bus.close();
+        await delay(10);
+        await expectKilnError(dir.announce({ tier: `${p}-gone`, id: 'g2', url: 'http://g2' }), 'unavailable');
+        await expectKilnError(dir.waitFor(`${p}-gone`), 'unavailable');
+      });
+
       it('rejects bad announcements', async () => {
         const dir = directory();
         await expect(dir.announce({ tier: 'a.b', id: 'x', url: 'u' })).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'tier' } });

@@ -1,0 +1,162 @@
+import { createWriteStream } from 'node:fs';
+import { chmod, lchown, link, lstat, lutimes, mkdir, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import { once } from 'node:events';
+import { dirname, join, posix } from 'node:path';
+import type { Writable } from 'node:stream';
+import { InvalidArgumentError, KilnError } from '@kiln/common';
+import { readTar } from './tar.js';
+
+export interface ExtractOptions {
+  /** Also apply the archive's uid/gid (only meaningful as root). Default: when running as root. */
+  chown?: boolean;
+}
+
+/**
+ * Unpacks a tar stream into `dest` (created when missing). Files, dirs,
+ * symlinks and hard links are created with their modes and mtimes;
+ * directory modes and times are applied last so read-only directories
+ * still receive their children. An entry whose path is absolute or leaves
+ * `dest`, or that would be written through a symlink, is rejected and the
+ * extraction fails (entries already written stay). Device nodes and FIFOs
+ * are skipped. Returns the number of entries written.
+ */
+export async function extractTar(chunks: AsyncIterable<Uint8Array>, dest: string, opts: ExtractOptions = {}): Promise<number> {
+  const chown = opts.chown ?? process.getuid?.() === 0;
+  await mkdir(dest, { recursive: true });
+  const knownDirs = new Set<string>(['']);
+  const dirs: { path: string; mode: number; mtime: number }[] = [];
+  let count = 0;
+
+  const ensureParents = async (rel: string) => {
+    const parts = rel.split('/');
+    parts.pop();
+    let cur = '';
+    for (const part of parts) {
+      cur = cur === '' ? part : `${cur}/${part}`;
+      if (knownDirs.has(cur)) continue;
+      const st = await lstat(join(dest, cur)).catch(() => undefined);
+      if (st === undefined) await mkdir(join(dest, cur), { mode: 0o755 });
+      else if (st.isSymbolicLink()) throw escapeError(rel, 'it would be written through a symlink');
+      else if (!st.isDirectory()) throw new KilnError('failed_precondition', `failed to extract "${rel}": "${cur}" is not a directory`);
+      knownDirs.add(cur);
+    }
+  };
+
+  const clear = async (abs: string, rel: string, keepDir: boolean) => {
+    const st = await lstat(abs).catch(() => undefined);
+    if (st === undefined) return;
+    if (st.isDirectory()) {
+      if (keepDir) return;
+      throw new KilnError('failed_precondition', `failed to extract "${rel}": a directory is in the way`);
+    }
+    await unlink(abs);
+  };
+
+  for await (const { header, body } of readTar(chunks)) {
+    const rel = safeRelPath(header.name);
+    if (rel === '') {
+      if (header.type === 'directory') dirs.push({ path: dest, mode: header.mode, mtime: header.mtime });
+      continue;
+    }
+    await ensureParents(rel);
+    const abs = join(dest, rel);
+    switch (header.type) {
+      case 'directory': {
+        const st = await lstat(abs).catch(() => undefined);
+        if (st?.isSymbolicLink() || (st && !st.isDirectory())) await unlink(abs);
+        if (!st?.isDirectory()) await mkdir(abs, { mode: 0o755 });
+        knownDirs.add(rel);
+        dirs.push({ path: abs, mode: header.mode, mtime: header.mtime });
+        break;
+      }
+      case 'file': {
+        await clear(abs, rel, false);
+        const ws = createWriteStream(abs, { flags: 'wx', mode: 0o600 });
+        await writeAll(body, ws);
+        await chmod(abs, header.mode);
+        await utimes(abs, header.mtime, header.mtime);
+        break;
+      }
+      case 'symlink': {
+        await clear(abs, rel, false);
+        await symlink(header.linkname, abs);
+        await lutimes(abs, header.mtime, header.mtime).catch(() => undefined);
+        break;
+      }
+      case 'link': {
+        const target = safeRelPath(header.linkname);
+        if (target === '') throw escapeError(header.linkname, 'a hard link must name a file');
+        await ensureParents(target);
+        await clear(abs, rel, false);
+        await link(join(dest, target), abs);
+        break;
+      }
+      default:
+        continue;
+    }
+    if (chown) await lchown(abs, header.uid, header.gid).catch(() => undefined);
+    count++;
+  }
+  // Deepest first, so a parent's mtime is set after its children changed it.
+  dirs.sort((a, b) => b.path.length - a.path.length);
+  for (const d of dirs) {
+    await chmod(d.path, d.mode);
+    await utimes(d.path, d.mtime, d.mtime);
+  }
+  return count;
+}
+
+/**
+ * Normalizes an archive path to one relative to the destination; throws for
+ * absolute paths and paths that leave it (`../evil`, `a/../../evil`).
+ */
+export function safeRelPath(name: string): string {
+  if (name.startsWith('/')) throw escapeError(name, 'absolute paths are not allowed');
+  const norm = posix.normalize(name);
+  if (norm === '..' || norm.startsWith('../')) throw escapeError(name, 'it leaves the destination');
+  return norm === '.' || norm === './' ? '' : norm.replace(/\/$/, '');
+}
+
+function escapeError(name: string, why: string): KilnError {
+  return new InvalidArgumentError(`refusing to extract "${name}": ${why}`);
+}
+
+/**
+ * Writes a byte stream to a file (created with its parent directories;
+ * replaced when it exists) or, for `-`, to `stdout`. Resolves once every
+ * byte is flushed; returns the byte count.
+ */
+export async function writeFileOutput(chunks: AsyncIterable<Uint8Array>, dest: string, stdout: Writable): Promise<number> {
+  if (dest === '-') return writeAll(chunks, stdout, false);
+  await mkdir(dirname(dest), { recursive: true });
+  return writeAll(chunks, createWriteStream(dest));
+}
+
+async function writeAll(chunks: AsyncIterable<Uint8Array>, ws: Writable, end = true): Promise<number> {
+  let bytes = 0;
+  let onError: (err: Error) => void = () => undefined;
+  const failed = new Promise<never>((_, reject) => {
+    onError = reject;
+  });
+  failed.catch(() => undefined);
+  ws.once('error', onError);
+  try {
+    for await (const chunk of chunks) {
+      bytes += chunk.length;
+      if (!ws.write(chunk)) await Promise.race([once(ws, 'drain'), failed]);
+    }
+    if (end) {
+      ws.end();
+      await Promise.race([once(ws, 'close'), failed]);
+    } else {
+      // Resolves when everything queued so far is handed to the OS.
+      await Promise.race([new Promise<void>((resolve, reject) => ws.write('', (err) => (err ? reject(err) : resolve()))), failed]);
+    }
+  } catch (err) {
+    if (end) ws.destroy();
+    throw err;
+  } finally {
+    ws.off('error', onError);
+  }
+  return bytes;
+}

@@ -1,0 +1,157 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort } from './ports.js';
+
+/** The repository root (the folder with nx.json), found from this file. */
+export function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'nx.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find the repository root (nx.json)');
+    dir = up;
+  }
+  return dir;
+}
+
+/** bin/kiln; it runs the compiled packages, so `npm run build` must have run. */
+export function kilnBin(): string {
+  return join(repoRoot(), 'bin', 'kiln');
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `bin/kiln ARGS` to completion. */
+export function runKiln(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(kilnBin(), args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
+}
+
+/** A daemon process started by a test; `logs()` returns what it printed. */
+export interface DaemonProcess {
+  readonly name: string;
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+function spawnDaemon(name: string, args: string[], env: NodeJS.ProcessEnv = {}): { proc: ChildProcess; handle: DaemonProcess } {
+  const proc = spawn(kilnBin(), ['daemon', ...args], { env: { ...process.env, KILN_LOG_LEVEL: 'debug', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  return {
+    proc,
+    handle: {
+      name,
+      logs: () => out,
+      async stop() {
+        if (proc.exitCode !== null || proc.signalCode !== null) return;
+        proc.kill('SIGTERM');
+        const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(timer);
+      },
+    },
+  };
+}
+
+async function waitFor(what: string, check: () => Promise<boolean> | boolean, handle: DaemonProcess, proc: ChildProcess, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null) throw new Error(`${handle.name} exited with ${proc.exitCode} before ${what}:\n${handle.logs()}`);
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await handle.stop();
+  throw new Error(`${handle.name}: timed out waiting for ${what}:\n${handle.logs()}`);
+}
+
+function canConnect(opts: net.NetConnectOpts): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(opts);
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
+}
+
+export interface Kilnd extends DaemonProcess {
+  /** The address the CLI uses (`--addr`). */
+  readonly addr: string;
+  readonly root: string;
+}
+
+/** Starts the all-in-one daemon on a unix socket in a temp root (removed on stop). */
+export async function startKilnd(): Promise<Kilnd> {
+  const root = mkdtempSync(join(tmpdir(), 'kiln-e2e-'));
+  const sock = join(root, 'kiln.sock');
+  const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`]);
+  await waitFor('its socket', () => existsSync(sock) && canConnect({ path: sock }), handle, proc);
+  return {
+    ...handle,
+    addr: `unix://${sock}`,
+    root,
+    async stop() {
+      await handle.stop();
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface KilnCluster {
+  /** The solver's address, for the CLI's `--addr`. */
+  readonly addr: string;
+  readonly tiers: DaemonProcess[];
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts every tier as its own process, each serving HTTP/2 Connect on a
+ * free 127.0.0.1 port and finding the others through NATS at `natsUrl`.
+ */
+export async function startKilnCluster(natsUrl: string, tiers = ['solver', 'frontend', 'exporters', 'worker-oci', 'content']): Promise<KilnCluster> {
+  const root = mkdtempSync(join(tmpdir(), 'kiln-cluster-'));
+  const started: DaemonProcess[] = [];
+  let solverAddr = '';
+  try {
+    for (const tier of tiers) {
+      const port = await freePort();
+      const { proc, handle } = spawnDaemon(tier, ['--tier', tier, '--nats', natsUrl, '--listen', `tcp://127.0.0.1:${port}`, '--root', join(root, tier), '--id', `${tier}-1`]);
+      started.push(handle);
+      await waitFor('its port', () => canConnect({ host: '127.0.0.1', port }), handle, proc);
+      if (tier === 'solver') solverAddr = `tcp://127.0.0.1:${port}`;
+    }
+  } catch (err) {
+    for (const t of started) await t.stop();
+    rmSync(root, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    addr: solverAddr,
+    tiers: started,
+    logs: () => started.map((t) => `--- ${t.name} ---\n${t.logs()}`).join('\n'),
+    async stop() {
+      for (const t of [...started].reverse()) await t.stop();
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}

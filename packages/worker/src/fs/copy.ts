@@ -1,0 +1,234 @@
+import { constants } from 'node:fs';
+import { copyFile, link, mkdir, readdir, readlink, rm, stat, symlink } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import path from 'node:path';
+import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
+import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from './fs-util.js';
+import { hasWildcard, matchComponent, PatternMatcher } from './patterns.js';
+
+export interface CopyOptions {
+  /** Copy a symlink named by `src` as its target (true) or as the link (false). */
+  followSymlink: boolean;
+  /** A source directory's contents go into `dest` instead of the directory itself. */
+  dirCopyContents: boolean;
+  /** Create missing parents of `dest`; without it the parent of `dest` must exist. */
+  createDestPath: boolean;
+  allowWildcard: boolean;
+  allowEmptyWildcard: boolean;
+  /** Replace an existing directory with a non-directory instead of failing. */
+  alwaysReplaceExistingDestPaths: boolean;
+  includePatterns: readonly string[];
+  excludePatterns: readonly string[];
+  /** Permission bits for every copied entry; undefined keeps the source's. */
+  mode?: number;
+  /** Owner of every copied or created entry; undefined keeps the source's. */
+  chown?: { uid: number; gid: number };
+  /** mtime (ms) of every copied or created entry; undefined keeps the source's. */
+  mtimeMs?: number;
+}
+
+/**
+ * Copies `src` (read in `srcRoot`) to `dest` (written in `destRoot`) with
+ * the semantics of BuildKit's FileOp copy (fsutil `copy.Copy`):
+ *
+ * - `dest` ending in "/" names a directory, created if missing;
+ * - a non-directory source copied onto an existing directory (or a
+ *   directory source without `dirCopyContents` onto an existing path) goes
+ *   inside it under its base name;
+ * - with `dirCopyContents` a directory's contents merge into `dest`;
+ * - with `allowWildcard` each match of a glob in `src` is copied likewise,
+ *   and no match is an error unless `allowEmptyWildcard`;
+ * - directories are copied recursively; symlinks inside them stay links;
+ *   hardlinks among copied files stay hardlinks.
+ *
+ * Both roots are resolved chroot-style (see resolveInRoot). Errors are
+ * errno-style (`code` ENOENT etc.) for the caller to phrase.
+ */
+export async function copyPath(srcRoot: string, src: string, destRoot: string, dest: string, opts: CopyOptions): Promise<void> {
+  const destIsDir = /\/\.?$/.test(dest);
+  const destRel = cleanRootPath(dest);
+  if (!opts.createDestPath) {
+    const p = await resolveInRoot(destRoot, destRel, { followFinalSymlink: true });
+    if (!(await lstatOrUndefined(path.dirname(p)))) {
+      throw errnoError('ENOENT', `destination directory ${path.posix.dirname(destRel)} does not exist`);
+    }
+  }
+  let srcs = [cleanRootPath(src)];
+  if (opts.allowWildcard && hasWildcard(src)) {
+    srcs = await resolveWildcards(srcRoot, cleanRootPath(src));
+    if (srcs.length === 0) {
+      if (opts.allowEmptyWildcard) return;
+      throw errnoError('ENOENT', 'no matches found');
+    }
+  }
+  const dirAttrs = { mode: 0o755, uid: opts.chown?.uid, gid: opts.chown?.gid, mtimeMs: opts.mtimeMs };
+  await mkdirAllInRoot(destRoot, destIsDir ? destRel : path.posix.dirname(destRel), dirAttrs);
+  const destAbs = await resolveInRoot(destRoot, destRel, { followFinalSymlink: true });
+
+  const include = new PatternMatcher(opts.includePatterns);
+  const exclude = new PatternMatcher(opts.excludePatterns);
+  const copier = new Copier(opts);
+  for (const s of srcs) {
+    const srcAbs = await resolveInRoot(srcRoot, s, { followFinalSymlink: opts.followSymlink });
+    const fiSrc = await lstatOrUndefined(srcAbs);
+    if (!fiSrc) throw errnoError('ENOENT', 'no such file or directory');
+    const fiDest = await statOrUndefined(destAbs);
+    let target = destAbs;
+    if ((!opts.dirCopyContents && fiSrc.isDirectory() && fiDest) || (!fiSrc.isDirectory() && fiDest?.isDirectory())) {
+      const base = path.posix.basename(s);
+      if (base !== '') target = path.join(destAbs, base);
+    }
+    const parent = opts.dirCopyContents && fiSrc.isDirectory() && !fiDest ? target : path.dirname(target);
+    await mkdirAllInRoot(destRoot, path.relative(destRoot, parent), dirAttrs);
+    const plan = include.empty && exclude.empty ? undefined : await planFiltered(srcAbs, fiSrc, include, exclude);
+    await copier.copy(srcAbs, '', target, plan);
+  }
+}
+
+class Copier {
+  /** "dev:ino" of a copied multi-link file -> its first copy, to link again. */
+  private readonly inodes = new Map<string, string>();
+
+  constructor(private readonly opts: CopyOptions) {}
+
+  async copy(src: string, rel: string, target: string, plan: Set<string> | undefined): Promise<void> {
+    const fi = await lstatOrUndefined(src);
+    if (!fi) throw errnoError('ENOENT', `${src} disappeared while it was copied`);
+    const existing = await lstatOrUndefined(target);
+    if (fi.isDirectory()) {
+      let created = false;
+      if (existing && !existing.isDirectory()) {
+        if (!this.opts.alwaysReplaceExistingDestPaths && !existing.isSymbolicLink()) {
+          throw errnoError('ENOTDIR', `cannot copy directory to non-directory ${path.basename(target)}`);
+        }
+        await rm(target, { force: true });
+      }
+      if (!existing || !existing.isDirectory()) {
+        await mkdir(target);
+        created = true;
+      }
+      for (const name of (await readdir(src)).sort()) {
+        const childRel = rel === '' ? name : `${rel}/${name}`;
+        if (plan && !plan.has(childRel)) continue;
+        await this.copy(path.join(src, name), childRel, path.join(target, name), plan);
+      }
+      // An existing directory keeps its own metadata (as `cp -a` onto it would),
+      // unless the copy sets mode/owner/time explicitly.
+      if (created) await this.copyInfo(fi, target, false);
+      else if (rel !== '' && (this.opts.mode !== undefined || this.opts.chown || this.opts.mtimeMs !== undefined)) {
+        await this.copyInfo(fi, target, false);
+      }
+      return;
+    }
+    if (existing) {
+      if (existing.isDirectory()) {
+        if (!this.opts.alwaysReplaceExistingDestPaths) throw errnoError('EISDIR', `cannot replace directory ${path.basename(target)} with a file`);
+        await rm(target, { recursive: true, force: true });
+      } else {
+        await rm(target, { force: true });
+      }
+    }
+    if (fi.isFile()) {
+      const inode = `${fi.dev}:${fi.ino}`;
+      const first = fi.nlink > 1 ? this.inodes.get(inode) : undefined;
+      if (first !== undefined) {
+        await link(first, target);
+        return;
+      }
+      await copyFile(src, target, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+      if (fi.nlink > 1) this.inodes.set(inode, target);
+      await this.copyInfo(fi, target, false);
+    } else if (fi.isSymbolicLink()) {
+      await symlink(await readlink(src), target);
+      await this.copyInfo(fi, target, true);
+    } else {
+      throw errnoError('EINVAL', `cannot copy ${path.basename(src)}: unsupported file type`);
+    }
+  }
+
+  private async copyInfo(fi: Stats, target: string, isSymlink: boolean): Promise<void> {
+    await applyAttrs(
+      target,
+      {
+        uid: this.opts.chown?.uid ?? fi.uid,
+        gid: this.opts.chown?.gid ?? fi.gid,
+        mode: this.opts.mode ?? fi.mode,
+        mtimeMs: this.opts.mtimeMs ?? fi.mtimeMs,
+      },
+      isSymlink,
+    );
+  }
+}
+
+/**
+ * The relative paths under a copied directory that pass the include and
+ * exclude patterns, plus the directories leading to them.
+ */
+async function planFiltered(srcAbs: string, fiSrc: Stats, include: PatternMatcher, exclude: PatternMatcher): Promise<Set<string>> {
+  const out = new Set<string>();
+  if (!fiSrc.isDirectory()) return out;
+  const walk = async (abs: string, rel: string): Promise<boolean> => {
+    let any = false;
+    for (const ent of await readdir(abs, { withFileTypes: true })) {
+      const childRel = rel === '' ? ent.name : `${rel}/${ent.name}`;
+      const isDir = ent.isDirectory();
+      const excluded = !exclude.empty && exclude.matches(childRel);
+      if (excluded && !(isDir && exclude.hasExceptions)) continue;
+      const included = include.empty || include.matches(childRel);
+      let keep = included && !excluded;
+      if (isDir && (included || include.mayMatchBelow(childRel))) {
+        if (await walk(path.join(abs, ent.name), childRel)) keep = true;
+      }
+      if (keep) {
+        out.add(childRel);
+        any = true;
+      }
+    }
+    return any;
+  };
+  await walk(srcAbs, '');
+  return out;
+}
+
+/**
+ * Expands a glob in the root-relative path `p` (components with `*`, `?`,
+ * `[`) against `root`, returning matching root-relative paths in sorted
+ * order. Non-glob components are resolved chroot-style.
+ */
+export async function resolveWildcards(root: string, p: string): Promise<string[]> {
+  const parts = p.split('/').filter(Boolean);
+  let current: string[] = [''];
+  for (const part of parts) {
+    const next: string[] = [];
+    for (const base of current) {
+      if (!hasWildcard(part)) {
+        next.push(`${base}/${part.replace(/\\(.)/g, '$1')}`);
+        continue;
+      }
+      const dir = await resolveInRoot(root, base || '/', { followFinalSymlink: true });
+      let names: string[];
+      try {
+        names = await readdir(dir);
+      } catch {
+        continue;
+      }
+      for (const name of names.sort()) if (matchComponent(part, name)) next.push(`${base}/${name}`);
+    }
+    current = next;
+  }
+  const found: string[] = [];
+  for (const c of current) {
+    if (await lstatOrUndefined(await resolveInRoot(root, c, { followFinalSymlink: false }))) found.push(c);
+  }
+  return found;
+}
+
+async function statOrUndefined(p: string): Promise<Stats | undefined> {
+  try {
+    return await stat(p);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP') return undefined;
+    throw err;
+  }
+}

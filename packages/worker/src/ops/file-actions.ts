@@ -1,0 +1,92 @@
+import { constants } from 'node:fs';
+import { mkdir, open, rm, symlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { llb } from '@kiln/api';
+import { UnimplementedError } from '@kiln/common';
+import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
+import { copyPath } from '../fs/copy.js';
+import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from '../fs/fs-util.js';
+import { resolveWildcards } from '../fs/copy.js';
+import { hasWildcard } from '../fs/patterns.js';
+import { resolveChown } from '../fs/users.js';
+
+/** Unix seconds (-1 or absent: none) as ms. */
+function timestampMs(ts: bigint): number | undefined {
+  return ts >= 0n ? Number(ts) * 1000 : undefined;
+}
+
+/** mkdir in the tree `root` (BuildKit semantics: an existing path is fine). */
+export async function mkdirAction(root: string, a: llb.FileActionMkDir): Promise<void> {
+  const rel = cleanRootPath(a.path);
+  const owner = await resolveChown(root, a.owner);
+  const attrs = { mode: a.mode, uid: owner?.uid, gid: owner?.gid, mtimeMs: timestampMs(a.timestamp) };
+  if (a.makeParents) {
+    await mkdirAllInRoot(root, rel, attrs);
+    return;
+  }
+  const target = await resolveInRoot(root, rel, { followFinalSymlink: true });
+  try {
+    await mkdir(target);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return;
+    throw err;
+  }
+  await applyAttrs(target, attrs, false);
+}
+
+/** Writes a file (replacing the content of an existing one, through a symlink resolved inside `root`). */
+export async function mkfileAction(root: string, a: llb.FileActionMkFile): Promise<void> {
+  const target = await resolveInRoot(root, cleanRootPath(a.path), { followFinalSymlink: true });
+  const owner = await resolveChown(root, a.owner);
+  const fh = await open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+  try {
+    await fh.write(a.data);
+  } finally {
+    await fh.close();
+  }
+  await applyAttrs(target, { mode: a.mode, uid: owner?.uid, gid: owner?.gid, mtimeMs: timestampMs(a.timestamp) }, false);
+}
+
+/** Removes a path (recursively); the last component is never followed. */
+export async function rmAction(root: string, a: llb.FileActionRm): Promise<void> {
+  const rel = cleanRootPath(a.path);
+  const paths = a.allowWildcard && hasWildcard(a.path) ? await resolveWildcards(root, rel) : [rel];
+  for (const p of paths) {
+    if (p === '/') throw errnoError('EINVAL', 'cannot remove the root directory');
+    const target = await resolveInRoot(root, p, { followFinalSymlink: false });
+    if (!a.allowNotFound && !(await lstatOrUndefined(target))) throw errnoError('ENOENT', 'no such file or directory');
+    await rm(target, { recursive: true, force: true });
+  }
+}
+
+/** Creates the symlink `newpath` -> `oldpath` (kept verbatim). */
+export async function symlinkAction(root: string, a: llb.FileActionSymlink): Promise<void> {
+  const rel = cleanRootPath(a.newpath);
+  if (rel === '/') throw errnoError('EEXIST', 'file exists');
+  const parent = await resolveInRoot(root, path.posix.dirname(rel), { followFinalSymlink: true });
+  const target = path.join(parent, path.posix.basename(rel));
+  const owner = await resolveChown(root, a.owner);
+  await symlink(a.oldpath, target);
+  await applyAttrs(target, { mode: 0o777, uid: owner?.uid, gid: owner?.gid, mtimeMs: timestampMs(a.timestamp) }, true);
+}
+
+/** Copies from the tree `srcRoot` into `destRoot`; see copyPath. */
+export async function copyAction(srcRoot: string, destRoot: string, a: llb.FileActionCopy): Promise<void> {
+  if (a.modeStr) throw new UnimplementedError(`copy with a symbolic mode ("${a.modeStr}") is not supported yet`);
+  if (a.attemptUnpackDockerCompatibility) throw new UnimplementedError('copy with archive unpacking (ADD) is not supported yet');
+  if (a.parents) throw new UnimplementedError('copy --parents is not supported yet');
+  const chown = await resolveChown(destRoot, a.owner);
+  await copyPath(srcRoot, a.src, destRoot, a.dest, {
+    followSymlink: a.followSymlink,
+    dirCopyContents: a.dirCopyContents,
+    createDestPath: a.createDestPath,
+    allowWildcard: a.allowWildcard,
+    allowEmptyWildcard: a.allowEmptyWildcard,
+    alwaysReplaceExistingDestPaths: a.alwaysReplaceExistingDestPaths,
+    includePatterns: a.includePatterns,
+    excludePatterns: a.excludePatterns,
+    mode: a.mode >= 0 ? a.mode : undefined,
+    chown,
+    mtimeMs: timestampMs(a.timestamp),
+  });
+}
