@@ -16,6 +16,8 @@ export interface DaemonOptions {
   addr: Address;
   /** Where a single tier serves Connect (tier != all). */
   listen?: Address;
+  /** The URL other tiers use to reach this one (default: the bound --listen address). */
+  advertise?: string;
   /** NATS server URL(s), required for tier != all. */
   nats?: string;
   /** This process's id in the cluster directory. */
@@ -28,6 +30,7 @@ interface ConfigFile {
   root?: string;
   addr?: string;
   listen?: string;
+  advertise?: string;
   nats?: string;
   tier?: string;
   id?: string;
@@ -35,7 +38,7 @@ interface ConfigFile {
   'log-level'?: string;
 }
 
-const USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--nats nats://HOST:PORT] [--id ID] [--max-parallelism N]';
+const USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--id ID] [--max-parallelism N]';
 
 /**
  * Compiles `kiln daemon` flags (over a TOML or YAML config file, flags win)
@@ -49,7 +52,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
     if (!m) throw new InvalidArgumentError(`unexpected argument "${arg}"; usage: ${USAGE}`, arg);
     const name = m[1]!;
-    if (!['tier', 'config', 'root', 'addr', 'listen', 'nats', 'id', 'max-parallelism'].includes(name)) {
+    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism'].includes(name)) {
       throw new InvalidArgumentError(`unknown flag --${name}; usage: ${USAGE}`, `--${name}`);
     }
     const value = m[2] ?? argv[++i];
@@ -65,13 +68,15 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   const listenRaw = pick('listen');
   const listen = listenRaw ? parseAddress(listenRaw, '--listen') : undefined;
   const nats = pick('nats');
+  const advertise = pick('advertise');
+  if (advertise) parseAddress(advertise, '--advertise');
   if (tier !== 'all') {
     if (!nats) throw new InvalidArgumentError(`--tier ${tier} needs --nats URL (tiers find each other over NATS)`, '--nats');
     if (!listen || listen.kind !== 'tcp') throw new InvalidArgumentError(`--tier ${tier} needs --listen tcp://HOST:PORT`, '--listen');
   }
   const mp = Number(pick('max-parallelism') ?? 4);
   if (!Number.isInteger(mp) || mp < 1) throw new InvalidArgumentError(`--max-parallelism must be a positive integer, got "${pick('max-parallelism')}"`, '--max-parallelism');
-  return { tier, root, addr, listen, nats, id: pick('id') ?? `${hostname()}-${process.pid}`, maxParallelism: mp, logLevel: file['log-level'] };
+  return { tier, root, addr, listen, advertise, nats, id: pick('id') ?? `${hostname()}-${process.pid}`, maxParallelism: mp, logLevel: file['log-level'] };
 }
 
 function readConfig(path: string): ConfigFile {

@@ -99,7 +99,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
   }
 
   const server = await serveRoutes(opts.listen!, routes);
-  const url = formatAddress(server.address as Address);
+  const url = opts.advertise ?? formatAddress(server.address as Address);
   const announcement = await directory.announce({ tier: ANNOUNCE_AS[opts.tier] ?? opts.tier, id: opts.id, url, platforms, labels: { backend: opts.tier } });
   log.info({ url, nats: opts.nats }, `kilnd tier ${opts.tier} ready`);
   return {

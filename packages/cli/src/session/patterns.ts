@@ -66,7 +66,7 @@ export function compilePatterns(patterns: readonly string[], field?: string): Pa
         text: p,
         exclusion,
         re: new RegExp(`^${toRegex(p)}$`, 'u'),
-        segments: p.split('/').map((s) => (s.includes('**') ? 'any' : new RegExp(`^${toRegex(s)}$`, 'u'))),
+        segments: p.split('/').map(segmentMatcher),
       });
     } catch (err) {
       throw new InvalidArgumentError(`invalid pattern "${raw}": ${(err as Error).message}`, field, { cause: err });
@@ -137,6 +137,16 @@ class Matcher implements PatternMatcher {
 
   hasExceptionsUnder(dir: string): boolean {
     return this.#patterns.some((p) => p.exclusion && mayMatchUnder(p, dir));
+  }
+}
+
+/** A segment's matcher; `**` (or a segment that only parses whole) matches any. */
+function segmentMatcher(segment: string): RegExp | 'any' {
+  if (segment.includes('**')) return 'any';
+  try {
+    return new RegExp(`^${toRegex(segment)}$`, 'u');
+  } catch {
+    return 'any';
   }
 }
 

@@ -108,7 +108,8 @@ function ustarBlock(h: TarHeader, prefix: string, typeflag?: string): Uint8Array
   return b;
 }
 
-const TYPEFLAGS: Record<TarEntryType, string> = { file: '0', link: '1', symlink: '2', directory: '5', other: '0' };
+// 'other' is written as a FIFO (type 6): no data, skipped by extractors.
+const TYPEFLAGS: Record<TarEntryType, string> = { file: '0', link: '1', symlink: '2', directory: '5', other: '6' };
 
 function splitUstarName(name: string): [string, string] | undefined {
   const bytes = enc.encode(name);

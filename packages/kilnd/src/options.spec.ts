@@ -1,0 +1,50 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { compileDaemonOptions } from './options.js';
+
+const env = {} as NodeJS.ProcessEnv;
+
+describe('compileDaemonOptions', () => {
+  it('defaults to all tiers on the standard socket and root', () => {
+    const o = compileDaemonOptions([], env);
+    expect(o).toMatchObject({ tier: 'all', root: '/var/lib/kiln', addr: { kind: 'unix', path: '/run/kiln/kiln.sock' }, maxParallelism: 4 });
+  });
+
+  it('moves the socket into KILN_ROOT', () => {
+    expect(compileDaemonOptions([], { KILN_ROOT: '/tmp/k' } as NodeJS.ProcessEnv).addr).toEqual({ kind: 'unix', path: '/tmp/k/kiln.sock' });
+  });
+
+  it('reads TOML and YAML config files; flags win', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kilnd-opts-'));
+    writeFileSync(join(dir, 'k.toml'), 'root = "/srv/kiln"\nmax-parallelism = 8\naddr = "tcp://127.0.0.1:9000"\n');
+    writeFileSync(join(dir, 'k.yaml'), 'root: /srv/y\ntier: frontend\nnats: nats://127.0.0.1:4222\nlisten: tcp://127.0.0.1:9001\n');
+    expect(compileDaemonOptions(['--config', join(dir, 'k.toml'), '--root', '/flag'], env)).toMatchObject({
+      root: '/flag',
+      maxParallelism: 8,
+      addr: { kind: 'tcp', host: '127.0.0.1', port: 9000 },
+    });
+    expect(compileDaemonOptions([`--config=${join(dir, 'k.yaml')}`], env)).toMatchObject({ tier: 'frontend', root: '/srv/y', nats: 'nats://127.0.0.1:4222' });
+    writeFileSync(join(dir, 'bad.toml'), 'root = \n');
+    expect(() => compileDaemonOptions(['--config', join(dir, 'bad.toml')], env)).toThrow(/bad.toml is invalid/);
+  });
+
+  it('names the flag at fault', () => {
+    const field = (argv: string[]) => {
+      try {
+        compileDaemonOptions(argv, env);
+      } catch (e) {
+        return (e as { details: { field?: string } }).details.field;
+      }
+      return undefined;
+    };
+    expect(field(['--tier', 'nope'])).toBe('--tier');
+    expect(field(['--tier', 'solver', '--listen', 'tcp://127.0.0.1:1'])).toBe('--nats');
+    expect(field(['--tier', 'solver', '--nats', 'nats://x:1'])).toBe('--listen');
+    expect(field(['--addr', 'http:/bad'])).toBe('--addr');
+    expect(field(['--bogus', '1'])).toBe('--bogus');
+    expect(field(['--root'])).toBe('--root');
+    expect(field(['--max-parallelism', '0'])).toBe('--max-parallelism');
+  });
+});

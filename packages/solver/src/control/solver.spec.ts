@@ -1,0 +1,108 @@
+import { create, fromBinary } from '@bufbuild/protobuf';
+import { control, exporter, frontend, llb as pb, worker } from '@kiln/api';
+import { createMemoryBus } from '@kiln/bus';
+import { createInMemoryTransport, createKilnClient, silentLogger, VertexError, type KilnError } from '@kiln/common';
+import { FileChain, local, marshal, State } from '@kiln/llb';
+import { describe, expect, it } from 'vitest';
+import { SessionHost } from '../session/session-host.js';
+import { Solver } from './solver.js';
+
+/** A solver wired to fakes of its neighbours over the router transport. */
+function setup(opts: { failOn?: string; runDelayMs?: number } = {}) {
+  const bus = createMemoryBus();
+  const runs: string[] = [];
+  const released: string[] = [];
+  const exports: { type: string; ref: string }[] = [];
+  const dockerfile = new TextEncoder().encode('FROM scratch\nCOPY a /a\nCOPY b /b\n');
+  const ctx = local('context', { includePatterns: ['a', 'b'] });
+  const a = FileChain.start().copy(ctx, '/a', '/a').apply(State.scratch(), { description: 'COPY a /a', sourceIndex: 0, ranges: [{ startLine: 2, endLine: 2 }] });
+  const def = marshal(FileChain.start().copy(ctx, '/b', '/b').apply(a, { description: 'COPY b /b', sourceIndex: 0, ranges: [{ startLine: 3, endLine: 3 }] }), {
+    sources: [{ filename: 'Dockerfile', data: dockerfile }],
+  });
+  const transport = createInMemoryTransport((r) => {
+    r.service(frontend.FrontendService, { solve: async () => ({ definition: def }) });
+    r.service(worker.WorkerService, {
+      describe: async () => ({ id: 'w1' }),
+      async run(req) {
+        const op = fromBinary(pb.OpSchema, req.op);
+        runs.push(req.description);
+        await new Promise((r) => setTimeout(r, opts.runDelayMs ?? 1));
+        if (opts.failOn && req.description === opts.failOn) throw new VertexError(`failed to copy: not found`, req.vertexDigest);
+        return { outputRefs: [`ref-${op.op.case}-${runs.length}`] };
+      },
+      async *exportRef() {},
+      async release(req) {
+        released.push(...req.refs);
+        return {};
+      },
+    });
+    r.service(exporter.ExporterService, {
+      async export(req) {
+        exports.push({ type: req.type, ref: req.ref });
+        return { response: { 'exported.ref': req.ref } };
+      },
+    });
+  });
+  const workerClient = createKilnClient(worker.WorkerService, transport);
+  const solver = new Solver({
+    bus,
+    logger: silentLogger(),
+    sessions: new SessionHost(silentLogger()),
+    frontend: async () => createKilnClient(frontend.FrontendService, transport),
+    exporters: async () => createKilnClient(exporter.ExporterService, transport),
+    workers: {
+      list: async () => [{ id: 'w1', platforms: [], labels: {}, client: workerClient }],
+      get: async (id) => (id === 'w1' ? { id, platforms: [], labels: {}, client: workerClient } : undefined),
+    },
+  });
+  const request = (ref: string) =>
+    create(control.SolveRequestSchema, { ref, sessionId: 's1', frontend: 'dockerfile.v0', exporters: [{ type: 'local', attrs: {} }] });
+  return { solver, runs, released, exports, request, bus };
+}
+
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+describe('Solver', () => {
+  it('runs the ops in order, exports the result and releases refs', async () => {
+    const { solver, runs, exports, released, request } = setup();
+    const res = await solver.solve(request('b1'), new AbortController().signal);
+    expect(runs).toEqual(['local://context', 'COPY a /a', 'COPY b /b']);
+    expect(exports).toEqual([{ type: 'local', ref: 'ref-file-3' }]);
+    expect(res.exporterResponse).toEqual({ 'exported.ref': 'ref-file-3' });
+    expect(released.sort()).toEqual(['ref-file-2', 'ref-file-3', 'ref-source-1']);
+  });
+
+  it('replays a finished build on Status, vertex by vertex', async () => {
+    const { solver, request } = setup();
+    await solver.solve(request('b2'), new AbortController().signal);
+    await new Promise((r) => setTimeout(r, 10));
+    const statuses = await collect(solver.status('b2', new AbortController().signal));
+    const names = statuses.flatMap((s) => s.vertexes.filter((v) => v.completed).map((v) => v.name));
+    expect(names).toEqual(['[internal] load build definition from Dockerfile', 'local://context', 'COPY a /a', 'COPY b /b', 'exporting to local']);
+  });
+
+  it('reports a failed op with the Dockerfile line and marks the vertex failed', async () => {
+    const { solver, request } = setup({ failOn: 'COPY b /b' });
+    const err = (await solver.solve(request('b3'), new AbortController().signal).catch((e: unknown) => e)) as KilnError;
+    expect(err.code).toBe('vertex');
+    expect(err.details).toMatchObject({ file: 'Dockerfile', line: 3 });
+    await new Promise((r) => setTimeout(r, 10));
+    const statuses = await collect(solver.status('b3', new AbortController().signal));
+    expect(statuses.flatMap((s) => s.vertexes).find((v) => v.error)?.name).toBe('COPY b /b');
+  });
+
+  it('runs shared steps once for concurrent builds of the same session', async () => {
+    const { solver, runs, request } = setup({ runDelayMs: 30 });
+    await Promise.all([solver.solve(request('c1'), new AbortController().signal), solver.solve(request('c2'), new AbortController().signal)]);
+    expect(runs.filter((r) => r === 'COPY a /a')).toHaveLength(1);
+  });
+
+  it('rejects a bad build ref', async () => {
+    const { solver, request } = setup();
+    await expect(solver.solve(request('../x'), new AbortController().signal)).rejects.toMatchObject({ code: 'invalid_argument' });
+  });
+});

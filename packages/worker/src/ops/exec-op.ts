@@ -1,0 +1,125 @@
+import { llb } from '@kiln/api';
+import { CanceledError, InvalidArgumentError, UnimplementedError } from '@kiln/common';
+import { cleanRootPath, resolveInRoot, type SnapshotView } from '@kiln/snapshotter';
+import type { ExecMount, Executor } from '../executor.js';
+import { mkdirAllInRoot } from '../fs/fs-util.js';
+import { resolveExecUser } from '../fs/users.js';
+import { OpFailure } from './op-failure.js';
+import { newSnapshotKey, type OpContext, type OpResult } from './op-context.js';
+
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/**
+ * Runs an ExecOp: prepares a writable snapshot for the root mount and for
+ * every mount that produces an output, opens read-only views for the other
+ * input mounts, runs the process through the Executor and commits the
+ * output mounts when it exits with a valid code.
+ */
+export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, executor: Executor): Promise<OpResult> {
+  const meta = exec.meta;
+  if (!meta || meta.args.length === 0) throw new InvalidArgumentError('exec op has no command', 'op');
+  checkSupported(exec);
+  const rootMounts = exec.mounts.filter((m) => m.dest === '/');
+  if (rootMounts.length !== 1) throw new InvalidArgumentError('exec op needs exactly one mount at /', 'op');
+  const outputs = Math.max(0, ...exec.mounts.map((m) => Number(m.output) + 1));
+
+  const { snapshotter } = ctx;
+  const actives: { key: string; output: number }[] = [];
+  const views: SnapshotView[] = [];
+  const committed: string[] = [];
+  try {
+    // The root mount first, so later mount stubs land in it.
+    const ordered = [rootMounts[0]!, ...exec.mounts.filter((m) => m !== rootMounts[0])];
+    const specMounts: ExecMount[] = [];
+    let rootfs = '';
+    for (const m of ordered) {
+      ctx.signal?.throwIfAborted();
+      if (m.mountType === llb.MountType.TMPFS) {
+        specMounts.push({ type: 'tmpfs', dest: cleanRootPath(m.dest), sizeBytes: m.tmpfsOpt && m.tmpfsOpt.size > 0n ? Number(m.tmpfsOpt.size) : undefined });
+        continue;
+      }
+      const input = Number(m.input);
+      if (input >= ctx.inputs.length) throw new InvalidArgumentError(`mount ${m.dest} reads input ${input} but the op has ${ctx.inputs.length}`, 'op');
+      const parent = input >= 0 ? ctx.inputs[input] : undefined;
+      let root: string;
+      if (!m.readonly || m.output >= 0n || parent === undefined) {
+        const key = newSnapshotKey(ctx.digest, `mount${actives.length}`);
+        actives.push({ key, output: Number(m.output) });
+        root = (await snapshotter.prepare(key, parent, { signal: ctx.signal })).path;
+      } else {
+        const v = await snapshotter.view(parent);
+        views.push(v);
+        root = v.path;
+      }
+      const source = m.selector ? await resolveInRoot(root, cleanRootPath(m.selector), { followFinalSymlink: true }) : root;
+      if (m.dest === '/') rootfs = source;
+      else specMounts.push({ type: 'bind', source, dest: cleanRootPath(m.dest), readonly: m.readonly });
+    }
+
+    const cwd = cleanRootPath(meta.cwd || '/');
+    const rootMount = rootMounts[0]!;
+    let user;
+    try {
+      user = await resolveExecUser(rootfs, meta.user);
+      if (!rootMount.readonly) await mkdirAllInRoot(rootfs, cwd);
+    } catch (err) {
+      throw OpFailure.wrap('failed to set up the process', err);
+    }
+    const env = meta.env.some((e) => e.startsWith('PATH=')) ? [...meta.env] : [`PATH=${DEFAULT_PATH}`, ...meta.env];
+
+    // Keep log events in output order without blocking the process on the bus.
+    let logs = Promise.resolve();
+    const log = (stream: 1 | 2) => (chunk: Uint8Array) => {
+      const copy = Uint8Array.from(chunk);
+      logs = logs.then(() => ctx.progress.log(stream, copy));
+    };
+    const result = await executor.run(
+      {
+        rootfs,
+        readonlyRootfs: rootMount.readonly,
+        mounts: specMounts,
+        process: { args: [...meta.args], env, cwd, user },
+        network: exec.network === llb.NetMode.HOST ? 'host' : exec.network === llb.NetMode.NONE ? 'none' : 'sandbox',
+        hostname: meta.hostname || 'kiln',
+      },
+      { stdout: log(1), stderr: log(2), signal: ctx.signal },
+    );
+    await logs;
+    const valid = meta.validExitCodes.length > 0 ? meta.validExitCodes : [0];
+    if (!valid.includes(result.exitCode)) {
+      throw new OpFailure(`process "${meta.args.join(' ')}" did not complete successfully: exit code: ${result.exitCode}`);
+    }
+
+    const out: string[] = new Array(outputs).fill('');
+    for (const a of actives) {
+      if (a.output < 0) continue;
+      const id = await snapshotter.commit(a.key);
+      committed.push(id);
+      out[a.output] = id;
+    }
+    if (out.some((id) => id === '')) throw new InvalidArgumentError('exec op declares an output no mount produces', 'op');
+    return out;
+  } catch (err) {
+    for (const id of committed) await snapshotter.remove(id).catch(() => undefined);
+    if (ctx.signal?.aborted && !(err instanceof CanceledError)) throw new CanceledError('exec canceled', { cause: err });
+    throw err;
+  } finally {
+    for (const v of views) await v.release().catch(() => undefined);
+    for (const a of actives) await snapshotter.remove(a.key).catch(() => undefined);
+  }
+}
+
+/** Rejects what this worker cannot run yet, naming it. */
+function checkSupported(exec: llb.ExecOp): void {
+  const meta = exec.meta!;
+  for (const m of exec.mounts) {
+    if (m.mountType !== llb.MountType.UNSPECIFIED && m.mountType !== llb.MountType.BIND && m.mountType !== llb.MountType.TMPFS) {
+      throw new UnimplementedError(`${llb.MountType[m.mountType]?.toLowerCase() ?? m.mountType} mounts are not supported yet (mount at ${m.dest})`);
+    }
+  }
+  if (exec.secretEnv.length > 0) throw new UnimplementedError('secret environment variables are not supported yet');
+  if (exec.security === llb.SecurityMode.INSECURE) throw new UnimplementedError('insecure (privileged) exec is not supported yet');
+  if (meta.extraHosts.length > 0) throw new UnimplementedError('extra hosts are not supported yet');
+  if (meta.ulimits.length > 0) throw new UnimplementedError('ulimits are not supported yet');
+  if (meta.cgroupParent) throw new UnimplementedError('cgroup parent is not supported yet');
+}

@@ -1,0 +1,76 @@
+import { CanceledError } from '@kiln/common';
+import { localAttrs } from '@kiln/llb';
+import { extractTar } from '../fs/untar.js';
+import type { SessionFiles } from '../worker.js';
+import { OpFailure } from './op-failure.js';
+import { newSnapshotKey, type OpContext, type OpResult } from './op-context.js';
+
+export interface LocalSourceParams {
+  /** The shared directory name of `local://NAME`. */
+  name: string;
+  attrs: Record<string, string>;
+  sessions: SessionFiles;
+  sessionId: string;
+  progressIntervalMs: number;
+}
+
+/**
+ * `local://NAME`: fetches the matching files of the client's directory
+ * through the session as a tar and unpacks it into a new snapshot.
+ * Publishes "transferring NAME: <size>" status events while it runs (at
+ * most one per progress interval) and once when done.
+ */
+export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Promise<OpResult> {
+  const { includePatterns, excludePatterns, followPaths } = localAttrs(p.attrs);
+  const key = newSnapshotKey(ctx.digest, 'local');
+  const active = await ctx.snapshotter.prepare(key, undefined, { signal: ctx.signal });
+  const statusId = `transferring ${p.name}`;
+  const startedMs = Date.now();
+  let lastMs = startedMs;
+  // Ends the session stream when extraction stops early (error or cancel).
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(ctx.signal?.reason);
+  ctx.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    const stream = p.sessions.fetchFiles(
+      { sessionId: p.sessionId, dirName: p.name, includePatterns, excludePatterns, followPaths },
+      { signal: ac.signal },
+    );
+    const res = await extractTar(active.path, tarChunks(stream), {
+      signal: ctx.signal,
+      logger: ctx.logger,
+      onBytes: (n) => {
+        const now = Date.now();
+        if (now - lastMs < p.progressIntervalMs) return;
+        lastMs = now;
+        void ctx.progress.status({ id: statusId, name: `${statusId}: ${humanSize(n)}`, current: n, startedMs });
+      },
+    });
+    const id = await ctx.snapshotter.commit(key);
+    await ctx.progress.status({ id: statusId, name: `${statusId}: ${humanSize(res.bytes)}`, current: res.bytes, startedMs, completedMs: Date.now() });
+    return [id];
+  } catch (err) {
+    ac.abort();
+    await ctx.snapshotter.remove(key).catch(() => undefined);
+    if (ctx.signal?.aborted) throw new CanceledError(`transfer of ${p.name} canceled`, { cause: err });
+    throw OpFailure.wrap(`failed to transfer local directory "${p.name}"`, err);
+  } finally {
+    ctx.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+async function* tarChunks(stream: AsyncIterable<{ tarChunk: Uint8Array }>): AsyncGenerator<Uint8Array> {
+  for await (const msg of stream) if (msg.tarChunk.byteLength > 0) yield msg.tarChunk;
+}
+
+/** A size as BuildKit prints it: decimal units, 4 significant digits ("2.048kB"). */
+export function humanSize(bytes: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
+  let n = bytes;
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000;
+    i++;
+  }
+  return `${Number(n.toPrecision(4))}${units[i]}`;
+}
