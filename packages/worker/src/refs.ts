@@ -1,0 +1,74 @@
+import { randomBytes } from 'node:crypto';
+
+interface RefEntry {
+  snapshotId: string;
+  count: number;
+  /** The dedup key this ref was recorded under, if any. */
+  dedupKey?: string;
+}
+
+/**
+ * The worker's refs: opaque ids handed to the solver, each naming one
+ * committed snapshot, reference counted. Not thread-hopping: all calls are
+ * synchronous, so concurrent async callers cannot interleave inside one.
+ */
+export class RefTable {
+  private readonly refs = new Map<string, RefEntry>();
+  /** "<digest>|<input snapshot ids>" -> the output refs of that run. */
+  private readonly byKey = new Map<string, string[]>();
+
+  /** A new ref with one reference for `snapshotId`. */
+  add(snapshotId: string): string {
+    const ref = `ref-${randomBytes(12).toString('hex')}`;
+    this.refs.set(ref, { snapshotId, count: 1 });
+    return ref;
+  }
+
+  /** Records `refs` as the outputs of the run identified by `key`. */
+  remember(key: string, refs: string[]): void {
+    this.byKey.set(key, refs);
+    for (const r of refs) this.refs.get(r)!.dedupKey = key;
+  }
+
+  /** The live outputs of an earlier identical run, each with one more reference; undefined when any is gone. */
+  reuse(key: string): string[] | undefined {
+    const refs = this.byKey.get(key);
+    if (!refs || !refs.every((r) => this.refs.has(r))) return undefined;
+    for (const r of refs) this.refs.get(r)!.count++;
+    return [...refs];
+  }
+
+  snapshotOf(ref: string): string | undefined {
+    return this.refs.get(ref)?.snapshotId;
+  }
+
+  /** One more reference to `ref`; false when unknown. */
+  acquire(ref: string): boolean {
+    const e = this.refs.get(ref);
+    if (!e) return false;
+    e.count++;
+    return true;
+  }
+
+  /** Drops one reference; returns the snapshot to remove when it was the last. */
+  release(ref: string): string | undefined {
+    const e = this.refs.get(ref);
+    if (!e) return undefined;
+    if (--e.count > 0) return undefined;
+    this.refs.delete(ref);
+    if (e.dedupKey !== undefined) this.byKey.delete(e.dedupKey);
+    return e.snapshotId;
+  }
+
+  /** Forgets every ref, returning their snapshots. */
+  clear(): string[] {
+    const ids = [...this.refs.values()].map((e) => e.snapshotId);
+    this.refs.clear();
+    this.byKey.clear();
+    return ids;
+  }
+
+  get size(): number {
+    return this.refs.size;
+  }
+}
