@@ -1,1 +1,20 @@
-export {};
+export type { ExecIO, ExecMount, ExecProcess, ExecResult, ExecSpec, Executor } from './executor.js';
+export {
+  compileWorkerOptions,
+  createWorker,
+  hostPlatform,
+  type CompiledWorkerOptions,
+  type PublishFn,
+  type RunRequest,
+  type RunResult,
+  type SessionFiles,
+  type Worker,
+  type WorkerBackend,
+  type WorkerDescription,
+  type WorkerOptions,
+  type WorkerPlatform,
+} from './worker.js';
+export { createWorkerServiceImpl } from './rpc/worker-service.js';
+export { buildSubject } from './progress.js';
+export { DEFAULT_PATH } from './ops/exec-op.js';
+export { PatternMatcher } from './fs/patterns.js';

@@ -1,0 +1,183 @@
+import { fromBinary } from '@bufbuild/protobuf';
+import { llb } from '@kiln/api';
+import {
+  CanceledError,
+  InvalidArgumentError,
+  KilnError,
+  NotFoundError,
+  throwIfAborted,
+  UnimplementedError,
+  VertexError,
+  type Logger,
+} from '@kiln/common';
+import { digestOf } from '@kiln/llb';
+import { exportTree } from './fs/tar-export.js';
+import { runExecOp } from './ops/exec-op.js';
+import { runFileOp } from './ops/file-op.js';
+import { runLocalSource } from './ops/local-source.js';
+import type { OpContext, OpResult } from './ops/op-context.js';
+import { OpFailure, reasonOf } from './ops/op-failure.js';
+import { VertexProgress } from './progress.js';
+import { RefTable } from './refs.js';
+import type { CompiledWorkerOptions, RunRequest, RunResult, Worker, WorkerDescription } from './worker.js';
+
+/** The one Worker implementation; backends differ in the options only. */
+export class BaseWorker implements Worker {
+  readonly id: string;
+  private readonly refs = new RefTable();
+  private readonly logger: Logger;
+  private closed = false;
+
+  constructor(private readonly o: CompiledWorkerOptions) {
+    this.id = o.id;
+    this.logger = o.logger.child({ component: 'worker', worker: o.id });
+  }
+
+  async describe(): Promise<WorkerDescription> {
+    return {
+      id: this.o.id,
+      backend: this.o.backend,
+      platforms: this.o.platforms.map((p) => ({ ...p })),
+      labels: { ...this.o.labels },
+    };
+  }
+
+  async run(req: RunRequest): Promise<RunResult> {
+    if (this.closed) throw new KilnError('unavailable', `worker ${this.id} is closed`);
+    throwIfAborted(req.signal);
+    const digest = req.vertexDigest;
+    let op: llb.Op;
+    try {
+      op = fromBinary(llb.OpSchema, req.op);
+    } catch (err) {
+      throw new InvalidArgumentError(`op of vertex ${digest} does not decode: ${(err as Error).message}`, 'op');
+    }
+    if (digest && digestOf(req.op) !== digest) {
+      throw new InvalidArgumentError(`vertex digest ${digest} does not match the op bytes (${digestOf(req.op)})`, 'vertex_digest');
+    }
+    if (req.inputRefs.length !== op.inputs.length) {
+      throw new InvalidArgumentError(`op of vertex ${digest} has ${op.inputs.length} inputs but ${req.inputRefs.length} input refs were given`, 'input_refs');
+    }
+
+    // Hold the inputs for the length of the run, so a concurrent release cannot pull them away.
+    const held: string[] = [];
+    try {
+      const inputs: string[] = [];
+      for (const ref of req.inputRefs) {
+        const id = this.refs.snapshotOf(ref);
+        if (id === undefined || !this.refs.acquire(ref)) throw new NotFoundError(`unknown input ref ${ref}`, { digest });
+        held.push(ref);
+        inputs.push(id);
+      }
+      const dedupKey = op.op.case === 'file' || op.op.case === 'exec' ? `${digest}|${inputs.join(',')}` : undefined;
+      if (dedupKey !== undefined) {
+        const reused = this.refs.reuse(dedupKey);
+        if (reused) return { outputRefs: reused };
+      }
+      const logger = this.logger.child({ buildId: req.buildId, vertex: digest });
+      const ctx: OpContext = {
+        snapshotter: this.o.snapshotter,
+        digest,
+        inputs,
+        signal: req.signal,
+        logger,
+        progress: new VertexProgress(this.o.publish, req.buildId, digest, logger),
+      };
+      logger.debug({ kind: op.op.case, description: req.description }, 'running op');
+      let ids: OpResult;
+      try {
+        ids = await this.dispatch(ctx, op, req);
+      } catch (err) {
+        throw this.runError(err, op, req);
+      }
+      if (this.closed) {
+        for (const id of ids) await this.o.snapshotter.remove(id).catch(() => undefined);
+        throw new KilnError('unavailable', `worker ${this.id} closed while running vertex ${digest}`);
+      }
+      const outputRefs = ids.map((id) => this.refs.add(id));
+      if (dedupKey !== undefined) this.refs.remember(dedupKey, outputRefs);
+      return { outputRefs };
+    } finally {
+      await this.release(held);
+    }
+  }
+
+  private async dispatch(ctx: OpContext, op: llb.Op, req: RunRequest): Promise<OpResult> {
+    switch (op.op.case) {
+      case 'source': {
+        const { identifier, attrs } = op.op.value;
+        if (identifier.startsWith('local://')) {
+          return runLocalSource(ctx, {
+            name: identifier.slice('local://'.length),
+            attrs,
+            sessions: this.o.sessions,
+            sessionId: req.sessionId,
+            progressIntervalMs: this.o.progressIntervalMs,
+          });
+        }
+        throw new UnimplementedError(`source ${identifier} is not supported yet by the ${this.o.backend} worker`, { identifier });
+      }
+      case 'file':
+        return runFileOp(ctx, op.op.value);
+      case 'exec':
+        return runExecOp(ctx, op.op.value, this.o.executor);
+      case 'merge':
+      case 'diff':
+        throw new UnimplementedError(`${op.op.case} ops are not supported yet by the ${this.o.backend} worker`);
+      default:
+        throw new InvalidArgumentError('op has no kind (a terminal op is not run by workers)', 'op');
+    }
+  }
+
+  /** Cancellation stays CanceledError, unsupported features UnimplementedError; the rest becomes VertexError. */
+  private runError(err: unknown, op: llb.Op, req: RunRequest): KilnError {
+    const digest = req.vertexDigest;
+    if (req.signal?.aborted || (err instanceof KilnError && err.code === 'canceled') || (err instanceof Error && err.name === 'AbortError')) {
+      return err instanceof CanceledError ? err : new CanceledError(`vertex ${digest} canceled`, { cause: err });
+    }
+    if (err instanceof KilnError && err.code === 'unimplemented') {
+      return new UnimplementedError(err.message, { ...err.details, digest });
+    }
+    if (err instanceof VertexError) return err;
+    const message =
+      err instanceof OpFailure || err instanceof KilnError ? err.message : `failed to run ${op.op.case ?? 'unknown'} op: ${reasonOf(err)}`;
+    if (!(err instanceof OpFailure) && !(err instanceof KilnError)) {
+      this.logger.error({ err, vertex: digest }, 'op failed unexpectedly');
+    }
+    return new VertexError(message, digest, {}, { cause: err });
+  }
+
+  async *exportRef(ref: string, opts: { signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
+    const id = this.refs.snapshotOf(ref);
+    if (id === undefined || !this.refs.acquire(ref)) throw new NotFoundError(`unknown ref ${ref}`);
+    try {
+      const view = await this.o.snapshotter.view(id);
+      try {
+        yield* exportTree(view.path, opts);
+      } finally {
+        await view.release();
+      }
+    } finally {
+      await this.release([ref]);
+    }
+  }
+
+  async release(refs: readonly string[]): Promise<void> {
+    for (const ref of refs) {
+      const id = this.refs.release(ref);
+      if (id === undefined) continue;
+      try {
+        await this.o.snapshotter.remove(id);
+      } catch (err) {
+        this.logger.warn({ err, ref, snapshot: id }, 'failed to remove snapshot of released ref');
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const id of this.refs.clear()) await this.o.snapshotter.remove(id).catch(() => undefined);
+    await this.o.snapshotter.close().catch(() => undefined);
+  }
+}

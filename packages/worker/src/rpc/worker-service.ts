@@ -1,0 +1,46 @@
+import type { ServiceImpl } from '@connectrpc/connect';
+import { worker } from '@kiln/api';
+import type { Worker } from '../worker.js';
+
+/**
+ * The WorkerService over a Worker: maps messages and delegates, passing the
+ * call's abort signal down. Errors are KilnErrors (VertexError carries the
+ * vertex digest); register the service with `serverErrorInterceptor` from
+ * @kiln/common (as `serveRoutes`/`createInMemoryTransport` do) so codes and
+ * details reach the client.
+ */
+export function createWorkerServiceImpl(w: Worker): ServiceImpl<typeof worker.WorkerService> {
+  return {
+    async describe() {
+      const d = await w.describe();
+      return {
+        id: d.id,
+        backend: d.backend,
+        labels: d.labels,
+        platforms: d.platforms.map((p) => ({ os: p.os, architecture: p.architecture, variant: p.variant ?? '' })),
+      };
+    },
+
+    async run(req, ctx) {
+      const res = await w.run({
+        buildId: req.buildId,
+        sessionId: req.sessionId,
+        vertexDigest: req.vertexDigest,
+        op: req.op,
+        inputRefs: req.inputRefs,
+        description: req.description,
+        signal: ctx.signal,
+      });
+      return { outputRefs: res.outputRefs };
+    },
+
+    async *exportRef(req, ctx) {
+      for await (const chunk of w.exportRef(req.ref, { signal: ctx.signal })) yield { tarChunk: chunk };
+    },
+
+    async release(req) {
+      await w.release(req.refs);
+      return {};
+    },
+  };
+}
