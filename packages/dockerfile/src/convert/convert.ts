@@ -1,4 +1,5 @@
 import { InvalidArgumentError, SourceError } from '@kiln/common';
+import { formatReference, parseReference } from '@kiln/registry';
 import { FileChain, image, local, State, type StateOptions } from '@kiln/llb';
 import { posix } from 'node:path';
 import { parseInstructions } from '../instructions/index.js';
@@ -304,11 +305,9 @@ function parseChown(value: string, filename: string, line: number) {
 }
 
 function normalizeImageRef(ref: string, filename: string, line: number): string {
-  if (/\s/.test(ref) || /[A-Z]/.test(ref.split('@')[0]!.split('/').slice(-1)[0]!.split(':')[0]!)) {
-    throw new SourceError(`invalid image reference "${ref}"`, filename, line);
+  try {
+    return formatReference(parseReference(ref));
+  } catch (err) {
+    throw new SourceError((err as Error).message, filename, line, { cause: err });
   }
-  const first = ref.split('/')[0]!;
-  const hasRegistry = ref.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost');
-  const named = hasRegistry ? ref : `docker.io/${ref.includes('/') ? ref : `library/${ref}`}`;
-  return /[:@][^/]*$/.test(named.slice(named.lastIndexOf('/'))) ? named : `${named}:latest`;
 }

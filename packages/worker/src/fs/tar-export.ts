@@ -2,6 +2,7 @@ import { constants } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { pack, type Header, type Pack } from 'tar-stream';
+import { writeChunk, type StreamxReadable, type StreamxWritable } from './streamx.js';
 
 /** Size of the chunks the exported stream is regrouped into. */
 export const EXPORT_CHUNK_SIZE = 64 * 1024;
@@ -15,18 +16,19 @@ export const EXPORT_CHUNK_SIZE = 64 * 1024;
  */
 export async function* exportTree(dir: string, opts: { signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
   const p = pack();
+  const out = p as unknown as StreamxReadable;
   let producerError: unknown;
   const producer = writeTree(p, dir, opts.signal).then(
     () => p.finalize(),
     (err: unknown) => {
       producerError = err;
-      p.destroy(err as Error);
+      out.destroy(err as Error);
     },
   );
   let buf: Buffer[] = [];
   let size = 0;
   try {
-    for await (const chunk of p as AsyncIterable<Buffer>) {
+    for await (const chunk of out) {
       buf.push(chunk);
       size += chunk.byteLength;
       if (size >= EXPORT_CHUNK_SIZE) {
@@ -40,7 +42,7 @@ export async function* exportTree(dir: string, opts: { signal?: AbortSignal } = 
   } catch (err) {
     throw producerError ?? err;
   } finally {
-    if (!p.destroyed) p.destroy();
+    if (!out.destroyed) out.destroy();
     await producer;
   }
 }
@@ -51,7 +53,7 @@ async function writeTree(p: Pack, root: string, signal: AbortSignal | undefined)
     const names = (await readdir(dirAbs)).sort();
     for (const name of names) {
       signal?.throwIfAborted();
-      if (p.destroyed) return;
+      if ((p as unknown as StreamxReadable).destroyed) return;
       const abs = path.join(dirAbs, name);
       const rel = dirRel === '' ? name : `${dirRel}/${name}`;
       const st = await lstat(abs);
@@ -98,9 +100,9 @@ function addEntry(p: Pack, header: Header | (Partial<Header> & { name: string })
 async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs: string, size: number): Promise<void> {
   const fh = await open(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
-    let sink!: ReturnType<Pack['entry']>;
+    let sink!: StreamxWritable;
     const done = new Promise<void>((resolve, reject) => {
-      sink = p.entry(header, (err) => (err ? reject(err) : resolve()));
+      sink = p.entry(header, (err) => (err ? reject(err) : resolve())) as unknown as StreamxWritable;
     });
     done.catch(() => undefined);
     const buf = Buffer.alloc(Math.min(EXPORT_CHUNK_SIZE, Math.max(size, 1)));
@@ -109,18 +111,8 @@ async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs:
       const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, left));
       if (bytesRead === 0) throw new Error(`${header.name} shrank while it was exported`);
       left -= bytesRead;
-      if (!sink.write(Buffer.from(buf.subarray(0, bytesRead)))) {
-        await new Promise<void>((resolve) => {
-          const go = () => {
-            sink.off('drain', go);
-            sink.off('close', go);
-            resolve();
-          };
-          sink.on('drain', go);
-          sink.on('close', go);
-        });
-      }
-      if (p.destroyed) return;
+      await writeChunk(sink, Buffer.from(buf.subarray(0, bytesRead)));
+      if ((p as unknown as StreamxReadable).destroyed) return;
     }
     sink.end();
     await done;

@@ -5,6 +5,7 @@ import { extract, type Header } from 'tar-stream';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
 import type { Logger } from '@kiln/common';
 import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from './fs-util.js';
+import { writeChunk, type StreamxReadable, type StreamxWritable } from './streamx.js';
 
 export interface ExtractOptions {
   /** Called with the running count of tar bytes read. */
@@ -34,7 +35,8 @@ export interface ExtractResult {
  *   skipped with a log line (they need mknod, left for the layer applier).
  */
 export async function extractTar(root: string, chunks: AsyncIterable<Uint8Array>, opts: ExtractOptions = {}): Promise<ExtractResult> {
-  const ex = extract();
+  const parser = extract();
+  const ex = parser as unknown as StreamxWritable & AsyncIterable<StreamxReadable & { header: Header }>;
   let bytes = 0;
   let entries = 0;
   let failed = false;
@@ -44,17 +46,7 @@ export async function extractTar(root: string, chunks: AsyncIterable<Uint8Array>
         if (failed || ex.destroyed) return;
         bytes += chunk.byteLength;
         opts.onBytes?.(bytes);
-        if (!ex.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))) {
-          await new Promise<void>((resolve) => {
-            const done = () => {
-              ex.off('drain', done);
-              ex.off('close', done);
-              resolve();
-            };
-            ex.on('drain', done);
-            ex.on('close', done);
-          });
-        }
+        await writeChunk(ex, Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
       }
       if (!ex.destroyed) ex.end();
     } catch (err) {
@@ -87,7 +79,7 @@ export async function extractTar(root: string, chunks: AsyncIterable<Uint8Array>
 async function writeEntry(
   root: string,
   h: Header,
-  body: AsyncIterable<Buffer> & { resume(): unknown },
+  body: AsyncIterable<Buffer>,
   dirTimes: { p: string; mtimeMs: number }[],
   logger: Logger | undefined,
 ): Promise<void> {
