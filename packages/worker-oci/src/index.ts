@@ -1,1 +1,3 @@
-export {};
+export { createOciWorker, type OciWorkerOptions } from './oci-worker.js';
+export { createRuncExecutor, RuncExecutor, type RuncExecutorOptions } from './runc/runc-executor.js';
+export { DEFAULT_CAPABILITIES, ociSpec, STANDARD_MOUNTS, type OciMount } from './runc/oci-spec.js';

@@ -9,8 +9,8 @@ interface RefEntry {
 
 /**
  * The worker's refs: opaque ids handed to the solver, each naming one
- * committed snapshot, reference counted. Not thread-hopping: all calls are
- * synchronous, so concurrent async callers cannot interleave inside one.
+ * committed snapshot, reference counted. Every method is synchronous, so
+ * concurrent async callers cannot interleave inside one.
  */
 export class RefTable {
   private readonly refs = new Map<string, RefEntry>();
@@ -56,7 +56,7 @@ export class RefTable {
     if (!e) return undefined;
     if (--e.count > 0) return undefined;
     this.refs.delete(ref);
-    if (e.dedupKey !== undefined) this.byKey.delete(e.dedupKey);
+    if (e.dedupKey !== undefined && this.byKey.get(e.dedupKey)?.includes(ref)) this.byKey.delete(e.dedupKey);
     return e.snapshotId;
   }
 

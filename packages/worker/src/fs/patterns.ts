@@ -84,7 +84,7 @@ function cleanPattern(p: string): string {
   return c === '.' ? '' : c;
 }
 
-const REGEXP_SPECIAL = /[.+^${}()|\]\\/]/;
+const REGEXP_SPECIAL = /[.*+?^${}()|[\]\\/]/;
 
 /** A Docker pattern as an anchored RegExp over the whole "/"-separated path. */
 export function globToRegExp(pattern: string): RegExp {

@@ -1,10 +1,9 @@
 import { constants } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
-import { pack, type Header, type Pack } from 'tar-stream';
-import { writeChunk, type StreamxReadable, type StreamxWritable } from './streamx.js';
+import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeaderInit } from './tar.js';
 
-/** Size of the chunks the exported stream is regrouped into. */
+/** Size of the chunks the exported stream is grouped into. */
 export const EXPORT_CHUNK_SIZE = 64 * 1024;
 
 /**
@@ -15,108 +14,74 @@ export const EXPORT_CHUNK_SIZE = 64 * 1024;
  * hardlinks to it. Sockets are skipped (tar cannot hold them).
  */
 export async function* exportTree(dir: string, opts: { signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
-  const p = pack();
-  const out = p as unknown as StreamxReadable;
-  let producerError: unknown;
-  const producer = writeTree(p, dir, opts.signal).then(
-    () => p.finalize(),
-    (err: unknown) => {
-      producerError = err;
-      out.destroy(err as Error);
-    },
-  );
-  let buf: Buffer[] = [];
+  let parts: Buffer[] = [];
   let size = 0;
-  try {
-    for await (const chunk of out) {
-      buf.push(chunk);
-      size += chunk.byteLength;
-      if (size >= EXPORT_CHUNK_SIZE) {
-        yield Buffer.concat(buf);
-        buf = [];
-        size = 0;
-      }
+  for await (const b of treeBlocks(dir, opts.signal)) {
+    parts.push(b);
+    size += b.length;
+    if (size >= EXPORT_CHUNK_SIZE) {
+      yield Buffer.concat(parts);
+      parts = [];
+      size = 0;
     }
-    if (producerError) throw producerError;
-    if (size > 0) yield Buffer.concat(buf);
-  } catch (err) {
-    throw producerError ?? err;
-  } finally {
-    if (!out.destroyed) out.destroy();
-    await producer;
   }
+  parts.push(END_OF_ARCHIVE);
+  yield Buffer.concat(parts);
 }
 
-async function writeTree(p: Pack, root: string, signal: AbortSignal | undefined): Promise<void> {
+async function* treeBlocks(root: string, signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
   const firstPathOfInode = new Map<string, string>();
-  const walk = async (dirAbs: string, dirRel: string): Promise<void> => {
+  async function* walk(dirAbs: string, dirRel: string): AsyncGenerator<Buffer> {
     const names = (await readdir(dirAbs)).sort();
     for (const name of names) {
       signal?.throwIfAborted();
-      if ((p as unknown as StreamxReadable).destroyed) return;
       const abs = path.join(dirAbs, name);
       const rel = dirRel === '' ? name : `${dirRel}/${name}`;
       const st = await lstat(abs);
-      const base: Omit<Header, 'name' | 'type' | 'size' | 'linkname' | 'devmajor' | 'devminor' | 'pax'> = {
-        mode: st.mode & 0o7777,
-        uid: st.uid,
-        gid: st.gid,
-        uname: '',
-        gname: '',
-        mtime: new Date(Math.floor(st.mtimeMs / 1000) * 1000),
-      };
+      const base = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000) };
       if (st.isDirectory()) {
-        await addEntry(p, { ...base, name: `${rel}/`, type: 'directory' });
-        await walk(abs, rel);
+        yield encodeHeader({ ...base, name: `${rel}/`, type: 'directory' });
+        yield* walk(abs, rel);
       } else if (st.isSymbolicLink()) {
-        await addEntry(p, { ...base, name: rel, type: 'symlink', linkname: await readlink(abs) });
+        yield encodeHeader({ ...base, name: rel, type: 'symlink', linkname: await readlink(abs) });
       } else if (st.isFile()) {
         const inode = `${st.dev}:${st.ino}`;
         const first = st.nlink > 1 ? firstPathOfInode.get(inode) : undefined;
         if (first !== undefined) {
-          await addEntry(p, { ...base, name: rel, type: 'link', linkname: first });
+          yield encodeHeader({ ...base, name: rel, type: 'link', linkname: first });
           continue;
         }
         if (st.nlink > 1) firstPathOfInode.set(inode, rel);
-        await addFile(p, { ...base, name: rel, type: 'file', size: st.size }, abs, st.size);
+        yield encodeHeader({ ...base, name: rel, type: 'file', size: st.size });
+        yield* fileBody(abs, st.size, rel);
       } else if (st.isFIFO() || st.isCharacterDevice() || st.isBlockDevice()) {
-        const type = st.isFIFO() ? 'fifo' : st.isCharacterDevice() ? 'character-device' : 'block-device';
-        const rdev = BigInt(st.rdev);
-        const devmajor = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
-        const devminor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
-        await addEntry(p, { ...base, name: rel, type, devmajor, devminor });
+        const h: TarHeaderInit = { ...base, name: rel, type: st.isFIFO() ? 'fifo' : st.isCharacterDevice() ? 'character-device' : 'block-device' };
+        if (!st.isFIFO()) {
+          const rdev = BigInt(st.rdev);
+          h.devmajor = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+          h.devminor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+        }
+        yield encodeHeader(h);
       }
     }
-  };
-  await walk(root, '');
+  }
+  yield* walk(root, '');
 }
 
-function addEntry(p: Pack, header: Header | (Partial<Header> & { name: string })): Promise<void> {
-  return new Promise((resolve, reject) => {
-    p.entry(header, (err) => (err ? reject(err) : resolve()));
-  });
-}
-
-async function addFile(p: Pack, header: Partial<Header> & { name: string }, abs: string, size: number): Promise<void> {
+async function* fileBody(abs: string, size: number, rel: string): AsyncGenerator<Buffer> {
   const fh = await open(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
-    let sink!: StreamxWritable;
-    const done = new Promise<void>((resolve, reject) => {
-      sink = p.entry(header, (err) => (err ? reject(err) : resolve())) as unknown as StreamxWritable;
-    });
-    done.catch(() => undefined);
-    const buf = Buffer.alloc(Math.min(EXPORT_CHUNK_SIZE, Math.max(size, 1)));
     let left = size;
     while (left > 0) {
-      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, left));
-      if (bytesRead === 0) throw new Error(`${header.name} shrank while it was exported`);
+      const buf = Buffer.allocUnsafe(Math.min(EXPORT_CHUNK_SIZE, left));
+      const { bytesRead } = await fh.read(buf, 0, buf.length);
+      if (bytesRead === 0) throw new Error(`${rel} shrank while it was exported`);
       left -= bytesRead;
-      await writeChunk(sink, Buffer.from(buf.subarray(0, bytesRead)));
-      if ((p as unknown as StreamxReadable).destroyed) return;
+      yield buf.subarray(0, bytesRead);
     }
-    sink.end();
-    await done;
   } finally {
     await fh.close();
   }
+  const pad = padding(size);
+  if (pad > 0) yield Buffer.alloc(pad);
 }

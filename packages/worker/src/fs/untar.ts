@@ -1,11 +1,10 @@
 import { link, lutimes, mkdir, open, rm, symlink } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import path from 'node:path';
-import { extract, type Header } from 'tar-stream';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
 import type { Logger } from '@kiln/common';
 import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from './fs-util.js';
-import { writeChunk, type StreamxReadable, type StreamxWritable } from './streamx.js';
+import { readTarEntries, type TarHeader } from './tar.js';
 
 export interface ExtractOptions {
   /** Called with the running count of tar bytes read. */
@@ -35,39 +34,21 @@ export interface ExtractResult {
  *   skipped with a log line (they need mknod, left for the layer applier).
  */
 export async function extractTar(root: string, chunks: AsyncIterable<Uint8Array>, opts: ExtractOptions = {}): Promise<ExtractResult> {
-  const parser = extract();
-  const ex = parser as unknown as StreamxWritable & AsyncIterable<StreamxReadable & { header: Header }>;
   let bytes = 0;
   let entries = 0;
-  let failed = false;
-  const pump = (async () => {
-    try {
-      for await (const chunk of chunks) {
-        if (failed || ex.destroyed) return;
-        bytes += chunk.byteLength;
-        opts.onBytes?.(bytes);
-        await writeChunk(ex, Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-      }
-      if (!ex.destroyed) ex.end();
-    } catch (err) {
-      ex.destroy(err as Error);
+  async function* counted(): AsyncGenerator<Uint8Array> {
+    for await (const chunk of chunks) {
+      bytes += chunk.byteLength;
+      opts.onBytes?.(bytes);
+      yield chunk;
     }
-  })();
-
+  }
   // Directory mtimes are set last: writing their children changes them.
   const dirTimes: { p: string; mtimeMs: number }[] = [];
-  try {
-    for await (const entry of ex) {
-      opts.signal?.throwIfAborted();
-      entries++;
-      await writeEntry(root, entry.header, entry, dirTimes, opts.logger);
-    }
-  } catch (err) {
-    failed = true;
-    ex.destroy();
-    throw err;
-  } finally {
-    await pump;
+  for await (const entry of readTarEntries(counted())) {
+    opts.signal?.throwIfAborted();
+    entries++;
+    await writeEntry(root, entry.header, entry.body, dirTimes, opts.logger);
   }
   for (const { p, mtimeMs } of dirTimes.reverse()) {
     const t = mtimeMs / 1000;
@@ -78,14 +59,14 @@ export async function extractTar(root: string, chunks: AsyncIterable<Uint8Array>
 
 async function writeEntry(
   root: string,
-  h: Header,
+  h: TarHeader,
   body: AsyncIterable<Buffer>,
   dirTimes: { p: string; mtimeMs: number }[],
   logger: Logger | undefined,
 ): Promise<void> {
   const rel = cleanRootPath(h.name);
-  const attrs = { mode: h.mode ?? 0o644, uid: h.uid ?? 0, gid: h.gid ?? 0 };
-  const mtimeMs = (h.mtime ?? new Date(0)).getTime();
+  const attrs = { mode: h.mode, uid: h.uid, gid: h.gid };
+  const mtimeMs = h.mtime * 1000;
   if (rel === '/') {
     await drain(body);
     if (h.type === 'directory') {
@@ -122,12 +103,12 @@ async function writeEntry(
     case 'symlink': {
       await drain(body);
       if (existing) await rm(target, { recursive: true, force: true });
-      await symlink(h.linkname ?? '', target);
+      await symlink(h.linkname, target);
       break;
     }
     case 'link': {
       await drain(body);
-      const src = await resolveInRoot(root, cleanRootPath(h.linkname ?? ''), { followFinalSymlink: false });
+      const src = await resolveInRoot(root, cleanRootPath(h.linkname), { followFinalSymlink: false });
       if (src === target) return;
       const st = await lstatOrUndefined(src);
       if (!st) throw errnoError('ENOENT', `hardlink target ${h.linkname} of ${h.name} does not exist`);

@@ -24,12 +24,21 @@ export async function runFileOp(ctx: OpContext, op: llb.FileOp): Promise<OpResul
   let outputs = 0;
   actions.forEach((a, i) => {
     const input = fileActionInput(a.input);
-    if (input.kind === 'action') checkAction(input.index, i), uses[input.index]!++;
-    if (input.kind === 'input') checkInput(ctx, input.index);
+    if (input.kind === 'action') {
+      checkAction(input.index, i);
+      uses[input.index]!++;
+    } else if (input.kind === 'input') {
+      checkInput(ctx, input.index);
+    }
     if (a.action.case === 'copy') {
       const sec = fileActionInput(a.secondaryInput);
-      if (sec.kind === 'action') checkAction(sec.index, i), uses[sec.index]!++, (secondaryUse[sec.index] = true);
-      if (sec.kind === 'input') checkInput(ctx, sec.index);
+      if (sec.kind === 'action') {
+        checkAction(sec.index, i);
+        uses[sec.index]!++;
+        secondaryUse[sec.index] = true;
+      } else if (sec.kind === 'input') {
+        checkInput(ctx, sec.index);
+      }
     }
     if (a.output >= 0n) outputs = Math.max(outputs, Number(a.output) + 1);
   });
@@ -45,12 +54,13 @@ export async function runFileOp(ctx: OpContext, op: llb.FileOp): Promise<OpResul
       ctx.signal?.throwIfAborted();
       // The writable tree this action changes.
       const input = fileActionInput(a.input);
+      const prev = input.kind === 'action' ? results[input.index] : undefined;
       let base: { key: string; path: string };
-      if (input.kind === 'action' && results[input.index]!.kind === 'active' && uses[input.index] === 1 && !secondaryUse[input.index] && actions[input.index]!.output < 0n) {
-        base = results[input.index] as { key: string; path: string };
+      if (input.kind === 'action' && prev?.kind === 'active' && uses[input.index] === 1 && !secondaryUse[input.index] && actions[input.index]!.output < 0n) {
+        base = prev;
         results[input.index] = { kind: 'taken' };
       } else {
-        const parent = input.kind === 'input' ? ctx.inputs[input.index] : input.kind === 'scratch' ? undefined : await committedId(results, input.index);
+        const parent = input.kind === 'input' ? ctx.inputs[input.index] : input.kind === 'scratch' ? undefined : committedId(results, input.index);
         base = await snapshotter.prepare(newSnapshotKey(ctx.digest, `file${i}`), parent, { signal: ctx.signal });
       }
       results[i] = { kind: 'active', ...base };
@@ -105,7 +115,7 @@ function checkInput(ctx: OpContext, index: number): void {
   if (index >= ctx.inputs.length) throw new InvalidArgumentError(`file op reads input ${index} but has ${ctx.inputs.length} inputs`, 'op');
 }
 
-async function committedId(results: ActionResult[], k: number): Promise<string> {
+function committedId(results: ActionResult[], k: number): string {
   const r = results[k];
   if (r?.kind !== 'committed') throw new Error(`internal: result of file action ${k} is not committed`);
   return r.id;

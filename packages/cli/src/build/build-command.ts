@@ -1,0 +1,143 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { control } from '@kiln/api';
+import { asKilnError, describeError } from '@kiln/common';
+import type { CliIo } from '../cli-io.js';
+import { connectDaemon, resolveDaemonAddress } from '../daemon.js';
+import { createProgressPrinter } from '../progress/progress.js';
+import { attachSession } from '../session/session-client.js';
+import { compileBuildOptions, parseBuildArgs } from './build-options.js';
+import { sessionDirs, sessionOutputs, toSolveRequest } from './solve-request.js';
+
+export const BUILD_USAGE = `Usage:  kiln build [OPTIONS] CONTEXT
+
+Start a build
+
+Options:
+      --addr string              Daemon address (unix:///PATH or tcp://HOST:PORT; env KILN_ADDR)
+      --build-arg stringArray    Set build-time variables (KEY=VALUE, or KEY to take it from the environment)
+      --build-context stringArray
+                                 Additional build contexts (NAME=PATH|docker-image://REF|oci-layout://PATH)
+      --cache-from stringArray   External cache sources (e.g., "type=local,src=path/to/dir", "user/app:cache")
+      --cache-to stringArray     Cache export destinations (e.g., "type=inline", "type=local,dest=path/to/dir")
+  -f, --file string              Name of the Dockerfile (default: "CONTEXT/Dockerfile")
+  -h, --help                     Print usage
+      --load                     Keep the image in the daemon's image store (shorthand for "--output=type=image")
+      --metadata-file string     Write build result metadata to a file
+      --no-cache                 Do not use cache when building the image
+  -o, --output stringArray       Output destination (format: "type=local,dest=path"; "-o DIR"; "-o -" for a tar on stdout)
+      --platform stringArray     Set target platform for build (e.g., "linux/amd64,linux/arm64")
+      --progress string          Set type of progress output ("auto", "plain", "tty", "rawjson") (default "auto")
+      --push                     Shorthand for "--output=type=image,push=true"
+      --secret stringArray       Secret to expose to the build (format: "id=mysecret[,src=/local/secret|env=VAR]")
+      --ssh stringArray          SSH agent socket or keys to expose to the build (format: "default|<id>[=<socket>|<key>[,<key>]]")
+  -t, --tag stringArray          Name and optionally a tag (format: "name:tag")
+      --target string            Set the target build stage to build
+`;
+
+export const NO_OUTPUT_WARNING =
+  'WARNING: No output specified for kiln build; build result will only remain in the build cache. ' +
+  'To push result image into registry use --push or to export it use -o/--output\n';
+
+/** How long the Status stream may trail a finished Solve before it is cut. */
+const STATUS_TAIL_MS = 3000;
+
+/** A build id like buildx's: 25 base-36 characters. */
+export function newBuildId(): string {
+  return BigInt(`0x${randomBytes(16).toString('hex')}`).toString(36).padStart(25, '0').slice(-25);
+}
+
+/**
+ * `kiln build`: compile options, connect (or start) the daemon, subscribe to
+ * Status, attach the session, Solve, render progress, then write the
+ * metadata file. Returns the exit code (usage errors are thrown).
+ */
+export async function runBuild(argv: readonly string[], io: CliIo): Promise<number> {
+  const parsed = parseBuildArgs(argv);
+  if (parsed.flags.help) {
+    io.stdout.write(BUILD_USAGE);
+    return 0;
+  }
+  const opts = compileBuildOptions(parsed, { cwd: io.cwd, env: io.vars, stdoutIsTTY: io.stdout.isTTY === true });
+  resolveDaemonAddress(opts.addr, io.vars); // a bad KILN_ADDR is a usage error too, before any output
+  // The session protocol has no secrets or SSH-agent calls yet.
+  if (opts.secrets.length > 0) io.stderr.write('WARNING: --secret is not supported by the daemon session yet; secrets are not sent\n');
+  if (opts.ssh.length > 0) io.stderr.write('WARNING: --ssh is not supported by the daemon session yet; no agent is forwarded\n');
+  if (opts.exports.length === 0) io.stderr.write(NO_OUTPUT_WARNING);
+
+  const conn = await connectDaemon({ addr: opts.addr, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
+  const ref = newBuildId();
+  const sessionId = newBuildId();
+  const log = io.logger.child({ buildId: ref });
+  const abort = new AbortController();
+  const onAbort = () => abort.abort(io.signal.reason);
+  io.signal.addEventListener('abort', onAbort, { once: true });
+
+  const printer = createProgressPrinter(opts.progress, io.stderr);
+  const statusAbort = new AbortController();
+  const statusDone = (async () => {
+    try {
+      for await (const s of conn.control.status({ ref }, { signal: AbortSignal.any([abort.signal, statusAbort.signal]) })) printer.write(s);
+    } catch (err) {
+      if (!statusAbort.signal.aborted) log.debug({ err: asKilnError(err).message }, 'status stream failed');
+    }
+  })();
+
+  const session = attachSession(conn.session, {
+    sessionId,
+    dirs: sessionDirs(opts),
+    outputs: sessionOutputs(opts),
+    stdout: io.stdout,
+    logger: log,
+    signal: abort.signal,
+  });
+
+  let response: control.SolveResponse | undefined;
+  let failure: unknown;
+  try {
+    await session.ready();
+    response = await conn.control.solve(toSolveRequest(opts, { ref, sessionId }), { signal: abort.signal });
+  } catch (err) {
+    failure = err;
+  } finally {
+    io.signal.removeEventListener('abort', onAbort);
+  }
+
+  session.close();
+  const tail = setTimeout(() => statusAbort.abort(), failure ? 500 : STATUS_TAIL_MS);
+  await statusDone;
+  clearTimeout(tail);
+  printer.close();
+  const sessionErr = await session.closed();
+  if (sessionErr) log.debug({ err: sessionErr.message }, 'session ended with an error');
+
+  if (failure !== undefined || !response) {
+    io.stderr.write(`ERROR: ${describeError(asKilnError(failure ?? sessionErr))}\n`);
+    return 1;
+  }
+  if (opts.metadataFile) {
+    await mkdir(dirname(opts.metadataFile), { recursive: true });
+    await writeFile(opts.metadataFile, `${JSON.stringify(decodeExporterResponse(response.exporterResponse), null, 2)}\n`);
+  }
+  return 0;
+}
+
+/**
+ * The metadata file content, as buildx writes it: exporter response values
+ * that are base64 of a JSON object are inlined as that object.
+ */
+export function decodeExporterResponse(resp: Readonly<Record<string, string>>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(resp)) {
+    out[k] = v;
+    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(v) || v.length % 4 !== 0) continue;
+    try {
+      const parsed: unknown = JSON.parse(Buffer.from(v, 'base64').toString('utf8'));
+      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed) && Object.keys(parsed).length > 0) out[k] = parsed;
+    } catch {
+      // not base64 JSON: keep the string
+    }
+  }
+  return out;
+}

@@ -1,0 +1,360 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UsageError } from '../flags/usage-error.js';
+import { compileBuildOptions, parseBuildArgs, type BuildOptions, type CompileContext } from './build-options.js';
+import { sessionDirs, sessionOutputs, toSolveRequest } from './solve-request.js';
+
+let cwd: string;
+let ctxDir: string;
+beforeAll(() => {
+  cwd = mkdtempSync(join(tmpdir(), 'kiln-opts-'));
+  ctxDir = join(cwd, 'app');
+  mkdirSync(join(ctxDir, 'sub'), { recursive: true });
+  mkdirSync(join(cwd, 'other'), { recursive: true });
+  mkdirSync(join(cwd, 'named'), { recursive: true });
+  mkdirSync(join(cwd, 'ignored-ctx'), { recursive: true });
+  writeFileSync(join(ctxDir, 'Dockerfile'), 'FROM scratch\n');
+  writeFileSync(join(ctxDir, '.dockerignore'), 'node_modules\n*.log\n');
+  writeFileSync(join(cwd, 'other', 'build.Dockerfile'), 'FROM scratch\n');
+  writeFileSync(join(cwd, 'other', 'build.Dockerfile.dockerignore'), 'only-this\n');
+  writeFileSync(join(cwd, 'named', '.dockerignore'), 'tmp\n');
+  writeFileSync(join(cwd, 'token.txt'), 's3cret');
+  writeFileSync(join(cwd, 'ignored-ctx', 'Dockerfile'), 'FROM scratch\n');
+  writeFileSync(join(cwd, 'ignored-ctx', '.dockerignore'), '[broken\n');
+});
+afterAll(() => rmSync(cwd, { recursive: true, force: true }));
+
+const env = { HOME: '/root', FROM_ENV: 'env-value', API_TOKEN: 't0k', SSH_AUTH_SOCK: '' };
+function compile(argv: string[], extra: Partial<CompileContext> = {}): BuildOptions {
+  return compileBuildOptions(parseBuildArgs(argv), { cwd, env, ...extra });
+}
+function usageError(argv: string[], extra: Partial<CompileContext> = {}): UsageError {
+  try {
+    compile(argv, extra);
+  } catch (err) {
+    expect(err).toBeInstanceOf(UsageError);
+    return err as UsageError;
+  }
+  throw new Error(`expected a usage error for ${argv.join(' ')}`);
+}
+
+describe('compileBuildOptions defaults', () => {
+  it('defaults everything from CONTEXT alone', () => {
+    const o = compile(['app']);
+    expect(o).toEqual({
+      contextDir: ctxDir,
+      dockerfile: { path: join(ctxDir, 'Dockerfile'), dir: ctxDir, filename: 'Dockerfile' },
+      ignoreFile: join(ctxDir, '.dockerignore'),
+      contextIgnore: ['node_modules', '*.log'],
+      tags: [],
+      target: undefined,
+      buildArgs: {},
+      namedContexts: [],
+      platforms: [],
+      secrets: [],
+      ssh: [],
+      exports: [],
+      cacheFrom: [],
+      cacheTo: [],
+      noCache: false,
+      progress: 'auto',
+      metadataFile: undefined,
+      addr: undefined,
+    } satisfies BuildOptions);
+  });
+
+  it('takes flags before or after CONTEXT, and after --', () => {
+    expect(compile(['app', '--target', 'x']).target).toBe('x');
+    expect(compile(['--target=x', '--', 'app']).target).toBe('x');
+  });
+});
+
+describe('each flag', () => {
+  it('-f/--file is relative to the cwd; <Dockerfile>.dockerignore wins', () => {
+    for (const argv of [['-f', 'other/build.Dockerfile', 'app'], ['--file=other/build.Dockerfile', 'app'], ['-fother/build.Dockerfile', 'app']]) {
+      const o = compile(argv);
+      expect(o.dockerfile).toEqual({ path: join(cwd, 'other/build.Dockerfile'), dir: join(cwd, 'other'), filename: 'build.Dockerfile' });
+      expect(o.ignoreFile).toBe(join(cwd, 'other/build.Dockerfile.dockerignore'));
+      expect(o.contextIgnore).toEqual(['only-this']);
+    }
+  });
+
+  it('-t/--tag repeats', () => {
+    expect(compile(['-t', 'a:1', '--tag', 'b:2', '--tag=c', 'app']).tags).toEqual(['a:1', 'b:2', 'c']);
+  });
+
+  it('--build-arg K=V and K from the environment (skipped when unset)', () => {
+    const o = compile(['--build-arg', 'A=1', '--build-arg', 'B==x=', '--build-arg', 'FROM_ENV', '--build-arg', 'UNSET', '--build-arg=EMPTY=', 'app']);
+    expect(o.buildArgs).toEqual({ A: '1', B: '=x=', FROM_ENV: 'env-value', EMPTY: '' });
+  });
+
+  it('--build-context: local dirs (with their .dockerignore) and refs', () => {
+    const o = compile([
+      '--build-context', 'named=named',
+      '--build-context', 'alpine=docker-image://alpine:3.19',
+      '--build-context', 'layout=oci-layout:///tmp/layout@sha256:abc',
+      '--build-context', 'stage=target:base',
+      '--build-context', 'repo=https://github.com/x/y.git',
+      'app',
+    ]);
+    expect(o.namedContexts).toEqual([
+      { name: 'named', kind: 'local', path: join(cwd, 'named'), ignore: ['tmp'] },
+      { name: 'alpine', kind: 'ref', value: 'docker-image://alpine:3.19' },
+      { name: 'layout', kind: 'ref', value: 'oci-layout:///tmp/layout@sha256:abc' },
+      { name: 'stage', kind: 'ref', value: 'target:base' },
+      { name: 'repo', kind: 'ref', value: 'https://github.com/x/y.git' },
+    ]);
+  });
+
+  it('--platform takes comma lists, repeats, normalizes and dedupes', () => {
+    expect(compile(['--platform', 'linux/amd64,Linux/ARM64/v8', '--platform=linux/amd64', '--platform', 'linux/riscv64', 'app']).platforms).toEqual([
+      'linux/amd64',
+      'linux/arm64/v8',
+      'linux/riscv64',
+    ]);
+  });
+
+  it('--secret id=,src= / env= / id alone', () => {
+    const o = compile([
+      '--secret', 'id=tok,src=token.txt',
+      '--secret', 'id=tok2,source=token.txt,type=file',
+      '--secret', 'id=api,env=API_TOKEN',
+      '--secret', 'type=env,id=api2,src=API_TOKEN',
+      '--secret', 'env=API_TOKEN',
+      '--secret', 'id=API_TOKEN',
+      '--secret', 'id=token.txt',
+      'app',
+    ]);
+    expect(o.secrets).toEqual([
+      { id: 'tok', kind: 'file', path: join(cwd, 'token.txt') },
+      { id: 'tok2', kind: 'file', path: join(cwd, 'token.txt') },
+      { id: 'api', kind: 'env', name: 'API_TOKEN' },
+      { id: 'api2', kind: 'env', name: 'API_TOKEN' },
+      { id: 'API_TOKEN', kind: 'env', name: 'API_TOKEN' },
+      { id: 'API_TOKEN', kind: 'env', name: 'API_TOKEN' },
+      { id: 'token.txt', kind: 'file', path: join(cwd, 'token.txt') },
+    ]);
+  });
+
+  it('--ssh default uses SSH_AUTH_SOCK; ID=PATH takes paths', () => {
+    const sock = join(cwd, 'token.txt');
+    expect(compile(['--ssh', 'default', 'app'], { env: { SSH_AUTH_SOCK: sock } }).ssh).toEqual([{ id: 'default', paths: [sock] }]);
+    expect(compile(['--ssh', 'key=token.txt,token.txt', 'app']).ssh).toEqual([{ id: 'key', paths: [sock, sock] }]);
+  });
+
+  it('-o DIR and -o - short forms', () => {
+    expect(compile(['-o', 'out', 'app']).exports).toEqual([
+      { type: 'local', attrs: { 'session.output': 'out0' }, output: { id: 'out0', kind: 'dir', path: join(cwd, 'out') } },
+    ]);
+    expect(compile(['-o', '-', 'app']).exports).toEqual([
+      { type: 'tar', attrs: { 'session.output': 'out0' }, output: { id: 'out0', kind: 'file', path: '-' } },
+    ]);
+  });
+
+  it('-o csv forms for every type', () => {
+    const o = compile([
+      '-t', 'me/app:1',
+      '--output', 'type=local,dest=out/dir',
+      '--output=type=tar,dest=out.tar',
+      '-o', 'type=oci,dest=img.oci.tar,compression=zstd',
+      '-o', 'type=docker,dest=img.docker.tar,name=other:2',
+      '-o', 'type=image,name=reg.local/x:1,push=true',
+      '-o', '"type=cacheonly"',
+      'app',
+    ]);
+    expect(o.exports).toEqual([
+      { type: 'local', attrs: { 'session.output': 'out0' }, output: { id: 'out0', kind: 'dir', path: join(cwd, 'out/dir') } },
+      { type: 'tar', attrs: { 'session.output': 'out1' }, output: { id: 'out1', kind: 'file', path: join(cwd, 'out.tar') } },
+      { type: 'oci', attrs: { compression: 'zstd', name: 'me/app:1', 'session.output': 'out2' }, output: { id: 'out2', kind: 'file', path: join(cwd, 'img.oci.tar') } },
+      { type: 'docker', attrs: { name: 'other:2', 'session.output': 'out3' }, output: { id: 'out3', kind: 'file', path: join(cwd, 'img.docker.tar') } },
+      { type: 'image', attrs: { name: 'reg.local/x:1', push: 'true' } },
+      { type: 'cacheonly', attrs: {} },
+    ]);
+  });
+
+  it('type=registry is image,push=true; tar without dest goes to a non-tty stdout', () => {
+    expect(compile(['-t', 'r/x', '-o', 'type=registry', 'app']).exports).toEqual([{ type: 'image', attrs: { push: 'true', name: 'r/x' } }]);
+    expect(compile(['-o', 'type=tar', 'app']).exports[0]?.output).toEqual({ id: 'out0', kind: 'file', path: '-' });
+  });
+
+  it('quoted csv values keep commas', () => {
+    expect(compile(['-o', 'type=image,"name=a:1,b:2"', 'app']).exports).toEqual([{ type: 'image', attrs: { name: 'a:1,b:2' } }]);
+  });
+
+  it('--push adds or marks an image exporter named from the tags', () => {
+    expect(compile(['--push', '-t', 'r/a:1', '-t', 'r/b:2', 'app']).exports).toEqual([{ type: 'image', attrs: { push: 'true', name: 'r/a:1,r/b:2' } }]);
+    expect(compile(['--push', '-o', 'type=image,name=r/c', 'app']).exports).toEqual([{ type: 'image', attrs: { name: 'r/c', push: 'true' } }]);
+    expect(compile(['--push', '-t', 'r/a', '-o', 'out', 'app']).exports.map((e) => e.type)).toEqual(['local', 'image']);
+  });
+
+  it('--load keeps the image in the daemon image store', () => {
+    expect(compile(['--load', '-t', 'a', 'app']).exports).toEqual([{ type: 'image', attrs: { name: 'a' } }]);
+    expect(compile(['--load', '--push', '-t', 'a', 'app']).exports).toEqual([{ type: 'image', attrs: { push: 'true', name: 'a' } }]);
+    expect(compile(['--load', 'app']).exports).toEqual([{ type: 'image', attrs: {} }]);
+  });
+
+  it('--cache-from/--cache-to: csv, bare refs, local paths made absolute', () => {
+    const o = compile([
+      '--cache-from', 'reg/cache:main',
+      '--cache-from', 'type=local,src=cache',
+      '--cache-to', 'type=inline',
+      '--cache-to', 'type=local,dest=/abs/cache,mode=max',
+      '--cache-to', 'type=registry,ref=reg/cache:main,mode=max',
+      'app',
+    ]);
+    expect(o.cacheFrom).toEqual([
+      { type: 'registry', attrs: { ref: 'reg/cache:main' } },
+      { type: 'local', attrs: { src: join(cwd, 'cache') } },
+    ]);
+    expect(o.cacheTo).toEqual([
+      { type: 'inline', attrs: {} },
+      { type: 'local', attrs: { dest: '/abs/cache', mode: 'max' } },
+      { type: 'registry', attrs: { ref: 'reg/cache:main', mode: 'max' } },
+    ]);
+  });
+
+  it('--no-cache, --progress, --metadata-file, --addr, --target', () => {
+    const o = compile(['--no-cache', '--progress', 'rawjson', '--metadata-file', 'meta.json', '--addr', 'tcp://127.0.0.1:1234', '--target', 'final', 'app']);
+    expect(o).toMatchObject({ noCache: true, progress: 'rawjson', metadataFile: join(cwd, 'meta.json'), addr: 'tcp://127.0.0.1:1234', target: 'final' });
+    expect(compile(['--no-cache=false', 'app']).noCache).toBe(false);
+    for (const p of ['auto', 'plain', 'tty', 'rawjson']) expect(compile([`--progress=${p}`, 'app']).progress).toBe(p);
+  });
+
+  it('--help is a flag, -h too', () => {
+    expect(parseBuildArgs(['--help']).flags.help).toBe(true);
+    expect(parseBuildArgs(['-h']).flags.help).toBe(true);
+  });
+});
+
+describe('usage errors name the flag', () => {
+  it.each([
+    [['--frobnicate', 'app'], /unknown flag: --frobnicate/, '--frobnicate'],
+    [['-z', 'app'], /unknown shorthand flag: 'z' in -z/, '-z'],
+    [['app', '--tag'], /flag needs an argument: --tag/, '--tag'],
+    [['app', '-t'], /flag needs an argument: 't' in -t/, '--tag'],
+    [['-t', '--push', 'app'], /flag needs an argument: 't' in -t/, '--tag'],
+    [['app', '--file'], /flag needs an argument: --file/, '--file'],
+    [['app', '--target'], /flag needs an argument: --target/, '--target'],
+    [['app', '--target='], /--target/, '--target'],
+    [['app', '--build-arg'], /flag needs an argument: --build-arg/, '--build-arg'],
+    [['app', '--build-arg', '=v'], /"--build-arg" flag/, '--build-arg'],
+    [['app', '--build-context', 'noequals'], /"--build-context" flag: expected NAME=VALUE/, '--build-context'],
+    [['app', '--build-context', 'x=missing-dir'], /"--build-context" flag: directory "missing-dir" not found/, '--build-context'],
+    [['app', '--build-context', 'context=named'], /reserved/, '--build-context'],
+    [['app', '--build-context', 'a=named', '--build-context', 'a=docker-image://x'], /duplicate build context "a"/, '--build-context'],
+    [['app', '--platform', 'linux/amd64/v1/extra'], /"--platform" flag/, '--platform'],
+    [['app', '--platform', 'linux amd64'], /"--platform" flag/, '--platform'],
+    [['app', '--secret', 'id=x,src=nope.txt'], /--secret: secret file "nope.txt" not found/, '--secret'],
+    [['app', '--secret', 'id=x,env=NOPE'], /--secret: environment variable NOPE is not set/, '--secret'],
+    [['app', '--secret', 'src=token.txt'], /--secret: id is required/, '--secret'],
+    [['app', '--secret', 'id=x,type=magic'], /--secret: unsupported secret type "magic"/, '--secret'],
+    [['app', '--secret', 'id=x,color=red'], /--secret: unexpected key "color"/, '--secret'],
+    [['app', '--secret', 'id=x,novalue'], /--secret: field "novalue" must be a key=value pair/, '--secret'],
+    [['app', '--ssh', 'default'], /"--ssh" flag: SSH_AUTH_SOCK is not set/, '--ssh'],
+    [['app', '--ssh', 'k=/no/such/key'], /"--ssh" flag: "\/no\/such\/key" not found/, '--ssh'],
+    [['app', '--ssh', '=x'], /"--ssh" flag/, '--ssh'],
+    [['app', '-o', 'dest=out'], /--output: type is required/, '--output'],
+    [['app', '-o', 'type=local'], /--output: dest is required for local output/, '--output'],
+    [['app', '-o', 'type=local,dest=-'], /--output: a local output needs a directory/, '--output'],
+    [['app', '-o', 'type=zip,dest=x'], /--output: unknown output type "zip"/, '--output'],
+    [['app', '-o', 'type=image,dest=x'], /--output: image output takes no dest/, '--output'],
+    [['app', '-o', 'type=tar,dest='], /--output: dest must not be empty/, '--output'],
+    [['app', '-o', 'type="local,dest=x'], /--output: bare " in unquoted field/, '--output'],
+    [['app', '-o', '"type=local,dest=x'], /--output: unterminated quote/, '--output'],
+    [['app', '-o', '"type=local"x,dest=x'], /--output: extraneous text/, '--output'],
+    [['app', '-o', ''], /--output/, '--output'],
+    [['app', '-o', '-', '-o', 'type=tar,dest=-'], /only one output can be written to stdout/, '--output'],
+    [['app', '-o', 'type=image,push=true'], /tag is needed when pushing/, '--output'],
+    [['app', '--push'], /tag is needed when pushing/, '--push'],
+    [['app', '--push=maybe'], /invalid argument "maybe" for "--push" flag/, '--push'],
+    [['app', '--load=2'], /"--load" flag/, '--load'],
+    [['app', '--no-cache=x'], /"--no-cache" flag/, '--no-cache'],
+    [['app', '--cache-from', 'type=local'], /--cache-from: src is required for local cache/, '--cache-from'],
+    [['app', '--cache-to', 'type=local'], /--cache-to: dest is required for local cache/, '--cache-to'],
+    [['app', '--cache-to', 'mode=max'], /--cache-to: type is required/, '--cache-to'],
+    [['app', '--cache-from', 'type=registry'], /--cache-from: ref is required/, '--cache-from'],
+    [['app', '--cache-to'], /flag needs an argument: --cache-to/, '--cache-to'],
+    [['app', '--progress', 'fancy'], /invalid argument "fancy" for "--progress" flag/, '--progress'],
+    [['app', '--progress'], /flag needs an argument: --progress/, '--progress'],
+    [['app', '--metadata-file'], /flag needs an argument: --metadata-file/, '--metadata-file'],
+    [['app', '--metadata-file='], /--metadata-file/, '--metadata-file'],
+    [['app', '--addr', 'http://nope'], /invalid argument "http:\/\/nope" for "--addr" flag/, '--addr'],
+    [['app', '--addr'], /flag needs an argument: --addr/, '--addr'],
+    [['app', '-f', 'nope/Dockerfile'], /--file: Dockerfile "nope\/Dockerfile" not found/, '--file'],
+    [['other'], /Dockerfile not found in the build context/, '--file'],
+    [['app', '-f', '-'], /stdin/, '--file'],
+    [[], /requires exactly 1 argument/, 'CONTEXT'],
+    [['app', 'other'], /requires exactly 1 argument/, 'CONTEXT'],
+    [['no-such-dir'], /path "no-such-dir" not found/, 'CONTEXT'],
+    [['app/Dockerfile'], /not a directory/, 'CONTEXT'],
+    [['-'], /stdin/, 'CONTEXT'],
+    [['https://github.com/x/y.git'], /remote build contexts/, 'CONTEXT'],
+    [['ignored-ctx'], /invalid pattern "\[broken"/, '.dockerignore'],
+  ])('%j', (argv, message, field) => {
+    const err = usageError(argv as string[]);
+    expect(err.message).toMatch(message);
+    expect(err.details.field).toBe(field);
+  });
+
+  it('refuses to write a tar to a terminal', () => {
+    expect(usageError(['-o', '-', 'app'], { stdoutIsTTY: true }).message).toMatch(/refusing to write/);
+    expect(usageError(['-o', 'type=tar', 'app'], { stdoutIsTTY: true }).message).toMatch(/refusing to write to console/);
+  });
+});
+
+describe('toSolveRequest', () => {
+  it('maps options to frontend attrs, exporters and caches', () => {
+    const o = compile([
+      '-f', 'other/build.Dockerfile',
+      '--target', 'final',
+      '--build-arg', 'A=1',
+      '--build-arg', 'FROM_ENV',
+      '--platform', 'linux/amd64,linux/arm64',
+      '--build-context', 'named=named',
+      '--build-context', 'alpine=docker-image://alpine',
+      '--no-cache',
+      '-t', 'x:1',
+      '-o', 'type=local,dest=out',
+      '--push',
+      '--cache-from', 'reg/c',
+      '--cache-to', 'type=inline',
+      'app',
+    ]);
+    const req = toSolveRequest(o, { ref: 'build-1', sessionId: 'sess-1' });
+    expect(req).toEqual({
+      ref: 'build-1',
+      sessionId: 'sess-1',
+      frontend: 'dockerfile.v0',
+      frontendAttrs: {
+        filename: 'build.Dockerfile',
+        target: 'final',
+        'build-arg:A': '1',
+        'build-arg:FROM_ENV': 'env-value',
+        platform: 'linux/amd64,linux/arm64',
+        'context:named': 'local:named',
+        'context:alpine': 'docker-image://alpine',
+        'no-cache': '',
+      },
+      exporters: [
+        { type: 'local', attrs: { 'session.output': 'out0' } },
+        { type: 'image', attrs: { push: 'true', name: 'x:1' } },
+      ],
+      cacheImports: [{ type: 'registry', attrs: { ref: 'reg/c' } }],
+      cacheExports: [{ type: 'inline', attrs: {} }],
+    });
+    expect(sessionDirs(o)).toEqual([
+      { name: 'context', path: ctxDir, excludes: ['only-this'] },
+      { name: 'dockerfile', path: join(cwd, 'other') },
+      { name: 'named', path: join(cwd, 'named'), excludes: ['tmp'] },
+    ]);
+    expect(sessionOutputs(o)).toEqual([{ id: 'out0', kind: 'dir', path: join(cwd, 'out') }]);
+  });
+
+  it('sends only the filename for a plain build', () => {
+    const req = toSolveRequest(compile(['app']), { ref: 'r', sessionId: 's' });
+    expect(req.frontendAttrs).toEqual({ filename: 'Dockerfile' });
+    expect(req.exporters).toEqual([]);
+  });
+});

@@ -1,0 +1,429 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, isAbsolute, resolve } from 'node:path';
+import { parseAddress } from '@kiln/common';
+import { parseCsv, parseCsvPairs } from '../flags/csv.js';
+import { parseFlags, type FlagSpecs, type ParsedFlags } from '../flags/flag-parser.js';
+import { UsageError } from '../flags/usage-error.js';
+import { compilePatterns, parseIgnoreFile } from '../session/patterns.js';
+
+/** The flags of `kiln build`, as in DESIGN.md's CLI contract (buildx meanings). */
+export const BUILD_FLAGS = {
+  file: { kind: 'string', short: 'f' },
+  tag: { kind: 'list', short: 't' },
+  target: { kind: 'string' },
+  'build-arg': { kind: 'list' },
+  'build-context': { kind: 'list' },
+  platform: { kind: 'list' },
+  secret: { kind: 'list' },
+  ssh: { kind: 'list' },
+  output: { kind: 'list', short: 'o' },
+  push: { kind: 'bool' },
+  load: { kind: 'bool' },
+  'cache-from': { kind: 'list' },
+  'cache-to': { kind: 'list' },
+  'no-cache': { kind: 'bool' },
+  progress: { kind: 'string' },
+  'metadata-file': { kind: 'string' },
+  addr: { kind: 'string' },
+  help: { kind: 'bool', short: 'h' },
+} as const satisfies FlagSpecs;
+
+export type BuildFlags = ParsedFlags<typeof BUILD_FLAGS>;
+
+export const PROGRESS_MODES = ['auto', 'plain', 'tty', 'rawjson'] as const;
+export type ProgressMode = (typeof PROGRESS_MODES)[number];
+
+/** A named context (`--build-context NAME=VALUE`). */
+export type NamedContext =
+  /** A local directory, shared over the session as a dir called `name`. */
+  | { name: string; kind: 'local'; path: string; ignore: string[] }
+  /** Anything the daemon resolves itself: docker-image://, oci-layout://, target:, git or http URLs. */
+  | { name: string; kind: 'ref'; value: string };
+
+export type SecretSpec = { id: string; kind: 'file'; path: string } | { id: string; kind: 'env'; name: string };
+
+export interface SshSpec {
+  id: string;
+  /** Agent sockets or key files. */
+  paths: string[];
+}
+
+/** Where a client-side output is written; the daemon writes it over the session. */
+export interface OutputTarget {
+  /** Session output id ("out0", "out1", ...), sent as the exporter's `session.output` attr. */
+  id: string;
+  /** "dir" outputs receive a tar to unpack; "file" outputs the bytes as they are. */
+  kind: 'dir' | 'file';
+  /** Absolute path, or "-" for stdout. */
+  path: string;
+}
+
+export interface ExportSpec {
+  /** "local", "tar", "oci", "docker", "image" or "cacheonly". */
+  type: string;
+  /** Exporter attrs as sent (no `dest`; `session.output` is added for client-side outputs). */
+  attrs: Record<string, string>;
+  output?: OutputTarget;
+}
+
+export interface CacheSpec {
+  type: string;
+  attrs: Record<string, string>;
+}
+
+/** `kiln build` options, validated and defaulted once. */
+export interface BuildOptions {
+  /** Absolute context directory. */
+  contextDir: string;
+  dockerfile: {
+    /** Absolute path of the Dockerfile. */
+    path: string;
+    /** Its directory, shared as the "dockerfile" dir. */
+    dir: string;
+    /** Its base name, sent as the `filename` frontend attr. */
+    filename: string;
+  };
+  /** The ignore file applied to the context (`<Dockerfile>.dockerignore` wins over `.dockerignore`), if any. */
+  ignoreFile: string | undefined;
+  /** Its patterns; empty without one. */
+  contextIgnore: string[];
+  tags: string[];
+  target: string | undefined;
+  /** Build args in flag order; `--build-arg K` took K from the environment (skipped when unset). */
+  buildArgs: Record<string, string>;
+  namedContexts: NamedContext[];
+  /** Normalized platforms, deduplicated, in order. */
+  platforms: string[];
+  secrets: SecretSpec[];
+  ssh: SshSpec[];
+  /** Exporters, `--push`/`--load` folded in; empty means the result stays in the build cache. */
+  exports: ExportSpec[];
+  cacheFrom: CacheSpec[];
+  cacheTo: CacheSpec[];
+  noCache: boolean;
+  progress: ProgressMode;
+  /** Absolute path for the metadata JSON, if asked. */
+  metadataFile: string | undefined;
+  /** `--addr` as given (validated); KILN_ADDR and the default are resolved by daemon.ts. */
+  addr: string | undefined;
+}
+
+export interface CompileContext {
+  /** Directory relative paths are resolved from. */
+  cwd: string;
+  /** Environment for `--build-arg K`, `--secret env=`, `--ssh default`. */
+  env: Readonly<Record<string, string | undefined>>;
+  /** Whether stdout is a terminal: a tar is never written to one. */
+  stdoutIsTTY?: boolean;
+}
+
+/** Parses `kiln build` arguments (after the word "build"). */
+export function parseBuildArgs(argv: readonly string[]): BuildFlags {
+  return parseFlags(argv, BUILD_FLAGS);
+}
+
+/**
+ * Validates and defaults `kiln build` flags into BuildOptions, checking the
+ * context directory and Dockerfile exist. Throws UsageError naming the flag.
+ */
+export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): BuildOptions {
+  const { flags, args } = parsed;
+  const abs = (p: string) => resolve(ctx.cwd, p);
+
+  if (args.length !== 1) {
+    throw new UsageError(`"kiln build" requires exactly 1 argument (the build context), got ${args.length}`, 'CONTEXT');
+  }
+  const contextArg = args[0]!;
+  if (contextArg === '-') throw new UsageError('reading the build context from stdin is not supported', 'CONTEXT');
+  if (isRemoteRef(contextArg)) throw new UsageError(`remote build contexts are not supported: "${contextArg}"`, 'CONTEXT');
+  const contextDir = abs(contextArg);
+  if (!isDir(contextDir)) throw new UsageError(`unable to prepare context: path "${contextArg}" not found or not a directory`, 'CONTEXT');
+
+  let dockerfilePath: string;
+  if (flags.file !== undefined) {
+    if (flags.file === '-') throw new UsageError('reading the Dockerfile from stdin (-f -) is not supported', '--file');
+    if (flags.file === '') throw new UsageError('flag needs a non-empty argument: --file', '--file');
+    dockerfilePath = abs(flags.file);
+    if (!isFile(dockerfilePath)) throw new UsageError(`--file: Dockerfile "${flags.file}" not found`, '--file');
+  } else {
+    dockerfilePath = resolve(contextDir, 'Dockerfile');
+    if (!isFile(dockerfilePath)) {
+      throw new UsageError(`Dockerfile not found in the build context: "${dockerfilePath}" (choose one with -f/--file)`, '--file');
+    }
+  }
+
+  const dockerfileIgnore = `${dockerfilePath}.dockerignore`;
+  const ignoreFile = isFile(dockerfileIgnore) ? dockerfileIgnore : isFile(resolve(contextDir, '.dockerignore')) ? resolve(contextDir, '.dockerignore') : undefined;
+  const contextIgnore = ignoreFile ? readIgnore(ignoreFile) : [];
+
+  const tags = flags.tag.map((t) => {
+    if (t.trim() === '' || /\s/.test(t)) throw new UsageError(`invalid tag "${t}" for -t, --tag flag`, '--tag');
+    return t;
+  });
+
+  if (flags.target === '') throw new UsageError('flag needs a non-empty argument: --target', '--target');
+
+  const buildArgs: Record<string, string> = {};
+  for (const a of flags['build-arg']) {
+    const eq = a.indexOf('=');
+    const key = eq < 0 ? a : a.slice(0, eq);
+    if (key === '') throw new UsageError(`invalid argument "${a}" for "--build-arg" flag: expected KEY=VALUE or KEY`, '--build-arg');
+    if (eq >= 0) buildArgs[key] = a.slice(eq + 1);
+    else if (ctx.env[key] !== undefined) buildArgs[key] = ctx.env[key]!;
+  }
+
+  const namedContexts = flags['build-context'].map((v) => parseNamedContext(v, abs));
+  const seen = new Set<string>();
+  for (const c of namedContexts) {
+    if (seen.has(c.name)) throw new UsageError(`duplicate build context "${c.name}" for --build-context`, '--build-context');
+    seen.add(c.name);
+  }
+
+  const platforms: string[] = [];
+  for (const p of flags.platform.flatMap((v) => v.split(','))) {
+    const norm = p.trim().toLowerCase();
+    if (norm === '') continue;
+    if (!/^[a-z0-9._-]+(\/[a-z0-9._-]+){0,2}$/.test(norm)) {
+      throw new UsageError(`invalid argument "${p}" for "--platform" flag: want os/arch[/variant]`, '--platform');
+    }
+    if (!platforms.includes(norm)) platforms.push(norm);
+  }
+
+  const secrets = flags.secret.map((v) => parseSecret(v, abs, ctx.env));
+  const ssh = flags.ssh.map((v) => parseSsh(v, abs, ctx.env));
+
+  const exports = compileExports(flags.output, { push: flags.push, load: flags.load, tags, abs, stdoutIsTTY: ctx.stdoutIsTTY ?? false });
+
+  const cacheFrom = flags['cache-from'].map((v) => parseCacheEntry(v, '--cache-from', abs));
+  const cacheTo = flags['cache-to'].map((v) => parseCacheEntry(v, '--cache-to', abs));
+
+  const progress = (flags.progress ?? 'auto') as ProgressMode;
+  if (!PROGRESS_MODES.includes(progress)) {
+    throw new UsageError(`invalid argument "${flags.progress}" for "--progress" flag: want ${PROGRESS_MODES.join(', ')}`, '--progress');
+  }
+
+  if (flags['metadata-file'] === '') throw new UsageError('flag needs a non-empty argument: --metadata-file', '--metadata-file');
+  const metadataFile = flags['metadata-file'] === undefined ? undefined : abs(flags['metadata-file']);
+
+  if (flags.addr !== undefined) {
+    try {
+      parseAddress(flags.addr, '--addr');
+    } catch (err) {
+      throw new UsageError(`invalid argument "${flags.addr}" for "--addr" flag: want unix:///PATH or tcp://HOST:PORT`, '--addr', { cause: err });
+    }
+  }
+
+  return {
+    contextDir,
+    dockerfile: { path: dockerfilePath, dir: dirname(dockerfilePath), filename: basename(dockerfilePath) },
+    ignoreFile,
+    contextIgnore,
+    tags,
+    target: flags.target,
+    buildArgs,
+    namedContexts,
+    platforms,
+    secrets,
+    ssh,
+    exports,
+    cacheFrom,
+    cacheTo,
+    noCache: flags['no-cache'],
+    progress,
+    metadataFile,
+    addr: flags.addr,
+  };
+}
+
+function isDir(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function isFile(p: string): boolean {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function isRemoteRef(v: string): boolean {
+  return /^(https?:\/\/|git:\/\/|ssh:\/\/|git@|github\.com\/)/.test(v) || /\.git(#.*)?$/.test(v);
+}
+
+function readIgnore(file: string): string[] {
+  const patterns = parseIgnoreFile(readFileSync(file, 'utf8'));
+  try {
+    compilePatterns(patterns, file);
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message} in ${file}`, '.dockerignore', { cause: err });
+  }
+  return patterns;
+}
+
+const RESERVED_DIRS = new Set(['context', 'dockerfile']);
+
+function parseNamedContext(v: string, abs: (p: string) => string): NamedContext {
+  const eq = v.indexOf('=');
+  if (eq <= 0 || eq === v.length - 1) throw new UsageError(`invalid argument "${v}" for "--build-context" flag: expected NAME=VALUE`, '--build-context');
+  const name = v.slice(0, eq);
+  const value = v.slice(eq + 1);
+  if (/^(docker-image|oci-layout):\/\//.test(value) || value.startsWith('target:') || isRemoteRef(value)) {
+    return { name, kind: 'ref', value };
+  }
+  if (RESERVED_DIRS.has(name)) {
+    throw new UsageError(`invalid argument "${v}" for "--build-context" flag: "${name}" is reserved for the main context`, '--build-context');
+  }
+  const path = abs(value);
+  if (!isDir(path)) throw new UsageError(`invalid argument "${v}" for "--build-context" flag: directory "${value}" not found`, '--build-context');
+  const ignoreFile = resolve(path, '.dockerignore');
+  return { name, kind: 'local', path, ignore: existsSync(ignoreFile) ? readIgnore(ignoreFile) : [] };
+}
+
+function parseSecret(v: string, abs: (p: string) => string, env: CompileContext['env']): SecretSpec {
+  const flag = '--secret';
+  const kv = parseCsvPairs(v, flag);
+  let type: string | undefined;
+  let id = '';
+  let src: string | undefined;
+  let envName: string | undefined;
+  for (const [k, val] of kv) {
+    if (k === 'type') {
+      if (val !== 'file' && val !== 'env') throw new UsageError(`invalid value "${v}" for ${flag}: unsupported secret type "${val}"`, flag);
+      type = val;
+    } else if (k === 'id') id = val;
+    else if (k === 'src' || k === 'source') src = val;
+    else if (k === 'env') envName = val;
+    else throw new UsageError(`invalid value "${v}" for ${flag}: unexpected key "${k}"`, flag);
+  }
+  if (type === 'env' && envName === undefined) [envName, src] = [src, undefined];
+  if (id === '') id = envName ?? '';
+  if (id === '') throw new UsageError(`invalid value "${v}" for ${flag}: id is required`, flag);
+  if (src === undefined && envName === undefined) {
+    // buildx: with neither, an environment variable named like the id wins, else a file named like it.
+    if (env[id] !== undefined) envName = id;
+    else src = id;
+  }
+  if (envName !== undefined) {
+    if (env[envName] === undefined) throw new UsageError(`invalid value "${v}" for ${flag}: environment variable ${envName} is not set`, flag);
+    return { id, kind: 'env', name: envName };
+  }
+  const path = abs(src!);
+  if (!isFile(path)) throw new UsageError(`invalid value "${v}" for ${flag}: secret file "${src}" not found`, flag);
+  return { id, kind: 'file', path };
+}
+
+function parseSsh(v: string, abs: (p: string) => string, env: CompileContext['env']): SshSpec {
+  const eq = v.indexOf('=');
+  const id = eq < 0 ? v : v.slice(0, eq);
+  if (id === '') throw new UsageError(`invalid argument "${v}" for "--ssh" flag: expected default|ID[=SOCKET|KEY[,KEY]]`, '--ssh');
+  let paths = eq < 0 ? [] : parseCsv(v.slice(eq + 1), '--ssh').filter((p) => p !== '');
+  if (paths.length === 0) {
+    const sock = env.SSH_AUTH_SOCK;
+    if (!sock) throw new UsageError(`invalid argument "${v}" for "--ssh" flag: SSH_AUTH_SOCK is not set`, '--ssh');
+    paths = [sock];
+  }
+  paths = paths.map(abs);
+  for (const p of paths) if (!existsSync(p)) throw new UsageError(`invalid argument "${v}" for "--ssh" flag: "${p}" not found`, '--ssh');
+  return { id, paths };
+}
+
+const OUTPUT_TYPES = new Set(['local', 'tar', 'oci', 'docker', 'image', 'registry', 'cacheonly']);
+
+function compileExports(
+  values: readonly string[],
+  o: { push: boolean; load: boolean; tags: string[]; abs: (p: string) => string; stdoutIsTTY: boolean },
+): ExportSpec[] {
+  const flag = '--output';
+  const specs: { type: string; attrs: Record<string, string>; dest?: string }[] = [];
+  for (const v of values) {
+    // Short forms: `-o DIR` (local) and `-o -` (tar to stdout).
+    if (!v.includes('=') && !v.startsWith('type=')) {
+      if (v === '') throw new UsageError('flag needs a non-empty argument: --output', flag);
+      specs.push(v === '-' ? { type: 'tar', attrs: {}, dest: '-' } : { type: 'local', attrs: {}, dest: v });
+      continue;
+    }
+    const kv = parseCsvPairs(v, flag);
+    let type = kv.get('type');
+    if (type === undefined || type === '') throw new UsageError(`invalid value "${v}" for ${flag}: type is required`, flag);
+    kv.delete('type');
+    const attrs = Object.fromEntries(kv);
+    if (!OUTPUT_TYPES.has(type)) {
+      throw new UsageError(`invalid value "${v}" for ${flag}: unknown output type "${type}" (want local, tar, oci, docker, image, registry or cacheonly)`, flag);
+    }
+    if (type === 'registry') {
+      type = 'image';
+      attrs.push = 'true';
+    }
+    const dest = attrs.dest;
+    delete attrs.dest;
+    if (type === 'local') {
+      if (dest === undefined || dest === '') throw new UsageError(`invalid value "${v}" for ${flag}: dest is required for local output`, flag);
+      if (dest === '-') throw new UsageError(`invalid value "${v}" for ${flag}: a local output needs a directory (use type=tar,dest=- for stdout)`, flag);
+    }
+    if (type === 'tar' || type === 'oci' || type === 'docker') {
+      if (dest === '' ) throw new UsageError(`invalid value "${v}" for ${flag}: dest must not be empty`, flag);
+      if (dest === undefined && o.stdoutIsTTY) {
+        throw new UsageError(`invalid value "${v}" for ${flag}: dest file is required for ${type} output; refusing to write to console`, flag);
+      }
+      specs.push({ type, attrs, dest: dest ?? '-' });
+      continue;
+    }
+    if ((type === 'image' || type === 'cacheonly') && dest !== undefined) {
+      throw new UsageError(`invalid value "${v}" for ${flag}: ${type} output takes no dest`, flag);
+    }
+    specs.push({ type, attrs, dest });
+  }
+
+  if (o.push) {
+    const images = specs.filter((s) => s.type === 'image');
+    if (images.length === 0) specs.push({ type: 'image', attrs: { push: 'true' } });
+    for (const s of images) s.attrs.push = 'true';
+  }
+  // Kiln has no Docker engine to load into: --load keeps the image in the daemon's image store.
+  if (o.load && !specs.some((s) => s.type === 'image')) specs.push({ type: 'image', attrs: {} });
+
+  let stdoutUsers = 0;
+  return specs.map((s, i): ExportSpec => {
+    if ((s.type === 'image' || s.type === 'docker' || s.type === 'oci') && s.attrs.name === undefined && o.tags.length > 0) {
+      s.attrs.name = o.tags.join(',');
+    }
+    if (s.type === 'image' && s.attrs.push === 'true' && !s.attrs.name) {
+      throw new UsageError('tag is needed when pushing to registry (use -t/--tag or name= in --output)', o.push ? '--push' : flag);
+    }
+    if (s.dest === undefined) return { type: s.type, attrs: s.attrs };
+    if (s.dest === '-') {
+      if (++stdoutUsers > 1) throw new UsageError('only one output can be written to stdout', flag);
+      if (o.stdoutIsTTY) throw new UsageError(`refusing to write the ${s.type} output to the terminal; redirect stdout or use dest=FILE`, flag);
+    }
+    const id = `out${i}`;
+    return {
+      type: s.type,
+      attrs: { ...s.attrs, 'session.output': id },
+      output: { id, kind: s.type === 'local' ? 'dir' : 'file', path: s.dest === '-' ? '-' : o.abs(s.dest) },
+    };
+  });
+}
+
+function parseCacheEntry(v: string, flag: string, abs: (p: string) => string): CacheSpec {
+  if (v === '') throw new UsageError(`flag needs a non-empty argument: ${flag}`, flag);
+  // buildx: a bare value is a registry ref.
+  if (!v.includes('=')) return { type: 'registry', attrs: { ref: v } };
+  const kv = parseCsvPairs(v, flag);
+  const type = kv.get('type');
+  if (type === undefined || type === '') throw new UsageError(`invalid value "${v}" for ${flag}: type is required`, flag);
+  kv.delete('type');
+  const attrs = Object.fromEntries(kv);
+  if (type === 'local') {
+    const key = flag === '--cache-from' ? 'src' : 'dest';
+    if (!attrs[key]) throw new UsageError(`invalid value "${v}" for ${flag}: ${key} is required for local cache`, flag);
+    // Local caches are read and written by the daemon: only meaningful when it runs on this machine.
+    if (!isAbsolute(attrs[key]!)) attrs[key] = abs(attrs[key]!);
+  }
+  if (type === 'registry' && !attrs.ref) throw new UsageError(`invalid value "${v}" for ${flag}: ref is required for registry cache`, flag);
+  return { type, attrs };
+}

@@ -1,0 +1,44 @@
+import type { Writable } from 'node:stream';
+import { createRootLogger, type Logger } from '@kiln/common';
+
+/** What `main` needs from its process; everything but daemonCommand defaults to the real process. */
+export interface CliEnv {
+  /** argv that starts the all-in-one daemon (`--addr` and `--root` are appended), e.g. ['node', '/opt/kiln/bin/kilnd']. */
+  daemonCommand: string[];
+  /** Environment variables. Default: process.env. */
+  vars?: Readonly<Record<string, string | undefined>>;
+  /** Working directory for relative paths. Default: process.cwd(). */
+  cwd?: string;
+  /** Command output and `-o -` data. Default: process.stdout. */
+  stdout?: Writable & { isTTY?: boolean };
+  /** Progress, warnings and errors. Default: process.stderr. */
+  stderr?: Writable;
+  /** Cancels the running command. Default: SIGINT (a second SIGINT exits at once). */
+  signal?: AbortSignal;
+  /** Logger for debugging (KILN_LOG_LEVEL, default "warn"). */
+  logger?: Logger;
+}
+
+/** CliEnv with every default applied. */
+export interface CliIo {
+  daemonCommand: string[];
+  vars: Readonly<Record<string, string | undefined>>;
+  cwd: string;
+  stdout: Writable & { isTTY?: boolean };
+  stderr: Writable;
+  signal: AbortSignal;
+  logger: Logger;
+}
+
+export function resolveIo(env: CliEnv, signal: AbortSignal): CliIo {
+  const vars = env.vars ?? process.env;
+  return {
+    daemonCommand: env.daemonCommand,
+    vars,
+    cwd: env.cwd ?? process.cwd(),
+    stdout: env.stdout ?? process.stdout,
+    stderr: env.stderr ?? process.stderr,
+    signal,
+    logger: env.logger ?? createRootLogger('kiln', vars.KILN_LOG_LEVEL ?? 'warn'),
+  };
+}

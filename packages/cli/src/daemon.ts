@@ -1,0 +1,183 @@
+import { spawn } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Client, Transport } from '@connectrpc/connect';
+import { control, session } from '@kiln/api';
+import { createKilnClient, createNodeTransport, describeError, asKilnError, parseAddress, sleep, UnavailableError } from '@kiln/common';
+import { UsageError } from './flags/usage-error.js';
+
+export const DEFAULT_ROOT = '/var/lib/kiln';
+export const DEFAULT_SOCKET = 'unix:///run/kiln/kiln.sock';
+
+export interface DaemonAddress {
+  /** The address to dial. */
+  addr: string;
+  /** Given by --addr or KILN_ADDR: never auto-started. */
+  explicit: boolean;
+  /** State directory for an auto-started daemon (KILN_ROOT or /var/lib/kiln). */
+  root: string;
+}
+
+/**
+ * Resolves the daemon address: `--addr`, then `KILN_ADDR`, else the local
+ * all-in-one daemon's socket (`unix://$KILN_ROOT/kiln.sock` when KILN_ROOT
+ * is set, else unix:///run/kiln/kiln.sock). A malformed address is a
+ * UsageError naming where it came from.
+ */
+export function resolveDaemonAddress(flag: string | undefined, env: Readonly<Record<string, string | undefined>>): DaemonAddress {
+  const root = env.KILN_ROOT || DEFAULT_ROOT;
+  const pick = (value: string, field: string): string => {
+    try {
+      parseAddress(value, field);
+    } catch (err) {
+      throw new UsageError(`invalid ${field} "${value}": want unix:///PATH or tcp://HOST:PORT`, field, { cause: err });
+    }
+    return value;
+  };
+  if (flag !== undefined && flag !== '') return { addr: pick(flag, '--addr'), explicit: true, root };
+  if (env.KILN_ADDR) return { addr: pick(env.KILN_ADDR, 'KILN_ADDR'), explicit: true, root };
+  return { addr: env.KILN_ROOT ? `unix://${join(env.KILN_ROOT, 'kiln.sock')}` : DEFAULT_SOCKET, explicit: false, root };
+}
+
+export interface DaemonConnection {
+  address: string;
+  transport: Transport;
+  control: Client<typeof control.ControlService>;
+  session: Client<typeof session.SessionService>;
+  info: control.InfoResponse;
+  /** Whether this call started the daemon. */
+  started: boolean;
+}
+
+export interface ConnectOptions {
+  /** `--addr`, if given. */
+  addr?: string | undefined;
+  env: Readonly<Record<string, string | undefined>>;
+  /** argv that starts the all-in-one daemon; `--addr` and `--root` are appended. */
+  daemonCommand: readonly string[];
+  /** How long to wait for a started daemon. Default 20 s. */
+  startTimeoutMs?: number;
+  /** Per-attempt Info timeout. Default 3 s. */
+  probeTimeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Connects to the daemon and checks it answers Control.Info. With no
+ * explicit address, a daemon that does not answer is started in the
+ * background (detached, output to `<root>/kilnd.log`) and polled until it
+ * does; concurrent CLIs share one start through a lock file. Throws
+ * UnavailableError naming the address (and the log file when it started one).
+ */
+export async function connectDaemon(opts: ConnectOptions): Promise<DaemonConnection> {
+  const where = resolveDaemonAddress(opts.addr, opts.env);
+  const transport = createNodeTransport(where.addr);
+  const ctl = createKilnClient(control.ControlService, transport);
+  const conn = (info: control.InfoResponse, started: boolean): DaemonConnection => ({
+    address: where.addr,
+    transport,
+    control: ctl,
+    session: createKilnClient(session.SessionService, transport),
+    info,
+    started,
+  });
+  const probe = () => ctl.info({}, { timeoutMs: opts.probeTimeoutMs ?? 3000, signal: opts.signal });
+
+  let firstErr: unknown;
+  try {
+    return conn(await probe(), false);
+  } catch (err) {
+    firstErr = err;
+  }
+  if (where.explicit) {
+    throw new UnavailableError(`failed to connect to kiln daemon at ${where.addr}: ${describeError(asKilnError(firstErr))}`);
+  }
+  if (opts.daemonCommand.length === 0) {
+    throw new UnavailableError(`no kiln daemon answers at ${where.addr} and no daemon command is configured to start one`);
+  }
+
+  const log = join(where.root, 'kilnd.log');
+  const lock = join(where.root, 'kilnd.start.lock');
+  const timeoutMs = opts.startTimeoutMs ?? 20_000;
+  const deadline = Date.now() + timeoutMs;
+  let spawned: { exited?: string; error?: Error } | undefined;
+  if (takeLock(lock, timeoutMs)) {
+    try {
+      spawned = startDaemon(opts.daemonCommand, where, log, opts.env);
+    } catch (err) {
+      rmSync(lock, { force: true });
+      throw err;
+    }
+  }
+  let lastErr: unknown = firstErr;
+  try {
+    while (Date.now() < deadline) {
+      if (spawned?.error) {
+        throw new UnavailableError(`failed to start kiln daemon (${opts.daemonCommand.join(' ')}): ${spawned.error.message}`);
+      }
+      try {
+        return conn(await probe(), spawned !== undefined);
+      } catch (err) {
+        lastErr = err;
+      }
+      if (spawned?.exited) {
+        throw new UnavailableError(`kiln daemon exited (${spawned.exited}) before answering at ${where.addr}; see ${log}`);
+      }
+      await sleep(200, opts.signal);
+    }
+  } finally {
+    if (spawned) rmSync(lock, { force: true });
+  }
+  throw new UnavailableError(
+    `kiln daemon did not answer at ${where.addr} within ${Math.round(timeoutMs / 1000)}s (${describeError(asKilnError(lastErr))}); see ${log}`,
+  );
+}
+
+/** Creates the start lock; false when another CLI holds a fresh one. */
+function takeLock(lock: string, staleMs: number): boolean {
+  mkdirSync(dirname(lock), { recursive: true });
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      return true;
+    } catch {
+      try {
+        if (Date.now() - statSync(lock).mtimeMs < staleMs) return false;
+      } catch {
+        continue;
+      }
+      rmSync(lock, { force: true });
+    }
+  }
+  return false;
+}
+
+function startDaemon(
+  command: readonly string[],
+  where: DaemonAddress,
+  log: string,
+  env: Readonly<Record<string, string | undefined>>,
+): { exited?: string; error?: Error } {
+  const state: { exited?: string; error?: Error } = {};
+  const sock = parseAddress(where.addr);
+  if (sock.kind === 'unix') mkdirSync(dirname(sock.path), { recursive: true });
+  mkdirSync(where.root, { recursive: true });
+  const fd = openSync(log, 'a');
+  try {
+    const child = spawn(command[0]!, [...command.slice(1), '--addr', where.addr, '--root', where.root], {
+      detached: true,
+      stdio: ['ignore', fd, fd],
+      env: env as NodeJS.ProcessEnv,
+    });
+    child.once('error', (err) => {
+      state.error = err;
+    });
+    child.once('exit', (code, signal) => {
+      state.exited = signal ? `signal ${signal}` : `exit code ${code}`;
+    });
+    child.unref();
+  } finally {
+    closeSync(fd);
+  }
+  return state;
+}

@@ -1,0 +1,290 @@
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { SourceError } from '@kiln/common';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { readTar, encodeTarHeader, tarPadding, tarTrailer } from './session/tar.js';
+import { startFakeDaemon, type FakeDaemon, type FakeDaemonOptions } from './testing/fixtures/fake-daemon.js';
+import { main } from './main.js';
+
+let dir: string;
+let daemon: FakeDaemon | undefined;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'kiln-main-'));
+  mkdirSync(join(dir, 'ctx', 'src'), { recursive: true });
+  writeFileSync(join(dir, 'ctx', 'Dockerfile'), 'FROM scratch\nCOPY src /src\nCOPY missing /x\n');
+  writeFileSync(join(dir, 'ctx', '.dockerignore'), '**/*.secret\n');
+  writeFileSync(join(dir, 'ctx', 'src', 'app.sh'), 'echo app\n');
+  chmodSync(join(dir, 'ctx', 'src', 'app.sh'), 0o755);
+  writeFileSync(join(dir, 'ctx', 'src', 'db.secret'), 'nope');
+});
+afterEach(async () => {
+  await daemon?.close();
+  daemon = undefined;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function run(argv: string[], vars: Record<string, string | undefined> = {}, signal = new AbortController().signal) {
+  const stdout = new PassThrough();
+  const out: Buffer[] = [];
+  stdout.on('data', (b: Buffer) => out.push(b));
+  let stderr = '';
+  const code = await main(argv, {
+    daemonCommand: [],
+    cwd: dir,
+    vars: { PATH: process.env.PATH, KILN_ROOT: join(dir, 'root'), ...vars },
+    stdout,
+    stderr: { write: (s: string) => (stderr += s) } as never,
+    signal,
+  });
+  return { code, stdout: Buffer.concat(out), stderr };
+}
+
+function tarOf(files: Record<string, string>): Uint8Array {
+  const parts: Uint8Array[] = [];
+  for (const [name, data] of Object.entries(files)) {
+    const bytes = Buffer.from(data);
+    parts.push(
+      encodeTarHeader({ name, type: 'file', mode: 0o640, mtime: 1_650_000_000, uid: 0, gid: 0, size: bytes.length, linkname: '', uname: '', gname: '' }),
+      bytes,
+      tarPadding(bytes.length),
+    );
+  }
+  parts.push(tarTrailer());
+  return Buffer.concat(parts);
+}
+
+async function tarNames(data: Uint8Array): Promise<string[]> {
+  const names: string[] = [];
+  async function* one() {
+    yield data;
+  }
+  for await (const e of readTar(one())) names.push(e.header.name);
+  return names;
+}
+
+const T0 = 1_700_000_000_000;
+
+/** A daemon that builds like the real one would talk: reads the Dockerfile, fetches context, writes outputs. */
+function buildingDaemon(seen: { dockerfile?: string; context?: string[] }, extra: Partial<FakeDaemonOptions> = {}): FakeDaemonOptions {
+  return {
+    async solve(req, { session, emit }) {
+      const df = await session.fetch('dockerfile', { include: [req.frontendAttrs.filename!], follow: [req.frontendAttrs.filename!] }).result;
+      seen.dockerfile = Buffer.from((await session.read('dockerfile', req.frontendAttrs.filename!)).data).toString();
+      expect(await tarNames(df.data)).toEqual(['Dockerfile']);
+      emit({ vertexes: [{ digest: 'sha256:1', name: '[internal] load build definition from Dockerfile', started: timestampFromMs(T0), completed: timestampFromMs(T0 + 20) }] });
+      const ctx = await session.fetch('context', { include: ['src'] }).result;
+      seen.context = await tarNames(ctx.data);
+      emit({ vertexes: [{ digest: 'sha256:2', name: '[1/2] COPY src /src', started: timestampFromMs(T0 + 30) }] });
+      emit({ logs: [{ vertex: 'sha256:2', stream: 1, msg: Buffer.from('copied\n'), timestamp: timestampFromMs(T0 + 130) }] });
+      emit({ vertexes: [{ digest: 'sha256:2', name: '[1/2] COPY src /src', started: timestampFromMs(T0 + 30), completed: timestampFromMs(T0 + 230) }] });
+      for (const e of req.exporters) {
+        const out = e.attrs['session.output'];
+        if (!out) continue;
+        const done = await session.write(out, e.type === 'local' ? tarOf({ 'src/app.sh': 'echo app\n' }) : Buffer.from(`${e.type} archive`));
+        if (done.error) throw new Error(done.error);
+      }
+      if (extra.solve) return extra.solve(req, { session, emit });
+      return { 'containerimage.digest': 'sha256:abc', 'containerimage.descriptor': Buffer.from(JSON.stringify({ size: 42 })).toString('base64') };
+    },
+  };
+}
+
+describe('kiln build', () => {
+  it('builds: session serves the Dockerfile and filtered context, outputs land, progress and metadata are written', async () => {
+    const seen: { dockerfile?: string; context?: string[] } = {};
+    daemon = await startFakeDaemon(buildingDaemon(seen));
+    const r = await run(['build', '--addr', daemon.address, '--progress=plain', '-o', 'out', '--metadata-file', 'meta/m.json', '--build-arg', 'V=1', 'ctx']);
+    expect(r.stderr).not.toContain('ERROR');
+    expect(r.code).toBe(0);
+    expect(seen.dockerfile).toBe('FROM scratch\nCOPY src /src\nCOPY missing /x\n');
+    expect(seen.context).toEqual(['src', 'src/app.sh']); // db.secret is in .dockerignore
+    expect(r.stderr).toBe(
+      [
+        '#1 [internal] load build definition from Dockerfile',
+        '#1 DONE 0.0s',
+        '',
+        '#2 [1/2] COPY src /src',
+        '#2 0.100 copied',
+        '#2 DONE 0.2s',
+        '',
+      ].join('\n'),
+    );
+    expect(readFileSync(join(dir, 'out', 'src', 'app.sh'), 'utf8')).toBe('echo app\n');
+    expect(statSync(join(dir, 'out', 'src', 'app.sh')).mode & 0o777).toBe(0o640);
+    expect(JSON.parse(readFileSync(join(dir, 'meta', 'm.json'), 'utf8'))).toEqual({ 'containerimage.digest': 'sha256:abc', 'containerimage.descriptor': { size: 42 } });
+    const req = daemon.solveRequests[0]!;
+    expect(req.ref).toMatch(/^[0-9a-z]{25}$/);
+    expect(req.sessionId).not.toBe(req.ref);
+    expect((await daemon.session(req.sessionId)).hello.dirs.map((d) => d.name)).toEqual(['context', 'dockerfile']);
+    expect(req.frontend).toBe('dockerfile.v0');
+    expect(req.frontendAttrs).toEqual({ filename: 'Dockerfile', 'build-arg:V': '1' });
+    expect(req.exporters.map((e) => [e.type, e.attrs])).toEqual([['local', { 'session.output': 'out0' }]]);
+  });
+
+  it('-o - writes the tar to stdout; no output warning then', async () => {
+    daemon = await startFakeDaemon(buildingDaemon({}));
+    const r = await run(['build', '--addr', daemon.address, '-o', '-', 'ctx']);
+    expect(r.code).toBe(0);
+    expect(r.stdout.toString()).toBe('tar archive');
+    expect(r.stderr).not.toContain('No output specified');
+  });
+
+  it('warns that the result stays in the build cache without outputs', async () => {
+    daemon = await startFakeDaemon(buildingDaemon({}));
+    const r = await run(['build', 'ctx'], { KILN_ADDR: daemon.address });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/^WARNING: No output specified .*build result will only remain in the build cache/);
+  });
+
+  it('rawjson progress prints one JSON object per status', async () => {
+    daemon = await startFakeDaemon(buildingDaemon({}));
+    const r = await run(['build', '--addr', daemon.address, '--progress', 'rawjson', '-o', 'type=tar,dest=out.tar', 'ctx']);
+    expect(r.code).toBe(0);
+    const lines = r.stderr.trimEnd().split('\n').map((l) => JSON.parse(l) as { vertexes?: { name: string }[] });
+    expect(lines).toHaveLength(4);
+    expect(lines[0]?.vertexes?.[0]?.name).toBe('[internal] load build definition from Dockerfile');
+    expect(readFileSync(join(dir, 'out.tar'), 'utf8')).toBe('tar archive');
+  });
+
+  it('a failed build prints ERROR with the Dockerfile line and exits 1', async () => {
+    daemon = await startFakeDaemon(
+      buildingDaemon({}, {
+        solve: async () => {
+          throw new SourceError('failed to copy "missing": not found', 'Dockerfile', 3);
+        },
+      }),
+    );
+    const r = await run(['build', '--addr', daemon.address, '--progress=plain', 'ctx']);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trimEnd().split('\n').at(-1)).toBe('ERROR: failed to copy "missing": not found (Dockerfile:3)');
+  });
+
+  it('canceling a running build ends the session and exits 1', async () => {
+    const ac = new AbortController();
+    let ended = false;
+    daemon = await startFakeDaemon({
+      async solve(_req, { session }) {
+        ac.abort(new Error('interrupted'));
+        await session.clientEnded;
+        ended = true;
+        return {};
+      },
+    });
+    const r = await run(['build', '--addr', daemon.address, '-o', 'out', 'ctx'], {}, ac.signal);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/ERROR: .*(cancel|interrupt|abort)/i);
+    await vi.waitFor(() => expect(ended).toBe(true));
+  });
+
+  it('an unreachable explicit daemon exits 1 naming the address', async () => {
+    const addr = `unix://${dir}/none.sock`;
+    const r = await run(['build', '--addr', addr, 'ctx']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`ERROR: failed to connect to kiln daemon at ${addr}`);
+    const viaEnv = await run(['build', 'ctx'], { KILN_ADDR: 'tcp://127.0.0.1:1' });
+    expect(viaEnv.code).toBe(1);
+    expect(viaEnv.stderr).toContain('ERROR: failed to connect to kiln daemon at tcp://127.0.0.1:1');
+  });
+
+  it.each([
+    [['build', '--nope', 'ctx'], 'ERROR: unknown flag: --nope'],
+    [['build', '-t'], "ERROR: flag needs an argument: 't' in -t"],
+    [['build'], 'ERROR: "kiln build" requires exactly 1 argument'],
+    [['build', 'missing-dir'], 'ERROR: unable to prepare context: path "missing-dir" not found'],
+    [['build', '-f', 'nope', 'ctx'], 'ERROR: --file: Dockerfile "nope" not found'],
+    [['build', '-o', 'type=local', 'ctx'], 'ERROR: invalid value "type=local" for --output: dest is required'],
+    [['build', '--addr', 'bogus', 'ctx'], 'ERROR: invalid argument "bogus" for "--addr" flag'],
+    [['build', 'ctx'], 'ERROR: invalid KILN_ADDR "bogus"', { KILN_ADDR: 'bogus' }],
+    [['frobnicate'], 'ERROR: unknown command "frobnicate"'],
+    [['prune', '--keep-storage', 'lots'], 'ERROR: invalid argument "lots" for "--keep-storage" flag'],
+    [['workers', 'extra'], 'ERROR: "kiln workers" accepts no arguments'],
+  ] as [string[], string, Record<string, string>?][])('usage error %j exits 2', async (argv, message, vars) => {
+    const r = await run(argv, vars);
+    expect(r.stderr).toContain(message);
+    expect(r.stderr.startsWith('ERROR: ')).toBe(true);
+    expect(r.code).toBe(2);
+  });
+
+  it('--help prints usage and exits 0', async () => {
+    for (const argv of [['--help'], ['build', '--help'], ['build', '-h'], ['du', '--help'], ['prune', '-h'], ['workers', '--help']]) {
+      const r = await run(argv);
+      expect(r.code).toBe(0);
+      expect(r.stdout.toString()).toMatch(/^Usage:  kiln/);
+    }
+    const none = await run([]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/^Usage:  kiln COMMAND/);
+  });
+});
+
+describe('admin commands', () => {
+  const ts = (msAgo: number) => timestampFromMs(Date.now() - msAgo);
+
+  it('kiln workers prints a table', async () => {
+    daemon = await startFakeDaemon({
+      workers: [
+        { id: 'w1', platforms: [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm', variant: 'v7' }], labels: { 'kiln.executor': 'runc', a: 'b' } },
+        { id: 'worker-two', platforms: [{ os: 'linux', architecture: 'arm64' }] },
+      ],
+    });
+    const r = await run(['workers', '--addr', daemon.address]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.toString()).toBe(
+      ['ID          PLATFORMS                 LABELS', 'w1          linux/amd64,linux/arm/v7  a=b,kiln.executor=runc', 'worker-two  linux/arm64', ''].join('\n'),
+    );
+  });
+
+  const usage = [
+    { id: 'small', size: 1234n, inUse: false, lastUsedAt: ts(3 * 3600_000) },
+    { id: 'big', size: 5_000_000n, inUse: true, mutable: true },
+    { id: 'shared', size: 2000n, shared: true, lastUsedAt: ts(2 * 86400_000) },
+  ];
+
+  it('kiln du prints records and totals', async () => {
+    daemon = await startFakeDaemon({ usage });
+    const r = await run(['du', '--addr', daemon.address]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.toString()).toBe(
+      [
+        'ID      RECLAIMABLE  SIZE    LAST ACCESSED',
+        'big*    false        5.00MB  now',
+        'shared  true         2.00kB  2 days ago',
+        'small   true         1.23kB  3 hours ago',
+        'Shared:       2.00kB',
+        'Private:      5.00MB',
+        'Reclaimable:  3.23kB',
+        'Total:        5.00MB',
+        '',
+      ].join('\n'),
+    );
+    const verbose = await run(['du', '-v', '--addr', daemon.address]);
+    expect(verbose.stdout.toString()).toContain('ID:           big\n');
+  });
+
+  it('kiln prune [--all] streams freed records and the total', async () => {
+    daemon = await startFakeDaemon({ usage });
+    const r = await run(['prune', '--all', '--keep-storage', '1MB', '--addr', daemon.address]);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.toString().split('\n');
+    expect(lines[0]).toMatch(/^ID\s+RECLAIMABLE\s+SIZE\s+LAST ACCESSED$/);
+    expect(lines.slice(1, 4).map((l) => l.split(/\s+/)[0])).toEqual(['small', 'big*', 'shared']);
+    expect(lines[4]).toBe('Total:\t5.00MB');
+    expect(daemon.pruneRequests[0]).toMatchObject({ all: true, keepBytes: 1_000_000n });
+    const none = await startFakeDaemon();
+    try {
+      const r2 = await run(['prune', '--addr', none.address]);
+      expect(r2.stdout.toString()).toBe('Total:\t0B\n');
+    } finally {
+      await none.close();
+    }
+  });
+
+  it('kiln du against an unreachable daemon exits 1', async () => {
+    const r = await run(['du', '--addr', `unix://${dir}/x.sock`]);
+    expect(r.code).toBe(1);
+    expect(existsSync(join(dir, 'root'))).toBe(false);
+  });
+});

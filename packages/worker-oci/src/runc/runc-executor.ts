@@ -1,0 +1,161 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { CanceledError, KilnError, silentLogger, type Logger } from '@kiln/common';
+import { resolveInRoot } from '@kiln/snapshotter';
+import type { ExecIO, ExecResult, ExecSpec, Executor } from '@kiln/worker';
+import { ociSpec, STANDARD_MOUNTS } from './oci-spec.js';
+
+export interface RuncExecutorOptions {
+  /** Directory for runc's state (`runc --root`) and the per-run bundles; created if absent. */
+  stateDir: string;
+  /** The runc binary. Default "runc" (from PATH). */
+  runcPath?: string;
+  logger?: Logger;
+}
+
+/**
+ * An Executor that runs each process with `runc run` in a fresh bundle
+ * (config.json from `ociSpec`, rootfs = the prepared snapshot). runc's own
+ * failures are told apart from the process's exit code through runc's JSON
+ * log. Cancellation is `runc kill KILL`. Mount-point stubs that runc creates
+ * in a writable rootfs are removed afterwards. Needs root.
+ */
+export class RuncExecutor implements Executor {
+  private readonly runc: string;
+  private readonly logger: Logger;
+
+  constructor(private readonly opts: RuncExecutorOptions) {
+    this.runc = opts.runcPath ?? 'runc';
+    this.logger = (opts.logger ?? silentLogger()).child({ component: 'runc-executor' });
+  }
+
+  async run(spec: ExecSpec, io: ExecIO = {}): Promise<ExecResult> {
+    io.signal?.throwIfAborted();
+    const id = `kiln-${randomBytes(8).toString('hex')}`;
+    const stateDir = path.join(this.opts.stateDir, 'state');
+    const bundle = path.join(this.opts.stateDir, 'bundles', id);
+    const logFile = path.join(bundle, 'runc-log.json');
+    await mkdir(stateDir, { recursive: true });
+    await mkdir(bundle, { recursive: true });
+    const stubs = spec.readonlyRootfs ? [] : await missingMountPoints(spec);
+    try {
+      await writeFile(path.join(bundle, 'config.json'), JSON.stringify(ociSpec(spec)));
+      const args = ['--root', stateDir, '--log', logFile, '--log-format', 'json', 'run', '--bundle', bundle, id];
+      const exitCode = await this.spawnRunc(args, id, stateDir, io);
+      const runcError = await readRuncError(logFile);
+      if (runcError !== undefined) {
+        throw new KilnError('internal', `failed to run "${spec.process.args.join(' ')}": ${runcError}`);
+      }
+      if (io.signal?.aborted) throw new CanceledError('process killed: the run was canceled');
+      return { exitCode };
+    } finally {
+      await this.exec(['--root', stateDir, 'delete', '--force', id]).catch(() => undefined);
+      await rm(bundle, { recursive: true, force: true });
+      for (const stub of stubs.reverse()) await removeStub(stub).catch(() => undefined);
+    }
+  }
+
+  private spawnRunc(args: string[], id: string, stateDir: string, io: ExecIO): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(this.runc, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.on('data', (b: Buffer) => io.stdout?.(b));
+      child.stderr.on('data', (b: Buffer) => io.stderr?.(b));
+      const onAbort = () => {
+        this.exec(['--root', stateDir, 'kill', id, 'KILL']).catch((err: unknown) => this.logger.warn({ err, id }, 'runc kill failed'));
+      };
+      io.signal?.addEventListener('abort', onAbort, { once: true });
+      child.once('error', (err) => {
+        io.signal?.removeEventListener('abort', onAbort);
+        reject(new KilnError('unavailable', `failed to start runc (${this.runc}): ${err.message}`, {}, { cause: err }));
+      });
+      // 'close' (not 'exit'): every byte of stdout/stderr has been delivered.
+      child.once('close', (code, signal) => {
+        io.signal?.removeEventListener('abort', onAbort);
+        resolve(code ?? 128 + (signal ? signalNumber(signal) : 0));
+      });
+    });
+  }
+
+  private exec(args: string[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(this.runc, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+      child.once('error', reject);
+      child.once('close', (code) => (code === 0 ? resolve() : reject(new Error(`runc ${args.join(' ')}: ${stderr.trim()}`))));
+    });
+  }
+}
+
+/** Creates a RuncExecutor. */
+export function createRuncExecutor(opts: RuncExecutorOptions): RuncExecutor {
+  return new RuncExecutor(opts);
+}
+
+/** The first missing component of each mount destination, in the rootfs (runc would create them). */
+async function missingMountPoints(spec: ExecSpec): Promise<string[]> {
+  const dests = [...STANDARD_MOUNTS.map((m) => m.destination), ...spec.mounts.map((m) => m.dest)];
+  const out = new Set<string>();
+  for (const dest of dests) {
+    let prefix = '';
+    for (const part of dest.split('/').filter(Boolean)) {
+      prefix += `/${part}`;
+      const p = await resolveInRoot(spec.rootfs, prefix, { followFinalSymlink: true });
+      if (!(await exists(p))) {
+        out.add(p);
+        break;
+      }
+    }
+  }
+  return [...out].sort();
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes a mount-point stub if it holds nothing but empty directories or empty files. */
+async function removeStub(p: string): Promise<void> {
+  if (await isStubTree(p)) await rm(p, { recursive: true, force: true });
+}
+
+async function isStubTree(p: string): Promise<boolean> {
+  const st = await lstat(p);
+  if (st.isFile()) return st.size === 0;
+  if (!st.isDirectory()) return false;
+  for (const name of await readdir(p)) if (!(await isStubTree(path.join(p, name)))) return false;
+  return true;
+}
+
+/** The last error runc logged, if any. */
+async function readRuncError(logFile: string): Promise<string | undefined> {
+  let text: string;
+  try {
+    text = await readFile(logFile, 'utf8');
+  } catch {
+    return undefined;
+  }
+  let msg: string | undefined;
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      const entry = JSON.parse(line) as { level?: string; msg?: string };
+      if (entry.level === 'error' || entry.level === 'fatal') msg = entry.msg;
+    } catch {
+      // not JSON: ignore
+    }
+  }
+  return msg;
+}
+
+function signalNumber(signal: NodeJS.Signals): number {
+  const n: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+  return n[signal] ?? 0;
+}

@@ -1,0 +1,365 @@
+/*
+ * A small streaming tar codec (POSIX ustar + pax, reading GNU long names
+ * too), on async iterables of bytes. The worker owns it instead of using
+ * tar-stream: that package's v3 runtime dependencies (streamx, b4a, ...) are
+ * not installed in this workspace, and async generators give backpressure
+ * for free.
+ */
+
+export type TarEntryType = 'file' | 'link' | 'symlink' | 'character-device' | 'block-device' | 'directory' | 'fifo' | 'contiguous-file';
+
+export interface TarHeader {
+  /** Entry path as stored ("dir/" for directories when written by this codec). */
+  name: string;
+  type: TarEntryType;
+  /** Permission bits (with setuid/setgid/sticky). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Body size in bytes (0 for everything but files). */
+  size: number;
+  /** Unix seconds. */
+  mtime: number;
+  linkname: string;
+  uname: string;
+  gname: string;
+  devmajor: number;
+  devminor: number;
+}
+
+export type TarHeaderInit = Partial<TarHeader> & { name: string };
+
+const BLOCK = 512;
+const TYPE_FLAGS: Record<string, TarEntryType> = {
+  '0': 'file',
+  '\0': 'file',
+  '': 'file',
+  '1': 'link',
+  '2': 'symlink',
+  '3': 'character-device',
+  '4': 'block-device',
+  '5': 'directory',
+  '6': 'fifo',
+  '7': 'contiguous-file',
+};
+const FLAG_OF: Record<TarEntryType, string> = {
+  file: '0',
+  link: '1',
+  symlink: '2',
+  'character-device': '3',
+  'block-device': '4',
+  directory: '5',
+  fifo: '6',
+  'contiguous-file': '7',
+};
+
+// ---------------------------------------------------------------- writing
+
+/**
+ * The header block(s) of one entry: a pax extended header first when a
+ * field does not fit ustar (long path or link, big size or ids), then the
+ * ustar header. Deterministic: same input, same bytes.
+ */
+export function encodeHeader(init: TarHeaderInit): Buffer {
+  const h = withDefaults(init);
+  const pax: [string, string][] = [];
+  let name = h.name;
+  let prefix = '';
+  if (Buffer.byteLength(name) > 100) {
+    const split = splitUstarName(name);
+    if (split) [prefix, name] = split;
+    else {
+      pax.push(['path', h.name]);
+      name = truncateBytes(h.name, 100);
+    }
+  }
+  let linkname = h.linkname;
+  if (Buffer.byteLength(linkname) > 100) {
+    pax.push(['linkpath', linkname]);
+    linkname = truncateBytes(linkname, 100);
+  }
+  const numeric = (key: string, v: number, width: number): number => {
+    if (v >= 8 ** (width - 1)) {
+      pax.push([key, String(v)]);
+      return 0;
+    }
+    return v;
+  };
+  const size = numeric('size', h.size, 12);
+  const uid = numeric('uid', h.uid, 8);
+  const gid = numeric('gid', h.gid, 8);
+  const mtime = numeric('mtime', Math.max(0, h.mtime), 12);
+  const ustar = ustarBlock({ ...h, name, linkname, size, uid, gid, mtime }, prefix, FLAG_OF[h.type]);
+  if (pax.length === 0) return ustar;
+  const records = Buffer.from(pax.map(([k, v]) => paxRecord(k, v)).join(''));
+  const paxName = truncateBytes(`PaxHeaders/${h.name.replace(/\/$/, '').split('/').pop() ?? ''}`, 100);
+  const paxHeader = ustarBlock({ ...h, name: paxName, linkname: '', size: records.length, uid, gid, mtime, mode: 0o644 }, '', 'x');
+  return Buffer.concat([paxHeader, records, Buffer.alloc(padding(records.length)), ustar]);
+}
+
+/** Zero bytes that pad a body of `size` bytes to the block size. */
+export function padding(size: number): number {
+  return (BLOCK - (size % BLOCK)) % BLOCK;
+}
+
+/** The two zero blocks that end an archive. */
+export const END_OF_ARCHIVE: Buffer = Buffer.alloc(BLOCK * 2);
+
+function withDefaults(h: TarHeaderInit): TarHeader {
+  const type = h.type ?? 'file';
+  return {
+    name: h.name,
+    type,
+    mode: h.mode ?? (type === 'directory' ? 0o755 : 0o644),
+    uid: h.uid ?? 0,
+    gid: h.gid ?? 0,
+    size: type === 'file' || type === 'contiguous-file' ? (h.size ?? 0) : 0,
+    mtime: Math.floor(h.mtime ?? 0),
+    linkname: h.linkname ?? '',
+    uname: h.uname ?? '',
+    gname: h.gname ?? '',
+    devmajor: h.devmajor ?? 0,
+    devminor: h.devminor ?? 0,
+  };
+}
+
+function ustarBlock(h: TarHeader, prefix: string, flag: string): Buffer {
+  const b = Buffer.alloc(BLOCK);
+  b.write(h.name, 0, 100, 'utf8');
+  writeOctal(b, h.mode & 0o7777, 100, 8);
+  writeOctal(b, h.uid, 108, 8);
+  writeOctal(b, h.gid, 116, 8);
+  writeOctal(b, h.size, 124, 12);
+  writeOctal(b, h.mtime, 136, 12);
+  b.write(flag, 156, 1, 'latin1');
+  b.write(h.linkname, 157, 100, 'utf8');
+  b.write('ustar\u000000', 257, 8, 'latin1');
+  b.write(truncateBytes(h.uname, 32), 265, 32, 'utf8');
+  b.write(truncateBytes(h.gname, 32), 297, 32, 'utf8');
+  writeOctal(b, h.devmajor, 329, 8);
+  writeOctal(b, h.devminor, 337, 8);
+  b.write(prefix, 345, 155, 'utf8');
+  b.fill(' ', 148, 156);
+  let sum = 0;
+  for (const byte of b) sum += byte;
+  b.write(`${sum.toString(8).padStart(6, '0')}\u0000 `, 148, 8, 'latin1');
+  return b;
+}
+
+function writeOctal(b: Buffer, v: number, off: number, width: number): void {
+  b.write(`${Math.floor(v).toString(8).padStart(width - 1, '0')}\u0000`, off, width, 'latin1');
+}
+
+/** ustar's prefix/name split at a "/" (prefix <= 155 bytes, name <= 100). */
+function splitUstarName(p: string): [string, string] | undefined {
+  for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) {
+    const prefix = p.slice(0, i);
+    const name = p.slice(i + 1);
+    if (Buffer.byteLength(prefix) > 155) return undefined;
+    if (Buffer.byteLength(name) <= 100 && name !== '') return [prefix, name];
+  }
+  return undefined;
+}
+
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`;
+  let len = Buffer.byteLength(body) + 1;
+  while (String(len).length + Buffer.byteLength(body) !== len) len = String(len).length + Buffer.byteLength(body);
+  return `${len}${body}`;
+}
+
+function truncateBytes(s: string, max: number): string {
+  const b = Buffer.from(s);
+  return b.length <= max ? s : b.subarray(0, max).toString('utf8');
+}
+
+// ---------------------------------------------------------------- reading
+
+/** One entry being read; consume `body` before asking for the next entry (or it is skipped). */
+export interface TarReadEntry {
+  header: TarHeader;
+  body: AsyncIterable<Buffer>;
+}
+
+export class TarFormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TarFormatError';
+  }
+}
+
+/**
+ * Parses a tar stream entry by entry. pax ('x') and GNU long name/link
+ * ('L', 'K') records are applied to the next entry; global pax headers
+ * are ignored. Ends at the end-of-archive blocks or at a clean EOF between
+ * entries; a truncated entry or a bad checksum throws TarFormatError.
+ */
+export async function* readTarEntries(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<TarReadEntry> {
+  const r = new ByteReader(chunks[Symbol.asyncIterator]());
+  let pax: Record<string, string> = {};
+  let longName: string | undefined;
+  let longLink: string | undefined;
+  try {
+    for (;;) {
+      const block = await r.read(BLOCK);
+      if (!block || isZero(block)) return;
+      checkChecksum(block);
+      const flag = String.fromCharCode(block[156]!).replace('\0', '0');
+      const size = readNumber(block, 124, 12);
+      if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
+        const data = await r.readExact(size);
+        await r.readExact(padding(size));
+        if (flag === 'x') pax = { ...pax, ...parsePax(data) };
+        else if (flag === 'L') longName = cString(data);
+        else if (flag === 'K') longLink = cString(data);
+        continue;
+      }
+      const type = TYPE_FLAGS[flag];
+      const h: TarHeader = {
+        name: longName ?? pax.path ?? ustarName(block),
+        type: type ?? 'file',
+        mode: readNumber(block, 100, 8) & 0o7777,
+        uid: pax.uid !== undefined ? Number(pax.uid) : readNumber(block, 108, 8),
+        gid: pax.gid !== undefined ? Number(pax.gid) : readNumber(block, 116, 8),
+        size: pax.size !== undefined ? Number(pax.size) : size,
+        mtime: pax.mtime !== undefined ? Math.floor(Number(pax.mtime)) : readNumber(block, 136, 12),
+        linkname: longLink ?? pax.linkpath ?? cString(block.subarray(157, 257)),
+        uname: pax.uname ?? cString(block.subarray(265, 297)),
+        gname: pax.gname ?? cString(block.subarray(297, 329)),
+        devmajor: readNumber(block, 329, 8),
+        devminor: readNumber(block, 337, 8),
+      };
+      pax = {};
+      longName = longLink = undefined;
+      if (!type) throw new TarFormatError(`unsupported tar entry type "${flag}" for ${h.name}`);
+      const bodySize = h.type === 'file' || h.type === 'contiguous-file' ? h.size : 0;
+      let consumed = 0;
+      const body = (async function* () {
+        for await (const part of r.stream(bodySize - consumed)) {
+          consumed += part.length;
+          yield part;
+        }
+      })();
+      yield { header: h, body };
+      // Skip whatever the consumer left unread, then the padding.
+      if (consumed < bodySize) for await (const part of r.stream(bodySize - consumed)) consumed += part.length;
+      await r.readExact(padding(bodySize));
+    }
+  } finally {
+    await r.close();
+  }
+}
+
+function ustarName(block: Buffer): string {
+  const name = cString(block.subarray(0, 100));
+  const magic = block.subarray(257, 263).toString('latin1');
+  if (magic.startsWith('ustar')) {
+    const prefix = cString(block.subarray(345, 500));
+    if (prefix) return `${prefix}/${name}`;
+  }
+  return name;
+}
+
+function cString(b: Buffer): string {
+  const end = b.indexOf(0);
+  return b.subarray(0, end < 0 ? b.length : end).toString('utf8');
+}
+
+function readNumber(b: Buffer, off: number, width: number): number {
+  const field = b.subarray(off, off + width);
+  if (field[0]! & 0x80) {
+    // base-256 (GNU): big-endian, first byte's high bit set.
+    let v = BigInt(field[0]! & 0x7f);
+    for (let i = 1; i < field.length; i++) v = (v << 8n) | BigInt(field[i]!);
+    return Number(v);
+  }
+  const s = field.toString('latin1').replace(/[\0 ]+$/g, '').trim();
+  return s === '' ? 0 : parseInt(s, 8);
+}
+
+function checkChecksum(block: Buffer): void {
+  const stored = readNumber(block, 148, 8);
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : block[i]!;
+  if (sum !== stored) throw new TarFormatError('invalid tar header checksum');
+}
+
+function parsePax(data: Buffer): Record<string, string> {
+  const out: Record<string, string> = {};
+  let i = 0;
+  while (i < data.length) {
+    const sp = data.indexOf(0x20, i);
+    if (sp < 0) break;
+    const len = parseInt(data.subarray(i, sp).toString('latin1'), 10);
+    if (!(len > 0)) throw new TarFormatError('invalid pax record');
+    const rec = data.subarray(sp + 1, i + len - 1).toString('utf8');
+    const eq = rec.indexOf('=');
+    if (eq > 0) out[rec.slice(0, eq)] = rec.slice(eq + 1);
+    i += len;
+  }
+  return out;
+}
+
+function isZero(b: Buffer): boolean {
+  for (const byte of b) if (byte !== 0) return false;
+  return true;
+}
+
+/** Pull-based reads of exact lengths from an async byte iterator. */
+class ByteReader {
+  private buf: Buffer = Buffer.alloc(0);
+  private done = false;
+
+  constructor(private readonly it: AsyncIterator<Uint8Array>) {}
+
+  /** Exactly `n` bytes, or undefined at a clean EOF before any byte; throws on a partial read. */
+  async read(n: number): Promise<Buffer | undefined> {
+    while (this.buf.length < n && !this.done) await this.pull();
+    if (this.buf.length === 0 && n > 0) return undefined;
+    if (this.buf.length < n) throw new TarFormatError('unexpected end of tar archive');
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return out;
+  }
+
+  async readExact(n: number): Promise<Buffer> {
+    if (n === 0) return Buffer.alloc(0);
+    const b = await this.read(n);
+    if (!b) throw new TarFormatError('unexpected end of tar archive');
+    return b;
+  }
+
+  /** Yields the next `n` bytes in whatever pieces arrive. */
+  async *stream(n: number): AsyncGenerator<Buffer> {
+    let left = n;
+    while (left > 0) {
+      if (this.buf.length === 0) {
+        if (this.done) throw new TarFormatError('unexpected end of tar archive');
+        await this.pull();
+        continue;
+      }
+      const take = Math.min(left, this.buf.length);
+      const out = this.buf.subarray(0, take);
+      this.buf = this.buf.subarray(take);
+      left -= take;
+      yield out;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (!this.done) {
+      this.done = true;
+      await this.it.return?.();
+    }
+  }
+
+  private async pull(): Promise<void> {
+    const r = await this.it.next();
+    if (r.done) {
+      this.done = true;
+      return;
+    }
+    const chunk = Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+  }
+}

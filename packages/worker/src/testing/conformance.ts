@@ -1,0 +1,481 @@
+import { copyFile, lstat, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile, chmod, access } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { create } from '@bufbuild/protobuf';
+import { events, llb } from '@kiln/api';
+import { KilnError, silentLogger, type Logger } from '@kiln/common';
+import { FileChain, image, local, marshalOp, digestOf, State } from '@kiln/llb';
+import type { PublishFn, SessionFiles, Worker } from '../worker.js';
+import { createEventCollector, type CollectedEvent } from './events.js';
+import { execState } from './exec-state.js';
+import { createFakeSession, type FakeSession } from './fake-session.js';
+import { solve } from './solve.js';
+import { buildTar, collect, readTar, type TarEntry } from './tar.js';
+
+/** What the suite hands a backend to build its worker from. */
+export interface WorkerConformanceDeps {
+  /** A fresh empty directory for the worker's state (snapshots, runtime state). */
+  root: string;
+  sessions: SessionFiles;
+  publish: PublishFn;
+  logger: Logger;
+}
+
+export interface WorkerConformanceOptions {
+  /**
+   * What the backend does with exec ops:
+   * - "run": it runs them; the exec cases use the host's static
+   *   /bin/busybox as the container's rootfs (needs root and a runtime);
+   * - "unimplemented": it rejects them with UnimplementedError;
+   * - "skip" (default): the exec cases are skipped (e.g. no runtime here).
+   */
+  exec?: 'run' | 'unimplemented' | 'skip';
+}
+
+const MTIME = 1_600_000_000;
+
+/**
+ * The worker conformance suite: every Worker backend must pass it. It
+ * builds ops with @kiln/llb, runs them through `makeWorker`'s worker with a
+ * fake session (SessionService over an in-memory transport) and checks the
+ * exported tars, events and errors. Registers vitest cases under
+ * `describe(name)`; call it at the top level of a spec file.
+ */
+export function runWorkerConformance(
+  name: string,
+  makeWorker: (deps: WorkerConformanceDeps) => Worker | Promise<Worker>,
+  options: WorkerConformanceOptions = {},
+): void {
+  describe(`worker conformance: ${name}`, () => {
+    let base: string;
+    let contextDir: string;
+    let rootfsDir: string | undefined;
+    let session: FakeSession;
+    let collector: { publish: PublishFn; events: CollectedEvent[] };
+    let worker: Worker;
+    let n = 0;
+
+    beforeAll(async () => {
+      base = await mkdtemp(path.join(tmpdir(), 'kiln-worker-conformance-'));
+      contextDir = path.join(base, 'context');
+      await writeTree(contextDir, {
+        'a.txt': { data: 'A', mode: 0o644 },
+        'bin/': { mode: 0o755 },
+        'bin/run.sh': { data: '#!/bin/sh\necho run\n', mode: 0o755 },
+        'dir/': { mode: 0o755 },
+        'dir/c.md': { data: 'C', mode: 0o600 },
+        'dir/sub/': { mode: 0o750 },
+        'dir/sub/b.txt': { data: 'B', mode: 0o644 },
+        link: { symlink: 'a.txt' },
+      });
+      if (options.exec === 'run') rootfsDir = await makeBusyboxRootfs(path.join(base, 'rootfs'));
+    });
+    afterAll(async () => {
+      await rm(base, { recursive: true, force: true });
+    });
+    beforeEach(async () => {
+      session = createFakeSession({ context: { dir: contextDir }, ...(rootfsDir ? { rootfs: { dir: rootfsDir } } : {}) });
+      collector = createEventCollector();
+      const root = path.join(base, `worker-${++n}`);
+      await mkdir(root);
+      worker = await makeWorker({ root, sessions: session.client, publish: collector.publish, logger: silentLogger() });
+    });
+    afterEach(async () => {
+      await worker.close();
+    });
+
+    const exportOf = async (ref: string | undefined): Promise<TarEntry[]> => {
+      if (!ref) throw new Error('no ref');
+      return readTar(worker.exportRef(ref));
+    };
+    const solveAndExport = async (s: State): Promise<TarEntry[]> => exportOf(await solve(worker, s));
+    const names = (entries: TarEntry[]) => entries.map((e) => e.name);
+    const byName = (entries: TarEntry[], n: string): TarEntry => {
+      const e = entries.find((x) => x.name === n);
+      if (!e) throw new Error(`no entry ${n} in ${names(entries).join(', ')}`);
+      return e;
+    };
+    const expectRunError = async (s: State): Promise<KilnError> => {
+      const err = await solve(worker, s).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(KilnError);
+      return err as KilnError;
+    };
+    const ctx = () => local('context');
+
+    it('describes itself', async () => {
+      const d = await worker.describe();
+      expect(d.id).not.toBe('');
+      expect(['oci', 'containerd']).toContain(d.backend);
+      expect(d.platforms.length).toBeGreaterThan(0);
+    });
+
+    describe('local source', () => {
+      it('transfers the session directory with modes, mtimes and symlinks', async () => {
+        const entries = await solveAndExport(ctx());
+        expect(names(entries)).toEqual(['a.txt', 'bin/', 'bin/run.sh', 'dir/', 'dir/c.md', 'dir/sub/', 'dir/sub/b.txt', 'link']);
+        expect(byName(entries, 'a.txt')).toMatchObject({ type: 'file', mode: 0o644, mtime: MTIME, uid: 0, gid: 0 });
+        expect(byName(entries, 'a.txt').data.toString()).toBe('A');
+        expect(byName(entries, 'bin/run.sh').mode).toBe(0o755);
+        expect(byName(entries, 'dir/c.md').mode).toBe(0o600);
+        expect(byName(entries, 'dir/sub/')).toMatchObject({ type: 'directory', mode: 0o750, mtime: MTIME });
+        expect(byName(entries, 'link')).toMatchObject({ type: 'symlink', linkname: 'a.txt' });
+      });
+
+      it('publishes transfer status on kiln.build.<id>.status', async () => {
+        const s = ctx();
+        await solve(worker, s, { buildId: 'b42' });
+        const digest = s.output!.vertex.marshal().digest;
+        const statuses = collector.events.filter((e) => e.event.event.case === 'status');
+        expect(statuses.length).toBeGreaterThan(0);
+        const last = statuses.at(-1)!;
+        expect(last.subject).toBe('kiln.build.b42.status');
+        expect(last.event.buildId).toBe('b42');
+        const st = last.event.event.value as events.VertexStatus;
+        expect(st.id).toBe('transferring context');
+        expect(st.name).toMatch(/^transferring context: \d+(\.\d+)?[kMG]?B$/);
+        expect(st.vertex).toBe(digest);
+        expect(st.current).toBeGreaterThan(0n);
+        expect(st.started).toBeDefined();
+        expect(st.completed).toBeDefined();
+      });
+
+      it('passes include and exclude patterns to the session', async () => {
+        const entries = await solveAndExport(local('context', { includePatterns: ['dir', 'a.txt'], excludePatterns: ['**/*.md'] }));
+        expect(session.fetches.at(-1)).toMatchObject({ sessionId: 'session-1', dirName: 'context', includePatterns: ['dir', 'a.txt'], excludePatterns: ['**/*.md'] });
+        expect(names(entries)).toEqual(['a.txt', 'dir/', 'dir/sub/', 'dir/sub/b.txt']);
+      });
+
+      it('fails with a VertexError for a directory the session does not share', async () => {
+        const s = local('nope');
+        const err = await expectRunError(s);
+        expect(err.code).toBe('vertex');
+        expect(err.details.digest).toBe(s.output!.vertex.marshal().digest);
+        expect(err.message).toMatch(/failed to transfer local directory "nope"/);
+      });
+
+      it('keeps a hostile tar inside the snapshot', async () => {
+        const outside = await mkdtemp(path.join(base, 'outside-'));
+        await writeFile(path.join(outside, 'victim'), 'original');
+        const probe = `kiln-conformance-probe-${process.pid}-${n}`;
+        session.dirs.set('evil', {
+          tar: await buildTar([
+            { name: '../x', data: 'dotdot' },
+            { name: '/abs', data: 'absolute' },
+            { name: 'l', type: 'symlink', linkname: '/' },
+            // Through `l -> /`: would land in the host's /etc and the temp dir if followed.
+            { name: `l/etc/${probe}`, data: 'escaped' },
+            { name: `l${outside}/victim`, data: 'overwritten' },
+            { name: 'up', type: 'symlink', linkname: '../../../../../../../..' },
+            { name: `up${outside}/victim`, data: 'overwritten' },
+            { name: 'chain1', type: 'symlink', linkname: 'chain2' },
+            { name: 'chain2', type: 'symlink', linkname: `/../..${outside}` },
+            { name: 'chain1/victim', data: 'overwritten' },
+            { name: 'hard', type: 'link', linkname: '/abs' },
+          ]),
+        });
+        const entries = await solveAndExport(local('evil'));
+        expect(await readFile(path.join(outside, 'victim'), 'utf8')).toBe('original');
+        await expect(access(path.join('/etc', probe))).rejects.toThrow();
+        const got = (n: string) => byName(entries, n).data.toString();
+        expect(got('x')).toBe('dotdot');
+        expect(got('abs')).toBe('absolute');
+        expect(got(`etc/${probe}`)).toBe('escaped');
+        expect(got(`${outside.slice(1)}/victim`)).toBe('overwritten');
+        expect(byName(entries, 'l')).toMatchObject({ type: 'symlink', linkname: '/' });
+        expect(byName(entries, 'hard')).toMatchObject({ type: 'link', linkname: 'abs' });
+      });
+    });
+
+    describe('file ops', () => {
+      it('copies a file into a directory when dest ends with /', async () => {
+        const entries = await solveAndExport(FileChain.start().copy(ctx(), '/a.txt', '/out/', { createDestPath: true }).apply(State.scratch()));
+        expect(names(entries)).toEqual(['out/', 'out/a.txt']);
+        expect(byName(entries, 'out/a.txt')).toMatchObject({ mode: 0o644, mtime: MTIME });
+        expect(byName(entries, 'out/a.txt').data.toString()).toBe('A');
+      });
+
+      it('copies a file to a new name and onto an existing directory', async () => {
+        const s = FileChain.start()
+          .copy(ctx(), '/a.txt', '/b.txt')
+          .mkdir('/d', 0o755)
+          .copy(ctx(), '/a.txt', '/d')
+          .apply(State.scratch());
+        const entries = await solveAndExport(s);
+        expect(names(entries)).toEqual(['b.txt', 'd/', 'd/a.txt']);
+      });
+
+      it('copies the contents of a directory with dirCopyContents, the directory itself without', async () => {
+        const contents = await solveAndExport(
+          FileChain.start().copy(ctx(), '/dir', '/x', { dirCopyContents: true, createDestPath: true }).apply(State.scratch()),
+        );
+        expect(names(contents)).toEqual(['x/', 'x/c.md', 'x/sub/', 'x/sub/b.txt']);
+        expect(byName(contents, 'x/sub/').mode).toBe(0o750);
+        const whole = await solveAndExport(FileChain.start().mkdir('/x', 0o755).copy(ctx(), '/dir', '/x').apply(State.scratch()));
+        expect(names(whole)).toEqual(['x/', 'x/dir/', 'x/dir/c.md', 'x/dir/sub/', 'x/dir/sub/b.txt']);
+      });
+
+      it('expands wildcards, failing on no match unless allowed', async () => {
+        const entries = await solveAndExport(
+          FileChain.start().copy(ctx(), '/*.txt', '/w/', { allowWildcard: true, createDestPath: true }).copy(ctx(), '/dir/*/b.*', '/w/', { allowWildcard: true }).apply(State.scratch()),
+        );
+        expect(names(entries)).toEqual(['w/', 'w/a.txt', 'w/b.txt']);
+        const err = await expectRunError(FileChain.start().copy(ctx(), '/*.nope', '/w/', { allowWildcard: true, createDestPath: true }).apply(State.scratch()));
+        expect(err.code).toBe('vertex');
+        expect(err.message).toMatch(/^failed to copy \/\*\.nope: /);
+        const empty = await solveAndExport(
+          FileChain.start().mkdir('/w', 0o755).copy(ctx(), '/*.nope', '/w/', { allowWildcard: true, allowEmptyWildcard: true }).apply(State.scratch()),
+        );
+        expect(names(empty)).toEqual(['w/']);
+      });
+
+      it('needs createDestPath to create missing parents of dest', async () => {
+        const err = await expectRunError(FileChain.start().copy(ctx(), '/a.txt', '/deep/er/a.txt').apply(State.scratch()));
+        expect(err.message).toMatch(/^failed to copy \/a\.txt: /);
+        const entries = await solveAndExport(FileChain.start().copy(ctx(), '/a.txt', '/deep/er/a.txt', { createDestPath: true }).apply(State.scratch()));
+        expect(names(entries)).toEqual(['deep/', 'deep/er/', 'deep/er/a.txt']);
+      });
+
+      it('applies mode, owner and timestamp to every copied entry', async () => {
+        const entries = await solveAndExport(
+          FileChain.start()
+            .copy(ctx(), '/dir', '/m', {
+              dirCopyContents: true,
+              createDestPath: true,
+              mode: 0o700,
+              timestamp: 1234n,
+              owner: { user: { user: { case: 'id', value: 1000 } }, group: { user: { case: 'id', value: 2000 } } },
+            })
+            .apply(State.scratch()),
+        );
+        for (const e of entries.filter((x) => x.name !== 'm/')) {
+          expect(e, e.name).toMatchObject({ mode: 0o700, uid: 1000, gid: 2000, mtime: 1234 });
+        }
+        const keep = await solveAndExport(FileChain.start().copy(ctx(), '/dir/c.md', '/c.md').apply(State.scratch()));
+        expect(byName(keep, 'c.md')).toMatchObject({ mode: 0o600, uid: 0, gid: 0, mtime: MTIME });
+      });
+
+      it('filters a directory copy with include and exclude patterns', async () => {
+        const entries = await solveAndExport(
+          FileChain.start()
+            .copy(ctx(), '/', '/f', { dirCopyContents: true, createDestPath: true, includePatterns: ['**/*.txt', 'bin'], excludePatterns: ['dir/sub'] })
+            .apply(State.scratch()),
+        );
+        expect(names(entries)).toEqual(['f/', 'f/a.txt', 'f/bin/', 'f/bin/run.sh']);
+      });
+
+      it('copies a symlink as a link, or its target with followSymlink', async () => {
+        const entries = await solveAndExport(
+          FileChain.start().copy(ctx(), '/link', '/asis').copy(ctx(), '/link', '/followed', { followSymlink: true }).apply(State.scratch()),
+        );
+        expect(byName(entries, 'asis')).toMatchObject({ type: 'symlink', linkname: 'a.txt' });
+        expect(byName(entries, 'followed')).toMatchObject({ type: 'file' });
+        expect(byName(entries, 'followed').data.toString()).toBe('A');
+      });
+
+      it('runs mkdir, mkfile, rm and symlink actions', async () => {
+        const s = FileChain.start()
+          .mkdir('/a/b', 0o750, { makeParents: true })
+          .mkdir('/e', 0o700, { timestamp: 99n })
+          .mkfile('/a/b/f', 0o600, new TextEncoder().encode('data'), { timestamp: 77n, owner: { user: { user: { case: 'id', value: 5 } } } })
+          .symlink('/a/b/f', '/s')
+          .mkfile('/gone', 0o644, new Uint8Array())
+          .rm('/gone')
+          .rm('/missing', { allowNotFound: true })
+          .mkfile('/w1.log', 0o644, new Uint8Array())
+          .mkfile('/w2.log', 0o644, new Uint8Array())
+          .rm('/*.log', { allowWildcard: true })
+          .apply(ctx());
+        const entries = await solveAndExport(s);
+        expect(names(entries)).toEqual(['a/', 'a/b/', 'a/b/f', 'a.txt', 'bin/', 'bin/run.sh', 'dir/', 'dir/c.md', 'dir/sub/', 'dir/sub/b.txt', 'e/', 'link', 's']);
+        expect(byName(entries, 'a/')).toMatchObject({ type: 'directory', mode: 0o750 });
+        expect(byName(entries, 'a/b/')).toMatchObject({ type: 'directory', mode: 0o750 });
+        expect(byName(entries, 'e/')).toMatchObject({ mode: 0o700, mtime: 99 });
+        expect(byName(entries, 'a/b/f')).toMatchObject({ mode: 0o600, mtime: 77, uid: 5, gid: 5 });
+        expect(byName(entries, 'a/b/f').data.toString()).toBe('data');
+        expect(byName(entries, 's')).toMatchObject({ type: 'symlink', linkname: '/a/b/f' });
+      });
+
+      it('fails rm of a missing path and mkdir without parents as VertexErrors', async () => {
+        const rmErr = await expectRunError(FileChain.start().rm('/missing').apply(ctx()));
+        expect(rmErr.message).toBe('failed to remove /missing: no such file or directory');
+        const mkErr = await expectRunError(FileChain.start().mkdir('/no/parent', 0o755).apply(State.scratch()));
+        expect(mkErr.message).toBe('failed to create directory /no/parent: no such file or directory');
+      });
+
+      it('reports a missing copy source as a VertexError with the digest', async () => {
+        const s = FileChain.start().copy(ctx(), '/nope.txt', '/x').apply(State.scratch());
+        const err = await expectRunError(s);
+        expect(err.code).toBe('vertex');
+        expect(err.details.digest).toBe(s.output!.vertex.marshal().digest);
+        expect(err.message).toBe('failed to copy /nope.txt: no such file or directory');
+      });
+    });
+
+    describe('export', () => {
+      it('writes entries sorted, directories before their contents, hardlinks as links', async () => {
+        const entries = await solveAndExport(
+          FileChain.start().mkdir('/z', 0o755).mkfile('/z/a', 0o644, new Uint8Array([1])).mkdir('/a-b', 0o755).mkfile('/a', 0o644, new Uint8Array()).apply(State.scratch()),
+        );
+        expect(names(entries)).toEqual(['a', 'a-b/', 'z/', 'z/a']);
+      });
+
+      it('gives the same bytes for the same tree', async () => {
+        const build = () => FileChain.start().copy(ctx(), '/', '/', { dirCopyContents: true }).mkfile('/new', 0o644, new Uint8Array([1, 2]), { timestamp: 5n }).apply(State.scratch());
+        const r1 = await solve(worker, build());
+        const bytes1 = await collect(worker.exportRef(r1!));
+        // A second solve transfers the directory again: new snapshots, same content.
+        const r3 = await solve(worker, build(), { buildId: 'other' });
+        const bytes3 = await collect(worker.exportRef(r3!));
+        expect(bytes3.equals(bytes1)).toBe(true);
+        expect(bytes1.byteLength % 512).toBe(0);
+        expect(r3).not.toBe(r1);
+        await worker.release([r1!, r3!]);
+      });
+    });
+
+    describe('refs and errors', () => {
+      it('hands out the same ref for an identical run and counts references', async () => {
+        const s = FileChain.start().mkfile('/f', 0o644, new Uint8Array([1])).apply(State.scratch());
+        const r1 = await solve(worker, s);
+        const r2 = await solve(worker, s);
+        expect(r2).toBe(r1);
+        await worker.release([r1!]);
+        expect(names(await exportOf(r1))).toEqual(['f']);
+        await worker.release([r1!]);
+        await expect(collect(worker.exportRef(r1!))).rejects.toMatchObject({ code: 'not_found' });
+        await worker.release([r1!]); // unknown refs are ignored
+      });
+
+      it('rejects unknown input refs with NotFoundError', async () => {
+        const op = create(llb.OpSchema, { inputs: [{ digest: `sha256:${'0'.repeat(64)}`, index: 0n }], op: { case: 'file', value: { actions: [{ input: 0n, secondaryInput: -1n, output: 0n, action: { case: 'rm', value: { path: '/x', allowNotFound: true } } }] } } });
+        const bytes = marshalOp(op);
+        await expect(
+          worker.run({ buildId: 'b', sessionId: 's', vertexDigest: digestOf(bytes), op: bytes, inputRefs: ['ref-missing'] }),
+        ).rejects.toMatchObject({ code: 'not_found' });
+      });
+
+      it('rejects unsupported sources and op kinds with UnimplementedError naming them', async () => {
+        const s = image('docker.io/library/alpine:3');
+        const err = await expectRunError(s);
+        expect(err.code).toBe('unimplemented');
+        expect(err.message).toContain('docker-image://docker.io/library/alpine:3');
+        expect(err.details.digest).toBe(s.output!.vertex.marshal().digest);
+        const merge = marshalOp(create(llb.OpSchema, { op: { case: 'merge', value: { inputs: [] } } }));
+        await expect(worker.run({ buildId: 'b', sessionId: 's', vertexDigest: digestOf(merge), op: merge, inputRefs: [] })).rejects.toMatchObject({
+          code: 'unimplemented',
+          message: expect.stringContaining('merge'),
+        });
+      });
+
+      it('rejects a canceled run with CanceledError', async () => {
+        const ac = new AbortController();
+        ac.abort();
+        await expect(solve(worker, ctx(), { signal: ac.signal })).rejects.toMatchObject({ code: 'canceled' });
+      });
+    });
+
+    it.runIf(options.exec === 'unimplemented')('rejects exec ops with UnimplementedError', async () => {
+      const s = execState(FileChain.start().mkdir('/bin', 0o755).apply(State.scratch()), ['/bin/true']);
+      const err = await expectRunError(s);
+      expect(err.code).toBe('unimplemented');
+      expect(err.message).toMatch(/^exec ops are not supported yet/);
+      expect(err.details.digest).toBe(s.output!.vertex.marshal().digest);
+    });
+
+    describe.runIf(options.exec === 'run')('exec ops (needs a runtime and /bin/busybox)', () => {
+      const rootfs = () => local('rootfs');
+
+      it('runs a process on the root mount, commits it and publishes its output', async () => {
+        const s = execState(rootfs(), ['/bin/sh', '-c', 'echo hello; echo oops >&2; mkdir -p /out && echo done > /out/f'], { cwd: '/work' });
+        const entries = await solveAndExport(s);
+        expect(byName(entries, 'out/f').data.toString()).toBe('done\n');
+        expect(names(entries)).toContain('work/');
+        for (const stub of ['proc/', 'dev/', 'sys/']) expect(names(entries)).not.toContain(stub);
+        const logs = collector.events.filter((e) => e.event.event.case === 'log');
+        const text = (stream: number) =>
+          Buffer.concat(logs.map((e) => e.event.event.value as events.VertexLog).filter((l) => l.stream === stream).map((l) => Buffer.from(l.msg))).toString();
+        expect(text(1)).toBe('hello\n');
+        expect(text(2)).toBe('oops\n');
+        expect(logs[0]!.subject).toBe('kiln.build.build-1.log');
+      });
+
+      it('fails with a VertexError naming the exit code', async () => {
+        const s = execState(rootfs(), ['/bin/sh', '-c', 'exit 3']);
+        const err = await expectRunError(s);
+        expect(err.code).toBe('vertex');
+        expect(err.details.digest).toBe(s.output!.vertex.marshal().digest);
+        expect(err.message).toBe('process "/bin/sh -c exit 3" did not complete successfully: exit code: 3');
+      });
+
+      it('mounts inputs read-only with a selector, and tmpfs', async () => {
+        const s = execState(rootfs(), ['/bin/sh', '-c', 'cat /src/b.txt > /got && echo t > /scratch/t && ! echo x > /src/new'], {
+          mounts: [
+            { dest: '/src', state: ctx(), selector: '/dir/sub', readonly: true },
+            { dest: '/scratch', tmpfs: true },
+          ],
+        });
+        const entries = await solveAndExport(s);
+        expect(byName(entries, 'got').data.toString()).toBe('B');
+        expect(names(entries)).not.toContain('scratch/t');
+      });
+
+      it('kills the process when the run is canceled', async () => {
+        const ac = new AbortController();
+        const started = Date.now();
+        const timer = setTimeout(() => ac.abort(), 500);
+        const err = await solve(worker, execState(rootfs(), ['/bin/sh', '-c', 'sleep 30']), { signal: ac.signal }).catch((e: unknown) => e);
+        clearTimeout(timer);
+        expect(err).toMatchObject({ code: 'canceled' });
+        expect(Date.now() - started).toBeLessThan(10_000);
+      });
+
+      it('runs as the requested user with a sandboxed network', async () => {
+        const s = execState(rootfs(), ['/bin/sh', '-c', 'id -u > /tmp/uid; id -g > /tmp/gid; ls /sys/class/net > /tmp/net'], { user: '1234:5678' });
+        const entries = await solveAndExport(s);
+        expect(byName(entries, 'tmp/uid')).toMatchObject({ uid: 1234, gid: 5678 });
+        expect(byName(entries, 'tmp/uid').data.toString()).toBe('1234\n');
+        expect(byName(entries, 'tmp/gid').data.toString()).toBe('5678\n');
+        expect(byName(entries, 'tmp/net').data.toString().trim().split(/\s+/)).toEqual(['lo']);
+      });
+    });
+  });
+}
+
+type TreeSpec = Record<string, { data?: string; mode?: number } | { symlink: string }>;
+
+/** Writes a fixture tree; names ending in "/" are directories; every mtime is MTIME. */
+async function writeTree(root: string, spec: TreeSpec): Promise<void> {
+  await mkdir(root, { recursive: true });
+  for (const [name, e] of Object.entries(spec)) {
+    const p = path.join(root, name);
+    if ('symlink' in e) await symlink(e.symlink, p);
+    else if (name.endsWith('/')) await mkdir(p, { recursive: true });
+    else await writeFile(p, e.data ?? '');
+    if (!('symlink' in e)) await chmod(p, e.mode ?? 0o644);
+  }
+  // Children first, so setting a file's time does not touch its directory's afterwards.
+  for (const name of Object.keys(spec).sort().reverse()) {
+    const p = path.join(root, name);
+    if ((await lstat(p)).isSymbolicLink()) continue;
+    await utimes(p, MTIME, MTIME);
+  }
+  await utimes(root, MTIME, MTIME);
+}
+
+/** A minimal rootfs: the host's static busybox and the applets the exec cases use. */
+async function makeBusyboxRootfs(dir: string): Promise<string> {
+  await mkdir(path.join(dir, 'bin'), { recursive: true });
+  await mkdir(path.join(dir, 'etc'), { recursive: true });
+  await mkdir(path.join(dir, 'tmp'), { recursive: true });
+  await chmod(path.join(dir, 'tmp'), 0o1777);
+  await copyFile('/bin/busybox', path.join(dir, 'bin/busybox'));
+  await chmod(path.join(dir, 'bin/busybox'), 0o755);
+  for (const applet of ['sh', 'cat', 'echo', 'mkdir', 'id', 'ls', 'sleep', 'true']) await symlink('busybox', path.join(dir, 'bin', applet));
+  await writeFile(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
+  await writeFile(path.join(dir, 'etc/group'), 'root:x:0:\n');
+  return dir;
+}
