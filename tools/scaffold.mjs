@@ -7,15 +7,15 @@ const pkgs = {
   bus: ['lib', { nats: '^2.29.3', '@bufbuild/protobuf': '2.13.0' }, ['api', 'common']],
   registry: ['lib', {}, ['common']],
   snapshotter: ['lib', {}, ['common']],
-  worker: ['lib', { '@connectrpc/connect': '2.1.1', '@bufbuild/protobuf': '2.13.0', 'tar-stream': '^3.1.7' }, ['api', 'common', 'llb', 'bus', 'snapshotter']],
+  worker: ['lib', { '@connectrpc/connect': '2.1.1', '@bufbuild/protobuf': '2.13.0' }, ['api', 'common', 'llb', 'bus', 'snapshotter']],
   'frontend-gateway': ['tier', { '@connectrpc/connect': '2.1.1', '@bufbuild/protobuf': '2.13.0' }, ['api', 'common', 'llb', 'dockerfile']],
   solver: ['tier', { '@connectrpc/connect': '2.1.1', '@bufbuild/protobuf': '2.13.0', 'better-sqlite3': '^12.4.1' }, ['api', 'common', 'llb', 'bus']],
   'content-store': ['tier', { '@connectrpc/connect': '2.1.1', '@bufbuild/protobuf': '2.13.0', 'better-sqlite3': '^12.4.1' }, ['api', 'common', 'bus']],
   'worker-oci': ['tier', {}, ['api', 'common', 'worker', 'snapshotter', 'bus']],
   'worker-containerd': ['tier', {}, ['api', 'common', 'worker', 'snapshotter', 'bus']],
-  exporters: ['tier', { '@connectrpc/connect': '2.1.1', '@bufbuild/protobuf': '2.13.0', 'tar-stream': '^3.1.7' }, ['api', 'common', 'registry']],
+  exporters: ['tier', { '@connectrpc/connect': '2.1.1', '@bufbuild/protobuf': '2.13.0' }, ['api', 'common', 'registry']],
   kilnd: ['app', { '@connectrpc/connect': '2.1.1', '@connectrpc/connect-node': '2.1.1', '@bufbuild/protobuf': '2.13.0', 'smol-toml': '^1.4.1', yaml: '^2.8.0', pino: '^9.7.0' }, ['api', 'common', 'bus', 'solver', 'frontend-gateway', 'content-store', 'worker-oci', 'worker-containerd', 'exporters', 'worker']],
-  cli: ['app', { '@connectrpc/connect': '2.1.1', '@connectrpc/connect-node': '2.1.1', '@bufbuild/protobuf': '2.13.0', 'tar-stream': '^3.1.7', pino: '^9.7.0' }, ['api', 'common', 'dockerfile']],
+  cli: ['app', { '@connectrpc/connect': '2.1.1', '@connectrpc/connect-node': '2.1.1', '@bufbuild/protobuf': '2.13.0', pino: '^9.7.0' }, ['api', 'common', 'dockerfile']],
   testkit: ['testkit', {}, ['common']],
 };
 for (const [name, [kind, deps, internal]] of Object.entries(pkgs)) {

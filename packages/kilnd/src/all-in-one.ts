@@ -1,5 +1,6 @@
+import { create } from '@bufbuild/protobuf';
 import type { Client } from '@connectrpc/connect';
-import { content, control, exporter, frontend, session, worker as workerApi } from '@kiln/api';
+import { content, control, exporter, frontend, llb, session, worker as workerApi } from '@kiln/api';
 import { createMemoryBus } from '@kiln/bus';
 import { createInMemoryTransport, createKilnClient, serveRoutes, type Logger, type Routes, type RpcServer } from '@kiln/common';
 import { createContentServiceImpl, openLocalContentStore } from '@kiln/content-store';
@@ -37,9 +38,15 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     logger: logger.child({ tier: 'worker-oci' }),
   });
   const description = await ociWorker.describe();
+  const handle = {
+    id: description.id,
+    platforms: description.platforms.map((p) => create(llb.PlatformSchema, p)),
+    labels: description.labels,
+    client: workerClient,
+  };
   const workers: WorkerPool = {
-    list: async () => [{ id: description.id, platforms: description.platforms, labels: description.labels, client: workerClient }],
-    get: async (id) => (id === description.id ? { id, platforms: description.platforms, labels: description.labels, client: workerClient } : undefined),
+    list: async () => [handle],
+    get: async (id) => (id === handle.id ? handle : undefined),
   };
   const solver = new Solver({
     bus,
@@ -75,7 +82,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     async close() {
       await server.close();
       solver.close();
-      await ociWorker.close?.();
+      await ociWorker.close();
       await store.close();
       await bus.close();
     },

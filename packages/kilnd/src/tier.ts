@@ -81,7 +81,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         publish: (subject: string, data: Uint8Array) => bus.publish(subject, data),
         logger: log,
       });
-      closers.push(() => w.close?.());
+      closers.push(() => w.close());
       const d = await w.describe();
       platforms = d.platforms;
       routes = (r) => r.service(workerApi.WorkerService, createWorkerServiceImpl(w));

@@ -17,14 +17,15 @@ export interface LocalSourceParams {
 /**
  * `local://NAME`: fetches the matching files of the client's directory
  * through the session as a tar and unpacks it into a new snapshot.
- * Publishes "transferring NAME: <size>" status events while it runs (at
+ * Publishes "transferring NAME:" status events (bytes in `current`) while it runs (at
  * most one per progress interval) and once when done.
  */
 export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Promise<OpResult> {
   const { includePatterns, excludePatterns, followPaths } = localAttrs(p.attrs);
   const key = newSnapshotKey(ctx.digest, 'local');
   const active = await ctx.snapshotter.prepare(key, undefined, { signal: ctx.signal });
-  const statusId = `transferring ${p.name}`;
+  // As BuildKit: the id and name are "transferring NAME:"; the size travels in `current`.
+  const statusId = `transferring ${p.name}:`;
   const startedMs = Date.now();
   let lastMs = startedMs;
   // Ends the session stream when extraction stops early (error or cancel).
@@ -43,11 +44,11 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
         const now = Date.now();
         if (now - lastMs < p.progressIntervalMs) return;
         lastMs = now;
-        void ctx.progress.status({ id: statusId, name: `${statusId}: ${humanSize(n)}`, current: n, startedMs });
+        void ctx.progress.status({ id: statusId, name: statusId, current: n, startedMs });
       },
     });
     const id = await ctx.snapshotter.commit(key);
-    await ctx.progress.status({ id: statusId, name: `${statusId}: ${humanSize(res.bytes)}`, current: res.bytes, startedMs, completedMs: Date.now() });
+    await ctx.progress.status({ id: statusId, name: statusId, current: res.bytes, startedMs, completedMs: Date.now() });
     return [id];
   } catch (err) {
     ac.abort();
@@ -61,16 +62,4 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
 
 async function* tarChunks(stream: AsyncIterable<{ tarChunk: Uint8Array }>): AsyncGenerator<Uint8Array> {
   for await (const msg of stream) if (msg.tarChunk.byteLength > 0) yield msg.tarChunk;
-}
-
-/** A size as BuildKit prints it: decimal units, 4 significant digits ("2.048kB"). */
-export function humanSize(bytes: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
-  let n = bytes;
-  let i = 0;
-  while (n >= 1000 && i < units.length - 1) {
-    n /= 1000;
-    i++;
-  }
-  return `${Number(n.toPrecision(4))}${units[i]}`;
 }
