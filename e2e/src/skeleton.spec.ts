@@ -37,26 +37,28 @@ function transferredBytes(progress: string): number {
 const modeOf = (p: string) => (statSync(p).mode & 0o7777).toString(8);
 
 interface Topology {
-  name: string;
+  topology: 'all-in-one' | 'split';
+  worker: 'oci' | 'containerd';
   start(): Promise<{ addr: string; logs(): string; stop(): Promise<void> }>;
 }
 
-const topologies: Topology[] = [
-  { name: 'all-in-one', start: () => startKilnd() },
+const topologies: Topology[] = (['oci', 'containerd'] as const).flatMap((worker) => [
+  { topology: 'all-in-one' as const, worker, start: () => startKilnd({ worker }) },
   {
-    name: 'split',
+    topology: 'split' as const,
+    worker,
     async start() {
       const nats = await startNatsServer({ jetstream: true });
-      const cluster = await startKilnCluster(nats.url).catch(async (err) => {
+      const cluster = await startKilnCluster(nats.url, ['solver', 'frontend', 'exporters', `worker-${worker}`, 'content']).catch(async (err) => {
         await nats.stop();
         throw err;
       });
       return { addr: cluster.addr, logs: () => cluster.logs(), stop: async () => (await cluster.stop(), await nats.stop()) };
     },
   },
-];
+]);
 
-describe.each(topologies)('walking skeleton [topology=$name, worker=oci]', (topology) => {
+describe.each(topologies)('walking skeleton [topology=$topology, worker=$worker]', (topology) => {
   let daemon: Awaited<ReturnType<Topology['start']>>;
   let ctx: string;
   let out: string;
@@ -126,6 +128,33 @@ describe.each(topologies)('walking skeleton [topology=$name, worker=oci]', (topo
     rmSync(bad, { recursive: true, force: true });
     expect(res.code, onFailure(res)).toBe(1);
     expect(res.stderr).toMatch(/ERROR: .*COPPY.*Dockerfile:2/);
+  });
+});
+
+describe('kiln without --addr', () => {
+  it('starts the all-in-one daemon in the background once, and reuses it', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'kiln-auto-'));
+    const ctx = makeContext();
+    const env = { KILN_ROOT: root, KILN_ADDR: '' };
+    try {
+      const first = await runKiln(['build', '--progress=plain', '-o', `type=local,dest=${join(root, 'out1')}`, ctx], { env });
+      expect(first.code, first.stderr).toBe(0);
+      const pid = readFileSync(join(root, 'kilnd.pid'), 'utf8').trim();
+      const second = await runKiln(['build', '--progress=plain', '-o', `type=local,dest=${join(root, 'out2')}`, ctx], { env });
+      expect(second.code, second.stderr).toBe(0);
+      expect(readFileSync(join(root, 'kilnd.pid'), 'utf8').trim()).toBe(pid);
+      expect(readFileSync(join(root, 'out2', 'hello.txt'), 'utf8')).toBe('hello kiln\n');
+      // Graceful shutdown on SIGTERM removes the socket and the pid file.
+      process.kill(Number(pid), 'SIGTERM');
+      for (let i = 0; i < 100 && existsSync(join(root, 'kilnd.pid')); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(existsSync(join(root, 'kilnd.pid'))).toBe(false);
+      expect(existsSync(join(root, 'kiln.sock'))).toBe(false);
+    } finally {
+      const pidFile = join(root, 'kilnd.pid');
+      if (existsSync(pidFile)) process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL');
+      rmSync(root, { recursive: true, force: true });
+      rmSync(ctx, { recursive: true, force: true });
+    }
   });
 });
 

@@ -8,7 +8,9 @@ import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
 import { createFrontendServiceImpl, dockerfileFrontend } from '@kiln/frontend-gateway';
 import { createControlServiceImpl, createSessionServiceImpl, SessionHost, Solver, type WorkerPool } from '@kiln/solver';
 import { createWorkerServiceImpl } from '@kiln/worker';
+import { createContainerdWorker } from '@kiln/worker-containerd';
 import { createOciWorker } from '@kiln/worker-oci';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createDeferredTransport } from './deferred-transport.js';
 import type { DaemonOptions } from './options.js';
@@ -30,14 +32,15 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
 
   const store = await openLocalContentStore({ root: join(opts.root, 'content'), logger: logger.child({ tier: 'content' }) });
   const sessions = new SessionHost(logger.child({ tier: 'solver', component: 'session' }));
-  const ociWorker = await createOciWorker({
+  const createWorker = opts.worker === 'containerd' ? createContainerdWorker : createOciWorker;
+  const localWorker = createWorker({
     id: opts.id,
-    root: join(opts.root, 'worker-oci'),
+    root: join(opts.root, `worker-${opts.worker}`),
     sessions: sessionClient,
     publish: (subject, data) => bus.publish(subject, data),
     logger: logger.child({ tier: 'worker-oci' }),
   });
-  const description = await ociWorker.describe();
+  const description = await localWorker.describe();
   const handle = {
     id: description.id,
     platforms: description.platforms.map((p) => create(llb.PlatformSchema, p)),
@@ -56,14 +59,14 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     exporters: async () => createKilnClient(exporter.ExporterService, transport),
     workers,
     maxParallelism: opts.maxParallelism,
-    tiers: ['solver', 'frontend', 'content', 'worker-oci', 'exporters'],
+    tiers: ['solver', 'frontend', 'content', `worker-${opts.worker}`, 'exporters'],
   });
 
   const routes: Routes = (r) => {
     r.service(control.ControlService, createControlServiceImpl(solver));
     r.service(session.SessionService, createSessionServiceImpl(sessions));
     r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontend], sessions: sessionClient, logger: logger.child({ tier: 'frontend' }) }));
-    r.service(workerApi.WorkerService, createWorkerServiceImpl(ociWorker));
+    r.service(workerApi.WorkerService, createWorkerServiceImpl(localWorker));
     r.service(content.ContentService, createContentServiceImpl(store));
     r.service(
       exporter.ExporterService,
@@ -77,12 +80,17 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
   };
   transport.bind(createInMemoryTransport(routes));
   const server: RpcServer = await serveRoutes(opts.addr, routes);
+  // Lets scripts (and `kill $(cat ROOT/kilnd.pid)`) find the daemon.
+  const pidFile = join(opts.root, 'kilnd.pid');
+  mkdirSync(opts.root, { recursive: true });
+  writeFileSync(pidFile, `${process.pid}\n`);
   logger.info({ addr: opts.addr, root: opts.root }, 'kilnd ready (all tiers in one process)');
   return {
     async close() {
       await server.close();
+      rmSync(pidFile, { force: true });
       solver.close();
-      await ociWorker.close();
+      await localWorker.close();
       await store.close();
       await bus.close();
     },

@@ -23,6 +23,8 @@ export interface DaemonOptions {
   /** This process's id in the cluster directory. */
   id: string;
   maxParallelism: number;
+  /** The worker backend of the all-in-one daemon. */
+  worker: 'oci' | 'containerd';
   logLevel?: string;
 }
 
@@ -35,10 +37,11 @@ interface ConfigFile {
   tier?: string;
   id?: string;
   'max-parallelism'?: number;
+  worker?: string;
   'log-level'?: string;
 }
 
-const USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--id ID] [--max-parallelism N]';
+const USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--id ID] [--max-parallelism N] [--worker oci|containerd]';
 
 /**
  * Compiles `kiln daemon` flags (over a TOML or YAML config file, flags win)
@@ -52,7 +55,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
     if (!m) throw new InvalidArgumentError(`unexpected argument "${arg}"; usage: ${USAGE}`, arg);
     const name = m[1]!;
-    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism'].includes(name)) {
+    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker'].includes(name)) {
       throw new InvalidArgumentError(`unknown flag --${name}; usage: ${USAGE}`, `--${name}`);
     }
     const value = m[2] ?? argv[++i];
@@ -76,7 +79,9 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   }
   const mp = Number(pick('max-parallelism') ?? 4);
   if (!Number.isInteger(mp) || mp < 1) throw new InvalidArgumentError(`--max-parallelism must be a positive integer, got "${pick('max-parallelism')}"`, '--max-parallelism');
-  return { tier, root, addr, listen, advertise, nats, id: pick('id') ?? `${hostname()}-${process.pid}`, maxParallelism: mp, logLevel: file['log-level'] };
+  const worker = pick('worker') ?? 'oci';
+  if (worker !== 'oci' && worker !== 'containerd') throw new InvalidArgumentError(`--worker must be oci or containerd, got "${worker}"`, '--worker');
+  return { tier, root, addr, listen, advertise, nats, worker, id: pick('id') ?? `${hostname()}-${process.pid}`, maxParallelism: mp, logLevel: file['log-level'] };
 }
 
 function readConfig(path: string): ConfigFile {

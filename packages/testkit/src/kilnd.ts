@@ -100,10 +100,10 @@ export interface Kilnd extends DaemonProcess {
 }
 
 /** Starts the all-in-one daemon on a unix socket in a temp root (removed on stop). */
-export async function startKilnd(): Promise<Kilnd> {
+export async function startKilnd(opts: { worker?: 'oci' | 'containerd' } = {}): Promise<Kilnd> {
   const root = mkdtempSync(join(tmpdir(), 'kiln-e2e-'));
   const sock = join(root, 'kiln.sock');
-  const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`]);
+  const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`, '--worker', opts.worker ?? 'oci']);
   await waitFor('its socket', () => existsSync(sock) && canConnect({ path: sock }), handle, proc);
   return {
     ...handle,
