@@ -21,8 +21,11 @@ fi
 stamp=node_modules/.kiln-lock-sha
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: npm ci (better-sqlite3 compiles from source: about a minute)"
-  npm ci --no-audit --no-fund --loglevel=error
+  echo "setup: npm install (better-sqlite3 compiles from source: about a minute)"
+  # `npm install` with the committed lockfile rather than `npm ci`: the lockfile
+  # written here lacks other platforms' optional binaries (buf, rollup), and
+  # `npm ci` refuses such a lockfile as out of sync.
+  npm install --no-audit --no-fund --loglevel=error
   echo "$want" > "$stamp"
 fi
 

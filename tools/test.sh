@@ -5,4 +5,13 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 node tools/check-layering.mjs
 node tools/check-proto.mjs
-npx vitest run
+report=$(mktemp)
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile="$report" || status=$?
+# One plain closing line with the counts.
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
+' "$report" || true
+rm -f "$report"
+exit "$status"
