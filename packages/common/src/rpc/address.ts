@@ -13,7 +13,7 @@ export function parseAddress(value: string, field = '--addr'): Address {
   const m = /^(?:tcp|http):\/\/(\[[^\]]+\]|[^:/]+):(\d+)\/?$/.exec(value);
   if (m) {
     const port = Number(m[2]);
-    if (port > 0 && port < 65536) return { kind: 'tcp', host: m[1]!.replace(/^\[|\]$/g, ''), port };
+    if (port >= 0 && port < 65536) return { kind: 'tcp', host: m[1]!.replace(/^\[|\]$/g, ''), port };
   }
   throw new InvalidArgumentError(`invalid address "${value}": want unix:///PATH or tcp://HOST:PORT`, field);
 }

@@ -5,6 +5,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import { serverErrorInterceptor } from '../errors/connect.js';
+import { KilnError } from '../errors/errors.js';
 import { parseAddress, type Address } from './address.js';
 
 export type Routes = (router: ConnectRouter) => void;
@@ -50,6 +51,11 @@ export async function serveRoutes(addr: string | Address, routes: Routes): Promi
   });
   if (a.kind === 'unix') {
     mkdirSync(dirname(a.path), { recursive: true });
+    // A socket file nobody answers on is left from a crash: replace it. One
+    // that answers belongs to a running daemon: never steal it.
+    if (await answers(a.path)) {
+      throw new KilnError('already_exists', `another process is already serving on unix://${a.path}`, { field: '--addr' });
+    }
     rmSync(a.path, { force: true });
   }
   await new Promise<void>((resolve, reject) => {
@@ -77,4 +83,15 @@ export async function serveRoutes(addr: string | Address, routes: Routes): Promi
       if (a.kind === 'unix') rmSync(a.path, { force: true });
     },
   };
+}
+
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect(path);
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+  });
 }
