@@ -1,0 +1,67 @@
+import { frontend, session } from '@kiln/api';
+import { createInMemoryTransport, createKilnClient, silentLogger, type KilnError } from '@kiln/common';
+import { localAttrs, parseDefinition } from '@kiln/llb';
+import { describe, expect, it } from 'vitest';
+import { dockerfileFrontend } from '../dockerfile/dockerfile-frontend.js';
+import { createFrontendServiceImpl } from './frontend-service.js';
+
+/** The frontend tier over the router transport, its session relay faked with in-memory files. */
+function setup(files: Record<string, string>) {
+  const reads: string[] = [];
+  const transport = createInMemoryTransport((r) => {
+    r.service(session.SessionService, {
+      async readFile(req) {
+        reads.push(`${req.dirName}:${req.path}`);
+        const data = files[`${req.dirName}:${req.path}`];
+        return data === undefined ? { found: false } : { found: true, data: new TextEncoder().encode(data) };
+      },
+    });
+  });
+  const fe = createInMemoryTransport((r) =>
+    r.service(
+      frontend.FrontendService,
+      createFrontendServiceImpl({ frontends: [dockerfileFrontend], sessions: createKilnClient(session.SessionService, transport), logger: silentLogger() }),
+    ),
+  );
+  return { client: createKilnClient(frontend.FrontendService, fe), reads };
+}
+
+function contextSource(def: ReturnType<typeof parseDefinition>) {
+  const op = [...def.ops.values()].find((o) => o.op.op.case === 'source')!.op.op;
+  if (op.case !== 'source') throw new Error('no source');
+  return localAttrs(op.value.attrs);
+}
+
+describe('FrontendService with dockerfile.v0', () => {
+  it('reads the Dockerfile and .dockerignore through the session and returns LLB + image config', async () => {
+    const { client, reads } = setup({ 'dockerfile:Dockerfile': 'FROM scratch\nARG V=1\nCOPY a /a\nLABEL v=$V\n', 'context:.dockerignore': '*.log\n# c\n!keep.log\n' });
+    const res = await client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: { 'build-arg:V': '2' } });
+    const def = parseDefinition(res.definition!);
+    expect(contextSource(def)).toEqual({ includePatterns: ['a'], excludePatterns: ['*.log', '!keep.log'], followPaths: [] });
+    expect(res.definition!.sources[0]?.filename).toBe('Dockerfile');
+    expect(JSON.parse(new TextDecoder().decode(res.imageConfig)).config.Labels).toEqual({ v: '2' });
+    expect(reads).toEqual(['dockerfile:Dockerfile', 'dockerfile:Dockerfile.dockerignore', 'context:.dockerignore']);
+  });
+
+  it('prefers <Dockerfile>.dockerignore next to the Dockerfile', async () => {
+    const { client } = setup({ 'dockerfile:app.Dockerfile': 'FROM scratch\nCOPY . /\n', 'dockerfile:app.Dockerfile.dockerignore': 'secret\n', 'context:.dockerignore': 'other\n' });
+    const res = await client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: { filename: 'app.Dockerfile' } });
+    expect(contextSource(parseDefinition(res.definition!)).excludePatterns).toEqual(['secret']);
+  });
+
+  it('keeps the file and line of a Dockerfile error across the wire', async () => {
+    const { client } = setup({ 'dockerfile:Dockerfile': 'FROM scratch\n\nCOPY --bogus=1 a /a\n' });
+    const err = (await client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: {} }).catch((e: unknown) => e)) as KilnError;
+    expect(err.code).toBe('source');
+    expect(err.details).toMatchObject({ file: 'Dockerfile', line: 3 });
+  });
+
+  it('names a missing Dockerfile and an unknown frontend', async () => {
+    const { client } = setup({});
+    await expect(client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: { filename: 'Nope' } })).rejects.toMatchObject({
+      code: 'not_found',
+      message: expect.stringContaining('Nope'),
+    });
+    await expect(client.solve({ buildId: 'b', sessionId: 's', frontend: 'gateway.v0', attrs: {} })).rejects.toMatchObject({ code: 'invalid_argument' });
+  });
+});
