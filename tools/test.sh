@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 node tools/check-layering.mjs
 node tools/check-proto.mjs
+node tools/typecheck.mjs
 report=$(mktemp)
 status=0
 npx vitest run --reporter=default --reporter=json --outputFile="$report" || status=$?

@@ -21,5 +21,4 @@ export { decodeExporterResponse, newBuildId, NO_OUTPUT_WARNING } from './build/b
 export { connectDaemon, resolveDaemonAddress, DEFAULT_ROOT, DEFAULT_SOCKET, type ConnectOptions, type DaemonAddress, type DaemonConnection } from './daemon.js';
 export { UsageError } from './flags/usage-error.js';
 export { attachSession, type Session, type SessionClient, type SessionDir, type SessionOptions, type SessionOutput } from './session/session-client.js';
-export { compilePatterns, parseIgnoreFile, type PatternMatcher } from './session/patterns.js';
 export { createProgressPrinter, type ProgressPrinter, type TextSink } from './progress/progress.js';

@@ -3,9 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { SourceError } from '@kiln/common';
+import { encodeTarHeader, readTarEntries, SourceError, tarPadding, tarTrailer } from '@kiln/common';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { readTar, encodeTarHeader, tarPadding, tarTrailer } from './session/tar.js';
 import { startFakeDaemon, type FakeDaemon, type FakeDaemonOptions } from './testing/fixtures/fake-daemon.js';
 import { main } from './main.js';
 
@@ -61,7 +60,7 @@ async function tarNames(data: Uint8Array): Promise<string[]> {
   async function* one() {
     yield data;
   }
-  for await (const e of readTar(one())) names.push(e.header.name);
+  for await (const e of readTarEntries(one())) names.push(e.header.name);
   return names;
 }
 

@@ -7,3 +7,6 @@ export * from './errors/connect.js';
 export * from './rpc/address.js';
 export * from './rpc/transport.js';
 export * from './channel.js';
+export * from './archive/tar.js';
+export { PatternMatcher, cleanRelPath, globToRegExp, hasWildcard, matchComponent } from './patterns/matcher.js';
+export { parseIgnoreFile } from './patterns/ignore-file.js';

@@ -3,4 +3,5 @@ export * from './shell/index.js';
 export * from './instructions/index.js';
 export { convertDockerfile, type ConvertOptions, type ConvertResult } from './convert/convert.js';
 export type { ImageConfig } from './convert/image-config.js';
-export { parseDockerignore } from './dockerignore.js';
+/** Reads a .dockerignore (moby's rules); the patterns go to PatternMatcher from @kiln/common. */
+export { parseIgnoreFile as parseDockerignore } from '@kiln/common';

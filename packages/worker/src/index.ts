@@ -17,4 +17,3 @@ export {
 export { createWorkerServiceImpl } from './rpc/worker-service.js';
 export { buildSubject } from './progress.js';
 export { DEFAULT_PATH } from './ops/exec-op.js';
-export { PatternMatcher } from './fs/patterns.js';

@@ -1,10 +1,9 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
-import { parseAddress } from '@kiln/common';
+import { parseAddress, parseIgnoreFile, PatternMatcher } from '@kiln/common';
 import { parseCsv, parseCsvPairs } from '../flags/csv.js';
 import { parseFlags, type FlagSpecs, type ParsedFlags } from '../flags/flag-parser.js';
 import { UsageError } from '../flags/usage-error.js';
-import { compilePatterns, parseIgnoreFile } from '../session/patterns.js';
 
 /** The flags of `kiln build`, as in DESIGN.md's CLI contract (buildx meanings). */
 export const BUILD_FLAGS = {
@@ -258,7 +257,7 @@ function isRemoteRef(v: string): boolean {
 function readIgnore(file: string): string[] {
   const patterns = parseIgnoreFile(readFileSync(file, 'utf8'));
   try {
-    compilePatterns(patterns, file);
+    new PatternMatcher(patterns, file);
   } catch (err) {
     throw new UsageError(`${(err as Error).message} in ${file}`, '.dockerignore', { cause: err });
   }

@@ -2,9 +2,8 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { PatternMatcher, readTarEntries } from '@kiln/common';
 import { CHUNK_BYTES, followLinks, literalPattern, packSelected, selectFiles } from './dir-pack.js';
-import { compilePatterns } from './patterns.js';
-import { readTar } from './tar.js';
 
 let root: string;
 beforeEach(() => {
@@ -32,7 +31,7 @@ afterEach(() => rmSync(root, { recursive: true, force: true }));
 
 async function select(include: string[], ...excludes: string[][]): Promise<string[]> {
   const out: string[] = [];
-  const entries = selectFiles({ root, include: compilePatterns(include), exclude: excludes.map((e) => compilePatterns(e)) });
+  const entries = selectFiles({ root, include: new PatternMatcher(include), exclude: excludes.map((e) => new PatternMatcher(e)) });
   for await (const e of entries) out.push(e.stat.isDirectory() ? `${e.path}/` : e.path);
   return out;
 }
@@ -76,7 +75,7 @@ describe('selectFiles', () => {
   });
 
   it('keeps symlinks as links', async () => {
-    const entries = selectFiles({ root, include: compilePatterns(['*link*']), exclude: [] });
+    const entries = selectFiles({ root, include: new PatternMatcher(['*link*']), exclude: [] });
     const got: [string, string | undefined][] = [];
     for await (const e of entries) got.push([e.path, e.linkname]);
     expect(got).toEqual([['abs-link', '/etc/passwd'], ['link-to-a', 'src/a.ts']]);
@@ -95,8 +94,8 @@ describe('followLinks', () => {
   });
 
   it('literalPattern escapes glob characters', () => {
-    expect(compilePatterns([literalPattern('a[1]*?.txt')]).matches('a[1]*?.txt')).toBe(true);
-    expect(compilePatterns([literalPattern('a[1]*?.txt')]).matches('a1xx.txt')).toBe(false);
+    expect(new PatternMatcher([literalPattern('a[1]*?.txt')]).matches('a[1]*?.txt')).toBe(true);
+    expect(new PatternMatcher([literalPattern('a[1]*?.txt')]).matches('a1xx.txt')).toBe(false);
   });
 });
 
@@ -106,7 +105,7 @@ describe('packSelected', () => {
     writeFileSync(join(root, 'src/big.bin'), big);
     chmodSync(join(root, 'src/a.ts'), 0o751);
     utimesSync(join(root, 'src/a.ts'), 1_600_000_000, 1_600_000_000);
-    const entries = selectFiles({ root, include: compilePatterns(['src/a.ts', 'src/big.bin']), exclude: [] });
+    const entries = selectFiles({ root, include: new PatternMatcher(['src/a.ts', 'src/big.bin']), exclude: [] });
     const chunks: Uint8Array[] = [];
     for await (const c of packSelected(root, entries)) chunks.push(c);
     expect(chunks.every((c) => c.length <= CHUNK_BYTES)).toBe(true);
@@ -115,7 +114,7 @@ describe('packSelected', () => {
     async function* replay() {
       yield* chunks;
     }
-    for await (const { header, body } of readTar(replay())) {
+    for await (const { header, body } of readTarEntries(replay())) {
       let size = 0;
       for await (const b of body) size += b.length;
       got[header.name] = { mode: header.mode, mtime: header.mtime, size };

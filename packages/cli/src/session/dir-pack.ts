@@ -1,9 +1,7 @@
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { join, posix } from 'node:path';
-import { CanceledError } from '@kiln/common';
-import { cleanRelPath, type PatternMatcher } from './patterns.js';
-import { encodeTarHeader, tarPadding, tarTrailer, type TarHeader } from './tar.js';
+import { CanceledError, cleanRelPath, encodeTarHeader, tarPadding, tarTrailer, type PatternMatcher, type TarHeader } from '@kiln/common';
 
 /** Largest data chunk read from a file or sent in one message. */
 export const CHUNK_BYTES = 64 * 1024;
@@ -136,6 +134,8 @@ export async function* packSelected(root: string, entries: AsyncIterable<Selecte
       linkname: e.linkname ?? '',
       uname: '',
       gname: '',
+      devmajor: 0,
+      devminor: 0,
     };
     yield* chunker.push(encodeTarHeader(header));
     if (header.type !== 'file') continue;

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { encodeTarHeader, tarPadding, tarTrailer, type TarHeader } from '@kiln/common';
 import { extractTar, safeRelPath, writeFileOutput } from './extract.js';
-import { encodeTarHeader, tarPadding, tarTrailer, type TarHeader } from './tar.js';
 
 let dir: string;
 beforeEach(() => {
@@ -41,7 +41,7 @@ describe('extractTar', () => {
           { name: 'implicit/parent/x.txt', data: 'x' },
           { name: 'link', type: 'symlink', linkname: 'ro/file.sh' },
           { name: 'hard', type: 'link', linkname: 'implicit/parent/x.txt' },
-          { name: 'dev', type: 'other' },
+          { name: 'dev', type: 'fifo' },
         ]),
       ),
       dest,

@@ -3,8 +3,7 @@ import { chmod, lchown, link, lstat, lutimes, mkdir, rm, symlink, unlink, utimes
 import { once } from 'node:events';
 import { dirname, join, posix } from 'node:path';
 import type { Writable } from 'node:stream';
-import { InvalidArgumentError, KilnError } from '@kiln/common';
-import { readTar } from './tar.js';
+import { InvalidArgumentError, KilnError, readTarEntries } from '@kiln/common';
 
 export interface ExtractOptions {
   /** Also apply the archive's uid/gid (only meaningful as root). Default: when running as root. */
@@ -52,7 +51,7 @@ export async function extractTar(chunks: AsyncIterable<Uint8Array>, dest: string
     await unlink(abs);
   };
 
-  for await (const { header, body } of readTar(chunks)) {
+  for await (const { header, body } of readTarEntries(chunks)) {
     const rel = safeRelPath(header.name);
     if (rel === '') {
       if (header.type === 'directory') dirs.push({ path: dest, mode: header.mode, mtime: header.mtime });
@@ -69,7 +68,8 @@ export async function extractTar(chunks: AsyncIterable<Uint8Array>, dest: string
         dirs.push({ path: abs, mode: header.mode, mtime: header.mtime });
         break;
       }
-      case 'file': {
+      case 'file':
+      case 'contiguous-file': {
         await clear(abs, rel, false);
         const ws = createWriteStream(abs, { flags: 'wx', mode: 0o600 });
         await writeAll(body, ws);

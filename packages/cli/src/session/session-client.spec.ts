@@ -3,12 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { session as sessionApi } from '@kiln/api';
-import { createKilnClient, createNodeTransport } from '@kiln/common';
+import { createKilnClient, createNodeTransport, encodeTarHeader, parseIgnoreFile, readTarEntries, tarPadding, tarTrailer, type TarHeader } from '@kiln/common';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeDaemon, type FakeDaemon, type FakeSessionPeer } from '../testing/fixtures/fake-daemon.js';
-import { parseIgnoreFile } from './patterns.js';
 import { attachSession, type Session, type SessionOutput } from './session-client.js';
-import { encodeTarHeader, readTar, tarPadding, tarTrailer, type TarHeader } from './tar.js';
 
 let daemon: FakeDaemon;
 let root: string;
@@ -42,7 +40,7 @@ async function entries(tar: Uint8Array): Promise<Record<string, { type: string; 
   async function* one() {
     yield tar;
   }
-  for await (const { header, body } of readTar(one())) {
+  for await (const { header, body } of readTarEntries(one())) {
     const parts: Uint8Array[] = [];
     for await (const b of body) parts.push(b);
     out[header.name] = { type: header.type, mode: header.mode, data: Buffer.concat(parts).toString(), linkname: header.linkname };

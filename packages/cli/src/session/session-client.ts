@@ -4,11 +4,20 @@ import type { Writable } from 'node:stream';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { Client } from '@connectrpc/connect';
 import { session as sessionApi } from '@kiln/api';
-import { asKilnError, CanceledError, KilnError, NotFoundError, silentLogger, type Logger } from '@kiln/common';
-import { Channel } from './channel.js';
+import {
+  asKilnError,
+  CanceledError,
+  cleanRelPath,
+  createChannel,
+  KilnError,
+  NotFoundError,
+  PatternMatcher,
+  silentLogger,
+  type Channel,
+  type Logger,
+} from '@kiln/common';
 import { CHUNK_BYTES, followLinks, literalPattern, packSelected, selectFiles } from './dir-pack.js';
 import { extractTar, writeFileOutput } from './extract.js';
-import { cleanRelPath, compilePatterns, type PatternMatcher } from './patterns.js';
 
 type AttachRequestInit = MessageInitShape<typeof sessionApi.AttachRequestSchema>;
 type AttachResponse = sessionApi.AttachResponse;
@@ -86,7 +95,7 @@ class SessionImpl implements Session {
   readonly #client: SessionClient;
   readonly #opts: SessionOptions;
   readonly #log: Logger;
-  readonly #out = new Channel<AttachRequestInit>();
+  readonly #out = createChannel<AttachRequestInit>();
   readonly #abort = new AbortController();
   readonly #dirs = new Map<string, SessionDir & { ignore: PatternMatcher }>();
   readonly #outputs = new Map<string, SessionOutput>();
@@ -103,7 +112,7 @@ class SessionImpl implements Session {
     this.#client = client;
     this.#opts = opts;
     this.#log = (opts.logger ?? silentLogger()).child({ component: 'session', sessionId: opts.sessionId });
-    for (const d of opts.dirs) this.#dirs.set(d.name, { ...d, ignore: compilePatterns(d.excludes ?? [], '.dockerignore') });
+    for (const d of opts.dirs) this.#dirs.set(d.name, { ...d, ignore: new PatternMatcher(d.excludes ?? [], '.dockerignore') });
     for (const o of opts.outputs) this.#outputs.set(o.id, o);
     this.#ready = new Promise((resolve, reject) => {
       this.#resolveReady = resolve;
@@ -150,7 +159,7 @@ class SessionImpl implements Session {
     if (this.#closing) return;
     this.#closing = true;
     for (const c of this.#calls.values()) c.abort();
-    this.#out.close();
+    this.#out.end();
     const timer = setTimeout(() => this.#abort.abort(new CanceledError('session closed')), graceMs);
     timer.unref?.();
     void this.#closed.then(() => clearTimeout(timer));
@@ -176,9 +185,9 @@ class SessionImpl implements Session {
   }
 
   #teardown(): void {
-    this.#out.close();
+    this.#out.end();
     for (const c of this.#calls.values()) c.abort();
-    for (const w of this.#writes.values()) w.chunks.fail(new CanceledError('session ended'));
+    for (const w of this.#writes.values()) w.chunks.abort(new CanceledError('session ended'));
   }
 
   async #dispatch(res: AttachResponse): Promise<void> {
@@ -202,7 +211,7 @@ class SessionImpl implements Session {
       }
       case 'writeEnd': {
         const w = this.#writes.get(m.value.callId);
-        w?.chunks.close();
+        w?.chunks.end();
         return;
       }
       case 'cancel':
@@ -247,8 +256,8 @@ class SessionImpl implements Session {
   async #fetch(call: sessionApi.FetchCall, signal: AbortSignal): Promise<CallResult> {
     const dir = this.#dir(call.dirName);
     const follow = await followLinks(dir.path, call.followPaths);
-    const include = compilePatterns([...call.includePatterns, ...follow.map(literalPattern)], 'includePatterns');
-    const exclude = [dir.ignore, compilePatterns(call.excludePatterns, 'excludePatterns')].filter((m) => !m.empty);
+    const include = new PatternMatcher([...call.includePatterns, ...follow.map(literalPattern)], 'includePatterns');
+    const exclude = [dir.ignore, new PatternMatcher(call.excludePatterns, 'excludePatterns')].filter((m) => !m.empty);
     const entries = selectFiles({ root: dir.path, include, exclude, signal });
     let bytes = 0;
     for await (const chunk of packSelected(dir.path, entries, signal)) {
@@ -297,11 +306,11 @@ class SessionImpl implements Session {
   }
 
   #beginWrite(callId: number, outputId: string): void {
-    const chunks = new Channel<Uint8Array>();
+    const chunks = createChannel<Uint8Array>();
     const w: WriteCall = { chunks, done: false };
     this.#writes.set(callId, w);
     this.#serve(callId, async (signal) => {
-      signal.addEventListener('abort', () => chunks.fail(new CanceledError('write canceled')), { once: true });
+      signal.addEventListener('abort', () => chunks.abort(new CanceledError('write canceled')), { once: true });
       try {
         const out = this.#outputs.get(outputId);
         if (!out) throw new NotFoundError(`session has no output "${outputId}"`);
@@ -313,7 +322,9 @@ class SessionImpl implements Session {
           }
         })();
         if (out.kind === 'dir') {
-          await extractTar(counted, out.path);
+          // The tar reader closes what it reads when it stops; keep `counted` open to drain it.
+          const source = counted[Symbol.asyncIterator]();
+          await extractTar({ [Symbol.asyncIterator]: () => ({ next: () => source.next() }) }, out.path);
           // Drain anything after the archive's end blocks.
           for await (const _ of counted) void _;
         } else {
@@ -324,7 +335,7 @@ class SessionImpl implements Session {
       } catch (err) {
         // Later chunks for this call are dropped; the daemon gets the error now.
         w.done = true;
-        chunks.fail(err);
+        chunks.abort(err);
         throw err;
       } finally {
         w.done = true;

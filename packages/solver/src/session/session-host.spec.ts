@@ -1,15 +1,15 @@
-import { create } from '@bufbuild/protobuf';
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { session } from '@kiln/api';
 import { createChannel, silentLogger } from '@kiln/common';
 import { describe, expect, it } from 'vitest';
 import { SessionHost } from './session-host.js';
 
-type Req = session.AttachRequest;
+type ReqMsg = MessageInitShape<typeof session.AttachRequestSchema>['msg'];
 
 /** Attaches a fake client that answers calls with `answer`. */
-function attachFake(host: SessionHost, id: string, answer: (msg: session.AttachResponse, send: (r: Req['msg']) => void) => void) {
-  const requests = createChannel<Req>();
-  const send = (msg: Req['msg']) => requests.push(create(session.AttachRequestSchema, { msg }));
+function attachFake(host: SessionHost, id: string, answer: (msg: session.AttachResponse, send: (r: ReqMsg) => void) => void) {
+  const requests = createChannel<session.AttachRequest>();
+  const send = (msg: ReqMsg) => requests.push(create(session.AttachRequestSchema, { msg }));
   send({ case: 'hello', value: { sessionId: id, dirs: [{ name: 'context' }], outputs: [{ id: 'o1', kind: 'dir' }] } });
   const responses = host.attach(requests);
   const written: Uint8Array[] = [];

@@ -2,9 +2,9 @@ import { constants } from 'node:fs';
 import { copyFile, link, mkdir, readdir, readlink, rm, stat, symlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
+import { hasWildcard, matchComponent, PatternMatcher } from '@kiln/common';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
 import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from './fs-util.js';
-import { hasWildcard, matchComponent, PatternMatcher } from './patterns.js';
 
 export interface CopyOptions {
   /** Copy a symlink named by `src` as its target (true) or as the link (false). */
@@ -176,7 +176,7 @@ async function planFiltered(srcAbs: string, fiSrc: Stats, include: PatternMatche
       if (excluded && !(isDir && exclude.hasExceptions)) continue;
       const included = include.empty || include.matches(childRel);
       let keep = included && !excluded;
-      if (isDir && (included || include.mayMatchBelow(childRel))) {
+      if (isDir && (included || include.mayMatchUnder(childRel))) {
         if (await walk(path.join(abs, ent.name), childRel)) keep = true;
       }
       if (keep) {

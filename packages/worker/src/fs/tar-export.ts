@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
-import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeaderInit } from './tar.js';
+import { encodeTarHeader, tarPadding, tarTrailer, type TarHeaderInit } from '@kiln/common';
 
 /** Size of the chunks the exported stream is grouped into. */
 export const EXPORT_CHUNK_SIZE = 64 * 1024;
@@ -25,7 +25,7 @@ export async function* exportTree(dir: string, opts: { signal?: AbortSignal } = 
       size = 0;
     }
   }
-  parts.push(END_OF_ARCHIVE);
+  parts.push(tarTrailer());
   yield Buffer.concat(parts);
 }
 
@@ -40,19 +40,19 @@ async function* treeBlocks(root: string, signal: AbortSignal | undefined): Async
       const st = await lstat(abs);
       const base = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000) };
       if (st.isDirectory()) {
-        yield encodeHeader({ ...base, name: `${rel}/`, type: 'directory' });
+        yield encodeTarHeader({ ...base, name: rel, type: 'directory' });
         yield* walk(abs, rel);
       } else if (st.isSymbolicLink()) {
-        yield encodeHeader({ ...base, name: rel, type: 'symlink', linkname: await readlink(abs) });
+        yield encodeTarHeader({ ...base, name: rel, type: 'symlink', linkname: await readlink(abs) });
       } else if (st.isFile()) {
         const inode = `${st.dev}:${st.ino}`;
         const first = st.nlink > 1 ? firstPathOfInode.get(inode) : undefined;
         if (first !== undefined) {
-          yield encodeHeader({ ...base, name: rel, type: 'link', linkname: first });
+          yield encodeTarHeader({ ...base, name: rel, type: 'link', linkname: first });
           continue;
         }
         if (st.nlink > 1) firstPathOfInode.set(inode, rel);
-        yield encodeHeader({ ...base, name: rel, type: 'file', size: st.size });
+        yield encodeTarHeader({ ...base, name: rel, type: 'file', size: st.size });
         yield* fileBody(abs, st.size, rel);
       } else if (st.isFIFO() || st.isCharacterDevice() || st.isBlockDevice()) {
         const h: TarHeaderInit = { ...base, name: rel, type: st.isFIFO() ? 'fifo' : st.isCharacterDevice() ? 'character-device' : 'block-device' };
@@ -61,7 +61,7 @@ async function* treeBlocks(root: string, signal: AbortSignal | undefined): Async
           h.devmajor = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
           h.devminor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
         }
-        yield encodeHeader(h);
+        yield encodeTarHeader(h);
       }
     }
   }
@@ -82,6 +82,6 @@ async function* fileBody(abs: string, size: number, rel: string): AsyncGenerator
   } finally {
     await fh.close();
   }
-  const pad = padding(size);
-  if (pad > 0) yield Buffer.alloc(pad);
+  const pad = tarPadding(size);
+  if (pad.length > 0) yield pad;
 }

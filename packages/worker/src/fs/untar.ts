@@ -2,9 +2,8 @@ import { link, lutimes, mkdir, open, rm, symlink } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import path from 'node:path';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
-import type { Logger } from '@kiln/common';
+import { readTarEntries, type Logger, type TarHeader } from '@kiln/common';
 import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from './fs-util.js';
-import { readTarEntries, type TarHeader } from './tar.js';
 
 export interface ExtractOptions {
   /** Called with the running count of tar bytes read. */
@@ -66,7 +65,7 @@ async function writeEntry(
 ): Promise<void> {
   const rel = cleanRootPath(h.name);
   const attrs = { mode: h.mode, uid: h.uid, gid: h.gid };
-  const mtimeMs = h.mtime * 1000;
+  const mtimeMs = Math.floor(h.mtime) * 1000;
   if (rel === '/') {
     await drain(body);
     if (h.type === 'directory') {

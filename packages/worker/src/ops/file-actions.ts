@@ -2,12 +2,11 @@ import { constants } from 'node:fs';
 import { mkdir, open, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { llb } from '@kiln/api';
-import { UnimplementedError } from '@kiln/common';
+import { hasWildcard, UnimplementedError } from '@kiln/common';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
 import { copyPath } from '../fs/copy.js';
 import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from '../fs/fs-util.js';
 import { resolveWildcards } from '../fs/copy.js';
-import { hasWildcard } from '../fs/patterns.js';
 import { resolveChown } from '../fs/users.js';
 
 /** Unix seconds (-1 or absent: none) as ms. */

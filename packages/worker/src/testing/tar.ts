@@ -1,10 +1,10 @@
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
-import { PatternMatcher } from '../fs/patterns.js';
-import { encodeHeader, END_OF_ARCHIVE, padding, readTarEntries, type TarEntryType } from '../fs/tar.js';
+import { encodeTarHeader, PatternMatcher, readTarEntries, tarPadding, tarTrailer, type TarEntryType } from '@kiln/common';
 
 /** One tar entry as the tests see it. */
 export interface TarEntry {
+  /** Entry path; directories end with "/" (as exportRef writes them). */
   name: string;
   type: TarEntryType;
   mode: number;
@@ -25,10 +25,10 @@ export async function buildTar(entries: TarEntryInit[]): Promise<Uint8Array> {
   for (const e of entries) {
     const type = e.type ?? 'file';
     const data = type === 'file' && e.data !== undefined ? Buffer.from(e.data) : Buffer.alloc(0);
-    parts.push(encodeHeader({ name: e.name, type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, linkname: e.linkname, size: data.length }));
-    parts.push(data, Buffer.alloc(padding(data.length)));
+    parts.push(encodeTarHeader({ name: e.name, type, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, linkname: e.linkname, size: data.length }));
+    parts.push(data, tarPadding(data.length));
   }
-  parts.push(END_OF_ARCHIVE);
+  parts.push(tarTrailer());
   return Buffer.concat(parts);
 }
 
@@ -39,12 +39,12 @@ export async function readTar(chunks: AsyncIterable<Uint8Array> | Uint8Array): P
     const parts: Buffer[] = [];
     for await (const c of body) parts.push(c);
     out.push({
-      name: h.name,
+      name: h.type === 'directory' ? `${h.name}/` : h.name,
       type: h.type,
       mode: h.mode,
       uid: h.uid,
       gid: h.gid,
-      mtime: h.mtime,
+      mtime: Math.floor(h.mtime),
       ...(h.linkname ? { linkname: h.linkname } : {}),
       data: Buffer.concat(parts),
     });
@@ -83,7 +83,7 @@ export async function packDirectory(dir: string, patterns: { include?: readonly 
       const included = include.empty || include.matches(childRel);
       const base = { name: childRel, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000) };
       if (st.isDirectory()) {
-        if (!included && !include.mayMatchBelow(childRel)) continue;
+        if (!included && !include.mayMatchUnder(childRel)) continue;
         const at = entries.length;
         entries.push({ ...base, type: 'directory' });
         if (!(await walk(childAbs, childRel)) && !included) entries.splice(at, 1);

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { cleanRelPath, compilePatterns, parseIgnoreFile } from './patterns.js';
+import { parseIgnoreFile } from './ignore-file.js';
+import { cleanRelPath, globToRegExp, hasWildcard, matchComponent, PatternMatcher } from './matcher.js';
 
-const m = (...patterns: string[]) => compilePatterns(patterns);
+const m = (...patterns: string[]) => new PatternMatcher(patterns);
 
-describe('compilePatterns().matches', () => {
+describe('PatternMatcher.matches', () => {
   it.each([
     // [pattern, path, matches]
     ['foo', 'foo', true],
@@ -40,6 +41,13 @@ describe('compilePatterns().matches', () => {
     ['file.txt', 'fileXtxt', false], // . is literal
     ['a+b(c)|{d}$', 'a+b(c)|{d}$', true],
     ['élan/*', 'élan/ü', true],
+    ['*.txt', 'a.txt', true],
+    ['*.txt', 'sub/a.txt', false],
+    ['*.txt', '/a.txt', true], // paths are cleaned too
+    ['*.txt', './a.txt', true],
+    ['dir/**/x', 'dir/x', true],
+    ['dir/**/x', 'dir/a/b/x', true],
+    ['build', 'build/out/bin', true],
   ])('%s vs %s -> %s', (pattern, path, want) => {
     expect(m(pattern).matches(path)).toBe(want);
   });
@@ -75,11 +83,23 @@ describe('compilePatterns().matches', () => {
     expect(m().matches('x')).toBe(false);
   });
 
+  it('tells whether there are exceptions', () => {
+    const p = m('*.md', '!README.md');
+    expect(p.matches('a.md')).toBe(true);
+    expect(p.matches('README.md')).toBe(false);
+    expect(p.hasExceptions).toBe(true);
+    expect(m('*.md').hasExceptions).toBe(false);
+  });
+
+  it('keeps the cleaned patterns', () => {
+    expect(m(' /a/b/ ', '! ./c', '', 'd/../e').patterns).toEqual(['a/b', '!c', 'e']);
+  });
+
   it('rejects malformed patterns naming the field', () => {
-    expect(() => compilePatterns(['!'], '.dockerignore')).toThrow(/illegal exclusion pattern/);
-    expect(() => compilePatterns(['[abc'], '.dockerignore')).toThrow(/invalid pattern "\[abc"/);
+    expect(() => new PatternMatcher(['!'], '.dockerignore')).toThrow(/illegal exclusion pattern/);
+    expect(() => new PatternMatcher(['[abc'], '.dockerignore')).toThrow(/invalid pattern "\[abc"/);
     try {
-      compilePatterns(['x\\'], 'excludePatterns');
+      new PatternMatcher(['x\\'], 'excludePatterns');
     } catch (err) {
       expect((err as { details: { field: string } }).details.field).toBe('excludePatterns');
     }
@@ -95,6 +115,9 @@ describe('partial matches for walkers', () => {
     expect(p.mayMatchUnder('docs/api')).toBe(true);
     expect(p.mayMatchUnder('docs/guide')).toBe(false);
     expect(p.mayMatchUnder('node_modules')).toBe(false);
+    expect(m('src/**/*.ts', 'docs/a.md').mayMatchUnder('docs')).toBe(true);
+    expect(p.mayMatchUnder('')).toBe(true); // the root holds everything
+    expect(m('!x').mayMatchUnder('')).toBe(false);
   });
 
   it('mayMatchUnder holds beneath a directory the pattern matches', () => {
@@ -116,6 +139,19 @@ describe('parseIgnoreFile', () => {
     const text = '\uFEFF# comment\n\nnode_modules\n  /dist/  \n! keep.txt\r\n*.log\n #not a comment\n';
     expect(parseIgnoreFile(text)).toEqual(['node_modules', 'dist', '!keep.txt', '*.log', '#not a comment']);
   });
+
+  it('cleans paths and keeps exceptions, as Docker does', () => {
+    expect(parseIgnoreFile('a/./b/../c\n/abs/path\n!/x/\n\n  \n# c\n**/*.tmp\n')).toEqual(['a/c', 'abs/path', '!x', '**/*.tmp']);
+    expect(parseIgnoreFile('')).toEqual([]);
+  });
+
+  it('feeds PatternMatcher', () => {
+    const p = new PatternMatcher(parseIgnoreFile('*\n!src\nsrc/**/*.test.ts\n'));
+    expect(p.matches('README.md')).toBe(true);
+    expect(p.matches('src/a.ts')).toBe(false);
+    expect(p.matches('src/x/a.test.ts')).toBe(true);
+    expect(p.hasExceptionsUnder('src')).toBe(true);
+  });
 });
 
 describe('cleanRelPath', () => {
@@ -126,4 +162,34 @@ describe('cleanRelPath', () => {
     ['.', ''],
     ['', ''],
   ])('%s -> %s', (input, want) => expect(cleanRelPath(input)).toBe(want));
+});
+
+describe('globToRegExp, matchComponent, hasWildcard', () => {
+  it('compiles globs', () => {
+    expect(globToRegExp('a?c').test('abc')).toBe(true);
+    expect(globToRegExp('a?c').test('a/c')).toBe(false);
+    expect(globToRegExp('[!a]x').test('bx')).toBe(true);
+    expect(globToRegExp('[!a]x').test('ax')).toBe(false);
+    expect(globToRegExp('a\\*').test('a*')).toBe(true);
+    expect(globToRegExp('a\\*').test('ab')).toBe(false);
+    expect(globToRegExp('**').test('any/thing')).toBe(true);
+    expect(globToRegExp('**').test('new\nline')).toBe(true);
+    expect(matchComponent('*.go', 'main.go')).toBe(true);
+    expect(matchComponent('f.(x)', 'f.(x)')).toBe(true);
+  });
+
+  it('rejects malformed globs, but matchComponent takes them literally', () => {
+    expect(() => globToRegExp('a[b')).toThrow(/unterminated character class/);
+    expect(() => globToRegExp('a\\')).toThrow(/trailing backslash/);
+    expect(matchComponent('a[b', 'a[b')).toBe(true);
+    expect(matchComponent('a[b*', 'a[bcd')).toBe(true);
+    expect(matchComponent('a\\', 'a\\')).toBe(true);
+  });
+
+  it('spots wildcards', () => {
+    expect(hasWildcard('a/*.txt')).toBe(true);
+    expect(hasWildcard('a?')).toBe(true);
+    expect(hasWildcard('[ab]')).toBe(true);
+    expect(hasWildcard('plain/path.txt')).toBe(false);
+  });
 });

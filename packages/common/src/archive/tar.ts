@@ -1,15 +1,22 @@
 /*
- * A small streaming tar codec (POSIX ustar + pax, reading GNU long names
- * too), on async iterables of bytes. The worker owns it instead of using
- * tar-stream: that package's v3 runtime dependencies (streamx, b4a, ...) are
- * not installed in this workspace, and async generators give backpressure
- * for free.
+ * A small streaming tar codec (POSIX ustar + pax; GNU long names/links and
+ * base-256 numbers are read too) on async iterables of bytes. Kiln owns it
+ * instead of using tar-stream: that package's v3 runtime dependencies
+ * (streamx, b4a, ...) are not installed in this workspace, and async
+ * generators give backpressure for free.
+ *
+ * Writing: `encodeTarHeader` gives the header block(s) of one entry; the
+ * caller sends the body, `tarPadding(size)`, and `tarTrailer()` at the end.
+ * Reading: `readTarEntries` parses an archive entry by entry.
  */
 
 export type TarEntryType = 'file' | 'link' | 'symlink' | 'character-device' | 'block-device' | 'directory' | 'fifo' | 'contiguous-file';
 
 export interface TarHeader {
-  /** Entry path as stored ("dir/" for directories when written by this codec). */
+  /**
+   * Slash-separated entry path. Read without the trailing slash; the
+   * encoder adds it to directories (a name that has it is kept).
+   */
   name: string;
   type: TarEntryType;
   /** Permission bits (with setuid/setgid/sticky). */
@@ -18,8 +25,9 @@ export interface TarHeader {
   gid: number;
   /** Body size in bytes (0 for everything but files). */
   size: number;
-  /** Unix seconds. */
+  /** Unix seconds; whole when written, may be fractional when read from pax. */
   mtime: number;
+  /** Symlink target or hard-link source. */
   linkname: string;
   uname: string;
   gname: string;
@@ -27,13 +35,26 @@ export interface TarHeader {
   devminor: number;
 }
 
+/** A header to encode; defaults: file, mode 0644 (dirs 0755), ids/mtime/size 0, empty strings. */
 export type TarHeaderInit = Partial<TarHeader> & { name: string };
+
+/** One entry being read; consume `body` before asking for the next entry (or it is skipped). */
+export interface TarReadEntry {
+  header: TarHeader;
+  body: AsyncIterable<Buffer>;
+}
+
+export class TarFormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TarFormatError';
+  }
+}
 
 const BLOCK = 512;
 const TYPE_FLAGS: Record<string, TarEntryType> = {
   '0': 'file',
   '\0': 'file',
-  '': 'file',
   '1': 'link',
   '2': 'symlink',
   '3': 'character-device',
@@ -60,7 +81,7 @@ const FLAG_OF: Record<TarEntryType, string> = {
  * field does not fit ustar (long path or link, big size or ids), then the
  * ustar header. Deterministic: same input, same bytes.
  */
-export function encodeHeader(init: TarHeaderInit): Buffer {
+export function encodeTarHeader(init: TarHeaderInit): Buffer {
   const h = withDefaults(init);
   const pax: [string, string][] = [];
   let name = h.name;
@@ -94,21 +115,27 @@ export function encodeHeader(init: TarHeaderInit): Buffer {
   const records = Buffer.from(pax.map(([k, v]) => paxRecord(k, v)).join(''));
   const paxName = truncateBytes(`PaxHeaders/${h.name.replace(/\/$/, '').split('/').pop() ?? ''}`, 100);
   const paxHeader = ustarBlock({ ...h, name: paxName, linkname: '', size: records.length, uid, gid, mtime, mode: 0o644 }, '', 'x');
-  return Buffer.concat([paxHeader, records, Buffer.alloc(padding(records.length)), ustar]);
+  return Buffer.concat([paxHeader, records, tarPadding(records.length), ustar]);
 }
 
 /** Zero bytes that pad a body of `size` bytes to the block size. */
-export function padding(size: number): number {
-  return (BLOCK - (size % BLOCK)) % BLOCK;
+export function tarPadding(size: number): Buffer {
+  return Buffer.alloc(paddingSize(size));
 }
 
 /** The two zero blocks that end an archive. */
-export const END_OF_ARCHIVE: Buffer = Buffer.alloc(BLOCK * 2);
+export function tarTrailer(): Buffer {
+  return Buffer.alloc(BLOCK * 2);
+}
+
+function paddingSize(size: number): number {
+  return (BLOCK - (size % BLOCK)) % BLOCK;
+}
 
 function withDefaults(h: TarHeaderInit): TarHeader {
   const type = h.type ?? 'file';
   return {
-    name: h.name,
+    name: type === 'directory' && !h.name.endsWith('/') ? `${h.name}/` : h.name,
     type,
     mode: h.mode ?? (type === 'directory' ? 0o755 : 0o644),
     uid: h.uid ?? 0,
@@ -175,27 +202,18 @@ function truncateBytes(s: string, max: number): string {
 
 // ---------------------------------------------------------------- reading
 
-/** One entry being read; consume `body` before asking for the next entry (or it is skipped). */
-export interface TarReadEntry {
-  header: TarHeader;
-  body: AsyncIterable<Buffer>;
-}
-
-export class TarFormatError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'TarFormatError';
-  }
-}
-
 /**
- * Parses a tar stream entry by entry. pax ('x') and GNU long name/link
- * ('L', 'K') records are applied to the next entry; global pax headers
- * are ignored. Ends at the end-of-archive blocks or at a clean EOF between
- * entries; a truncated entry or a bad checksum throws TarFormatError.
+ * Parses a tar stream entry by entry. pax ('x'), global pax ('g') and GNU
+ * long name/link ('L', 'K') records are applied to the next entry (global
+ * ones to all that follow); names come without their trailing slash, and a
+ * file entry whose stored name has one (old archives) is a directory. Ends
+ * at the end-of-archive blocks or at a clean EOF between entries, closing
+ * `chunks`; a truncated entry, a bad checksum or number, or an unknown
+ * entry type throws TarFormatError.
  */
 export async function* readTarEntries(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<TarReadEntry> {
   const r = new ByteReader(chunks[Symbol.asyncIterator]());
+  let globalPax: Record<string, string> = {};
   let pax: Record<string, string> = {};
   let longName: string | undefined;
   let longLink: string | undefined;
@@ -204,30 +222,35 @@ export async function* readTarEntries(chunks: AsyncIterable<Uint8Array>): AsyncG
       const block = await r.read(BLOCK);
       if (!block || isZero(block)) return;
       checkChecksum(block);
-      const flag = String.fromCharCode(block[156]!).replace('\0', '0');
+      const flag = String.fromCharCode(block[156]!);
       const size = readNumber(block, 124, 12);
       if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
         const data = await r.readExact(size);
-        await r.readExact(padding(size));
+        await r.readExact(paddingSize(size));
         if (flag === 'x') pax = { ...pax, ...parsePax(data) };
+        else if (flag === 'g') globalPax = { ...globalPax, ...parsePax(data) };
         else if (flag === 'L') longName = cString(data);
-        else if (flag === 'K') longLink = cString(data);
+        else longLink = cString(data);
         continue;
       }
-      const type = TYPE_FLAGS[flag];
+      const attrs = { ...globalPax, ...pax };
+      const name = attrs.path ?? longName ?? ustarName(block);
+      let type = TYPE_FLAGS[flag];
+      if (name.endsWith('/') && (flag === '0' || flag === '\0' || flag === '7')) type = 'directory';
+      const ustar = block.subarray(257, 262).toString('latin1') === 'ustar';
       const h: TarHeader = {
-        name: longName ?? pax.path ?? ustarName(block),
+        name: name.replace(/\/+$/, ''),
         type: type ?? 'file',
         mode: readNumber(block, 100, 8) & 0o7777,
-        uid: pax.uid !== undefined ? Number(pax.uid) : readNumber(block, 108, 8),
-        gid: pax.gid !== undefined ? Number(pax.gid) : readNumber(block, 116, 8),
-        size: pax.size !== undefined ? Number(pax.size) : size,
-        mtime: pax.mtime !== undefined ? Math.floor(Number(pax.mtime)) : readNumber(block, 136, 12),
-        linkname: longLink ?? pax.linkpath ?? cString(block.subarray(157, 257)),
-        uname: pax.uname ?? cString(block.subarray(265, 297)),
-        gname: pax.gname ?? cString(block.subarray(297, 329)),
-        devmajor: readNumber(block, 329, 8),
-        devminor: readNumber(block, 337, 8),
+        uid: attrs.uid !== undefined ? Number(attrs.uid) : readNumber(block, 108, 8),
+        gid: attrs.gid !== undefined ? Number(attrs.gid) : readNumber(block, 116, 8),
+        size: attrs.size !== undefined ? Number(attrs.size) : size,
+        mtime: attrs.mtime !== undefined ? Number(attrs.mtime) : readNumber(block, 136, 12),
+        linkname: attrs.linkpath ?? longLink ?? cString(block.subarray(157, 257)),
+        uname: attrs.uname ?? cString(block.subarray(265, 297)),
+        gname: attrs.gname ?? cString(block.subarray(297, 329)),
+        devmajor: ustar ? readNumber(block, 329, 8) : 0,
+        devminor: ustar ? readNumber(block, 337, 8) : 0,
       };
       pax = {};
       longName = longLink = undefined;
@@ -243,17 +266,18 @@ export async function* readTarEntries(chunks: AsyncIterable<Uint8Array>): AsyncG
       yield { header: h, body };
       // Skip whatever the consumer left unread, then the padding.
       if (consumed < bodySize) for await (const part of r.stream(bodySize - consumed)) consumed += part.length;
-      await r.readExact(padding(bodySize));
+      await r.readExact(paddingSize(bodySize));
     }
   } finally {
     await r.close();
   }
 }
 
+/** The stored name: ustar's prefix joined to the name field (not for old GNU headers). */
 function ustarName(block: Buffer): string {
   const name = cString(block.subarray(0, 100));
   const magic = block.subarray(257, 263).toString('latin1');
-  if (magic.startsWith('ustar')) {
+  if (magic === 'ustar\u0000') {
     const prefix = cString(block.subarray(345, 500));
     if (prefix) return `${prefix}/${name}`;
   }
@@ -273,8 +297,10 @@ function readNumber(b: Buffer, off: number, width: number): number {
     for (let i = 1; i < field.length; i++) v = (v << 8n) | BigInt(field[i]!);
     return Number(v);
   }
-  const s = field.toString('latin1').replace(/[\0 ]+$/g, '').trim();
-  return s === '' ? 0 : parseInt(s, 8);
+  const s = field.toString('latin1').replace(/\0.*$/s, '').trim();
+  if (s === '') return 0;
+  if (!/^[0-7]+$/.test(s)) throw new TarFormatError(`invalid tar header: bad number "${s}"`);
+  return parseInt(s, 8);
 }
 
 function checkChecksum(block: Buffer): void {
@@ -290,8 +316,8 @@ function parsePax(data: Buffer): Record<string, string> {
   while (i < data.length) {
     const sp = data.indexOf(0x20, i);
     if (sp < 0) break;
-    const len = parseInt(data.subarray(i, sp).toString('latin1'), 10);
-    if (!(len > 0)) throw new TarFormatError('invalid pax record');
+    const len = Number(data.subarray(i, sp).toString('latin1'));
+    if (!Number.isInteger(len) || len <= 0 || i + len > data.length) throw new TarFormatError('invalid pax record');
     const rec = data.subarray(sp + 1, i + len - 1).toString('utf8');
     const eq = rec.indexOf('=');
     if (eq > 0) out[rec.slice(0, eq)] = rec.slice(eq + 1);
