@@ -1,4 +1,4 @@
-import { lstat, readlink } from 'node:fs/promises';
+import { lstatSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 
 /** Most symlinks followed while resolving one path (Linux gives up at 40; we allow more). */
@@ -60,9 +60,9 @@ export async function resolveInRoot(root: string, p: string, opts: ResolveInRoot
 /** The target of `p` if it is a symlink; undefined if it is anything else or absent. */
 async function readSymlink(p: string): Promise<string | undefined> {
   try {
-    const st = await lstat(p);
+    const st = lstatSync(p);
     if (!st.isSymbolicLink()) return undefined;
-    return await readlink(p);
+    return readlinkSync(p);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;

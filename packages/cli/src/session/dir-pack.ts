@@ -1,5 +1,5 @@
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type Stats } from 'node:fs';
+import { lstat, readlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { CanceledError, cleanRelPath, encodeTarHeader, tarPadding, tarTrailer, type PatternMatcher, type TarHeader } from '@kiln/common';
 
@@ -33,11 +33,15 @@ export interface SelectedEntry {
  * files and symlinks, matching directories, and the parent directories of
  * anything yielded (each before its children). Symlinks are never followed;
  * sockets, FIFOs and devices are skipped.
+ *
+ * Synchronous on purpose: a context walk is thousands of lstat calls, and
+ * each promise-based call costs a thread-pool round trip (measured: 2000
+ * files took seconds that way, milliseconds this way).
  */
-export async function* selectFiles(opts: SelectOptions): AsyncGenerator<SelectedEntry> {
+export function* selectFiles(opts: SelectOptions): Generator<SelectedEntry> {
   const pending: { entry: SelectedEntry; emitted: boolean }[] = [];
 
-  async function* flushParents(): AsyncGenerator<SelectedEntry> {
+  function* flushParents(): Generator<SelectedEntry> {
     for (const p of pending) {
       if (!p.emitted) {
         p.emitted = true;
@@ -46,12 +50,12 @@ export async function* selectFiles(opts: SelectOptions): AsyncGenerator<Selected
     }
   }
 
-  async function* walk(rel: string): AsyncGenerator<SelectedEntry> {
-    const names = (await readdir(rel === '' ? opts.root : join(opts.root, rel))).sort();
+  function* walk(rel: string): Generator<SelectedEntry> {
+    const names = readdirSync(rel === '' ? opts.root : join(opts.root, rel)).sort();
     for (const name of names) {
       if (opts.signal?.aborted) throw new CanceledError('fetch canceled');
       const path = rel === '' ? name : `${rel}/${name}`;
-      const stat = await lstat(join(opts.root, path));
+      const stat = lstatSync(join(opts.root, path));
       const included = opts.include.empty || opts.include.matches(path);
       const excludedBy = opts.exclude.filter((m) => m.matches(path));
       if (stat.isDirectory()) {
@@ -70,7 +74,7 @@ export async function* selectFiles(opts: SelectOptions): AsyncGenerator<Selected
         yield { path, stat };
       } else if (stat.isSymbolicLink()) {
         yield* flushParents();
-        yield { path, stat, linkname: await readlink(join(opts.root, path)) };
+        yield { path, stat, linkname: readlinkSync(join(opts.root, path)) };
       }
     }
   }
@@ -120,7 +124,7 @@ export function literalPattern(path: string): string {
  * that shrinks while read is zero-padded, one that grows is cut at its
  * size when walked, so the archive stays well formed.
  */
-export async function* packSelected(root: string, entries: AsyncIterable<SelectedEntry>, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+export async function* packSelected(root: string, entries: Iterable<SelectedEntry> | AsyncIterable<SelectedEntry>, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
   const chunker = new Chunker(CHUNK_BYTES);
   for await (const e of entries) {
     const header: TarHeader = {
@@ -139,13 +143,15 @@ export async function* packSelected(root: string, entries: AsyncIterable<Selecte
     };
     yield* chunker.push(encodeTarHeader(header));
     if (header.type !== 'file') continue;
-    const fh = await open(join(root, e.path), 'r');
+    // Synchronous reads, for the same reason as selectFiles; a big file still
+    // yields between chunks.
+    const fd = openSync(join(root, e.path), 'r');
     try {
       let left = header.size;
       while (left > 0) {
         if (signal?.aborted) throw new CanceledError('fetch canceled');
         const buf = new Uint8Array(Math.min(CHUNK_BYTES, left));
-        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+        const bytesRead = readSync(fd, buf, 0, buf.length, null);
         if (bytesRead === 0) {
           yield* chunker.push(new Uint8Array(left));
           break;
@@ -154,7 +160,7 @@ export async function* packSelected(root: string, entries: AsyncIterable<Selecte
         yield* chunker.push(buf.subarray(0, bytesRead));
       }
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
     yield* chunker.push(tarPadding(header.size));
   }

@@ -1,5 +1,4 @@
-import { constants } from 'node:fs';
-import { copyFile, link, mkdir, readdir, readlink, rm, stat, symlink } from 'node:fs/promises';
+import { constants, copyFileSync, linkSync, mkdirSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { hasWildcard, matchComponent, PatternMatcher } from '@kiln/common';
@@ -101,13 +100,13 @@ class Copier {
         if (!this.opts.alwaysReplaceExistingDestPaths && !existing.isSymbolicLink()) {
           throw errnoError('ENOTDIR', `cannot copy directory to non-directory ${path.basename(target)}`);
         }
-        await rm(target, { force: true });
+        rmSync(target, { force: true });
       }
       if (!existing || !existing.isDirectory()) {
-        await mkdir(target);
+        mkdirSync(target);
         created = true;
       }
-      for (const name of (await readdir(src)).sort()) {
+      for (const name of (readdirSync(src)).sort()) {
         const childRel = rel === '' ? name : `${rel}/${name}`;
         if (plan && !plan.has(childRel)) continue;
         await this.copy(path.join(src, name), childRel, path.join(target, name), plan);
@@ -123,23 +122,23 @@ class Copier {
     if (existing) {
       if (existing.isDirectory()) {
         if (!this.opts.alwaysReplaceExistingDestPaths) throw errnoError('EISDIR', `cannot replace directory ${path.basename(target)} with a file`);
-        await rm(target, { recursive: true, force: true });
+        rmSync(target, { recursive: true, force: true });
       } else {
-        await rm(target, { force: true });
+        rmSync(target, { force: true });
       }
     }
     if (fi.isFile()) {
       const inode = `${fi.dev}:${fi.ino}`;
       const first = fi.nlink > 1 ? this.inodes.get(inode) : undefined;
       if (first !== undefined) {
-        await link(first, target);
+        linkSync(first, target);
         return;
       }
-      await copyFile(src, target, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+      copyFileSync(src, target, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
       if (fi.nlink > 1) this.inodes.set(inode, target);
       await this.copyInfo(fi, target, false);
     } else if (fi.isSymbolicLink()) {
-      await symlink(await readlink(src), target);
+      symlinkSync(readlinkSync(src), target);
       await this.copyInfo(fi, target, true);
     } else {
       throw errnoError('EINVAL', `cannot copy ${path.basename(src)}: unsupported file type`);
@@ -169,7 +168,7 @@ async function planFiltered(srcAbs: string, fiSrc: Stats, include: PatternMatche
   if (!fiSrc.isDirectory()) return out;
   const walk = async (abs: string, rel: string): Promise<boolean> => {
     let any = false;
-    for (const ent of await readdir(abs, { withFileTypes: true })) {
+    for (const ent of readdirSync(abs, { withFileTypes: true })) {
       const childRel = rel === '' ? ent.name : `${rel}/${ent.name}`;
       const isDir = ent.isDirectory();
       const excluded = !exclude.empty && exclude.matches(childRel);
@@ -208,7 +207,7 @@ export async function resolveWildcards(root: string, p: string): Promise<string[
       const dir = await resolveInRoot(root, base || '/', { followFinalSymlink: true });
       let names: string[];
       try {
-        names = await readdir(dir);
+        names = readdirSync(dir);
       } catch {
         continue;
       }
@@ -225,7 +224,7 @@ export async function resolveWildcards(root: string, p: string): Promise<string[
 
 async function statOrUndefined(p: string): Promise<Stats | undefined> {
   try {
-    return await stat(p);
+    return statSync(p);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP') return undefined;

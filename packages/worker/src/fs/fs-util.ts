@@ -1,11 +1,11 @@
-import { lstat, mkdir, chmod, lchown, lutimes } from 'node:fs/promises';
+import { lstatSync, mkdirSync, chmodSync, lchownSync, lutimesSync } from 'node:fs';
 import type { Stats } from 'node:fs';
 import { resolveInRoot } from '@kiln/snapshotter';
 
 /** lstat that answers undefined for a missing entry. */
 export async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
   try {
-    return await lstat(p);
+    return lstatSync(p);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
@@ -36,7 +36,7 @@ export async function mkdirAllInRoot(root: string, rel: string, attrs: DirAttrs 
     resolved = await resolveInRoot(root, prefix, { followFinalSymlink: true });
     const st = await lstatOrUndefined(resolved);
     if (!st) {
-      await mkdir(resolved);
+      mkdirSync(resolved);
       await applyAttrs(resolved, attrs, false);
     } else if (!st.isDirectory()) {
       throw errnoError('ENOTDIR', `${prefix} is not a directory`);
@@ -47,11 +47,11 @@ export async function mkdirAllInRoot(root: string, rel: string, attrs: DirAttrs 
 
 /** chown (when given), chmod (not for symlinks), then mtime; in that order so chown cannot clear setuid bits. */
 export async function applyAttrs(p: string, attrs: DirAttrs, isSymlink: boolean): Promise<void> {
-  if (attrs.uid !== undefined || attrs.gid !== undefined) await lchown(p, attrs.uid ?? -1, attrs.gid ?? -1);
-  if (!isSymlink) await chmod(p, attrs.mode & 0o7777);
+  if (attrs.uid !== undefined || attrs.gid !== undefined) lchownSync(p, attrs.uid ?? -1, attrs.gid ?? -1);
+  if (!isSymlink) chmodSync(p, attrs.mode & 0o7777);
   if (attrs.mtimeMs !== undefined) {
     const t = attrs.mtimeMs / 1000;
-    await lutimes(p, t, t);
+    lutimesSync(p, t, t);
   }
 }
 

@@ -1,5 +1,4 @@
-import { constants } from 'node:fs';
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { closeSync, constants, openSync, readSync, lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { encodeTarHeader, tarPadding, tarTrailer, type TarHeaderInit } from '@kiln/common';
 
@@ -16,7 +15,7 @@ export const EXPORT_CHUNK_SIZE = 64 * 1024;
 export async function* exportTree(dir: string, opts: { signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
   let parts: Buffer[] = [];
   let size = 0;
-  for await (const b of treeBlocks(dir, opts.signal)) {
+  for (const b of treeBlocks(dir, opts.signal)) {
     parts.push(b);
     size += b.length;
     if (size >= EXPORT_CHUNK_SIZE) {
@@ -29,21 +28,21 @@ export async function* exportTree(dir: string, opts: { signal?: AbortSignal } = 
   yield Buffer.concat(parts);
 }
 
-async function* treeBlocks(root: string, signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
+function* treeBlocks(root: string, signal: AbortSignal | undefined): Generator<Buffer> {
   const firstPathOfInode = new Map<string, string>();
-  async function* walk(dirAbs: string, dirRel: string): AsyncGenerator<Buffer> {
-    const names = (await readdir(dirAbs)).sort();
+  function* walk(dirAbs: string, dirRel: string): Generator<Buffer> {
+    const names = (readdirSync(dirAbs)).sort();
     for (const name of names) {
       signal?.throwIfAborted();
       const abs = path.join(dirAbs, name);
       const rel = dirRel === '' ? name : `${dirRel}/${name}`;
-      const st = await lstat(abs);
+      const st = lstatSync(abs);
       const base = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000) };
       if (st.isDirectory()) {
         yield encodeTarHeader({ ...base, name: rel, type: 'directory' });
         yield* walk(abs, rel);
       } else if (st.isSymbolicLink()) {
-        yield encodeTarHeader({ ...base, name: rel, type: 'symlink', linkname: await readlink(abs) });
+        yield encodeTarHeader({ ...base, name: rel, type: 'symlink', linkname: readlinkSync(abs) });
       } else if (st.isFile()) {
         const inode = `${st.dev}:${st.ino}`;
         const first = st.nlink > 1 ? firstPathOfInode.get(inode) : undefined;
@@ -68,19 +67,21 @@ async function* treeBlocks(root: string, signal: AbortSignal | undefined): Async
   yield* walk(root, '');
 }
 
-async function* fileBody(abs: string, size: number, rel: string): AsyncGenerator<Buffer> {
-  const fh = await open(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
+// Synchronous reads: the walk is thousands of small files, and a
+// promise-based call costs a thread-pool round trip each.
+function* fileBody(abs: string, size: number, rel: string): Generator<Buffer> {
+  const fd = openSync(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     let left = size;
     while (left > 0) {
       const buf = Buffer.allocUnsafe(Math.min(EXPORT_CHUNK_SIZE, left));
-      const { bytesRead } = await fh.read(buf, 0, buf.length);
+      const bytesRead = readSync(fd, buf, 0, buf.length, null);
       if (bytesRead === 0) throw new Error(`${rel} shrank while it was exported`);
       left -= bytesRead;
       yield buf.subarray(0, bytesRead);
     }
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
   const pad = tarPadding(size);
   if (pad.length > 0) yield pad;

@@ -1,5 +1,4 @@
-import { link, lutimes, mkdir, open, rm, symlink } from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { closeSync, constants, openSync, writeSync, linkSync, lutimesSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
 import { readTarEntries, type Logger, type TarHeader } from '@kiln/common';
@@ -51,7 +50,7 @@ export async function extractTar(root: string, chunks: AsyncIterable<Uint8Array>
   }
   for (const { p, mtimeMs } of dirTimes.reverse()) {
     const t = mtimeMs / 1000;
-    await lutimes(p, t, t);
+    lutimesSync(p, t, t);
   }
   return { bytes, entries };
 }
@@ -81,28 +80,33 @@ async function writeEntry(
   switch (h.type) {
     case 'directory': {
       await drain(body);
-      if (existing && !existing.isDirectory()) await rm(target, { force: true });
-      if (!existing || !existing.isDirectory()) await mkdir(target);
+      if (existing && !existing.isDirectory()) rmSync(target, { force: true });
+      if (!existing || !existing.isDirectory()) mkdirSync(target);
       await applyAttrs(target, attrs, false);
       dirTimes.push({ p: target, mtimeMs });
       return;
     }
     case 'file':
     case 'contiguous-file': {
-      if (existing) await rm(target, { recursive: true, force: true });
+      if (existing) rmSync(target, { recursive: true, force: true });
       // O_EXCL|O_NOFOLLOW: never write through a symlink someone slipped in.
-      const fh = await open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      // Synchronous file calls: a context is often thousands of small files,
+      // and each promise-based call costs a thread-pool round trip.
+      const fd = openSync(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
       try {
-        for await (const chunk of body) await fh.write(chunk);
+        for await (const chunk of body) {
+          let off = 0;
+          while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
+        }
       } finally {
-        await fh.close();
+        closeSync(fd);
       }
       break;
     }
     case 'symlink': {
       await drain(body);
-      if (existing) await rm(target, { recursive: true, force: true });
-      await symlink(h.linkname, target);
+      if (existing) rmSync(target, { recursive: true, force: true });
+      symlinkSync(h.linkname, target);
       break;
     }
     case 'link': {
@@ -112,8 +116,8 @@ async function writeEntry(
       const st = await lstatOrUndefined(src);
       if (!st) throw errnoError('ENOENT', `hardlink target ${h.linkname} of ${h.name} does not exist`);
       if (st.isDirectory()) throw errnoError('EPERM', `hardlink ${h.name} points at directory ${h.linkname}`);
-      if (existing) await rm(target, { recursive: true, force: true });
-      await link(src, target);
+      if (existing) rmSync(target, { recursive: true, force: true });
+      linkSync(src, target);
       return; // a hardlink shares the target's attributes
     }
     default: {
