@@ -10,3 +10,4 @@ export * from './channel.js';
 export * from './archive/tar.js';
 export { PatternMatcher, cleanRelPath, globToRegExp, hasWildcard, matchComponent } from './patterns/matcher.js';
 export { parseIgnoreFile } from './patterns/ignore-file.js';
+export * from './archive/write-new-file.js';

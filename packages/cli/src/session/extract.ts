@@ -1,8 +1,8 @@
-import { closeSync, constants, createWriteStream, openSync, writeSync, chmodSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, symlinkSync, unlinkSync, utimesSync } from 'node:fs';
+import { createWriteStream, chmodSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, symlinkSync, unlinkSync, utimesSync } from 'node:fs';
 import { once } from 'node:events';
 import { dirname, join, posix } from 'node:path';
 import type { Writable } from 'node:stream';
-import { InvalidArgumentError, KilnError, readTarEntries } from '@kiln/common';
+import { InvalidArgumentError, KilnError, readTarEntries, writeNewFile } from '@kiln/common';
 
 export interface ExtractOptions {
   /** Also apply the archive's uid/gid (only meaningful as root). Default: when running as root. */
@@ -70,7 +70,7 @@ export async function extractTar(chunks: AsyncIterable<Uint8Array>, dest: string
       case 'file':
       case 'contiguous-file': {
         await clear(abs, rel, false);
-        await writeFileBody(abs, body);
+        await writeNewFile(abs, body);
         chmodSync(abs, header.mode);
         utimesSync(abs, header.mtime, header.mtime);
         break;
@@ -165,21 +165,5 @@ function ignoreErrors(fn: () => void): void {
     fn();
   } catch {
     // not fatal for an output directory
-  }
-}
-
-/**
- * Writes a new file (O_EXCL: never through something already there) with
- * synchronous writes: thousands of small files cost a stream each otherwise.
- */
-async function writeFileBody(abs: string, body: AsyncIterable<Uint8Array>): Promise<void> {
-  const fd = openSync(abs, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-  try {
-    for await (const chunk of body) {
-      let off = 0;
-      while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
-    }
-  } finally {
-    closeSync(fd);
   }
 }

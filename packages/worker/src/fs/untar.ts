@@ -1,7 +1,7 @@
-import { closeSync, constants, openSync, writeSync, linkSync, lutimesSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { linkSync, lutimesSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
-import { readTarEntries, type Logger, type TarHeader } from '@kiln/common';
+import { readTarEntries, writeNewFile, type Logger, type TarHeader } from '@kiln/common';
 import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from './fs-util.js';
 
 export interface ExtractOptions {
@@ -89,18 +89,7 @@ async function writeEntry(
     case 'file':
     case 'contiguous-file': {
       if (existing) rmSync(target, { recursive: true, force: true });
-      // O_EXCL|O_NOFOLLOW: never write through a symlink someone slipped in.
-      // Synchronous file calls: a context is often thousands of small files,
-      // and each promise-based call costs a thread-pool round trip.
-      const fd = openSync(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-      try {
-        for await (const chunk of body) {
-          let off = 0;
-          while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
-        }
-      } finally {
-        closeSync(fd);
-      }
+      await writeNewFile(target, body);
       break;
     }
     case 'symlink': {
