@@ -1,6 +1,6 @@
 import { createRootLogger, describeError, KilnError, asKilnError } from '@kiln/common';
 import { startAllInOne, type RunningDaemon } from './all-in-one.js';
-import { compileDaemonOptions } from './options.js';
+import { compileDaemonOptions, DAEMON_USAGE } from './options.js';
 import { startTier } from './tier.js';
 
 /**
@@ -8,6 +8,10 @@ import { startTier } from './tier.js';
  * then shuts down gracefully. Returns the process exit code.
  */
 export async function runDaemon(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`Usage: ${DAEMON_USAGE}\n\nRuns every tier in one process (default), or one tier (--tier) that finds the others over NATS.\n`);
+    return 0;
+  }
   let opts;
   try {
     opts = compileDaemonOptions(argv);

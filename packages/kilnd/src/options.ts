@@ -41,7 +41,7 @@ interface ConfigFile {
   'log-level'?: string;
 }
 
-const USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--id ID] [--max-parallelism N] [--worker oci|containerd]';
+export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--id ID] [--max-parallelism N] [--worker oci|containerd]';
 
 /**
  * Compiles `kiln daemon` flags (over a TOML or YAML config file, flags win)
@@ -51,12 +51,11 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   const flags = new Map<string, string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    if (arg === '--help' || arg === '-h') throw new InvalidArgumentError(`usage: ${USAGE}`, '--help');
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
-    if (!m) throw new InvalidArgumentError(`unexpected argument "${arg}"; usage: ${USAGE}`, arg);
+    if (!m) throw new InvalidArgumentError(`unexpected argument "${arg}"; usage: ${DAEMON_USAGE}`, arg);
     const name = m[1]!;
     if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker'].includes(name)) {
-      throw new InvalidArgumentError(`unknown flag --${name}; usage: ${USAGE}`, `--${name}`);
+      throw new InvalidArgumentError(`unknown flag --${name}; usage: ${DAEMON_USAGE}`, `--${name}`);
     }
     const value = m[2] ?? argv[++i];
     if (value === undefined) throw new InvalidArgumentError(`flag --${name} needs a value`, `--${name}`);
