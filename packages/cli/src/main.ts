@@ -2,6 +2,7 @@ import { asKilnError, describeError } from '@kiln/common';
 import { runBuild } from './build/build-command.js';
 import { resolveIo, type CliEnv, type CliIo } from './cli-io.js';
 import { runDaemon, runDiskUsage, runPrune, runWorkers } from './commands/admin-commands.js';
+import { runDebug } from './commands/debug-commands.js';
 import { UsageError } from './flags/usage-error.js';
 
 export const USAGE = `Usage:  kiln COMMAND
@@ -11,6 +12,7 @@ A container image builder (BuildKit + buildx style)
 Commands:
   build     Start a build
   daemon    Run the daemon in the foreground
+  debug     Show how the frontend reads a Dockerfile (dockerfile-ast, shell-word)
   du        Show disk usage of the build cache
   prune     Remove build cache
   workers   List the daemon's workers
@@ -26,6 +28,7 @@ export const EXIT_USAGE = 2;
 const COMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promise<number>> = {
   build: runBuild,
   daemon: runDaemon,
+  debug: runDebug,
   du: runDiskUsage,
   prune: runPrune,
   workers: runWorkers,
