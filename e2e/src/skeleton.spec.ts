@@ -101,6 +101,13 @@ describe.each(topologies)('walking skeleton [topology=$topology, worker=$worker]
     expect(sent).toBeLessThan(64 * 1024);
   });
 
+  it('lists the worker of this topology', async () => {
+    const res = await runKiln(['workers', '--addr', daemon.addr]);
+    expect(res.code, res.stderr).toBe(0);
+    const executor = topology.worker === 'oci' ? 'runc' : 'containerd';
+    expect(res.stdout).toMatch(new RegExp(`linux/${process.arch === 'x64' ? 'amd64' : process.arch}\\s+.*kiln\\.executor=${executor}`));
+  });
+
   it('writes a tar that GNU tar reads', async () => {
     const file = join(out, 'result.tar');
     const res = await kiln(['-o', `type=tar,dest=${file}`, ctx]);

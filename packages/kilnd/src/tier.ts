@@ -29,6 +29,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
   const closers: (() => Promise<void> | void)[] = [];
   let routes: Routes;
   let platforms: { os: string; architecture: string; variant?: string }[] = [];
+  let labels: Record<string, string> = {};
 
   switch (opts.tier) {
     case 'solver': {
@@ -84,6 +85,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
       closers.push(() => w.close());
       const d = await w.describe();
       platforms = d.platforms;
+      labels = d.labels;
       routes = (r) => r.service(workerApi.WorkerService, createWorkerServiceImpl(w));
       break;
     }
@@ -100,7 +102,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
 
   const server = await serveRoutes(opts.listen!, routes);
   const url = opts.advertise ?? formatAddress(server.address as Address);
-  const announcement = await directory.announce({ tier: ANNOUNCE_AS[opts.tier] ?? opts.tier, id: opts.id, url, platforms, labels: { backend: opts.tier } });
+  const announcement = await directory.announce({ tier: ANNOUNCE_AS[opts.tier] ?? opts.tier, id: opts.id, url, platforms, labels: { ...labels, 'kiln.tier': opts.tier } });
   log.info({ url, nats: opts.nats }, `kilnd tier ${opts.tier} ready`);
   return {
     async close() {
