@@ -143,7 +143,8 @@ export class SessionHost {
     try {
       for await (const data of chunks) {
         if (call.finished) break;
-        s.out.push(create(session.AttachResponseSchema, { msg: { case: 'writeData', value: { callId: call.id, data } } }));
+        // Paced by the client: a big output is never buffered whole here.
+        await s.out.push(create(session.AttachResponseSchema, { msg: { case: 'writeData', value: { callId: call.id, data } } }));
       }
     } catch (err) {
       s.out.push(create(session.AttachResponseSchema, { msg: { case: 'cancel', value: { callId: call.id } } }));
