@@ -2,3 +2,4 @@ export * from './marshal.js';
 export * from './state.js';
 export * from './source.js';
 export * from './file.js';
+export * from './exec.js';

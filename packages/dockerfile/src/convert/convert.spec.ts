@@ -45,6 +45,20 @@ describe('convertDockerfile', () => {
     });
   });
 
+  it('turns RUN into an exec op on the stage root with env, workdir and user', () => {
+    const { def } = ops('FROM scratch\nARG V=1\nENV P=/bin X=y\nWORKDIR /w\nUSER 7\nRUN --network=none echo $V\nRUN ["/bin/true", "a"]\n');
+    const run = def.ops.get(def.result!.digest)!;
+    expect(run.op.op.case).toBe('exec');
+    const exec = run.op.op.case === 'exec' ? run.op.op.value : undefined;
+    expect(exec?.meta).toMatchObject({ args: ['/bin/true', 'a'], cwd: '/w', user: '7' });
+    expect(exec?.meta?.env).toEqual(expect.arrayContaining(['V=1', 'P=/bin', 'X=y']));
+    expect(exec?.mounts[0]).toMatchObject({ dest: '/', output: 0n });
+    const first = def.ops.get(run.op.inputs[0]!.digest as never)!;
+    expect(first.op.op.case === 'exec' && first.op.op.value.meta?.args).toEqual(['/bin/sh', '-c', 'echo $V']);
+    expect(first.op.op.case === 'exec' && first.op.op.value.network).toBe(3);
+    expect(first.metadata?.description).toBe('[stage-0 5/6] RUN --network=none echo $V');
+  });
+
   it('is deterministic', () => {
     const text = 'FROM scratch\nCOPY b a /d/\n';
     expect(marshal(convertDockerfile(text).state).def).toEqual(marshal(convertDockerfile(text).state).def);

@@ -1,6 +1,7 @@
 import { InvalidArgumentError, SourceError } from '@kiln/common';
 import { formatReference, parseReference } from '@kiln/registry';
-import { FileChain, image, local, State, type StateOptions } from '@kiln/llb';
+import { llb } from '@kiln/api';
+import { execState, FileChain, image, local, State, type StateOptions } from '@kiln/llb';
 import { posix } from 'node:path';
 import { parseInstructions } from '../instructions/index.js';
 import type { ArgCommand, Command, CopyCommand, Stage } from '../instructions/types.js';
@@ -42,7 +43,8 @@ const hostPlatform = () => ({ os: 'linux', architecture: process.arch === 'x64' 
  * target needs (FROM and COPY --from references) are converted. Errors name
  * the file and line. This is the walking-skeleton subset of the language:
  * FROM (scratch, image, stage), COPY (context, heredoc, --from, --chmod,
- * --chown numeric), RUN as an exec op, and the image-config instructions.
+ * --chown), RUN (shell and exec form, --network; no --mount or heredoc
+ * yet), and the image-config instructions.
  */
 export function convertDockerfile(text: string, opts: ConvertOptions = {}): ConvertResult {
   const filename = opts.filename ?? 'Dockerfile';
@@ -110,7 +112,7 @@ export function convertDockerfile(text: string, opts: ConvertOptions = {}): Conv
   const convertCommand = (s: StageState, cmd: Command, prefix: string, chain: Set<StageState>): void => {
     const env = new Map([...s.args, ...s.env]);
     const word = (w: string) => processWord(w, env, lex);
-    const meta = (name: string): StateOptions => ({
+    const meta = (): StateOptions => ({
       description: `${prefix} ${cmd.original}`,
       progressGroup: stageLabel(s),
       sourceIndex: 0,
@@ -130,18 +132,26 @@ export function convertDockerfile(text: string, opts: ConvertOptions = {}): Conv
         case 'workdir': {
           s.workdir = posix.resolve(s.workdir, word(cmd.path));
           s.config.config.WorkingDir = s.workdir;
-          s.state = FileChain.start().mkdir(s.workdir, 0o755, { makeParents: true }).apply(s.state, meta('workdir'));
+          s.state = FileChain.start().mkdir(s.workdir, 0o755, { makeParents: true }).apply(s.state, meta());
           history(`WORKDIR ${s.workdir}`, false);
           return;
         }
         case 'copy':
-          convertCopy(s, cmd, meta('copy'), chain, word);
+          convertCopy(s, cmd, meta(), chain, word);
           history(`COPY ${cmd.sourcePaths.join(' ')} ${cmd.destPath}`, false);
           return;
         case 'add':
           throw new SourceError('ADD is not supported yet; use COPY', filename, cmd.line);
         case 'run': {
-          throw new SourceError('RUN is not supported yet by this frontend (the exec worker comes next)', filename, cmd.line);
+          if (cmd.files.length > 0) throw new SourceError('RUN with a heredoc is not supported yet', filename, cmd.line);
+          if (cmd.mounts.length > 0) throw new SourceError('RUN --mount is not supported yet', filename, cmd.line);
+          if (cmd.security && cmd.security !== 'sandbox') throw new SourceError(`RUN --security=${cmd.security} is not supported yet`, filename, cmd.line);
+          const args = cmd.prependShell ? [...shellOf(s), cmd.cmdLine.join(' ')] : cmd.cmdLine;
+          // Build args reach RUN as environment variables; ENV of the same name wins.
+          const runEnv = mergeEnv(mergeEnv([], s.args), new Map((s.config.config.Env ?? []).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)])));
+          s.state = execState(s.state, args, { env: runEnv, cwd: s.workdir, user: s.config.config.User ?? '', network: networkMode(cmd.network, filename, cmd.line) }, meta());
+          history(`RUN ${cmd.prependShell ? `${shellOf(s).join(' ')} ${cmd.cmdLine.join(' ')}` : JSON.stringify(cmd.cmdLine)}`, false);
+          return;
         }
         case 'label':
           s.config.config.Labels = { ...s.config.config.Labels, ...Object.fromEntries(cmd.labels.map((kv) => [word(kv.key), word(kv.value)])) };
@@ -279,6 +289,20 @@ function mergeEnv(list: string[], env: Map<string, string>): string[] {
   const out = new Map(list.map((e) => [e.slice(0, e.indexOf('=')), e]));
   for (const [k, v] of env) out.set(k, `${k}=${v}`);
   return [...out.values()];
+}
+
+function networkMode(value: string, filename: string, line: number): llb.NetMode {
+  switch (value) {
+    case '':
+    case 'default':
+      return llb.NetMode.SANDBOX;
+    case 'none':
+      return llb.NetMode.NONE;
+    case 'host':
+      return llb.NetMode.HOST;
+    default:
+      throw new SourceError(`invalid RUN --network=${value}: want default, none or host`, filename, line);
+  }
 }
 
 function shellOf(s: StageState): string[] {

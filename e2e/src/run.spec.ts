@@ -1,0 +1,59 @@
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+
+// A base with no registry: Debian's static busybox copied in from the context.
+const BUSYBOX = '/bin/busybox';
+
+describe('RUN in a runc container [topology=all-in-one, worker=oci]', () => {
+  let daemon: Kilnd;
+  let ctx: string;
+  beforeAll(async () => {
+    daemon = await startKilnd({ worker: 'oci' });
+    ctx = mkdtempSync(join(tmpdir(), 'kiln-run-'));
+    copyFileSync(BUSYBOX, join(ctx, 'busybox'));
+    writeFileSync(join(ctx, 'greeting.txt'), 'hello from the context\n');
+    writeFileSync(
+      join(ctx, 'Dockerfile'),
+      [
+        'FROM scratch',
+        'COPY --chmod=0755 busybox /bin/busybox',
+        'RUN ["/bin/busybox", "--install", "-s", "/bin"]',
+        'ARG WHO=kiln',
+        'ENV GREETING=hi',
+        'WORKDIR /work',
+        'COPY greeting.txt .',
+        'RUN echo "$GREETING $WHO from $(pwd)" > out.txt && cat greeting.txt >> out.txt && id -u > uid.txt',
+        'RUN --network=none ls /sys/class/net > /work/net.txt',
+        '',
+      ].join('\n'),
+    );
+  }, 60_000);
+  afterAll(async () => {
+    await daemon?.stop();
+    rmSync(ctx, { recursive: true, force: true });
+  });
+
+  it('runs shell and exec form steps, with env, build args, workdir and the network sandbox', async () => {
+    const out = join(ctx, 'out');
+    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--build-arg', 'WHO=tests', '-o', `type=local,dest=${out}`, ctx]);
+    expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+    expect(readFileSync(join(out, 'work', 'out.txt'), 'utf8')).toBe('hi tests from /work\nhello from the context\n');
+    expect(readFileSync(join(out, 'work', 'uid.txt'), 'utf8').trim()).toBe('0');
+    expect(readFileSync(join(out, 'work', 'net.txt'), 'utf8').trim()).toBe('lo');
+    expect(statSync(join(out, 'bin', 'sh')).isFile()).toBe(true);
+  });
+
+  it('fails with the command, exit code and Dockerfile line when a step fails', async () => {
+    const bad = mkdtempSync(join(tmpdir(), 'kiln-run-bad-'));
+    copyFileSync(BUSYBOX, join(bad, 'busybox'));
+    writeFileSync(join(bad, 'Dockerfile'), 'FROM scratch\nCOPY --chmod=0755 busybox /bin/busybox\nRUN ["/bin/busybox", "sh", "-c", "echo boom >&2; exit 3"]\n');
+    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '-o', `type=local,dest=${join(bad, 'out')}`, bad]);
+    rmSync(bad, { recursive: true, force: true });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/boom/);
+    expect(res.stderr).toMatch(/ERROR: .*exit code: 3.*\(Dockerfile:3\)/);
+  });
+});
