@@ -1,2 +1,40 @@
 export { parseReference, formatReference, type Reference } from './reference.js';
-export type { Descriptor, RegistryClient } from './registry.js';
+export type { RegistryClient, Manifest, PushBlobOptions, PushBlobResult } from './registry.js';
+export {
+  MediaType,
+  MANIFEST_TYPES,
+  IMAGE_MANIFEST_TYPES,
+  INDEX_TYPES,
+  isIndexType,
+  isImageManifestType,
+  isManifestType,
+  parseManifest,
+  baseMediaType,
+  type Descriptor,
+  type ImageManifest,
+  type ImageIndex,
+  type ParsedManifest,
+} from './media.js';
+export {
+  parsePlatform,
+  formatPlatform,
+  normalizePlatform,
+  defaultPlatform,
+  compatiblePlatforms,
+  platformEquals,
+  chooseManifest,
+  type Platform,
+} from './platform.js';
+export {
+  staticCredentials,
+  dockerConfigCredentials,
+  runCredentialHelper,
+  DOCKER_HUB_SERVER,
+  type Credentials,
+  type CredentialStore,
+  type DockerConfigCredentialsOptions,
+} from './credentials.js';
+export { parseChallenges, type Challenge } from './auth.js';
+export { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
+export { createRegistryClient, HttpRegistryClient, isLoopbackHost, type RegistryClientOptions, type RetryEvent } from './client.js';
+export { resolveImage, type ResolvedImage } from './image.js';

@@ -1,3 +1,5 @@
 export { freePort } from './ports.js';
 export { findNatsServer, startNatsServer, type NatsServer, type StartNatsServerOptions } from './nats.js';
 export { repoRoot, kilnBin, runKiln, startKilnd, startKilnCluster, type Kilnd, type KilnCluster, type DaemonProcess, type RunResult } from './kilnd.js';
+export { findRegistry, startRegistry, bcryptHash, type StartRegistryOptions, type TestRegistry } from './registry.js';
+export { makeTar, makeLayer, makeImage, makeIndex, type TestBlob, type TestImage, type TestIndex, type TestPlatform, type TestImageFormat } from './oci-image.js';
