@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { InvalidArgumentError, type Logger } from '@kiln/common';
+import type { RegistryClient } from '@kiln/registry';
 import { createDirectorySnapshotter } from '@kiln/snapshotter';
 import type { Executor } from './executor.js';
 import { createWorker, type PublishFn, type SessionFiles, type Worker, type WorkerBackend, type WorkerPlatform } from './worker.js';
@@ -18,6 +19,8 @@ export interface BackendWorkerOptions {
   labels?: Record<string, string>;
   /** See WorkerOptions.progressIntervalMs. */
   progressIntervalMs?: number;
+  /** See WorkerOptions.registry. */
+  registry?: RegistryClient;
 }
 
 /** The base worker over a directory snapshotter under `root`, running exec ops with `executor`. */
@@ -34,5 +37,6 @@ export function createBackendWorker(options: BackendWorkerOptions, backend: Work
     platforms: options.platforms,
     labels: { 'kiln.executor': executorName, 'kiln.snapshotter': 'directory', ...options.labels },
     progressIntervalMs: options.progressIntervalMs,
+    registry: options.registry,
   });
 }

@@ -14,6 +14,7 @@ import { digestOf } from '@kiln/llb';
 import { exportTree } from './fs/tar-export.js';
 import { runExecOp } from './ops/exec-op.js';
 import { runFileOp } from './ops/file-op.js';
+import { LayerStore, runImageSource } from './ops/image-source.js';
 import { runLocalSource } from './ops/local-source.js';
 import type { OpContext, OpResult } from './ops/op-context.js';
 import { OpFailure, reasonOf } from './ops/op-failure.js';
@@ -25,12 +26,15 @@ import type { CompiledWorkerOptions, RunRequest, RunResult, Worker, WorkerDescri
 export class BaseWorker implements Worker {
   readonly id: string;
   private readonly refs = new RefTable();
+  /** Image layer snapshots by chain id; refs to them never remove them. */
+  private readonly layers: LayerStore;
   private readonly logger: Logger;
   private closed = false;
 
   constructor(private readonly o: CompiledWorkerOptions) {
     this.id = o.id;
     this.logger = o.logger.child({ component: 'worker', worker: o.id });
+    this.layers = new LayerStore(o.snapshotter);
   }
 
   async describe(): Promise<WorkerDescription> {
@@ -91,7 +95,7 @@ export class BaseWorker implements Worker {
         throw this.runError(err, op, req);
       }
       if (this.closed) {
-        for (const id of ids) await this.o.snapshotter.remove(id).catch(() => undefined);
+        for (const id of ids) if (!this.layers.owns(id)) await this.o.snapshotter.remove(id).catch(() => undefined);
         throw new KilnError('unavailable', `worker ${this.id} closed while running vertex ${digest}`);
       }
       const outputRefs = ids.map((id) => this.refs.add(id));
@@ -112,6 +116,17 @@ export class BaseWorker implements Worker {
             attrs,
             sessions: this.o.sessions,
             sessionId: req.sessionId,
+            progressIntervalMs: this.o.progressIntervalMs,
+          });
+        }
+        if (identifier.startsWith('docker-image://')) {
+          const p = op.platform;
+          const platform = p?.os && p.architecture ? { os: p.os, architecture: p.architecture, ...(p.variant ? { variant: p.variant } : {}) } : this.o.platforms[0]!;
+          return runImageSource(ctx, {
+            ref: identifier.slice('docker-image://'.length),
+            platform,
+            registry: this.o.registry,
+            layers: this.layers,
             progressIntervalMs: this.o.progressIntervalMs,
           });
         }
@@ -139,6 +154,10 @@ export class BaseWorker implements Worker {
       return new UnimplementedError(err.message, { ...err.details, digest });
     }
     if (err instanceof VertexError) return err;
+    // Registry errors keep their code (not_found, unauthenticated, ...) and name the reference.
+    if (err instanceof KilnError && typeof err.details.reference === 'string') {
+      return new KilnError(err.code, err.message, { ...err.details, digest }, { cause: err });
+    }
     const message =
       err instanceof OpFailure || err instanceof KilnError ? err.message : `failed to run ${op.op.case ?? 'unknown'} op: ${reasonOf(err)}`;
     if (!(err instanceof OpFailure) && !(err instanceof KilnError)) {
@@ -165,7 +184,7 @@ export class BaseWorker implements Worker {
   async release(refs: readonly string[]): Promise<void> {
     for (const ref of refs) {
       const id = this.refs.release(ref);
-      if (id === undefined) continue;
+      if (id === undefined || this.layers.owns(id)) continue;
       try {
         await this.o.snapshotter.remove(id);
       } catch (err) {
@@ -177,7 +196,8 @@ export class BaseWorker implements Worker {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const id of this.refs.clear()) await this.o.snapshotter.remove(id).catch(() => undefined);
+    const ids = new Set([...this.refs.clear(), ...this.layers.clear()]);
+    for (const id of ids) await this.o.snapshotter.remove(id).catch(() => undefined);
     await this.o.snapshotter.close().catch(() => undefined);
   }
 }

@@ -1,6 +1,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { session } from '@kiln/api';
 import { InvalidArgumentError, silentLogger, type Logger } from '@kiln/common';
+import { createRegistryClient, type RegistryClient } from '@kiln/registry';
 import type { Snapshotter } from '@kiln/snapshotter';
 import type { Executor } from './executor.js';
 import { BaseWorker } from './base-worker.js';
@@ -129,6 +130,8 @@ export interface WorkerOptions {
   labels?: Record<string, string>;
   /** Minimum interval between transfer status events of one source. Default 1000. */
   progressIntervalMs?: number;
+  /** Where `docker-image://` sources are pulled from. Default `createRegistryClient({})` (plain HTTP for loopback registries). */
+  registry?: RegistryClient;
 }
 
 /** WorkerOptions with every default applied. */
@@ -154,6 +157,7 @@ export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOpti
     platforms: options.platforms?.length ? options.platforms : [hostPlatform()],
     labels: { ...options.labels },
     progressIntervalMs,
+    registry: options.registry ?? createRegistryClient({}),
   };
 }
 

@@ -1,4 +1,4 @@
-import { linkSync, lutimesSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { linkSync, lutimesSync, mkdirSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
 import { readTarEntries, writeNewFile, type Logger, type TarHeader } from '@kiln/common';
@@ -9,6 +9,13 @@ export interface ExtractOptions {
   onBytes?: (total: number) => void;
   signal?: AbortSignal;
   logger?: Logger;
+  /**
+   * Apply the tar as an OCI image layer: `.wh.NAME` entries delete NAME from
+   * what lower layers left in the directory, and `.wh..wh..opq` empties its
+   * directory of everything not written by this layer (an opaque
+   * directory). Whiteout entries themselves are never written.
+   */
+  whiteouts?: boolean;
 }
 
 export interface ExtractResult {
@@ -43,10 +50,17 @@ export async function extractTar(root: string, chunks: AsyncIterable<Uint8Array>
   }
   // Directory mtimes are set last: writing their children changes them.
   const dirTimes: { p: string; mtimeMs: number }[] = [];
+  // Host paths written by this tar (whiteout mode): an opaque marker keeps them.
+  const written = opts.whiteouts ? new Set<string>() : undefined;
   for await (const entry of readTarEntries(counted())) {
     opts.signal?.throwIfAborted();
     entries++;
-    await writeEntry(root, entry.header, entry.body, dirTimes, opts.logger);
+    if (written && (await applyWhiteout(root, entry.header, written))) {
+      await drain(entry.body);
+      continue;
+    }
+    const target = await writeEntry(root, entry.header, entry.body, dirTimes, opts.logger);
+    if (written && target !== undefined) markWritten(root, target, written);
   }
   for (const { p, mtimeMs } of dirTimes.reverse()) {
     const t = mtimeMs / 1000;
@@ -61,7 +75,7 @@ async function writeEntry(
   body: AsyncIterable<Buffer>,
   dirTimes: { p: string; mtimeMs: number }[],
   logger: Logger | undefined,
-): Promise<void> {
+): Promise<string | undefined> {
   const rel = cleanRootPath(h.name);
   const attrs = { mode: h.mode, uid: h.uid, gid: h.gid };
   const mtimeMs = Math.floor(h.mtime) * 1000;
@@ -71,7 +85,7 @@ async function writeEntry(
       await applyAttrs(root, attrs, false);
       dirTimes.push({ p: root, mtimeMs });
     }
-    return;
+    return undefined;
   }
   const parent = await mkdirAllInRoot(root, path.posix.dirname(rel));
   const target = path.join(parent, path.posix.basename(rel));
@@ -84,7 +98,7 @@ async function writeEntry(
       if (!existing || !existing.isDirectory()) mkdirSync(target);
       await applyAttrs(target, attrs, false);
       dirTimes.push({ p: target, mtimeMs });
-      return;
+      return target;
     }
     case 'file':
     case 'contiguous-file': {
@@ -101,21 +115,75 @@ async function writeEntry(
     case 'link': {
       await drain(body);
       const src = await resolveInRoot(root, cleanRootPath(h.linkname), { followFinalSymlink: false });
-      if (src === target) return;
+      if (src === target) return target;
       const st = await lstatOrUndefined(src);
       if (!st) throw errnoError('ENOENT', `hardlink target ${h.linkname} of ${h.name} does not exist`);
       if (st.isDirectory()) throw errnoError('EPERM', `hardlink ${h.name} points at directory ${h.linkname}`);
       if (existing) rmSync(target, { recursive: true, force: true });
       linkSync(src, target);
-      return; // a hardlink shares the target's attributes
+      return target; // a hardlink shares the target's attributes
     }
     default: {
       await drain(body);
       logger?.warn({ entry: h.name, type: h.type }, 'skipping tar entry of unsupported type');
-      return;
+      return undefined;
     }
   }
   await applyAttrs(target, { ...attrs, mtimeMs }, h.type === 'symlink');
+  return target;
+}
+
+/** Records `target` and its ancestors below `root` as written by this layer. */
+function markWritten(root: string, target: string, written: Set<string>): void {
+  for (let p = target; p !== root && p.startsWith(root + path.sep) && !written.has(p); p = path.dirname(p)) written.add(p);
+}
+
+/** Removes what lower layers left below `dir`: every entry this layer did not write. */
+function hideLower(dir: string, written: Set<string>): void {
+  for (const child of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, child.name);
+    if (!written.has(p)) rmSync(p, { recursive: true, force: true });
+    else if (child.isDirectory()) hideLower(p, written);
+  }
+}
+
+const WHITEOUT_PREFIX = '.wh.';
+const OPAQUE_MARKER = '.wh..wh..opq';
+
+/**
+ * Applies `h` when it is a whiteout entry (and returns true): `.wh.NAME`
+ * removes NAME, `.wh..wh..opq` removes every child of its directory not in
+ * `written`. The directory is resolved with resolveInRoot (symlinks stay
+ * inside `root`) and the removed name is never followed, so a whiteout
+ * cannot delete anything outside `root` or `root` itself.
+ */
+async function applyWhiteout(root: string, h: TarHeader, written: Set<string>): Promise<boolean> {
+  const rel = cleanRootPath(h.name);
+  const base = path.posix.basename(rel);
+  if (!base.startsWith(WHITEOUT_PREFIX)) return false;
+  const dirRel = path.posix.dirname(rel);
+  const dir = await resolveInRoot(root, dirRel, { followFinalSymlink: true });
+  const st = await lstatOrUndefined(dir);
+  if (base === OPAQUE_MARKER) {
+    if (!st) {
+      // The layer makes a new opaque directory: nothing below to hide.
+      const made = await mkdirAllInRoot(root, dirRel);
+      written.add(made);
+      return true;
+    }
+    if (!st.isDirectory()) throw errnoError('ENOTDIR', `opaque whiteout ${h.name}: ${dirRel} is not a directory`);
+    hideLower(dir, written);
+    return true;
+  }
+  const name = base.slice(WHITEOUT_PREFIX.length);
+  if (name === '' || name === '.' || name === '..' || name.includes('/')) {
+    throw errnoError('EINVAL', `invalid whiteout entry ${h.name}`);
+  }
+  if (!st || !st.isDirectory()) return true; // nothing there to delete
+  const target = path.join(dir, name);
+  if (path.dirname(target) !== dir || target === root) throw errnoError('EINVAL', `invalid whiteout entry ${h.name}`);
+  rmSync(target, { recursive: true, force: true });
+  return true;
 }
 
 async function drain(body: AsyncIterable<Buffer>): Promise<void> {

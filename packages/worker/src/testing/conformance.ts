@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { create } from '@bufbuild/protobuf';
 import { events, llb } from '@kiln/api';
 import { KilnError, silentLogger, type Logger } from '@kiln/common';
-import { FileChain, image, local, marshalOp, digestOf, State } from '@kiln/llb';
+import { FileChain, local, marshalOp, digestOf, source, State } from '@kiln/llb';
 import type { PublishFn, SessionFiles, Worker } from '../worker.js';
 import { createEventCollector, type CollectedEvent } from './events.js';
 import { execState } from './exec-state.js';
@@ -363,10 +363,10 @@ export function runWorkerConformance(
       });
 
       it('rejects unsupported sources and op kinds with UnimplementedError naming them', async () => {
-        const s = image('docker.io/library/alpine:3');
+        const s = source('git://example.invalid/repo.git', {});
         const err = await expectRunError(s);
         expect(err.code).toBe('unimplemented');
-        expect(err.message).toContain('docker-image://docker.io/library/alpine:3');
+        expect(err.message).toContain('git://example.invalid/repo.git');
         expect(err.details.digest).toBe(s.output!.vertex.marshal().digest);
         const merge = marshalOp(create(llb.OpSchema, { op: { case: 'merge', value: { inputs: [] } } }));
         await expect(worker.run({ buildId: 'b', sessionId: 's', vertexDigest: digestOf(merge), op: merge, inputRefs: [] })).rejects.toMatchObject({

@@ -1,0 +1,266 @@
+import { createHash } from 'node:crypto';
+import { Readable, pipeline } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import { CanceledError, KilnError, UnimplementedError } from '@kiln/common';
+import {
+  formatReference,
+  parseReference,
+  resolveImage,
+  type Descriptor,
+  type Platform,
+  type Reference,
+  type RegistryClient,
+} from '@kiln/registry';
+import type { Snapshotter } from '@kiln/snapshotter';
+import { extractTar } from '../fs/untar.js';
+import { OpFailure } from './op-failure.js';
+import { newSnapshotKey, type OpContext, type OpResult } from './op-context.js';
+
+/**
+ * The committed snapshots of image layers this worker has applied, by OCI
+ * chain id. The store owns them (refs to them never remove them); concurrent
+ * pulls of one chain apply it once.
+ */
+export class LayerStore {
+  private readonly chains = new Map<string, Promise<string>>();
+  private readonly owned = new Set<string>();
+  /** Config digest -> its rootfs.diff_ids. */
+  private readonly diffIds = new Map<string, string[]>();
+
+  constructor(private readonly snapshotter: Snapshotter) {}
+
+  /** True when `id` is a layer snapshot of this store (not to be removed with a ref). */
+  owns(id: string): boolean {
+    return this.owned.has(id);
+  }
+
+  /**
+   * The snapshot of `chainId`, made with `apply` unless it exists or is
+   * being made. A failed (or canceled) apply is forgotten, so the next pull
+   * tries again; a waiter whose own signal is live retries after another
+   * caller's cancellation.
+   */
+  async get(chainId: string, apply: () => Promise<string>, signal?: AbortSignal): Promise<string> {
+    for (;;) {
+      const existing = this.chains.get(chainId);
+      if (!existing) break;
+      try {
+        return await existing;
+      } catch (err) {
+        if (signal?.aborted || !isCancel(err)) throw err;
+      }
+    }
+    const p = apply().then((id) => {
+      this.owned.add(id);
+      return id;
+    });
+    this.chains.set(chainId, p);
+    p.catch(() => {
+      if (this.chains.get(chainId) === p) this.chains.delete(chainId);
+    });
+    return p;
+  }
+
+  /** True when the chain's snapshot is committed or being made. */
+  has(chainId: string): boolean {
+    return this.chains.has(chainId);
+  }
+
+  cachedDiffIds(configDigest: string): string[] | undefined {
+    return this.diffIds.get(configDigest);
+  }
+
+  rememberDiffIds(configDigest: string, ids: string[]): void {
+    this.diffIds.set(configDigest, ids);
+  }
+
+  /** Forgets every layer and returns their snapshot ids (for removal at close). */
+  clear(): string[] {
+    const ids = [...this.owned];
+    this.owned.clear();
+    this.chains.clear();
+    this.diffIds.clear();
+    return ids;
+  }
+}
+
+function isCancel(err: unknown): boolean {
+  return (err instanceof KilnError && err.code === 'canceled') || (err instanceof Error && err.name === 'AbortError');
+}
+
+export interface ImageSourceParams {
+  /** The reference of `docker-image://REF`. */
+  ref: string;
+  platform: Platform;
+  registry: RegistryClient;
+  layers: LayerStore;
+  progressIntervalMs: number;
+}
+
+/** The OCI chain id of a layer: its diff id for the first, else sha256(parent chain id + " " + diff id). */
+export function chainIdOf(parent: string | undefined, diffId: string): string {
+  if (parent === undefined) return diffId;
+  return `sha256:${createHash('sha256').update(`${parent} ${diffId}`).digest('hex')}`;
+}
+
+type Compression = 'none' | 'gzip';
+
+/** How a layer of `mediaType` is compressed; UnimplementedError for zstd and unknown types. */
+export function layerCompression(mediaType: string): Compression {
+  const t = mediaType.toLowerCase();
+  if (t.endsWith('+zstd') || t.endsWith('.zstd')) {
+    throw new UnimplementedError(`layer media type ${mediaType} (zstd) is not supported`, { mediaType });
+  }
+  if (t.endsWith('+gzip') || t.endsWith('.tar.gzip') || t.endsWith('.tar.gz')) return 'gzip';
+  if (t.endsWith('.tar') || t.endsWith('.v1.tar')) return 'none';
+  throw new UnimplementedError(`layer media type ${mediaType} is not supported`, { mediaType });
+}
+
+/**
+ * `docker-image://REF`: resolves REF for the platform, reads the config's
+ * diff ids and applies each layer (whiteouts included) onto a snapshot of
+ * the layers below it, reusing layer snapshots this worker already has by
+ * chain id. The result is the top layer's snapshot, owned by the LayerStore.
+ * Publishes "pulling REF:" status events (compressed bytes in `current`).
+ */
+export async function runImageSource(ctx: OpContext, p: ImageSourceParams): Promise<OpResult> {
+  const ref = parseReference(p.ref, 'identifier');
+  const name = formatReference(ref);
+  const statusId = `pulling ${name}:`;
+  const startedMs = Date.now();
+  let lastMs = startedMs;
+  let fetched = 0;
+  let total = 0;
+  const onBytes = (n: number) => {
+    fetched += n;
+    const now = Date.now();
+    if (now - lastMs < p.progressIntervalMs) return;
+    lastMs = now;
+    void ctx.progress.status({ id: statusId, name: statusId, current: fetched, total, startedMs });
+  };
+  try {
+    const { manifest } = await resolveImage(p.registry, ref, p.platform, ctx.signal);
+    const layers = manifest.manifest.layers;
+    const diffIds = await readDiffIds(ctx, p, ref, manifest.manifest.config);
+    if (diffIds.length !== layers.length) {
+      throw new OpFailure(`failed to pull ${name}: the config has ${diffIds.length} diff ids for ${layers.length} layers`);
+    }
+    for (const l of layers) layerCompression(l.mediaType); // unsupported types fail before any work
+    const chainIds: string[] = [];
+    for (const d of diffIds) chainIds.push(chainIdOf(chainIds.at(-1), d));
+    total = layers.reduce((n, l, i) => (p.layers.has(chainIds[i]!) ? n : n + l.size), 0);
+
+    let parent: string | undefined;
+    if (layers.length === 0) {
+      parent = await p.layers.get('empty', () => emptySnapshot(ctx), ctx.signal);
+    }
+    for (const [i, layer] of layers.entries()) {
+      const below = parent;
+      parent = await p.layers.get(
+        chainIds[i]!,
+        () => applyLayer(ctx, p.registry, ref, layer, diffIds[i]!, below, onBytes),
+        ctx.signal,
+      );
+    }
+    await ctx.progress.status({ id: statusId, name: statusId, current: fetched, total, startedMs, completedMs: Date.now() });
+    return [parent!];
+  } catch (err) {
+    if (ctx.signal?.aborted) throw new CanceledError(`pull of ${name} canceled`, { cause: err });
+    if (err instanceof KilnError || err instanceof OpFailure) throw err;
+    throw OpFailure.wrap(`failed to pull ${name}`, err);
+  }
+}
+
+async function readDiffIds(ctx: OpContext, p: ImageSourceParams, ref: Reference, config: Descriptor): Promise<string[]> {
+  const cached = p.layers.cachedDiffIds(config.digest);
+  if (cached) return cached;
+  const parts: Uint8Array[] = [];
+  for await (const chunk of p.registry.fetch(ref, config, ctx.signal)) parts.push(chunk);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(Buffer.concat(parts).toString('utf8'));
+  } catch {
+    throw new OpFailure(`failed to pull ${formatReference(ref)}: image config ${config.digest} is not valid JSON`);
+  }
+  const ids = (doc as { rootfs?: { diff_ids?: unknown } } | null)?.rootfs?.diff_ids;
+  if (!Array.isArray(ids) || !ids.every((d) => typeof d === 'string' && /^sha256:[0-9a-f]{64}$/.test(d))) {
+    throw new OpFailure(`failed to pull ${formatReference(ref)}: image config ${config.digest} has no valid rootfs.diff_ids`);
+  }
+  p.layers.rememberDiffIds(config.digest, ids as string[]);
+  return ids as string[];
+}
+
+async function emptySnapshot(ctx: OpContext): Promise<string> {
+  const key = newSnapshotKey(ctx.digest, 'image-empty');
+  await ctx.snapshotter.prepare(key, undefined, { signal: ctx.signal });
+  try {
+    return await ctx.snapshotter.commit(key);
+  } catch (err) {
+    await ctx.snapshotter.remove(key).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Applies one layer onto a snapshot of `parent`, checking its uncompressed digest against `diffId`; returns the committed id. */
+async function applyLayer(
+  ctx: OpContext,
+  registry: RegistryClient,
+  ref: Reference,
+  layer: Descriptor,
+  diffId: string,
+  parent: string | undefined,
+  onBytes: (n: number) => void,
+): Promise<string> {
+  const compression = layerCompression(layer.mediaType);
+  const key = newSnapshotKey(ctx.digest, 'layer');
+  const active = await ctx.snapshotter.prepare(key, parent, { signal: ctx.signal });
+  try {
+    const compressed = counted(registry.fetch(ref, layer, ctx.signal), onBytes);
+    const tar = compression === 'gzip' ? gunzip(compressed) : compressed;
+    const hash = createHash('sha256');
+    const it = tar[Symbol.asyncIterator]();
+    async function* hashed(): AsyncGenerator<Uint8Array> {
+      for (;;) {
+        const r = await it.next();
+        if (r.done) return;
+        hash.update(r.value);
+        yield r.value;
+      }
+    }
+    try {
+      await extractTar(active.path, hashed(), { signal: ctx.signal, logger: ctx.logger, whiteouts: true });
+      // The diff id covers the whole stream, including what follows the end-of-archive blocks.
+      for (;;) {
+        const r = await it.next();
+        if (r.done) break;
+        hash.update(r.value);
+      }
+    } catch (err) {
+      await it.return?.();
+      if (err instanceof KilnError) throw err;
+      throw OpFailure.wrap(`failed to apply layer ${layer.digest} of ${formatReference(ref)}`, err);
+    }
+    const got = `sha256:${hash.digest('hex')}`;
+    if (got !== diffId) {
+      throw new OpFailure(`failed to apply layer ${layer.digest} of ${formatReference(ref)}: uncompressed digest ${got} does not match diff id ${diffId}`);
+    }
+    return await ctx.snapshotter.commit(key);
+  } catch (err) {
+    await ctx.snapshotter.remove(key).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function* counted(src: AsyncIterable<Uint8Array>, onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
+  for await (const chunk of src) {
+    onBytes(chunk.byteLength);
+    yield chunk;
+  }
+}
+
+/** Gunzips a stream; breaking off the iteration closes the source. */
+function gunzip(src: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
+  const z = createGunzip();
+  pipeline(Readable.from(src), z, () => undefined); // an error destroys `z` with it, surfacing in the iteration
+  return z;
+}
