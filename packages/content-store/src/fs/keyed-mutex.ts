@@ -2,6 +2,7 @@
 export class KeyedMutex {
   private readonly tails = new Map<string, Promise<void>>();
 
+  /** Queues `task` behind the tasks of `key`; the place in the queue is taken synchronously. */
   async run<T>(key: string, task: () => Promise<T>): Promise<T> {
     const previous = this.tails.get(key) ?? Promise.resolve();
     let release!: () => void;
@@ -17,5 +18,15 @@ export class KeyedMutex {
       release();
       if (this.tails.get(key) === tail) this.tails.delete(key);
     }
+  }
+
+  /** Whether a task for `key` runs or waits now. */
+  busy(key: string): boolean {
+    return this.tails.has(key);
+  }
+
+  /** Keys with a task running or waiting. */
+  keys(): IterableIterator<string> {
+    return this.tails.keys();
   }
 }

@@ -104,7 +104,7 @@ describe('LocalContentStore', () => {
       expect(err.code).toBe('not_found');
       expect(err.message).toContain(missing);
     }
-    for (const bad of ['sha256:XYZ', '../../etc/passwd', `sha256:${'a'.repeat(63)}`, `sha512:${'a'.repeat(128)}`]) {
+    for (const bad of ['sha256:XYZ', '../../etc/passwd', `sha256:${'a'.repeat(63)}`, `sha384:${'a'.repeat(96)}`, `sha512:${'a'.repeat(64)}`]) {
       const err = await caught(store.info(bad));
       expect(err.code).toBe('invalid_argument');
       expect(err.message).toContain(bad);
@@ -258,7 +258,7 @@ describe('LocalContentStore', () => {
     expect(await first).toEqual({ digest: sha256('ab'), size: 2 });
   });
 
-  it('aborting a write cleans up even while waiting for data', async () => {
+  it('aborting a write, even while waiting for data, keeps the bytes for a resume', async () => {
     const ac = new AbortController();
     let finalized = false;
     const stuck = (async function* () {
@@ -273,10 +273,16 @@ describe('LocalContentStore', () => {
     await new Promise((r) => setTimeout(r, 20));
     ac.abort();
     expect((await caught(p)).code).toBe('canceled');
-    expect(await ingestEntries()).toEqual([]);
     expect(await readdir(join(root, 'blobs', 'sha256'))).toEqual([]);
     expect(finalized).toBe(false); // stuck in an await: return() is queued, not awaited
-    await store.write({ ref: 'abort' }, chunks('again'));
+    expect(await store.status('abort')).toMatchObject({ ref: 'abort', offset: 7, active: false });
+    expect(await ingestEntries()).toHaveLength(1);
+    expect(await store.write({ ref: 'abort', offset: 7 }, chunks(' and the rest'))).toEqual({
+      digest: sha256('partial and the rest'),
+      size: 20,
+    });
+    expect(await ingestEntries()).toEqual([]);
+    expect((await caught(store.status('abort'))).code).toBe('not_found');
   });
 
   it('aborting a read stops it', async () => {
@@ -295,10 +301,10 @@ describe('LocalContentStore', () => {
   it('never builds paths from refs', async () => {
     await store.write({ ref: '../../../escape' }, chunks('x'));
     await store.write({ ref: '/abs/path\0with nul' }, chunks('y'));
-    expect((await readdir(root)).sort()).toEqual(['blobs', 'ingest', 'metadata.db', 'metadata.db-shm', 'metadata.db-wal']);
+    expect((await readdir(root)).sort()).toEqual(['blobs', 'ingest', 'metadata.db', 'metadata.db-wal']);
   });
 
-  it('close aborts writes in progress and refuses new calls', async () => {
+  it('close aborts writes in progress (keeping their bytes) and refuses new calls', async () => {
     const pending = store.write({ ref: 'c' }, (async function* () {
       yield enc.encode('x');
       await new Promise(() => {});
@@ -306,11 +312,15 @@ describe('LocalContentStore', () => {
     await new Promise((r) => setTimeout(r, 20));
     await store.close();
     expect((await caught(pending)).code).toBe('canceled');
-    expect(await ingestEntries()).toEqual([]);
+    expect(await ingestEntries()).toHaveLength(1);
     expect((await caught(store.info(sha256('x')))).code).toBe('unavailable');
     expect((await caught(store.write({ ref: 'd' }, chunks('y')))).code).toBe('unavailable');
     expect((await caught(collect(store.list()))).code).toBe('unavailable');
+    expect((await caught(store.status('c'))).code).toBe('unavailable');
+    expect((await caught(store.gc())).code).toBe('unavailable');
     await store.close();
+    store = await openLocalContentStore({ root });
+    expect(await store.status('c')).toMatchObject({ offset: 1, active: false });
   });
 
   it('recovers on reopen after a crash', async () => {
@@ -339,5 +349,32 @@ describe('LocalContentStore', () => {
     // Rewriting the vanished blob works and it is visible again.
     await store.write({ ref: 'v' }, chunks('vanishing'));
     expect((await store.info(vanished.digest)).size).toBe(9);
+  });
+
+  it('opens a store written by the first schema version', async () => {
+    await store.close();
+    await rm(root, { recursive: true, force: true });
+    await mkdir(join(root, 'blobs', 'sha256'), { recursive: true });
+    const { openDatabase } = await import('./sqlite.js');
+    const db = openDatabase(join(root, 'metadata.db'));
+    db.pragma('journal_mode = WAL');
+    db.exec(`CREATE TABLE blobs (digest TEXT PRIMARY KEY, size INTEGER NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE labels (digest TEXT NOT NULL REFERENCES blobs(digest) ON DELETE CASCADE, key TEXT NOT NULL, value TEXT NOT NULL,
+        PRIMARY KEY (digest, key)) WITHOUT ROWID;
+      CREATE INDEX labels_by_key ON labels(key, value);
+      CREATE TABLE ingests (ref TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, expected_digest TEXT, expected_size INTEGER,
+        started_at INTEGER NOT NULL);
+      PRAGMA user_version = 1;`);
+    const digest = sha256('v1 blob');
+    db.prepare('INSERT INTO blobs VALUES (?, ?, ?)').run(digest, 7, 1_000_000);
+    db.prepare('INSERT INTO labels VALUES (?, ?, ?)').run(digest, 'kiln.gc.root', 'old');
+    db.close();
+    await writeFile(blobFile(digest), 'v1 blob');
+
+    store = await openLocalContentStore({ root });
+    expect(await store.info(digest)).toMatchObject({ size: 7, labels: { 'kiln.gc.root': 'old' }, lastUsedAt: new Date(1_000_000) });
+    expect((await store.gc()).removed).toEqual([]);
+    await store.createLease('new-table');
+    expect((await store.listLeases()).map((l) => l.id)).toEqual(['new-table']);
   });
 });

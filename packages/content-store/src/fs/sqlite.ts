@@ -15,6 +15,8 @@ export interface Statement<P extends unknown[] = unknown[], R = unknown> {
   run(...params: P): RunResult;
   get(...params: P): R | undefined;
   all(...params: P): R[];
+  /** Binds parameters for good; the statement then runs with no arguments. */
+  bind(...params: P): Statement<[], R>;
 }
 
 export interface Database {
@@ -32,7 +34,14 @@ interface DatabaseConstructor {
 
 const require = createRequire(import.meta.url);
 
-export function openDatabase(filename: string): Database {
+/** Opens `filename`; `timeoutMs` is how long a statement waits for a lock held elsewhere. */
+export function openDatabase(filename: string, timeoutMs = 5_000): Database {
   const Ctor = require('better-sqlite3') as DatabaseConstructor;
-  return new Ctor(filename, { timeout: 5_000 });
+  return new Ctor(filename, { timeout: timeoutMs });
+}
+
+/** better-sqlite3's error code (e.g. "SQLITE_BUSY"), if `err` is one of its errors. */
+export function sqliteCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('SQLITE_') ? code : undefined;
 }

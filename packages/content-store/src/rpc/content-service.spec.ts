@@ -3,7 +3,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
-import { timestampDate } from '@bufbuild/protobuf/wkt';
+import { durationFromMs, timestampDate, timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { createClient, createRouterTransport, type Client } from '@connectrpc/connect';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { content } from '@kiln/api';
@@ -14,7 +14,14 @@ import { createContentServiceImpl, READ_CHUNK_SIZE } from './content-service.js'
 
 type WriteMsg = content.WriteRequest;
 
-function header(init: { ref: string; expectedDigest?: string; expectedSize?: bigint; labels?: Record<string, string> }): WriteMsg {
+function header(init: {
+  ref: string;
+  expectedDigest?: string;
+  expectedSize?: bigint;
+  labels?: Record<string, string>;
+  offset?: bigint;
+  lease?: string;
+}): WriteMsg {
   return create(content.WriteRequestSchema, {
     msg: { case: 'header', value: { ...init } },
   });
@@ -180,5 +187,63 @@ describe('ContentService over Connect', () => {
     );
     expect(err.code).toBe('canceled');
     expect(n).toBe(1);
+  });
+
+  it('reports an interrupted write and resumes it by ref', async () => {
+    const blob = randomBytes(1024 * 1024);
+    const digest = sha256(blob);
+    async function* cut(): AsyncGenerator<WriteMsg> {
+      yield header({ ref: 'up', expectedDigest: digest, expectedSize: BigInt(blob.length) });
+      yield data(blob.subarray(0, 400_000));
+      await new Promise((r) => setTimeout(r, 20));
+      throw new Error('client went away');
+    }
+    await expect(client.write(cut())).rejects.toThrow();
+    for (let i = 0; i < 200; i++) {
+      const st = (await client.listStatuses({})).statuses[0];
+      if (st && !st.active) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const { status } = await client.status({ ref: 'up' });
+    expect(status).toMatchObject({ ref: 'up', offset: 400_000n, expectedDigest: digest, expectedSize: BigInt(blob.length), active: false });
+    expect(timestampDate(status!.updatedAt!).getTime()).toBeGreaterThanOrEqual(timestampDate(status!.startedAt!).getTime());
+
+    const res = await client.write(stream(header({ ref: 'up', offset: status!.offset }), data(blob.subarray(400_000))));
+    expect(res).toMatchObject({ digest, size: BigInt(blob.length) });
+    expect((await client.listStatuses({})).statuses).toEqual([]);
+    expect((await kilnError(client.status({ ref: 'up' }))).code).toBe('not_found');
+    expect((await kilnError(client.abort({ ref: 'up' }))).code).toBe('not_found');
+    const info = (await client.info({ digest })).info!;
+    expect(timestampDate(info.lastUsedAt!).getTime()).toBeGreaterThan(0);
+  });
+
+  it('manages leases and runs GC', async () => {
+    const { lease } = await client.createLease({ id: 'l1', labels: { owner: 'test' } });
+    expect(lease).toMatchObject({ id: 'l1', labels: { owner: 'test' } });
+    expect(lease?.expiresAt).toBeUndefined();
+    const picked = (await client.createLease({ expiresAt: timestampFromMs(Date.now() - 1000) })).lease!;
+    expect(picked.id).not.toBe('');
+    expect((await kilnError(client.createLease({ id: 'l1' }))).code).toBe('already_exists');
+
+    const kept = await client.write(stream(header({ ref: 'k', lease: 'l1' }), data('kept')));
+    const gone = await client.write(stream(header({ ref: 'g' }), data('gone')));
+    const planned = sha256('planned');
+    await client.addLeaseResource({ lease: 'l1', digest: planned });
+    expect((await client.listLeaseResources({ lease: 'l1' })).digests).toEqual([kept.digest, planned].sort());
+    await client.deleteLeaseResource({ lease: 'l1', digest: planned });
+    expect((await client.listLeases({})).leases.map((l) => l.id).sort()).toEqual(['l1', picked.id].sort());
+
+    const dry = await client.garbageCollect({ dryRun: true });
+    expect(dry).toMatchObject({ removed: [gone.digest], bytesFreed: 4n, leasesExpired: [picked.id] });
+    expect((await client.info({ digest: gone.digest })).info?.size).toBe(4n);
+    const res = await client.garbageCollect({});
+    expect(res).toMatchObject({ removed: [gone.digest], bytesFreed: 4n, leasesExpired: [picked.id] });
+    expect((await kilnError(client.info({ digest: gone.digest }))).code).toBe('not_found');
+
+    await client.deleteLease({ id: 'l1' });
+    expect((await client.garbageCollect({ keepDuration: durationFromMs(60_000) })).removed).toEqual([]);
+    expect((await client.garbageCollect({ keepBytes: 0n })).removed).toEqual([kept.digest]);
+    expect((await kilnError(client.deleteLease({ id: 'l1' }))).code).toBe('not_found');
+    expect((await kilnError(client.garbageCollect({ keepBytes: -1n }))).code).toBe('invalid_argument');
   });
 });

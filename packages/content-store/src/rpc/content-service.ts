@@ -1,9 +1,9 @@
 import type { ServiceImpl } from '@connectrpc/connect';
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { durationMs, timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt';
 import { content } from '@kiln/api';
 import { InvalidArgumentError } from '@kiln/common';
-import type { BlobInfo, ContentStore } from '../content-store.js';
+import type { BlobInfo, ContentStore, IngestStatus, Lease } from '../content-store.js';
 
 /** Largest `data` in one ReadResponse. */
 export const READ_CHUNK_SIZE = 256 * 1024;
@@ -16,9 +16,11 @@ export const READ_CHUNK_SIZE = 256 * 1024;
  * and details reach the client.
  *
  * Wire conventions: `ReadRequest.size` 0 reads to the end;
- * `WriteHeader.expected_size` < 0 means unknown (0 expects an empty blob);
- * an empty `expected_digest` means unchecked; an empty label value in
- * `UpdateLabels` (or a write header) removes that label.
+ * an absent `WriteHeader.expected_size` means unknown (0 expects an empty
+ * blob); an empty `expected_digest` means unchecked; `WriteHeader.offset`
+ * resumes an interrupted write (see `ContentStore.write`); an empty `lease`
+ * means none; an empty label value in `UpdateLabels` (or a write header)
+ * removes that label; an empty `CreateLeaseRequest.id` lets the store pick.
  */
 export function createContentServiceImpl(store: ContentStore): ServiceImpl<typeof content.ContentService> {
   return {
@@ -52,6 +54,8 @@ export function createContentServiceImpl(store: ContentStore): ServiceImpl<typeo
           expectedDigest: header.expectedDigest === '' ? undefined : header.expectedDigest,
           expectedSize: header.expectedSize === undefined ? undefined : toSafeNumber(header.expectedSize, 'expected_size'),
           labels: header.labels,
+          offset: toSafeNumber(header.offset, 'offset'),
+          lease: header.lease === '' ? undefined : header.lease,
         },
         dataChunks(it),
         { signal: ctx.signal },
@@ -73,6 +77,69 @@ export function createContentServiceImpl(store: ContentStore): ServiceImpl<typeo
     async updateLabels(req) {
       return { info: toProtoInfo(await store.updateLabels(req.digest, req.labels)) };
     },
+
+    async status(req) {
+      return { status: toProtoStatus(await store.status(req.ref)) };
+    },
+
+    async listStatuses() {
+      return { statuses: (await store.listStatuses()).map(toProtoStatus) };
+    },
+
+    async abort(req) {
+      await store.abort(req.ref);
+      return {};
+    },
+
+    async createLease(req) {
+      const lease = await store.createLease(req.id === '' ? undefined : req.id, {
+        expiresAt: req.expiresAt ? new Date(timestampMs(req.expiresAt)) : undefined,
+        labels: req.labels,
+      });
+      return { lease: toProtoLease(lease) };
+    },
+
+    async deleteLease(req) {
+      await store.deleteLease(req.id);
+      return {};
+    },
+
+    async listLeases() {
+      return { leases: (await store.listLeases()).map(toProtoLease) };
+    },
+
+    async addLeaseResource(req) {
+      await store.addLeaseResource(req.lease, req.digest);
+      return {};
+    },
+
+    async deleteLeaseResource(req) {
+      await store.deleteLeaseResource(req.lease, req.digest);
+      return {};
+    },
+
+    async listLeaseResources(req) {
+      return { digests: await store.listLeaseResources(req.lease) };
+    },
+
+    async garbageCollect(req, ctx) {
+      const keepDurationMs = req.keepDuration ? durationMs(req.keepDuration) : undefined;
+      if (keepDurationMs !== undefined && (!Number.isSafeInteger(keepDurationMs) || keepDurationMs < 0)) {
+        throw new InvalidArgumentError(`keep_duration must be a non-negative whole number of milliseconds`, 'keep_duration');
+      }
+      const result = await store.gc({
+        dryRun: req.dryRun,
+        keepBytes: req.keepBytes === undefined ? undefined : toSafeNumber(req.keepBytes, 'keep_bytes'),
+        keepDurationMs,
+        signal: ctx.signal,
+      });
+      return {
+        removed: result.removed,
+        bytesFreed: BigInt(result.bytesFreed),
+        ingestsRemoved: result.ingestsRemoved,
+        leasesExpired: result.leasesExpired,
+      };
+    },
   };
 }
 
@@ -93,7 +160,29 @@ function toProtoInfo(info: BlobInfo): MessageInitShape<typeof content.BlobInfoSc
     digest: info.digest,
     size: BigInt(info.size),
     createdAt: timestampFromMs(info.createdAt.getTime()),
+    lastUsedAt: timestampFromMs(info.lastUsedAt.getTime()),
     labels: { ...info.labels },
+  };
+}
+
+function toProtoStatus(s: IngestStatus): MessageInitShape<typeof content.IngestStatusSchema> {
+  return {
+    ref: s.ref,
+    offset: BigInt(s.offset),
+    expectedDigest: s.expectedDigest ?? '',
+    expectedSize: s.expectedSize === undefined ? undefined : BigInt(s.expectedSize),
+    startedAt: timestampFromMs(s.startedAt.getTime()),
+    updatedAt: timestampFromMs(s.updatedAt.getTime()),
+    active: s.active,
+  };
+}
+
+function toProtoLease(l: Lease): MessageInitShape<typeof content.LeaseSchema> {
+  return {
+    id: l.id,
+    createdAt: timestampFromMs(l.createdAt.getTime()),
+    expiresAt: l.expiresAt ? timestampFromMs(l.expiresAt.getTime()) : undefined,
+    labels: { ...l.labels },
   };
 }
 

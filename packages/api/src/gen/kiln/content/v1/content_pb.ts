@@ -6,15 +6,15 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file kiln/content/v1/content.proto.
  */
 export const file_kiln_content_v1_content: GenFile = /*@__PURE__*/
-  fileDesc("Ch1raWxuL2NvbnRlbnQvdjEvY29udGVudC5wcm90bxIPa2lsbi5jb250ZW50LnYxIr4BCghCbG9iSW5mbxIOCgZkaWdlc3QYASABKAkSDAoEc2l6ZRgCIAEoAxIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1CgZsYWJlbHMYBCADKAsyJS5raWxuLmNvbnRlbnQudjEuQmxvYkluZm8uTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIdCgtJbmZvUmVxdWVzdBIOCgZkaWdlc3QYASABKAkiNwoMSW5mb1Jlc3BvbnNlEicKBGluZm8YASABKAsyGS5raWxuLmNvbnRlbnQudjEuQmxvYkluZm8iOwoLUmVhZFJlcXVlc3QSDgoGZGlnZXN0GAEgASgJEg4KBm9mZnNldBgCIAEoAxIMCgRzaXplGAMgASgDIiwKDFJlYWRSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAyLKAQoLV3JpdGVIZWFkZXISCwoDcmVmGAEgASgJEhcKD2V4cGVjdGVkX2RpZ2VzdBgCIAEoCRIaCg1leHBlY3RlZF9zaXplGAMgASgDSACIAQESOAoGbGFiZWxzGAQgAygLMigua2lsbi5jb250ZW50LnYxLldyaXRlSGVhZGVyLkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCEAoOX2V4cGVjdGVkX3NpemUiVQoMV3JpdGVSZXF1ZXN0Ei4KBmhlYWRlchgBIAEoCzIcLmtpbG4uY29udGVudC52MS5Xcml0ZUhlYWRlckgAEg4KBGRhdGEYAiABKAxIAEIFCgNtc2ciLQoNV3JpdGVSZXNwb25zZRIOCgZkaWdlc3QYASABKAkSDAoEc2l6ZRgCIAEoAyIfCg1EZWxldGVSZXF1ZXN0Eg4KBmRpZ2VzdBgBIAEoCSIQCg5EZWxldGVSZXNwb25zZSIeCgtMaXN0UmVxdWVzdBIPCgdmaWx0ZXJzGAEgAygJIjcKDExpc3RSZXNwb25zZRInCgRpbmZvGAEgASgLMhkua2lsbi5jb250ZW50LnYxLkJsb2JJbmZvIpYBChNVcGRhdGVMYWJlbHNSZXF1ZXN0Eg4KBmRpZ2VzdBgBIAEoCRJACgZsYWJlbHMYAiADKAsyMC5raWxuLmNvbnRlbnQudjEuVXBkYXRlTGFiZWxzUmVxdWVzdC5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIj8KFFVwZGF0ZUxhYmVsc1Jlc3BvbnNlEicKBGluZm8YASABKAsyGS5raWxuLmNvbnRlbnQudjEuQmxvYkluZm8y1QMKDkNvbnRlbnRTZXJ2aWNlEkMKBEluZm8SHC5raWxuLmNvbnRlbnQudjEuSW5mb1JlcXVlc3QaHS5raWxuLmNvbnRlbnQudjEuSW5mb1Jlc3BvbnNlEkUKBFJlYWQSHC5raWxuLmNvbnRlbnQudjEuUmVhZFJlcXVlc3QaHS5raWxuLmNvbnRlbnQudjEuUmVhZFJlc3BvbnNlMAESSAoFV3JpdGUSHS5raWxuLmNvbnRlbnQudjEuV3JpdGVSZXF1ZXN0Gh4ua2lsbi5jb250ZW50LnYxLldyaXRlUmVzcG9uc2UoARJJCgZEZWxldGUSHi5raWxuLmNvbnRlbnQudjEuRGVsZXRlUmVxdWVzdBofLmtpbG4uY29udGVudC52MS5EZWxldGVSZXNwb25zZRJFCgRMaXN0Ehwua2lsbi5jb250ZW50LnYxLkxpc3RSZXF1ZXN0Gh0ua2lsbi5jb250ZW50LnYxLkxpc3RSZXNwb25zZTABElsKDFVwZGF0ZUxhYmVscxIkLmtpbG4uY29udGVudC52MS5VcGRhdGVMYWJlbHNSZXF1ZXN0GiUua2lsbi5jb250ZW50LnYxLlVwZGF0ZUxhYmVsc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1raWxuL2NvbnRlbnQvdjEvY29udGVudC5wcm90bxIPa2lsbi5jb250ZW50LnYxIvABCghCbG9iSW5mbxIOCgZkaWdlc3QYASABKAkSDAoEc2l6ZRgCIAEoAxIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1CgZsYWJlbHMYBCADKAsyJS5raWxuLmNvbnRlbnQudjEuQmxvYkluZm8uTGFiZWxzRW50cnkSMAoMbGFzdF91c2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIh0KC0luZm9SZXF1ZXN0Eg4KBmRpZ2VzdBgBIAEoCSI3CgxJbmZvUmVzcG9uc2USJwoEaW5mbxgBIAEoCzIZLmtpbG4uY29udGVudC52MS5CbG9iSW5mbyI7CgtSZWFkUmVxdWVzdBIOCgZkaWdlc3QYASABKAkSDgoGb2Zmc2V0GAIgASgDEgwKBHNpemUYAyABKAMiLAoMUmVhZFJlc3BvbnNlEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDIukBCgtXcml0ZUhlYWRlchILCgNyZWYYASABKAkSFwoPZXhwZWN0ZWRfZGlnZXN0GAIgASgJEhoKDWV4cGVjdGVkX3NpemUYAyABKANIAIgBARI4CgZsYWJlbHMYBCADKAsyKC5raWxuLmNvbnRlbnQudjEuV3JpdGVIZWFkZXIuTGFiZWxzRW50cnkSDgoGb2Zmc2V0GAUgASgDEg0KBWxlYXNlGAYgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCEAoOX2V4cGVjdGVkX3NpemUiVQoMV3JpdGVSZXF1ZXN0Ei4KBmhlYWRlchgBIAEoCzIcLmtpbG4uY29udGVudC52MS5Xcml0ZUhlYWRlckgAEg4KBGRhdGEYAiABKAxIAEIFCgNtc2ciLQoNV3JpdGVSZXNwb25zZRIOCgZkaWdlc3QYASABKAkSDAoEc2l6ZRgCIAEoAyIfCg1EZWxldGVSZXF1ZXN0Eg4KBmRpZ2VzdBgBIAEoCSIQCg5EZWxldGVSZXNwb25zZSIeCgtMaXN0UmVxdWVzdBIPCgdmaWx0ZXJzGAEgAygJIjcKDExpc3RSZXNwb25zZRInCgRpbmZvGAEgASgLMhkua2lsbi5jb250ZW50LnYxLkJsb2JJbmZvIpYBChNVcGRhdGVMYWJlbHNSZXF1ZXN0Eg4KBmRpZ2VzdBgBIAEoCRJACgZsYWJlbHMYAiADKAsyMC5raWxuLmNvbnRlbnQudjEuVXBkYXRlTGFiZWxzUmVxdWVzdC5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIj8KFFVwZGF0ZUxhYmVsc1Jlc3BvbnNlEicKBGluZm8YASABKAsyGS5raWxuLmNvbnRlbnQudjEuQmxvYkluZm8i4gEKDEluZ2VzdFN0YXR1cxILCgNyZWYYASABKAkSDgoGb2Zmc2V0GAIgASgDEhcKD2V4cGVjdGVkX2RpZ2VzdBgDIAEoCRIaCg1leHBlY3RlZF9zaXplGAQgASgDSACIAQESLgoKc3RhcnRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGYWN0aXZlGAcgASgIQhAKDl9leHBlY3RlZF9zaXplIhwKDVN0YXR1c1JlcXVlc3QSCwoDcmVmGAEgASgJIj8KDlN0YXR1c1Jlc3BvbnNlEi0KBnN0YXR1cxgBIAEoCzIdLmtpbG4uY29udGVudC52MS5Jbmdlc3RTdGF0dXMiFQoTTGlzdFN0YXR1c2VzUmVxdWVzdCJHChRMaXN0U3RhdHVzZXNSZXNwb25zZRIvCghzdGF0dXNlcxgBIAMoCzIdLmtpbG4uY29udGVudC52MS5Jbmdlc3RTdGF0dXMiGwoMQWJvcnRSZXF1ZXN0EgsKA3JlZhgBIAEoCSIPCg1BYm9ydFJlc3BvbnNlItYBCgVMZWFzZRIKCgJpZBgBIAEoCRIuCgpjcmVhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCgZsYWJlbHMYBCADKAsyIi5raWxuLmNvbnRlbnQudjEuTGVhc2UuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLAAQoSQ3JlYXRlTGVhc2VSZXF1ZXN0EgoKAmlkGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEj8KBmxhYmVscxgDIAMoCzIvLmtpbG4uY29udGVudC52MS5DcmVhdGVMZWFzZVJlcXVlc3QuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI8ChNDcmVhdGVMZWFzZVJlc3BvbnNlEiUKBWxlYXNlGAEgASgLMhYua2lsbi5jb250ZW50LnYxLkxlYXNlIiAKEkRlbGV0ZUxlYXNlUmVxdWVzdBIKCgJpZBgBIAEoCSIVChNEZWxldGVMZWFzZVJlc3BvbnNlIhMKEUxpc3RMZWFzZXNSZXF1ZXN0IjwKEkxpc3RMZWFzZXNSZXNwb25zZRImCgZsZWFzZXMYASADKAsyFi5raWxuLmNvbnRlbnQudjEuTGVhc2UiOAoXQWRkTGVhc2VSZXNvdXJjZVJlcXVlc3QSDQoFbGVhc2UYASABKAkSDgoGZGlnZXN0GAIgASgJIhoKGEFkZExlYXNlUmVzb3VyY2VSZXNwb25zZSI7ChpEZWxldGVMZWFzZVJlc291cmNlUmVxdWVzdBINCgVsZWFzZRgBIAEoCRIOCgZkaWdlc3QYAiABKAkiHQobRGVsZXRlTGVhc2VSZXNvdXJjZVJlc3BvbnNlIioKGUxpc3RMZWFzZVJlc291cmNlc1JlcXVlc3QSDQoFbGVhc2UYASABKAkiLQoaTGlzdExlYXNlUmVzb3VyY2VzUmVzcG9uc2USDwoHZGlnZXN0cxgBIAMoCSKCAQoVR2FyYmFnZUNvbGxlY3RSZXF1ZXN0Eg8KB2RyeV9ydW4YASABKAgSFwoKa2VlcF9ieXRlcxgCIAEoA0gAiAEBEjAKDWtlZXBfZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDQoLX2tlZXBfYnl0ZXMibwoWR2FyYmFnZUNvbGxlY3RSZXNwb25zZRIPCgdyZW1vdmVkGAEgAygJEhMKC2J5dGVzX2ZyZWVkGAIgASgDEhcKD2luZ2VzdHNfcmVtb3ZlZBgDIAMoCRIWCg5sZWFzZXNfZXhwaXJlZBgEIAMoCTL9CgoOQ29udGVudFNlcnZpY2USQwoESW5mbxIcLmtpbG4uY29udGVudC52MS5JbmZvUmVxdWVzdBodLmtpbG4uY29udGVudC52MS5JbmZvUmVzcG9uc2USRQoEUmVhZBIcLmtpbG4uY29udGVudC52MS5SZWFkUmVxdWVzdBodLmtpbG4uY29udGVudC52MS5SZWFkUmVzcG9uc2UwARJICgVXcml0ZRIdLmtpbG4uY29udGVudC52MS5Xcml0ZVJlcXVlc3QaHi5raWxuLmNvbnRlbnQudjEuV3JpdGVSZXNwb25zZSgBEkkKBkRlbGV0ZRIeLmtpbG4uY29udGVudC52MS5EZWxldGVSZXF1ZXN0Gh8ua2lsbi5jb250ZW50LnYxLkRlbGV0ZVJlc3BvbnNlEkUKBExpc3QSHC5raWxuLmNvbnRlbnQudjEuTGlzdFJlcXVlc3QaHS5raWxuLmNvbnRlbnQudjEuTGlzdFJlc3BvbnNlMAESWwoMVXBkYXRlTGFiZWxzEiQua2lsbi5jb250ZW50LnYxLlVwZGF0ZUxhYmVsc1JlcXVlc3QaJS5raWxuLmNvbnRlbnQudjEuVXBkYXRlTGFiZWxzUmVzcG9uc2USSQoGU3RhdHVzEh4ua2lsbi5jb250ZW50LnYxLlN0YXR1c1JlcXVlc3QaHy5raWxuLmNvbnRlbnQudjEuU3RhdHVzUmVzcG9uc2USWwoMTGlzdFN0YXR1c2VzEiQua2lsbi5jb250ZW50LnYxLkxpc3RTdGF0dXNlc1JlcXVlc3QaJS5raWxuLmNvbnRlbnQudjEuTGlzdFN0YXR1c2VzUmVzcG9uc2USRgoFQWJvcnQSHS5raWxuLmNvbnRlbnQudjEuQWJvcnRSZXF1ZXN0Gh4ua2lsbi5jb250ZW50LnYxLkFib3J0UmVzcG9uc2USWAoLQ3JlYXRlTGVhc2USIy5raWxuLmNvbnRlbnQudjEuQ3JlYXRlTGVhc2VSZXF1ZXN0GiQua2lsbi5jb250ZW50LnYxLkNyZWF0ZUxlYXNlUmVzcG9uc2USWAoLRGVsZXRlTGVhc2USIy5raWxuLmNvbnRlbnQudjEuRGVsZXRlTGVhc2VSZXF1ZXN0GiQua2lsbi5jb250ZW50LnYxLkRlbGV0ZUxlYXNlUmVzcG9uc2USVQoKTGlzdExlYXNlcxIiLmtpbG4uY29udGVudC52MS5MaXN0TGVhc2VzUmVxdWVzdBojLmtpbG4uY29udGVudC52MS5MaXN0TGVhc2VzUmVzcG9uc2USZwoQQWRkTGVhc2VSZXNvdXJjZRIoLmtpbG4uY29udGVudC52MS5BZGRMZWFzZVJlc291cmNlUmVxdWVzdBopLmtpbG4uY29udGVudC52MS5BZGRMZWFzZVJlc291cmNlUmVzcG9uc2UScAoTRGVsZXRlTGVhc2VSZXNvdXJjZRIrLmtpbG4uY29udGVudC52MS5EZWxldGVMZWFzZVJlc291cmNlUmVxdWVzdBosLmtpbG4uY29udGVudC52MS5EZWxldGVMZWFzZVJlc291cmNlUmVzcG9uc2USbQoSTGlzdExlYXNlUmVzb3VyY2VzEioua2lsbi5jb250ZW50LnYxLkxpc3RMZWFzZVJlc291cmNlc1JlcXVlc3QaKy5raWxuLmNvbnRlbnQudjEuTGlzdExlYXNlUmVzb3VyY2VzUmVzcG9uc2USYQoOR2FyYmFnZUNvbGxlY3QSJi5raWxuLmNvbnRlbnQudjEuR2FyYmFnZUNvbGxlY3RSZXF1ZXN0Gicua2lsbi5jb250ZW50LnYxLkdhcmJhZ2VDb2xsZWN0UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message kiln.content.v1.BlobInfo
@@ -39,6 +39,13 @@ export type BlobInfo = Message<"kiln.content.v1.BlobInfo"> & {
    * @generated from field: map<string, string> labels = 4;
    */
   labels: { [key: string]: string };
+
+  /**
+   * Last commit, write of the same content or read (tracked to about a second).
+   *
+   * @generated from field: google.protobuf.Timestamp last_used_at = 5;
+   */
+  lastUsedAt?: Timestamp | undefined;
 };
 
 /**
@@ -160,6 +167,22 @@ export type WriteHeader = Message<"kiln.content.v1.WriteHeader"> & {
    * @generated from field: map<string, string> labels = 4;
    */
   labels: { [key: string]: string };
+
+  /**
+   * Resume: the data messages start at this byte of the blob. 0 starts over
+   * (discarding any interrupted data for the ref); > 0 continues the
+   * interrupted ingest of the ref, and must not exceed its status offset.
+   *
+   * @generated from field: int64 offset = 5;
+   */
+  offset: bigint;
+
+  /**
+   * Lease the committed blob is added to (empty: none).
+   *
+   * @generated from field: string lease = 6;
+   */
+  lease: string;
 };
 
 /**
@@ -326,6 +349,466 @@ export const UpdateLabelsResponseSchema: GenMessage<UpdateLabelsResponse> = /*@_
   messageDesc(file_kiln_content_v1_content, 13);
 
 /**
+ * @generated from message kiln.content.v1.IngestStatus
+ */
+export type IngestStatus = Message<"kiln.content.v1.IngestStatus"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+
+  /**
+   * Bytes received so far.
+   *
+   * @generated from field: int64 offset = 2;
+   */
+  offset: bigint;
+
+  /**
+   * Empty when the write did not name one.
+   *
+   * @generated from field: string expected_digest = 3;
+   */
+  expectedDigest: string;
+
+  /**
+   * @generated from field: optional int64 expected_size = 4;
+   */
+  expectedSize?: bigint | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp started_at = 5;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp updated_at = 6;
+   */
+  updatedAt?: Timestamp | undefined;
+
+  /**
+   * A writer is connected to it now (an inactive one waits to be resumed).
+   *
+   * @generated from field: bool active = 7;
+   */
+  active: boolean;
+};
+
+/**
+ * Describes the message kiln.content.v1.IngestStatus.
+ * Use `create(IngestStatusSchema)` to create a new message.
+ */
+export const IngestStatusSchema: GenMessage<IngestStatus> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 14);
+
+/**
+ * @generated from message kiln.content.v1.StatusRequest
+ */
+export type StatusRequest = Message<"kiln.content.v1.StatusRequest"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+};
+
+/**
+ * Describes the message kiln.content.v1.StatusRequest.
+ * Use `create(StatusRequestSchema)` to create a new message.
+ */
+export const StatusRequestSchema: GenMessage<StatusRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 15);
+
+/**
+ * @generated from message kiln.content.v1.StatusResponse
+ */
+export type StatusResponse = Message<"kiln.content.v1.StatusResponse"> & {
+  /**
+   * @generated from field: kiln.content.v1.IngestStatus status = 1;
+   */
+  status?: IngestStatus | undefined;
+};
+
+/**
+ * Describes the message kiln.content.v1.StatusResponse.
+ * Use `create(StatusResponseSchema)` to create a new message.
+ */
+export const StatusResponseSchema: GenMessage<StatusResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 16);
+
+/**
+ * @generated from message kiln.content.v1.ListStatusesRequest
+ */
+export type ListStatusesRequest = Message<"kiln.content.v1.ListStatusesRequest"> & {
+};
+
+/**
+ * Describes the message kiln.content.v1.ListStatusesRequest.
+ * Use `create(ListStatusesRequestSchema)` to create a new message.
+ */
+export const ListStatusesRequestSchema: GenMessage<ListStatusesRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 17);
+
+/**
+ * @generated from message kiln.content.v1.ListStatusesResponse
+ */
+export type ListStatusesResponse = Message<"kiln.content.v1.ListStatusesResponse"> & {
+  /**
+   * @generated from field: repeated kiln.content.v1.IngestStatus statuses = 1;
+   */
+  statuses: IngestStatus[];
+};
+
+/**
+ * Describes the message kiln.content.v1.ListStatusesResponse.
+ * Use `create(ListStatusesResponseSchema)` to create a new message.
+ */
+export const ListStatusesResponseSchema: GenMessage<ListStatusesResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 18);
+
+/**
+ * @generated from message kiln.content.v1.AbortRequest
+ */
+export type AbortRequest = Message<"kiln.content.v1.AbortRequest"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+};
+
+/**
+ * Describes the message kiln.content.v1.AbortRequest.
+ * Use `create(AbortRequestSchema)` to create a new message.
+ */
+export const AbortRequestSchema: GenMessage<AbortRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 19);
+
+/**
+ * @generated from message kiln.content.v1.AbortResponse
+ */
+export type AbortResponse = Message<"kiln.content.v1.AbortResponse"> & {
+};
+
+/**
+ * Describes the message kiln.content.v1.AbortResponse.
+ * Use `create(AbortResponseSchema)` to create a new message.
+ */
+export const AbortResponseSchema: GenMessage<AbortResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 20);
+
+/**
+ * @generated from message kiln.content.v1.Lease
+ */
+export type Lease = Message<"kiln.content.v1.Lease"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 2;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * Absent: never expires.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: map<string, string> labels = 4;
+   */
+  labels: { [key: string]: string };
+};
+
+/**
+ * Describes the message kiln.content.v1.Lease.
+ * Use `create(LeaseSchema)` to create a new message.
+ */
+export const LeaseSchema: GenMessage<Lease> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 21);
+
+/**
+ * @generated from message kiln.content.v1.CreateLeaseRequest
+ */
+export type CreateLeaseRequest = Message<"kiln.content.v1.CreateLeaseRequest"> & {
+  /**
+   * Empty: the store picks one.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expires_at = 2;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: map<string, string> labels = 3;
+   */
+  labels: { [key: string]: string };
+};
+
+/**
+ * Describes the message kiln.content.v1.CreateLeaseRequest.
+ * Use `create(CreateLeaseRequestSchema)` to create a new message.
+ */
+export const CreateLeaseRequestSchema: GenMessage<CreateLeaseRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 22);
+
+/**
+ * @generated from message kiln.content.v1.CreateLeaseResponse
+ */
+export type CreateLeaseResponse = Message<"kiln.content.v1.CreateLeaseResponse"> & {
+  /**
+   * @generated from field: kiln.content.v1.Lease lease = 1;
+   */
+  lease?: Lease | undefined;
+};
+
+/**
+ * Describes the message kiln.content.v1.CreateLeaseResponse.
+ * Use `create(CreateLeaseResponseSchema)` to create a new message.
+ */
+export const CreateLeaseResponseSchema: GenMessage<CreateLeaseResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 23);
+
+/**
+ * @generated from message kiln.content.v1.DeleteLeaseRequest
+ */
+export type DeleteLeaseRequest = Message<"kiln.content.v1.DeleteLeaseRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message kiln.content.v1.DeleteLeaseRequest.
+ * Use `create(DeleteLeaseRequestSchema)` to create a new message.
+ */
+export const DeleteLeaseRequestSchema: GenMessage<DeleteLeaseRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 24);
+
+/**
+ * @generated from message kiln.content.v1.DeleteLeaseResponse
+ */
+export type DeleteLeaseResponse = Message<"kiln.content.v1.DeleteLeaseResponse"> & {
+};
+
+/**
+ * Describes the message kiln.content.v1.DeleteLeaseResponse.
+ * Use `create(DeleteLeaseResponseSchema)` to create a new message.
+ */
+export const DeleteLeaseResponseSchema: GenMessage<DeleteLeaseResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 25);
+
+/**
+ * @generated from message kiln.content.v1.ListLeasesRequest
+ */
+export type ListLeasesRequest = Message<"kiln.content.v1.ListLeasesRequest"> & {
+};
+
+/**
+ * Describes the message kiln.content.v1.ListLeasesRequest.
+ * Use `create(ListLeasesRequestSchema)` to create a new message.
+ */
+export const ListLeasesRequestSchema: GenMessage<ListLeasesRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 26);
+
+/**
+ * @generated from message kiln.content.v1.ListLeasesResponse
+ */
+export type ListLeasesResponse = Message<"kiln.content.v1.ListLeasesResponse"> & {
+  /**
+   * @generated from field: repeated kiln.content.v1.Lease leases = 1;
+   */
+  leases: Lease[];
+};
+
+/**
+ * Describes the message kiln.content.v1.ListLeasesResponse.
+ * Use `create(ListLeasesResponseSchema)` to create a new message.
+ */
+export const ListLeasesResponseSchema: GenMessage<ListLeasesResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 27);
+
+/**
+ * @generated from message kiln.content.v1.AddLeaseResourceRequest
+ */
+export type AddLeaseResourceRequest = Message<"kiln.content.v1.AddLeaseResourceRequest"> & {
+  /**
+   * @generated from field: string lease = 1;
+   */
+  lease: string;
+
+  /**
+   * Need not exist yet: leasing a digest before writing it protects it from
+   * the moment it is committed.
+   *
+   * @generated from field: string digest = 2;
+   */
+  digest: string;
+};
+
+/**
+ * Describes the message kiln.content.v1.AddLeaseResourceRequest.
+ * Use `create(AddLeaseResourceRequestSchema)` to create a new message.
+ */
+export const AddLeaseResourceRequestSchema: GenMessage<AddLeaseResourceRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 28);
+
+/**
+ * @generated from message kiln.content.v1.AddLeaseResourceResponse
+ */
+export type AddLeaseResourceResponse = Message<"kiln.content.v1.AddLeaseResourceResponse"> & {
+};
+
+/**
+ * Describes the message kiln.content.v1.AddLeaseResourceResponse.
+ * Use `create(AddLeaseResourceResponseSchema)` to create a new message.
+ */
+export const AddLeaseResourceResponseSchema: GenMessage<AddLeaseResourceResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 29);
+
+/**
+ * @generated from message kiln.content.v1.DeleteLeaseResourceRequest
+ */
+export type DeleteLeaseResourceRequest = Message<"kiln.content.v1.DeleteLeaseResourceRequest"> & {
+  /**
+   * @generated from field: string lease = 1;
+   */
+  lease: string;
+
+  /**
+   * @generated from field: string digest = 2;
+   */
+  digest: string;
+};
+
+/**
+ * Describes the message kiln.content.v1.DeleteLeaseResourceRequest.
+ * Use `create(DeleteLeaseResourceRequestSchema)` to create a new message.
+ */
+export const DeleteLeaseResourceRequestSchema: GenMessage<DeleteLeaseResourceRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 30);
+
+/**
+ * @generated from message kiln.content.v1.DeleteLeaseResourceResponse
+ */
+export type DeleteLeaseResourceResponse = Message<"kiln.content.v1.DeleteLeaseResourceResponse"> & {
+};
+
+/**
+ * Describes the message kiln.content.v1.DeleteLeaseResourceResponse.
+ * Use `create(DeleteLeaseResourceResponseSchema)` to create a new message.
+ */
+export const DeleteLeaseResourceResponseSchema: GenMessage<DeleteLeaseResourceResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 31);
+
+/**
+ * @generated from message kiln.content.v1.ListLeaseResourcesRequest
+ */
+export type ListLeaseResourcesRequest = Message<"kiln.content.v1.ListLeaseResourcesRequest"> & {
+  /**
+   * @generated from field: string lease = 1;
+   */
+  lease: string;
+};
+
+/**
+ * Describes the message kiln.content.v1.ListLeaseResourcesRequest.
+ * Use `create(ListLeaseResourcesRequestSchema)` to create a new message.
+ */
+export const ListLeaseResourcesRequestSchema: GenMessage<ListLeaseResourcesRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 32);
+
+/**
+ * @generated from message kiln.content.v1.ListLeaseResourcesResponse
+ */
+export type ListLeaseResourcesResponse = Message<"kiln.content.v1.ListLeaseResourcesResponse"> & {
+  /**
+   * @generated from field: repeated string digests = 1;
+   */
+  digests: string[];
+};
+
+/**
+ * Describes the message kiln.content.v1.ListLeaseResourcesResponse.
+ * Use `create(ListLeaseResourcesResponseSchema)` to create a new message.
+ */
+export const ListLeaseResourcesResponseSchema: GenMessage<ListLeaseResourcesResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 33);
+
+/**
+ * @generated from message kiln.content.v1.GarbageCollectRequest
+ */
+export type GarbageCollectRequest = Message<"kiln.content.v1.GarbageCollectRequest"> & {
+  /**
+   * Report what would be removed without removing anything.
+   *
+   * @generated from field: bool dry_run = 1;
+   */
+  dryRun: boolean;
+
+  /**
+   * Remove unreferenced blobs, least recently used first, only while the
+   * store holds more than this many bytes.
+   *
+   * @generated from field: optional int64 keep_bytes = 2;
+   */
+  keepBytes?: bigint | undefined;
+
+  /**
+   * Remove unreferenced blobs unused for longer than this.
+   *
+   * @generated from field: google.protobuf.Duration keep_duration = 3;
+   */
+  keepDuration?: Duration | undefined;
+};
+
+/**
+ * Describes the message kiln.content.v1.GarbageCollectRequest.
+ * Use `create(GarbageCollectRequestSchema)` to create a new message.
+ */
+export const GarbageCollectRequestSchema: GenMessage<GarbageCollectRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 34);
+
+/**
+ * @generated from message kiln.content.v1.GarbageCollectResponse
+ */
+export type GarbageCollectResponse = Message<"kiln.content.v1.GarbageCollectResponse"> & {
+  /**
+   * @generated from field: repeated string removed = 1;
+   */
+  removed: string[];
+
+  /**
+   * @generated from field: int64 bytes_freed = 2;
+   */
+  bytesFreed: bigint;
+
+  /**
+   * @generated from field: repeated string ingests_removed = 3;
+   */
+  ingestsRemoved: string[];
+
+  /**
+   * @generated from field: repeated string leases_expired = 4;
+   */
+  leasesExpired: string[];
+};
+
+/**
+ * Describes the message kiln.content.v1.GarbageCollectResponse.
+ * Use `create(GarbageCollectResponseSchema)` to create a new message.
+ */
+export const GarbageCollectResponseSchema: GenMessage<GarbageCollectResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_content_v1_content, 35);
+
+/**
  * @generated from service kiln.content.v1.ContentService
  */
 export const ContentService: GenService<{
@@ -381,6 +864,100 @@ export const ContentService: GenService<{
     methodKind: "unary";
     input: typeof UpdateLabelsRequestSchema;
     output: typeof UpdateLabelsResponseSchema;
+  },
+  /**
+   * Status reports one ingest (a write in progress or interrupted) by ref: a
+   * client resumes an interrupted write by sending its header again with
+   * offset = status.offset and the data from that offset on.
+   *
+   * @generated from rpc kiln.content.v1.ContentService.Status
+   */
+  status: {
+    methodKind: "unary";
+    input: typeof StatusRequestSchema;
+    output: typeof StatusResponseSchema;
+  },
+  /**
+   * ListStatuses reports every ingest, ordered by ref.
+   *
+   * @generated from rpc kiln.content.v1.ContentService.ListStatuses
+   */
+  listStatuses: {
+    methodKind: "unary";
+    input: typeof ListStatusesRequestSchema;
+    output: typeof ListStatusesResponseSchema;
+  },
+  /**
+   * Abort removes an interrupted ingest and its partial data.
+   *
+   * @generated from rpc kiln.content.v1.ContentService.Abort
+   */
+  abort: {
+    methodKind: "unary";
+    input: typeof AbortRequestSchema;
+    output: typeof AbortResponseSchema;
+  },
+  /**
+   * Leases protect the blobs they name from garbage collection until they
+   * are deleted or expire.
+   *
+   * @generated from rpc kiln.content.v1.ContentService.CreateLease
+   */
+  createLease: {
+    methodKind: "unary";
+    input: typeof CreateLeaseRequestSchema;
+    output: typeof CreateLeaseResponseSchema;
+  },
+  /**
+   * @generated from rpc kiln.content.v1.ContentService.DeleteLease
+   */
+  deleteLease: {
+    methodKind: "unary";
+    input: typeof DeleteLeaseRequestSchema;
+    output: typeof DeleteLeaseResponseSchema;
+  },
+  /**
+   * @generated from rpc kiln.content.v1.ContentService.ListLeases
+   */
+  listLeases: {
+    methodKind: "unary";
+    input: typeof ListLeasesRequestSchema;
+    output: typeof ListLeasesResponseSchema;
+  },
+  /**
+   * @generated from rpc kiln.content.v1.ContentService.AddLeaseResource
+   */
+  addLeaseResource: {
+    methodKind: "unary";
+    input: typeof AddLeaseResourceRequestSchema;
+    output: typeof AddLeaseResourceResponseSchema;
+  },
+  /**
+   * @generated from rpc kiln.content.v1.ContentService.DeleteLeaseResource
+   */
+  deleteLeaseResource: {
+    methodKind: "unary";
+    input: typeof DeleteLeaseResourceRequestSchema;
+    output: typeof DeleteLeaseResourceResponseSchema;
+  },
+  /**
+   * @generated from rpc kiln.content.v1.ContentService.ListLeaseResources
+   */
+  listLeaseResources: {
+    methodKind: "unary";
+    input: typeof ListLeaseResourcesRequestSchema;
+    output: typeof ListLeaseResourcesResponseSchema;
+  },
+  /**
+   * GarbageCollect removes blobs no root reaches (a prune), expired leases
+   * and stale ingests.
+   *
+   * @generated from rpc kiln.content.v1.ContentService.GarbageCollect
+   */
+  garbageCollect: {
+    methodKind: "unary";
+    input: typeof GarbageCollectRequestSchema;
+    output: typeof GarbageCollectResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kiln_content_v1_content, 0);
