@@ -30,7 +30,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
   const sessionClient = createKilnClient(session.SessionService, transport);
   const workerClient = createKilnClient(workerApi.WorkerService, transport);
 
-  const store = await openLocalContentStore({ root: join(opts.root, 'content'), logger: logger.child({ tier: 'content' }) });
+  const store = await openLocalContentStore({ root: join(opts.root, 'content'), logger: logger.child({ tier: 'content' }), publish: (subject, data) => bus.publish(subject, data) });
   const sessions = new SessionHost(logger.child({ tier: 'solver', component: 'session' }));
   const createWorker = opts.worker === 'containerd' ? createContainerdWorker : createOciWorker;
   const localWorker = createWorker({

@@ -67,7 +67,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
       routes = (r) => r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontend], sessions: solverSessions(), logger: log }));
       break;
     case 'content': {
-      const store = await openLocalContentStore({ root: join(opts.root, 'content'), logger: log });
+      const store = await openLocalContentStore({ root: join(opts.root, 'content'), logger: log, publish: (subject, data) => bus.publish(subject, data) });
       closers.push(() => store.close());
       routes = (r) => r.service(content.ContentService, createContentServiceImpl(store));
       break;
