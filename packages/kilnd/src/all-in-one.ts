@@ -4,6 +4,7 @@ import { content, control, exporter, frontend, llb, session, worker as workerApi
 import { createMemoryBus } from '@kiln/bus';
 import { createInMemoryTransport, createKilnClient, serveRoutes, type Logger, type Routes, type RpcServer } from '@kiln/common';
 import { createContentServiceImpl, openLocalContentStore } from '@kiln/content-store';
+import { createRegistryClient, dockerConfigCredentials } from '@kiln/registry';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
 import { createFrontendServiceImpl, dockerfileFrontend } from '@kiln/frontend-gateway';
 import { createControlServiceImpl, createSessionServiceImpl, SessionHost, Solver, type WorkerPool } from '@kiln/solver';
@@ -36,6 +37,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
   const localWorker = createWorker({
     id: opts.id,
     root: join(opts.root, `worker-${opts.worker}`),
+    registry: createRegistryClient({ credentials: dockerConfigCredentials(), ...opts.registry }),
     sessions: sessionClient,
     publish: (subject, data) => bus.publish(subject, data),
     logger: logger.child({ tier: 'worker-oci' }),

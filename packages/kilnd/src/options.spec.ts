@@ -26,6 +26,10 @@ describe('compileDaemonOptions', () => {
       addr: { kind: 'tcp', host: '127.0.0.1', port: 9000 },
     });
     expect(compileDaemonOptions([`--config=${join(dir, 'k.yaml')}`], env)).toMatchObject({ tier: 'frontend', root: '/srv/y', nats: 'nats://127.0.0.1:4222' });
+    writeFileSync(join(dir, 'reg.toml'), '[registry]\ninsecure = ["reg.lan:5000"]\n[registry.mirrors]\n"docker.io" = ["127.0.0.1:5001"]\n');
+    expect(compileDaemonOptions(['--config', join(dir, 'reg.toml')], env).registry).toEqual({ insecure: ['reg.lan:5000'], mirrors: { 'docker.io': ['127.0.0.1:5001'] } });
+    writeFileSync(join(dir, 'badreg.yaml'), 'registry:\n  insecure: reg.lan\n');
+    expect(() => compileDaemonOptions(['--config', join(dir, 'badreg.yaml')], env)).toThrow(/registry.insecure must be a list/);
     writeFileSync(join(dir, 'bad.toml'), 'root = \n');
     expect(() => compileDaemonOptions(['--config', join(dir, 'bad.toml')], env)).toThrow(/bad.toml is invalid/);
   });

@@ -23,6 +23,8 @@ export interface DaemonOptions {
   /** This process's id in the cluster directory. */
   id: string;
   maxParallelism: number;
+  /** Registry access for image pulls: hosts reached over plain HTTP, and pull mirrors per host. */
+  registry: { insecure: string[]; mirrors: Record<string, string[]> };
   /** The worker backend of the all-in-one daemon. */
   worker: 'oci' | 'containerd';
   logLevel?: string;
@@ -38,6 +40,8 @@ interface ConfigFile {
   id?: string;
   'max-parallelism'?: number;
   worker?: string;
+  /** `[registry]` table: `insecure = ["host:port"]`, `[registry.mirrors]` `"docker.io" = ["mirror:5000"]`. */
+  registry?: { insecure?: unknown; mirrors?: unknown };
   'log-level'?: string;
 }
 
@@ -80,7 +84,8 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   if (!Number.isInteger(mp) || mp < 1) throw new InvalidArgumentError(`--max-parallelism must be a positive integer, got "${pick('max-parallelism')}"`, '--max-parallelism');
   const worker = pick('worker') ?? 'oci';
   if (worker !== 'oci' && worker !== 'containerd') throw new InvalidArgumentError(`--worker must be oci or containerd, got "${worker}"`, '--worker');
-  return { tier, root, addr, listen, advertise, nats, worker, id: pick('id') ?? `${hostname()}-${process.pid}`, maxParallelism: mp, logLevel: file['log-level'] };
+  const registry = compileRegistryConfig(file.registry);
+  return { tier, root, addr, listen, advertise, nats, worker, registry, id: pick('id') ?? `${hostname()}-${process.pid}`, maxParallelism: mp, logLevel: file['log-level'] };
 }
 
 function readConfig(path: string): ConfigFile {
@@ -97,4 +102,19 @@ function readConfig(path: string): ConfigFile {
   } catch (err) {
     throw new InvalidArgumentError(`config file ${path} is invalid: ${(err as Error).message}`, '--config');
   }
+}
+
+function compileRegistryConfig(raw: ConfigFile['registry']): DaemonOptions['registry'] {
+  const strings = (v: unknown, field: string): string[] => {
+    if (v === undefined) return [];
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new InvalidArgumentError(`${field} must be a list of "host[:port]" strings`, field);
+    return v as string[];
+  };
+  const insecure = strings(raw?.insecure, 'registry.insecure');
+  const mirrors: Record<string, string[]> = {};
+  if (raw?.mirrors !== undefined) {
+    if (typeof raw.mirrors !== 'object' || raw.mirrors === null) throw new InvalidArgumentError('registry.mirrors must be a table of host = ["mirror", ...]', 'registry.mirrors');
+    for (const [host, list] of Object.entries(raw.mirrors)) mirrors[host] = strings(list, `registry.mirrors."${host}"`);
+  }
+  return { insecure, mirrors };
 }

@@ -2,6 +2,7 @@ import { content, control, exporter, frontend, session, worker as workerApi } fr
 import { connectNatsBus, createServiceDirectory, type EventBus } from '@kiln/bus';
 import { formatAddress, serveRoutes, type Address, type Logger, type Routes } from '@kiln/common';
 import { createContentServiceImpl, openLocalContentStore } from '@kiln/content-store';
+import { createRegistryClient, dockerConfigCredentials } from '@kiln/registry';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
 import { createFrontendServiceImpl, dockerfileFrontend } from '@kiln/frontend-gateway';
 import { createControlServiceImpl, createSessionServiceImpl, SessionHost, Solver, type WorkerPool } from '@kiln/solver';
@@ -78,6 +79,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
       const w = await create({
         id: opts.id,
         root: join(opts.root, opts.tier),
+        registry: createRegistryClient({ credentials: dockerConfigCredentials(), ...opts.registry }),
         sessions: solverSessions(),
         publish: (subject: string, data: Uint8Array) => bus.publish(subject, data),
         logger: log,
