@@ -60,6 +60,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     frontend: async () => createKilnClient(frontend.FrontendService, transport),
     exporters: async () => createKilnClient(exporter.ExporterService, transport),
     workers,
+    content: async () => createKilnClient(content.ContentService, transport),
     maxParallelism: opts.maxParallelism,
     tiers: ['solver', 'frontend', 'content', `worker-${opts.worker}`, 'exporters'],
   });

@@ -54,6 +54,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         frontend: directoryClient(directory, 'frontend', frontend.FrontendService),
         exporters: directoryClient(directory, 'exporters', exporter.ExporterService),
         workers,
+        content: directoryClient(directory, 'content', content.ContentService, 5_000),
         maxParallelism: opts.maxParallelism,
         tiers: ['solver'],
       });

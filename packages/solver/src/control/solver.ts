@@ -1,14 +1,15 @@
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
 import type { Client } from '@connectrpc/connect';
-import { control, events, exporter, frontend, type llb } from '@kiln/api';
+import { control, events, exporter, frontend, type content, type llb } from '@kiln/api';
 import { publishEvent, type EventBus } from '@kiln/bus';
-import { asKilnError, InvalidArgumentError, KilnError, sha256, UnavailableError, type Logger } from '@kiln/common';
+import { asKilnError, InvalidArgumentError, KilnError, sha256, UnavailableError, UnimplementedError, type Logger } from '@kiln/common';
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
 import { Scheduler } from '../graph/scheduler.js';
 import { toGraph, type LlbVertex, type OpResult } from '../llb/vertices.js';
 import type { SessionHost } from '../session/session-host.js';
 import { BuildRecords, toStatusResponse } from './build-records.js';
+import { ContentUsage } from './content-usage.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
 
 export interface SolverOptions {
@@ -19,6 +20,8 @@ export interface SolverOptions {
   frontend: () => Promise<Client<typeof frontend.FrontendService>>;
   exporters: () => Promise<Client<typeof exporter.ExporterService>>;
   workers: WorkerPool;
+  /** The content store tier, for disk usage and prune (absent: both answer unimplemented). */
+  content?: () => Promise<Client<typeof content.ContentService>>;
   /** Most ops running at once (default 4). */
   maxParallelism?: number;
   version?: string;
@@ -113,6 +116,21 @@ export class Solver {
     return create(control.ListWorkersResponseSchema, {
       record: workers.map((w) => ({ id: w.id, labels: { ...w.labels }, platforms: [...w.platforms] })),
     });
+  }
+
+  /** Disk usage records: the content store's blobs (the solver cache joins with its persistence). */
+  async diskUsage(signal?: AbortSignal): Promise<control.DiskUsageResponse> {
+    return create(control.DiskUsageResponseSchema, { record: await this.contentUsage().records(signal) });
+  }
+
+  /** Removes unreferenced content (never leased or referenced blobs), streaming each removed record. */
+  prune(req: control.PruneRequest, signal?: AbortSignal): AsyncIterable<control.PruneResponse> {
+    return this.contentUsage().prune(req, signal);
+  }
+
+  private contentUsage(): ContentUsage {
+    if (!this.opts.content) throw new UnimplementedError('this solver has no content store configured');
+    return new ContentUsage(this.opts.content);
   }
 
   info(): control.InfoResponse {

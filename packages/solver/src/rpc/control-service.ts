@@ -1,6 +1,6 @@
 import type { ServiceImpl } from '@connectrpc/connect';
 import { control } from '@kiln/api';
-import { UnimplementedError } from '@kiln/common';
+import { InvalidArgumentError } from '@kiln/common';
 import type { Solver } from '../control/solver.js';
 
 /** The Control API: thin mapping onto the Solver. */
@@ -10,12 +10,10 @@ export function createControlServiceImpl(solver: Solver): ServiceImpl<typeof con
     status: (req, ctx) => solver.status(req.ref, ctx.signal),
     listWorkers: () => solver.listWorkers(),
     info: () => solver.info(),
-    async diskUsage() {
-      throw new UnimplementedError('disk usage needs the persistent solver cache (not built yet)');
+    diskUsage: (req, ctx) => {
+      if (req.filter.length > 0) throw new InvalidArgumentError('disk usage filters are not supported yet', '--filter');
+      return solver.diskUsage(ctx.signal);
     },
-    // eslint-disable-next-line require-yield
-    async *prune() {
-      throw new UnimplementedError('prune needs the persistent solver cache (not built yet)');
-    },
+    prune: (req, ctx) => solver.prune(req, ctx.signal),
   };
 }
