@@ -1,9 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { freePort } from './ports.js';
+import { findExecutable, trackServer, untrackServer } from './servers.js';
 
 export interface StartNatsServerOptions {
   /** Enable JetStream (`-js`) with a temp store dir; default true. */
@@ -35,35 +35,10 @@ const candidates = ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local
  * so suites can skip with a reason.
  */
 export function findNatsServer(): string | undefined {
-  const fromEnv = process.env.KILN_NATS_SERVER;
-  if (fromEnv) return isExecutable(fromEnv) ? fromEnv : undefined;
-  const onPath = (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, 'nats-server'));
-  return [...onPath, ...candidates].find(isExecutable);
+  return findExecutable('KILN_NATS_SERVER', ['nats-server'], candidates);
 }
 
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
-/** Children still running, killed if the test process exits without stopping them. */
-const running = new Map<ChildProcess, string | undefined>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const [child, dir] of running) {
-      child.kill('SIGKILL');
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    }
-  });
-}
 
 /**
  * Starts nats-server on 127.0.0.1 on a free port and resolves once it logs
@@ -75,7 +50,6 @@ export async function startNatsServer(opts: StartNatsServerOptions = {}): Promis
   if (!binary) throw new Error('failed to start nats-server: binary not found (install Debian package nats-server or set KILN_NATS_SERVER)');
   const jetstream = opts.jetstream ?? true;
   const startTimeoutMs = opts.startTimeoutMs ?? 10_000;
-  installExitHook();
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     const storeDir = jetstream ? await mkdtemp(join(tmpdir(), 'kiln-nats-')) : undefined;
@@ -95,10 +69,10 @@ async function launch(binary: string, port: number, storeDir: string | undefined
   const args = ['-a', '127.0.0.1', '-p', String(port)];
   if (storeDir) args.push('-js', '-sd', storeDir);
   const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  running.set(child, storeDir);
+  trackServer(child, storeDir);
   const lines: string[] = [];
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  void exited.then(() => running.delete(child));
+  void exited.then(() => untrackServer(child));
 
   const ready = new Promise<void>((resolve, reject) => {
     let partial = '';
@@ -135,7 +109,7 @@ async function launch(binary: string, port: number, storeDir: string | undefined
         await exited;
         clearTimeout(killer);
       }
-      running.delete(child);
+      untrackServer(child);
       if (storeDir) await rm(storeDir, { recursive: true, force: true });
     })();
     return stopping;

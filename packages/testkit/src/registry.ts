@@ -1,10 +1,10 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { freePort } from './ports.js';
+import { findExecutable, trackServer, untrackServer } from './servers.js';
 
 export interface StartRegistryOptions {
   /** Require basic auth with this one user (an htpasswd file with a bcrypt entry). */
@@ -38,21 +38,9 @@ const candidates = ['/usr/bin/docker-registry', '/usr/local/bin/registry', '/usr
  * absent, so suites can skip with a reason.
  */
 export function findRegistry(): string | undefined {
-  const fromEnv = process.env.KILN_REGISTRY;
-  if (fromEnv) return isExecutable(fromEnv) ? fromEnv : undefined;
-  const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
-  const onPath = dirs.flatMap((d) => [join(d, 'docker-registry'), join(d, 'registry')]);
-  return [...candidates, ...onPath].find(isExecutable);
+  return findExecutable('KILN_REGISTRY', ['docker-registry', 'registry'], candidates, false);
 }
 
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const BCRYPT_ALPHABET = './ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 const BASE64_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
@@ -82,20 +70,6 @@ export function bcryptHash(password: string, cost = 5): string {
   throw new Error('failed to make a bcrypt hash: neither perl crypt() with bcrypt nor htpasswd (apache2-utils) is available');
 }
 
-/** Children still running, killed if the test process exits without stopping them. */
-const running = new Map<ChildProcess, string>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const [child, dir] of running) {
-      child.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-}
 
 class PortInUseError extends Error {}
 
@@ -110,7 +84,6 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
   const binary = opts.binary ?? findRegistry();
   if (!binary) throw new Error('failed to start the registry: binary not found (install Debian package docker-registry or set KILN_REGISTRY)');
   const startTimeoutMs = opts.startTimeoutMs ?? 10_000;
-  installExitHook();
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     const dir = await mkdtemp(join(tmpdir(), 'kiln-registry-'));
@@ -153,10 +126,10 @@ async function launch(binary: string, port: number, dir: string, opts: StartRegi
   await writeFile(config, lines.join('\n') + '\n');
 
   const child = spawn(binary, ['serve', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-  running.set(child, dir);
+  trackServer(child, dir);
   const log: string[] = [];
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  void exited.then(() => running.delete(child));
+  void exited.then(() => untrackServer(child));
   const onData = (() => {
     let partial = '';
     return (chunk: Buffer) => {
@@ -180,7 +153,7 @@ async function launch(binary: string, port: number, dir: string, opts: StartRegi
         await exited;
         clearTimeout(killer);
       }
-      running.delete(child);
+      untrackServer(child);
       await rm(dir, { recursive: true, force: true });
     })();
     return stopping;
