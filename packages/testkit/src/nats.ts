@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './ports.js';
-import { findExecutable, trackServer, untrackServer } from './servers.js';
+import { findExecutable, serverStopper, trackServer, untrackServer } from './servers.js';
 
 export interface StartNatsServerOptions {
   /** Enable JetStream (`-js`) with a temp store dir; default true. */
@@ -100,20 +100,7 @@ async function launch(binary: string, port: number, storeDir: string | undefined
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`failed to start nats-server: not ready within ${startTimeoutMs} ms\n${lines.join('\n')}`)), startTimeoutMs);
   });
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
-        await exited;
-        clearTimeout(killer);
-      }
-      untrackServer(child);
-      if (storeDir) await rm(storeDir, { recursive: true, force: true });
-    })();
-    return stopping;
-  };
+  const stop = serverStopper(child, exited, storeDir);
   try {
     await Promise.race([ready, timeout]);
   } catch (err) {

@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './ports.js';
-import { findExecutable, trackServer, untrackServer } from './servers.js';
+import { findExecutable, serverStopper, trackServer, untrackServer } from './servers.js';
 
 export interface StartRegistryOptions {
   /** Require basic auth with this one user (an htpasswd file with a bcrypt entry). */
@@ -144,20 +144,7 @@ async function launch(binary: string, port: number, dir: string, opts: StartRegi
   child.stdout?.on('data', onData);
   child.stderr?.on('data', onData);
 
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
-        await exited;
-        clearTimeout(killer);
-      }
-      untrackServer(child);
-      await rm(dir, { recursive: true, force: true });
-    })();
-    return stopping;
-  };
+  const stop = serverStopper(child, exited, dir);
 
   const url = `http://127.0.0.1:${port}`;
   let exitedEarly: Error | undefined;

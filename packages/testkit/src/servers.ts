@@ -46,3 +46,24 @@ export function trackServer(child: ChildProcess, dir: string | undefined): void 
 export function untrackServer(child: ChildProcess): void {
   running.delete(child);
 }
+
+/**
+ * A once-only stop for a server child: SIGTERM, SIGKILL after 5 s, then
+ * forget it and remove `dir`. `exited` resolves when the child has exited.
+ */
+export function serverStopper(child: ChildProcess, exited: Promise<unknown>, dir: string | undefined): () => Promise<void> {
+  let stopping: Promise<void> | undefined;
+  return () => {
+    stopping ??= (async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(killer);
+      }
+      untrackServer(child);
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    })();
+    return stopping;
+  };
+}

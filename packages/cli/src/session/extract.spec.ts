@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { encodeTarHeader, tarPadding, tarTrailer, type TarHeader } from '@kiln/common';
 import { extractTar, safeRelPath, writeFileOutput } from './extract.js';
+import { tarOf } from '../testing/fixtures/tar-of.js';
 
 let dir: string;
 beforeEach(() => {
@@ -12,20 +12,6 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-type E = Partial<TarHeader> & { name: string; data?: string };
-function tarOf(entries: E[]): Uint8Array {
-  const parts: Uint8Array[] = [];
-  for (const { data, ...h } of entries) {
-    const bytes = Buffer.from(data ?? '');
-    parts.push(
-      encodeTarHeader({ type: 'file', mode: 0o644, mtime: 1_650_000_000, uid: 0, gid: 0, linkname: '', uname: '', gname: '', ...h, size: bytes.length }),
-      bytes,
-      tarPadding(bytes.length),
-    );
-  }
-  parts.push(tarTrailer());
-  return Buffer.concat(parts);
-}
 async function* chunks(data: Uint8Array, size = 100): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size);
 }

@@ -3,10 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { session as sessionApi } from '@kiln/api';
-import { createKilnClient, createNodeTransport, encodeTarHeader, parseIgnoreFile, readTarEntries, tarPadding, tarTrailer, type TarHeader } from '@kiln/common';
+import { createKilnClient, createNodeTransport, parseIgnoreFile, readTarEntries } from '@kiln/common';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeDaemon, type FakeDaemon, type FakeSessionPeer } from '../testing/fixtures/fake-daemon.js';
 import { attachSession, type Session, type SessionOutput } from './session-client.js';
+import { tarOf } from '../testing/fixtures/tar-of.js';
 
 let daemon: FakeDaemon;
 let root: string;
@@ -48,19 +49,6 @@ async function entries(tar: Uint8Array): Promise<Record<string, { type: string; 
   return out;
 }
 
-function tarOf(list: (Partial<TarHeader> & { name: string; data?: string })[]): Uint8Array {
-  const parts: Uint8Array[] = [];
-  for (const { data, ...h } of list) {
-    const bytes = Buffer.from(data ?? '');
-    parts.push(
-      encodeTarHeader({ type: 'file', mode: 0o644, mtime: 1_650_000_000, uid: 0, gid: 0, linkname: '', uname: '', gname: '', ...h, size: bytes.length }),
-      bytes,
-      tarPadding(bytes.length),
-    );
-  }
-  parts.push(tarTrailer());
-  return Buffer.concat(parts);
-}
 
 beforeEach(async () => {
   daemon = await startFakeDaemon();
