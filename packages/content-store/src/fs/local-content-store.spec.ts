@@ -3,37 +3,12 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, unlink, writeFile } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { KilnError, sha256 } from '@kiln/common';
+import { sha256 } from '@kiln/common';
 import type { BlobInfo, ContentStore } from '../content-store.js';
 import { openLocalContentStore } from './local-content-store.js';
+import { caught, chunks, collect, readAll } from '../testing/fixtures/helpers.js';
 
 const enc = new TextEncoder();
-
-async function* chunks(...parts: (string | Uint8Array)[]): AsyncGenerator<Uint8Array> {
-  for (const p of parts) yield typeof p === 'string' ? enc.encode(p) : p;
-}
-
-async function readAll(it: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const out: Uint8Array[] = [];
-  for await (const c of it) out.push(c);
-  return Buffer.concat(out);
-}
-
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const x of it) out.push(x);
-  return out;
-}
-
-async function caught(p: Promise<unknown> | (() => Promise<unknown>)): Promise<KilnError> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (err) {
-    expect(err).toBeInstanceOf(KilnError);
-    return err as KilnError;
-  }
-  throw new Error('expected a rejection');
-}
 
 const hexOf = (digest: string) => digest.slice('sha256:'.length);
 
