@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/worker/v1/worker.proto.
  */
 export const file_kiln_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChtraWxuL3dvcmtlci92MS93b3JrZXIucHJvdG8SDmtpbG4ud29ya2VyLnYxIhEKD0Rlc2NyaWJlUmVxdWVzdCLGAQoQRGVzY3JpYmVSZXNwb25zZRIKCgJpZBgBIAEoCRIoCglwbGF0Zm9ybXMYAiADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRI8CgZsYWJlbHMYAyADKAsyLC5raWxuLndvcmtlci52MS5EZXNjcmliZVJlc3BvbnNlLkxhYmVsc0VudHJ5Eg8KB2JhY2tlbmQYBCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJ+CgpSdW5SZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSFQoNdmVydGV4X2RpZ2VzdBgDIAEoCRIKCgJvcBgEIAEoDBISCgppbnB1dF9yZWZzGAUgAygJEhMKC2Rlc2NyaXB0aW9uGAYgASgJIiIKC1J1blJlc3BvbnNlEhMKC291dHB1dF9yZWZzGAEgAygJIh8KEEV4cG9ydFJlZlJlcXVlc3QSCwoDcmVmGAEgASgJIiYKEUV4cG9ydFJlZlJlc3BvbnNlEhEKCXRhcl9jaHVuaxgBIAEoDCIeCg5SZWxlYXNlUmVxdWVzdBIMCgRyZWZzGAEgAygJIhEKD1JlbGVhc2VSZXNwb25zZTK+AgoNV29ya2VyU2VydmljZRJNCghEZXNjcmliZRIfLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVzcG9uc2USPgoDUnVuEhoua2lsbi53b3JrZXIudjEuUnVuUmVxdWVzdBobLmtpbG4ud29ya2VyLnYxLlJ1blJlc3BvbnNlElIKCUV4cG9ydFJlZhIgLmtpbG4ud29ya2VyLnYxLkV4cG9ydFJlZlJlcXVlc3QaIS5raWxuLndvcmtlci52MS5FeHBvcnRSZWZSZXNwb25zZTABEkoKB1JlbGVhc2USHi5raWxuLndvcmtlci52MS5SZWxlYXNlUmVxdWVzdBofLmtpbG4ud29ya2VyLnYxLlJlbGVhc2VSZXNwb25zZWIGcHJvdG8z", [file_kiln_llb_v1_llb]);
+  fileDesc("ChtraWxuL3dvcmtlci92MS93b3JrZXIucHJvdG8SDmtpbG4ud29ya2VyLnYxIhEKD0Rlc2NyaWJlUmVxdWVzdCLGAQoQRGVzY3JpYmVSZXNwb25zZRIKCgJpZBgBIAEoCRIoCglwbGF0Zm9ybXMYAiADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRI8CgZsYWJlbHMYAyADKAsyLC5raWxuLndvcmtlci52MS5EZXNjcmliZVJlc3BvbnNlLkxhYmVsc0VudHJ5Eg8KB2JhY2tlbmQYBCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJ+CgpSdW5SZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSFQoNdmVydGV4X2RpZ2VzdBgDIAEoCRIKCgJvcBgEIAEoDBISCgppbnB1dF9yZWZzGAUgAygJEhMKC2Rlc2NyaXB0aW9uGAYgASgJIiIKC1J1blJlc3BvbnNlEhMKC291dHB1dF9yZWZzGAEgAygJIh8KEEV4cG9ydFJlZlJlcXVlc3QSCwoDcmVmGAEgASgJIiYKEUV4cG9ydFJlZlJlc3BvbnNlEhEKCXRhcl9jaHVuaxgBIAEoDCIeCg5SZWxlYXNlUmVxdWVzdBIMCgRyZWZzGAEgAygJIhEKD1JlbGVhc2VSZXNwb25zZSLIAQoQR2V0TGF5ZXJzUmVxdWVzdBILCgNyZWYYASABKAkSEwoLY29tcHJlc3Npb24YAiABKAkSGQoRY29tcHJlc3Npb25fbGV2ZWwYAyABKAUSGQoRZm9yY2VfY29tcHJlc3Npb24YBCABKAgSFwoPb2NpX21lZGlhX3R5cGVzGAUgASgIEh4KEXNvdXJjZV9kYXRlX2Vwb2NoGAYgASgDSACIAQESDQoFbGVhc2UYByABKAlCFAoSX3NvdXJjZV9kYXRlX2Vwb2NoInEKBUxheWVyEg4KBmRpZ2VzdBgBIAEoCRIMCgRzaXplGAIgASgDEhIKCm1lZGlhX3R5cGUYAyABKAkSDwoHZGlmZl9pZBgEIAEoCRIRCglmcm9tX2Jhc2UYBSABKAgSEgoKY3JlYXRlZF9ieRgGIAEoCSI6ChFHZXRMYXllcnNSZXNwb25zZRIlCgZsYXllcnMYASADKAsyFS5raWxuLndvcmtlci52MS5MYXllcjKQAwoNV29ya2VyU2VydmljZRJNCghEZXNjcmliZRIfLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVzcG9uc2USPgoDUnVuEhoua2lsbi53b3JrZXIudjEuUnVuUmVxdWVzdBobLmtpbG4ud29ya2VyLnYxLlJ1blJlc3BvbnNlElIKCUV4cG9ydFJlZhIgLmtpbG4ud29ya2VyLnYxLkV4cG9ydFJlZlJlcXVlc3QaIS5raWxuLndvcmtlci52MS5FeHBvcnRSZWZSZXNwb25zZTABEkoKB1JlbGVhc2USHi5raWxuLndvcmtlci52MS5SZWxlYXNlUmVxdWVzdBofLmtpbG4ud29ya2VyLnYxLlJlbGVhc2VSZXNwb25zZRJQCglHZXRMYXllcnMSIC5raWxuLndvcmtlci52MS5HZXRMYXllcnNSZXF1ZXN0GiEua2lsbi53b3JrZXIudjEuR2V0TGF5ZXJzUmVzcG9uc2ViBnByb3RvMw", [file_kiln_llb_v1_llb]);
 
 /**
  * @generated from message kiln.worker.v1.DescribeRequest
@@ -191,6 +191,133 @@ export const ReleaseResponseSchema: GenMessage<ReleaseResponse> = /*@__PURE__*/
   messageDesc(file_kiln_worker_v1_worker, 7);
 
 /**
+ * @generated from message kiln.worker.v1.GetLayersRequest
+ */
+export type GetLayersRequest = Message<"kiln.worker.v1.GetLayersRequest"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+
+  /**
+   * "gzip" (default when empty), "zstd" or "uncompressed".
+   *
+   * @generated from field: string compression = 2;
+   */
+  compression: string;
+
+  /**
+   * 0 means the codec's default.
+   *
+   * @generated from field: int32 compression_level = 3;
+   */
+  compressionLevel: number;
+
+  /**
+   * Recompress base image layers whose compression differs from `compression`.
+   *
+   * @generated from field: bool force_compression = 4;
+   */
+  forceCompression: boolean;
+
+  /**
+   * OCI media types (true) or Docker schema 2 ones (false).
+   *
+   * @generated from field: bool oci_media_types = 5;
+   */
+  ociMediaTypes: boolean;
+
+  /**
+   * When set, file mtimes newer than this (seconds since the epoch) are
+   * clamped to it in the layers this worker makes (rewrite-timestamp).
+   *
+   * @generated from field: optional int64 source_date_epoch = 6;
+   */
+  sourceDateEpoch?: bigint | undefined;
+
+  /**
+   * Content-store lease that protects the blobs until the exporter is done.
+   *
+   * @generated from field: string lease = 7;
+   */
+  lease: string;
+};
+
+/**
+ * Describes the message kiln.worker.v1.GetLayersRequest.
+ * Use `create(GetLayersRequestSchema)` to create a new message.
+ */
+export const GetLayersRequestSchema: GenMessage<GetLayersRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 8);
+
+/**
+ * @generated from message kiln.worker.v1.Layer
+ */
+export type Layer = Message<"kiln.worker.v1.Layer"> & {
+  /**
+   * Digest, size and media type of the (compressed) blob in the content store.
+   *
+   * @generated from field: string digest = 1;
+   */
+  digest: string;
+
+  /**
+   * @generated from field: int64 size = 2;
+   */
+  size: bigint;
+
+  /**
+   * @generated from field: string media_type = 3;
+   */
+  mediaType: string;
+
+  /**
+   * Digest of the uncompressed tar (the image config's rootfs.diff_ids entry).
+   *
+   * @generated from field: string diff_id = 4;
+   */
+  diffId: string;
+
+  /**
+   * True for layers that came unchanged from a docker-image source.
+   *
+   * @generated from field: bool from_base = 5;
+   */
+  fromBase: boolean;
+
+  /**
+   * The description of the op whose diff this is (e.g. "RUN make"), when known.
+   *
+   * @generated from field: string created_by = 6;
+   */
+  createdBy: string;
+};
+
+/**
+ * Describes the message kiln.worker.v1.Layer.
+ * Use `create(LayerSchema)` to create a new message.
+ */
+export const LayerSchema: GenMessage<Layer> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 9);
+
+/**
+ * @generated from message kiln.worker.v1.GetLayersResponse
+ */
+export type GetLayersResponse = Message<"kiln.worker.v1.GetLayersResponse"> & {
+  /**
+   * @generated from field: repeated kiln.worker.v1.Layer layers = 1;
+   */
+  layers: Layer[];
+};
+
+/**
+ * Describes the message kiln.worker.v1.GetLayersResponse.
+ * Use `create(GetLayersResponseSchema)` to create a new message.
+ */
+export const GetLayersResponseSchema: GenMessage<GetLayersResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 10);
+
+/**
  * @generated from service kiln.worker.v1.WorkerService
  */
 export const WorkerService: GenService<{
@@ -232,6 +359,19 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof ReleaseRequestSchema;
     output: typeof ReleaseResponseSchema;
+  },
+  /**
+   * GetLayers returns the layer chain of a ref (base image layers first, then
+   * one layer per snapshot diff made by this worker's ops, empty diffs left
+   * out) as blobs written to the content store under `lease`. A layer already
+   * made with the same compression options is reused, not made again.
+   *
+   * @generated from rpc kiln.worker.v1.WorkerService.GetLayers
+   */
+  getLayers: {
+    methodKind: "unary";
+    input: typeof GetLayersRequestSchema;
+    output: typeof GetLayersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kiln_worker_v1_worker, 0);
