@@ -1,5 +1,6 @@
 import type { ServiceImpl } from '@connectrpc/connect';
 import { worker } from '@kiln/api';
+import { UnimplementedError } from '@kiln/common';
 import type { Worker } from '../worker.js';
 
 /**
@@ -41,6 +42,10 @@ export function createWorkerServiceImpl(w: Worker): ServiceImpl<typeof worker.Wo
     async release(req) {
       await w.release(req.refs);
       return {};
+    },
+
+    async getLayers() {
+      throw new UnimplementedError('GetLayers is not implemented by this worker yet');
     },
   };
 }
