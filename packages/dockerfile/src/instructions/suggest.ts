@@ -26,7 +26,7 @@ export function closest(word: string, candidates: readonly string[]): string | u
       bestDist = d;
     }
   }
-  const limit = Math.max(1, Math.ceil(w.length / 3));
+  const limit = Math.max(2, Math.ceil(w.length / 3));
   return best !== undefined && bestDist > 0 && bestDist <= limit ? best : undefined;
 }
 
