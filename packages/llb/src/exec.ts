@@ -55,13 +55,15 @@ export interface ExecInit {
   secrets?: ExecSecretInit[];
   ssh?: ExecSshInit[];
   mountTypeOverride?: llb.MountType;
+  /** Order the state mounts by destination, as BuildKit's LLB client does (default: as given). */
+  sortMounts?: boolean;
 }
 
 /**
  * An ExecOp running `args` with `root` mounted read-write at / (output 0)
  * and the extra mounts of `init` (each `output` mount is the next output).
- * As in BuildKit's LLB client, state mounts are ordered by destination
- * (root first), then secret mounts, then ssh mounts, each in given order;
+ * State mounts come first (root, then in order, or by destination with
+ * `sortMounts`), then secret mounts, then ssh mounts, as BuildKit's client;
  * the first ssh socket is exported as SSH_AUTH_SOCK unless env sets it.
  */
 export function execState(root: State, args: string[], init: ExecInit = {}, opts?: StateOptions): State {
@@ -74,7 +76,7 @@ export function execState(root: State, args: string[], init: ExecInit = {}, opts
     return BigInt(inputs.length - 1);
   };
   const stateMounts: (ExecMountInit & { root?: true })[] = [{ dest: '/', state: root, output: true, root: true }, ...(init.mounts ?? [])];
-  stateMounts.sort((a, b) => (a.dest < b.dest ? -1 : a.dest > b.dest ? 1 : 0));
+  if (init.sortMounts) stateMounts.sort((a, b) => (a.dest < b.dest ? -1 : a.dest > b.dest ? 1 : 0));
   let nextOutput = 0n;
   const mounts: MessageInitShape<typeof llb.MountSchema>[] = stateMounts.map((m) => {
     if (m.root) return { dest: '/', input: indexOf(root), output: nextOutput++, mountType: llb.MountType.BIND };

@@ -72,7 +72,7 @@ export async function convertRun(
   s.state = execState(
     s.state,
     args,
-    { env: envList(s.env), cwd: s.workdir, user: s.config.config.User ?? '', network, security, mounts, secrets, ssh },
+    { env: envList(s.env), cwd: s.workdir, user: s.config.config.User ?? '', network, security, mounts, secrets, ssh, sortMounts: true },
     meta(suffix),
   );
   return { historyArgs: runCommandString(args, s) };
