@@ -53,8 +53,8 @@ export class LineageSnapshotter implements Snapshotter {
     return active;
   }
 
-  async commit(key: string): Promise<string> {
-    const id = await this.inner.commit(key);
+  async commit(key: string, opts?: { label?: string }): Promise<string> {
+    const id = await this.inner.commit(key, opts);
     const parent = this.preparedFrom.get(key);
     this.preparedFrom.delete(key);
     const p = parent === undefined ? undefined : this.nodes.get(parent);
@@ -63,8 +63,16 @@ export class LineageSnapshotter implements Snapshotter {
     return id;
   }
 
+  byLabel(label: string): Promise<string | undefined> {
+    return this.inner.byLabel(label);
+  }
+
   view(id: string): Promise<SnapshotView> {
     return this.inner.view(id);
+  }
+
+  async changes(id: string): Promise<SnapshotView | undefined> {
+    return this.inner.changes?.(id);
   }
 
   async remove(keyOrId: string): Promise<void> {
