@@ -9,3 +9,4 @@ export { cleanRootPath, MAX_SYMLINKS, resolveInRoot, type ResolveInRootOptions }
 export { applyLayer, type ApplyLayerOptions, type ApplyLayerResult } from './apply/apply-layer.js';
 export { decompressStream, sniffCompression, type LayerCompression } from './apply/decompress.js';
 export { extractTar, type ExtractOptions, type ExtractResult } from './apply/extract-tar.js';
+export { diffTrees, layerTarChunks, planTreeDiff, WHITEOUT_PREFIX, type LayerPart, type LayerPlan, type TreeDiffOptions } from './diff/tree-diff.js';

@@ -72,8 +72,8 @@ describe('applyLayer', () => {
 
   it('fails on a corrupt zstd stream', async () => {
     const zst = execFileSync('zstd', ['-q', '-c'], { input: tar([{ name: 'a.txt', data: 'a'.repeat(10000) }]) });
-    zst[zst.length - 8] ^= 0xff;
-    zst[20] ^= 0xff;
+    zst.writeUInt8(zst.readUInt8(20) ^ 0xff, 20);
+    zst.writeUInt8(zst.readUInt8(zst.length - 8) ^ 0xff, zst.length - 8);
     await expect(applyLayer(root, chunks(zst))).rejects.toThrow(/zstd|tar/);
   });
 

@@ -10,6 +10,8 @@ import {
   type RegistryClient,
 } from '@kiln/registry';
 import { applyLayer as applyLayerTar, type Snapshotter } from '@kiln/snapshotter';
+import { teeToStore, type ContentClient } from '../layers/content-blobs.js';
+import type { BaseLayer } from '../layers/lineage.js';
 import { OpFailure } from './op-failure.js';
 import { newSnapshotKey, type OpContext, type OpResult } from './op-context.js';
 
@@ -100,6 +102,10 @@ export interface ImageSourceParams {
   registry: RegistryClient;
   layers: LayerStore;
   progressIntervalMs: number;
+  /** Where pulled blobs are kept as they stream by (for layer export); none when absent. */
+  content?: ContentClient;
+  /** Told about each layer snapshot made, with the blob it came from. */
+  onBaseLayer?: (snapshotId: string, layer: BaseLayer) => void;
 }
 
 /** The OCI chain id of a layer: its diff id for the first, else sha256(parent chain id + " " + diff id). */
@@ -161,7 +167,12 @@ export async function runImageSource(ctx: OpContext, p: ImageSourceParams): Prom
       const below = parent;
       parent = await p.layers.get(
         chainIds[i]!,
-        () => applyLayer(ctx, p.registry, ref, layer, diffIds[i]!, below, onBytes, chainIds[i]!),
+        async () => {
+          const id = await applyLayer(ctx, p.registry, ref, layer, diffIds[i]!, below, onBytes, chainIds[i]!, p.content);
+          const { digest, size, mediaType } = layer;
+          p.onBaseLayer?.(id, { digest, size, mediaType, diffId: diffIds[i]!, fetch: (signal) => p.registry.fetch(ref, layer, signal) });
+          return id;
+        },
         ctx.signal,
       );
     }
@@ -214,11 +225,12 @@ async function applyLayer(
   parent: string | undefined,
   onBytes: (n: number) => void,
   chainId: string,
+  content: ContentClient | undefined,
 ): Promise<string> {
   const key = newSnapshotKey(ctx.digest, 'layer');
   const active = await ctx.snapshotter.prepare(key, parent, { signal: ctx.signal });
   try {
-    const compressed = counted(registry.fetch(ref, layer, ctx.signal), onBytes);
+    const compressed = teeToStore(counted(registry.fetch(ref, layer, ctx.signal), onBytes), content, layer, ctx.logger);
     let got: string;
     try {
       // Compression is told by the bytes, not the media type: registries mislabel layers.
