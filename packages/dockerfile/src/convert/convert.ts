@@ -60,8 +60,7 @@ const EMPTY_IMAGE = 'scratch';
  */
 export async function convertDockerfile(text: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
   const filename = opts.filename ?? 'Dockerfile';
-  const ast = parseDockerfile(text, { filename });
-  return withSourceLine(text, () => new Converter(ast, opts).run());
+  return withSourceLine(text, () => new Converter(parseDockerfile(text, { filename }), opts).run());
 }
 
 /** Adds the offending source line to a SourceError's message, once. */
@@ -73,15 +72,34 @@ async function withSourceLine<T>(text: string, fn: () => Promise<T>): Promise<T>
   }
 }
 
-/** Appends ` N | <line>` to a SourceError that names a line of `text`. */
+/**
+ * Adds the offending source line (`sourceLine`) and a 1-based `column` to a
+ * SourceError that names a line of `text`; the CLI shows them under the message.
+ */
 export function decorateSourceError(err: unknown, text: string): unknown {
-  if (!(err instanceof KilnError) || err.code !== 'source') return err;
+  if (!(err instanceof KilnError) || err.code !== 'source' || err.details['sourceLine'] !== undefined) return err;
   const line = Number(err.details['line']);
-  if (!Number.isInteger(line) || line < 1 || err.message.includes('\n >')) return err;
-  const src = text.split('\n')[line - 1];
+  if (!Number.isInteger(line) || line < 1) return err;
+  const src = text.split('\n')[line - 1]?.replace(/\r$/, '');
   if (src === undefined) return err;
-  err.message = `${err.message}\n > ${String(line).padStart(3)} | ${src.replace(/\r$/, '')}`;
+  err.details['sourceLine'] = src;
+  err.details['column'] = columnOf(err.message, src);
   return err;
+}
+
+/** Where on the line the error points: a named flag, a quoted word, else the first non-blank. */
+function columnOf(message: string, src: string): number {
+  const flag = /(?:flag:? |--)([a-z][a-z0-9-]*)/i.exec(message);
+  if (flag) {
+    const at = src.indexOf(`--${flag[1]}`);
+    if (at >= 0) return at + 1;
+  }
+  for (const m of message.matchAll(/["'](\S[^"']*)["']/g)) {
+    const at = src.indexOf(m[1]!);
+    if (at >= 0) return at + 1;
+  }
+  const first = src.search(/\S/);
+  return first >= 0 ? first + 1 : 1;
 }
 
 class Converter {
