@@ -5,6 +5,7 @@
 // it to bench-results/dockerfile.md. Median of RUNS runs after a warm-up.
 // BuildKit is not measured: Debian's docker.io has no `docker build --check`.
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { convertDockerfile, parseDockerfile, parseInstructions } from '@kiln/dockerfile';
@@ -67,7 +68,7 @@ const median = (k) => {
 const ms = (x) => x.toFixed(1);
 
 const table = [
-  `Dockerfile frontend: ${instructions} instructions, ${STAGES} stages, ${text.length} bytes; median of ${RUNS} runs (Node ${process.version}).`,
+  `Dockerfile frontend: ${instructions} instructions, ${STAGES} stages, ${text.length} bytes; median of ${RUNS} runs (Node ${process.version}, ${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)} when it ended).`,
   'Convert includes parsing again (it starts from the text); total = parse + convert + marshal. Target: parse + convert < 50 ms.',
   'BuildKit: not measured (Debian\'s docker.io has no `docker build --check`).',
   '',
