@@ -10,3 +10,4 @@ export { applyLayer, type ApplyLayerOptions, type ApplyLayerResult } from './app
 export { decompressStream, sniffCompression, type LayerCompression } from './apply/decompress.js';
 export { extractTar, type ExtractOptions, type ExtractResult } from './apply/extract-tar.js';
 export { diffTrees, layerTarChunks, planTreeDiff, WHITEOUT_PREFIX, type LayerPart, type LayerPlan, type TreeDiffOptions } from './diff/tree-diff.js';
+export { readTreeXattrs, type TreeXattrs } from './diff/xattrs.js';
