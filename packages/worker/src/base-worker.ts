@@ -11,6 +11,7 @@ import {
   type Logger,
 } from '@kiln/common';
 import { digestOf } from '@kiln/llb';
+import { Limiter } from './exec/limiter.js';
 import { exportTree } from './fs/tar-export.js';
 import { runExecOp } from './ops/exec-op.js';
 import { runFileOp } from './ops/file-op.js';
@@ -29,12 +30,14 @@ export class BaseWorker implements Worker {
   /** Image layer snapshots by chain id; refs to them never remove them. */
   private readonly layers: LayerStore;
   private readonly logger: Logger;
+  private readonly execLimiter: Limiter;
   private closed = false;
 
   constructor(private readonly o: CompiledWorkerOptions) {
     this.id = o.id;
     this.logger = o.logger.child({ component: 'worker', worker: o.id });
     this.layers = new LayerStore(o.snapshotter);
+    this.execLimiter = new Limiter(o.maxParallelExecs);
   }
 
   async describe(): Promise<WorkerDescription> {
@@ -135,7 +138,12 @@ export class BaseWorker implements Worker {
       case 'file':
         return runFileOp(ctx, op.op.value);
       case 'exec':
-        return runExecOp(ctx, op.op.value, this.o.executor);
+        return runExecOp(ctx, op.op.value, {
+          executor: this.o.executor,
+          limiter: this.execLimiter,
+          granted: req.entitlements ?? [],
+          allowed: this.o.allowedEntitlements,
+        });
       case 'merge':
       case 'diff':
         throw new UnimplementedError(`${op.op.case} ops are not supported yet by the ${this.o.backend} worker`);
@@ -154,8 +162,9 @@ export class BaseWorker implements Worker {
       return new UnimplementedError(err.message, { ...err.details, digest });
     }
     if (err instanceof VertexError) return err;
-    // Registry errors keep their code (not_found, unauthenticated, ...) and name the reference.
-    if (err instanceof KilnError && typeof err.details.reference === 'string') {
+    // Registry errors keep their code (not_found, unauthenticated, ...) and name the reference;
+    // a missing entitlement stays permission_denied.
+    if (err instanceof KilnError && (typeof err.details.reference === 'string' || typeof err.details.entitlement === 'string')) {
       return new KilnError(err.code, err.message, { ...err.details, digest }, { cause: err });
     }
     const message =
