@@ -1,7 +1,7 @@
 import { content, control, exporter, frontend, session, worker as workerApi } from '@kiln/api';
 import { connectNatsBus, createServiceDirectory, type EventBus } from '@kiln/bus';
 import { formatAddress, serveRoutes, type Address, type Logger, type Routes } from '@kiln/common';
-import { createContentServiceImpl, openLocalContentStore } from '@kiln/content-store';
+import { createContentServiceImpl } from '@kiln/content-store';
 import { createRegistryClient, dockerConfigCredentials } from '@kiln/registry';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
 import { createFrontendServiceImpl, dockerfileFrontend } from '@kiln/frontend-gateway';
@@ -12,6 +12,7 @@ import { createOciWorker } from '@kiln/worker-oci';
 import { join } from 'node:path';
 import type { RunningDaemon } from './all-in-one.js';
 import { directoryClient, directoryClientById, lazyClient } from './clients.js';
+import { openContentTier } from './content-tier.js';
 import type { DaemonOptions } from './options.js';
 
 /** Directory tier names: both worker backends announce as "worker". */
@@ -69,7 +70,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
       routes = (r) => r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontend], sessions: solverSessions(), logger: log }));
       break;
     case 'content': {
-      const store = await openLocalContentStore({ root: join(opts.root, 'content'), logger: log, publish: (subject, data) => bus.publish(subject, data) });
+      const store = await openContentTier(opts, log, (subject, data) => bus.publish(subject, data));
       closers.push(() => store.close());
       routes = (r) => r.service(content.ContentService, createContentServiceImpl(store));
       break;
@@ -84,6 +85,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         sessions: solverSessions(),
         allowedEntitlements: opts.entitlements,
         maxParallelExecs: opts.maxParallelExecs,
+        content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService)),
         publish: (subject: string, data: Uint8Array) => bus.publish(subject, data),
         logger: log,
       });

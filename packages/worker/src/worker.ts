@@ -7,6 +7,11 @@ import { createRegistryClient, type RegistryClient } from '@kiln/registry';
 import type { Snapshotter } from '@kiln/snapshotter';
 import type { Executor } from './executor.js';
 import { BaseWorker } from './base-worker.js';
+import type { ContentClient } from './layers/content-blobs.js';
+import type { LayerDescriptor } from './layers/layer-maker.js';
+import type { LayerCompression } from './layers/media-types.js';
+
+export type { ContentClient, LayerCompression, LayerDescriptor };
 
 /**
  * A Worker runs LLB ops on snapshots and holds their results as refs. It is
@@ -60,8 +65,42 @@ export interface Worker {
    */
   release(refs: readonly string[]): Promise<void>;
 
+  /**
+   * The layer chain of `ref` as blobs in the content store, base first: the
+   * layers of its docker-image source as pulled (media type renamed to the
+   * requested OCI/Docker family; recompressed only with
+   * `forceCompression`), then one layer per snapshot an op made on top of
+   * them, the diff against its parent (see `planTreeDiff` of
+   * @kiln/snapshotter), empty diffs left out. Every blob is added to
+   * `lease`; a layer made before with the same options is reused when the
+   * store still has it. Independent layers are compressed in parallel on
+   * worker threads; the bytes are those of a sequential run.
+   *
+   * The ref is held until the call ends. Errors: NotFoundError for an
+   * unknown ref; InvalidArgumentError naming `compression` or
+   * `compression_level`; `failed_precondition` when the worker has no
+   * content store; CanceledError when `signal` aborts.
+   */
+  getLayers(ref: string, opts?: GetLayersOptions): Promise<LayerDescriptor[]>;
+
   /** Releases every ref and closes the snapshotter. Idempotent; never rejects. */
   close(): Promise<void>;
+}
+
+export interface GetLayersOptions {
+  /** Default gzip. */
+  compression?: LayerCompression;
+  /** 0 or absent: the codec's default (gzip 6, zstd 3). */
+  compressionLevel?: number;
+  /** Recompress base layers whose compression differs. */
+  forceCompression?: boolean;
+  /** OCI media types (default) or Docker schema 2 ones. */
+  ociMediaTypes?: boolean;
+  /** Clamp mtimes (seconds since the epoch) in the layers this worker makes. */
+  sourceDateEpoch?: number;
+  /** Content-store lease the blobs are added to. */
+  lease?: string;
+  signal?: AbortSignal;
 }
 
 export interface RunRequest {
@@ -177,13 +216,6 @@ export interface WorkerOptions {
   /** The client sessions, reached through the solver's relay (see WorkerSession). */
   sessions: WorkerSession;
   publish: PublishFn;
-  /**
-   * State that outlives a build: persistent cache mounts, plus per-run secret
-   * tmpfs mounts and SSH agent sockets (stale ones are removed on the first
-   * run after a restart). One worker owns a state dir at a time.
-   * Default: `<tmpdir>/kiln-worker-<id>`.
-   */
-  stateDir?: string;
   /** Entitlements this daemon permits builds to use. Default: none. */
   allowedEntitlements?: readonly Entitlement[];
   /** Exec ops running at once; more wait their turn. Default: the number of cores. */
@@ -196,12 +228,32 @@ export interface WorkerOptions {
   progressIntervalMs?: number;
   /** Where `docker-image://` sources are pulled from. Default `createRegistryClient({})` (plain HTTP for loopback registries). */
   registry?: RegistryClient;
+  /**
+   * The content store layers are written to (and pulled image blobs kept
+   * in), e.g. `createKilnClient(content.ContentService, transport)`.
+   * Without it `getLayers` fails with `failed_precondition`.
+   */
+  content?: ContentClient;
+  /**
+   * Directory for the worker's own state: layer cache, staged blobs, and
+   * under `exec/` persistent cache mounts plus per-run secret tmpfs mounts
+   * and SSH agent sockets (stale ones are removed on the first run after a
+   * restart). One worker owns a state dir at a time. Default: a temp dir,
+   * layer cache in memory only.
+   */
+  stateDir?: string;
+  /** Threads that compress layers at once. Default: the number of cores. */
+  layerThreads?: number;
 }
 
 /** WorkerOptions with every default applied. */
-export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'allowedEntitlements'>> {
+export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'content' | 'stateDir' | 'allowedEntitlements'>> {
   platforms: WorkerPlatform[];
   labels: Record<string, string>;
+  content?: ContentClient;
+  stateDir?: string;
+  /** Where exec state lives: `<stateDir>/exec`, or a temp dir without a stateDir. */
+  execStateDir: string;
   allowedEntitlements: ReadonlySet<Entitlement>;
 }
 
@@ -221,9 +273,11 @@ export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOpti
   }
   const maxParallelExecs = options.maxParallelExecs ?? availableParallelism();
   if (!Number.isInteger(maxParallelExecs) || maxParallelExecs < 1) throw new InvalidArgumentError('maxParallelExecs must be a positive integer', 'maxParallelExecs');
+  const layerThreads = options.layerThreads ?? availableParallelism();
+  if (!(Number.isInteger(layerThreads) && layerThreads >= 1)) throw new InvalidArgumentError('layerThreads must be a whole number >= 1', 'layerThreads');
   return {
     ...options,
-    stateDir: options.stateDir ?? path.join(tmpdir(), `kiln-worker-${options.id}`),
+    execStateDir: options.stateDir ? path.join(options.stateDir, 'exec') : path.join(tmpdir(), `kiln-worker-${options.id}`, 'exec'),
     allowedEntitlements: new Set(options.allowedEntitlements ?? []),
     maxParallelExecs,
     logger: options.logger ?? silentLogger(),
@@ -231,6 +285,7 @@ export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOpti
     labels: { ...options.labels },
     progressIntervalMs,
     registry: options.registry ?? createRegistryClient({}),
+    layerThreads,
   };
 }
 
