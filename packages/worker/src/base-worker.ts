@@ -188,7 +188,7 @@ export class BaseWorker implements Worker {
     if (!(err instanceof OpFailure) && !(err instanceof KilnError)) {
       this.logger.error({ err, vertex: digest }, 'op failed unexpectedly');
     }
-    return new VertexError(message, digest, {}, { cause: err });
+    return new VertexError(message, digest, err instanceof OpFailure ? err.details : {}, { cause: err });
   }
 
   async *exportRef(ref: string, opts: { signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {

@@ -115,7 +115,11 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
   if (sessionErr) log.debug({ err: sessionErr.message }, 'session ended with an error');
 
   if (failure !== undefined || !response) {
-    io.stderr.write(`ERROR: ${describeError(asKilnError(failure ?? sessionErr))}\n`);
+    const err = asKilnError(failure ?? sessionErr);
+    // A failed RUN carries its last lines of output; show them above the error, as buildx does.
+    const output = typeof err.details.output === 'string' ? err.details.output : '';
+    if (output !== '') io.stderr.write(`------\n${output.split('\n').map((l) => ` > ${l}`).join('\n')}\n------\n`);
+    io.stderr.write(`ERROR: ${describeError(err)}\n`);
     return 1;
   }
   if (opts.metadataFile) {

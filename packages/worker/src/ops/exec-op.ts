@@ -121,9 +121,10 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
     await logs;
     const valid = meta.validExitCodes.length > 0 ? meta.validExitCodes : [0];
     if (!valid.includes(result.exitCode)) {
-      const lines = tail.lines();
-      const output = lines.length > 0 ? `\nlast output:\n${lines.map((l) => `  ${l}`).join('\n')}` : '';
-      throw new OpFailure(`process "${meta.args.join(' ')}" did not complete successfully: exit code: ${result.exitCode}${output}`);
+      // The last lines of output travel as details.output (the CLI prints them above the error).
+      throw new OpFailure(`process "${meta.args.join(' ')}" did not complete successfully: exit code: ${result.exitCode}`, {
+        details: { exitCode: result.exitCode, output: tail.lines().join('\n') },
+      });
     }
 
     const out: string[] = new Array(outputs).fill('');

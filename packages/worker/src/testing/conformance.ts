@@ -428,11 +428,10 @@ export function runWorkerConformance(
         expect(err.message).toBe('process "/bin/sh -c exit 3" did not complete successfully: exit code: 3');
       });
 
-      it('puts the last 10 lines of output in the error of a failed step', async () => {
+      it('puts the exit code and the last 10 lines of output in the error details of a failed step', async () => {
         const err = await expectRunError(execState(rootfs(), ['/bin/sh', '-c', 'for i in $(seq 1 15); do echo line$i; done; exit 7']));
-        const [first, ...rest] = err.message.split('\n');
-        expect(first).toMatch(/did not complete successfully: exit code: 7$/);
-        expect(rest).toEqual(['last output:', ...[6, 7, 8, 9, 10, 11, 12, 13, 14, 15].map((i) => `  line${i}`)]);
+        expect(err.message).toMatch(/did not complete successfully: exit code: 7$/);
+        expect(err.details).toMatchObject({ exitCode: 7, output: [6, 7, 8, 9, 10, 11, 12, 13, 14, 15].map((i) => `line${i}`).join('\n') });
       });
 
       it('resolves users by name with their supplementary groups; an explicit group drops them', async () => {
