@@ -6,7 +6,8 @@ import { createInMemoryTransport, createKilnClient, serveRoutes, type Logger, ty
 import { createContentServiceImpl } from '@kiln/content-store';
 import { createRegistryClient, dockerConfigCredentials } from '@kiln/registry';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
-import { createFrontendServiceImpl, dockerfileFrontend } from '@kiln/frontend-gateway';
+import { createFrontendServiceImpl } from '@kiln/frontend-gateway';
+import { dockerfileFrontendFor } from './frontends.js';
 import { createControlServiceImpl, createSessionServiceImpl, SessionHost, Solver, type WorkerPool } from '@kiln/solver';
 import { createWorkerServiceImpl } from '@kiln/worker';
 import { createContainerdWorker } from '@kiln/worker-containerd';
@@ -72,7 +73,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
   const routes: Routes = (r) => {
     r.service(control.ControlService, createControlServiceImpl(solver));
     r.service(session.SessionService, createSessionServiceImpl(sessions));
-    r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontend], sessions: sessionClient, logger: logger.child({ tier: 'frontend' }) }));
+    r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontendFor(opts.registry)], sessions: sessionClient, logger: logger.child({ tier: 'frontend' }) }));
     r.service(workerApi.WorkerService, createWorkerServiceImpl(localWorker));
     r.service(content.ContentService, createContentServiceImpl(store));
     r.service(

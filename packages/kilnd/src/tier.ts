@@ -4,7 +4,8 @@ import { formatAddress, serveRoutes, type Address, type Logger, type Routes } fr
 import { createContentServiceImpl } from '@kiln/content-store';
 import { createRegistryClient, dockerConfigCredentials } from '@kiln/registry';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
-import { createFrontendServiceImpl, dockerfileFrontend } from '@kiln/frontend-gateway';
+import { createFrontendServiceImpl } from '@kiln/frontend-gateway';
+import { dockerfileFrontendFor } from './frontends.js';
 import { createControlServiceImpl, createSessionServiceImpl, SessionHost, Solver, type WorkerPool } from '@kiln/solver';
 import { createWorkerServiceImpl } from '@kiln/worker';
 import { createContainerdWorker } from '@kiln/worker-containerd';
@@ -67,7 +68,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
       break;
     }
     case 'frontend':
-      routes = (r) => r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontend], sessions: solverSessions(), logger: log }));
+      routes = (r) => r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontendFor(opts.registry)], sessions: solverSessions(), logger: log }));
       break;
     case 'content': {
       const store = await openContentTier(opts, log, (subject, data) => bus.publish(subject, data));
