@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { InvalidArgumentError } from '@kiln/common';
-import { createDirectorySnapshotter } from '@kiln/snapshotter';
+import { createDirectorySnapshotter, type Snapshotter } from '@kiln/snapshotter';
 import type { Executor } from './executor.js';
 import { createWorker, type Worker, type WorkerBackend, type WorkerOptions } from './worker.js';
 
@@ -14,16 +14,29 @@ export interface BackendWorkerOptions extends Omit<WorkerOptions, 'backend' | 's
   root: string;
 }
 
-/** The base worker over a directory snapshotter under `root`, running exec ops with `executor`. */
-export function createBackendWorker(options: BackendWorkerOptions, backend: WorkerBackend, executor: Executor, executorName: string): Worker {
+/** A snapshotter a backend brings instead of the default directory one under `<root>/snapshots`. */
+export interface BackendSnapshotter {
+  snapshotter: Snapshotter;
+  /** Reported as the `kiln.snapshotter` label. */
+  name: string;
+}
+
+/** The base worker over a snapshotter (default: directory, under `<root>/snapshots`), running exec ops with `executor`. */
+export function createBackendWorker(
+  options: BackendWorkerOptions,
+  backend: WorkerBackend,
+  executor: Executor,
+  executorName: string,
+  snapshots?: BackendSnapshotter,
+): Worker {
   if (!options.root) throw new InvalidArgumentError('root must be set', 'root');
   const { root, ...rest } = options;
   return createWorker({
     ...rest,
     backend,
     stateDir: options.stateDir ?? root,
-    snapshotter: createDirectorySnapshotter({ root: path.join(root, 'snapshots') }),
+    snapshotter: snapshots?.snapshotter ?? createDirectorySnapshotter({ root: path.join(root, 'snapshots') }),
     executor,
-    labels: { 'kiln.executor': executorName, 'kiln.snapshotter': 'directory', ...options.labels },
+    labels: { 'kiln.executor': executorName, 'kiln.snapshotter': snapshots?.name ?? 'directory', ...options.labels },
   });
 }

@@ -23,4 +23,4 @@ export {
 export { createWorkerServiceImpl } from './rpc/worker-service.js';
 export { buildSubject } from './progress.js';
 export { DEFAULT_PATH } from './ops/exec-op.js';
-export { createBackendWorker, type BackendWorkerOptions } from './backend.js';
+export { createBackendWorker, type BackendSnapshotter, type BackendWorkerOptions } from './backend.js';
