@@ -1,4 +1,4 @@
-export type { ExecIO, ExecMount, ExecProcess, ExecResult, ExecSpec, Executor } from './executor.js';
+export type { ExecIO, ExecMount, ExecProcess, ExecResult, ExecRlimit, ExecSpec, Executor } from './executor.js';
 export {
   compileWorkerOptions,
   createWorker,
@@ -7,7 +7,13 @@ export {
   type PublishFn,
   type RunRequest,
   type RunResult,
+  ENTITLEMENTS,
+  type Entitlement,
+  type SessionCredentials,
   type SessionFiles,
+  type SessionSecrets,
+  type SessionSsh,
+  type WorkerSession,
   type Worker,
   type WorkerBackend,
   type WorkerDescription,

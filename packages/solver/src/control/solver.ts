@@ -76,7 +76,7 @@ export class Solver {
       if (!definition) throw new InvalidArgumentError('solve needs a frontend or a definition', 'frontend');
       def = parseDefinition(definition);
       const worker = await this.pickWorker(def);
-      const graph = toGraph(def, req.sessionId, (v, inputRefs, sig) => this.runVertex(publish, buildId, req.sessionId, worker, v, inputRefs, sig));
+      const graph = toGraph(def, req.sessionId, (v, inputRefs, sig) => this.runVertex(publish, buildId, req.sessionId, worker, v, inputRefs, sig, req.entitlements));
       let resultRef = '';
       if (def.result) {
         const out = await session.resolve(graph.get(def.result.digest)!);
@@ -162,6 +162,7 @@ export class Solver {
     v: LlbVertex,
     inputRefs: string[],
     signal: AbortSignal,
+    entitlements: readonly string[],
   ): Promise<OpResult> {
     const vertex: VertexInit = {
       digest: v.digest,
@@ -171,7 +172,7 @@ export class Solver {
     };
     return this.step(publish, vertex, async () => {
       const res = await worker.client.run(
-        { buildId, sessionId, vertexDigest: v.digest, op: v.op.bytes, inputRefs, description: v.name },
+        { buildId, sessionId, vertexDigest: v.digest, op: v.op.bytes, inputRefs, description: v.name, entitlements: [...entitlements] },
         { signal },
       );
       return { workerId: worker.id, refs: res.outputRefs };
