@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { linkSync, lutimesSync, mkdirSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
@@ -16,12 +17,20 @@ export interface ExtractOptions {
    * directory). Whiteout entries themselves are never written.
    */
   whiteouts?: boolean;
+  /** Compute `contentDigest` over the entries (for cache keys). */
+  contentDigest?: boolean;
 }
 
 export interface ExtractResult {
   /** Tar bytes read. */
   bytes: number;
   entries: number;
+  /**
+   * With `contentDigest`: sha256 over every entry's cleaned path, type, mode,
+   * uid/gid, link target and body digest, in path order; mtimes are left
+   * out, so touching a file does not change it.
+   */
+  contentDigest?: string;
 }
 
 /**
@@ -52,9 +61,11 @@ export async function extractTar(root: string, chunks: AsyncIterable<Uint8Array>
   const dirTimes: { p: string; mtimeMs: number }[] = [];
   // Host paths written by this tar (whiteout mode): an opaque marker keeps them.
   const written = opts.whiteouts ? new Set<string>() : undefined;
-  for await (const entry of readTarEntries(counted())) {
+  const digestLines = opts.contentDigest ? new Map<string, string>() : undefined;
+  for await (const raw of readTarEntries(counted())) {
     opts.signal?.throwIfAborted();
     entries++;
+    const entry = digestLines ? { header: raw.header, body: hashedBody(raw.header, raw.body, digestLines) } : raw;
     if (written && (await applyWhiteout(root, entry.header, written))) {
       await drain(entry.body);
       continue;
@@ -66,7 +77,21 @@ export async function extractTar(root: string, chunks: AsyncIterable<Uint8Array>
     const t = mtimeMs / 1000;
     lutimesSync(p, t, t);
   }
-  return { bytes, entries };
+  if (!digestLines) return { bytes, entries };
+  const h = createHash('sha256');
+  for (const name of [...digestLines.keys()].sort()) h.update(digestLines.get(name)!);
+  return { bytes, entries, contentDigest: `sha256:${h.digest('hex')}` };
+}
+
+/** Passes `body` through, recording the entry's digest line (without its mtime) once it has been read. */
+async function* hashedBody(h: TarHeader, body: AsyncIterable<Buffer>, lines: Map<string, string>): AsyncGenerator<Buffer> {
+  const hash = createHash('sha256');
+  for await (const chunk of body) {
+    hash.update(chunk);
+    yield chunk;
+  }
+  const name = cleanRootPath(h.name);
+  lines.set(name, `${JSON.stringify([name, h.type, h.mode & 0o7777, h.uid, h.gid, h.linkname, hash.digest('hex')])}\n`);
 }
 
 async function writeEntry(

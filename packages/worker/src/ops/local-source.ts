@@ -12,6 +12,8 @@ export interface LocalSourceParams {
   sessions: SessionFiles;
   sessionId: string;
   progressIntervalMs: number;
+  /** Receives the digest of the content received (see ExtractResult.contentDigest). */
+  onContentDigest?: (digest: string) => void;
 }
 
 /**
@@ -38,6 +40,7 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
       { signal: ac.signal },
     );
     const res = await extractTar(active.path, tarChunks(stream), {
+      contentDigest: true,
       signal: ctx.signal,
       logger: ctx.logger,
       onBytes: (n) => {
@@ -48,6 +51,7 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
       },
     });
     const id = await ctx.snapshotter.commit(key);
+    p.onContentDigest?.(res.contentDigest!);
     await ctx.progress.status({ id: statusId, name: statusId, current: res.bytes, startedMs, completedMs: Date.now() });
     return [id];
   } catch (err) {
