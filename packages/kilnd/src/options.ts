@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
+import { resolve } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { parse as parseYaml } from 'yaml';
 import { InvalidArgumentError, parseAddress, type Address } from '@kiln/common';
@@ -85,7 +87,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   const worker = pick('worker') ?? 'oci';
   if (worker !== 'oci' && worker !== 'containerd') throw new InvalidArgumentError(`--worker must be oci or containerd, got "${worker}"`, '--worker');
   const registry = compileRegistryConfig(file.registry);
-  return { tier, root, addr, listen, advertise, nats, worker, registry, id: pick('id') ?? `${hostname()}-${process.pid}`, maxParallelism: mp, logLevel: file['log-level'] };
+  return { tier, root, addr, listen, advertise, nats, worker, registry, id: pick('id') ?? defaultId(root, tier), maxParallelism: mp, logLevel: file['log-level'] };
 }
 
 function readConfig(path: string): ConfigFile {
@@ -117,4 +119,12 @@ function compileRegistryConfig(raw: ConfigFile['registry']): DaemonOptions['regi
     for (const [host, list] of Object.entries(raw.mirrors)) mirrors[host] = strings(list, `registry.mirrors."${host}"`);
   }
   return { insecure, mirrors };
+}
+
+/**
+ * Stable across restarts on the same root (the solver cache names workers by
+ * id), distinct for different roots and tiers on one host.
+ */
+function defaultId(root: string, tier: string): string {
+  return `${hostname()}-${createHash('sha256').update(`${resolve(root)}\0${tier}`).digest('hex').slice(0, 8)}`;
 }
