@@ -11,3 +11,4 @@ export * from './archive/tar.js';
 export { PatternMatcher, cleanRelPath, globToRegExp, hasWildcard, matchComponent } from './patterns/matcher.js';
 export { parseIgnoreFile } from './patterns/ignore-file.js';
 export * from './archive/write-new-file.js';
+export { parseByteSize, parseDuration } from './units/units.js';

@@ -17,6 +17,18 @@ export interface FrontendResult {
   /** OCI image config JSON for the target, or empty. */
   imageConfig: Uint8Array;
   metadata: Record<string, string>;
+  /** Build-check warnings for the progress stream. */
+  warnings?: FrontendWarning[];
+}
+
+/** A warning about the build description, pointing at lines of the source (definition source 0). */
+export interface FrontendWarning {
+  /** One line: "Rule: message (file:line)". */
+  short: string;
+  detail: string[];
+  url: string;
+  startLine: number;
+  endLine: number;
 }
 
 /**

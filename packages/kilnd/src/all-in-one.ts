@@ -3,16 +3,18 @@ import type { Client } from '@connectrpc/connect';
 import { content, control, exporter, frontend, llb, session, worker as workerApi } from '@kiln/api';
 import { createMemoryBus } from '@kiln/bus';
 import { createInMemoryTransport, createKilnClient, serveRoutes, type Logger, type Routes, type RpcServer } from '@kiln/common';
-import { createContentServiceImpl, openLocalContentStore } from '@kiln/content-store';
+import { createContentServiceImpl } from '@kiln/content-store';
 import { createRegistryClient, dockerConfigCredentials } from '@kiln/registry';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
-import { createFrontendServiceImpl, dockerfileFrontend } from '@kiln/frontend-gateway';
+import { createFrontendServiceImpl } from '@kiln/frontend-gateway';
+import { dockerfileFrontendFor } from './frontends.js';
 import { createControlServiceImpl, createSessionServiceImpl, SessionHost, Solver, type WorkerPool } from '@kiln/solver';
 import { createWorkerServiceImpl } from '@kiln/worker';
 import { createContainerdWorker } from '@kiln/worker-containerd';
 import { createOciWorker } from '@kiln/worker-oci';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { openContentTier } from './content-tier.js';
 import { createDeferredTransport } from './deferred-transport.js';
 import type { DaemonOptions } from './options.js';
 
@@ -31,7 +33,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
   const sessionClient = createKilnClient(session.SessionService, transport);
   const workerClient = createKilnClient(workerApi.WorkerService, transport);
 
-  const store = await openLocalContentStore({ root: join(opts.root, 'content'), logger: logger.child({ tier: 'content' }), publish: (subject, data) => bus.publish(subject, data) });
+  const store = await openContentTier(opts, logger.child({ tier: 'content' }), (subject, data) => bus.publish(subject, data));
   const sessions = new SessionHost(logger.child({ tier: 'solver', component: 'session' }));
   const createWorker = opts.worker === 'containerd' ? createContainerdWorker : createOciWorker;
   const localWorker = createWorker({
@@ -39,6 +41,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     root: join(opts.root, `worker-${opts.worker}`),
     registry: createRegistryClient({ credentials: dockerConfigCredentials(), ...opts.registry }),
     sessions: sessionClient,
+    content: createKilnClient(content.ContentService, transport),
     publish: (subject, data) => bus.publish(subject, data),
     logger: logger.child({ tier: 'worker-oci' }),
   });
@@ -69,7 +72,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
   const routes: Routes = (r) => {
     r.service(control.ControlService, createControlServiceImpl(solver));
     r.service(session.SessionService, createSessionServiceImpl(sessions));
-    r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontend], sessions: sessionClient, logger: logger.child({ tier: 'frontend' }) }));
+    r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontendFor(opts.registry)], sessions: sessionClient, logger: logger.child({ tier: 'frontend' }) }));
     r.service(workerApi.WorkerService, createWorkerServiceImpl(localWorker));
     r.service(content.ContentService, createContentServiceImpl(store));
     r.service(

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { compileDaemonOptions } from './options.js';
+import { compileDaemonOptions, DEFAULT_GC_POLICY } from './options.js';
 
 const env = {} as NodeJS.ProcessEnv;
 
@@ -30,6 +30,21 @@ describe('compileDaemonOptions', () => {
     expect(compileDaemonOptions(['--config', join(dir, 'reg.toml')], env).registry).toEqual({ insecure: ['reg.lan:5000'], mirrors: { 'docker.io': ['127.0.0.1:5001'] } });
     writeFileSync(join(dir, 'badreg.yaml'), 'registry:\n  insecure: reg.lan\n');
     expect(() => compileDaemonOptions(['--config', join(dir, 'badreg.yaml')], env)).toThrow(/registry.insecure must be a list/);
+    expect(compileDaemonOptions([], env).gc).toEqual(DEFAULT_GC_POLICY);
+    writeFileSync(join(dir, 'gc.toml'), '[gc]\ninterval = "30m"\nkeep-storage = "10GB"\nkeep-duration = "7d"\n');
+    expect(compileDaemonOptions(['--config', join(dir, 'gc.toml')], env).gc).toEqual({ intervalMs: 1_800_000, keepBytes: 10e9, keepDurationMs: 7 * 86_400_000 });
+    writeFileSync(join(dir, 'gc-off.yaml'), 'gc:\n  enabled: false\n');
+    expect(compileDaemonOptions(['--config', join(dir, 'gc-off.yaml')], env).gc).toBeUndefined();
+    for (const [body, field] of [
+      ['[gc]\nkeep-storage = "lots"\n', /gc\.keep-storage/],
+      ['[gc]\nkeep-duration = "forever"\n', /gc\.keep-duration/],
+      ['[gc]\ninterval = "10ms"\n', /gc\.interval must be at least 1s/],
+      ['[gc]\nkeep-bytes = 5\n', /unknown key gc\.keep-bytes/],
+      ['[gc]\nenabled = "yes"\n', /gc\.enabled must be true or false/],
+    ] as const) {
+      writeFileSync(join(dir, 'badgc.toml'), body);
+      expect(() => compileDaemonOptions(['--config', join(dir, 'badgc.toml')], env)).toThrow(field);
+    }
     writeFileSync(join(dir, 'bad.toml'), 'root = \n');
     expect(() => compileDaemonOptions(['--config', join(dir, 'bad.toml')], env)).toThrow(/bad.toml is invalid/);
   });

@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { parse as parseYaml } from 'yaml';
-import { InvalidArgumentError, parseAddress, type Address } from '@kiln/common';
+import { InvalidArgumentError, parseAddress, parseByteSize, parseDuration, type Address } from '@kiln/common';
 
 /** The tiers one process can run alone; `all` runs every tier in one process. */
 export const TIERS = ['all', 'solver', 'frontend', 'content', 'worker-oci', 'worker-containerd', 'exporters'] as const;
@@ -29,8 +29,22 @@ export interface DaemonOptions {
   registry: { insecure: string[]; mirrors: Record<string, string[]> };
   /** The worker backend of the all-in-one daemon. */
   worker: 'oci' | 'containerd';
+  /** The content store's background GC policy; undefined when `[gc] enabled = false`. */
+  gc?: GcPolicyOptions;
   logLevel?: string;
 }
+
+/** `[gc]`: how often the content tier collects garbage and what it keeps. */
+export interface GcPolicyOptions {
+  intervalMs: number;
+  /** Unreferenced blobs are removed (least recently used first) only above this many bytes. */
+  keepBytes?: number;
+  /** Unreferenced blobs used within this window are kept. */
+  keepDurationMs?: number;
+}
+
+/** Without a `[gc]` table: collect hourly, keep what was used in the last two days. */
+export const DEFAULT_GC_POLICY: GcPolicyOptions = { intervalMs: 3_600_000, keepDurationMs: 48 * 3_600_000 };
 
 interface ConfigFile {
   root?: string;
@@ -44,6 +58,8 @@ interface ConfigFile {
   worker?: string;
   /** `[registry]` table: `insecure = ["host:port"]`, `[registry.mirrors]` `"docker.io" = ["mirror:5000"]`. */
   registry?: { insecure?: unknown; mirrors?: unknown };
+  /** `[gc]` table: `enabled = true`, `interval = "1h"`, `keep-storage = "10GB"`, `keep-duration = "48h"`. */
+  gc?: { enabled?: unknown; interval?: unknown; 'keep-storage'?: unknown; 'keep-duration'?: unknown };
   'log-level'?: string;
 }
 
@@ -87,7 +103,8 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   const worker = pick('worker') ?? 'oci';
   if (worker !== 'oci' && worker !== 'containerd') throw new InvalidArgumentError(`--worker must be oci or containerd, got "${worker}"`, '--worker');
   const registry = compileRegistryConfig(file.registry);
-  return { tier, root, addr, listen, advertise, nats, worker, registry, id: pick('id') ?? defaultId(root, tier), maxParallelism: mp, logLevel: file['log-level'] };
+  const gc = compileGcConfig(file.gc);
+  return { tier, root, addr, listen, advertise, nats, worker, registry, gc, id: pick('id') ?? defaultId(root, tier), maxParallelism: mp, logLevel: file['log-level'] };
 }
 
 function readConfig(path: string): ConfigFile {
@@ -127,4 +144,31 @@ function compileRegistryConfig(raw: ConfigFile['registry']): DaemonOptions['regi
  */
 function defaultId(root: string, tier: string): string {
   return `${hostname()}-${createHash('sha256').update(`${resolve(root)}\0${tier}`).digest('hex').slice(0, 8)}`;
+}
+
+function compileGcConfig(raw: ConfigFile['gc']): GcPolicyOptions | undefined {
+  if (raw === undefined) return { ...DEFAULT_GC_POLICY };
+  if (typeof raw !== 'object' || raw === null) throw new InvalidArgumentError('gc must be a table', 'gc');
+  for (const key of Object.keys(raw)) {
+    if (!['enabled', 'interval', 'keep-storage', 'keep-duration'].includes(key)) {
+      throw new InvalidArgumentError(`unknown key gc.${key} (one of enabled, interval, keep-storage, keep-duration)`, `gc.${key}`);
+    }
+  }
+  if (raw.enabled !== undefined && typeof raw.enabled !== 'boolean') throw new InvalidArgumentError('gc.enabled must be true or false', 'gc.enabled');
+  if (raw.enabled === false) return undefined;
+  const text = (v: unknown, field: string): string | undefined => {
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string' && typeof v !== 'number') throw new InvalidArgumentError(`${field} must be a string like "10GB" or "48h"`, field);
+    return String(v);
+  };
+  const interval = text(raw.interval, 'gc.interval');
+  const keepStorage = text(raw['keep-storage'], 'gc.keep-storage');
+  const keepDuration = text(raw['keep-duration'], 'gc.keep-duration');
+  const intervalMs = interval === undefined ? DEFAULT_GC_POLICY.intervalMs : parseDuration(interval, 'gc.interval');
+  if (intervalMs < 1000) throw new InvalidArgumentError(`gc.interval must be at least 1s, got "${interval}"`, 'gc.interval');
+  const policy: GcPolicyOptions = { intervalMs };
+  if (keepStorage !== undefined) policy.keepBytes = parseByteSize(keepStorage, 'gc.keep-storage');
+  if (keepDuration !== undefined) policy.keepDurationMs = parseDuration(keepDuration, 'gc.keep-duration');
+  if (policy.keepBytes === undefined && policy.keepDurationMs === undefined) policy.keepDurationMs = DEFAULT_GC_POLICY.keepDurationMs;
+  return policy;
 }

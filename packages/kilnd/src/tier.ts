@@ -1,10 +1,11 @@
 import { content, control, exporter, frontend, session, worker as workerApi } from '@kiln/api';
 import { connectNatsBus, createServiceDirectory, type EventBus } from '@kiln/bus';
 import { formatAddress, serveRoutes, type Address, type Logger, type Routes } from '@kiln/common';
-import { createContentServiceImpl, openLocalContentStore } from '@kiln/content-store';
+import { createContentServiceImpl } from '@kiln/content-store';
 import { createRegistryClient, dockerConfigCredentials } from '@kiln/registry';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
-import { createFrontendServiceImpl, dockerfileFrontend } from '@kiln/frontend-gateway';
+import { createFrontendServiceImpl } from '@kiln/frontend-gateway';
+import { dockerfileFrontendFor } from './frontends.js';
 import { createControlServiceImpl, createSessionServiceImpl, SessionHost, Solver, type WorkerPool } from '@kiln/solver';
 import { createWorkerServiceImpl } from '@kiln/worker';
 import { createContainerdWorker } from '@kiln/worker-containerd';
@@ -12,6 +13,7 @@ import { createOciWorker } from '@kiln/worker-oci';
 import { join } from 'node:path';
 import type { RunningDaemon } from './all-in-one.js';
 import { directoryClient, directoryClientById, lazyClient } from './clients.js';
+import { openContentTier } from './content-tier.js';
 import type { DaemonOptions } from './options.js';
 
 /** Directory tier names: both worker backends announce as "worker". */
@@ -67,10 +69,10 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
       break;
     }
     case 'frontend':
-      routes = (r) => r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontend], sessions: solverSessions(), logger: log }));
+      routes = (r) => r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontendFor(opts.registry)], sessions: solverSessions(), logger: log }));
       break;
     case 'content': {
-      const store = await openLocalContentStore({ root: join(opts.root, 'content'), logger: log, publish: (subject, data) => bus.publish(subject, data) });
+      const store = await openContentTier(opts, log, (subject, data) => bus.publish(subject, data));
       closers.push(() => store.close());
       routes = (r) => r.service(content.ContentService, createContentServiceImpl(store));
       break;
@@ -83,6 +85,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         root: join(opts.root, opts.tier),
         registry: createRegistryClient({ credentials: dockerConfigCredentials(), ...opts.registry }),
         sessions: solverSessions(),
+        content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService)),
         publish: (subject: string, data: Uint8Array) => bus.publish(subject, data),
         logger: log,
       });

@@ -11,6 +11,37 @@ export interface ExecMountInit {
   /** Make this mount an op output (the next output index). */
   output?: boolean;
   tmpfs?: boolean;
+  /** tmpfs size limit in bytes (0: the runtime's default). */
+  tmpfsSize?: bigint;
+  /** A persistent cache directory (`RUN --mount=type=cache`). */
+  cache?: { id: string; sharing: llb.CacheSharing };
+}
+
+/** A secret file mount (`RUN --mount=type=secret`); no input, never an output. */
+export interface ExecSecretInit {
+  id: string;
+  /** File path in the container; absent for an env-only secret. */
+  dest?: string;
+  /** Exposes the secret as this environment variable (SecretEnv), not in Meta.env. */
+  env?: string;
+  uid?: number;
+  gid?: number;
+  /** Default 0o400. */
+  mode?: number;
+  optional?: boolean;
+}
+
+/** An SSH agent socket mount (`RUN --mount=type=ssh`). */
+export interface ExecSshInit {
+  /** Default "default". */
+  id?: string;
+  /** Default /run/buildkit/ssh_agent.N (N: its index among the ssh mounts). */
+  dest?: string;
+  uid?: number;
+  gid?: number;
+  /** Default 0o600. */
+  mode?: number;
+  optional?: boolean;
 }
 
 export interface ExecInit {
@@ -18,14 +49,22 @@ export interface ExecInit {
   cwd?: string;
   user?: string;
   network?: llb.NetMode;
+  security?: llb.SecurityMode;
   validExitCodes?: number[];
   mounts?: ExecMountInit[];
+  secrets?: ExecSecretInit[];
+  ssh?: ExecSshInit[];
   mountTypeOverride?: llb.MountType;
+  /** Order the state mounts by destination, as BuildKit's LLB client does (default: as given). */
+  sortMounts?: boolean;
 }
 
 /**
  * An ExecOp running `args` with `root` mounted read-write at / (output 0)
  * and the extra mounts of `init` (each `output` mount is the next output).
+ * State mounts come first (root, then in order, or by destination with
+ * `sortMounts`), then secret mounts, then ssh mounts, as BuildKit's client;
+ * the first ssh socket is exported as SSH_AUTH_SOCK unless env sets it.
  */
 export function execState(root: State, args: string[], init: ExecInit = {}, opts?: StateOptions): State {
   const inputs: Output[] = [];
@@ -36,16 +75,46 @@ export function execState(root: State, args: string[], init: ExecInit = {}, opts
     inputs.push(s.output);
     return BigInt(inputs.length - 1);
   };
-  let nextOutput = 1n;
-  const mounts: MessageInitShape<typeof llb.MountSchema>[] = [{ dest: '/', input: indexOf(root), output: 0n, mountType: llb.MountType.BIND }];
-  for (const m of init.mounts ?? []) {
-    mounts.push({
+  const stateMounts: (ExecMountInit & { root?: true })[] = [{ dest: '/', state: root, output: true, root: true }, ...(init.mounts ?? [])];
+  if (init.sortMounts) stateMounts.sort((a, b) => (a.dest < b.dest ? -1 : a.dest > b.dest ? 1 : 0));
+  let nextOutput = 0n;
+  const mounts: MessageInitShape<typeof llb.MountSchema>[] = stateMounts.map((m) => {
+    if (m.root) return { dest: '/', input: indexOf(root), output: nextOutput++, mountType: llb.MountType.BIND };
+    const type = m.tmpfs ? llb.MountType.TMPFS : m.cache ? llb.MountType.CACHE : (init.mountTypeOverride ?? llb.MountType.BIND);
+    return {
       dest: m.dest,
       input: m.tmpfs ? -1n : indexOf(m.state),
       selector: m.selector ?? '',
       readonly: m.readonly ?? false,
-      output: m.output ? nextOutput++ : -1n,
-      mountType: m.tmpfs ? llb.MountType.TMPFS : (init.mountTypeOverride ?? llb.MountType.BIND),
+      output: m.output && !m.readonly && !m.tmpfs && !m.cache ? nextOutput++ : -1n,
+      mountType: type,
+      ...(m.tmpfs ? { tmpfsOpt: { size: m.tmpfsSize ?? 0n } } : {}),
+      ...(m.cache ? { cacheOpt: { id: m.cache.id, sharing: m.cache.sharing } } : {}),
+    };
+  });
+  const secretEnv: MessageInitShape<typeof llb.SecretEnvSchema>[] = [];
+  for (const s of init.secrets ?? []) {
+    if (s.env !== undefined) secretEnv.push({ id: s.id, name: s.env, optional: s.optional ?? false });
+    if (s.dest !== undefined) {
+      mounts.push({
+        dest: s.dest,
+        input: -1n,
+        output: -1n,
+        mountType: llb.MountType.SECRET,
+        secretOpt: { id: s.id, uid: s.uid ?? 0, gid: s.gid ?? 0, mode: s.mode ?? 0o400, optional: s.optional ?? false },
+      });
+    }
+  }
+  const env = [...(init.env ?? [])];
+  const ssh = (init.ssh ?? []).map((s, i) => ({ ...s, dest: s.dest || `/run/buildkit/ssh_agent.${i}` }));
+  if (ssh.length > 0 && !env.some((e) => e.startsWith('SSH_AUTH_SOCK='))) env.push(`SSH_AUTH_SOCK=${ssh[0]!.dest}`);
+  for (const s of ssh) {
+    mounts.push({
+      dest: s.dest,
+      input: -1n,
+      output: -1n,
+      mountType: llb.MountType.SSH,
+      sshOpt: { id: s.id || 'default', uid: s.uid ?? 0, gid: s.gid ?? 0, mode: s.mode ?? 0o600, optional: s.optional ?? false },
     });
   }
   const op = create(llb.OpSchema, {
@@ -53,9 +122,11 @@ export function execState(root: State, args: string[], init: ExecInit = {}, opts
     op: {
       case: 'exec',
       value: {
-        meta: { args, env: init.env ?? [], cwd: init.cwd ?? '/', user: init.user ?? '', validExitCodes: init.validExitCodes ?? [] },
+        meta: { args, env, cwd: init.cwd ?? '/', user: init.user ?? '', validExitCodes: init.validExitCodes ?? [] },
         mounts,
         network: init.network ?? llb.NetMode.SANDBOX,
+        security: init.security ?? llb.SecurityMode.UNSPECIFIED,
+        secretEnv,
       },
     },
   });

@@ -23,11 +23,68 @@ export function local(name: string, opts: LocalOptions = {}): State {
 
 export interface ImageOptions extends StateOptions {
   platform?: PlatformInit;
+  /** Extra source attrs (e.g. "image.resolvemode"). */
+  attrs?: Record<string, string>;
 }
 
 /** An image from a registry: `docker-image://REF`. */
 export function image(ref: string, opts: ImageOptions = {}): State {
-  return source(`docker-image://${ref}`, {}, opts, opts.platform);
+  return source(`docker-image://${ref}`, { ...opts.attrs }, opts, opts.platform);
+}
+
+export interface HttpOptions extends StateOptions {
+  /** Expected digest of the downloaded file ("sha256:..."). */
+  checksum?: string;
+  /** File name of the download inside the result (default: from the URL). */
+  filename?: string;
+  /** File mode of the download (http.perm). */
+  mode?: number;
+  uid?: number;
+  gid?: number;
+}
+
+/** A file downloaded over HTTP(S): the URL is the identifier, as BuildKit's `llb.HTTP`. */
+export function http(url: string, opts: HttpOptions = {}): State {
+  const attrs: Record<string, string> = {};
+  if (opts.checksum) attrs['http.checksum'] = opts.checksum;
+  if (opts.filename) attrs['http.filename'] = opts.filename;
+  if (opts.mode !== undefined) attrs['http.perm'] = `0${opts.mode.toString(8)}`;
+  if (opts.uid !== undefined) attrs['http.uid'] = String(opts.uid);
+  if (opts.gid !== undefined) attrs['http.gid'] = String(opts.gid);
+  return source(url, attrs, opts);
+}
+
+export interface GitOptions extends StateOptions {
+  /** Keep the .git directory in the result. */
+  keepGitDir?: boolean;
+  /** The URL as the user wrote it (git.fullurl), e.g. with its scheme or `git@host:` form. */
+  fullUrl?: string;
+  /** Subdirectory of the repository to keep. */
+  subdir?: string;
+  /** Expected commit checksum. */
+  checksum?: string;
+}
+
+/**
+ * A git checkout: `git://HOST/PATH[#REF[:SUBDIR]]` with the full URL in
+ * `git.fullurl`, as BuildKit's `llb.Git`. `remote` is the URL without its scheme.
+ */
+export function git(remote: string, ref: string, opts: GitOptions = {}): State {
+  let id = `git://${remote}`;
+  if (ref || opts.subdir) id += `#${ref}`;
+  if (opts.subdir) id += `:${opts.subdir}`;
+  const attrs: Record<string, string> = {};
+  if (opts.keepGitDir) attrs['git.keepgitdir'] = 'true';
+  if (opts.fullUrl) attrs['git.fullurl'] = opts.fullUrl;
+  if (opts.checksum) attrs['git.checksum'] = opts.checksum;
+  return source(id, attrs, opts);
+}
+
+/** An OCI image layout shared by the client: `oci-layout://STORE@DIGEST`. */
+export function ociLayout(ref: string, opts: StateOptions & { sessionId?: string; storeId?: string } = {}): State {
+  const attrs: Record<string, string> = {};
+  if (opts.storeId) attrs['oci.store'] = opts.storeId;
+  return source(`oci-layout://${ref}`, attrs, opts);
 }
 
 /** Any source op by identifier. */

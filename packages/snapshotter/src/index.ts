@@ -1,3 +1,9 @@
 export type { ActiveSnapshot, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from './snapshotter.js';
 export { createDirectorySnapshotter, type DirectorySnapshotterOptions } from './directory/directory-snapshotter.js';
+export {
+  createOverlaySnapshotter,
+  DEFAULT_MAX_MOUNT_OPTION_BYTES,
+  type OverlaySnapshotterOptions,
+} from './overlay/overlay-snapshotter.js';
 export { cleanRootPath, MAX_SYMLINKS, resolveInRoot, type ResolveInRootOptions } from './safe-path.js';
+export { diffTrees, layerTarChunks, planTreeDiff, WHITEOUT_PREFIX, type LayerPart, type LayerPlan, type TreeDiffOptions } from './diff/tree-diff.js';

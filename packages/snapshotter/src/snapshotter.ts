@@ -10,10 +10,17 @@
  *   later `prepare` calls.
  *
  * Backends: `directory` (a plain directory per snapshot, parents copied with
- * reflinks when the filesystem supports them) today; overlayfs (upper/work
- * dirs over a lower chain, where a committed parent must outlive its
- * children) later. The contract is written so both fit: callers never rely
- * on a snapshot's storage being independent of its parent's.
+ * reflinks when the filesystem supports them) and `overlayfs` (an upper dir
+ * per snapshot mounted over its parent chain's upper dirs, where a committed
+ * parent outlives its children). The contract is written so both fit:
+ * callers never rely on a snapshot's storage being independent of its
+ * parent's, and read a snapshot only through the paths handed out here.
+ *
+ * Overlay upper dirs (what `changes` returns on the overlayfs backend) are
+ * not plain trees: a deleted path is a character device 0/0 of the same
+ * name (a whiteout), and a directory that replaced a lower one carries the
+ * xattr `trusted.overlay.opaque=y` (lower content hidden). Whoever reads an
+ * upper dir must translate those (to OCI `.wh.NAME` / `.wh..wh..opq`).
  */
 export interface Snapshotter {
   /**
@@ -39,9 +46,16 @@ export interface Snapshotter {
    * After commit the caller must not write the former path again; the key
    * can be reused by a new `prepare`.
    *
-   * Errors: `not_found` when `key` is not active.
+   * `label`, when given, names the committed snapshot for `byLabel` (e.g.
+   * an image layer's chain id), persisted with it; labels are unique.
+   *
+   * Errors: `not_found` when `key` is not active; `already_exists` when
+   * `label` already names a committed snapshot (the active one stays).
    */
-  commit(key: string): Promise<string>;
+  commit(key: string, opts?: { label?: string }): Promise<string>;
+
+  /** The committed snapshot carrying `label`, if any (see `commit`). */
+  byLabel(label: string): Promise<string | undefined>;
 
   /**
    * Opens the committed snapshot `id` for reading. The caller must not write
@@ -68,10 +82,24 @@ export interface Snapshotter {
    * Disk usage of the committed snapshot `id` or active snapshot `key`:
    * apparent bytes of regular files (hardlinked files counted once) and the
    * number of inodes. Walks the tree; meant for `kiln du`, not hot paths.
+   * A backend sharing storage with parents (overlayfs) counts only what the
+   * snapshot itself stores (its upper dir).
    *
    * Errors: `not_found` when nothing has that name.
    */
   usage(keyOrId: string): Promise<SnapshotUsage>;
+
+  /**
+   * Optional: the directory holding only what committed snapshot `id`
+   * changed over its parent, in overlay upper format (see the top of this
+   * file for whiteouts and opaque dirs), for diffing without a tree walk of
+   * both sides. Undefined when the backend keeps no such dir for `id` (the
+   * directory backend never does); then diff `view(id)` against the parent.
+   * Release it like a view.
+   *
+   * Errors: `not_found` when `id` is not committed.
+   */
+  changes?(id: string): Promise<SnapshotView | undefined>;
 
   /** Every active and committed snapshot, in creation order. */
   list(): Promise<SnapshotInfo[]>;
@@ -108,5 +136,7 @@ export interface SnapshotInfo {
   name: string;
   /** The committed snapshot this one was prepared from. */
   parent?: string;
+  /** The label given at commit. */
+  label?: string;
   createdAtMs: number;
 }

@@ -3,3 +3,4 @@ export { findNatsServer, startNatsServer, type NatsServer, type StartNatsServerO
 export { repoRoot, kilnBin, runKiln, startKilnd, startKilnCluster, type Kilnd, type KilnCluster, type DaemonProcess, type RunResult } from './kilnd.js';
 export { findRegistry, startRegistry, bcryptHash, type StartRegistryOptions, type TestRegistry } from './registry.js';
 export { makeTar, makeLayer, makeImage, makeIndex, type TestBlob, type TestImage, type TestIndex, type TestPlatform, type TestImageFormat } from './oci-image.js';
+export { findDockerd, findDockerCli, startDockerd, type StartDockerdOptions, type TestDockerd, type DockerRun } from './dockerd.js';

@@ -12,7 +12,7 @@ import { createWorker, type Worker, type WorkerBackend, type WorkerOptions } fro
  * state directory; a backend adds its executor's options.
  */
 export interface BackendWorkerOptions extends Omit<WorkerOptions, 'backend' | 'snapshotter' | 'executor'> {
-  /** State directory: snapshots under `<root>/snapshots`; the backend may add its own folders. */
+  /** State directory: snapshots under `<root>/snapshots`, layer cache under `<root>/layers` (unless `stateDir` says otherwise); the backend may add its own folders. */
   root: string;
 }
 
@@ -24,6 +24,7 @@ export function createBackendWorker(options: BackendWorkerOptions, backend: Work
   return createWorker({
     ...rest,
     backend,
+    stateDir: options.stateDir ?? root,
     snapshotter: createDirectorySnapshotter({ root: path.join(root, 'snapshots') }),
     retainedRefs: rest.retainedRefs ?? openRetainedRefs(path.join(root, 'retained-refs.db')),
     executor,

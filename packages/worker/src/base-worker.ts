@@ -12,6 +12,10 @@ import {
 } from '@kiln/common';
 import { digestOf } from '@kiln/llb';
 import { exportTree } from './fs/tar-export.js';
+import { createLayerMaker } from './layers/index.js';
+import type { LayerMaker } from './layers/layer-maker.js';
+import { LineageSnapshotter } from './layers/lineage.js';
+import { compressionLevel } from './layers/media-types.js';
 import { runExecOp } from './ops/exec-op.js';
 import { runFileOp } from './ops/file-op.js';
 import { LayerStore, runImageSource } from './ops/image-source.js';
@@ -20,7 +24,7 @@ import type { OpContext, OpResult } from './ops/op-context.js';
 import { OpFailure, reasonOf } from './ops/op-failure.js';
 import { VertexProgress } from './progress.js';
 import { RefTable } from './refs.js';
-import type { CompiledWorkerOptions, RefUsage, RunRequest, RunResult, Worker, WorkerDescription } from './worker.js';
+import type { CompiledWorkerOptions, GetLayersOptions, LayerDescriptor, RefUsage, RunRequest, RunResult, Worker, WorkerDescription } from './worker.js';
 
 /** The one Worker implementation; backends differ in the options only. */
 export class BaseWorker implements Worker {
@@ -29,12 +33,18 @@ export class BaseWorker implements Worker {
   /** Image layer snapshots by chain id; refs to them never remove them. */
   private readonly layers: LayerStore;
   private readonly logger: Logger;
+  /** The snapshotter, recording each snapshot's parent, base layer and op (for getLayers). */
+  private readonly snapshots: LineageSnapshotter;
+  private readonly layerMaker: LayerMaker | undefined;
   private closed = false;
 
   constructor(private readonly o: CompiledWorkerOptions) {
     this.id = o.id;
     this.logger = o.logger.child({ component: 'worker', worker: o.id });
-    this.layers = new LayerStore(o.snapshotter);
+    const made = createLayerMaker(o, this.logger);
+    this.snapshots = made.snapshots;
+    this.layerMaker = made.maker;
+    this.layers = new LayerStore(this.snapshots);
     // Refs retained before a restart come back under their ids, one reference per owner.
     for (const r of o.retainedRefs.persisted()) this.refs.adopt(r.ref, r.snapshotId);
   }
@@ -82,7 +92,7 @@ export class BaseWorker implements Worker {
       }
       const logger = this.logger.child({ buildId: req.buildId, vertex: digest });
       const ctx: OpContext = {
-        snapshotter: this.o.snapshotter,
+        snapshotter: this.snapshots,
         digest,
         inputs,
         signal: req.signal,
@@ -97,8 +107,12 @@ export class BaseWorker implements Worker {
       } catch (err) {
         throw this.runError(err, op, req);
       }
+      for (const id of ids) {
+        this.snapshots.markOutput(id);
+        if (req.description) this.snapshots.describe(id, req.description);
+      }
       if (this.closed) {
-        for (const id of ids) if (!this.layers.owns(id)) await this.o.snapshotter.remove(id).catch(() => undefined);
+        for (const id of ids) if (!this.layers.owns(id)) await this.snapshots.remove(id).catch(() => undefined);
         throw new KilnError('unavailable', `worker ${this.id} closed while running vertex ${digest}`);
       }
       const outputRefs = ids.map((id) => this.refs.add(id));
@@ -132,6 +146,8 @@ export class BaseWorker implements Worker {
             registry: this.o.registry,
             layers: this.layers,
             progressIntervalMs: this.o.progressIntervalMs,
+            content: this.o.content,
+            onBaseLayer: (id, layer) => this.snapshots.setBase(id, layer),
           });
         }
         throw new UnimplementedError(`source ${identifier} is not supported yet by the ${this.o.backend} worker`, { identifier });
@@ -174,7 +190,7 @@ export class BaseWorker implements Worker {
     const id = this.refs.snapshotOf(ref);
     if (id === undefined || !this.refs.acquire(ref)) throw new NotFoundError(`unknown ref ${ref}`);
     try {
-      const view = await this.o.snapshotter.view(id);
+      const view = await this.snapshots.view(id);
       try {
         yield* exportTree(view.path, opts);
       } finally {
@@ -185,12 +201,40 @@ export class BaseWorker implements Worker {
     }
   }
 
+  async getLayers(ref: string, opts: GetLayersOptions = {}): Promise<LayerDescriptor[]> {
+    if (this.closed) throw new KilnError('unavailable', `worker ${this.id} is closed`);
+    const compression = opts.compression ?? 'gzip';
+    const level = compressionLevel(compression, opts.compressionLevel ?? 0);
+    if (opts.sourceDateEpoch !== undefined && !(Number.isSafeInteger(opts.sourceDateEpoch) && opts.sourceDateEpoch >= 0)) {
+      throw new InvalidArgumentError(`source_date_epoch must be a whole number of seconds >= 0, got ${opts.sourceDateEpoch}`, 'source_date_epoch');
+    }
+    if (!this.layerMaker) throw new KilnError('failed_precondition', `worker ${this.id} has no content store to write layers to`);
+    const id = this.refs.snapshotOf(ref);
+    if (id === undefined || !this.refs.acquire(ref)) throw new NotFoundError(`unknown ref ${ref}`);
+    try {
+      return await this.layerMaker.layers(id, {
+        compression,
+        level,
+        forceCompression: opts.forceCompression ?? false,
+        ociMediaTypes: opts.ociMediaTypes ?? true,
+        sourceDateEpoch: opts.sourceDateEpoch,
+        lease: opts.lease ?? '',
+        signal: opts.signal,
+      });
+    } catch (err) {
+      if (opts.signal?.aborted && !(err instanceof CanceledError)) throw new CanceledError(`layers of ${ref} canceled`, { cause: err });
+      throw err;
+    } finally {
+      await this.release([ref]);
+    }
+  }
+
   async release(refs: readonly string[]): Promise<void> {
     for (const ref of refs) {
       const id = this.refs.release(ref);
       if (id === undefined || this.layers.owns(id)) continue;
       try {
-        await this.o.snapshotter.remove(id);
+        await this.snapshots.remove(id);
       } catch (err) {
         this.logger.warn({ err, ref, snapshot: id }, 'failed to remove snapshot of released ref');
       }
@@ -217,7 +261,7 @@ export class BaseWorker implements Worker {
     const out: RefUsage[] = [];
     for (const ref of refs) {
       const id = this.refs.snapshotOf(ref);
-      const usage = id === undefined ? undefined : await this.o.snapshotter.usage(id).catch(() => undefined);
+      const usage = id === undefined ? undefined : await this.snapshots.usage(id).catch(() => undefined);
       out.push({ ref, found: usage !== undefined, sizeBytes: usage?.sizeBytes ?? 0, owners: this.o.retainedRefs.owners(ref) });
     }
     return out;
@@ -229,8 +273,9 @@ export class BaseWorker implements Worker {
     // Snapshots of persistently retained refs outlive the process.
     const kept = this.o.retainedRefs.persistedSnapshots();
     const ids = new Set([...this.refs.clear(), ...this.layers.clear()].filter((id) => !kept.has(id)));
-    for (const id of ids) await this.o.snapshotter.remove(id).catch(() => undefined);
+    for (const id of ids) await this.snapshots.remove(id).catch(() => undefined);
     this.o.retainedRefs.close();
-    await this.o.snapshotter.close().catch(() => undefined);
+    await this.layerMaker?.close();
+    await this.snapshots.close().catch(() => undefined);
   }
 }

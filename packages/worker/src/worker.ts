@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { session } from '@kiln/api';
 import { InvalidArgumentError, silentLogger, type Logger } from '@kiln/common';
@@ -6,6 +7,11 @@ import type { Snapshotter } from '@kiln/snapshotter';
 import type { Executor } from './executor.js';
 import { BaseWorker } from './base-worker.js';
 import { openRetainedRefs, type RetainedRefs } from './retained-refs.js';
+import type { ContentClient } from './layers/content-blobs.js';
+import type { LayerDescriptor } from './layers/layer-maker.js';
+import type { LayerCompression } from './layers/media-types.js';
+
+export type { ContentClient, LayerCompression, LayerDescriptor };
 
 /**
  * A Worker runs LLB ops on snapshots and holds their results as refs. It is
@@ -75,8 +81,42 @@ export interface Worker {
   /** Disk usage and owners of refs' snapshots; unknown refs come back with `found: false`. */
   refUsage(refs: readonly string[]): Promise<RefUsage[]>;
 
+  /**
+   * The layer chain of `ref` as blobs in the content store, base first: the
+   * layers of its docker-image source as pulled (media type renamed to the
+   * requested OCI/Docker family; recompressed only with
+   * `forceCompression`), then one layer per snapshot an op made on top of
+   * them, the diff against its parent (see `planTreeDiff` of
+   * @kiln/snapshotter), empty diffs left out. Every blob is added to
+   * `lease`; a layer made before with the same options is reused when the
+   * store still has it. Independent layers are compressed in parallel on
+   * worker threads; the bytes are those of a sequential run.
+   *
+   * The ref is held until the call ends. Errors: NotFoundError for an
+   * unknown ref; InvalidArgumentError naming `compression` or
+   * `compression_level`; `failed_precondition` when the worker has no
+   * content store; CanceledError when `signal` aborts.
+   */
+  getLayers(ref: string, opts?: GetLayersOptions): Promise<LayerDescriptor[]>;
+
   /** Releases every ref and closes the snapshotter. Idempotent; never rejects. */
   close(): Promise<void>;
+}
+
+export interface GetLayersOptions {
+  /** Default gzip. */
+  compression?: LayerCompression;
+  /** 0 or absent: the codec's default (gzip 6, zstd 3). */
+  compressionLevel?: number;
+  /** Recompress base layers whose compression differs. */
+  forceCompression?: boolean;
+  /** OCI media types (default) or Docker schema 2 ones. */
+  ociMediaTypes?: boolean;
+  /** Clamp mtimes (seconds since the epoch) in the layers this worker makes. */
+  sourceDateEpoch?: number;
+  /** Content-store lease the blobs are added to. */
+  lease?: string;
+  signal?: AbortSignal;
 }
 
 export interface RunRequest {
@@ -162,15 +202,27 @@ export interface WorkerOptions {
   progressIntervalMs?: number;
   /** Where `docker-image://` sources are pulled from. Default `createRegistryClient({})` (plain HTTP for loopback registries). */
   registry?: RegistryClient;
+  /**
+   * The content store layers are written to (and pulled image blobs kept
+   * in), e.g. `createKilnClient(content.ContentService, transport)`.
+   * Without it `getLayers` fails with `failed_precondition`.
+   */
+  content?: ContentClient;
+  /** Directory for the worker's own state (layer cache, staged blobs). Default: a temp dir, cache in memory only. */
+  stateDir?: string;
+  /** Threads that compress layers at once. Default: the number of cores. */
+  layerThreads?: number;
   /** Where ref retentions are kept. Default: in memory (retained refs do not survive a restart). */
   retainedRefs?: RetainedRefs;
 }
 
 /** WorkerOptions with every default applied. */
-export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'retainedRefs'>> {
-  retainedRefs: RetainedRefs;
+export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'content' | 'stateDir' | 'retainedRefs'>> {
   platforms: WorkerPlatform[];
   labels: Record<string, string>;
+  content?: ContentClient;
+  stateDir?: string;
+  retainedRefs: RetainedRefs;
 }
 
 /** Validates and defaults WorkerOptions; throws InvalidArgumentError naming the field. */
@@ -184,6 +236,8 @@ export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOpti
   }
   const progressIntervalMs = options.progressIntervalMs ?? 1000;
   if (!(progressIntervalMs >= 0)) throw new InvalidArgumentError('progressIntervalMs must be >= 0', 'progressIntervalMs');
+  const layerThreads = options.layerThreads ?? availableParallelism();
+  if (!(Number.isInteger(layerThreads) && layerThreads >= 1)) throw new InvalidArgumentError('layerThreads must be a whole number >= 1', 'layerThreads');
   return {
     ...options,
     logger: options.logger ?? silentLogger(),
@@ -192,6 +246,7 @@ export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOpti
     progressIntervalMs,
     registry: options.registry ?? createRegistryClient({}),
     retainedRefs: options.retainedRefs ?? openRetainedRefs(':memory:'),
+    layerThreads,
   };
 }
 

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import type { control, llb } from '@kiln/api';
-import { UnavailableError } from '@kiln/common';
+import { parseByteSize, UnavailableError } from '@kiln/common';
 import type { CliIo } from '../cli-io.js';
 import { connectDaemon } from '../daemon.js';
 import { parseFlags, type FlagSpecs } from '../flags/flag-parser.js';
@@ -138,13 +138,13 @@ export async function runDiskUsage(argv: readonly string[], io: CliIo): Promise<
   return 0;
 }
 
-/** Parses sizes like "10GB", "512MiB", "1000" into bytes. */
+/** Parses sizes like "10GB", "512MiB", "1000" into bytes; a bad one is a usage error naming the flag. */
 export function parseBytes(v: string, flag: string): bigint {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?)b?$/i.exec(v.trim());
-  if (!m) throw new UsageError(`invalid argument "${v}" for "${flag}" flag: want a size like 10GB`, flag);
-  const base = m[3] ? 1024 : 1000;
-  const exp = ' kmgtp'.indexOf((m[2] || ' ').toLowerCase());
-  return BigInt(Math.round(Number(m[1]) * base ** exp));
+  try {
+    return BigInt(parseByteSize(v, flag));
+  } catch {
+    throw new UsageError(`invalid argument "${v}" for "${flag}" flag: want a size like 10GB`, flag);
+  }
 }
 
 /** `kiln prune [--all]`: removes cache records, printing each as it goes, then the total. */

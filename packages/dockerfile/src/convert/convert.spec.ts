@@ -3,15 +3,15 @@ import { localAttrs, marshal, parseDefinition } from '@kiln/llb';
 import { describe, expect, it } from 'vitest';
 import { convertDockerfile } from './convert.js';
 
-function ops(text: string, opts = {}) {
-  const { state, imageConfig } = convertDockerfile(text, opts);
+async function ops(text: string, opts = {}) {
+  const { state, imageConfig } = await convertDockerfile(text, opts);
   const def = parseDefinition(marshal(state));
   return { def, imageConfig, all: [...def.ops.values()] };
 }
 
-describe('convertDockerfile', () => {
-  it('turns FROM scratch + COPY into a context source with only the copied paths', () => {
-    const { all, def } = ops('FROM scratch\nCOPY a.txt /a.txt\nCOPY dir /dir/\nCMD ["/a"]\n');
+describe('convertDockerfile', async () => {
+  it('turns FROM scratch + COPY into a context source with only the copied paths', async () => {
+    const { all, def } = await ops('FROM scratch\nCOPY a.txt /a.txt\nCOPY dir /dir/\nCMD ["/a"]\n');
     const sources = all.filter((o) => o.op.op.case === 'source');
     expect(sources).toHaveLength(1);
     const src = sources[0]!.op.op;
@@ -22,18 +22,18 @@ describe('convertDockerfile', () => {
     expect(result.metadata?.ranges[0]).toMatchObject({ startLine: 3, endLine: 3 });
   });
 
-  it('converts only the stages the target needs', () => {
+  it('converts only the stages the target needs', async () => {
     const text = 'FROM scratch AS a\nCOPY a /a\nFROM scratch AS b\nCOPY b /b\nFROM scratch AS c\nCOPY --from=a /a /x\n';
-    const { all } = ops(text);
+    const { all } = await ops(text);
     const src = all.find((o) => o.op.op.case === 'source')!.op.op;
     expect(src.case === 'source' && localAttrs(src.value.attrs).includePatterns).toEqual(['a']);
-    const { all: onlyB } = ops(text, { target: 'b' });
+    const { all: onlyB } = await ops(text, { target: 'b' });
     const srcB = onlyB.find((o) => o.op.op.case === 'source')!.op.op;
     expect(srcB.case === 'source' && localAttrs(srcB.value.attrs).includePatterns).toEqual(['b']);
   });
 
-  it('builds the image config', () => {
-    const { imageConfig } = ops('FROM scratch\nENV A=1 B=two\nWORKDIR /app\nUSER 1000\nEXPOSE 80 53/udp\nLABEL x=y\nENTRYPOINT ["/bin/app"]\nCMD echo hi\n');
+  it('builds the image config', async () => {
+    const { imageConfig } = await ops('FROM scratch\nENV A=1 B=two\nWORKDIR /app\nUSER 1000\nEXPOSE 80 53/udp\nLABEL x=y\nENTRYPOINT ["/bin/app"]\nCMD echo hi\n');
     expect(imageConfig.config).toMatchObject({
       Env: expect.arrayContaining(['A=1', 'B=two']),
       WorkingDir: '/app',
@@ -45,8 +45,8 @@ describe('convertDockerfile', () => {
     });
   });
 
-  it('turns RUN into an exec op on the stage root with env, workdir and user', () => {
-    const { def } = ops('FROM scratch\nARG V=1\nENV P=/bin X=y\nWORKDIR /w\nUSER 7\nRUN --network=none echo $V\nRUN ["/bin/true", "a"]\n');
+  it('turns RUN into an exec op on the stage root with env, workdir and user', async () => {
+    const { def } = await ops('FROM scratch\nARG V=1\nENV P=/bin X=y\nWORKDIR /w\nUSER 7\nRUN --network=none echo $V\nRUN ["/bin/true", "a"]\n');
     const run = def.ops.get(def.result!.digest)!;
     expect(run.op.op.case).toBe('exec');
     const exec = run.op.op.case === 'exec' ? run.op.op.value : undefined;
@@ -59,21 +59,15 @@ describe('convertDockerfile', () => {
     expect(first.metadata?.description).toBe('[stage-0 5/6] RUN --network=none echo $V');
   });
 
-  it('is deterministic', () => {
+  it('is deterministic', async () => {
     const text = 'FROM scratch\nCOPY b a /d/\n';
-    expect(marshal(convertDockerfile(text).state).def).toEqual(marshal(convertDockerfile(text).state).def);
+    expect(marshal((await convertDockerfile(text)).state).def).toEqual(marshal((await convertDockerfile(text)).state).def);
   });
 
-  it('names the file and line of errors', () => {
-    const err = (() => {
-      try {
-        convertDockerfile('FROM scratch\nCOPY a b c\n', { filename: 'build.Dockerfile' });
-      } catch (e) {
-        return e;
-      }
-    })();
+  it('names the file and line of errors', async () => {
+    const err = await convertDockerfile('FROM scratch\nCOPY a b c\n', { filename: 'build.Dockerfile' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SourceError);
     expect((err as SourceError).details).toMatchObject({ file: 'build.Dockerfile', line: 2 });
-    expect(() => convertDockerfile('FROM scratch\n', { target: 'nope' })).toThrow(/target stage "nope"/);
+    await expect(convertDockerfile('FROM scratch\n', { target: 'nope' })).rejects.toThrow(/target stage "nope"/);
   });
 });

@@ -1,13 +1,22 @@
-import { InvalidArgumentError, SourceError } from '@kiln/common';
+import { InvalidArgumentError, KilnError, SourceError } from '@kiln/common';
 import { formatReference, parseReference } from '@kiln/registry';
-import { llb } from '@kiln/api';
-import { execState, FileChain, image, local, State, type StateOptions } from '@kiln/llb';
+import { FileChain, git as gitSource, http as httpSource, image, local, ociLayout, State, type StateOptions } from '@kiln/llb';
 import { posix } from 'node:path';
-import { parseInstructions } from '../instructions/index.js';
-import type { ArgCommand, Command, CopyCommand, Stage } from '../instructions/types.js';
+import { parseInstruction, parseInstructions } from '../instructions/index.js';
+import { closest } from '../instructions/suggest.js';
+import type { ArgCommand, Command, Stage } from '../instructions/types.js';
 import { parseDockerfile } from '../parser/index.js';
-import { processWord, processWords, type ShellLexOptions } from '../shell/index.js';
-import { emptyImageConfig, type ImageConfig } from './image-config.js';
+import type { DockerfileAST } from '../parser/types.js';
+import { processWord, processWordWithMatches, type ShellLexOptions } from '../shell/index.js';
+import { Linter, looksSecret, parseCheckDirective, type BuildWarning } from './checks.js';
+import { convertAddCopy, type CopyContext } from './copy.js';
+import { goDuration, goList, goQuoteList, goQuoteRune } from './go-format.js';
+import { emptyImageConfig, HISTORY_COMMENT, imageConfigFromBase, type ImageConfig } from './image-config.js';
+import type { ImageMetaResolver } from './image-meta.js';
+import { formatPlatform, hostPlatform, parsePlatform, platformArgs, type Platform } from './platform.js';
+import { convertRun } from './run.js';
+import { parseNamedContext, type NamedContextValue } from './sources.js';
+import { envList, setEnvEntry, type StageState } from './stage-state.js';
 
 export interface ConvertOptions {
   filename?: string;
@@ -16,322 +25,704 @@ export interface ConvertOptions {
   buildArgs?: Record<string, string>;
   /** .dockerignore patterns applied to the context source. */
   excludePatterns?: string[];
-  /** Target platform ("linux/amd64"); default the host's. */
-  platform?: { os: string; architecture: string; variant?: string };
+  /** Target platform; default the build platform. */
+  platform?: Platform;
+  /** Platform the build runs on (BUILDPLATFORM); default the host's. */
+  buildPlatform?: Platform;
+  /**
+   * `--build-context NAME=VALUE` overrides: a stage or image name mapped to
+   * `local:DIR` (a session dir), `docker-image://REF`, `oci-layout://REF`, a git or http URL.
+   */
+  namedContexts?: Record<string, string>;
+  /** Resolves base images (config + digest); without it images stay unpinned with an empty config. */
+  imageResolver?: ImageMetaResolver;
+  signal?: AbortSignal;
 }
 
 export interface ConvertResult {
   state: State;
   imageConfig: ImageConfig;
+  /** Build-check warnings, in source order. */
+  warnings: BuildWarning[];
+  /** The target stage's platform. */
+  platform: Platform;
 }
 
-interface StageState {
-  stage: Stage;
-  index: number;
-  state: State;
-  config: ImageConfig;
-  env: Map<string, string>;
-  args: Map<string, string>;
-  workdir: string;
-  converted: boolean;
-}
-
-const hostPlatform = () => ({ os: 'linux', architecture: process.arch === 'x64' ? 'amd64' : process.arch });
+const EMPTY_IMAGE = 'scratch';
 
 /**
- * Converts a Dockerfile to LLB for one target stage. Only the stages the
- * target needs (FROM and COPY --from references) are converted. Errors name
- * the file and line. This is the walking-skeleton subset of the language:
- * FROM (scratch, image, stage), COPY (context, heredoc, --from, --chmod,
- * --chown), RUN (shell and exec form, --network; no --mount or heredoc
- * yet), and the image-config instructions.
+ * Converts a Dockerfile to LLB for one target stage, as BuildKit's
+ * dockerfile2llb: only the stages the target needs (FROM, COPY --from,
+ * RUN --mount from=) are converted; base images start their stage from
+ * the image's config (via `imageResolver`) and their ONBUILD triggers run;
+ * the image config and history follow BuildKit's. Errors are SourceErrors
+ * naming the file, line and source line.
  */
-export function convertDockerfile(text: string, opts: ConvertOptions = {}): ConvertResult {
+export async function convertDockerfile(text: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
   const filename = opts.filename ?? 'Dockerfile';
   const ast = parseDockerfile(text, { filename });
-  const lex: ShellLexOptions = { escapeToken: ast.directives.escape };
-  const parsed = parseInstructions(ast);
-  if (parsed.stages.length === 0) throw new SourceError('the Dockerfile has no FROM instruction', filename, 1);
-  const platform = opts.platform ?? hostPlatform();
-  const buildArgs = opts.buildArgs ?? {};
-  const metaArgs = declareArgs(new Map(), parsed.metaArgs, buildArgs, new Map(), lex, filename);
+  return withSourceLine(text, () => new Converter(ast, opts).run());
+}
 
-  const stages: StageState[] = parsed.stages.map((stage, index) => ({
-    stage,
-    index,
-    state: State.scratch(),
-    config: emptyImageConfig(platform.os, platform.architecture),
-    env: new Map(),
-    args: new Map(),
-    workdir: '/',
-    converted: false,
-  }));
-  const byName = new Map(stages.filter((s) => s.stage.name).map((s) => [s.stage.name, s]));
-  const findStage = (ref: string): StageState | undefined => byName.get(ref.toLowerCase()) ?? (/^\d+$/.test(ref) ? stages[Number(ref)] : undefined);
+/** Adds the offending source line to a SourceError's message, once. */
+async function withSourceLine<T>(text: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw decorateSourceError(err, text);
+  }
+}
 
-  const target = opts.target ? byName.get(opts.target.toLowerCase()) : stages[stages.length - 1];
-  if (!target) throw new InvalidArgumentError(`target stage "${opts.target}" could not be found`, '--target');
+/** Appends ` N | <line>` to a SourceError that names a line of `text`. */
+export function decorateSourceError(err: unknown, text: string): unknown {
+  if (!(err instanceof KilnError) || err.code !== 'source') return err;
+  const line = Number(err.details['line']);
+  if (!Number.isInteger(line) || line < 1 || err.message.includes('\n >')) return err;
+  const src = text.split('\n')[line - 1];
+  if (src === undefined) return err;
+  err.message = `${err.message}\n > ${String(line).padStart(3)} | ${src.replace(/\r$/, '')}`;
+  return err;
+}
 
-  // All context reads of the converted stages share one local source, so the
-  // client sends exactly the union of the paths they name.
-  // The source op is created now and its include patterns filled in after
-  // conversion (nothing is marshalled before that).
-  const contextPaths = new Set<string>();
-  const context = local('context', {
-    excludePatterns: opts.excludePatterns ?? [],
-    description: '[internal] load build context',
-  });
+class Converter {
+  private readonly filename: string;
+  private readonly lex: ShellLexOptions;
+  private readonly linter: Linter;
+  private readonly buildArgs: Record<string, string>;
+  private readonly buildPlatform: Platform;
+  private readonly targetPlatform: Platform;
+  private readonly namedContexts = new Map<string, NamedContextValue>();
+  private readonly imageMeta = new Map<string, Promise<{ ref: string; config?: unknown }>>();
+  private readonly localContexts = new Map<string, State>();
+  /** Global scope: platform args, then the ARGs before the first FROM. */
+  private metaArgs = new Map<string, string>();
+  private declaredMeta = new Set<string>();
+  private stages: StageState[] = [];
+  private byName = new Map<string, StageState>();
+  private contextPaths = new Set<string>();
+  private context!: State;
 
-  const convertStage = (s: StageState, chain: Set<StageState>): void => {
-    if (s.converted) return;
-    if (chain.has(s)) throw new SourceError(`stage "${s.stage.name || s.index}" depends on itself`, filename, s.stage.line);
-    chain.add(s);
-    const fromEnv = new Map(metaArgs);
-    const base = processWord(s.stage.baseName, fromEnv, lex).trim();
-    if (!base) throw new SourceError('FROM requires an image or stage name', filename, s.stage.line);
-    const parent = findStage(base);
-    if (parent && parent.index < s.index) {
-      convertStage(parent, chain);
-      s.state = parent.state;
+  constructor(
+    private readonly ast: DockerfileAST,
+    private readonly opts: ConvertOptions,
+  ) {
+    this.filename = ast.filename;
+    this.lex = { escapeToken: ast.directives.escape };
+    const buildArgs = opts.buildArgs ?? {};
+    this.buildArgs = buildArgs;
+    const check = buildArgs['BUILDKIT_DOCKERFILE_CHECK'] ?? ast.directives.check;
+    this.linter = new Linter(parseCheckDirective(check), this.filename);
+    this.buildPlatform = opts.buildPlatform ?? hostPlatform();
+    this.targetPlatform = opts.platform ?? this.buildPlatform;
+    for (const [name, value] of Object.entries(opts.namedContexts ?? {})) {
+      try {
+        this.namedContexts.set(name.toLowerCase(), parseNamedContext(value));
+      } catch (err) {
+        throw new InvalidArgumentError((err as Error).message, `context:${name}`, { cause: err });
+      }
+    }
+  }
+
+  async run(): Promise<ConvertResult> {
+    for (const w of this.ast.warnings) this.linter.report('NoEmptyContinuation', w.message, w.line);
+    const parsed = parseInstructions(this.ast);
+    if (parsed.stages.length === 0) throw new SourceError('the Dockerfile has no FROM instruction', this.filename, 1);
+    this.lintInstructionCasing();
+
+    this.stages = parsed.stages.map((stage, index) => ({
+      stage,
+      index,
+      state: State.scratch(),
+      config: emptyImageConfig(this.targetPlatform.os, this.targetPlatform.architecture, this.targetPlatform.variant),
+      env: new Map(),
+      declaredArgs: [],
+      workdir: '/',
+      platform: this.targetPlatform,
+      cmdSet: false,
+      workdirSet: false,
+      status: 'pending',
+    }));
+    for (const s of this.stages) {
+      if (!s.stage.name) continue;
+      if (this.byName.has(s.stage.name)) this.linter.report('DuplicateStageName', `Duplicate stage name "${s.stage.name}", stage names should be unique`, s.stage.line);
+      else this.byName.set(s.stage.name, s);
+      this.lintStageLine(s.stage);
+    }
+
+    const target = this.resolveTarget();
+    this.metaArgs = platformArgs(this.buildPlatform, this.targetPlatform);
+    this.metaArgs.set('TARGETSTAGE', target.stage.name || String(target.index));
+    this.declareMetaArgs(parsed.metaArgs);
+
+    // All context reads share one local source; its include patterns are filled in at the end.
+    this.context = local('context', { excludePatterns: this.opts.excludePatterns ?? [], description: '[internal] load build context' });
+    this.prefetchImages(target);
+    await this.convertStage(target);
+
+    const src = this.context.output!.vertex.op.op;
+    if (src.case === 'source' && this.contextPaths.size > 0 && !this.contextPaths.has('.')) {
+      src.value.attrs['local.includepattern'] = JSON.stringify([...this.contextPaths].sort());
+    }
+    this.linter.finish();
+    const state = target.override ?? target.state;
+    return { state, imageConfig: target.config, warnings: this.linter.warnings, platform: target.platform };
+  }
+
+  private resolveTarget(): StageState {
+    const want = this.opts.target;
+    if (!want) return this.stages[this.stages.length - 1]!;
+    const found = this.byName.get(want.toLowerCase()) ?? (/^\d+$/.test(want) ? this.stages[Number(want)] : undefined);
+    if (found) return found;
+    const hint = closest(want, [...this.byName.keys()]);
+    throw new InvalidArgumentError(`target stage "${want}" could not be found${hint ? ` (did you mean ${hint}?)` : ''}`, '--target');
+  }
+
+  private declareMetaArgs(cmds: ArgCommand[]): void {
+    for (const cmd of cmds) {
+      for (const a of cmd.args) {
+        this.lintArgKey('ARG', a.key, cmd.line);
+        this.declaredMeta.add(a.key);
+        const value = this.buildArgs[a.key] ?? (a.value !== undefined ? this.expand(a.value, this.metaArgs, cmd.line) : this.metaArgs.get(a.key));
+        if (value !== undefined) this.metaArgs.set(a.key, value);
+        else this.metaArgs.delete(a.key);
+      }
+    }
+  }
+
+  // ---- stages -----------------------------------------------------------
+
+  private findStage(ref: string): StageState | undefined {
+    return this.byName.get(ref.toLowerCase()) ?? (/^\d+$/.test(ref) ? this.stages[Number(ref)] : undefined);
+  }
+
+  private fromEnv(): Map<string, string> {
+    return this.metaArgs;
+  }
+
+  /** The expanded FROM base name of a stage, with the UndefinedArgInFrom check. */
+  private baseNameOf(s: StageState): string {
+    const res = this.expandWithMatches(s.stage.baseName, this.fromEnv(), s.stage.line);
+    for (const name of res.unmatched) {
+      if (!this.declaredMeta.has(name)) this.linter.report('UndefinedArgInFrom', `FROM argument '${name}' is not declared`, s.stage.line);
+    }
+    const base = res.result.trim();
+    if (!base) {
+      throw new SourceError(`base name (${s.stage.baseName}) should not be blank`, this.filename, s.stage.line);
+    }
+    return base;
+  }
+
+  private stagePlatform(s: StageState): Platform {
+    if (!s.stage.platform) return this.targetPlatform;
+    const raw = s.stage.platform;
+    if (!raw.includes('$')) this.linter.report('FromPlatformFlagConstDisallowed', `FROM --platform flag should not use constant value "${raw}"`, s.stage.line);
+    if (raw === '$TARGETPLATFORM' || raw === '${TARGETPLATFORM}') this.linter.report('RedundantTargetPlatform', `Setting platform to predefined ${raw} in FROM is redundant as this is the default behavior`, s.stage.line);
+    const value = this.expand(raw, this.fromEnv(), s.stage.line);
+    try {
+      return parsePlatform(value);
+    } catch (err) {
+      throw new SourceError(`failed to parse platform ${value}: ${(err as Error).message}`, this.filename, s.stage.line, { cause: err });
+    }
+  }
+
+  /** Starts image lookups for every FROM the target may need, so they run in parallel. */
+  private prefetchImages(target: StageState): void {
+    if (!this.opts.imageResolver) return;
+    const seen = new Set<StageState>();
+    const visit = (s: StageState) => {
+      if (seen.has(s)) return;
+      seen.add(s);
+      let base: string;
+      let platform: Platform;
+      try {
+        base = this.baseNameOf(s);
+        platform = this.stagePlatform(s);
+      } catch {
+        return; // reported when the stage is converted
+      }
+      const parent = this.findStage(base);
+      if (parent && parent.index < s.index && !this.namedContexts.has(base.toLowerCase())) visit(parent);
+      else if (base.toLowerCase() !== EMPTY_IMAGE && !this.namedContexts.has(base.toLowerCase())) {
+        void this.resolveImage(base, platform, s.stage.line).catch(() => undefined);
+      }
+      for (const cmd of s.stage.commands) {
+        if (cmd.kind === 'copy' && cmd.from && !cmd.from.includes('$')) {
+          const st = this.findStage(cmd.from);
+          if (st && st !== s) visit(st);
+        }
+      }
+    };
+    visit(target);
+  }
+
+  /** Resolves an image ref for a platform (once per ref+platform) and pins its digest. */
+  private resolveImage(ref: string, platform: Platform, line: number): Promise<{ ref: string; config?: unknown }> {
+    const normalized = this.normalizeImageRef(ref, line);
+    const key = `${normalized} ${formatPlatform(platform)}`;
+    let p = this.imageMeta.get(key);
+    if (!p) {
+      const resolver = this.opts.imageResolver;
+      p = resolver
+        ? resolver.resolve(normalized, platform, this.opts.signal).then(
+            (meta) => ({ ref: pinDigest(normalized, meta.digest), config: meta.config }),
+            (err: unknown) => {
+              throw new SourceError(`failed to resolve source metadata for ${normalized}: ${(err as Error).message}`, this.filename, line, { cause: err });
+            },
+          )
+        : Promise.resolve({ ref: normalized });
+      this.imageMeta.set(key, p);
+    }
+    return p;
+  }
+
+  private async convertStage(s: StageState): Promise<void> {
+    if (s.status === 'done') return;
+    if (s.status === 'converting') {
+      throw new SourceError(`circular dependency detected on stage: ${s.stage.name || s.index}`, this.filename, s.stage.line);
+    }
+    s.status = 'converting';
+    const override = s.stage.name ? this.namedContexts.get(s.stage.name) : undefined;
+    if (override) {
+      await this.startFromNamedContext(s, override, s.stage.name);
+      s.override = s.state;
+      s.status = 'done';
+      return;
+    }
+    const base = this.baseNameOf(s);
+    s.platform = this.stagePlatform(s);
+    const parent = this.findStage(base);
+    const named = this.namedContexts.get(base.toLowerCase());
+    if (named) {
+      await this.startFromNamedContext(s, named, base);
+    } else if (parent && parent.index < s.index) {
+      await this.convertStage(parent);
+      s.state = parent.override ?? parent.state;
       s.config = structuredClone(parent.config);
       s.env = new Map(parent.env);
       s.workdir = parent.workdir;
-    } else if (base.toLowerCase() === 'scratch') {
-      s.state = State.scratch();
+      if (!s.stage.platform) s.platform = parent.platform;
+    } else if (base.toLowerCase() === EMPTY_IMAGE) {
+      s.state = State.scratch().withPlatform(s.platform);
+      s.config = emptyImageConfig(s.platform.os, s.platform.architecture, s.platform.variant);
+      s.env = envMapOf(s.config.config.Env ?? []);
     } else {
-      s.state = image(normalizeImageRef(base, filename, s.stage.line), { description: `[${stageLabel(s)}] FROM ${base}`, platform });
+      await this.startFromImage(s, base, base);
+    }
+
+    const onbuild = s.config.config.OnBuild ?? [];
+    if (onbuild.length > 0) {
+      s.config.config.OnBuild = null;
+      await this.runOnbuildTriggers(s, onbuild);
     }
     const total = s.stage.commands.length;
-    s.stage.commands.forEach((cmd, i) => convertCommand(s, cmd, `[${stageLabel(s)} ${i + 1}/${total}]`, chain));
-    s.converted = true;
-    chain.delete(s);
-  };
+    for (const [i, cmd] of s.stage.commands.entries()) await this.convertCommand(s, cmd, `[${this.stageLabel(s)} ${i + 1}/${total}]`);
+    s.status = 'done';
+  }
 
-  const stageLabel = (s: StageState) => s.stage.name || `stage-${s.index}`;
+  private async startFromImage(s: StageState, ref: string, shown: string, platform = s.platform): Promise<void> {
+    const meta = await this.resolveImage(ref, platform, s.stage.line);
+    s.state = image(meta.ref, { description: `[${this.stageLabel(s)}] FROM ${shown}`, platform: toPb(platform) }).withPlatform(toPb(platform));
+    s.config = meta.config !== undefined ? imageConfigFromBase(meta.config, platform) : emptyImageConfig(platform.os, platform.architecture, platform.variant);
+    if (meta.config !== undefined && !s.stage.platform) {
+      s.platform = { os: s.config.os, architecture: s.config.architecture, ...(s.config.variant ? { variant: s.config.variant } : {}) };
+    }
+    s.env = envMapOf(s.config.config.Env ?? []);
+    s.workdir = s.config.config.WorkingDir || '/';
+  }
 
-  const convertCommand = (s: StageState, cmd: Command, prefix: string, chain: Set<StageState>): void => {
-    const env = new Map([...s.args, ...s.env]);
-    const word = (w: string) => processWord(w, env, lex);
-    const meta = (): StateOptions => ({
-      description: `${prefix} ${cmd.original}`,
-      progressGroup: stageLabel(s),
+  private async startFromNamedContext(s: StageState, ctx: NamedContextValue, name: string): Promise<void> {
+    switch (ctx.kind) {
+      case 'image':
+        await this.startFromImage(s, ctx.ref, `${name} (${ctx.ref})`);
+        return;
+      default:
+        s.state = this.namedContextState(ctx, name);
+        s.config = emptyImageConfig(s.platform.os, s.platform.architecture, s.platform.variant);
+        s.env = envMapOf(s.config.config.Env ?? []);
+    }
+  }
+
+  /** A named context as a plain filesystem (COPY --from, mounts, FROM of a non-image). */
+  private namedContextState(ctx: NamedContextValue, name: string): State {
+    const description = `[context ${name}] load from client`;
+    switch (ctx.kind) {
+      case 'local': {
+        let st = this.localContexts.get(ctx.dir);
+        if (!st) {
+          st = local(ctx.dir, { description });
+          this.localContexts.set(ctx.dir, st);
+        }
+        return st;
+      }
+      case 'image':
+        return image(this.normalizeImageRef(ctx.ref, 1), { description: `[context ${name}] ${ctx.ref}`, platform: toPb(this.targetPlatform) });
+      case 'oci-layout':
+        return ociLayout(ctx.ref, { description: `[context ${name}] ${ctx.ref}` });
+      case 'git':
+        return gitSource(ctx.git.remote, ctx.git.ref, { fullUrl: ctx.git.fullUrl, subdir: ctx.git.subdir || undefined, description: `[context ${name}] ${ctx.git.fullUrl}` });
+      case 'http':
+        return httpSource(ctx.url, { description: `[context ${name}] ${ctx.url}` });
+    }
+  }
+
+  /**
+   * The filesystem a `--from=REF` (COPY or RUN --mount) reads: a stage
+   * (converted first), a named context, or an image.
+   */
+  async sourceState(s: StageState, ref: string, line: number): Promise<State> {
+    const named = this.namedContexts.get(ref.toLowerCase());
+    if (named) return named.kind === 'image' ? (await this.imageState(named.ref, s, line)) : this.namedContextState(named, ref);
+    const st = this.findStage(ref);
+    if (st) {
+      if (st === s) throw new SourceError(`circular dependency detected on stage: ${s.stage.name || s.index}`, this.filename, line);
+      await this.convertStage(st);
+      return st.override ?? st.state;
+    }
+    if (ref.toLowerCase() === EMPTY_IMAGE) return State.scratch();
+    if (/^\d+$/.test(ref)) throw new SourceError(`invalid stage index ${ref}: the Dockerfile has ${this.stages.length} stages`, this.filename, line);
+    return this.imageState(ref, s, line);
+  }
+
+  private async imageState(ref: string, s: StageState, line: number): Promise<State> {
+    const meta = await this.resolveImage(ref, s.platform, line);
+    return image(meta.ref, { description: `[${this.stageLabel(s)}] FROM ${ref}`, platform: toPb(s.platform) });
+  }
+
+  private async runOnbuildTriggers(s: StageState, triggers: string[]): Promise<void> {
+    for (const [i, trigger] of triggers.entries()) {
+      let sub: DockerfileAST;
+      try {
+        sub = parseDockerfile(trigger, { filename: this.filename });
+      } catch (err) {
+        throw new SourceError(`failed to parse ONBUILD trigger "${trigger}" of the base image: ${(err as Error).message}`, this.filename, s.stage.line, { cause: err });
+      }
+      for (const node of sub.children) {
+        const cmd = parseInstruction(node, this.filename);
+        if (!('kind' in cmd)) throw new SourceError(`FROM isn't allowed as an ONBUILD trigger`, this.filename, s.stage.line);
+        // Triggers run at the FROM line of the stage that uses the image.
+        const at = { ...cmd, line: s.stage.line, endLine: s.stage.line } as Command;
+        await this.convertCommand(s, at, `[${this.stageLabel(s)} ONBUILD ${i + 1}/${triggers.length}]`);
+      }
+    }
+  }
+
+  stageLabel(s: StageState): string {
+    return s.stage.name || `stage-${s.index}`;
+  }
+
+  // ---- words ------------------------------------------------------------
+
+  expand(word: string, env: ReadonlyMap<string, string>, line: number): string {
+    return this.expandWithMatches(word, env, line).result;
+  }
+
+  expandWithMatches(word: string, env: ReadonlyMap<string, string>, line: number) {
+    try {
+      return processWordWithMatches(word, env, this.lex);
+    } catch (err) {
+      throw new SourceError((err as Error).message, this.filename, line, { cause: err });
+    }
+  }
+
+  /** Expands a word of a stage instruction, reporting UndefinedVar for unset names. */
+  word(s: StageState, w: string, line: number): string {
+    const res = this.expandWithMatches(w, s.env, line);
+    for (const name of res.unmatched) {
+      if (!s.env.has(name) && !s.declaredArgs.some((a) => a.key === name)) this.linter.report('UndefinedVar', `Usage of undefined variable '$${name}'`, line);
+    }
+    return res.result;
+  }
+
+  // ---- commands ---------------------------------------------------------
+
+  private async convertCommand(s: StageState, cmd: Command, prefix: string): Promise<void> {
+    const meta = (suffix = ''): StateOptions => ({
+      description: `${prefix} ${cmd.original.trim()}${suffix}`,
+      progressGroup: this.stageLabel(s),
       sourceIndex: 0,
       ranges: [{ startLine: cmd.line, endLine: cmd.endLine }],
     });
-    const history = (createdBy: string, emptyLayer: boolean) => s.config.history.push({ created_by: createdBy, ...(emptyLayer ? { empty_layer: true } : {}) });
+    const history = (createdBy: string, layer: boolean, viaState = false) =>
+      s.config.history.push({ created_by: viaState ? `${createdBy} # buildkit` : createdBy, comment: HISTORY_COMMENT, ...(layer ? {} : { empty_layer: true }) });
+    const word = (w: string) => this.word(s, w, cmd.line);
     try {
       switch (cmd.kind) {
-        case 'arg':
-          declareArgs(s.args, [cmd], buildArgs, metaArgs, lex, filename);
+        case 'arg': {
+          const commit: string[] = [];
+          for (const a of cmd.args) {
+            this.lintArgKey('ARG', a.key, cmd.line);
+            let value = this.buildArgs[a.key];
+            if (value === undefined && a.value !== undefined) value = word(a.value);
+            if (value === undefined) value = this.metaArgs.get(a.key);
+            if (value !== undefined) s.env.set(a.key, value);
+            s.declaredArgs.push({ key: a.key, value });
+            commit.push(value !== undefined ? `${a.key}=${value}` : a.key);
+          }
+          history(`ARG ${commit.join(' ')}`, false);
           return;
-        case 'env':
-          for (const kv of cmd.env) s.env.set(word(kv.key), word(kv.value));
-          s.config.config.Env = mergeEnv(s.config.config.Env ?? [], s.env);
-          history(`ENV ${cmd.env.map((kv) => `${word(kv.key)}=${word(kv.value)}`).join(' ')}`, true);
+        }
+        case 'env': {
+          const commit: string[] = [];
+          for (const kv of cmd.env) {
+            if (kv.noDelim) this.linter.report('LegacyKeyValueFormat', `"ENV key=value" should be used instead of legacy "ENV key value" format`, cmd.line);
+            const key = word(kv.key);
+            const value = word(kv.value);
+            this.lintArgKey('ENV', key, cmd.line);
+            s.env.set(key, value);
+            s.config.config.Env = setEnvEntry(s.config.config.Env ?? [], key, value);
+            commit.push(`${key}=${value}`);
+          }
+          history(`ENV ${commit.join(' ')}`, false);
           return;
+        }
         case 'workdir': {
-          s.workdir = posix.resolve(s.workdir, word(cmd.path));
+          const raw = word(cmd.path);
+          if (!raw.startsWith('/') && !s.workdirSet) {
+            this.linter.report('WorkdirRelativePath', `Relative workdir "${raw}" can have unexpected results if the base image changes`, cmd.line);
+          }
+          if (raw.startsWith('/')) s.workdirSet = true;
+          s.workdir = posix.resolve(s.workdir, raw);
           s.config.config.WorkingDir = s.workdir;
-          s.state = FileChain.start().mkdir(s.workdir, 0o755, { makeParents: true }).apply(s.state, meta());
-          history(`WORKDIR ${s.workdir}`, false);
+          let layer = false;
+          if (s.workdir !== '/') {
+            const user = s.config.config.User;
+            s.state = FileChain.start()
+              .mkdir(s.workdir, 0o755, { makeParents: true, owner: user ? chownOf(user) : undefined })
+              .apply(s.state, meta());
+            layer = true;
+          }
+          history(`WORKDIR ${s.workdir}`, layer);
           return;
         }
         case 'copy':
-          convertCopy(s, cmd, meta(), chain, word);
-          history(`COPY ${cmd.sourcePaths.join(' ')} ${cmd.destPath}`, false);
-          return;
-        case 'add':
-          throw new SourceError('ADD is not supported yet; use COPY', filename, cmd.line);
-        case 'run': {
-          if (cmd.files.length > 0) throw new SourceError('RUN with a heredoc is not supported yet', filename, cmd.line);
-          if (cmd.mounts.length > 0) throw new SourceError('RUN --mount is not supported yet', filename, cmd.line);
-          if (cmd.security && cmd.security !== 'sandbox') throw new SourceError(`RUN --security=${cmd.security} is not supported yet`, filename, cmd.line);
-          const args = cmd.prependShell ? [...shellOf(s), cmd.cmdLine.join(' ')] : cmd.cmdLine;
-          // Build args reach RUN as environment variables; ENV of the same name wins.
-          const runEnv = mergeEnv(mergeEnv([], s.args), new Map((s.config.config.Env ?? []).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)])));
-          s.state = execState(s.state, args, { env: runEnv, cwd: s.workdir, user: s.config.config.User ?? '', network: networkMode(cmd.network, filename, cmd.line) }, meta());
-          history(`RUN ${cmd.prependShell ? `${shellOf(s).join(' ')} ${cmd.cmdLine.join(' ')}` : JSON.stringify(cmd.cmdLine)}`, false);
+        case 'add': {
+          const res = await convertAddCopy(this.copyContext(), s, cmd, meta(), word);
+          history(res.historyLine, true, true);
           return;
         }
-        case 'label':
-          s.config.config.Labels = { ...s.config.config.Labels, ...Object.fromEntries(cmd.labels.map((kv) => [word(kv.key), word(kv.value)])) };
-          history(`LABEL ${cmd.labels.map((kv) => `${word(kv.key)}=${word(kv.value)}`).join(' ')}`, true);
+        case 'run': {
+          const res = await convertRun(this.copyContext(), s, cmd, meta, word);
+          history(`RUN ${res.historyArgs}`, true, true);
           return;
-        case 'cmd':
+        }
+        case 'label': {
+          const commit: string[] = [];
+          for (const kv of cmd.labels) {
+            if (kv.noDelim) this.linter.report('LegacyKeyValueFormat', `"LABEL key=value" should be used instead of legacy "LABEL key value" format`, cmd.line);
+            const k = word(kv.key);
+            const v = word(kv.value);
+            s.config.config.Labels = { ...s.config.config.Labels, [k]: v };
+            commit.push(`${k}=${v}`);
+          }
+          history(`LABEL ${commit.join(' ')}`, false);
+          return;
+        }
+        case 'cmd': {
+          this.lintDuplicate(s, cmd);
+          if (cmd.prependShell) this.linter.report('JSONArgsRecommended', 'JSON arguments recommended for CMD to prevent unintended behavior related to OS signals', cmd.line);
           s.config.config.Cmd = cmd.prependShell ? [...shellOf(s), ...cmd.cmdLine] : cmd.cmdLine;
-          history(`CMD ${JSON.stringify(s.config.config.Cmd)}`, true);
+          s.cmdSet = true;
+          history(`CMD ${goQuoteList(s.config.config.Cmd)}`, false);
           return;
-        case 'entrypoint':
-          s.config.config.Entrypoint = cmd.cmdLine.length === 0 ? null : cmd.prependShell ? [...shellOf(s), ...cmd.cmdLine] : cmd.cmdLine;
-          history(`ENTRYPOINT ${JSON.stringify(s.config.config.Entrypoint)}`, true);
+        }
+        case 'entrypoint': {
+          this.lintDuplicate(s, cmd);
+          if (cmd.prependShell && cmd.cmdLine.length > 0) this.linter.report('JSONArgsRecommended', 'JSON arguments recommended for ENTRYPOINT to prevent unintended behavior related to OS signals', cmd.line);
+          const args = cmd.prependShell && cmd.cmdLine.length > 0 ? [...shellOf(s), ...cmd.cmdLine] : cmd.cmdLine;
+          s.config.config.Entrypoint = args.length === 0 ? null : args;
+          if (!s.cmdSet) s.config.config.Cmd = null;
+          history(`ENTRYPOINT ${goQuoteList(args)}`, false);
           return;
+        }
         case 'user':
           s.config.config.User = word(cmd.user);
-          history(`USER ${s.config.config.User}`, true);
+          history(`USER ${s.config.config.User}`, false);
           return;
         case 'expose': {
-          const ports = { ...s.config.config.ExposedPorts };
-          for (const p of cmd.ports.flatMap((x) => processWords(x, env, lex))) ports[p.includes('/') ? p : `${p}/tcp`] = {};
-          s.config.config.ExposedPorts = ports;
-          history(`EXPOSE ${Object.keys(ports).join(' ')}`, true);
+          const ports: string[] = [];
+          for (const raw of cmd.ports) {
+            for (const p of expandPortRange(word(raw), this.filename, cmd.line)) ports.push(p);
+          }
+          const exposed = { ...s.config.config.ExposedPorts };
+          for (const p of ports) exposed[p] = {};
+          s.config.config.ExposedPorts = exposed;
+          history(`EXPOSE ${cmd.ports.map(word).join(' ')}`, false);
           return;
         }
         case 'volume': {
           const vols = { ...s.config.config.Volumes };
-          for (const v of cmd.volumes) vols[word(v)] = {};
+          const added = cmd.volumes.map(word);
+          for (const v of added) {
+            if (v.trim() === '') throw new SourceError('VOLUME specified can not be an empty string', this.filename, cmd.line);
+            vols[v] = {};
+          }
           s.config.config.Volumes = vols;
-          history(`VOLUME ${JSON.stringify(Object.keys(vols))}`, true);
+          history(`VOLUME ${goList(added)}`, false);
           return;
         }
-        case 'stopsignal':
-          s.config.config.StopSignal = word(cmd.signal);
-          history(`STOPSIGNAL ${s.config.config.StopSignal}`, true);
+        case 'stopsignal': {
+          const sig = word(cmd.signal);
+          if (!/^(SIG)?[A-Z0-9+-]+$/i.test(sig)) throw new SourceError(`invalid signal: ${sig}`, this.filename, cmd.line);
+          s.config.config.StopSignal = sig;
+          history(`STOPSIGNAL ${sig}`, false);
           return;
+        }
         case 'shell':
           s.config.config.Shell = cmd.shell;
-          history(`SHELL ${JSON.stringify(cmd.shell)}`, true);
+          history(`SHELL ${goList(cmd.shell)}`, false);
           return;
         case 'healthcheck': {
+          this.lintDuplicate(s, cmd);
           const h = cmd.health;
-          s.config.config.Healthcheck = { Test: h.test, Interval: h.interval || undefined, Timeout: h.timeout || undefined, StartPeriod: h.startPeriod || undefined, StartInterval: h.startInterval || undefined, Retries: h.retries || undefined };
-          history(`HEALTHCHECK ${JSON.stringify(h.test)}`, true);
+          const prev = s.config.config.Healthcheck;
+          const hc: NonNullable<ImageConfig['config']['Healthcheck']> = { Test: h.test };
+          if (h.test[0] !== 'NONE') {
+            if (h.interval) hc.Interval = h.interval;
+            if (h.timeout) hc.Timeout = h.timeout;
+            if (h.startPeriod) hc.StartPeriod = h.startPeriod;
+            if (h.startInterval) hc.StartInterval = h.startInterval;
+            if (h.retries) hc.Retries = h.retries;
+          }
+          void prev;
+          s.config.config.Healthcheck = hc;
+          history(
+            `HEALTHCHECK &{${goQuoteList(hc.Test)} "${goDuration(hc.Interval ?? 0)}" "${goDuration(hc.Timeout ?? 0)}" "${goDuration(hc.StartPeriod ?? 0)}" "${goDuration(hc.StartInterval ?? 0)}" ${goQuoteRune(hc.Retries ?? 0)}}`,
+            false,
+          );
           return;
         }
         case 'onbuild':
           s.config.config.OnBuild = [...(s.config.config.OnBuild ?? []), cmd.expression];
-          history(`ONBUILD ${cmd.expression}`, true);
+          history(`ONBUILD ${cmd.expression}`, false);
           return;
         case 'maintainer':
-          s.config.config.Labels = { ...s.config.config.Labels, maintainer: cmd.maintainer };
-          history(`MAINTAINER ${cmd.maintainer}`, true);
+          this.linter.report('MaintainerDeprecated', 'Maintainer instruction is deprecated in favor of using label', cmd.line);
+          s.config.author = cmd.maintainer;
+          history(`MAINTAINER ${cmd.maintainer}`, false);
           return;
       }
     } catch (err) {
-      if (err instanceof SourceError) throw err;
-      throw new SourceError((err as Error).message, filename, cmd.line, { cause: err });
+      if (err instanceof KilnError) throw err;
+      throw new SourceError((err as Error).message, this.filename, cmd.line, { cause: err });
     }
-  };
+  }
 
-  const convertCopy = (s: StageState, cmd: CopyCommand, meta: StateOptions, chain: Set<StageState>, word: (w: string) => string): void => {
-    const dest = resolveDest(s.workdir, word(cmd.destPath));
-    const mode = cmd.chmod ? parseMode(word(cmd.chmod), filename, cmd.line) : -1;
-    const owner = cmd.chown ? parseChown(word(cmd.chown), filename, cmd.line) : undefined;
-    const sources = cmd.sourcePaths.map(word);
-    if (sources.length + cmd.sourceContents.length > 1 && !dest.endsWith('/')) {
-      throw new SourceError('when using COPY with more than one source file, the destination must be a directory and end with a /', filename, cmd.line);
-    }
-    let from: State | undefined;
-    if (cmd.from) {
-      const ref = word(cmd.from);
-      const st = findStage(ref);
-      if (st && st.index < s.index) {
-        convertStage(st, chain);
-        from = st.state;
-      } else if (st) {
-        throw new SourceError(`COPY --from=${ref} refers to a later stage`, filename, cmd.line);
-      } else {
-        from = image(normalizeImageRef(ref, filename, cmd.line));
-      }
-    }
-    let files = FileChain.start();
-    for (const src of sources) {
-      const clean = posix.normalize('/' + src);
-      if (!from) contextPaths.add(clean.slice(1) || '.');
-      files = files.copy(from ?? context, clean, dest, {
-        mode,
-        owner,
-        followSymlink: true,
-        dirCopyContents: true,
-        createDestPath: true,
-        allowWildcard: true,
-        allowEmptyWildcard: false,
-        excludePatterns: cmd.exclude.map(word),
-      });
-    }
-    for (const content of cmd.sourceContents) {
-      const data = new TextEncoder().encode(content.expand ? word(content.data) : content.data);
-      const target = dest.endsWith('/') ? posix.join(dest, content.path) : dest;
-      files = files.mkdir(posix.dirname(target), 0o755, { makeParents: true }).mkfile(target, mode >= 0 ? mode : 0o644, data, { owner });
-    }
-    s.state = files.apply(s.state, meta);
-  };
+  private copyContext(): CopyContext {
+    return {
+      filename: this.filename,
+      context: this.context,
+      contextPaths: this.contextPaths,
+      sourceState: (s, ref, line) => this.sourceState(s, ref, line),
+      stageLabel: (s) => this.stageLabel(s),
+      buildArgs: this.buildArgs,
+    };
+  }
 
-  convertStage(target, new Set());
-  const src = context.output!.vertex.op.op;
-  if (src.case === 'source' && contextPaths.size > 0 && !contextPaths.has('.')) src.value.attrs['local.includepattern'] = JSON.stringify([...contextPaths].sort());
-  return { state: target.state, imageConfig: target.config };
-}
+  private readonly duplicateSeen = new Map<StageState, Set<string>>();
 
-function declareArgs(
-  into: Map<string, string>,
-  cmds: ArgCommand[],
-  buildArgs: Record<string, string>,
-  meta: Map<string, string>,
-  lex: ShellLexOptions,
-  filename: string,
-): Map<string, string> {
-  for (const cmd of cmds) {
-    for (const a of cmd.args) {
-      try {
-        const fromBuild = buildArgs[a.key];
-        const fromMeta = meta.get(a.key);
-        const value = fromBuild ?? (a.value !== undefined ? processWord(a.value, new Map([...meta, ...into]), lex) : fromMeta);
-        if (value !== undefined) into.set(a.key, value);
-      } catch (err) {
-        throw new SourceError((err as Error).message, filename, cmd.line, { cause: err });
+  private lintDuplicate(s: StageState, cmd: Command): void {
+    const seen = this.duplicateSeen.get(s) ?? new Set<string>();
+    this.duplicateSeen.set(s, seen);
+    const kw = cmd.kind.toUpperCase();
+    if (seen.has(kw)) this.linter.report('MultipleInstructionsDisallowed', `Multiple ${kw} instructions should not be used in the same stage because only the last one will be used`, cmd.line);
+    seen.add(kw);
+  }
+
+  private lintArgKey(kind: 'ARG' | 'ENV', key: string, line: number): void {
+    if (looksSecret(key)) this.linter.report('SecretsUsedInArgOrEnv', `Do not use ARG or ENV instructions for sensitive data (${kind} "${key}")`, line);
+  }
+
+  private lintStageLine(stage: Stage): void {
+    const words = stage.node.original.trim().split(/\s+/);
+    const fromWord = words[0] ?? '';
+    const asWord = words.find((w, i) => i > 0 && w.toLowerCase() === 'as');
+    if (asWord && isUpper(fromWord) !== isUpper(asWord) && (isUpper(fromWord) || isLower(fromWord))) {
+      this.linter.report('FromAsCasing', `'${asWord}' and '${fromWord}' keywords' casing do not match`, stage.line);
+    }
+    const written = stage.node.next[2];
+    if (written && written !== written.toLowerCase()) this.linter.report('StageNameCasing', `Stage name '${written}' should be lowercase`, stage.line);
+    if (stage.name === 'scratch' || stage.name === 'context') this.linter.report('ReservedStageName', `'${stage.name}' is reserved and should not be used as a stage name`, stage.line);
+  }
+
+  private lintInstructionCasing(): void {
+    let upper = 0;
+    let lower = 0;
+    const keywords = this.ast.children.map((n) => ({ word: n.original.trim().split(/\s+/)[0] ?? '', line: n.startLine }));
+    for (const k of keywords) {
+      if (isUpper(k.word)) upper++;
+      else if (isLower(k.word)) lower++;
+    }
+    const wantUpper = upper >= lower;
+    for (const k of keywords) {
+      const ok = wantUpper ? isUpper(k.word) : isLower(k.word);
+      if (!ok) {
+        this.linter.report(
+          'ConsistentInstructionCasing',
+          `Command '${k.word}' should match the case of the command majority (${wantUpper ? 'uppercase' : 'lowercase'})`,
+          k.line,
+        );
       }
     }
   }
-  return into;
-}
 
-function mergeEnv(list: string[], env: Map<string, string>): string[] {
-  const out = new Map(list.map((e) => [e.slice(0, e.indexOf('=')), e]));
-  for (const [k, v] of env) out.set(k, `${k}=${v}`);
-  return [...out.values()];
-}
-
-function networkMode(value: string, filename: string, line: number): llb.NetMode {
-  switch (value) {
-    case '':
-    case 'default':
-      return llb.NetMode.SANDBOX;
-    case 'none':
-      return llb.NetMode.NONE;
-    case 'host':
-      return llb.NetMode.HOST;
-    default:
-      throw new SourceError(`invalid RUN --network=${value}: want default, none or host`, filename, line);
+  private normalizeImageRef(ref: string, line: number): string {
+    try {
+      return formatReference(parseReference(ref));
+    } catch (err) {
+      throw new SourceError((err as Error).message, this.filename, line, { cause: err });
+    }
   }
 }
 
-function shellOf(s: StageState): string[] {
+const isUpper = (w: string) => w === w.toUpperCase() && w !== w.toLowerCase();
+const isLower = (w: string) => w === w.toLowerCase() && w !== w.toUpperCase();
+
+function envMapOf(list: readonly string[]): Map<string, string> {
+  const env = new Map<string, string>();
+  for (const e of list) {
+    const i = e.indexOf('=');
+    if (i < 0) env.set(e, '');
+    else env.set(e.slice(0, i), e.slice(i + 1));
+  }
+  return env;
+}
+
+export { envList };
+
+/** `name:tag` + digest → `name:tag@digest` (BuildKit keeps the tag next to the pinned digest). */
+function pinDigest(ref: string, digest: string): string {
+  if (!digest) return ref;
+  const at = ref.indexOf('@');
+  return `${at >= 0 ? ref.slice(0, at) : ref}@${digest}`;
+}
+
+function toPb(p: Platform) {
+  return { os: p.os, architecture: p.architecture, variant: p.variant ?? '' };
+}
+
+export function shellOf(s: StageState): string[] {
   return s.config.config.Shell ?? ['/bin/sh', '-c'];
 }
 
-function resolveDest(workdir: string, dest: string): string {
-  const keepSlash = dest.endsWith('/') || dest === '.' || dest.endsWith('/.');
-  const abs = posix.resolve(workdir, dest);
-  return keepSlash && abs !== '/' ? `${abs}/` : abs === '/' ? '/' : abs;
-}
-
-function parseMode(value: string, filename: string, line: number): number {
-  if (!/^[0-7]{3,4}$/.test(value)) throw new SourceError(`invalid --chmod "${value}": want an octal mode such as 0755`, filename, line);
-  return parseInt(value, 8);
-}
-
-function parseChown(value: string, filename: string, line: number) {
+/** `USER name[:group]` as a ChownOpt (ids stay numeric). */
+export function chownOf(value: string) {
   const [u, g] = value.split(':');
-  const id = (x: string | undefined) => (x === undefined || x === '' ? undefined : /^\d+$/.test(x) ? { user: { case: 'id' as const, value: Number(x) } } : { user: { case: 'name' as const, value: x } });
+  const id = (x: string | undefined) =>
+    x === undefined || x === '' ? undefined : /^\d+$/.test(x) ? { user: { case: 'id' as const, value: Number(x) } } : { user: { case: 'name' as const, value: x } };
   const user = id(u);
-  if (!user) throw new SourceError(`invalid --chown "${value}"`, filename, line);
-  return { user, group: id(g) ?? user };
+  if (!user) throw new Error(`invalid user "${value}"`);
+  return { user, group: id(g) };
 }
 
-function normalizeImageRef(ref: string, filename: string, line: number): string {
-  try {
-    return formatReference(parseReference(ref));
-  } catch (err) {
-    throw new SourceError((err as Error).message, filename, line, { cause: err });
-  }
+/** EXPOSE values: `80`, `80/udp`, `8000-8002/tcp` → `PORT/PROTO` entries. */
+function expandPortRange(value: string, filename: string, line: number): string[] {
+  const m = /^(?:([0-9.]+|\[[0-9a-f:]+\]):)?(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(value.trim());
+  if (!m) throw new SourceError(`invalid containerPort: ${value}`, filename, line);
+  const start = Number(m[2]);
+  const end = m[3] !== undefined ? Number(m[3]) : start;
+  if (start > 65535 || end > 65535 || end < start) throw new SourceError(`invalid port range: ${value}`, filename, line);
+  const proto = (m[4] ?? 'tcp').toLowerCase();
+  const out: string[] = [];
+  for (let p = start; p <= end; p++) out.push(`${p}/${proto}`);
+  return out;
 }

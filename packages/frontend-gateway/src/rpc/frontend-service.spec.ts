@@ -56,6 +56,32 @@ describe('FrontendService with dockerfile.v0', () => {
     expect(err.details).toMatchObject({ file: 'Dockerfile', line: 3 });
   });
 
+  it('returns build-check warnings with their source lines, and honours platform and named contexts', async () => {
+    const { client } = setup({ 'dockerfile:Dockerfile': 'from scratch AS Base\nMAINTAINER me\nCOPY --from=extra /x /x\n' });
+    const res = await client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: { platform: 'linux/arm64,linux/amd64', 'context:extra': 'local:extra' } });
+    const warnings = res.warnings.map((w) => ({ short: new TextDecoder().decode(w.short), line: w.ranges[0]?.startLine, file: w.info?.filename }));
+    expect(warnings).toEqual(
+      expect.arrayContaining([
+        { short: "FromAsCasing: 'AS' and 'from' keywords' casing do not match (Dockerfile:1)", line: 1, file: 'Dockerfile' },
+        { short: "StageNameCasing: Stage name 'Base' should be lowercase (Dockerfile:1)", line: 1, file: 'Dockerfile' },
+        { short: 'MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label (Dockerfile:2)', line: 2, file: 'Dockerfile' },
+      ]),
+    );
+    expect(res.warnings[0]!.url).toMatch(/^https:\/\/docs\.docker\.com\/go\/dockerfile\/rule\//);
+    expect(JSON.parse(new TextDecoder().decode(res.imageConfig)).architecture).toBe('arm64');
+    const ids = [...parseDefinition(res.definition!).ops.values()].flatMap((o) => (o.op.op.case === 'source' ? [o.op.op.value.identifier] : []));
+    expect(ids).toEqual(['local://extra']);
+  });
+
+  it('fails the build on warnings with # check=error=true, naming the line', async () => {
+    const { client } = setup({ 'dockerfile:Dockerfile': '# check=error=true\nFROM scratch\nCMD run\n' });
+    await expect(client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: {} })).rejects.toMatchObject({
+      code: 'source',
+      details: { line: 3 },
+      message: expect.stringContaining('JSONArgsRecommended'),
+    });
+  });
+
   it('names a missing Dockerfile and an unknown frontend', async () => {
     const { client } = setup({});
     await expect(client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: { filename: 'Nope' } })).rejects.toMatchObject({

@@ -29,7 +29,17 @@ export function createFrontendServiceImpl(opts: FrontendServiceOptions): Service
         },
         ctx.signal,
       );
-      return create(frontend.SolveResponseSchema, { definition: result.definition, imageConfig: result.imageConfig, metadata: result.metadata });
+      const source = result.definition.sources[0];
+      const enc = new TextEncoder();
+      const warnings = (result.warnings ?? []).map((w) => ({
+        level: 1n,
+        short: enc.encode(w.short),
+        detail: w.detail.map((d) => enc.encode(d)),
+        url: w.url,
+        info: source ? { filename: source.filename, data: source.data, language: source.language } : undefined,
+        ranges: [{ startLine: w.startLine, endLine: w.endLine }],
+      }));
+      return create(frontend.SolveResponseSchema, { definition: result.definition, imageConfig: result.imageConfig, metadata: result.metadata, warnings });
     },
   };
 }

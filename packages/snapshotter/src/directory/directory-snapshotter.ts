@@ -16,6 +16,7 @@ export interface DirectorySnapshotterOptions {
 interface CommittedRecord {
   id: string;
   parent?: string;
+  label?: string;
   createdAtMs: number;
 }
 
@@ -118,15 +119,25 @@ class DirectorySnapshotterImpl implements Snapshotter {
     return { key, path: dir };
   }
 
-  async commit(key: string): Promise<string> {
+  async commit(key: string, opts: { label?: string } = {}): Promise<string> {
     await this.opened;
     const rec = this.active.get(key);
     if (!rec) throw new NotFoundError(`no active snapshot ${key}`);
     await rec.ready;
+    if (opts.label !== undefined && (await this.byLabel(opts.label)) !== undefined) {
+      throw new KilnError('already_exists', `a committed snapshot is already labeled ${opts.label}`);
+    }
+    if (this.active.get(key) !== rec) throw new NotFoundError(`no active snapshot ${key}`);
     this.active.delete(key);
-    this.committed.set(rec.id, { id: rec.id, parent: rec.parent, createdAtMs: rec.createdAtMs });
+    this.committed.set(rec.id, { id: rec.id, parent: rec.parent, createdAtMs: rec.createdAtMs, ...(opts.label !== undefined ? { label: opts.label } : {}) });
     await this.save();
     return rec.id;
+  }
+
+  async byLabel(label: string): Promise<string | undefined> {
+    await this.opened;
+    for (const r of this.committed.values()) if (r.label === label && !this.pendingRemoval.has(r.id)) return r.id;
+    return undefined;
   }
 
   async view(id: string): Promise<SnapshotView> {
@@ -193,7 +204,7 @@ class DirectorySnapshotterImpl implements Snapshotter {
     const out: SnapshotInfo[] = [];
     for (const r of this.committed.values()) {
       if (this.pendingRemoval.has(r.id)) continue;
-      out.push({ kind: 'committed', name: r.id, parent: r.parent, createdAtMs: r.createdAtMs });
+      out.push({ kind: 'committed', name: r.id, parent: r.parent, createdAtMs: r.createdAtMs, ...(r.label !== undefined ? { label: r.label } : {}) });
     }
     for (const r of this.active.values()) out.push({ kind: 'active', name: r.key, parent: r.parent, createdAtMs: r.createdAtMs });
     return out.sort((a, b) => a.createdAtMs - b.createdAtMs);

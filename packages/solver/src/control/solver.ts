@@ -86,6 +86,7 @@ export class Solver {
         });
         definition = res.definition;
         imageConfig = res.imageConfig;
+        for (const w of res.warnings) await publish({ case: 'warning', value: w });
       }
       if (!definition) throw new InvalidArgumentError('solve needs a frontend or a definition', 'frontend');
       def = parseDefinition(definition);

@@ -13,6 +13,8 @@ import {
 } from '@kiln/registry';
 import type { Snapshotter } from '@kiln/snapshotter';
 import { extractTar } from '../fs/untar.js';
+import { teeToStore, type ContentClient } from '../layers/content-blobs.js';
+import type { BaseLayer } from '../layers/lineage.js';
 import { OpFailure } from './op-failure.js';
 import { newSnapshotKey, type OpContext, type OpResult } from './op-context.js';
 
@@ -95,6 +97,10 @@ export interface ImageSourceParams {
   registry: RegistryClient;
   layers: LayerStore;
   progressIntervalMs: number;
+  /** Where pulled blobs are kept as they stream by (for layer export); none when absent. */
+  content?: ContentClient;
+  /** Told about each layer snapshot made, with the blob it came from. */
+  onBaseLayer?: (snapshotId: string, layer: BaseLayer) => void;
 }
 
 /** The OCI chain id of a layer: its diff id for the first, else sha256(parent chain id + " " + diff id). */
@@ -158,7 +164,12 @@ export async function runImageSource(ctx: OpContext, p: ImageSourceParams): Prom
       const below = parent;
       parent = await p.layers.get(
         chainIds[i]!,
-        () => applyLayer(ctx, p.registry, ref, layer, diffIds[i]!, below, onBytes),
+        async () => {
+          const id = await applyLayer(ctx, p.registry, ref, layer, diffIds[i]!, below, onBytes, p.content);
+          const { digest, size, mediaType } = layer;
+          p.onBaseLayer?.(id, { digest, size, mediaType, diffId: diffIds[i]!, fetch: (signal) => p.registry.fetch(ref, layer, signal) });
+          return id;
+        },
         ctx.signal,
       );
     }
@@ -210,12 +221,13 @@ async function applyLayer(
   diffId: string,
   parent: string | undefined,
   onBytes: (n: number) => void,
+  content: ContentClient | undefined,
 ): Promise<string> {
   const compression = layerCompression(layer.mediaType);
   const key = newSnapshotKey(ctx.digest, 'layer');
   const active = await ctx.snapshotter.prepare(key, parent, { signal: ctx.signal });
   try {
-    const compressed = counted(registry.fetch(ref, layer, ctx.signal), onBytes);
+    const compressed = teeToStore(counted(registry.fetch(ref, layer, ctx.signal), onBytes), content, layer, ctx.logger);
     const tar = compression === 'gzip' ? gunzip(compressed) : compressed;
     const hash = createHash('sha256');
     const it = tar[Symbol.asyncIterator]();

@@ -1,6 +1,6 @@
 import type { ServiceImpl } from '@connectrpc/connect';
 import { worker } from '@kiln/api';
-import { UnimplementedError } from '@kiln/common';
+import { parseCompression } from '../layers/media-types.js';
 import type { Worker } from '../worker.js';
 
 /**
@@ -58,8 +58,19 @@ export function createWorkerServiceImpl(w: Worker): ServiceImpl<typeof worker.Wo
       return { usage: usage.map((u) => ({ ref: u.ref, found: u.found, size: BigInt(u.sizeBytes), owners: u.owners })) };
     },
 
-    async getLayers() {
-      throw new UnimplementedError('GetLayers is not implemented by this worker yet');
+    async getLayers(req, ctx) {
+      const layers = await w.getLayers(req.ref, {
+        compression: parseCompression(req.compression),
+        compressionLevel: req.compressionLevel,
+        forceCompression: req.forceCompression,
+        ociMediaTypes: req.ociMediaTypes,
+        sourceDateEpoch: req.sourceDateEpoch === undefined ? undefined : Number(req.sourceDateEpoch),
+        lease: req.lease,
+        signal: ctx.signal,
+      });
+      return {
+        layers: layers.map((l) => ({ digest: l.digest, size: BigInt(l.size), mediaType: l.mediaType, diffId: l.diffId, fromBase: l.fromBase, createdBy: l.createdBy ?? '' })),
+      };
     },
   };
 }

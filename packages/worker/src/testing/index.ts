@@ -5,3 +5,4 @@ export { createEventCollector, type CollectedEvent } from './events.js';
 export { execState, outputOf, type ExecInit, type ExecMountInit } from './exec-state.js';
 export { solve, type SolveOptions } from './solve.js';
 export { buildTar, collect, packDirectory, readTar, type TarEntry, type TarEntryInit } from './tar.js';
+export { createMemoryContent, type MemoryContent } from './memory-content.js';

@@ -6,6 +6,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { VertexWarning } from "../../events/v1/events_pb.js";
+import { file_kiln_events_v1_events } from "../../events/v1/events_pb.js";
 import type { Definition } from "../../llb/v1/llb_pb.js";
 import { file_kiln_llb_v1_llb } from "../../llb/v1/llb_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/frontend/v1/frontend.proto.
  */
 export const file_kiln_frontend_v1_frontend: GenFile = /*@__PURE__*/
-  fileDesc("Ch9raWxuL2Zyb250ZW5kL3YxL2Zyb250ZW5kLnByb3RvEhBraWxuLmZyb250ZW5kLnYxIq4BCgxTb2x2ZVJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghmcm9udGVuZBgDIAEoCRI4CgVhdHRycxgEIAMoCzIpLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXF1ZXN0LkF0dHJzRW50cnkaLAoKQXR0cnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsQBCg1Tb2x2ZVJlc3BvbnNlEisKCmRlZmluaXRpb24YASABKAsyFy5raWxuLmxsYi52MS5EZWZpbml0aW9uEhQKDGltYWdlX2NvbmZpZxgCIAEoDBI/CghtZXRhZGF0YRgDIAMoCzItLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXNwb25zZS5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ATJbCg9Gcm9udGVuZFNlcnZpY2USSAoFU29sdmUSHi5raWxuLmZyb250ZW5kLnYxLlNvbHZlUmVxdWVzdBofLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXNwb25zZWIGcHJvdG8z", [file_kiln_llb_v1_llb]);
+  fileDesc("Ch9raWxuL2Zyb250ZW5kL3YxL2Zyb250ZW5kLnByb3RvEhBraWxuLmZyb250ZW5kLnYxIq4BCgxTb2x2ZVJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghmcm9udGVuZBgDIAEoCRI4CgVhdHRycxgEIAMoCzIpLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXF1ZXN0LkF0dHJzRW50cnkaLAoKQXR0cnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIvUBCg1Tb2x2ZVJlc3BvbnNlEisKCmRlZmluaXRpb24YASABKAsyFy5raWxuLmxsYi52MS5EZWZpbml0aW9uEhQKDGltYWdlX2NvbmZpZxgCIAEoDBI/CghtZXRhZGF0YRgDIAMoCzItLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXNwb25zZS5NZXRhZGF0YUVudHJ5Ei8KCHdhcm5pbmdzGAQgAygLMh0ua2lsbi5ldmVudHMudjEuVmVydGV4V2FybmluZxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEyWwoPRnJvbnRlbmRTZXJ2aWNlEkgKBVNvbHZlEh4ua2lsbi5mcm9udGVuZC52MS5Tb2x2ZVJlcXVlc3QaHy5raWxuLmZyb250ZW5kLnYxLlNvbHZlUmVzcG9uc2ViBnByb3RvMw", [file_kiln_events_v1_events, file_kiln_llb_v1_llb]);
 
 /**
  * @generated from message kiln.frontend.v1.SolveRequest
@@ -73,6 +75,14 @@ export type SolveResponse = Message<"kiln.frontend.v1.SolveResponse"> & {
    * @generated from field: map<string, string> metadata = 3;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * Build-check warnings (e.g. Dockerfile lint rules) with their source
+   * locations; the solver publishes them as BuildEvent warnings.
+   *
+   * @generated from field: repeated kiln.events.v1.VertexWarning warnings = 4;
+   */
+  warnings: VertexWarning[];
 };
 
 /**

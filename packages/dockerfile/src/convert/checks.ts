@@ -1,0 +1,116 @@
+/**
+ * BuildKit's build checks: lint-style warnings with a source location, and
+ * the `# check=skip=A,B;error=true` directive (also the BUILDKIT_DOCKERFILE_CHECK
+ * build arg) that silences rules or turns the warnings into an error.
+ */
+import { SourceError } from '@kiln/common';
+
+export interface BuildWarning {
+  /** Rule name, e.g. "FromAsCasing". */
+  rule: string;
+  /** The rule's short description. */
+  description: string;
+  /** What is wrong here. */
+  message: string;
+  file: string;
+  /** 1-based. */
+  line: number;
+  endLine: number;
+  url: string;
+}
+
+export const CHECK_RULES: Record<string, string> = {
+  FromAsCasing: 'The AS keyword should match the case of the FROM keyword',
+  StageNameCasing: 'Stage names should be lowercase',
+  DuplicateStageName: 'Stage names should be unique',
+  ReservedStageName: 'Reserved words should not be used as stage names',
+  MaintainerDeprecated: 'The MAINTAINER instruction is deprecated, use a label instead to define an image author',
+  JSONArgsRecommended: 'JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals',
+  ConsistentInstructionCasing: 'All commands within the Dockerfile should use the same casing (either upper or lower)',
+  UndefinedVar: 'Variables should be defined before their use',
+  UndefinedArgInFrom: 'FROM command must use declared ARGs',
+  SecretsUsedInArgOrEnv: 'Sensitive data should not be used in the ARG or ENV commands',
+  LegacyKeyValueFormat: 'Legacy key/value format with whitespace separator should not be used',
+  WorkdirRelativePath: 'Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes',
+  MultipleInstructionsDisallowed: 'Multiple instructions of the same type should not be used in the same stage',
+  NoEmptyContinuation: 'Empty continuation lines will become errors in a future release',
+  RedundantTargetPlatform: 'Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior',
+  FromPlatformFlagConstDisallowed: 'FROM --platform flag should not use a constant value',
+  InvalidDefaultArgInFrom: 'Default value for global ARG results in an empty or invalid base image name',
+};
+
+const kebab = (rule: string) => rule.replace(/([a-z0-9])([A-Z])/g, '$1-$2').replace(/([A-Z])([A-Z][a-z])/g, '$1-$2').toLowerCase();
+
+export interface CheckConfig {
+  skip: Set<string>;
+  skipAll: boolean;
+  error: boolean;
+}
+
+/** Parses a check directive value ("skip=A,B;error=true"); unknown keys are ignored. */
+export function parseCheckDirective(value: string | undefined): CheckConfig {
+  const cfg: CheckConfig = { skip: new Set(), skipAll: false, error: false };
+  if (!value) return cfg;
+  for (const part of value.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq < 0) continue;
+    const key = part.slice(0, eq).trim().toLowerCase();
+    const v = part.slice(eq + 1).trim();
+    if (key === 'skip') {
+      for (const r of v.split(',').map((x) => x.trim()).filter(Boolean)) {
+        if (r.toLowerCase() === 'all') cfg.skipAll = true;
+        else cfg.skip.add(r);
+      }
+    } else if (key === 'error') {
+      cfg.error = v.toLowerCase() === 'true';
+    }
+  }
+  return cfg;
+}
+
+export class Linter {
+  readonly warnings: BuildWarning[] = [];
+  private readonly seen = new Set<string>();
+
+  constructor(
+    private readonly cfg: CheckConfig,
+    private readonly file: string,
+  ) {}
+
+  report(rule: keyof typeof CHECK_RULES, message: string, line: number, endLine = line): void {
+    if (this.cfg.skipAll || this.cfg.skip.has(rule)) return;
+    const key = `${rule}\0${message}\0${line}`;
+    if (this.seen.has(key)) return;
+    this.seen.add(key);
+    this.warnings.push({
+      rule,
+      description: CHECK_RULES[rule]!,
+      message,
+      file: this.file,
+      line,
+      endLine,
+      url: `https://docs.docker.com/go/dockerfile/rule/${kebab(rule)}/`,
+    });
+  }
+
+  /** With `error=true`, fails on the first warning (all of them listed). */
+  finish(): void {
+    if (!this.cfg.error || this.warnings.length === 0) return;
+    const first = this.warnings[0]!;
+    const list = this.warnings.map((w) => `  ${w.file}:${w.line}: ${w.rule}: ${w.message}`).join('\n');
+    throw new SourceError(`lint violation found for rules: ${[...new Set(this.warnings.map((w) => w.rule))].join(', ')} (# check=error=true)\n${list}`, first.file, first.line);
+  }
+}
+
+/** Keys that look like they hold secrets (BuildKit's SecretsUsedInArgOrEnv heuristics). */
+export function looksSecret(key: string): boolean {
+  const tokens = key.toLowerCase().split(/[_-]/);
+  const deny = ['apikey', 'auth', 'credential', 'credentials', 'key', 'password', 'pword', 'passwd', 'secret', 'token'];
+  const allow = ['public'];
+  if (tokens.some((t) => allow.includes(t))) return false;
+  return tokens.some((t) => deny.includes(t));
+}
+
+export function formatWarning(w: BuildWarning): string {
+  return `${w.rule}: ${w.message} (line ${w.line})`;
+}

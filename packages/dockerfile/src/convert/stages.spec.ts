@@ -1,0 +1,262 @@
+import { marshal, parseDefinition, type ParsedDefinition } from '@kiln/llb';
+import { describe, expect, it } from 'vitest';
+import { convertDockerfile, type ConvertOptions } from './convert.js';
+import type { ImageMetaResolver } from './image-meta.js';
+
+async function convert(text: string, opts: ConvertOptions = {}) {
+  const res = await convertDockerfile(text, opts);
+  return { ...res, def: parseDefinition(marshal(res.state)) };
+}
+
+function sources(def: ParsedDefinition) {
+  return [...def.ops.values()].flatMap((o) => (o.op.op.case === 'source' ? [{ id: o.op.op.value.identifier, attrs: o.op.op.value.attrs, platform: o.op.platform }] : []));
+}
+
+function copies(def: ParsedDefinition) {
+  return [...def.ops.values()].flatMap((o) => (o.op.op.case === 'file' ? o.op.op.value.actions.flatMap((a) => (a.action.case === 'copy' ? [a.action.value] : [])) : []));
+}
+
+function execs(def: ParsedDefinition) {
+  return [...def.ops.values()].flatMap((o) => (o.op.op.case === 'exec' ? [o.op.op.value] : []));
+}
+
+const amd64 = { os: 'linux', architecture: 'amd64' };
+const arm64 = { os: 'linux', architecture: 'arm64' };
+
+describe('ADD and COPY', () => {
+  it('adds local files with archive unpacking, and URLs and git repos as sources', async () => {
+    const { def } = await convert(
+      [
+        'FROM scratch',
+        'ADD app.tar.gz /app/',
+        'ADD --unpack=false raw.tar /raw/',
+        'ADD --checksum=sha256:0123abcd --chmod=u+x,g-w https://example.com/dl/tool.sh /usr/bin/tool',
+        'ADD --keep-git-dir https://github.com/moby/buildkit.git#v0.13.0:docs /docs',
+        'ADD git@github.com:org/repo.git /repo',
+      ].join('\n'),
+    );
+    const src = sources(def);
+    expect(src.map((s) => s.id).sort()).toEqual([
+      'git://github.com/moby/buildkit.git#v0.13.0:docs',
+      'git://github.com/org/repo.git',
+      'https://example.com/dl/tool.sh',
+      'local://context',
+    ]);
+    expect(src.find((s) => s.id.startsWith('https'))!.attrs).toEqual({ 'http.checksum': 'sha256:0123abcd', 'http.filename': 'tool.sh' });
+    expect(src.find((s) => s.id.includes('buildkit'))!.attrs).toEqual({ 'git.keepgitdir': 'true', 'git.fullurl': 'https://github.com/moby/buildkit.git' });
+    expect(src.find((s) => s.id.includes('org/repo'))!.attrs).toEqual({ 'git.fullurl': 'git@github.com:org/repo.git' });
+    const c = copies(def);
+    expect(c.find((x) => x.src === '/app.tar.gz')).toMatchObject({ dest: '/app/', attemptUnpackDockerCompatibility: true });
+    expect(c.find((x) => x.src === '/raw.tar')).toMatchObject({ attemptUnpackDockerCompatibility: false });
+    expect(c.find((x) => x.src === '/tool.sh')).toMatchObject({ dest: '/usr/bin/tool', mode: -1, modeStr: 'u+x,g-w', attemptUnpackDockerCompatibility: false });
+  });
+
+  it('rejects --checksum on local sources and --keep-git-dir off git', async () => {
+    await expect(convertDockerfile('FROM scratch\nADD --checksum=sha256:00 a /a\n')).rejects.toThrow(/non-HTTP/);
+    await expect(convertDockerfile('FROM scratch\nADD --keep-git-dir https://x.org/f /f\n')).rejects.toThrow(/only valid for git/);
+  });
+
+  it('copies with --parents, --exclude, --chown, octal and symbolic --chmod, --from an image', async () => {
+    const { def } = await convert(
+      [
+        'FROM scratch',
+        'COPY --parents --exclude=*.md ./src/./pkg/**/*.go /out/',
+        'COPY --chown=app:staff --chmod=0640 conf/*.yaml /etc/app/',
+        'COPY --from=alpine:3.19 --chmod=go-w /etc/os-release /os-release',
+        'COPY --link --from=busybox /bin/busybox /bin/',
+      ].join('\n'),
+      { platform: arm64 },
+    );
+    const c = copies(def);
+    expect(c[0]).toMatchObject({ src: '/src', includePatterns: ['pkg/**/*.go'], excludePatterns: ['*.md'], allowWildcard: true, allowEmptyWildcard: true });
+    expect(c[1]).toMatchObject({ src: '/conf/*.yaml', mode: 0o640, owner: { user: { user: { case: 'name', value: 'app' } }, group: { user: { case: 'name', value: 'staff' } } } });
+    expect(c[2]).toMatchObject({ src: '/etc/os-release', modeStr: 'go-w', mode: -1 });
+    const images = sources(def).filter((s) => s.id.startsWith('docker-image://'));
+    expect(images.map((s) => s.id).sort()).toEqual(['docker-image://docker.io/library/alpine:3.19', 'docker-image://docker.io/library/busybox:latest']);
+    expect(images[0]!.platform).toMatchObject({ architecture: 'arm64' });
+    const ctx = sources(def).find((s) => s.id === 'local://context')!;
+    expect(JSON.parse(ctx.attrs['local.includepattern']!)).toEqual(['conf/*.yaml', 'src/pkg/**/*.go']);
+  });
+});
+
+describe('ARG and platforms', () => {
+  it('gives global ARGs to FROM and to stages that redeclare them, build args winning over defaults', async () => {
+    const { def } = await convert(
+      ['ARG BASE=busybox', 'ARG VERSION=1', 'FROM ${BASE}:${VERSION}', 'ARG VERSION', 'ARG OTHER=x', 'ARG BASE', 'RUN echo $VERSION $OTHER $BASE'].join('\n'),
+      { buildArgs: { VERSION: '2' } },
+    );
+    expect(sources(def).map((s) => s.id)).toEqual(['docker-image://docker.io/library/busybox:2']);
+    expect(execs(def)[0]!.meta?.env).toEqual(expect.arrayContaining(['VERSION=2', 'OTHER=x', 'BASE=busybox']));
+  });
+
+  it('does not leak a global ARG into a stage that does not declare it', async () => {
+    const { def, warnings } = await convert('ARG SECRETLESS=1\nFROM scratch\nENV X=$SECRETLESS\nRUN true\n');
+    expect(execs(def)[0]!.meta?.env).toContain('X=');
+    expect(warnings.map((w) => w.rule)).toContain('UndefinedVar');
+  });
+
+  it('defines the automatic platform args, used in FROM --platform and inside stages', async () => {
+    const text = [
+      'FROM --platform=$BUILDPLATFORM busybox AS build',
+      'ARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT BUILDPLATFORM BUILDARCH TARGETSTAGE',
+      'RUN echo $TARGETPLATFORM $TARGETOS/$TARGETARCH on $BUILDPLATFORM',
+      'FROM scratch AS final',
+      'COPY --from=build /out /out',
+    ].join('\n');
+    const { def, imageConfig, platform } = await convert(text, { platform: { os: 'linux', architecture: 'arm', variant: 'v7' }, buildPlatform: amd64 });
+    const env = execs(def)[0]!.meta!.env;
+    expect(env).toEqual(
+      expect.arrayContaining(['TARGETPLATFORM=linux/arm/v7', 'TARGETOS=linux', 'TARGETARCH=arm', 'TARGETVARIANT=v7', 'BUILDPLATFORM=linux/amd64', 'BUILDARCH=amd64', 'TARGETSTAGE=final']),
+    );
+    const busybox = sources(def).find((s) => s.id.includes('busybox'))!;
+    expect(busybox.platform).toMatchObject({ architecture: 'amd64' });
+    expect(platform).toEqual({ os: 'linux', architecture: 'arm', variant: 'v7' });
+    expect(imageConfig).toMatchObject({ os: 'linux', architecture: 'arm', variant: 'v7' });
+  });
+});
+
+describe('multi-stage, targets and named contexts', () => {
+  const text = ['FROM scratch AS base', 'COPY base.txt /', 'FROM base AS dev', 'COPY dev.txt /', 'FROM scratch AS unused', 'COPY unused.txt /', 'FROM base', 'COPY --from=1 /dev.txt /'].join('\n');
+
+  it('converts only the stages the target needs, by name or index', async () => {
+    const include = async (opts: ConvertOptions) => JSON.parse(sources((await convert(text, opts)).def).find((s) => s.id === 'local://context')!.attrs['local.includepattern']!);
+    expect(await include({})).toEqual(['base.txt', 'dev.txt']);
+    expect(await include({ target: 'base' })).toEqual(['base.txt']);
+    expect(await include({ target: '2' })).toEqual(['unused.txt']);
+    await expect(convertDockerfile(text, { target: 'dvc' })).rejects.toThrow(/did you mean dev\?/);
+  });
+
+  it('detects cycles and missing stage indexes', async () => {
+    await expect(convertDockerfile('FROM scratch AS a\nCOPY --from=b /x /x\nFROM scratch AS b\nCOPY --from=a /y /y\n')).rejects.toThrow(/circular dependency detected on stage: b/);
+    await expect(convertDockerfile('FROM scratch\nCOPY --from=7 /x /x\n')).rejects.toMatchObject({ details: { line: 2 }, message: expect.stringContaining('invalid stage index 7') });
+  });
+
+  it('overrides stages and images with --build-context', async () => {
+    const { def } = await convert('FROM alpine AS base\nRUN true\nFROM scratch\nCOPY --from=base /a /a\nCOPY --from=assets /logo.png /\nCOPY --from=tools /bin/t /t\n', {
+      namedContexts: { base: 'docker-image://registry.local:5000/base:1', assets: 'local:assets', tools: 'oci-layout://store@sha256:' + 'a'.repeat(64) },
+    });
+    const ids = sources(def).map((s) => s.id).sort();
+    expect(ids).toEqual(['docker-image://registry.local:5000/base:1', 'local://assets', `oci-layout://store@sha256:${'a'.repeat(64)}`]);
+    expect(execs(def)).toHaveLength(0); // the overridden stage's RUN is never converted
+  });
+});
+
+describe('base images', () => {
+  const baseConfig = {
+    architecture: 'amd64',
+    os: 'linux',
+    config: {
+      Env: ['PATH=/usr/local/bin:/usr/bin:/bin', 'LANG=C.UTF-8'],
+      WorkingDir: '/srv',
+      User: 'app',
+      Entrypoint: ['/entry'],
+      Cmd: ['serve'],
+      Labels: { vendor: 'x' },
+      ExposedPorts: { '80/tcp': {} },
+      OnBuild: ['COPY onbuild.txt /onbuild.txt', 'RUN echo triggered'],
+    },
+    rootfs: { type: 'layers', diff_ids: ['sha256:' + '1'.repeat(64)] },
+    history: [{ created_by: 'base layer' }],
+  };
+  const resolver = (): ImageMetaResolver & { calls: string[] } => {
+    const calls: string[] = [];
+    return {
+      calls,
+      async resolve(ref, platform) {
+        calls.push(`${ref} ${platform.architecture}`);
+        if (ref.includes('missing')) throw new Error('not found');
+        return { digest: 'sha256:' + 'd'.repeat(64), config: baseConfig };
+      },
+    };
+  };
+
+  it('starts the stage from the image config, pins the digest and runs ONBUILD triggers', async () => {
+    const r = resolver();
+    const { def, imageConfig } = await convert('FROM example.com/app:1\nENV MORE=1\nENTRYPOINT ["/new"]\nRUN id\n', { imageResolver: r, platform: amd64 });
+    expect(r.calls).toEqual(['example.com/app:1 amd64']);
+    expect(sources(def).map((s) => s.id)).toContain(`docker-image://example.com/app:1@sha256:${'d'.repeat(64)}`);
+    const [trigger, run] = execs(def);
+    expect(trigger!.meta).toMatchObject({ args: ['/bin/sh', '-c', 'echo triggered'], cwd: '/srv', user: 'app' });
+    expect(run!.meta?.env).toEqual(['PATH=/usr/local/bin:/usr/bin:/bin', 'LANG=C.UTF-8', 'MORE=1']);
+    expect(copies(def).map((c) => c.src)).toEqual(['/onbuild.txt']);
+    expect(imageConfig.config).toMatchObject({ WorkingDir: '/srv', User: 'app', Entrypoint: ['/new'], Cmd: null, Labels: { vendor: 'x' }, ExposedPorts: { '80/tcp': {} }, OnBuild: null });
+    expect(imageConfig.history[0]).toEqual({ created_by: 'base layer' });
+    expect(imageConfig.history.at(-1)).toMatchObject({ created_by: 'RUN /bin/sh -c id # buildkit' });
+  });
+
+  it('keeps CMD set in the same stage when ENTRYPOINT follows', async () => {
+    const { imageConfig } = await convert('FROM example.com/app:1\nCMD ["a"]\nENTRYPOINT ["/e"]\n', { imageResolver: resolver() });
+    expect(imageConfig.config).toMatchObject({ Cmd: ['a'], Entrypoint: ['/e'] });
+  });
+
+  it('names the FROM line when an image cannot be resolved', async () => {
+    await expect(convertDockerfile('FROM scratch\n\nFROM example.com/missing:1\n', { imageResolver: resolver() })).rejects.toMatchObject({
+      details: { line: 3 },
+      message: expect.stringContaining('example.com/missing:1'),
+    });
+  });
+});
+
+describe('image config and history', () => {
+  it('matches BuildKit for the config instructions', async () => {
+    const { imageConfig } = await convert(
+      [
+        'FROM scratch',
+        'MAINTAINER jane@example.com',
+        'LABEL a=1 "b c"=2',
+        'ENV PATH=/opt/bin:$PATH',
+        'EXPOSE 80 8000-8001/udp',
+        'VOLUME ["/data", "/cache"]',
+        'USER 1000:1000',
+        'WORKDIR /app',
+        'SHELL ["/bin/bash", "-o", "pipefail", "-c"]',
+        'HEALTHCHECK --interval=30s --timeout=5s --retries=3 CMD curl -f http://localhost/',
+        'STOPSIGNAL SIGQUIT',
+        'ONBUILD RUN make',
+        'CMD ["run"]',
+      ].join('\n'),
+      { platform: amd64 },
+    );
+    expect(imageConfig).toMatchObject({
+      os: 'linux',
+      architecture: 'amd64',
+      author: 'jane@example.com',
+      config: {
+        Env: ['PATH=/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+        Labels: { a: '1', 'b c': '2' },
+        ExposedPorts: { '80/tcp': {}, '8000/udp': {}, '8001/udp': {} },
+        Volumes: { '/data': {}, '/cache': {} },
+        User: '1000:1000',
+        WorkingDir: '/app',
+        Shell: ['/bin/bash', '-o', 'pipefail', '-c'],
+        Healthcheck: { Test: ['CMD-SHELL', 'curl -f http://localhost/'], Interval: 30e9, Timeout: 5e9, Retries: 3 },
+        StopSignal: 'SIGQUIT',
+        OnBuild: ['RUN make'],
+        Cmd: ['run'],
+      },
+    });
+    expect(imageConfig.history.map((h) => [h.created_by, h.empty_layer ?? false])).toEqual([
+      ['MAINTAINER jane@example.com', true],
+      ['LABEL a=1 b c=2', true],
+      ['ENV PATH=/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', true],
+      ['EXPOSE 80 8000-8001/udp', true],
+      ['VOLUME [/data /cache]', true],
+      ['USER 1000:1000', true],
+      ['WORKDIR /app', false],
+      ['SHELL [/bin/bash -o pipefail -c]', true],
+      ['HEALTHCHECK &{["CMD-SHELL" "curl -f http://localhost/"] "30s" "5s" "0s" "0s" \'\\x03\'}', true],
+      ['STOPSIGNAL SIGQUIT', true],
+      ['ONBUILD RUN make', true],
+      ['CMD ["run"]', true],
+    ]);
+  });
+
+  it('is deterministic: the same inputs give the same definition digest', async () => {
+    const text = 'FROM busybox AS a\nRUN --mount=type=cache,target=/c echo\nFROM scratch\nCOPY --from=a /x /x\nADD https://e.org/f /f\n';
+    const digest = async () => {
+      const def = marshal((await convertDockerfile(text, { platform: amd64 })).state);
+      return parseDefinition(def).result!.digest;
+    };
+    expect(await digest()).toBe(await digest());
+  });
+});

@@ -1,0 +1,202 @@
+import { KilnError, UnavailableError } from '@kiln/common';
+import { openDatabase, sqliteCode, type Database } from './sqlite.js';
+
+/** One snapshot as stored: `seq` names its directories, `id` is what callers see. */
+export interface SnapshotRow {
+  seq: number;
+  id: string;
+  kind: 'active' | 'committed';
+  /** The caller's key while active; null once committed. */
+  key: string | null;
+  parentSeq: number | null;
+  label: string | null;
+  /** A merged copy of the whole tree sits in `flat/` (the chain below was too long to mount). */
+  flat: boolean;
+  /** Removed by the caller; kept while children or readers need its storage. */
+  removed: boolean;
+  createdAtMs: number;
+}
+
+interface DbRow {
+  seq: number;
+  id: string;
+  kind: 'active' | 'committed';
+  key: string | null;
+  parent_seq: number | null;
+  label: string | null;
+  flat: number;
+  removed: number;
+  created_at_ms: number;
+}
+
+const SCHEMA_VERSION = 1;
+
+/**
+ * The overlay snapshotter's metadata: a SQLite table of snapshots (WAL,
+ * exclusive lock: one process per root), mirrored in memory. Every change
+ * goes to the database first, so the mirror never claims what a crash
+ * would lose. Not safe for concurrent use from several threads (the
+ * snapshotter runs on one event loop).
+ */
+export class SnapshotMetadata {
+  private readonly rows = new Map<number, SnapshotRow>();
+  private readonly byId = new Map<string, SnapshotRow>();
+  private readonly byKey = new Map<string, SnapshotRow>();
+  private readonly children = new Map<number, number>();
+
+  private constructor(private readonly db: Database) {
+    for (const r of db.prepare<[], DbRow>('SELECT * FROM snapshots ORDER BY seq').all()) this.track(fromDb(r));
+  }
+
+  static open(file: string): SnapshotMetadata {
+    // Short lock wait: the lock is only ever held by another snapshotter on this root.
+    const db = openDatabase(file, 250);
+    try {
+      try {
+        db.pragma('locking_mode = EXCLUSIVE');
+        db.pragma('journal_mode = WAL');
+        db.exec('BEGIN IMMEDIATE; COMMIT');
+      } catch (err) {
+        if (sqliteCode(err) === 'SQLITE_BUSY') throw new UnavailableError(`snapshot metadata ${file} is in use by another process`, { file });
+        throw err;
+      }
+      db.pragma('synchronous = FULL');
+      migrate(db);
+      return new SnapshotMetadata(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  all(): SnapshotRow[] {
+    return [...this.rows.values()];
+  }
+
+  get(seq: number): SnapshotRow | undefined {
+    return this.rows.get(seq);
+  }
+
+  committed(id: string): SnapshotRow | undefined {
+    const r = this.byId.get(id);
+    return r && r.kind === 'committed' && !r.removed ? r : undefined;
+  }
+
+  active(key: string): SnapshotRow | undefined {
+    return this.byKey.get(key);
+  }
+
+  byLabel(label: string): SnapshotRow | undefined {
+    for (const r of this.rows.values()) if (r.label === label && r.kind === 'committed' && !r.removed) return r;
+    return undefined;
+  }
+
+  childCount(seq: number): number {
+    return this.children.get(seq) ?? 0;
+  }
+
+  insertActive(id: string, key: string, parentSeq: number | null, createdAtMs: number): SnapshotRow {
+    const res = this.db
+      .prepare('INSERT INTO snapshots (id, kind, key, parent_seq, created_at_ms) VALUES (?, ?, ?, ?, ?)')
+      .run(id, 'active', key, parentSeq, createdAtMs);
+    const row: SnapshotRow = {
+      seq: Number(res.lastInsertRowid),
+      id,
+      kind: 'active',
+      key,
+      parentSeq,
+      label: null,
+      flat: false,
+      removed: false,
+      createdAtMs,
+    };
+    this.track(row);
+    return row;
+  }
+
+  markCommitted(row: SnapshotRow, label: string | null): void {
+    try {
+      this.db.prepare("UPDATE snapshots SET kind = 'committed', key = NULL, label = ? WHERE seq = ?").run(label, row.seq);
+    } catch (err) {
+      if (sqliteCode(err) === 'SQLITE_CONSTRAINT_UNIQUE') {
+        throw new KilnError('already_exists', `a committed snapshot is already labeled ${label}`, {}, { cause: err });
+      }
+      throw err;
+    }
+    if (row.key !== null) this.byKey.delete(row.key);
+    row.kind = 'committed';
+    row.key = null;
+    row.label = label;
+  }
+
+  markFlat(row: SnapshotRow, flat: boolean): void {
+    this.db.prepare('UPDATE snapshots SET flat = ? WHERE seq = ?').run(flat ? 1 : 0, row.seq);
+    row.flat = flat;
+  }
+
+  markRemoved(row: SnapshotRow): void {
+    // The label goes with the removal: a new snapshot may take it at once.
+    this.db.prepare('UPDATE snapshots SET removed = 1, label = NULL WHERE seq = ?').run(row.seq);
+    row.removed = true;
+    row.label = null;
+  }
+
+  delete(row: SnapshotRow): void {
+    this.db.prepare('DELETE FROM snapshots WHERE seq = ?').run(row.seq);
+    this.rows.delete(row.seq);
+    this.byId.delete(row.id);
+    if (row.key !== null && this.byKey.get(row.key) === row) this.byKey.delete(row.key);
+    if (row.parentSeq !== null) {
+      const n = (this.children.get(row.parentSeq) ?? 1) - 1;
+      if (n > 0) this.children.set(row.parentSeq, n);
+      else this.children.delete(row.parentSeq);
+    }
+  }
+
+  private track(row: SnapshotRow): void {
+    this.rows.set(row.seq, row);
+    this.byId.set(row.id, row);
+    if (row.key !== null) this.byKey.set(row.key, row);
+    if (row.parentSeq !== null) this.children.set(row.parentSeq, (this.children.get(row.parentSeq) ?? 0) + 1);
+  }
+}
+
+function fromDb(r: DbRow): SnapshotRow {
+  return {
+    seq: r.seq,
+    id: r.id,
+    kind: r.kind,
+    key: r.key,
+    parentSeq: r.parent_seq,
+    label: r.label,
+    flat: r.flat !== 0,
+    removed: r.removed !== 0,
+    createdAtMs: r.created_at_ms,
+  };
+}
+
+function migrate(db: Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > SCHEMA_VERSION) {
+    throw new KilnError('failed_precondition', `snapshot metadata has schema version ${version}; this kiln knows up to ${SCHEMA_VERSION}`);
+  }
+  if (version === SCHEMA_VERSION) return;
+  db.exec(`
+    CREATE TABLE snapshots (
+      seq INTEGER PRIMARY KEY AUTOINCREMENT,
+      id TEXT NOT NULL UNIQUE,
+      kind TEXT NOT NULL CHECK (kind IN ('active', 'committed')),
+      key TEXT UNIQUE,
+      parent_seq INTEGER REFERENCES snapshots (seq),
+      label TEXT UNIQUE,
+      flat INTEGER NOT NULL DEFAULT 0,
+      removed INTEGER NOT NULL DEFAULT 0,
+      created_at_ms INTEGER NOT NULL
+    );
+    PRAGMA user_version = ${SCHEMA_VERSION};
+  `);
+}

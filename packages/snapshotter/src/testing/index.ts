@@ -1,0 +1,1 @@
+export { mountsBelow, runSnapshotterContract, type SnapshotterFactory } from './contract.js';

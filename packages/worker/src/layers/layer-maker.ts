@@ -1,0 +1,244 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { CanceledError, KilnError, type Logger } from '@kiln/common';
+import { planTreeDiff, type LayerPart } from '@kiln/snapshotter';
+import type { CompressPool } from './compress-pool.js';
+import { leaseIfPresent, readBlob, UNCOMPRESSED_LABEL, writeBlob, writeBlobFile, type ContentClient } from './content-blobs.js';
+import type { CachedLayer, LayerCache } from './layer-cache.js';
+import type { BaseLayer, LineageSnapshotter } from './lineage.js';
+import { compressionOfMediaType, layerMediaType, type LayerCompression } from './media-types.js';
+
+/** What the layers of one request look like (options already validated and defaulted). */
+export interface LayerRequest {
+  compression: LayerCompression;
+  /** Codec level, defaulted (see `compressionLevel`). */
+  level: number;
+  forceCompression: boolean;
+  ociMediaTypes: boolean;
+  sourceDateEpoch?: number;
+  /** Content-store lease the blobs are added to ("" for none). */
+  lease: string;
+  signal?: AbortSignal;
+}
+
+/** One layer of a ref, as `Worker.getLayers` returns it. */
+export interface LayerDescriptor {
+  digest: string;
+  size: number;
+  mediaType: string;
+  diffId: string;
+  fromBase: boolean;
+  createdBy?: string;
+}
+
+export interface LayerMakerOptions {
+  snapshots: LineageSnapshotter;
+  content: ContentClient;
+  pool: CompressPool;
+  cache: LayerCache;
+  /** Where blobs are staged before they go to the content store. */
+  tmpDir: string;
+  logger: Logger;
+}
+
+/**
+ * Makes the layer blobs of a snapshot chain: base image layers as pulled
+ * (their blob written to the content store again if it is gone), then one
+ * diff per snapshot against its parent, compressed on the pool's threads.
+ * A layer already made with the same options is reused once its blob is
+ * leased and found in the store; concurrent requests for one layer make it
+ * once.
+ */
+export class LayerMaker {
+  private readonly inflight = new Map<string, Promise<CachedLayer>>();
+
+  constructor(private readonly o: LayerMakerOptions) {}
+
+  /** Stops the compression threads and removes staged files. */
+  async close(): Promise<void> {
+    await this.o.pool.close();
+    await rm(this.o.tmpDir, { recursive: true, force: true });
+  }
+
+  /** The layers of the snapshot `top`, base first; empty diffs left out. */
+  async layers(top: string, req: LayerRequest): Promise<LayerDescriptor[]> {
+    const chain = this.o.snapshots.chain(top);
+    // The pool bounds how many compress at once; order is the chain's.
+    const all = await Promise.all(chain.map((id) => this.layerOf(id, req)));
+    return all.filter((l): l is LayerDescriptor => l !== undefined);
+  }
+
+  private async layerOf(id: string, req: LayerRequest): Promise<LayerDescriptor | undefined> {
+    const base = this.o.snapshots.base(id);
+    if (base) return this.baseLayer(base, req);
+    const parent = this.o.snapshots.parentOf(id);
+    const key = ['diff', id, parent ?? '', req.compression, req.level, req.sourceDateEpoch ?? ''].join('|');
+    const made = await this.once(key, req, () => this.makeDiff(id, parent, req));
+    if (made.empty) return undefined;
+    const createdBy = this.o.snapshots.createdBy(id);
+    return {
+      digest: made.digest,
+      size: made.size,
+      mediaType: layerMediaType(req.compression, req.ociMediaTypes),
+      diffId: made.diffId,
+      fromBase: false,
+      ...(createdBy ? { createdBy } : {}),
+    };
+  }
+
+  private async baseLayer(base: BaseLayer, req: LayerRequest): Promise<LayerDescriptor> {
+    const have = compressionOfMediaType(base.mediaType);
+    if (req.forceCompression && have !== undefined && have !== req.compression) {
+      const key = ['base', base.digest, req.compression, req.level].join('|');
+      const made = await this.once(key, req, () => this.recompress(base, have, req));
+      if (made.empty) throw new KilnError('internal', `recompressing base layer ${base.digest} gave no blob`);
+      return { digest: made.digest, size: made.size, mediaType: layerMediaType(req.compression, req.ociMediaTypes), diffId: base.diffId, fromBase: true };
+    }
+    await this.ensureBase(base, req);
+    return {
+      digest: base.digest,
+      size: base.size,
+      mediaType: have === undefined ? base.mediaType : layerMediaType(have, req.ociMediaTypes),
+      diffId: base.diffId,
+      fromBase: true,
+    };
+  }
+
+  /** The cached layer of `key` when its blob still exists, else made with `make` (once for concurrent callers). */
+  private async once(key: string, req: LayerRequest, make: () => Promise<CachedLayer>): Promise<CachedLayer> {
+    const cached = this.o.cache.get(key);
+    if (cached) {
+      if (cached.empty || (await leaseIfPresent(this.o.content, cached.digest, req.lease, req.signal))) return cached;
+      this.o.cache.delete(key);
+    }
+    for (;;) {
+      let p = this.inflight.get(key);
+      if (!p) {
+        p = make();
+        this.inflight.set(key, p);
+        const mine = p;
+        p.then(
+          (v) => this.o.cache.set(key, v),
+          () => undefined,
+        ).finally(() => {
+          if (this.inflight.get(key) === mine) this.inflight.delete(key);
+        });
+      }
+      try {
+        const v = await p;
+        if (!v.empty && req.lease) await this.o.content.addLeaseResource({ lease: req.lease, digest: v.digest }, { signal: req.signal });
+        return v;
+      } catch (err) {
+        // Another caller's cancellation: try again with our own signal.
+        if (req.signal?.aborted || !(err instanceof CanceledError)) throw err;
+        if (this.inflight.get(key) === p) this.inflight.delete(key);
+      }
+    }
+  }
+
+  private async makeDiff(id: string, parent: string | undefined, req: LayerRequest): Promise<CachedLayer> {
+    const snaps = this.o.snapshots;
+    const child = await snaps.view(id);
+    const lower = parent === undefined ? undefined : await snaps.view(parent).catch(async (err: unknown) => {
+      await child.release();
+      throw err;
+    });
+    try {
+      const plan = planTreeDiff(lower?.path, child.path, { sourceDateEpoch: req.sourceDateEpoch, signal: req.signal });
+      if (plan.entries === 0) return { empty: true };
+      return await this.compressAndStore(plan.parts, req);
+    } finally {
+      await lower?.release();
+      await child.release();
+    }
+  }
+
+  /** Compresses a tar on a pool thread into a staged file, then writes it to the content store. */
+  private async compressAndStore(parts: LayerPart[], req: LayerRequest): Promise<CachedLayer> {
+    await mkdir(this.o.tmpDir, { recursive: true });
+    const out = path.join(this.o.tmpDir, `blob-${randomBytes(8).toString('hex')}`);
+    try {
+      const r = await this.o.pool.run({ parts, compression: req.compression, level: req.level, out }, req.signal);
+      if (!(await leaseIfPresent(this.o.content, r.digest, req.lease, req.signal))) {
+        await writeBlobFile(
+          this.o.content,
+          {
+            ref: `layer-${r.digest.slice(7, 23)}-${randomBytes(4).toString('hex')}`,
+            digest: r.digest,
+            size: r.size,
+            lease: req.lease,
+            labels: req.compression === 'uncompressed' ? {} : { [UNCOMPRESSED_LABEL]: r.diffId },
+          },
+          out,
+          req.signal,
+        );
+      }
+      this.o.logger.debug({ digest: r.digest, diffId: r.diffId, size: r.size, compression: req.compression }, 'made layer');
+      return { empty: false, digest: r.digest, size: r.size, diffId: r.diffId };
+    } finally {
+      await rm(out, { force: true });
+    }
+  }
+
+  /** Makes sure the base layer's blob is in the store (and leased), fetching it again when it is gone. */
+  private async ensureBase(base: BaseLayer, req: LayerRequest): Promise<void> {
+    if (await leaseIfPresent(this.o.content, base.digest, req.lease, req.signal)) return;
+    await writeBlob(
+      this.o.content,
+      { ref: `base-${base.digest.slice(7, 23)}-${randomBytes(4).toString('hex')}`, digest: base.digest, size: base.size, lease: req.lease },
+      base.fetch(req.signal),
+      req.signal,
+    );
+  }
+
+  /** The base layer's tar in another compression; its diff id must stay the same. */
+  private async recompress(base: BaseLayer, have: LayerCompression, req: LayerRequest): Promise<CachedLayer> {
+    await this.ensureBase(base, req);
+    await mkdir(this.o.tmpDir, { recursive: true });
+    const tarPath = path.join(this.o.tmpDir, `tar-${randomBytes(8).toString('hex')}`);
+    try {
+      await pipeline(Readable.from(decompress(readBlob(this.o.content, base.digest, req.signal), have)), createWriteStream(tarPath, { mode: 0o600 }), {
+        signal: req.signal,
+      });
+      const size = (await stat(tarPath)).size;
+      const made = await this.compressAndStore([{ kind: 'file', path: tarPath, size }], req);
+      if (!made.empty && made.diffId !== base.diffId) {
+        throw new KilnError('internal', `base layer ${base.digest} decompresses to ${made.diffId}, not its diff id ${base.diffId}`);
+      }
+      return made;
+    } finally {
+      await rm(tarPath, { force: true });
+    }
+  }
+}
+
+/** Decompresses a layer blob (gzip in-process, zstd through Debian's `zstd`). */
+async function* decompress(src: AsyncIterable<Uint8Array>, compression: LayerCompression): AsyncGenerator<Uint8Array> {
+  if (compression === 'uncompressed') {
+    yield* src;
+    return;
+  }
+  if (compression === 'gzip') {
+    const z = createGunzip();
+    const done = pipeline(Readable.from(src), z);
+    yield* z;
+    await done;
+    return;
+  }
+  const child = spawn('zstd', ['-d', '-q', '-c'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<void>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new KilnError('internal', `zstd -d exited with ${code}: ${stderr.trim()}`))));
+  });
+  const fed = pipeline(Readable.from(src), child.stdin);
+  yield* child.stdout;
+  await Promise.all([fed, exited]);
+}
