@@ -1,4 +1,7 @@
 import type { Logger } from '@kiln/common';
+import type { RegistryClient } from '@kiln/registry';
+import type { BlobStore } from './image/blob-store.js';
+import type { LayerDescriptor, LayerRequest } from './image/layers.js';
 
 /** What an exporter gets to work with for one build result. */
 export interface ExportSource {
@@ -6,6 +9,12 @@ export interface ExportSource {
   sessionId: string;
   /** The result's filesystem as a tar stream (read once). Empty result: an empty tar. */
   openTar(signal?: AbortSignal): AsyncIterable<Uint8Array>;
+  /**
+   * The result's layer chain, base layers first, as blobs the worker wrote
+   * to the content store under `req.lease` (WorkerService.GetLayers). An
+   * empty (scratch) result has no layers.
+   */
+  getLayers(req: LayerRequest, signal?: AbortSignal): Promise<LayerDescriptor[]>;
   /** The OCI image config JSON from the frontend, if any. */
   imageConfig: Uint8Array;
 }
@@ -18,6 +27,10 @@ export interface ClientOutputs {
 
 export interface ExporterContext {
   outputs: ClientOutputs;
+  /** The content store (image exporters); absent when the tier runs without one. */
+  content?: BlobStore;
+  /** Registry access for pushes (image exporter); absent when the tier has none. */
+  registry?: RegistryClient;
   logger: Logger;
   signal?: AbortSignal;
 }

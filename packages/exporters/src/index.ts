@@ -1,9 +1,18 @@
 export type { Exporter, ExporterInstance, ExportSource, ExporterContext, ClientOutputs } from './exporter.js';
 export { localExporter, tarExporter } from './session-output.js';
+export { ociExporter, dockerExporter } from './oci/layout-exporter.js';
+export { imageExporter } from './image/image-exporter.js';
+export { contentBlobStore, type BlobStore, type WrittenBlob } from './image/blob-store.js';
+export type { LayerDescriptor, LayerRequest } from './image/layers.js';
+export { compileImageOptions, type ImageOptions, type Annotations, type Compression } from './image/image-options.js';
+export { buildImageConfig, GENERATED_HISTORY_COMMENT } from './image/image-config.js';
+export { GC_ROOT_LABEL, IMAGE_NAME_LABEL_PREFIX, findImage } from './image/image-store.js';
 export { createExporterServiceImpl, type ExporterServiceOptions } from './rpc/exporter-service.js';
 
 import { localExporter, tarExporter } from './session-output.js';
+import { ociExporter, dockerExporter } from './oci/layout-exporter.js';
+import { imageExporter } from './image/image-exporter.js';
 import type { Exporter } from './exporter.js';
 
 /** Every exporter this tier ships. */
-export const builtinExporters: readonly Exporter[] = [localExporter, tarExporter];
+export const builtinExporters: readonly Exporter[] = [localExporter, tarExporter, ociExporter, dockerExporter, imageExporter];

@@ -81,6 +81,8 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
         exporters: builtinExporters,
         worker: async (id) => (id === description.id ? (workerClient as Client<typeof workerApi.WorkerService>) : undefined),
         sessions: sessionClient,
+        content: createKilnClient(content.ContentService, transport),
+        registry: createRegistryClient({ credentials: dockerConfigCredentials(), ...opts.registry }),
         logger: logger.child({ tier: 'exporters' }),
       }),
     );

@@ -100,7 +100,14 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
       routes = (r) =>
         r.service(
           exporter.ExporterService,
-          createExporterServiceImpl({ exporters: builtinExporters, worker: directoryClientById(directory, 'worker', workerApi.WorkerService), sessions: solverSessions(), logger: log }),
+          createExporterServiceImpl({
+            exporters: builtinExporters,
+            worker: directoryClientById(directory, 'worker', workerApi.WorkerService),
+            sessions: solverSessions(),
+            content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService)),
+            registry: createRegistryClient({ credentials: dockerConfigCredentials(), ...opts.registry }),
+            logger: log,
+          }),
         );
       break;
     default:

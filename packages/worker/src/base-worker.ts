@@ -18,6 +18,8 @@ import { LineageSnapshotter } from './layers/lineage.js';
 import { compressionLevel } from './layers/media-types.js';
 import { runExecOp } from './ops/exec-op.js';
 import { runFileOp } from './ops/file-op.js';
+import { runGitSource } from './ops/git-source.js';
+import { runHttpSource } from './ops/http-source.js';
 import { LayerStore, runImageSource } from './ops/image-source.js';
 import { runLocalSource } from './ops/local-source.js';
 import type { OpContext, OpResult } from './ops/op-context.js';
@@ -150,6 +152,10 @@ export class BaseWorker implements Worker {
             onBaseLayer: (id, layer) => this.snapshots.setBase(id, layer),
           });
         }
+        if (identifier.startsWith('https://') || identifier.startsWith('http://')) {
+          return runHttpSource(ctx, { url: identifier, attrs, progressIntervalMs: this.o.progressIntervalMs });
+        }
+        if (identifier.startsWith('git://')) return runGitSource(ctx, { identifier, attrs });
         throw new UnimplementedError(`source ${identifier} is not supported yet by the ${this.o.backend} worker`, { identifier });
       }
       case 'file':

@@ -190,6 +190,28 @@ describe('each flag', () => {
     expect(compile(['--push', '-t', 'r/a', '-o', 'out', 'app']).exports.map((e) => e.type)).toEqual(['local', 'image']);
   });
 
+  it('-t alone keeps a named image in the daemon (image exporter, no push); -o DIR alone stays local', () => {
+    expect(compile(['-t', 'a:1', '-t', 'b', 'app']).exports).toEqual([{ type: 'image', attrs: { name: 'a:1,b' } }]);
+    expect(compile(['-t', 'a', '-o', 'out', 'app']).exports.map((e) => e.type)).toEqual(['local']);
+    expect(compile(['app']).exports).toEqual([]);
+  });
+
+  it('tar=false makes an oci/docker output a directory', () => {
+    expect(compile(['-o', 'type=oci,dest=layout,tar=false', 'app']).exports).toEqual([
+      { type: 'oci', attrs: { tar: 'false', 'session.output': 'out0' }, output: { id: 'out0', kind: 'dir', path: join(cwd, 'layout') } },
+    ]);
+    expect(() => compile(['-o', 'type=oci,tar=false', 'app'])).toThrow(/dest directory is required for oci output with tar=false/);
+  });
+
+  it('SOURCE_DATE_EPOCH (build arg, else env) reaches image exporters as source-date-epoch', () => {
+    const withArg = compile(['--build-arg', 'SOURCE_DATE_EPOCH=123', '-o', 'type=oci,dest=x.tar', '-o', 'type=tar,dest=y.tar', '-t', 'a', '--push', 'app']);
+    expect(withArg.exports.map((e) => e.attrs['source-date-epoch'])).toEqual(['123', undefined, '123']);
+    const fromEnv = compileBuildOptions(parseBuildArgs(['-o', 'type=docker,dest=x.tar', 'app']), { cwd, env: { SOURCE_DATE_EPOCH: '42' } });
+    expect(fromEnv.buildArgs).toEqual({ SOURCE_DATE_EPOCH: '42' });
+    expect(fromEnv.exports[0]!.attrs['source-date-epoch']).toBe('42');
+    expect(() => compile(['--build-arg', 'SOURCE_DATE_EPOCH=soon', 'app'])).toThrow(/invalid SOURCE_DATE_EPOCH "soon"/);
+  });
+
   it('--load keeps the image in the daemon image store', () => {
     expect(compile(['--load', '-t', 'a', 'app']).exports).toEqual([{ type: 'image', attrs: { name: 'a' } }]);
     expect(compile(['--load', '--push', '-t', 'a', 'app']).exports).toEqual([{ type: 'image', attrs: { push: 'true', name: 'a' } }]);

@@ -173,6 +173,12 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     if (eq >= 0) buildArgs[key] = a.slice(eq + 1);
     else if (ctx.env[key] !== undefined) buildArgs[key] = ctx.env[key]!;
   }
+  // buildx: SOURCE_DATE_EPOCH from the environment is a build arg unless one is given.
+  if (buildArgs.SOURCE_DATE_EPOCH === undefined && ctx.env.SOURCE_DATE_EPOCH) buildArgs.SOURCE_DATE_EPOCH = ctx.env.SOURCE_DATE_EPOCH;
+  const sourceDateEpoch = buildArgs.SOURCE_DATE_EPOCH || undefined;
+  if (sourceDateEpoch !== undefined && !/^\d{1,12}$/.test(sourceDateEpoch)) {
+    throw new UsageError(`invalid SOURCE_DATE_EPOCH "${sourceDateEpoch}": want whole seconds since the epoch`, '--build-arg');
+  }
 
   const namedContexts = flags['build-context'].map((v) => parseNamedContext(v, abs));
   const seen = new Set<string>();
@@ -194,7 +200,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
   const secrets = flags.secret.map((v) => parseSecret(v, abs, ctx.env));
   const ssh = flags.ssh.map((v) => parseSsh(v, abs, ctx.env));
 
-  const exports = compileExports(flags.output, { push: flags.push, load: flags.load, tags, abs, stdoutIsTTY: ctx.stdoutIsTTY ?? false });
+  const exports = compileExports(flags.output, { push: flags.push, load: flags.load, tags, abs, stdoutIsTTY: ctx.stdoutIsTTY ?? false, sourceDateEpoch });
 
   const cacheFrom = flags['cache-from'].map((v) => parseCacheEntry(v, '--cache-from', abs));
   const cacheTo = flags['cache-to'].map((v) => parseCacheEntry(v, '--cache-to', abs));
@@ -336,13 +342,15 @@ function parseSsh(v: string, abs: (p: string) => string, env: CompileContext['en
 }
 
 const OUTPUT_TYPES = new Set(['local', 'tar', 'oci', 'docker', 'image', 'registry', 'cacheonly']);
+/** Outputs that are images: they take name=, the tags, and the source date epoch. */
+const IMAGE_TYPES = new Set(['oci', 'docker', 'image']);
 
 function compileExports(
   values: readonly string[],
-  o: { push: boolean; load: boolean; tags: string[]; abs: (p: string) => string; stdoutIsTTY: boolean },
+  o: { push: boolean; load: boolean; tags: string[]; abs: (p: string) => string; stdoutIsTTY: boolean; sourceDateEpoch: string | undefined },
 ): ExportSpec[] {
   const flag = '--output';
-  const specs: { type: string; attrs: Record<string, string>; dest?: string }[] = [];
+  const specs: { type: string; attrs: Record<string, string>; dest?: string; dir?: boolean }[] = [];
   for (const v of values) {
     // Short forms: `-o DIR` (local) and `-o -` (tar to stdout).
     if (!v.includes('=') && !v.startsWith('type=')) {
@@ -368,6 +376,12 @@ function compileExports(
       if (dest === undefined || dest === '') throw new UsageError(`invalid value "${v}" for ${flag}: dest is required for local output`, flag);
       if (dest === '-') throw new UsageError(`invalid value "${v}" for ${flag}: a local output needs a directory (use type=tar,dest=- for stdout)`, flag);
     }
+    if ((type === 'oci' || type === 'docker') && attrs.tar !== undefined && /^(false|0)$/i.test(attrs.tar)) {
+      // tar=false: an OCI layout directory; the client unpacks the exporter's stream into dest.
+      if (dest === undefined || dest === '' || dest === '-') throw new UsageError(`invalid value "${v}" for ${flag}: dest directory is required for ${type} output with tar=false`, flag);
+      specs.push({ type, attrs, dest, dir: true });
+      continue;
+    }
     if (type === 'tar' || type === 'oci' || type === 'docker') {
       if (dest === '' ) throw new UsageError(`invalid value "${v}" for ${flag}: dest must not be empty`, flag);
       if (dest === undefined && o.stdoutIsTTY) {
@@ -389,6 +403,11 @@ function compileExports(
   }
   // Kiln has no Docker engine to load into: --load keeps the image in the daemon's image store.
   if (o.load && !specs.some((s) => s.type === 'image')) specs.push({ type: 'image', attrs: {} });
+  // buildx with the docker driver: -t alone names an image kept by the daemon (no push).
+  if (specs.length === 0 && o.tags.length > 0) specs.push({ type: 'image', attrs: {} });
+  if (o.sourceDateEpoch !== undefined) {
+    for (const s of specs) if (IMAGE_TYPES.has(s.type) && s.attrs['source-date-epoch'] === undefined) s.attrs['source-date-epoch'] = o.sourceDateEpoch;
+  }
 
   let stdoutUsers = 0;
   return specs.map((s, i): ExportSpec => {
@@ -407,7 +426,7 @@ function compileExports(
     return {
       type: s.type,
       attrs: { ...s.attrs, 'session.output': id },
-      output: { id, kind: s.type === 'local' ? 'dir' : 'file', path: s.dest === '-' ? '-' : o.abs(s.dest) },
+      output: { id, kind: s.type === 'local' || s.dir ? 'dir' : 'file', path: s.dest === '-' ? '-' : o.abs(s.dest) },
     };
   });
 }

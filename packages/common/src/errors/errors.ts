@@ -116,7 +116,12 @@ export function asKilnError(err: unknown, fallback: ErrorCode = 'internal'): Kil
 
 /** A one-line "message (file:line)" rendering for users. */
 export function describeError(err: KilnError): string {
-  const { file, line, field } = err.details;
-  const where = file ? ` (${file}${line ? `:${line}` : ''})` : field ? ` (${field})` : '';
-  return `${err.message}${where}`;
+  const { file, line, field, column, sourceLine } = err.details;
+  const col = line && typeof column === 'number' ? `:${column}` : '';
+  const where = file ? ` (${file}${line ? `:${line}${col}` : ''})` : field ? ` (${field})` : '';
+  if (typeof sourceLine !== 'string' || !line) return `${err.message}${where}`;
+  // The source line the error points at, with a caret under the column.
+  const gutter = ` ${line} | `;
+  const caret = typeof column === 'number' && column > 0 ? `\n${' '.repeat(gutter.length + column - 1)}^` : '';
+  return `${err.message}${where}\n${gutter}${sourceLine}${caret}`;
 }

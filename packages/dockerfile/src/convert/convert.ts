@@ -16,7 +16,7 @@ import type { ImageMetaResolver } from './image-meta.js';
 import { formatPlatform, hostPlatform, parsePlatform, platformArgs, type Platform } from './platform.js';
 import { convertRun } from './run.js';
 import { parseNamedContext, type NamedContextValue } from './sources.js';
-import { envList, setEnvEntry, type StageState } from './stage-state.js';
+import { envList, setRunEnv, type StageState } from './stage-state.js';
 
 export interface ConvertOptions {
   filename?: string;
@@ -60,8 +60,7 @@ const EMPTY_IMAGE = 'scratch';
  */
 export async function convertDockerfile(text: string, opts: ConvertOptions = {}): Promise<ConvertResult> {
   const filename = opts.filename ?? 'Dockerfile';
-  const ast = parseDockerfile(text, { filename });
-  return withSourceLine(text, () => new Converter(ast, opts).run());
+  return withSourceLine(text, () => new Converter(parseDockerfile(text, { filename }), opts).run());
 }
 
 /** Adds the offending source line to a SourceError's message, once. */
@@ -73,15 +72,34 @@ async function withSourceLine<T>(text: string, fn: () => Promise<T>): Promise<T>
   }
 }
 
-/** Appends ` N | <line>` to a SourceError that names a line of `text`. */
+/**
+ * Adds the offending source line (`sourceLine`) and a 1-based `column` to a
+ * SourceError that names a line of `text`; the CLI shows them under the message.
+ */
 export function decorateSourceError(err: unknown, text: string): unknown {
-  if (!(err instanceof KilnError) || err.code !== 'source') return err;
+  if (!(err instanceof KilnError) || err.code !== 'source' || err.details['sourceLine'] !== undefined) return err;
   const line = Number(err.details['line']);
-  if (!Number.isInteger(line) || line < 1 || err.message.includes('\n >')) return err;
-  const src = text.split('\n')[line - 1];
+  if (!Number.isInteger(line) || line < 1) return err;
+  const src = text.split('\n')[line - 1]?.replace(/\r$/, '');
   if (src === undefined) return err;
-  err.message = `${err.message}\n > ${String(line).padStart(3)} | ${src.replace(/\r$/, '')}`;
+  err.details['sourceLine'] = src;
+  err.details['column'] = columnOf(err.message, src);
   return err;
+}
+
+/** Where on the line the error points: a named flag, a quoted word, else the first non-blank. */
+function columnOf(message: string, src: string): number {
+  const flag = /(?:flag:? |--)([a-z][a-z0-9-]*)/i.exec(message);
+  if (flag) {
+    const at = src.indexOf(`--${flag[1]}`);
+    if (at >= 0) return at + 1;
+  }
+  for (const m of message.matchAll(/["'](\S[^"']*)["']/g)) {
+    const at = src.indexOf(m[1]!);
+    if (at >= 0) return at + 1;
+  }
+  const first = src.search(/\S/);
+  return first >= 0 ? first + 1 : 1;
 }
 
 class Converter {
@@ -135,6 +153,7 @@ class Converter {
       state: State.scratch(),
       config: emptyImageConfig(this.targetPlatform.os, this.targetPlatform.architecture, this.targetPlatform.variant),
       env: new Map(),
+      imageEnv: new Map(),
       declaredArgs: [],
       workdir: '/',
       platform: this.targetPlatform,
@@ -299,12 +318,14 @@ class Converter {
       s.state = parent.override ?? parent.state;
       s.config = structuredClone(parent.config);
       s.env = new Map(parent.env);
+      s.imageEnv = envMapOf(s.config.config.Env ?? []);
       s.workdir = parent.workdir;
       if (!s.stage.platform) s.platform = parent.platform;
     } else if (base.toLowerCase() === EMPTY_IMAGE) {
       s.state = State.scratch().withPlatform(s.platform);
       s.config = emptyImageConfig(s.platform.os, s.platform.architecture, s.platform.variant);
       s.env = envMapOf(s.config.config.Env ?? []);
+      s.imageEnv = new Map(s.env);
     } else {
       await this.startFromImage(s, base, base);
     }
@@ -316,6 +337,7 @@ class Converter {
     }
     const total = s.stage.commands.length;
     for (const [i, cmd] of s.stage.commands.entries()) await this.convertCommand(s, cmd, `[${this.stageLabel(s)} ${i + 1}/${total}]`);
+    s.config.config.Env = envList(s.imageEnv);
     s.status = 'done';
   }
 
@@ -327,6 +349,7 @@ class Converter {
       s.platform = { os: s.config.os, architecture: s.config.architecture, ...(s.config.variant ? { variant: s.config.variant } : {}) };
     }
     s.env = envMapOf(s.config.config.Env ?? []);
+    s.imageEnv = new Map(s.env);
     s.workdir = s.config.config.WorkingDir || '/';
   }
 
@@ -339,6 +362,7 @@ class Converter {
         s.state = this.namedContextState(ctx, name);
         s.config = emptyImageConfig(s.platform.os, s.platform.architecture, s.platform.variant);
         s.env = envMapOf(s.config.config.Env ?? []);
+        s.imageEnv = new Map(s.env);
     }
   }
 
@@ -454,7 +478,7 @@ class Converter {
             let value = this.buildArgs[a.key];
             if (value === undefined && a.value !== undefined) value = word(a.value);
             if (value === undefined) value = this.metaArgs.get(a.key);
-            if (value !== undefined) s.env.set(a.key, value);
+            if (value !== undefined) setRunEnv(s, a.key, value);
             s.declaredArgs.push({ key: a.key, value });
             commit.push(value !== undefined ? `${a.key}=${value}` : a.key);
           }
@@ -468,8 +492,8 @@ class Converter {
             const key = word(kv.key);
             const value = word(kv.value);
             this.lintArgKey('ENV', key, cmd.line);
-            s.env.set(key, value);
-            s.config.config.Env = setEnvEntry(s.config.config.Env ?? [], key, value);
+            setRunEnv(s, key, value);
+            s.imageEnv.set(key, value);
             commit.push(`${key}=${value}`);
           }
           history(`ENV ${commit.join(' ')}`, false);
@@ -511,7 +535,7 @@ class Converter {
             if (kv.noDelim) this.linter.report('LegacyKeyValueFormat', `"LABEL key=value" should be used instead of legacy "LABEL key value" format`, cmd.line);
             const k = word(kv.key);
             const v = word(kv.value);
-            s.config.config.Labels = { ...s.config.config.Labels, [k]: v };
+            (s.config.config.Labels ??= {})[k] = v;
             commit.push(`${k}=${v}`);
           }
           history(`LABEL ${commit.join(' ')}`, false);
@@ -543,9 +567,8 @@ class Converter {
           for (const raw of cmd.ports) {
             for (const p of expandPortRange(word(raw), this.filename, cmd.line)) ports.push(p);
           }
-          const exposed = { ...s.config.config.ExposedPorts };
+          const exposed = (s.config.config.ExposedPorts ??= {});
           for (const p of ports) exposed[p] = {};
-          s.config.config.ExposedPorts = exposed;
           history(`EXPOSE ${cmd.ports.map(word).join(' ')}`, false);
           return;
         }

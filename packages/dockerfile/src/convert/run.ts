@@ -7,7 +7,7 @@ import { MountError, parseRunMount, type RunMount } from '../instructions/run-mo
 import type { RunCommand } from '../instructions/types.js';
 import { chompHeredocContent, parseHeredoc } from '../parser/heredoc.js';
 import type { CopyContext } from './copy.js';
-import { envList, type StageState } from './stage-state.js';
+import { runEnvList, type StageState } from './stage-state.js';
 
 const SHARING: Record<string, llb.CacheSharing> = {
   shared: llb.CacheSharing.SHARED,
@@ -72,7 +72,7 @@ export async function convertRun(
   s.state = execState(
     s.state,
     args,
-    { env: envList(s.env), cwd: s.workdir, user: s.config.config.User ?? '', network, security, mounts, secrets, ssh, sortMounts: true },
+    { env: runEnvList(s), cwd: s.workdir, user: s.config.config.User ?? '', network, security, mounts, secrets, ssh, sortMounts: true },
     meta(suffix),
   );
   return { historyArgs: runCommandString(args, s) };

@@ -11,6 +11,10 @@ export interface StageState {
   config: ImageConfig;
   /** What RUN sees and words expand with: the image env, ENV and ARG values, in order. */
   env: Map<string, string>;
+  /** `env` as a NAME=VALUE list, kept until the env changes (RUN reads it often). */
+  envListCache?: string[];
+  /** The image config's env (ENV only), written to config.Env when the stage is done. */
+  imageEnv: Map<string, string>;
   /** ARGs declared in this stage, with their values if any (for RUN history). */
   declaredArgs: { key: string; value?: string }[];
   workdir: string;
@@ -29,11 +33,13 @@ export function envList(env: ReadonlyMap<string, string>): string[] {
   return [...env].map(([k, v]) => `${k}=${v}`);
 }
 
-/** Sets `key` in an image-config env list: replaced in place, else appended. */
-export function setEnvEntry(list: string[], key: string, value: string): string[] {
-  const out = [...list];
-  const i = out.findIndex((e) => e.slice(0, e.indexOf('=') < 0 ? e.length : e.indexOf('=')) === key);
-  if (i >= 0) out[i] = `${key}=${value}`;
-  else out.push(`${key}=${value}`);
-  return out;
+/** Sets a variable RUN sees (ENV or ARG); a key keeps its first position. */
+export function setRunEnv(s: StageState, key: string, value: string): void {
+  s.env.set(key, value);
+  s.envListCache = undefined;
+}
+
+/** The env RUN gets, as a list. */
+export function runEnvList(s: StageState): string[] {
+  return (s.envListCache ??= envList(s.env));
 }

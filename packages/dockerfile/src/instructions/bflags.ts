@@ -3,6 +3,8 @@
  * validated against what each instruction accepts.
  */
 
+import { closest } from './suggest.js';
+
 /** A flag problem; the instruction parser adds file and line. */
 export class FlagError extends Error {}
 
@@ -44,7 +46,8 @@ export class BFlags {
       const def = this.defs.get(name);
       if (!def) {
         const known = [...this.defs.keys()].map((k) => `--${k}`);
-        const hint = known.length ? ` (accepted: ${known.join(', ')})` : ' (this instruction takes no flags)';
+        const near = closest(name, [...this.defs.keys()]);
+        const hint = known.length ? ` (${near ? `did you mean --${near}? ` : ''}accepted: ${known.join(', ')})` : ' (this instruction takes no flags)';
         throw new FlagError(`unknown flag: ${name}${hint}`);
       }
       const prev = this.values.get(name);

@@ -61,7 +61,7 @@ describe('ExporterService', () => {
     const { client } = setup();
     await expect(client.export({ type: 'zip', attrs: {}, workerId: 'w1', ref: 'r1' })).rejects.toMatchObject({
       code: 'invalid_argument',
-      message: expect.stringMatching(/unknown exporter type "zip" \(have: local, tar\)/),
+      message: expect.stringMatching(/unknown exporter type "zip" \(have: local, tar, oci, docker, image\)/),
     });
     await expect(client.export({ type: 'local', attrs: {}, workerId: 'w1', ref: 'r1' })).rejects.toMatchObject({
       code: 'invalid_argument',

@@ -1,8 +1,11 @@
 import type { Client, ServiceImpl } from '@connectrpc/connect';
-import { exporter, session, type worker } from '@kiln/api';
+import { exporter, session, type content, type worker } from '@kiln/api';
 import { InvalidArgumentError, NotFoundError, type Logger } from '@kiln/common';
+import type { RegistryClient } from '@kiln/registry';
 import type { ClientOutputs, Exporter } from '../exporter.js';
 import { emptyTar } from '../empty-tar.js';
+import { contentBlobStore } from '../image/blob-store.js';
+import type { LayerDescriptor, LayerRequest } from '../image/layers.js';
 
 export interface ExporterServiceOptions {
   exporters: readonly Exporter[];
@@ -10,12 +13,17 @@ export interface ExporterServiceOptions {
   worker(id: string): Promise<Client<typeof worker.WorkerService> | undefined>;
   /** The session relay (SessionService on the solver). */
   sessions: Client<typeof session.SessionService>;
+  /** The content store tier (image, oci and docker exporters). */
+  content?: Client<typeof content.ContentService>;
+  /** Registry access for `type=image,push=true`. */
+  registry?: RegistryClient;
   logger: Logger;
 }
 
 /** The Exporter tier's RPC surface: resolves the exporter, wires the result's tar and the client. */
 export function createExporterServiceImpl(opts: ExporterServiceOptions): ServiceImpl<typeof exporter.ExporterService> {
   const byType = new Map(opts.exporters.map((e) => [e.type, e]));
+  const store = opts.content ? contentBlobStore(opts.content) : undefined;
   const outputs: ClientOutputs = {
     async write(sessionId, outputId, data, signal) {
       async function* requests() {
@@ -42,8 +50,9 @@ export function createExporterServiceImpl(opts: ExporterServiceOptions): Service
           sessionId: req.sessionId,
           imageConfig: req.imageConfig,
           openTar: (signal) => (client ? tarChunks(client.exportRef({ ref: req.ref }, { signal })) : emptyTar()),
+          getLayers: async (layerReq, signal) => (client ? getLayers(client, req.ref, layerReq, signal) : []),
         },
-        { outputs, logger, signal: ctx.signal },
+        { outputs, content: store, registry: opts.registry, logger, signal: ctx.signal },
       );
       return { response };
     },
@@ -52,4 +61,20 @@ export function createExporterServiceImpl(opts: ExporterServiceOptions): Service
 
 async function* tarChunks(it: AsyncIterable<{ tarChunk: Uint8Array }>): AsyncIterable<Uint8Array> {
   for await (const m of it) yield m.tarChunk;
+}
+
+async function getLayers(client: Client<typeof worker.WorkerService>, ref: string, req: LayerRequest, signal?: AbortSignal): Promise<LayerDescriptor[]> {
+  const res = await client.getLayers(
+    {
+      ref,
+      compression: req.compression,
+      compressionLevel: req.compressionLevel,
+      forceCompression: req.forceCompression,
+      ociMediaTypes: req.ociMediaTypes,
+      sourceDateEpoch: req.sourceDateEpoch === undefined ? undefined : BigInt(req.sourceDateEpoch),
+      lease: req.lease,
+    },
+    { signal },
+  );
+  return res.layers.map((l) => ({ digest: l.digest, size: Number(l.size), mediaType: l.mediaType, diffId: l.diffId, fromBase: l.fromBase, createdBy: l.createdBy }));
 }

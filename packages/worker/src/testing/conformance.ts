@@ -363,10 +363,10 @@ export function runWorkerConformance(
       });
 
       it('rejects unsupported sources and op kinds with UnimplementedError naming them', async () => {
-        const s = source('git://example.invalid/repo.git', {});
+        const s = source('svn://example.invalid/repo', {});
         const err = await expectRunError(s);
         expect(err.code).toBe('unimplemented');
-        expect(err.message).toContain('git://example.invalid/repo.git');
+        expect(err.message).toContain('svn://example.invalid/repo');
         expect(err.details.digest).toBe(s.output!.vertex.marshal().digest);
         const merge = marshalOp(create(llb.OpSchema, { op: { case: 'merge', value: { inputs: [] } } }));
         await expect(worker.run({ buildId: 'b', sessionId: 's', vertexDigest: digestOf(merge), op: merge, inputRefs: [] })).rejects.toMatchObject({

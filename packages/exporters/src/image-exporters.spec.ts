@@ -1,0 +1,166 @@
+import { readTarEntries } from '@kiln/common';
+import type { Descriptor, Reference, RegistryClient } from '@kiln/registry';
+import { describe, expect, it } from 'vitest';
+import { digestOf, fakeLayer, fakeTier } from './testing/fixtures/fake-neighbours.js';
+import { GC_ROOT_LABEL, IMAGE_NAME_LABEL_PREFIX } from './image/image-store.js';
+
+const base = fakeLayer(Buffer.from('base-layer-tar'), '', true);
+const run = fakeLayer(Buffer.from('run-layer-tar'), '[2/2] RUN make');
+const imageConfig = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Cmd: ['/bin/hello'] }, rootfs: { type: 'layers', diff_ids: [] }, history: [{ created_by: 'RUN make' }, { created_by: 'CMD ["/bin/hello"]', empty_layer: true }] }));
+
+async function untar(bytes: Buffer): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  async function* src() {
+    yield bytes;
+  }
+  for await (const e of readTarEntries(src())) {
+    const parts: Buffer[] = [];
+    for await (const c of e.body) parts.push(c);
+    out.set(e.header.type === 'directory' ? `${e.header.name}/` : e.header.name, Buffer.concat(parts));
+  }
+  return out;
+}
+const json = (b: Buffer | undefined) => JSON.parse(b!.toString()) as Record<string, any>;
+const blobOf = (files: Map<string, Buffer>, digest: string) => files.get(`blobs/sha256/${digest.slice(7)}`);
+
+describe('oci and docker exporters', () => {
+  it('type=oci: an OCI layout tarball whose blobs, config and index match, with options passed to GetLayers', async () => {
+    const t = fakeTier([base, run]);
+    const res = await t.client.export({
+      buildId: 'b1', sessionId: 's', type: 'oci', workerId: 'w1', ref: 'r1', imageConfig,
+      attrs: { 'session.output': 'o1', name: 'example.com/team/app:v1', compression: 'zstd', 'compression-level': '3', 'force-compression': 'true', 'source-date-epoch': '1700000000', 'annotation.org.example.a': 'm', 'annotation-manifest-descriptor.org.example.d': 'd', 'annotation-index.org.example.i': 'i' },
+    });
+    expect(t.getLayersCalls).toHaveLength(1);
+    expect(t.getLayersCalls[0]).toMatchObject({ ref: 'r1', compression: 'zstd', compressionLevel: 3, forceCompression: true, ociMediaTypes: true, sourceDateEpoch: 1700000000n });
+    const files = await untar(t.written.get('o1')!);
+    const names = [...files.keys()];
+    expect(names).toEqual([...names].sort());
+    expect(names.filter((n) => !n.startsWith('blobs/sha256/') || n === 'blobs/sha256/')).toEqual(['blobs/', 'blobs/sha256/', 'index.json', 'oci-layout']);
+    expect(json(files.get('oci-layout'))).toEqual({ imageLayoutVersion: '1.0.0' });
+    const index = json(files.get('index.json'));
+    expect(index).toMatchObject({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', annotations: { 'org.example.i': 'i' } });
+    expect(index.manifests).toHaveLength(1);
+    const desc = index.manifests[0];
+    expect(desc.annotations).toEqual({
+      'io.containerd.image.name': 'example.com/team/app:v1',
+      'org.example.d': 'd',
+      'org.opencontainers.image.created': '2023-11-14T22:13:20Z',
+      'org.opencontainers.image.ref.name': 'v1',
+    });
+    const manifestBytes = blobOf(files, desc.digest)!;
+    expect(digestOf(manifestBytes)).toBe(desc.digest);
+    const manifest = json(manifestBytes);
+    expect(manifest).toMatchObject({ mediaType: 'application/vnd.oci.image.manifest.v1+json', annotations: { 'org.example.a': 'm' }, config: { mediaType: 'application/vnd.oci.image.config.v1+json' } });
+    expect(manifest.layers.map((l: Descriptor) => l.digest)).toEqual([base.digest, run.digest]);
+    for (const l of manifest.layers as Descriptor[]) expect(blobOf(files, l.digest)).toEqual(l.digest === base.digest ? base.data : run.data);
+    const config = json(blobOf(files, manifest.config.digest));
+    expect(config.rootfs.diff_ids).toEqual([base.diffId, run.diffId]);
+    expect(config.created).toBe('2023-11-14T22:13:20Z');
+    expect(config.history).toEqual([
+      { created: '2023-11-14T22:13:20Z', comment: 'kiln.exporter.image.v0' },
+      { created: '2023-11-14T22:13:20Z', created_by: 'RUN make' },
+      { created: '2023-11-14T22:13:20Z', created_by: 'CMD ["/bin/hello"]', empty_layer: true },
+    ]);
+    expect(res.response['containerimage.digest']).toBe(desc.digest);
+    expect(res.response['containerimage.config.digest']).toBe(manifest.config.digest);
+    expect(JSON.parse(Buffer.from(res.response['containerimage.descriptor']!, 'base64').toString())).toEqual({ mediaType: manifest.mediaType, digest: desc.digest, size: manifestBytes.length });
+    expect(res.response['image.name']).toBe('example.com/team/app:v1');
+    // The export's lease is gone; the manifest reaches config and layers through gc.ref labels.
+    expect(t.leases.size).toBe(0);
+    expect(t.labels.get(desc.digest)).toMatchObject({ 'containerd.io/gc.ref.content.config': manifest.config.digest, 'containerd.io/gc.ref.content.l.0': base.digest, 'containerd.io/gc.ref.content.l.1': run.digest });
+  });
+
+  it('is deterministic with a source date epoch: two exports give the same bytes', async () => {
+    const once = async () => {
+      const t = fakeTier([base, run]);
+      await t.client.export({ buildId: 'b', sessionId: 's', type: 'oci', workerId: 'w1', ref: 'r1', imageConfig, attrs: { 'session.output': 'o', name: 'app', 'source-date-epoch': '0' } });
+      return t.written.get('o')!;
+    };
+    const [a, b] = [await once(), await once()];
+    expect(a.equals(b)).toBe(true);
+    expect(a.length % 512).toBe(0);
+  });
+
+  it('type=docker: manifest.json for docker load, Docker media types, familiar RepoTags', async () => {
+    const t = fakeTier([base, run]);
+    const res = await t.client.export({ buildId: 'b', sessionId: 's', type: 'docker', workerId: 'w1', ref: 'r1', imageConfig, attrs: { 'session.output': 'o', name: 'app,docker.io/team/app:2' } });
+    const files = await untar(t.written.get('o')!);
+    expect(files.has('oci-layout')).toBe(true);
+    const [entry, ...more] = json(files.get('manifest.json')) as unknown as { Config: string; RepoTags: string[]; Layers: string[] }[];
+    expect(more).toEqual([]);
+    expect(entry!.RepoTags).toEqual(['app:latest', 'team/app:2']);
+    expect(entry!.Layers).toEqual([`blobs/sha256/${base.digest.slice(7)}`, `blobs/sha256/${run.digest.slice(7)}`]);
+    const manifest = json(blobOf(files, res.response['containerimage.digest']!));
+    expect(manifest.mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
+    expect(manifest.config.mediaType).toBe('application/vnd.docker.container.image.v1+json');
+    expect(manifest.layers[0].mediaType).toBe('application/vnd.docker.image.rootfs.diff.tar.gzip');
+    expect(`blobs/sha256/${manifest.config.digest.slice(7)}`).toBe(entry!.Config);
+    const index = json(files.get('index.json'));
+    expect(index.manifests.map((m: Descriptor) => m.annotations!['io.containerd.image.name'])).toEqual(['docker.io/library/app:latest', 'docker.io/team/app:2']);
+  });
+
+  it('exports a scratch result (no ref) as an image without layers', async () => {
+    const t = fakeTier([base]);
+    const res = await t.client.export({ buildId: 'b', sessionId: 's', type: 'oci', workerId: 'w1', ref: '', attrs: { 'session.output': 'o' } });
+    const files = await untar(t.written.get('o')!);
+    expect(json(blobOf(files, res.response['containerimage.digest']!)).layers).toEqual([]);
+    expect(t.getLayersCalls).toHaveLength(0);
+  });
+
+  it('names the attr at fault', async () => {
+    const t = fakeTier([base]);
+    const exp = (type: string, attrs: Record<string, string>) => t.client.export({ buildId: 'b', sessionId: 's', type, workerId: 'w1', ref: 'r1', attrs: { 'session.output': 'o', ...attrs } });
+    await expect(exp('oci', { compression: 'lz4' })).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'compression' } });
+    await expect(exp('oci', { 'compression-level': '30' })).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'compression-level' } });
+    await expect(exp('oci', { 'oci-mediatypes': 'maybe' })).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'oci-mediatypes' } });
+    await expect(exp('oci', { name: 'Bad Name' })).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'name' } });
+    await expect(exp('oci', { 'source-date-epoch': 'yesterday' })).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'source-date-epoch' } });
+    await expect(exp('docker', { 'annotation.a': 'b' })).rejects.toMatchObject({ code: 'invalid_argument', message: expect.stringMatching(/OCI media types/) });
+    await expect(exp('image', { push: 'true' })).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'name' } });
+  });
+});
+
+describe('image exporter', () => {
+  it('keeps the image in the content store as a GC root under its names; a name moves to the newer image', async () => {
+    const t = fakeTier([run]);
+    const first = await t.client.export({ buildId: 'b', sessionId: 's', type: 'image', workerId: 'w1', ref: 'r1', imageConfig, attrs: { name: 'app:1,app:latest' } });
+    const d1 = first.response['containerimage.digest']!;
+    expect(t.labels.get(d1)).toMatchObject({ [GC_ROOT_LABEL]: expect.any(String), [`${IMAGE_NAME_LABEL_PREFIX}docker.io/library/app:1`]: expect.any(String), [`${IMAGE_NAME_LABEL_PREFIX}docker.io/library/app:latest`]: expect.any(String) });
+    const other = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Cmd: ['other'] } }));
+    const second = await t.client.export({ buildId: 'b2', sessionId: 's', type: 'image', workerId: 'w1', ref: 'r1', imageConfig: other, attrs: { name: 'app:latest' } });
+    const d2 = second.response['containerimage.digest']!;
+    expect(d2).not.toBe(d1);
+    expect(Object.keys(t.labels.get(d1)!).filter((k) => k.startsWith('kiln.'))).toEqual([GC_ROOT_LABEL, `${IMAGE_NAME_LABEL_PREFIX}docker.io/library/app:1`]);
+    const third = await t.client.export({ buildId: 'b3', sessionId: 's', type: 'image', workerId: 'w1', ref: 'r1', imageConfig: Buffer.from('{"os":"linux","architecture":"amd64","config":{"Cmd":["3"]}}'), attrs: { name: 'app:1' } });
+    expect(third.response['containerimage.digest']).not.toBe(d1);
+    expect(Object.keys(t.labels.get(d1)!).filter((k) => k.startsWith('kiln.'))).toEqual([]);
+  });
+
+  it('pushes layers, config, then the manifest by tag (or by digest), and reports canonical names', async () => {
+    const calls: string[] = [];
+    const registry: RegistryClient = {
+      resolve: () => Promise.reject(new Error('unused')),
+      getManifest: () => Promise.reject(new Error('unused')),
+      fetch: () => (async function* () {})(),
+      async pushBlob(ref: Reference, desc: Descriptor, data: () => AsyncIterable<Uint8Array>) {
+        const parts: Uint8Array[] = [];
+        for await (const c of data()) parts.push(c);
+        expect(digestOf(Buffer.concat(parts))).toBe(desc.digest);
+        calls.push(`blob ${ref.path} ${desc.digest === run.digest ? 'layer' : desc.mediaType}`);
+        return 'uploaded';
+      },
+      async pushManifest(ref: Reference, desc: Descriptor) {
+        calls.push(`manifest ${ref.domain}/${ref.path}:${ref.tag ?? '-'}@${ref.digest ?? '-'} ${desc.mediaType}`);
+      },
+    };
+    const t = fakeTier([run], { registry });
+    const res = await t.client.export({ buildId: 'b', sessionId: 's', type: 'image', workerId: 'w1', ref: 'r1', imageConfig, attrs: { name: '127.0.0.1:5000/a/b:v1', push: 'true', 'name-canonical': 'true', 'oci-mediatypes': 'false' } });
+    const digest = res.response['containerimage.digest']!;
+    expect(calls).toEqual(['blob a/b layer', 'blob a/b application/vnd.docker.container.image.v1+json', 'manifest 127.0.0.1:5000/a/b:v1@- application/vnd.docker.distribution.manifest.v2+json']);
+    expect(res.response['image.name']).toBe(`127.0.0.1:5000/a/b:v1,127.0.0.1:5000/a/b@${digest}`);
+    calls.length = 0;
+    const byDigest = await t.client.export({ buildId: 'b', sessionId: 's', type: 'image', workerId: 'w1', ref: 'r1', imageConfig, attrs: { name: '127.0.0.1:5000/a/b:v1', push: 'true', 'push-by-digest': 'true' } });
+    expect(calls.at(-1)).toBe('manifest 127.0.0.1:5000/a/b:-@- application/vnd.oci.image.manifest.v1+json');
+    expect(byDigest.response['image.name']).toBe('127.0.0.1:5000/a/b');
+  });
+});

@@ -1,0 +1,75 @@
+import type { Client } from '@connectrpc/connect';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import type { content } from '@kiln/api';
+import { sha256 } from '@kiln/common';
+
+/** A blob as written: its digest and size. */
+export interface WrittenBlob {
+  digest: string;
+  size: number;
+}
+
+/**
+ * What exporters need of the content store. Blobs are immutable and
+ * addressed by digest; a lease keeps what it names from GC until deleted
+ * (or until it expires, so a crashed export does not pin blobs forever).
+ */
+export interface BlobStore {
+  /** Writes `data` (verified against its digest) under `lease`, merging `labels` (an empty value removes a label). */
+  put(data: Uint8Array, opts: { lease: string; labels?: Record<string, string> }, signal?: AbortSignal): Promise<WrittenBlob>;
+  /** Streams a blob; NotFound when absent. */
+  read(digest: string, signal?: AbortSignal): AsyncIterable<Uint8Array>;
+  /** Reads a whole (small) blob. */
+  readAll(digest: string, signal?: AbortSignal): Promise<Buffer>;
+  /** Merges labels onto an existing blob (an empty value removes that label). */
+  setLabels(digest: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
+  /** Blobs carrying every label filter (`labels.KEY==VALUE`, `labels.KEY`), with their labels. */
+  find(filters: readonly string[], signal?: AbortSignal): Promise<{ digest: string; labels: Record<string, string> }[]>;
+  /** A new lease that expires after `ttlMs`. */
+  createLease(labels: Record<string, string>, ttlMs: number, signal?: AbortSignal): Promise<string>;
+  /** Deletes a lease (its blobs become collectable unless something else holds them). */
+  deleteLease(id: string, signal?: AbortSignal): Promise<void>;
+}
+
+/** A BlobStore over the content tier's Connect client. */
+export function contentBlobStore(client: Client<typeof content.ContentService>): BlobStore {
+  return {
+    async put(data, opts, signal) {
+      const digest = sha256(data);
+      async function* requests() {
+        yield {
+          msg: {
+            case: 'header' as const,
+            value: { ref: `export-${digest}-${process.pid}-${Math.random().toString(36).slice(2)}`, expectedDigest: digest, expectedSize: BigInt(data.length), labels: opts.labels ?? {}, lease: opts.lease },
+          },
+        };
+        yield { msg: { case: 'data' as const, value: data } };
+      }
+      const res = await client.write(requests(), { signal });
+      return { digest: res.digest, size: Number(res.size) };
+    },
+    async *read(digest, signal) {
+      for await (const m of client.read({ digest }, { signal })) yield m.data;
+    },
+    async readAll(digest, signal) {
+      const parts: Uint8Array[] = [];
+      for await (const m of client.read({ digest }, { signal })) parts.push(m.data);
+      return Buffer.concat(parts);
+    },
+    async setLabels(digest, labels, signal) {
+      await client.updateLabels({ digest, labels }, { signal });
+    },
+    async find(filters, signal) {
+      const out: { digest: string; labels: Record<string, string> }[] = [];
+      for await (const m of client.list({ filters: [...filters] }, { signal })) if (m.info) out.push({ digest: m.info.digest, labels: { ...m.info.labels } });
+      return out;
+    },
+    async createLease(labels, ttlMs, signal) {
+      const res = await client.createLease({ labels, expiresAt: timestampFromMs(Date.now() + ttlMs) }, { signal });
+      return res.lease!.id;
+    },
+    async deleteLease(id, signal) {
+      await client.deleteLease({ id }, { signal });
+    },
+  };
+}

@@ -1,0 +1,50 @@
+import { InvalidArgumentError, UnavailableError } from '@kiln/common';
+import { formatReference, parseReference } from '@kiln/registry';
+import type { Exporter } from '../exporter.js';
+import { assembleImage, imageResponse, withExportLease } from './assemble.js';
+import { rfc3339 } from './image-config.js';
+import { boolAttr, compileImageOptions } from './image-options.js';
+import { keepImage } from './image-store.js';
+import { canonicalName, pushImage } from './push.js';
+import { requireContent } from './require.js';
+
+/**
+ * type=image,name=REF[,REF2][,push=true][,push-by-digest=true][,name-canonical=true][,store=false]:
+ * the image in the content store under its names (a GC root, so it
+ * survives prune) and, with push, in registries. Returns
+ * `containerimage.digest`, `containerimage.descriptor`,
+ * `containerimage.config.digest` and `image.name`.
+ */
+export const imageExporter: Exporter = {
+  type: 'image',
+  resolve(attrs) {
+    const opts = compileImageOptions(attrs, { ociDefault: true });
+    const push = boolAttr(attrs, 'push', false);
+    const byDigest = boolAttr(attrs, 'push-by-digest', false);
+    const nameCanonical = boolAttr(attrs, 'name-canonical', false);
+    const keep = boolAttr(attrs, 'store', true);
+    const refs = opts.names.map((n) => parseReference(n, 'name'));
+    if (push && refs.length === 0) throw new InvalidArgumentError('push=true needs an image name (name=REF or -t/--tag)', 'name');
+    const names = refs.map((r) => formatReference(r));
+    return {
+      async export(src, ctx) {
+        const store = requireContent(ctx, 'image');
+        return withExportLease(store, src.buildId, ctx.signal, async (lease) => {
+          const image = await assembleImage(src, store, opts, lease, ctx);
+          const digest = image.manifest.descriptor.digest;
+          if (push) {
+            if (!ctx.registry) throw new UnavailableError('failed to push: the exporters tier has no registry client configured');
+            for (const ref of refs) {
+              ctx.logger.info({ ref: formatReference(ref), digest }, 'pushing image');
+              await pushImage(ctx.registry, ref, image, store, { byDigest, signal: ctx.signal });
+            }
+          }
+          if (keep && names.length > 0) await keepImage(store, digest, names, rfc3339(Math.floor(Date.now() / 1000)), ctx.signal);
+          const shown = byDigest ? refs.map((r) => formatReference({ domain: r.domain, path: r.path })) : opts.names;
+          const all = nameCanonical ? [...shown, ...refs.map((r) => canonicalName(r, digest))] : shown;
+          return imageResponse(image, [...new Set(all)]);
+        });
+      },
+    };
+  },
+};

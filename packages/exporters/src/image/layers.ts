@@ -1,0 +1,25 @@
+import type { Compression } from './image-options.js';
+
+/** One layer of a result, as a content-store blob (WorkerService.GetLayers). */
+export interface LayerDescriptor {
+  digest: string;
+  size: number;
+  mediaType: string;
+  /** Digest of the uncompressed tar (rootfs.diff_ids). */
+  diffId: string;
+  /** Came unchanged from a docker-image source. */
+  fromBase: boolean;
+  /** The op that made the diff (e.g. "RUN make"); empty when unknown. */
+  createdBy: string;
+}
+
+export interface LayerRequest {
+  compression: Compression;
+  compressionLevel: number;
+  forceCompression: boolean;
+  ociMediaTypes: boolean;
+  /** Clamp file mtimes in layers the worker makes (rewrite-timestamp). */
+  sourceDateEpoch?: number;
+  /** Content-store lease the blobs are added to. */
+  lease: string;
+}

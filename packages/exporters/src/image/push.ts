@@ -1,0 +1,38 @@
+import { formatReference, type Descriptor, type Reference, type RegistryClient } from '@kiln/registry';
+import type { AssembledImage } from './assemble.js';
+import type { BlobStore } from './blob-store.js';
+
+/** Layers uploaded at once per push. */
+const PUSH_CONCURRENCY = 3;
+
+/**
+ * Pushes an image to `ref`'s repository: layers (HEAD first, skipped when
+ * present; a few at once), config, then the manifest under the tag, or by
+ * digest only when `byDigest`.
+ */
+export async function pushImage(registry: RegistryClient, ref: Reference, image: AssembledImage, store: BlobStore, opts: { byDigest: boolean; signal?: AbortSignal }): Promise<void> {
+  const queue = [...new Map(image.layers.map((l) => [l.digest, { mediaType: l.mediaType, digest: l.digest, size: l.size } as Descriptor])).values()];
+  const worker = async () => {
+    for (let desc = queue.shift(); desc; desc = queue.shift()) {
+      const d = desc;
+      await registry.pushBlob(ref, d, () => store.read(d.digest, opts.signal), opts.signal);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PUSH_CONCURRENCY, queue.length) }, worker));
+  const config = image.config.bytes;
+  await registry.pushBlob(
+    ref,
+    image.config.descriptor,
+    async function* () {
+      yield config;
+    },
+    opts.signal,
+  );
+  const target: Reference = opts.byDigest ? { domain: ref.domain, path: ref.path } : { ...ref, digest: undefined };
+  await registry.pushManifest(target, image.manifest.descriptor, image.manifest.bytes, opts.signal);
+}
+
+/** `name@digest` for `ref`'s repository: the canonical name of the pushed manifest. */
+export function canonicalName(ref: Reference, digest: string): string {
+  return formatReference({ domain: ref.domain, path: ref.path, digest });
+}

@@ -1,0 +1,53 @@
+import { parseReference } from '@kiln/registry';
+import type { Exporter } from '../exporter.js';
+import { assembleImage, imageResponse, withExportLease } from '../image/assemble.js';
+import { rfc3339 } from '../image/image-config.js';
+import { boolAttr, compileImageOptions } from '../image/image-options.js';
+import { requireContent } from '../image/require.js';
+import { sessionOutput } from '../session-output.js';
+import { layoutTar, type LayoutFormat } from './layout-tar.js';
+
+/**
+ * type=oci|docker: the image as an OCI image layout tarball (docker: plus
+ * the manifest.json `docker load` reads), streamed to the client's output
+ * through the session. `tar=false` sends the same entries for the client
+ * to unpack into a directory (its output kind decides).
+ */
+function layoutExporter(format: LayoutFormat): Exporter {
+  return {
+    type: format,
+    resolve(attrs) {
+      const outputId = sessionOutput(format, attrs);
+      const opts = compileImageOptions(attrs, { ociDefault: format === 'oci' });
+      boolAttr(attrs, 'tar', true); // validated here; the client picks file vs directory
+      for (const n of opts.names) parseReference(n, 'name');
+      return {
+        async export(src, ctx) {
+          const store = requireContent(ctx, format);
+          return withExportLease(store, src.buildId, ctx.signal, async (lease) => {
+            const image = await assembleImage(src, store, opts, lease, ctx);
+            const tar = layoutTar(
+              image,
+              store,
+              {
+                format,
+                names: opts.names,
+                manifestDescriptorAnnotations: opts.annotations.manifestDescriptor,
+                indexAnnotations: opts.annotations.index,
+                created: rfc3339(opts.sourceDateEpoch ?? Math.floor(Date.now() / 1000)),
+              },
+              ctx.signal,
+            );
+            await ctx.outputs.write(src.sessionId, outputId, tar, ctx.signal);
+            return imageResponse(image, opts.names);
+          });
+        },
+      };
+    },
+  };
+}
+
+/** type=oci,dest=FILE|-[,tar=false]: an OCI image layout. */
+export const ociExporter = layoutExporter('oci');
+/** type=docker,dest=FILE|-: the tarball `docker load` accepts. */
+export const dockerExporter = layoutExporter('docker');
