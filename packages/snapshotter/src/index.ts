@@ -7,3 +7,4 @@ export {
 } from './overlay/overlay-snapshotter.js';
 export { cleanRootPath, MAX_SYMLINKS, resolveInRoot, type ResolveInRootOptions } from './safe-path.js';
 export { diffTrees, layerTarChunks, planTreeDiff, WHITEOUT_PREFIX, type LayerPart, type LayerPlan, type TreeDiffOptions } from './diff/tree-diff.js';
+export { readTreeXattrs, type TreeXattrs } from './diff/xattrs.js';

@@ -35,8 +35,11 @@ export interface TarHeader {
   devminor: number;
 }
 
-/** A header to encode; defaults: file, mode 0644 (dirs 0755), ids/mtime/size 0, empty strings. */
-export type TarHeaderInit = Partial<TarHeader> & { name: string };
+/**
+ * A header to encode; defaults: file, mode 0644 (dirs 0755), ids/mtime/size 0, empty strings.
+ * `xattrs` become pax `SCHILY.xattr.NAME` records (raw bytes, names sorted), as GNU tar and Go write them.
+ */
+export type TarHeaderInit = Partial<TarHeader> & { name: string; xattrs?: Readonly<Record<string, Uint8Array>> };
 
 /** One entry being read; consume `body` before asking for the next entry (or it is skipped). */
 export interface TarReadEntry {
@@ -111,8 +114,12 @@ export function encodeTarHeader(init: TarHeaderInit): Buffer {
   const gid = numeric('gid', h.gid, 8);
   const mtime = numeric('mtime', Math.max(0, h.mtime), 12);
   const ustar = ustarBlock({ ...h, name, linkname, size, uid, gid, mtime }, prefix, FLAG_OF[h.type]);
-  if (pax.length === 0) return ustar;
-  const records = Buffer.from(pax.map(([k, v]) => paxRecord(k, v)).join(''));
+  const xattrNames = Object.keys(init.xattrs ?? {}).sort();
+  if (pax.length === 0 && xattrNames.length === 0) return ustar;
+  const records = Buffer.concat([
+    ...pax.map(([k, v]) => paxRecord(k, Buffer.from(v))),
+    ...xattrNames.map((n) => paxRecord(`SCHILY.xattr.${n}`, Buffer.from(init.xattrs![n]!))),
+  ]);
   const paxName = truncateBytes(`PaxHeaders/${h.name.replace(/\/$/, '').split('/').pop() ?? ''}`, 100);
   const paxHeader = ustarBlock({ ...h, name: paxName, linkname: '', size: records.length, uid, gid, mtime, mode: 0o644 }, '', 'x');
   return Buffer.concat([paxHeader, records, tarPadding(records.length), ustar]);
@@ -188,11 +195,11 @@ function splitUstarName(p: string): [string, string] | undefined {
   return undefined;
 }
 
-function paxRecord(key: string, value: string): string {
-  const body = ` ${key}=${value}\n`;
-  let len = Buffer.byteLength(body) + 1;
-  while (String(len).length + Buffer.byteLength(body) !== len) len = String(len).length + Buffer.byteLength(body);
-  return `${len}${body}`;
+function paxRecord(key: string, value: Buffer): Buffer {
+  const body = Buffer.concat([Buffer.from(` ${key}=`), value, Buffer.from('\n')]);
+  let len = body.length + 1;
+  while (String(len).length + body.length !== len) len = String(len).length + body.length;
+  return Buffer.concat([Buffer.from(String(len)), body]);
 }
 
 function truncateBytes(s: string, max: number): string {

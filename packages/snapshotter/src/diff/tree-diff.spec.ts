@@ -4,10 +4,12 @@ import { chmod, chown, link, lutimes, mkdir, mkdtemp, rm, symlink, utimes, write
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { diffTrees, planTreeDiff } from './tree-diff.js';
+import { parseGetfattr, readTreeXattrs } from './xattrs.js';
 
-async function tarOf(parent: string | undefined, child: string, opts: { sourceDateEpoch?: number } = {}): Promise<Buffer> {
+async function tarOf(parent: string | undefined, child: string, opts: { sourceDateEpoch?: number; xattrs?: boolean } = {}): Promise<Buffer> {
   const parts: Uint8Array[] = [];
-  for await (const c of diffTrees(parent, child, opts)) parts.push(c);
+  const x = opts.xattrs ? { parentXattrs: parent ? await readTreeXattrs(parent) : undefined, childXattrs: await readTreeXattrs(child) } : {};
+  for await (const c of diffTrees(parent, child, { ...opts, ...x })) parts.push(c);
   return Buffer.concat(parts);
 }
 
@@ -149,5 +151,35 @@ describe('tree diff', () => {
     expect(out).toContain(long);
     for (const line of out.trim().split('\n')) expect(line).toContain('1970-01-12 13:46:40');
     expect(createHash('sha256').update(tar).digest('hex')).toBe(createHash('sha256').update(await tarOf(undefined, upper, { sourceDateEpoch: epoch })).digest('hex'));
+  });
+
+  it('compares extended attributes and writes them as SCHILY.xattr pax records GNU tar restores', async () => {
+    await base(lower);
+    await base(upper);
+    const setfattr = (...args: string[]) => execFileSync('setfattr', args);
+    // user.* xattrs need a filesystem that supports them (tmpfs and ext4 do)
+    setfattr('-n', 'user.kiln', '-v', 'blue', path.join(lower, 'etc/hosts'));
+    setfattr('-n', 'user.kiln', '-v', 'green', path.join(upper, 'etc/hosts'));
+    setfattr('-n', 'user.bin', '-v', '0x00ff01', path.join(upper, 'old'));
+    await utimes(path.join(upper, 'old'), T, T);
+    await utimes(path.join(lower, 'old'), T, T);
+    // metadata equal, only xattrs differ: without them nothing changed
+    expect(planTreeDiff(lower, upper).entries).toBe(0);
+    const tar = await tarOf(lower, upper, { xattrs: true });
+    expect(gnuList(tar).map((r) => r[2])).toEqual(['etc/', 'etc/hosts', 'old']);
+    const out = path.join(root, 'out');
+    await mkdir(out);
+    execFileSync('tar', ['--xattrs', '--xattrs-include=*', '-C', out, '-xf', '-'], { input: tar });
+    expect(execFileSync('getfattr', ['-n', 'user.kiln', '--only-values', path.join(out, 'etc/hosts')]).toString()).toBe('green');
+    expect(execFileSync('getfattr', ['-n', 'user.bin', '-e', 'hex', path.join(out, 'old')]).toString()).toContain('user.bin=0x00ff01');
+  });
+
+  it('parses getfattr output with escaped names and drops overlay and selinux attributes', () => {
+    // getfattr prints a name with one backslash as a\\b, and non-ASCII bytes as octal escapes
+    const text = ['# file: /r/a\\\\b', 'user.x=0sAAE=', 'trusted.overlay.opaque="y"', 'security.selinux="ctx"', '', '# file: /r/caf\\303\\251', 'user.y=0x0102', ''].join('\n');
+    const m = parseGetfattr(text, '/r');
+    expect([...m.keys()]).toEqual(['a\\b', 'café']);
+    expect(m.get('a\\b')).toEqual({ 'user.x': Buffer.from([0, 1]) });
+    expect(m.get('café')).toEqual({ 'user.y': Buffer.from([1, 2]) });
   });
 });

@@ -1,6 +1,7 @@
 import { closeSync, constants, lstatSync, openSync, readdirSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { encodeTarHeader, tarPadding, tarTrailer, type TarHeaderInit } from '@kiln/common';
+import type { TreeXattrs } from './xattrs.js';
 
 /** Prefix of an OCI whiteout entry: `.wh.NAME` deletes NAME from the layers below. */
 export const WHITEOUT_PREFIX = '.wh.';
@@ -8,6 +9,9 @@ export const WHITEOUT_PREFIX = '.wh.';
 export interface TreeDiffOptions {
   /** Clamp entry mtimes (seconds since the epoch) to at most this value. */
   sourceDateEpoch?: number;
+  /** Extended attributes of each tree (see `readTreeXattrs`): compared, and the child's written as pax records. Absent: none. */
+  parentXattrs?: TreeXattrs;
+  childXattrs?: TreeXattrs;
   signal?: AbortSignal;
 }
 
@@ -38,7 +42,7 @@ interface Entry {
  * `childDir`, with a double walk like containerd's differ:
  *
  * - added or modified entries (type, mode, uid/gid, size, mtime in ns,
- *   symlink target, or device number differ; xattrs are not read yet) are written with their
+ *   symlink target, device number or xattrs differ) are written with their
  *   parent directories; a regular file whose size and mtime are equal is
  *   unchanged, unless both mtimes are whole seconds (maybe truncated by an
  *   archive), in which case contents are compared;
@@ -88,6 +92,7 @@ export function planTreeDiff(parentDir: string | undefined, childDir: string, op
       uid: Number(st.uid),
       gid: Number(st.gid),
       mtime: mtimeOf(st),
+      xattrs: opts.childXattrs?.get(e.name),
     };
     flushPending();
     entries++;
@@ -163,7 +168,7 @@ export function planTreeDiff(parentDir: string | undefined, childDir: string, op
         if (c.st.isDirectory()) writeAdded(c.abs, c.name);
         continue;
       }
-      const unchanged = sameMetadata(pst, c.st, pAbs, c.abs);
+      const unchanged = sameMetadata(pst, c.st, pAbs, c.abs) && sameXattrs(opts.parentXattrs?.get(c.name), opts.childXattrs?.get(c.name));
       if (c.st.isDirectory()) {
         if (unchanged) {
           pending.push({ header: dirHeader(c), written: false });
@@ -187,6 +192,7 @@ export function planTreeDiff(parentDir: string | undefined, childDir: string, op
       uid: Number(e.st.uid),
       gid: Number(e.st.gid),
       mtime: mtimeOf(e.st),
+      xattrs: opts.childXattrs?.get(e.name),
     });
 
   if (parentDir === undefined) writeAdded(childDir, '');
@@ -288,4 +294,10 @@ function sameContents(a: string, b: string, size: number): boolean {
   } finally {
     closeSync(fa);
   }
+}
+
+function sameXattrs(a: Readonly<Record<string, Buffer>> | undefined, b: Readonly<Record<string, Buffer>> | undefined): boolean {
+  const ka = Object.keys(a ?? {}).sort();
+  const kb = Object.keys(b ?? {}).sort();
+  return ka.length === kb.length && ka.every((k, i) => k === kb[i] && a![k]!.equals(b![k]!));
 }

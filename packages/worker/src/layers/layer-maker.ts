@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { CanceledError, KilnError, type Logger } from '@kiln/common';
-import { planTreeDiff, type LayerPart } from '@kiln/snapshotter';
+import { planTreeDiff, readTreeXattrs, type LayerPart } from '@kiln/snapshotter';
 import type { CompressPool } from './compress-pool.js';
 import { leaseIfPresent, readBlob, UNCOMPRESSED_LABEL, writeBlob, writeBlobFile, type ContentClient } from './content-blobs.js';
 import type { CachedLayer, LayerCache } from './layer-cache.js';
@@ -150,7 +150,8 @@ export class LayerMaker {
       throw err;
     });
     try {
-      const plan = planTreeDiff(lower?.path, child.path, { sourceDateEpoch: req.sourceDateEpoch, signal: req.signal });
+      const [parentXattrs, childXattrs] = await Promise.all([lower ? readTreeXattrs(lower.path, req.signal) : undefined, readTreeXattrs(child.path, req.signal)]);
+      const plan = planTreeDiff(lower?.path, child.path, { sourceDateEpoch: req.sourceDateEpoch, parentXattrs, childXattrs, signal: req.signal });
       if (plan.entries === 0) return { empty: true };
       return await this.compressAndStore(plan.parts, req);
     } finally {
