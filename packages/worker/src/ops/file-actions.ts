@@ -8,6 +8,7 @@ import { copyPath } from '../fs/copy.js';
 import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from '../fs/fs-util.js';
 import { resolveWildcards } from '../fs/copy.js';
 import { resolveChown } from '../fs/users.js';
+import { unpackIfArchive } from '../fs/unpack.js';
 
 /** Unix seconds (-1 or absent: none) as ms. */
 function timestampMs(ts: bigint): number | undefined {
@@ -72,10 +73,21 @@ export async function symlinkAction(root: string, a: llb.FileActionSymlink): Pro
 /** Copies from the tree `srcRoot` into `destRoot`; see copyPath. */
 export async function copyAction(srcRoot: string, destRoot: string, a: llb.FileActionCopy): Promise<void> {
   if (a.modeStr) throw new UnimplementedError(`copy with a symbolic mode ("${a.modeStr}") is not supported yet`);
-  if (a.attemptUnpackDockerCompatibility) throw new UnimplementedError('copy with archive unpacking (ADD) is not supported yet');
   if (a.parents) throw new UnimplementedError('copy --parents is not supported yet');
+  let sources = [a.src];
+  if (a.attemptUnpackDockerCompatibility) {
+    // ADD: local tar archives (plain or compressed) are extracted into dest; other files are copied.
+    const matches = a.allowWildcard && hasWildcard(a.src) ? await resolveWildcards(srcRoot, cleanRootPath(a.src)) : [a.src];
+    const rest: string[] = [];
+    for (const m of matches) if (!(await unpackIfArchive(srcRoot, m, destRoot, a.dest))) rest.push(m);
+    if (rest.length < matches.length) sources = rest;
+  }
   const chown = await resolveChown(destRoot, a.owner);
-  await copyPath(srcRoot, a.src, destRoot, a.dest, {
+  for (const src of sources) await copyOne(srcRoot, src, destRoot, a, chown);
+}
+
+async function copyOne(srcRoot: string, src: string, destRoot: string, a: llb.FileActionCopy, chown: Awaited<ReturnType<typeof resolveChown>>): Promise<void> {
+  await copyPath(srcRoot, src, destRoot, a.dest, {
     followSymlink: a.followSymlink,
     dirCopyContents: a.dirCopyContents,
     createDestPath: a.createDestPath,
