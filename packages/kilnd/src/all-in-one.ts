@@ -41,6 +41,8 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     root: join(opts.root, `worker-${opts.worker}`),
     registry: createRegistryClient({ credentials: dockerConfigCredentials(), ...opts.registry }),
     sessions: sessionClient,
+    allowedEntitlements: opts.entitlements,
+    maxParallelExecs: opts.maxParallelExecs,
     content: createKilnClient(content.ContentService, transport),
     publish: (subject, data) => bus.publish(subject, data),
     logger: logger.child({ tier: 'worker-oci' }),

@@ -49,6 +49,16 @@ describe('compileDaemonOptions', () => {
     expect(() => compileDaemonOptions(['--config', join(dir, 'bad.toml')], env)).toThrow(/bad.toml is invalid/);
   });
 
+  it('takes entitlements from the config file or the flag, and the exec limit', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kilnd-opts-'));
+    writeFileSync(join(dir, 'e.toml'), 'entitlements = ["network.host"]\nmax-parallel-execs = 3\n');
+    expect(compileDaemonOptions(['--config', join(dir, 'e.toml')], env)).toMatchObject({ entitlements: ['network.host'], maxParallelExecs: 3 });
+    expect(compileDaemonOptions(['--allow-insecure-entitlement', 'security.insecure,network.host'], env).entitlements).toEqual(['security.insecure', 'network.host']);
+    expect(compileDaemonOptions([], env)).toMatchObject({ entitlements: [], maxParallelExecs: undefined });
+    writeFileSync(join(dir, 'bad.toml'), 'entitlements = ["root"]\n');
+    expect(() => compileDaemonOptions(['--config', join(dir, 'bad.toml')], env)).toThrow(/unknown entitlement "root"/);
+  });
+
   it('names the flag at fault', () => {
     const field = (argv: string[]) => {
       try {
@@ -65,5 +75,7 @@ describe('compileDaemonOptions', () => {
     expect(field(['--bogus', '1'])).toBe('--bogus');
     expect(field(['--root'])).toBe('--root');
     expect(field(['--max-parallelism', '0'])).toBe('--max-parallelism');
+    expect(field(['--max-parallel-execs', 'x'])).toBe('--max-parallel-execs');
+    expect(field(['--allow-insecure-entitlement', 'nope'])).toBe('--allow-insecure-entitlement');
   });
 });

@@ -29,6 +29,10 @@ export interface DaemonOptions {
   registry: { insecure: string[]; mirrors: Record<string, string[]> };
   /** The worker backend of the all-in-one daemon. */
   worker: 'oci' | 'containerd';
+  /** Entitlements builds may ask for with `--allow` ("security.insecure", "network.host"); default none. */
+  entitlements: ('security.insecure' | 'network.host')[];
+  /** Exec ops a worker runs at once (default: the number of cores). */
+  maxParallelExecs?: number;
   /** The content store's background GC policy; undefined when `[gc] enabled = false`. */
   gc?: GcPolicyOptions;
   logLevel?: string;
@@ -56,6 +60,9 @@ interface ConfigFile {
   id?: string;
   'max-parallelism'?: number;
   worker?: string;
+  /** `entitlements = ["network.host", "security.insecure"]`. */
+  entitlements?: unknown;
+  'max-parallel-execs'?: number;
   /** `[registry]` table: `insecure = ["host:port"]`, `[registry.mirrors]` `"docker.io" = ["mirror:5000"]`. */
   registry?: { insecure?: unknown; mirrors?: unknown };
   /** `[gc]` table: `enabled = true`, `interval = "1h"`, `keep-storage = "10GB"`, `keep-duration = "48h"`. */
@@ -63,7 +70,7 @@ interface ConfigFile {
   'log-level'?: string;
 }
 
-export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--id ID] [--max-parallelism N] [--worker oci|containerd]';
+export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd]';
 
 /**
  * Compiles `kiln daemon` flags (over a TOML or YAML config file, flags win)
@@ -76,7 +83,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
     if (!m) throw new InvalidArgumentError(`unexpected argument "${arg}"; usage: ${DAEMON_USAGE}`, arg);
     const name = m[1]!;
-    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker'].includes(name)) {
+    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'max-parallel-execs', 'allow-insecure-entitlement'].includes(name)) {
       throw new InvalidArgumentError(`unknown flag --${name}; usage: ${DAEMON_USAGE}`, `--${name}`);
     }
     const value = m[2] ?? argv[++i];
@@ -104,7 +111,46 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   if (worker !== 'oci' && worker !== 'containerd') throw new InvalidArgumentError(`--worker must be oci or containerd, got "${worker}"`, '--worker');
   const registry = compileRegistryConfig(file.registry);
   const gc = compileGcConfig(file.gc);
-  return { tier, root, addr, listen, advertise, nats, worker, registry, gc, id: pick('id') ?? defaultId(root, tier), maxParallelism: mp, logLevel: file['log-level'] };
+  const entitlements = compileEntitlements(flags.get('allow-insecure-entitlement'), file.entitlements);
+  const mpeRaw = pick('max-parallel-execs');
+  const maxParallelExecs = mpeRaw === undefined ? undefined : Number(mpeRaw);
+  if (maxParallelExecs !== undefined && (!Number.isInteger(maxParallelExecs) || maxParallelExecs < 1)) {
+    throw new InvalidArgumentError(`--max-parallel-execs must be a positive integer, got "${mpeRaw}"`, '--max-parallel-execs');
+  }
+  return {
+    tier,
+    root,
+    addr,
+    listen,
+    advertise,
+    nats,
+    worker,
+    registry,
+    gc,
+    entitlements,
+    maxParallelExecs,
+    id: pick('id') ?? defaultId(root, tier),
+    maxParallelism: mp,
+    logLevel: file['log-level'],
+  };
+}
+
+const ENTITLEMENTS = ['security.insecure', 'network.host'] as const;
+
+/** The flag (comma-separated) wins over the config file's `entitlements` list. */
+function compileEntitlements(flag: string | undefined, raw: unknown): DaemonOptions['entitlements'] {
+  const field = flag !== undefined ? '--allow-insecure-entitlement' : 'entitlements';
+  let list: unknown[];
+  if (flag !== undefined) list = flag.split(',').filter((e) => e !== '');
+  else if (raw === undefined) list = [];
+  else if (Array.isArray(raw)) list = raw;
+  else throw new InvalidArgumentError('entitlements must be a list of entitlement names', field);
+  const out: DaemonOptions['entitlements'] = [];
+  for (const e of list) {
+    if (!ENTITLEMENTS.includes(e as never)) throw new InvalidArgumentError(`unknown entitlement "${String(e)}" (one of ${ENTITLEMENTS.join(', ')})`, field);
+    if (!out.includes(e as never)) out.push(e as DaemonOptions['entitlements'][number]);
+  }
+  return out;
 }
 
 function readConfig(path: string): ConfigFile {

@@ -85,6 +85,8 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         root: join(opts.root, opts.tier),
         registry: createRegistryClient({ credentials: dockerConfigCredentials(), ...opts.registry }),
         sessions: solverSessions(),
+        allowedEntitlements: opts.entitlements,
+        maxParallelExecs: opts.maxParallelExecs,
         content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService)),
         publish: (subject: string, data: Uint8Array) => bus.publish(subject, data),
         logger: log,

@@ -17,6 +17,6 @@ function canRunContainers(): boolean {
 
 runWorkerConformance(
   'oci (runc)',
-  ({ root, sessions, publish, logger }) => createOciWorker({ id: 'oci-test', root, sessions, publish, logger }),
+  (deps) => createOciWorker({ id: 'oci-test', ...deps }),
   { exec: canRunContainers() ? 'run' : 'skip' },
 );

@@ -12,7 +12,7 @@ import { createWorker, type Worker, type WorkerBackend, type WorkerOptions } fro
  * state directory; a backend adds its executor's options.
  */
 export interface BackendWorkerOptions extends Omit<WorkerOptions, 'backend' | 'snapshotter' | 'executor'> {
-  /** State directory: snapshots under `<root>/snapshots`, layer cache under `<root>/layers` (unless `stateDir` says otherwise); the backend may add its own folders. */
+  /** State directory: snapshots under `<root>/snapshots`, layer cache under `<root>/layers`, exec state (cache mounts, ...) under `<root>/exec` (unless `stateDir` says otherwise); the backend may add its own folders. */
   root: string;
 }
 

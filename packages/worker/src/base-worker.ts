@@ -11,6 +11,7 @@ import {
   type Logger,
 } from '@kiln/common';
 import { digestOf } from '@kiln/llb';
+import { Limiter } from './exec/limiter.js';
 import { exportTree } from './fs/tar-export.js';
 import { createLayerMaker } from './layers/index.js';
 import type { LayerMaker } from './layers/layer-maker.js';
@@ -35,6 +36,7 @@ export class BaseWorker implements Worker {
   /** Image layer snapshots by chain id; refs to them never remove them. */
   private readonly layers: LayerStore;
   private readonly logger: Logger;
+  private readonly execLimiter: Limiter;
   /** The snapshotter, recording each snapshot's parent, base layer and op (for getLayers). */
   private readonly snapshots: LineageSnapshotter;
   private readonly layerMaker: LayerMaker | undefined;
@@ -47,6 +49,7 @@ export class BaseWorker implements Worker {
     this.snapshots = made.snapshots;
     this.layerMaker = made.maker;
     this.layers = new LayerStore(this.snapshots);
+    this.execLimiter = new Limiter(o.maxParallelExecs);
     // Refs retained before a restart come back under their ids, one reference per owner.
     for (const r of o.retainedRefs.persisted()) this.refs.adopt(r.ref, r.snapshotId);
   }
@@ -161,7 +164,12 @@ export class BaseWorker implements Worker {
       case 'file':
         return runFileOp(ctx, op.op.value);
       case 'exec':
-        return runExecOp(ctx, op.op.value, this.o.executor);
+        return runExecOp(ctx, op.op.value, {
+          executor: this.o.executor,
+          limiter: this.execLimiter,
+          granted: req.entitlements ?? [],
+          allowed: this.o.allowedEntitlements,
+        });
       case 'merge':
       case 'diff':
         throw new UnimplementedError(`${op.op.case} ops are not supported yet by the ${this.o.backend} worker`);
@@ -180,8 +188,9 @@ export class BaseWorker implements Worker {
       return new UnimplementedError(err.message, { ...err.details, digest });
     }
     if (err instanceof VertexError) return err;
-    // Registry errors keep their code (not_found, unauthenticated, ...) and name the reference.
-    if (err instanceof KilnError && typeof err.details.reference === 'string') {
+    // Registry errors keep their code (not_found, unauthenticated, ...) and name the reference;
+    // a missing entitlement stays permission_denied.
+    if (err instanceof KilnError && (typeof err.details.reference === 'string' || typeof err.details.entitlement === 'string')) {
       return new KilnError(err.code, err.message, { ...err.details, digest }, { cause: err });
     }
     const message =
@@ -189,7 +198,7 @@ export class BaseWorker implements Worker {
     if (!(err instanceof OpFailure) && !(err instanceof KilnError)) {
       this.logger.error({ err, vertex: digest }, 'op failed unexpectedly');
     }
-    return new VertexError(message, digest, {}, { cause: err });
+    return new VertexError(message, digest, err instanceof OpFailure ? err.details : {}, { cause: err });
   }
 
   async *exportRef(ref: string, opts: { signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {

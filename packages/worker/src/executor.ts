@@ -50,8 +50,30 @@ export interface ExecSpec {
   network: 'sandbox' | 'host' | 'none';
   /** Hostname inside the container. */
   hostname: string;
+  /**
+   * "sandbox": the default capability set, a default seccomp profile where
+   * the runtime supports it, masked /proc paths and a read-only /sys.
+   * "insecure" (privileged; the worker checked the `security.insecure`
+   * entitlement): every capability, no seccomp, nothing masked, /sys
+   * writable, every device allowed.
+   */
+  security: 'sandbox' | 'insecure';
+  /** Resource limits (ulimits); the runtime's defaults apply to the rest. */
+  rlimits: ExecRlimit[];
 }
 
+export interface ExecRlimit {
+  /** Lower-case ulimit name as Docker spells it: "nofile", "nproc", "core", ... */
+  name: string;
+  soft: number;
+  hard: number;
+}
+
+/**
+ * A bind `source` may be a directory, a regular file (secrets) or a unix
+ * socket (the forwarded SSH agent); the destination stub is created with
+ * the same kind.
+ */
 export type ExecMount =
   | { type: 'bind'; source: string; dest: string; readonly: boolean }
   | { type: 'tmpfs'; dest: string; sizeBytes?: number };

@@ -1,4 +1,4 @@
-export type { ExecIO, ExecMount, ExecProcess, ExecResult, ExecSpec, Executor } from './executor.js';
+export type { ExecIO, ExecMount, ExecProcess, ExecResult, ExecRlimit, ExecSpec, Executor } from './executor.js';
 export {
   compileWorkerOptions,
   createWorker,
@@ -8,7 +8,13 @@ export {
   type RefUsage,
   type RunRequest,
   type RunResult,
+  ENTITLEMENTS,
+  type Entitlement,
+  type SessionCredentials,
   type SessionFiles,
+  type SessionSecrets,
+  type SessionSsh,
+  type WorkerSession,
   type Worker,
   type WorkerBackend,
   type WorkerDescription,

@@ -1,4 +1,5 @@
-import { availableParallelism } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
+import path from 'node:path';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { session } from '@kiln/api';
 import { InvalidArgumentError, silentLogger, type Logger } from '@kiln/common';
@@ -130,6 +131,11 @@ export interface RunRequest {
   inputRefs: readonly string[];
   /** Human-readable step name (for logs). */
   description?: string;
+  /**
+   * Entitlements the build was granted (`kiln build --allow`); an op that
+   * needs one must find it here and in `WorkerOptions.allowedEntitlements`.
+   */
+  entitlements?: readonly string[];
   signal?: AbortSignal;
 }
 
@@ -179,6 +185,51 @@ export interface SessionFiles {
 }
 
 /**
+ * `GetSecret` of SessionService: a secret the client exposes
+ * (`kiln build --secret id=...`). `found` is false when the client has no
+ * secret by that id. The bytes must never reach logs, events or snapshots.
+ */
+export interface SessionSecrets {
+  getSecret(
+    request: MessageInitShape<typeof session.GetSecretRequestSchema>,
+    options?: { signal?: AbortSignal },
+  ): Promise<{ found: boolean; data: Uint8Array }>;
+}
+
+/**
+ * `GetCredentials` of SessionService: registry credentials for one host from
+ * the client's docker config (empty username and secret: none).
+ */
+export interface SessionCredentials {
+  getCredentials(
+    request: MessageInitShape<typeof session.GetCredentialsRequestSchema>,
+    options?: { signal?: AbortSignal },
+  ): Promise<{ username: string; secret: string }>;
+}
+
+/**
+ * `ForwardSsh` of SessionService: one connection to the client's SSH agent
+ * as a bidi byte stream (first request: the header naming session and id).
+ */
+export interface SessionSsh {
+  forwardSsh(
+    requests: AsyncIterable<MessageInitShape<typeof session.ForwardSshRequestSchema>>,
+    options?: { signal?: AbortSignal },
+  ): AsyncIterable<{ data: Uint8Array }>;
+}
+
+/**
+ * Everything the worker asks of a build's client session. A Connect client
+ * of SessionService satisfies all of it; a session without secrets,
+ * credentials or SSH support fails only the steps that need them.
+ */
+export type WorkerSession = SessionFiles & Partial<SessionSecrets & SessionCredentials & SessionSsh>;
+
+/** Entitlements an exec op may need (`kiln build --allow`, daemon `entitlements`). */
+export type Entitlement = 'security.insecure' | 'network.host';
+export const ENTITLEMENTS: readonly Entitlement[] = ['security.insecure', 'network.host'];
+
+/**
  * Publishes one message on the event bus (`EventBus.publish` of @kiln/bus
  * has this shape: pass `(s, d) => bus.publish(s, d)`). Failures are logged
  * and never fail a build step.
@@ -192,8 +243,13 @@ export interface WorkerOptions {
   /** Owned by the worker from now on: `close()` closes it. */
   snapshotter: Snapshotter;
   executor: Executor;
-  sessions: SessionFiles;
+  /** The client sessions, reached through the solver's relay (see WorkerSession). */
+  sessions: WorkerSession;
   publish: PublishFn;
+  /** Entitlements this daemon permits builds to use. Default: none. */
+  allowedEntitlements?: readonly Entitlement[];
+  /** Exec ops running at once; more wait their turn. Default: the number of cores. */
+  maxParallelExecs?: number;
   logger?: Logger;
   /** Default: the host's (linux/<arch>). */
   platforms?: WorkerPlatform[];
@@ -208,7 +264,13 @@ export interface WorkerOptions {
    * Without it `getLayers` fails with `failed_precondition`.
    */
   content?: ContentClient;
-  /** Directory for the worker's own state (layer cache, staged blobs). Default: a temp dir, cache in memory only. */
+  /**
+   * Directory for the worker's own state: layer cache, staged blobs, and
+   * under `exec/` persistent cache mounts plus per-run secret tmpfs mounts
+   * and SSH agent sockets (stale ones are removed on the first run after a
+   * restart). One worker owns a state dir at a time. Default: a temp dir,
+   * layer cache in memory only.
+   */
   stateDir?: string;
   /** Threads that compress layers at once. Default: the number of cores. */
   layerThreads?: number;
@@ -217,12 +279,15 @@ export interface WorkerOptions {
 }
 
 /** WorkerOptions with every default applied. */
-export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'content' | 'stateDir' | 'retainedRefs'>> {
+export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'content' | 'stateDir' | 'allowedEntitlements' | 'retainedRefs'>> {
   platforms: WorkerPlatform[];
   labels: Record<string, string>;
   content?: ContentClient;
   stateDir?: string;
   retainedRefs: RetainedRefs;
+  /** Where exec state lives: `<stateDir>/exec`, or a temp dir without a stateDir. */
+  execStateDir: string;
+  allowedEntitlements: ReadonlySet<Entitlement>;
 }
 
 /** Validates and defaults WorkerOptions; throws InvalidArgumentError naming the field. */
@@ -236,10 +301,18 @@ export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOpti
   }
   const progressIntervalMs = options.progressIntervalMs ?? 1000;
   if (!(progressIntervalMs >= 0)) throw new InvalidArgumentError('progressIntervalMs must be >= 0', 'progressIntervalMs');
+  for (const e of options.allowedEntitlements ?? []) {
+    if (!ENTITLEMENTS.includes(e)) throw new InvalidArgumentError(`unknown entitlement "${String(e)}" (one of ${ENTITLEMENTS.join(', ')})`, 'allowedEntitlements');
+  }
+  const maxParallelExecs = options.maxParallelExecs ?? availableParallelism();
+  if (!Number.isInteger(maxParallelExecs) || maxParallelExecs < 1) throw new InvalidArgumentError('maxParallelExecs must be a positive integer', 'maxParallelExecs');
   const layerThreads = options.layerThreads ?? availableParallelism();
   if (!(Number.isInteger(layerThreads) && layerThreads >= 1)) throw new InvalidArgumentError('layerThreads must be a whole number >= 1', 'layerThreads');
   return {
     ...options,
+    execStateDir: options.stateDir ? path.join(options.stateDir, 'exec') : path.join(tmpdir(), `kiln-worker-${options.id}`, 'exec'),
+    allowedEntitlements: new Set(options.allowedEntitlements ?? []),
+    maxParallelExecs,
     logger: options.logger ?? silentLogger(),
     platforms: options.platforms?.length ? options.platforms : [hostPlatform()],
     labels: { ...options.labels },

@@ -8,7 +8,7 @@ import { connectDaemon, resolveDaemonAddress } from '../daemon.js';
 import { createProgressPrinter } from '../progress/progress.js';
 import { attachSession } from '../session/session-client.js';
 import { compileBuildOptions, parseBuildArgs } from './build-options.js';
-import { sessionDirs, sessionOutputs, toSolveRequest } from './solve-request.js';
+import { sessionCredentials, sessionDirs, sessionOutputs, sessionSecrets, sessionSshAgents, toSolveRequest } from './solve-request.js';
 
 export const BUILD_USAGE = `Usage:  kiln build [OPTIONS] CONTEXT
 
@@ -16,6 +16,7 @@ Start a build
 
 Options:
       --addr string              Daemon address (unix:///PATH or tcp://HOST:PORT; env KILN_ADDR)
+      --allow stringArray        Allow extra privileged entitlement (e.g., "network.host", "security.insecure")
       --build-arg stringArray    Set build-time variables (KEY=VALUE, or KEY to take it from the environment)
       --build-context stringArray
                                  Additional build contexts (NAME=PATH|docker-image://REF|oci-layout://PATH)
@@ -63,9 +64,7 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
   }
   const opts = compileBuildOptions(parsed, { cwd: io.cwd, env: io.vars, stdoutIsTTY: io.stdout.isTTY === true });
   resolveDaemonAddress(opts.addr, io.vars); // a bad KILN_ADDR is a usage error too, before any output
-  // The session protocol has no secrets or SSH-agent calls yet.
-  if (opts.secrets.length > 0) io.stderr.write('WARNING: --secret is not supported by the daemon session yet; secrets are not sent\n');
-  if (opts.ssh.length > 0) io.stderr.write('WARNING: --ssh is not supported by the daemon session yet; no agent is forwarded\n');
+  const sshAgents = sessionSshAgents(opts);
   if (opts.exports.length === 0) io.stderr.write(NO_OUTPUT_WARNING);
 
   const conn = await connectDaemon({ addr: opts.addr, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
@@ -90,6 +89,9 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
     sessionId,
     dirs: sessionDirs(opts),
     outputs: sessionOutputs(opts),
+    secrets: sessionSecrets(opts, io.vars),
+    sshAgents,
+    credentials: sessionCredentials(),
     stdout: io.stdout,
     logger: log,
     signal: abort.signal,
@@ -115,7 +117,11 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
   if (sessionErr) log.debug({ err: sessionErr.message }, 'session ended with an error');
 
   if (failure !== undefined || !response) {
-    io.stderr.write(`ERROR: ${describeError(asKilnError(failure ?? sessionErr))}\n`);
+    const err = asKilnError(failure ?? sessionErr);
+    // A failed RUN carries its last lines of output; show them above the error, as buildx does.
+    const output = typeof err.details.output === 'string' ? err.details.output : '';
+    if (output !== '') io.stderr.write(`------\n${output.split('\n').map((l) => ` > ${l}`).join('\n')}\n------\n`);
+    io.stderr.write(`ERROR: ${describeError(err)}\n`);
     return 1;
   }
   if (opts.metadataFile) {

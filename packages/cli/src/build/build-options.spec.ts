@@ -55,6 +55,7 @@ describe('compileBuildOptions defaults', () => {
       platforms: [],
       secrets: [],
       ssh: [],
+      entitlements: [],
       exports: [],
       cacheFrom: [],
       cacheTo: [],
@@ -143,6 +144,10 @@ describe('each flag', () => {
     const sock = join(cwd, 'token.txt');
     expect(compile(['--ssh', 'default', 'app'], { env: { SSH_AUTH_SOCK: sock } }).ssh).toEqual([{ id: 'default', paths: [sock] }]);
     expect(compile(['--ssh', 'key=token.txt,token.txt', 'app']).ssh).toEqual([{ id: 'key', paths: [sock, sock] }]);
+  });
+
+  it('--allow takes entitlements, comma-separated or repeated, once each', () => {
+    expect(compile(['--allow', 'network.host', '--allow', 'security.insecure,network.host', 'app']).entitlements).toEqual(['network.host', 'security.insecure']);
   });
 
   it('-o DIR and -o - short forms', () => {
@@ -279,6 +284,7 @@ describe('usage errors name the flag', () => {
     [['app', '--ssh', 'default'], /"--ssh" flag: SSH_AUTH_SOCK is not set/, '--ssh'],
     [['app', '--ssh', 'k=/no/such/key'], /"--ssh" flag: "\/no\/such\/key" not found/, '--ssh'],
     [['app', '--ssh', '=x'], /"--ssh" flag/, '--ssh'],
+    [['app', '--allow', 'root'], /invalid value "root" for "--allow" flag: want security.insecure or network.host/, '--allow'],
     [['app', '-o', 'dest=out'], /--output: type is required/, '--output'],
     [['app', '-o', 'type=local'], /--output: dest is required for local output/, '--output'],
     [['app', '-o', 'type=local,dest=-'], /--output: a local output needs a directory/, '--output'],
@@ -344,6 +350,7 @@ describe('toSolveRequest', () => {
       '--push',
       '--cache-from', 'reg/c',
       '--cache-to', 'type=inline',
+      '--allow', 'network.host',
       'app',
     ]);
     const req = toSolveRequest(o, { ref: 'build-1', sessionId: 'sess-1' });
@@ -367,6 +374,7 @@ describe('toSolveRequest', () => {
       ],
       cacheImports: [{ type: 'registry', attrs: { ref: 'reg/c' } }],
       cacheExports: [{ type: 'inline', attrs: {} }],
+      entitlements: ['network.host'],
     });
     expect(sessionDirs(o)).toEqual([
       { name: 'context', path: ctxDir, excludes: ['only-this'] },

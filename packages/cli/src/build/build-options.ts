@@ -15,6 +15,7 @@ export const BUILD_FLAGS = {
   platform: { kind: 'list' },
   secret: { kind: 'list' },
   ssh: { kind: 'list' },
+  allow: { kind: 'list' },
   output: { kind: 'list', short: 'o' },
   push: { kind: 'bool' },
   load: { kind: 'bool' },
@@ -29,6 +30,9 @@ export const BUILD_FLAGS = {
 } as const satisfies FlagSpecs;
 
 export type BuildFlags = ParsedFlags<typeof BUILD_FLAGS>;
+
+/** What `--allow` accepts (buildx's names). */
+export const BUILD_ENTITLEMENTS: readonly string[] = ['security.insecure', 'network.host'];
 
 export const PROGRESS_MODES = ['auto', 'plain', 'tty', 'rawjson'] as const;
 export type ProgressMode = (typeof PROGRESS_MODES)[number];
@@ -96,6 +100,8 @@ export interface BuildOptions {
   platforms: string[];
   secrets: SecretSpec[];
   ssh: SshSpec[];
+  /** `--allow`: entitlements granted to the build (each also needs the daemon's permission). */
+  entitlements: string[];
   /** Exporters, `--push`/`--load` folded in; empty means the result stays in the build cache. */
   exports: ExportSpec[];
   cacheFrom: CacheSpec[];
@@ -199,6 +205,13 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
 
   const secrets = flags.secret.map((v) => parseSecret(v, abs, ctx.env));
   const ssh = flags.ssh.map((v) => parseSsh(v, abs, ctx.env));
+  const entitlements: string[] = [];
+  for (const e of flags.allow.flatMap((v) => v.split(','))) {
+    if (!BUILD_ENTITLEMENTS.includes(e)) {
+      throw new UsageError(`invalid value "${e}" for "--allow" flag: want ${BUILD_ENTITLEMENTS.join(' or ')}`, '--allow');
+    }
+    if (!entitlements.includes(e)) entitlements.push(e);
+  }
 
   const exports = compileExports(flags.output, { push: flags.push, load: flags.load, tags, abs, stdoutIsTTY: ctx.stdoutIsTTY ?? false, sourceDateEpoch });
 
@@ -233,6 +246,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     platforms,
     secrets,
     ssh,
+    entitlements,
     exports,
     cacheFrom,
     cacheTo,

@@ -1,6 +1,9 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { control } from '@kiln/api';
-import type { SessionDir, SessionOutput } from '../session/session-client.js';
+import { statSync } from 'node:fs';
+import { dockerConfigCredentials } from '@kiln/registry';
+import { UsageError } from '../flags/usage-error.js';
+import type { SessionCredentialStore, SessionDir, SessionOutput, SessionSecret, SessionSshAgent } from '../session/session-client.js';
 import type { BuildOptions } from './build-options.js';
 
 export type SolveRequestInit = MessageInitShape<typeof control.SolveRequestSchema>;
@@ -31,6 +34,7 @@ export function toSolveRequest(opts: BuildOptions, ids: { ref: string; sessionId
     exporters: opts.exports.map((e) => ({ type: e.type, attrs: { ...e.attrs } })),
     cacheImports: opts.cacheFrom.map((c) => ({ type: c.type, attrs: { ...c.attrs } })),
     cacheExports: opts.cacheTo.map((c) => ({ type: c.type, attrs: { ...c.attrs } })),
+    entitlements: [...opts.entitlements],
   };
 }
 
@@ -46,4 +50,42 @@ export function sessionDirs(opts: BuildOptions): SessionDir[] {
 /** The client-side outputs the session receives. */
 export function sessionOutputs(opts: BuildOptions): SessionOutput[] {
   return opts.exports.flatMap((e) => (e.output ? [{ id: e.output.id, kind: e.output.kind, path: e.output.path }] : []));
+}
+
+/** `--secret` as the session serves it: files are read when the daemon asks, env values now. */
+export function sessionSecrets(opts: BuildOptions, env: Readonly<Record<string, string | undefined>>): SessionSecret[] {
+  return opts.secrets.map((sec) =>
+    sec.kind === 'file' ? { id: sec.id, kind: 'file', path: sec.path } : { id: sec.id, kind: 'value', value: new TextEncoder().encode(env[sec.name] ?? '') },
+  );
+}
+
+/**
+ * `--ssh` as the session serves it: the agent socket of each id. Key files
+ * (which buildx loads into an agent of its own) are refused with a usage error.
+ */
+export function sessionSshAgents(opts: BuildOptions): SessionSshAgent[] {
+  return opts.ssh.map((spec) => {
+    const socket = spec.paths.find((p) => {
+      try {
+        return statSync(p).isSocket();
+      } catch {
+        return false;
+      }
+    });
+    if (!socket) throw new UsageError(`invalid argument "${spec.id}=${spec.paths.join(',')}" for "--ssh" flag: only agent sockets are supported, not key files`, '--ssh');
+    return { id: spec.id, socket };
+  });
+}
+
+/** Registry credentials from this user's ~/.docker/config.json (auths and credential helpers). */
+export function sessionCredentials(): SessionCredentialStore {
+  const store = dockerConfigCredentials();
+  return async (host, signal) => {
+    const c = await store.get(host, signal);
+    if (!c) return undefined;
+    // An identity token travels with an empty username, as BuildKit's auth provider sends it.
+    if (c.identityToken) return { username: '', secret: c.identityToken };
+    if (c.username === undefined && c.password === undefined) return undefined;
+    return { username: c.username ?? '', secret: c.password ?? '' };
+  };
 }

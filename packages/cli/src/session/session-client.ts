@@ -1,4 +1,5 @@
-import { open, realpath, stat } from 'node:fs/promises';
+import { open, readFile, realpath, stat } from 'node:fs/promises';
+import { createConnection, type Socket } from 'node:net';
 import { join, relative, sep } from 'node:path';
 import type { Writable } from 'node:stream';
 import type { MessageInitShape } from '@bufbuild/protobuf';
@@ -42,10 +43,30 @@ export type SessionOutput =
   | { id: string; kind: 'dir'; /** Absolute directory, created when missing. */ path: string }
   | { id: string; kind: 'file'; /** Absolute file path, or "-" for stdout. */ path: string };
 
+/** A secret the daemon may read (`--secret`): a file read when asked, or a value (from an env var). */
+export type SessionSecret = { id: string; kind: 'file'; path: string } | { id: string; kind: 'value'; value: Uint8Array };
+
+/** An SSH agent the daemon may connect to (`--ssh ID=SOCKET`). */
+export interface SessionSshAgent {
+  /** "default" or the id a `RUN --mount=type=ssh,id=` names. */
+  id: string;
+  /** The agent's unix socket. */
+  socket: string;
+}
+
+/** Registry credentials for a host; undefined when there are none (anonymous). */
+export type SessionCredentialStore = (host: string, signal?: AbortSignal) => Promise<{ username: string; secret: string } | undefined>;
+
 export interface SessionOptions {
   sessionId: string;
   dirs: readonly SessionDir[];
   outputs: readonly SessionOutput[];
+  /** Secrets served to `GetSecret`; an unknown id answers "not found". */
+  secrets?: readonly SessionSecret[];
+  /** Agents served to `ForwardSsh`. */
+  sshAgents?: readonly SessionSshAgent[];
+  /** Answers `GetCredentials` (image pulls of this build); default: no credentials. */
+  credentials?: SessionCredentialStore;
   /** Receives "file" outputs whose path is "-". Default: process.stdout. */
   stdout?: Writable;
   logger?: Logger;
@@ -55,7 +76,8 @@ export interface SessionOptions {
 
 /**
  * A client session attached to the daemon: it serves the daemon's calls
- * (fetch, read, write) by call id, concurrently, until closed.
+ * (fetch, read, write, secret, credentials, SSH agent connections) by call
+ * id, concurrently, until closed.
  */
 export interface Session {
   readonly id: string;
@@ -101,6 +123,7 @@ class SessionImpl implements Session {
   readonly #outputs = new Map<string, SessionOutput>();
   readonly #calls = new Map<number, AbortController>();
   readonly #writes = new Map<number, WriteCall>();
+  readonly #sshConns = new Map<number, Socket>();
   readonly #ready: Promise<void>;
   #resolveReady!: () => void;
   #rejectReady!: (err: Error) => void;
@@ -186,6 +209,7 @@ class SessionImpl implements Session {
 
   #teardown(): void {
     this.#out.end();
+    for (const c of this.#sshConns.values()) c.destroy();
     for (const c of this.#calls.values()) c.abort();
     for (const w of this.#writes.values()) w.chunks.abort(new CanceledError('session ended'));
   }
@@ -216,6 +240,23 @@ class SessionImpl implements Session {
       }
       case 'cancel':
         this.#calls.get(m.value.callId)?.abort(new CanceledError('call canceled by the daemon'));
+        return;
+      case 'secret':
+        this.#serve(m.value.callId, (signal) => this.#secret(m.value, signal));
+        return;
+      case 'credentials':
+        this.#serve(m.value.callId, (signal) => this.#credentials(m.value, signal));
+        return;
+      case 'sshOpen':
+        this.#serve(m.value.callId, (signal) => this.#ssh(m.value, signal));
+        return;
+      case 'sshData': {
+        const conn = this.#sshConns.get(m.value.callId);
+        if (conn && !conn.write(m.value.data)) await new Promise<void>((resolve) => conn.once('drain', resolve).once('close', resolve));
+        return;
+      }
+      case 'sshClose':
+        this.#sshConns.get(m.value.callId)?.end();
         return;
       case 'ready':
         return;
@@ -303,6 +344,52 @@ class SessionImpl implements Session {
       await fh.close();
     }
     return { found: true, bytes: BigInt(bytes) };
+  }
+
+  async #secret(call: sessionApi.SecretCall, signal: AbortSignal): Promise<CallResult> {
+    const secret = this.#opts.secrets?.find((x) => x.id === call.id);
+    if (!secret) return { found: false };
+    const data = secret.kind === 'value' ? secret.value : await readFile(secret.path, { signal });
+    // Secret bytes are never logged.
+    if (data.byteLength > 0) await this.#send({ msg: { case: 'data', value: { callId: call.callId, data } } });
+    return { found: true, bytes: BigInt(data.byteLength) };
+  }
+
+  async #credentials(call: sessionApi.CredentialsCall, signal: AbortSignal): Promise<CallResult> {
+    const creds = this.#opts.credentials ? await this.#opts.credentials(call.host, signal) : undefined;
+    if (creds) await this.#send({ msg: { case: 'credentials', value: { callId: call.callId, username: creds.username, secret: creds.secret } } });
+    return { found: creds !== undefined };
+  }
+
+  /** Connects to the agent and relays bytes until it closes (the daemon's data arrives as sshData). */
+  async #ssh(call: sessionApi.SshOpen, signal: AbortSignal): Promise<CallResult> {
+    const id = call.id || 'default';
+    const agent = this.#opts.sshAgents?.find((a) => a.id === id);
+    if (!agent) throw new NotFoundError(`no SSH agent "${id}" was forwarded (pass --ssh ${id})`);
+    const conn = createConnection(agent.socket);
+    this.#sshConns.set(call.callId, conn);
+    let bytes = 0;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = () => conn.destroy();
+        signal.addEventListener('abort', onAbort, { once: true });
+        conn.on('data', (data: Buffer) => {
+          bytes += data.length;
+          conn.pause();
+          void this.#send({ msg: { case: 'data', value: { callId: call.callId, data } } }).finally(() => conn.resume());
+        });
+        conn.once('error', (err) => reject(new KilnError('unavailable', `failed to reach SSH agent "${id}" at ${agent.socket}: ${err.message}`)));
+        conn.once('close', () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        });
+      });
+    } finally {
+      this.#sshConns.delete(call.callId);
+      conn.destroy();
+    }
+    if (signal.aborted) throw new CanceledError('SSH connection canceled');
+    return { bytes: BigInt(bytes) };
   }
 
   #beginWrite(callId: number, outputId: string): void {

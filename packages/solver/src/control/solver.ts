@@ -91,7 +91,7 @@ export class Solver {
       if (!definition) throw new InvalidArgumentError('solve needs a frontend or a definition', 'frontend');
       def = parseDefinition(definition);
       const worker = await this.pickWorker(def);
-      const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'] };
+      const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: req.entitlements };
       const graph = toGraph(def, req.sessionId, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig));
       let resultRef = '';
       if (def.result) {
@@ -185,7 +185,7 @@ export class Solver {
     };
     const inputRefs = inputs.map((r, i) => r.refs[v.inputs[i]!.index] ?? '');
     const run = (sig: AbortSignal) =>
-      worker.client.run({ buildId: b.buildId, sessionId: b.sessionId, vertexDigest: v.digest, op: v.op.bytes, inputRefs, description: v.name }, { signal: sig });
+      worker.client.run({ buildId: b.buildId, sessionId: b.sessionId, vertexDigest: v.digest, op: v.op.bytes, inputRefs, description: v.name, entitlements: [...b.entitlements] }, { signal: sig });
     if (isLocalSource(v.op.op)) {
       return this.step(b.publish, vertex, async () => {
         const res = await run(signal);
@@ -248,6 +248,7 @@ interface BuildContext {
   sessionId: string;
   /** The frontend attr `no-cache` (see bypassesCache). */
   noCache: string | undefined;
+  entitlements: readonly string[];
 }
 
 /** The key of output `index` of a vertex keyed `key`. */

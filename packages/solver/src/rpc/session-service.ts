@@ -41,5 +41,24 @@ export function createSessionServiceImpl(host: SessionHost): ServiceImpl<typeof 
       const bytes = await host.write(sessionId, outputId, chunks(), ctx.signal);
       return { bytes: BigInt(bytes) };
     },
+    async getSecret(req, ctx) {
+      const data = await host.secret(req.sessionId, req.id, ctx.signal);
+      return data ? { found: true, data } : { found: false };
+    },
+    async getCredentials(req, ctx) {
+      return host.credentials(req.sessionId, req.host, ctx.signal);
+    },
+    async *forwardSsh(requests, ctx) {
+      const it = requests[Symbol.asyncIterator]();
+      const first = await it.next();
+      if (first.done || first.value.msg.case !== 'header') throw new KilnError('invalid_argument', 'ForwardSsh must start with a header');
+      const { sessionId, id } = first.value.msg.value;
+      async function* input() {
+        for (let r = await it.next(); !r.done; r = await it.next()) {
+          if (r.value.msg.case === 'data') yield r.value.msg.value;
+        }
+      }
+      for await (const data of host.ssh(sessionId, id || 'default', input(), ctx.signal)) yield { data };
+    },
   };
 }

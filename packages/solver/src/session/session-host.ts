@@ -11,6 +11,8 @@ const ATTACH_WAIT_MS = 10_000;
 interface PendingCall {
   data: Channel<Uint8Array>;
   done: (result: session.CallDone) => void;
+  /** Set by a `credentials` reply. */
+  credentials?: session.CredentialsReply;
 }
 
 interface AttachedSession {
@@ -32,7 +34,8 @@ export interface FetchOptions {
 
 /**
  * SessionHost keeps the client sessions attached to this solver and turns
- * tier requests (fetch files, read a file, write an output) into calls over
+ * tier requests (fetch files, read a file, write an output, read a secret,
+ * ask for registry credentials, connect to the SSH agent) into calls over
  * the client's Attach stream. Calls are multiplexed by call id; a session
  * that detaches fails its pending calls with `unavailable`.
  */
@@ -158,6 +161,58 @@ export class SessionHost {
     return Number((await call.result).bytes);
   }
 
+  /** Reads a secret the client exposes; `undefined` when it has none by that id. Never logged. */
+  async secret(sessionId: string, id: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+    const s = await this.get(sessionId, signal);
+    const call = this.open(s);
+    s.out.push(create(session.AttachResponseSchema, { msg: { case: 'secret', value: { callId: call.id, id } } }));
+    const parts: Uint8Array[] = [];
+    for await (const chunk of this.drain(s, call, signal)) parts.push(chunk);
+    const done = await call.result;
+    return done.found ? Buffer.concat(parts) : undefined;
+  }
+
+  /** Registry credentials for `host` from the client's docker config (empty strings: none). */
+  async credentials(sessionId: string, host: string, signal?: AbortSignal): Promise<{ username: string; secret: string }> {
+    const s = await this.get(sessionId, signal);
+    const call = this.open(s);
+    s.out.push(create(session.AttachResponseSchema, { msg: { case: 'credentials', value: { callId: call.id, host } } }));
+    for await (const _ of this.drain(s, call, signal)) {
+      // the answer comes as a credentials message
+    }
+    const reply = call.pending.credentials;
+    return { username: reply?.username ?? '', secret: reply?.secret ?? '' };
+  }
+
+  /**
+   * One connection to the client's SSH agent `id`: `input` is sent to the
+   * agent (its end half-closes the client's socket), the agent's bytes are
+   * yielded until it closes. Ending the iteration early closes the connection.
+   */
+  async *ssh(sessionId: string, id: string, input: AsyncIterable<Uint8Array>, signal?: AbortSignal): AsyncIterable<Uint8Array> {
+    const s = await this.get(sessionId, signal);
+    const call = this.open(s);
+    s.out.push(create(session.AttachResponseSchema, { msg: { case: 'sshOpen', value: { callId: call.id, id } } }));
+    const pump = (async () => {
+      try {
+        for await (const data of input) {
+          if (call.finished) return;
+          await s.out.push(create(session.AttachResponseSchema, { msg: { case: 'sshData', value: { callId: call.id, data } } }));
+        }
+        if (!call.finished) s.out.push(create(session.AttachResponseSchema, { msg: { case: 'sshClose', value: { callId: call.id } } }));
+      } catch {
+        if (!call.finished) s.out.push(create(session.AttachResponseSchema, { msg: { case: 'cancel', value: { callId: call.id } } }));
+      }
+    })();
+    try {
+      yield* this.drain(s, call, signal);
+    } finally {
+      if (!call.finished) s.out.push(create(session.AttachResponseSchema, { msg: { case: 'cancel', value: { callId: call.id } } }));
+      call.finished = true;
+      void pump;
+    }
+  }
+
   private async get(sessionId: string, signal?: AbortSignal): Promise<AttachedSession> {
     await this.waitFor(sessionId, signal);
     const s = this.sessions.get(sessionId);
@@ -170,14 +225,15 @@ export class SessionHost {
     const data = createChannel<Uint8Array>();
     let resolveDone!: (d: session.CallDone) => void;
     const result = new Promise<session.CallDone>((r) => (resolveDone = r));
-    const call = { id, data, result, finished: false };
-    s.calls.set(id, {
+    const pending: PendingCall = {
       data,
       done: (d) => {
         call.finished = true;
         resolveDone(d);
       },
-    });
+    };
+    const call = { id, data, result, finished: false, pending };
+    s.calls.set(id, pending);
     return call;
   }
 
@@ -202,6 +258,11 @@ export class SessionHost {
     switch (req.msg.case) {
       case 'data': {
         s.calls.get(req.msg.value.callId)?.data.push(req.msg.value.data);
+        return;
+      }
+      case 'credentials': {
+        const c = s.calls.get(req.msg.value.callId);
+        if (c) c.credentials = req.msg.value;
         return;
       }
       case 'done': {

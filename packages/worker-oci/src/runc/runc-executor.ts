@@ -5,7 +5,7 @@ import path from 'node:path';
 import { CanceledError, KilnError, silentLogger, type Logger } from '@kiln/common';
 import { resolveInRoot } from '@kiln/snapshotter';
 import type { ExecIO, ExecResult, ExecSpec, Executor } from '@kiln/worker';
-import { ociSpec, STANDARD_MOUNTS } from './oci-spec.js';
+import { ociSpec, serializeOciSpec, STANDARD_MOUNTS } from './oci-spec.js';
 
 export interface RuncExecutorOptions {
   /** Directory for runc's state (`runc --root`) and the per-run bundles; created if absent. */
@@ -41,7 +41,7 @@ export class RuncExecutor implements Executor {
     await mkdir(bundle, { recursive: true });
     const stubs = spec.readonlyRootfs ? [] : await missingMountPoints(spec);
     try {
-      await writeFile(path.join(bundle, 'config.json'), JSON.stringify(ociSpec(spec)));
+      await writeFile(path.join(bundle, 'config.json'), serializeOciSpec(ociSpec(spec)));
       const args = ['--root', stateDir, '--log', logFile, '--log-format', 'json', 'run', '--bundle', bundle, id];
       const exitCode = await this.spawnRunc(args, id, stateDir, io);
       const runcError = await readRuncError(logFile);
@@ -62,17 +62,30 @@ export class RuncExecutor implements Executor {
       const child = spawn(this.runc, args, { stdio: ['ignore', 'pipe', 'pipe'] });
       child.stdout.on('data', (b: Buffer) => io.stdout?.(b));
       child.stderr.on('data', (b: Buffer) => io.stderr?.(b));
-      const onAbort = () => {
-        this.exec(['--root', stateDir, 'kill', id, 'KILL']).catch((err: unknown) => this.logger.warn({ err, id }, 'runc kill failed'));
+      let exited = false;
+      // The container may not exist yet when the abort comes: retry until runc run returns.
+      const onAbort = async () => {
+        for (let attempt = 0; !exited; attempt++) {
+          try {
+            await this.exec(['--root', stateDir, 'kill', '--all', id, 'KILL']);
+          } catch (err) {
+            if (attempt === 100) this.logger.warn({ err, id }, 'runc kill keeps failing');
+          }
+          await new Promise((r) => setTimeout(r, 100));
+        }
       };
-      io.signal?.addEventListener('abort', onAbort, { once: true });
+      const abortListener = () => void onAbort();
+      io.signal?.addEventListener('abort', abortListener, { once: true });
+      if (io.signal?.aborted) abortListener();
       child.once('error', (err) => {
-        io.signal?.removeEventListener('abort', onAbort);
+        exited = true;
+        io.signal?.removeEventListener('abort', abortListener);
         reject(new KilnError('unavailable', `failed to start runc (${this.runc}): ${err.message}`, {}, { cause: err }));
       });
       // 'close' (not 'exit'): every byte of stdout/stderr has been delivered.
       child.once('close', (code, signal) => {
-        io.signal?.removeEventListener('abort', onAbort);
+        exited = true;
+        io.signal?.removeEventListener('abort', abortListener);
         resolve(code ?? 128 + (signal ? signalNumber(signal) : 0));
       });
     });

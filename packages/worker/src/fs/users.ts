@@ -46,8 +46,8 @@ const isNumeric = (s: string): boolean => /^\d+$/.test(s);
 /**
  * Resolves an exec `user` ("", "name", "uid", "name:group", "uid:gid") with
  * the /etc/passwd and /etc/group inside `root`, as runc's GetExecUser does:
- * a numeric uid without a group takes the passwd entry's gid (or 0), and a
- * named user's supplementary groups come from /etc/group.
+ * a numeric uid without a group takes the passwd entry's gid (or 0); a
+ * user's supplementary groups come from /etc/group unless a group is given.
  */
 export async function resolveExecUser(root: string, spec: string): Promise<{ uid: number; gid: number; additionalGids: number[] }> {
   if (spec === '') return { uid: 0, gid: 0, additionalGids: [] };
@@ -71,8 +71,9 @@ export async function resolveExecUser(root: string, spec: string): Promise<{ uid
     name = u.name;
   }
   const all = await groups(root);
-  if (groupPart !== undefined && groupPart !== '') gid = await resolveGroup(all, groupPart);
-  const additionalGids = name ? all.filter((g) => g.members.includes(name!) && g.gid !== gid).map((g) => g.gid) : [];
+  // As runc: an explicit group replaces the primary one and drops the supplementary ones.
+  if (groupPart !== undefined && groupPart !== '') return { uid, gid: await resolveGroup(all, groupPart), additionalGids: [] };
+  const additionalGids = name ? [...new Set(all.filter((g) => g.members.includes(name!) && g.gid !== gid).map((g) => g.gid))] : [];
   return { uid, gid, additionalGids };
 }
 

@@ -4,21 +4,45 @@ import { cleanRootPath, resolveInRoot, type SnapshotView } from '@kiln/snapshott
 import type { ExecMount, Executor } from '../executor.js';
 import { mkdirAllInRoot } from '../fs/fs-util.js';
 import { resolveExecUser } from '../fs/users.js';
+import { checkEntitlements } from '../exec/entitlements.js';
+import type { Limiter } from '../exec/limiter.js';
+import { OutputTail } from '../exec/output-tail.js';
+import type { Entitlement } from '../worker.js';
 import { OpFailure } from './op-failure.js';
 import { newSnapshotKey, type OpContext, type OpResult } from './op-context.js';
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
+/** What an exec op needs from the worker besides the op context. */
+export interface ExecEnv {
+  executor: Executor;
+  /** Bounds the processes running at once (WorkerOptions.maxParallelExecs). */
+  limiter: Limiter;
+  /** Entitlements the build was granted (RunRequest.entitlements). */
+  granted: readonly string[];
+  /** Entitlements the daemon permits (WorkerOptions.allowedEntitlements). */
+  allowed: ReadonlySet<Entitlement>;
+}
+
+/** Ulimit names Docker accepts (`--ulimit`, `RUN --ulimit`). */
+const ULIMITS = new Set(['as', 'core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss', 'rtprio', 'rttime', 'sigpending', 'stack']);
+
 /**
- * Runs an ExecOp: prepares a writable snapshot for the root mount and for
- * every mount that produces an output, opens read-only views for the other
- * input mounts, runs the process through the Executor and commits the
+ * Runs an ExecOp: checks its entitlements, prepares a writable snapshot for
+ * the root mount and for every mount that produces an output, opens
+ * read-only views for the other input mounts, runs the process through the
+ * Executor (output streamed to the vertex's log as it comes) and commits the
  * output mounts when it exits with a valid code.
  */
-export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, executor: Executor): Promise<OpResult> {
+export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv): Promise<OpResult> {
   const meta = exec.meta;
   if (!meta || meta.args.length === 0) throw new InvalidArgumentError('exec op has no command', 'op');
   checkSupported(exec);
+  checkEntitlements(exec, env.granted, env.allowed);
+  const rlimits = meta.ulimits.map((u) => {
+    if (!ULIMITS.has(u.name)) throw new InvalidArgumentError(`unknown ulimit "${u.name}" (one of ${[...ULIMITS].join(', ')})`, 'ulimit');
+    return { name: u.name, soft: Number(u.soft), hard: Number(u.hard) };
+  });
   const rootMounts = exec.mounts.filter((m) => m.dest === '/');
   if (rootMounts.length !== 1) throw new InvalidArgumentError('exec op needs exactly one mount at /', 'op');
   const outputs = Math.max(0, ...exec.mounts.map((m) => Number(m.output) + 1));
@@ -65,29 +89,42 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, executor: Exec
     } catch (err) {
       throw OpFailure.wrap('failed to set up the process', err);
     }
-    const env = meta.env.some((e) => e.startsWith('PATH=')) ? [...meta.env] : [`PATH=${DEFAULT_PATH}`, ...meta.env];
+    const processEnv = meta.env.some((e) => e.startsWith('PATH=')) ? [...meta.env] : [`PATH=${DEFAULT_PATH}`, ...meta.env];
 
     // Keep log events in output order without blocking the process on the bus.
     let logs = Promise.resolve();
+    const tail = new OutputTail();
     const log = (stream: 1 | 2) => (chunk: Uint8Array) => {
       const copy = Uint8Array.from(chunk);
+      tail.push(copy);
       logs = logs.then(() => ctx.progress.log(stream, copy));
     };
-    const result = await executor.run(
-      {
-        rootfs,
-        readonlyRootfs: rootMount.readonly,
-        mounts: specMounts,
-        process: { args: [...meta.args], env, cwd, user },
-        network: exec.network === llb.NetMode.HOST ? 'host' : exec.network === llb.NetMode.NONE ? 'none' : 'sandbox',
-        hostname: meta.hostname || 'kiln',
-      },
-      { stdout: log(1), stderr: log(2), signal: ctx.signal },
-    );
+    const release = await env.limiter.acquire(ctx.signal);
+    let result;
+    try {
+      result = await env.executor.run(
+        {
+          rootfs,
+          readonlyRootfs: rootMount.readonly,
+          mounts: specMounts,
+          process: { args: [...meta.args], env: processEnv, cwd, user },
+          network: exec.network === llb.NetMode.HOST ? 'host' : exec.network === llb.NetMode.NONE ? 'none' : 'sandbox',
+          hostname: meta.hostname || 'kiln',
+          security: exec.security === llb.SecurityMode.INSECURE ? 'insecure' : 'sandbox',
+          rlimits,
+        },
+        { stdout: log(1), stderr: log(2), signal: ctx.signal },
+      );
+    } finally {
+      release();
+    }
     await logs;
     const valid = meta.validExitCodes.length > 0 ? meta.validExitCodes : [0];
     if (!valid.includes(result.exitCode)) {
-      throw new OpFailure(`process "${meta.args.join(' ')}" did not complete successfully: exit code: ${result.exitCode}`);
+      // The last lines of output travel as details.output (the CLI prints them above the error).
+      throw new OpFailure(`process "${meta.args.join(' ')}" did not complete successfully: exit code: ${result.exitCode}`, {
+        details: { exitCode: result.exitCode, output: tail.lines().join('\n') },
+      });
     }
 
     const out: string[] = new Array(outputs).fill('');
@@ -118,8 +155,6 @@ function checkSupported(exec: llb.ExecOp): void {
     }
   }
   if (exec.secretEnv.length > 0) throw new UnimplementedError('secret environment variables are not supported yet');
-  if (exec.security === llb.SecurityMode.INSECURE) throw new UnimplementedError('insecure (privileged) exec is not supported yet');
   if (meta.extraHosts.length > 0) throw new UnimplementedError('extra hosts are not supported yet');
-  if (meta.ulimits.length > 0) throw new UnimplementedError('ulimits are not supported yet');
   if (meta.cgroupParent) throw new UnimplementedError('cgroup parent is not supported yet');
 }

@@ -1,4 +1,4 @@
-import { KilnError } from '@kiln/common';
+import { KilnError, type ErrorDetails } from '@kiln/common';
 import { describeFsError } from '../fs/fs-util.js';
 
 /**
@@ -7,9 +7,13 @@ import { describeFsError } from '../fs/fs-util.js';
  * carrying the vertex digest.
  */
 export class OpFailure extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** Extra context for the VertexError (e.g. `output`: the last lines a failed process printed). */
+  readonly details: ErrorDetails;
+
+  constructor(message: string, options?: { cause?: unknown; details?: ErrorDetails }) {
     super(message, options);
     this.name = 'OpFailure';
+    this.details = options?.details ?? {};
   }
 
   /**

@@ -30,6 +30,7 @@ export function createWorkerServiceImpl(w: Worker): ServiceImpl<typeof worker.Wo
         op: req.op,
         inputRefs: req.inputRefs,
         description: req.description,
+        entitlements: req.entitlements,
         signal: ctx.signal,
       });
       return { outputRefs: res.outputRefs, contentDigests: res.contentDigests ?? [] };

@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { copyFile, lstat, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile, chmod, access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -6,7 +7,8 @@ import { create } from '@bufbuild/protobuf';
 import { events, llb } from '@kiln/api';
 import { KilnError, silentLogger, type Logger } from '@kiln/common';
 import { FileChain, local, marshalOp, digestOf, source, State } from '@kiln/llb';
-import type { PublishFn, SessionFiles, Worker } from '../worker.js';
+import type { Entitlement, PublishFn, SessionFiles, Worker } from '../worker.js';
+import { execOp } from './exec-op.js';
 import { createEventCollector, type CollectedEvent } from './events.js';
 import { execState } from './exec-state.js';
 import { createFakeSession, type FakeSession } from './fake-session.js';
@@ -20,6 +22,8 @@ export interface WorkerConformanceDeps {
   sessions: SessionFiles;
   publish: PublishFn;
   logger: Logger;
+  /** Entitlements the daemon permits (pass to WorkerOptions.allowedEntitlements); some cases ask for them. */
+  allowedEntitlements?: Entitlement[];
 }
 
 export interface WorkerConformanceOptions {
@@ -78,15 +82,24 @@ export function runWorkerConformance(
     afterAll(async () => {
       await rm(base, { recursive: true, force: true });
     });
+    let root: string;
+    const extraWorkers: Worker[] = [];
+    /** Another worker over the same session and events, e.g. on the same root or with other permissions. */
+    const newWorker = async (o: { root?: string; allowedEntitlements?: Entitlement[] } = {}): Promise<Worker> => {
+      const w = await makeWorker({ root: o.root ?? root, sessions: session.client, publish: collector.publish, logger: silentLogger(), allowedEntitlements: o.allowedEntitlements });
+      extraWorkers.push(w);
+      return w;
+    };
     beforeEach(async () => {
       session = createFakeSession({ context: { dir: contextDir }, ...(rootfsDir ? { rootfs: { dir: rootfsDir } } : {}) });
       collector = createEventCollector();
-      const root = path.join(base, `worker-${++n}`);
+      root = path.join(base, `worker-${++n}`);
       await mkdir(root);
       worker = await makeWorker({ root, sessions: session.client, publish: collector.publish, logger: silentLogger() });
     });
     afterEach(async () => {
       await worker.close();
+      for (const w of extraWorkers.splice(0)) await w.close();
     });
 
     const exportOf = async (ref: string | undefined): Promise<TarEntry[]> => {
@@ -415,6 +428,70 @@ export function runWorkerConformance(
         expect(err.message).toBe('process "/bin/sh -c exit 3" did not complete successfully: exit code: 3');
       });
 
+      it('puts the exit code and the last 10 lines of output in the error details of a failed step', async () => {
+        const err = await expectRunError(execState(rootfs(), ['/bin/sh', '-c', 'for i in $(seq 1 15); do echo line$i; done; exit 7']));
+        expect(err.message).toMatch(/did not complete successfully: exit code: 7$/);
+        expect(err.details).toMatchObject({ exitCode: 7, output: [6, 7, 8, 9, 10, 11, 12, 13, 14, 15].map((i) => `line${i}`).join('\n') });
+      });
+
+      it('resolves users by name with their supplementary groups; an explicit group drops them', async () => {
+        const probe = 'id -u > /tmp/u; id -g >> /tmp/u; id -G >> /tmp/u';
+        const named = await solveAndExport(execState(rootfs(), ['/bin/sh', '-c', probe], { user: 'app' }));
+        expect(byName(named, 'tmp/u').data.toString()).toBe('1000\n1001\n1001 2000\n');
+        const withGroup = await solveAndExport(execState(rootfs(), ['/bin/sh', '-c', probe], { user: 'app:extra' }));
+        expect(byName(withGroup, 'tmp/u').data.toString()).toBe('1000\n2000\n2000\n');
+        const err = await expectRunError(execState(rootfs(), ['/bin/true'], { user: 'nobody-here' }));
+        expect(err.message).toMatch(/unable to find user nobody-here/);
+      });
+
+      it('sets the env over a default PATH, and creates the working directory', async () => {
+        const entries = await solveAndExport(
+          execState(rootfs(), ['/bin/sh', '-c', 'echo "$PATH" > /tmp/env; echo "$A" >> /tmp/env; pwd >> /tmp/env; echo x > rel'], { env: ['A=one two'], cwd: '/work/deep' }),
+        );
+        expect(byName(entries, 'tmp/env').data.toString()).toBe('/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\none two\n/work/deep\n');
+        expect(byName(entries, 'work/deep/rel').data.toString()).toBe('x\n');
+        const own = await solveAndExport(execState(rootfs(), ['/bin/sh', '-c', 'echo "$PATH" > /tmp/env'], { env: ['PATH=/bin'] }));
+        expect(byName(own, 'tmp/env').data.toString()).toBe('/bin\n');
+      });
+
+      it('sandboxes a step: default capabilities, seccomp, read-only /sys, ulimits', async () => {
+        const probe = 'grep -E "^(CapEff|Seccomp):" /proc/self/status > /tmp/s; grep " /sys " /proc/mounts | cut -d" " -f4 | cut -d, -f1 >> /tmp/s; ulimit -n >> /tmp/s; hostname >> /tmp/s';
+        const entries = await solveAndExport(execOp(rootfs(), ['/bin/sh', '-c', probe], { ulimits: [{ name: 'nofile', soft: 2048, hard: 4096 }], hostname: 'box' }));
+        // Docker's and BuildKit's default capability set.
+        expect(byName(entries, 'tmp/s').data.toString()).toBe('CapEff:\t00000000a80425fb\nSeccomp:\t2\nro\n2048\nbox\n');
+        const err = await expectRunError(execOp(rootfs(), ['/bin/true'], { ulimits: [{ name: 'bogus', soft: 1, hard: 1 }] }));
+        expect(err.message).toMatch(/unknown ulimit "bogus"/);
+      });
+
+      it('refuses insecure and host-network steps unless the build and the daemon allow them', async () => {
+        const insecure = execOp(rootfs(), ['/bin/true'], { security: 'insecure' });
+        const host = execOp(rootfs(), ['/bin/true'], { network: 'host' });
+        const denied = async (w: Worker, s: State, entitlements: string[]) => {
+          const err = await solve(w, s, { entitlements }).catch((e: unknown) => e);
+          expect(err).toBeInstanceOf(KilnError);
+          return err as KilnError;
+        };
+        // The daemon permits nothing by default, whatever the build asks for.
+        expect(await denied(worker, insecure, ['security.insecure'])).toMatchObject({ code: 'permission_denied', message: expect.stringMatching(/security\.insecure.*daemon/) });
+        expect(await denied(worker, host, ['network.host'])).toMatchObject({ code: 'permission_denied', message: expect.stringMatching(/network\.host.*daemon/) });
+        const permissive = await newWorker({ root: path.join(root, 'permissive'), allowedEntitlements: ['security.insecure', 'network.host'] });
+        expect(await denied(permissive, insecure, [])).toMatchObject({ code: 'permission_denied', message: expect.stringContaining('--allow security.insecure') });
+        expect(await denied(permissive, host, ['security.insecure'])).toMatchObject({ code: 'permission_denied', message: expect.stringContaining('--allow network.host') });
+      });
+
+      it('runs an allowed insecure step privileged and a host-network step in the host namespace', async () => {
+        const permissive = await newWorker({ root: path.join(root, 'permissive'), allowedEntitlements: ['security.insecure', 'network.host'] });
+        const probe = 'grep -E "^(CapEff|Seccomp):" /proc/self/status > /tmp/s; grep " /sys " /proc/mounts | cut -d" " -f4 | cut -d, -f1 >> /tmp/s';
+        const priv = await readTar(permissive.exportRef((await solve(permissive, execOp(rootfs(), ['/bin/sh', '-c', probe], { security: 'insecure' }), { entitlements: ['security.insecure'] }))!));
+        // Every capability this (root) process may hand out, like docker run --privileged.
+        const bounding = /^CapBnd:\t(\w+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1];
+        expect(byName(priv, 'tmp/s').data.toString()).toBe(`CapEff:\t${bounding}\nSeccomp:\t0\nrw\n`);
+        const hostNet = await readTar(
+          permissive.exportRef((await solve(permissive, execOp(rootfs(), ['/bin/sh', '-c', 'ls /sys/class/net > /tmp/net'], { network: 'host' }), { entitlements: ['network.host'] }))!),
+        );
+        expect(byName(hostNet, 'tmp/net').data.toString().trim().split(/\s+/).sort()).toEqual(readdirSync('/sys/class/net').sort());
+      });
+
       it('mounts inputs read-only with a selector, and tmpfs', async () => {
         const s = execState(rootfs(), ['/bin/sh', '-c', 'cat /src/b.txt > /got && echo t > /scratch/t && ! echo x > /src/new'], {
           mounts: [
@@ -478,8 +555,9 @@ async function makeBusyboxRootfs(dir: string): Promise<string> {
   await chmod(path.join(dir, 'tmp'), 0o1777);
   await copyFile('/bin/busybox', path.join(dir, 'bin/busybox'));
   await chmod(path.join(dir, 'bin/busybox'), 0o755);
-  for (const applet of ['sh', 'cat', 'echo', 'mkdir', 'id', 'ls', 'sleep', 'true']) await symlink('busybox', path.join(dir, 'bin', applet));
-  await writeFile(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
-  await writeFile(path.join(dir, 'etc/group'), 'root:x:0:\n');
+  const applets = ['sh', 'cat', 'echo', 'mkdir', 'id', 'ls', 'sleep', 'true', 'grep', 'cut', 'seq', 'hostname', 'pwd', 'stat', 'nc', 'touch', 'test', 'env', 'wc'];
+  for (const applet of applets) await symlink('busybox', path.join(dir, 'bin', applet));
+  await writeFile(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n');
+  await writeFile(path.join(dir, 'etc/group'), 'root:x:0:\napp:x:1001:\nextra:x:2000:app\n');
   return dir;
 }

@@ -4,6 +4,8 @@ import type { Worker } from '../worker.js';
 export interface SolveOptions {
   buildId?: string;
   sessionId?: string;
+  /** Entitlements granted to the build (`--allow`). */
+  entitlements?: string[];
   signal?: AbortSignal;
 }
 
@@ -30,6 +32,7 @@ export async function solve(worker: Worker, state: State, opts: SolveOptions = {
           op: bytes,
           inputRefs,
           description: String(v.metadata.description ?? ''),
+          entitlements: opts.entitlements,
           signal: opts.signal,
         });
         produced.push(...res.outputRefs);

@@ -6,7 +6,8 @@
 // the solver for the length of a build. Over it the daemon pulls only the
 // context files a build reads and pushes local outputs back, so a client
 // behind NAT works. Other tiers reach the session through the relay RPCs
-// (FetchFiles, ReadFile, WriteFiles) on the solver, which hosts sessions.
+// (FetchFiles, ReadFile, WriteFiles, GetSecret, GetCredentials, ForwardSsh)
+// on the solver, which hosts sessions.
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
@@ -16,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/session/v1/session.proto.
  */
 export const file_kiln_session_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("Ch1raWxuL3Nlc3Npb24vdjEvc2Vzc2lvbi5wcm90bxIPa2lsbi5zZXNzaW9uLnYxIhkKCVNoYXJlZERpchIMCgRuYW1lGAEgASgJIiIKBk91dHB1dBIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJIm8KBUhlbGxvEhIKCnNlc3Npb25faWQYASABKAkSKAoEZGlycxgCIAMoCzIaLmtpbG4uc2Vzc2lvbi52MS5TaGFyZWREaXISKAoHb3V0cHV0cxgDIAMoCzIXLmtpbG4uc2Vzc2lvbi52MS5PdXRwdXQiKQoIQ2FsbERhdGESDwoHY2FsbF9pZBgBIAEoDRIMCgRkYXRhGAIgASgMIlwKCENhbGxEb25lEg8KB2NhbGxfaWQYASABKA0SDQoFZXJyb3IYAiABKAkSEgoKZXJyb3JfY29kZRgDIAEoCRINCgVmb3VuZBgEIAEoCBINCgVieXRlcxgFIAEoAyKVAQoNQXR0YWNoUmVxdWVzdBInCgVoZWxsbxgBIAEoCzIWLmtpbG4uc2Vzc2lvbi52MS5IZWxsb0gAEikKBGRhdGEYAiABKAsyGS5raWxuLnNlc3Npb24udjEuQ2FsbERhdGFIABIpCgRkb25lGAMgASgLMhkua2lsbi5zZXNzaW9uLnYxLkNhbGxEb25lSABCBQoDbXNnIngKCUZldGNoQ2FsbBIPCgdjYWxsX2lkGAEgASgNEhAKCGRpcl9uYW1lGAIgASgJEhgKEGluY2x1ZGVfcGF0dGVybnMYAyADKAkSGAoQZXhjbHVkZV9wYXR0ZXJucxgEIAMoCRIUCgxmb2xsb3dfcGF0aHMYBSADKAkiTgoIUmVhZENhbGwSDwoHY2FsbF9pZBgBIAEoDRIQCghkaXJfbmFtZRgCIAEoCRIMCgRwYXRoGAMgASgJEhEKCW1heF9ieXRlcxgEIAEoAyIwCgpXcml0ZUJlZ2luEg8KB2NhbGxfaWQYASABKA0SEQoJb3V0cHV0X2lkGAIgASgJIhoKB0NhbGxSZWYSDwoHY2FsbF9pZBgBIAEoDSIHCgVSZWFkeSLYAgoOQXR0YWNoUmVzcG9uc2USJwoFcmVhZHkYASABKAsyFi5raWxuLnNlc3Npb24udjEuUmVhZHlIABIrCgVmZXRjaBgCIAEoCzIaLmtpbG4uc2Vzc2lvbi52MS5GZXRjaENhbGxIABIpCgRyZWFkGAMgASgLMhkua2lsbi5zZXNzaW9uLnYxLlJlYWRDYWxsSAASMgoLd3JpdGVfYmVnaW4YBCABKAsyGy5raWxuLnNlc3Npb24udjEuV3JpdGVCZWdpbkgAEi8KCndyaXRlX2RhdGEYBSABKAsyGS5raWxuLnNlc3Npb24udjEuQ2FsbERhdGFIABItCgl3cml0ZV9lbmQYBiABKAsyGC5raWxuLnNlc3Npb24udjEuQ2FsbFJlZkgAEioKBmNhbmNlbBgHIAEoCzIYLmtpbG4uc2Vzc2lvbi52MS5DYWxsUmVmSABCBQoDbXNnIoMBChFGZXRjaEZpbGVzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhAKCGRpcl9uYW1lGAIgASgJEhgKEGluY2x1ZGVfcGF0dGVybnMYAyADKAkSGAoQZXhjbHVkZV9wYXR0ZXJucxgEIAMoCRIUCgxmb2xsb3dfcGF0aHMYBSADKAkiJwoSRmV0Y2hGaWxlc1Jlc3BvbnNlEhEKCXRhcl9jaHVuaxgBIAEoDCJYCg9SZWFkRmlsZVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIQCghkaXJfbmFtZRgCIAEoCRIMCgRwYXRoGAMgASgJEhEKCW1heF9ieXRlcxgEIAEoAyIvChBSZWFkRmlsZVJlc3BvbnNlEg0KBWZvdW5kGAEgASgIEgwKBGRhdGEYAiABKAwiOQoQV3JpdGVGaWxlc0hlYWRlchISCgpzZXNzaW9uX2lkGAEgASgJEhEKCW91dHB1dF9pZBgCIAEoCSJgChFXcml0ZUZpbGVzUmVxdWVzdBIzCgZoZWFkZXIYASABKAsyIS5raWxuLnNlc3Npb24udjEuV3JpdGVGaWxlc0hlYWRlckgAEg8KBWNodW5rGAIgASgMSABCBQoDbXNnIiMKEldyaXRlRmlsZXNSZXNwb25zZRINCgVieXRlcxgBIAEoAzLiAgoOU2Vzc2lvblNlcnZpY2USTQoGQXR0YWNoEh4ua2lsbi5zZXNzaW9uLnYxLkF0dGFjaFJlcXVlc3QaHy5raWxuLnNlc3Npb24udjEuQXR0YWNoUmVzcG9uc2UoATABElcKCkZldGNoRmlsZXMSIi5raWxuLnNlc3Npb24udjEuRmV0Y2hGaWxlc1JlcXVlc3QaIy5raWxuLnNlc3Npb24udjEuRmV0Y2hGaWxlc1Jlc3BvbnNlMAESTwoIUmVhZEZpbGUSIC5raWxuLnNlc3Npb24udjEuUmVhZEZpbGVSZXF1ZXN0GiEua2lsbi5zZXNzaW9uLnYxLlJlYWRGaWxlUmVzcG9uc2USVwoKV3JpdGVGaWxlcxIiLmtpbG4uc2Vzc2lvbi52MS5Xcml0ZUZpbGVzUmVxdWVzdBojLmtpbG4uc2Vzc2lvbi52MS5Xcml0ZUZpbGVzUmVzcG9uc2UoAWIGcHJvdG8z");
+  fileDesc("Ch1raWxuL3Nlc3Npb24vdjEvc2Vzc2lvbi5wcm90bxIPa2lsbi5zZXNzaW9uLnYxIhkKCVNoYXJlZERpchIMCgRuYW1lGAEgASgJIiIKBk91dHB1dBIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJIm8KBUhlbGxvEhIKCnNlc3Npb25faWQYASABKAkSKAoEZGlycxgCIAMoCzIaLmtpbG4uc2Vzc2lvbi52MS5TaGFyZWREaXISKAoHb3V0cHV0cxgDIAMoCzIXLmtpbG4uc2Vzc2lvbi52MS5PdXRwdXQiKQoIQ2FsbERhdGESDwoHY2FsbF9pZBgBIAEoDRIMCgRkYXRhGAIgASgMIlwKCENhbGxEb25lEg8KB2NhbGxfaWQYASABKA0SDQoFZXJyb3IYAiABKAkSEgoKZXJyb3JfY29kZRgDIAEoCRINCgVmb3VuZBgEIAEoCBINCgVieXRlcxgFIAEoAyLPAQoNQXR0YWNoUmVxdWVzdBInCgVoZWxsbxgBIAEoCzIWLmtpbG4uc2Vzc2lvbi52MS5IZWxsb0gAEikKBGRhdGEYAiABKAsyGS5raWxuLnNlc3Npb24udjEuQ2FsbERhdGFIABIpCgRkb25lGAMgASgLMhkua2lsbi5zZXNzaW9uLnYxLkNhbGxEb25lSAASOAoLY3JlZGVudGlhbHMYBCABKAsyIS5raWxuLnNlc3Npb24udjEuQ3JlZGVudGlhbHNSZXBseUgAQgUKA21zZyJFChBDcmVkZW50aWFsc1JlcGx5Eg8KB2NhbGxfaWQYASABKA0SEAoIdXNlcm5hbWUYAiABKAkSDgoGc2VjcmV0GAMgASgJIngKCUZldGNoQ2FsbBIPCgdjYWxsX2lkGAEgASgNEhAKCGRpcl9uYW1lGAIgASgJEhgKEGluY2x1ZGVfcGF0dGVybnMYAyADKAkSGAoQZXhjbHVkZV9wYXR0ZXJucxgEIAMoCRIUCgxmb2xsb3dfcGF0aHMYBSADKAkiTgoIUmVhZENhbGwSDwoHY2FsbF9pZBgBIAEoDRIQCghkaXJfbmFtZRgCIAEoCRIMCgRwYXRoGAMgASgJEhEKCW1heF9ieXRlcxgEIAEoAyIwCgpXcml0ZUJlZ2luEg8KB2NhbGxfaWQYASABKA0SEQoJb3V0cHV0X2lkGAIgASgJIhoKB0NhbGxSZWYSDwoHY2FsbF9pZBgBIAEoDSIHCgVSZWFkeSIpCgpTZWNyZXRDYWxsEg8KB2NhbGxfaWQYASABKA0SCgoCaWQYAiABKAkiMAoPQ3JlZGVudGlhbHNDYWxsEg8KB2NhbGxfaWQYASABKA0SDAoEaG9zdBgCIAEoCSImCgdTc2hPcGVuEg8KB2NhbGxfaWQYASABKA0SCgoCaWQYAiABKAkizAQKDkF0dGFjaFJlc3BvbnNlEicKBXJlYWR5GAEgASgLMhYua2lsbi5zZXNzaW9uLnYxLlJlYWR5SAASKwoFZmV0Y2gYAiABKAsyGi5raWxuLnNlc3Npb24udjEuRmV0Y2hDYWxsSAASKQoEcmVhZBgDIAEoCzIZLmtpbG4uc2Vzc2lvbi52MS5SZWFkQ2FsbEgAEjIKC3dyaXRlX2JlZ2luGAQgASgLMhsua2lsbi5zZXNzaW9uLnYxLldyaXRlQmVnaW5IABIvCgp3cml0ZV9kYXRhGAUgASgLMhkua2lsbi5zZXNzaW9uLnYxLkNhbGxEYXRhSAASLQoJd3JpdGVfZW5kGAYgASgLMhgua2lsbi5zZXNzaW9uLnYxLkNhbGxSZWZIABIqCgZjYW5jZWwYByABKAsyGC5raWxuLnNlc3Npb24udjEuQ2FsbFJlZkgAEi0KBnNlY3JldBgIIAEoCzIbLmtpbG4uc2Vzc2lvbi52MS5TZWNyZXRDYWxsSAASNwoLY3JlZGVudGlhbHMYCSABKAsyIC5raWxuLnNlc3Npb24udjEuQ3JlZGVudGlhbHNDYWxsSAASLAoIc3NoX29wZW4YCiABKAsyGC5raWxuLnNlc3Npb24udjEuU3NoT3BlbkgAEi0KCHNzaF9kYXRhGAsgASgLMhkua2lsbi5zZXNzaW9uLnYxLkNhbGxEYXRhSAASLQoJc3NoX2Nsb3NlGAwgASgLMhgua2lsbi5zZXNzaW9uLnYxLkNhbGxSZWZIAEIFCgNtc2cigwEKEUZldGNoRmlsZXNSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSEAoIZGlyX25hbWUYAiABKAkSGAoQaW5jbHVkZV9wYXR0ZXJucxgDIAMoCRIYChBleGNsdWRlX3BhdHRlcm5zGAQgAygJEhQKDGZvbGxvd19wYXRocxgFIAMoCSInChJGZXRjaEZpbGVzUmVzcG9uc2USEQoJdGFyX2NodW5rGAEgASgMIlgKD1JlYWRGaWxlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhAKCGRpcl9uYW1lGAIgASgJEgwKBHBhdGgYAyABKAkSEQoJbWF4X2J5dGVzGAQgASgDIi8KEFJlYWRGaWxlUmVzcG9uc2USDQoFZm91bmQYASABKAgSDAoEZGF0YRgCIAEoDCI5ChBXcml0ZUZpbGVzSGVhZGVyEhIKCnNlc3Npb25faWQYASABKAkSEQoJb3V0cHV0X2lkGAIgASgJImAKEVdyaXRlRmlsZXNSZXF1ZXN0EjMKBmhlYWRlchgBIAEoCzIhLmtpbG4uc2Vzc2lvbi52MS5Xcml0ZUZpbGVzSGVhZGVySAASDwoFY2h1bmsYAiABKAxIAEIFCgNtc2ciIwoSV3JpdGVGaWxlc1Jlc3BvbnNlEg0KBWJ5dGVzGAEgASgDIjIKEEdldFNlY3JldFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIKCgJpZBgCIAEoCSIwChFHZXRTZWNyZXRSZXNwb25zZRINCgVmb3VuZBgBIAEoCBIMCgRkYXRhGAIgASgMIjkKFUdldENyZWRlbnRpYWxzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEgwKBGhvc3QYAiABKAkiOgoWR2V0Q3JlZGVudGlhbHNSZXNwb25zZRIQCgh1c2VybmFtZRgBIAEoCRIOCgZzZWNyZXQYAiABKAkiMgoQRm9yd2FyZFNzaEhlYWRlchISCgpzZXNzaW9uX2lkGAEgASgJEgoKAmlkGAIgASgJIl8KEUZvcndhcmRTc2hSZXF1ZXN0EjMKBmhlYWRlchgBIAEoCzIhLmtpbG4uc2Vzc2lvbi52MS5Gb3J3YXJkU3NoSGVhZGVySAASDgoEZGF0YRgCIAEoDEgAQgUKA21zZyIiChJGb3J3YXJkU3NoUmVzcG9uc2USDAoEZGF0YRgBIAEoDDL0BAoOU2Vzc2lvblNlcnZpY2USTQoGQXR0YWNoEh4ua2lsbi5zZXNzaW9uLnYxLkF0dGFjaFJlcXVlc3QaHy5raWxuLnNlc3Npb24udjEuQXR0YWNoUmVzcG9uc2UoATABElcKCkZldGNoRmlsZXMSIi5raWxuLnNlc3Npb24udjEuRmV0Y2hGaWxlc1JlcXVlc3QaIy5raWxuLnNlc3Npb24udjEuRmV0Y2hGaWxlc1Jlc3BvbnNlMAESTwoIUmVhZEZpbGUSIC5raWxuLnNlc3Npb24udjEuUmVhZEZpbGVSZXF1ZXN0GiEua2lsbi5zZXNzaW9uLnYxLlJlYWRGaWxlUmVzcG9uc2USVwoKV3JpdGVGaWxlcxIiLmtpbG4uc2Vzc2lvbi52MS5Xcml0ZUZpbGVzUmVxdWVzdBojLmtpbG4uc2Vzc2lvbi52MS5Xcml0ZUZpbGVzUmVzcG9uc2UoARJSCglHZXRTZWNyZXQSIS5raWxuLnNlc3Npb24udjEuR2V0U2VjcmV0UmVxdWVzdBoiLmtpbG4uc2Vzc2lvbi52MS5HZXRTZWNyZXRSZXNwb25zZRJhCg5HZXRDcmVkZW50aWFscxImLmtpbG4uc2Vzc2lvbi52MS5HZXRDcmVkZW50aWFsc1JlcXVlc3QaJy5raWxuLnNlc3Npb24udjEuR2V0Q3JlZGVudGlhbHNSZXNwb25zZRJZCgpGb3J3YXJkU3NoEiIua2lsbi5zZXNzaW9uLnYxLkZvcndhcmRTc2hSZXF1ZXN0GiMua2lsbi5zZXNzaW9uLnYxLkZvcndhcmRTc2hSZXNwb25zZSgBMAFiBnByb3RvMw");
 
 /**
  * @generated from message kiln.session.v1.SharedDir
@@ -170,6 +171,8 @@ export type AttachRequest = Message<"kiln.session.v1.AttachRequest"> & {
     case: "hello";
   } | {
     /**
+     * Reply data of a call: file bytes, secret bytes, SSH agent bytes.
+     *
      * @generated from field: kiln.session.v1.CallData data = 2;
      */
     value: CallData;
@@ -180,6 +183,14 @@ export type AttachRequest = Message<"kiln.session.v1.AttachRequest"> & {
      */
     value: CallDone;
     case: "done";
+  } | {
+    /**
+     * Answer of a CredentialsCall (then `done`).
+     *
+     * @generated from field: kiln.session.v1.CredentialsReply credentials = 4;
+     */
+    value: CredentialsReply;
+    case: "credentials";
   } | { case: undefined; value?: undefined };
 };
 
@@ -189,6 +200,35 @@ export type AttachRequest = Message<"kiln.session.v1.AttachRequest"> & {
  */
 export const AttachRequestSchema: GenMessage<AttachRequest> = /*@__PURE__*/
   messageDesc(file_kiln_session_v1_session, 5);
+
+/**
+ * @generated from message kiln.session.v1.CredentialsReply
+ */
+export type CredentialsReply = Message<"kiln.session.v1.CredentialsReply"> & {
+  /**
+   * @generated from field: uint32 call_id = 1;
+   */
+  callId: number;
+
+  /**
+   * Both empty: no credentials for that host (anonymous).
+   *
+   * @generated from field: string username = 2;
+   */
+  username: string;
+
+  /**
+   * @generated from field: string secret = 3;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message kiln.session.v1.CredentialsReply.
+ * Use `create(CredentialsReplySchema)` to create a new message.
+ */
+export const CredentialsReplySchema: GenMessage<CredentialsReply> = /*@__PURE__*/
+  messageDesc(file_kiln_session_v1_session, 6);
 
 /**
  * @generated from message kiln.session.v1.FetchCall
@@ -229,7 +269,7 @@ export type FetchCall = Message<"kiln.session.v1.FetchCall"> & {
  * Use `create(FetchCallSchema)` to create a new message.
  */
 export const FetchCallSchema: GenMessage<FetchCall> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 6);
+  messageDesc(file_kiln_session_v1_session, 7);
 
 /**
  * @generated from message kiln.session.v1.ReadCall
@@ -261,7 +301,7 @@ export type ReadCall = Message<"kiln.session.v1.ReadCall"> & {
  * Use `create(ReadCallSchema)` to create a new message.
  */
 export const ReadCallSchema: GenMessage<ReadCall> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 7);
+  messageDesc(file_kiln_session_v1_session, 8);
 
 /**
  * @generated from message kiln.session.v1.WriteBegin
@@ -283,7 +323,7 @@ export type WriteBegin = Message<"kiln.session.v1.WriteBegin"> & {
  * Use `create(WriteBeginSchema)` to create a new message.
  */
 export const WriteBeginSchema: GenMessage<WriteBegin> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 8);
+  messageDesc(file_kiln_session_v1_session, 9);
 
 /**
  * @generated from message kiln.session.v1.CallRef
@@ -300,7 +340,7 @@ export type CallRef = Message<"kiln.session.v1.CallRef"> & {
  * Use `create(CallRefSchema)` to create a new message.
  */
 export const CallRefSchema: GenMessage<CallRef> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 9);
+  messageDesc(file_kiln_session_v1_session, 10);
 
 /**
  * @generated from message kiln.session.v1.Ready
@@ -313,7 +353,77 @@ export type Ready = Message<"kiln.session.v1.Ready"> & {
  * Use `create(ReadySchema)` to create a new message.
  */
 export const ReadySchema: GenMessage<Ready> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 10);
+  messageDesc(file_kiln_session_v1_session, 11);
+
+/**
+ * @generated from message kiln.session.v1.SecretCall
+ */
+export type SecretCall = Message<"kiln.session.v1.SecretCall"> & {
+  /**
+   * @generated from field: uint32 call_id = 1;
+   */
+  callId: number;
+
+  /**
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message kiln.session.v1.SecretCall.
+ * Use `create(SecretCallSchema)` to create a new message.
+ */
+export const SecretCallSchema: GenMessage<SecretCall> = /*@__PURE__*/
+  messageDesc(file_kiln_session_v1_session, 12);
+
+/**
+ * @generated from message kiln.session.v1.CredentialsCall
+ */
+export type CredentialsCall = Message<"kiln.session.v1.CredentialsCall"> & {
+  /**
+   * @generated from field: uint32 call_id = 1;
+   */
+  callId: number;
+
+  /**
+   * Registry host as in a reference ("docker.io", "localhost:5000").
+   *
+   * @generated from field: string host = 2;
+   */
+  host: string;
+};
+
+/**
+ * Describes the message kiln.session.v1.CredentialsCall.
+ * Use `create(CredentialsCallSchema)` to create a new message.
+ */
+export const CredentialsCallSchema: GenMessage<CredentialsCall> = /*@__PURE__*/
+  messageDesc(file_kiln_session_v1_session, 13);
+
+/**
+ * @generated from message kiln.session.v1.SshOpen
+ */
+export type SshOpen = Message<"kiln.session.v1.SshOpen"> & {
+  /**
+   * @generated from field: uint32 call_id = 1;
+   */
+  callId: number;
+
+  /**
+   * The --ssh id ("default" when empty).
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message kiln.session.v1.SshOpen.
+ * Use `create(SshOpenSchema)` to create a new message.
+ */
+export const SshOpenSchema: GenMessage<SshOpen> = /*@__PURE__*/
+  messageDesc(file_kiln_session_v1_session, 14);
 
 /**
  * @generated from message kiln.session.v1.AttachResponse
@@ -364,6 +474,42 @@ export type AttachResponse = Message<"kiln.session.v1.AttachResponse"> & {
      */
     value: CallRef;
     case: "cancel";
+  } | {
+    /**
+     * The client answers with `data` (the secret) and `done` (found).
+     *
+     * @generated from field: kiln.session.v1.SecretCall secret = 8;
+     */
+    value: SecretCall;
+    case: "secret";
+  } | {
+    /**
+     * @generated from field: kiln.session.v1.CredentialsCall credentials = 9;
+     */
+    value: CredentialsCall;
+    case: "credentials";
+  } | {
+    /**
+     * Opens a connection to the agent; bytes flow as ssh_data (to the
+     * agent) and `data` (from it); the client sends `done` when the agent
+     * closed, the daemon ssh_close when its side did.
+     *
+     * @generated from field: kiln.session.v1.SshOpen ssh_open = 10;
+     */
+    value: SshOpen;
+    case: "sshOpen";
+  } | {
+    /**
+     * @generated from field: kiln.session.v1.CallData ssh_data = 11;
+     */
+    value: CallData;
+    case: "sshData";
+  } | {
+    /**
+     * @generated from field: kiln.session.v1.CallRef ssh_close = 12;
+     */
+    value: CallRef;
+    case: "sshClose";
   } | { case: undefined; value?: undefined };
 };
 
@@ -372,7 +518,7 @@ export type AttachResponse = Message<"kiln.session.v1.AttachResponse"> & {
  * Use `create(AttachResponseSchema)` to create a new message.
  */
 export const AttachResponseSchema: GenMessage<AttachResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 11);
+  messageDesc(file_kiln_session_v1_session, 15);
 
 /**
  * @generated from message kiln.session.v1.FetchFilesRequest
@@ -409,7 +555,7 @@ export type FetchFilesRequest = Message<"kiln.session.v1.FetchFilesRequest"> & {
  * Use `create(FetchFilesRequestSchema)` to create a new message.
  */
 export const FetchFilesRequestSchema: GenMessage<FetchFilesRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 12);
+  messageDesc(file_kiln_session_v1_session, 16);
 
 /**
  * @generated from message kiln.session.v1.FetchFilesResponse
@@ -426,7 +572,7 @@ export type FetchFilesResponse = Message<"kiln.session.v1.FetchFilesResponse"> &
  * Use `create(FetchFilesResponseSchema)` to create a new message.
  */
 export const FetchFilesResponseSchema: GenMessage<FetchFilesResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 13);
+  messageDesc(file_kiln_session_v1_session, 17);
 
 /**
  * @generated from message kiln.session.v1.ReadFileRequest
@@ -458,7 +604,7 @@ export type ReadFileRequest = Message<"kiln.session.v1.ReadFileRequest"> & {
  * Use `create(ReadFileRequestSchema)` to create a new message.
  */
 export const ReadFileRequestSchema: GenMessage<ReadFileRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 14);
+  messageDesc(file_kiln_session_v1_session, 18);
 
 /**
  * @generated from message kiln.session.v1.ReadFileResponse
@@ -480,7 +626,7 @@ export type ReadFileResponse = Message<"kiln.session.v1.ReadFileResponse"> & {
  * Use `create(ReadFileResponseSchema)` to create a new message.
  */
 export const ReadFileResponseSchema: GenMessage<ReadFileResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 15);
+  messageDesc(file_kiln_session_v1_session, 19);
 
 /**
  * @generated from message kiln.session.v1.WriteFilesHeader
@@ -502,7 +648,7 @@ export type WriteFilesHeader = Message<"kiln.session.v1.WriteFilesHeader"> & {
  * Use `create(WriteFilesHeaderSchema)` to create a new message.
  */
 export const WriteFilesHeaderSchema: GenMessage<WriteFilesHeader> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 16);
+  messageDesc(file_kiln_session_v1_session, 20);
 
 /**
  * @generated from message kiln.session.v1.WriteFilesRequest
@@ -531,7 +677,7 @@ export type WriteFilesRequest = Message<"kiln.session.v1.WriteFilesRequest"> & {
  * Use `create(WriteFilesRequestSchema)` to create a new message.
  */
 export const WriteFilesRequestSchema: GenMessage<WriteFilesRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 17);
+  messageDesc(file_kiln_session_v1_session, 21);
 
 /**
  * @generated from message kiln.session.v1.WriteFilesResponse
@@ -548,7 +694,167 @@ export type WriteFilesResponse = Message<"kiln.session.v1.WriteFilesResponse"> &
  * Use `create(WriteFilesResponseSchema)` to create a new message.
  */
 export const WriteFilesResponseSchema: GenMessage<WriteFilesResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 18);
+  messageDesc(file_kiln_session_v1_session, 22);
+
+/**
+ * @generated from message kiln.session.v1.GetSecretRequest
+ */
+export type GetSecretRequest = Message<"kiln.session.v1.GetSecretRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message kiln.session.v1.GetSecretRequest.
+ * Use `create(GetSecretRequestSchema)` to create a new message.
+ */
+export const GetSecretRequestSchema: GenMessage<GetSecretRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_session_v1_session, 23);
+
+/**
+ * @generated from message kiln.session.v1.GetSecretResponse
+ */
+export type GetSecretResponse = Message<"kiln.session.v1.GetSecretResponse"> & {
+  /**
+   * @generated from field: bool found = 1;
+   */
+  found: boolean;
+
+  /**
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message kiln.session.v1.GetSecretResponse.
+ * Use `create(GetSecretResponseSchema)` to create a new message.
+ */
+export const GetSecretResponseSchema: GenMessage<GetSecretResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_session_v1_session, 24);
+
+/**
+ * @generated from message kiln.session.v1.GetCredentialsRequest
+ */
+export type GetCredentialsRequest = Message<"kiln.session.v1.GetCredentialsRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: string host = 2;
+   */
+  host: string;
+};
+
+/**
+ * Describes the message kiln.session.v1.GetCredentialsRequest.
+ * Use `create(GetCredentialsRequestSchema)` to create a new message.
+ */
+export const GetCredentialsRequestSchema: GenMessage<GetCredentialsRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_session_v1_session, 25);
+
+/**
+ * @generated from message kiln.session.v1.GetCredentialsResponse
+ */
+export type GetCredentialsResponse = Message<"kiln.session.v1.GetCredentialsResponse"> & {
+  /**
+   * Both empty: anonymous.
+   *
+   * @generated from field: string username = 1;
+   */
+  username: string;
+
+  /**
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message kiln.session.v1.GetCredentialsResponse.
+ * Use `create(GetCredentialsResponseSchema)` to create a new message.
+ */
+export const GetCredentialsResponseSchema: GenMessage<GetCredentialsResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_session_v1_session, 26);
+
+/**
+ * @generated from message kiln.session.v1.ForwardSshHeader
+ */
+export type ForwardSshHeader = Message<"kiln.session.v1.ForwardSshHeader"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * The --ssh id ("default" when empty).
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message kiln.session.v1.ForwardSshHeader.
+ * Use `create(ForwardSshHeaderSchema)` to create a new message.
+ */
+export const ForwardSshHeaderSchema: GenMessage<ForwardSshHeader> = /*@__PURE__*/
+  messageDesc(file_kiln_session_v1_session, 27);
+
+/**
+ * @generated from message kiln.session.v1.ForwardSshRequest
+ */
+export type ForwardSshRequest = Message<"kiln.session.v1.ForwardSshRequest"> & {
+  /**
+   * @generated from oneof kiln.session.v1.ForwardSshRequest.msg
+   */
+  msg: {
+    /**
+     * @generated from field: kiln.session.v1.ForwardSshHeader header = 1;
+     */
+    value: ForwardSshHeader;
+    case: "header";
+  } | {
+    /**
+     * @generated from field: bytes data = 2;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message kiln.session.v1.ForwardSshRequest.
+ * Use `create(ForwardSshRequestSchema)` to create a new message.
+ */
+export const ForwardSshRequestSchema: GenMessage<ForwardSshRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_session_v1_session, 28);
+
+/**
+ * @generated from message kiln.session.v1.ForwardSshResponse
+ */
+export type ForwardSshResponse = Message<"kiln.session.v1.ForwardSshResponse"> & {
+  /**
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message kiln.session.v1.ForwardSshResponse.
+ * Use `create(ForwardSshResponseSchema)` to create a new message.
+ */
+export const ForwardSshResponseSchema: GenMessage<ForwardSshResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_session_v1_session, 29);
 
 /**
  * @generated from service kiln.session.v1.SessionService
@@ -596,6 +902,40 @@ export const SessionService: GenService<{
     methodKind: "client_streaming";
     input: typeof WriteFilesRequestSchema;
     output: typeof WriteFilesResponseSchema;
+  },
+  /**
+   * GetSecret reads one secret the client exposes (`kiln build --secret`).
+   * Secrets never appear in logs, events or build history.
+   *
+   * @generated from rpc kiln.session.v1.SessionService.GetSecret
+   */
+  getSecret: {
+    methodKind: "unary";
+    input: typeof GetSecretRequestSchema;
+    output: typeof GetSecretResponseSchema;
+  },
+  /**
+   * GetCredentials asks the client for registry credentials for one host
+   * (from its ~/.docker/config.json: auths and credential helpers).
+   *
+   * @generated from rpc kiln.session.v1.SessionService.GetCredentials
+   */
+  getCredentials: {
+    methodKind: "unary";
+    input: typeof GetCredentialsRequestSchema;
+    output: typeof GetCredentialsResponseSchema;
+  },
+  /**
+   * ForwardSsh relays one connection to the client's SSH agent
+   * (`kiln build --ssh`): the first request is the header, then bytes flow
+   * both ways until either side ends its stream.
+   *
+   * @generated from rpc kiln.session.v1.SessionService.ForwardSsh
+   */
+  forwardSsh: {
+    methodKind: "bidi_streaming";
+    input: typeof ForwardSshRequestSchema;
+    output: typeof ForwardSshResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kiln_session_v1_session, 0);
