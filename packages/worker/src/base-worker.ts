@@ -285,10 +285,9 @@ export class BaseWorker implements Worker {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    // Snapshots of persistently retained refs outlive the process.
-    const kept = this.o.retainedRefs.persistedSnapshots();
-    const ids = new Set([...this.refs.clear(), ...this.layers.clear()].filter((id) => !kept.has(id)));
-    for (const id of ids) await this.snapshots.remove(id).catch(() => undefined);
+    // Layer snapshots persist (labeled by chain id) for the next worker on this root; so do those of persistently retained refs.
+    const kept = new Set([...this.layers.clear(), ...this.o.retainedRefs.persistedSnapshots()]);
+    for (const id of new Set(this.refs.clear())) if (!kept.has(id)) await this.snapshots.remove(id).catch(() => undefined);
     this.o.retainedRefs.close();
     await this.layerMaker?.close();
     await this.snapshots.close().catch(() => undefined);

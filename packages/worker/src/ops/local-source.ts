@@ -3,6 +3,7 @@ import { localAttrs } from '@kiln/llb';
 import { extractTar } from '../fs/untar.js';
 import type { SessionFiles } from '../worker.js';
 import { OpFailure } from './op-failure.js';
+import { treeContentDigest } from './content-digest.js';
 import { newSnapshotKey, type OpContext, type OpResult } from './op-context.js';
 
 export interface LocalSourceParams {
@@ -40,7 +41,6 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
       { signal: ac.signal },
     );
     const res = await extractTar(active.path, tarChunks(stream), {
-      contentDigest: true,
       signal: ctx.signal,
       logger: ctx.logger,
       onBytes: (n) => {
@@ -51,7 +51,14 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
       },
     });
     const id = await ctx.snapshotter.commit(key);
-    p.onContentDigest?.(res.contentDigest!);
+    if (p.onContentDigest) {
+      const view = await ctx.snapshotter.view(id);
+      try {
+        p.onContentDigest(treeContentDigest(view.path));
+      } finally {
+        await view.release();
+      }
+    }
     await ctx.progress.status({ id: statusId, name: statusId, current: res.bytes, startedMs, completedMs: Date.now() });
     return [id];
   } catch (err) {
