@@ -1,4 +1,6 @@
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { openRetainedRefs } from './retained-refs.js';
 import { InvalidArgumentError } from '@kiln/common';
 import { createDirectorySnapshotter, type Snapshotter } from '@kiln/snapshotter';
 import type { Executor } from './executor.js';
@@ -31,11 +33,13 @@ export function createBackendWorker(
 ): Worker {
   if (!options.root) throw new InvalidArgumentError('root must be set', 'root');
   const { root, ...rest } = options;
+  mkdirSync(root, { recursive: true });
   return createWorker({
     ...rest,
     backend,
     stateDir: options.stateDir ?? root,
     snapshotter: snapshots?.snapshotter ?? createDirectorySnapshotter({ root: path.join(root, 'snapshots') }),
+    retainedRefs: rest.retainedRefs ?? openRetainedRefs(path.join(root, 'retained-refs.db')),
     executor,
     labels: { 'kiln.executor': executorName, 'kiln.snapshotter': snapshots?.name ?? 'directory', ...options.labels },
   });
