@@ -68,6 +68,27 @@ describe('Dockerfile frontend through kiln build [topology=all-in-one, worker=oc
     expect(file('assets/docs/b.md')).toBe('# B\n');
   });
 
+  it('reads a --build-context directory through the session for COPY --from and RUN --mount', async () => {
+    const extra = mkdtempSync(join(tmpdir(), 'kiln-dockerfile-extra-'));
+    const dir = mkdtempSync(join(tmpdir(), 'kiln-dockerfile-named-'));
+    writeFileSync(join(extra, 'logo.txt'), 'logo\n');
+    copyFileSync(BUSYBOX, join(dir, 'busybox'));
+    writeFileSync(
+      join(dir, 'Dockerfile'),
+      'FROM scratch\nCOPY --chmod=0755 busybox /bin/busybox\nCOPY --from=extra logo.txt /logo.txt\nRUN --mount=from=extra,target=/mnt ["/bin/busybox", "cp", "/mnt/logo.txt", "/copied.txt"]\n',
+    );
+    const out = join(dir, 'out.tar');
+    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--build-context', `extra=${extra}`, '-o', `type=tar,dest=${out}`, dir]);
+    try {
+      expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+      expect(execFileSync('tar', ['-xOf', out, 'logo.txt'], { encoding: 'utf8' })).toBe('logo\n');
+      expect(execFileSync('tar', ['-xOf', out, 'copied.txt'], { encoding: 'utf8' })).toBe('logo\n');
+    } finally {
+      rmSync(extra, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('exits 1 naming the file, line and column with the source line for a bad Dockerfile', async () => {
     const bad = mkdtempSync(join(tmpdir(), 'kiln-dockerfile-bad-'));
     writeFileSync(join(bad, 'Dockerfile'), 'FROM scratch\nCOPY --chmown=1 a /a\n');

@@ -6,5 +6,8 @@ export {
   type OverlaySnapshotterOptions,
 } from './overlay/overlay-snapshotter.js';
 export { cleanRootPath, MAX_SYMLINKS, resolveInRoot, type ResolveInRootOptions } from './safe-path.js';
+export { applyLayer, type ApplyLayerOptions, type ApplyLayerResult } from './apply/apply-layer.js';
+export { decompressStream, sniffCompression, type LayerCompression } from './apply/decompress.js';
+export { extractTar, type ExtractOptions, type ExtractResult } from './apply/extract-tar.js';
 export { diffTrees, layerTarChunks, planTreeDiff, WHITEOUT_PREFIX, type LayerPart, type LayerPlan, type TreeDiffOptions } from './diff/tree-diff.js';
 export { readTreeXattrs, type TreeXattrs } from './diff/xattrs.js';

@@ -268,8 +268,9 @@ export class BaseWorker implements Worker {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const ids = new Set([...this.refs.clear(), ...this.layers.clear()]);
-    for (const id of ids) await this.snapshots.remove(id).catch(() => undefined);
+    // Layer snapshots persist (labeled by chain id) for the next worker on this root.
+    const layers = new Set(this.layers.clear());
+    for (const id of new Set(this.refs.clear())) if (!layers.has(id)) await this.snapshots.remove(id).catch(() => undefined);
     await this.layerMaker?.close();
     await this.snapshots.close().catch(() => undefined);
   }

@@ -33,6 +33,8 @@ export interface TarHeader {
   gname: string;
   devmajor: number;
   devminor: number;
+  /** Extended attributes from pax `SCHILY.xattr.NAME` records (read only; raw bytes). */
+  xattrs?: Record<string, Buffer>;
 }
 
 /**
@@ -222,6 +224,7 @@ export async function* readTarEntries(chunks: AsyncIterable<Uint8Array>): AsyncG
   const r = new ByteReader(chunks[Symbol.asyncIterator]());
   let globalPax: Record<string, string> = {};
   let pax: Record<string, string> = {};
+  let xattrs: Record<string, Buffer> | undefined;
   let longName: string | undefined;
   let longLink: string | undefined;
   try {
@@ -234,7 +237,11 @@ export async function* readTarEntries(chunks: AsyncIterable<Uint8Array>): AsyncG
       if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
         const data = await r.readExact(size);
         await r.readExact(paddingSize(size));
-        if (flag === 'x') pax = { ...pax, ...parsePax(data) };
+        if (flag === 'x') {
+          pax = { ...pax, ...parsePax(data) };
+          const found = paxXattrs(data);
+          if (found) xattrs = { ...xattrs, ...found };
+        }
         else if (flag === 'g') globalPax = { ...globalPax, ...parsePax(data) };
         else if (flag === 'L') longName = cString(data);
         else longLink = cString(data);
@@ -258,8 +265,10 @@ export async function* readTarEntries(chunks: AsyncIterable<Uint8Array>): AsyncG
         gname: attrs.gname ?? cString(block.subarray(297, 329)),
         devmajor: ustar ? readNumber(block, 329, 8) : 0,
         devminor: ustar ? readNumber(block, 337, 8) : 0,
+        ...(xattrs ? { xattrs } : {}),
       };
       pax = {};
+      xattrs = undefined;
       longName = longLink = undefined;
       if (!type) throw new TarFormatError(`unsupported tar entry type "${flag}" for ${h.name}`);
       const bodySize = h.type === 'file' || h.type === 'contiguous-file' ? h.size : 0;
@@ -319,18 +328,33 @@ function checkChecksum(block: Buffer): void {
 
 function parsePax(data: Buffer): Record<string, string> {
   const out: Record<string, string> = {};
+  for (const [key, value] of paxRecords(data)) out[key] = value.toString('utf8');
+  return out;
+}
+
+const XATTR_PREFIX = 'SCHILY.xattr.';
+
+/** The `SCHILY.xattr.*` records of a pax header, values as raw bytes (capabilities are binary). */
+function paxXattrs(data: Buffer): Record<string, Buffer> | undefined {
+  let out: Record<string, Buffer> | undefined;
+  for (const [key, value] of paxRecords(data)) {
+    if (key.startsWith(XATTR_PREFIX) && key.length > XATTR_PREFIX.length) (out ??= {})[key.slice(XATTR_PREFIX.length)] = value;
+  }
+  return out;
+}
+
+function* paxRecords(data: Buffer): Generator<[string, Buffer]> {
   let i = 0;
   while (i < data.length) {
     const sp = data.indexOf(0x20, i);
     if (sp < 0) break;
     const len = Number(data.subarray(i, sp).toString('latin1'));
     if (!Number.isInteger(len) || len <= 0 || i + len > data.length) throw new TarFormatError('invalid pax record');
-    const rec = data.subarray(sp + 1, i + len - 1).toString('utf8');
-    const eq = rec.indexOf('=');
-    if (eq > 0) out[rec.slice(0, eq)] = rec.slice(eq + 1);
+    const rec = data.subarray(sp + 1, i + len - 1);
+    const eq = rec.indexOf(0x3d);
+    if (eq > 0) yield [rec.subarray(0, eq).toString('utf8'), rec.subarray(eq + 1)];
     i += len;
   }
-  return out;
 }
 
 function isZero(b: Buffer): boolean {

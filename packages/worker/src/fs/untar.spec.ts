@@ -136,13 +136,14 @@ describe('layer helpers', () => {
     expect(chainIdOf(a, b)).not.toBe(chainIdOf(b, a));
   });
 
-  it('knows tar, gzip and refuses zstd by media type', () => {
+  it('knows tar, gzip and zstd by media type and refuses others', () => {
     expect(layerCompression('application/vnd.oci.image.layer.v1.tar')).toBe('none');
     expect(layerCompression('application/vnd.oci.image.layer.v1.tar+gzip')).toBe('gzip');
     expect(layerCompression('application/vnd.docker.image.rootfs.diff.tar.gzip')).toBe('gzip');
     expect(layerCompression('application/vnd.oci.image.layer.nondistributable.v1.tar+gzip')).toBe('gzip');
-    expect(() => layerCompression('application/vnd.oci.image.layer.v1.tar+zstd')).toThrow(
-      expect.objectContaining({ code: 'unimplemented', message: expect.stringContaining('application/vnd.oci.image.layer.v1.tar+zstd') }),
+    expect(layerCompression('application/vnd.oci.image.layer.v1.tar+zstd')).toBe('zstd');
+    expect(() => layerCompression('application/vnd.oci.image.layer.v1.tar+lz4')).toThrow(
+      expect.objectContaining({ code: 'unimplemented', message: expect.stringContaining('application/vnd.oci.image.layer.v1.tar+lz4') }),
     );
   });
 });

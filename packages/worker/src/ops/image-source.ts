@@ -1,6 +1,4 @@
 import { createHash } from 'node:crypto';
-import { Readable, pipeline } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import { CanceledError, KilnError, UnimplementedError } from '@kiln/common';
 import {
   formatReference,
@@ -11,8 +9,7 @@ import {
   type Reference,
   type RegistryClient,
 } from '@kiln/registry';
-import type { Snapshotter } from '@kiln/snapshotter';
-import { extractTar } from '../fs/untar.js';
+import { applyLayer as applyLayerTar, type Snapshotter } from '@kiln/snapshotter';
 import { teeToStore, type ContentClient } from '../layers/content-blobs.js';
 import type { BaseLayer } from '../layers/lineage.js';
 import { OpFailure } from './op-failure.js';
@@ -21,7 +18,9 @@ import { newSnapshotKey, type OpContext, type OpResult } from './op-context.js';
 /**
  * The committed snapshots of image layers this worker has applied, by OCI
  * chain id. The store owns them (refs to them never remove them); concurrent
- * pulls of one chain apply it once.
+ * pulls of one chain apply it once. Each is committed with the label
+ * `layerLabel(chainId)`, so a worker restarted on the same snapshotter root
+ * finds its layers again instead of fetching them.
  */
 export class LayerStore {
   private readonly chains = new Map<string, Promise<string>>();
@@ -52,10 +51,11 @@ export class LayerStore {
         if (signal?.aborted || !isCancel(err)) throw err;
       }
     }
-    const p = apply().then((id) => {
+    const p = (async () => {
+      const id = (await this.snapshotter.byLabel(layerLabel(chainId))) ?? (await apply());
       this.owned.add(id);
       return id;
-    });
+    })();
     this.chains.set(chainId, p);
     p.catch(() => {
       if (this.chains.get(chainId) === p) this.chains.delete(chainId);
@@ -76,7 +76,7 @@ export class LayerStore {
     this.diffIds.set(configDigest, ids);
   }
 
-  /** Forgets every layer and returns their snapshot ids (for removal at close). */
+  /** Forgets every layer and returns their snapshot ids (which persist: not for removal). */
   clear(): string[] {
     const ids = [...this.owned];
     this.owned.clear();
@@ -84,6 +84,11 @@ export class LayerStore {
     this.diffIds.clear();
     return ids;
   }
+}
+
+/** The snapshot label of the layer snapshot of `chainId` (or "empty" for an image without layers). */
+export function layerLabel(chainId: string): string {
+  return `image-layer:${chainId}`;
 }
 
 function isCancel(err: unknown): boolean {
@@ -109,14 +114,12 @@ export function chainIdOf(parent: string | undefined, diffId: string): string {
   return `sha256:${createHash('sha256').update(`${parent} ${diffId}`).digest('hex')}`;
 }
 
-type Compression = 'none' | 'gzip';
+type Compression = 'none' | 'gzip' | 'zstd';
 
-/** How a layer of `mediaType` is compressed; UnimplementedError for zstd and unknown types. */
+/** How a layer of `mediaType` is compressed; UnimplementedError for unknown types. */
 export function layerCompression(mediaType: string): Compression {
   const t = mediaType.toLowerCase();
-  if (t.endsWith('+zstd') || t.endsWith('.zstd')) {
-    throw new UnimplementedError(`layer media type ${mediaType} (zstd) is not supported`, { mediaType });
-  }
+  if (t.endsWith('+zstd') || t.endsWith('.zstd')) return 'zstd';
   if (t.endsWith('+gzip') || t.endsWith('.tar.gzip') || t.endsWith('.tar.gz')) return 'gzip';
   if (t.endsWith('.tar') || t.endsWith('.v1.tar')) return 'none';
   throw new UnimplementedError(`layer media type ${mediaType} is not supported`, { mediaType });
@@ -165,7 +168,7 @@ export async function runImageSource(ctx: OpContext, p: ImageSourceParams): Prom
       parent = await p.layers.get(
         chainIds[i]!,
         async () => {
-          const id = await applyLayer(ctx, p.registry, ref, layer, diffIds[i]!, below, onBytes, p.content);
+          const id = await applyLayer(ctx, p.registry, ref, layer, diffIds[i]!, below, onBytes, chainIds[i]!, p.content);
           const { digest, size, mediaType } = layer;
           p.onBaseLayer?.(id, { digest, size, mediaType, diffId: diffIds[i]!, fetch: (signal) => p.registry.fetch(ref, layer, signal) });
           return id;
@@ -205,7 +208,7 @@ async function emptySnapshot(ctx: OpContext): Promise<string> {
   const key = newSnapshotKey(ctx.digest, 'image-empty');
   await ctx.snapshotter.prepare(key, undefined, { signal: ctx.signal });
   try {
-    return await ctx.snapshotter.commit(key);
+    return await ctx.snapshotter.commit(key, { label: layerLabel('empty') });
   } catch (err) {
     await ctx.snapshotter.remove(key).catch(() => undefined);
     throw err;
@@ -221,42 +224,25 @@ async function applyLayer(
   diffId: string,
   parent: string | undefined,
   onBytes: (n: number) => void,
+  chainId: string,
   content: ContentClient | undefined,
 ): Promise<string> {
-  const compression = layerCompression(layer.mediaType);
   const key = newSnapshotKey(ctx.digest, 'layer');
   const active = await ctx.snapshotter.prepare(key, parent, { signal: ctx.signal });
   try {
     const compressed = teeToStore(counted(registry.fetch(ref, layer, ctx.signal), onBytes), content, layer, ctx.logger);
-    const tar = compression === 'gzip' ? gunzip(compressed) : compressed;
-    const hash = createHash('sha256');
-    const it = tar[Symbol.asyncIterator]();
-    async function* hashed(): AsyncGenerator<Uint8Array> {
-      for (;;) {
-        const r = await it.next();
-        if (r.done) return;
-        hash.update(r.value);
-        yield r.value;
-      }
-    }
+    let got: string;
     try {
-      await extractTar(active.path, hashed(), { signal: ctx.signal, logger: ctx.logger, whiteouts: true });
-      // The diff id covers the whole stream, including what follows the end-of-archive blocks.
-      for (;;) {
-        const r = await it.next();
-        if (r.done) break;
-        hash.update(r.value);
-      }
+      // Compression is told by the bytes, not the media type: registries mislabel layers.
+      got = (await applyLayerTar(active.path, compressed, { signal: ctx.signal, logger: ctx.logger })).diffId;
     } catch (err) {
-      await it.return?.();
       if (err instanceof KilnError) throw err;
       throw OpFailure.wrap(`failed to apply layer ${layer.digest} of ${formatReference(ref)}`, err);
     }
-    const got = `sha256:${hash.digest('hex')}`;
     if (got !== diffId) {
       throw new OpFailure(`failed to apply layer ${layer.digest} of ${formatReference(ref)}: uncompressed digest ${got} does not match diff id ${diffId}`);
     }
-    return await ctx.snapshotter.commit(key);
+    return await ctx.snapshotter.commit(key, { label: layerLabel(chainId) });
   } catch (err) {
     await ctx.snapshotter.remove(key).catch(() => undefined);
     throw err;
@@ -268,11 +254,4 @@ async function* counted(src: AsyncIterable<Uint8Array>, onBytes: (n: number) => 
     onBytes(chunk.byteLength);
     yield chunk;
   }
-}
-
-/** Gunzips a stream; breaking off the iteration closes the source. */
-function gunzip(src: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
-  const z = createGunzip();
-  pipeline(Readable.from(src), z, () => undefined); // an error destroys `z` with it, surfacing in the iteration
-  return z;
 }
