@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -115,6 +116,23 @@ describe('getLayers', () => {
     expect(third).toEqual(first);
     expect(store.writes).toBe(writes + 1);
     expect(store.blobs.has(first[1]!.digest)).toBe(true);
+  });
+
+  it('makes a layer once for concurrent calls, and stops on cancellation leaving no staged files', async () => {
+    const w = newWorker();
+    const ref = (await solve(w, build()))!;
+    const [a, b] = await Promise.all([w.getLayers(ref, { lease: 'x' }), w.getLayers(ref, { lease: 'y' })]);
+    expect(b).toEqual(a);
+    expect(store.writes).toBe(3);
+    expect([...store.leases.get('y')!].sort()).toEqual(a.map((l) => l.digest).sort());
+    const ac = new AbortController();
+    const p = w.getLayers(ref, { compression: 'zstd', signal: ac.signal });
+    ac.abort();
+    await expect(p).rejects.toMatchObject({ code: 'canceled' });
+    const tmp = path.join(root, `state-${workers.length - 1}`, 'layers', 'tmp');
+    expect(existsSync(tmp) ? readdirSync(tmp) : []).toEqual([]);
+    // the worker still works after a canceled call
+    expect((await w.getLayers(ref, { compression: 'zstd' })).length).toBe(3);
   });
 
   it('leaves empty diffs out', async () => {

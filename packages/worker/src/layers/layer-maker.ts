@@ -136,7 +136,8 @@ export class LayerMaker {
         return v;
       } catch (err) {
         // Another caller's cancellation: try again with our own signal.
-        if (req.signal?.aborted || !(err instanceof CanceledError)) throw err;
+        const canceled = err instanceof CanceledError || (err instanceof Error && err.name === 'AbortError');
+        if (req.signal?.aborted || !canceled) throw err;
         if (this.inflight.get(key) === p) this.inflight.delete(key);
       }
     }
