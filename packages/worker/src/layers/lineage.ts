@@ -119,13 +119,15 @@ export class LineageSnapshotter implements Snapshotter {
     return this.inner.close();
   }
 
-  /** The snapshots `id` was built from, root first, ending with `id`; empty when `id` is unknown. */
+  /**
+   * The snapshots `id` was built from, root first, ending with `id`. A
+   * snapshot this wrapper did not see committed (e.g. an image layer found
+   * by label after a restart) has no known parent: its chain is just itself,
+   * so its layer is its whole tree.
+   */
   chain(id: string): string[] {
-    const out: string[] = [];
-    for (let cur: string | undefined = id; cur !== undefined; cur = this.nodes.get(cur)?.parent) {
-      if (!this.nodes.has(cur)) break;
-      out.push(cur);
-    }
+    const out = [id];
+    for (let cur = this.nodes.get(id)?.parent; cur !== undefined && this.nodes.has(cur); cur = this.nodes.get(cur)?.parent) out.push(cur);
     return out.reverse();
   }
 
