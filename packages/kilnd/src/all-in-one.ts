@@ -67,6 +67,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     workers,
     content: async () => createKilnClient(content.ContentService, transport),
     maxParallelism: opts.maxParallelism,
+    root: join(opts.root, 'solver'),
     tiers: ['solver', 'frontend', 'content', `worker-${opts.worker}`, 'exporters'],
   });
 

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
+import { resolve } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { parse as parseYaml } from 'yaml';
 import { InvalidArgumentError, parseAddress, parseByteSize, parseDuration, type Address } from '@kiln/common';
@@ -127,7 +129,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     gc,
     entitlements,
     maxParallelExecs,
-    id: pick('id') ?? `${hostname()}-${process.pid}`,
+    id: pick('id') ?? defaultId(root, tier),
     maxParallelism: mp,
     logLevel: file['log-level'],
   };
@@ -180,6 +182,14 @@ function compileRegistryConfig(raw: ConfigFile['registry']): DaemonOptions['regi
     for (const [host, list] of Object.entries(raw.mirrors)) mirrors[host] = strings(list, `registry.mirrors."${host}"`);
   }
   return { insecure, mirrors };
+}
+
+/**
+ * Stable across restarts on the same root (the solver cache names workers by
+ * id), distinct for different roots and tiers on one host.
+ */
+function defaultId(root: string, tier: string): string {
+  return `${hostname()}-${createHash('sha256').update(`${resolve(root)}\0${tier}`).digest('hex').slice(0, 8)}`;
 }
 
 function compileGcConfig(raw: ConfigFile['gc']): GcPolicyOptions | undefined {

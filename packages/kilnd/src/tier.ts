@@ -58,6 +58,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         workers,
         content: directoryClient(directory, 'content', content.ContentService, 5_000),
         maxParallelism: opts.maxParallelism,
+        root: join(opts.root, 'solver'),
         tiers: ['solver'],
       });
       closers.push(() => solver.close());

@@ -99,9 +99,12 @@ export interface Kilnd extends DaemonProcess {
   readonly root: string;
 }
 
-/** Starts the all-in-one daemon on a unix socket in a temp root (removed on stop). */
-export async function startKilnd(opts: { worker?: 'oci' | 'containerd' } = {}): Promise<Kilnd> {
-  const root = mkdtempSync(join(tmpdir(), 'kiln-e2e-'));
+/**
+ * Starts the all-in-one daemon on a unix socket in a temp root (removed on
+ * stop), or in `root` (kept on stop, so a test can restart on the same state).
+ */
+export async function startKilnd(opts: { worker?: 'oci' | 'containerd'; root?: string } = {}): Promise<Kilnd> {
+  const root = opts.root ?? mkdtempSync(join(tmpdir(), 'kiln-e2e-'));
   const sock = join(root, 'kiln.sock');
   const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`, '--worker', opts.worker ?? 'oci']);
   await waitFor('its socket', () => existsSync(sock) && canConnect({ path: sock }), handle, proc);
@@ -111,7 +114,7 @@ export async function startKilnd(opts: { worker?: 'oci' | 'containerd' } = {}): 
     root,
     async stop() {
       await handle.stop();
-      rmSync(root, { recursive: true, force: true });
+      if (!opts.root) rmSync(root, { recursive: true, force: true });
     },
   };
 }

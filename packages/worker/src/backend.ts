@@ -1,4 +1,6 @@
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { openRetainedRefs } from './retained-refs.js';
 import { InvalidArgumentError } from '@kiln/common';
 import { createDirectorySnapshotter } from '@kiln/snapshotter';
 import type { Executor } from './executor.js';
@@ -18,11 +20,13 @@ export interface BackendWorkerOptions extends Omit<WorkerOptions, 'backend' | 's
 export function createBackendWorker(options: BackendWorkerOptions, backend: WorkerBackend, executor: Executor, executorName: string): Worker {
   if (!options.root) throw new InvalidArgumentError('root must be set', 'root');
   const { root, ...rest } = options;
+  mkdirSync(root, { recursive: true });
   return createWorker({
     ...rest,
     backend,
     stateDir: options.stateDir ?? root,
     snapshotter: createDirectorySnapshotter({ root: path.join(root, 'snapshots') }),
+    retainedRefs: rest.retainedRefs ?? openRetainedRefs(path.join(root, 'retained-refs.db')),
     executor,
     labels: { 'kiln.executor': executorName, 'kiln.snapshotter': 'directory', ...options.labels },
   });

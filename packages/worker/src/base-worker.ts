@@ -29,7 +29,7 @@ import type { OpContext, OpResult } from './ops/op-context.js';
 import { OpFailure, reasonOf } from './ops/op-failure.js';
 import { VertexProgress } from './progress.js';
 import { RefTable } from './refs.js';
-import type { CompiledWorkerOptions, GetLayersOptions, LayerDescriptor, RunRequest, RunResult, Worker, WorkerDescription } from './worker.js';
+import type { CompiledWorkerOptions, GetLayersOptions, LayerDescriptor, RefUsage, RunRequest, RunResult, Worker, WorkerDescription } from './worker.js';
 
 /** The one Worker implementation; backends differ in the options only. */
 export class BaseWorker implements Worker {
@@ -58,6 +58,8 @@ export class BaseWorker implements Worker {
     this.cacheMounts = new CacheMounts(o.execStateDir);
     // Secret tmpfs mounts a killed daemon left behind; exec ops wait for this.
     this.reaped = reapSecretDirs(o.execStateDir).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale secret mounts'));
+    // Refs retained before a restart come back under their ids, one reference per owner.
+    for (const r of o.retainedRefs.persisted()) this.refs.adopt(r.ref, r.snapshotId);
   }
 
   async describe(): Promise<WorkerDescription> {
@@ -112,8 +114,9 @@ export class BaseWorker implements Worker {
       };
       logger.debug({ kind: op.op.case, description: req.description }, 'running op');
       let ids: OpResult;
+      let contentDigest: string | undefined;
       try {
-        ids = await this.dispatch(ctx, op, req);
+        ids = await this.dispatch(ctx, op, req, (d) => (contentDigest = d));
       } catch (err) {
         throw this.runError(err, op, req);
       }
@@ -127,13 +130,13 @@ export class BaseWorker implements Worker {
       }
       const outputRefs = ids.map((id) => this.refs.add(id));
       if (dedupKey !== undefined) this.refs.remember(dedupKey, outputRefs);
-      return { outputRefs };
+      return contentDigest === undefined ? { outputRefs } : { outputRefs, contentDigests: outputRefs.map(() => contentDigest!) };
     } finally {
       await this.release(held);
     }
   }
 
-  private async dispatch(ctx: OpContext, op: llb.Op, req: RunRequest): Promise<OpResult> {
+  private async dispatch(ctx: OpContext, op: llb.Op, req: RunRequest, onContentDigest: (digest: string) => void): Promise<OpResult> {
     switch (op.op.case) {
       case 'source': {
         const { identifier, attrs } = op.op.value;
@@ -144,6 +147,7 @@ export class BaseWorker implements Worker {
             sessions: this.o.sessions,
             sessionId: req.sessionId,
             progressIntervalMs: this.o.progressIntervalMs,
+            onContentDigest,
           });
         }
         if (identifier.startsWith('docker-image://')) {
@@ -265,12 +269,39 @@ export class BaseWorker implements Worker {
     }
   }
 
+  async retain(refs: readonly string[], owner: string, opts: { ephemeral?: boolean } = {}): Promise<{ missing: string[] }> {
+    if (!owner) throw new InvalidArgumentError('retain needs an owner', 'owner');
+    const missing: string[] = [];
+    for (const ref of refs) {
+      const id = this.refs.snapshotOf(ref);
+      if (id === undefined) missing.push(ref);
+      else if (this.o.retainedRefs.add(ref, id, owner, opts.ephemeral ?? false)) this.refs.acquire(ref);
+    }
+    return { missing };
+  }
+
+  async drop(refs: readonly string[], owner: string): Promise<void> {
+    const released = refs.filter((ref) => this.o.retainedRefs.remove(ref, owner));
+    await this.release(released);
+  }
+
+  async refUsage(refs: readonly string[]): Promise<RefUsage[]> {
+    const out: RefUsage[] = [];
+    for (const ref of refs) {
+      const id = this.refs.snapshotOf(ref);
+      const usage = id === undefined ? undefined : await this.snapshots.usage(id).catch(() => undefined);
+      out.push({ ref, found: usage !== undefined, sizeBytes: usage?.sizeBytes ?? 0, owners: this.o.retainedRefs.owners(ref) });
+    }
+    return out;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    // Layer snapshots persist (labeled by chain id) for the next worker on this root.
-    const layers = new Set(this.layers.clear());
-    for (const id of new Set(this.refs.clear())) if (!layers.has(id)) await this.snapshots.remove(id).catch(() => undefined);
+    // Layer snapshots persist (labeled by chain id) for the next worker on this root; so do those of persistently retained refs.
+    const kept = new Set([...this.layers.clear(), ...this.o.retainedRefs.persistedSnapshots()]);
+    for (const id of new Set(this.refs.clear())) if (!kept.has(id)) await this.snapshots.remove(id).catch(() => undefined);
+    this.o.retainedRefs.close();
     await this.layerMaker?.close();
     await this.snapshots.close().catch(() => undefined);
   }

@@ -5,6 +5,7 @@ export {
   hostPlatform,
   type CompiledWorkerOptions,
   type PublishFn,
+  type RefUsage,
   type RunRequest,
   type RunResult,
   ENTITLEMENTS,
@@ -24,3 +25,4 @@ export { createWorkerServiceImpl } from './rpc/worker-service.js';
 export { buildSubject } from './progress.js';
 export { DEFAULT_PATH } from './ops/exec-op.js';
 export { createBackendWorker, type BackendWorkerOptions } from './backend.js';
+export { openRetainedRefs, type RetainedRefs } from './retained-refs.js';

@@ -38,6 +38,13 @@ export class RefTable {
     return [...refs];
   }
 
+  /** Takes one reference to `ref` naming `snapshotId` (restoring a ref persisted before a restart). */
+  adopt(ref: string, snapshotId: string): void {
+    const e = this.refs.get(ref);
+    if (e) e.count++;
+    else this.refs.set(ref, { snapshotId, count: 1 });
+  }
+
   snapshotOf(ref: string): string | undefined {
     return this.refs.get(ref)?.snapshotId;
   }

@@ -7,6 +7,7 @@ import { createRegistryClient, type RegistryClient } from '@kiln/registry';
 import type { Snapshotter } from '@kiln/snapshotter';
 import type { Executor } from './executor.js';
 import { BaseWorker } from './base-worker.js';
+import { openRetainedRefs, type RetainedRefs } from './retained-refs.js';
 import type { ContentClient } from './layers/content-blobs.js';
 import type { LayerDescriptor } from './layers/layer-maker.js';
 import type { LayerCompression } from './layers/media-types.js';
@@ -64,6 +65,22 @@ export interface Worker {
    * retried release is harmless.
    */
   release(refs: readonly string[]): Promise<void>;
+
+  /**
+   * Keeps `refs` alive for `owner` until `drop`: each gets one reference
+   * for the owner, so builds releasing the ref do not remove its snapshot.
+   * A persistent retention (not `ephemeral`) is written to disk, and the ref
+   * comes back under the same id after the worker restarts; its snapshot is
+   * never removed by `close`. Retaining a ref twice for one owner is a no-op.
+   * Returns the refs this worker does not know (nothing is retained for them).
+   */
+  retain(refs: readonly string[], owner: string, opts?: { ephemeral?: boolean }): Promise<{ missing: string[] }>;
+
+  /** Ends `owner`'s retention of `refs` (as `release` of its reference). Unknown refs and owners are ignored. */
+  drop(refs: readonly string[], owner: string): Promise<void>;
+
+  /** Disk usage and owners of refs' snapshots; unknown refs come back with `found: false`. */
+  refUsage(refs: readonly string[]): Promise<RefUsage[]>;
 
   /**
    * The layer chain of `ref` as blobs in the content store, base first: the
@@ -125,6 +142,19 @@ export interface RunRequest {
 export interface RunResult {
   /** One ref per op output, by output index. */
   outputRefs: string[];
+  /**
+   * Per output, a digest of the content a local source received (paths,
+   * types, modes, owners, link targets, file contents; never mtimes), or ''
+   * when the op has none. Absent for ops other than local sources.
+   */
+  contentDigests?: string[];
+}
+
+export interface RefUsage {
+  ref: string;
+  found: boolean;
+  sizeBytes: number;
+  owners: string[];
 }
 
 export interface WorkerDescription {
@@ -244,14 +274,17 @@ export interface WorkerOptions {
   stateDir?: string;
   /** Threads that compress layers at once. Default: the number of cores. */
   layerThreads?: number;
+  /** Where ref retentions are kept. Default: in memory (retained refs do not survive a restart). */
+  retainedRefs?: RetainedRefs;
 }
 
 /** WorkerOptions with every default applied. */
-export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'content' | 'stateDir' | 'allowedEntitlements'>> {
+export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'content' | 'stateDir' | 'allowedEntitlements' | 'retainedRefs'>> {
   platforms: WorkerPlatform[];
   labels: Record<string, string>;
   content?: ContentClient;
   stateDir?: string;
+  retainedRefs: RetainedRefs;
   /** Where exec state lives: `<stateDir>/exec`, or a temp dir without a stateDir. */
   execStateDir: string;
   allowedEntitlements: ReadonlySet<Entitlement>;
@@ -285,6 +318,7 @@ export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOpti
     labels: { ...options.labels },
     progressIntervalMs,
     registry: options.registry ?? createRegistryClient({}),
+    retainedRefs: options.retainedRefs ?? openRetainedRefs(':memory:'),
     layerThreads,
   };
 }

@@ -27,6 +27,8 @@ Options:
       --load                     Keep the image in the daemon's image store (shorthand for "--output=type=image")
       --metadata-file string     Write build result metadata to a file
       --no-cache                 Do not use cache when building the image
+      --no-cache-filter stringArray
+                                 Do not cache specified stages
   -o, --output stringArray       Output destination (format: "type=local,dest=path"; "-o DIR"; "-o -" for a tar on stdout)
       --platform stringArray     Set target platform for build (e.g., "linux/amd64,linux/arm64")
       --progress string          Set type of progress output ("auto", "plain", "tty", "rawjson") (default "auto")

@@ -60,6 +60,7 @@ describe('compileBuildOptions defaults', () => {
       cacheFrom: [],
       cacheTo: [],
       noCache: false,
+      noCacheFilter: [],
       progress: 'auto',
       metadataFile: undefined,
       addr: undefined,
@@ -246,6 +247,7 @@ describe('each flag', () => {
     const o = compile(['--no-cache', '--progress', 'rawjson', '--metadata-file', 'meta.json', '--addr', 'tcp://127.0.0.1:1234', '--target', 'final', 'app']);
     expect(o).toMatchObject({ noCache: true, progress: 'rawjson', metadataFile: join(cwd, 'meta.json'), addr: 'tcp://127.0.0.1:1234', target: 'final' });
     expect(compile(['--no-cache=false', 'app']).noCache).toBe(false);
+    expect(compile(['--no-cache-filter', 'a,b', '--no-cache-filter=c', 'app']).noCacheFilter).toEqual(['a', 'b', 'c']);
     for (const p of ['auto', 'plain', 'tty', 'rawjson']) expect(compile([`--progress=${p}`, 'app']).progress).toBe(p);
   });
 

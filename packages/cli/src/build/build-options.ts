@@ -22,6 +22,7 @@ export const BUILD_FLAGS = {
   'cache-from': { kind: 'list' },
   'cache-to': { kind: 'list' },
   'no-cache': { kind: 'bool' },
+  'no-cache-filter': { kind: 'list' },
   progress: { kind: 'string' },
   'metadata-file': { kind: 'string' },
   addr: { kind: 'string' },
@@ -106,6 +107,8 @@ export interface BuildOptions {
   cacheFrom: CacheSpec[];
   cacheTo: CacheSpec[];
   noCache: boolean;
+  /** Stages whose steps skip the cache (`--no-cache-filter`, comma lists allowed). */
+  noCacheFilter: string[];
   progress: ProgressMode;
   /** Absolute path for the metadata JSON, if asked. */
   metadataFile: string | undefined;
@@ -248,6 +251,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     cacheFrom,
     cacheTo,
     noCache: flags['no-cache'],
+    noCacheFilter: flags['no-cache-filter'].flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean),
     progress,
     metadataFile,
     addr: flags.addr,

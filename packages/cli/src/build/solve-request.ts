@@ -23,7 +23,9 @@ export function toSolveRequest(opts: BuildOptions, ids: { ref: string; sessionId
   for (const [k, v] of Object.entries(opts.buildArgs)) frontendAttrs[`build-arg:${k}`] = v;
   if (opts.platforms.length > 0) frontendAttrs.platform = opts.platforms.join(',');
   for (const c of opts.namedContexts) frontendAttrs[`context:${c.name}`] = c.kind === 'local' ? `local:${c.name}` : c.value;
+  // BuildKit's convention: an empty value means every step, else the stages named.
   if (opts.noCache) frontendAttrs['no-cache'] = '';
+  else if (opts.noCacheFilter.length > 0) frontendAttrs['no-cache'] = opts.noCacheFilter.join(',');
   return {
     ref: ids.ref,
     sessionId: ids.sessionId,

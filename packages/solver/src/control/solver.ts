@@ -5,11 +5,17 @@ import { control, events, exporter, frontend, type content, type llb } from '@ki
 import { publishEvent, type EventBus } from '@kiln/bus';
 import { asKilnError, InvalidArgumentError, KilnError, sha256, UnavailableError, UnimplementedError, type Logger } from '@kiln/common';
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { CacheStore } from '../cache/cache-store.js';
+import { openSolverDatabase, type Database } from '../cache/sqlite.js';
 import { Scheduler } from '../graph/scheduler.js';
+import { bypassesCache, isLocalSource, localSourceCacheKey, opCacheKey } from '../llb/cache-keys.js';
 import { toGraph, type LlbVertex, type OpResult } from '../llb/vertices.js';
 import type { SessionHost } from '../session/session-host.js';
 import { BuildRecords, toStatusResponse } from './build-records.js';
 import { ContentUsage } from './content-usage.js';
+import { VertexCache } from './vertex-cache.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
 
 export interface SolverOptions {
@@ -22,6 +28,8 @@ export interface SolverOptions {
   workers: WorkerPool;
   /** The content store tier, for disk usage and prune (absent: both answer unimplemented). */
   content?: () => Promise<Client<typeof content.ContentService>>;
+  /** State directory (the cache database); absent: an in-memory cache that ends with the process. */
+  root?: string;
   /** Most ops running at once (default 4). */
   maxParallelism?: number;
   version?: string;
@@ -39,14 +47,21 @@ export class Solver {
   private readonly scheduler: Scheduler<OpResult>;
   private readonly records: BuildRecords;
   private readonly active = new Set<string>();
+  private readonly db: Database;
+  private readonly cache: VertexCache;
 
   constructor(private readonly opts: SolverOptions) {
     this.records = new BuildRecords(opts.bus);
+    if (opts.root) mkdirSync(opts.root, { recursive: true });
+    this.db = openSolverDatabase(opts.root ? join(opts.root, 'solver.db') : ':memory:');
+    this.cache = new VertexCache(new CacheStore(this.db), opts.workers, opts.logger.child({ component: 'cache' }));
     this.scheduler = new Scheduler<OpResult>({
       maxParallelism: opts.maxParallelism ?? 4,
       release: async (r) => {
         const w = await opts.workers.get(r.workerId);
-        await w?.client.release({ refs: r.refs.filter(Boolean) }).catch((err: unknown) => opts.logger.warn({ err }, 'failed to release refs'));
+        const refs = r.refs.filter(Boolean);
+        const done = r.holdOwner ? w?.client.drop({ refs, owner: r.holdOwner }) : w?.client.release({ refs });
+        await done?.catch((err: unknown) => opts.logger.warn({ err }, 'failed to release refs'));
       },
     });
   }
@@ -76,7 +91,8 @@ export class Solver {
       if (!definition) throw new InvalidArgumentError('solve needs a frontend or a definition', 'frontend');
       def = parseDefinition(definition);
       const worker = await this.pickWorker(def);
-      const graph = toGraph(def, req.sessionId, (v, inputRefs, sig) => this.runVertex(publish, buildId, req.sessionId, worker, v, inputRefs, sig, req.entitlements));
+      const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: req.entitlements };
+      const graph = toGraph(def, req.sessionId, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig));
       let resultRef = '';
       if (def.result) {
         const out = await session.resolve(graph.get(def.result.digest)!);
@@ -140,6 +156,7 @@ export class Solver {
 
   close(): void {
     this.records.close();
+    this.db.close();
   }
 
   private async pickWorker(def: ParsedDefinition): Promise<WorkerHandle> {
@@ -154,29 +171,55 @@ export class Solver {
     return match;
   }
 
-  private async runVertex(
-    publish: (ev: MessageInitShape<typeof events.BuildEventSchema>['event']) => Promise<void>,
-    buildId: string,
-    sessionId: string,
-    worker: WorkerHandle,
-    v: LlbVertex,
-    inputRefs: string[],
-    signal: AbortSignal,
-    entitlements: readonly string[],
-  ): Promise<OpResult> {
+  /**
+   * Runs one vertex through the cache: its key is computed from its inputs'
+   * keys (a local source's from the content the worker received); a cached
+   * result is published as `cached` and not run.
+   */
+  private async runVertex(b: BuildContext, worker: WorkerHandle, v: LlbVertex, inputs: OpResult[], signal: AbortSignal): Promise<OpResult> {
     const vertex: VertexInit = {
       digest: v.digest,
       inputs: v.inputs.map((i) => i.vertex.digest),
       name: v.name,
       progressGroup: v.op.metadata?.progressGroup ?? '',
     };
-    return this.step(publish, vertex, async () => {
-      const res = await worker.client.run(
-        { buildId, sessionId, vertexDigest: v.digest, op: v.op.bytes, inputRefs, description: v.name, entitlements: [...entitlements] },
-        { signal },
-      );
-      return { workerId: worker.id, refs: res.outputRefs };
-    });
+    const inputRefs = inputs.map((r, i) => r.refs[v.inputs[i]!.index] ?? '');
+    const run = (sig: AbortSignal) =>
+      worker.client.run({ buildId: b.buildId, sessionId: b.sessionId, vertexDigest: v.digest, op: v.op.bytes, inputRefs, description: v.name, entitlements: [...b.entitlements] }, { signal: sig });
+    if (isLocalSource(v.op.op)) {
+      return this.step(b.publish, vertex, async () => {
+        const res = await run(signal);
+        const content = res.contentDigests[0];
+        // Without a content digest the result cannot be matched later: key it to this build alone.
+        const cacheKey = content ? localSourceCacheKey(content) : sha256(`${v.digest}:${b.sessionId}:${b.buildId}`);
+        return { workerId: worker.id, refs: res.outputRefs, cacheKey };
+      });
+    }
+    const cacheKey = opCacheKey(
+      v.op,
+      inputs.map((r, i) => outputKey(r.cacheKey, v.inputs[i]!.index)),
+    );
+    const lookup = !bypassesCache(v.op, b.noCache);
+    const started = timestampNow();
+    let publishedStart = false;
+    try {
+      const res = await this.cache.resolve(cacheKey, worker, { lookup, description: v.name, holder: b.buildId }, async () => {
+        publishedStart = true;
+        await b.publish({ case: 'vertex', value: { ...vertex, started } });
+        return (await run(signal)).outputRefs;
+      });
+      if (res.cached) {
+        await b.publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow(), cached: true } });
+      } else {
+        await b.publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow() } });
+      }
+      return { workerId: res.workerId, refs: res.refs, cacheKey, holdOwner: res.holdOwner };
+    } catch (err) {
+      const e = asKilnError(err);
+      if (!publishedStart) await b.publish({ case: 'vertex', value: { ...vertex, started } });
+      await b.publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow(), error: e.message } });
+      throw e;
+    }
   }
 
   /** Publishes a vertex as started, runs `fn`, and publishes it completed or failed. */
@@ -197,6 +240,20 @@ export class Solver {
       throw e;
     }
   }
+}
+
+interface BuildContext {
+  publish: (ev: MessageInitShape<typeof events.BuildEventSchema>['event']) => Promise<void>;
+  buildId: string;
+  sessionId: string;
+  /** The frontend attr `no-cache` (see bypassesCache). */
+  noCache: string | undefined;
+  entitlements: readonly string[];
+}
+
+/** The key of output `index` of a vertex keyed `key`. */
+function outputKey(key: string, index: number): string {
+  return index === 0 ? key : sha256(`${key}#${index}`);
 }
 
 function internalVertex(buildId: string, name: string, n = 0): VertexInit {

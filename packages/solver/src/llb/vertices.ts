@@ -2,11 +2,16 @@ import type { llb } from '@kiln/api';
 import { sha256, type Digest } from '@kiln/common';
 import type { ParsedDefinition, ParsedOp } from '@kiln/llb';
 import type { GraphNode } from '../graph/scheduler.js';
+import { isLocalSource } from './cache-keys.js';
 
 /** What running one LLB op yields: refs on the worker that holds them, one per output. */
 export interface OpResult {
   workerId: string;
   refs: string[];
+  /** The vertex cache key (see opCacheKey); an input's key is this plus the output index. */
+  cacheKey: string;
+  /** Set when the refs came from the cache: the ephemeral retention to drop instead of releasing them. */
+  holdOwner?: string;
 }
 
 export interface LlbVertex {
@@ -16,7 +21,8 @@ export interface LlbVertex {
   readonly inputs: readonly { vertex: LlbVertex; index: number }[];
 }
 
-export type RunOp = (v: LlbVertex, inputRefs: string[], signal: AbortSignal) => Promise<OpResult>;
+/** Runs one vertex; `inputs` holds the result of each op input's vertex, in input order (output index in `v.inputs`). */
+export type RunOp = (v: LlbVertex, inputs: OpResult[], signal: AbortSignal) => Promise<OpResult>;
 
 /**
  * Adapts a parsed LLB definition to scheduler nodes. A node's key is the op
@@ -39,7 +45,7 @@ export function toGraph(def: ParsedDefinition, scope: string, runOp: RunOp): Map
       name: op.metadata?.description || describeOp(op.op),
       inputs: inputs.map((i) => ({ vertex: i.node.vertex, index: i.index })),
     };
-    const scoped = isRuntimeSource(op.op) ? `:${scope}` : '';
+    const scoped = isLocalSource(op.op) ? `:${scope}` : '';
     const key = sha256(`${digest}${scoped}|${deps.map((d) => d.key).join('|')}`);
     const node = {
       key,
@@ -47,8 +53,7 @@ export function toGraph(def: ParsedDefinition, scope: string, runOp: RunOp): Map
       vertex,
       run: (results: OpResult[], signal: AbortSignal) => {
         const byNode = new Map(deps.map((d, i) => [d, results[i]!]));
-        const inputRefs = inputs.map((i) => byNode.get(i.node)!.refs[i.index] ?? '');
-        return runOp(vertex, inputRefs, signal);
+        return runOp(vertex, inputs.map((i) => byNode.get(i.node)!), signal);
       },
     };
     nodes.set(digest, node);
@@ -56,10 +61,6 @@ export function toGraph(def: ParsedDefinition, scope: string, runOp: RunOp): Map
   };
   for (const digest of def.ops.keys()) build(digest);
   return nodes;
-}
-
-function isRuntimeSource(op: llb.Op): boolean {
-  return op.op.case === 'source' && op.op.value.identifier.startsWith('local://');
 }
 
 /** A readable default name for an op with no description. */

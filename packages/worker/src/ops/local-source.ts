@@ -3,6 +3,7 @@ import { localAttrs } from '@kiln/llb';
 import { extractTar } from '../fs/untar.js';
 import type { SessionFiles } from '../worker.js';
 import { OpFailure } from './op-failure.js';
+import { treeContentDigest } from './content-digest.js';
 import { newSnapshotKey, type OpContext, type OpResult } from './op-context.js';
 
 export interface LocalSourceParams {
@@ -12,6 +13,8 @@ export interface LocalSourceParams {
   sessions: SessionFiles;
   sessionId: string;
   progressIntervalMs: number;
+  /** Receives the digest of the content received (see ExtractResult.contentDigest). */
+  onContentDigest?: (digest: string) => void;
 }
 
 /**
@@ -48,6 +51,14 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
       },
     });
     const id = await ctx.snapshotter.commit(key);
+    if (p.onContentDigest) {
+      const view = await ctx.snapshotter.view(id);
+      try {
+        p.onContentDigest(treeContentDigest(view.path));
+      } finally {
+        await view.release();
+      }
+    }
     await ctx.progress.status({ id: statusId, name: statusId, current: res.bytes, startedMs, completedMs: Date.now() });
     return [id];
   } catch (err) {

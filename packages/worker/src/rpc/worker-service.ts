@@ -33,7 +33,7 @@ export function createWorkerServiceImpl(w: Worker): ServiceImpl<typeof worker.Wo
         entitlements: req.entitlements,
         signal: ctx.signal,
       });
-      return { outputRefs: res.outputRefs };
+      return { outputRefs: res.outputRefs, contentDigests: res.contentDigests ?? [] };
     },
 
     async *exportRef(req, ctx) {
@@ -43,6 +43,20 @@ export function createWorkerServiceImpl(w: Worker): ServiceImpl<typeof worker.Wo
     async release(req) {
       await w.release(req.refs);
       return {};
+    },
+
+    async retain(req) {
+      return w.retain(req.refs, req.owner, { ephemeral: req.ephemeral });
+    },
+
+    async drop(req) {
+      await w.drop(req.refs, req.owner);
+      return {};
+    },
+
+    async refUsage(req) {
+      const usage = await w.refUsage(req.refs);
+      return { usage: usage.map((u) => ({ ref: u.ref, found: u.found, size: BigInt(u.sizeBytes), owners: u.owners })) };
     },
 
     async getLayers(req, ctx) {

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/worker/v1/worker.proto.
  */
 export const file_kiln_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChtraWxuL3dvcmtlci92MS93b3JrZXIucHJvdG8SDmtpbG4ud29ya2VyLnYxIhEKD0Rlc2NyaWJlUmVxdWVzdCLGAQoQRGVzY3JpYmVSZXNwb25zZRIKCgJpZBgBIAEoCRIoCglwbGF0Zm9ybXMYAiADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRI8CgZsYWJlbHMYAyADKAsyLC5raWxuLndvcmtlci52MS5EZXNjcmliZVJlc3BvbnNlLkxhYmVsc0VudHJ5Eg8KB2JhY2tlbmQYBCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKUAQoKUnVuUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhUKDXZlcnRleF9kaWdlc3QYAyABKAkSCgoCb3AYBCABKAwSEgoKaW5wdXRfcmVmcxgFIAMoCRITCgtkZXNjcmlwdGlvbhgGIAEoCRIUCgxlbnRpdGxlbWVudHMYByADKAkiIgoLUnVuUmVzcG9uc2USEwoLb3V0cHV0X3JlZnMYASADKAkiHwoQRXhwb3J0UmVmUmVxdWVzdBILCgNyZWYYASABKAkiJgoRRXhwb3J0UmVmUmVzcG9uc2USEQoJdGFyX2NodW5rGAEgASgMIh4KDlJlbGVhc2VSZXF1ZXN0EgwKBHJlZnMYASADKAkiEQoPUmVsZWFzZVJlc3BvbnNlIsgBChBHZXRMYXllcnNSZXF1ZXN0EgsKA3JlZhgBIAEoCRITCgtjb21wcmVzc2lvbhgCIAEoCRIZChFjb21wcmVzc2lvbl9sZXZlbBgDIAEoBRIZChFmb3JjZV9jb21wcmVzc2lvbhgEIAEoCBIXCg9vY2lfbWVkaWFfdHlwZXMYBSABKAgSHgoRc291cmNlX2RhdGVfZXBvY2gYBiABKANIAIgBARINCgVsZWFzZRgHIAEoCUIUChJfc291cmNlX2RhdGVfZXBvY2gicQoFTGF5ZXISDgoGZGlnZXN0GAEgASgJEgwKBHNpemUYAiABKAMSEgoKbWVkaWFfdHlwZRgDIAEoCRIPCgdkaWZmX2lkGAQgASgJEhEKCWZyb21fYmFzZRgFIAEoCBISCgpjcmVhdGVkX2J5GAYgASgJIjoKEUdldExheWVyc1Jlc3BvbnNlEiUKBmxheWVycxgBIAMoCzIVLmtpbG4ud29ya2VyLnYxLkxheWVyMpADCg1Xb3JrZXJTZXJ2aWNlEk0KCERlc2NyaWJlEh8ua2lsbi53b3JrZXIudjEuRGVzY3JpYmVSZXF1ZXN0GiAua2lsbi53b3JrZXIudjEuRGVzY3JpYmVSZXNwb25zZRI+CgNSdW4SGi5raWxuLndvcmtlci52MS5SdW5SZXF1ZXN0Ghsua2lsbi53b3JrZXIudjEuUnVuUmVzcG9uc2USUgoJRXhwb3J0UmVmEiAua2lsbi53b3JrZXIudjEuRXhwb3J0UmVmUmVxdWVzdBohLmtpbG4ud29ya2VyLnYxLkV4cG9ydFJlZlJlc3BvbnNlMAESSgoHUmVsZWFzZRIeLmtpbG4ud29ya2VyLnYxLlJlbGVhc2VSZXF1ZXN0Gh8ua2lsbi53b3JrZXIudjEuUmVsZWFzZVJlc3BvbnNlElAKCUdldExheWVycxIgLmtpbG4ud29ya2VyLnYxLkdldExheWVyc1JlcXVlc3QaIS5raWxuLndvcmtlci52MS5HZXRMYXllcnNSZXNwb25zZWIGcHJvdG8z", [file_kiln_llb_v1_llb]);
+  fileDesc("ChtraWxuL3dvcmtlci92MS93b3JrZXIucHJvdG8SDmtpbG4ud29ya2VyLnYxIhEKD0Rlc2NyaWJlUmVxdWVzdCLGAQoQRGVzY3JpYmVSZXNwb25zZRIKCgJpZBgBIAEoCRIoCglwbGF0Zm9ybXMYAiADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRI8CgZsYWJlbHMYAyADKAsyLC5raWxuLndvcmtlci52MS5EZXNjcmliZVJlc3BvbnNlLkxhYmVsc0VudHJ5Eg8KB2JhY2tlbmQYBCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKUAQoKUnVuUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhUKDXZlcnRleF9kaWdlc3QYAyABKAkSCgoCb3AYBCABKAwSEgoKaW5wdXRfcmVmcxgFIAMoCRITCgtkZXNjcmlwdGlvbhgGIAEoCRIUCgxlbnRpdGxlbWVudHMYByADKAkiOwoLUnVuUmVzcG9uc2USEwoLb3V0cHV0X3JlZnMYASADKAkSFwoPY29udGVudF9kaWdlc3RzGAIgAygJIh8KEEV4cG9ydFJlZlJlcXVlc3QSCwoDcmVmGAEgASgJIiYKEUV4cG9ydFJlZlJlc3BvbnNlEhEKCXRhcl9jaHVuaxgBIAEoDCIeCg5SZWxlYXNlUmVxdWVzdBIMCgRyZWZzGAEgAygJIhEKD1JlbGVhc2VSZXNwb25zZSLIAQoQR2V0TGF5ZXJzUmVxdWVzdBILCgNyZWYYASABKAkSEwoLY29tcHJlc3Npb24YAiABKAkSGQoRY29tcHJlc3Npb25fbGV2ZWwYAyABKAUSGQoRZm9yY2VfY29tcHJlc3Npb24YBCABKAgSFwoPb2NpX21lZGlhX3R5cGVzGAUgASgIEh4KEXNvdXJjZV9kYXRlX2Vwb2NoGAYgASgDSACIAQESDQoFbGVhc2UYByABKAlCFAoSX3NvdXJjZV9kYXRlX2Vwb2NoInEKBUxheWVyEg4KBmRpZ2VzdBgBIAEoCRIMCgRzaXplGAIgASgDEhIKCm1lZGlhX3R5cGUYAyABKAkSDwoHZGlmZl9pZBgEIAEoCRIRCglmcm9tX2Jhc2UYBSABKAgSEgoKY3JlYXRlZF9ieRgGIAEoCSI6ChFHZXRMYXllcnNSZXNwb25zZRIlCgZsYXllcnMYASADKAsyFS5raWxuLndvcmtlci52MS5MYXllciI/Cg1SZXRhaW5SZXF1ZXN0EgwKBHJlZnMYASADKAkSDQoFb3duZXIYAiABKAkSEQoJZXBoZW1lcmFsGAMgASgIIiEKDlJldGFpblJlc3BvbnNlEg8KB21pc3NpbmcYASADKAkiKgoLRHJvcFJlcXVlc3QSDAoEcmVmcxgBIAMoCRINCgVvd25lchgCIAEoCSIOCgxEcm9wUmVzcG9uc2UiHwoPUmVmVXNhZ2VSZXF1ZXN0EgwKBHJlZnMYASADKAkiRAoIUmVmVXNhZ2USCwoDcmVmGAEgASgJEg0KBWZvdW5kGAIgASgIEgwKBHNpemUYAyABKAMSDgoGb3duZXJzGAQgAygJIjsKEFJlZlVzYWdlUmVzcG9uc2USJwoFdXNhZ2UYASADKAsyGC5raWxuLndvcmtlci52MS5SZWZVc2FnZTLrBAoNV29ya2VyU2VydmljZRJNCghEZXNjcmliZRIfLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVzcG9uc2USPgoDUnVuEhoua2lsbi53b3JrZXIudjEuUnVuUmVxdWVzdBobLmtpbG4ud29ya2VyLnYxLlJ1blJlc3BvbnNlElIKCUV4cG9ydFJlZhIgLmtpbG4ud29ya2VyLnYxLkV4cG9ydFJlZlJlcXVlc3QaIS5raWxuLndvcmtlci52MS5FeHBvcnRSZWZSZXNwb25zZTABEkoKB1JlbGVhc2USHi5raWxuLndvcmtlci52MS5SZWxlYXNlUmVxdWVzdBofLmtpbG4ud29ya2VyLnYxLlJlbGVhc2VSZXNwb25zZRJQCglHZXRMYXllcnMSIC5raWxuLndvcmtlci52MS5HZXRMYXllcnNSZXF1ZXN0GiEua2lsbi53b3JrZXIudjEuR2V0TGF5ZXJzUmVzcG9uc2USRwoGUmV0YWluEh0ua2lsbi53b3JrZXIudjEuUmV0YWluUmVxdWVzdBoeLmtpbG4ud29ya2VyLnYxLlJldGFpblJlc3BvbnNlEkEKBERyb3ASGy5raWxuLndvcmtlci52MS5Ecm9wUmVxdWVzdBocLmtpbG4ud29ya2VyLnYxLkRyb3BSZXNwb25zZRJNCghSZWZVc2FnZRIfLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVzcG9uc2ViBnByb3RvMw", [file_kiln_llb_v1_llb]);
 
 /**
  * @generated from message kiln.worker.v1.DescribeRequest
@@ -126,6 +126,15 @@ export type RunResponse = Message<"kiln.worker.v1.RunResponse"> & {
    * @generated from field: repeated string output_refs = 1;
    */
   outputRefs: string[];
+
+  /**
+   * Per output, a digest of the content the op received when the worker can
+   * name it (local sources: file paths, modes, owners, link targets and
+   * contents, never mtimes); empty otherwise.
+   *
+   * @generated from field: repeated string content_digests = 2;
+   */
+  contentDigests: string[];
 };
 
 /**
@@ -327,6 +336,161 @@ export const GetLayersResponseSchema: GenMessage<GetLayersResponse> = /*@__PURE_
   messageDesc(file_kiln_worker_v1_worker, 10);
 
 /**
+ * @generated from message kiln.worker.v1.RetainRequest
+ */
+export type RetainRequest = Message<"kiln.worker.v1.RetainRequest"> & {
+  /**
+   * @generated from field: repeated string refs = 1;
+   */
+  refs: string[];
+
+  /**
+   * Who retains them (e.g. "cache"); each owner's retention is separate.
+   *
+   * @generated from field: string owner = 2;
+   */
+  owner: string;
+
+  /**
+   * Held in memory only: gone when the worker restarts.
+   *
+   * @generated from field: bool ephemeral = 3;
+   */
+  ephemeral: boolean;
+};
+
+/**
+ * Describes the message kiln.worker.v1.RetainRequest.
+ * Use `create(RetainRequestSchema)` to create a new message.
+ */
+export const RetainRequestSchema: GenMessage<RetainRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 11);
+
+/**
+ * @generated from message kiln.worker.v1.RetainResponse
+ */
+export type RetainResponse = Message<"kiln.worker.v1.RetainResponse"> & {
+  /**
+   * Requested refs this worker does not know (not retained).
+   *
+   * @generated from field: repeated string missing = 1;
+   */
+  missing: string[];
+};
+
+/**
+ * Describes the message kiln.worker.v1.RetainResponse.
+ * Use `create(RetainResponseSchema)` to create a new message.
+ */
+export const RetainResponseSchema: GenMessage<RetainResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 12);
+
+/**
+ * @generated from message kiln.worker.v1.DropRequest
+ */
+export type DropRequest = Message<"kiln.worker.v1.DropRequest"> & {
+  /**
+   * @generated from field: repeated string refs = 1;
+   */
+  refs: string[];
+
+  /**
+   * @generated from field: string owner = 2;
+   */
+  owner: string;
+};
+
+/**
+ * Describes the message kiln.worker.v1.DropRequest.
+ * Use `create(DropRequestSchema)` to create a new message.
+ */
+export const DropRequestSchema: GenMessage<DropRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 13);
+
+/**
+ * @generated from message kiln.worker.v1.DropResponse
+ */
+export type DropResponse = Message<"kiln.worker.v1.DropResponse"> & {
+};
+
+/**
+ * Describes the message kiln.worker.v1.DropResponse.
+ * Use `create(DropResponseSchema)` to create a new message.
+ */
+export const DropResponseSchema: GenMessage<DropResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 14);
+
+/**
+ * @generated from message kiln.worker.v1.RefUsageRequest
+ */
+export type RefUsageRequest = Message<"kiln.worker.v1.RefUsageRequest"> & {
+  /**
+   * @generated from field: repeated string refs = 1;
+   */
+  refs: string[];
+};
+
+/**
+ * Describes the message kiln.worker.v1.RefUsageRequest.
+ * Use `create(RefUsageRequestSchema)` to create a new message.
+ */
+export const RefUsageRequestSchema: GenMessage<RefUsageRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 15);
+
+/**
+ * @generated from message kiln.worker.v1.RefUsage
+ */
+export type RefUsage = Message<"kiln.worker.v1.RefUsage"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+
+  /**
+   * False when the worker does not know the ref.
+   *
+   * @generated from field: bool found = 2;
+   */
+  found: boolean;
+
+  /**
+   * @generated from field: int64 size = 3;
+   */
+  size: bigint;
+
+  /**
+   * Owners retaining the ref.
+   *
+   * @generated from field: repeated string owners = 4;
+   */
+  owners: string[];
+};
+
+/**
+ * Describes the message kiln.worker.v1.RefUsage.
+ * Use `create(RefUsageSchema)` to create a new message.
+ */
+export const RefUsageSchema: GenMessage<RefUsage> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 16);
+
+/**
+ * @generated from message kiln.worker.v1.RefUsageResponse
+ */
+export type RefUsageResponse = Message<"kiln.worker.v1.RefUsageResponse"> & {
+  /**
+   * @generated from field: repeated kiln.worker.v1.RefUsage usage = 1;
+   */
+  usage: RefUsage[];
+};
+
+/**
+ * Describes the message kiln.worker.v1.RefUsageResponse.
+ * Use `create(RefUsageResponseSchema)` to create a new message.
+ */
+export const RefUsageResponseSchema: GenMessage<RefUsageResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 17);
+
+/**
  * @generated from service kiln.worker.v1.WorkerService
  */
 export const WorkerService: GenService<{
@@ -381,6 +545,40 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof GetLayersRequestSchema;
     output: typeof GetLayersResponseSchema;
+  },
+  /**
+   * Retain keeps refs alive for `owner` until Drop: a retained ref outlives
+   * Release by builds and, unless `ephemeral`, worker restarts (the retention
+   * is persisted with the ref's snapshot id). Retaining a ref twice for one
+   * owner is a no-op. Refs the worker does not know are listed in `missing`.
+   *
+   * @generated from rpc kiln.worker.v1.WorkerService.Retain
+   */
+  retain: {
+    methodKind: "unary";
+    input: typeof RetainRequestSchema;
+    output: typeof RetainResponseSchema;
+  },
+  /**
+   * Drop ends `owner`'s retention of refs; a ref left with no retention and
+   * no references is forgotten and its snapshot removed. Unknown refs are ignored.
+   *
+   * @generated from rpc kiln.worker.v1.WorkerService.Drop
+   */
+  drop: {
+    methodKind: "unary";
+    input: typeof DropRequestSchema;
+    output: typeof DropResponseSchema;
+  },
+  /**
+   * RefUsage reports the disk usage of refs' snapshots (for `kiln du`).
+   *
+   * @generated from rpc kiln.worker.v1.WorkerService.RefUsage
+   */
+  refUsage: {
+    methodKind: "unary";
+    input: typeof RefUsageRequestSchema;
+    output: typeof RefUsageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kiln_worker_v1_worker, 0);

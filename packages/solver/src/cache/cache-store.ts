@@ -1,0 +1,77 @@
+import type { Database, Statement } from './sqlite.js';
+
+/** One persisted solver cache entry: a vertex cache key and the worker refs holding its result. */
+export interface CacheRecord {
+  key: string;
+  workerId: string;
+  /** One ref per op output, retained on the worker under the owner CACHE_OWNER. */
+  refs: string[];
+  description: string;
+  createdAtMs: number;
+  lastUsedAtMs: number;
+  usageCount: number;
+}
+
+/** The worker retention owner of every ref the cache holds. */
+export const CACHE_OWNER = 'solver-cache';
+
+/**
+ * The solver cache's records in SQLite (table `cache_records`). All methods
+ * are synchronous; the database is owned by the caller.
+ */
+export class CacheStore {
+  private readonly getStmt: Statement;
+  private readonly putStmt: Statement;
+  private readonly touchStmt: Statement;
+  private readonly delStmt: Statement;
+  private readonly listStmt: Statement;
+
+  constructor(db: Database, private readonly now: () => number = Date.now) {
+    db.exec(`CREATE TABLE IF NOT EXISTS cache_records (
+      key TEXT PRIMARY KEY,
+      worker_id TEXT NOT NULL,
+      refs TEXT NOT NULL,
+      description TEXT NOT NULL,
+      created_at INTEGER NOT NULL,
+      last_used_at INTEGER NOT NULL,
+      usage_count INTEGER NOT NULL
+    )`);
+    const cols = 'key, worker_id AS workerId, refs, description, created_at AS createdAtMs, last_used_at AS lastUsedAtMs, usage_count AS usageCount';
+    this.getStmt = db.prepare(`SELECT ${cols} FROM cache_records WHERE key = ?`);
+    this.listStmt = db.prepare(`SELECT ${cols} FROM cache_records ORDER BY last_used_at DESC`);
+    this.putStmt = db.prepare(
+      `INSERT INTO cache_records (key, worker_id, refs, description, created_at, last_used_at, usage_count) VALUES (?, ?, ?, ?, ?, ?, 1)
+       ON CONFLICT(key) DO UPDATE SET worker_id = excluded.worker_id, refs = excluded.refs, description = excluded.description,
+         last_used_at = excluded.last_used_at, usage_count = usage_count + 1`,
+    );
+    this.touchStmt = db.prepare('UPDATE cache_records SET last_used_at = ?, usage_count = usage_count + 1 WHERE key = ?');
+    this.delStmt = db.prepare('DELETE FROM cache_records WHERE key = ?');
+  }
+
+  get(key: string): CacheRecord | undefined {
+    const row = this.getStmt.get(key) as (Omit<CacheRecord, 'refs'> & { refs: string }) | undefined;
+    return row && { ...row, refs: JSON.parse(row.refs) as string[] };
+  }
+
+  /** Stores (or replaces) the result of `key`; returns the record it replaced. */
+  put(key: string, workerId: string, refs: string[], description: string): CacheRecord | undefined {
+    const old = this.get(key);
+    const now = this.now();
+    this.putStmt.run(key, workerId, JSON.stringify(refs), description, now, now);
+    return old;
+  }
+
+  /** Counts one more use of `key` now. */
+  touch(key: string): void {
+    this.touchStmt.run(this.now(), key);
+  }
+
+  delete(key: string): void {
+    this.delStmt.run(key);
+  }
+
+  /** Every record, most recently used first. */
+  list(): CacheRecord[] {
+    return (this.listStmt.all() as (Omit<CacheRecord, 'refs'> & { refs: string })[]).map((r) => ({ ...r, refs: JSON.parse(r.refs) as string[] }));
+  }
+}
