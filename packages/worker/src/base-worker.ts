@@ -11,7 +11,9 @@ import {
   type Logger,
 } from '@kiln/common';
 import { digestOf } from '@kiln/llb';
+import { CacheMounts } from './exec/cache-mounts.js';
 import { Limiter } from './exec/limiter.js';
+import { reapSecretDirs } from './exec/secret-dir.js';
 import { exportTree } from './fs/tar-export.js';
 import { createLayerMaker } from './layers/index.js';
 import type { LayerMaker } from './layers/layer-maker.js';
@@ -37,6 +39,9 @@ export class BaseWorker implements Worker {
   private readonly layers: LayerStore;
   private readonly logger: Logger;
   private readonly execLimiter: Limiter;
+  /** Persistent `type=cache` directories. */
+  private readonly cacheMounts: CacheMounts;
+  private readonly reaped: Promise<void>;
   /** The snapshotter, recording each snapshot's parent, base layer and op (for getLayers). */
   private readonly snapshots: LineageSnapshotter;
   private readonly layerMaker: LayerMaker | undefined;
@@ -50,6 +55,9 @@ export class BaseWorker implements Worker {
     this.layerMaker = made.maker;
     this.layers = new LayerStore(this.snapshots);
     this.execLimiter = new Limiter(o.maxParallelExecs);
+    this.cacheMounts = new CacheMounts(o.execStateDir);
+    // Secret tmpfs mounts a killed daemon left behind; exec ops wait for this.
+    this.reaped = reapSecretDirs(o.execStateDir).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale secret mounts'));
     // Refs retained before a restart come back under their ids, one reference per owner.
     for (const r of o.retainedRefs.persisted()) this.refs.adopt(r.ref, r.snapshotId);
   }
@@ -164,11 +172,16 @@ export class BaseWorker implements Worker {
       case 'file':
         return runFileOp(ctx, op.op.value);
       case 'exec':
+        await this.reaped;
         return runExecOp(ctx, op.op.value, {
           executor: this.o.executor,
           limiter: this.execLimiter,
           granted: req.entitlements ?? [],
           allowed: this.o.allowedEntitlements,
+          sessions: this.o.sessions,
+          sessionId: req.sessionId,
+          stateDir: this.o.execStateDir,
+          cacheMounts: this.cacheMounts,
         });
       case 'merge':
       case 'diff':

@@ -118,8 +118,8 @@ describe('exec ops through the Executor seam', () => {
 
   it('rejects mounts it cannot provide yet with UnimplementedError', async () => {
     setup();
-    const s = execState(base(), ['x'], { mounts: [{ dest: '/cache' }], mountTypeOverride: llb.MountType.CACHE });
-    await expect(solve(worker, s)).rejects.toMatchObject({ code: 'unimplemented', message: expect.stringContaining('cache mounts') });
+    const s = execState(base(), ['x'], { mounts: [{ dest: '/agent' }], mountTypeOverride: llb.MountType.SSH });
+    await expect(solve(worker, s)).rejects.toMatchObject({ code: 'unimplemented', message: expect.stringContaining('ssh mounts') });
   });
 
   it('maps an unknown user to a VertexError', async () => {

@@ -31,8 +31,31 @@ export class RuncExecutor implements Executor {
     this.logger = (opts.logger ?? silentLogger()).child({ component: 'runc-executor' });
   }
 
+  /** Containers and bundles a killed daemon left behind are removed before the first run. */
+  private reaped: Promise<void> | undefined;
+
+  private reapStale(): Promise<void> {
+    this.reaped ??= (async () => {
+      const stateDir = path.join(this.opts.stateDir, 'state');
+      let ids: string[] = [];
+      try {
+        ids = (await this.output(['--root', stateDir, 'list', '-q'])).split('\n').filter(Boolean);
+      } catch {
+        // no state dir yet
+      }
+      for (const id of ids) {
+        await this.exec(['--root', stateDir, 'kill', '--all', id, 'KILL']).catch(() => undefined);
+        await this.exec(['--root', stateDir, 'delete', '--force', id]).catch((err: unknown) => this.logger.warn({ err, id }, 'failed to delete a stale container'));
+      }
+      if (ids.length > 0) this.logger.info({ containers: ids.length }, 'removed containers left by an earlier daemon');
+      await rm(path.join(this.opts.stateDir, 'bundles'), { recursive: true, force: true });
+    })();
+    return this.reaped;
+  }
+
   async run(spec: ExecSpec, io: ExecIO = {}): Promise<ExecResult> {
     io.signal?.throwIfAborted();
+    await this.reapStale();
     const id = `kiln-${randomBytes(8).toString('hex')}`;
     const stateDir = path.join(this.opts.stateDir, 'state');
     const bundle = path.join(this.opts.stateDir, 'bundles', id);
@@ -88,6 +111,16 @@ export class RuncExecutor implements Executor {
         io.signal?.removeEventListener('abort', abortListener);
         resolve(code ?? 128 + (signal ? signalNumber(signal) : 0));
       });
+    });
+  }
+
+  private output(args: string[]): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(this.runc, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      child.once('error', reject);
+      child.once('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`runc ${args.join(' ')} exited with ${code}`))));
     });
   }
 

@@ -5,9 +5,11 @@ import type { ExecMount, Executor } from '../executor.js';
 import { mkdirAllInRoot } from '../fs/fs-util.js';
 import { resolveExecUser } from '../fs/users.js';
 import { checkEntitlements } from '../exec/entitlements.js';
+import type { CacheLease, CacheMounts } from '../exec/cache-mounts.js';
 import type { Limiter } from '../exec/limiter.js';
+import { SecretDir } from '../exec/secret-dir.js';
 import { OutputTail } from '../exec/output-tail.js';
-import type { Entitlement } from '../worker.js';
+import type { Entitlement, WorkerSession } from '../worker.js';
 import { OpFailure } from './op-failure.js';
 import { newSnapshotKey, type OpContext, type OpResult } from './op-context.js';
 
@@ -22,6 +24,11 @@ export interface ExecEnv {
   granted: readonly string[];
   /** Entitlements the daemon permits (WorkerOptions.allowedEntitlements). */
   allowed: ReadonlySet<Entitlement>;
+  /** The build's session (secrets) and where exec state lives. */
+  sessions: WorkerSession;
+  sessionId: string;
+  stateDir: string;
+  cacheMounts: CacheMounts;
 }
 
 /** Ulimit names Docker accepts (`--ulimit`, `RUN --ulimit`). */
@@ -51,7 +58,20 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
   const actives: { key: string; output: number }[] = [];
   const views: SnapshotView[] = [];
   const committed: string[] = [];
+  const leases: CacheLease[] = [];
+  let secretDir: SecretDir | undefined;
+  const secretEnv: string[] = [];
   try {
+    const secretOf = async (id: string, optional: boolean): Promise<Uint8Array | undefined> => {
+      if (!env.sessions.getSecret) throw new OpFailure(`secret ${id}: this worker's session does not serve secrets`);
+      const res = await env.sessions.getSecret({ sessionId: env.sessionId, id }, { signal: ctx.signal });
+      if (!res.found && !optional) throw new OpFailure(`secret ${id}: not found (pass --secret id=${id},src=FILE)`);
+      return res.found ? res.data : undefined;
+    };
+    for (const e of exec.secretEnv) {
+      const data = await secretOf(e.id, e.optional);
+      if (data) secretEnv.push(`${e.name}=${new TextDecoder().decode(data)}`);
+    }
     // The root mount first, so later mount stubs land in it.
     const ordered = [rootMounts[0]!, ...exec.mounts.filter((m) => m !== rootMounts[0])];
     const specMounts: ExecMount[] = [];
@@ -62,9 +82,33 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
         specMounts.push({ type: 'tmpfs', dest: cleanRootPath(m.dest), sizeBytes: m.tmpfsOpt && m.tmpfsOpt.size > 0n ? Number(m.tmpfsOpt.size) : undefined });
         continue;
       }
+      if (m.mountType === llb.MountType.SECRET) {
+        const opt = m.secretOpt;
+        if (!opt) throw new InvalidArgumentError(`secret mount at ${m.dest} has no secret options`, 'op');
+        const data = await secretOf(opt.id, opt.optional);
+        if (!data) continue;
+        secretDir ??= await SecretDir.create(env.stateDir);
+        const file = await secretDir.add(data, { mode: opt.mode || 0o400, uid: opt.uid, gid: opt.gid });
+        specMounts.push({ type: 'bind', source: file, dest: cleanRootPath(m.dest), readonly: true });
+        continue;
+      }
       const input = Number(m.input);
       if (input >= ctx.inputs.length) throw new InvalidArgumentError(`mount ${m.dest} reads input ${input} but the op has ${ctx.inputs.length}`, 'op');
       const parent = input >= 0 ? ctx.inputs[input] : undefined;
+      if (m.mountType === llb.MountType.CACHE) {
+        const id = m.cacheOpt?.id || cleanRootPath(m.dest);
+        const sharing = m.cacheOpt?.sharing === llb.CacheSharing.PRIVATE ? 'private' : m.cacheOpt?.sharing === llb.CacheSharing.LOCKED ? 'locked' : 'shared';
+        let seed: SnapshotView | undefined;
+        if (parent !== undefined) {
+          seed = await snapshotter.view(parent);
+          views.push(seed);
+        }
+        const seedPath = seed && m.selector ? await resolveInRoot(seed.path, cleanRootPath(m.selector), { followFinalSymlink: true }) : seed?.path;
+        const lease = await env.cacheMounts.acquire(id, sharing, seedPath, ctx.signal);
+        leases.push(lease);
+        specMounts.push({ type: 'bind', source: lease.dir, dest: cleanRootPath(m.dest), readonly: m.readonly });
+        continue;
+      }
       let root: string;
       if (!m.readonly || m.output >= 0n || parent === undefined) {
         const key = newSnapshotKey(ctx.digest, `mount${actives.length}`);
@@ -107,7 +151,7 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
           rootfs,
           readonlyRootfs: rootMount.readonly,
           mounts: specMounts,
-          process: { args: [...meta.args], env: processEnv, cwd, user },
+          process: { args: [...meta.args], env: [...processEnv, ...secretEnv], cwd, user },
           network: exec.network === llb.NetMode.HOST ? 'host' : exec.network === llb.NetMode.NONE ? 'none' : 'sandbox',
           hostname: meta.hostname || 'kiln',
           security: exec.security === llb.SecurityMode.INSECURE ? 'insecure' : 'sandbox',
@@ -141,6 +185,8 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
     if (ctx.signal?.aborted && !(err instanceof CanceledError)) throw new CanceledError('exec canceled', { cause: err });
     throw err;
   } finally {
+    for (const l of leases) l.release();
+    await secretDir?.dispose();
     for (const v of views) await v.release().catch(() => undefined);
     for (const a of actives) await snapshotter.remove(a.key).catch(() => undefined);
   }
@@ -150,11 +196,10 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
 function checkSupported(exec: llb.ExecOp): void {
   const meta = exec.meta!;
   for (const m of exec.mounts) {
-    if (m.mountType !== llb.MountType.UNSPECIFIED && m.mountType !== llb.MountType.BIND && m.mountType !== llb.MountType.TMPFS) {
+    if (m.mountType === llb.MountType.SSH) {
       throw new UnimplementedError(`${llb.MountType[m.mountType]?.toLowerCase() ?? m.mountType} mounts are not supported yet (mount at ${m.dest})`);
     }
   }
-  if (exec.secretEnv.length > 0) throw new UnimplementedError('secret environment variables are not supported yet');
   if (meta.extraHosts.length > 0) throw new UnimplementedError('extra hosts are not supported yet');
   if (meta.cgroupParent) throw new UnimplementedError('cgroup parent is not supported yet');
 }

@@ -479,6 +479,63 @@ export function runWorkerConformance(
         expect(await denied(permissive, host, ['security.insecure'])).toMatchObject({ code: 'permission_denied', message: expect.stringContaining('--allow network.host') });
       });
 
+      it('mounts a secret file in a tmpfs and a secret env var, neither left in the result', async () => {
+        session.secrets.set('tok', new TextEncoder().encode('s3cr3t'));
+        const s = execOp(rootfs(), ['/bin/sh', '-c', 'cat /run/secrets/tok > /got; stat -c "%a %u %g" /run/secrets/tok > /st; echo "$TOKEN" > /env; grep " /run/secrets/tok " /proc/mounts | cut -d" " -f3 > /fstype'], {
+          mounts: [{ dest: '/run/secrets/tok', type: 'secret', secret: { id: 'tok', uid: 1000, gid: 1001, mode: 0o440 } }],
+          secretEnv: [{ id: 'tok', name: 'TOKEN' }],
+        });
+        const entries = await solveAndExport(s);
+        expect(byName(entries, 'got').data.toString()).toBe('s3cr3t');
+        expect(byName(entries, 'env').data.toString()).toBe('s3cr3t\n');
+        expect(byName(entries, 'st').data.toString()).toBe('440 1000 1001\n');
+        expect(byName(entries, 'fstype').data.toString()).toBe('tmpfs\n');
+        // The mount point and its parents are stubs: gone from the result.
+        expect(names(entries).filter((x) => x.startsWith('run/'))).toEqual([]);
+        expect(names(entries)).not.toContain('run/');
+        // Nothing of the secret tmpfs stays mounted on the host.
+        expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(root);
+      });
+
+      it('fails on a missing required secret and skips a missing optional one', async () => {
+        const err = await expectRunError(execOp(rootfs(), ['/bin/true'], { mounts: [{ dest: '/run/secrets/nope', type: 'secret', secret: { id: 'nope' } }] }));
+        expect(err.message).toMatch(/secret nope: not found/);
+        const entries = await solveAndExport(
+          execOp(rootfs(), ['/bin/sh', '-c', 'test -e /run/secrets/nope || echo absent > /r'], { mounts: [{ dest: '/run/secrets/nope', type: 'secret', secret: { id: 'nope', optional: true } }] }),
+        );
+        expect(byName(entries, 'r').data.toString()).toBe('absent\n');
+      });
+
+      it('keeps cache mounts across builds and worker restarts, seeded once from their input', async () => {
+        const seed = FileChain.start().mkdir('/c', 0o750, { owner: { user: { user: { case: 'id', value: 1000 } }, group: { user: { case: 'id', value: 1001 } } } }).apply(State.scratch());
+        const step = (n: number) =>
+          execOp(rootfs(), ['/bin/sh', '-c', `echo ${n} >> /cache/log; cat /cache/log > /seen; stat -c "%a %u %g" /cache > /st`], {
+            mounts: [{ dest: '/cache', type: 'cache', state: seed, selector: '/c', cache: { id: 'conf-cache' } }],
+          });
+        const first = await solveAndExport(step(1));
+        expect(byName(first, 'seen').data.toString()).toBe('1\n');
+        expect(byName(first, 'st').data.toString()).toBe('750 1000 1001\n');
+        expect(names(first)).not.toContain('cache/log');
+        await worker.close();
+        worker = await makeWorker({ root, sessions: session.client, publish: collector.publish, logger: silentLogger() });
+        const second = await solveAndExport(step(2));
+        expect(byName(second, 'seen').data.toString()).toBe('1\n2\n');
+      });
+
+      it('serialises locked cache users and gives private users their own directory when busy', async () => {
+        const use = (sharing: 'locked' | 'private', tag: string) =>
+          execOp(rootfs(), ['/bin/sh', '-c', `echo start-${tag} >> /c/log; sleep 0.3; echo end-${tag} >> /c/log; cat /c/log > /seen`], {
+            mounts: [{ dest: '/c', type: 'cache', cache: { id: `conf-${sharing}`, sharing } }],
+          });
+        const [a, b] = await Promise.all([solveAndExport(use('locked', 'a')), solveAndExport(use('locked', 'b'))]);
+        const last = [byName(a, 'seen'), byName(b, 'seen')].map((e) => e.data.toString()).sort((x, y) => x.length - y.length)[1]!;
+        // One ran after the other: never two starts in a row.
+        expect(last).toMatch(/^start-(a|b)\nend-\1\nstart-(a|b)\nend-\2\n$/);
+        const [p, q] = await Promise.all([solveAndExport(use('private', 'p')), solveAndExport(use('private', 'q'))]);
+        expect(byName(p, 'seen').data.toString()).toBe('start-p\nend-p\n');
+        expect(byName(q, 'seen').data.toString()).toBe('start-q\nend-q\n');
+      });
+
       it('runs an allowed insecure step privileged and a host-network step in the host namespace', async () => {
         const permissive = await newWorker({ root: path.join(root, 'permissive'), allowedEntitlements: ['security.insecure', 'network.host'] });
         const probe = 'grep -E "^(CapEff|Seccomp):" /proc/self/status > /tmp/s; grep " /sys " /proc/mounts | cut -d" " -f4 | cut -d, -f1 >> /tmp/s';

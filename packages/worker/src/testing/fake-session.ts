@@ -12,6 +12,8 @@ export interface FakeSession {
   readonly dirs: Map<string, FakeSharedDir>;
   /** Every FetchFiles request received, in order. */
   readonly fetches: session.FetchFilesRequest[];
+  /** Secrets served by GetSecret, by id (mutable). */
+  readonly secrets: Map<string, Uint8Array>;
 }
 
 /** Chunk size of the served tar, small so transfers take several messages. */
@@ -19,12 +21,14 @@ const CHUNK = 16 * 1024;
 
 /**
  * A SessionService serving FetchFiles from local directories (tarred with
- * the request's include/exclude patterns honoured) or from fixed tar bytes.
+ * the request's include/exclude patterns honoured) or from fixed tar bytes,
+ * and GetSecret from `secrets`.
  * An unknown directory name fails with NotFoundError, as the relay does.
  */
 export function createFakeSession(dirs: Record<string, FakeSharedDir> = {}): FakeSession {
   const map = new Map(Object.entries(dirs));
   const fetches: session.FetchFilesRequest[] = [];
+  const secrets = new Map<string, Uint8Array>();
   const transport = createInMemoryTransport((router) => {
     router.service(session.SessionService, {
       async *fetchFiles(req) {
@@ -35,7 +39,11 @@ export function createFakeSession(dirs: Record<string, FakeSharedDir> = {}): Fak
           'tar' in shared ? shared.tar : await packDirectory(shared.dir, { include: req.includePatterns, exclude: req.excludePatterns });
         for (let i = 0; i < tar.byteLength; i += CHUNK) yield { tarChunk: tar.subarray(i, i + CHUNK) };
       },
+      async getSecret(req) {
+        const data = secrets.get(req.id);
+        return data ? { found: true, data } : { found: false };
+      },
     });
   });
-  return { client: createKilnClient(session.SessionService, transport), dirs: map, fetches };
+  return { client: createKilnClient(session.SessionService, transport), dirs: map, fetches, secrets };
 }

@@ -1,0 +1,113 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export type CacheSharing = 'shared' | 'private' | 'locked';
+
+interface Instance {
+  dir: string;
+  shared: number;
+  exclusive: boolean;
+  waiters: (() => void)[];
+}
+
+/** A cache directory in use by one run; `release()` exactly once when the run ends. */
+export interface CacheLease {
+  readonly dir: string;
+  release(): void;
+}
+
+/**
+ * Persistent `type=cache` directories under `<stateDir>/cache/<sha256(id)>/<n>`:
+ * they survive builds and daemon restarts, keyed by id alone (as BuildKit
+ * keys them). Instance 0 is the cache; `private` mounts that find it busy
+ * get instance 1, 2, ... (kept for later private use). Sharing:
+ * - shared: any number of runs use instance 0 at once (waits only for a locked run);
+ * - locked: one run at a time on instance 0, the others wait;
+ * - private: a free instance for this run alone, a new one when all are busy.
+ * A new instance is seeded from `seed` (the mount's input: mode, owner and
+ * content applied on creation). Locks are per process: one worker owns a state dir.
+ */
+export class CacheMounts {
+  private readonly instances = new Map<string, Promise<Instance[]>>();
+
+  constructor(private readonly stateDir: string) {}
+
+  async acquire(id: string, sharing: CacheSharing, seed: string | undefined, signal?: AbortSignal): Promise<CacheLease> {
+    const key = createHash('sha256').update(id).digest('hex');
+    const list = await this.load(key, id);
+    let inst: Instance;
+    if (sharing === 'private') {
+      inst = list.find((i) => i.shared === 0 && !i.exclusive) ?? this.add(key, list);
+      inst.exclusive = true;
+    } else {
+      inst = list[0] ?? this.add(key, list);
+      while (inst.exclusive || (sharing === 'locked' && inst.shared > 0)) {
+        signal?.throwIfAborted();
+        await new Promise<void>((resolve) => {
+          inst.waiters.push(resolve);
+          signal?.addEventListener('abort', () => resolve(), { once: true });
+        });
+      }
+      if (sharing === 'locked') inst.exclusive = true;
+      else inst.shared++;
+    }
+    await this.seed(inst.dir, seed);
+    let done = false;
+    return {
+      dir: inst.dir,
+      release: () => {
+        if (done) return;
+        done = true;
+        if (sharing === 'shared') inst.shared--;
+        else inst.exclusive = false;
+        for (const wake of inst.waiters.splice(0)) wake();
+      },
+    };
+  }
+
+  /** The instances of a key found on disk (after a restart), loaded once. */
+  private load(key: string, id: string): Promise<Instance[]> {
+    let list = this.instances.get(key);
+    if (!list) {
+      list = (async () => {
+        const base = path.join(this.stateDir, 'cache', key);
+        await mkdir(base, { recursive: true });
+        await writeFile(path.join(base, 'id'), id);
+        const names = (await readdir(base)).filter((n) => /^\d+$/.test(n)).sort((a, b) => Number(a) - Number(b));
+        return names.map((n): Instance => ({ dir: path.join(base, n), shared: 0, exclusive: false, waiters: [] }));
+      })();
+      this.instances.set(key, list);
+    }
+    return list;
+  }
+
+  /** A new instance, in the list at once (synchronously) so concurrent callers see it. */
+  private add(key: string, list: Instance[]): Instance {
+    const inst: Instance = { dir: path.join(this.stateDir, 'cache', key, String(list.length)), shared: 0, exclusive: false, waiters: [] };
+    list.push(inst);
+    return inst;
+  }
+
+  /** Creates the directory on first use: a copy of `seed` (or empty, mode 0755), made whole before it appears. */
+  private async seed(dir: string, seed: string | undefined): Promise<void> {
+    try {
+      await stat(dir);
+      return;
+    } catch {
+      // first use
+    }
+    const tmp = `${dir}.new-${randomBytes(4).toString('hex')}`;
+    // cp -a keeps modes, owners and times (the seed's mode and owner become the cache's).
+    if (seed) await run('cp', ['-a', '--', seed, tmp]);
+    else await mkdir(tmp, { mode: 0o755 });
+    await rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
+      await rm(tmp, { recursive: true, force: true });
+      if (err.code !== 'EEXIST' && err.code !== 'ENOTEMPTY') throw err;
+    });
+  }
+}
