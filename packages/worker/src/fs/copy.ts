@@ -3,6 +3,7 @@ import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { hasWildcard, matchComponent, PatternMatcher } from '@kiln/common';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
+import type { ModeChange } from './symbolic-mode.js';
 import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from './fs-util.js';
 
 export interface CopyOptions {
@@ -19,7 +20,8 @@ export interface CopyOptions {
   includePatterns: readonly string[];
   excludePatterns: readonly string[];
   /** Permission bits for every copied entry; undefined keeps the source's. */
-  mode?: number;
+  /** Permission bits for every copied entry: fixed, or computed from each entry's own (a symbolic chmod). */
+  mode?: number | ModeChange;
   /** Owner of every copied or created entry; undefined keeps the source's. */
   chown?: { uid: number; gid: number };
   /** mtime (ms) of every copied or created entry; undefined keeps the source's. */
@@ -151,7 +153,7 @@ class Copier {
       {
         uid: this.opts.chown?.uid ?? fi.uid,
         gid: this.opts.chown?.gid ?? fi.gid,
-        mode: this.opts.mode ?? fi.mode,
+        mode: typeof this.opts.mode === 'function' ? (fi.mode & ~0o7777) | this.opts.mode(fi.mode, fi.isDirectory()) : (this.opts.mode ?? fi.mode),
         mtimeMs: this.opts.mtimeMs ?? fi.mtimeMs,
       },
       isSymlink,

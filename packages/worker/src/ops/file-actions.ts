@@ -8,6 +8,7 @@ import { copyPath } from '../fs/copy.js';
 import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from '../fs/fs-util.js';
 import { resolveWildcards } from '../fs/copy.js';
 import { resolveChown } from '../fs/users.js';
+import { parseSymbolicMode } from '../fs/symbolic-mode.js';
 import { unpackIfArchive } from '../fs/unpack.js';
 
 /** Unix seconds (-1 or absent: none) as ms. */
@@ -72,7 +73,6 @@ export async function symlinkAction(root: string, a: llb.FileActionSymlink): Pro
 
 /** Copies from the tree `srcRoot` into `destRoot`; see copyPath. */
 export async function copyAction(srcRoot: string, destRoot: string, a: llb.FileActionCopy): Promise<void> {
-  if (a.modeStr) throw new UnimplementedError(`copy with a symbolic mode ("${a.modeStr}") is not supported yet`);
   if (a.parents) throw new UnimplementedError('copy --parents is not supported yet');
   let sources = [a.src];
   if (a.attemptUnpackDockerCompatibility) {
@@ -96,7 +96,7 @@ async function copyOne(srcRoot: string, src: string, destRoot: string, a: llb.Fi
     alwaysReplaceExistingDestPaths: a.alwaysReplaceExistingDestPaths,
     includePatterns: a.includePatterns,
     excludePatterns: a.excludePatterns,
-    mode: a.mode >= 0 ? a.mode : undefined,
+    mode: a.modeStr ? parseSymbolicMode(a.modeStr) : a.mode >= 0 ? a.mode : undefined,
     chown,
     mtimeMs: timestampMs(a.timestamp),
   });

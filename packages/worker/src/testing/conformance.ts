@@ -225,6 +225,17 @@ export function runWorkerConformance(
         expect(names(entries)).toEqual(['b.txt', 'd/', 'd/a.txt']);
       });
 
+      it('applies a symbolic chmod to every copied entry from its own mode', async () => {
+        const entries = await solveAndExport(
+          FileChain.start().copy(ctx(), '/dir', '/x', { dirCopyContents: true, createDestPath: true, modeStr: 'go-rwx,u+X' }).apply(State.scratch()),
+        );
+        expect(byName(entries, 'x/c.md').mode).toBe(0o600);
+        expect(byName(entries, 'x/sub/').mode).toBe(0o700);
+        expect(byName(entries, 'x/sub/b.txt').mode).toBe(0o600);
+        const bad = await expectRunError(FileChain.start().copy(ctx(), '/a.txt', '/a', { modeStr: 'u+q' }).apply(State.scratch()));
+        expect(bad.message).toMatch(/invalid chmod mode "u\+q"/);
+      });
+
       it('copies the contents of a directory with dirCopyContents, the directory itself without', async () => {
         const contents = await solveAndExport(
           FileChain.start().copy(ctx(), '/dir', '/x', { dirCopyContents: true, createDestPath: true }).apply(State.scratch()),
