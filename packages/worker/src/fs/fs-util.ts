@@ -1,25 +1,11 @@
-import { lstatSync, mkdirSync, chmodSync, lchownSync, lutimesSync } from 'node:fs';
-import type { Stats } from 'node:fs';
-import { resolveInRoot } from '@kiln/snapshotter';
+import { mkdirSync } from 'node:fs';
+import { applyAttrs, errnoError, lstatOrUndefined, resolveInRoot, type EntryAttrs } from '@kiln/snapshotter';
 
-/** lstat that answers undefined for a missing entry. */
-export async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
-  try {
-    return lstatSync(p);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-    throw err;
-  }
-}
+// One implementation of these lives with the layer applier in @kiln/snapshotter.
+export { applyAttrs, errnoError, lstatOrUndefined };
 
-export interface DirAttrs {
-  mode: number;
-  uid?: number;
-  gid?: number;
-  /** Unix time in ms; undefined leaves "now". */
-  mtimeMs?: number;
-}
+/** Owner, mode and mtime given to directories a copy or mkdir creates. */
+export type DirAttrs = EntryAttrs;
 
 /**
  * Creates the directory `rel` and its missing parents inside `root`, each
@@ -43,20 +29,6 @@ export async function mkdirAllInRoot(root: string, rel: string, attrs: DirAttrs 
     }
   }
   return resolved;
-}
-
-/** chown (when given), chmod (not for symlinks), then mtime; in that order so chown cannot clear setuid bits. */
-export async function applyAttrs(p: string, attrs: DirAttrs, isSymlink: boolean): Promise<void> {
-  if (attrs.uid !== undefined || attrs.gid !== undefined) lchownSync(p, attrs.uid ?? -1, attrs.gid ?? -1);
-  if (!isSymlink) chmodSync(p, attrs.mode & 0o7777);
-  if (attrs.mtimeMs !== undefined) {
-    const t = attrs.mtimeMs / 1000;
-    lutimesSync(p, t, t);
-  }
-}
-
-export function errnoError(code: string, message: string): NodeJS.ErrnoException {
-  return Object.assign(new Error(message), { code });
 }
 
 /** A short reason for a filesystem error, e.g. "no such file or directory". */
