@@ -1,7 +1,7 @@
 import type { Client, ServiceImpl } from '@connectrpc/connect';
 import { exporter, session, type content, type worker } from '@kiln/api';
 import { InvalidArgumentError, NotFoundError, type Logger } from '@kiln/common';
-import type { RegistryClient } from '@kiln/registry';
+import { sessionCredentials, type RegistryClient } from '@kiln/registry';
 import type { ClientOutputs, Exporter } from '../exporter.js';
 import { emptyTar } from '../empty-tar.js';
 import { contentBlobStore } from '../image/blob-store.js';
@@ -15,7 +15,10 @@ export interface ExporterServiceOptions {
   sessions: Client<typeof session.SessionService>;
   /** The content store tier (image, oci and docker exporters). */
   content?: Client<typeof content.ContentService>;
-  /** Registry access for `type=image,push=true`. */
+  /**
+   * Registry access for `type=image,push=true`, with the daemon's
+   * credentials; each export asks its build's client session first.
+   */
   registry?: RegistryClient;
   logger: Logger;
 }
@@ -44,6 +47,10 @@ export function createExporterServiceImpl(opts: ExporterServiceOptions): Service
       const client = req.ref ? await opts.worker(req.workerId) : undefined;
       if (req.ref && !client) throw new NotFoundError(`worker ${req.workerId} that holds the result is gone`);
       const logger = opts.logger.child({ buildId: req.buildId, exporter: req.type });
+      const registry =
+        opts.registry && req.sessionId
+          ? opts.registry.withCredentials(sessionCredentials((host, signal) => opts.sessions.getCredentials({ sessionId: req.sessionId, host }, { signal: signal ?? ctx.signal })))
+          : opts.registry;
       const response = await instance.export(
         {
           buildId: req.buildId,
@@ -52,7 +59,7 @@ export function createExporterServiceImpl(opts: ExporterServiceOptions): Service
           openTar: (signal) => (client ? tarChunks(client.exportRef({ ref: req.ref }, { signal })) : emptyTar()),
           getLayers: async (layerReq, signal) => (client ? getLayers(client, req.ref, layerReq, signal) : []),
         },
-        { outputs, content: store, registry: opts.registry, logger, signal: ctx.signal },
+        { outputs, content: store, registry, logger, signal: ctx.signal },
       );
       return { response };
     },

@@ -1,13 +1,18 @@
 import { InvalidArgumentError, NotFoundError } from '@kiln/common';
 import { convertDockerfile, parseDockerignore, parsePlatform, type BuildWarning, type ImageMetaResolver, type Platform } from '@kiln/dockerfile';
 import { marshal } from '@kiln/llb';
+import type { CredentialStore } from '@kiln/registry';
 import type { Frontend, FrontendWarning } from '../frontend.js';
 
 const DOCKERFILE_MAX = 4 * 1024 * 1024;
 
 export interface DockerfileFrontendOptions {
-  /** Base image lookups (config + digest pinning); without one, images stay unpinned. */
-  imageResolver?: ImageMetaResolver;
+  /**
+   * Base image lookups (config + digest pinning); without one, images stay
+   * unpinned. With `withCredentials` (see createRegistryImageResolver), each
+   * build looks images up with its client's registry credentials first.
+   */
+  imageResolver?: ImageMetaResolver & { withCredentials?(credentials: CredentialStore): ImageMetaResolver };
 }
 
 /**
@@ -38,7 +43,7 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
         namedContexts,
         platform: platformAttr(req.attrs['platform']),
         excludePatterns: ignore ? parseDockerignore(Buffer.from(ignore).toString('utf8')) : [],
-        imageResolver: opts.imageResolver,
+        imageResolver: inputs.registryCredentials && opts.imageResolver?.withCredentials ? opts.imageResolver.withCredentials(inputs.registryCredentials) : opts.imageResolver,
         signal,
       });
       const definition = marshal(converted.state, { sources: [{ filename, data, language: 'Dockerfile' }] });
