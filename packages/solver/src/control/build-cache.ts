@@ -36,7 +36,7 @@ export function compileCacheExports(entries: readonly control.CacheOptionsEntry[
     if (mode !== 'min' && mode !== 'max') throw new InvalidArgumentError(`invalid cache mode "${mode}" (want min or max)`, 'cache_exports');
     const compression = a['compression'] ?? 'gzip';
     if (!['gzip', 'zstd', 'uncompressed'].includes(compression)) throw new InvalidArgumentError(`invalid cache compression "${compression}" (want gzip, zstd or uncompressed)`, 'cache_exports');
-    const pack = { ociMediaTypes: bool(a['oci-mediatypes'], true, 'oci-mediatypes'), imageManifest: bool(a['image-manifest'], true, 'image-manifest') };
+    const pack = { ociMediaTypes: bool(a['oci-mediatypes'], true, 'oci-mediatypes'), imageManifest: bool(a['image-manifest'], false, 'image-manifest') };
     if (e.type === 'registry') {
       if (!a['ref']) throw new InvalidArgumentError('a registry cache export needs ref=', 'cache_exports');
       return { type: 'registry', ref: a['ref'], mode, compression, ...pack };
