@@ -5,14 +5,18 @@ import { control, events, exporter, frontend, type content, type llb } from '@ki
 import { publishEvent, type EventBus } from '@kiln/bus';
 import { asKilnError, InvalidArgumentError, KilnError, sha256, UnimplementedError, type Logger } from '@kiln/common';
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
+import { createRegistryClient, type RegistryClient } from '@kiln/registry';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import type { BuiltVertex } from '../cache/cache-export.js';
+import { CacheImports } from '../cache/cache-import.js';
 import { CacheStore } from '../cache/cache-store.js';
 import { openSolverDatabase, type Database } from '../cache/sqlite.js';
 import { Scheduler } from '../graph/scheduler.js';
 import { bypassesCache, isLocalSource, localSourceCacheKey, opCacheKey } from '../llb/cache-keys.js';
 import { toGraph, type LlbVertex, type OpResult } from '../llb/vertices.js';
 import type { SessionHost } from '../session/session-host.js';
+import { compileCacheExports, compileCacheImports, exportCache, loadCacheImports, withInlineCache, type CacheExportDeps } from './build-cache.js';
 import { BuildRecords, toStatusResponse } from './build-records.js';
 import { ContentUsage } from './content-usage.js';
 import { formatPlatform, pickWorker } from './pick-worker.js';
@@ -35,6 +39,8 @@ export interface SolverOptions {
   maxParallelism?: number;
   version?: string;
   tiers?: string[];
+  /** Where registry caches are pushed to and pulled from (`--cache-to/--cache-from type=registry`). Default `createRegistryClient({})`. */
+  registry?: RegistryClient;
 }
 
 type VertexInit = MessageInitShape<typeof events.VertexSchema>;
@@ -50,6 +56,7 @@ export class Solver {
   private readonly active = new Set<string>();
   private readonly db: Database;
   private readonly cache: VertexCache;
+  private registryClient: RegistryClient | undefined;
 
   constructor(private readonly opts: SolverOptions) {
     this.records = new BuildRecords(opts.bus);
@@ -77,7 +84,10 @@ export class Solver {
     const publish = (ev: MessageInitShape<typeof events.BuildEventSchema>['event']) =>
       publishEvent(this.opts.bus, `kiln.build.${buildId}.${ev?.case ?? "event"}`, events.BuildEventSchema, { buildId, event: ev });
     const defs: ParsedDefinition[] = [];
+    let imports: CacheImports | undefined;
     try {
+      const cacheExports = compileCacheExports(req.cacheExports);
+      const cacheImports = compileCacheImports(req.cacheImports);
       let targets: BuildTarget[] = [{ platform: '', definition: req.definition, imageConfig: new Uint8Array() }];
       if (req.frontend) {
         const attrs = await this.withBuildPlatform(req.frontendAttrs);
@@ -93,7 +103,14 @@ export class Solver {
         defs.push(parseDefinition(t.definition));
       }
       const worker = pickWorker(await this.opts.workers.list(), defs);
-      const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: req.entitlements };
+      if (cacheImports.length > 0) {
+        const loaded = await this.step(publish, internalVertex(buildId, 'importing cache manifests'), () =>
+          loadCacheImports(cacheImports, this.registry, importPlatform(defs[0]!, worker), log.child({ component: 'cache-import' }), signal),
+        );
+        imports = new CacheImports(loaded, this.opts.content, log.child({ component: 'cache-import' }));
+      }
+      const built = new Map<string, BuiltVertex>();
+      const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: req.entitlements, imports, built };
       // One graph per target platform; ops they share (same key) run once in this session.
       const resultRefs = await Promise.all(
         defs.map(async (def) => {
@@ -103,6 +120,15 @@ export class Solver {
           return out.refs[def.result.index] ?? '';
         }),
       );
+      const finals = defs.map((def) => (def.result ? { digest: def.result.digest as string, index: def.result.index } : undefined));
+      // Cache exports describe the first platform's result.
+      const final = finals[0];
+      if (cacheExports.some((c) => c.type === 'inline')) {
+        const deps = this.cacheDeps(log);
+        targets = await this.step(publish, internalVertex(buildId, 'preparing inline cache'), () =>
+          Promise.all(targets.map(async (t, i) => ({ ...t, imageConfig: await withInlineCache(t.imageConfig, built, finals[i], deps, signal) }))),
+        );
+      }
       const platforms = targets.length > 1 ? targets.map((t, i) => ({ platform: t.platform, workerId: worker.id, ref: resultRefs[i]!, imageConfig: t.imageConfig })) : [];
       const response: Record<string, string> = {};
       for (const [i, exp] of req.exporters.entries()) {
@@ -112,6 +138,14 @@ export class Solver {
           return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exp.attrs, ...first, platforms }, { signal });
         });
         Object.assign(response, res.response);
+      }
+      for (const [i, target] of cacheExports.entries()) {
+        if (target.type === 'inline') continue;
+        const deps = this.cacheDeps(log);
+        const name = target.type === 'registry' ? `exporting cache to registry ${target.ref}` : `exporting cache to ${target.dest}`;
+        const res = await this.step(publish, internalVertex(buildId, name, i), () => exportCache(target, built, final, deps, signal));
+        log.info({ cache: name, digest: res.digest, records: res.records }, 'cache exported');
+        response[`cache.${i}.digest`] = res.digest;
       }
       await publish({ case: 'done', value: {} });
       log.info('build done');
@@ -124,6 +158,7 @@ export class Solver {
     } finally {
       this.active.delete(buildId);
       await session.close();
+      await imports?.close();
     }
   }
 
@@ -176,6 +211,16 @@ export class Solver {
     return native ? { ...attrs, 'build-platform': formatPlatform(native) } : attrs;
   }
 
+  private get registry(): RegistryClient {
+    return (this.registryClient ??= this.opts.registry ?? createRegistryClient({}));
+  }
+
+  private cacheDeps(log: Logger): CacheExportDeps {
+    const content = this.opts.content;
+    if (!content) throw new UnimplementedError('cache export needs a content store, and this solver has none configured');
+    return { workers: this.opts.workers, content, registry: this.registry, logger: log.child({ component: 'cache-export' }) };
+  }
+
   /**
    * Runs one vertex through the cache: its key is computed from its inputs'
    * keys (a local source's from the content the worker received); a cached
@@ -197,6 +242,7 @@ export class Solver {
         const content = res.contentDigests[0];
         // Without a content digest the result cannot be matched later: key it to this build alone.
         const cacheKey = content ? localSourceCacheKey(content) : sha256(`${v.digest}:${b.sessionId}:${b.buildId}`);
+        b.built.set(v.digest, { digest: v.digest, key: cacheKey, parents: [], inputs: [], description: v.name, workerId: worker.id, refs: res.outputRefs, exportable: false });
         return { workerId: worker.id, refs: res.outputRefs, cacheKey };
       });
     }
@@ -207,13 +253,29 @@ export class Solver {
     const lookup = !bypassesCache(v.op, b.noCache);
     const started = timestampNow();
     let publishedStart = false;
+    let imported = false;
     try {
       const res = await this.cache.resolve(cacheKey, worker, { lookup, description: v.name, holder: b.buildId }, async () => {
+        const fromImport = lookup && b.imports?.has(cacheKey) ? await b.imports.materialise(cacheKey, worker, b.buildId, signal) : undefined;
+        if (fromImport) {
+          imported = true;
+          return fromImport;
+        }
         publishedStart = true;
         await b.publish({ case: 'vertex', value: { ...vertex, started } });
         return (await run(signal)).outputRefs;
       });
-      if (res.cached) {
+      b.built.set(v.digest, {
+        digest: v.digest,
+        key: cacheKey,
+        parents: inputs.map((r, i) => outputKey(r.cacheKey, v.inputs[i]!.index)),
+        inputs: v.inputs.map((i) => i.vertex.digest),
+        description: v.name,
+        workerId: res.workerId,
+        refs: res.refs,
+        exportable: true,
+      });
+      if (res.cached || imported) {
         await b.publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow(), cached: true } });
       } else {
         await b.publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow() } });
@@ -261,6 +323,16 @@ interface BuildContext {
   /** The frontend attr `no-cache` (see bypassesCache). */
   noCache: string | undefined;
   entitlements: readonly string[];
+  /** The caches `--cache-from` named (absent: none). */
+  imports: CacheImports | undefined;
+  /** Every vertex result of the build so far, by vertex digest (for `--cache-to`). */
+  built: Map<string, BuiltVertex>;
+}
+
+/** The platform whose image an inline cache import picks from an index: the definition's, else the worker's. */
+function importPlatform(def: ParsedDefinition, worker: WorkerHandle): { os: string; architecture: string; variant?: string } {
+  const p = [...def.ops.values()].map((o) => o.op.platform).find((x): x is llb.Platform => !!x?.os) ?? worker.platforms[0];
+  return p ? { os: p.os, architecture: p.architecture, ...(p.variant ? { variant: p.variant } : {}) } : { os: 'linux', architecture: 'amd64' };
 }
 
 /** The key of output `index` of a vertex keyed `key`. */
