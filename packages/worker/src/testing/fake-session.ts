@@ -1,9 +1,23 @@
 import { session } from '@kiln/api';
-import { createInMemoryTransport, createKilnClient, NotFoundError } from '@kiln/common';
+import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import path from 'node:path';
+import {
+  createInMemoryTransport,
+  createKilnClient,
+  decodeContextManifest,
+  NotFoundError,
+  packContextDiff,
+  PatternMatcher,
+  type DiffSourceEntry,
+} from '@kiln/common';
 import { packDirectory } from './tar.js';
 
-/** What the fake serves for one shared directory: a real directory, or raw tar bytes (e.g. hostile). */
-export type FakeSharedDir = { dir: string } | { tar: Uint8Array };
+/**
+ * What the fake serves for one shared directory: a real directory, or raw
+ * tar bytes (e.g. hostile). A directory with a `sharedKey` is announced by
+ * DescribeDir, so the worker asks for diffs against its last copy.
+ */
+export type FakeSharedDir = { dir: string; sharedKey?: string } | { tar: Uint8Array };
 
 export interface FakeSession {
   /** A Connect client of SessionService over an in-memory transport; pass it as `sessions`. */
@@ -14,6 +28,8 @@ export interface FakeSession {
   readonly fetches: session.FetchFilesRequest[];
   /** Secrets served by GetSecret, by id (mutable). */
   readonly secrets: Map<string, Uint8Array>;
+  /** Bytes sent by each FetchFiles answer, in order. */
+  readonly sentBytes: number[];
 }
 
 /** Chunk size of the served tar, small so transfers take several messages. */
@@ -29,15 +45,31 @@ export function createFakeSession(dirs: Record<string, FakeSharedDir> = {}): Fak
   const map = new Map(Object.entries(dirs));
   const fetches: session.FetchFilesRequest[] = [];
   const secrets = new Map<string, Uint8Array>();
+  const sentBytes: number[] = [];
   const transport = createInMemoryTransport((router) => {
     router.service(session.SessionService, {
       async *fetchFiles(req) {
         fetches.push(req);
         const shared = map.get(req.dirName);
         if (!shared) throw new NotFoundError(`no shared directory "${req.dirName}" in session ${req.sessionId}`);
+        const at = sentBytes.push(0) - 1;
+        if (req.diff && 'dir' in shared) {
+          const entries = walkDirectory(shared.dir, req.includePatterns, req.excludePatterns);
+          for await (const tarChunk of packContextDiff(shared.dir, entries, decodeContextManifest(req.baseManifest), { chunkBytes: CHUNK })) {
+            sentBytes[at]! += tarChunk.byteLength;
+            yield { tarChunk };
+          }
+          return;
+        }
         const tar =
           'tar' in shared ? shared.tar : await packDirectory(shared.dir, { include: req.includePatterns, exclude: req.excludePatterns });
+        sentBytes[at] = tar.byteLength;
         for (let i = 0; i < tar.byteLength; i += CHUNK) yield { tarChunk: tar.subarray(i, i + CHUNK) };
+      },
+      async describeDir(req) {
+        const shared = map.get(req.dirName);
+        if (!shared) throw new NotFoundError(`no shared directory "${req.dirName}" in session ${req.sessionId}`);
+        return { sharedKey: 'dir' in shared ? (shared.sharedKey ?? '') : '' };
       },
       async getSecret(req) {
         const data = secrets.get(req.id);
@@ -45,5 +77,31 @@ export function createFakeSession(dirs: Record<string, FakeSharedDir> = {}): Fak
       },
     });
   });
-  return { client: createKilnClient(session.SessionService, transport), dirs: map, fetches, secrets };
+  return { client: createKilnClient(session.SessionService, transport), dirs: map, fetches, secrets, sentBytes };
+}
+
+/**
+ * Walks `root` in sorted order, parents before children, yielding files,
+ * symlinks and directories that match `include` (or hold matches) and not
+ * `exclude`: what the CLI's walk sends, without its finer points.
+ */
+export function* walkDirectory(root: string, include: readonly string[] = [], exclude: readonly string[] = []): Generator<DiffSourceEntry> {
+  const inc = new PatternMatcher(include);
+  const exc = new PatternMatcher(exclude);
+  function* walk(rel: string): Generator<DiffSourceEntry> {
+    for (const name of readdirSync(path.join(root, rel)).sort()) {
+      const r = rel ? `${rel}/${name}` : name;
+      if (!exc.empty && exc.matches(r)) continue;
+      const stat = lstatSync(path.join(root, r));
+      const included = inc.empty || inc.matches(r);
+      if (stat.isDirectory()) {
+        if (!included && !inc.mayMatchUnder(r)) continue;
+        yield { path: r, stat };
+        yield* walk(r);
+      } else if (included && (stat.isFile() || stat.isSymbolicLink())) {
+        yield { path: r, stat, ...(stat.isSymbolicLink() ? { linkname: readlinkSync(path.join(root, r)) } : {}) };
+      }
+    }
+  }
+  yield* walk('');
 }
