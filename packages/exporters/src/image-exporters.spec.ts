@@ -254,6 +254,8 @@ describe('multi-platform exports', () => {
       resolve: () => Promise.reject(new Error('unused')),
       getManifest: () => Promise.reject(new Error('unused')),
       fetch: () => (async function* () {})(),
+      withCredentials: () => registry,
+      credentialsKeyFor: async () => 'anonymous',
       async pushBlob(_ref: Reference, desc: Descriptor, data: () => AsyncIterable<Uint8Array>) {
         for await (const _ of data());
         calls.push(`blob ${desc.mediaType}`);
