@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { InvalidArgumentError, NotFoundError } from '@kiln/common';
 import { convertDockerfile, parseDockerignore, parsePlatform, type BuildWarning, type ImageMetaResolver, type Platform } from '@kiln/dockerfile';
 import { marshal } from '@kiln/llb';
@@ -15,7 +16,8 @@ export interface DockerfileFrontendOptions {
  * "Dockerfile") and the ignore file from the client, converts to LLB.
  * `<Dockerfile>.dockerignore` next to the Dockerfile wins over the context's
  * `.dockerignore`, as in BuildKit. Attrs: `target`, `build-arg:K`,
- * `platform` (the first of a list), `context:NAME`.
+ * `platform` (the first of a list), `context:NAME`, `add-hosts`
+ * (`host=ip,...`, BuildKit's spelling) and `hostname`.
  */
 export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): Frontend {
   return {
@@ -36,6 +38,8 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
         target: req.attrs['target'] || undefined,
         buildArgs,
         namedContexts,
+        extraHosts: addHostsAttr(req.attrs['add-hosts']),
+        hostname: req.attrs['hostname'] || undefined,
         platform: platformAttr(req.attrs['platform']),
         excludePatterns: ignore ? parseDockerignore(Buffer.from(ignore).toString('utf8')) : [],
         imageResolver: opts.imageResolver,
@@ -63,6 +67,22 @@ function platformAttr(value: string | undefined): Platform | undefined {
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message, 'platform', { cause: err });
   }
+}
+
+/** `add-hosts`: comma-separated `host=ip` (or `host:ip`) entries. */
+function addHostsAttr(value: string | undefined): { host: string; ip: string }[] {
+  if (!value) return [];
+  return value
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean)
+    .map((v) => {
+      const sep = v.includes('=') ? v.indexOf('=') : v.indexOf(':');
+      const host = sep > 0 ? v.slice(0, sep) : '';
+      const ip = sep > 0 ? v.slice(sep + 1).replace(/^\[(.*)\]$/, '$1') : '';
+      if (!host || isIP(ip) === 0) throw new InvalidArgumentError(`invalid add-hosts entry "${v}": want host=ip`, 'add-hosts');
+      return { host, ip };
+    });
 }
 
 function toFrontendWarning(w: BuildWarning): FrontendWarning {

@@ -1,4 +1,3 @@
-import { execFileSync, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { copyFile, lstat, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile, chmod, access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,6 +13,7 @@ import { createEventCollector, type CollectedEvent } from './events.js';
 import { execState } from './exec-state.js';
 import { createFakeSession, type FakeSession } from './fake-session.js';
 import { solve } from './solve.js';
+import { hasSshAgent, sshAddClient, startSshAgent } from './ssh-agent.js';
 import { buildTar, collect, readTar, type TarEntry } from './tar.js';
 
 /** What the suite hands a backend to build its worker from. */
@@ -647,58 +647,6 @@ export function runWorkerConformance(
       });
     });
   });
-}
-
-function hasSshAgent(): boolean {
-  try {
-    execFileSync('ssh-agent', ['-h'], { stdio: 'ignore' });
-  } catch (err) {
-    // ssh-agent -h exits non-zero after printing its usage; only a missing binary is fatal.
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-  }
-  return ['ssh-add', 'ssh-keygen'].every((b) => {
-    try {
-      execFileSync('which', [b], { stdio: 'ignore' });
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
-
-/** A real ssh-agent on a socket in `dir`, holding one fresh ed25519 key. */
-async function startSshAgent(dir: string): Promise<{ socket: string; fingerprint: string; stop(): void }> {
-  await mkdir(dir, { recursive: true });
-  const key = path.join(dir, 'key');
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'kiln-test', '-f', key]);
-  const socket = path.join(dir, 'agent.sock');
-  const child = spawn('ssh-agent', ['-D', '-a', socket], { stdio: 'ignore' });
-  const stop = () => child.kill('SIGKILL');
-  try {
-    for (let i = 0; i < 100 && !(await access(socket).then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 20));
-    execFileSync('ssh-add', ['-q', key], { env: { ...process.env, SSH_AUTH_SOCK: socket }, stdio: 'ignore' });
-    const fingerprint = execFileSync('ssh-keygen', ['-l', '-f', `${key}.pub`]).toString().trim();
-    return { socket, fingerprint, stop };
-  } catch (err) {
-    stop();
-    throw err;
-  }
-}
-
-/** The host's ssh-add with its loader and libraries (from ldd) in one directory: run it as `ld.so --library-path lib ssh-add`. */
-async function sshAddClient(dir: string): Promise<string> {
-  if (await access(path.join(dir, 'ssh-add')).then(() => true, () => false)) return dir;
-  const bin = execFileSync('which', ['ssh-add']).toString().trim();
-  await mkdir(path.join(dir, 'lib'), { recursive: true });
-  for (const line of execFileSync('ldd', [bin]).toString().split('\n')) {
-    const lib = /=>\s*(\/\S+)/.exec(line)?.[1];
-    const loader = /^\s*(\/\S*ld-linux\S*)/.exec(line)?.[1];
-    if (lib) await copyFile(lib, path.join(dir, 'lib', path.basename(lib)));
-    if (loader) await copyFile(loader, path.join(dir, 'ld.so'));
-  }
-  await copyFile(bin, path.join(dir, 'ssh-add'));
-  for (const f of ['ld.so', 'ssh-add']) await chmod(path.join(dir, f), 0o755);
-  return dir;
 }
 
 type TreeSpec = Record<string, { data?: string; mode?: number } | { symlink: string }>;
