@@ -12,7 +12,7 @@ export interface CliEnv {
   /** Command output and `-o -` data. Default: process.stdout. */
   stdout?: Writable & { isTTY?: boolean };
   /** Progress, warnings and errors. Default: process.stderr. */
-  stderr?: Writable;
+  stderr?: Writable & { isTTY?: boolean; columns?: number; rows?: number };
   /** Cancels the running command. Default: SIGINT (a second SIGINT exits at once). */
   signal?: AbortSignal;
   /** Logger for debugging (KILN_LOG_LEVEL, default "warn"). */
@@ -25,7 +25,7 @@ export interface CliIo {
   vars: Readonly<Record<string, string | undefined>>;
   cwd: string;
   stdout: Writable & { isTTY?: boolean };
-  stderr: Writable;
+  stderr: Writable & { isTTY?: boolean; columns?: number; rows?: number };
   signal: AbortSignal;
   logger: Logger;
 }

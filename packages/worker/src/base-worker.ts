@@ -25,6 +25,7 @@ import { runFileOp } from './ops/file-op.js';
 import { runGitSource } from './ops/git-source.js';
 import { runHttpSource } from './ops/http-source.js';
 import { LayerStore, runImageSource } from './ops/image-source.js';
+import { importLayerChain, type ImportedLayer } from './ops/layer-import.js';
 import { runLocalSource } from './ops/local-source.js';
 import type { OpContext, OpResult } from './ops/op-context.js';
 import { OpFailure, reasonOf } from './ops/op-failure.js';
@@ -260,6 +261,22 @@ export class BaseWorker implements Worker {
     } finally {
       await this.release([ref]);
     }
+  }
+
+  async importLayers(layers: readonly ImportedLayer[], opts: { signal?: AbortSignal } = {}): Promise<string> {
+    if (this.closed) throw new KilnError('unavailable', `worker ${this.id} is closed`);
+    if (!this.o.content) throw new KilnError('failed_precondition', `worker ${this.id} has no content store to import layers from`);
+    throwIfAborted(opts.signal);
+    const id = await importLayerChain(layers, {
+      snapshotter: this.snapshots,
+      layers: this.layers,
+      content: this.o.content,
+      logger: this.logger,
+      onLayer: (snapshotId, layer) => this.snapshots.setBase(snapshotId, layer),
+      signal: opts.signal,
+    });
+    if (this.closed) throw new KilnError('unavailable', `worker ${this.id} closed while importing layers`);
+    return this.refs.add(id);
   }
 
   async release(refs: readonly string[]): Promise<void> {

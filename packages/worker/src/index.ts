@@ -4,6 +4,7 @@ export {
   createWorker,
   hostPlatform,
   type CompiledWorkerOptions,
+  type ImportedLayer,
   type PublishFn,
   type RefUsage,
   type RunRequest,

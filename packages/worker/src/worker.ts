@@ -12,7 +12,9 @@ import type { ContentClient } from './layers/content-blobs.js';
 import type { LayerDescriptor } from './layers/layer-maker.js';
 import type { LayerCompression } from './layers/media-types.js';
 
-export type { ContentClient, LayerCompression, LayerDescriptor };
+import type { ImportedLayer } from './ops/layer-import.js';
+
+export type { ContentClient, ImportedLayer, LayerCompression, LayerDescriptor };
 
 /**
  * A Worker runs LLB ops on snapshots and holds their results as refs. It is
@@ -99,6 +101,21 @@ export interface Worker {
    * content store; CanceledError when `signal` aborts.
    */
   getLayers(ref: string, opts?: GetLayersOptions): Promise<LayerDescriptor[]>;
+
+  /**
+   * Makes a ref from layer blobs in the content store (a cache import):
+   * each layer is applied, by OCI chain id, onto the snapshot of the layers
+   * below it, reusing chains this worker already has (pulled images,
+   * earlier imports). The layer snapshots persist like pulled image layers;
+   * `getLayers` of the ref returns the same blobs (not `fromBase`, with
+   * their `createdBy`). The ref carries one reference for the caller.
+   *
+   * Errors: InvalidArgumentError for a malformed descriptor; UnimplementedError
+   * for an unknown media type; `failed_precondition` when the worker has no
+   * content store or a blob does not unpack to its diff id; NotFoundError
+   * when the store lacks a blob; CanceledError when `signal` aborts.
+   */
+  importLayers(layers: readonly ImportedLayer[], opts?: { signal?: AbortSignal }): Promise<string>;
 
   /** Releases every ref and closes the snapshotter. Idempotent; never rejects. */
   close(): Promise<void>;

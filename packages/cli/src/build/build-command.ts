@@ -32,7 +32,7 @@ Options:
                                  Do not cache specified stages
   -o, --output stringArray       Output destination (format: "type=local,dest=path"; "-o DIR"; "-o -" for a tar on stdout)
       --platform stringArray     Set target platform for build (e.g., "linux/amd64,linux/arm64")
-      --progress string          Set type of progress output ("auto", "plain", "tty", "rawjson") (default "auto")
+      --progress string          Set type of progress output ("auto", "plain", "tty", "rawjson", "quiet") (default "auto")
       --push                     Shorthand for "--output=type=image,push=true"
       --secret stringArray       Secret to expose to the build (format: "id=mysecret[,src=/local/secret|env=VAR]")
       --ssh stringArray          SSH agent socket or keys to expose to the build (format: "default|<id>[=<socket>|<key>[,<key>]]")
@@ -76,7 +76,7 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
   const onAbort = () => abort.abort(io.signal.reason);
   io.signal.addEventListener('abort', onAbort, { once: true });
 
-  const printer = createProgressPrinter(opts.progress, io.stderr);
+  const printer = createProgressPrinter(opts.progress, io.stderr, { term: io.vars.TERM });
   const statusAbort = new AbortController();
   const statusDone = (async () => {
     try {

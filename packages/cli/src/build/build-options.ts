@@ -36,7 +36,7 @@ export type BuildFlags = ParsedFlags<typeof BUILD_FLAGS>;
 /** What `--allow` accepts (buildx's names). */
 export const BUILD_ENTITLEMENTS: readonly string[] = ['security.insecure', 'network.host'];
 
-export const PROGRESS_MODES = ['auto', 'plain', 'tty', 'rawjson'] as const;
+export const PROGRESS_MODES = ['auto', 'plain', 'tty', 'rawjson', 'quiet'] as const;
 export type ProgressMode = (typeof PROGRESS_MODES)[number];
 
 /** A named context (`--build-context NAME=VALUE`). */
@@ -223,7 +223,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
   const cacheFrom = flags['cache-from'].map((v) => parseCacheEntry(v, '--cache-from', abs));
   const cacheTo = flags['cache-to'].map((v) => parseCacheEntry(v, '--cache-to', abs));
 
-  const progress = (flags.progress ?? 'auto') as ProgressMode;
+  const progress = (flags.progress ?? (ctx.env.BUILDKIT_PROGRESS || 'auto')) as ProgressMode;
   if (!PROGRESS_MODES.includes(progress)) {
     throw new UsageError(`invalid argument "${flags.progress}" for "--progress" flag: want ${PROGRESS_MODES.join(', ')}`, '--progress');
   }

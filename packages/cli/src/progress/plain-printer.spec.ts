@@ -9,10 +9,10 @@ const T0 = 1_700_000_000_000;
 const ts = (ms: number) => timestampFromMs(T0 + ms);
 const status = (init: MessageInitShape<typeof control.StatusResponseSchema>) => create(control.StatusResponseSchema, init);
 
-function render(mode: 'plain' | 'rawjson' | 'auto', updates: MessageInitShape<typeof control.StatusResponseSchema>[]): string {
+function render(mode: 'plain' | 'rawjson' | 'auto' | 'quiet', updates: MessageInitShape<typeof control.StatusResponseSchema>[]): string {
   let text = '';
   let clock = T0;
-  const p = createProgressPrinter(mode, { write: (s: string) => (text += s) }, () => (clock += 1500));
+  const p = createProgressPrinter(mode, { write: (s: string) => (text += s) }, { clock: { now: () => (clock += 1500), setInterval: () => () => undefined } });
   for (const u of updates) p.write(status(u));
   p.close();
   return text;
@@ -75,8 +75,9 @@ describe('plain progress', () => {
     expect(out).toBe('#1 pull\n#1 sha256:layer 1.00MB / 3.40MB 0.4s\n#1 sha256:layer 3.40MB / 3.40MB done\n');
   });
 
-  it('auto is plain for now', () => {
+  it('auto is plain when the output is not a terminal; quiet prints nothing', () => {
     expect(render('auto', [{ vertexes: [{ digest: 'x', name: 'step', started: ts(0), completed: ts(100) }] }])).toBe('#1 step\n#1 DONE 0.1s\n');
+    expect(render('quiet', [{ vertexes: [{ digest: 'x', name: 'step', started: ts(0), completed: ts(100) }] }])).toBe('');
   });
 
   it('prints warnings', () => {

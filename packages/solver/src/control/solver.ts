@@ -5,14 +5,18 @@ import { control, events, exporter, frontend, type content, type llb } from '@ki
 import { publishEvent, type EventBus } from '@kiln/bus';
 import { asKilnError, InvalidArgumentError, KilnError, sha256, UnavailableError, UnimplementedError, type Logger } from '@kiln/common';
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
+import { createRegistryClient, type RegistryClient } from '@kiln/registry';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import type { BuiltVertex } from '../cache/cache-export.js';
+import { CacheImports } from '../cache/cache-import.js';
 import { CacheStore } from '../cache/cache-store.js';
 import { openSolverDatabase, type Database } from '../cache/sqlite.js';
 import { Scheduler } from '../graph/scheduler.js';
 import { bypassesCache, isLocalSource, localSourceCacheKey, opCacheKey } from '../llb/cache-keys.js';
 import { toGraph, type LlbVertex, type OpResult } from '../llb/vertices.js';
 import type { SessionHost } from '../session/session-host.js';
+import { compileCacheExports, compileCacheImports, exportCache, loadCacheImports, withInlineCache, type CacheExportDeps } from './build-cache.js';
 import { BuildRecords, toStatusResponse } from './build-records.js';
 import { ContentUsage } from './content-usage.js';
 import { VertexCache } from './vertex-cache.js';
@@ -34,6 +38,8 @@ export interface SolverOptions {
   maxParallelism?: number;
   version?: string;
   tiers?: string[];
+  /** Where registry caches are pushed to and pulled from (`--cache-to/--cache-from type=registry`). Default `createRegistryClient({})`. */
+  registry?: RegistryClient;
 }
 
 type VertexInit = MessageInitShape<typeof events.VertexSchema>;
@@ -49,6 +55,7 @@ export class Solver {
   private readonly active = new Set<string>();
   private readonly db: Database;
   private readonly cache: VertexCache;
+  private registryClient: RegistryClient | undefined;
 
   constructor(private readonly opts: SolverOptions) {
     this.records = new BuildRecords(opts.bus);
@@ -76,7 +83,10 @@ export class Solver {
     const publish = (ev: MessageInitShape<typeof events.BuildEventSchema>['event']) =>
       publishEvent(this.opts.bus, `kiln.build.${buildId}.${ev?.case ?? "event"}`, events.BuildEventSchema, { buildId, event: ev });
     let def: ParsedDefinition | undefined;
+    let imports: CacheImports | undefined;
     try {
+      const cacheExports = compileCacheExports(req.cacheExports);
+      const cacheImports = compileCacheImports(req.cacheImports);
       let imageConfig: Uint8Array = new Uint8Array();
       let definition = req.definition;
       if (req.frontend) {
@@ -91,12 +101,24 @@ export class Solver {
       if (!definition) throw new InvalidArgumentError('solve needs a frontend or a definition', 'frontend');
       def = parseDefinition(definition);
       const worker = await this.pickWorker(def);
-      const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: req.entitlements };
+      if (cacheImports.length > 0) {
+        const loaded = await this.step(publish, internalVertex(buildId, 'importing cache manifests'), () =>
+          loadCacheImports(cacheImports, this.registry, importPlatform(def!, worker), log.child({ component: 'cache-import' }), signal),
+        );
+        imports = new CacheImports(loaded, this.opts.content, log.child({ component: 'cache-import' }));
+      }
+      const built = new Map<string, BuiltVertex>();
+      const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: req.entitlements, imports, built };
       const graph = toGraph(def, req.sessionId, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig));
       let resultRef = '';
+      const final = def.result ? { digest: def.result.digest as string, index: def.result.index } : undefined;
       if (def.result) {
         const out = await session.resolve(graph.get(def.result.digest)!);
         resultRef = out.refs[def.result.index] ?? '';
+      }
+      if (cacheExports.some((c) => c.type === 'inline')) {
+        const deps = this.cacheDeps(log);
+        imageConfig = await this.step(publish, internalVertex(buildId, 'preparing inline cache'), () => withInlineCache(imageConfig, built, final, deps, signal));
       }
       const response: Record<string, string> = {};
       for (const [i, exp] of req.exporters.entries()) {
@@ -105,6 +127,14 @@ export class Solver {
           return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exp.attrs, workerId: worker.id, ref: resultRef, imageConfig }, { signal });
         });
         Object.assign(response, res.response);
+      }
+      for (const [i, target] of cacheExports.entries()) {
+        if (target.type === 'inline') continue;
+        const deps = this.cacheDeps(log);
+        const name = target.type === 'registry' ? `exporting cache to registry ${target.ref}` : `exporting cache to ${target.dest}`;
+        const res = await this.step(publish, internalVertex(buildId, name, i), () => exportCache(target, built, final, deps, signal));
+        log.info({ cache: name, digest: res.digest, records: res.records }, 'cache exported');
+        response[`cache.${i}.digest`] = res.digest;
       }
       await publish({ case: 'done', value: {} });
       log.info('build done');
@@ -117,6 +147,7 @@ export class Solver {
     } finally {
       this.active.delete(buildId);
       await session.close();
+      await imports?.close();
     }
   }
 
@@ -159,6 +190,16 @@ export class Solver {
     this.db.close();
   }
 
+  private get registry(): RegistryClient {
+    return (this.registryClient ??= this.opts.registry ?? createRegistryClient({}));
+  }
+
+  private cacheDeps(log: Logger): CacheExportDeps {
+    const content = this.opts.content;
+    if (!content) throw new UnimplementedError('cache export needs a content store, and this solver has none configured');
+    return { workers: this.opts.workers, content, registry: this.registry, logger: log.child({ component: 'cache-export' }) };
+  }
+
   private async pickWorker(def: ParsedDefinition): Promise<WorkerHandle> {
     const workers = await this.opts.workers.list();
     const wanted = [...def.ops.values()].map((o) => o.op.platform).find((p): p is llb.Platform => !!p?.os);
@@ -192,6 +233,7 @@ export class Solver {
         const content = res.contentDigests[0];
         // Without a content digest the result cannot be matched later: key it to this build alone.
         const cacheKey = content ? localSourceCacheKey(content) : sha256(`${v.digest}:${b.sessionId}:${b.buildId}`);
+        b.built.set(v.digest, { digest: v.digest, key: cacheKey, parents: [], inputs: [], description: v.name, workerId: worker.id, refs: res.outputRefs, exportable: false });
         return { workerId: worker.id, refs: res.outputRefs, cacheKey };
       });
     }
@@ -202,13 +244,29 @@ export class Solver {
     const lookup = !bypassesCache(v.op, b.noCache);
     const started = timestampNow();
     let publishedStart = false;
+    let imported = false;
     try {
       const res = await this.cache.resolve(cacheKey, worker, { lookup, description: v.name, holder: b.buildId }, async () => {
+        const fromImport = lookup && b.imports?.has(cacheKey) ? await b.imports.materialise(cacheKey, worker, b.buildId, signal) : undefined;
+        if (fromImport) {
+          imported = true;
+          return fromImport;
+        }
         publishedStart = true;
         await b.publish({ case: 'vertex', value: { ...vertex, started } });
         return (await run(signal)).outputRefs;
       });
-      if (res.cached) {
+      b.built.set(v.digest, {
+        digest: v.digest,
+        key: cacheKey,
+        parents: inputs.map((r, i) => outputKey(r.cacheKey, v.inputs[i]!.index)),
+        inputs: v.inputs.map((i) => i.vertex.digest),
+        description: v.name,
+        workerId: res.workerId,
+        refs: res.refs,
+        exportable: true,
+      });
+      if (res.cached || imported) {
         await b.publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow(), cached: true } });
       } else {
         await b.publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow() } });
@@ -249,6 +307,16 @@ interface BuildContext {
   /** The frontend attr `no-cache` (see bypassesCache). */
   noCache: string | undefined;
   entitlements: readonly string[];
+  /** The caches `--cache-from` named (absent: none). */
+  imports: CacheImports | undefined;
+  /** Every vertex result of the build so far, by vertex digest (for `--cache-to`). */
+  built: Map<string, BuiltVertex>;
+}
+
+/** The platform whose image an inline cache import picks from an index: the definition's, else the worker's. */
+function importPlatform(def: ParsedDefinition, worker: WorkerHandle): { os: string; architecture: string; variant?: string } {
+  const p = [...def.ops.values()].map((o) => o.op.platform).find((x): x is llb.Platform => !!x?.os) ?? worker.platforms[0];
+  return p ? { os: p.os, architecture: p.architecture, ...(p.variant ? { variant: p.variant } : {}) } : { os: 'linux', architecture: 'amd64' };
 }
 
 /** The key of output `index` of a vertex keyed `key`. */

@@ -93,12 +93,13 @@ export class LayerMaker {
   }
 
   private async baseLayer(base: BaseLayer, req: LayerRequest): Promise<LayerDescriptor> {
+    const origin = base.imported ? { fromBase: false, ...(base.imported.createdBy ? { createdBy: base.imported.createdBy } : {}) } : { fromBase: true };
     const have = compressionOfMediaType(base.mediaType);
     if (req.forceCompression && have !== undefined && have !== req.compression) {
       const key = ['base', base.digest, req.compression, req.level].join('|');
       const made = await this.once(key, req, () => this.recompress(base, have, req));
       if (made.empty) throw new KilnError('internal', `recompressing base layer ${base.digest} gave no blob`);
-      return { digest: made.digest, size: made.size, mediaType: layerMediaType(req.compression, req.ociMediaTypes), diffId: base.diffId, fromBase: true };
+      return { digest: made.digest, size: made.size, mediaType: layerMediaType(req.compression, req.ociMediaTypes), diffId: base.diffId, ...origin };
     }
     await this.ensureBase(base, req);
     return {
@@ -106,7 +107,7 @@ export class LayerMaker {
       size: base.size,
       mediaType: have === undefined ? base.mediaType : layerMediaType(have, req.ociMediaTypes),
       diffId: base.diffId,
-      fromBase: true,
+      ...origin,
     };
   }
 

@@ -9,6 +9,8 @@ export interface BaseLayer {
   diffId: string;
   /** Fetches the blob again (from the registry) when the content store no longer has it. */
   fetch(signal?: AbortSignal): AsyncIterable<Uint8Array>;
+  /** Set for a layer imported from a build cache: the step that made it (not a base image layer). */
+  imported?: { createdBy?: string };
 }
 
 interface Node {

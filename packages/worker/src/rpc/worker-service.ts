@@ -59,6 +59,11 @@ export function createWorkerServiceImpl(w: Worker): ServiceImpl<typeof worker.Wo
       return { usage: usage.map((u) => ({ ref: u.ref, found: u.found, size: BigInt(u.sizeBytes), owners: u.owners })) };
     },
 
+    async importLayers(req, ctx) {
+      const layers = req.layers.map((l) => ({ digest: l.digest, size: Number(l.size), mediaType: l.mediaType, diffId: l.diffId, ...(l.createdBy ? { createdBy: l.createdBy } : {}) }));
+      return { ref: await w.importLayers(layers, { signal: ctx.signal }) };
+    },
+
     async getLayers(req, ctx) {
       const layers = await w.getLayers(req.ref, {
         compression: parseCompression(req.compression),

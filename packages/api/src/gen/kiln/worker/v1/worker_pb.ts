@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/worker/v1/worker.proto.
  */
 export const file_kiln_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChtraWxuL3dvcmtlci92MS93b3JrZXIucHJvdG8SDmtpbG4ud29ya2VyLnYxIhEKD0Rlc2NyaWJlUmVxdWVzdCLGAQoQRGVzY3JpYmVSZXNwb25zZRIKCgJpZBgBIAEoCRIoCglwbGF0Zm9ybXMYAiADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRI8CgZsYWJlbHMYAyADKAsyLC5raWxuLndvcmtlci52MS5EZXNjcmliZVJlc3BvbnNlLkxhYmVsc0VudHJ5Eg8KB2JhY2tlbmQYBCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKUAQoKUnVuUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhUKDXZlcnRleF9kaWdlc3QYAyABKAkSCgoCb3AYBCABKAwSEgoKaW5wdXRfcmVmcxgFIAMoCRITCgtkZXNjcmlwdGlvbhgGIAEoCRIUCgxlbnRpdGxlbWVudHMYByADKAkiOwoLUnVuUmVzcG9uc2USEwoLb3V0cHV0X3JlZnMYASADKAkSFwoPY29udGVudF9kaWdlc3RzGAIgAygJIh8KEEV4cG9ydFJlZlJlcXVlc3QSCwoDcmVmGAEgASgJIiYKEUV4cG9ydFJlZlJlc3BvbnNlEhEKCXRhcl9jaHVuaxgBIAEoDCIeCg5SZWxlYXNlUmVxdWVzdBIMCgRyZWZzGAEgAygJIhEKD1JlbGVhc2VSZXNwb25zZSLIAQoQR2V0TGF5ZXJzUmVxdWVzdBILCgNyZWYYASABKAkSEwoLY29tcHJlc3Npb24YAiABKAkSGQoRY29tcHJlc3Npb25fbGV2ZWwYAyABKAUSGQoRZm9yY2VfY29tcHJlc3Npb24YBCABKAgSFwoPb2NpX21lZGlhX3R5cGVzGAUgASgIEh4KEXNvdXJjZV9kYXRlX2Vwb2NoGAYgASgDSACIAQESDQoFbGVhc2UYByABKAlCFAoSX3NvdXJjZV9kYXRlX2Vwb2NoInEKBUxheWVyEg4KBmRpZ2VzdBgBIAEoCRIMCgRzaXplGAIgASgDEhIKCm1lZGlhX3R5cGUYAyABKAkSDwoHZGlmZl9pZBgEIAEoCRIRCglmcm9tX2Jhc2UYBSABKAgSEgoKY3JlYXRlZF9ieRgGIAEoCSI6ChFHZXRMYXllcnNSZXNwb25zZRIlCgZsYXllcnMYASADKAsyFS5raWxuLndvcmtlci52MS5MYXllciI/Cg1SZXRhaW5SZXF1ZXN0EgwKBHJlZnMYASADKAkSDQoFb3duZXIYAiABKAkSEQoJZXBoZW1lcmFsGAMgASgIIiEKDlJldGFpblJlc3BvbnNlEg8KB21pc3NpbmcYASADKAkiKgoLRHJvcFJlcXVlc3QSDAoEcmVmcxgBIAMoCRINCgVvd25lchgCIAEoCSIOCgxEcm9wUmVzcG9uc2UiHwoPUmVmVXNhZ2VSZXF1ZXN0EgwKBHJlZnMYASADKAkiRAoIUmVmVXNhZ2USCwoDcmVmGAEgASgJEg0KBWZvdW5kGAIgASgIEgwKBHNpemUYAyABKAMSDgoGb3duZXJzGAQgAygJIjsKEFJlZlVzYWdlUmVzcG9uc2USJwoFdXNhZ2UYASADKAsyGC5raWxuLndvcmtlci52MS5SZWZVc2FnZTLrBAoNV29ya2VyU2VydmljZRJNCghEZXNjcmliZRIfLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVzcG9uc2USPgoDUnVuEhoua2lsbi53b3JrZXIudjEuUnVuUmVxdWVzdBobLmtpbG4ud29ya2VyLnYxLlJ1blJlc3BvbnNlElIKCUV4cG9ydFJlZhIgLmtpbG4ud29ya2VyLnYxLkV4cG9ydFJlZlJlcXVlc3QaIS5raWxuLndvcmtlci52MS5FeHBvcnRSZWZSZXNwb25zZTABEkoKB1JlbGVhc2USHi5raWxuLndvcmtlci52MS5SZWxlYXNlUmVxdWVzdBofLmtpbG4ud29ya2VyLnYxLlJlbGVhc2VSZXNwb25zZRJQCglHZXRMYXllcnMSIC5raWxuLndvcmtlci52MS5HZXRMYXllcnNSZXF1ZXN0GiEua2lsbi53b3JrZXIudjEuR2V0TGF5ZXJzUmVzcG9uc2USRwoGUmV0YWluEh0ua2lsbi53b3JrZXIudjEuUmV0YWluUmVxdWVzdBoeLmtpbG4ud29ya2VyLnYxLlJldGFpblJlc3BvbnNlEkEKBERyb3ASGy5raWxuLndvcmtlci52MS5Ecm9wUmVxdWVzdBocLmtpbG4ud29ya2VyLnYxLkRyb3BSZXNwb25zZRJNCghSZWZVc2FnZRIfLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVzcG9uc2ViBnByb3RvMw", [file_kiln_llb_v1_llb]);
+  fileDesc("ChtraWxuL3dvcmtlci92MS93b3JrZXIucHJvdG8SDmtpbG4ud29ya2VyLnYxIhEKD0Rlc2NyaWJlUmVxdWVzdCLGAQoQRGVzY3JpYmVSZXNwb25zZRIKCgJpZBgBIAEoCRIoCglwbGF0Zm9ybXMYAiADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRI8CgZsYWJlbHMYAyADKAsyLC5raWxuLndvcmtlci52MS5EZXNjcmliZVJlc3BvbnNlLkxhYmVsc0VudHJ5Eg8KB2JhY2tlbmQYBCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKUAQoKUnVuUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhUKDXZlcnRleF9kaWdlc3QYAyABKAkSCgoCb3AYBCABKAwSEgoKaW5wdXRfcmVmcxgFIAMoCRITCgtkZXNjcmlwdGlvbhgGIAEoCRIUCgxlbnRpdGxlbWVudHMYByADKAkiOwoLUnVuUmVzcG9uc2USEwoLb3V0cHV0X3JlZnMYASADKAkSFwoPY29udGVudF9kaWdlc3RzGAIgAygJIh8KEEV4cG9ydFJlZlJlcXVlc3QSCwoDcmVmGAEgASgJIiYKEUV4cG9ydFJlZlJlc3BvbnNlEhEKCXRhcl9jaHVuaxgBIAEoDCIeCg5SZWxlYXNlUmVxdWVzdBIMCgRyZWZzGAEgAygJIhEKD1JlbGVhc2VSZXNwb25zZSLIAQoQR2V0TGF5ZXJzUmVxdWVzdBILCgNyZWYYASABKAkSEwoLY29tcHJlc3Npb24YAiABKAkSGQoRY29tcHJlc3Npb25fbGV2ZWwYAyABKAUSGQoRZm9yY2VfY29tcHJlc3Npb24YBCABKAgSFwoPb2NpX21lZGlhX3R5cGVzGAUgASgIEh4KEXNvdXJjZV9kYXRlX2Vwb2NoGAYgASgDSACIAQESDQoFbGVhc2UYByABKAlCFAoSX3NvdXJjZV9kYXRlX2Vwb2NoInEKBUxheWVyEg4KBmRpZ2VzdBgBIAEoCRIMCgRzaXplGAIgASgDEhIKCm1lZGlhX3R5cGUYAyABKAkSDwoHZGlmZl9pZBgEIAEoCRIRCglmcm9tX2Jhc2UYBSABKAgSEgoKY3JlYXRlZF9ieRgGIAEoCSI6ChFHZXRMYXllcnNSZXNwb25zZRIlCgZsYXllcnMYASADKAsyFS5raWxuLndvcmtlci52MS5MYXllciI/Cg1SZXRhaW5SZXF1ZXN0EgwKBHJlZnMYASADKAkSDQoFb3duZXIYAiABKAkSEQoJZXBoZW1lcmFsGAMgASgIIiEKDlJldGFpblJlc3BvbnNlEg8KB21pc3NpbmcYASADKAkiKgoLRHJvcFJlcXVlc3QSDAoEcmVmcxgBIAMoCRINCgVvd25lchgCIAEoCSIOCgxEcm9wUmVzcG9uc2UiHwoPUmVmVXNhZ2VSZXF1ZXN0EgwKBHJlZnMYASADKAkiRAoIUmVmVXNhZ2USCwoDcmVmGAEgASgJEg0KBWZvdW5kGAIgASgIEgwKBHNpemUYAyABKAMSDgoGb3duZXJzGAQgAygJIjsKEFJlZlVzYWdlUmVzcG9uc2USJwoFdXNhZ2UYASADKAsyGC5raWxuLndvcmtlci52MS5SZWZVc2FnZSJOChNJbXBvcnRMYXllcnNSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEiUKBmxheWVycxgCIAMoCzIVLmtpbG4ud29ya2VyLnYxLkxheWVyIiMKFEltcG9ydExheWVyc1Jlc3BvbnNlEgsKA3JlZhgBIAEoCTLGBQoNV29ya2VyU2VydmljZRJNCghEZXNjcmliZRIfLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVzcG9uc2USPgoDUnVuEhoua2lsbi53b3JrZXIudjEuUnVuUmVxdWVzdBobLmtpbG4ud29ya2VyLnYxLlJ1blJlc3BvbnNlElIKCUV4cG9ydFJlZhIgLmtpbG4ud29ya2VyLnYxLkV4cG9ydFJlZlJlcXVlc3QaIS5raWxuLndvcmtlci52MS5FeHBvcnRSZWZSZXNwb25zZTABEkoKB1JlbGVhc2USHi5raWxuLndvcmtlci52MS5SZWxlYXNlUmVxdWVzdBofLmtpbG4ud29ya2VyLnYxLlJlbGVhc2VSZXNwb25zZRJQCglHZXRMYXllcnMSIC5raWxuLndvcmtlci52MS5HZXRMYXllcnNSZXF1ZXN0GiEua2lsbi53b3JrZXIudjEuR2V0TGF5ZXJzUmVzcG9uc2USRwoGUmV0YWluEh0ua2lsbi53b3JrZXIudjEuUmV0YWluUmVxdWVzdBoeLmtpbG4ud29ya2VyLnYxLlJldGFpblJlc3BvbnNlEkEKBERyb3ASGy5raWxuLndvcmtlci52MS5Ecm9wUmVxdWVzdBocLmtpbG4ud29ya2VyLnYxLkRyb3BSZXNwb25zZRJNCghSZWZVc2FnZRIfLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVzcG9uc2USWQoMSW1wb3J0TGF5ZXJzEiMua2lsbi53b3JrZXIudjEuSW1wb3J0TGF5ZXJzUmVxdWVzdBokLmtpbG4ud29ya2VyLnYxLkltcG9ydExheWVyc1Jlc3BvbnNlYgZwcm90bzM", [file_kiln_llb_v1_llb]);
 
 /**
  * @generated from message kiln.worker.v1.DescribeRequest
@@ -491,6 +491,49 @@ export const RefUsageResponseSchema: GenMessage<RefUsageResponse> = /*@__PURE__*
   messageDesc(file_kiln_worker_v1_worker, 17);
 
 /**
+ * @generated from message kiln.worker.v1.ImportLayersRequest
+ */
+export type ImportLayersRequest = Message<"kiln.worker.v1.ImportLayersRequest"> & {
+  /**
+   * @generated from field: string build_id = 1;
+   */
+  buildId: string;
+
+  /**
+   * Base first; digest, size, media_type and diff_id are required,
+   * created_by names the step that made the layer (image history).
+   * No layers: an empty filesystem.
+   *
+   * @generated from field: repeated kiln.worker.v1.Layer layers = 2;
+   */
+  layers: Layer[];
+};
+
+/**
+ * Describes the message kiln.worker.v1.ImportLayersRequest.
+ * Use `create(ImportLayersRequestSchema)` to create a new message.
+ */
+export const ImportLayersRequestSchema: GenMessage<ImportLayersRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 18);
+
+/**
+ * @generated from message kiln.worker.v1.ImportLayersResponse
+ */
+export type ImportLayersResponse = Message<"kiln.worker.v1.ImportLayersResponse"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+};
+
+/**
+ * Describes the message kiln.worker.v1.ImportLayersResponse.
+ * Use `create(ImportLayersResponseSchema)` to create a new message.
+ */
+export const ImportLayersResponseSchema: GenMessage<ImportLayersResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 19);
+
+/**
  * @generated from service kiln.worker.v1.WorkerService
  */
 export const WorkerService: GenService<{
@@ -579,6 +622,21 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof RefUsageRequestSchema;
     output: typeof RefUsageResponseSchema;
+  },
+  /**
+   * ImportLayers makes a ref from layer blobs already in the content store
+   * (a cache import): each layer is applied, by OCI chain id, onto the
+   * snapshot of the layers below it; chains this worker already has (pulled
+   * image layers, earlier imports) are reused. The layers keep their blobs:
+   * GetLayers of the ref (or of a ref built on it) returns them unchanged.
+   * The returned ref carries one reference for the caller (Release).
+   *
+   * @generated from rpc kiln.worker.v1.WorkerService.ImportLayers
+   */
+  importLayers: {
+    methodKind: "unary";
+    input: typeof ImportLayersRequestSchema;
+    output: typeof ImportLayersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kiln_worker_v1_worker, 0);

@@ -1,0 +1,124 @@
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+
+const BUSYBOX = '/bin/busybox';
+const RUNS = 3;
+
+/** Exec ops a daemon ran, from its debug log ("running op" with kind "exec"). */
+function execRuns(logs: string): number {
+  return logs.split('\n').filter((l) => l.includes('"msg":"running op"') && l.includes('"kind":"exec"')).length;
+}
+
+/**
+ * Cache export and import across daemons: daemon A builds and exports its
+ * cache; daemon B, on an empty root, imports it and every RUN is reported
+ * CACHED and never executed. Each RUN writes random bytes, so identical
+ * output files also prove no RUN ran again.
+ */
+describe('cache export/import across daemons [topology=all-in-one, worker=oci]', () => {
+  let work: string;
+  let ctx: string;
+  let registry: TestRegistry;
+  let n = 0;
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'kiln-cache-export-'));
+    ctx = join(work, 'ctx');
+    mkdirSync(ctx);
+    copyFileSync(BUSYBOX, join(ctx, 'busybox'));
+    writeFileSync(join(ctx, 'a.txt'), 'from the context\n');
+    writeFileSync(
+      join(ctx, 'Dockerfile'),
+      [
+        'FROM scratch',
+        'COPY --chmod=0755 busybox /bin/busybox',
+        'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin && head -c 16 /dev/urandom | od -An -tx1 > /rand-1"]',
+        'COPY a.txt /a.txt',
+        'RUN head -c 16 /dev/urandom | od -An -tx1 > /rand-2 && cat /a.txt >> /rand-2',
+        'RUN head -c 16 /dev/urandom | od -An -tx1 > /rand-3 && rm /a.txt',
+        '',
+      ].join('\n'),
+    );
+    registry = await startRegistry();
+  });
+  afterAll(async () => {
+    await registry?.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  interface Built {
+    stderr: string;
+    files: Record<string, string>;
+    execs: number;
+    layers: string[];
+  }
+
+  async function build(daemon: Kilnd, image: string, ...flags: string[]): Promise<Built> {
+    const out = join(work, `out-${++n}`);
+    const before = execRuns(daemon.logs());
+    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', ...flags, '-o', `type=local,dest=${out}`, '-o', `type=image,name=${image},push=true`, ctx]);
+    expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+    const files: Record<string, string> = {};
+    for (const f of ['rand-1', 'rand-2', 'rand-3']) files[f] = readFileSync(join(out, f), 'utf8');
+    expect(existsSync(join(out, 'a.txt'))).toBe(false);
+    rmSync(out, { recursive: true, force: true });
+    const [repo, tag] = image.slice(registry.host.length + 1).split(':');
+    const manifest = (await (await fetch(`${registry.url}/v2/${repo}/manifests/${tag}`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).json()) as { layers: { digest: string }[] };
+    return { stderr: res.stderr, files, execs: execRuns(daemon.logs()) - before, layers: manifest.layers.map((l) => l.digest) };
+  }
+
+  /** Builds on a fresh daemon A with `exportFlags`, then on a fresh daemon B with `importFlags`. */
+  async function roundTrip(name: string, exportFlags: string[], importFlags: string[]): Promise<{ a: Built; b: Built }> {
+    const daemonA = await startKilnd({ worker: 'oci' });
+    let a: Built;
+    try {
+      a = await build(daemonA, `${registry.host}/kiln/${name}:a`, ...exportFlags);
+      expect(a.execs).toBe(RUNS);
+    } finally {
+      await daemonA.stop();
+    }
+    const daemonB = await startKilnd({ worker: 'oci' });
+    try {
+      const b = await build(daemonB, `${registry.host}/kiln/${name}:b`, ...importFlags);
+      expect(b.execs, daemonB.logs().slice(-4000)).toBe(0);
+      expect(b.files).toEqual(a.files);
+      expect(b.layers).toEqual(a.layers);
+      const runLines = b.stderr.match(/#\d+ \[[^\]]*\] RUN [^\n]*\n#\d+ [A-Z]+/g) ?? [];
+      expect(runLines, b.stderr).toHaveLength(RUNS);
+      for (const l of runLines) expect(l).toMatch(/CACHED$/);
+      return { a, b };
+    } finally {
+      await daemonB.stop();
+    }
+  }
+
+  it('type=registry,mode=max: daemon B imports every RUN from the registry', async () => {
+    const ref = `${registry.host}/kiln/cache:latest`;
+    await roundTrip('reg', ['--cache-to', `type=registry,ref=${ref},mode=max`], ['--cache-from', `type=registry,ref=${ref}`]);
+    // BuildKit's default form: an index listing the layer blobs and the cache config.
+    const index = (await (await fetch(`${registry.url}/v2/kiln/cache/manifests/latest`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } })).json()) as { manifests: { mediaType: string }[] };
+    expect(index.manifests.filter((m) => m.mediaType === 'application/vnd.kiln.cache.config.v0+json')).toHaveLength(1);
+    expect(index.manifests.length).toBeGreaterThan(RUNS);
+  }, 240_000);
+
+  it('type=local,image-manifest=true: an OCI layout written by A is read by B', async () => {
+    const dir = join(work, 'local-cache');
+    await roundTrip('local', ['--cache-to', `type=local,dest=${dir},mode=max,image-manifest=true`], ['--cache-from', `type=local,src=${dir}`]);
+    const index = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')) as { manifests: { mediaType: string; digest: string; annotations: Record<string, string> }[] };
+    expect(index.manifests.map((m) => [m.mediaType, m.annotations['org.opencontainers.image.ref.name']])).toEqual([['application/vnd.oci.image.manifest.v1+json', 'latest']]);
+    const manifest = JSON.parse(readFileSync(join(dir, 'blobs', 'sha256', index.manifests[0]!.digest.slice(7)), 'utf8')) as { config: { mediaType: string } };
+    expect(manifest.config.mediaType).toBe('application/vnd.kiln.cache.config.v0+json');
+    expect(readFileSync(join(dir, 'oci-layout'), 'utf8')).toContain('imageLayoutVersion');
+  }, 240_000);
+
+  it('type=inline: B uses the pushed image of A as its cache', async () => {
+    await roundTrip('inline', ['--cache-to', 'type=inline'], ['--cache-from', `${registry.host}/kiln/inline:a`]);
+    const config = (await (await fetch(`${registry.url}/v2/kiln/inline/manifests/a`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).json()) as { config: { digest: string } };
+    const image = (await (await fetch(`${registry.url}/v2/kiln/inline/blobs/${config.config.digest}`)).json()) as Record<string, { records: unknown[] }>;
+    expect(image['kiln.cache.v0']!.records.length).toBeGreaterThanOrEqual(RUNS);
+  }, 240_000);
+});
+
