@@ -1,5 +1,6 @@
 // Dispatches `kiln daemon ...` to kilnd and everything else to the CLI.
-// Needs `npm run build` (it loads the compiled packages).
+// Needs `npm run build` (it loads the compiled packages; the CLI as one
+// bundled module, see tools/bundle-cli.mjs).
 import { fileURLToPath } from 'node:url';
 
 const self = fileURLToPath(import.meta.url);
@@ -8,7 +9,7 @@ if (args[0] === 'daemon') {
   const { runDaemon } = await import('../packages/kilnd/dist/index.js');
   process.exit(await runDaemon(args.slice(1)));
 } else {
-  const { main } = await import('../packages/cli/dist/main.js');
+  const { main } = await import('../packages/cli/dist/kiln-cli.bundle.mjs');
   const code = await main(args, { daemonCommand: [process.execPath, self, 'daemon'] });
   process.exit(code);
 }
