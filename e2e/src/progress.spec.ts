@@ -60,3 +60,72 @@ describe('kiln build --progress through kilnd [topology=all-in-one, worker=oci]'
     expect(last).toMatch(/ => CACHED \[(?:stage-0 )?2\/2\] RUN .* 0\.0s/);
   });
 });
+
+describe('kiln history through kilnd, across a restart [topology=all-in-one, worker=oci]', () => {
+  let root: string;
+  let ctx: string;
+  let daemon: Kilnd | undefined;
+  beforeAll(() => {
+    root = mkdtempSync(join(tmpdir(), 'kiln-history-root-'));
+    ctx = mkdtempSync(join(tmpdir(), 'kiln-history-'));
+    copyFileSync('/bin/busybox', join(ctx, 'busybox'));
+    writeFileSync(join(ctx, 'Dockerfile'), ['FROM scratch', 'COPY --chmod=0755 busybox /bin/busybox', 'RUN ["/bin/busybox", "sh", "-c", "echo kept in history"]', ''].join('\n'));
+    writeFileSync(join(ctx, 'Bad.Dockerfile'), ['FROM scratch', 'COPY --chmod=0755 busybox /bin/busybox', 'RUN ["/bin/busybox", "sh", "-c", "echo about to fail; exit 7"]', ''].join('\n'));
+  });
+  afterAll(async () => {
+    await daemon?.stop();
+    rmSync(root, { recursive: true, force: true });
+    rmSync(ctx, { recursive: true, force: true });
+  });
+
+  it('lists, inspects, replays and removes build records; they survive a daemon restart', async () => {
+    daemon = await startKilnd({ worker: 'oci', root });
+    const kiln = (...args: string[]) => runKiln([args[0]!, ...(args[0] === 'history' ? [args[1]!, '--addr', daemon!.addr, ...args.slice(2)] : ['--addr', daemon!.addr, ...args.slice(1)])]);
+    expect((await kiln('build', '--progress=quiet', ctx)).code).toBe(0);
+    expect((await kiln('build', '--progress=quiet', ctx)).code).toBe(0);
+    const bad = await kiln('build', '--progress=quiet', '-f', join(ctx, 'Bad.Dockerfile'), ctx);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).not.toContain('#1 ');
+
+    const json = await kiln('history', 'ls', '--format', 'json');
+    expect(json.code, json.stderr).toBe(0);
+    const records = json.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { ref: string; status: string; total_steps: number; cached_steps: number; cache_hit_ratio: number; error?: string; name: string });
+    expect(records.map((r) => r.status)).toEqual(['error', 'completed', 'completed']);
+    const [failed, cached, first] = records as [(typeof records)[0], (typeof records)[0], (typeof records)[0]];
+    expect(failed.error).toMatch(/exit code: 7/);
+    expect(failed.name).toBe('Bad.Dockerfile');
+    expect(first.cached_steps).toBe(0);
+    expect(cached.cached_steps).toBe(2);
+    expect(cached.total_steps).toBeGreaterThanOrEqual(4);
+    expect(cached.cache_hit_ratio).toBeCloseTo(2 / cached.total_steps, 2);
+
+    const table = await kiln('history', 'ls');
+    expect(table.stdout.split('\n')[0]).toMatch(/^BUILD ID\s+NAME\s+STATUS\s+CREATED AT\s+DURATION$/);
+    expect(table.stdout).toMatch(new RegExp(`${failed.ref}\\s+Bad.Dockerfile\\s+Error\\s+\\d+ seconds? ago\\s+\\d+\\.\\ds`));
+
+    await daemon.stop();
+    daemon = await startKilnd({ worker: 'oci', root });
+
+    const inspect = await kiln('history', 'inspect', cached.ref.slice(0, 12));
+    expect(inspect.code, inspect.stderr).toBe(0);
+    expect(inspect.stdout).toMatch(/Status:\s+Completed\n/);
+    expect(inspect.stdout).toMatch(/Duration:\s+\d+\.\ds\n/);
+    expect(inspect.stdout).toContain(`Build Steps:  ${cached.total_steps}/${cached.total_steps} (${Math.round((200 / cached.total_steps))}% cached)`);
+    const inspectFailed = await kiln('history', 'inspect');
+    expect(inspectFailed.stdout).toMatch(/Status:\s+Error\n/);
+    expect(inspectFailed.stdout).toMatch(/Error:\s+.*exit code: 7/);
+
+    const logs = await kiln('history', 'logs', first.ref);
+    expect(logs.code, logs.stderr).toBe(0);
+    expect(logs.stdout).toMatch(/#\d+ \[(?:stage-0 )?2\/2\] RUN .*\n#\d+ \d+\.\d{3} kept in history\n#\d+ DONE \d+\.\ds\n/);
+    const failedLogs = await kiln('history', 'logs', failed.ref);
+    expect(failedLogs.stdout).toMatch(/#\d+ \d+\.\d{3} about to fail\n#\d+ ERROR: .*exit code: 7/);
+
+    const rm = await kiln('history', 'rm', first.ref);
+    expect(rm.stdout).toBe(`${first.ref}\n`);
+    const gone = await kiln('history', 'inspect', first.ref);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toContain(`ERROR: no build "${first.ref}" in the history`);
+    expect((await kiln('history', 'ls', '--format', 'json')).stdout.trimEnd().split('\n')).toHaveLength(2);
+  }, 180_000);
+});

@@ -3,6 +3,7 @@ import { runBuild } from './build/build-command.js';
 import { resolveIo, type CliEnv, type CliIo } from './cli-io.js';
 import { runDaemon, runDiskUsage, runPrune, runWorkers } from './commands/admin-commands.js';
 import { runDebug } from './commands/debug-commands.js';
+import { runHistory } from './commands/history-commands.js';
 import { UsageError } from './flags/usage-error.js';
 
 export const USAGE = `Usage:  kiln COMMAND
@@ -14,6 +15,7 @@ Commands:
   daemon    Run the daemon in the foreground
   debug     Show how the frontend reads a Dockerfile (dockerfile-ast, shell-word)
   du        Show disk usage of the build cache
+  history   Commands to work on build records
   prune     Remove build cache
   workers   List the daemon's workers
 
@@ -30,6 +32,7 @@ const COMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promise<n
   daemon: runDaemon,
   debug: runDebug,
   du: runDiskUsage,
+  history: runHistory,
   prune: runPrune,
   workers: runWorkers,
 };

@@ -12,3 +12,5 @@ export { PatternMatcher, cleanRelPath, globToRegExp, hasWildcard, matchComponent
 export { parseIgnoreFile } from './patterns/ignore-file.js';
 export * from './archive/write-new-file.js';
 export { parseByteSize, parseDuration } from './units/units.js';
+export * from './archive/context-diff.js';
+export * from './archive/context-diff-pack.js';

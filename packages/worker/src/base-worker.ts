@@ -26,12 +26,18 @@ import { runGitSource } from './ops/git-source.js';
 import { runHttpSource } from './ops/http-source.js';
 import { LayerStore, runImageSource } from './ops/image-source.js';
 import { importLayerChain, type ImportedLayer } from './ops/layer-import.js';
-import { runLocalSource } from './ops/local-source.js';
+import { LocalContexts, type CachedContext } from './sources/local-contexts.js';
+import { runLocalSource } from './sources/local-source.js';
 import type { OpContext, OpResult } from './ops/op-context.js';
 import { OpFailure, reasonOf } from './ops/op-failure.js';
 import { VertexProgress } from './progress.js';
 import { RefTable } from './refs.js';
 import type { CompiledWorkerOptions, GetLayersOptions, LayerDescriptor, RefUsage, RunRequest, RunResult, Worker, WorkerDescription } from './worker.js';
+
+interface DispatchHooks {
+  onContentDigest: (digest: string) => void;
+  onContextCopy: (copy: Omit<CachedContext, 'ref'> & { key: string }) => void;
+}
 
 /** The one Worker implementation; backends differ in the options only. */
 export class BaseWorker implements Worker {
@@ -47,6 +53,8 @@ export class BaseWorker implements Worker {
   /** The snapshotter, recording each snapshot's parent, base layer and op (for getLayers). */
   private readonly snapshots: LineageSnapshotter;
   private readonly layerMaker: LayerMaker | undefined;
+  /** The last copy of each client directory, for incremental transfers. */
+  private readonly localContexts: LocalContexts;
   private closed = false;
 
   constructor(private readonly o: CompiledWorkerOptions) {
@@ -58,6 +66,7 @@ export class BaseWorker implements Worker {
     this.layers = new LayerStore(this.snapshots);
     this.execLimiter = new Limiter(o.maxParallelExecs);
     this.cacheMounts = new CacheMounts(o.execStateDir);
+    this.localContexts = new LocalContexts({ acquire: (ref) => this.refs.acquire(ref), release: (refs) => this.release(refs) });
     // Secret tmpfs mounts a killed daemon left behind; exec ops wait for this.
     this.reaped = Promise.all([
       reapSecretDirs(o.execStateDir).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale secret mounts')),
@@ -120,8 +129,12 @@ export class BaseWorker implements Worker {
       logger.debug({ kind: op.op.case, description: req.description }, 'running op');
       let ids: OpResult;
       let contentDigest: string | undefined;
+      let contextCopy: (Omit<CachedContext, 'ref'> & { key: string }) | undefined;
       try {
-        ids = await this.dispatch(ctx, op, req, (d) => (contentDigest = d));
+        ids = await this.dispatch(ctx, op, req, {
+          onContentDigest: (d) => (contentDigest = d),
+          onContextCopy: (c) => (contextCopy = c),
+        });
       } catch (err) {
         throw this.runError(err, op, req);
       }
@@ -135,25 +148,35 @@ export class BaseWorker implements Worker {
       }
       const outputRefs = ids.map((id) => this.refs.add(id));
       if (dedupKey !== undefined) this.refs.remember(dedupKey, outputRefs);
+      if (contextCopy) await this.localContexts.put(contextCopy.key, { ...contextCopy, ref: outputRefs[0]! });
       return contentDigest === undefined ? { outputRefs } : { outputRefs, contentDigests: outputRefs.map(() => contentDigest!) };
     } finally {
       await this.release(held);
     }
   }
 
-  private async dispatch(ctx: OpContext, op: llb.Op, req: RunRequest, onContentDigest: (digest: string) => void): Promise<OpResult> {
+  private async dispatch(ctx: OpContext, op: llb.Op, req: RunRequest, hooks: DispatchHooks): Promise<OpResult> {
     switch (op.op.case) {
       case 'source': {
         const { identifier, attrs } = op.op.value;
         if (identifier.startsWith('local://')) {
-          return runLocalSource(ctx, {
-            name: identifier.slice('local://'.length),
-            attrs,
-            sessions: this.o.sessions,
-            sessionId: req.sessionId,
-            progressIntervalMs: this.o.progressIntervalMs,
-            onContentDigest,
-          });
+          const name = identifier.slice('local://'.length);
+          const sharedKey = await this.sharedKeyOf(req.sessionId, name, ctx);
+          const key = `${sharedKey}:${name}`;
+          const base = sharedKey ? this.localContexts.take(key) : undefined;
+          try {
+            return await runLocalSource(ctx, {
+              name,
+              attrs,
+              sessions: this.o.sessions,
+              sessionId: req.sessionId,
+              progressIntervalMs: this.o.progressIntervalMs,
+              onContentDigest: hooks.onContentDigest,
+              incremental: sharedKey ? { base, onCopy: (c) => hooks.onContextCopy({ ...c, key }) } : undefined,
+            });
+          } finally {
+            if (base) await this.release([base.ref]);
+          }
         }
         if (identifier.startsWith('docker-image://')) {
           const p = op.platform;
@@ -194,6 +217,18 @@ export class BaseWorker implements Worker {
         throw new UnimplementedError(`${op.op.case} ops are not supported yet by the ${this.o.backend} worker`);
       default:
         throw new InvalidArgumentError('op has no kind (a terminal op is not run by workers)', 'op');
+    }
+  }
+
+  /** The client's shared key of a session directory; '' (full transfer) when it has none or the relay cannot tell. */
+  private async sharedKeyOf(sessionId: string, dirName: string, ctx: OpContext): Promise<string> {
+    if (!this.o.sessions.describeDir) return '';
+    try {
+      return (await this.o.sessions.describeDir({ sessionId, dirName }, { signal: ctx.signal })).sharedKey;
+    } catch (err) {
+      if (ctx.signal?.aborted) throw err;
+      ctx.logger.debug({ err, dir: dirName }, 'no shared key for a session directory: full transfer');
+      return '';
     }
   }
 
@@ -321,6 +356,7 @@ export class BaseWorker implements Worker {
     if (this.closed) return;
     this.closed = true;
     // Layer snapshots persist (labeled by chain id) for the next worker on this root; so do those of persistently retained refs.
+    this.localContexts.clear();
     const kept = new Set([...this.layers.clear(), ...this.o.retainedRefs.persistedSnapshots()]);
     for (const id of new Set(this.refs.clear())) if (!kept.has(id)) await this.snapshots.remove(id).catch(() => undefined);
     this.o.retainedRefs.close();

@@ -36,7 +36,9 @@ export interface Worker {
    * caller, dropped with `release`. When an identical op (same digest,
    * same input contents) already has live results, those refs are returned
    * again with one more reference each, so a ref may be shared by several
-   * builds; local sources are always transferred afresh.
+   * builds; local sources are always fetched again, but when the session
+   * names the directory's shared key only what changed since the last copy
+   * of it is transferred.
    *
    * Progress: transfer status and process output are published as
    * `kiln.events.v1.BuildEvent`s on `kiln.build.<buildId>.status|log`.
@@ -199,6 +201,14 @@ export interface SessionFiles {
     request: MessageInitShape<typeof session.FetchFilesRequestSchema>,
     options?: { signal?: AbortSignal },
   ): AsyncIterable<session.FetchFilesResponse>;
+  /**
+   * `DescribeDir`: the client's shared key of a directory. Without it (or
+   * with an empty key) every local source is a full transfer.
+   */
+  describeDir?(
+    request: MessageInitShape<typeof session.DescribeDirRequestSchema>,
+    options?: { signal?: AbortSignal },
+  ): Promise<{ sharedKey: string }>;
 }
 
 /**

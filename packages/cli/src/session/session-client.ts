@@ -10,7 +10,9 @@ import {
   CanceledError,
   cleanRelPath,
   createChannel,
+  decodeContextManifest,
   KilnError,
+  packContextDiff,
   NotFoundError,
   PatternMatcher,
   silentLogger,
@@ -19,6 +21,7 @@ import {
 } from '@kiln/common';
 import { CHUNK_BYTES, followLinks, literalPattern, packSelected, selectFiles } from './dir-pack.js';
 import { extractTar, writeFileOutput } from './extract.js';
+import { dirSharedKey } from './shared-key.js';
 
 type AttachRequestInit = MessageInitShape<typeof sessionApi.AttachRequestSchema>;
 type AttachResponse = sessionApi.AttachResponse;
@@ -36,6 +39,12 @@ export interface SessionDir {
    * before the daemon's own: excluded files are never read or sent.
    */
   excludes?: readonly string[];
+  /**
+   * SharedDir.shared_key: lets workers keep the last copy of this directory
+   * and fetch only changes. Default: `dirSharedKey(path)`; '' turns
+   * incremental transfer off.
+   */
+  sharedKey?: string;
 }
 
 /** Where the daemon's writes for one exporter go. */
@@ -154,7 +163,7 @@ class SessionImpl implements Session {
         case: 'hello',
         value: {
           sessionId: this.id,
-          dirs: this.#opts.dirs.map((d) => ({ name: d.name })),
+          dirs: this.#opts.dirs.map((d) => ({ name: d.name, sharedKey: d.sharedKey ?? dirSharedKey(d.path) })),
           outputs: this.#opts.outputs.map((o) => ({ id: o.id, kind: o.kind })),
         },
       },
@@ -301,7 +310,14 @@ class SessionImpl implements Session {
     const exclude = [dir.ignore, new PatternMatcher(call.excludePatterns, 'excludePatterns')].filter((m) => !m.empty);
     const entries = selectFiles({ root: dir.path, include, exclude, signal });
     let bytes = 0;
-    for await (const chunk of packSelected(dir.path, entries, signal)) {
+    const stream = call.diff
+      ? packContextDiff(dir.path, entries, decodeContextManifest(call.baseManifest), {
+          chunkBytes: CHUNK_BYTES,
+          signal,
+          onDone: (sent) => this.#log.debug({ callId: call.callId, dir: call.dirName, ...sent }, 'context diff sent'),
+        })
+      : packSelected(dir.path, entries, signal);
+    for await (const chunk of stream) {
       if (signal.aborted) throw new CanceledError();
       bytes += chunk.length;
       await this.#send({ msg: { case: 'data', value: { callId: call.callId, data: chunk } } });

@@ -12,6 +12,8 @@ interface Record {
   events: BuildEvent[];
   done: boolean;
   followers: Set<Channel<BuildEvent>>;
+  /** Resolvers of `settled` calls waiting for the done event. */
+  waiters: (() => void)[];
 }
 
 /**
@@ -23,7 +25,8 @@ export class BuildRecords {
   private readonly records = new Map<string, Record>();
   private readonly sub;
 
-  constructor(bus: EventBus) {
+  /** `onDone` sees each build's whole event list once its done event arrived. */
+  constructor(bus: EventBus, private readonly onDone?: (buildId: string, events: readonly BuildEvent[]) => void) {
     this.sub = subscribeEvents(bus, 'kiln.build.>', events.BuildEventSchema);
     void this.consume();
   }
@@ -42,6 +45,8 @@ export class BuildRecords {
       r.done = true;
       for (const f of r.followers) f.end();
       r.followers.clear();
+      this.onDone?.(ev.buildId, r.events);
+      for (const w of r.waiters.splice(0)) w();
       this.trim();
     }
   }
@@ -64,6 +69,19 @@ export class BuildRecords {
     }
   }
 
+  /** Resolves once the build's done event was recorded, or after `timeoutMs`. */
+  async settled(buildId: string, timeoutMs: number): Promise<void> {
+    const r = this.record(buildId);
+    if (r.done) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      r.waiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
   close(): void {
     this.sub.unsubscribe();
   }
@@ -71,7 +89,7 @@ export class BuildRecords {
   private record(id: string): Record {
     let r = this.records.get(id);
     if (!r) {
-      r = { events: [], done: false, followers: new Set() };
+      r = { events: [], done: false, followers: new Set(), waiters: [] };
       this.records.set(id, r);
     }
     return r;

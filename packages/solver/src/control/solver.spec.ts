@@ -105,4 +105,23 @@ describe('Solver', () => {
     const { solver, request } = setup();
     await expect(solver.solve(request('../x'), new AbortController().signal)).rejects.toMatchObject({ code: 'invalid_argument' });
   });
+
+  it('keeps a history record of each build: status, steps, exporter response, error, replayable logs', async () => {
+    const ok = setup();
+    await ok.solver.solve(ok.request('h1'), new AbortController().signal);
+    const rec = ok.solver.inspectHistory('h1').record!;
+    expect(rec).toMatchObject({ ref: 'h1', status: 'completed', frontend: 'dockerfile.v0', exporters: ['local'], numTotalSteps: 5, numCompletedSteps: 5, numCachedSteps: 0 });
+    expect(rec.exporterResponse).toEqual({ 'exported.ref': 'ref-file-3' });
+    const replay = await collect(ok.solver.historyLogs('h', new AbortController().signal));
+    expect(replay.flatMap((r) => r.status!.vertexes.filter((v) => v.completed).map((v) => v.name))).toContain('COPY b /b');
+    await ok.solver.solve(ok.request('h2'), new AbortController().signal);
+    expect(ok.solver.inspectHistory('h2').record).toMatchObject({ status: 'completed', numTotalSteps: 5 });
+    expect(ok.solver.listHistory(0).records.map((r) => r.ref)).toEqual(['h2', 'h1']);
+    expect(ok.solver.deleteHistory(['h1']).deleted).toEqual(['h1']);
+    expect(() => ok.solver.inspectHistory('h1')).toThrow(/no build "h1"/);
+
+    const bad = setup({ failOn: 'COPY b /b' });
+    await bad.solver.solve(bad.request('h3'), new AbortController().signal).catch(() => undefined);
+    expect(bad.solver.inspectHistory('').record).toMatchObject({ ref: 'h3', status: 'error', error: 'failed to copy: not found', errorCode: 'vertex' });
+  });
 });

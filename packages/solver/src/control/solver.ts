@@ -18,6 +18,7 @@ import { toGraph, type LlbVertex, type OpResult } from '../llb/vertices.js';
 import type { SessionHost } from '../session/session-host.js';
 import { compileCacheExports, compileCacheImports, exportCache, loadCacheImports, withInlineCache, type CacheExportDeps } from './build-cache.js';
 import { BuildRecords, toStatusResponse } from './build-records.js';
+import { HistoryStore } from '../history/history-store.js';
 import { ContentUsage } from './content-usage.js';
 import { VertexCache } from './vertex-cache.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
@@ -56,11 +57,19 @@ export class Solver {
   private readonly db: Database;
   private readonly cache: VertexCache;
   private registryClient: RegistryClient | undefined;
+  private readonly history: HistoryStore;
 
   constructor(private readonly opts: SolverOptions) {
-    this.records = new BuildRecords(opts.bus);
     if (opts.root) mkdirSync(opts.root, { recursive: true });
     this.db = openSolverDatabase(opts.root ? join(opts.root, 'solver.db') : ':memory:');
+    this.history = new HistoryStore(this.db);
+    this.records = new BuildRecords(opts.bus, (buildId, evs) => {
+      try {
+        this.history.finish(buildId, evs);
+      } catch (err) {
+        opts.logger.warn({ err, buildId }, 'failed to record build history');
+      }
+    });
     this.cache = new VertexCache(new CacheStore(this.db), opts.workers, opts.logger.child({ component: 'cache' }));
     this.scheduler = new Scheduler<OpResult>({
       maxParallelism: opts.maxParallelism ?? 4,
@@ -84,6 +93,7 @@ export class Solver {
       publishEvent(this.opts.bus, `kiln.build.${buildId}.${ev?.case ?? "event"}`, events.BuildEventSchema, { buildId, event: ev });
     let def: ParsedDefinition | undefined;
     let imports: CacheImports | undefined;
+    this.history.start({ ref: buildId, frontend: req.frontend, frontendAttrs: req.frontendAttrs, exporters: req.exporters.map((e) => e.type), createdAtMs: Date.now() });
     try {
       const cacheExports = compileCacheExports(req.cacheExports);
       const cacheImports = compileCacheImports(req.cacheImports);
@@ -136,6 +146,7 @@ export class Solver {
         log.info({ cache: name, digest: res.digest, records: res.records }, 'cache exported');
         response[`cache.${i}.digest`] = res.digest;
       }
+      this.history.setExporterResponse(buildId, response);
       await publish({ case: 'done', value: {} });
       log.info('build done');
       return create(control.SolveResponseSchema, { exporterResponse: response });
@@ -148,6 +159,8 @@ export class Solver {
       this.active.delete(buildId);
       await session.close();
       await imports?.close();
+      // The history row is finished from the done event; let it land before Solve answers.
+      await this.records.settled(buildId, 2000);
     }
   }
 
@@ -157,6 +170,28 @@ export class Solver {
       const res = toStatusResponse(ev);
       if (res) yield res;
     }
+  }
+
+  listHistory(limit: number): control.ListHistoryResponse {
+    return create(control.ListHistoryResponseSchema, { records: this.history.list(limit) });
+  }
+
+  inspectHistory(ref: string): control.InspectHistoryResponse {
+    return create(control.InspectHistoryResponseSchema, { record: this.history.get(ref) });
+  }
+
+  /** A build's kept progress: live builds are followed to their end, finished ones replayed from the history. */
+  async *historyLogs(ref: string, signal: AbortSignal): AsyncIterable<control.HistoryLogsResponse> {
+    const record = this.history.get(ref);
+    const source = record.status === 'running' ? this.records.follow(record.ref, signal) : this.history.events(record.ref);
+    for await (const ev of source) {
+      const status = toStatusResponse(ev);
+      if (status) yield create(control.HistoryLogsResponseSchema, { status });
+    }
+  }
+
+  deleteHistory(refs: readonly string[]): control.DeleteHistoryResponse {
+    return create(control.DeleteHistoryResponseSchema, { deleted: this.history.delete(refs) });
   }
 
   async listWorkers(): Promise<control.ListWorkersResponse> {

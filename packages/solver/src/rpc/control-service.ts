@@ -15,5 +15,9 @@ export function createControlServiceImpl(solver: Solver): ServiceImpl<typeof con
       return solver.diskUsage(ctx.signal);
     },
     prune: (req, ctx) => solver.prune(req, ctx.signal),
+    listHistory: (req) => solver.listHistory(req.limit),
+    inspectHistory: (req) => solver.inspectHistory(req.ref),
+    historyLogs: (req, ctx) => solver.historyLogs(req.ref, ctx.signal),
+    deleteHistory: (req) => solver.deleteHistory(req.refs),
   };
 }

@@ -18,10 +18,15 @@ export function createSessionServiceImpl(host: SessionHost): ServiceImpl<typeof 
         includePatterns: req.includePatterns,
         excludePatterns: req.excludePatterns,
         followPaths: req.followPaths,
+        diff: req.diff,
+        baseManifest: req.baseManifest,
         signal: ctx.signal,
       })) {
         yield { tarChunk };
       }
+    },
+    async describeDir(req, ctx) {
+      return { sharedKey: await host.sharedKey(req.sessionId, req.dirName, ctx.signal) };
     },
     async readFile(req, ctx) {
       const max = req.maxBytes > 0n ? Math.min(Number(req.maxBytes), READ_LIMIT) : READ_LIMIT;

@@ -18,6 +18,8 @@ interface PendingCall {
 interface AttachedSession {
   id: string;
   dirs: Set<string>;
+  /** SharedDir.shared_key by dir name (non-empty only). */
+  sharedKeys: Map<string, string>;
   outputs: Map<string, string>;
   out: Channel<AttachResponse>;
   calls: Map<number, PendingCall>;
@@ -29,6 +31,9 @@ export interface FetchOptions {
   includePatterns: string[];
   excludePatterns: string[];
   followPaths: string[];
+  /** Ask for a context diff against `baseManifest` instead of a tar. */
+  diff?: boolean;
+  baseManifest?: Uint8Array;
   signal?: AbortSignal;
 }
 
@@ -60,6 +65,7 @@ export class SessionHost {
     const s: AttachedSession = {
       id: hello.sessionId,
       dirs: new Set(hello.dirs.map((d) => d.name)),
+      sharedKeys: new Map(hello.dirs.filter((d) => d.sharedKey).map((d) => [d.name, d.sharedKey])),
       outputs: new Map(hello.outputs.map((o) => [o.id, o.kind])),
       out: createChannel(),
       calls: new Map(),
@@ -114,13 +120,20 @@ export class SessionHost {
     });
   }
 
-  /** Streams a tar of the matching files of a client directory. */
+  /** The shared key the client gave directory `dirName` ('' when none). */
+  async sharedKey(sessionId: string, dirName: string, signal?: AbortSignal): Promise<string> {
+    const s = await this.get(sessionId, signal);
+    if (!s.dirs.has(dirName)) throw new NotFoundError(`session ${sessionId} shares no directory "${dirName}"`);
+    return s.sharedKeys.get(dirName) ?? '';
+  }
+
+  /** Streams a tar (or a context diff, see FetchOptions.diff) of the matching files of a client directory. */
   async *fetch(sessionId: string, opts: FetchOptions): AsyncIterable<Uint8Array> {
     const s = await this.get(sessionId, opts.signal);
     if (!s.dirs.has(opts.dirName)) throw new NotFoundError(`session ${sessionId} shares no directory "${opts.dirName}"`);
     const call = this.open(s);
     s.out.push(create(session.AttachResponseSchema, {
-      msg: { case: 'fetch', value: { callId: call.id, dirName: opts.dirName, includePatterns: opts.includePatterns, excludePatterns: opts.excludePatterns, followPaths: opts.followPaths } },
+      msg: { case: 'fetch', value: { callId: call.id, dirName: opts.dirName, includePatterns: opts.includePatterns, excludePatterns: opts.excludePatterns, followPaths: opts.followPaths, diff: opts.diff ?? false, baseManifest: opts.baseManifest ?? new Uint8Array() } },
     }));
     yield* this.drain(s, call, opts.signal);
   }

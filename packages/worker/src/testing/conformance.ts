@@ -167,6 +167,39 @@ export function runWorkerConformance(
         expect(names(entries)).toEqual(['a.txt', 'dir/', 'dir/sub/', 'dir/sub/b.txt']);
       });
 
+      it('with a shared key, transfers only what changed since the last copy (mtimes never count)', async () => {
+        const dir = path.join(base, `incremental-${n}`);
+        await writeTree(dir, { 'keep.txt': { data: 'K'.repeat(50_000) }, 'sub/': {}, 'sub/edit.txt': { data: 'old' }, 'sub/gone.txt': { data: 'G' } });
+        session.dirs.set('inc', { dir, sharedKey: 'key-1' });
+        const op = local('inc');
+        const { bytes, digest } = op.output!.vertex.marshal();
+        const run = async () => {
+          const res = await worker.run({ buildId: 'b', sessionId: 'session-1', vertexDigest: digest, op: bytes, inputRefs: [] });
+          const tree = await exportOf(res.outputRefs[0]);
+          await worker.release(res.outputRefs);
+          return { tree, digest: res.contentDigests?.[0], sent: session.sentBytes.at(-1)! };
+        };
+        const first = await run();
+        expect(first.sent).toBeGreaterThan(50_000);
+        await writeFile(path.join(dir, 'sub/edit.txt'), 'new!');
+        await rm(path.join(dir, 'sub/gone.txt'));
+        const second = await run();
+        expect(second.sent).toBeLessThan(1000);
+        expect(names(second.tree)).toEqual(['keep.txt', 'sub/', 'sub/edit.txt']);
+        expect(byName(second.tree, 'sub/edit.txt').data.toString()).toBe('new!');
+        expect(byName(second.tree, 'keep.txt').data.length).toBe(50_000);
+        expect(second.digest).not.toBe(first.digest);
+        await utimes(path.join(dir, 'keep.txt'), MTIME + 100, MTIME + 100);
+        const touched = await run();
+        expect(touched.digest).toBe(second.digest);
+        expect(byName(touched.tree, 'keep.txt').mtime).toBe(MTIME + 100);
+        // The same tree sent in full (no shared key) has the same digest.
+        session.dirs.set('inc', { dir });
+        const full = await run();
+        expect(full.digest).toBe(second.digest);
+        expect(full.tree).toEqual(touched.tree);
+      });
+
       it('fails with a VertexError for a directory the session does not share', async () => {
         const s = local('nope');
         const err = await expectRunError(s);

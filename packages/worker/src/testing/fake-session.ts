@@ -1,10 +1,26 @@
 import { session } from '@kiln/api';
+import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { createConnection } from 'node:net';
-import { createChannel, createInMemoryTransport, createKilnClient, InvalidArgumentError, NotFoundError } from '@kiln/common';
+import path from 'node:path';
+import {
+  createChannel,
+  createInMemoryTransport,
+  createKilnClient,
+  decodeContextManifest,
+  InvalidArgumentError,
+  NotFoundError,
+  packContextDiff,
+  PatternMatcher,
+  type DiffSourceEntry,
+} from '@kiln/common';
 import { packDirectory } from './tar.js';
 
-/** What the fake serves for one shared directory: a real directory, or raw tar bytes (e.g. hostile). */
-export type FakeSharedDir = { dir: string } | { tar: Uint8Array };
+/**
+ * What the fake serves for one shared directory: a real directory, or raw
+ * tar bytes (e.g. hostile). A directory with a `sharedKey` is announced by
+ * DescribeDir, so the worker asks for diffs against its last copy.
+ */
+export type FakeSharedDir = { dir: string; sharedKey?: string } | { tar: Uint8Array };
 
 export interface FakeSession {
   /** A Connect client of SessionService over an in-memory transport; pass it as `sessions`. */
@@ -17,6 +33,8 @@ export interface FakeSession {
   readonly secrets: Map<string, Uint8Array>;
   /** SSH agent sockets served by ForwardSsh, by id (mutable). */
   readonly sshAgents: Map<string, string>;
+  /** Bytes sent by each FetchFiles answer, in order. */
+  readonly sentBytes: number[];
 }
 
 /** Chunk size of the served tar, small so transfers take several messages. */
@@ -34,15 +52,31 @@ export function createFakeSession(dirs: Record<string, FakeSharedDir> = {}): Fak
   const fetches: session.FetchFilesRequest[] = [];
   const secrets = new Map<string, Uint8Array>();
   const sshAgents = new Map<string, string>();
+  const sentBytes: number[] = [];
   const transport = createInMemoryTransport((router) => {
     router.service(session.SessionService, {
       async *fetchFiles(req) {
         fetches.push(req);
         const shared = map.get(req.dirName);
         if (!shared) throw new NotFoundError(`no shared directory "${req.dirName}" in session ${req.sessionId}`);
+        const at = sentBytes.push(0) - 1;
+        if (req.diff && 'dir' in shared) {
+          const entries = walkDirectory(shared.dir, req.includePatterns, req.excludePatterns);
+          for await (const tarChunk of packContextDiff(shared.dir, entries, decodeContextManifest(req.baseManifest), { chunkBytes: CHUNK })) {
+            sentBytes[at]! += tarChunk.byteLength;
+            yield { tarChunk };
+          }
+          return;
+        }
         const tar =
           'tar' in shared ? shared.tar : await packDirectory(shared.dir, { include: req.includePatterns, exclude: req.excludePatterns });
+        sentBytes[at] = tar.byteLength;
         for (let i = 0; i < tar.byteLength; i += CHUNK) yield { tarChunk: tar.subarray(i, i + CHUNK) };
+      },
+      async describeDir(req) {
+        const shared = map.get(req.dirName);
+        if (!shared) throw new NotFoundError(`no shared directory "${req.dirName}" in session ${req.sessionId}`);
+        return { sharedKey: 'dir' in shared ? (shared.sharedKey ?? '') : '' };
       },
       async getSecret(req) {
         const data = secrets.get(req.id);
@@ -72,5 +106,31 @@ export function createFakeSession(dirs: Record<string, FakeSharedDir> = {}): Fak
       },
     });
   });
-  return { client: createKilnClient(session.SessionService, transport), dirs: map, fetches, secrets, sshAgents };
+  return { client: createKilnClient(session.SessionService, transport), dirs: map, fetches, secrets, sshAgents, sentBytes };
+}
+
+/**
+ * Walks `root` in sorted order, parents before children, yielding files,
+ * symlinks and directories that match `include` (or hold matches) and not
+ * `exclude`: what the CLI's walk sends, without its finer points.
+ */
+export function* walkDirectory(root: string, include: readonly string[] = [], exclude: readonly string[] = []): Generator<DiffSourceEntry> {
+  const inc = new PatternMatcher(include);
+  const exc = new PatternMatcher(exclude);
+  function* walk(rel: string): Generator<DiffSourceEntry> {
+    for (const name of readdirSync(path.join(root, rel)).sort()) {
+      const r = rel ? `${rel}/${name}` : name;
+      if (!exc.empty && exc.matches(r)) continue;
+      const stat = lstatSync(path.join(root, r));
+      const included = inc.empty || inc.matches(r);
+      if (stat.isDirectory()) {
+        if (!included && !inc.mayMatchUnder(r)) continue;
+        yield { path: r, stat };
+        yield* walk(r);
+      } else if (included && (stat.isFile() || stat.isSymbolicLink())) {
+        yield { path: r, stat, ...(stat.isSymbolicLink() ? { linkname: readlinkSync(path.join(root, r)) } : {}) };
+      }
+    }
+  }
+  yield* walk('');
 }

@@ -1,5 +1,5 @@
 export { runWorkerConformance, type WorkerConformanceDeps, type WorkerConformanceOptions } from './conformance.js';
-export { createFakeSession, type FakeSession, type FakeSharedDir } from './fake-session.js';
+export { createFakeSession, walkDirectory, type FakeSession, type FakeSharedDir } from './fake-session.js';
 export { FakeExecutor, type FakeExecHandler } from './fake-executor.js';
 export { createEventCollector, type CollectedEvent } from './events.js';
 export { execState, outputOf, type ExecInit, type ExecMountInit } from './exec-state.js';

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/control/v1/control.proto.
  */
 export const file_kiln_control_v1_control: GenFile = /*@__PURE__*/
-  fileDesc("Ch1raWxuL2NvbnRyb2wvdjEvY29udHJvbC5wcm90bxIPa2lsbi5jb250cm9sLnYxInsKCEV4cG9ydGVyEgwKBHR5cGUYASABKAkSMwoFYXR0cnMYAiADKAsyJC5raWxuLmNvbnRyb2wudjEuRXhwb3J0ZXIuQXR0cnNFbnRyeRosCgpBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEijQEKEUNhY2hlT3B0aW9uc0VudHJ5EgwKBHR5cGUYASABKAkSPAoFYXR0cnMYAiADKAsyLS5raWxuLmNvbnRyb2wudjEuQ2FjaGVPcHRpb25zRW50cnkuQXR0cnNFbnRyeRosCgpBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiqAMKDFNvbHZlUmVxdWVzdBILCgNyZWYYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghmcm9udGVuZBgDIAEoCRJICg5mcm9udGVuZF9hdHRycxgEIAMoCzIwLmtpbG4uY29udHJvbC52MS5Tb2x2ZVJlcXVlc3QuRnJvbnRlbmRBdHRyc0VudHJ5EisKCmRlZmluaXRpb24YBSABKAsyFy5raWxuLmxsYi52MS5EZWZpbml0aW9uEiwKCWV4cG9ydGVycxgGIAMoCzIZLmtpbG4uY29udHJvbC52MS5FeHBvcnRlchI5Cg1jYWNoZV9pbXBvcnRzGAcgAygLMiIua2lsbi5jb250cm9sLnYxLkNhY2hlT3B0aW9uc0VudHJ5EjkKDWNhY2hlX2V4cG9ydHMYCCADKAsyIi5raWxuLmNvbnRyb2wudjEuQ2FjaGVPcHRpb25zRW50cnkSFAoMZW50aXRsZW1lbnRzGAkgAygJGjQKEkZyb250ZW5kQXR0cnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpkBCg1Tb2x2ZVJlc3BvbnNlEk8KEWV4cG9ydGVyX3Jlc3BvbnNlGAEgAygLMjQua2lsbi5jb250cm9sLnYxLlNvbHZlUmVzcG9uc2UuRXhwb3J0ZXJSZXNwb25zZUVudHJ5GjcKFUV4cG9ydGVyUmVzcG9uc2VFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhwKDVN0YXR1c1JlcXVlc3QSCwoDcmVmGAEgASgJIsQBCg5TdGF0dXNSZXNwb25zZRIoCgh2ZXJ0ZXhlcxgBIAMoCzIWLmtpbG4uZXZlbnRzLnYxLlZlcnRleBIuCghzdGF0dXNlcxgCIAMoCzIcLmtpbG4uZXZlbnRzLnYxLlZlcnRleFN0YXR1cxInCgRsb2dzGAMgAygLMhkua2lsbi5ldmVudHMudjEuVmVydGV4TG9nEi8KCHdhcm5pbmdzGAQgAygLMh0ua2lsbi5ldmVudHMudjEuVmVydGV4V2FybmluZyIkChJMaXN0V29ya2Vyc1JlcXVlc3QSDgoGZmlsdGVyGAEgAygJItwBCgxXb3JrZXJSZWNvcmQSCgoCaWQYASABKAkSOQoGbGFiZWxzGAIgAygLMikua2lsbi5jb250cm9sLnYxLldvcmtlclJlY29yZC5MYWJlbHNFbnRyeRIoCglwbGF0Zm9ybXMYAyADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRIsCglnY19wb2xpY3kYBCADKAsyGS5raWxuLmNvbnRyb2wudjEuR0NQb2xpY3kaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJbCghHQ1BvbGljeRILCgNhbGwYASABKAgSHQoVa2VlcF9kdXJhdGlvbl9zZWNvbmRzGAIgASgDEhIKCmtlZXBfYnl0ZXMYAyABKAMSDwoHZmlsdGVycxgEIAMoCSJEChNMaXN0V29ya2Vyc1Jlc3BvbnNlEi0KBnJlY29yZBgBIAMoCzIdLmtpbG4uY29udHJvbC52MS5Xb3JrZXJSZWNvcmQiIgoQRGlza1VzYWdlUmVxdWVzdBIOCgZmaWx0ZXIYASADKAkiigIKC1VzYWdlUmVjb3JkEgoKAmlkGAEgASgJEg8KB211dGFibGUYAiABKAgSDgoGaW5fdXNlGAMgASgIEgwKBHNpemUYBCABKAMSDwoHcGFyZW50cxgFIAMoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3VzZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3VzYWdlX2NvdW50GAggASgDEhMKC2Rlc2NyaXB0aW9uGAkgASgJEhMKC3JlY29yZF90eXBlGAogASgJEg4KBnNoYXJlZBgLIAEoCCJBChFEaXNrVXNhZ2VSZXNwb25zZRIsCgZyZWNvcmQYASADKAsyHC5raWxuLmNvbnRyb2wudjEuVXNhZ2VSZWNvcmQiXgoMUHJ1bmVSZXF1ZXN0Eg4KBmZpbHRlchgBIAMoCRILCgNhbGwYAiABKAgSHQoVa2VlcF9kdXJhdGlvbl9zZWNvbmRzGAMgASgDEhIKCmtlZXBfYnl0ZXMYBCABKAMiPQoNUHJ1bmVSZXNwb25zZRIsCgZyZWNvcmQYASABKAsyHC5raWxuLmNvbnRyb2wudjEuVXNhZ2VSZWNvcmQiDQoLSW5mb1JlcXVlc3QiQAoMSW5mb1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSEAoIcmV2aXNpb24YAiABKAkSDQoFdGllcnMYAyADKAky4gMKDkNvbnRyb2xTZXJ2aWNlEkYKBVNvbHZlEh0ua2lsbi5jb250cm9sLnYxLlNvbHZlUmVxdWVzdBoeLmtpbG4uY29udHJvbC52MS5Tb2x2ZVJlc3BvbnNlEksKBlN0YXR1cxIeLmtpbG4uY29udHJvbC52MS5TdGF0dXNSZXF1ZXN0Gh8ua2lsbi5jb250cm9sLnYxLlN0YXR1c1Jlc3BvbnNlMAESWAoLTGlzdFdvcmtlcnMSIy5raWxuLmNvbnRyb2wudjEuTGlzdFdvcmtlcnNSZXF1ZXN0GiQua2lsbi5jb250cm9sLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2USUgoJRGlza1VzYWdlEiEua2lsbi5jb250cm9sLnYxLkRpc2tVc2FnZVJlcXVlc3QaIi5raWxuLmNvbnRyb2wudjEuRGlza1VzYWdlUmVzcG9uc2USSAoFUHJ1bmUSHS5raWxuLmNvbnRyb2wudjEuUHJ1bmVSZXF1ZXN0Gh4ua2lsbi5jb250cm9sLnYxLlBydW5lUmVzcG9uc2UwARJDCgRJbmZvEhwua2lsbi5jb250cm9sLnYxLkluZm9SZXF1ZXN0Gh0ua2lsbi5jb250cm9sLnYxLkluZm9SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_kiln_events_v1_events, file_kiln_llb_v1_llb]);
+  fileDesc("Ch1raWxuL2NvbnRyb2wvdjEvY29udHJvbC5wcm90bxIPa2lsbi5jb250cm9sLnYxInsKCEV4cG9ydGVyEgwKBHR5cGUYASABKAkSMwoFYXR0cnMYAiADKAsyJC5raWxuLmNvbnRyb2wudjEuRXhwb3J0ZXIuQXR0cnNFbnRyeRosCgpBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEijQEKEUNhY2hlT3B0aW9uc0VudHJ5EgwKBHR5cGUYASABKAkSPAoFYXR0cnMYAiADKAsyLS5raWxuLmNvbnRyb2wudjEuQ2FjaGVPcHRpb25zRW50cnkuQXR0cnNFbnRyeRosCgpBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiqAMKDFNvbHZlUmVxdWVzdBILCgNyZWYYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghmcm9udGVuZBgDIAEoCRJICg5mcm9udGVuZF9hdHRycxgEIAMoCzIwLmtpbG4uY29udHJvbC52MS5Tb2x2ZVJlcXVlc3QuRnJvbnRlbmRBdHRyc0VudHJ5EisKCmRlZmluaXRpb24YBSABKAsyFy5raWxuLmxsYi52MS5EZWZpbml0aW9uEiwKCWV4cG9ydGVycxgGIAMoCzIZLmtpbG4uY29udHJvbC52MS5FeHBvcnRlchI5Cg1jYWNoZV9pbXBvcnRzGAcgAygLMiIua2lsbi5jb250cm9sLnYxLkNhY2hlT3B0aW9uc0VudHJ5EjkKDWNhY2hlX2V4cG9ydHMYCCADKAsyIi5raWxuLmNvbnRyb2wudjEuQ2FjaGVPcHRpb25zRW50cnkSFAoMZW50aXRsZW1lbnRzGAkgAygJGjQKEkZyb250ZW5kQXR0cnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpkBCg1Tb2x2ZVJlc3BvbnNlEk8KEWV4cG9ydGVyX3Jlc3BvbnNlGAEgAygLMjQua2lsbi5jb250cm9sLnYxLlNvbHZlUmVzcG9uc2UuRXhwb3J0ZXJSZXNwb25zZUVudHJ5GjcKFUV4cG9ydGVyUmVzcG9uc2VFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhwKDVN0YXR1c1JlcXVlc3QSCwoDcmVmGAEgASgJIsQBCg5TdGF0dXNSZXNwb25zZRIoCgh2ZXJ0ZXhlcxgBIAMoCzIWLmtpbG4uZXZlbnRzLnYxLlZlcnRleBIuCghzdGF0dXNlcxgCIAMoCzIcLmtpbG4uZXZlbnRzLnYxLlZlcnRleFN0YXR1cxInCgRsb2dzGAMgAygLMhkua2lsbi5ldmVudHMudjEuVmVydGV4TG9nEi8KCHdhcm5pbmdzGAQgAygLMh0ua2lsbi5ldmVudHMudjEuVmVydGV4V2FybmluZyIkChJMaXN0V29ya2Vyc1JlcXVlc3QSDgoGZmlsdGVyGAEgAygJItwBCgxXb3JrZXJSZWNvcmQSCgoCaWQYASABKAkSOQoGbGFiZWxzGAIgAygLMikua2lsbi5jb250cm9sLnYxLldvcmtlclJlY29yZC5MYWJlbHNFbnRyeRIoCglwbGF0Zm9ybXMYAyADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRIsCglnY19wb2xpY3kYBCADKAsyGS5raWxuLmNvbnRyb2wudjEuR0NQb2xpY3kaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJbCghHQ1BvbGljeRILCgNhbGwYASABKAgSHQoVa2VlcF9kdXJhdGlvbl9zZWNvbmRzGAIgASgDEhIKCmtlZXBfYnl0ZXMYAyABKAMSDwoHZmlsdGVycxgEIAMoCSJEChNMaXN0V29ya2Vyc1Jlc3BvbnNlEi0KBnJlY29yZBgBIAMoCzIdLmtpbG4uY29udHJvbC52MS5Xb3JrZXJSZWNvcmQiIgoQRGlza1VzYWdlUmVxdWVzdBIOCgZmaWx0ZXIYASADKAkiigIKC1VzYWdlUmVjb3JkEgoKAmlkGAEgASgJEg8KB211dGFibGUYAiABKAgSDgoGaW5fdXNlGAMgASgIEgwKBHNpemUYBCABKAMSDwoHcGFyZW50cxgFIAMoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3VzZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3VzYWdlX2NvdW50GAggASgDEhMKC2Rlc2NyaXB0aW9uGAkgASgJEhMKC3JlY29yZF90eXBlGAogASgJEg4KBnNoYXJlZBgLIAEoCCJBChFEaXNrVXNhZ2VSZXNwb25zZRIsCgZyZWNvcmQYASADKAsyHC5raWxuLmNvbnRyb2wudjEuVXNhZ2VSZWNvcmQiXgoMUHJ1bmVSZXF1ZXN0Eg4KBmZpbHRlchgBIAMoCRILCgNhbGwYAiABKAgSHQoVa2VlcF9kdXJhdGlvbl9zZWNvbmRzGAMgASgDEhIKCmtlZXBfYnl0ZXMYBCABKAMiPQoNUHJ1bmVSZXNwb25zZRIsCgZyZWNvcmQYASABKAsyHC5raWxuLmNvbnRyb2wudjEuVXNhZ2VSZWNvcmQiDQoLSW5mb1JlcXVlc3QiQAoMSW5mb1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSEAoIcmV2aXNpb24YAiABKAkSDQoFdGllcnMYAyADKAki7gQKEkJ1aWxkSGlzdG9yeVJlY29yZBILCgNyZWYYASABKAkSEAoIZnJvbnRlbmQYAiABKAkSTgoOZnJvbnRlbmRfYXR0cnMYAyADKAsyNi5raWxuLmNvbnRyb2wudjEuQnVpbGRIaXN0b3J5UmVjb3JkLkZyb250ZW5kQXR0cnNFbnRyeRIOCgZzdGF0dXMYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMY29tcGxldGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9udW1fdG90YWxfc3RlcHMYByABKAUSGwoTbnVtX2NvbXBsZXRlZF9zdGVwcxgIIAEoBRIYChBudW1fY2FjaGVkX3N0ZXBzGAkgASgFEg0KBWVycm9yGAogASgJEhIKCmVycm9yX2NvZGUYCyABKAkSVAoRZXhwb3J0ZXJfcmVzcG9uc2UYDCADKAsyOS5raWxuLmNvbnRyb2wudjEuQnVpbGRIaXN0b3J5UmVjb3JkLkV4cG9ydGVyUmVzcG9uc2VFbnRyeRIRCglleHBvcnRlcnMYDSADKAkSFAoMbnVtX3dhcm5pbmdzGA4gASgFEhYKDmxvZ3NfdHJ1bmNhdGVkGA8gASgIGjQKEkZyb250ZW5kQXR0cnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjcKFUV4cG9ydGVyUmVzcG9uc2VFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiMKEkxpc3RIaXN0b3J5UmVxdWVzdBINCgVsaW1pdBgBIAEoBSJLChNMaXN0SGlzdG9yeVJlc3BvbnNlEjQKB3JlY29yZHMYASADKAsyIy5raWxuLmNvbnRyb2wudjEuQnVpbGRIaXN0b3J5UmVjb3JkIiQKFUluc3BlY3RIaXN0b3J5UmVxdWVzdBILCgNyZWYYASABKAkiTQoWSW5zcGVjdEhpc3RvcnlSZXNwb25zZRIzCgZyZWNvcmQYASABKAsyIy5raWxuLmNvbnRyb2wudjEuQnVpbGRIaXN0b3J5UmVjb3JkIiEKEkhpc3RvcnlMb2dzUmVxdWVzdBILCgNyZWYYASABKAkiRgoTSGlzdG9yeUxvZ3NSZXNwb25zZRIvCgZzdGF0dXMYASABKAsyHy5raWxuLmNvbnRyb2wudjEuU3RhdHVzUmVzcG9uc2UiJAoURGVsZXRlSGlzdG9yeVJlcXVlc3QSDAoEcmVmcxgBIAMoCSIoChVEZWxldGVIaXN0b3J5UmVzcG9uc2USDwoHZGVsZXRlZBgBIAMoCTLbBgoOQ29udHJvbFNlcnZpY2USRgoFU29sdmUSHS5raWxuLmNvbnRyb2wudjEuU29sdmVSZXF1ZXN0Gh4ua2lsbi5jb250cm9sLnYxLlNvbHZlUmVzcG9uc2USSwoGU3RhdHVzEh4ua2lsbi5jb250cm9sLnYxLlN0YXR1c1JlcXVlc3QaHy5raWxuLmNvbnRyb2wudjEuU3RhdHVzUmVzcG9uc2UwARJYCgtMaXN0V29ya2VycxIjLmtpbG4uY29udHJvbC52MS5MaXN0V29ya2Vyc1JlcXVlc3QaJC5raWxuLmNvbnRyb2wudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJSCglEaXNrVXNhZ2USIS5raWxuLmNvbnRyb2wudjEuRGlza1VzYWdlUmVxdWVzdBoiLmtpbG4uY29udHJvbC52MS5EaXNrVXNhZ2VSZXNwb25zZRJICgVQcnVuZRIdLmtpbG4uY29udHJvbC52MS5QcnVuZVJlcXVlc3QaHi5raWxuLmNvbnRyb2wudjEuUHJ1bmVSZXNwb25zZTABEkMKBEluZm8SHC5raWxuLmNvbnRyb2wudjEuSW5mb1JlcXVlc3QaHS5raWxuLmNvbnRyb2wudjEuSW5mb1Jlc3BvbnNlElgKC0xpc3RIaXN0b3J5EiMua2lsbi5jb250cm9sLnYxLkxpc3RIaXN0b3J5UmVxdWVzdBokLmtpbG4uY29udHJvbC52MS5MaXN0SGlzdG9yeVJlc3BvbnNlEmEKDkluc3BlY3RIaXN0b3J5EiYua2lsbi5jb250cm9sLnYxLkluc3BlY3RIaXN0b3J5UmVxdWVzdBonLmtpbG4uY29udHJvbC52MS5JbnNwZWN0SGlzdG9yeVJlc3BvbnNlEloKC0hpc3RvcnlMb2dzEiMua2lsbi5jb250cm9sLnYxLkhpc3RvcnlMb2dzUmVxdWVzdBokLmtpbG4uY29udHJvbC52MS5IaXN0b3J5TG9nc1Jlc3BvbnNlMAESXgoNRGVsZXRlSGlzdG9yeRIlLmtpbG4uY29udHJvbC52MS5EZWxldGVIaXN0b3J5UmVxdWVzdBomLmtpbG4uY29udHJvbC52MS5EZWxldGVIaXN0b3J5UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_kiln_events_v1_events, file_kiln_llb_v1_llb]);
 
 /**
  * @generated from message kiln.control.v1.Exporter
@@ -484,6 +484,243 @@ export const InfoResponseSchema: GenMessage<InfoResponse> = /*@__PURE__*/
   messageDesc(file_kiln_control_v1_control, 16);
 
 /**
+ * BuildHistoryRecord is what the solver keeps about one build after it ends.
+ *
+ * @generated from message kiln.control.v1.BuildHistoryRecord
+ */
+export type BuildHistoryRecord = Message<"kiln.control.v1.BuildHistoryRecord"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+
+  /**
+   * @generated from field: string frontend = 2;
+   */
+  frontend: string;
+
+  /**
+   * @generated from field: map<string, string> frontend_attrs = 3;
+   */
+  frontendAttrs: { [key: string]: string };
+
+  /**
+   * "running", "completed", "error" or "canceled".
+   *
+   * @generated from field: string status = 4;
+   */
+  status: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 5;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp completed_at = 6;
+   */
+  completedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: int32 num_total_steps = 7;
+   */
+  numTotalSteps: number;
+
+  /**
+   * @generated from field: int32 num_completed_steps = 8;
+   */
+  numCompletedSteps: number;
+
+  /**
+   * @generated from field: int32 num_cached_steps = 9;
+   */
+  numCachedSteps: number;
+
+  /**
+   * @generated from field: string error = 10;
+   */
+  error: string;
+
+  /**
+   * @generated from field: string error_code = 11;
+   */
+  errorCode: string;
+
+  /**
+   * @generated from field: map<string, string> exporter_response = 12;
+   */
+  exporterResponse: { [key: string]: string };
+
+  /**
+   * Exporter types in request order.
+   *
+   * @generated from field: repeated string exporters = 13;
+   */
+  exporters: string[];
+
+  /**
+   * @generated from field: int32 num_warnings = 14;
+   */
+  numWarnings: number;
+
+  /**
+   * Progress events were dropped after the per-build log limit.
+   *
+   * @generated from field: bool logs_truncated = 15;
+   */
+  logsTruncated: boolean;
+};
+
+/**
+ * Describes the message kiln.control.v1.BuildHistoryRecord.
+ * Use `create(BuildHistoryRecordSchema)` to create a new message.
+ */
+export const BuildHistoryRecordSchema: GenMessage<BuildHistoryRecord> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 17);
+
+/**
+ * @generated from message kiln.control.v1.ListHistoryRequest
+ */
+export type ListHistoryRequest = Message<"kiln.control.v1.ListHistoryRequest"> & {
+  /**
+   * Most records returned (0: all kept).
+   *
+   * @generated from field: int32 limit = 1;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message kiln.control.v1.ListHistoryRequest.
+ * Use `create(ListHistoryRequestSchema)` to create a new message.
+ */
+export const ListHistoryRequestSchema: GenMessage<ListHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 18);
+
+/**
+ * @generated from message kiln.control.v1.ListHistoryResponse
+ */
+export type ListHistoryResponse = Message<"kiln.control.v1.ListHistoryResponse"> & {
+  /**
+   * @generated from field: repeated kiln.control.v1.BuildHistoryRecord records = 1;
+   */
+  records: BuildHistoryRecord[];
+};
+
+/**
+ * Describes the message kiln.control.v1.ListHistoryResponse.
+ * Use `create(ListHistoryResponseSchema)` to create a new message.
+ */
+export const ListHistoryResponseSchema: GenMessage<ListHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 19);
+
+/**
+ * @generated from message kiln.control.v1.InspectHistoryRequest
+ */
+export type InspectHistoryRequest = Message<"kiln.control.v1.InspectHistoryRequest"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+};
+
+/**
+ * Describes the message kiln.control.v1.InspectHistoryRequest.
+ * Use `create(InspectHistoryRequestSchema)` to create a new message.
+ */
+export const InspectHistoryRequestSchema: GenMessage<InspectHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 20);
+
+/**
+ * @generated from message kiln.control.v1.InspectHistoryResponse
+ */
+export type InspectHistoryResponse = Message<"kiln.control.v1.InspectHistoryResponse"> & {
+  /**
+   * @generated from field: kiln.control.v1.BuildHistoryRecord record = 1;
+   */
+  record?: BuildHistoryRecord | undefined;
+};
+
+/**
+ * Describes the message kiln.control.v1.InspectHistoryResponse.
+ * Use `create(InspectHistoryResponseSchema)` to create a new message.
+ */
+export const InspectHistoryResponseSchema: GenMessage<InspectHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 21);
+
+/**
+ * @generated from message kiln.control.v1.HistoryLogsRequest
+ */
+export type HistoryLogsRequest = Message<"kiln.control.v1.HistoryLogsRequest"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+};
+
+/**
+ * Describes the message kiln.control.v1.HistoryLogsRequest.
+ * Use `create(HistoryLogsRequestSchema)` to create a new message.
+ */
+export const HistoryLogsRequestSchema: GenMessage<HistoryLogsRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 22);
+
+/**
+ * One replayed progress update, as Status sends it.
+ *
+ * @generated from message kiln.control.v1.HistoryLogsResponse
+ */
+export type HistoryLogsResponse = Message<"kiln.control.v1.HistoryLogsResponse"> & {
+  /**
+   * @generated from field: kiln.control.v1.StatusResponse status = 1;
+   */
+  status?: StatusResponse | undefined;
+};
+
+/**
+ * Describes the message kiln.control.v1.HistoryLogsResponse.
+ * Use `create(HistoryLogsResponseSchema)` to create a new message.
+ */
+export const HistoryLogsResponseSchema: GenMessage<HistoryLogsResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 23);
+
+/**
+ * @generated from message kiln.control.v1.DeleteHistoryRequest
+ */
+export type DeleteHistoryRequest = Message<"kiln.control.v1.DeleteHistoryRequest"> & {
+  /**
+   * @generated from field: repeated string refs = 1;
+   */
+  refs: string[];
+};
+
+/**
+ * Describes the message kiln.control.v1.DeleteHistoryRequest.
+ * Use `create(DeleteHistoryRequestSchema)` to create a new message.
+ */
+export const DeleteHistoryRequestSchema: GenMessage<DeleteHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 24);
+
+/**
+ * @generated from message kiln.control.v1.DeleteHistoryResponse
+ */
+export type DeleteHistoryResponse = Message<"kiln.control.v1.DeleteHistoryResponse"> & {
+  /**
+   * Full refs of the removed records.
+   *
+   * @generated from field: repeated string deleted = 1;
+   */
+  deleted: string[];
+};
+
+/**
+ * Describes the message kiln.control.v1.DeleteHistoryResponse.
+ * Use `create(DeleteHistoryResponseSchema)` to create a new message.
+ */
+export const DeleteHistoryResponseSchema: GenMessage<DeleteHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 25);
+
+/**
  * @generated from service kiln.control.v1.ControlService
  */
 export const ControlService: GenService<{
@@ -540,6 +777,46 @@ export const ControlService: GenService<{
     methodKind: "unary";
     input: typeof InfoRequestSchema;
     output: typeof InfoResponseSchema;
+  },
+  /**
+   * ListHistory lists the recorded builds, newest first.
+   *
+   * @generated from rpc kiln.control.v1.ControlService.ListHistory
+   */
+  listHistory: {
+    methodKind: "unary";
+    input: typeof ListHistoryRequestSchema;
+    output: typeof ListHistoryResponseSchema;
+  },
+  /**
+   * InspectHistory returns one build record (ref: full, unique prefix, or empty for the newest).
+   *
+   * @generated from rpc kiln.control.v1.ControlService.InspectHistory
+   */
+  inspectHistory: {
+    methodKind: "unary";
+    input: typeof InspectHistoryRequestSchema;
+    output: typeof InspectHistoryResponseSchema;
+  },
+  /**
+   * HistoryLogs replays a finished (or running) build's progress as Status messages.
+   *
+   * @generated from rpc kiln.control.v1.ControlService.HistoryLogs
+   */
+  historyLogs: {
+    methodKind: "server_streaming";
+    input: typeof HistoryLogsRequestSchema;
+    output: typeof HistoryLogsResponseSchema;
+  },
+  /**
+   * DeleteHistory removes build records and their kept logs.
+   *
+   * @generated from rpc kiln.control.v1.ControlService.DeleteHistory
+   */
+  deleteHistory: {
+    methodKind: "unary";
+    input: typeof DeleteHistoryRequestSchema;
+    output: typeof DeleteHistoryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kiln_control_v1_control, 0);

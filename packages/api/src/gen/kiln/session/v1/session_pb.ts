@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/session/v1/session.proto.
  */
 export const file_kiln_session_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("Ch1raWxuL3Nlc3Npb24vdjEvc2Vzc2lvbi5wcm90bxIPa2lsbi5zZXNzaW9uLnYxIhkKCVNoYXJlZERpchIMCgRuYW1lGAEgASgJIiIKBk91dHB1dBIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJIm8KBUhlbGxvEhIKCnNlc3Npb25faWQYASABKAkSKAoEZGlycxgCIAMoCzIaLmtpbG4uc2Vzc2lvbi52MS5TaGFyZWREaXISKAoHb3V0cHV0cxgDIAMoCzIXLmtpbG4uc2Vzc2lvbi52MS5PdXRwdXQiKQoIQ2FsbERhdGESDwoHY2FsbF9pZBgBIAEoDRIMCgRkYXRhGAIgASgMIlwKCENhbGxEb25lEg8KB2NhbGxfaWQYASABKA0SDQoFZXJyb3IYAiABKAkSEgoKZXJyb3JfY29kZRgDIAEoCRINCgVmb3VuZBgEIAEoCBINCgVieXRlcxgFIAEoAyLPAQoNQXR0YWNoUmVxdWVzdBInCgVoZWxsbxgBIAEoCzIWLmtpbG4uc2Vzc2lvbi52MS5IZWxsb0gAEikKBGRhdGEYAiABKAsyGS5raWxuLnNlc3Npb24udjEuQ2FsbERhdGFIABIpCgRkb25lGAMgASgLMhkua2lsbi5zZXNzaW9uLnYxLkNhbGxEb25lSAASOAoLY3JlZGVudGlhbHMYBCABKAsyIS5raWxuLnNlc3Npb24udjEuQ3JlZGVudGlhbHNSZXBseUgAQgUKA21zZyJFChBDcmVkZW50aWFsc1JlcGx5Eg8KB2NhbGxfaWQYASABKA0SEAoIdXNlcm5hbWUYAiABKAkSDgoGc2VjcmV0GAMgASgJIngKCUZldGNoQ2FsbBIPCgdjYWxsX2lkGAEgASgNEhAKCGRpcl9uYW1lGAIgASgJEhgKEGluY2x1ZGVfcGF0dGVybnMYAyADKAkSGAoQZXhjbHVkZV9wYXR0ZXJucxgEIAMoCRIUCgxmb2xsb3dfcGF0aHMYBSADKAkiTgoIUmVhZENhbGwSDwoHY2FsbF9pZBgBIAEoDRIQCghkaXJfbmFtZRgCIAEoCRIMCgRwYXRoGAMgASgJEhEKCW1heF9ieXRlcxgEIAEoAyIwCgpXcml0ZUJlZ2luEg8KB2NhbGxfaWQYASABKA0SEQoJb3V0cHV0X2lkGAIgASgJIhoKB0NhbGxSZWYSDwoHY2FsbF9pZBgBIAEoDSIHCgVSZWFkeSIpCgpTZWNyZXRDYWxsEg8KB2NhbGxfaWQYASABKA0SCgoCaWQYAiABKAkiMAoPQ3JlZGVudGlhbHNDYWxsEg8KB2NhbGxfaWQYASABKA0SDAoEaG9zdBgCIAEoCSImCgdTc2hPcGVuEg8KB2NhbGxfaWQYASABKA0SCgoCaWQYAiABKAkizAQKDkF0dGFjaFJlc3BvbnNlEicKBXJlYWR5GAEgASgLMhYua2lsbi5zZXNzaW9uLnYxLlJlYWR5SAASKwoFZmV0Y2gYAiABKAsyGi5raWxuLnNlc3Npb24udjEuRmV0Y2hDYWxsSAASKQoEcmVhZBgDIAEoCzIZLmtpbG4uc2Vzc2lvbi52MS5SZWFkQ2FsbEgAEjIKC3dyaXRlX2JlZ2luGAQgASgLMhsua2lsbi5zZXNzaW9uLnYxLldyaXRlQmVnaW5IABIvCgp3cml0ZV9kYXRhGAUgASgLMhkua2lsbi5zZXNzaW9uLnYxLkNhbGxEYXRhSAASLQoJd3JpdGVfZW5kGAYgASgLMhgua2lsbi5zZXNzaW9uLnYxLkNhbGxSZWZIABIqCgZjYW5jZWwYByABKAsyGC5raWxuLnNlc3Npb24udjEuQ2FsbFJlZkgAEi0KBnNlY3JldBgIIAEoCzIbLmtpbG4uc2Vzc2lvbi52MS5TZWNyZXRDYWxsSAASNwoLY3JlZGVudGlhbHMYCSABKAsyIC5raWxuLnNlc3Npb24udjEuQ3JlZGVudGlhbHNDYWxsSAASLAoIc3NoX29wZW4YCiABKAsyGC5raWxuLnNlc3Npb24udjEuU3NoT3BlbkgAEi0KCHNzaF9kYXRhGAsgASgLMhkua2lsbi5zZXNzaW9uLnYxLkNhbGxEYXRhSAASLQoJc3NoX2Nsb3NlGAwgASgLMhgua2lsbi5zZXNzaW9uLnYxLkNhbGxSZWZIAEIFCgNtc2cigwEKEUZldGNoRmlsZXNSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSEAoIZGlyX25hbWUYAiABKAkSGAoQaW5jbHVkZV9wYXR0ZXJucxgDIAMoCRIYChBleGNsdWRlX3BhdHRlcm5zGAQgAygJEhQKDGZvbGxvd19wYXRocxgFIAMoCSInChJGZXRjaEZpbGVzUmVzcG9uc2USEQoJdGFyX2NodW5rGAEgASgMIlgKD1JlYWRGaWxlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhAKCGRpcl9uYW1lGAIgASgJEgwKBHBhdGgYAyABKAkSEQoJbWF4X2J5dGVzGAQgASgDIi8KEFJlYWRGaWxlUmVzcG9uc2USDQoFZm91bmQYASABKAgSDAoEZGF0YRgCIAEoDCI5ChBXcml0ZUZpbGVzSGVhZGVyEhIKCnNlc3Npb25faWQYASABKAkSEQoJb3V0cHV0X2lkGAIgASgJImAKEVdyaXRlRmlsZXNSZXF1ZXN0EjMKBmhlYWRlchgBIAEoCzIhLmtpbG4uc2Vzc2lvbi52MS5Xcml0ZUZpbGVzSGVhZGVySAASDwoFY2h1bmsYAiABKAxIAEIFCgNtc2ciIwoSV3JpdGVGaWxlc1Jlc3BvbnNlEg0KBWJ5dGVzGAEgASgDIjIKEEdldFNlY3JldFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIKCgJpZBgCIAEoCSIwChFHZXRTZWNyZXRSZXNwb25zZRINCgVmb3VuZBgBIAEoCBIMCgRkYXRhGAIgASgMIjkKFUdldENyZWRlbnRpYWxzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEgwKBGhvc3QYAiABKAkiOgoWR2V0Q3JlZGVudGlhbHNSZXNwb25zZRIQCgh1c2VybmFtZRgBIAEoCRIOCgZzZWNyZXQYAiABKAkiMgoQRm9yd2FyZFNzaEhlYWRlchISCgpzZXNzaW9uX2lkGAEgASgJEgoKAmlkGAIgASgJIl8KEUZvcndhcmRTc2hSZXF1ZXN0EjMKBmhlYWRlchgBIAEoCzIhLmtpbG4uc2Vzc2lvbi52MS5Gb3J3YXJkU3NoSGVhZGVySAASDgoEZGF0YRgCIAEoDEgAQgUKA21zZyIiChJGb3J3YXJkU3NoUmVzcG9uc2USDAoEZGF0YRgBIAEoDDL0BAoOU2Vzc2lvblNlcnZpY2USTQoGQXR0YWNoEh4ua2lsbi5zZXNzaW9uLnYxLkF0dGFjaFJlcXVlc3QaHy5raWxuLnNlc3Npb24udjEuQXR0YWNoUmVzcG9uc2UoATABElcKCkZldGNoRmlsZXMSIi5raWxuLnNlc3Npb24udjEuRmV0Y2hGaWxlc1JlcXVlc3QaIy5raWxuLnNlc3Npb24udjEuRmV0Y2hGaWxlc1Jlc3BvbnNlMAESTwoIUmVhZEZpbGUSIC5raWxuLnNlc3Npb24udjEuUmVhZEZpbGVSZXF1ZXN0GiEua2lsbi5zZXNzaW9uLnYxLlJlYWRGaWxlUmVzcG9uc2USVwoKV3JpdGVGaWxlcxIiLmtpbG4uc2Vzc2lvbi52MS5Xcml0ZUZpbGVzUmVxdWVzdBojLmtpbG4uc2Vzc2lvbi52MS5Xcml0ZUZpbGVzUmVzcG9uc2UoARJSCglHZXRTZWNyZXQSIS5raWxuLnNlc3Npb24udjEuR2V0U2VjcmV0UmVxdWVzdBoiLmtpbG4uc2Vzc2lvbi52MS5HZXRTZWNyZXRSZXNwb25zZRJhCg5HZXRDcmVkZW50aWFscxImLmtpbG4uc2Vzc2lvbi52MS5HZXRDcmVkZW50aWFsc1JlcXVlc3QaJy5raWxuLnNlc3Npb24udjEuR2V0Q3JlZGVudGlhbHNSZXNwb25zZRJZCgpGb3J3YXJkU3NoEiIua2lsbi5zZXNzaW9uLnYxLkZvcndhcmRTc2hSZXF1ZXN0GiMua2lsbi5zZXNzaW9uLnYxLkZvcndhcmRTc2hSZXNwb25zZSgBMAFiBnByb3RvMw");
+  fileDesc("Ch1raWxuL3Nlc3Npb24vdjEvc2Vzc2lvbi5wcm90bxIPa2lsbi5zZXNzaW9uLnYxIi0KCVNoYXJlZERpchIMCgRuYW1lGAEgASgJEhIKCnNoYXJlZF9rZXkYAiABKAkiIgoGT3V0cHV0EgoKAmlkGAEgASgJEgwKBGtpbmQYAiABKAkibwoFSGVsbG8SEgoKc2Vzc2lvbl9pZBgBIAEoCRIoCgRkaXJzGAIgAygLMhoua2lsbi5zZXNzaW9uLnYxLlNoYXJlZERpchIoCgdvdXRwdXRzGAMgAygLMhcua2lsbi5zZXNzaW9uLnYxLk91dHB1dCIpCghDYWxsRGF0YRIPCgdjYWxsX2lkGAEgASgNEgwKBGRhdGEYAiABKAwiXAoIQ2FsbERvbmUSDwoHY2FsbF9pZBgBIAEoDRINCgVlcnJvchgCIAEoCRISCgplcnJvcl9jb2RlGAMgASgJEg0KBWZvdW5kGAQgASgIEg0KBWJ5dGVzGAUgASgDIs8BCg1BdHRhY2hSZXF1ZXN0EicKBWhlbGxvGAEgASgLMhYua2lsbi5zZXNzaW9uLnYxLkhlbGxvSAASKQoEZGF0YRgCIAEoCzIZLmtpbG4uc2Vzc2lvbi52MS5DYWxsRGF0YUgAEikKBGRvbmUYAyABKAsyGS5raWxuLnNlc3Npb24udjEuQ2FsbERvbmVIABI4CgtjcmVkZW50aWFscxgEIAEoCzIhLmtpbG4uc2Vzc2lvbi52MS5DcmVkZW50aWFsc1JlcGx5SABCBQoDbXNnIkUKEENyZWRlbnRpYWxzUmVwbHkSDwoHY2FsbF9pZBgBIAEoDRIQCgh1c2VybmFtZRgCIAEoCRIOCgZzZWNyZXQYAyABKAkinQEKCUZldGNoQ2FsbBIPCgdjYWxsX2lkGAEgASgNEhAKCGRpcl9uYW1lGAIgASgJEhgKEGluY2x1ZGVfcGF0dGVybnMYAyADKAkSGAoQZXhjbHVkZV9wYXR0ZXJucxgEIAMoCRIUCgxmb2xsb3dfcGF0aHMYBSADKAkSDAoEZGlmZhgGIAEoCBIVCg1iYXNlX21hbmlmZXN0GAcgASgMIk4KCFJlYWRDYWxsEg8KB2NhbGxfaWQYASABKA0SEAoIZGlyX25hbWUYAiABKAkSDAoEcGF0aBgDIAEoCRIRCgltYXhfYnl0ZXMYBCABKAMiMAoKV3JpdGVCZWdpbhIPCgdjYWxsX2lkGAEgASgNEhEKCW91dHB1dF9pZBgCIAEoCSIaCgdDYWxsUmVmEg8KB2NhbGxfaWQYASABKA0iBwoFUmVhZHkiKQoKU2VjcmV0Q2FsbBIPCgdjYWxsX2lkGAEgASgNEgoKAmlkGAIgASgJIjAKD0NyZWRlbnRpYWxzQ2FsbBIPCgdjYWxsX2lkGAEgASgNEgwKBGhvc3QYAiABKAkiJgoHU3NoT3BlbhIPCgdjYWxsX2lkGAEgASgNEgoKAmlkGAIgASgJIswECg5BdHRhY2hSZXNwb25zZRInCgVyZWFkeRgBIAEoCzIWLmtpbG4uc2Vzc2lvbi52MS5SZWFkeUgAEisKBWZldGNoGAIgASgLMhoua2lsbi5zZXNzaW9uLnYxLkZldGNoQ2FsbEgAEikKBHJlYWQYAyABKAsyGS5raWxuLnNlc3Npb24udjEuUmVhZENhbGxIABIyCgt3cml0ZV9iZWdpbhgEIAEoCzIbLmtpbG4uc2Vzc2lvbi52MS5Xcml0ZUJlZ2luSAASLwoKd3JpdGVfZGF0YRgFIAEoCzIZLmtpbG4uc2Vzc2lvbi52MS5DYWxsRGF0YUgAEi0KCXdyaXRlX2VuZBgGIAEoCzIYLmtpbG4uc2Vzc2lvbi52MS5DYWxsUmVmSAASKgoGY2FuY2VsGAcgASgLMhgua2lsbi5zZXNzaW9uLnYxLkNhbGxSZWZIABItCgZzZWNyZXQYCCABKAsyGy5raWxuLnNlc3Npb24udjEuU2VjcmV0Q2FsbEgAEjcKC2NyZWRlbnRpYWxzGAkgASgLMiAua2lsbi5zZXNzaW9uLnYxLkNyZWRlbnRpYWxzQ2FsbEgAEiwKCHNzaF9vcGVuGAogASgLMhgua2lsbi5zZXNzaW9uLnYxLlNzaE9wZW5IABItCghzc2hfZGF0YRgLIAEoCzIZLmtpbG4uc2Vzc2lvbi52MS5DYWxsRGF0YUgAEi0KCXNzaF9jbG9zZRgMIAEoCzIYLmtpbG4uc2Vzc2lvbi52MS5DYWxsUmVmSABCBQoDbXNnIqgBChFGZXRjaEZpbGVzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhAKCGRpcl9uYW1lGAIgASgJEhgKEGluY2x1ZGVfcGF0dGVybnMYAyADKAkSGAoQZXhjbHVkZV9wYXR0ZXJucxgEIAMoCRIUCgxmb2xsb3dfcGF0aHMYBSADKAkSDAoEZGlmZhgGIAEoCBIVCg1iYXNlX21hbmlmZXN0GAcgASgMIicKEkZldGNoRmlsZXNSZXNwb25zZRIRCgl0YXJfY2h1bmsYASABKAwiOgoSRGVzY3JpYmVEaXJSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSEAoIZGlyX25hbWUYAiABKAkiKQoTRGVzY3JpYmVEaXJSZXNwb25zZRISCgpzaGFyZWRfa2V5GAEgASgJIlgKD1JlYWRGaWxlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhAKCGRpcl9uYW1lGAIgASgJEgwKBHBhdGgYAyABKAkSEQoJbWF4X2J5dGVzGAQgASgDIi8KEFJlYWRGaWxlUmVzcG9uc2USDQoFZm91bmQYASABKAgSDAoEZGF0YRgCIAEoDCI5ChBXcml0ZUZpbGVzSGVhZGVyEhIKCnNlc3Npb25faWQYASABKAkSEQoJb3V0cHV0X2lkGAIgASgJImAKEVdyaXRlRmlsZXNSZXF1ZXN0EjMKBmhlYWRlchgBIAEoCzIhLmtpbG4uc2Vzc2lvbi52MS5Xcml0ZUZpbGVzSGVhZGVySAASDwoFY2h1bmsYAiABKAxIAEIFCgNtc2ciIwoSV3JpdGVGaWxlc1Jlc3BvbnNlEg0KBWJ5dGVzGAEgASgDIjIKEEdldFNlY3JldFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIKCgJpZBgCIAEoCSIwChFHZXRTZWNyZXRSZXNwb25zZRINCgVmb3VuZBgBIAEoCBIMCgRkYXRhGAIgASgMIjkKFUdldENyZWRlbnRpYWxzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEgwKBGhvc3QYAiABKAkiOgoWR2V0Q3JlZGVudGlhbHNSZXNwb25zZRIQCgh1c2VybmFtZRgBIAEoCRIOCgZzZWNyZXQYAiABKAkiMgoQRm9yd2FyZFNzaEhlYWRlchISCgpzZXNzaW9uX2lkGAEgASgJEgoKAmlkGAIgASgJIl8KEUZvcndhcmRTc2hSZXF1ZXN0EjMKBmhlYWRlchgBIAEoCzIhLmtpbG4uc2Vzc2lvbi52MS5Gb3J3YXJkU3NoSGVhZGVySAASDgoEZGF0YRgCIAEoDEgAQgUKA21zZyIiChJGb3J3YXJkU3NoUmVzcG9uc2USDAoEZGF0YRgBIAEoDDLOBQoOU2Vzc2lvblNlcnZpY2USTQoGQXR0YWNoEh4ua2lsbi5zZXNzaW9uLnYxLkF0dGFjaFJlcXVlc3QaHy5raWxuLnNlc3Npb24udjEuQXR0YWNoUmVzcG9uc2UoATABElcKCkZldGNoRmlsZXMSIi5raWxuLnNlc3Npb24udjEuRmV0Y2hGaWxlc1JlcXVlc3QaIy5raWxuLnNlc3Npb24udjEuRmV0Y2hGaWxlc1Jlc3BvbnNlMAESTwoIUmVhZEZpbGUSIC5raWxuLnNlc3Npb24udjEuUmVhZEZpbGVSZXF1ZXN0GiEua2lsbi5zZXNzaW9uLnYxLlJlYWRGaWxlUmVzcG9uc2USVwoKV3JpdGVGaWxlcxIiLmtpbG4uc2Vzc2lvbi52MS5Xcml0ZUZpbGVzUmVxdWVzdBojLmtpbG4uc2Vzc2lvbi52MS5Xcml0ZUZpbGVzUmVzcG9uc2UoARJSCglHZXRTZWNyZXQSIS5raWxuLnNlc3Npb24udjEuR2V0U2VjcmV0UmVxdWVzdBoiLmtpbG4uc2Vzc2lvbi52MS5HZXRTZWNyZXRSZXNwb25zZRJhCg5HZXRDcmVkZW50aWFscxImLmtpbG4uc2Vzc2lvbi52MS5HZXRDcmVkZW50aWFsc1JlcXVlc3QaJy5raWxuLnNlc3Npb24udjEuR2V0Q3JlZGVudGlhbHNSZXNwb25zZRJZCgpGb3J3YXJkU3NoEiIua2lsbi5zZXNzaW9uLnYxLkZvcndhcmRTc2hSZXF1ZXN0GiMua2lsbi5zZXNzaW9uLnYxLkZvcndhcmRTc2hSZXNwb25zZSgBMAESWAoLRGVzY3JpYmVEaXISIy5raWxuLnNlc3Npb24udjEuRGVzY3JpYmVEaXJSZXF1ZXN0GiQua2lsbi5zZXNzaW9uLnYxLkRlc2NyaWJlRGlyUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message kiln.session.v1.SharedDir
@@ -29,6 +29,15 @@ export type SharedDir = Message<"kiln.session.v1.SharedDir"> & {
    * @generated from field: string name = 1;
    */
   name: string;
+
+  /**
+   * A stable, unguessable id of the directory on the client (a keyed hash of
+   * its absolute path): workers keep the last copy they received per key and
+   * ask only for what changed since (FetchFilesRequest.diff).
+   *
+   * @generated from field: string shared_key = 2;
+   */
+  sharedKey: string;
 };
 
 /**
@@ -262,6 +271,18 @@ export type FetchCall = Message<"kiln.session.v1.FetchCall"> & {
    * @generated from field: repeated string follow_paths = 5;
    */
   followPaths: string[];
+
+  /**
+   * See FetchFilesRequest.diff and base_manifest.
+   *
+   * @generated from field: bool diff = 6;
+   */
+  diff: boolean;
+
+  /**
+   * @generated from field: bytes base_manifest = 7;
+   */
+  baseManifest: Uint8Array;
 };
 
 /**
@@ -548,6 +569,24 @@ export type FetchFilesRequest = Message<"kiln.session.v1.FetchFilesRequest"> & {
    * @generated from field: repeated string follow_paths = 5;
    */
   followPaths: string[];
+
+  /**
+   * Answer with a context diff stream (format in @kiln/common
+   * archive/context-diff.ts: changed entries with their content, deletions)
+   * against `base_manifest` instead of a tar; the chunks still travel in
+   * `tar_chunk`.
+   *
+   * @generated from field: bool diff = 6;
+   */
+  diff: boolean;
+
+  /**
+   * The entries (path, type, mode, owner, size, mtime, link) of the copy the
+   * worker holds; empty: send everything.
+   *
+   * @generated from field: bytes base_manifest = 7;
+   */
+  baseManifest: Uint8Array;
 };
 
 /**
@@ -562,6 +601,8 @@ export const FetchFilesRequestSchema: GenMessage<FetchFilesRequest> = /*@__PURE_
  */
 export type FetchFilesResponse = Message<"kiln.session.v1.FetchFilesResponse"> & {
   /**
+   * Tar bytes, or diff-stream bytes when the request asked for a diff.
+   *
    * @generated from field: bytes tar_chunk = 1;
    */
   tarChunk: Uint8Array;
@@ -573,6 +614,47 @@ export type FetchFilesResponse = Message<"kiln.session.v1.FetchFilesResponse"> &
  */
 export const FetchFilesResponseSchema: GenMessage<FetchFilesResponse> = /*@__PURE__*/
   messageDesc(file_kiln_session_v1_session, 17);
+
+/**
+ * @generated from message kiln.session.v1.DescribeDirRequest
+ */
+export type DescribeDirRequest = Message<"kiln.session.v1.DescribeDirRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: string dir_name = 2;
+   */
+  dirName: string;
+};
+
+/**
+ * Describes the message kiln.session.v1.DescribeDirRequest.
+ * Use `create(DescribeDirRequestSchema)` to create a new message.
+ */
+export const DescribeDirRequestSchema: GenMessage<DescribeDirRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_session_v1_session, 18);
+
+/**
+ * @generated from message kiln.session.v1.DescribeDirResponse
+ */
+export type DescribeDirResponse = Message<"kiln.session.v1.DescribeDirResponse"> & {
+  /**
+   * SharedDir.shared_key from the client's hello ("" when none).
+   *
+   * @generated from field: string shared_key = 1;
+   */
+  sharedKey: string;
+};
+
+/**
+ * Describes the message kiln.session.v1.DescribeDirResponse.
+ * Use `create(DescribeDirResponseSchema)` to create a new message.
+ */
+export const DescribeDirResponseSchema: GenMessage<DescribeDirResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_session_v1_session, 19);
 
 /**
  * @generated from message kiln.session.v1.ReadFileRequest
@@ -604,7 +686,7 @@ export type ReadFileRequest = Message<"kiln.session.v1.ReadFileRequest"> & {
  * Use `create(ReadFileRequestSchema)` to create a new message.
  */
 export const ReadFileRequestSchema: GenMessage<ReadFileRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 18);
+  messageDesc(file_kiln_session_v1_session, 20);
 
 /**
  * @generated from message kiln.session.v1.ReadFileResponse
@@ -626,7 +708,7 @@ export type ReadFileResponse = Message<"kiln.session.v1.ReadFileResponse"> & {
  * Use `create(ReadFileResponseSchema)` to create a new message.
  */
 export const ReadFileResponseSchema: GenMessage<ReadFileResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 19);
+  messageDesc(file_kiln_session_v1_session, 21);
 
 /**
  * @generated from message kiln.session.v1.WriteFilesHeader
@@ -648,7 +730,7 @@ export type WriteFilesHeader = Message<"kiln.session.v1.WriteFilesHeader"> & {
  * Use `create(WriteFilesHeaderSchema)` to create a new message.
  */
 export const WriteFilesHeaderSchema: GenMessage<WriteFilesHeader> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 20);
+  messageDesc(file_kiln_session_v1_session, 22);
 
 /**
  * @generated from message kiln.session.v1.WriteFilesRequest
@@ -677,7 +759,7 @@ export type WriteFilesRequest = Message<"kiln.session.v1.WriteFilesRequest"> & {
  * Use `create(WriteFilesRequestSchema)` to create a new message.
  */
 export const WriteFilesRequestSchema: GenMessage<WriteFilesRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 21);
+  messageDesc(file_kiln_session_v1_session, 23);
 
 /**
  * @generated from message kiln.session.v1.WriteFilesResponse
@@ -694,7 +776,7 @@ export type WriteFilesResponse = Message<"kiln.session.v1.WriteFilesResponse"> &
  * Use `create(WriteFilesResponseSchema)` to create a new message.
  */
 export const WriteFilesResponseSchema: GenMessage<WriteFilesResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 22);
+  messageDesc(file_kiln_session_v1_session, 24);
 
 /**
  * @generated from message kiln.session.v1.GetSecretRequest
@@ -716,7 +798,7 @@ export type GetSecretRequest = Message<"kiln.session.v1.GetSecretRequest"> & {
  * Use `create(GetSecretRequestSchema)` to create a new message.
  */
 export const GetSecretRequestSchema: GenMessage<GetSecretRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 23);
+  messageDesc(file_kiln_session_v1_session, 25);
 
 /**
  * @generated from message kiln.session.v1.GetSecretResponse
@@ -738,7 +820,7 @@ export type GetSecretResponse = Message<"kiln.session.v1.GetSecretResponse"> & {
  * Use `create(GetSecretResponseSchema)` to create a new message.
  */
 export const GetSecretResponseSchema: GenMessage<GetSecretResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 24);
+  messageDesc(file_kiln_session_v1_session, 26);
 
 /**
  * @generated from message kiln.session.v1.GetCredentialsRequest
@@ -760,7 +842,7 @@ export type GetCredentialsRequest = Message<"kiln.session.v1.GetCredentialsReque
  * Use `create(GetCredentialsRequestSchema)` to create a new message.
  */
 export const GetCredentialsRequestSchema: GenMessage<GetCredentialsRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 25);
+  messageDesc(file_kiln_session_v1_session, 27);
 
 /**
  * @generated from message kiln.session.v1.GetCredentialsResponse
@@ -784,7 +866,7 @@ export type GetCredentialsResponse = Message<"kiln.session.v1.GetCredentialsResp
  * Use `create(GetCredentialsResponseSchema)` to create a new message.
  */
 export const GetCredentialsResponseSchema: GenMessage<GetCredentialsResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 26);
+  messageDesc(file_kiln_session_v1_session, 28);
 
 /**
  * @generated from message kiln.session.v1.ForwardSshHeader
@@ -808,7 +890,7 @@ export type ForwardSshHeader = Message<"kiln.session.v1.ForwardSshHeader"> & {
  * Use `create(ForwardSshHeaderSchema)` to create a new message.
  */
 export const ForwardSshHeaderSchema: GenMessage<ForwardSshHeader> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 27);
+  messageDesc(file_kiln_session_v1_session, 29);
 
 /**
  * @generated from message kiln.session.v1.ForwardSshRequest
@@ -837,7 +919,7 @@ export type ForwardSshRequest = Message<"kiln.session.v1.ForwardSshRequest"> & {
  * Use `create(ForwardSshRequestSchema)` to create a new message.
  */
 export const ForwardSshRequestSchema: GenMessage<ForwardSshRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 28);
+  messageDesc(file_kiln_session_v1_session, 30);
 
 /**
  * @generated from message kiln.session.v1.ForwardSshResponse
@@ -854,7 +936,7 @@ export type ForwardSshResponse = Message<"kiln.session.v1.ForwardSshResponse"> &
  * Use `create(ForwardSshResponseSchema)` to create a new message.
  */
 export const ForwardSshResponseSchema: GenMessage<ForwardSshResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_session_v1_session, 29);
+  messageDesc(file_kiln_session_v1_session, 31);
 
 /**
  * @generated from service kiln.session.v1.SessionService
@@ -936,6 +1018,18 @@ export const SessionService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof ForwardSshRequestSchema;
     output: typeof ForwardSshResponseSchema;
+  },
+  /**
+   * DescribeDir answers from the client's hello, without a call to the
+   * client: the shared key of one of its directories (empty when the client
+   * gave none, then no incremental transfer is possible).
+   *
+   * @generated from rpc kiln.session.v1.SessionService.DescribeDir
+   */
+  describeDir: {
+    methodKind: "unary";
+    input: typeof DescribeDirRequestSchema;
+    output: typeof DescribeDirResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kiln_session_v1_session, 0);

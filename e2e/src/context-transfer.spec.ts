@@ -1,0 +1,71 @@
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+
+const FILES = 2000;
+const FILE_BYTES = 1024;
+
+/** The worker's "context diff applied" debug lines (what each transfer received), oldest first. */
+function transfers(logs: string): { changed: number; deleted: number; contentBytes: number; bytes: number }[] {
+  return logs
+    .split('\n')
+    .filter((l) => l.includes('"msg":"context diff applied"'))
+    .map((l) => JSON.parse(l) as { changed: number; deleted: number; contentBytes: number; bytes: number });
+}
+
+describe('incremental context transfer [topology=all-in-one, worker=oci]', () => {
+  let root: string;
+  let ctx: string;
+  let daemon: Kilnd;
+  let n = 0;
+
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), 'kiln-ctx-root-'));
+    ctx = mkdtempSync(join(tmpdir(), 'kiln-ctx-'));
+    for (let d = 0; d < FILES / 100; d++) {
+      mkdirSync(join(ctx, 'files', `d${d}`), { recursive: true });
+      for (let f = 0; f < 100; f++) writeFileSync(join(ctx, 'files', `d${d}`, `f${f}.txt`), Buffer.alloc(FILE_BYTES, 97 + (f % 26)));
+    }
+    writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY files /files\n');
+    daemon = await startKilnd({ worker: 'oci', root });
+  });
+  afterAll(async () => {
+    await daemon?.stop();
+    rmSync(root, { recursive: true, force: true });
+    rmSync(ctx, { recursive: true, force: true });
+  });
+
+  async function build(): Promise<{ stderr: string; out: string; transfer: ReturnType<typeof transfers>[number] }> {
+    const out = join(ctx, '..', `${ctx.split('/').pop()}-out-${++n}`);
+    const before = transfers(daemon.logs()).length;
+    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '-o', `type=local,dest=${out}`, ctx]);
+    expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+    const after = transfers(daemon.logs());
+    // One transfer of the context per build (the Dockerfile travels by ReadFile).
+    expect(after.length - before).toBe(1);
+    return { stderr: res.stderr, out, transfer: after.at(-1)! };
+  }
+
+  it('sends only the changed file of 2,000 on a rebuild; a touched file keeps the cache', async () => {
+    const first = await build();
+    expect(first.transfer.contentBytes).toBe(FILES * FILE_BYTES);
+    rmSync(first.out, { recursive: true, force: true });
+
+    writeFileSync(join(ctx, 'files/d7/f3.txt'), 'changed\n');
+    const second = await build();
+    expect(second.transfer).toMatchObject({ changed: 1, deleted: 0, contentBytes: 8 });
+    expect(second.transfer.bytes).toBeLessThan(1024);
+    expect(readFileSync(join(second.out, 'files/d7/f3.txt'), 'utf8')).toBe('changed\n');
+    expect(readFileSync(join(second.out, 'files/d7/f4.txt'))).toEqual(Buffer.alloc(FILE_BYTES, 97 + 4));
+    expect(second.stderr).not.toMatch(/COPY files \/files\n#\d+ CACHED/);
+    rmSync(second.out, { recursive: true, force: true });
+
+    utimesSync(join(ctx, 'files/d1/f1.txt'), 1_000_000, 1_000_000);
+    const touched = await build();
+    expect(touched.transfer).toMatchObject({ changed: 1, deleted: 0, contentBytes: FILE_BYTES });
+    expect(touched.stderr).toMatch(/COPY files \/files\n#\d+ CACHED/);
+    rmSync(touched.out, { recursive: true, force: true });
+  }, 180_000);
+});

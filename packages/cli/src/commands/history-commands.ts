@@ -1,0 +1,238 @@
+import { timestampMs } from '@bufbuild/protobuf/wkt';
+import type { control } from '@kiln/api';
+import type { CliIo } from '../cli-io.js';
+import { connectDaemon } from '../daemon.js';
+import { parseFlags, type FlagSpecs } from '../flags/flag-parser.js';
+import { UsageError } from '../flags/usage-error.js';
+import { formatAgo, formatTable } from '../progress/format.js';
+import { createProgressPrinter } from '../progress/progress.js';
+
+export const HISTORY_USAGE = `Usage:  kiln history COMMAND
+
+Commands to work on build records
+
+Commands:
+  inspect     Inspect a build record
+  logs        Print the logs of a build record
+  ls          List build records
+  rm          Remove build records
+
+Run 'kiln history COMMAND --help' for more information on a command.
+`;
+
+const HISTORY_LS_USAGE = `Usage:  kiln history ls [OPTIONS]
+
+List build records
+
+Options:
+      --addr string     Daemon address (env KILN_ADDR)
+      --format string   Format the output ("table", "json") (default "table")
+  -h, --help            Print usage
+`;
+
+const HISTORY_INSPECT_USAGE = `Usage:  kiln history inspect [OPTIONS] [REF]
+
+Inspect a build record (the newest one without REF; REF may be a unique prefix)
+
+Options:
+      --addr string     Daemon address (env KILN_ADDR)
+      --format string   Format the output ("pretty", "json") (default "pretty")
+  -h, --help            Print usage
+`;
+
+const HISTORY_LOGS_USAGE = `Usage:  kiln history logs [OPTIONS] [REF]
+
+Print the logs of a build record (the newest one without REF)
+
+Options:
+      --addr string       Daemon address (env KILN_ADDR)
+  -h, --help              Print usage
+      --progress string   Set type of progress output ("plain", "rawjson") (default "plain")
+`;
+
+const HISTORY_RM_USAGE = `Usage:  kiln history rm [OPTIONS] [REF...]
+
+Remove build records
+
+Options:
+      --addr string   Daemon address (env KILN_ADDR)
+  -a, --all           Remove all build records
+  -h, --help          Print usage
+`;
+
+const COMMON = { addr: { kind: 'string' }, help: { kind: 'bool', short: 'h' } } as const satisfies FlagSpecs;
+
+const SUBCOMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promise<number>> = {
+  ls: runHistoryList,
+  inspect: runHistoryInspect,
+  logs: runHistoryLogs,
+  rm: runHistoryRemove,
+};
+
+/** `kiln history ls|inspect|logs|rm`: the daemon's build records. */
+export async function runHistory(argv: readonly string[], io: CliIo): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === '--help' || sub === '-h') {
+    io.stdout.write(HISTORY_USAGE);
+    return 0;
+  }
+  const run = SUBCOMMANDS[sub];
+  if (!run) throw new UsageError(`unknown command "${sub}" for "kiln history" (see 'kiln history --help')`, 'COMMAND');
+  return run(rest, io);
+}
+
+/** A record's display name: the Dockerfile and the target, as the build asked for them. */
+export function historyName(r: control.BuildHistoryRecord): string {
+  const file = r.frontendAttrs['filename'] ?? (r.frontend ? 'Dockerfile' : '(definition)');
+  const target = r.frontendAttrs['target'];
+  return target ? `${file}:${target}` : file;
+}
+
+function statusWord(status: string): string {
+  return status.charAt(0).toUpperCase() + status.slice(1);
+}
+
+/** Duration in seconds with one decimal; a running build counts up to now. */
+function durationMs(r: control.BuildHistoryRecord, now: number): number {
+  const start = r.createdAt ? timestampMs(r.createdAt) : now;
+  return (r.completedAt ? timestampMs(r.completedAt) : now) - start;
+}
+
+function seconds(ms: number): string {
+  return `${(Math.max(0, ms) / 1000).toFixed(1)}s`;
+}
+
+function cacheRatio(r: control.BuildHistoryRecord): number {
+  return r.numTotalSteps > 0 ? r.numCachedSteps / r.numTotalSteps : 0;
+}
+
+function toJson(r: control.BuildHistoryRecord, now: number): Record<string, unknown> {
+  return {
+    ref: r.ref,
+    name: historyName(r),
+    frontend: r.frontend,
+    status: r.status,
+    created_at: r.createdAt ? new Date(timestampMs(r.createdAt)).toISOString() : undefined,
+    completed_at: r.completedAt ? new Date(timestampMs(r.completedAt)).toISOString() : undefined,
+    duration_seconds: Math.round(durationMs(r, now)) / 1000,
+    total_steps: r.numTotalSteps,
+    completed_steps: r.numCompletedSteps,
+    cached_steps: r.numCachedSteps,
+    cache_hit_ratio: Math.round(cacheRatio(r) * 1000) / 1000,
+    warnings: r.numWarnings,
+    exporters: r.exporters,
+    exporter_response: r.exporterResponse,
+    error: r.error || undefined,
+    error_code: r.errorCode || undefined,
+  };
+}
+
+function oneRef(args: string[], command: string): string {
+  if (args.length > 1) throw new UsageError(`"kiln history ${command}" accepts at most 1 argument, got ${args.length}`, 'REF');
+  return args[0] ?? '';
+}
+
+async function connect(flags: { addr?: string }, io: CliIo) {
+  return connectDaemon({ addr: flags.addr, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
+}
+
+/** `kiln history ls`: newest first, as a table or one JSON object per line. */
+export async function runHistoryList(argv: readonly string[], io: CliIo): Promise<number> {
+  const { flags, args } = parseFlags(argv, { ...COMMON, format: { kind: 'string' } });
+  if (flags.help) {
+    io.stdout.write(HISTORY_LS_USAGE);
+    return 0;
+  }
+  if (args.length > 0) throw new UsageError(`"kiln history ls" accepts no arguments, got "${args[0]}"`, 'ARGS');
+  const format = flags.format ?? 'table';
+  if (format !== 'table' && format !== 'json') throw new UsageError(`invalid argument "${format}" for "--format" flag: want table or json`, '--format');
+  const conn = await connect(flags, io);
+  const { records } = await conn.control.listHistory({}, { signal: io.signal });
+  const now = Date.now();
+  if (format === 'json') {
+    for (const r of records) io.stdout.write(`${JSON.stringify(toJson(r, now))}\n`);
+    return 0;
+  }
+  const rows = [['BUILD ID', 'NAME', 'STATUS', 'CREATED AT', 'DURATION']];
+  for (const r of records) {
+    rows.push([r.ref, historyName(r), statusWord(r.status), r.createdAt ? formatAgo(timestampMs(r.createdAt), now) : '', seconds(durationMs(r, now))]);
+  }
+  io.stdout.write(formatTable(rows));
+  return 0;
+}
+
+/** `kiln history inspect [REF]`: one record's summary (status, duration, steps, cache hit ratio, error). */
+export async function runHistoryInspect(argv: readonly string[], io: CliIo): Promise<number> {
+  const { flags, args } = parseFlags(argv, { ...COMMON, format: { kind: 'string' } });
+  if (flags.help) {
+    io.stdout.write(HISTORY_INSPECT_USAGE);
+    return 0;
+  }
+  const format = flags.format ?? 'pretty';
+  if (format !== 'pretty' && format !== 'json') throw new UsageError(`invalid argument "${format}" for "--format" flag: want pretty or json`, '--format');
+  const ref = oneRef(args, 'inspect');
+  const conn = await connect(flags, io);
+  const { record: r } = await conn.control.inspectHistory({ ref }, { signal: io.signal });
+  if (!r) return 1;
+  const now = Date.now();
+  if (format === 'json') {
+    io.stdout.write(`${JSON.stringify(toJson(r, now), null, 2)}\n`);
+    return 0;
+  }
+  const iso = (t: typeof r.createdAt) => (t ? new Date(timestampMs(t)).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC') : '');
+  const rows: string[][] = [
+    ['Ref:', r.ref],
+    ['Name:', historyName(r)],
+    ['Frontend:', r.frontend || '(definition)'],
+  ];
+  if (r.frontendAttrs['target']) rows.push(['Target:', r.frontendAttrs['target']]);
+  rows.push(['Status:', statusWord(r.status)], ['Created:', iso(r.createdAt)]);
+  if (r.completedAt) rows.push(['Completed:', iso(r.completedAt)]);
+  rows.push(
+    ['Duration:', seconds(durationMs(r, now))],
+    ['Build Steps:', `${r.numCompletedSteps}/${r.numTotalSteps} (${Math.round(cacheRatio(r) * 100)}% cached)`],
+  );
+  if (r.exporters.length > 0) rows.push(['Exporters:', r.exporters.join(', ')]);
+  for (const [k, v] of Object.entries(r.exporterResponse).sort(([a], [b]) => a.localeCompare(b))) {
+    if (v.length <= 200) rows.push([`${k}:`, v]);
+  }
+  if (r.numWarnings > 0) rows.push(['Warnings:', String(r.numWarnings)]);
+  if (r.logsTruncated) rows.push(['Logs:', 'truncated (per-build limit reached)']);
+  if (r.error) rows.push(['Error:', `${r.error}${r.errorCode ? ` (${r.errorCode})` : ''}`]);
+  io.stdout.write(formatTable(rows));
+  return 0;
+}
+
+/** `kiln history logs [REF]`: replays the kept progress (plain, like `--progress=plain`). */
+export async function runHistoryLogs(argv: readonly string[], io: CliIo): Promise<number> {
+  const { flags, args } = parseFlags(argv, { ...COMMON, progress: { kind: 'string' } });
+  if (flags.help) {
+    io.stdout.write(HISTORY_LOGS_USAGE);
+    return 0;
+  }
+  const mode = flags.progress ?? 'plain';
+  if (mode !== 'plain' && mode !== 'rawjson') throw new UsageError(`invalid argument "${mode}" for "--progress" flag: want plain or rawjson`, '--progress');
+  const ref = oneRef(args, 'logs');
+  const conn = await connect(flags, io);
+  const printer = createProgressPrinter(mode, io.stdout);
+  for await (const { status } of conn.control.historyLogs({ ref }, { signal: io.signal })) if (status) printer.write(status);
+  printer.close();
+  return 0;
+}
+
+/** `kiln history rm REF... | --all`: removes records, printing each removed ref. */
+export async function runHistoryRemove(argv: readonly string[], io: CliIo): Promise<number> {
+  const { flags, args } = parseFlags(argv, { ...COMMON, all: { kind: 'bool', short: 'a' } });
+  if (flags.help) {
+    io.stdout.write(HISTORY_RM_USAGE);
+    return 0;
+  }
+  if (!flags.all && args.length === 0) throw new UsageError('"kiln history rm" requires at least 1 argument (or --all)', 'REF');
+  if (flags.all && args.length > 0) throw new UsageError('"kiln history rm --all" accepts no arguments', 'REF');
+  const conn = await connect(flags, io);
+  const refs = flags.all ? (await conn.control.listHistory({}, { signal: io.signal })).records.filter((r) => r.status !== 'running').map((r) => r.ref) : args;
+  if (refs.length === 0) return 0;
+  const { deleted } = await conn.control.deleteHistory({ refs }, { signal: io.signal });
+  for (const ref of deleted) io.stdout.write(`${ref}\n`);
+  return 0;
+}

@@ -1,0 +1,112 @@
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { events } from '@kiln/api';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openSolverDatabase } from '../cache/sqlite.js';
+import { HistoryStore } from './history-store.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function dbFile(): string {
+  const d = mkdtempSync(join(tmpdir(), 'kiln-history-'));
+  dirs.push(d);
+  return join(d, 'solver.db');
+}
+
+const ev = (buildId: string, event: MessageInitShape<typeof events.BuildEventSchema>['event']) => create(events.BuildEventSchema, { buildId, event });
+const vertex = (digest: string, more: MessageInitShape<typeof events.VertexSchema> = {}) =>
+  ({ case: 'vertex', value: { digest, name: digest, started: timestampFromMs(1), ...more } }) as const;
+
+function buildEvents(ref: string, opts: { logBytes?: number; error?: string; code?: string } = {}) {
+  return [
+    ev(ref, vertex('a')),
+    ev(ref, vertex('a', { completed: timestampFromMs(2) })),
+    ev(ref, vertex('b', { cached: true, completed: timestampFromMs(2) })),
+    ev(ref, vertex('c')),
+    ev(ref, { case: 'log', value: { vertex: 'c', stream: 1, msg: Buffer.alloc(opts.logBytes ?? 10, 'x') } }),
+    ev(ref, { case: 'log', value: { vertex: 'c', stream: 1, msg: Buffer.from('last\n') } }),
+    ev(ref, { case: 'warning', value: { short: Buffer.from('careful') } }),
+    ev(ref, vertex('c', opts.error ? { completed: timestampFromMs(3), error: opts.error } : { completed: timestampFromMs(3) })),
+    ev(ref, { case: 'done', value: { error: opts.error ?? '', errorCode: opts.code ?? '' } }),
+  ];
+}
+
+describe('HistoryStore (SQLite)', () => {
+  it('records a build from start to finish and keeps it across a reopen; a build cut by a stop becomes an error', () => {
+    const file = dbFile();
+    let db = openSolverDatabase(file);
+    let store = new HistoryStore(db, { now: () => 5000 });
+    store.start({ ref: 'abc123', frontend: 'dockerfile.v0', frontendAttrs: { filename: 'Dockerfile' }, exporters: ['image'], createdAtMs: 1000 });
+    expect(store.get('abc').status).toBe('running');
+    store.setExporterResponse('abc123', { 'containerimage.digest': 'sha256:1' });
+    store.finish('abc123', buildEvents('abc123'));
+    store.start({ ref: 'cut', frontend: '', frontendAttrs: {}, exporters: [], createdAtMs: 2000 });
+    db.close();
+
+    db = openSolverDatabase(file);
+    store = new HistoryStore(db, { now: () => 9000 });
+    const rec = store.get('abc123');
+    expect(rec).toMatchObject({
+      status: 'completed',
+      numTotalSteps: 3,
+      numCompletedSteps: 3,
+      numCachedSteps: 1,
+      numWarnings: 1,
+      exporters: ['image'],
+      exporterResponse: { 'containerimage.digest': 'sha256:1' },
+      frontendAttrs: { filename: 'Dockerfile' },
+      logsTruncated: false,
+    });
+    expect(Number(rec.completedAt!.seconds)).toBe(5);
+    expect(store.events('abc123').map((e) => e.event.case)).toEqual(['vertex', 'vertex', 'vertex', 'vertex', 'log', 'log', 'warning', 'vertex', 'done']);
+    expect(store.get('')).toMatchObject({ ref: 'cut', status: 'error', error: 'the daemon stopped during the build' });
+    db.close();
+  });
+
+  it('marks failed and canceled builds, resolves prefixes, refuses ambiguous and unknown refs', () => {
+    const db = openSolverDatabase(':memory:');
+    const store = new HistoryStore(db);
+    for (const [ref, error, code] of [
+      ['fail1', 'exit code: 1', 'vertex'],
+      ['fail2', 'interrupted', 'canceled'],
+    ] as const) {
+      store.start({ ref, frontend: '', frontendAttrs: {}, exporters: [], createdAtMs: 1 });
+      store.finish(ref, buildEvents(ref, { error, code }));
+    }
+    expect(store.get('fail1')).toMatchObject({ status: 'error', error: 'exit code: 1', numCompletedSteps: 2 });
+    expect(store.get('fail2').status).toBe('canceled');
+    expect(() => store.get('fail')).toThrow(/ambiguous/);
+    expect(() => store.get('nope')).toThrow(/no build "nope"/);
+    expect(() => store.get('../x')).toThrow(/invalid build ref/);
+    expect(store.delete(['fail1'])).toEqual(['fail1']);
+    expect(store.get('fail').ref).toBe('fail2');
+    db.close();
+  });
+
+  it('bounds the kept events per build (vertex events stay) and the number of builds', () => {
+    const db = openSolverDatabase(':memory:');
+    const store = new HistoryStore(db, { maxEventBytes: 4096, maxEntries: 2 });
+    store.start({ ref: 'big', frontend: '', frontendAttrs: {}, exporters: [], createdAtMs: 1 });
+    store.finish('big', buildEvents('big', { logBytes: 10_000 }));
+    const kept = store.events('big');
+    expect(store.get('big').logsTruncated).toBe(true);
+    expect(kept.filter((e) => e.event.case === 'vertex')).toHaveLength(5);
+    expect(kept.some((e) => e.event.case === 'log' && e.event.value.msg.length === 10_000)).toBe(false);
+    expect(kept.at(-1)?.event.case).toBe('done');
+
+    for (const [i, ref] of ['r2', 'r3'].entries()) {
+      store.start({ ref, frontend: '', frontendAttrs: {}, exporters: [], createdAtMs: 10 + i });
+      store.finish(ref, buildEvents(ref));
+    }
+    expect(store.list().map((r) => r.ref)).toEqual(['r3', 'r2']);
+    expect(store.list(1).map((r) => r.ref)).toEqual(['r3']);
+    expect(() => store.delete(['big'])).toThrow(/no build/);
+    db.close();
+  });
+});
