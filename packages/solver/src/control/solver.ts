@@ -3,7 +3,7 @@ import { timestampNow } from '@bufbuild/protobuf/wkt';
 import type { Client } from '@connectrpc/connect';
 import { control, events, exporter, frontend, type content, type llb } from '@kiln/api';
 import { publishEvent, type EventBus } from '@kiln/bus';
-import { asKilnError, InvalidArgumentError, KilnError, sha256, UnavailableError, UnimplementedError, type Logger } from '@kiln/common';
+import { asKilnError, InvalidArgumentError, KilnError, sha256, UnimplementedError, type Logger } from '@kiln/common';
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
 import { createRegistryClient, type RegistryClient } from '@kiln/registry';
 import { mkdirSync } from 'node:fs';
@@ -21,6 +21,7 @@ import { BuildRecords, toStatusResponse } from './build-records.js';
 import { HistoryStore } from '../history/history-store.js';
 import { CacheUsage, planCachePrune } from './cache-usage.js';
 import { ContentUsage } from './content-usage.js';
+import { formatPlatform, pickWorker } from './pick-worker.js';
 import { compileUsageFilter } from './usage-filter.js';
 import { VertexCache } from './vertex-cache.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
@@ -97,50 +98,60 @@ export class Solver {
     const session = this.scheduler.session(signal);
     const publish = (ev: MessageInitShape<typeof events.BuildEventSchema>['event']) =>
       publishEvent(this.opts.bus, `kiln.build.${buildId}.${ev?.case ?? "event"}`, events.BuildEventSchema, { buildId, event: ev });
-    let def: ParsedDefinition | undefined;
+    const defs: ParsedDefinition[] = [];
     let imports: CacheImports | undefined;
     this.history.start({ ref: buildId, frontend: req.frontend, frontendAttrs: req.frontendAttrs, exporters: req.exporters.map((e) => e.type), createdAtMs: Date.now() });
     try {
       const cacheExports = compileCacheExports(req.cacheExports);
       const cacheImports = compileCacheImports(req.cacheImports);
-      let imageConfig: Uint8Array = new Uint8Array();
-      let definition = req.definition;
+      let targets: BuildTarget[] = [{ platform: '', definition: req.definition, imageConfig: new Uint8Array() }];
       if (req.frontend) {
+        const attrs = await this.withBuildPlatform(req.frontendAttrs);
         const res = await this.step(publish, internalVertex(buildId, `[internal] load build definition from ${req.frontendAttrs['filename'] ?? 'Dockerfile'}`), async () => {
           const client = await this.opts.frontend();
-          return client.solve({ buildId, sessionId: req.sessionId, frontend: req.frontend, attrs: req.frontendAttrs }, { signal });
+          return client.solve({ buildId, sessionId: req.sessionId, frontend: req.frontend, attrs }, { signal });
         });
-        definition = res.definition;
-        imageConfig = res.imageConfig;
+        targets = res.platformResults.length > 0 ? res.platformResults : [{ platform: '', definition: res.definition, imageConfig: res.imageConfig }];
         for (const w of res.warnings) await publish({ case: 'warning', value: w });
       }
-      if (!definition) throw new InvalidArgumentError('solve needs a frontend or a definition', 'frontend');
-      def = parseDefinition(definition);
-      const worker = await this.pickWorker(def);
+      for (const t of targets) {
+        if (!t.definition) throw new InvalidArgumentError('solve needs a frontend or a definition', 'frontend');
+        defs.push(parseDefinition(t.definition));
+      }
+      const worker = pickWorker(await this.opts.workers.list(), defs);
       if (cacheImports.length > 0) {
         const loaded = await this.step(publish, internalVertex(buildId, 'importing cache manifests'), () =>
-          loadCacheImports(cacheImports, this.registry, importPlatform(def!, worker), log.child({ component: 'cache-import' }), signal),
+          loadCacheImports(cacheImports, this.registry, importPlatform(defs[0]!, worker), log.child({ component: 'cache-import' }), signal),
         );
         imports = new CacheImports(loaded, this.opts.content, log.child({ component: 'cache-import' }));
       }
       const built = new Map<string, BuiltVertex>();
       const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: req.entitlements, imports, built };
-      const graph = toGraph(def, req.sessionId, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig));
-      let resultRef = '';
-      const final = def.result ? { digest: def.result.digest as string, index: def.result.index } : undefined;
-      if (def.result) {
-        const out = await session.resolve(graph.get(def.result.digest)!);
-        resultRef = out.refs[def.result.index] ?? '';
-      }
+      // One graph per target platform; ops they share (same key) run once in this session.
+      const resultRefs = await Promise.all(
+        defs.map(async (def) => {
+          if (!def.result) return '';
+          const graph = toGraph(def, req.sessionId, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig));
+          const out = await session.resolve(graph.get(def.result.digest)!);
+          return out.refs[def.result.index] ?? '';
+        }),
+      );
+      const finals = defs.map((def) => (def.result ? { digest: def.result.digest as string, index: def.result.index } : undefined));
+      // Cache exports describe the first platform's result.
+      const final = finals[0];
       if (cacheExports.some((c) => c.type === 'inline')) {
         const deps = this.cacheDeps(log);
-        imageConfig = await this.step(publish, internalVertex(buildId, 'preparing inline cache'), () => withInlineCache(imageConfig, built, final, deps, signal));
+        targets = await this.step(publish, internalVertex(buildId, 'preparing inline cache'), () =>
+          Promise.all(targets.map(async (t, i) => ({ ...t, imageConfig: await withInlineCache(t.imageConfig, built, finals[i], deps, signal) }))),
+        );
       }
+      const platforms = targets.length > 1 ? targets.map((t, i) => ({ platform: t.platform, workerId: worker.id, ref: resultRefs[i]!, imageConfig: t.imageConfig })) : [];
       const response: Record<string, string> = {};
       for (const [i, exp] of req.exporters.entries()) {
         const res = await this.step(publish, internalVertex(buildId, `exporting to ${exp.type}`, i), async () => {
           const client = await this.opts.exporters();
-          return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exp.attrs, workerId: worker.id, ref: resultRef, imageConfig }, { signal });
+          const first = { workerId: worker.id, ref: resultRefs[0]!, imageConfig: targets[0]!.imageConfig };
+          return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exp.attrs, ...first, platforms }, { signal });
         });
         Object.assign(response, res.response);
       }
@@ -157,7 +168,7 @@ export class Solver {
       log.info('build done');
       return create(control.SolveResponseSchema, { exporterResponse: response });
     } catch (err) {
-      const e = locate(asKilnError(err), def);
+      const e = locate(asKilnError(err), defs);
       await publish({ case: 'done', value: { error: e.message, errorCode: e.code } }).catch(() => undefined);
       log.info({ err: e.message, code: e.code }, 'build failed');
       throw e;
@@ -253,6 +264,16 @@ export class Solver {
     this.db.close();
   }
 
+  /**
+   * The frontend attrs plus `build-platform` (BUILDPLATFORM): the first
+   * platform of the first worker, unless the client set it.
+   */
+  private async withBuildPlatform(attrs: Record<string, string>): Promise<Record<string, string>> {
+    if (attrs['build-platform']) return attrs;
+    const native = (await this.opts.workers.list())[0]?.platforms[0];
+    return native ? { ...attrs, 'build-platform': formatPlatform(native) } : attrs;
+  }
+
   private get registry(): RegistryClient {
     return (this.registryClient ??= this.opts.registry ?? createRegistryClient({}));
   }
@@ -261,18 +282,6 @@ export class Solver {
     const content = this.opts.content;
     if (!content) throw new UnimplementedError('cache export needs a content store, and this solver has none configured');
     return { workers: this.opts.workers, content, registry: this.registry, logger: log.child({ component: 'cache-export' }) };
-  }
-
-  private async pickWorker(def: ParsedDefinition): Promise<WorkerHandle> {
-    const workers = await this.opts.workers.list();
-    const wanted = [...def.ops.values()].map((o) => o.op.platform).find((p): p is llb.Platform => !!p?.os);
-    const match = wanted ? workers.find((w) => w.platforms.some((p) => p.os === wanted.os && p.architecture === wanted.architecture)) : workers[0];
-    if (!match) {
-      throw new UnavailableError(
-        wanted ? `no worker for platform ${wanted.os}/${wanted.architecture} (have ${workers.length} workers)` : 'no workers are available',
-      );
-    }
-    return match;
   }
 
   /**
@@ -363,6 +372,13 @@ export class Solver {
   }
 }
 
+/** What one target platform builds (platform empty: a single-platform build that named none). */
+interface BuildTarget {
+  platform: string;
+  definition?: llb.Definition;
+  imageConfig: Uint8Array;
+}
+
 interface BuildContext {
   publish: (ev: MessageInitShape<typeof events.BuildEventSchema>['event']) => Promise<void>;
   buildId: string;
@@ -391,9 +407,10 @@ function internalVertex(buildId: string, name: string, n = 0): VertexInit {
   return { digest: sha256(`${buildId}:${name}:${n}`), name };
 }
 
-/** Adds the source file and line of the failed op (from the definition's metadata). */
-function locate(err: KilnError, def: ParsedDefinition | undefined): KilnError {
+/** Adds the source file and line of the failed op (from the metadata of the definition that has it). */
+function locate(err: KilnError, defs: readonly ParsedDefinition[]): KilnError {
   const digest = err.details.digest;
+  const def = defs.find((d) => d.ops.has(digest as never));
   if (!def || !digest || err.details.file) return err;
   const meta = def.ops.get(digest as never)?.metadata;
   const src = meta && meta.sourceIndex >= 0 ? def.definition.sources[meta.sourceIndex] : undefined;
