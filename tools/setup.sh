@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(runc nats-server docker-registry skopeo umoci busybox-static containerd docker.io iproute2 tar zstd attr git openssh-client)
+APT_PACKAGES=(runc nats-server docker-registry skopeo umoci busybox-static containerd docker.io iproute2 tar zstd attr git qemu-user-static binfmt-support openssh-client)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -15,6 +15,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Emulated RUN steps for other architectures (multi-platform builds): the
+# kernel runs foreign binaries through qemu-user handlers in binfmt_misc.
+[ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64 2>/dev/null || echo "setup: qemu-aarch64 not registered in binfmt_misc (emulated e2e skips)"
+# An arm64 busybox for the multi-platform e2e's emulated RUN: the .deb only, never installed.
+arm64_deb=/var/cache/kiln-test/busybox-static_arm64.deb
+if [ ! -f "$arm64_deb" ]; then
+  dpkg --add-architecture arm64
+  apt-get update -qq
+  tmp=$(mktemp -d)
+  if (cd "$tmp" && apt-get download -qq busybox-static:arm64); then
+    mkdir -p "$(dirname "$arm64_deb")"
+    mv "$tmp"/busybox-static_*_arm64.deb "$arm64_deb"
+  else
+    echo "setup: could not download busybox-static:arm64 (emulated e2e skips)"
+  fi
+  rm -rf "$tmp"
 fi
 
 # npm packages: reinstall only when the lockfile changed since the last install.

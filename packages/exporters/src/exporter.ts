@@ -3,10 +3,8 @@ import type { RegistryClient } from '@kiln/registry';
 import type { BlobStore } from './image/blob-store.js';
 import type { LayerDescriptor, LayerRequest } from './image/layers.js';
 
-/** What an exporter gets to work with for one build result. */
-export interface ExportSource {
-  buildId: string;
-  sessionId: string;
+/** One build result: its files, its layers and the frontend's image config. */
+export interface ResultSource {
   /** The result's filesystem as a tar stream (read once). Empty result: an empty tar. */
   openTar(signal?: AbortSignal): AsyncIterable<Uint8Array>;
   /**
@@ -17,6 +15,24 @@ export interface ExportSource {
   getLayers(req: LayerRequest, signal?: AbortSignal): Promise<LayerDescriptor[]>;
   /** The OCI image config JSON from the frontend, if any. */
   imageConfig: Uint8Array;
+}
+
+/** One target platform's result of a multi-platform build. */
+export interface PlatformResultSource extends ResultSource {
+  /** "os/arch[/variant]". */
+  platform: string;
+}
+
+/**
+ * What an exporter gets to work with for one build. A multi-platform build
+ * sets `platforms` (two or more, in build order); the top-level result is
+ * then the first platform's. Image exporters make an index of them, file
+ * exporters one folder per platform.
+ */
+export interface ExportSource extends ResultSource {
+  buildId: string;
+  sessionId: string;
+  platforms?: PlatformResultSource[];
 }
 
 /** Where exporters deliver to the client: the build's session. */

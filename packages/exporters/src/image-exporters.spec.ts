@@ -164,3 +164,96 @@ describe('image exporter', () => {
     expect(byDigest.response['image.name']).toBe('127.0.0.1:5000/a/b');
   });
 });
+
+describe('multi-platform exports', () => {
+  const configOf = (architecture: string) => Buffer.from(JSON.stringify({ architecture, os: 'linux', config: { Cmd: ['/bin/hello'] }, rootfs: { type: 'layers', diff_ids: [] }, history: [{ created_by: 'RUN make' }] }));
+  const platforms = [
+    { platform: 'linux/amd64', workerId: 'w1', ref: 'r1', imageConfig: configOf('amd64') },
+    { platform: 'linux/arm64', workerId: 'w1', ref: 'r2', imageConfig: configOf('arm64') },
+  ];
+  const exportAll = (t: ReturnType<typeof fakeTier>, type: string, attrs: Record<string, string>) =>
+    t.client.export({ buildId: 'b', sessionId: 's', type, workerId: 'w1', ref: 'r1', imageConfig, attrs, platforms });
+
+  it('type=oci: an image index with one manifest per platform, annotations where their prefixes say', async () => {
+    const t = fakeTier([run]);
+    const res = await exportAll(t, 'oci', {
+      'session.output': 'o', name: 'app:v1', 'source-date-epoch': '0',
+      'annotation-index.org.example.i': 'i', 'annotation-index-descriptor.org.example.id': 'id',
+      'annotation-manifest.org.example.m': 'm', 'annotation-manifest[linux/arm64].org.example.arm': 'yes',
+      'annotation-manifest-descriptor[linux/amd64].org.example.md': 'amd',
+    });
+    expect(t.getLayersCalls.map((c) => c.ref).sort()).toEqual(['r1', 'r2']);
+    const files = await untar(t.written.get('o')!);
+    const layout = json(files.get('index.json'));
+    expect(layout.annotations).toBeUndefined();
+    expect(layout.manifests).toHaveLength(1);
+    const top = layout.manifests[0];
+    expect(top).toMatchObject({ mediaType: 'application/vnd.oci.image.index.v1+json', digest: res.response['containerimage.digest'] });
+    expect(top.annotations).toMatchObject({ 'org.example.id': 'id', 'io.containerd.image.name': 'docker.io/library/app:v1', 'org.opencontainers.image.ref.name': 'v1' });
+    const indexBytes = blobOf(files, top.digest)!;
+    expect(digestOf(indexBytes)).toBe(top.digest);
+    const index = json(indexBytes);
+    expect(index.annotations).toEqual({ 'org.example.i': 'i' });
+    expect(index.manifests.map((m: Descriptor) => m.platform)).toEqual([{ architecture: 'amd64', os: 'linux' }, { architecture: 'arm64', os: 'linux' }]);
+    expect(index.manifests.map((m: Descriptor) => m.annotations)).toEqual([{ 'org.example.md': 'amd' }, undefined]);
+    const manifests = index.manifests.map((m: Descriptor) => json(blobOf(files, m.digest)));
+    expect(manifests.map((m: any) => m.annotations)).toEqual([{ 'org.example.m': 'm' }, { 'org.example.m': 'm', 'org.example.arm': 'yes' }]);
+    expect(manifests.map((m: any) => json(blobOf(files, m.config.digest)).architecture)).toEqual(['amd64', 'arm64']);
+    expect(res.response['containerimage.config.digest']).toBeUndefined();
+    expect(JSON.parse(Buffer.from(res.response['containerimage.descriptor']!, 'base64').toString())).toEqual({ mediaType: 'application/vnd.oci.image.index.v1+json', digest: top.digest, size: indexBytes.length });
+    expect(t.labels.get(top.digest)).toMatchObject({ 'containerd.io/gc.ref.content.m.0': index.manifests[0].digest, 'containerd.io/gc.ref.content.m.1': index.manifests[1].digest });
+  });
+
+  it('type=docker refuses a multi-platform result, as buildx does', async () => {
+    const t = fakeTier([run]);
+    await expect(exportAll(t, 'docker', { 'session.output': 'o' })).rejects.toMatchObject({ code: 'failed_precondition', message: expect.stringContaining('does not currently support exporting manifest lists') });
+    expect(t.getLayersCalls).toHaveLength(0);
+  });
+
+  it('type=local and type=tar: one folder per platform, hard links kept inside their folder', async () => {
+    const t = fakeTier([run]);
+    await exportAll(t, 'tar', { 'session.output': 'o' });
+    const tar: { name: string; type: string; linkname: string }[] = [];
+    async function* once() {
+      yield t.written.get('o')!;
+    }
+    for await (const e of readTarEntries(once())) tar.push({ name: e.header.name, type: e.header.type, linkname: e.header.linkname });
+    expect(tar).toEqual([
+      { name: 'linux_amd64', type: 'directory', linkname: '' },
+      { name: 'linux_amd64/etc', type: 'directory', linkname: '' },
+      { name: 'linux_amd64/etc/r1', type: 'file', linkname: '' },
+      { name: 'linux_amd64/etc/link', type: 'link', linkname: 'linux_amd64/etc/r1' },
+      { name: 'linux_arm64', type: 'directory', linkname: '' },
+      { name: 'linux_arm64/etc', type: 'directory', linkname: '' },
+      { name: 'linux_arm64/etc/r2', type: 'file', linkname: '' },
+      { name: 'linux_arm64/etc/link', type: 'link', linkname: 'linux_arm64/etc/r2' },
+    ]);
+    const files = await untar(t.written.get('o')!);
+    expect(files.get('linux_arm64/etc/r2')!.toString()).toBe('content of r2\n');
+  });
+
+  it('type=image,push=true: each platform manifest by digest, then the index under the tag', async () => {
+    const calls: string[] = [];
+    const registry: RegistryClient = {
+      resolve: () => Promise.reject(new Error('unused')),
+      getManifest: () => Promise.reject(new Error('unused')),
+      fetch: () => (async function* () {})(),
+      async pushBlob(_ref: Reference, desc: Descriptor, data: () => AsyncIterable<Uint8Array>) {
+        for await (const _ of data());
+        calls.push(`blob ${desc.mediaType}`);
+        return 'uploaded';
+      },
+      async pushManifest(ref: Reference, desc: Descriptor) {
+        calls.push(`manifest ${ref.tag ?? '-'} ${desc.mediaType}`);
+      },
+    };
+    const t = fakeTier([run], { registry });
+    const res = await exportAll(t, 'image', { name: '127.0.0.1:5000/a/b:v1', push: 'true' });
+    expect(calls.filter((c) => c.startsWith('manifest'))).toEqual([
+      'manifest - application/vnd.oci.image.manifest.v1+json',
+      'manifest - application/vnd.oci.image.manifest.v1+json',
+      'manifest v1 application/vnd.oci.image.index.v1+json',
+    ]);
+    expect(t.labels.get(res.response['containerimage.digest']!)).toMatchObject({ [GC_ROOT_LABEL]: expect.any(String) });
+  });
+});

@@ -1,4 +1,4 @@
-export type { Exporter, ExporterInstance, ExportSource, ExporterContext, ClientOutputs } from './exporter.js';
+export type { Exporter, ExporterInstance, ExportSource, ResultSource, PlatformResultSource, ExporterContext, ClientOutputs } from './exporter.js';
 export { localExporter, tarExporter } from './session-output.js';
 export { ociExporter, dockerExporter } from './oci/layout-exporter.js';
 export { imageExporter } from './image/image-exporter.js';

@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from '@kiln/common';
-import type { Exporter } from './exporter.js';
+import type { Exporter, ExportSource } from './exporter.js';
+import { platformFolder, prefixedTars } from './platform-folders.js';
 
 /** The client output id an exporter writes to (set by the CLI as `session.output`). */
 export function sessionOutput(type: string, attrs: Record<string, string>): string {
@@ -11,7 +12,9 @@ export function sessionOutput(type: string, attrs: Record<string, string>): stri
 /**
  * An exporter that streams the result's tar to a client output through the
  * session. The client owns dest: for `local` it unpacks the tar into a
- * directory, for `tar` it writes the bytes to a file or stdout.
+ * directory, for `tar` it writes the bytes to a file or stdout. A
+ * multi-platform result is one tar with a folder per platform
+ * (`linux_amd64/`, `linux_arm64/`), as buildx writes it.
  */
 function tarToClient(type: 'local' | 'tar'): Exporter {
   return {
@@ -20,7 +23,7 @@ function tarToClient(type: 'local' | 'tar'): Exporter {
       const outputId = sessionOutput(type, attrs);
       return {
         async export(src, ctx) {
-          await ctx.outputs.write(src.sessionId, outputId, src.openTar(ctx.signal), ctx.signal);
+          await ctx.outputs.write(src.sessionId, outputId, resultTar(src, ctx.signal), ctx.signal);
           return {};
         },
       };
@@ -32,3 +35,8 @@ function tarToClient(type: 'local' | 'tar'): Exporter {
 export const localExporter = tarToClient('local');
 /** type=tar,dest=FILE|-: the result's files as one tar. */
 export const tarExporter = tarToClient('tar');
+
+function resultTar(src: ExportSource, signal?: AbortSignal): AsyncIterable<Uint8Array> {
+  if (!src.platforms?.length) return src.openTar(signal);
+  return prefixedTars(src.platforms.map((p) => ({ prefix: platformFolder(p.platform), open: () => p.openTar(signal) })));
+}

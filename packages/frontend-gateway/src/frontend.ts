@@ -8,7 +8,11 @@ export interface FrontendInputs {
 
 export interface FrontendRequest {
   buildId: string;
-  /** BuildKit-style options: filename, target, build-arg:K, platform, context:NAME ... */
+  /**
+   * BuildKit-style options: filename, target, build-arg:K, platform (a
+   * comma list: several ask for a multi-platform result), build-platform
+   * (the worker's, for BUILDPLATFORM; default the host's), context:NAME ...
+   */
   attrs: Record<string, string>;
 }
 
@@ -19,6 +23,19 @@ export interface FrontendResult {
   metadata: Record<string, string>;
   /** Build-check warnings for the progress stream. */
   warnings?: FrontendWarning[];
+  /**
+   * Multi-platform builds: one result per target platform, in the order
+   * asked; `definition` and `imageConfig` then repeat the first's.
+   */
+  platforms?: PlatformResult[];
+}
+
+/** The build of one target platform. */
+export interface PlatformResult {
+  /** "os/arch[/variant]". */
+  platform: string;
+  definition: llb.Definition;
+  imageConfig: Uint8Array;
 }
 
 /** A warning about the build description, pointing at lines of the source (definition source 0). */

@@ -200,6 +200,7 @@ export class BaseWorker implements Worker {
       case 'file':
         return runFileOp(ctx, op.op.value);
       case 'exec':
+        this.checkExecPlatform(op.platform);
         await this.reaped;
         return runExecOp(ctx, op.op.value, {
           executor: this.o.executor,
@@ -218,6 +219,16 @@ export class BaseWorker implements Worker {
       default:
         throw new InvalidArgumentError('op has no kind (a terminal op is not run by workers)', 'op');
     }
+  }
+
+  /** An exec op's platform must be one this worker runs (natively or emulated). */
+  private checkExecPlatform(p: llb.Platform | undefined): void {
+    if (!p?.os || !p.architecture) return;
+    const ok = this.o.platforms.some((w) => w.os === p.os && w.architecture === p.architecture && (!w.variant || !p.variant || w.variant === p.variant));
+    if (ok) return;
+    const name = [p.os, p.architecture, p.variant].filter(Boolean).join('/');
+    const have = this.o.platforms.map((w) => [w.os, w.architecture, w.variant].filter(Boolean).join('/')).join(', ');
+    throw new KilnError('failed_precondition', `worker ${this.id} cannot run ${name} binaries (it runs ${have}): register an emulator with binfmt_misc (qemu-user-static)`, { platform: name });
   }
 
   /** The client's shared key of a session directory; '' (full transfer) when it has none or the relay cannot tell. */

@@ -23,6 +23,7 @@ export {
   type WorkerPlatform,
 } from './worker.js';
 export { createWorkerServiceImpl } from './rpc/worker-service.js';
+export { emulatedPlatforms, BINFMT_MISC_DIR } from './emulation.js';
 export { buildSubject } from './progress.js';
 export { DEFAULT_PATH } from './ops/exec-op.js';
 export { createBackendWorker, type BackendSnapshotter, type BackendWorkerOptions } from './backend.js';

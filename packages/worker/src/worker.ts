@@ -7,6 +7,7 @@ import { createRegistryClient, type RegistryClient } from '@kiln/registry';
 import type { Snapshotter } from '@kiln/snapshotter';
 import type { Executor } from './executor.js';
 import { BaseWorker } from './base-worker.js';
+import { emulatedPlatforms, nativeAndEmulated } from './emulation.js';
 import { openRetainedRefs, type RetainedRefs } from './retained-refs.js';
 import type { ContentClient } from './layers/content-blobs.js';
 import type { LayerDescriptor } from './layers/layer-maker.js';
@@ -278,7 +279,10 @@ export interface WorkerOptions {
   /** Exec ops running at once; more wait their turn. Default: the number of cores. */
   maxParallelExecs?: number;
   logger?: Logger;
-  /** Default: the host's (linux/<arch>). */
+  /**
+   * The platforms exec ops may target. Default: the host's (linux/<arch>)
+   * plus those qemu-user emulates through binfmt_misc (see emulatedPlatforms).
+   */
   platforms?: WorkerPlatform[];
   labels?: Record<string, string>;
   /** Minimum interval between transfer status events of one source. Default 1000. */
@@ -341,7 +345,7 @@ export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOpti
     allowedEntitlements: new Set(options.allowedEntitlements ?? []),
     maxParallelExecs,
     logger: options.logger ?? silentLogger(),
-    platforms: options.platforms?.length ? options.platforms : [hostPlatform()],
+    platforms: options.platforms?.length ? options.platforms : nativeAndEmulated(hostPlatform(), emulatedPlatforms()),
     labels: { ...options.labels },
     progressIntervalMs,
     registry: options.registry ?? createRegistryClient({}),

@@ -117,18 +117,16 @@ export async function convertAddCopy(
       });
       continue;
     }
-    let srcPath = src;
-    let include: string[] = [];
+    // --parents: the worker keeps each match's path below the pivot (`/./`, else the root).
+    let clean = posix.normalize('/' + src);
     if (parents) {
       const pivot = src.indexOf('/./');
-      const pattern = pivot >= 0 ? src.slice(pivot + 3) : src;
-      srcPath = pivot >= 0 ? src.slice(0, pivot) || '/' : '/';
-      include = [posix.normalize('/' + pattern).slice(1)];
-    }
-    const clean = posix.normalize('/' + srcPath);
-    if (!from) {
-      const read = parents ? posix.join(clean, include[0]!) : clean;
-      ctx.contextPaths.add(read.slice(1) || '.');
+      const pivotPath = posix.normalize('/' + (pivot >= 0 ? src.slice(0, pivot) : ''));
+      const rest = posix.normalize('/' + (pivot >= 0 ? src.slice(pivot + 3) : src)).slice(1);
+      clean = pivot >= 0 ? `${pivotPath.replace(/\/$/, '')}/./${rest}` : `/${rest}`;
+      if (!from) ctx.contextPaths.add(posix.join(pivotPath, rest).slice(1) || '.');
+    } else if (!from) {
+      ctx.contextPaths.add(clean.slice(1) || '.');
     }
     files = files.copy(from ?? ctx.context, clean, dest, {
       mode: chmod.mode,
@@ -140,7 +138,7 @@ export async function convertAddCopy(
       createDestPath: true,
       allowWildcard: true,
       allowEmptyWildcard: true,
-      includePatterns: include,
+      parents,
       excludePatterns: excludes,
     });
   }

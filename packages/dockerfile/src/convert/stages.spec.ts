@@ -68,7 +68,7 @@ describe('ADD and COPY', () => {
       { platform: arm64 },
     );
     const c = copies(def);
-    expect(c[0]).toMatchObject({ src: '/src', includePatterns: ['pkg/**/*.go'], excludePatterns: ['*.md'], allowWildcard: true, allowEmptyWildcard: true });
+    expect(c[0]).toMatchObject({ src: '/src/./pkg/**/*.go', parents: true, includePatterns: [], excludePatterns: ['*.md'], allowWildcard: true, allowEmptyWildcard: true });
     expect(c[1]).toMatchObject({ src: '/conf/*.yaml', mode: 0o640, owner: { user: { user: { case: 'name', value: 'app' } }, group: { user: { case: 'name', value: 'staff' } } } });
     expect(c[2]).toMatchObject({ src: '/etc/os-release', modeStr: 'go-w', mode: -1 });
     const images = sources(def).filter((s) => s.id.startsWith('docker-image://'));

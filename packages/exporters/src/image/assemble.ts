@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from '@kiln/common';
 import { MediaType, type Descriptor } from '@kiln/registry';
-import type { ExporterContext, ExportSource } from '../exporter.js';
+import type { ExporterContext, ResultSource } from '../exporter.js';
 import type { BlobStore } from './blob-store.js';
 import { buildImageConfig } from './image-config.js';
 import type { ImageOptions } from './image-options.js';
@@ -40,7 +40,7 @@ export function layerMediaType(mediaType: string, oci: boolean): string {
  * manifest are written under the same lease; the manifest carries
  * gc.ref labels to its config and layers.
  */
-export async function assembleImage(src: ExportSource, store: BlobStore, opts: ImageOptions, lease: string, ctx: Pick<ExporterContext, 'signal' | 'logger'>): Promise<AssembledImage> {
+export async function assembleImage(src: ResultSource, store: BlobStore, opts: ImageOptions, lease: string, ctx: Pick<ExporterContext, 'signal' | 'logger'>): Promise<AssembledImage> {
   if (!opts.ociMediaTypes && Object.keys(opts.annotations.manifest).length > 0) {
     throw new InvalidArgumentError('manifest annotations need OCI media types (oci-mediatypes=true)', 'oci-mediatypes');
   }
@@ -88,17 +88,6 @@ export async function assembleImage(src: ExportSource, store: BlobStore, opts: I
 /** A copy with keys in code-point order (stable JSON). */
 export function sortedRecord(r: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(r).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-}
-
-/** The exporter response keys --metadata-file records (as BuildKit's image exporters return them). */
-export function imageResponse(image: AssembledImage, names: readonly string[]): Record<string, string> {
-  const res: Record<string, string> = {
-    'containerimage.digest': image.manifest.descriptor.digest,
-    'containerimage.descriptor': Buffer.from(JSON.stringify(image.manifest.descriptor)).toString('base64'),
-    'containerimage.config.digest': image.config.descriptor.digest,
-  };
-  if (names.length > 0) res['image.name'] = names.join(',');
-  return res;
 }
 
 /**

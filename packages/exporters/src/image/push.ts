@@ -1,6 +1,7 @@
 import { formatReference, type Descriptor, type Reference, type RegistryClient } from '@kiln/registry';
 import type { AssembledImage } from './assemble.js';
 import type { BlobStore } from './blob-store.js';
+import type { ExportedImage } from './image-index.js';
 
 /** Layers uploaded at once per push. */
 const PUSH_CONCURRENCY = 3;
@@ -30,6 +31,17 @@ export async function pushImage(registry: RegistryClient, ref: Reference, image:
   );
   const target: Reference = opts.byDigest ? { domain: ref.domain, path: ref.path } : { ...ref, digest: undefined };
   await registry.pushManifest(target, image.manifest.descriptor, image.manifest.bytes, opts.signal);
+}
+
+/**
+ * Pushes what an export made: the image, or for an index each platform's
+ * image by digest and then the index under the tag (or by digest only).
+ */
+export async function pushExport(registry: RegistryClient, ref: Reference, exported: ExportedImage, store: BlobStore, opts: { byDigest: boolean; signal?: AbortSignal }): Promise<void> {
+  if (!exported.isIndex) return pushImage(registry, ref, exported.images[0]!, store, opts);
+  for (const image of exported.images) await pushImage(registry, ref, image, store, { byDigest: true, signal: opts.signal });
+  const target: Reference = opts.byDigest ? { domain: ref.domain, path: ref.path } : { ...ref, digest: undefined };
+  await registry.pushManifest(target, exported.top.descriptor, exported.top.bytes, opts.signal);
 }
 
 /** `name@digest` for `ref`'s repository: the canonical name of the pushed manifest. */

@@ -1,6 +1,7 @@
 import { encodeTarHeader, KilnError, tarPadding, tarTrailer } from '@kiln/common';
 import { MediaType, parseReference, type Descriptor } from '@kiln/registry';
 import { sortedRecord, type AssembledImage } from '../image/assemble.js';
+import type { ExportedImage } from '../image/image-index.js';
 import type { BlobStore } from '../image/blob-store.js';
 
 export type LayoutFormat = 'oci' | 'docker';
@@ -10,8 +11,8 @@ export interface LayoutOptions {
   format: LayoutFormat;
   /** Image names as given (`name=`). */
   names: readonly string[];
-  /** Annotations on each manifest descriptor in index.json. */
-  manifestDescriptorAnnotations: Record<string, string>;
+  /** Annotations on each descriptor in index.json (of the manifest, or of the image index). */
+  descriptorAnnotations: Record<string, string>;
   /** Annotations on index.json itself. */
   indexAnnotations: Record<string, string>;
   /** `org.opencontainers.image.created` on the descriptors (RFC 3339). */
@@ -37,16 +38,16 @@ function blobPath(digest: string): string {
   return `blobs/${alg}/${hex}`;
 }
 
-/** index.json of the layout: one manifest descriptor per name (one without a name when there is none). */
-export function layoutIndex(image: AssembledImage, opts: LayoutOptions): Buffer {
+/** index.json of the layout: one descriptor of the image (manifest or index) per name (one without a name when there is none). */
+export function layoutIndex(image: ExportedImage, opts: LayoutOptions): Buffer {
   const descriptorFor = (name: string | undefined): Descriptor => {
-    const annotations: Record<string, string> = { ...opts.manifestDescriptorAnnotations, 'org.opencontainers.image.created': opts.created };
+    const annotations: Record<string, string> = { ...opts.descriptorAnnotations, 'org.opencontainers.image.created': opts.created };
     if (name !== undefined) {
       const ref = parseReference(name, 'name');
       annotations['io.containerd.image.name'] = normalizedName(name);
       annotations['org.opencontainers.image.ref.name'] = ref.tag ?? normalizedName(name);
     }
-    return { ...image.manifest.descriptor, annotations: sortedRecord(annotations) };
+    return { ...image.top.descriptor, annotations: sortedRecord(annotations) };
   };
   const names = [...new Set(opts.names.map(normalizedName))];
   const index: Record<string, unknown> = {
@@ -73,21 +74,25 @@ export function dockerManifestJson(image: AssembledImage, names: readonly string
 
 /**
  * The image as a tar stream: an OCI image layout (`oci-layout`,
- * `index.json`, `blobs/<alg>/<hex>`), plus `manifest.json` for the docker
- * format. Entries are in name order with mtime 0, owner 0:0, so the same
+ * `index.json`, `blobs/<alg>/<hex>`: the image index when there is one,
+ * each image's manifest, config and layers), plus `manifest.json` for the
+ * docker format (single-platform images only). Entries are in name order with mtime 0, owner 0:0, so the same
  * image and options give the same bytes. Layer blobs stream from the store;
  * a blob whose size differs from its descriptor fails the export.
  */
-export async function* layoutTar(image: AssembledImage, store: BlobStore, opts: LayoutOptions, signal?: AbortSignal): AsyncIterable<Uint8Array> {
+export async function* layoutTar(exported: ExportedImage, store: BlobStore, opts: LayoutOptions, signal?: AbortSignal): AsyncIterable<Uint8Array> {
   const small = new Map<string, Buffer>([
     ['oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' }))],
-    ['index.json', layoutIndex(image, opts)],
+    ['index.json', layoutIndex(exported, opts)],
   ]);
-  if (opts.format === 'docker') small.set('manifest.json', dockerManifestJson(image, opts.names));
+  if (opts.format === 'docker') small.set('manifest.json', dockerManifestJson(exported.images[0]!, opts.names));
   const blobs = new Map<string, { size: number; data?: Buffer }>();
-  blobs.set(image.manifest.descriptor.digest, { size: image.manifest.bytes.length, data: image.manifest.bytes });
-  blobs.set(image.config.descriptor.digest, { size: image.config.bytes.length, data: image.config.bytes });
-  for (const l of image.layers) blobs.set(l.digest, { size: l.size });
+  blobs.set(exported.top.descriptor.digest, { size: exported.top.bytes.length, data: exported.top.bytes });
+  for (const image of exported.images) {
+    blobs.set(image.manifest.descriptor.digest, { size: image.manifest.bytes.length, data: image.manifest.bytes });
+    blobs.set(image.config.descriptor.digest, { size: image.config.bytes.length, data: image.config.bytes });
+    for (const l of image.layers) blobs.set(l.digest, { size: l.size });
+  }
 
   const entries: { name: string; kind: 'dir' | 'small' | 'blob'; digest?: string }[] = [
     { name: 'blobs/', kind: 'dir' },

@@ -2,7 +2,7 @@ import type { Client, ServiceImpl } from '@connectrpc/connect';
 import { exporter, session, type content, type worker } from '@kiln/api';
 import { InvalidArgumentError, NotFoundError, type Logger } from '@kiln/common';
 import type { RegistryClient } from '@kiln/registry';
-import type { ClientOutputs, Exporter } from '../exporter.js';
+import type { ClientOutputs, Exporter, ResultSource } from '../exporter.js';
 import { emptyTar } from '../empty-tar.js';
 import { contentBlobStore } from '../image/blob-store.js';
 import type { LayerDescriptor, LayerRequest } from '../image/layers.js';
@@ -41,17 +41,20 @@ export function createExporterServiceImpl(opts: ExporterServiceOptions): Service
         throw new InvalidArgumentError(`unknown exporter type "${req.type}" (have: ${[...byType.keys()].join(', ')})`, '--output');
       }
       const instance = exp.resolve(req.attrs);
-      const client = req.ref ? await opts.worker(req.workerId) : undefined;
-      if (req.ref && !client) throw new NotFoundError(`worker ${req.workerId} that holds the result is gone`);
+      const result = async (workerId: string, ref: string, imageConfig: Uint8Array): Promise<ResultSource> => {
+        const client = ref ? await opts.worker(workerId) : undefined;
+        if (ref && !client) throw new NotFoundError(`worker ${workerId} that holds the result is gone`);
+        return {
+          imageConfig,
+          openTar: (signal) => (client ? tarChunks(client.exportRef({ ref }, { signal })) : emptyTar()),
+          getLayers: async (layerReq, signal) => (client ? getLayers(client, ref, layerReq, signal) : []),
+        };
+      };
+      const platforms = await Promise.all(req.platforms.map(async (p) => ({ platform: p.platform, ...(await result(p.workerId, p.ref, p.imageConfig)) })));
+      const top = platforms[0] ?? (await result(req.workerId, req.ref, req.imageConfig));
       const logger = opts.logger.child({ buildId: req.buildId, exporter: req.type });
       const response = await instance.export(
-        {
-          buildId: req.buildId,
-          sessionId: req.sessionId,
-          imageConfig: req.imageConfig,
-          openTar: (signal) => (client ? tarChunks(client.exportRef({ ref: req.ref }, { signal })) : emptyTar()),
-          getLayers: async (layerReq, signal) => (client ? getLayers(client, req.ref, layerReq, signal) : []),
-        },
+        { buildId: req.buildId, sessionId: req.sessionId, ...top, ...(platforms.length > 0 ? { platforms } : {}) },
         { outputs, content: store, registry: opts.registry, logger, signal: ctx.signal },
       );
       return { response };

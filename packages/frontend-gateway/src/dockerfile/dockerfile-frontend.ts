@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import { InvalidArgumentError, NotFoundError } from '@kiln/common';
-import { convertDockerfile, parseDockerignore, parsePlatform, type BuildWarning, type ImageMetaResolver, type Platform } from '@kiln/dockerfile';
+import { convertDockerfile, formatPlatform, parseDockerignore, parsePlatform, type BuildWarning, type ImageMetaResolver, type Platform } from '@kiln/dockerfile';
 import { marshal } from '@kiln/llb';
 import type { Frontend, FrontendWarning } from '../frontend.js';
 
@@ -16,8 +16,15 @@ export interface DockerfileFrontendOptions {
  * "Dockerfile") and the ignore file from the client, converts to LLB.
  * `<Dockerfile>.dockerignore` next to the Dockerfile wins over the context's
  * `.dockerignore`, as in BuildKit. Attrs: `target`, `build-arg:K`,
+<<<<<<< HEAD
  * `platform` (the first of a list), `context:NAME`, `add-hosts`
  * (`host=ip,...`, BuildKit's spelling) and `hostname`.
+=======
+ * `platform` (a comma list: with several, one conversion per platform and
+ * a multi-platform result; stages shared between platforms, such as
+ * `FROM --platform=$BUILDPLATFORM` ones, give identical ops that the solver
+ * runs once), `build-platform` (BUILDPLATFORM), `context:NAME`.
+>>>>>>> main
  */
 export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): Frontend {
   return {
@@ -33,6 +40,7 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
         if (k.startsWith('build-arg:')) buildArgs[k.slice('build-arg:'.length)] = v;
         if (k.startsWith('context:')) namedContexts[k.slice('context:'.length)] = v;
       }
+<<<<<<< HEAD
       const converted = await convertDockerfile(Buffer.from(data).toString('utf8'), {
         filename,
         target: req.attrs['target'] || undefined,
@@ -46,11 +54,42 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
         signal,
       });
       const definition = marshal(converted.state, { sources: [{ filename, data, language: 'Dockerfile' }] });
+=======
+      const platforms = platformList(req.attrs['platform']);
+      const buildPlatform = platformList(req.attrs['build-platform'], 'build-platform')[0];
+      const excludePatterns = ignore ? parseDockerignore(Buffer.from(ignore).toString('utf8')) : [];
+      const convert = async (platform: Platform | undefined) => {
+        const converted = await convertDockerfile(Buffer.from(data).toString('utf8'), {
+          filename,
+          target: req.attrs['target'] || undefined,
+          buildArgs,
+          namedContexts,
+          platform,
+          buildPlatform,
+          excludePatterns,
+          imageResolver: opts.imageResolver,
+          signal,
+        });
+        return {
+          definition: marshal(converted.state, { sources: [{ filename, data, language: 'Dockerfile' }] }),
+          imageConfig: new TextEncoder().encode(JSON.stringify(converted.imageConfig)),
+          warnings: converted.warnings,
+        };
+      };
+      if (platforms.length <= 1) {
+        const one = await convert(platforms[0]);
+        return { definition: one.definition, imageConfig: one.imageConfig, metadata: {}, warnings: one.warnings.map(toFrontendWarning) };
+      }
+      const results = await Promise.all(platforms.map((p) => convert(p)));
+      // Each platform's conversion lints the same file: report each warning once.
+      const warnings = new Map(results.flatMap((r) => r.warnings.map(toFrontendWarning)).map((w) => [`${w.short}:${w.startLine}`, w]));
+>>>>>>> main
       return {
-        definition,
-        imageConfig: new TextEncoder().encode(JSON.stringify(converted.imageConfig)),
+        definition: results[0]!.definition,
+        imageConfig: results[0]!.imageConfig,
         metadata: {},
-        warnings: converted.warnings.map(toFrontendWarning),
+        warnings: [...warnings.values()],
+        platforms: results.map((r, i) => ({ platform: formatPlatform(platforms[i]!), definition: r.definition, imageConfig: r.imageConfig })),
       };
     },
   };
@@ -59,14 +98,18 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
 /** The Dockerfile frontend without registry lookups. */
 export const dockerfileFrontend: Frontend = createDockerfileFrontend();
 
-function platformAttr(value: string | undefined): Platform | undefined {
-  const first = value?.split(',')[0]?.trim();
-  if (!first) return undefined;
-  try {
-    return parsePlatform(first);
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message, 'platform', { cause: err });
+/** The platforms of a comma list, parsed and deduplicated in order. */
+function platformList(value: string | undefined, attr = 'platform'): Platform[] {
+  const out = new Map<string, Platform>();
+  for (const raw of (value ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+    try {
+      const p = parsePlatform(raw);
+      out.set(formatPlatform(p), p);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message, attr, { cause: err });
+    }
   }
+  return [...out.values()];
 }
 
 /** `add-hosts`: comma-separated `host=ip` (or `host:ip`) entries. */

@@ -73,6 +73,36 @@ describe('FrontendService with dockerfile.v0', () => {
     expect(ids).toEqual(['local://extra']);
   });
 
+  it('solves each platform of a list: target args per platform, shared BUILDPLATFORM stages give identical ops', async () => {
+    const dockerfile = [
+      'FROM --platform=$BUILDPLATFORM scratch AS build',
+      'COPY src /src',
+      'RUN --mount=type=bind,source=x,target=/x ["/x"]',
+      'FROM scratch',
+      'ARG TARGETARCH TARGETPLATFORM BUILDPLATFORM',
+      'COPY --from=build /src /out-$TARGETARCH',
+      'LABEL target=$TARGETPLATFORM build=$BUILDPLATFORM',
+      'MAINTAINER me',
+      '',
+    ].join('\n');
+    const { client } = setup({ 'dockerfile:Dockerfile': dockerfile });
+    const res = await client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: { platform: 'linux/amd64,linux/arm64,linux/amd64', 'build-platform': 'linux/riscv64' } });
+    expect(res.platformResults.map((r) => r.platform)).toEqual(['linux/amd64', 'linux/arm64']);
+    const configs = res.platformResults.map((r) => JSON.parse(new TextDecoder().decode(r.imageConfig)));
+    expect(configs.map((c) => [c.architecture, c.config.Labels])).toEqual([
+      ['amd64', { target: 'linux/amd64', build: 'linux/riscv64' }],
+      ['arm64', { target: 'linux/arm64', build: 'linux/riscv64' }],
+    ]);
+    const defs = res.platformResults.map((r) => parseDefinition(r.definition!));
+    const execs = defs.map((d) => [...d.ops.entries()].filter(([, o]) => o.op.op.case === 'exec'));
+    // The build stage runs on the build platform for both targets: same op, same digest.
+    expect(execs[0]!.map(([digest]) => digest)).toEqual(execs[1]!.map(([digest]) => digest));
+    expect(execs[0]![0]![1].op.platform).toMatchObject({ os: 'linux', architecture: 'riscv64' });
+    expect(res.definition).toEqual(res.platformResults[0]!.definition);
+    expect(res.warnings.filter((w) => new TextDecoder().decode(w.short).startsWith('MaintainerDeprecated'))).toHaveLength(1);
+    await expect(client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: { platform: 'linux/amd64,linux amd64' } })).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'platform' } });
+  });
+
   it('fails the build on warnings with # check=error=true, naming the line', async () => {
     const { client } = setup({ 'dockerfile:Dockerfile': '# check=error=true\nFROM scratch\nCMD run\n' });
     await expect(client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: {} })).rejects.toMatchObject({

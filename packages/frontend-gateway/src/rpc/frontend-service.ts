@@ -39,7 +39,13 @@ export function createFrontendServiceImpl(opts: FrontendServiceOptions): Service
         info: source ? { filename: source.filename, data: source.data, language: source.language } : undefined,
         ranges: [{ startLine: w.startLine, endLine: w.endLine }],
       }));
-      return create(frontend.SolveResponseSchema, { definition: result.definition, imageConfig: result.imageConfig, metadata: result.metadata, warnings });
+      return create(frontend.SolveResponseSchema, {
+        definition: result.definition,
+        imageConfig: result.imageConfig,
+        metadata: result.metadata,
+        warnings,
+        platformResults: result.platforms ?? [],
+      });
     },
   };
 }

@@ -3,7 +3,7 @@ import { timestampNow } from '@bufbuild/protobuf/wkt';
 import type { Client } from '@connectrpc/connect';
 import { control, events, exporter, frontend, type content, type llb } from '@kiln/api';
 import { publishEvent, type EventBus } from '@kiln/bus';
-import { asKilnError, InvalidArgumentError, KilnError, sha256, UnavailableError, UnimplementedError, type Logger } from '@kiln/common';
+import { asKilnError, InvalidArgumentError, KilnError, sha256, UnimplementedError, type Logger } from '@kiln/common';
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
 import { createRegistryClient, type RegistryClient } from '@kiln/registry';
 import { mkdirSync } from 'node:fs';
@@ -19,7 +19,10 @@ import type { SessionHost } from '../session/session-host.js';
 import { compileCacheExports, compileCacheImports, exportCache, loadCacheImports, withInlineCache, type CacheExportDeps } from './build-cache.js';
 import { BuildRecords, toStatusResponse } from './build-records.js';
 import { HistoryStore } from '../history/history-store.js';
+import { CacheUsage, planCachePrune } from './cache-usage.js';
 import { ContentUsage } from './content-usage.js';
+import { formatPlatform, pickWorker } from './pick-worker.js';
+import { compileUsageFilter } from './usage-filter.js';
 import { VertexCache } from './vertex-cache.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
 
@@ -39,6 +42,8 @@ export interface SolverOptions {
   maxParallelism?: number;
   version?: string;
   tiers?: string[];
+  /** The daemon's GC policy, reported by ListWorkers (kilnd's `[gc]` config). */
+  gcPolicy?: { keepBytes?: number; keepDurationMs?: number };
   /** Where registry caches are pushed to and pulled from (`--cache-to/--cache-from type=registry`). Default `createRegistryClient({})`. */
   registry?: RegistryClient;
 }
@@ -58,6 +63,7 @@ export class Solver {
   private readonly cache: VertexCache;
   private registryClient: RegistryClient | undefined;
   private readonly history: HistoryStore;
+  private readonly cacheUsage: CacheUsage;
 
   constructor(private readonly opts: SolverOptions) {
     if (opts.root) mkdirSync(opts.root, { recursive: true });
@@ -71,6 +77,7 @@ export class Solver {
       }
     });
     this.cache = new VertexCache(new CacheStore(this.db), opts.workers, opts.logger.child({ component: 'cache' }));
+    this.cacheUsage = new CacheUsage(this.cache, opts.workers);
     this.scheduler = new Scheduler<OpResult>({
       maxParallelism: opts.maxParallelism ?? 4,
       release: async (r) => {
@@ -91,50 +98,60 @@ export class Solver {
     const session = this.scheduler.session(signal);
     const publish = (ev: MessageInitShape<typeof events.BuildEventSchema>['event']) =>
       publishEvent(this.opts.bus, `kiln.build.${buildId}.${ev?.case ?? "event"}`, events.BuildEventSchema, { buildId, event: ev });
-    let def: ParsedDefinition | undefined;
+    const defs: ParsedDefinition[] = [];
     let imports: CacheImports | undefined;
     this.history.start({ ref: buildId, frontend: req.frontend, frontendAttrs: req.frontendAttrs, exporters: req.exporters.map((e) => e.type), createdAtMs: Date.now() });
     try {
       const cacheExports = compileCacheExports(req.cacheExports);
       const cacheImports = compileCacheImports(req.cacheImports);
-      let imageConfig: Uint8Array = new Uint8Array();
-      let definition = req.definition;
+      let targets: BuildTarget[] = [{ platform: '', definition: req.definition, imageConfig: new Uint8Array() }];
       if (req.frontend) {
+        const attrs = await this.withBuildPlatform(req.frontendAttrs);
         const res = await this.step(publish, internalVertex(buildId, `[internal] load build definition from ${req.frontendAttrs['filename'] ?? 'Dockerfile'}`), async () => {
           const client = await this.opts.frontend();
-          return client.solve({ buildId, sessionId: req.sessionId, frontend: req.frontend, attrs: req.frontendAttrs }, { signal });
+          return client.solve({ buildId, sessionId: req.sessionId, frontend: req.frontend, attrs }, { signal });
         });
-        definition = res.definition;
-        imageConfig = res.imageConfig;
+        targets = res.platformResults.length > 0 ? res.platformResults : [{ platform: '', definition: res.definition, imageConfig: res.imageConfig }];
         for (const w of res.warnings) await publish({ case: 'warning', value: w });
       }
-      if (!definition) throw new InvalidArgumentError('solve needs a frontend or a definition', 'frontend');
-      def = parseDefinition(definition);
-      const worker = await this.pickWorker(def);
+      for (const t of targets) {
+        if (!t.definition) throw new InvalidArgumentError('solve needs a frontend or a definition', 'frontend');
+        defs.push(parseDefinition(t.definition));
+      }
+      const worker = pickWorker(await this.opts.workers.list(), defs);
       if (cacheImports.length > 0) {
         const loaded = await this.step(publish, internalVertex(buildId, 'importing cache manifests'), () =>
-          loadCacheImports(cacheImports, this.registry, importPlatform(def!, worker), log.child({ component: 'cache-import' }), signal),
+          loadCacheImports(cacheImports, this.registry, importPlatform(defs[0]!, worker), log.child({ component: 'cache-import' }), signal),
         );
         imports = new CacheImports(loaded, this.opts.content, log.child({ component: 'cache-import' }));
       }
       const built = new Map<string, BuiltVertex>();
       const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: req.entitlements, imports, built };
-      const graph = toGraph(def, req.sessionId, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig));
-      let resultRef = '';
-      const final = def.result ? { digest: def.result.digest as string, index: def.result.index } : undefined;
-      if (def.result) {
-        const out = await session.resolve(graph.get(def.result.digest)!);
-        resultRef = out.refs[def.result.index] ?? '';
-      }
+      // One graph per target platform; ops they share (same key) run once in this session.
+      const resultRefs = await Promise.all(
+        defs.map(async (def) => {
+          if (!def.result) return '';
+          const graph = toGraph(def, req.sessionId, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig));
+          const out = await session.resolve(graph.get(def.result.digest)!);
+          return out.refs[def.result.index] ?? '';
+        }),
+      );
+      const finals = defs.map((def) => (def.result ? { digest: def.result.digest as string, index: def.result.index } : undefined));
+      // Cache exports describe the first platform's result.
+      const final = finals[0];
       if (cacheExports.some((c) => c.type === 'inline')) {
         const deps = this.cacheDeps(log);
-        imageConfig = await this.step(publish, internalVertex(buildId, 'preparing inline cache'), () => withInlineCache(imageConfig, built, final, deps, signal));
+        targets = await this.step(publish, internalVertex(buildId, 'preparing inline cache'), () =>
+          Promise.all(targets.map(async (t, i) => ({ ...t, imageConfig: await withInlineCache(t.imageConfig, built, finals[i], deps, signal) }))),
+        );
       }
+      const platforms = targets.length > 1 ? targets.map((t, i) => ({ platform: t.platform, workerId: worker.id, ref: resultRefs[i]!, imageConfig: t.imageConfig })) : [];
       const response: Record<string, string> = {};
       for (const [i, exp] of req.exporters.entries()) {
         const res = await this.step(publish, internalVertex(buildId, `exporting to ${exp.type}`, i), async () => {
           const client = await this.opts.exporters();
-          return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exp.attrs, workerId: worker.id, ref: resultRef, imageConfig }, { signal });
+          const first = { workerId: worker.id, ref: resultRefs[0]!, imageConfig: targets[0]!.imageConfig };
+          return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exp.attrs, ...first, platforms }, { signal });
         });
         Object.assign(response, res.response);
       }
@@ -151,7 +168,7 @@ export class Solver {
       log.info('build done');
       return create(control.SolveResponseSchema, { exporterResponse: response });
     } catch (err) {
-      const e = locate(asKilnError(err), def);
+      const e = locate(asKilnError(err), defs);
       await publish({ case: 'done', value: { error: e.message, errorCode: e.code } }).catch(() => undefined);
       log.info({ err: e.message, code: e.code }, 'build failed');
       throw e;
@@ -197,18 +214,40 @@ export class Solver {
   async listWorkers(): Promise<control.ListWorkersResponse> {
     const workers = await this.opts.workers.list();
     return create(control.ListWorkersResponseSchema, {
-      record: workers.map((w) => ({ id: w.id, labels: { ...w.labels }, platforms: [...w.platforms] })),
+      record: workers.map((w) => ({ id: w.id, labels: { ...w.labels }, platforms: [...w.platforms], gcPolicy: gcPolicies(this.opts.gcPolicy) })),
     });
   }
 
-  /** Disk usage records: the content store's blobs (the solver cache joins with its persistence). */
-  async diskUsage(signal?: AbortSignal): Promise<control.DiskUsageResponse> {
-    return create(control.DiskUsageResponseSchema, { record: await this.contentUsage().records(signal) });
+  /** Disk usage records: the solver cache's results (type "regular") and the content store's blobs (type "content"), filtered. */
+  async diskUsage(filters: readonly string[], signal?: AbortSignal): Promise<control.DiskUsageResponse> {
+    const filter = compileUsageFilter(filters, '--filter');
+    const records: control.UsageRecord[] = [];
+    if (filter.types.has('regular')) records.push(...(await this.cacheUsage.entries(signal)).map((e) => e.record));
+    if (filter.types.has('content') && this.opts.content) records.push(...(await this.contentUsage().records(signal)));
+    const now = Date.now();
+    return create(control.DiskUsageResponseSchema, { record: records.filter((r) => filter.matches(r, now)) });
   }
 
-  /** Removes unreferenced content (never leased or referenced blobs), streaming each removed record. */
-  prune(req: control.PruneRequest, signal?: AbortSignal): AsyncIterable<control.PruneResponse> {
-    return this.contentUsage().prune(req, signal);
+  /**
+   * Removes unused cache records (filters, keep-duration, keep-storage; in-use
+   * ones never), releasing their refs on the workers, then runs the content
+   * store's GC (never leased or referenced blobs). Streams each removed record.
+   */
+  async *prune(req: control.PruneRequest, signal?: AbortSignal): AsyncIterable<control.PruneResponse> {
+    const filter = compileUsageFilter(req.filter, '--filter');
+    const now = Date.now();
+    const keepDurationMs = req.keepDurationSeconds > 0n ? Number(req.keepDurationSeconds) * 1000 : undefined;
+    if (filter.types.has('regular')) {
+      const doomed = planCachePrune(await this.cacheUsage.entries(signal), { matches: (r) => filter.matches(r, now), nowMs: now, keepDurationMs, keepBytes: req.keepBytes });
+      for (const e of doomed) {
+        await this.cacheUsage.remove(e);
+        yield create(control.PruneResponseSchema, { record: e.record });
+      }
+    }
+    if (filter.types.has('content') && this.opts.content && !filter.selective) {
+      const keepMs = Math.max(keepDurationMs ?? 0, filter.untilMs ?? 0);
+      yield* this.contentUsage().prune(create(control.PruneRequestSchema, { keepBytes: req.keepBytes, keepDurationSeconds: BigInt(Math.ceil(keepMs / 1000)) }), signal);
+    }
   }
 
   private contentUsage(): ContentUsage {
@@ -225,6 +264,16 @@ export class Solver {
     this.db.close();
   }
 
+  /**
+   * The frontend attrs plus `build-platform` (BUILDPLATFORM): the first
+   * platform of the first worker, unless the client set it.
+   */
+  private async withBuildPlatform(attrs: Record<string, string>): Promise<Record<string, string>> {
+    if (attrs['build-platform']) return attrs;
+    const native = (await this.opts.workers.list())[0]?.platforms[0];
+    return native ? { ...attrs, 'build-platform': formatPlatform(native) } : attrs;
+  }
+
   private get registry(): RegistryClient {
     return (this.registryClient ??= this.opts.registry ?? createRegistryClient({}));
   }
@@ -233,18 +282,6 @@ export class Solver {
     const content = this.opts.content;
     if (!content) throw new UnimplementedError('cache export needs a content store, and this solver has none configured');
     return { workers: this.opts.workers, content, registry: this.registry, logger: log.child({ component: 'cache-export' }) };
-  }
-
-  private async pickWorker(def: ParsedDefinition): Promise<WorkerHandle> {
-    const workers = await this.opts.workers.list();
-    const wanted = [...def.ops.values()].map((o) => o.op.platform).find((p): p is llb.Platform => !!p?.os);
-    const match = wanted ? workers.find((w) => w.platforms.some((p) => p.os === wanted.os && p.architecture === wanted.architecture)) : workers[0];
-    if (!match) {
-      throw new UnavailableError(
-        wanted ? `no worker for platform ${wanted.os}/${wanted.architecture} (have ${workers.length} workers)` : 'no workers are available',
-      );
-    }
-    return match;
   }
 
   /**
@@ -335,6 +372,13 @@ export class Solver {
   }
 }
 
+/** What one target platform builds (platform empty: a single-platform build that named none). */
+interface BuildTarget {
+  platform: string;
+  definition?: llb.Definition;
+  imageConfig: Uint8Array;
+}
+
 interface BuildContext {
   publish: (ev: MessageInitShape<typeof events.BuildEventSchema>['event']) => Promise<void>;
   buildId: string;
@@ -363,13 +407,20 @@ function internalVertex(buildId: string, name: string, n = 0): VertexInit {
   return { digest: sha256(`${buildId}:${name}:${n}`), name };
 }
 
-/** Adds the source file and line of the failed op (from the definition's metadata). */
-function locate(err: KilnError, def: ParsedDefinition | undefined): KilnError {
+/** Adds the source file and line of the failed op (from the metadata of the definition that has it). */
+function locate(err: KilnError, defs: readonly ParsedDefinition[]): KilnError {
   const digest = err.details.digest;
+  const def = defs.find((d) => d.ops.has(digest as never));
   if (!def || !digest || err.details.file) return err;
   const meta = def.ops.get(digest as never)?.metadata;
   const src = meta && meta.sourceIndex >= 0 ? def.definition.sources[meta.sourceIndex] : undefined;
   const range = meta?.ranges[0];
   if (!src || !range) return err;
   return new KilnError(err.code, err.message, { ...err.details, file: src.filename, line: range.startLine }, { cause: err });
+}
+
+/** The configured GC policy as ListWorkers reports it (none when GC is off). */
+function gcPolicies(p: SolverOptions['gcPolicy']): MessageInitShape<typeof control.GCPolicySchema>[] {
+  if (!p) return [];
+  return [{ all: false, keepBytes: BigInt(p.keepBytes ?? 0), keepDurationSeconds: BigInt(Math.round((p.keepDurationMs ?? 0) / 1000)) }];
 }

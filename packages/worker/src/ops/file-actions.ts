@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { mkdir, open, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { llb } from '@kiln/api';
-import { hasWildcard, UnimplementedError } from '@kiln/common';
+import { hasWildcard } from '@kiln/common';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
 import { copyPath } from '../fs/copy.js';
 import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from '../fs/fs-util.js';
@@ -73,7 +73,10 @@ export async function symlinkAction(root: string, a: llb.FileActionSymlink): Pro
 
 /** Copies from the tree `srcRoot` into `destRoot`; see copyPath. */
 export async function copyAction(srcRoot: string, destRoot: string, a: llb.FileActionCopy): Promise<void> {
-  if (a.parents) throw new UnimplementedError('copy --parents is not supported yet');
+  if (a.parents) {
+    await copyWithParents(srcRoot, destRoot, a, await resolveChown(destRoot, a.owner));
+    return;
+  }
   let sources = [a.src];
   if (a.attemptUnpackDockerCompatibility) {
     // ADD: local tar archives (plain or compressed) are extracted into dest; other files are copied.
@@ -84,6 +87,33 @@ export async function copyAction(srcRoot: string, destRoot: string, a: llb.FileA
   }
   const chown = await resolveChown(destRoot, a.owner);
   for (const src of sources) await copyOne(srcRoot, src, destRoot, a, chown);
+}
+
+/**
+ * `COPY --parents`: `src` is `PIVOT/./PATH` (or `PATH`, pivot `/`); what
+ * PATH matches (wildcards and `**` included) is copied into the directory
+ * `dest` with its path below the pivot kept, as BuildKit does it
+ * (`--parents ./x/a.txt /dst/` gives /dst/x/a.txt). A PATH without
+ * wildcards must exist; one with wildcards may match nothing only with
+ * `allowEmptyWildcard`.
+ */
+async function copyWithParents(srcRoot: string, destRoot: string, a: llb.FileActionCopy, chown: Awaited<ReturnType<typeof resolveChown>>): Promise<void> {
+  const at = a.src.indexOf('/./');
+  const pivot = at >= 0 ? cleanRootPath(a.src.slice(0, at) || '/') : '/';
+  const rel = cleanRootPath(at >= 0 ? a.src.slice(at + 3) : a.src).slice(1);
+  if (a.includePatterns.length > 0) throw errnoError('EINVAL', 'a copy with parents takes its pattern from src, not include patterns');
+  const dest = a.dest.endsWith('/') ? a.dest : `${a.dest}/`;
+  if (rel === '') {
+    await copyOne(srcRoot, pivot, destRoot, { ...a, dest, dirCopyContents: true, allowWildcard: false }, chown);
+    return;
+  }
+  const full = path.posix.join(pivot, rel);
+  if (!hasWildcard(rel)) {
+    if (!lstatOrUndefined(await resolveInRoot(srcRoot, full, { followFinalSymlink: false }))) throw errnoError('ENOENT', 'no such file or directory');
+  } else if (!a.allowEmptyWildcard && !rel.includes('**') && (await resolveWildcards(srcRoot, full)).length === 0) {
+    throw errnoError('ENOENT', 'no matches found');
+  }
+  await copyOne(srcRoot, pivot, destRoot, { ...a, dest, dirCopyContents: true, allowWildcard: false, createDestPath: true, includePatterns: [rel] }, chown);
 }
 
 async function copyOne(srcRoot: string, src: string, destRoot: string, a: llb.FileActionCopy, chown: Awaited<ReturnType<typeof resolveChown>>): Promise<void> {

@@ -249,6 +249,30 @@ export function runWorkerConformance(
         expect(byName(entries, 'out/a.txt').data.toString()).toBe('A');
       });
 
+      it('keeps source parent directories with parents, below the /./ pivot when there is one', async () => {
+        const opts = { parents: true, allowWildcard: true, createDestPath: true, followSymlink: true };
+        const s = FileChain.start()
+          .copy(ctx(), '/dir/sub/b.txt', '/plain/', opts)
+          .copy(ctx(), '/a.txt', '/plain/', opts)
+          .copy(ctx(), '/dir/./sub/*.txt', '/pivot/', opts)
+          .copy(ctx(), '/./dir/**/*.md', '/deep', opts)
+          .copy(ctx(), '/bin/./', '/whole/', opts)
+          .apply(State.scratch());
+        const entries = await solveAndExport(s);
+        expect(names(entries)).toEqual([
+          'deep/', 'deep/dir/', 'deep/dir/c.md',
+          'pivot/', 'pivot/sub/', 'pivot/sub/b.txt',
+          'plain/', 'plain/a.txt', 'plain/dir/', 'plain/dir/sub/', 'plain/dir/sub/b.txt',
+          'whole/', 'whole/run.sh',
+        ]);
+        expect(byName(entries, 'plain/dir/sub/')).toMatchObject({ mode: 0o750, mtime: MTIME });
+        expect(byName(entries, 'pivot/sub/b.txt').data.toString()).toBe('B');
+        const missing = await expectRunError(FileChain.start().copy(ctx(), '/dir/nope.txt', '/x/', opts).apply(State.scratch()));
+        expect(missing.message).toMatch(/no such file or directory/);
+        const noMatch = await expectRunError(FileChain.start().copy(ctx(), '/dir/*.none', '/x/', opts).apply(State.scratch()));
+        expect(noMatch.message).toMatch(/no matches found/);
+      });
+
       it('copies a file to a new name and onto an existing directory', async () => {
         const s = FileChain.start()
           .copy(ctx(), '/a.txt', '/b.txt')

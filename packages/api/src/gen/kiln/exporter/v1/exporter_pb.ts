@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/exporter/v1/exporter.proto.
  */
 export const file_kiln_exporter_v1_exporter: GenFile = /*@__PURE__*/
-  fileDesc("Ch9raWxuL2V4cG9ydGVyL3YxL2V4cG9ydGVyLnByb3RvEhBraWxuLmV4cG9ydGVyLnYxIuIBCg1FeHBvcnRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDAoEdHlwZRgDIAEoCRI5CgVhdHRycxgEIAMoCzIqLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVxdWVzdC5BdHRyc0VudHJ5EhEKCXdvcmtlcl9pZBgFIAEoCRILCgNyZWYYBiABKAkSFAoMaW1hZ2VfY29uZmlnGAcgASgMGiwKCkF0dHJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKDAQoORXhwb3J0UmVzcG9uc2USQAoIcmVzcG9uc2UYASADKAsyLi5raWxuLmV4cG9ydGVyLnYxLkV4cG9ydFJlc3BvbnNlLlJlc3BvbnNlRW50cnkaLwoNUmVzcG9uc2VFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBMl4KD0V4cG9ydGVyU2VydmljZRJLCgZFeHBvcnQSHy5raWxuLmV4cG9ydGVyLnYxLkV4cG9ydFJlcXVlc3QaIC5raWxuLmV4cG9ydGVyLnYxLkV4cG9ydFJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("Ch9raWxuL2V4cG9ydGVyL3YxL2V4cG9ydGVyLnByb3RvEhBraWxuLmV4cG9ydGVyLnYxIpQCCg1FeHBvcnRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDAoEdHlwZRgDIAEoCRI5CgVhdHRycxgEIAMoCzIqLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVxdWVzdC5BdHRyc0VudHJ5EhEKCXdvcmtlcl9pZBgFIAEoCRILCgNyZWYYBiABKAkSFAoMaW1hZ2VfY29uZmlnGAcgASgMEjAKCXBsYXRmb3JtcxgIIAMoCzIdLmtpbG4uZXhwb3J0ZXIudjEuUGxhdGZvcm1SZWYaLAoKQXR0cnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlUKC1BsYXRmb3JtUmVmEhAKCHBsYXRmb3JtGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRILCgNyZWYYAyABKAkSFAoMaW1hZ2VfY29uZmlnGAQgASgMIoMBCg5FeHBvcnRSZXNwb25zZRJACghyZXNwb25zZRgBIAMoCzIuLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVzcG9uc2UuUmVzcG9uc2VFbnRyeRovCg1SZXNwb25zZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEyXgoPRXhwb3J0ZXJTZXJ2aWNlEksKBkV4cG9ydBIfLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVxdWVzdBogLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message kiln.exporter.v1.ExportRequest
@@ -58,6 +58,15 @@ export type ExportRequest = Message<"kiln.exporter.v1.ExportRequest"> & {
    * @generated from field: bytes image_config = 7;
    */
   imageConfig: Uint8Array;
+
+  /**
+   * Multi-platform results, one per target platform in build order; when
+   * set, `worker_id`, `ref` and `image_config` are unused. Image outputs
+   * become an image index, local and tar outputs one folder per platform.
+   *
+   * @generated from field: repeated kiln.exporter.v1.PlatformRef platforms = 8;
+   */
+  platforms: PlatformRef[];
 };
 
 /**
@@ -66,6 +75,44 @@ export type ExportRequest = Message<"kiln.exporter.v1.ExportRequest"> & {
  */
 export const ExportRequestSchema: GenMessage<ExportRequest> = /*@__PURE__*/
   messageDesc(file_kiln_exporter_v1_exporter, 0);
+
+/**
+ * One target platform's result.
+ *
+ * @generated from message kiln.exporter.v1.PlatformRef
+ */
+export type PlatformRef = Message<"kiln.exporter.v1.PlatformRef"> & {
+  /**
+   * "os/arch[/variant]".
+   *
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+
+  /**
+   * The worker that holds `ref`.
+   *
+   * @generated from field: string worker_id = 2;
+   */
+  workerId: string;
+
+  /**
+   * @generated from field: string ref = 3;
+   */
+  ref: string;
+
+  /**
+   * @generated from field: bytes image_config = 4;
+   */
+  imageConfig: Uint8Array;
+};
+
+/**
+ * Describes the message kiln.exporter.v1.PlatformRef.
+ * Use `create(PlatformRefSchema)` to create a new message.
+ */
+export const PlatformRefSchema: GenMessage<PlatformRef> = /*@__PURE__*/
+  messageDesc(file_kiln_exporter_v1_exporter, 1);
 
 /**
  * @generated from message kiln.exporter.v1.ExportResponse
@@ -82,7 +129,7 @@ export type ExportResponse = Message<"kiln.exporter.v1.ExportResponse"> & {
  * Use `create(ExportResponseSchema)` to create a new message.
  */
 export const ExportResponseSchema: GenMessage<ExportResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_exporter_v1_exporter, 1);
+  messageDesc(file_kiln_exporter_v1_exporter, 2);
 
 /**
  * @generated from service kiln.exporter.v1.ExporterService

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/frontend/v1/frontend.proto.
  */
 export const file_kiln_frontend_v1_frontend: GenFile = /*@__PURE__*/
-  fileDesc("Ch9raWxuL2Zyb250ZW5kL3YxL2Zyb250ZW5kLnByb3RvEhBraWxuLmZyb250ZW5kLnYxIq4BCgxTb2x2ZVJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghmcm9udGVuZBgDIAEoCRI4CgVhdHRycxgEIAMoCzIpLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXF1ZXN0LkF0dHJzRW50cnkaLAoKQXR0cnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIvUBCg1Tb2x2ZVJlc3BvbnNlEisKCmRlZmluaXRpb24YASABKAsyFy5raWxuLmxsYi52MS5EZWZpbml0aW9uEhQKDGltYWdlX2NvbmZpZxgCIAEoDBI/CghtZXRhZGF0YRgDIAMoCzItLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXNwb25zZS5NZXRhZGF0YUVudHJ5Ei8KCHdhcm5pbmdzGAQgAygLMh0ua2lsbi5ldmVudHMudjEuVmVydGV4V2FybmluZxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEyWwoPRnJvbnRlbmRTZXJ2aWNlEkgKBVNvbHZlEh4ua2lsbi5mcm9udGVuZC52MS5Tb2x2ZVJlcXVlc3QaHy5raWxuLmZyb250ZW5kLnYxLlNvbHZlUmVzcG9uc2ViBnByb3RvMw", [file_kiln_events_v1_events, file_kiln_llb_v1_llb]);
+  fileDesc("Ch9raWxuL2Zyb250ZW5kL3YxL2Zyb250ZW5kLnByb3RvEhBraWxuLmZyb250ZW5kLnYxIq4BCgxTb2x2ZVJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghmcm9udGVuZBgDIAEoCRI4CgVhdHRycxgEIAMoCzIpLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXF1ZXN0LkF0dHJzRW50cnkaLAoKQXR0cnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrECCg1Tb2x2ZVJlc3BvbnNlEisKCmRlZmluaXRpb24YASABKAsyFy5raWxuLmxsYi52MS5EZWZpbml0aW9uEhQKDGltYWdlX2NvbmZpZxgCIAEoDBI/CghtZXRhZGF0YRgDIAMoCzItLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXNwb25zZS5NZXRhZGF0YUVudHJ5Ei8KCHdhcm5pbmdzGAQgAygLMh0ua2lsbi5ldmVudHMudjEuVmVydGV4V2FybmluZxI6ChBwbGF0Zm9ybV9yZXN1bHRzGAUgAygLMiAua2lsbi5mcm9udGVuZC52MS5QbGF0Zm9ybVJlc3VsdBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiZQoOUGxhdGZvcm1SZXN1bHQSEAoIcGxhdGZvcm0YASABKAkSKwoKZGVmaW5pdGlvbhgCIAEoCzIXLmtpbG4ubGxiLnYxLkRlZmluaXRpb24SFAoMaW1hZ2VfY29uZmlnGAMgASgMMlsKD0Zyb250ZW5kU2VydmljZRJICgVTb2x2ZRIeLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXF1ZXN0Gh8ua2lsbi5mcm9udGVuZC52MS5Tb2x2ZVJlc3BvbnNlYgZwcm90bzM", [file_kiln_events_v1_events, file_kiln_llb_v1_llb]);
 
 /**
  * @generated from message kiln.frontend.v1.SolveRequest
@@ -83,6 +83,15 @@ export type SolveResponse = Message<"kiln.frontend.v1.SolveResponse"> & {
    * @generated from field: repeated kiln.events.v1.VertexWarning warnings = 4;
    */
   warnings: VertexWarning[];
+
+  /**
+   * Multi-platform builds (attr "platform" lists several): one result per
+   * target platform, in the order asked. `definition` and `image_config`
+   * then hold the first platform's, for callers that read only one.
+   *
+   * @generated from field: repeated kiln.frontend.v1.PlatformResult platform_results = 5;
+   */
+  platformResults: PlatformResult[];
 };
 
 /**
@@ -91,6 +100,37 @@ export type SolveResponse = Message<"kiln.frontend.v1.SolveResponse"> & {
  */
 export const SolveResponseSchema: GenMessage<SolveResponse> = /*@__PURE__*/
   messageDesc(file_kiln_frontend_v1_frontend, 1);
+
+/**
+ * The build of one target platform.
+ *
+ * @generated from message kiln.frontend.v1.PlatformResult
+ */
+export type PlatformResult = Message<"kiln.frontend.v1.PlatformResult"> & {
+  /**
+   * "os/arch[/variant]".
+   *
+   * @generated from field: string platform = 1;
+   */
+  platform: string;
+
+  /**
+   * @generated from field: kiln.llb.v1.Definition definition = 2;
+   */
+  definition?: Definition | undefined;
+
+  /**
+   * @generated from field: bytes image_config = 3;
+   */
+  imageConfig: Uint8Array;
+};
+
+/**
+ * Describes the message kiln.frontend.v1.PlatformResult.
+ * Use `create(PlatformResultSchema)` to create a new message.
+ */
+export const PlatformResultSchema: GenMessage<PlatformResult> = /*@__PURE__*/
+  messageDesc(file_kiln_frontend_v1_frontend, 2);
 
 /**
  * @generated from service kiln.frontend.v1.FrontendService

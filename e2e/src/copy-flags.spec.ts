@@ -1,0 +1,63 @@
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+
+/** Every path below `dir` (directories with a trailing slash), sorted. */
+function tree(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      out.push(relative(dir, p) + (e.isDirectory() ? '/' : ''));
+      if (e.isDirectory()) walk(p);
+    }
+  };
+  walk(dir);
+  return out.sort();
+}
+
+describe('COPY --parents and --link through kiln build [topology=all-in-one, worker=oci]', () => {
+  let daemon: Kilnd;
+  let ctx: string;
+  let n = 0;
+  beforeAll(async () => {
+    daemon = await startKilnd({ worker: 'oci' });
+    ctx = mkdtempSync(join(tmpdir(), 'kiln-copy-flags-'));
+    for (const f of ['x/a.txt', 'x/skip.md', 'y/b.txt', 'y/sub/c.txt', 'src/lib/one.go', 'src/lib/deep/two.go', 'src/lib/readme.md', 'top.txt']) {
+      mkdirSync(join(ctx, f, '..'), { recursive: true });
+      writeFileSync(join(ctx, f), `${f}\n`);
+    }
+  }, 60_000);
+  afterAll(async () => {
+    await daemon?.stop();
+    if (ctx) rmSync(ctx, { recursive: true, force: true });
+  });
+
+  async function build(dockerfile: string): Promise<{ code: number; stderr: string; out: string }> {
+    const file = join(ctx, `Dockerfile.${++n}`);
+    writeFileSync(file, dockerfile);
+    const out = join(ctx, '..', `${ctx.split('/').pop()}-out-${n}`);
+    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '-f', file, '-o', `type=local,dest=${out}`, ctx]);
+    return { code: res.code, stderr: res.stderr, out };
+  }
+
+  it('COPY --parents keeps the source directories, below the /./ pivot when given', async () => {
+    const res = await build(['FROM scratch', 'COPY --parents ./x/a.txt ./y/ /dst/', 'COPY --parents ./src/./lib/**/*.go /go/', ''].join('\n'));
+    expect(res.code, `${res.stderr}\n${daemon.logs().slice(-3000)}`).toBe(0);
+    expect(tree(res.out)).toEqual([
+      'dst/', 'dst/x/', 'dst/x/a.txt', 'dst/y/', 'dst/y/b.txt', 'dst/y/sub/', 'dst/y/sub/c.txt',
+      'go/', 'go/lib/', 'go/lib/deep/', 'go/lib/deep/two.go', 'go/lib/one.go',
+    ]);
+    expect(readFileSync(join(res.out, 'go/lib/deep/two.go'), 'utf8')).toBe('src/lib/deep/two.go\n');
+    rmSync(res.out, { recursive: true, force: true });
+  }, 120_000);
+
+  it('COPY --parents of a missing file fails naming the Dockerfile line', async () => {
+    const res = await build('FROM scratch\nCOPY --parents ./x/nope.txt /dst/\n');
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/no such file or directory/);
+    expect(res.stderr).toMatch(/Dockerfile\.\d+:2/);
+  }, 120_000);
+});
