@@ -16,15 +16,11 @@ export interface DockerfileFrontendOptions {
  * "Dockerfile") and the ignore file from the client, converts to LLB.
  * `<Dockerfile>.dockerignore` next to the Dockerfile wins over the context's
  * `.dockerignore`, as in BuildKit. Attrs: `target`, `build-arg:K`,
-<<<<<<< HEAD
- * `platform` (the first of a list), `context:NAME`, `add-hosts`
- * (`host=ip,...`, BuildKit's spelling) and `hostname`.
-=======
  * `platform` (a comma list: with several, one conversion per platform and
  * a multi-platform result; stages shared between platforms, such as
  * `FROM --platform=$BUILDPLATFORM` ones, give identical ops that the solver
- * runs once), `build-platform` (BUILDPLATFORM), `context:NAME`.
->>>>>>> main
+ * runs once), `build-platform` (BUILDPLATFORM), `context:NAME`,
+ * `add-hosts` (`host=ip,...`, BuildKit's spelling) and `hostname`.
  */
 export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): Frontend {
   return {
@@ -40,23 +36,9 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
         if (k.startsWith('build-arg:')) buildArgs[k.slice('build-arg:'.length)] = v;
         if (k.startsWith('context:')) namedContexts[k.slice('context:'.length)] = v;
       }
-<<<<<<< HEAD
-      const converted = await convertDockerfile(Buffer.from(data).toString('utf8'), {
-        filename,
-        target: req.attrs['target'] || undefined,
-        buildArgs,
-        namedContexts,
-        extraHosts: addHostsAttr(req.attrs['add-hosts']),
-        hostname: req.attrs['hostname'] || undefined,
-        platform: platformAttr(req.attrs['platform']),
-        excludePatterns: ignore ? parseDockerignore(Buffer.from(ignore).toString('utf8')) : [],
-        imageResolver: opts.imageResolver,
-        signal,
-      });
-      const definition = marshal(converted.state, { sources: [{ filename, data, language: 'Dockerfile' }] });
-=======
       const platforms = platformList(req.attrs['platform']);
       const buildPlatform = platformList(req.attrs['build-platform'], 'build-platform')[0];
+      const extraHosts = addHostsAttr(req.attrs['add-hosts']);
       const excludePatterns = ignore ? parseDockerignore(Buffer.from(ignore).toString('utf8')) : [];
       const convert = async (platform: Platform | undefined) => {
         const converted = await convertDockerfile(Buffer.from(data).toString('utf8'), {
@@ -67,6 +49,8 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
           platform,
           buildPlatform,
           excludePatterns,
+          extraHosts,
+          hostname: req.attrs['hostname'] || undefined,
           imageResolver: opts.imageResolver,
           signal,
         });
@@ -83,7 +67,6 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
       const results = await Promise.all(platforms.map((p) => convert(p)));
       // Each platform's conversion lints the same file: report each warning once.
       const warnings = new Map(results.flatMap((r) => r.warnings.map(toFrontendWarning)).map((w) => [`${w.short}:${w.startLine}`, w]));
->>>>>>> main
       return {
         definition: results[0]!.definition,
         imageConfig: results[0]!.imageConfig,
