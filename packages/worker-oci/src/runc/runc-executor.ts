@@ -74,7 +74,8 @@ export class RuncExecutor implements Executor {
       if (io.signal?.aborted) throw new CanceledError('process killed: the run was canceled');
       return { exitCode };
     } finally {
-      await this.exec(['--root', stateDir, 'delete', '--force', id]).catch(() => undefined);
+      // `runc run` removes its container when it returns; only a run that went wrong leaves state behind.
+      if (await exists(path.join(stateDir, id))) await this.exec(['--root', stateDir, 'delete', '--force', id]).catch(() => undefined);
       await rm(bundle, { recursive: true, force: true });
       for (const stub of stubs.reverse()) await removeStub(stub).catch(() => undefined);
     }
