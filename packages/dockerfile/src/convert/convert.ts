@@ -10,7 +10,7 @@ import type { DockerfileAST } from '../parser/types.js';
 import { processWord, processWordWithMatches, type ShellLexOptions } from '../shell/index.js';
 import { Linter, looksSecret, parseCheckDirective, type BuildWarning } from './checks.js';
 import { convertAddCopy, type CopyContext } from './copy.js';
-import { goDuration, goList, goQuoteList, goQuoteRune } from './go-format.js';
+import { goDuration, goList, goQuoteList } from './go-format.js';
 import { emptyImageConfig, HISTORY_COMMENT, imageConfigFromBase, type ImageConfig } from './image-config.js';
 import type { ImageMetaResolver } from './image-meta.js';
 import { formatPlatform, hostPlatform, parsePlatform, platformArgs, type Platform } from './platform.js';
@@ -573,7 +573,8 @@ class Converter {
           }
           const exposed = (s.config.config.ExposedPorts ??= {});
           for (const p of ports) exposed[p] = {};
-          history(`EXPOSE ${cmd.ports.map(word).join(' ')}`, false);
+          // BuildKit: fmt.Sprintf("EXPOSE %v", ports) of the normalised port/proto list.
+          history(`EXPOSE ${goList(ports)}`, false);
           return;
         }
         case 'volume': {
@@ -612,15 +613,16 @@ class Converter {
           }
           void prev;
           s.config.config.Healthcheck = hc;
+          // BuildKit: fmt.Sprintf("HEALTHCHECK %+v", healthcheckConfig).
           history(
-            `HEALTHCHECK &{${goQuoteList(hc.Test)} "${goDuration(hc.Interval ?? 0)}" "${goDuration(hc.Timeout ?? 0)}" "${goDuration(hc.StartPeriod ?? 0)}" "${goDuration(hc.StartInterval ?? 0)}" ${goQuoteRune(hc.Retries ?? 0)}}`,
+            `HEALTHCHECK {Test:${goList(hc.Test)} Interval:${goDuration(hc.Interval ?? 0)} Timeout:${goDuration(hc.Timeout ?? 0)} StartPeriod:${goDuration(hc.StartPeriod ?? 0)} StartInterval:${goDuration(hc.StartInterval ?? 0)} Retries:${hc.Retries ?? 0}}`,
             false,
           );
           return;
         }
         case 'onbuild':
+          // No history entry: BuildKit records ONBUILD in the config only.
           s.config.config.OnBuild = [...(s.config.config.OnBuild ?? []), cmd.expression];
-          history(`ONBUILD ${cmd.expression}`, false);
           return;
         case 'maintainer':
           this.linter.report('MaintainerDeprecated', 'Maintainer instruction is deprecated in favor of using label', cmd.line);

@@ -213,6 +213,9 @@ describe('image config and history', () => {
         'HEALTHCHECK --interval=30s --timeout=5s --retries=3 CMD curl -f http://localhost/',
         'STOPSIGNAL SIGQUIT',
         'ONBUILD RUN make',
+        'ARG V=1',
+        'RUN echo hi',
+        'COPY f.txt /dst/',
         'CMD ["run"]',
       ].join('\n'),
       { platform: amd64 },
@@ -239,15 +242,36 @@ describe('image config and history', () => {
       ['MAINTAINER jane@example.com', true],
       ['LABEL a=1 b c=2', true],
       ['ENV PATH=/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', true],
-      ['EXPOSE 80 8000-8001/udp', true],
+      // BuildKit: fmt.Sprintf("EXPOSE %v", ports) of the port/proto list.
+      ['EXPOSE [80/tcp 8000/udp 8001/udp]', true],
       ['VOLUME [/data /cache]', true],
       ['USER 1000:1000', true],
       ['WORKDIR /app', false],
       ['SHELL [/bin/bash -o pipefail -c]', true],
-      ['HEALTHCHECK &{["CMD-SHELL" "curl -f http://localhost/"] "30s" "5s" "0s" "0s" \'\\x03\'}', true],
+      // BuildKit: fmt.Sprintf("HEALTHCHECK %+v", config.Healthcheck).
+      ['HEALTHCHECK {Test:[CMD-SHELL curl -f http://localhost/] Interval:30s Timeout:5s StartPeriod:0s StartInterval:0s Retries:3}', true],
       ['STOPSIGNAL SIGQUIT', true],
-      ['ONBUILD RUN make', true],
+      // ONBUILD has no history entry (it only lands in the config).
+      ['ARG V=1', true],
+      ['RUN |1 V=1 /bin/bash -o pipefail -c echo hi # buildkit', false],
+      ['COPY f.txt /dst/ # buildkit', false],
       ['CMD ["run"]', true],
+    ]);
+    expect(new Set(imageConfig.history.map((h) => h.comment))).toEqual(new Set(['buildkit.dockerfile.v0']));
+  });
+
+  it('writes HEALTHCHECK NONE and a healthcheck with every duration as BuildKit does', async () => {
+    const { imageConfig } = await convert(
+      [
+        'FROM scratch',
+        'HEALTHCHECK --interval=1m30s --timeout=500ms --start-period=2s --start-interval=100ms --retries=5 CMD ["/bin/probe", "-q"]',
+        'HEALTHCHECK NONE',
+      ].join('\n'),
+      { platform: amd64 },
+    );
+    expect(imageConfig.history.map((h) => h.created_by)).toEqual([
+      'HEALTHCHECK {Test:[CMD /bin/probe -q] Interval:1m30s Timeout:500ms StartPeriod:2s StartInterval:100ms Retries:5}',
+      'HEALTHCHECK {Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}',
     ]);
   });
 
