@@ -1,6 +1,9 @@
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { content } from '@kiln/api';
+import { content, control } from '@kiln/api';
 import { createKilnClient, createNodeTransport, sha256 } from '@kiln/common';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
 
@@ -43,8 +46,52 @@ describe('kiln du and kiln prune over the content store [topology=all-in-one]', 
     expect(after.stdout).not.toContain(loose);
     expect(after.stdout).toContain(kept);
 
-    const bad = await runKiln(['prune', '--addr', daemon.addr, '--filter', 'type=regular']);
+    const bad = await runKiln(['prune', '--addr', daemon.addr, '--filter', 'color=red']);
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toMatch(/unsupported prune filter "type=regular".*--filter/);
+    expect(bad.stderr).toMatch(/unsupported filter "color=red".*--filter/);
+  });
+
+  it('lists solver cache records with sizes and step names; prune releases them and the step really runs again', async () => {
+    const ctx = mkdtempSync(join(tmpdir(), 'kiln-du-'));
+    try {
+      copyFileSync('/bin/busybox', join(ctx, 'busybox'));
+      writeFileSync(join(ctx, 'Dockerfile'), ['FROM scratch', 'COPY --chmod=0755 busybox /bin/busybox', 'RUN ["/bin/busybox", "sh", "-c", "head -c 300000 /dev/urandom > /blob"]', ''].join('\n'));
+      const build = () => runKiln(['build', '--addr', daemon.addr, '--progress=plain', ctx]);
+      const first = await build();
+      expect(first.code, first.stderr).toBe(0);
+
+      const du = await runKiln(['du', '--addr', daemon.addr, '--verbose', '--filter', 'type=regular']);
+      expect(du.code, du.stderr).toBe(0);
+      const run = du.stdout.split('\n\n').find((b) => /Description:\s+\[(?:stage-0 )?2\/2\] RUN/.test(b));
+      expect(run, du.stdout).toBeDefined();
+      expect(run).toMatch(/Type:\s+regular/);
+      expect(run).toMatch(/Size:\s+3\d\d\.\d\dkB/);
+      expect(run).toMatch(/Usage count:\s+1\n/);
+      expect(du.stdout).not.toMatch(/Type:\s+content/);
+
+      const kept = await runKiln(['prune', '--addr', daemon.addr, '--filter', 'type=regular', '--keep-duration', '1h']);
+      expect(kept.stdout).toBe('Total:\t0B\n');
+      const pruned = await runKiln(['prune', '--addr', daemon.addr, '-f', '--filter', 'type=regular', '--filter', 'description~=RUN']);
+      expect(pruned.code, pruned.stderr).toBe(0);
+      expect(pruned.stdout).toMatch(/^ID\s+RECLAIMABLE\s+SIZE\s+LAST ACCESSED\n/);
+      expect(pruned.stdout).toMatch(/Total:\t3\d\d\.\d\dkB\n$/);
+      const after = await runKiln(['du', '--addr', daemon.addr, '--verbose', '--filter', 'type=regular']);
+      expect(after.stdout).not.toMatch(/Description:\s+\[(?:stage-0 )?2\/2\] RUN/);
+      expect(after.stdout).toMatch(/Description:\s+\[(?:stage-0 )?1\/2\] COPY/);
+
+      const again = await build();
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stderr).toMatch(/\[(?:stage-0 )?1\/2\] COPY[^\n]*\n#\d+ CACHED/);
+      expect(again.stderr).toMatch(/\[(?:stage-0 )?2\/2\] RUN[^\n]*\n#\d+ DONE/);
+    } finally {
+      rmSync(ctx, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it('ListWorkers reports the GC policy from the daemon config', async () => {
+    const client = createKilnClient(control.ControlService, createNodeTransport(daemon.addr));
+    const { record } = await client.listWorkers({});
+    expect(record[0]?.gcPolicy).toHaveLength(1);
+    expect(record[0]?.gcPolicy[0]).toMatchObject({ all: false, keepDurationSeconds: 172_800n });
   });
 });

@@ -68,6 +68,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     content: async () => createKilnClient(content.ContentService, transport),
     maxParallelism: opts.maxParallelism,
     root: join(opts.root, 'solver'),
+    gcPolicy: opts.gc,
     tiers: ['solver', 'frontend', 'content', `worker-${opts.worker}`, 'exporters'],
   });
 

@@ -59,6 +59,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         content: directoryClient(directory, 'content', content.ContentService, 5_000),
         maxParallelism: opts.maxParallelism,
         root: join(opts.root, 'solver'),
+        gcPolicy: opts.gc,
         tiers: ['solver'],
       });
       closers.push(() => solver.close());

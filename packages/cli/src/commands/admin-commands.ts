@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import type { control, llb } from '@kiln/api';
-import { parseByteSize, UnavailableError } from '@kiln/common';
+import { parseByteSize, parseDuration, UnavailableError } from '@kiln/common';
 import type { CliIo } from '../cli-io.js';
 import { connectDaemon } from '../daemon.js';
 import { parseFlags, type FlagSpecs } from '../flags/flag-parser.js';
@@ -26,7 +26,7 @@ Show disk usage of the build cache
 
 Options:
       --addr string         Daemon address (env KILN_ADDR)
-      --filter stringArray  Provide filter values
+      --filter stringArray  Provide filter values (type=regular|content, id=, description~=, until=24h, inuse=true|false)
   -h, --help                Print usage
   -v, --verbose             Show parents, descriptions and usage counts
 `;
@@ -38,8 +38,10 @@ Remove build cache
 Options:
   -a, --all                     Include internal/frontend images and records in use by nothing
       --addr string             Daemon address (env KILN_ADDR)
-      --filter stringArray      Provide filter values (e.g., "until=24h")
+      --filter stringArray      Provide filter values (e.g., "until=24h", "type=regular", "description~=RUN")
+  -f, --force                   Do not prompt for confirmation (kiln never prompts)
   -h, --help                    Print usage
+      --keep-duration string    Keep cache newer than this limit (e.g., "24h")
       --keep-storage string     Amount of disk space to keep for cache (e.g., "10GB")
 `;
 
@@ -147,6 +149,15 @@ export function parseBytes(v: string, flag: string): bigint {
   }
 }
 
+/** Parses `--keep-duration` ("24h", "30m", "7d"); a bad one is a usage error naming the flag. */
+function parseKeepDuration(v: string): number {
+  try {
+    return parseDuration(v, '--keep-duration');
+  } catch {
+    throw new UsageError(`invalid argument "${v}" for "--keep-duration" flag: want a duration like 24h`, '--keep-duration');
+  }
+}
+
 /** `kiln prune [--all]`: removes cache records, printing each as it goes, then the total. */
 export async function runPrune(argv: readonly string[], io: CliIo): Promise<number> {
   const { flags, args } = parseFlags(argv, {
@@ -154,6 +165,8 @@ export async function runPrune(argv: readonly string[], io: CliIo): Promise<numb
     all: { kind: 'bool', short: 'a' },
     filter: { kind: 'list' },
     'keep-storage': { kind: 'string' },
+    'keep-duration': { kind: 'string' },
+    force: { kind: 'bool', short: 'f' },
   });
   if (flags.help) {
     io.stdout.write(PRUNE_USAGE);
@@ -161,13 +174,14 @@ export async function runPrune(argv: readonly string[], io: CliIo): Promise<numb
   }
   usageArgs(args, 'prune');
   const keepBytes = flags['keep-storage'] === undefined ? 0n : parseBytes(flags['keep-storage'], '--keep-storage');
+  const keepDurationSeconds = flags['keep-duration'] === undefined ? 0n : BigInt(Math.ceil(parseKeepDuration(flags['keep-duration']) / 1000));
   const conn = await connectDaemon({ addr: flags.addr, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
   const now = Date.now();
   let total = 0n;
   let printedHeader = false;
   const widths = [52, 12, 10];
   const row = (cells: string[]) => `${cells.map((c, i) => (i < widths.length ? c.padEnd(widths[i]!) : c)).join('  ').trimEnd()}\n`;
-  for await (const res of conn.control.prune({ all: flags.all, filter: flags.filter, keepBytes }, { signal: io.signal })) {
+  for await (const res of conn.control.prune({ all: flags.all, filter: flags.filter, keepBytes, keepDurationSeconds }, { signal: io.signal })) {
     if (!res.record) continue;
     if (!printedHeader) {
       io.stdout.write(row(USAGE_HEADER));

@@ -19,8 +19,10 @@ import type { SessionHost } from '../session/session-host.js';
 import { compileCacheExports, compileCacheImports, exportCache, loadCacheImports, withInlineCache, type CacheExportDeps } from './build-cache.js';
 import { BuildRecords, toStatusResponse } from './build-records.js';
 import { HistoryStore } from '../history/history-store.js';
+import { CacheUsage, planCachePrune } from './cache-usage.js';
 import { ContentUsage } from './content-usage.js';
 import { formatPlatform, pickWorker } from './pick-worker.js';
+import { compileUsageFilter } from './usage-filter.js';
 import { VertexCache } from './vertex-cache.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
 
@@ -40,6 +42,8 @@ export interface SolverOptions {
   maxParallelism?: number;
   version?: string;
   tiers?: string[];
+  /** The daemon's GC policy, reported by ListWorkers (kilnd's `[gc]` config). */
+  gcPolicy?: { keepBytes?: number; keepDurationMs?: number };
   /** Where registry caches are pushed to and pulled from (`--cache-to/--cache-from type=registry`). Default `createRegistryClient({})`. */
   registry?: RegistryClient;
 }
@@ -59,6 +63,7 @@ export class Solver {
   private readonly cache: VertexCache;
   private registryClient: RegistryClient | undefined;
   private readonly history: HistoryStore;
+  private readonly cacheUsage: CacheUsage;
 
   constructor(private readonly opts: SolverOptions) {
     if (opts.root) mkdirSync(opts.root, { recursive: true });
@@ -72,6 +77,7 @@ export class Solver {
       }
     });
     this.cache = new VertexCache(new CacheStore(this.db), opts.workers, opts.logger.child({ component: 'cache' }));
+    this.cacheUsage = new CacheUsage(this.cache, opts.workers);
     this.scheduler = new Scheduler<OpResult>({
       maxParallelism: opts.maxParallelism ?? 4,
       release: async (r) => {
@@ -208,18 +214,40 @@ export class Solver {
   async listWorkers(): Promise<control.ListWorkersResponse> {
     const workers = await this.opts.workers.list();
     return create(control.ListWorkersResponseSchema, {
-      record: workers.map((w) => ({ id: w.id, labels: { ...w.labels }, platforms: [...w.platforms] })),
+      record: workers.map((w) => ({ id: w.id, labels: { ...w.labels }, platforms: [...w.platforms], gcPolicy: gcPolicies(this.opts.gcPolicy) })),
     });
   }
 
-  /** Disk usage records: the content store's blobs (the solver cache joins with its persistence). */
-  async diskUsage(signal?: AbortSignal): Promise<control.DiskUsageResponse> {
-    return create(control.DiskUsageResponseSchema, { record: await this.contentUsage().records(signal) });
+  /** Disk usage records: the solver cache's results (type "regular") and the content store's blobs (type "content"), filtered. */
+  async diskUsage(filters: readonly string[], signal?: AbortSignal): Promise<control.DiskUsageResponse> {
+    const filter = compileUsageFilter(filters, '--filter');
+    const records: control.UsageRecord[] = [];
+    if (filter.types.has('regular')) records.push(...(await this.cacheUsage.entries(signal)).map((e) => e.record));
+    if (filter.types.has('content') && this.opts.content) records.push(...(await this.contentUsage().records(signal)));
+    const now = Date.now();
+    return create(control.DiskUsageResponseSchema, { record: records.filter((r) => filter.matches(r, now)) });
   }
 
-  /** Removes unreferenced content (never leased or referenced blobs), streaming each removed record. */
-  prune(req: control.PruneRequest, signal?: AbortSignal): AsyncIterable<control.PruneResponse> {
-    return this.contentUsage().prune(req, signal);
+  /**
+   * Removes unused cache records (filters, keep-duration, keep-storage; in-use
+   * ones never), releasing their refs on the workers, then runs the content
+   * store's GC (never leased or referenced blobs). Streams each removed record.
+   */
+  async *prune(req: control.PruneRequest, signal?: AbortSignal): AsyncIterable<control.PruneResponse> {
+    const filter = compileUsageFilter(req.filter, '--filter');
+    const now = Date.now();
+    const keepDurationMs = req.keepDurationSeconds > 0n ? Number(req.keepDurationSeconds) * 1000 : undefined;
+    if (filter.types.has('regular')) {
+      const doomed = planCachePrune(await this.cacheUsage.entries(signal), { matches: (r) => filter.matches(r, now), nowMs: now, keepDurationMs, keepBytes: req.keepBytes });
+      for (const e of doomed) {
+        await this.cacheUsage.remove(e);
+        yield create(control.PruneResponseSchema, { record: e.record });
+      }
+    }
+    if (filter.types.has('content') && this.opts.content && !filter.selective) {
+      const keepMs = Math.max(keepDurationMs ?? 0, filter.untilMs ?? 0);
+      yield* this.contentUsage().prune(create(control.PruneRequestSchema, { keepBytes: req.keepBytes, keepDurationSeconds: BigInt(Math.ceil(keepMs / 1000)) }), signal);
+    }
   }
 
   private contentUsage(): ContentUsage {
@@ -389,4 +417,10 @@ function locate(err: KilnError, defs: readonly ParsedDefinition[]): KilnError {
   const range = meta?.ranges[0];
   if (!src || !range) return err;
   return new KilnError(err.code, err.message, { ...err.details, file: src.filename, line: range.startLine }, { cause: err });
+}
+
+/** The configured GC policy as ListWorkers reports it (none when GC is off). */
+function gcPolicies(p: SolverOptions['gcPolicy']): MessageInitShape<typeof control.GCPolicySchema>[] {
+  if (!p) return [];
+  return [{ all: false, keepBytes: BigInt(p.keepBytes ?? 0), keepDurationSeconds: BigInt(Math.round((p.keepDurationMs ?? 0) / 1000)) }];
 }

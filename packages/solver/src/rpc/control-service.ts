@@ -1,6 +1,5 @@
 import type { ServiceImpl } from '@connectrpc/connect';
 import { control } from '@kiln/api';
-import { InvalidArgumentError } from '@kiln/common';
 import type { Solver } from '../control/solver.js';
 
 /** The Control API: thin mapping onto the Solver. */
@@ -10,10 +9,7 @@ export function createControlServiceImpl(solver: Solver): ServiceImpl<typeof con
     status: (req, ctx) => solver.status(req.ref, ctx.signal),
     listWorkers: () => solver.listWorkers(),
     info: () => solver.info(),
-    diskUsage: (req, ctx) => {
-      if (req.filter.length > 0) throw new InvalidArgumentError('disk usage filters are not supported yet', '--filter');
-      return solver.diskUsage(ctx.signal);
-    },
+    diskUsage: (req, ctx) => solver.diskUsage(req.filter, ctx.signal),
     prune: (req, ctx) => solver.prune(req, ctx.signal),
     listHistory: (req) => solver.listHistory(req.limit),
     inspectHistory: (req) => solver.inspectHistory(req.ref),
