@@ -90,7 +90,7 @@ describe('COPY --link', () => {
     expect(copyA![1].op.inputs).toHaveLength(1); // the context only: the base is scratch
     const result = a.def.ops.get(a.def.result!.digest)!;
     expect(result.op.op.case).toBe('merge');
-    expect(result.op.inputs.map((i) => a.def.ops.get(i.digest)!.op.op.case)).toEqual(['exec', 'file']);
+    expect(result.op.inputs.map((i) => a.def.ops.get(i.digest as `sha256:${string}`)!.op.op.case)).toEqual(['exec', 'file']);
     expect(result.op.op.value).toEqual(expect.objectContaining({ inputs: [0n, 1n] }));
   });
 
