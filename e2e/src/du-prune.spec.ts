@@ -93,5 +93,7 @@ describe('kiln du and kiln prune over the content store [topology=all-in-one]', 
     const { record } = await client.listWorkers({});
     expect(record[0]?.gcPolicy).toHaveLength(1);
     expect(record[0]?.gcPolicy[0]).toMatchObject({ all: false, keepDurationSeconds: 172_800n });
+    const verbose = await runKiln(['workers', '--addr', daemon.addr, '--verbose']);
+    expect(verbose.stdout).toMatch(/GC Policy rule#0:\n  All:\s+false\n  Keep Duration:\s+48h0m0s\n/);
   });
 });

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { hasSshAgent, sshAddClient, startSshAgent } from '@kiln/worker/testing';
 
 // A base with no registry: Debian's static busybox copied in from the context.
 const BUSYBOX = '/bin/busybox';
@@ -55,5 +56,56 @@ describe('RUN in a runc container [topology=all-in-one, worker=oci]', () => {
     expect(res.code).toBe(1);
     expect(res.stderr).toMatch(/boom/);
     expect(res.stderr).toMatch(/ERROR: .*exit code: 3.*\(Dockerfile:3\)/);
+  });
+
+  it('writes --add-host entries into /etc/hosts of every RUN', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kiln-run-hosts-'));
+    try {
+      copyFileSync(BUSYBOX, join(dir, 'busybox'));
+      writeFileSync(join(dir, 'Dockerfile'), 'FROM scratch\nCOPY --chmod=0755 busybox /bin/busybox\nRUN ["/bin/busybox", "cp", "/etc/hosts", "/hosts"]\n');
+      const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--add-host', 'db.internal:10.9.8.7', '-o', `type=local,dest=${join(dir, 'out')}`, dir]);
+      expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+      expect(readFileSync(join(dir, 'out', 'hosts'), 'utf8')).toMatch(/^127\.0\.0\.1\tlocalhost \S+\n(.*\n)*10\.9\.8\.7\tdb\.internal\n$/);
+      // The generated file is mounted, never committed (nor its /etc stub).
+      expect(() => statSync(join(dir, 'out', 'etc'))).toThrow();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  (hasSshAgent() ? it : it.skip)('forwards --ssh default to RUN --mount=type=ssh; a required agent that is missing fails clearly (needs openssh-client)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kiln-run-ssh-'));
+    const agent = await startSshAgent(join(dir, 'agent'));
+    try {
+      copyFileSync(BUSYBOX, join(dir, 'busybox'));
+      await sshAddClient(join(dir, 'sshclient'));
+      writeFileSync(join(dir, '.dockerignore'), 'agent\n');
+      writeFileSync(
+        join(dir, 'Dockerfile'),
+        [
+          'FROM scratch',
+          'COPY --chmod=0755 busybox /bin/busybox',
+          'RUN ["/bin/busybox", "--install", "-s", "/bin"]',
+          'COPY sshclient /ssh',
+          'RUN --mount=type=ssh /ssh/ld.so --library-path /ssh/lib /ssh/ssh-add -l > /keys && test -S "$SSH_AUTH_SOCK" && echo "$SSH_AUTH_SOCK" > /sock',
+          '',
+        ].join('\n'),
+      );
+      const out = join(dir, 'out');
+      const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--ssh', `default=${agent.socket}`, '-o', `type=local,dest=${out}`, dir]);
+      expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+      // ssh-add in the step listed the key the client's agent holds.
+      expect(readFileSync(join(out, 'keys'), 'utf8')).toBe(`${agent.fingerprint}\n`);
+      expect(readFileSync(join(out, 'sock'), 'utf8')).toBe('/run/buildkit/ssh_agent.0\n');
+      expect(() => statSync(join(out, 'run'))).toThrow();
+
+      writeFileSync(join(dir, 'Dockerfile'), 'FROM scratch\nCOPY --chmod=0755 busybox /bin/busybox\nRUN --mount=type=ssh,id=deploy,required=true ["/bin/busybox", "true"]\n');
+      const missing = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', dir]);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toMatch(/no SSH agent "deploy" was forwarded for the ssh mount at \/run\/buildkit\/ssh_agent\.0 \(pass --ssh deploy\)/);
+    } finally {
+      agent.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -200,6 +200,12 @@ describe('kiln build', () => {
     [['frobnicate'], 'ERROR: unknown command "frobnicate"'],
     [['prune', '--keep-storage', 'lots'], 'ERROR: invalid argument "lots" for "--keep-storage" flag'],
     [['workers', 'extra'], 'ERROR: "kiln workers" accepts no arguments'],
+    [['prune', '--keep-duration', 'soon'], 'ERROR: invalid argument "soon" for "--keep-duration" flag'],
+    [['history', 'frob'], 'ERROR: unknown command "frob" for "kiln history"'],
+    [['history', 'rm'], 'ERROR: "kiln history rm" requires at least 1 argument'],
+    [['history', 'ls', '--format', 'xml'], 'ERROR: invalid argument "xml" for "--format" flag'],
+    [['history', 'inspect', 'a', 'b'], 'ERROR: "kiln history inspect" accepts at most 1 argument'],
+    [['history', 'logs', '--progress', 'tty'], 'ERROR: invalid argument "tty" for "--progress" flag'],
   ] as [string[], string, Record<string, string>?][])('usage error %j exits 2', async (argv, message, vars) => {
     const r = await run(argv, vars);
     expect(r.stderr).toContain(message);
@@ -208,7 +214,7 @@ describe('kiln build', () => {
   });
 
   it('--help prints usage and exits 0', async () => {
-    for (const argv of [['--help'], ['build', '--help'], ['build', '-h'], ['du', '--help'], ['prune', '-h'], ['workers', '--help']]) {
+    for (const argv of [['--help'], ['build', '--help'], ['build', '-h'], ['du', '--help'], ['prune', '-h'], ['workers', '--help'], ['history', '--help'], ['history', 'ls', '-h'], ['history', 'inspect', '--help'], ['history', 'logs', '-h'], ['history', 'rm', '-h']]) {
       const r = await run(argv);
       expect(r.code).toBe(0);
       expect(r.stdout.toString()).toMatch(/^Usage:  kiln/);
@@ -233,6 +239,17 @@ describe('admin commands', () => {
     expect(r.code).toBe(0);
     expect(r.stdout.toString()).toBe(
       ['ID          PLATFORMS                 LABELS', 'w1          linux/amd64,linux/arm/v7  a=b,kiln.executor=runc', 'worker-two  linux/arm64', ''].join('\n'),
+    );
+  });
+
+  it('kiln workers --verbose shows each worker with its GC policy', async () => {
+    daemon = await startFakeDaemon({
+      workers: [{ id: 'w1', platforms: [{ os: 'linux', architecture: 'amd64' }], labels: { a: 'b' }, gcPolicy: [{ keepDurationSeconds: 172_800n, keepBytes: 10_000_000_000n }] }],
+    });
+    const r = await run(['workers', '-v', '--addr', daemon.address]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.toString()).toBe(
+      ['Name:       w1', 'Platforms:  linux/amd64', 'Labels:', '  a:  b', 'GC Policy rule#0:', '  All:            false', '  Keep Duration:  48h0m0s', '  Keep Bytes:     10.00GB', ''].join('\n'),
     );
   });
 

@@ -54,6 +54,10 @@ export interface ExecInit {
   mounts?: ExecMountInit[];
   secrets?: ExecSecretInit[];
   ssh?: ExecSshInit[];
+  /** Hostname inside the step (empty: the worker's default). */
+  hostname?: string;
+  /** Extra /etc/hosts entries (`--add-host`). */
+  extraHosts?: { host: string; ip: string }[];
   mountTypeOverride?: llb.MountType;
   /** Order the state mounts by destination, as BuildKit's LLB client does (default: as given). */
   sortMounts?: boolean;
@@ -122,7 +126,15 @@ export function execState(root: State, args: string[], init: ExecInit = {}, opts
     op: {
       case: 'exec',
       value: {
-        meta: { args, env, cwd: init.cwd ?? '/', user: init.user ?? '', validExitCodes: init.validExitCodes ?? [] },
+        meta: {
+          args,
+          env,
+          cwd: init.cwd ?? '/',
+          user: init.user ?? '',
+          hostname: init.hostname ?? '',
+          extraHosts: (init.extraHosts ?? []).map((h) => ({ host: h.host, ip: h.ip })),
+          validExitCodes: init.validExitCodes ?? [],
+        },
         mounts,
         network: init.network ?? llb.NetMode.SANDBOX,
         security: init.security ?? llb.SecurityMode.UNSPECIFIED,

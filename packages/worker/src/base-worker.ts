@@ -14,6 +14,7 @@ import { digestOf } from '@kiln/llb';
 import { CacheMounts } from './exec/cache-mounts.js';
 import { Limiter } from './exec/limiter.js';
 import { reapSecretDirs } from './exec/secret-dir.js';
+import { reapRunFiles } from './exec/run-files.js';
 import { exportTree } from './fs/tar-export.js';
 import { createLayerMaker } from './layers/index.js';
 import type { LayerMaker } from './layers/layer-maker.js';
@@ -68,7 +69,10 @@ export class BaseWorker implements Worker {
     this.cacheMounts = new CacheMounts(o.execStateDir);
     this.localContexts = new LocalContexts({ acquire: (ref) => this.refs.acquire(ref), release: (refs) => this.release(refs) });
     // Secret tmpfs mounts a killed daemon left behind; exec ops wait for this.
-    this.reaped = reapSecretDirs(o.execStateDir).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale secret mounts'));
+    this.reaped = Promise.all([
+      reapSecretDirs(o.execStateDir).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale secret mounts')),
+      reapRunFiles(o.execStateDir).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale run files')),
+    ]).then(() => undefined);
     // Refs retained before a restart come back under their ids, one reference per owner.
     for (const r of o.retainedRefs.persisted()) this.refs.adopt(r.ref, r.snapshotId);
   }
@@ -208,6 +212,7 @@ export class BaseWorker implements Worker {
           sessionId: req.sessionId,
           stateDir: this.o.execStateDir,
           cacheMounts: this.cacheMounts,
+          logger: this.logger,
         });
       case 'merge':
         return runMergeOp(ctx, op.op.value);

@@ -61,7 +61,9 @@ describe('exec ops through the Executor seam', () => {
       cwd: '/work/dir',
       user: { uid: 1000, gid: 1001, additionalGids: [2000] },
     });
-    expect(spec).toMatchObject({ readonlyRootfs: false, network: 'sandbox', hostname: 'kiln', mounts: [] });
+    expect(spec).toMatchObject({ readonlyRootfs: false, network: 'sandbox', hostname: 'kiln' });
+    // Only the generated /etc/hosts, as a read-only file bind.
+    expect(spec.mounts).toEqual([{ type: 'bind', source: expect.stringMatching(/\/hosts$/), dest: '/etc/hosts', readonly: true }]);
     const logs = collector.events.filter((e) => e.event.event.case === 'log').map((e) => e.event.event.value as events.VertexLog);
     expect(logs.map((l) => [l.stream, new TextDecoder().decode(l.msg)])).toEqual([
       [1, 'hello '],
@@ -102,6 +104,7 @@ describe('exec ops through the Executor seam', () => {
       { type: 'bind', source: expect.stringMatching(/\/etc$/), dest: '/src', readonly: true },
       { type: 'tmpfs', dest: '/tmp', sizeBytes: undefined },
       { type: 'bind', source: expect.any(String), dest: '/out', readonly: false },
+      { type: 'bind', source: expect.stringMatching(/\/hosts$/), dest: '/etc/hosts', readonly: true },
     ]);
     expect((await readTar(worker.exportRef(ref!))).map((e) => e.name)).toEqual(['result']);
   });
@@ -116,10 +119,10 @@ describe('exec ops through the Executor seam', () => {
     await expect(solve(worker, execState(base(), ['false'], { validExitCodes: [0, 2] }))).resolves.toMatch(/^ref-/);
   });
 
-  it('rejects mounts it cannot provide yet with UnimplementedError', async () => {
+  it('fails an ssh mount whose agent the session does not forward, naming the --ssh flag', async () => {
     setup();
     const s = execState(base(), ['x'], { mounts: [{ dest: '/agent' }], mountTypeOverride: llb.MountType.SSH });
-    await expect(solve(worker, s)).rejects.toMatchObject({ code: 'unimplemented', message: expect.stringContaining('ssh mounts') });
+    await expect(solve(worker, s)).rejects.toMatchObject({ code: 'vertex', message: expect.stringContaining('no SSH agent "default" was forwarded for the ssh mount at /agent (pass --ssh default)') });
   });
 
   it('maps an unknown user to a VertexError', async () => {

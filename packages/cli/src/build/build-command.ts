@@ -17,6 +17,7 @@ Start a build
 Options:
       --addr string              Daemon address (unix:///PATH or tcp://HOST:PORT; env KILN_ADDR)
       --allow stringArray        Allow extra privileged entitlement (e.g., "network.host", "security.insecure")
+      --add-host stringArray     Add a custom host-to-IP mapping (format: "host:ip")
       --build-arg stringArray    Set build-time variables (KEY=VALUE, or KEY to take it from the environment)
       --build-context stringArray
                                  Additional build contexts (NAME=PATH|docker-image://REF|oci-layout://PATH)

@@ -55,6 +55,7 @@ describe('compileBuildOptions defaults', () => {
       platforms: [],
       secrets: [],
       ssh: [],
+      extraHosts: [],
       entitlements: [],
       exports: [],
       cacheFrom: [],
@@ -144,6 +145,19 @@ describe('each flag', () => {
     const sock = join(cwd, 'token.txt');
     expect(compile(['--ssh', 'default', 'app'], { env: { SSH_AUTH_SOCK: sock } }).ssh).toEqual([{ id: 'default', paths: [sock] }]);
     expect(compile(['--ssh', 'key=token.txt,token.txt', 'app']).ssh).toEqual([{ id: 'key', paths: [sock, sock] }]);
+  });
+
+  it('--add-host takes host:ip or host=ip and reaches the frontend as add-hosts', () => {
+    const o = compile(['--add-host', 'db:10.0.0.5', '--add-host', 'v6=[fd00::1]', '--add-host', 'raw6:fd00::2', 'app']);
+    expect(o.extraHosts).toEqual([
+      { host: 'db', ip: '10.0.0.5' },
+      { host: 'v6', ip: 'fd00::1' },
+      { host: 'raw6', ip: 'fd00::2' },
+    ]);
+    expect(toSolveRequest(o, { ref: 'r', sessionId: 's' }).frontendAttrs?.['add-hosts']).toBe('db=10.0.0.5,v6=fd00::1,raw6=fd00::2');
+    expect(() => compile(['--add-host', 'db', 'app'])).toThrow(/invalid argument "db" for "--add-host" flag: want host:ip/);
+    expect(() => compile(['--add-host', 'db:not-an-ip', 'app'])).toThrow(/"--add-host" flag: want host:ip/);
+    expect(() => compile(['--add-host', 'gw:host-gateway', 'app'])).toThrow(/host-gateway is not supported/);
   });
 
   it('--allow takes entitlements, comma-separated or repeated, once each', () => {

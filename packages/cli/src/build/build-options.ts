@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { parseAddress, parseIgnoreFile, PatternMatcher } from '@kiln/common';
 import { parseCsv, parseCsvPairs } from '../flags/csv.js';
@@ -7,6 +8,7 @@ import { UsageError } from '../flags/usage-error.js';
 
 /** The flags of `kiln build`, as in DESIGN.md's CLI contract (buildx meanings). */
 export const BUILD_FLAGS = {
+  'add-host': { kind: 'list' },
   file: { kind: 'string', short: 'f' },
   tag: { kind: 'list', short: 't' },
   target: { kind: 'string' },
@@ -100,6 +102,8 @@ export interface BuildOptions {
   platforms: string[];
   secrets: SecretSpec[];
   ssh: SshSpec[];
+  /** `--add-host host:ip`: extra /etc/hosts entries of every RUN. */
+  extraHosts: { host: string; ip: string }[];
   /** `--allow`: entitlements granted to the build (each also needs the daemon's permission). */
   entitlements: string[];
   /** Exporters, `--push`/`--load` folded in; empty means the result stays in the build cache. */
@@ -205,6 +209,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
 
   const secrets = flags.secret.map((v) => parseSecret(v, abs, ctx.env));
   const ssh = flags.ssh.map((v) => parseSsh(v, abs, ctx.env));
+  const extraHosts = flags['add-host'].map(parseAddHost);
   const entitlements: string[] = [];
   for (const e of flags.allow.flatMap((v) => v.split(','))) {
     if (!BUILD_ENTITLEMENTS.includes(e)) {
@@ -246,6 +251,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     platforms,
     secrets,
     ssh,
+    extraHosts,
     entitlements,
     exports,
     cacheFrom,
@@ -462,4 +468,14 @@ function parseCacheEntry(v: string, flag: string, abs: (p: string) => string): C
   }
   if (type === 'registry' && !attrs.ref) throw new UsageError(`invalid value "${v}" for ${flag}: ref is required for registry cache`, flag);
   return { type, attrs };
+}
+
+/** `--add-host host:ip` (or `host=ip`; an IPv6 address may be bracketed), as docker build takes it. */
+function parseAddHost(v: string): { host: string; ip: string } {
+  const sep = v.includes('=') ? v.indexOf('=') : v.indexOf(':');
+  const host = sep > 0 ? v.slice(0, sep) : '';
+  const ip = sep > 0 ? v.slice(sep + 1).replace(/^\[(.*)\]$/, '$1') : '';
+  if (ip === 'host-gateway') throw new UsageError(`invalid argument "${v}" for "--add-host" flag: host-gateway is not supported (build steps have no gateway)`, '--add-host');
+  if (!/^[A-Za-z0-9_.-]+$/.test(host) || isIP(ip) === 0) throw new UsageError(`invalid argument "${v}" for "--add-host" flag: want host:ip`, '--add-host');
+  return { host, ip };
 }

@@ -22,6 +22,7 @@ export function toSolveRequest(opts: BuildOptions, ids: { ref: string; sessionId
   if (opts.target !== undefined) frontendAttrs.target = opts.target;
   for (const [k, v] of Object.entries(opts.buildArgs)) frontendAttrs[`build-arg:${k}`] = v;
   if (opts.platforms.length > 0) frontendAttrs.platform = opts.platforms.join(',');
+  if (opts.extraHosts.length > 0) frontendAttrs['add-hosts'] = opts.extraHosts.map((h) => `${h.host}=${h.ip}`).join(',');
   for (const c of opts.namedContexts) frontendAttrs[`context:${c.name}`] = c.kind === 'local' ? `local:${c.name}` : c.value;
   // BuildKit's convention: an empty value means every step, else the stages named.
   if (opts.noCache) frontendAttrs['no-cache'] = '';

@@ -18,6 +18,7 @@ Options:
       --addr string         Daemon address (env KILN_ADDR)
       --filter stringArray  Filter workers
   -h, --help                Print usage
+  -v, --verbose             Show each worker's labels and GC policy
 `;
 
 export const DU_USAGE = `Usage:  kiln du [OPTIONS]
@@ -62,7 +63,7 @@ function platformString(p: llb.Platform): string {
 
 /** `kiln workers`: a table of the daemon's workers. */
 export async function runWorkers(argv: readonly string[], io: CliIo): Promise<number> {
-  const { flags, args } = parseFlags(argv, { ...COMMON, filter: { kind: 'list' } });
+  const { flags, args } = parseFlags(argv, { ...COMMON, filter: { kind: 'list' }, verbose: { kind: 'bool', short: 'v' } });
   if (flags.help) {
     io.stdout.write(WORKERS_USAGE);
     return 0;
@@ -70,6 +71,10 @@ export async function runWorkers(argv: readonly string[], io: CliIo): Promise<nu
   usageArgs(args, 'workers');
   const conn = await connectDaemon({ addr: flags.addr, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
   const res = await conn.control.listWorkers({ filter: flags.filter }, { signal: io.signal });
+  if (flags.verbose) {
+    io.stdout.write(res.record.map(describeWorker).join('\n'));
+    return 0;
+  }
   const rows = [['ID', 'PLATFORMS', 'LABELS']];
   for (const w of res.record) {
     const labels = Object.entries(w.labels)
@@ -80,6 +85,36 @@ export async function runWorkers(argv: readonly string[], io: CliIo): Promise<nu
   }
   io.stdout.write(formatTable(rows));
   return 0;
+}
+
+/** One worker as buildx's `inspect` shows it: name, platforms, labels, GC policy rules. */
+function describeWorker(w: control.WorkerRecord): string {
+  const head = formatTable([
+    ['Name:', w.id],
+    ['Platforms:', w.platforms.map(platformString).join(', ')],
+  ]);
+  const labels = Object.entries(w.labels).sort(([a], [b]) => a.localeCompare(b));
+  let out = head + (labels.length > 0 ? `Labels:\n${indent(formatTable(labels.map(([k, v]) => [`${k}:`, v])))}` : '');
+  for (const [i, p] of w.gcPolicy.entries()) {
+    const rows = [['All:', String(p.all)]];
+    if (p.filters.length > 0) rows.push(['Filters:', p.filters.join(',')]);
+    if (p.keepDurationSeconds > 0n) rows.push(['Keep Duration:', goDuration(Number(p.keepDurationSeconds))]);
+    if (p.keepBytes > 0n) rows.push(['Keep Bytes:', formatBytes(p.keepBytes)]);
+    out += `GC Policy rule#${i}:\n${indent(formatTable(rows))}`;
+  }
+  return out;
+}
+
+function indent(text: string): string {
+  return text.replace(/^(?=.)/gm, '  ');
+}
+
+/** Seconds as Go prints a time.Duration: "48h0m0s", "30m0s", "45s". */
+function goDuration(totalSeconds: number): string {
+  const h = Math.floor(totalSeconds / 3600);
+  const m = Math.floor((totalSeconds % 3600) / 60);
+  const s = totalSeconds % 60;
+  return h > 0 ? `${h}h${m}m${s}s` : m > 0 ? `${m}m${s}s` : `${s}s`;
 }
 
 function usageRow(r: control.UsageRecord, now: number): string[] {

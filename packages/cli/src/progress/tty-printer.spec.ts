@@ -69,7 +69,7 @@ class Screen {
   }
 }
 
-function tty(columns = 60, rows = 30) {
+function tty(columns = 61, rows = 30) {
   const screen = new Screen();
   let raw = '';
   const clock = fakeClock();
@@ -135,7 +135,7 @@ describe('tty progress', () => {
   });
 
   it('drops the oldest finished steps first when the frame is taller than the terminal', () => {
-    const t = tty(40, 5);
+    const t = tty(41, 5);
     for (let i = 1; i <= 6; i++) t.send({ vertexes: [{ digest: `v${i}`, name: `step ${i}`, started: ts(i * 10), completed: ts(i * 10 + 5) }] });
     t.send({ vertexes: [{ digest: 'run', name: 'running step', started: ts(100) }] });
     t.send({ logs: [{ vertex: 'run', stream: 1, msg: Buffer.from('out\n') }] });
@@ -150,8 +150,8 @@ describe('tty progress', () => {
     expect(t.screen.text().split('\n')).toHaveLength(9);
   });
 
-  it('cuts lines to the terminal width', () => {
-    const t = tty(30, 10);
+  it('cuts lines to one column less than the terminal width', () => {
+    const t = tty(31, 10);
     t.send({ vertexes: [{ digest: 'x', name: 'a very long step name that does not fit', started: ts(0) }] });
     t.clock.advance(100);
     for (const line of t.screen.lines) expect(line.length).toBeLessThanOrEqual(30);

@@ -83,12 +83,13 @@ export function createTtyPrinter(out: TtySink, opts: TtyPrinterOptions = {}): Pr
   };
 
   const draw = (final: boolean) => {
-    const width = Math.max(20, out.columns ?? 80);
+    // One column short of the terminal: a full-width line leaves the cursor in the wrap column, where erasing eats its last character.
+    const width = Math.max(20, (out.columns ?? 80) - 1);
     const maxLines = final ? Number.POSITIVE_INFINITY : Math.max(2, (out.rows ?? 24) - 1);
     const lines = renderFrame([...vertexes.values()], { now: clock.now(), startedAt, width, maxLines, final, logLines });
     let text = '';
     if (shownLines > 0) text += `${ESC}${shownLines}A\r`;
-    for (const l of lines) text += `${l}${ESC}K\n`;
+    for (const l of lines) text += `${ESC}2K${l}\n`;
     text += `${ESC}J`;
     out.write(text);
     shownLines = lines.length;

@@ -34,6 +34,10 @@ export interface ConvertOptions {
    * `local:DIR` (a session dir), `docker-image://REF`, `oci-layout://REF`, a git or http URL.
    */
   namedContexts?: Record<string, string>;
+  /** Extra /etc/hosts entries of every RUN (`--add-host`, frontend attr `add-hosts`). */
+  extraHosts?: { host: string; ip: string }[];
+  /** Hostname of every RUN (frontend attr `hostname`); empty: the worker's default. */
+  hostname?: string;
   /** Resolves base images (config + digest); without it images stay unpinned with an empty config. */
   imageResolver?: ImageMetaResolver;
   signal?: AbortSignal;
@@ -638,6 +642,8 @@ class Converter {
       sourceState: (s, ref, line) => this.sourceState(s, ref, line),
       stageLabel: (s) => this.stageLabel(s),
       buildArgs: this.buildArgs,
+      extraHosts: this.opts.extraHosts ?? [],
+      hostname: this.opts.hostname ?? '',
     };
   }
 

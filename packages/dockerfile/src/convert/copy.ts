@@ -17,6 +17,9 @@ export interface CopyContext {
   sourceState(s: StageState, ref: string, line: number): Promise<State>;
   stageLabel(s: StageState): string;
   buildArgs: Record<string, string>;
+  /** RUN's extra /etc/hosts entries and hostname (ConvertOptions). */
+  extraHosts?: { host: string; ip: string }[];
+  hostname?: string;
 }
 
 const SYMBOLIC_MODE = /^[ugoa]*[-+=]([rwxXst]*|[ugo])(,[ugoa]*[-+=]([rwxXst]*|[ugo]))*$/;

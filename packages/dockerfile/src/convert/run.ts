@@ -72,7 +72,19 @@ export async function convertRun(
   s.state = execState(
     s.state,
     args,
-    { env: runEnvList(s), cwd: s.workdir, user: s.config.config.User ?? '', network, security, mounts, secrets, ssh, sortMounts: true },
+    {
+      env: runEnvList(s),
+      cwd: s.workdir,
+      user: s.config.config.User ?? '',
+      network,
+      security,
+      mounts,
+      secrets,
+      ssh,
+      hostname: ctx.hostname,
+      extraHosts: ctx.extraHosts,
+      sortMounts: true,
+    },
     meta(suffix),
   );
   return { historyArgs: runCommandString(args, s) };

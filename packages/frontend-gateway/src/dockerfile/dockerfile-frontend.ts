@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { InvalidArgumentError, NotFoundError } from '@kiln/common';
 import { convertDockerfile, formatPlatform, parseDockerignore, parsePlatform, type BuildWarning, type ImageMetaResolver, type Platform } from '@kiln/dockerfile';
 import { marshal } from '@kiln/llb';
@@ -18,7 +19,8 @@ export interface DockerfileFrontendOptions {
  * `platform` (a comma list: with several, one conversion per platform and
  * a multi-platform result; stages shared between platforms, such as
  * `FROM --platform=$BUILDPLATFORM` ones, give identical ops that the solver
- * runs once), `build-platform` (BUILDPLATFORM), `context:NAME`.
+ * runs once), `build-platform` (BUILDPLATFORM), `context:NAME`,
+ * `add-hosts` (`host=ip,...`, BuildKit's spelling) and `hostname`.
  */
 export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): Frontend {
   return {
@@ -36,6 +38,7 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
       }
       const platforms = platformList(req.attrs['platform']);
       const buildPlatform = platformList(req.attrs['build-platform'], 'build-platform')[0];
+      const extraHosts = addHostsAttr(req.attrs['add-hosts']);
       const excludePatterns = ignore ? parseDockerignore(Buffer.from(ignore).toString('utf8')) : [];
       const convert = async (platform: Platform | undefined) => {
         const converted = await convertDockerfile(Buffer.from(data).toString('utf8'), {
@@ -46,6 +49,8 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
           platform,
           buildPlatform,
           excludePatterns,
+          extraHosts,
+          hostname: req.attrs['hostname'] || undefined,
           imageResolver: opts.imageResolver,
           signal,
         });
@@ -88,6 +93,22 @@ function platformList(value: string | undefined, attr = 'platform'): Platform[] 
     }
   }
   return [...out.values()];
+}
+
+/** `add-hosts`: comma-separated `host=ip` (or `host:ip`) entries. */
+function addHostsAttr(value: string | undefined): { host: string; ip: string }[] {
+  if (!value) return [];
+  return value
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean)
+    .map((v) => {
+      const sep = v.includes('=') ? v.indexOf('=') : v.indexOf(':');
+      const host = sep > 0 ? v.slice(0, sep) : '';
+      const ip = sep > 0 ? v.slice(sep + 1).replace(/^\[(.*)\]$/, '$1') : '';
+      if (!host || isIP(ip) === 0) throw new InvalidArgumentError(`invalid add-hosts entry "${v}": want host=ip`, 'add-hosts');
+      return { host, ip };
+    });
 }
 
 function toFrontendWarning(w: BuildWarning): FrontendWarning {

@@ -74,7 +74,8 @@ export class RuncExecutor implements Executor {
       if (io.signal?.aborted) throw new CanceledError('process killed: the run was canceled');
       return { exitCode };
     } finally {
-      await this.exec(['--root', stateDir, 'delete', '--force', id]).catch(() => undefined);
+      // `runc run` removes its container when it returns; only a run that went wrong leaves state behind.
+      if (await exists(path.join(stateDir, id))) await this.exec(['--root', stateDir, 'delete', '--force', id]).catch(() => undefined);
       await rm(bundle, { recursive: true, force: true });
       for (const stub of stubs.reverse()) await removeStub(stub).catch(() => undefined);
     }
@@ -140,18 +141,28 @@ export function createRuncExecutor(opts: RuncExecutorOptions): RuncExecutor {
   return new RuncExecutor(opts);
 }
 
-/** The first missing component of each mount destination, in the rootfs (runc would create them). */
+/**
+ * Every missing path component of each mount destination in the rootfs
+ * (runc would create them), deepest last.
+ */
 async function missingMountPoints(spec: ExecSpec): Promise<string[]> {
   const dests = [...STANDARD_MOUNTS.map((m) => m.destination), ...spec.mounts.map((m) => m.dest)];
   const out = new Set<string>();
   for (const dest of dests) {
     let prefix = '';
+    let missing = false;
     for (const part of dest.split('/').filter(Boolean)) {
       prefix += `/${part}`;
+      if (missing) {
+        // Below a missing component: its path inside the rootfs is plain (no symlinks yet).
+        out.add(path.join(spec.rootfs, prefix));
+        continue;
+      }
       const p = await resolveInRoot(spec.rootfs, prefix, { followFinalSymlink: true });
       if (!(await exists(p))) {
+        missing = true;
         out.add(p);
-        break;
+        prefix = `/${path.relative(spec.rootfs, p)}`;
       }
     }
   }
@@ -167,17 +178,10 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
-/** Removes a mount-point stub if it holds nothing but empty directories or empty files. */
+/** Removes a mount-point stub runc created if it is still an empty file or an empty directory. */
 async function removeStub(p: string): Promise<void> {
-  if (await isStubTree(p)) await rm(p, { recursive: true, force: true });
-}
-
-async function isStubTree(p: string): Promise<boolean> {
   const st = await lstat(p);
-  if (st.isFile()) return st.size === 0;
-  if (!st.isDirectory()) return false;
-  for (const name of await readdir(p)) if (!(await isStubTree(path.join(p, name)))) return false;
-  return true;
+  if (st.isFile() ? st.size === 0 : st.isDirectory() && (await readdir(p)).length === 0) await rm(p, { recursive: true, force: true });
 }
 
 /** The last error runc logged, if any. */

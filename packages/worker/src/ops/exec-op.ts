@@ -1,5 +1,5 @@
 import { llb } from '@kiln/api';
-import { CanceledError, InvalidArgumentError, UnimplementedError } from '@kiln/common';
+import { CanceledError, InvalidArgumentError, KilnError, UnimplementedError, type Logger } from '@kiln/common';
 import { cleanRootPath, resolveInRoot, type SnapshotView } from '@kiln/snapshotter';
 import type { ExecMount, Executor } from '../executor.js';
 import { mkdirAllInRoot } from '../fs/fs-util.js';
@@ -8,6 +8,8 @@ import { checkEntitlements } from '../exec/entitlements.js';
 import type { CacheLease, CacheMounts } from '../exec/cache-mounts.js';
 import type { Limiter } from '../exec/limiter.js';
 import { SecretDir } from '../exec/secret-dir.js';
+import { hostsFile, RunFiles } from '../exec/run-files.js';
+import { SshAgentSocket, type SshForwarder } from '../exec/ssh-agent-socket.js';
 import { OutputTail } from '../exec/output-tail.js';
 import type { Entitlement, WorkerSession } from '../worker.js';
 import { OpFailure } from './op-failure.js';
@@ -24,11 +26,12 @@ export interface ExecEnv {
   granted: readonly string[];
   /** Entitlements the daemon permits (WorkerOptions.allowedEntitlements). */
   allowed: ReadonlySet<Entitlement>;
-  /** The build's session (secrets) and where exec state lives. */
+  /** The build's session (secrets, SSH agents) and where exec state lives. */
   sessions: WorkerSession;
   sessionId: string;
   stateDir: string;
   cacheMounts: CacheMounts;
+  logger: Logger;
 }
 
 /** Ulimit names Docker accepts (`--ulimit`, `RUN --ulimit`). */
@@ -61,6 +64,8 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
   const leases: CacheLease[] = [];
   let secretDir: SecretDir | undefined;
   const secretEnv: string[] = [];
+  const runFiles = await RunFiles.create(env.stateDir);
+  const sshSockets: SshAgentSocket[] = [];
   try {
     const secretOf = async (id: string, optional: boolean): Promise<Uint8Array | undefined> => {
       if (!env.sessions.getSecret) throw new OpFailure(`secret ${id}: this worker's session does not serve secrets`);
@@ -90,6 +95,20 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
         secretDir ??= await SecretDir.create(env.stateDir);
         const file = await secretDir.add(data, { mode: opt.mode || 0o400, uid: opt.uid, gid: opt.gid });
         specMounts.push({ type: 'bind', source: file, dest: cleanRootPath(m.dest), readonly: true });
+        continue;
+      }
+      if (m.mountType === llb.MountType.SSH) {
+        const opt = m.sshOpt ?? { id: 'default', uid: 0, gid: 0, mode: 0o600, optional: false };
+        const id = opt.id || 'default';
+        const dest = cleanRootPath(m.dest);
+        const forward = sshForwarder(env);
+        if (!forward || !(await agentForwarded(forward, id, ctx.signal))) {
+          if (opt.optional) continue;
+          throw new OpFailure(`no SSH agent "${id}" was forwarded for the ssh mount at ${dest} (pass --ssh ${id})`);
+        }
+        const sock = await SshAgentSocket.listen(await runFiles.socketPath(), { id, uid: opt.uid, gid: opt.gid, mode: opt.mode || 0o600, forward, logger: env.logger });
+        sshSockets.push(sock);
+        specMounts.push({ type: 'bind', source: sock.path, dest, readonly: true });
         continue;
       }
       const input = Number(m.input);
@@ -133,6 +152,11 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
     } catch (err) {
       throw OpFailure.wrap('failed to set up the process', err);
     }
+    const hostname = meta.hostname || 'kiln';
+    const network = exec.network === llb.NetMode.HOST ? 'host' : exec.network === llb.NetMode.NONE ? 'none' : 'sandbox';
+    const hosts = await runFiles.writeHosts(await hostsFile({ hostname, extraHosts: meta.extraHosts, hostNetwork: network === 'host' }));
+    // After the step's own mounts, as BuildKit orders it: a mount at /etc cannot hide it.
+    specMounts.push({ type: 'bind', source: hosts, dest: '/etc/hosts', readonly: true });
     const processEnv = meta.env.some((e) => e.startsWith('PATH=')) ? [...meta.env] : [`PATH=${DEFAULT_PATH}`, ...meta.env];
 
     // Keep log events in output order without blocking the process on the bus.
@@ -152,8 +176,8 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
           readonlyRootfs: rootMount.readonly,
           mounts: specMounts,
           process: { args: [...meta.args], env: [...processEnv, ...secretEnv], cwd, user },
-          network: exec.network === llb.NetMode.HOST ? 'host' : exec.network === llb.NetMode.NONE ? 'none' : 'sandbox',
-          hostname: meta.hostname || 'kiln',
+          network,
+          hostname,
           security: exec.security === llb.SecurityMode.INSECURE ? 'insecure' : 'sandbox',
           rlimits,
         },
@@ -186,6 +210,8 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
     throw err;
   } finally {
     for (const l of leases) l.release();
+    for (const sock of sshSockets) await sock.close().catch(() => undefined);
+    await runFiles.dispose().catch(() => undefined);
     await secretDir?.dispose();
     for (const v of views) await v.release().catch(() => undefined);
     for (const a of actives) await snapshotter.remove(a.key).catch(() => undefined);
@@ -195,11 +221,40 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
 /** Rejects what this worker cannot run yet, naming it. */
 function checkSupported(exec: llb.ExecOp): void {
   const meta = exec.meta!;
-  for (const m of exec.mounts) {
-    if (m.mountType === llb.MountType.SSH) {
-      throw new UnimplementedError(`${llb.MountType[m.mountType]?.toLowerCase() ?? m.mountType} mounts are not supported yet (mount at ${m.dest})`);
-    }
-  }
-  if (meta.extraHosts.length > 0) throw new UnimplementedError('extra hosts are not supported yet');
   if (meta.cgroupParent) throw new UnimplementedError('cgroup parent is not supported yet');
+}
+
+/** Connections to the client's SSH agents through the session's ForwardSsh, if the session serves it. */
+function sshForwarder(env: ExecEnv): SshForwarder | undefined {
+  const forwardSsh = env.sessions.forwardSsh?.bind(env.sessions);
+  if (!forwardSsh) return undefined;
+  return async function* (id, input, signal) {
+    async function* requests() {
+      yield { msg: { case: 'header' as const, value: { sessionId: env.sessionId, id } } };
+      for await (const data of input) yield { msg: { case: 'data' as const, value: data } };
+    }
+    for await (const res of forwardSsh(requests(), { signal })) yield res.data;
+  };
+}
+
+/**
+ * Whether the client forwarded agent `id`: one connection opened and closed
+ * at once (the client answers not_found when it has no such agent).
+ */
+async function agentForwarded(forward: SshForwarder, id: string, signal?: AbortSignal): Promise<boolean> {
+  const probe = new AbortController();
+  const onAbort = () => probe.abort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    for await (const _ of forward(id, (async function* () {})(), probe.signal)) {
+      // an agent does not speak first: nothing expected
+    }
+    return true;
+  } catch (err) {
+    signal?.throwIfAborted();
+    if (err instanceof KilnError && err.code === 'not_found') return false;
+    throw OpFailure.wrap(`failed to reach SSH agent "${id}"`, err);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
 }

@@ -13,6 +13,7 @@ import { createEventCollector, type CollectedEvent } from './events.js';
 import { execState } from './exec-state.js';
 import { createFakeSession, type FakeSession } from './fake-session.js';
 import { solve } from './solve.js';
+import { hasSshAgent, sshAddClient, startSshAgent } from './ssh-agent.js';
 import { buildTar, collect, readTar, type TarEntry } from './tar.js';
 
 /** What the suite hands a backend to build its worker from. */
@@ -654,6 +655,60 @@ export function runWorkerConformance(
         expect(names(entries)).not.toContain('scratch/t');
       });
 
+      it('enforces the size of a tmpfs mount', async () => {
+        const s = execOp(rootfs(), ['/bin/sh', '-c', 'dd if=/dev/zero of=/scratch/f bs=1024 count=2048 2>/dev/null; echo $? > /rc; wc -c < /scratch/f > /size'], {
+          mounts: [{ dest: '/scratch', type: 'tmpfs', tmpfsSizeBytes: 1024 * 1024 }],
+        });
+        const entries = await solveAndExport(s);
+        expect(byName(entries, 'rc').data.toString()).not.toBe('0\n');
+        expect(Number(byName(entries, 'size').data.toString())).toBe(1024 * 1024);
+      });
+
+      it('writes /etc/hosts with the hostname and extra hosts, leaving no stub behind', async () => {
+        const s = execOp(rootfs(), ['/bin/sh', '-c', 'cat /etc/hosts > /tmp/hosts; hostname >> /tmp/hosts; ! echo x >> /etc/hosts'], {
+          hostname: 'box',
+          extraHosts: [
+            { host: 'db.internal', ip: '10.1.2.3' },
+            { host: 'v6.internal', ip: 'fd00::1' },
+          ],
+        });
+        const entries = await solveAndExport(s);
+        expect(byName(entries, 'tmp/hosts').data.toString()).toBe('127.0.0.1\tlocalhost box\n::1\tlocalhost ip6-localhost ip6-loopback\n10.1.2.3\tdb.internal\nfd00::1\tv6.internal\nbox\n');
+        expect(names(entries)).not.toContain('etc/hosts');
+        const err = await expectRunError(execOp(rootfs(), ['/bin/true'], { extraHosts: [{ host: 'bad host', ip: '1.2.3.4' }] }));
+        expect(err.message).toMatch(/invalid extra host name "bad host"/);
+      });
+
+      const sshAgentIt = hasSshAgent() ? it : it.skip;
+      sshAgentIt('forwards the client SSH agent through the session to a socket in the step (needs openssh-client)', async () => {
+        const agent = await startSshAgent(path.join(base, `agent-${n}`));
+        try {
+          session.sshAgents.set('default', agent.socket);
+          session.dirs.set('sshclient', { dir: await sshAddClient(path.join(base, 'sshclient')) });
+          const listKeys = '/ssh/ld.so --library-path /ssh/lib /ssh/ssh-add -l > /keys; echo $? >> /keys';
+          const s = execOp(rootfs(), ['/bin/sh', '-c', `${listKeys}; stat -c "%a %u %g" "$SSH_AUTH_SOCK" > /st; test -S "$SSH_AUTH_SOCK" && echo socket >> /st`], {
+            env: ['SSH_AUTH_SOCK=/run/buildkit/ssh_agent.0'],
+            mounts: [
+              { dest: '/ssh', state: local('sshclient'), readonly: true },
+              { dest: '/run/buildkit/ssh_agent.0', type: 'ssh', ssh: { uid: 1000, gid: 1001, mode: 0o660 } },
+            ],
+          });
+          const entries = await solveAndExport(s);
+          // The agent answered "request identities" with the key it holds: a full round trip.
+          expect(byName(entries, 'keys').data.toString()).toBe(`${agent.fingerprint}\n0\n`);
+          expect(byName(entries, 'st').data.toString()).toBe('660 1000 1001\nsocket\n');
+          expect(names(entries).filter((x) => x.startsWith('run'))).toEqual([]);
+          const err = await expectRunError(execOp(rootfs(), ['/bin/true'], { mounts: [{ dest: '/run/other', type: 'ssh', ssh: { id: 'other' } }] }));
+          expect(err.message).toMatch(/no SSH agent "other" was forwarded for the ssh mount at \/run\/other \(pass --ssh other\)/);
+          const optional = await solveAndExport(
+            execOp(rootfs(), ['/bin/sh', '-c', 'test -e /run/other || echo absent > /r'], { mounts: [{ dest: '/run/other', type: 'ssh', ssh: { id: 'other', optional: true } }] }),
+          );
+          expect(byName(optional, 'r').data.toString()).toBe('absent\n');
+        } finally {
+          agent.stop();
+        }
+      });
+
       it('kills the process when the run is canceled', async () => {
         const ac = new AbortController();
         const started = Date.now();
@@ -705,7 +760,7 @@ async function makeBusyboxRootfs(dir: string): Promise<string> {
   await chmod(path.join(dir, 'tmp'), 0o1777);
   await copyFile('/bin/busybox', path.join(dir, 'bin/busybox'));
   await chmod(path.join(dir, 'bin/busybox'), 0o755);
-  const applets = ['sh', 'cat', 'echo', 'mkdir', 'id', 'ls', 'sleep', 'true', 'grep', 'cut', 'seq', 'hostname', 'pwd', 'stat', 'nc', 'touch', 'test', 'env', 'wc'];
+  const applets = ['sh', 'cat', 'echo', 'mkdir', 'id', 'ls', 'sleep', 'true', 'grep', 'cut', 'seq', 'hostname', 'pwd', 'stat', 'nc', 'touch', 'test', 'env', 'wc', 'dd'];
   for (const applet of applets) await symlink('busybox', path.join(dir, 'bin', applet));
   await writeFile(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n');
   await writeFile(path.join(dir, 'etc/group'), 'root:x:0:\napp:x:1001:\nextra:x:2000:app\n');

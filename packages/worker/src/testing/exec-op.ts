@@ -24,6 +24,8 @@ export interface ExecOpInit {
   cwd?: string;
   user?: string;
   hostname?: string;
+  /** /etc/hosts entries (`--add-host`). */
+  extraHosts?: { host: string; ip: string }[];
   network?: 'sandbox' | 'host' | 'none';
   security?: 'sandbox' | 'insecure';
   ulimits?: { name: string; soft: number; hard: number }[];
@@ -81,6 +83,7 @@ export function execOp(root: State, args: string[], init: ExecOpInit = {}): Stat
           cwd: init.cwd ?? '/',
           user: init.user ?? '',
           hostname: init.hostname ?? '',
+          extraHosts: init.extraHosts ?? [],
           ulimits: (init.ulimits ?? []).map((u) => ({ name: u.name, soft: BigInt(u.soft), hard: BigInt(u.hard) })),
           validExitCodes: init.validExitCodes ?? [],
         },

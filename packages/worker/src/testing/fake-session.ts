@@ -1,10 +1,13 @@
 import { session } from '@kiln/api';
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import path from 'node:path';
 import {
+  createChannel,
   createInMemoryTransport,
   createKilnClient,
   decodeContextManifest,
+  InvalidArgumentError,
   NotFoundError,
   packContextDiff,
   PatternMatcher,
@@ -28,6 +31,8 @@ export interface FakeSession {
   readonly fetches: session.FetchFilesRequest[];
   /** Secrets served by GetSecret, by id (mutable). */
   readonly secrets: Map<string, Uint8Array>;
+  /** SSH agent sockets served by ForwardSsh, by id (mutable). */
+  readonly sshAgents: Map<string, string>;
   /** Bytes sent by each FetchFiles answer, in order. */
   readonly sentBytes: number[];
 }
@@ -38,13 +43,15 @@ const CHUNK = 16 * 1024;
 /**
  * A SessionService serving FetchFiles from local directories (tarred with
  * the request's include/exclude patterns honoured) or from fixed tar bytes,
- * and GetSecret from `secrets`.
+ * GetSecret from `secrets` and ForwardSsh by connecting to `sshAgents`
+ * (an unknown id fails with NotFoundError, as the CLI answers).
  * An unknown directory name fails with NotFoundError, as the relay does.
  */
 export function createFakeSession(dirs: Record<string, FakeSharedDir> = {}): FakeSession {
   const map = new Map(Object.entries(dirs));
   const fetches: session.FetchFilesRequest[] = [];
   const secrets = new Map<string, Uint8Array>();
+  const sshAgents = new Map<string, string>();
   const sentBytes: number[] = [];
   const transport = createInMemoryTransport((router) => {
     router.service(session.SessionService, {
@@ -75,9 +82,31 @@ export function createFakeSession(dirs: Record<string, FakeSharedDir> = {}): Fak
         const data = secrets.get(req.id);
         return data ? { found: true, data } : { found: false };
       },
+      async *forwardSsh(requests) {
+        const it = requests[Symbol.asyncIterator]();
+        const first = await it.next();
+        if (first.done || first.value.msg.case !== 'header') throw new InvalidArgumentError('ForwardSsh must start with a header', 'header');
+        const id = first.value.msg.value.id || 'default';
+        const socket = sshAgents.get(id);
+        if (!socket) throw new NotFoundError(`no SSH agent "${id}" was forwarded (pass --ssh ${id})`);
+        const conn = createConnection(socket);
+        const fromAgent = createChannel<Uint8Array>();
+        conn.on('data', (b: Buffer) => void fromAgent.push(Uint8Array.from(b)));
+        conn.once('close', () => fromAgent.end());
+        conn.once('error', (err) => fromAgent.fail(err));
+        void (async () => {
+          for (let r = await it.next(); !r.done; r = await it.next()) if (r.value.msg.case === 'data') conn.write(r.value.msg.value);
+          conn.end();
+        })().catch(() => conn.destroy());
+        try {
+          for await (const data of fromAgent) yield { data };
+        } finally {
+          conn.destroy();
+        }
+      },
     });
   });
-  return { client: createKilnClient(session.SessionService, transport), dirs: map, fetches, secrets, sentBytes };
+  return { client: createKilnClient(session.SessionService, transport), dirs: map, fetches, secrets, sshAgents, sentBytes };
 }
 
 /**

@@ -7,3 +7,4 @@ export { solve, type SolveOptions } from './solve.js';
 export { buildTar, collect, packDirectory, readTar, type TarEntry, type TarEntryInit } from './tar.js';
 export { execOp, type ExecOpInit, type ExecOpMount } from './exec-op.js';
 export { createMemoryContent, type MemoryContent } from './memory-content.js';
+export { hasSshAgent, sshAddClient, startSshAgent } from './ssh-agent.js';
