@@ -23,6 +23,7 @@ import { LineageSnapshotter } from './layers/lineage.js';
 import { compressionLevel } from './layers/media-types.js';
 import { runExecOp } from './ops/exec-op.js';
 import { runFileOp } from './ops/file-op.js';
+import { runMergeOp } from './ops/merge-op.js';
 import { runGitSource } from './ops/git-source.js';
 import { runHttpSource } from './ops/http-source.js';
 import { LayerStore, runImageSource } from './ops/image-source.js';
@@ -215,6 +216,7 @@ export class BaseWorker implements Worker {
           logger: this.logger,
         });
       case 'merge':
+        return runMergeOp(ctx, op.op.value);
       case 'diff':
         throw new UnimplementedError(`${op.op.case} ops are not supported yet by the ${this.o.backend} worker`);
       default:
