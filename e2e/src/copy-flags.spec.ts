@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -52,6 +52,29 @@ describe('COPY --parents and --link through kiln build [topology=all-in-one, wor
     ]);
     expect(readFileSync(join(res.out, 'go/lib/deep/two.go'), 'utf8')).toBe('src/lib/deep/two.go\n');
     rmSync(res.out, { recursive: true, force: true });
+  }, 120_000);
+
+  it('COPY --link layers the copy onto the stage, and its step stays cached when the layers below change', async () => {
+    // The base differs only by a heredoc: the context (and so its content key) stays the same.
+    const dockerfile = (version: string) =>
+      ['FROM scratch AS base', `COPY <<EOF /data/base.txt\n${version}\nEOF`, 'COPY top.txt /data/top.txt', 'FROM base', 'COPY --link y/ /data/', 'ADD --link --chmod=0600 x/a.txt /data/top.txt', ''].join('\n');
+    const first = await build(dockerfile('v1'));
+    expect(first.code, `${first.stderr}\n${daemon.logs().slice(-3000)}`).toBe(0);
+    expect(tree(first.out)).toEqual(['data/', 'data/b.txt', 'data/base.txt', 'data/sub/', 'data/sub/c.txt', 'data/top.txt']);
+    expect(readFileSync(join(first.out, 'data/top.txt'), 'utf8')).toBe('x/a.txt\n');
+    expect(statSync(join(first.out, 'data/top.txt')).mode & 0o777).toBe(0o600);
+    rmSync(first.out, { recursive: true, force: true });
+
+    const second = await build(dockerfile('v2'));
+    expect(second.code, second.stderr).toBe(0);
+    expect(readFileSync(join(second.out, 'data/base.txt'), 'utf8')).toBe('v2\n');
+    expect(readFileSync(join(second.out, 'data/top.txt'), 'utf8')).toBe('x/a.txt\n');
+    // The --link copies are cached (their keys do not include the base); the plain COPY after the heredoc is not.
+    expect(second.stderr).toMatch(/#(\d+) \[stage-1 1\/2\] COPY --link y\/ \/data\/\n#\1 CACHED/);
+    expect(second.stderr).toMatch(/#(\d+) \[stage-1 2\/2\] ADD --link [^\n]*top.txt\n#\1 CACHED/);
+    expect(second.stderr).toMatch(/\[base 2\/2\] COPY top.txt \/data\/top.txt/);
+    expect(second.stderr).not.toMatch(/#(\d+) \[base 2\/2\] COPY top.txt \/data\/top.txt\n#\1 CACHED/);
+    rmSync(second.out, { recursive: true, force: true });
   }, 120_000);
 
   it('COPY --parents of a missing file fails naming the Dockerfile line', async () => {

@@ -1,5 +1,5 @@
 import { readTarEntries } from '@kiln/common';
-import type { Descriptor, Reference, RegistryClient } from '@kiln/registry';
+import { distributionSourceLabel, type Descriptor, type PushBlobOptions, type Reference, type RegistryClient } from '@kiln/registry';
 import { describe, expect, it } from 'vitest';
 import { digestOf, fakeLayer, fakeTier } from './testing/fixtures/fake-neighbours.js';
 import { GC_ROOT_LABEL, IMAGE_NAME_LABEL_PREFIX } from './image/image-store.js';
@@ -142,7 +142,13 @@ describe('image exporter', () => {
       resolve: () => Promise.reject(new Error('unused')),
       getManifest: () => Promise.reject(new Error('unused')),
       fetch: () => (async function* () {})(),
-      async pushBlob(ref: Reference, desc: Descriptor, data: () => AsyncIterable<Uint8Array>) {
+      withCredentials: () => registry,
+      credentialsKeyFor: async () => 'anonymous',
+      async pushBlob(ref: Reference, desc: Descriptor, data: () => AsyncIterable<Uint8Array>, _signal?: AbortSignal, options?: PushBlobOptions) {
+        if (options?.mountFrom) {
+          calls.push(`mount ${ref.path} ${desc.digest === base.digest ? 'base' : desc.digest} from ${String(options.mountFrom)}`);
+          return 'mounted';
+        }
         const parts: Uint8Array[] = [];
         for await (const c of data()) parts.push(c);
         expect(digestOf(Buffer.concat(parts))).toBe(desc.digest);
@@ -162,6 +168,16 @@ describe('image exporter', () => {
     const byDigest = await t.client.export({ buildId: 'b', sessionId: 's', type: 'image', workerId: 'w1', ref: 'r1', imageConfig, attrs: { name: '127.0.0.1:5000/a/b:v1', push: 'true', 'push-by-digest': 'true' } });
     expect(calls.at(-1)).toBe('manifest 127.0.0.1:5000/a/b:-@- application/vnd.oci.image.manifest.v1+json');
     expect(byDigest.response['image.name']).toBe('127.0.0.1:5000/a/b');
+
+    // A base layer a pull found in other repositories of the same registry is mounted from them.
+    const withBase = fakeTier([base, run], { registry });
+    withBase.labels.set(base.digest, { [distributionSourceLabel('127.0.0.1:5000')]: 'team/base,a/b', [distributionSourceLabel('docker.io')]: 'library/busybox' });
+    calls.length = 0;
+    await withBase.client.export({ buildId: 'b', sessionId: 's', type: 'image', workerId: 'w1', ref: 'r1', imageConfig, attrs: { name: '127.0.0.1:5000/a/b:v2', push: 'true' } });
+    expect(calls.slice(0, 2).sort()).toEqual(['blob a/b layer', 'mount a/b base from team/base']);
+    calls.length = 0;
+    await withBase.client.export({ buildId: 'b', sessionId: 's', type: 'image', workerId: 'w1', ref: 'r1', imageConfig, attrs: { name: 'example.com/a/b:v2', push: 'true' } });
+    expect(calls.filter((c) => c.startsWith('mount'))).toEqual([]); // another registry: uploaded
   });
 });
 
@@ -238,6 +254,8 @@ describe('multi-platform exports', () => {
       resolve: () => Promise.reject(new Error('unused')),
       getManifest: () => Promise.reject(new Error('unused')),
       fetch: () => (async function* () {})(),
+      withCredentials: () => registry,
+      credentialsKeyFor: async () => 'anonymous',
       async pushBlob(_ref: Reference, desc: Descriptor, data: () => AsyncIterable<Uint8Array>) {
         for await (const _ of data());
         calls.push(`blob ${desc.mediaType}`);

@@ -1,9 +1,12 @@
 import type { llb } from '@kiln/api';
+import type { CredentialStore } from '@kiln/registry';
 
 /** What a frontend may read from the build's client. */
 export interface FrontendInputs {
   /** Reads one file of a client directory ("dockerfile", "context"); undefined when absent. */
   readFile(dirName: string, path: string, maxBytes?: number): Promise<Uint8Array | undefined>;
+  /** Registry credentials the client offers (its ~/.docker/config.json); absent without a session. */
+  registryCredentials?: CredentialStore;
 }
 
 export interface FrontendRequest {

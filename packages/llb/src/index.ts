@@ -3,3 +3,4 @@ export * from './state.js';
 export * from './source.js';
 export * from './file.js';
 export * from './exec.js';
+export * from './merge.js';

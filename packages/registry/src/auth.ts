@@ -1,5 +1,5 @@
 import { KilnError } from '@kiln/common';
-import type { CredentialStore, Credentials } from './credentials.js';
+import { credentialsKey, type CredentialStore, type Credentials } from './credentials.js';
 
 /** One parsed `WWW-Authenticate` challenge: scheme (lower case) and its parameters (keys lower case). */
 export interface Challenge {
@@ -84,23 +84,40 @@ interface CachedToken {
 }
 
 /**
- * Per-client authentication state: the challenge each host answered with,
- * credentials per host (asked once from the CredentialStore), and bearer
- * tokens cached per (host, service, scopes) until shortly before they
- * expire. Concurrent requests needing the same token share one token
- * request.
+ * What clients derived from one another (`RegistryClient.withCredentials`)
+ * share: the challenge each host answered with (not secret) and bearer
+ * tokens, keyed by host, service, scopes and the identity they were issued
+ * to (`credentialsKey`), so a token got with one build's credentials is
+ * never sent for another's.
+ */
+export class AuthCache {
+  readonly hosts = new Map<string, HostAuth>();
+  readonly tokens = new Map<string, CachedToken>();
+  readonly pending = new Map<string, Promise<CachedToken>>();
+}
+
+/**
+ * Per-client authentication state: credentials per host (asked once from
+ * the CredentialStore) over a possibly shared AuthCache. Bearer tokens are
+ * cached until shortly before they expire; concurrent requests needing the
+ * same token share one token request.
  */
 export class Authorizer {
-  private readonly hosts = new Map<string, HostAuth>();
   private readonly creds = new Map<string, Promise<Credentials | undefined>>();
-  private readonly tokens = new Map<string, CachedToken>();
-  private readonly pending = new Map<string, Promise<CachedToken>>();
+  private readonly hosts: Map<string, HostAuth>;
+  private readonly tokens: Map<string, CachedToken>;
+  private readonly pending: Map<string, Promise<CachedToken>>;
 
   constructor(
     private readonly store: CredentialStore | undefined,
     private readonly fetchToken: TokenFetcher,
     private readonly now: () => number = Date.now,
-  ) {}
+    readonly cache: AuthCache = new AuthCache(),
+  ) {
+    this.hosts = cache.hosts;
+    this.tokens = cache.tokens;
+    this.pending = cache.pending;
+  }
 
   credentials(credentialHost: string, signal?: AbortSignal): Promise<Credentials | undefined> {
     let c = this.creds.get(credentialHost);
@@ -124,7 +141,7 @@ export class Authorizer {
       const prev = this.hosts.get(host);
       this.hosts.set(host, { scheme: 'bearer', realm: bearer.params.realm, service: bearer.params.service });
       // A refused token is dropped; the one retry gets a fresh one.
-      if (sentAuth?.startsWith('Bearer ')) this.tokens.delete(this.tokenKey(host, prev?.service, scopes));
+      if (sentAuth?.startsWith('Bearer ')) this.tokens.delete(this.tokenKey(host, prev?.service, scopes, await this.credentials(credentialHost, signal)));
       return true;
     }
     if (basic) {
@@ -146,7 +163,7 @@ export class Authorizer {
       return `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
     }
     if (creds?.registryToken) return `Bearer ${creds.registryToken}`;
-    const key = this.tokenKey(host, h.service, scopes);
+    const key = this.tokenKey(host, h.service, scopes, creds);
     const cached = this.tokens.get(key);
     if (cached && cached.expiresAt > this.now()) return `Bearer ${cached.token}`;
     let p = this.pending.get(key);
@@ -159,8 +176,8 @@ export class Authorizer {
     return `Bearer ${t.token}`;
   }
 
-  private tokenKey(host: string, service: string | undefined, scopes: string[]): string {
-    return `${host}\n${service ?? ''}\n${[...new Set(scopes)].sort().join(' ')}`;
+  private tokenKey(host: string, service: string | undefined, scopes: string[], creds: Credentials | undefined): string {
+    return `${host}\n${service ?? ''}\n${[...new Set(scopes)].sort().join(' ')}\n${credentialsKey(creds)}`;
   }
 
   private async requestToken(h: HostAuth, creds: Credentials | undefined, scopes: string[], what: string, signal?: AbortSignal): Promise<CachedToken> {

@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createRegistryClient, type RegistryClientOptions, type RetryEvent } from './client.js';
-import { staticCredentials } from './credentials.js';
+import { sessionCredentials, staticCredentials } from './credentials.js';
 import { MediaType, type Descriptor } from './media.js';
 import { parseReference } from './reference.js';
 
@@ -125,6 +125,52 @@ describe('bearer token flow', () => {
     expect(tokens.requests).toHaveLength(3);
   });
 
+  it('derived clients ask their own store first and never reuse a token issued to other credentials', async () => {
+    const users: Record<string, string> = { alice: 'a-pw', bob: 'b-pw' };
+    let issued = 0;
+    const tokens = await serve((req, res) => {
+      const basic = Buffer.from((req.headers.authorization ?? '').replace(/^Basic /, ''), 'base64').toString();
+      const [user, pw] = basic.split(':');
+      if (!user || users[user] !== pw) {
+        res.writeHead(401).end();
+        return;
+      }
+      issued++;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ token: `tok-${user}-${issued}`, expires_in: 300 }));
+    });
+    const registry = await serve((req, res) => {
+      if (!(req.headers.authorization ?? '').startsWith('Bearer tok-')) {
+        res.writeHead(401, { 'www-authenticate': `Bearer realm="${tokens.url}/token",service="fake",scope="repository:team/app:pull"` }).end();
+        return;
+      }
+      sendManifest(res, req.method);
+    });
+    const daemon = createRegistryClient({ credentials: staticCredentials({ [registry.host]: { username: 'bob', password: 'b-pw' } }) });
+    const asked: string[] = [];
+    const aliceSession = daemon.withCredentials(
+      sessionCredentials(async (host) => {
+        asked.push(host);
+        return { username: 'alice', secret: 'a-pw' };
+      }),
+    );
+    const emptySession = daemon.withCredentials(sessionCredentials(async () => ({ username: '', secret: '' })));
+    const ref = parseReference(`${registry.host}/team/app:v1`);
+
+    await aliceSession.resolve(ref);
+    await aliceSession.resolve(ref);
+    expect(asked).toEqual([registry.host]); // asked once per host per client
+    // A session without credentials falls back to the daemon's (bob): a token of its own.
+    await emptySession.resolve(ref);
+    await daemon.resolve(ref); // same identity as emptySession: its token is reused
+    const sent = registry.requests.map((r) => r.headers.authorization ?? 'none').filter((a) => a !== 'none');
+    expect(sent).toEqual(['Bearer tok-alice-1', 'Bearer tok-alice-1', 'Bearer tok-bob-2', 'Bearer tok-bob-2']);
+    expect(issued).toBe(2);
+    expect(await aliceSession.credentialsKeyFor(registry.host)).not.toBe(await daemon.credentialsKeyFor(registry.host));
+    expect(await emptySession.credentialsKeyFor(registry.host)).toBe(await daemon.credentialsKeyFor(registry.host));
+    expect(await createRegistryClient().credentialsKeyFor(registry.host)).toBe('anonymous');
+  });
+
   it('fails with unauthenticated naming the reference when the token server refuses the credentials', async () => {
     const tokens = await serve((_req, res) => void res.writeHead(401).end());
     const registry = await serve((_req, res) => {
@@ -169,7 +215,7 @@ describe('bearer token flow', () => {
       res.writeHead(401, { 'www-authenticate': `Bearer realm="${tokens.url}/token"` }).end();
     });
     const { client } = retrying();
-    await expect(client.resolve(parseReference(`${registry.host}/a/b:c`))).rejects.toMatchObject({ code: 'unauthenticated', message: `failed to resolve ${registry.host}/a/b:c: unauthenticated` });
+    await expect(client.resolve(parseReference(`${registry.host}/a/b:c`))).rejects.toMatchObject({ code: 'unauthenticated', message: `failed to resolve ${registry.host}/a/b:c: unauthorized (HTTP 401)` });
     expect(registry.requests.map((r) => r.headers.authorization ?? 'none')).toEqual(['none', 'Bearer t1']);
   });
 });

@@ -236,11 +236,11 @@ describe.skipIf(!findRegistry() || !existsSync(SKOPEO))('against a real registry
       const anonymous = createRegistryClient(fast);
       await expect(anonymous.resolve(r)).rejects.toMatchObject({
         code: 'unauthenticated',
-        message: `failed to resolve ${secured.host}/kiln/private:v1: unauthenticated`,
+        message: `failed to resolve ${secured.host}/kiln/private:v1: unauthorized (HTTP 401)`,
       });
       await expect(anonymous.pushBlob(r, amd64.config.descriptor, () => once(amd64.config.data))).rejects.toMatchObject({
         code: 'unauthenticated',
-        message: expect.stringContaining(`to ${secured.host}/kiln/private: unauthenticated`),
+        message: expect.stringContaining(`to ${secured.host}/kiln/private: unauthorized (HTTP 401)`),
       });
       const wrong = createRegistryClient({ ...fast, credentials: staticCredentials({ [secured.host]: { username: 'kiln', password: 'nope' } }) });
       await expect(wrong.resolve(r)).rejects.toMatchObject({ code: 'unauthenticated' });

@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { CanceledError, InvalidArgumentError, KilnError, sleep, type ErrorCode } from '@kiln/common';
-import { Authorizer, parseChallenges } from './auth.js';
-import type { CredentialStore } from './credentials.js';
+import { AuthCache, Authorizer, parseChallenges } from './auth.js';
+import { chainCredentials, credentialsKey, type CredentialStore } from './credentials.js';
 import { baseMediaType, isManifestType, MANIFEST_TYPES, parseManifest, type Descriptor } from './media.js';
 import { formatReference, type Reference } from './reference.js';
 import type { Manifest, PushBlobOptions, PushBlobResult, RegistryClient } from './registry.js';
@@ -111,14 +111,26 @@ export class HttpRegistryClient implements RegistryClient {
   private readonly userAgent: string;
   private readonly maxManifestBytes: number;
 
-  constructor(private readonly options: RegistryClientOptions = {}) {
+  /** `authCache`: shared with the clients this one was derived from (see `withCredentials`). */
+  constructor(
+    private readonly options: RegistryClientOptions = {},
+    authCache: AuthCache = new AuthCache(),
+  ) {
     this.retry = { ...DEFAULT_RETRY, ...options.retry };
     if (this.retry.attempts < 1) this.retry.attempts = 1;
     this.fetchImpl = options.fetch ?? globalThis.fetch;
     this.now = options.now ?? Date.now;
     this.userAgent = options.userAgent ?? 'kiln';
     this.maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST;
-    this.auth = new Authorizer(options.credentials, (url, init, what, signal) => this.tokenFetch(url, init, what, signal), this.now);
+    this.auth = new Authorizer(options.credentials, (url, init, what, signal) => this.tokenFetch(url, init, what, signal), this.now, authCache);
+  }
+
+  withCredentials(first: CredentialStore): RegistryClient {
+    return new HttpRegistryClient({ ...this.options, credentials: chainCredentials(first, this.options.credentials) }, this.auth.cache);
+  }
+
+  async credentialsKeyFor(domain: string, signal?: AbortSignal): Promise<string> {
+    return credentialsKey(await this.auth.credentials(domain, signal));
   }
 
   // ---- pull ---------------------------------------------------------------
@@ -615,7 +627,7 @@ async function discard(res: Response): Promise<void> {
 }
 
 const STATUS_CODES: Record<number, [ErrorCode, string]> = {
-  401: ['unauthenticated', 'unauthenticated'],
+  401: ['unauthenticated', 'unauthorized (HTTP 401)'],
   403: ['permission_denied', 'permission denied'],
   404: ['not_found', 'not found'],
   429: ['unavailable', 'too many requests'],

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseChallenges } from './auth.js';
-import { dockerConfigCredentials } from './credentials.js';
+import { chainCredentials, credentialsKey, dockerConfigCredentials, sessionCredentials, staticCredentials } from './credentials.js';
 import { isLoopbackHost } from './client.js';
 import { parseManifest } from './media.js';
 import { parseRetryAfter, retryDelay, DEFAULT_RETRY } from './retry.js';
@@ -111,5 +111,41 @@ esac
   it('treats a missing config file as no credentials', async () => {
     const store = dockerConfigCredentials({ configPath: join(dir, 'nope.json') });
     expect(await store.get('a.example')).toBeUndefined();
+  });
+});
+
+describe('session credentials', () => {
+  it('maps the session answer: none, user + password, identity token', async () => {
+    const answers: Record<string, { username: string; secret: string }> = {
+      none: { username: '', secret: '' },
+      basic: { username: 'kiln', secret: 'pw' },
+      token: { username: '', secret: 'refresh' },
+    };
+    const store = sessionCredentials(async (host) => answers[host]!);
+    expect(await store.get('none')).toBeUndefined();
+    expect(await store.get('basic')).toEqual({ username: 'kiln', password: 'pw' });
+    expect(await store.get('token')).toEqual({ identityToken: 'refresh' });
+  });
+
+  it('chains stores: the first with credentials wins, a failing store fails the lookup', async () => {
+    const first = staticCredentials({ a: { username: 'one', password: '1' } });
+    const second = staticCredentials({ a: { username: 'two', password: '2' }, b: { username: 'two', password: '2' } });
+    const chain = chainCredentials(first, undefined, second);
+    expect(await chain.get('a')).toEqual({ username: 'one', password: '1' });
+    expect(await chain.get('b')).toEqual({ username: 'two', password: '2' });
+    expect(await chain.get('c')).toBeUndefined();
+    const broken = chainCredentials({ get: async () => Promise.reject(new Error('helper crashed')) }, second);
+    await expect(broken.get('b')).rejects.toThrow('helper crashed');
+  });
+
+  it('keys identities without revealing them', () => {
+    expect(credentialsKey(undefined)).toBe('anonymous');
+    expect(credentialsKey({})).toBe('anonymous');
+    const k = credentialsKey({ username: 'kiln', password: 'pw' });
+    expect(k).toMatch(/^[0-9a-f]{64}$/);
+    expect(k).not.toContain('pw');
+    expect(credentialsKey({ username: 'kiln', password: 'pw' })).toBe(k);
+    expect(credentialsKey({ username: 'kiln', password: 'pw2' })).not.toBe(k);
+    expect(credentialsKey({ identityToken: 'pw' })).not.toBe(credentialsKey({ registryToken: 'pw' }));
   });
 });

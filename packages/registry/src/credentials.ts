@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +34,59 @@ export interface CredentialStore {
 /** A store answering from a fixed map of host -> credentials. */
 export function staticCredentials(map: Record<string, Credentials>): CredentialStore {
   return { get: async (host) => map[host] };
+}
+
+/**
+ * A store asking `stores` in order: the first answer with credentials wins;
+ * undefined when none has any. A failing store fails the lookup (its error
+ * names the source), so a broken credential helper is never silently
+ * replaced by another identity.
+ */
+export function chainCredentials(...stores: readonly (CredentialStore | undefined)[]): CredentialStore {
+  const chain = stores.filter((s): s is CredentialStore => s !== undefined);
+  return {
+    async get(host, signal) {
+      for (const store of chain) {
+        const c = await store.get(host, signal);
+        if (c) return c;
+      }
+      return undefined;
+    },
+  };
+}
+
+/**
+ * Asks a build's client session for a host's credentials: the
+ * `GetCredentials` answer of kiln.session.v1 (both fields empty: none).
+ */
+export type SessionCredentialsAsk = (host: string, signal?: AbortSignal) => Promise<{ username: string; secret: string }>;
+
+/**
+ * The credentials a build's client answers with (from the user's
+ * ~/.docker/config.json and credential helpers). An empty username with a
+ * secret is an identity token, as BuildKit's session auth sends it.
+ */
+export function sessionCredentials(ask: SessionCredentialsAsk): CredentialStore {
+  return {
+    async get(host, signal) {
+      const { username, secret } = await ask(host, signal);
+      if (!username && !secret) return undefined;
+      if (!username) return { identityToken: secret };
+      return { username, password: secret };
+    },
+  };
+}
+
+/**
+ * An opaque key naming an identity: equal keys for equal credentials,
+ * "anonymous" for none. Caches of what a registry answered (tokens, image
+ * metadata) are keyed by it so one user's access never serves another.
+ */
+export function credentialsKey(c: Credentials | undefined): string {
+  if (!c || (c.username === undefined && c.password === undefined && !c.identityToken && !c.registryToken)) return 'anonymous';
+  const h = createHash('sha256');
+  for (const v of [c.username, c.password, c.identityToken, c.registryToken]) h.update(`${v === undefined ? 0 : 1}:${v ?? ''}\0`);
+  return h.digest('hex');
 }
 
 /** The key Docker uses for Docker Hub in config.json and with credential helpers. */

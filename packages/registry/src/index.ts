@@ -27,6 +27,10 @@ export {
 } from './platform.js';
 export {
   staticCredentials,
+  chainCredentials,
+  sessionCredentials,
+  credentialsKey,
+  type SessionCredentialsAsk,
   dockerConfigCredentials,
   runCredentialHelper,
   DOCKER_HUB_SERVER,
@@ -38,3 +42,4 @@ export { parseChallenges, type Challenge } from './auth.js';
 export { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
 export { createRegistryClient, HttpRegistryClient, isLoopbackHost, type RegistryClientOptions, type RetryEvent } from './client.js';
 export { resolveImage, type ResolvedImage } from './image.js';
+export { DISTRIBUTION_SOURCE_LABEL_PREFIX, distributionSourceLabel, distributionSources, withDistributionSource } from './distribution-source.js';

@@ -1,3 +1,4 @@
+import type { CredentialStore } from './credentials.js';
 import type { Descriptor, ParsedManifest } from './media.js';
 import type { Reference } from './reference.js';
 
@@ -91,4 +92,20 @@ export interface RegistryClient {
    * anything is sent.
    */
   pushManifest(ref: Reference, desc: Descriptor, body: Uint8Array, signal?: AbortSignal): Promise<void>;
+  /**
+   * A client for one build: it asks `first` for a host's credentials (once
+   * per host for the returned client's lifetime) and falls back to this
+   * client's own store when `first` has none. It shares this client's
+   * options, the hosts' challenges and its token cache; tokens are keyed by
+   * the credentials they were issued for, so one build's identity never
+   * serves another. Nothing to close.
+   */
+  withCredentials(first: CredentialStore): RegistryClient;
+  /**
+   * An opaque key naming the identity this client uses for registry
+   * `domain` (as in references: "docker.io", "127.0.0.1:5000"): equal keys,
+   * equal access; "anonymous" without credentials. Callers key caches of
+   * registry answers by it. Rejects when the credential store fails.
+   */
+  credentialsKeyFor(domain: string, signal?: AbortSignal): Promise<string>;
 }

@@ -102,11 +102,12 @@ export interface Kilnd extends DaemonProcess {
 /**
  * Starts the all-in-one daemon on a unix socket in a temp root (removed on
  * stop), or in `root` (kept on stop, so a test can restart on the same state).
+ * `env` is added to the daemon's environment (e.g. DOCKER_CONFIG).
  */
-export async function startKilnd(opts: { worker?: 'oci' | 'containerd'; root?: string } = {}): Promise<Kilnd> {
+export async function startKilnd(opts: { worker?: 'oci' | 'containerd'; root?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Kilnd> {
   const root = opts.root ?? mkdtempSync(join(tmpdir(), 'kiln-e2e-'));
   const sock = join(root, 'kiln.sock');
-  const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`, '--worker', opts.worker ?? 'oci']);
+  const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`, '--worker', opts.worker ?? 'oci'], opts.env);
   await waitFor('its socket', () => existsSync(sock) && canConnect({ path: sock }), handle, proc);
   return {
     ...handle,

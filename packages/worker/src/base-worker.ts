@@ -11,6 +11,7 @@ import {
   type Logger,
 } from '@kiln/common';
 import { digestOf } from '@kiln/llb';
+import { sessionCredentials, type RegistryClient } from '@kiln/registry';
 import { CacheMounts } from './exec/cache-mounts.js';
 import { Limiter } from './exec/limiter.js';
 import { reapSecretDirs } from './exec/secret-dir.js';
@@ -22,6 +23,7 @@ import { LineageSnapshotter } from './layers/lineage.js';
 import { compressionLevel } from './layers/media-types.js';
 import { runExecOp } from './ops/exec-op.js';
 import { runFileOp } from './ops/file-op.js';
+import { runMergeOp } from './ops/merge-op.js';
 import { runGitSource } from './ops/git-source.js';
 import { runHttpSource } from './ops/http-source.js';
 import { LayerStore, runImageSource } from './ops/image-source.js';
@@ -184,7 +186,7 @@ export class BaseWorker implements Worker {
           return runImageSource(ctx, {
             ref: identifier.slice('docker-image://'.length),
             platform,
-            registry: this.o.registry,
+            registry: this.registryFor(req.sessionId),
             layers: this.layers,
             progressIntervalMs: this.o.progressIntervalMs,
             content: this.o.content,
@@ -214,11 +216,22 @@ export class BaseWorker implements Worker {
           logger: this.logger,
         });
       case 'merge':
+        return runMergeOp(ctx, op.op.value);
       case 'diff':
         throw new UnimplementedError(`${op.op.case} ops are not supported yet by the ${this.o.backend} worker`);
       default:
         throw new InvalidArgumentError('op has no kind (a terminal op is not run by workers)', 'op');
     }
+  }
+
+  /**
+   * The registry client of one pull: the build's client session is asked
+   * for credentials first (GetCredentials), the daemon's own store after.
+   */
+  private registryFor(sessionId: string): RegistryClient {
+    const sessions = this.o.sessions;
+    if (!sessionId || !sessions.getCredentials) return this.o.registry;
+    return this.o.registry.withCredentials(sessionCredentials((host, signal) => sessions.getCredentials!({ sessionId, host }, { signal })));
   }
 
   /** An exec op's platform must be one this worker runs (natively or emulated). */

@@ -1,6 +1,6 @@
 /** COPY and ADD to file ops, as BuildKit's dispatchCopy. */
 import { SourceError } from '@kiln/common';
-import { FileChain, git as gitSource, http as httpSource, type State, type StateOptions } from '@kiln/llb';
+import { FileChain, git as gitSource, http as httpSource, merge, State, type StateOptions } from '@kiln/llb';
 import { posix } from 'node:path';
 import type { AddCommand, CopyCommand } from '../instructions/types.js';
 import { isHttpUrl, parseGitUrl } from './sources.js';
@@ -147,7 +147,15 @@ export async function convertAddCopy(
     const target = dest.endsWith('/') ? posix.join(dest, content.path) : dest;
     files = files.mkdir(posix.dirname(target), 0o755, { makeParents: true }).mkfile(target, chmod.mode >= 0 ? chmod.mode : 0o644, data, { owner });
   }
-  s.state = files.apply(s.state, meta);
+  if (cmd.link && !s.state.isScratch()) {
+    // --link (as BuildKit): the copy lands on scratch, so its cache key never depends on the
+    // layers below, and a MergeOp layers it onto the stage.
+    const onto = s.state.platform ? State.scratch().withPlatform(s.state.platform) : State.scratch();
+    const copied = files.apply(onto, meta);
+    s.state = merge([s.state, copied], { ...meta, description: meta.description ? `${meta.description} (link)` : undefined });
+  } else {
+    s.state = files.apply(s.state, meta);
+  }
   const parts = [isAdd ? 'ADD' : 'COPY', ...sources, ...cmd.sourceContents.map((c) => `<<${c.path}`), destWord];
   return { historyLine: parts.join(' ') };
 }

@@ -79,6 +79,29 @@ describe('ADD and COPY', () => {
   });
 });
 
+describe('COPY --link', () => {
+  const fileOps = (def: ParsedDefinition) => [...def.ops.entries()].filter(([, o]) => o.op.op.case === 'file');
+  it('copies onto scratch and merges onto the stage, so the copy does not depend on the layers below', async () => {
+    const a = await convert('FROM busybox\nRUN echo one\nCOPY --link app/ /app/\n', { platform: amd64 });
+    const b = await convert('FROM alpine:3.19\nRUN echo two\nCOPY --link app/ /app/\n', { platform: amd64 });
+    const [copyA] = fileOps(a.def);
+    const [copyB] = fileOps(b.def);
+    expect(copyA![0]).toBe(copyB![0]);
+    expect(copyA![1].op.inputs).toHaveLength(1); // the context only: the base is scratch
+    const result = a.def.ops.get(a.def.result!.digest)!;
+    expect(result.op.op.case).toBe('merge');
+    expect(result.op.inputs.map((i) => a.def.ops.get(i.digest as `sha256:${string}`)!.op.op.case)).toEqual(['exec', 'file']);
+    expect(result.op.op.value).toEqual(expect.objectContaining({ inputs: [0n, 1n] }));
+  });
+
+  it('without --link, and onto a scratch stage, copies in place', async () => {
+    const plain = await convert('FROM busybox\nCOPY app/ /app/\n');
+    expect(plain.def.ops.get(plain.def.result!.digest)!.op.op.case).toBe('file');
+    const scratch = await convert('FROM scratch\nADD --link app/ /app/\n');
+    expect(scratch.def.ops.get(scratch.def.result!.digest)!.op.op.case).toBe('file');
+  });
+});
+
 describe('ARG and platforms', () => {
   it('gives global ARGs to FROM and to stages that redeclare them, build args winning over defaults', async () => {
     const { def } = await convert(

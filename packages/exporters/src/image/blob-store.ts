@@ -1,7 +1,7 @@
 import type { Client } from '@connectrpc/connect';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import type { content } from '@kiln/api';
-import { sha256 } from '@kiln/common';
+import { KilnError, sha256 } from '@kiln/common';
 
 /** A blob as written: its digest and size. */
 export interface WrittenBlob {
@@ -21,6 +21,8 @@ export interface BlobStore {
   read(digest: string, signal?: AbortSignal): AsyncIterable<Uint8Array>;
   /** Reads a whole (small) blob. */
   readAll(digest: string, signal?: AbortSignal): Promise<Buffer>;
+  /** A blob's labels; undefined when the store does not have it. */
+  labels(digest: string, signal?: AbortSignal): Promise<Record<string, string> | undefined>;
   /** Merges labels onto an existing blob (an empty value removes that label). */
   setLabels(digest: string, labels: Record<string, string>, signal?: AbortSignal): Promise<void>;
   /** Blobs carrying every label filter (`labels.KEY==VALUE`, `labels.KEY`), with their labels. */
@@ -55,6 +57,15 @@ export function contentBlobStore(client: Client<typeof content.ContentService>):
       const parts: Uint8Array[] = [];
       for await (const m of client.read({ digest }, { signal })) parts.push(m.data);
       return Buffer.concat(parts);
+    },
+    async labels(digest, signal) {
+      try {
+        const res = await client.info({ digest }, { signal });
+        return { ...res.info?.labels };
+      } catch (err) {
+        if (err instanceof KilnError && err.code === 'not_found') return undefined;
+        throw err;
+      }
     },
     async setLabels(digest, labels, signal) {
       await client.updateLabels({ digest, labels }, { signal });

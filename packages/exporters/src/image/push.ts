@@ -1,4 +1,4 @@
-import { formatReference, type Descriptor, type Reference, type RegistryClient } from '@kiln/registry';
+import { distributionSources, formatReference, type Descriptor, type Reference, type RegistryClient } from '@kiln/registry';
 import type { AssembledImage } from './assemble.js';
 import type { BlobStore } from './blob-store.js';
 import type { ExportedImage } from './image-index.js';
@@ -8,15 +8,18 @@ const PUSH_CONCURRENCY = 3;
 
 /**
  * Pushes an image to `ref`'s repository: layers (HEAD first, skipped when
- * present; a few at once), config, then the manifest under the tag, or by
- * digest only when `byDigest`.
+ * present; mounted from another repository of the same registry when the
+ * content store's `containerd.io/distribution.source.<host>` label says a
+ * pull found it there; a few at once), config, then the manifest under the
+ * tag, or by digest only when `byDigest`.
  */
 export async function pushImage(registry: RegistryClient, ref: Reference, image: AssembledImage, store: BlobStore, opts: { byDigest: boolean; signal?: AbortSignal }): Promise<void> {
   const queue = [...new Map(image.layers.map((l) => [l.digest, { mediaType: l.mediaType, digest: l.digest, size: l.size } as Descriptor])).values()];
   const worker = async () => {
     for (let desc = queue.shift(); desc; desc = queue.shift()) {
       const d = desc;
-      await registry.pushBlob(ref, d, () => store.read(d.digest, opts.signal), opts.signal);
+      const mountFrom = distributionSources(await store.labels(d.digest, opts.signal), ref.domain).filter((repo) => repo !== ref.path);
+      await registry.pushBlob(ref, d, () => store.read(d.digest, opts.signal), opts.signal, mountFrom.length ? { mountFrom } : undefined);
     }
   };
   await Promise.all(Array.from({ length: Math.min(PUSH_CONCURRENCY, queue.length) }, worker));

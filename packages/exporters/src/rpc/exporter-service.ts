@@ -1,7 +1,7 @@
 import type { Client, ServiceImpl } from '@connectrpc/connect';
 import { exporter, session, type content, type worker } from '@kiln/api';
 import { InvalidArgumentError, NotFoundError, type Logger } from '@kiln/common';
-import type { RegistryClient } from '@kiln/registry';
+import { sessionCredentials, type RegistryClient } from '@kiln/registry';
 import type { ClientOutputs, Exporter, ResultSource } from '../exporter.js';
 import { emptyTar } from '../empty-tar.js';
 import { contentBlobStore } from '../image/blob-store.js';
@@ -15,7 +15,10 @@ export interface ExporterServiceOptions {
   sessions: Client<typeof session.SessionService>;
   /** The content store tier (image, oci and docker exporters). */
   content?: Client<typeof content.ContentService>;
-  /** Registry access for `type=image,push=true`. */
+  /**
+   * Registry access for `type=image,push=true`, with the daemon's
+   * credentials; each export asks its build's client session first.
+   */
   registry?: RegistryClient;
   logger: Logger;
 }
@@ -53,9 +56,13 @@ export function createExporterServiceImpl(opts: ExporterServiceOptions): Service
       const platforms = await Promise.all(req.platforms.map(async (p) => ({ platform: p.platform, ...(await result(p.workerId, p.ref, p.imageConfig)) })));
       const top = platforms[0] ?? (await result(req.workerId, req.ref, req.imageConfig));
       const logger = opts.logger.child({ buildId: req.buildId, exporter: req.type });
+      const registry =
+        opts.registry && req.sessionId
+          ? opts.registry.withCredentials(sessionCredentials((host, signal) => opts.sessions.getCredentials({ sessionId: req.sessionId, host }, { signal: signal ?? ctx.signal })))
+          : opts.registry;
       const response = await instance.export(
         { buildId: req.buildId, sessionId: req.sessionId, ...top, ...(platforms.length > 0 ? { platforms } : {}) },
-        { outputs, content: store, registry: opts.registry, logger, signal: ctx.signal },
+        { outputs, content: store, registry, logger, signal: ctx.signal },
       );
       return { response };
     },

@@ -2,13 +2,18 @@ import { isIP } from 'node:net';
 import { InvalidArgumentError, NotFoundError } from '@kiln/common';
 import { convertDockerfile, formatPlatform, parseDockerignore, parsePlatform, type BuildWarning, type ImageMetaResolver, type Platform } from '@kiln/dockerfile';
 import { marshal } from '@kiln/llb';
+import type { CredentialStore } from '@kiln/registry';
 import type { Frontend, FrontendWarning } from '../frontend.js';
 
 const DOCKERFILE_MAX = 4 * 1024 * 1024;
 
 export interface DockerfileFrontendOptions {
-  /** Base image lookups (config + digest pinning); without one, images stay unpinned. */
-  imageResolver?: ImageMetaResolver;
+  /**
+   * Base image lookups (config + digest pinning); without one, images stay
+   * unpinned. With `withCredentials` (see createRegistryImageResolver), each
+   * build looks images up with its client's registry credentials first.
+   */
+  imageResolver?: ImageMetaResolver & { withCredentials?(credentials: CredentialStore): ImageMetaResolver };
 }
 
 /**
@@ -40,6 +45,7 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
       const buildPlatform = platformList(req.attrs['build-platform'], 'build-platform')[0];
       const extraHosts = addHostsAttr(req.attrs['add-hosts']);
       const excludePatterns = ignore ? parseDockerignore(Buffer.from(ignore).toString('utf8')) : [];
+      const imageResolver = inputs.registryCredentials && opts.imageResolver?.withCredentials ? opts.imageResolver.withCredentials(inputs.registryCredentials) : opts.imageResolver;
       const convert = async (platform: Platform | undefined) => {
         const converted = await convertDockerfile(Buffer.from(data).toString('utf8'), {
           filename,
@@ -51,7 +57,7 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
           excludePatterns,
           extraHosts,
           hostname: req.attrs['hostname'] || undefined,
-          imageResolver: opts.imageResolver,
+          imageResolver,
           signal,
         });
         return {

@@ -1,6 +1,6 @@
 import { convertDockerfile } from '@kiln/dockerfile';
 import { marshal, parseDefinition } from '@kiln/llb';
-import { createRegistryClient, parseReference } from '@kiln/registry';
+import { createRegistryClient, parseReference, staticCredentials } from '@kiln/registry';
 import { findRegistry, makeImage, makeIndex, startRegistry, type TestRegistry } from '@kiln/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRegistryImageResolver } from './registry-image-resolver.js';
@@ -53,5 +53,26 @@ describe.skipIf(!findRegistry())('registry image resolver against a real registr
       details: { line: 1 },
       message: expect.stringContaining(`${registry.host}/nope:1`),
     });
+  });
+
+  it('keys cached metadata by identity: what a build with credentials resolved is not served to one without', async () => {
+    const secured = await startRegistry({ htpasswd: { user: 'kiln', password: 'pw' } });
+    try {
+      const creds = staticCredentials({ [secured.host]: { username: 'kiln', password: 'pw' } });
+      const ref = parseReference(`${secured.host}/private:1`);
+      const pusher = createRegistryClient({ credentials: creds });
+      for (const b of amd.blobs) await pusher.pushBlob(ref, b.descriptor, () => once(b.data));
+      await pusher.pushManifest(ref, amd.manifest.descriptor, amd.manifest.data);
+
+      const resolver = createRegistryImageResolver(createRegistryClient({}));
+      const name = `${secured.host}/private:1`;
+      const amd64 = { os: 'linux', architecture: 'amd64' };
+      const meta = await resolver.withCredentials(creds).resolve(name, amd64);
+      expect(meta.digest).toBe(amd.manifest.descriptor.digest);
+      await expect(resolver.resolve(name, amd64)).rejects.toMatchObject({ code: 'unauthenticated', message: expect.stringContaining(name) });
+      await expect(resolver.withCredentials(staticCredentials({})).resolve(name, amd64)).rejects.toMatchObject({ code: 'unauthenticated' });
+    } finally {
+      await secured.stop();
+    }
   });
 });

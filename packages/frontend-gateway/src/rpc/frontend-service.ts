@@ -2,6 +2,7 @@ import { create } from '@bufbuild/protobuf';
 import type { Client, ServiceImpl } from '@connectrpc/connect';
 import { frontend, type session } from '@kiln/api';
 import { InvalidArgumentError, type Logger } from '@kiln/common';
+import { sessionCredentials } from '@kiln/registry';
 import type { Frontend } from '../frontend.js';
 
 export interface FrontendServiceOptions {
@@ -26,6 +27,9 @@ export function createFrontendServiceImpl(opts: FrontendServiceOptions): Service
             const res = await opts.sessions.readFile({ sessionId: req.sessionId, dirName, path, maxBytes: BigInt(maxBytes) }, { signal: ctx.signal });
             return res.found ? res.data : undefined;
           },
+          registryCredentials: req.sessionId
+            ? sessionCredentials(async (host, signal) => opts.sessions.getCredentials({ sessionId: req.sessionId, host }, { signal: signal ?? ctx.signal }))
+            : undefined,
         },
         ctx.signal,
       );

@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
 import { CanceledError, KilnError, UnimplementedError } from '@kiln/common';
 import {
+  distributionSourceLabel,
   formatReference,
   parseReference,
+  withDistributionSource,
   resolveImage,
   type Descriptor,
   type Platform,
@@ -176,6 +178,7 @@ export async function runImageSource(ctx: OpContext, p: ImageSourceParams): Prom
         ctx.signal,
       );
     }
+    if (p.content) await recordDistributionSource(ctx, p.content, ref, layers);
     await ctx.progress.status({ id: statusId, name: statusId, current: fetched, total, startedMs, completedMs: Date.now() });
     return [parent!];
   } catch (err) {
@@ -183,6 +186,28 @@ export async function runImageSource(ctx: OpContext, p: ImageSourceParams): Prom
     if (err instanceof KilnError || err instanceof OpFailure) throw err;
     throw OpFailure.wrap(`failed to pull ${name}`, err);
   }
+}
+
+/**
+ * Labels the pulled layer blobs in the content store with the repository
+ * they came from (`containerd.io/distribution.source.<host>`), so a push to
+ * another repository of that registry mounts them instead of uploading.
+ * Blobs the store does not hold are skipped; failures are logged only.
+ */
+async function recordDistributionSource(ctx: OpContext, content: ContentClient, ref: Reference, layers: readonly Descriptor[]): Promise<void> {
+  const key = distributionSourceLabel(ref.domain);
+  await Promise.all(
+    [...new Set(layers.map((l) => l.digest))].map(async (digest) => {
+      try {
+        const { info } = await content.info({ digest }, { signal: ctx.signal });
+        const value = withDistributionSource(info?.labels[key], ref.path);
+        if (value) await content.updateLabels({ digest, labels: { [key]: value } }, { signal: ctx.signal });
+      } catch (err) {
+        if (err instanceof KilnError && err.code === 'not_found') return;
+        ctx.logger.warn({ err, digest }, 'failed to record where a pulled blob came from');
+      }
+    }),
+  );
 }
 
 async function readDiffIds(ctx: OpContext, p: ImageSourceParams, ref: Reference, config: Descriptor): Promise<string[]> {

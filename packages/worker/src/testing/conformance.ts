@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { create } from '@bufbuild/protobuf';
 import { events, llb } from '@kiln/api';
 import { KilnError, silentLogger, type Logger } from '@kiln/common';
-import { FileChain, local, marshalOp, digestOf, source, State } from '@kiln/llb';
+import { FileChain, local, marshalOp, merge, digestOf, source, State } from '@kiln/llb';
 import type { Entitlement, PublishFn, SessionFiles, Worker } from '../worker.js';
 import { execOp } from './exec-op.js';
 import { createEventCollector, type CollectedEvent } from './events.js';
@@ -273,6 +273,31 @@ export function runWorkerConformance(
         expect(noMatch.message).toMatch(/no matches found/);
       });
 
+      it('merges inputs in order: later files replace earlier ones, directories merge, modes and mtimes kept', async () => {
+        const lower = FileChain.start()
+          .mkdir('/shared', 0o700)
+          .mkfile('/shared/low.txt', 0o600, new TextEncoder().encode('low'))
+          .mkfile('/shared/both.txt', 0o644, new TextEncoder().encode('lower'))
+          .mkfile('/turns-dir', 0o644, new TextEncoder().encode('file'))
+          .apply(State.scratch());
+        const upper = FileChain.start()
+          .copy(ctx(), '/dir/', '/shared/', { createDestPath: true, dirCopyContents: true })
+          .mkfile('/shared/both.txt', 0o640, new TextEncoder().encode('upper'))
+          .mkdir('/turns-dir', 0o755)
+          .mkfile('/turns-dir/x', 0o644, new TextEncoder().encode('x'))
+          .apply(State.scratch());
+        const top = FileChain.start().mkdir('/shared', 0o700).symlink('both.txt', '/shared/link').apply(State.scratch());
+        const entries = await solveAndExport(merge([lower, upper, top]));
+        expect(names(entries)).toEqual(['shared/', 'shared/both.txt', 'shared/c.md', 'shared/link', 'shared/low.txt', 'shared/sub/', 'shared/sub/b.txt', 'turns-dir/', 'turns-dir/x']);
+        expect(byName(entries, 'shared/both.txt')).toMatchObject({ mode: 0o640 });
+        expect(byName(entries, 'shared/both.txt').data.toString()).toBe('upper');
+        expect(byName(entries, 'shared/low.txt').data.toString()).toBe('low');
+        expect(byName(entries, 'shared/sub/')).toMatchObject({ mode: 0o750, mtime: MTIME });
+        expect(byName(entries, 'shared/link')).toMatchObject({ type: 'symlink', linkname: 'both.txt' });
+        // The inputs are untouched.
+        expect(names(await solveAndExport(lower))).toEqual(['shared/', 'shared/both.txt', 'shared/low.txt', 'turns-dir']);
+      });
+
       it('copies a file to a new name and onto an existing directory', async () => {
         const s = FileChain.start()
           .copy(ctx(), '/a.txt', '/b.txt')
@@ -450,10 +475,10 @@ export function runWorkerConformance(
         expect(err.code).toBe('unimplemented');
         expect(err.message).toContain('svn://example.invalid/repo');
         expect(err.details.digest).toBe(s.output!.vertex.marshal().digest);
-        const merge = marshalOp(create(llb.OpSchema, { op: { case: 'merge', value: { inputs: [] } } }));
-        await expect(worker.run({ buildId: 'b', sessionId: 's', vertexDigest: digestOf(merge), op: merge, inputRefs: [] })).rejects.toMatchObject({
+        const diff = marshalOp(create(llb.OpSchema, { op: { case: 'diff', value: { lower: 0n, upper: 1n } } }));
+        await expect(worker.run({ buildId: 'b', sessionId: 's', vertexDigest: digestOf(diff), op: diff, inputRefs: [] })).rejects.toMatchObject({
           code: 'unimplemented',
-          message: expect.stringContaining('merge'),
+          message: expect.stringContaining('diff'),
         });
       });
 

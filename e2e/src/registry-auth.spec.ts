@@ -1,0 +1,181 @@
+// Registry credentials from the client session and cross-repository mounts,
+// against Debian's docker-registry behind htpasswd basic auth. The daemon's
+// own docker config is empty: only the CLI's ~/.docker/config.json (a temp
+// HOME) holds the credentials. A loopback proxy in front of the registry
+// records every request, to see mounts instead of uploads.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findRegistry, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+
+const BUSYBOX = '/bin/busybox';
+const USER = 'kiln-e2e';
+const PASSWORD = 'pw-5f1c0b';
+const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const basicAuth = `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`;
+const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
+
+/** A loopback HTTP proxy to `target` that records "METHOD URL STATUS" of every request. */
+async function recordingProxy(target: URL): Promise<{ host: string; log: string[]; close(): Promise<void> }> {
+  const log: string[] = [];
+  const server: Server = createServer((req, res) => {
+    const upstream = httpRequest(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
+      (up) => {
+        log.push(`${req.method} ${req.url} ${up.statusCode}`);
+        const headers = { ...up.headers };
+        // Upload locations point at the registry; keep clients on the proxy.
+        if (typeof headers.location === 'string') headers.location = headers.location.replace(target.origin, '');
+        res.writeHead(up.statusCode ?? 502, headers);
+        up.pipe(res);
+      },
+    );
+    upstream.on('error', (err) => {
+      log.push(`${req.method} ${req.url} error ${err.message}`);
+      res.destroy();
+    });
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    host: `127.0.0.1:${port}`,
+    log,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+async function pushBlob(registry: TestRegistry, repo: string, data: Buffer): Promise<void> {
+  const start = await fetch(`${registry.url}/v2/${repo}/blobs/uploads/`, { method: 'POST', headers: { authorization: basicAuth } });
+  if (start.status !== 202) throw new Error(`upload start: HTTP ${start.status}`);
+  const loc = new URL(start.headers.get('location')!, registry.url);
+  loc.searchParams.set('digest', sha(data));
+  const put = await fetch(loc, { method: 'PUT', body: data, headers: { 'content-type': 'application/octet-stream', authorization: basicAuth } });
+  if (put.status !== 201) throw new Error(`upload: HTTP ${put.status} ${await put.text()}`);
+}
+
+/** Pushes a one-layer busybox image as `repo:tag`; returns the layer's digest. */
+async function pushBusybox(registry: TestRegistry, work: string, repo: string, tag: string): Promise<string> {
+  const tree = join(work, 'busybox-layer');
+  mkdirSync(join(tree, 'bin'), { recursive: true });
+  copyFileSync(BUSYBOX, join(tree, 'bin', 'busybox'));
+  chmodSync(join(tree, 'bin', 'busybox'), 0o755);
+  for (const name of ['sh', 'echo', 'cat']) symlinkSync('busybox', join(tree, 'bin', name));
+  const tar = execFileSync('tar', ['--numeric-owner', '--owner=0', '--group=0', '--mtime=@0', '--sort=name', '-C', tree, '-cf', '-', 'bin'], { maxBuffer: 64 << 20 });
+  const gz = gzipSync(tar);
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: process.arch === 'arm64' ? 'arm64' : 'amd64',
+      os: 'linux',
+      config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] },
+      rootfs: { type: 'layers', diff_ids: [sha(tar)] },
+    }),
+  );
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha(gz), size: gz.length }],
+    }),
+  );
+  await pushBlob(registry, repo, gz);
+  await pushBlob(registry, repo, config);
+  const put = await fetch(`${registry.url}/v2/${repo}/manifests/${tag}`, {
+    method: 'PUT',
+    body: manifest,
+    headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json', authorization: basicAuth },
+  });
+  if (put.status !== 201) throw new Error(`manifest: HTTP ${put.status} ${await put.text()}`);
+  return sha(gz);
+}
+
+const canRun = process.getuid?.() === 0 && !!findRegistry() && existsSync(BUSYBOX) && has('runc') && has('skopeo');
+
+describe.skipIf(!canRun)('registry credentials from the client session [topology=all-in-one, worker=oci]', () => {
+  let registry: TestRegistry;
+  let proxy: Awaited<ReturnType<typeof recordingProxy>>;
+  let daemon: Kilnd;
+  let work: string;
+  let withCreds: string;
+  let withoutCreds: string;
+  let baseLayer: string;
+  let baseRef: string;
+
+  const homeWith = (dir: string, config: unknown) => {
+    mkdirSync(join(dir, '.docker'), { recursive: true });
+    writeFileSync(join(dir, '.docker', 'config.json'), JSON.stringify(config));
+    return dir;
+  };
+  const kiln = (home: string, args: string[]) =>
+    runKiln(['build', '--addr', daemon.addr, '--progress=plain', ...args], { env: { HOME: home, DOCKER_CONFIG: undefined }, timeoutMs: 120_000 });
+
+  beforeAll(async () => {
+    registry = await startRegistry({ htpasswd: { user: USER, password: PASSWORD } });
+    proxy = await recordingProxy(new URL(registry.url));
+    work = mkdtempSync(join(tmpdir(), 'kiln-registry-auth-e2e-'));
+    baseLayer = await pushBusybox(registry, work, 'a/base', '1');
+    baseRef = `${proxy.host}/a/base:1`;
+    // The daemon's own docker config is an empty directory: no credentials there.
+    const daemonConfig = join(work, 'daemon-docker');
+    mkdirSync(daemonConfig);
+    daemon = await startKilnd({ worker: 'oci', env: { DOCKER_CONFIG: daemonConfig } });
+    withCreds = homeWith(join(work, 'home-with'), { auths: { [proxy.host]: { auth: Buffer.from(`${USER}:${PASSWORD}`).toString('base64') } } });
+    withoutCreds = homeWith(join(work, 'home-without'), { auths: {} });
+    mkdirSync(join(work, 'ctx'));
+    writeFileSync(join(work, 'ctx', 'Dockerfile'), `FROM ${baseRef}\nRUN echo built with session credentials > /built.txt\nCMD ["/bin/cat", "/built.txt"]\n`);
+    mkdirSync(join(work, 'scratch-ctx'));
+    writeFileSync(join(work, 'scratch-ctx', 'f.txt'), 'scratch\n');
+    writeFileSync(join(work, 'scratch-ctx', 'Dockerfile'), 'FROM scratch\nCOPY f.txt /f.txt\n');
+  }, 60_000);
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await proxy?.close();
+    await registry?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('fails to pull from the protected registry without the client credentials, naming the reference', async () => {
+    const res = await kiln(withoutCreds, [join(work, 'ctx')]);
+    expect(res.code, res.stderr).toBe(1);
+    expect(res.stderr).toContain(`${proxy.host}/a/base:1`);
+    expect(res.stderr).toMatch(/unauthorized \(HTTP 401\)/);
+  });
+
+  it('fails to push to the protected registry without the client credentials, naming the repository', async () => {
+    const res = await kiln(withoutCreds, ['--push', '-t', `${proxy.host}/b/nocreds:1`, join(work, 'scratch-ctx')]);
+    expect(res.code, res.stderr).toBe(1);
+    expect(res.stderr).toContain(`${proxy.host}/b/nocreds`);
+    expect(res.stderr).toMatch(/unauthorized \(HTTP 401\)/);
+  });
+
+  it('pulls FROM and pushes with the credentials of the CLI, mounting the base layer from its repository', async () => {
+    proxy.log.length = 0;
+    const target = `${proxy.host}/b/app:1`;
+    const res = await kiln(withCreds, ['--push', '-t', target, join(work, 'ctx')]);
+    expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+
+    // The base layer came by a cross-repository mount, never by an upload.
+    expect(proxy.log).toContain(`POST /v2/b/app/blobs/uploads/?mount=${encodeURIComponent(baseLayer)}&from=${encodeURIComponent('a/base')} 201`);
+    const uploads = proxy.log.filter((l) => l.startsWith('PUT /v2/b/app/blobs/uploads/'));
+    expect(uploads.length).toBe(2); // the RUN layer and the config
+    expect(uploads.some((l) => l.includes(encodeURIComponent(baseLayer)) || l.includes(baseLayer))).toBe(false);
+
+    const inspect = spawnSync('skopeo', ['inspect', '--tls-verify=false', '--creds', `${USER}:${PASSWORD}`, `docker://${registry.host}/b/app:1`], { encoding: 'utf8' });
+    expect(inspect.status, inspect.stderr).toBe(0);
+    const info = JSON.parse(inspect.stdout) as { Layers: string[] };
+    expect(info.Layers).toHaveLength(2);
+    expect(info.Layers[0]).toBe(baseLayer);
+  });
+});
