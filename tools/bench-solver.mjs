@@ -15,11 +15,11 @@
 //  5. twenty builds of one Dockerfile submitted at once: how many times its
 //     RUN step executed (each execution appends a line to a locked cache
 //     mount, read back afterwards) and the wall time for all twenty.
-// Writes bench-results/solver.md and bench/results/latest.md.
+// Writes bench-results/solver.md (npm run bench gathers it into bench/results/latest.md).
 // Env: BENCH_RUNS (median of, default 3), BENCH_SOLVER_DIR (temp root),
 // BENCH_SCENARIOS (comma-separated scenario numbers to run, e.g. `1,2,5`;
 // 1 and 2 always run together; default all), BENCH_TOOLS (`kiln`, `docker`
-// or both, the default).
+// or both, the default). A partial run only prints its table.
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync, copyFileSync, chmodSync, writeFileSync, writeSync } from 'node:fs';
@@ -278,9 +278,8 @@ const table = [
   '',
 ].join('\n');
 console.log(table);
-// A partial run (BENCH_SCENARIOS / BENCH_TOOLS) prints only: the stored tables stay whole.
+// A partial run (BENCH_SCENARIOS / BENCH_TOOLS) prints only: the stored table stays whole.
 if (!picked && tools.has('kiln') && tools.has('docker')) {
-  for (const dir of [join(repo, 'bench-results'), join(repo, 'bench', 'results')]) mkdirSync(dir, { recursive: true });
+  mkdirSync(join(repo, 'bench-results'), { recursive: true });
   writeFileSync(join(repo, 'bench-results', 'solver.md'), table);
-  writeFileSync(join(repo, 'bench', 'results', 'latest.md'), table);
 }
