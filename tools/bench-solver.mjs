@@ -15,7 +15,7 @@
 //  5. twenty builds of one Dockerfile submitted at once: how many times its
 //     RUN step executed (each execution appends a line to a locked cache
 //     mount, read back afterwards) and the wall time for all twenty.
-// Writes bench-results/solver.md and bench/results/latest.md.
+// Writes bench-results/solver.md (npm run bench gathers it into bench/results/latest.md).
 // Env: BENCH_RUNS (median of, default 3), BENCH_SOLVER_DIR (temp root).
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -258,6 +258,5 @@ const table = [
   '',
 ].join('\n');
 console.log(table);
-for (const dir of [join(repo, 'bench-results'), join(repo, 'bench', 'results')]) mkdirSync(dir, { recursive: true });
+mkdirSync(join(repo, 'bench-results'), { recursive: true });
 writeFileSync(join(repo, 'bench-results', 'solver.md'), table);
-writeFileSync(join(repo, 'bench', 'results', 'latest.md'), table);

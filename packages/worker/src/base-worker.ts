@@ -59,6 +59,9 @@ export class BaseWorker implements Worker {
   /** The last copy of each client directory, for incremental transfers. */
   private readonly localContexts: LocalContexts;
   private closed = false;
+  /** Aborts every run in flight when the worker closes. */
+  private readonly stopping = new AbortController();
+  private readonly inflight = new Set<Promise<unknown>>();
 
   constructor(private readonly o: CompiledWorkerOptions) {
     this.id = o.id;
@@ -70,10 +73,13 @@ export class BaseWorker implements Worker {
     this.execLimiter = new Limiter(o.maxParallelExecs);
     this.cacheMounts = new CacheMounts(o.execStateDir);
     this.localContexts = new LocalContexts({ acquire: (ref) => this.refs.acquire(ref), release: (refs) => this.release(refs) });
-    // Secret tmpfs mounts a killed daemon left behind; exec ops wait for this.
+    // What a killed daemon left behind (containers, secret tmpfs mounts, run
+    // files, snapshots nothing holds); ops and close() wait for this.
     this.reaped = Promise.all([
       reapSecretDirs(o.execStateDir).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale secret mounts')),
       reapRunFiles(o.execStateDir).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale run files')),
+      o.executor.reapStale?.().catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale containers')),
+      this.sweepSnapshots().catch((err: unknown) => this.logger.warn({ err }, 'failed to remove unreferenced snapshots')),
     ]).then(() => undefined);
     // Refs retained before a restart come back under their ids, one reference per owner.
     for (const r of o.retainedRefs.persisted()) this.refs.adopt(r.ref, r.snapshotId);
@@ -88,9 +94,45 @@ export class BaseWorker implements Worker {
     };
   }
 
+  /**
+   * Removes every snapshot no persisted retention or image layer label
+   * holds: after a crash, the outputs of unfinished builds, context copies
+   * and refs held only in memory. Runs before any op, so it never sees a
+   * snapshot of this process.
+   */
+  private async sweepSnapshots(): Promise<void> {
+    const kept = this.o.retainedRefs.persistedSnapshots();
+    let removed = 0;
+    // Newest first: children go before their parents.
+    for (const s of (await this.snapshots.list()).reverse()) {
+      if (s.kind === 'committed' && (s.label !== undefined || kept.has(s.name))) continue;
+      try {
+        await this.snapshots.remove(s.name);
+        removed++;
+      } catch (err) {
+        this.logger.warn({ err, snapshot: s.name }, 'failed to remove an unreferenced snapshot');
+      }
+    }
+    if (removed > 0) this.logger.info({ removed }, 'removed snapshots no ref holds (left by an earlier process)');
+  }
+
   async run(req: RunRequest): Promise<RunResult> {
     if (this.closed) throw new KilnError('unavailable', `worker ${this.id} is closed`);
     throwIfAborted(req.signal);
+    // close() cancels what is still running, so no container or mount outlives the worker.
+    const linked = linkSignals(req.signal, this.stopping.signal);
+    const running = this.runOp({ ...req, signal: linked.signal });
+    this.inflight.add(running);
+    try {
+      return await running;
+    } finally {
+      this.inflight.delete(running);
+      linked.dispose();
+    }
+  }
+
+  private async runOp(req: RunRequest): Promise<RunResult> {
+    await this.reaped;
     const digest = req.vertexDigest;
     let op: llb.Op;
     try {
@@ -206,7 +248,6 @@ export class BaseWorker implements Worker {
         return runFileOp(ctx, op.op.value);
       case 'exec':
         this.checkExecPlatform(op.platform);
-        await this.reaped;
         return runExecOp(ctx, op.op.value, {
           executor: this.o.executor,
           limiter: this.execLimiter,
@@ -329,6 +370,7 @@ export class BaseWorker implements Worker {
     if (this.closed) throw new KilnError('unavailable', `worker ${this.id} is closed`);
     if (!this.o.content) throw new KilnError('failed_precondition', `worker ${this.id} has no content store to import layers from`);
     throwIfAborted(opts.signal);
+    await this.reaped;
     const id = await importLayerChain(layers, {
       snapshotter: this.snapshots,
       layers: this.layers,
@@ -382,6 +424,9 @@ export class BaseWorker implements Worker {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.stopping.abort(new CanceledError(`worker ${this.id} is closing`));
+    await this.reaped;
+    await settledWithin([...this.inflight], CLOSE_GRACE_MS);
     // Layer snapshots persist (labeled by chain id) for the next worker on this root; so do those of persistently retained refs.
     this.localContexts.clear();
     const kept = new Set([...this.layers.clear(), ...this.o.retainedRefs.persistedSnapshots()]);
@@ -390,4 +435,28 @@ export class BaseWorker implements Worker {
     await this.layerMaker?.close();
     await this.snapshots.close().catch(() => undefined);
   }
+}
+
+/** How long close() waits for canceled runs to clean up (kill their containers, unmount). */
+const CLOSE_GRACE_MS = 5_000;
+
+/** Waits until every promise settled, or `ms` passed. */
+async function settledWithin(promises: Promise<unknown>[], ms: number): Promise<void> {
+  if (promises.length === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.allSettled(promises), new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}
+
+/** A signal aborted by either input (with its reason); dispose() drops the listeners. */
+function linkSignals(a: AbortSignal | undefined, b: AbortSignal): { signal: AbortSignal; dispose: () => void } {
+  const ac = new AbortController();
+  const inputs = a ? [a, b] : [b];
+  const listeners = inputs.map((s) => {
+    const onAbort = () => ac.abort(s.reason);
+    if (s.aborted) onAbort();
+    else s.addEventListener('abort', onAbort, { once: true });
+    return () => s.removeEventListener('abort', onAbort);
+  });
+  return { signal: ac.signal, dispose: () => listeners.forEach((off) => off()) };
 }
