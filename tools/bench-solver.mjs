@@ -15,14 +15,16 @@
 //  5. twenty builds of one Dockerfile submitted at once: how many times its
 //     RUN step executed (each execution appends a line to a locked cache
 //     mount, read back afterwards) and the wall time for all twenty.
-// Writes bench-results/solver.md and bench/results/latest.md.
-// Env: BENCH_RUNS (median of, default 3), BENCH_SOLVER_DIR (temp root).
-import { spawn, execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync, copyFileSync, chmodSync, writeFileSync, writeSync } from 'node:fs';
+// Writes bench-results/solver.md (npm run bench gathers it into bench/results/latest.md).
+// Env: BENCH_RUNS (median of, default 3), BENCH_SOLVER_DIR (temp root),
+// BENCH_SCENARIOS (comma-separated scenario numbers to run, e.g. `1,2,5`;
+// 1 and 2 always run together; default all), BENCH_TOOLS (`kiln`, `docker`
+// or both, the default). A partial run only prints its table.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { gzipSync } from 'node:zlib';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -31,15 +33,17 @@ if (!existsSync(testkitPath)) {
   console.error(`${testkitPath} is missing: run \`npm run build\` first`);
   process.exit(1);
 }
-const { startKilnd, startDockerd, findDockerd, startRegistry } = await import(pathToFileURL(testkitPath).href);
+const { startKilnd, startDockerd, findDockerd, startRegistry, pushBusyboxImage } = await import(pathToFileURL(testkitPath).href);
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const CONCURRENT = 20;
+const picked = process.env.BENCH_SCENARIOS ? new Set(process.env.BENCH_SCENARIOS.split(',').map((x) => x.trim())) : undefined;
+const want = (n) => !picked || picked.has(String(n)) || (n === 1 && picked.has('2')) || (n === 2 && picked.has('1'));
+const tools = new Set((process.env.BENCH_TOOLS ?? 'kiln,docker').split(',').map((x) => x.trim()));
 const kiln = join(repo, 'bin', 'kiln');
 const dockerCli = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
 const work = mkdtempSync(join(process.env.BENCH_SOLVER_DIR ?? tmpdir(), 'kiln-bench-solver-'));
 const median = (xs) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] : undefined);
-const sha = (b) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /** Runs a command to completion; resolves with wall seconds and the combined output. */
 function timed(cmd, args, env = {}) {
@@ -57,53 +61,6 @@ function timed(cmd, args, env = {}) {
       else resolve({ seconds, out });
     });
   });
-}
-
-async function pushBlob(registry, name, data) {
-  const start = await fetch(`${registry.url}/v2/${name}/blobs/uploads/`, { method: 'POST' });
-  if (start.status !== 202) throw new Error(`upload start: HTTP ${start.status}`);
-  const loc = new URL(start.headers.get('location'), registry.url);
-  loc.searchParams.set('digest', sha(data));
-  const put = await fetch(loc, { method: 'PUT', body: data, headers: { 'content-type': 'application/octet-stream' } });
-  if (put.status !== 201) throw new Error(`upload: HTTP ${put.status} ${await put.text()}`);
-}
-
-/** Pushes busybox-static with every applet linked in /bin as `bench/busybox:1`; returns the reference. */
-async function pushBusybox(registry) {
-  const tree = join(work, 'busybox-layer');
-  mkdirSync(join(tree, 'bin'), { recursive: true });
-  mkdirSync(join(tree, 'tmp'), { recursive: true });
-  copyFileSync('/bin/busybox', join(tree, 'bin', 'busybox'));
-  chmodSync(join(tree, 'bin', 'busybox'), 0o755);
-  const applets = execFileSync('/bin/busybox', ['--list'], { encoding: 'utf8' }).split('\n').filter((a) => a && a !== 'busybox');
-  for (const a of applets) symlinkSync('busybox', join(tree, 'bin', a));
-  const tar = execFileSync('tar', ['--numeric-owner', '--owner=0', '--group=0', '--mtime=@0', '--sort=name', '-C', tree, '-cf', '-', 'bin', 'tmp'], { maxBuffer: 64 << 20 });
-  const gz = gzipSync(tar);
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: process.arch === 'arm64' ? 'arm64' : 'amd64',
-      os: 'linux',
-      config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] },
-      rootfs: { type: 'layers', diff_ids: [sha(tar)] },
-    }),
-  );
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha(gz), size: gz.length }],
-    }),
-  );
-  await pushBlob(registry, 'bench/busybox', gz);
-  await pushBlob(registry, 'bench/busybox', config);
-  const put = await fetch(`${registry.url}/v2/bench/busybox/manifests/1`, {
-    method: 'PUT',
-    body: manifest,
-    headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
-  });
-  if (put.status !== 201) throw new Error(`manifest: HTTP ${put.status} ${await put.text()}`);
-  return `${registry.host}/bench/busybox:1`;
 }
 
 function writeDockerfile(dir, text) {
@@ -175,7 +132,7 @@ async function scenarios(tool, build, base) {
   const r = {};
   const cold = [];
   const warm = [];
-  for (let i = 0; i < RUNS; i++) {
+  for (let i = 0; want(1) && i < RUNS; i++) {
     const ctx = parallelContext(base, `${tool}-${i}-${Date.now()}`);
     cold.push((await build([], ctx)).seconds);
     warm.push((await build([], ctx)).seconds);
@@ -183,6 +140,13 @@ async function scenarios(tool, build, base) {
   r.parallel = median(cold);
   r.cached = median(warm);
 
+  if (want(3)) await manyFiles(tool, build, base, r);
+  if (want(4)) await bigOne(build, base, r);
+  if (want(5)) await concurrent(tool, build, base, r);
+  return r;
+}
+
+async function manyFiles(tool, build, base, r) {
   const many = [];
   const mctx = manyFilesContext(base, `many-${tool}`);
   await build([], mctx);
@@ -191,12 +155,16 @@ async function scenarios(tool, build, base) {
     many.push((await build([], mctx)).seconds);
   }
   r.manyFiles = median(many);
+}
 
+async function bigOne(build, base, r) {
   const big = await build([], bigContext(base));
   r.bigContext = big.seconds;
   r.bigBytes = contextBytes(big.out);
   rmSync(join(work, 'big'), { recursive: true, force: true });
+}
 
+async function concurrent(tool, build, base, r) {
   const id = `bench-${tool}-${Date.now()}`;
   const ctx = concurrentContext(base, id);
   const t0 = process.hrtime.bigint();
@@ -204,7 +172,6 @@ async function scenarios(tool, build, base) {
   r.concurrentWall = Number(process.hrtime.bigint() - t0) / 1e9;
   // No --no-cache here: BuildKit then starts cache mounts empty too.
   r.concurrentRuns = runsFrom((await build([], countContext(base, id))).out);
-  return r;
 }
 
 const results = {};
@@ -214,12 +181,16 @@ let dockerd;
 let dockerNote = '';
 try {
   registry = await startRegistry();
-  const base = await pushBusybox(registry);
-  daemon = await startKilnd({ worker: 'oci' });
-  results.kiln = await scenarios('kiln', (args, ctx) => timed(kiln, ['build', '--addr', daemon.addr, '--progress=plain', ...args, ctx]), base);
-  await daemon.stop();
-  daemon = undefined;
-  if (process.getuid?.() === 0 && findDockerd()) {
+  const base = (await pushBusyboxImage(registry, work, 'bench/busybox', '1', { applets: 'all', dirs: ['tmp'] })).ref;
+  if (tools.has('kiln')) {
+    daemon = await startKilnd({ worker: 'oci' });
+    results.kiln = await scenarios('kiln', (args, ctx) => timed(kiln, ['build', '--addr', daemon.addr, '--progress=plain', ...args, ctx]), base);
+    await daemon.stop();
+    daemon = undefined;
+  }
+  if (!tools.has('docker')) {
+    dockerNote = ' (docker skipped: BENCH_TOOLS)';
+  } else if (process.getuid?.() === 0 && findDockerd()) {
     dockerd = await startDockerd();
     const env = { DOCKER_HOST: dockerd.host, DOCKER_BUILDKIT: '1', DOCKER_CONFIG: dockerd.env.DOCKER_CONFIG };
     results.docker = await scenarios('docker', (args, ctx) => timed(dockerCli, ['build', '--network=none', '--progress=plain', ...args, ctx], env), base);
@@ -233,7 +204,7 @@ try {
   rmSync(work, { recursive: true, force: true });
 }
 
-const k = results.kiln;
+const k = results.kiln ?? {};
 const d = results.docker ?? {};
 const s = (x) => (x === undefined || Number.isNaN(x) ? 'n/a' : `${x.toFixed(2)} s`);
 const ratio = (a, b) => (a !== undefined && b ? `${(a / b).toFixed(2)}x` : 'n/a');
@@ -258,6 +229,8 @@ const table = [
   '',
 ].join('\n');
 console.log(table);
-for (const dir of [join(repo, 'bench-results'), join(repo, 'bench', 'results')]) mkdirSync(dir, { recursive: true });
-writeFileSync(join(repo, 'bench-results', 'solver.md'), table);
-writeFileSync(join(repo, 'bench', 'results', 'latest.md'), table);
+// A partial run (BENCH_SCENARIOS / BENCH_TOOLS) prints only: the stored table stays whole.
+if (!picked && tools.has('kiln') && tools.has('docker')) {
+  mkdirSync(join(repo, 'bench-results'), { recursive: true });
+  writeFileSync(join(repo, 'bench-results', 'solver.md'), table);
+}

@@ -104,4 +104,31 @@ describe.skipIf(!canRunContainers())('oci worker leaves nothing behind (needs ro
       await rm(root, { recursive: true, force: true });
     }
   });
+
+  it('after close() while an exec step runs: the step is canceled, its container killed', async () => {
+    const root = await mkdtemp(path.join(tmpdir(), 'kiln-oci-close-'));
+    const rootfs = path.join(root, 'rootfs');
+    mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
+    copyFileSync('/bin/busybox', path.join(rootfs, 'bin', 'busybox'));
+    chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
+    const session = createFakeSession({ rootfs: { dir: rootfs } });
+    const workerRoot = path.join(root, 'worker');
+    const w = createOciWorker({ id: 'oci-close', root: workerRoot, sessions: session.client, publish: async () => undefined });
+    const running = () => execFileSync('runc', ['--root', path.join(workerRoot, 'runc', 'state'), 'list', '-q']).toString().trim();
+    try {
+      const step = solve(w, execOp(local('rootfs'), ['/bin/busybox', 'sleep', '30']));
+      step.catch(() => undefined);
+      for (let i = 0; i < 200 && !running(); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(running()).not.toBe('');
+      const started = Date.now();
+      await w.close();
+      expect(Date.now() - started).toBeLessThan(10_000);
+      await expect(step).rejects.toMatchObject({ code: 'canceled' });
+      expect(leftovers(workerRoot)).toEqual([]);
+      expect(mountsBelow(root)).toEqual([]);
+    } finally {
+      await w.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
 });

@@ -1,4 +1,5 @@
 import { fromBinary } from '@bufbuild/protobuf';
+import { createHash } from 'node:crypto';
 import { llb } from '@kiln/api';
 import {
   CanceledError,
@@ -16,6 +17,7 @@ import { CacheMounts } from './exec/cache-mounts.js';
 import { Limiter } from './exec/limiter.js';
 import { reapSecretDirs } from './exec/secret-dir.js';
 import { reapRunFiles } from './exec/run-files.js';
+import { ChecksumCache, selectorChecksum, type PathSelector } from './fs/path-checksum.js';
 import { exportTree } from './fs/tar-export.js';
 import { createLayerMaker } from './layers/index.js';
 import type { LayerMaker } from './layers/layer-maker.js';
@@ -57,7 +59,12 @@ export class BaseWorker implements Worker {
   private readonly layerMaker: LayerMaker | undefined;
   /** The last copy of each client directory, for incremental transfers. */
   private readonly localContexts: LocalContexts;
+  /** Checksums of selected paths, by snapshot (see checksum). */
+  private readonly checksums = new ChecksumCache();
   private closed = false;
+  /** Aborts every run in flight when the worker closes. */
+  private readonly stopping = new AbortController();
+  private readonly inflight = new Set<Promise<unknown>>();
 
   constructor(private readonly o: CompiledWorkerOptions) {
     this.id = o.id;
@@ -69,10 +76,13 @@ export class BaseWorker implements Worker {
     this.execLimiter = new Limiter(o.maxParallelExecs);
     this.cacheMounts = new CacheMounts(o.execStateDir);
     this.localContexts = new LocalContexts({ acquire: (ref) => this.refs.acquire(ref), release: (refs) => this.release(refs) });
-    // Secret tmpfs mounts a killed daemon left behind; exec ops wait for this.
+    // What a killed daemon left behind (containers, secret tmpfs mounts, run
+    // files, snapshots nothing holds); ops and close() wait for this.
     this.reaped = Promise.all([
       reapSecretDirs(o.execStateDir).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale secret mounts')),
       reapRunFiles(o.execStateDir).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale run files')),
+      o.executor.reapStale?.().catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale containers')),
+      this.sweepSnapshots().catch((err: unknown) => this.logger.warn({ err }, 'failed to remove unreferenced snapshots')),
     ]).then(() => undefined);
     // Refs retained before a restart come back under their ids, one reference per owner.
     for (const r of o.retainedRefs.persisted()) this.refs.adopt(r.ref, r.snapshotId);
@@ -87,9 +97,45 @@ export class BaseWorker implements Worker {
     };
   }
 
+  /**
+   * Removes every snapshot no persisted retention or image layer label
+   * holds: after a crash, the outputs of unfinished builds, context copies
+   * and refs held only in memory. Runs before any op, so it never sees a
+   * snapshot of this process.
+   */
+  private async sweepSnapshots(): Promise<void> {
+    const kept = this.o.retainedRefs.persistedSnapshots();
+    let removed = 0;
+    // Newest first: children go before their parents.
+    for (const s of (await this.snapshots.list()).reverse()) {
+      if (s.kind === 'committed' && (s.label !== undefined || kept.has(s.name))) continue;
+      try {
+        await this.snapshots.remove(s.name);
+        removed++;
+      } catch (err) {
+        this.logger.warn({ err, snapshot: s.name }, 'failed to remove an unreferenced snapshot');
+      }
+    }
+    if (removed > 0) this.logger.info({ removed }, 'removed snapshots no ref holds (left by an earlier process)');
+  }
+
   async run(req: RunRequest): Promise<RunResult> {
     if (this.closed) throw new KilnError('unavailable', `worker ${this.id} is closed`);
     throwIfAborted(req.signal);
+    // close() cancels what is still running, so no container or mount outlives the worker.
+    const linked = linkSignals(req.signal, this.stopping.signal);
+    const running = this.runOp({ ...req, signal: linked.signal });
+    this.inflight.add(running);
+    try {
+      return await running;
+    } finally {
+      this.inflight.delete(running);
+      linked.dispose();
+    }
+  }
+
+  private async runOp(req: RunRequest): Promise<RunResult> {
+    await this.reaped;
     const digest = req.vertexDigest;
     let op: llb.Op;
     try {
@@ -203,7 +249,6 @@ export class BaseWorker implements Worker {
         return runFileOp(ctx, op.op.value);
       case 'exec':
         this.checkExecPlatform(op.platform);
-        await this.reaped;
         return runExecOp(ctx, op.op.value, {
           executor: this.o.executor,
           limiter: this.execLimiter,
@@ -294,6 +339,33 @@ export class BaseWorker implements Worker {
     }
   }
 
+  async checksum(ref: string, selectors: readonly PathSelector[]): Promise<string> {
+    const id = this.refs.snapshotOf(ref);
+    if (id === undefined || !this.refs.acquire(ref)) throw new NotFoundError(`unknown ref ${ref}`);
+    try {
+      return await this.checksums.get(id, selectors, async () => {
+        const manifest = this.localContexts.manifestOf(id);
+        // A transferred file's digest was taken as it arrived: trust it while type and size agree.
+        const known = manifest
+          ? (rel: string, st: { size: number }) => {
+              const e = manifest.get(rel);
+              return e?.type === 'file' && e.size === st.size ? e.sha256 : undefined;
+            }
+          : undefined;
+        const view = await this.snapshots.view(id);
+        try {
+          const h = createHash('sha256');
+          for (const sel of selectors) h.update(`${await selectorChecksum(view.path, sel, known)}\n`);
+          return `sha256:${h.digest('hex')}`;
+        } finally {
+          await view.release();
+        }
+      });
+    } finally {
+      await this.release([ref]);
+    }
+  }
+
   async getLayers(ref: string, opts: GetLayersOptions = {}): Promise<LayerDescriptor[]> {
     if (this.closed) throw new KilnError('unavailable', `worker ${this.id} is closed`);
     const compression = opts.compression ?? 'gzip';
@@ -326,6 +398,7 @@ export class BaseWorker implements Worker {
     if (this.closed) throw new KilnError('unavailable', `worker ${this.id} is closed`);
     if (!this.o.content) throw new KilnError('failed_precondition', `worker ${this.id} has no content store to import layers from`);
     throwIfAborted(opts.signal);
+    await this.reaped;
     const id = await importLayerChain(layers, {
       snapshotter: this.snapshots,
       layers: this.layers,
@@ -379,6 +452,9 @@ export class BaseWorker implements Worker {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.stopping.abort(new CanceledError(`worker ${this.id} is closing`));
+    await this.reaped;
+    await settledWithin([...this.inflight], CLOSE_GRACE_MS);
     // Layer snapshots persist (labeled by chain id) for the next worker on this root; so do those of persistently retained refs.
     this.localContexts.clear();
     const kept = new Set([...this.layers.clear(), ...this.o.retainedRefs.persistedSnapshots()]);
@@ -387,4 +463,28 @@ export class BaseWorker implements Worker {
     await this.layerMaker?.close();
     await this.snapshots.close().catch(() => undefined);
   }
+}
+
+/** How long close() waits for canceled runs to clean up (kill their containers, unmount). */
+const CLOSE_GRACE_MS = 5_000;
+
+/** Waits until every promise settled, or `ms` passed. */
+async function settledWithin(promises: Promise<unknown>[], ms: number): Promise<void> {
+  if (promises.length === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.allSettled(promises), new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}
+
+/** A signal aborted by either input (with its reason); dispose() drops the listeners. */
+function linkSignals(a: AbortSignal | undefined, b: AbortSignal): { signal: AbortSignal; dispose: () => void } {
+  const ac = new AbortController();
+  const inputs = a ? [a, b] : [b];
+  const listeners = inputs.map((s) => {
+    const onAbort = () => ac.abort(s.reason);
+    if (s.aborted) onAbort();
+    else s.addEventListener('abort', onAbort, { once: true });
+    return () => s.removeEventListener('abort', onAbort);
+  });
+  return { signal: ac.signal, dispose: () => listeners.forEach((off) => off()) };
 }

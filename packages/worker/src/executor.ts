@@ -29,6 +29,13 @@ export interface Executor {
    * processes yet. Many runs may be in flight at once on one executor.
    */
   run(spec: ExecSpec, io?: ExecIO): Promise<ExecResult>;
+
+  /**
+   * Optional: removes what an earlier process on the same state left (e.g.
+   * containers of a killed daemon). The worker calls it once at start and
+   * waits for it before running ops and before closing; it never rejects.
+   */
+  reapStale?(): Promise<void>;
 }
 
 export interface ExecSpec {

@@ -6,7 +6,7 @@ import { silentLogger } from '@kiln/common';
 import { FileChain, local, State } from '@kiln/llb';
 import { createDirectorySnapshotter } from '@kiln/snapshotter';
 import { openRetainedRefs } from './retained-refs.js';
-import { createFakeSession, FakeExecutor, solve } from './testing/index.js';
+import { createFakeSession, FakeExecutor, readTar, solve } from './testing/index.js';
 import { createWorker, type Worker } from './worker.js';
 
 describe('ref retention and local content digests', () => {
@@ -56,6 +56,43 @@ describe('ref retention and local content digests', () => {
       expect(await contentDigest(w, ['a.txt'])).not.toBe(first);
     } finally {
       await w.close();
+    }
+  });
+
+  it('after a crash, the next worker on the root removes every snapshot no persisted retention holds', async () => {
+    const file = (name: string) => FileChain.start().mkfile(`/${name}`, 0o644, new TextEncoder().encode(name)).apply(State.scratch());
+    const crashed = open();
+    const kept = (await solve(crashed, file('kept')))!;
+    await crashed.retain([kept], 'cache');
+    const ephemeral = (await solve(crashed, file('ephemeral')))!;
+    await crashed.retain([ephemeral], 'build-1', { ephemeral: true });
+    await solve(crashed, file('held-in-memory'));
+    // No close(): the process "died" holding three refs.
+    const snapshots = createDirectorySnapshotter({ root: path.join(root, 'snapshots') });
+    const before = await snapshots.list();
+    await snapshots.close();
+    expect(before.filter((s) => s.kind === 'committed')).toHaveLength(3);
+
+    const inspect = createDirectorySnapshotter({ root: path.join(root, 'snapshots') });
+    const next = createWorker({
+      id: 'w',
+      backend: 'oci',
+      snapshotter: inspect,
+      executor: new FakeExecutor(),
+      sessions: session().client,
+      publish: async () => undefined,
+      logger: silentLogger(),
+      retainedRefs: openRetainedRefs(path.join(root, 'retained.db')),
+    });
+    try {
+      // Ops wait for the sweep, so after one the root holds the retained snapshot and this op's output only.
+      const fresh = (await solve(next, file('fresh')))!;
+      const committed = (await inspect.list()).filter((s) => s.kind === 'committed');
+      expect(committed).toHaveLength(2);
+      expect((await next.refUsage([kept, fresh])).map((u) => u.found)).toEqual([true, true]);
+      expect((await readTar(next.exportRef(kept))).map((e) => e.name)).toEqual(['kept']);
+    } finally {
+      await next.close();
     }
   });
 

@@ -31,10 +31,10 @@ export class RuncExecutor implements Executor {
     this.logger = (opts.logger ?? silentLogger()).child({ component: 'runc-executor' });
   }
 
-  /** Containers and bundles a killed daemon left behind are removed before the first run. */
   private reaped: Promise<void> | undefined;
 
-  private reapStale(): Promise<void> {
+  /** Kills and deletes the containers and bundles a killed daemon left behind (once; also before the first run). */
+  reapStale(): Promise<void> {
     this.reaped ??= (async () => {
       const stateDir = path.join(this.opts.stateDir, 'state');
       let ids: string[] = [];
