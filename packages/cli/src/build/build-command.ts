@@ -8,7 +8,7 @@ import { connectDaemon, resolveDaemonAddress } from '../daemon.js';
 import { createProgressPrinter } from '../progress/progress.js';
 import { attachSession } from '../session/session-client.js';
 import { compileBuildOptions, parseBuildArgs } from './build-options.js';
-import { resolveLayoutContexts } from './oci-layout-contexts.js';
+import { resolveLayoutContexts, withLayoutPaths } from './oci-layout-contexts.js';
 import { sessionCredentials, sessionDirs, sessionOutputs, sessionSecrets, sessionSshAgents, toSolveRequest } from './solve-request.js';
 
 export const BUILD_USAGE = `Usage:  kiln build [OPTIONS] CONTEXT
@@ -117,7 +117,10 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
   await statusDone;
   clearTimeout(tail);
   printer.close();
-  const sessionErr = await session.closed();
+  const failed = failure !== undefined || !response;
+  // After a good Solve nothing needs the session: its clean end (one more
+  // round trip to the daemon) is not waited for; the stream ends on exit.
+  const sessionErr = failed ? await session.closed() : undefined;
   if (sessionErr) log.debug({ err: sessionErr.message }, 'session ended with an error');
 
   if (failure !== undefined || !response) {
@@ -125,7 +128,7 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
     // A failed RUN carries its last lines of output; show them above the error, as buildx does.
     const output = typeof err.details.output === 'string' ? err.details.output : '';
     if (output !== '') io.stderr.write(`------\n${output.split('\n').map((l) => ` > ${l}`).join('\n')}\n------\n`);
-    io.stderr.write(`ERROR: ${describeError(err)}\n`);
+    io.stderr.write(`ERROR: ${withLayoutPaths(describeError(err), opts.namedContexts)}\n`);
     return 1;
   }
   if (opts.metadataFile) {
