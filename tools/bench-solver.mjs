@@ -17,12 +17,11 @@
 //     mount, read back afterwards) and the wall time for all twenty.
 // Writes bench-results/solver.md (npm run bench gathers it into bench/results/latest.md).
 // Env: BENCH_RUNS (median of, default 3), BENCH_SOLVER_DIR (temp root).
-import { spawn, execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync, copyFileSync, chmodSync, writeFileSync, writeSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { gzipSync } from 'node:zlib';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -31,7 +30,7 @@ if (!existsSync(testkitPath)) {
   console.error(`${testkitPath} is missing: run \`npm run build\` first`);
   process.exit(1);
 }
-const { startKilnd, startDockerd, findDockerd, startRegistry } = await import(pathToFileURL(testkitPath).href);
+const { startKilnd, startDockerd, findDockerd, startRegistry, pushBusyboxImage } = await import(pathToFileURL(testkitPath).href);
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const CONCURRENT = 20;
@@ -39,7 +38,6 @@ const kiln = join(repo, 'bin', 'kiln');
 const dockerCli = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
 const work = mkdtempSync(join(process.env.BENCH_SOLVER_DIR ?? tmpdir(), 'kiln-bench-solver-'));
 const median = (xs) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] : undefined);
-const sha = (b) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /** Runs a command to completion; resolves with wall seconds and the combined output. */
 function timed(cmd, args, env = {}) {
@@ -57,53 +55,6 @@ function timed(cmd, args, env = {}) {
       else resolve({ seconds, out });
     });
   });
-}
-
-async function pushBlob(registry, name, data) {
-  const start = await fetch(`${registry.url}/v2/${name}/blobs/uploads/`, { method: 'POST' });
-  if (start.status !== 202) throw new Error(`upload start: HTTP ${start.status}`);
-  const loc = new URL(start.headers.get('location'), registry.url);
-  loc.searchParams.set('digest', sha(data));
-  const put = await fetch(loc, { method: 'PUT', body: data, headers: { 'content-type': 'application/octet-stream' } });
-  if (put.status !== 201) throw new Error(`upload: HTTP ${put.status} ${await put.text()}`);
-}
-
-/** Pushes busybox-static with every applet linked in /bin as `bench/busybox:1`; returns the reference. */
-async function pushBusybox(registry) {
-  const tree = join(work, 'busybox-layer');
-  mkdirSync(join(tree, 'bin'), { recursive: true });
-  mkdirSync(join(tree, 'tmp'), { recursive: true });
-  copyFileSync('/bin/busybox', join(tree, 'bin', 'busybox'));
-  chmodSync(join(tree, 'bin', 'busybox'), 0o755);
-  const applets = execFileSync('/bin/busybox', ['--list'], { encoding: 'utf8' }).split('\n').filter((a) => a && a !== 'busybox');
-  for (const a of applets) symlinkSync('busybox', join(tree, 'bin', a));
-  const tar = execFileSync('tar', ['--numeric-owner', '--owner=0', '--group=0', '--mtime=@0', '--sort=name', '-C', tree, '-cf', '-', 'bin', 'tmp'], { maxBuffer: 64 << 20 });
-  const gz = gzipSync(tar);
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: process.arch === 'arm64' ? 'arm64' : 'amd64',
-      os: 'linux',
-      config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] },
-      rootfs: { type: 'layers', diff_ids: [sha(tar)] },
-    }),
-  );
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha(gz), size: gz.length }],
-    }),
-  );
-  await pushBlob(registry, 'bench/busybox', gz);
-  await pushBlob(registry, 'bench/busybox', config);
-  const put = await fetch(`${registry.url}/v2/bench/busybox/manifests/1`, {
-    method: 'PUT',
-    body: manifest,
-    headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
-  });
-  if (put.status !== 201) throw new Error(`manifest: HTTP ${put.status} ${await put.text()}`);
-  return `${registry.host}/bench/busybox:1`;
 }
 
 function writeDockerfile(dir, text) {
@@ -214,7 +165,7 @@ let dockerd;
 let dockerNote = '';
 try {
   registry = await startRegistry();
-  const base = await pushBusybox(registry);
+  const base = (await pushBusyboxImage(registry, work, 'bench/busybox', '1', { applets: 'all', dirs: ['tmp'] })).ref;
   daemon = await startKilnd({ worker: 'oci' });
   results.kiln = await scenarios('kiln', (args, ctx) => timed(kiln, ['build', '--addr', daemon.addr, '--progress=plain', ...args, ctx]), base);
   await daemon.stop();

@@ -1,58 +1,15 @@
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findDockerd, findRegistry, runKiln, startDockerd, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+import { findDockerd, findRegistry, pushBusyboxImage, runKiln, startDockerd, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
 
 const BUSYBOX = '/bin/busybox';
 const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
 const isRoot = process.getuid?.() === 0;
-
-/** Pushes a blob with a monolithic upload (POST, then PUT ?digest=). */
-async function pushBlob(registry: TestRegistry, repo: string, data: Buffer): Promise<void> {
-  const start = await fetch(`${registry.url}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
-  if (start.status !== 202) throw new Error(`upload start: HTTP ${start.status}`);
-  const loc = new URL(start.headers.get('location')!, registry.url);
-  loc.searchParams.set('digest', sha(data));
-  const put = await fetch(loc, { method: 'PUT', body: data, headers: { 'content-type': 'application/octet-stream' } });
-  if (put.status !== 201) throw new Error(`upload: HTTP ${put.status} ${await put.text()}`);
-}
-
-/** Pushes a one-layer busybox image (Debian's busybox-static; sh, echo, cat as links) as `repo:tag`. */
-async function pushBusybox(registry: TestRegistry, work: string, repo: string, tag: string): Promise<string> {
-  const tree = join(work, 'busybox-layer');
-  mkdirSync(join(tree, 'bin'), { recursive: true });
-  copyFileSync(BUSYBOX, join(tree, 'bin', 'busybox'));
-  chmodSync(join(tree, 'bin', 'busybox'), 0o755);
-  for (const name of ['sh', 'echo', 'cat']) symlinkSync('busybox', join(tree, 'bin', name));
-  const tar = execFileSync('tar', ['--numeric-owner', '--owner=0', '--group=0', '--mtime=@0', '--sort=name', '-C', tree, '-cf', '-', 'bin'], { maxBuffer: 64 << 20 });
-  const gz = gzipSync(tar);
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: process.arch === 'arm64' ? 'arm64' : 'amd64',
-      os: 'linux',
-      config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] },
-      rootfs: { type: 'layers', diff_ids: [sha(tar)] },
-    }),
-  );
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha(gz), size: gz.length }],
-    }),
-  );
-  await pushBlob(registry, repo, gz);
-  await pushBlob(registry, repo, config);
-  const put = await fetch(`${registry.url}/v2/${repo}/manifests/${tag}`, { method: 'PUT', body: manifest, headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' } });
-  if (put.status !== 201) throw new Error(`manifest: HTTP ${put.status} ${await put.text()}`);
-  return `${registry.host}/${repo}:${tag}`;
-}
 
 function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number } = {}): { code: number; stdout: string; stderr: string } {
   const r = spawnSync(cmd, args, { cwd: opts.cwd, encoding: 'utf8', timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 << 20 });
@@ -120,7 +77,7 @@ describe.skipIf(!canRun)('image exporters checked with outside tools [topology=a
   beforeAll(async () => {
     registry = await startRegistry();
     work = mkdtempSync(join(tmpdir(), 'kiln-exporters-e2e-'));
-    baseRef = await pushBusybox(registry, work, 'kiln/busybox', '1');
+    baseRef = (await pushBusyboxImage(registry, work, 'kiln/busybox', '1')).ref;
     daemon = await startKilnd({ worker: 'oci' });
     ctx = join(work, 'ctx');
     mkdirSync(ctx);

@@ -1,35 +1,10 @@
-import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findRegistry, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+import { findRegistry, pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
 
 const BUSYBOX = '/bin/busybox';
-const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-
-/** Pushes a blob with a monolithic upload (POST, then PUT ?digest=). */
-async function pushBlob(registry: TestRegistry, repo: string, data: Buffer): Promise<void> {
-  const start = await fetch(`${registry.url}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
-  if (start.status !== 202) throw new Error(`upload start: HTTP ${start.status}`);
-  const loc = new URL(start.headers.get('location')!, registry.url);
-  loc.searchParams.set('digest', sha(data));
-  const put = await fetch(loc, { method: 'PUT', body: data, headers: { 'content-type': 'application/octet-stream' } });
-  if (put.status !== 201) throw new Error(`upload: HTTP ${put.status} ${await put.text()}`);
-}
-
-/** A gzip layer of /bin/busybox with /bin/sh, /bin/echo, /bin/ls, /bin/cat as symlinks to it (Debian's busybox-static). */
-function busyboxLayer(work: string): { gz: Buffer; diffId: string } {
-  const tree = join(work, 'layer');
-  mkdirSync(join(tree, 'bin'), { recursive: true });
-  copyFileSync(BUSYBOX, join(tree, 'bin', 'busybox'));
-  chmodSync(join(tree, 'bin', 'busybox'), 0o755);
-  for (const name of ['sh', 'echo', 'ls', 'cat']) symlinkSync('busybox', join(tree, 'bin', name));
-  const tar = execFileSync('tar', ['--numeric-owner', '--owner=0', '--group=0', '-C', tree, '-cf', '-', 'bin'], { maxBuffer: 64 << 20 });
-  return { gz: gzipSync(tar), diffId: sha(tar) };
-}
 
 describe.skipIf(!findRegistry() || !existsSync(BUSYBOX))('FROM an image in a registry [topology=all-in-one, worker=oci]', () => {
   let registry: TestRegistry;
@@ -40,33 +15,7 @@ describe.skipIf(!findRegistry() || !existsSync(BUSYBOX))('FROM an image in a reg
   beforeAll(async () => {
     registry = await startRegistry();
     ctx = mkdtempSync(join(tmpdir(), 'kiln-image-source-'));
-    const repo = 'kiln/busybox';
-    const layer = busyboxLayer(ctx);
-    const config = Buffer.from(
-      JSON.stringify({
-        architecture: process.arch === 'arm64' ? 'arm64' : 'amd64',
-        os: 'linux',
-        config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] },
-        rootfs: { type: 'layers', diff_ids: [layer.diffId] },
-      }),
-    );
-    const manifest = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
-        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha(layer.gz), size: layer.gz.length }],
-      }),
-    );
-    await pushBlob(registry, repo, layer.gz);
-    await pushBlob(registry, repo, config);
-    const put = await fetch(`${registry.url}/v2/${repo}/manifests/1`, {
-      method: 'PUT',
-      body: manifest,
-      headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
-    });
-    if (put.status !== 201) throw new Error(`manifest: HTTP ${put.status} ${await put.text()}`);
-    imageRef = `${registry.host}/${repo}:1`;
+    imageRef = (await pushBusyboxImage(registry, ctx, 'kiln/busybox', '1', { applets: ['sh', 'echo', 'ls', 'cat'] })).ref;
     daemon = await startKilnd({ worker: 'oci' });
     writeFileSync(join(ctx, 'Dockerfile'), `FROM ${imageRef}\nRUN echo hi > /hi.txt\n`);
   }, 60_000);

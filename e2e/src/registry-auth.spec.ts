@@ -3,21 +3,18 @@
 // own docker config is empty: only the CLI's ~/.docker/config.json (a temp
 // HOME) holds the credentials. A loopback proxy in front of the registry
 // records every request, to see mounts instead of uploads.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findRegistry, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+import { findRegistry, pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
 
 const BUSYBOX = '/bin/busybox';
 const USER = 'kiln-e2e';
 const PASSWORD = 'pw-5f1c0b';
-const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const basicAuth = `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`;
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
 
@@ -55,51 +52,6 @@ async function recordingProxy(target: URL): Promise<{ host: string; log: string[
   };
 }
 
-async function pushBlob(registry: TestRegistry, repo: string, data: Buffer): Promise<void> {
-  const start = await fetch(`${registry.url}/v2/${repo}/blobs/uploads/`, { method: 'POST', headers: { authorization: basicAuth } });
-  if (start.status !== 202) throw new Error(`upload start: HTTP ${start.status}`);
-  const loc = new URL(start.headers.get('location')!, registry.url);
-  loc.searchParams.set('digest', sha(data));
-  const put = await fetch(loc, { method: 'PUT', body: data, headers: { 'content-type': 'application/octet-stream', authorization: basicAuth } });
-  if (put.status !== 201) throw new Error(`upload: HTTP ${put.status} ${await put.text()}`);
-}
-
-/** Pushes a one-layer busybox image as `repo:tag`; returns the layer's digest. */
-async function pushBusybox(registry: TestRegistry, work: string, repo: string, tag: string): Promise<string> {
-  const tree = join(work, 'busybox-layer');
-  mkdirSync(join(tree, 'bin'), { recursive: true });
-  copyFileSync(BUSYBOX, join(tree, 'bin', 'busybox'));
-  chmodSync(join(tree, 'bin', 'busybox'), 0o755);
-  for (const name of ['sh', 'echo', 'cat']) symlinkSync('busybox', join(tree, 'bin', name));
-  const tar = execFileSync('tar', ['--numeric-owner', '--owner=0', '--group=0', '--mtime=@0', '--sort=name', '-C', tree, '-cf', '-', 'bin'], { maxBuffer: 64 << 20 });
-  const gz = gzipSync(tar);
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: process.arch === 'arm64' ? 'arm64' : 'amd64',
-      os: 'linux',
-      config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] },
-      rootfs: { type: 'layers', diff_ids: [sha(tar)] },
-    }),
-  );
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha(gz), size: gz.length }],
-    }),
-  );
-  await pushBlob(registry, repo, gz);
-  await pushBlob(registry, repo, config);
-  const put = await fetch(`${registry.url}/v2/${repo}/manifests/${tag}`, {
-    method: 'PUT',
-    body: manifest,
-    headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json', authorization: basicAuth },
-  });
-  if (put.status !== 201) throw new Error(`manifest: HTTP ${put.status} ${await put.text()}`);
-  return sha(gz);
-}
-
 const canRun = process.getuid?.() === 0 && !!findRegistry() && existsSync(BUSYBOX) && has('runc') && has('skopeo');
 
 describe.skipIf(!canRun)('registry credentials from the client session [topology=all-in-one, worker=oci]', () => {
@@ -124,7 +76,7 @@ describe.skipIf(!canRun)('registry credentials from the client session [topology
     registry = await startRegistry({ htpasswd: { user: USER, password: PASSWORD } });
     proxy = await recordingProxy(new URL(registry.url));
     work = mkdtempSync(join(tmpdir(), 'kiln-registry-auth-e2e-'));
-    baseLayer = await pushBusybox(registry, work, 'a/base', '1');
+    baseLayer = (await pushBusyboxImage(registry, work, 'a/base', '1', { authorization: basicAuth })).layer.digest;
     baseRef = `${proxy.host}/a/base:1`;
     // The daemon's own docker config is an empty directory: no credentials there.
     const daemonConfig = join(work, 'daemon-docker');

@@ -4,3 +4,4 @@ export { repoRoot, kilnBin, runKiln, startKilnd, startKilnCluster, type Kilnd, t
 export { findRegistry, startRegistry, bcryptHash, type StartRegistryOptions, type TestRegistry } from './registry.js';
 export { makeTar, makeLayer, makeImage, makeIndex, type TestBlob, type TestImage, type TestIndex, type TestPlatform, type TestImageFormat } from './oci-image.js';
 export { findDockerd, findDockerCli, startDockerd, type StartDockerdOptions, type TestDockerd, type DockerRun } from './dockerd.js';
+export { busyboxLayer, pushBlob, pushBusyboxImage, type BusyboxLayer, type BusyboxLayerOptions, type PushBusyboxOptions, type PushedBusybox } from './busybox-image.js';

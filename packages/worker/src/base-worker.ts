@@ -1,4 +1,5 @@
 import { fromBinary } from '@bufbuild/protobuf';
+import { createHash } from 'node:crypto';
 import { llb } from '@kiln/api';
 import {
   CanceledError,
@@ -16,6 +17,7 @@ import { CacheMounts } from './exec/cache-mounts.js';
 import { Limiter } from './exec/limiter.js';
 import { reapSecretDirs } from './exec/secret-dir.js';
 import { reapRunFiles } from './exec/run-files.js';
+import { ChecksumCache, selectorChecksum, type PathSelector } from './fs/path-checksum.js';
 import { exportTree } from './fs/tar-export.js';
 import { createLayerMaker } from './layers/index.js';
 import type { LayerMaker } from './layers/layer-maker.js';
@@ -57,6 +59,8 @@ export class BaseWorker implements Worker {
   private readonly layerMaker: LayerMaker | undefined;
   /** The last copy of each client directory, for incremental transfers. */
   private readonly localContexts: LocalContexts;
+  /** Checksums of selected paths, by snapshot (see checksum). */
+  private readonly checksums = new ChecksumCache();
   private closed = false;
   /** Aborts every run in flight when the worker closes. */
   private readonly stopping = new AbortController();
@@ -330,6 +334,33 @@ export class BaseWorker implements Worker {
       } finally {
         await view.release();
       }
+    } finally {
+      await this.release([ref]);
+    }
+  }
+
+  async checksum(ref: string, selectors: readonly PathSelector[]): Promise<string> {
+    const id = this.refs.snapshotOf(ref);
+    if (id === undefined || !this.refs.acquire(ref)) throw new NotFoundError(`unknown ref ${ref}`);
+    try {
+      return await this.checksums.get(id, selectors, async () => {
+        const manifest = this.localContexts.manifestOf(id);
+        // A transferred file's digest was taken as it arrived: trust it while type and size agree.
+        const known = manifest
+          ? (rel: string, st: { size: number }) => {
+              const e = manifest.get(rel);
+              return e?.type === 'file' && e.size === st.size ? e.sha256 : undefined;
+            }
+          : undefined;
+        const view = await this.snapshots.view(id);
+        try {
+          const h = createHash('sha256');
+          for (const sel of selectors) h.update(`${await selectorChecksum(view.path, sel, known)}\n`);
+          return `sha256:${h.digest('hex')}`;
+        } finally {
+          await view.release();
+        }
+      });
     } finally {
       await this.release([ref]);
     }

@@ -5,6 +5,7 @@ export {
   hostPlatform,
   type CompiledWorkerOptions,
   type ImportedLayer,
+  type PathSelector,
   type PublishFn,
   type RefUsage,
   type RunRequest,

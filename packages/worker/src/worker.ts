@@ -14,8 +14,9 @@ import type { LayerDescriptor } from './layers/layer-maker.js';
 import type { LayerCompression } from './layers/media-types.js';
 
 import type { ImportedLayer } from './ops/layer-import.js';
+import type { PathSelector } from './fs/path-checksum.js';
 
-export type { ContentClient, ImportedLayer, LayerCompression, LayerDescriptor };
+export type { ContentClient, ImportedLayer, LayerCompression, LayerDescriptor, PathSelector };
 
 /**
  * A Worker runs LLB ops on snapshots and holds their results as refs. It is
@@ -119,6 +120,16 @@ export interface Worker {
    * when the store lacks a blob; CanceledError when `signal` aborts.
    */
   importLayers(layers: readonly ImportedLayer[], opts?: { signal?: AbortSignal }): Promise<string>;
+
+  /**
+   * A digest of what `selectors` select in `ref` (see selectorChecksum):
+   * names, types, permission bits, owners, symlink targets and file
+   * contents, never mtimes. Cached per snapshot and selector list; files of
+   * a local source's snapshot take their digests from its transfer
+   * manifest instead of being read again.
+   * Errors: NotFoundError for an unknown ref.
+   */
+  checksum(ref: string, selectors: readonly PathSelector[]): Promise<string>;
 
   /** Releases every ref and closes the snapshotter. Idempotent; never rejects. */
   close(): Promise<void>;

@@ -1,7 +1,7 @@
 import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type Stats } from 'node:fs';
 import { lstat, readlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { CanceledError, cleanRelPath, encodeTarHeader, tarPadding, tarTrailer, type PatternMatcher, type TarHeader } from '@kiln/common';
+import { CanceledError, Chunker, cleanRelPath, encodeTarHeader, tarPadding, tarTrailer, type PatternMatcher, type TarHeader } from '@kiln/common';
 
 /** Largest data chunk read from a file or sent in one message. */
 export const CHUNK_BYTES = 64 * 1024;
@@ -166,30 +166,4 @@ export async function* packSelected(root: string, entries: Iterable<SelectedEntr
   }
   yield* chunker.push(tarTrailer());
   yield* chunker.flush();
-}
-
-/** Coalesces small pieces (headers, padding) into chunks of at most `max` bytes. */
-class Chunker {
-  #buf: Uint8Array;
-  #len = 0;
-  constructor(readonly max: number) {
-    this.#buf = new Uint8Array(max);
-  }
-
-  *push(data: Uint8Array): Generator<Uint8Array> {
-    let off = 0;
-    while (off < data.length) {
-      const n = Math.min(this.max - this.#len, data.length - off);
-      this.#buf.set(data.subarray(off, off + n), this.#len);
-      this.#len += n;
-      off += n;
-      if (this.#len === this.max) yield* this.flush();
-    }
-  }
-
-  *flush(): Generator<Uint8Array> {
-    if (this.#len === 0) return;
-    yield this.#buf.slice(0, this.#len);
-    this.#len = 0;
-  }
 }

@@ -2,6 +2,7 @@ import { closeSync, openSync, readSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { CanceledError } from '../errors/errors.js';
 import { ContextDiffEncoder, contextEntryChanged, type ContextEntry } from './context-diff.js';
+import { Chunker } from './chunker.js';
 
 /** An entry of the client's directory walk (lstat'ed, symlinks not followed). */
 export interface DiffSourceEntry {
@@ -52,7 +53,7 @@ export async function* packContextDiff(
   opts: PackContextDiffOptions = {},
 ): AsyncGenerator<Uint8Array> {
   const chunkBytes = opts.chunkBytes ?? 64 * 1024;
-  const out = new Coalescer(chunkBytes);
+  const out = new Chunker(chunkBytes);
   const seen = new Set<string>();
   let changed = 0;
   let contentBytes = 0;
@@ -98,30 +99,4 @@ export async function* packContextDiff(
   yield* out.push(ContextDiffEncoder.end(changed + deleted));
   yield* out.flush();
   opts.onDone?.({ changed, deleted, contentBytes });
-}
-
-/** Coalesces small pieces into chunks of at most `max` bytes. */
-class Coalescer {
-  #buf: Uint8Array;
-  #len = 0;
-  constructor(readonly max: number) {
-    this.#buf = new Uint8Array(max);
-  }
-
-  *push(data: Uint8Array): Generator<Uint8Array> {
-    let off = 0;
-    while (off < data.length) {
-      const n = Math.min(this.max - this.#len, data.length - off);
-      this.#buf.set(data.subarray(off, off + n), this.#len);
-      this.#len += n;
-      off += n;
-      if (this.#len === this.max) yield* this.flush();
-    }
-  }
-
-  *flush(): Generator<Uint8Array> {
-    if (this.#len === 0) return;
-    yield this.#buf.slice(0, this.#len);
-    this.#len = 0;
-  }
 }

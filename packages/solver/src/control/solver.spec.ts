@@ -8,7 +8,7 @@ import { SessionHost } from '../session/session-host.js';
 import { Solver } from './solver.js';
 
 /** A solver wired to fakes of its neighbours over the router transport. */
-function setup(opts: { failOn?: string; runDelayMs?: number } = {}) {
+function setup(opts: { failOn?: string; runDelayMs?: number; files?: Map<string, string> } = {}) {
   const bus = createMemoryBus();
   const runs: string[] = [];
   const released: string[] = [];
@@ -28,8 +28,19 @@ function setup(opts: { failOn?: string; runDelayMs?: number } = {}) {
         runs.push(req.description);
         await new Promise((r) => setTimeout(r, opts.runDelayMs ?? 1));
         if (opts.failOn && req.description === opts.failOn) throw new VertexError(`failed to copy: not found`, req.vertexDigest);
-        return { outputRefs: [`ref-${op.op.case}-${runs.length}`] };
+        // A local source's content digest covers every file, as the real worker's does.
+        const content = opts.files && op.op.case === 'source' ? [`sha256:${[...opts.files].join(',')}`] : [];
+        return { outputRefs: [`ref-${op.op.case}-${runs.length}`], contentDigests: content };
       },
+      ...(opts.files
+        ? {
+            async checksum(req: worker.ChecksumRequest) {
+              return { digest: `sha256:${req.selectors.map((s) => `${s.path}=${opts.files!.get(s.path) ?? 'missing'}`).join(',')}` };
+            },
+            retain: async () => ({ missing: [] }),
+            drop: async () => ({}),
+          }
+        : {}),
       async *exportRef() {},
       async release(req) {
         released.push(...req.refs);
@@ -99,6 +110,25 @@ describe('Solver', () => {
     const { solver, runs, request } = setup({ runDelayMs: 30 });
     await Promise.all([solver.solve(request('c1'), new AbortController().signal), solver.solve(request('c2'), new AbortController().signal)]);
     expect(runs.filter((r) => r === 'COPY a /a')).toHaveLength(1);
+  });
+
+  it('keys a copy by the checksum of the paths it reads: changing a file only a later step reads keeps the earlier one cached', async () => {
+    const files = new Map([['/a', 'A'], ['/b', 'B']]);
+    const { solver, runs, request } = setup({ files });
+    await solver.solve(request('k1'), new AbortController().signal);
+    expect(runs).toEqual(['local://context', 'COPY a /a', 'COPY b /b']);
+    files.set('/b', 'B2');
+    runs.length = 0;
+    await solver.solve(request('k2'), new AbortController().signal);
+    expect(runs).toEqual(['local://context', 'COPY b /b']);
+    files.set('/c', 'never read');
+    runs.length = 0;
+    await solver.solve(request('k3'), new AbortController().signal);
+    expect(runs).toEqual(['local://context']);
+    files.set('/a', 'A2');
+    runs.length = 0;
+    await solver.solve(request('k4'), new AbortController().signal);
+    expect(runs).toEqual(['local://context', 'COPY a /a', 'COPY b /b']);
   });
 
   it('rejects a bad build ref', async () => {

@@ -13,7 +13,8 @@ import { CacheImports } from '../cache/cache-import.js';
 import { CacheStore } from '../cache/cache-store.js';
 import { openSolverDatabase, type Database } from '../cache/sqlite.js';
 import { Scheduler } from '../graph/scheduler.js';
-import { bypassesCache, isLocalSource, localSourceCacheKey, opCacheKey } from '../llb/cache-keys.js';
+import { bypassesCache, isLocalSource, localSourceCacheKey, opCacheKey, selectedContentKey } from '../llb/cache-keys.js';
+import { inputSelectors } from '../llb/input-selectors.js';
 import { toGraph, type LlbVertex, type OpResult } from '../llb/vertices.js';
 import type { SessionHost } from '../session/session-host.js';
 import { compileCacheExports, compileCacheImports, exportCache, loadCacheImports, withInlineCache, type CacheExportDeps } from './build-cache.js';
@@ -309,10 +310,8 @@ export class Solver {
         return { workerId: worker.id, refs: res.outputRefs, cacheKey };
       });
     }
-    const cacheKey = opCacheKey(
-      v.op,
-      inputs.map((r, i) => outputKey(r.cacheKey, v.inputs[i]!.index)),
-    );
+    const parentKeys = inputs.map((r, i) => outputKey(r.cacheKey, v.inputs[i]!.index));
+    const cacheKey = opCacheKey(v.op, await this.contentKeys(v, inputs, inputRefs, parentKeys, signal));
     const lookup = !bypassesCache(v.op, b.noCache);
     const started = timestampNow();
     let publishedStart = false;
@@ -331,7 +330,7 @@ export class Solver {
       b.built.set(v.digest, {
         digest: v.digest,
         key: cacheKey,
-        parents: inputs.map((r, i) => outputKey(r.cacheKey, v.inputs[i]!.index)),
+        parents: parentKeys,
         inputs: v.inputs.map((i) => i.vertex.digest),
         description: v.name,
         workerId: res.workerId,
@@ -350,6 +349,34 @@ export class Solver {
       await b.publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow(), error: e.message } });
       throw e;
     }
+  }
+
+  /**
+   * The key each input contributes to an op's cache key: for an input the
+   * op reads only some paths of (see inputSelectors), a checksum of those
+   * paths in the input's ref (content, modes, owners, names; no mtimes), so
+   * touching files or changing ones the op never reads keeps the key; else
+   * the input's own key. A worker that cannot checksum (an older one)
+   * leaves the input's key.
+   */
+  private async contentKeys(v: LlbVertex, inputs: OpResult[], refs: string[], parentKeys: string[], signal: AbortSignal): Promise<string[]> {
+    const selectors = inputSelectors(v.op.op);
+    return Promise.all(
+      parentKeys.map(async (key, i) => {
+        const selected = selectors[i];
+        if (!selected || !refs[i]) return key;
+        try {
+          const w = await this.opts.workers.get(inputs[i]!.workerId);
+          if (!w) return key;
+          const res = await w.client.checksum({ ref: refs[i], selectors: selected }, { signal });
+          return selectedContentKey(res.digest);
+        } catch (err) {
+          if (signal.aborted) throw err;
+          this.opts.logger.warn({ err, vertex: v.digest, input: i }, 'no checksum of the paths an op reads: keyed by the whole input');
+          return key;
+        }
+      }),
+    );
   }
 
   /** Publishes a vertex as started, runs `fn`, and publishes it completed or failed. */

@@ -21,6 +21,11 @@ export function localSourceCacheKey(contentDigest: string): string {
   return sha256(`local-content:${contentDigest}`);
 }
 
+/** The key an op input contributes when the op reads only selected paths of it: their checksum (WorkerService.Checksum). */
+export function selectedContentKey(checksum: string): string {
+  return sha256(`selected-content:${checksum}`);
+}
+
 /** True for sources whose result is only known by running them (the client's local files). */
 export function isLocalSource(op: llb.Op): boolean {
   return op.op.case === 'source' && op.op.value.identifier.startsWith('local://');

@@ -64,6 +64,10 @@ export function createWorkerServiceImpl(w: Worker): ServiceImpl<typeof worker.Wo
       return { ref: await w.importLayers(layers, { signal: ctx.signal }) };
     },
 
+    async checksum(req) {
+      return { digest: await w.checksum(req.ref, req.selectors.map((s) => ({ path: s.path, wildcard: s.wildcard, followSymlink: s.followSymlink }))) };
+    },
+
     async getLayers(req, ctx) {
       const layers = await w.getLayers(req.ref, {
         compression: parseCompression(req.compression),

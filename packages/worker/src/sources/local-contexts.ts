@@ -60,6 +60,12 @@ export class LocalContexts {
     await this.hooks.release(drop);
   }
 
+  /** The manifest of a copy still held, by its snapshot (what a checksum of it can take file digests from). */
+  manifestOf(snapshotId: string): ContextManifest | undefined {
+    for (const e of this.entries.values()) if (e.snapshotId === snapshotId) return e.manifest;
+    return undefined;
+  }
+
   /** Forgets every copy (their references are dropped by the worker's own clear). */
   clear(): void {
     this.entries.clear();

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/worker/v1/worker.proto.
  */
 export const file_kiln_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChtraWxuL3dvcmtlci92MS93b3JrZXIucHJvdG8SDmtpbG4ud29ya2VyLnYxIhEKD0Rlc2NyaWJlUmVxdWVzdCLGAQoQRGVzY3JpYmVSZXNwb25zZRIKCgJpZBgBIAEoCRIoCglwbGF0Zm9ybXMYAiADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRI8CgZsYWJlbHMYAyADKAsyLC5raWxuLndvcmtlci52MS5EZXNjcmliZVJlc3BvbnNlLkxhYmVsc0VudHJ5Eg8KB2JhY2tlbmQYBCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKUAQoKUnVuUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhUKDXZlcnRleF9kaWdlc3QYAyABKAkSCgoCb3AYBCABKAwSEgoKaW5wdXRfcmVmcxgFIAMoCRITCgtkZXNjcmlwdGlvbhgGIAEoCRIUCgxlbnRpdGxlbWVudHMYByADKAkiOwoLUnVuUmVzcG9uc2USEwoLb3V0cHV0X3JlZnMYASADKAkSFwoPY29udGVudF9kaWdlc3RzGAIgAygJIh8KEEV4cG9ydFJlZlJlcXVlc3QSCwoDcmVmGAEgASgJIiYKEUV4cG9ydFJlZlJlc3BvbnNlEhEKCXRhcl9jaHVuaxgBIAEoDCIeCg5SZWxlYXNlUmVxdWVzdBIMCgRyZWZzGAEgAygJIhEKD1JlbGVhc2VSZXNwb25zZSLIAQoQR2V0TGF5ZXJzUmVxdWVzdBILCgNyZWYYASABKAkSEwoLY29tcHJlc3Npb24YAiABKAkSGQoRY29tcHJlc3Npb25fbGV2ZWwYAyABKAUSGQoRZm9yY2VfY29tcHJlc3Npb24YBCABKAgSFwoPb2NpX21lZGlhX3R5cGVzGAUgASgIEh4KEXNvdXJjZV9kYXRlX2Vwb2NoGAYgASgDSACIAQESDQoFbGVhc2UYByABKAlCFAoSX3NvdXJjZV9kYXRlX2Vwb2NoInEKBUxheWVyEg4KBmRpZ2VzdBgBIAEoCRIMCgRzaXplGAIgASgDEhIKCm1lZGlhX3R5cGUYAyABKAkSDwoHZGlmZl9pZBgEIAEoCRIRCglmcm9tX2Jhc2UYBSABKAgSEgoKY3JlYXRlZF9ieRgGIAEoCSI6ChFHZXRMYXllcnNSZXNwb25zZRIlCgZsYXllcnMYASADKAsyFS5raWxuLndvcmtlci52MS5MYXllciI/Cg1SZXRhaW5SZXF1ZXN0EgwKBHJlZnMYASADKAkSDQoFb3duZXIYAiABKAkSEQoJZXBoZW1lcmFsGAMgASgIIiEKDlJldGFpblJlc3BvbnNlEg8KB21pc3NpbmcYASADKAkiKgoLRHJvcFJlcXVlc3QSDAoEcmVmcxgBIAMoCRINCgVvd25lchgCIAEoCSIOCgxEcm9wUmVzcG9uc2UiHwoPUmVmVXNhZ2VSZXF1ZXN0EgwKBHJlZnMYASADKAkiRAoIUmVmVXNhZ2USCwoDcmVmGAEgASgJEg0KBWZvdW5kGAIgASgIEgwKBHNpemUYAyABKAMSDgoGb3duZXJzGAQgAygJIjsKEFJlZlVzYWdlUmVzcG9uc2USJwoFdXNhZ2UYASADKAsyGC5raWxuLndvcmtlci52MS5SZWZVc2FnZSJOChNJbXBvcnRMYXllcnNSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEiUKBmxheWVycxgCIAMoCzIVLmtpbG4ud29ya2VyLnYxLkxheWVyIiMKFEltcG9ydExheWVyc1Jlc3BvbnNlEgsKA3JlZhgBIAEoCTLGBQoNV29ya2VyU2VydmljZRJNCghEZXNjcmliZRIfLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVzcG9uc2USPgoDUnVuEhoua2lsbi53b3JrZXIudjEuUnVuUmVxdWVzdBobLmtpbG4ud29ya2VyLnYxLlJ1blJlc3BvbnNlElIKCUV4cG9ydFJlZhIgLmtpbG4ud29ya2VyLnYxLkV4cG9ydFJlZlJlcXVlc3QaIS5raWxuLndvcmtlci52MS5FeHBvcnRSZWZSZXNwb25zZTABEkoKB1JlbGVhc2USHi5raWxuLndvcmtlci52MS5SZWxlYXNlUmVxdWVzdBofLmtpbG4ud29ya2VyLnYxLlJlbGVhc2VSZXNwb25zZRJQCglHZXRMYXllcnMSIC5raWxuLndvcmtlci52MS5HZXRMYXllcnNSZXF1ZXN0GiEua2lsbi53b3JrZXIudjEuR2V0TGF5ZXJzUmVzcG9uc2USRwoGUmV0YWluEh0ua2lsbi53b3JrZXIudjEuUmV0YWluUmVxdWVzdBoeLmtpbG4ud29ya2VyLnYxLlJldGFpblJlc3BvbnNlEkEKBERyb3ASGy5raWxuLndvcmtlci52MS5Ecm9wUmVxdWVzdBocLmtpbG4ud29ya2VyLnYxLkRyb3BSZXNwb25zZRJNCghSZWZVc2FnZRIfLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVzcG9uc2USWQoMSW1wb3J0TGF5ZXJzEiMua2lsbi53b3JrZXIudjEuSW1wb3J0TGF5ZXJzUmVxdWVzdBokLmtpbG4ud29ya2VyLnYxLkltcG9ydExheWVyc1Jlc3BvbnNlYgZwcm90bzM", [file_kiln_llb_v1_llb]);
+  fileDesc("ChtraWxuL3dvcmtlci92MS93b3JrZXIucHJvdG8SDmtpbG4ud29ya2VyLnYxIhEKD0Rlc2NyaWJlUmVxdWVzdCLGAQoQRGVzY3JpYmVSZXNwb25zZRIKCgJpZBgBIAEoCRIoCglwbGF0Zm9ybXMYAiADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRI8CgZsYWJlbHMYAyADKAsyLC5raWxuLndvcmtlci52MS5EZXNjcmliZVJlc3BvbnNlLkxhYmVsc0VudHJ5Eg8KB2JhY2tlbmQYBCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKUAQoKUnVuUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhUKDXZlcnRleF9kaWdlc3QYAyABKAkSCgoCb3AYBCABKAwSEgoKaW5wdXRfcmVmcxgFIAMoCRITCgtkZXNjcmlwdGlvbhgGIAEoCRIUCgxlbnRpdGxlbWVudHMYByADKAkiOwoLUnVuUmVzcG9uc2USEwoLb3V0cHV0X3JlZnMYASADKAkSFwoPY29udGVudF9kaWdlc3RzGAIgAygJIh8KEEV4cG9ydFJlZlJlcXVlc3QSCwoDcmVmGAEgASgJIiYKEUV4cG9ydFJlZlJlc3BvbnNlEhEKCXRhcl9jaHVuaxgBIAEoDCIeCg5SZWxlYXNlUmVxdWVzdBIMCgRyZWZzGAEgAygJIhEKD1JlbGVhc2VSZXNwb25zZSLIAQoQR2V0TGF5ZXJzUmVxdWVzdBILCgNyZWYYASABKAkSEwoLY29tcHJlc3Npb24YAiABKAkSGQoRY29tcHJlc3Npb25fbGV2ZWwYAyABKAUSGQoRZm9yY2VfY29tcHJlc3Npb24YBCABKAgSFwoPb2NpX21lZGlhX3R5cGVzGAUgASgIEh4KEXNvdXJjZV9kYXRlX2Vwb2NoGAYgASgDSACIAQESDQoFbGVhc2UYByABKAlCFAoSX3NvdXJjZV9kYXRlX2Vwb2NoInEKBUxheWVyEg4KBmRpZ2VzdBgBIAEoCRIMCgRzaXplGAIgASgDEhIKCm1lZGlhX3R5cGUYAyABKAkSDwoHZGlmZl9pZBgEIAEoCRIRCglmcm9tX2Jhc2UYBSABKAgSEgoKY3JlYXRlZF9ieRgGIAEoCSI6ChFHZXRMYXllcnNSZXNwb25zZRIlCgZsYXllcnMYASADKAsyFS5raWxuLndvcmtlci52MS5MYXllciI/Cg1SZXRhaW5SZXF1ZXN0EgwKBHJlZnMYASADKAkSDQoFb3duZXIYAiABKAkSEQoJZXBoZW1lcmFsGAMgASgIIiEKDlJldGFpblJlc3BvbnNlEg8KB21pc3NpbmcYASADKAkiKgoLRHJvcFJlcXVlc3QSDAoEcmVmcxgBIAMoCRINCgVvd25lchgCIAEoCSIOCgxEcm9wUmVzcG9uc2UiHwoPUmVmVXNhZ2VSZXF1ZXN0EgwKBHJlZnMYASADKAkiRAoIUmVmVXNhZ2USCwoDcmVmGAEgASgJEg0KBWZvdW5kGAIgASgIEgwKBHNpemUYAyABKAMSDgoGb3duZXJzGAQgAygJIjsKEFJlZlVzYWdlUmVzcG9uc2USJwoFdXNhZ2UYASADKAsyGC5raWxuLndvcmtlci52MS5SZWZVc2FnZSJOChNJbXBvcnRMYXllcnNSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEiUKBmxheWVycxgCIAMoCzIVLmtpbG4ud29ya2VyLnYxLkxheWVyIiMKFEltcG9ydExheWVyc1Jlc3BvbnNlEgsKA3JlZhgBIAEoCSJGCgxQYXRoU2VsZWN0b3ISDAoEcGF0aBgBIAEoCRIQCgh3aWxkY2FyZBgCIAEoCBIWCg5mb2xsb3dfc3ltbGluaxgDIAEoCCJPCg9DaGVja3N1bVJlcXVlc3QSCwoDcmVmGAEgASgJEi8KCXNlbGVjdG9ycxgCIAMoCzIcLmtpbG4ud29ya2VyLnYxLlBhdGhTZWxlY3RvciIiChBDaGVja3N1bVJlc3BvbnNlEg4KBmRpZ2VzdBgBIAEoCTKVBgoNV29ya2VyU2VydmljZRJNCghEZXNjcmliZRIfLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVzcG9uc2USPgoDUnVuEhoua2lsbi53b3JrZXIudjEuUnVuUmVxdWVzdBobLmtpbG4ud29ya2VyLnYxLlJ1blJlc3BvbnNlElIKCUV4cG9ydFJlZhIgLmtpbG4ud29ya2VyLnYxLkV4cG9ydFJlZlJlcXVlc3QaIS5raWxuLndvcmtlci52MS5FeHBvcnRSZWZSZXNwb25zZTABEkoKB1JlbGVhc2USHi5raWxuLndvcmtlci52MS5SZWxlYXNlUmVxdWVzdBofLmtpbG4ud29ya2VyLnYxLlJlbGVhc2VSZXNwb25zZRJQCglHZXRMYXllcnMSIC5raWxuLndvcmtlci52MS5HZXRMYXllcnNSZXF1ZXN0GiEua2lsbi53b3JrZXIudjEuR2V0TGF5ZXJzUmVzcG9uc2USRwoGUmV0YWluEh0ua2lsbi53b3JrZXIudjEuUmV0YWluUmVxdWVzdBoeLmtpbG4ud29ya2VyLnYxLlJldGFpblJlc3BvbnNlEkEKBERyb3ASGy5raWxuLndvcmtlci52MS5Ecm9wUmVxdWVzdBocLmtpbG4ud29ya2VyLnYxLkRyb3BSZXNwb25zZRJNCghSZWZVc2FnZRIfLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVzcG9uc2USWQoMSW1wb3J0TGF5ZXJzEiMua2lsbi53b3JrZXIudjEuSW1wb3J0TGF5ZXJzUmVxdWVzdBokLmtpbG4ud29ya2VyLnYxLkltcG9ydExheWVyc1Jlc3BvbnNlEk0KCENoZWNrc3VtEh8ua2lsbi53b3JrZXIudjEuQ2hlY2tzdW1SZXF1ZXN0GiAua2lsbi53b3JrZXIudjEuQ2hlY2tzdW1SZXNwb25zZWIGcHJvdG8z", [file_kiln_llb_v1_llb]);
 
 /**
  * @generated from message kiln.worker.v1.DescribeRequest
@@ -534,6 +534,85 @@ export const ImportLayersResponseSchema: GenMessage<ImportLayersResponse> = /*@_
   messageDesc(file_kiln_worker_v1_worker, 19);
 
 /**
+ * A path an op reads from one of its inputs (a FileOp copy's src, an exec
+ * mount's selector).
+ *
+ * @generated from message kiln.worker.v1.PathSelector
+ */
+export type PathSelector = Message<"kiln.worker.v1.PathSelector"> & {
+  /**
+   * Absolute within the ref's root ("/" = everything).
+   *
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * `path` may hold glob wildcards (each match counts, with its name).
+   *
+   * @generated from field: bool wildcard = 2;
+   */
+  wildcard: boolean;
+
+  /**
+   * A final symlink is followed (its target's content counts) rather than
+   * read as a link.
+   *
+   * @generated from field: bool follow_symlink = 3;
+   */
+  followSymlink: boolean;
+};
+
+/**
+ * Describes the message kiln.worker.v1.PathSelector.
+ * Use `create(PathSelectorSchema)` to create a new message.
+ */
+export const PathSelectorSchema: GenMessage<PathSelector> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 20);
+
+/**
+ * @generated from message kiln.worker.v1.ChecksumRequest
+ */
+export type ChecksumRequest = Message<"kiln.worker.v1.ChecksumRequest"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+
+  /**
+   * @generated from field: repeated kiln.worker.v1.PathSelector selectors = 2;
+   */
+  selectors: PathSelector[];
+};
+
+/**
+ * Describes the message kiln.worker.v1.ChecksumRequest.
+ * Use `create(ChecksumRequestSchema)` to create a new message.
+ */
+export const ChecksumRequestSchema: GenMessage<ChecksumRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 21);
+
+/**
+ * @generated from message kiln.worker.v1.ChecksumResponse
+ */
+export type ChecksumResponse = Message<"kiln.worker.v1.ChecksumResponse"> & {
+  /**
+   * "sha256:..." over every selector in order; a path that does not exist
+   * counts as missing (not an error).
+   *
+   * @generated from field: string digest = 1;
+   */
+  digest: string;
+};
+
+/**
+ * Describes the message kiln.worker.v1.ChecksumResponse.
+ * Use `create(ChecksumResponseSchema)` to create a new message.
+ */
+export const ChecksumResponseSchema: GenMessage<ChecksumResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 22);
+
+/**
  * @generated from service kiln.worker.v1.WorkerService
  */
 export const WorkerService: GenService<{
@@ -637,6 +716,19 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof ImportLayersRequestSchema;
     output: typeof ImportLayersResponseSchema;
+  },
+  /**
+   * Checksum digests what an op reads of a ref: the selected paths' names,
+   * types, permission bits, owners, symlink targets and file contents, never
+   * mtimes (the solver keys an op input by it instead of the input's key).
+   * Results are cached per snapshot and selector.
+   *
+   * @generated from rpc kiln.worker.v1.WorkerService.Checksum
+   */
+  checksum: {
+    methodKind: "unary";
+    input: typeof ChecksumRequestSchema;
+    output: typeof ChecksumResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kiln_worker_v1_worker, 0);
