@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve, sep } from 'node:path';
 
 /** Where the per-user secret behind shared keys lives: `$XDG_STATE_HOME/kiln/session-key` (default ~/.local/state). */
 export function sessionKeyFile(env: NodeJS.ProcessEnv = process.env): string {
@@ -37,7 +37,7 @@ function readOrCreateSecret(file: string): Buffer | undefined {
     // created below
   }
   try {
-    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    makeParents(dirname(file));
     const secret = randomBytes(32);
     writeFileSync(file, secret, { mode: 0o600, flag: 'wx' });
     return secret;
@@ -51,5 +51,22 @@ function readOrCreateSecret(file: string): Buffer | undefined {
       }
     }
     return undefined;
+  }
+}
+
+/**
+ * mkdir -p, one level at a time: Node's `mkdirSync(..., { recursive: true })`
+ * never returns for some paths (under /proc it loops), and a CLI must not hang
+ * because of where XDG_STATE_HOME points.
+ */
+function makeParents(dir: string): void {
+  let path = '';
+  for (const part of resolve(dir).split(sep).filter(Boolean)) {
+    path += sep + part;
+    try {
+      mkdirSync(path, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
   }
 }
