@@ -16,7 +16,10 @@
 //     RUN step executed (each execution appends a line to a locked cache
 //     mount, read back afterwards) and the wall time for all twenty.
 // Writes bench-results/solver.md (npm run bench gathers it into bench/results/latest.md).
-// Env: BENCH_RUNS (median of, default 3), BENCH_SOLVER_DIR (temp root).
+// Env: BENCH_RUNS (median of, default 3), BENCH_SOLVER_DIR (temp root),
+// BENCH_SCENARIOS (comma-separated scenario numbers to run, e.g. `1,2,5`;
+// 1 and 2 always run together; default all), BENCH_TOOLS (`kiln`, `docker`
+// or both, the default). A partial run only prints its table.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
@@ -34,6 +37,9 @@ const { startKilnd, startDockerd, findDockerd, startRegistry, pushBusyboxImage }
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const CONCURRENT = 20;
+const picked = process.env.BENCH_SCENARIOS ? new Set(process.env.BENCH_SCENARIOS.split(',').map((x) => x.trim())) : undefined;
+const want = (n) => !picked || picked.has(String(n)) || (n === 1 && picked.has('2')) || (n === 2 && picked.has('1'));
+const tools = new Set((process.env.BENCH_TOOLS ?? 'kiln,docker').split(',').map((x) => x.trim()));
 const kiln = join(repo, 'bin', 'kiln');
 const dockerCli = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
 const work = mkdtempSync(join(process.env.BENCH_SOLVER_DIR ?? tmpdir(), 'kiln-bench-solver-'));
@@ -126,7 +132,7 @@ async function scenarios(tool, build, base) {
   const r = {};
   const cold = [];
   const warm = [];
-  for (let i = 0; i < RUNS; i++) {
+  for (let i = 0; want(1) && i < RUNS; i++) {
     const ctx = parallelContext(base, `${tool}-${i}-${Date.now()}`);
     cold.push((await build([], ctx)).seconds);
     warm.push((await build([], ctx)).seconds);
@@ -134,6 +140,13 @@ async function scenarios(tool, build, base) {
   r.parallel = median(cold);
   r.cached = median(warm);
 
+  if (want(3)) await manyFiles(tool, build, base, r);
+  if (want(4)) await bigOne(build, base, r);
+  if (want(5)) await concurrent(tool, build, base, r);
+  return r;
+}
+
+async function manyFiles(tool, build, base, r) {
   const many = [];
   const mctx = manyFilesContext(base, `many-${tool}`);
   await build([], mctx);
@@ -142,12 +155,16 @@ async function scenarios(tool, build, base) {
     many.push((await build([], mctx)).seconds);
   }
   r.manyFiles = median(many);
+}
 
+async function bigOne(build, base, r) {
   const big = await build([], bigContext(base));
   r.bigContext = big.seconds;
   r.bigBytes = contextBytes(big.out);
   rmSync(join(work, 'big'), { recursive: true, force: true });
+}
 
+async function concurrent(tool, build, base, r) {
   const id = `bench-${tool}-${Date.now()}`;
   const ctx = concurrentContext(base, id);
   const t0 = process.hrtime.bigint();
@@ -155,7 +172,6 @@ async function scenarios(tool, build, base) {
   r.concurrentWall = Number(process.hrtime.bigint() - t0) / 1e9;
   // No --no-cache here: BuildKit then starts cache mounts empty too.
   r.concurrentRuns = runsFrom((await build([], countContext(base, id))).out);
-  return r;
 }
 
 const results = {};
@@ -166,11 +182,15 @@ let dockerNote = '';
 try {
   registry = await startRegistry();
   const base = (await pushBusyboxImage(registry, work, 'bench/busybox', '1', { applets: 'all', dirs: ['tmp'] })).ref;
-  daemon = await startKilnd({ worker: 'oci' });
-  results.kiln = await scenarios('kiln', (args, ctx) => timed(kiln, ['build', '--addr', daemon.addr, '--progress=plain', ...args, ctx]), base);
-  await daemon.stop();
-  daemon = undefined;
-  if (process.getuid?.() === 0 && findDockerd()) {
+  if (tools.has('kiln')) {
+    daemon = await startKilnd({ worker: 'oci' });
+    results.kiln = await scenarios('kiln', (args, ctx) => timed(kiln, ['build', '--addr', daemon.addr, '--progress=plain', ...args, ctx]), base);
+    await daemon.stop();
+    daemon = undefined;
+  }
+  if (!tools.has('docker')) {
+    dockerNote = ' (docker skipped: BENCH_TOOLS)';
+  } else if (process.getuid?.() === 0 && findDockerd()) {
     dockerd = await startDockerd();
     const env = { DOCKER_HOST: dockerd.host, DOCKER_BUILDKIT: '1', DOCKER_CONFIG: dockerd.env.DOCKER_CONFIG };
     results.docker = await scenarios('docker', (args, ctx) => timed(dockerCli, ['build', '--network=none', '--progress=plain', ...args, ctx], env), base);
@@ -184,7 +204,7 @@ try {
   rmSync(work, { recursive: true, force: true });
 }
 
-const k = results.kiln;
+const k = results.kiln ?? {};
 const d = results.docker ?? {};
 const s = (x) => (x === undefined || Number.isNaN(x) ? 'n/a' : `${x.toFixed(2)} s`);
 const ratio = (a, b) => (a !== undefined && b ? `${(a / b).toFixed(2)}x` : 'n/a');
@@ -209,5 +229,8 @@ const table = [
   '',
 ].join('\n');
 console.log(table);
-mkdirSync(join(repo, 'bench-results'), { recursive: true });
-writeFileSync(join(repo, 'bench-results', 'solver.md'), table);
+// A partial run (BENCH_SCENARIOS / BENCH_TOOLS) prints only: the stored table stays whole.
+if (!picked && tools.has('kiln') && tools.has('docker')) {
+  mkdirSync(join(repo, 'bench-results'), { recursive: true });
+  writeFileSync(join(repo, 'bench-results', 'solver.md'), table);
+}

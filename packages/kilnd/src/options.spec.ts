@@ -2,14 +2,18 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { compileDaemonOptions, DEFAULT_GC_POLICY } from './options.js';
+import { compileDaemonOptions, DEFAULT_GC_POLICY, DEFAULT_MAX_PARALLELISM } from './options.js';
 
 const env = {} as NodeJS.ProcessEnv;
 
 describe('compileDaemonOptions', () => {
   it('defaults to all tiers on the standard socket and root', () => {
     const o = compileDaemonOptions([], env);
-    expect(o).toMatchObject({ tier: 'all', root: '/var/lib/kiln', addr: { kind: 'unix', path: '/run/kiln/kiln.sock' }, maxParallelism: 4 });
+    expect(o).toMatchObject({ tier: 'all', root: '/var/lib/kiln', addr: { kind: 'unix', path: '/run/kiln/kiln.sock' }, maxParallelism: DEFAULT_MAX_PARALLELISM });
+    // Execs are bounded like ops, not by the core count: sleeping or waiting steps run together.
+    expect(DEFAULT_MAX_PARALLELISM).toBeGreaterThanOrEqual(16);
+    expect(o.maxParallelExecs).toBe(DEFAULT_MAX_PARALLELISM);
+    expect(compileDaemonOptions(['--max-parallelism', '3'], env).maxParallelExecs).toBe(3);
   });
 
   it('moves the socket into KILN_ROOT', () => {
@@ -54,7 +58,7 @@ describe('compileDaemonOptions', () => {
     writeFileSync(join(dir, 'e.toml'), 'entitlements = ["network.host"]\nmax-parallel-execs = 3\n');
     expect(compileDaemonOptions(['--config', join(dir, 'e.toml')], env)).toMatchObject({ entitlements: ['network.host'], maxParallelExecs: 3 });
     expect(compileDaemonOptions(['--allow-insecure-entitlement', 'security.insecure,network.host'], env).entitlements).toEqual(['security.insecure', 'network.host']);
-    expect(compileDaemonOptions([], env)).toMatchObject({ entitlements: [], maxParallelExecs: undefined });
+    expect(compileDaemonOptions([], env)).toMatchObject({ entitlements: [], maxParallelExecs: DEFAULT_MAX_PARALLELISM });
     writeFileSync(join(dir, 'bad.toml'), 'entitlements = ["root"]\n');
     expect(() => compileDaemonOptions(['--config', join(dir, 'bad.toml')], env)).toThrow(/unknown entitlement "root"/);
   });

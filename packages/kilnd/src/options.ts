@@ -24,6 +24,7 @@ export interface DaemonOptions {
   nats?: string;
   /** This process's id in the cluster directory. */
   id: string;
+  /** Ops the solver runs at once across all builds (default DEFAULT_MAX_PARALLELISM). */
   maxParallelism: number;
   /** Registry access for image pulls: hosts reached over plain HTTP, and pull mirrors per host. */
   registry: { insecure: string[]; mirrors: Record<string, string[]> };
@@ -31,8 +32,8 @@ export interface DaemonOptions {
   worker: 'oci' | 'containerd';
   /** Entitlements builds may ask for with `--allow` ("security.insecure", "network.host"); default none. */
   entitlements: ('security.insecure' | 'network.host')[];
-  /** Exec ops a worker runs at once (default: the number of cores). */
-  maxParallelExecs?: number;
+  /** Exec ops a worker runs at once (default: --max-parallelism, not the core count: a sleeping or waiting step needs no CPU). */
+  maxParallelExecs: number;
   /** The content store's background GC policy; undefined when `[gc] enabled = false`. */
   gc?: GcPolicyOptions;
   logLevel?: string;
@@ -48,6 +49,14 @@ export interface GcPolicyOptions {
 }
 
 /** Without a `[gc]` table: collect hourly, keep what was used in the last two days. */
+/**
+ * Default bound on ops running at once. BuildKit does not bound them by
+ * default; this cap only stops a runaway graph from starting thousands of
+ * processes. Independent steps (e.g. four stages that sleep or wait on the
+ * network) must run together, so it is not the core count.
+ */
+export const DEFAULT_MAX_PARALLELISM = 64;
+
 export const DEFAULT_GC_POLICY: GcPolicyOptions = { intervalMs: 3_600_000, keepDurationMs: 48 * 3_600_000 };
 
 interface ConfigFile {
@@ -105,7 +114,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     if (!nats) throw new InvalidArgumentError(`--tier ${tier} needs --nats URL (tiers find each other over NATS)`, '--nats');
     if (!listen || listen.kind !== 'tcp') throw new InvalidArgumentError(`--tier ${tier} needs --listen tcp://HOST:PORT`, '--listen');
   }
-  const mp = Number(pick('max-parallelism') ?? 4);
+  const mp = Number(pick('max-parallelism') ?? DEFAULT_MAX_PARALLELISM);
   if (!Number.isInteger(mp) || mp < 1) throw new InvalidArgumentError(`--max-parallelism must be a positive integer, got "${pick('max-parallelism')}"`, '--max-parallelism');
   const worker = pick('worker') ?? 'oci';
   if (worker !== 'oci' && worker !== 'containerd') throw new InvalidArgumentError(`--worker must be oci or containerd, got "${worker}"`, '--worker');
@@ -113,8 +122,8 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   const gc = compileGcConfig(file.gc);
   const entitlements = compileEntitlements(flags.get('allow-insecure-entitlement'), file.entitlements);
   const mpeRaw = pick('max-parallel-execs');
-  const maxParallelExecs = mpeRaw === undefined ? undefined : Number(mpeRaw);
-  if (maxParallelExecs !== undefined && (!Number.isInteger(maxParallelExecs) || maxParallelExecs < 1)) {
+  const maxParallelExecs = mpeRaw === undefined ? mp : Number(mpeRaw);
+  if (!Number.isInteger(maxParallelExecs) || maxParallelExecs < 1) {
     throw new InvalidArgumentError(`--max-parallel-execs must be a positive integer, got "${mpeRaw}"`, '--max-parallel-execs');
   }
   return {

@@ -39,7 +39,7 @@ export interface SolverOptions {
   content?: () => Promise<Client<typeof content.ContentService>>;
   /** State directory (the cache database); absent: an in-memory cache that ends with the process. */
   root?: string;
-  /** Most ops running at once (default 4). */
+  /** Most ops running at once (default 64; kilnd passes --max-parallelism). */
   maxParallelism?: number;
   version?: string;
   tiers?: string[];
@@ -80,7 +80,7 @@ export class Solver {
     this.cache = new VertexCache(new CacheStore(this.db), opts.workers, opts.logger.child({ component: 'cache' }));
     this.cacheUsage = new CacheUsage(this.cache, opts.workers);
     this.scheduler = new Scheduler<OpResult>({
-      maxParallelism: opts.maxParallelism ?? 4,
+      maxParallelism: opts.maxParallelism ?? 64,
       release: async (r) => {
         const w = await opts.workers.get(r.workerId);
         const refs = r.refs.filter(Boolean);

@@ -39,6 +39,16 @@ describe('Scheduler', () => {
     expect(log).toEqual(['start a', 'end a', 'start b', 'end b', 'start c', 'end c']);
   });
 
+  it('by default starts many independent nodes at once (no small cap: waiting steps need no CPU)', async () => {
+    const log: string[] = [];
+    const leaves = Array.from({ length: 12 }, (_, i) => node(`n${i}`, [], log, 30));
+    const s = new Scheduler<string>();
+    const sess = s.session(new AbortController().signal);
+    await Promise.all(leaves.map((l) => sess.resolve(l)));
+    // Every node started before the first one ended.
+    expect(log.slice(0, 12).every((l) => l.startsWith('start '))).toBe(true);
+  });
+
   it('runs a node once for concurrent builds and releases after the last', async () => {
     const log: string[] = [];
     const released: string[] = [];

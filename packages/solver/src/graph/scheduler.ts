@@ -12,7 +12,7 @@ export interface GraphNode<R> {
 }
 
 export interface SchedulerOptions<R> {
-  /** Most nodes running at once across all builds (default: 4). */
+  /** Most nodes running at once across all builds (default: 64). */
   maxParallelism?: number;
   /** Called when the last holder lets go of a result. */
   release?: (result: R) => Promise<void> | void;
@@ -40,7 +40,7 @@ export class Scheduler<R> {
   private readonly queue: (() => void)[] = [];
 
   constructor(private readonly opts: SchedulerOptions<R> = {}) {
-    this.max = Math.max(1, opts.maxParallelism ?? 4);
+    this.max = Math.max(1, opts.maxParallelism ?? 64);
   }
 
   /** Starts a build session: results it obtains are held until `close()`. */
