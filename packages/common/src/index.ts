@@ -6,6 +6,7 @@ export * from './abort.js';
 export * from './errors/connect.js';
 export * from './rpc/address.js';
 export * from './rpc/transport.js';
+export * from './rpc/direct-transport.js';
 export * from './channel.js';
 export * from './archive/tar.js';
 export { PatternMatcher, cleanRelPath, globToRegExp, hasWildcard, matchComponent } from './patterns/matcher.js';

@@ -2,7 +2,7 @@ import { create } from '@bufbuild/protobuf';
 import type { Client } from '@connectrpc/connect';
 import { content, control, exporter, frontend, llb, session, worker as workerApi } from '@kiln/api';
 import { createMemoryBus } from '@kiln/bus';
-import { createInMemoryTransport, createKilnClient, serveRoutes, type Logger, type Routes, type RpcServer } from '@kiln/common';
+import { createDirectTransport, createKilnClient, serveRoutes, type Logger, type Routes, type RpcServer } from '@kiln/common';
 import { createContentServiceImpl } from '@kiln/content-store';
 import { createRegistryClient, dockerConfigCredentials } from '@kiln/registry';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
@@ -90,7 +90,8 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
       }),
     );
   };
-  transport.bind(createInMemoryTransport(routes));
+  // Tiers call each other in-process without encoding (export streams pass their buffers through).
+  transport.bind(createDirectTransport(routes));
   const server: RpcServer = await serveRoutes(opts.addr, routes);
   // Lets scripts (and `kill $(cat ROOT/kilnd.pid)`) find the daemon.
   const pidFile = join(opts.root, 'kilnd.pid');

@@ -80,11 +80,15 @@ export function git(remote: string, ref: string, opts: GitOptions = {}): State {
   return source(id, attrs, opts);
 }
 
-/** An OCI image layout shared by the client: `oci-layout://STORE@DIGEST`. */
-export function ociLayout(ref: string, opts: StateOptions & { sessionId?: string; storeId?: string } = {}): State {
+/**
+ * An OCI image layout the client shares over the session:
+ * `oci-layout://STORE[:TAG][@DIGEST]` (STORE is the session directory),
+ * pulled for `platform` like a docker-image source.
+ */
+export function ociLayout(ref: string, opts: StateOptions & { sessionId?: string; storeId?: string; platform?: PlatformInit } = {}): State {
   const attrs: Record<string, string> = {};
   if (opts.storeId) attrs['oci.store'] = opts.storeId;
-  return source(`oci-layout://${ref}`, attrs, opts);
+  return source(`oci-layout://${ref}`, attrs, opts, opts.platform);
 }
 
 /** Any source op by identifier. */

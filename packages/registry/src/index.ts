@@ -43,3 +43,19 @@ export { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
 export { createRegistryClient, HttpRegistryClient, isLoopbackHost, type RegistryClientOptions, type RetryEvent } from './client.js';
 export { resolveImage, type ResolvedImage } from './image.js';
 export { DISTRIBUTION_SOURCE_LABEL_PREFIX, distributionSourceLabel, distributionSources, withDistributionSource } from './distribution-source.js';
+export {
+  LAYOUT_REF_NAME,
+  DEFAULT_LAYOUT_TAG,
+  LAYOUT_DOC_MAX,
+  parseLayoutRef,
+  formatLayoutRef,
+  layoutBlobPath,
+  parseLayoutIndex,
+  findLayoutManifest,
+  verifyLayoutBlob,
+  readLayoutBlob,
+  resolveLayoutImage,
+  type LayoutRef,
+  type LayoutReader,
+  type ResolvedLayoutImage,
+} from './oci-layout.js';

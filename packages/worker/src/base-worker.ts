@@ -28,7 +28,8 @@ import { runFileOp } from './ops/file-op.js';
 import { runMergeOp } from './ops/merge-op.js';
 import { runGitSource } from './ops/git-source.js';
 import { runHttpSource } from './ops/http-source.js';
-import { LayerStore, runImageSource } from './ops/image-source.js';
+import { LayerStore, registryOrigin, runImageSource } from './ops/image-source.js';
+import { layoutOrigin } from './ops/layout-source.js';
 import { importLayerChain, type ImportedLayer } from './ops/layer-import.js';
 import { LocalContexts, type CachedContext } from './sources/local-contexts.js';
 import { runLocalSource } from './sources/local-source.js';
@@ -226,13 +227,15 @@ export class BaseWorker implements Worker {
             if (base) await this.release([base.ref]);
           }
         }
-        if (identifier.startsWith('docker-image://')) {
+        if (identifier.startsWith('docker-image://') || identifier.startsWith('oci-layout://')) {
           const p = op.platform;
           const platform = p?.os && p.architecture ? { os: p.os, architecture: p.architecture, ...(p.variant ? { variant: p.variant } : {}) } : this.o.platforms[0]!;
+          const origin = identifier.startsWith('docker-image://')
+            ? registryOrigin(this.registryFor(req.sessionId), identifier.slice('docker-image://'.length), this.o.content)
+            : layoutOrigin(this.o.sessions, req.sessionId, identifier.slice('oci-layout://'.length));
           return runImageSource(ctx, {
-            ref: identifier.slice('docker-image://'.length),
+            origin,
             platform,
-            registry: this.registryFor(req.sessionId),
             layers: this.layers,
             progressIntervalMs: this.o.progressIntervalMs,
             content: this.o.content,

@@ -8,6 +8,7 @@ import { connectDaemon, resolveDaemonAddress } from '../daemon.js';
 import { createProgressPrinter } from '../progress/progress.js';
 import { attachSession } from '../session/session-client.js';
 import { compileBuildOptions, parseBuildArgs } from './build-options.js';
+import { resolveLayoutContexts } from './oci-layout-contexts.js';
 import { sessionCredentials, sessionDirs, sessionOutputs, sessionSecrets, sessionSshAgents, toSolveRequest } from './solve-request.js';
 
 export const BUILD_USAGE = `Usage:  kiln build [OPTIONS] CONTEXT
@@ -20,7 +21,7 @@ Options:
       --add-host stringArray     Add a custom host-to-IP mapping (format: "host:ip")
       --build-arg stringArray    Set build-time variables (KEY=VALUE, or KEY to take it from the environment)
       --build-context stringArray
-                                 Additional build contexts (NAME=PATH|docker-image://REF|oci-layout://PATH)
+                                 Additional build contexts (NAME=PATH|docker-image://REF|oci-layout://PATH[:TAG|@DIGEST])
       --cache-from stringArray   External cache sources (e.g., "type=local,src=path/to/dir", "user/app:cache")
       --cache-to stringArray     Cache export destinations (e.g., "type=inline", "type=local,dest=path/to/dir")
   -f, --file string              Name of the Dockerfile (default: "CONTEXT/Dockerfile")
@@ -63,8 +64,10 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
     io.stdout.write(BUILD_USAGE);
     return 0;
   }
-  const opts = compileBuildOptions(parsed, { cwd: io.cwd, env: io.vars, stdoutIsTTY: io.stdout.isTTY === true });
-  resolveDaemonAddress(opts.addr, io.vars); // a bad KILN_ADDR is a usage error too, before any output
+  const compiled = compileBuildOptions(parsed, { cwd: io.cwd, env: io.vars, stdoutIsTTY: io.stdout.isTTY === true });
+  resolveDaemonAddress(compiled.addr, io.vars); // a bad KILN_ADDR is a usage error too, before any output
+  // OCI layout contexts are checked here and their tags pinned (exit 1 when one is unusable).
+  const opts = { ...compiled, namedContexts: resolveLayoutContexts(compiled.namedContexts) };
   const sshAgents = sessionSshAgents(opts);
   if (opts.exports.length === 0) io.stderr.write(NO_OUTPUT_WARNING);
 

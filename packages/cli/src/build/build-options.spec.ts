@@ -97,7 +97,8 @@ describe('each flag', () => {
     const o = compile([
       '--build-context', 'named=named',
       '--build-context', 'alpine=docker-image://alpine:3.19',
-      '--build-context', 'layout=oci-layout:///tmp/layout@sha256:abc',
+      '--build-context', `layout=oci-layout:///tmp/layout:v1@sha256:${'a'.repeat(64)}`,
+      '--build-context', 'rel=oci-layout://rel/layout',
       '--build-context', 'stage=target:base',
       '--build-context', 'repo=https://github.com/x/y.git',
       'app',
@@ -105,7 +106,8 @@ describe('each flag', () => {
     expect(o.namedContexts).toEqual([
       { name: 'named', kind: 'local', path: join(cwd, 'named'), ignore: ['tmp'] },
       { name: 'alpine', kind: 'ref', value: 'docker-image://alpine:3.19' },
-      { name: 'layout', kind: 'ref', value: 'oci-layout:///tmp/layout@sha256:abc' },
+      { name: 'layout', kind: 'oci-layout', path: '/tmp/layout', tag: 'v1', digest: `sha256:${'a'.repeat(64)}`, store: expect.stringMatching(/^oci-layout-[0-9a-f]{16}$/) },
+      { name: 'rel', kind: 'oci-layout', path: join(cwd, 'rel/layout'), store: expect.stringMatching(/^oci-layout-[0-9a-f]{16}$/) },
       { name: 'stage', kind: 'ref', value: 'target:base' },
       { name: 'repo', kind: 'ref', value: 'https://github.com/x/y.git' },
     ]);
@@ -286,6 +288,7 @@ describe('usage errors name the flag', () => {
     [['app', '--build-context', 'noequals'], /"--build-context" flag: expected NAME=VALUE/, '--build-context'],
     [['app', '--build-context', 'x=missing-dir'], /"--build-context" flag: directory "missing-dir" not found/, '--build-context'],
     [['app', '--build-context', 'context=named'], /reserved/, '--build-context'],
+    [['app', '--build-context', 'l=oci-layout:///tmp/l@sha256:abc'], /"--build-context" flag: invalid oci-layout reference .*not a sha256 digest/, '--build-context'],
     [['app', '--build-context', 'a=named', '--build-context', 'a=docker-image://x'], /duplicate build context "a"/, '--build-context'],
     [['app', '--platform', 'linux/amd64/v1/extra'], /"--platform" flag/, '--platform'],
     [['app', '--platform', 'linux amd64'], /"--platform" flag/, '--platform'],

@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { parseAddress, parseIgnoreFile, PatternMatcher } from '@kiln/common';
+import { parseLayoutRef, type LayoutRef } from '@kiln/registry';
 import { parseCsv, parseCsvPairs } from '../flags/csv.js';
 import { parseFlags, type FlagSpecs, type ParsedFlags } from '../flags/flag-parser.js';
 import { UsageError } from '../flags/usage-error.js';
@@ -43,7 +45,12 @@ export type ProgressMode = (typeof PROGRESS_MODES)[number];
 export type NamedContext =
   /** A local directory, shared over the session as a dir called `name`. */
   | { name: string; kind: 'local'; path: string; ignore: string[] }
-  /** Anything the daemon resolves itself: docker-image://, oci-layout://, target:, git or http URLs. */
+  /**
+   * `oci-layout://PATH[:TAG][@DIGEST]`: an OCI image layout on this machine,
+   * shared over the session as directory `store` (see `resolveLayoutContexts`).
+   */
+  | { name: string; kind: 'oci-layout'; path: string; tag?: string; digest?: string; store: string }
+  /** Anything the daemon resolves itself: docker-image://, target:, git or http URLs. */
   | { name: string; kind: 'ref'; value: string };
 
 export type SecretSpec = { id: string; kind: 'file'; path: string } | { id: string; kind: 'env'; name: string };
@@ -301,7 +308,18 @@ function parseNamedContext(v: string, abs: (p: string) => string): NamedContext 
   if (eq <= 0 || eq === v.length - 1) throw new UsageError(`invalid argument "${v}" for "--build-context" flag: expected NAME=VALUE`, '--build-context');
   const name = v.slice(0, eq);
   const value = v.slice(eq + 1);
-  if (/^(docker-image|oci-layout):\/\//.test(value) || value.startsWith('target:') || isRemoteRef(value)) {
+  if (value.startsWith('oci-layout://')) {
+    let ref: LayoutRef;
+    try {
+      ref = parseLayoutRef(value.slice('oci-layout://'.length));
+    } catch (err) {
+      throw new UsageError(`invalid argument "${v}" for "--build-context" flag: ${(err as Error).message}`, '--build-context', { cause: err });
+    }
+    // A stable store name (the context's, hashed): the same context gives the same source op.
+    const store = `oci-layout-${createHash('sha256').update(name).digest('hex').slice(0, 16)}`;
+    return { name, kind: 'oci-layout', path: abs(ref.path), ...(ref.tag !== undefined ? { tag: ref.tag } : {}), ...(ref.digest !== undefined ? { digest: ref.digest } : {}), store };
+  }
+  if (value.startsWith('docker-image://') || value.startsWith('target:') || isRemoteRef(value)) {
     return { name, kind: 'ref', value };
   }
   if (RESERVED_DIRS.has(name)) {

@@ -4,7 +4,7 @@ import { statSync } from 'node:fs';
 import { dockerConfigCredentials } from '@kiln/registry';
 import { UsageError } from '../flags/usage-error.js';
 import type { SessionCredentialStore, SessionDir, SessionOutput, SessionSecret, SessionSshAgent } from '../session/session-client.js';
-import type { BuildOptions } from './build-options.js';
+import type { BuildOptions, NamedContext } from './build-options.js';
 
 export type SolveRequestInit = MessageInitShape<typeof control.SolveRequestSchema>;
 
@@ -23,7 +23,7 @@ export function toSolveRequest(opts: BuildOptions, ids: { ref: string; sessionId
   for (const [k, v] of Object.entries(opts.buildArgs)) frontendAttrs[`build-arg:${k}`] = v;
   if (opts.platforms.length > 0) frontendAttrs.platform = opts.platforms.join(',');
   if (opts.extraHosts.length > 0) frontendAttrs['add-hosts'] = opts.extraHosts.map((h) => `${h.host}=${h.ip}`).join(',');
-  for (const c of opts.namedContexts) frontendAttrs[`context:${c.name}`] = c.kind === 'local' ? `local:${c.name}` : c.value;
+  for (const c of opts.namedContexts) frontendAttrs[`context:${c.name}`] = namedContextAttr(c);
   // BuildKit's convention: an empty value means every step, else the stages named.
   if (opts.noCache) frontendAttrs['no-cache'] = '';
   else if (opts.noCacheFilter.length > 0) frontendAttrs['no-cache'] = opts.noCacheFilter.join(',');
@@ -39,12 +39,25 @@ export function toSolveRequest(opts: BuildOptions, ids: { ref: string; sessionId
   };
 }
 
-/** The directories the session shares: the context, the Dockerfile's dir, local named contexts. */
+/** The `context:NAME` frontend attr: a session dir, a layout as its session store (`oci-layout://STORE[:TAG]@DIGEST`), or the ref as given. */
+function namedContextAttr(c: NamedContext): string {
+  switch (c.kind) {
+    case 'local':
+      return `local:${c.name}`;
+    case 'oci-layout':
+      return `oci-layout://${c.store}${c.tag !== undefined ? `:${c.tag}` : ''}${c.digest !== undefined ? `@${c.digest}` : ''}`;
+    case 'ref':
+      return c.value;
+  }
+}
+
+/** The directories the session shares: the context, the Dockerfile's dir, local named contexts, OCI layouts (never incremental). */
 export function sessionDirs(opts: BuildOptions): SessionDir[] {
   return [
     { name: 'context', path: opts.contextDir, excludes: opts.contextIgnore },
     { name: 'dockerfile', path: opts.dockerfile.dir },
     ...opts.namedContexts.flatMap((c) => (c.kind === 'local' ? [{ name: c.name, path: c.path, excludes: c.ignore }] : [])),
+    ...opts.namedContexts.flatMap((c) => (c.kind === 'oci-layout' ? [{ name: c.store, path: c.path, sharedKey: '' }] : [])),
   ];
 }
 

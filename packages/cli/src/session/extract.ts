@@ -124,10 +124,14 @@ function escapeError(name: string, why: string): KilnError {
  * replaced when it exists) or, for `-`, to `stdout`. Resolves once every
  * byte is flushed; returns the byte count.
  */
+/** Bytes a file output may queue before waiting for the disk (exports arrive in 1 MiB chunks). */
+const FILE_OUTPUT_BUFFER = 8 * 2 ** 20;
+
 export async function writeFileOutput(chunks: AsyncIterable<Uint8Array>, dest: string, stdout: Writable): Promise<number> {
   if (dest === '-') return writeAll(chunks, stdout, false);
   mkdirSync(dirname(dest), { recursive: true });
-  return writeAll(chunks, createWriteStream(dest));
+  // A deep buffer: the next chunk is taken off the session while the last is written.
+  return writeAll(chunks, createWriteStream(dest, { highWaterMark: FILE_OUTPUT_BUFFER }));
 }
 
 async function writeAll(chunks: AsyncIterable<Uint8Array>, ws: Writable, end = true): Promise<number> {

@@ -108,7 +108,7 @@ export interface LocalContentStore extends ContentStore {
 }
 
 /** Chunk size of `read`. */
-const READ_CHUNK = 256 * 1024;
+const READ_CHUNK = 2 ** 20;
 /** Buffer size when re-hashing data already on disk. */
 const REHASH_CHUNK = 4 * 1024 * 1024;
 /** Rows fetched per `list` query; no statement stays open across a yield. */

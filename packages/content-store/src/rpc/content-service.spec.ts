@@ -76,7 +76,7 @@ describe('ContentService over Connect', () => {
   });
 
   it('streams a write in and a read out', async () => {
-    const blob = randomBytes(700 * 1024);
+    const blob = randomBytes(2 * READ_CHUNK_SIZE + 300 * 1024);
     const digest = sha256(blob);
     const res = await client.write(
       stream(

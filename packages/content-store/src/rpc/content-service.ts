@@ -5,8 +5,11 @@ import { content } from '@kiln/api';
 import { InvalidArgumentError } from '@kiln/common';
 import type { BlobInfo, ContentStore, IngestStatus, Lease } from '../content-store.js';
 
-/** Largest `data` in one ReadResponse. */
-export const READ_CHUNK_SIZE = 256 * 1024;
+/**
+ * Largest `data` in one ReadResponse. Big messages keep the per-message
+ * cost (encode, envelope, HTTP/2 frames) small when exports stream layers.
+ */
+export const READ_CHUNK_SIZE = 2 ** 20;
 
 /**
  * The ContentService over any ContentStore: maps messages and delegates,

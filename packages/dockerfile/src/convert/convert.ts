@@ -298,6 +298,33 @@ class Converter {
     return p;
   }
 
+  /**
+   * Resolves an `oci-layout://` named context for a platform (once per
+   * ref+platform) through the resolver, which reads the client's layout over
+   * the session, and pins the platform's manifest digest.
+   */
+  private resolveLayout(ref: string, name: string, platform: Platform, line: number): Promise<{ ref: string; config?: unknown }> {
+    const key = `oci-layout://${ref} ${formatPlatform(platform)}`;
+    let p = this.imageMeta.get(key);
+    if (!p) {
+      const resolve = this.opts.imageResolver?.resolveOciLayout?.bind(this.opts.imageResolver);
+      p = resolve
+        ? resolve(ref, platform, this.opts.signal).then(
+            (meta) => ({ ref: pinDigest(ref.replace(/[:@].*$/, ''), meta.digest), config: meta.config }),
+            (err: unknown) => {
+              throw new SourceError(`failed to resolve build context "${name}" (oci-layout://${ref}): ${(err as Error).message}`, this.filename, line, { cause: err });
+            },
+          )
+        : Promise.resolve({ ref });
+      this.imageMeta.set(key, p);
+    }
+    return p;
+  }
+
+  private layoutState(pinned: string, name: string, shown: string, platform: Platform): State {
+    return ociLayout(pinned, { description: `[context ${name}] oci-layout://${shown}`, platform: toPb(platform) });
+  }
+
   private async convertStage(s: StageState): Promise<void> {
     if (s.status === 'done') return;
     if (s.status === 'converting') {
@@ -348,8 +375,13 @@ class Converter {
   private async startFromImage(s: StageState, ref: string, shown: string, platform = s.platform): Promise<void> {
     const meta = await this.resolveImage(ref, platform, s.stage.line);
     s.state = image(meta.ref, { description: `[${this.stageLabel(s)}] FROM ${shown}`, platform: toPb(platform) }).withPlatform(toPb(platform));
-    s.config = meta.config !== undefined ? imageConfigFromBase(meta.config, platform) : emptyImageConfig(platform.os, platform.architecture, platform.variant);
-    if (meta.config !== undefined && !s.stage.platform) {
+    this.applyBaseConfig(s, meta.config, platform);
+  }
+
+  /** Starts a stage's config, env and workdir from a base image's config (or an empty one). */
+  private applyBaseConfig(s: StageState, config: unknown, platform: Platform): void {
+    s.config = config !== undefined ? imageConfigFromBase(config, platform) : emptyImageConfig(platform.os, platform.architecture, platform.variant);
+    if (config !== undefined && !s.stage.platform) {
       s.platform = { os: s.config.os, architecture: s.config.architecture, ...(s.config.variant ? { variant: s.config.variant } : {}) };
     }
     s.env = envMapOf(s.config.config.Env ?? []);
@@ -362,6 +394,13 @@ class Converter {
       case 'image':
         await this.startFromImage(s, ctx.ref, `${name} (${ctx.ref})`);
         return;
+      case 'oci-layout': {
+        const platform = s.platform;
+        const meta = await this.resolveLayout(ctx.ref, name, platform, s.stage.line);
+        s.state = this.layoutState(meta.ref, name, ctx.ref, platform).withPlatform(toPb(platform));
+        this.applyBaseConfig(s, meta.config, platform);
+        return;
+      }
       default:
         s.state = this.namedContextState(ctx, name);
         s.config = emptyImageConfig(s.platform.os, s.platform.architecture, s.platform.variant);
@@ -385,7 +424,7 @@ class Converter {
       case 'image':
         return image(this.normalizeImageRef(ctx.ref, 1), { description: `[context ${name}] ${ctx.ref}`, platform: toPb(this.targetPlatform) });
       case 'oci-layout':
-        return ociLayout(ctx.ref, { description: `[context ${name}] ${ctx.ref}` });
+        return this.layoutState(ctx.ref, name, ctx.ref, this.targetPlatform);
       case 'git':
         return gitSource(ctx.git.remote, ctx.git.ref, { fullUrl: ctx.git.fullUrl, subdir: ctx.git.subdir || undefined, description: `[context ${name}] ${ctx.git.fullUrl}` });
       case 'http':
@@ -399,7 +438,9 @@ class Converter {
    */
   async sourceState(s: StageState, ref: string, line: number): Promise<State> {
     const named = this.namedContexts.get(ref.toLowerCase());
-    if (named) return named.kind === 'image' ? (await this.imageState(named.ref, s, line)) : this.namedContextState(named, ref);
+    if (named?.kind === 'image') return this.imageState(named.ref, s, line);
+    if (named?.kind === 'oci-layout') return this.layoutState((await this.resolveLayout(named.ref, ref, s.platform, line)).ref, ref, named.ref, s.platform);
+    if (named) return this.namedContextState(named, ref);
     const st = this.findStage(ref);
     if (st) {
       if (st === s) throw new SourceError(`circular dependency detected on stage: ${s.stage.name || s.index}`, this.filename, line);

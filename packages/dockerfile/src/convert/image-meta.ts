@@ -18,4 +18,10 @@ export interface ImageMeta {
 export interface ImageMetaResolver {
   /** `ref` is normalized ("docker.io/library/alpine:3.19"). Throws when the image cannot be resolved. */
   resolve(ref: string, platform: Platform, signal?: AbortSignal): Promise<ImageMeta>;
+  /**
+   * `oci-layout://REF` named contexts: REF is `STORE[:TAG][@DIGEST]` (STORE a
+   * layout the client shares). `digest` is the platform's manifest, which
+   * the converter pins. Absent: layout sources stay unpinned, without config.
+   */
+  resolveOciLayout?(ref: string, platform: Platform, signal?: AbortSignal): Promise<ImageMeta>;
 }

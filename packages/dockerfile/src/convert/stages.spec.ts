@@ -212,6 +212,35 @@ describe('base images', () => {
     expect(imageConfig.config).toMatchObject({ Cmd: ['a'], Entrypoint: ['/e'] });
   });
 
+  it('starts FROM an oci-layout context from its config and pins the platform manifest', async () => {
+    const calls: string[] = [];
+    const r: ImageMetaResolver = {
+      resolve: async () => {
+        throw new Error('not a registry image');
+      },
+      async resolveOciLayout(ref, platform) {
+        calls.push(`${ref} ${platform.architecture}`);
+        if (ref.includes('bad')) throw new Error('tag "bad" not found in index.json');
+        return { digest: 'sha256:' + 'e'.repeat(64), config: baseConfig };
+      },
+    };
+    const { def, imageConfig } = await convert('FROM base AS b\nRUN id\nFROM scratch\nCOPY --from=b /a /a\nCOPY --from=base /c /c\n', {
+      imageResolver: r,
+      platform: amd64,
+      namedContexts: { base: 'oci-layout://oci-1:v1' },
+    });
+    expect(calls).toEqual(['oci-1:v1 amd64']);
+    const layout = sources(def).filter((s) => s.id.startsWith('oci-layout://'));
+    expect(layout.map((s) => s.id)).toEqual([`oci-layout://oci-1@sha256:${'e'.repeat(64)}`]);
+    const [, run] = execs(def);
+    expect(run!.meta).toMatchObject({ cwd: '/srv', user: 'app', env: ['PATH=/usr/local/bin:/usr/bin:/bin', 'LANG=C.UTF-8'] });
+    expect(imageConfig.config.User).toBeUndefined(); // the target stage is FROM scratch
+    await expect(convertDockerfile('FROM scratch\nFROM base\n', { imageResolver: r, namedContexts: { base: 'oci-layout://oci-1:bad' } })).rejects.toMatchObject({
+      details: { line: 2 },
+      message: expect.stringContaining('failed to resolve build context "base" (oci-layout://oci-1:bad): tag "bad" not found'),
+    });
+  });
+
   it('names the FROM line when an image cannot be resolved', async () => {
     await expect(convertDockerfile('FROM scratch\n\nFROM example.com/missing:1\n', { imageResolver: resolver() })).rejects.toMatchObject({
       details: { line: 3 },

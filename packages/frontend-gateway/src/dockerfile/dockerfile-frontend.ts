@@ -4,6 +4,7 @@ import { convertDockerfile, formatPlatform, parseDockerignore, parsePlatform, ty
 import { marshal } from '@kiln/llb';
 import type { CredentialStore } from '@kiln/registry';
 import type { Frontend, FrontendWarning } from '../frontend.js';
+import { layoutMetaResolver } from './oci-layout-resolver.js';
 
 const DOCKERFILE_MAX = 4 * 1024 * 1024;
 
@@ -26,6 +27,8 @@ export interface DockerfileFrontendOptions {
  * `FROM --platform=$BUILDPLATFORM` ones, give identical ops that the solver
  * runs once), `build-platform` (BUILDPLATFORM), `context:NAME`,
  * `add-hosts` (`host=ip,...`, BuildKit's spelling) and `hostname`.
+ * `context:NAME=oci-layout://STORE[:TAG][@DIGEST]` reads the layout the
+ * client shares as session directory STORE (image config and manifest digest).
  */
 export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): Frontend {
   return {
@@ -45,7 +48,12 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
       const buildPlatform = platformList(req.attrs['build-platform'], 'build-platform')[0];
       const extraHosts = addHostsAttr(req.attrs['add-hosts']);
       const excludePatterns = ignore ? parseDockerignore(Buffer.from(ignore).toString('utf8')) : [];
-      const imageResolver = inputs.registryCredentials && opts.imageResolver?.withCredentials ? opts.imageResolver.withCredentials(inputs.registryCredentials) : opts.imageResolver;
+      const registryResolver = inputs.registryCredentials && opts.imageResolver?.withCredentials ? opts.imageResolver.withCredentials(inputs.registryCredentials) : opts.imageResolver;
+      // oci-layout:// contexts are read from the client's layout over the session; without a registry, images stay unpinned.
+      const imageResolver: ImageMetaResolver = {
+        resolve: registryResolver ? (ref, platform, sig) => registryResolver.resolve(ref, platform, sig) : async () => ({ digest: '', config: undefined }),
+        resolveOciLayout: layoutMetaResolver(inputs),
+      };
       const convert = async (platform: Platform | undefined) => {
         const converted = await convertDockerfile(Buffer.from(data).toString('utf8'), {
           filename,

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { frontend, session } from '@kiln/api';
 import { createInMemoryTransport, createKilnClient, silentLogger, type KilnError } from '@kiln/common';
 import { localAttrs, parseDefinition } from '@kiln/llb';
@@ -71,6 +72,31 @@ describe('FrontendService with dockerfile.v0', () => {
     expect(JSON.parse(new TextDecoder().decode(res.imageConfig)).architecture).toBe('arm64');
     const ids = [...parseDefinition(res.definition!).ops.values()].flatMap((o) => (o.op.op.case === 'source' ? [o.op.op.value.identifier] : []));
     expect(ids).toEqual(['local://extra']);
+  });
+
+  it('reads an oci-layout context over the session: config applied, platform manifest pinned, bad tags named', async () => {
+    const files: Record<string, string> = { 'dockerfile:Dockerfile': 'FROM base\nRUN env\n' };
+    const blob = (doc: unknown, mediaType: string) => {
+      const text = JSON.stringify(doc);
+      const digest = `sha256:${createHash('sha256').update(text).digest('hex')}`;
+      files[`oci-1:blobs/sha256/${digest.slice(7)}`] = text;
+      return { mediaType, digest, size: Buffer.byteLength(text) };
+    };
+    const config = blob({ architecture: 'amd64', os: 'linux', config: { Env: ['FROM_BASE=1'], WorkingDir: '/w' }, rootfs: { type: 'layers', diff_ids: [] } }, 'application/vnd.oci.image.config.v1+json');
+    const manifest = blob({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers: [] }, 'application/vnd.oci.image.manifest.v1+json');
+    files['oci-1:index.json'] = JSON.stringify({ schemaVersion: 2, manifests: [{ ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'v1' } }] });
+    const { client, reads } = setup(files);
+    const res = await client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: { platform: 'linux/amd64', 'context:base': 'oci-layout://oci-1:v1' } });
+    const ops = [...parseDefinition(res.definition!).ops.values()].map((o) => o.op.op);
+    expect(ops.flatMap((o) => (o.case === 'source' ? [o.value.identifier] : []))).toEqual([`oci-layout://oci-1@${manifest.digest}`]);
+    const exec = ops.find((o) => o.case === 'exec');
+    expect(exec?.case === 'exec' && exec.value.meta).toMatchObject({ env: ['FROM_BASE=1'], cwd: '/w' });
+    expect(reads).toEqual(expect.arrayContaining(['oci-1:index.json', `oci-1:blobs/sha256/${manifest.digest.slice(7)}`, `oci-1:blobs/sha256/${config.digest.slice(7)}`]));
+    const err = (await client
+      .solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: { 'context:base': 'oci-layout://oci-1:v2' } })
+      .catch((e: unknown) => e)) as KilnError;
+    expect(err.message).toContain('failed to resolve build context "base" (oci-layout://oci-1:v2): OCI layout: tag "v2" not found in index.json (tags: v1)');
+    expect(err.details).toMatchObject({ file: 'Dockerfile', line: 1 });
   });
 
   it('solves each platform of a list: target args per platform, shared BUILDPLATFORM stages give identical ops', async () => {

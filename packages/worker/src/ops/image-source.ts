@@ -7,6 +7,7 @@ import {
   withDistributionSource,
   resolveImage,
   type Descriptor,
+  type ImageManifest,
   type Platform,
   type Reference,
   type RegistryClient,
@@ -97,11 +98,37 @@ function isCancel(err: unknown): boolean {
   return (err instanceof KilnError && err.code === 'canceled') || (err instanceof Error && err.name === 'AbortError');
 }
 
+/**
+ * Where an image source's manifest and blobs come from: a registry
+ * (`registryOrigin`) or a client's OCI layout (`layoutOrigin`). Blobs it
+ * yields are checked against their digests.
+ */
+export interface ImageOrigin {
+  /** Named in status events ("pulling NAME:") and errors. */
+  readonly name: string;
+  /** The image manifest for `platform`. */
+  resolve(platform: Platform, signal?: AbortSignal): Promise<ImageManifest>;
+  /** One blob's bytes, verified. */
+  fetch(desc: Descriptor, signal?: AbortSignal): AsyncIterable<Uint8Array>;
+  /** Runs after a successful pull (best effort, never fails it). */
+  afterPull?(ctx: OpContext, layers: readonly Descriptor[]): Promise<void>;
+}
+
+/** `docker-image://REF` pulled from a registry; pulled layer blobs are labelled with their repository. */
+export function registryOrigin(registry: RegistryClient, refString: string, content: ContentClient | undefined): ImageOrigin {
+  const ref = parseReference(refString, 'identifier');
+  return {
+    name: formatReference(ref),
+    resolve: async (platform, signal) => (await resolveImage(registry, ref, platform, signal)).manifest.manifest,
+    fetch: (desc, signal) => registry.fetch(ref, desc, signal),
+    afterPull: content ? (ctx, layers) => recordDistributionSource(ctx, content, ref, layers) : undefined,
+  };
+}
+
 export interface ImageSourceParams {
-  /** The reference of `docker-image://REF`. */
-  ref: string;
+  /** Where the image comes from. */
+  origin: ImageOrigin;
   platform: Platform;
-  registry: RegistryClient;
   layers: LayerStore;
   progressIntervalMs: number;
   /** Where pulled blobs are kept as they stream by (for layer export); none when absent. */
@@ -135,8 +162,8 @@ export function layerCompression(mediaType: string): Compression {
  * Publishes "pulling REF:" status events (compressed bytes in `current`).
  */
 export async function runImageSource(ctx: OpContext, p: ImageSourceParams): Promise<OpResult> {
-  const ref = parseReference(p.ref, 'identifier');
-  const name = formatReference(ref);
+  const origin = p.origin;
+  const name = origin.name;
   const statusId = `pulling ${name}:`;
   const startedMs = Date.now();
   let lastMs = startedMs;
@@ -150,9 +177,9 @@ export async function runImageSource(ctx: OpContext, p: ImageSourceParams): Prom
     void ctx.progress.status({ id: statusId, name: statusId, current: fetched, total, startedMs });
   };
   try {
-    const { manifest } = await resolveImage(p.registry, ref, p.platform, ctx.signal);
-    const layers = manifest.manifest.layers;
-    const diffIds = await readDiffIds(ctx, p, ref, manifest.manifest.config);
+    const manifest = await origin.resolve(p.platform, ctx.signal);
+    const layers = manifest.layers;
+    const diffIds = await readDiffIds(ctx, p, manifest.config);
     if (diffIds.length !== layers.length) {
       throw new OpFailure(`failed to pull ${name}: the config has ${diffIds.length} diff ids for ${layers.length} layers`);
     }
@@ -170,15 +197,15 @@ export async function runImageSource(ctx: OpContext, p: ImageSourceParams): Prom
       parent = await p.layers.get(
         chainIds[i]!,
         async () => {
-          const id = await applyLayer(ctx, p.registry, ref, layer, diffIds[i]!, below, onBytes, chainIds[i]!, p.content);
+          const id = await applyLayer(ctx, origin, layer, diffIds[i]!, below, onBytes, chainIds[i]!, p.content);
           const { digest, size, mediaType } = layer;
-          p.onBaseLayer?.(id, { digest, size, mediaType, diffId: diffIds[i]!, fetch: (signal) => p.registry.fetch(ref, layer, signal) });
+          p.onBaseLayer?.(id, { digest, size, mediaType, diffId: diffIds[i]!, fetch: (signal) => origin.fetch(layer, signal) });
           return id;
         },
         ctx.signal,
       );
     }
-    if (p.content) await recordDistributionSource(ctx, p.content, ref, layers);
+    await origin.afterPull?.(ctx, layers);
     await ctx.progress.status({ id: statusId, name: statusId, current: fetched, total, startedMs, completedMs: Date.now() });
     return [parent!];
   } catch (err) {
@@ -210,20 +237,20 @@ async function recordDistributionSource(ctx: OpContext, content: ContentClient, 
   );
 }
 
-async function readDiffIds(ctx: OpContext, p: ImageSourceParams, ref: Reference, config: Descriptor): Promise<string[]> {
+async function readDiffIds(ctx: OpContext, p: ImageSourceParams, config: Descriptor): Promise<string[]> {
   const cached = p.layers.cachedDiffIds(config.digest);
   if (cached) return cached;
   const parts: Uint8Array[] = [];
-  for await (const chunk of p.registry.fetch(ref, config, ctx.signal)) parts.push(chunk);
+  for await (const chunk of p.origin.fetch(config, ctx.signal)) parts.push(chunk);
   let doc: unknown;
   try {
     doc = JSON.parse(Buffer.concat(parts).toString('utf8'));
   } catch {
-    throw new OpFailure(`failed to pull ${formatReference(ref)}: image config ${config.digest} is not valid JSON`);
+    throw new OpFailure(`failed to pull ${p.origin.name}: image config ${config.digest} is not valid JSON`);
   }
   const ids = (doc as { rootfs?: { diff_ids?: unknown } } | null)?.rootfs?.diff_ids;
   if (!Array.isArray(ids) || !ids.every((d) => typeof d === 'string' && /^sha256:[0-9a-f]{64}$/.test(d))) {
-    throw new OpFailure(`failed to pull ${formatReference(ref)}: image config ${config.digest} has no valid rootfs.diff_ids`);
+    throw new OpFailure(`failed to pull ${p.origin.name}: image config ${config.digest} has no valid rootfs.diff_ids`);
   }
   p.layers.rememberDiffIds(config.digest, ids as string[]);
   return ids as string[];
@@ -243,8 +270,7 @@ async function emptySnapshot(ctx: OpContext): Promise<string> {
 /** Applies one layer onto a snapshot of `parent`, checking its uncompressed digest against `diffId`; returns the committed id. */
 async function applyLayer(
   ctx: OpContext,
-  registry: RegistryClient,
-  ref: Reference,
+  origin: ImageOrigin,
   layer: Descriptor,
   diffId: string,
   parent: string | undefined,
@@ -255,17 +281,17 @@ async function applyLayer(
   const key = newSnapshotKey(ctx.digest, 'layer');
   const active = await ctx.snapshotter.prepare(key, parent, { signal: ctx.signal });
   try {
-    const compressed = teeToStore(counted(registry.fetch(ref, layer, ctx.signal), onBytes), content, layer, ctx.logger);
+    const compressed = teeToStore(counted(origin.fetch(layer, ctx.signal), onBytes), content, layer, ctx.logger);
     let got: string;
     try {
       // Compression is told by the bytes, not the media type: registries mislabel layers.
       got = (await applyLayerTar(active.path, compressed, { signal: ctx.signal, logger: ctx.logger })).diffId;
     } catch (err) {
       if (err instanceof KilnError) throw err;
-      throw OpFailure.wrap(`failed to apply layer ${layer.digest} of ${formatReference(ref)}`, err);
+      throw OpFailure.wrap(`failed to apply layer ${layer.digest} of ${origin.name}`, err);
     }
     if (got !== diffId) {
-      throw new OpFailure(`failed to apply layer ${layer.digest} of ${formatReference(ref)}: uncompressed digest ${got} does not match diff id ${diffId}`);
+      throw new OpFailure(`failed to apply layer ${layer.digest} of ${origin.name}: uncompressed digest ${got} does not match diff id ${diffId}`);
     }
     return await ctx.snapshotter.commit(key, { label: layerLabel(chainId) });
   } catch (err) {

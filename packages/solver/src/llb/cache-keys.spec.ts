@@ -1,0 +1,22 @@
+import { marshal, ociLayout, parseDefinition, type ParsedOp } from '@kiln/llb';
+import { describe, expect, it } from 'vitest';
+import { opCacheKey } from './cache-keys.js';
+
+function sourceOp(ref: string): ParsedOp {
+  const def = parseDefinition(marshal(ociLayout(ref, { platform: { os: 'linux', architecture: 'amd64' } })));
+  return [...def.ops.values()].find((o) => o.op.op.case === 'source')!;
+}
+
+describe('opCacheKey of oci-layout sources', () => {
+  const m1 = `sha256:${'1'.repeat(64)}`;
+  const m2 = `sha256:${'2'.repeat(64)}`;
+
+  it('is the manifest digest: the session store does not count, another manifest does', () => {
+    expect(opCacheKey(sourceOp(`oci-a@${m1}`), [])).toBe(opCacheKey(sourceOp(`oci-b@${m1}`), []));
+    expect(opCacheKey(sourceOp(`oci-a@${m1}`), [])).not.toBe(opCacheKey(sourceOp(`oci-a@${m2}`), []));
+  });
+
+  it('keeps an unpinned layout reference as it is', () => {
+    expect(opCacheKey(sourceOp('oci-a:v1'), [])).not.toBe(opCacheKey(sourceOp('oci-b:v1'), []));
+  });
+});
