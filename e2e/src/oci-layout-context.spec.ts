@@ -2,13 +2,35 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { runKiln, startKilnCluster, startKilnd, startNatsServer } from '@kiln/testkit';
 
 // A base with no registry: Debian's static busybox copied in from the context.
 const BUSYBOX = '/bin/busybox';
 
-describe('--build-context NAME=oci-layout://DIR:TAG [topology=all-in-one, worker=oci]', () => {
-  let daemon: Kilnd;
+interface Daemon {
+  addr: string;
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+// Split: the frontend and worker tiers reach the client's layout only through the solver's session relay.
+const topologies = [
+  { topology: 'all-in-one', start: (): Promise<Daemon> => startKilnd({ worker: 'oci' }) },
+  {
+    topology: 'split',
+    async start(): Promise<Daemon> {
+      const nats = await startNatsServer({ jetstream: true });
+      const cluster = await startKilnCluster(nats.url, ['solver', 'frontend', 'exporters', 'worker-oci', 'content']).catch(async (err) => {
+        await nats.stop();
+        throw err;
+      });
+      return { addr: cluster.addr, logs: () => cluster.logs(), stop: async () => (await cluster.stop(), await nats.stop()) };
+    },
+  },
+];
+
+describe.each(topologies)('--build-context NAME=oci-layout://DIR:TAG [topology=$topology, worker=oci]', (topology) => {
+  let daemon: Daemon;
   let work: string;
   let baseCtx: string;
   let appCtx: string;
@@ -25,7 +47,7 @@ describe('--build-context NAME=oci-layout://DIR:TAG [topology=all-in-one, worker
     runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--build-context', `base=oci-layout://${ref}`, '-o', `type=local,dest=${out}`, appCtx]);
 
   beforeAll(async () => {
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await topology.start();
     work = mkdtempSync(join(tmpdir(), 'kiln-e2e-layout-ctx-'));
     baseCtx = join(work, 'base');
     appCtx = join(work, 'app');
@@ -48,7 +70,7 @@ describe('--build-context NAME=oci-layout://DIR:TAG [topology=all-in-one, worker
         '',
       ].join('\n'),
     );
-  }, 60_000);
+  }, 90_000);
 
   afterAll(async () => {
     await daemon?.stop();
@@ -79,7 +101,7 @@ describe('--build-context NAME=oci-layout://DIR:TAG [topology=all-in-one, worker
     expect(readFileSync(join(out3, 'copied.txt'), 'utf8')).toBe('second\n');
   });
 
-  it('fails with exit 1 naming the context and path for an unknown tag and a missing layout', async () => {
+  it('fails with exit 1 naming the context and path: unknown tag, missing layout, blob not matching its digest', async () => {
     const res = await buildApp(`${layout}:nope`, join(work, 'bad'));
     expect(res.code).toBe(1);
     expect(res.stderr).toContain(`ERROR: build context "base" (oci-layout://${layout}): tag "nope" not found in index.json (tags: v1)`);
@@ -93,6 +115,7 @@ describe('--build-context NAME=oci-layout://DIR:TAG [topology=all-in-one, worker
     writeFileSync(join(layout, 'blobs', 'sha256', manifest.config.digest.slice(7)), '{"tampered":true}');
     const tampered = await buildApp(`${layout}:v1`, join(work, 'bad'));
     expect(tampered.code).toBe(1);
+    expect(tampered.stderr).toContain(`build context "base" (oci-layout://${layout}:v1@sha256:`);
     expect(tampered.stderr).toMatch(new RegExp(`ERROR: .*build context "base".*blob ${manifest.config.digest} does not match its digest`));
   });
 });

@@ -8,7 +8,7 @@ import { connectDaemon, resolveDaemonAddress } from '../daemon.js';
 import { createProgressPrinter } from '../progress/progress.js';
 import { attachSession } from '../session/session-client.js';
 import { compileBuildOptions, parseBuildArgs } from './build-options.js';
-import { resolveLayoutContexts } from './oci-layout-contexts.js';
+import { resolveLayoutContexts, withLayoutPaths } from './oci-layout-contexts.js';
 import { sessionCredentials, sessionDirs, sessionOutputs, sessionSecrets, sessionSshAgents, toSolveRequest } from './solve-request.js';
 
 export const BUILD_USAGE = `Usage:  kiln build [OPTIONS] CONTEXT
@@ -125,7 +125,7 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
     // A failed RUN carries its last lines of output; show them above the error, as buildx does.
     const output = typeof err.details.output === 'string' ? err.details.output : '';
     if (output !== '') io.stderr.write(`------\n${output.split('\n').map((l) => ` > ${l}`).join('\n')}\n------\n`);
-    io.stderr.write(`ERROR: ${describeError(err)}\n`);
+    io.stderr.write(`ERROR: ${withLayoutPaths(describeError(err), opts.namedContexts)}\n`);
     return 1;
   }
   if (opts.metadataFile) {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { NamedContext } from './build-options.js';
-import { resolveLayoutContexts } from './oci-layout-contexts.js';
+import { resolveLayoutContexts, withLayoutPaths } from './oci-layout-contexts.js';
 
 const root = mkdtempSync(join(tmpdir(), 'kiln-cli-layout-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -48,5 +48,12 @@ describe('resolveLayoutContexts', () => {
     writeFileSync(join(root, 'elsewhere'), 'x');
     symlinkSync(join(root, 'elsewhere'), blob);
     expect(() => resolveLayoutContexts([ctx(outside.dir)])).toThrow(/resolves outside the layout directory/);
+  });
+
+  it('shows the client path where a daemon error names the session store', () => {
+    const msg = 'failed to resolve build context "base" (oci-layout://oci-layout-x:v1@sha256:abc): OCI layout: blob sha256:abc does not match its digest';
+    expect(withLayoutPaths(msg, [ctx('/home/me/layout')])).toBe(
+      'failed to resolve build context "base" (oci-layout:///home/me/layout:v1@sha256:abc): OCI layout: blob sha256:abc does not match its digest',
+    );
   });
 });

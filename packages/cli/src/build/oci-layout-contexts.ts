@@ -53,3 +53,13 @@ function readInside(root: string, rel: string, what: string): Uint8Array | undef
   if (st.size > LAYOUT_DOC_MAX) throw new KilnError('failed_precondition', `${what}: ${rel} is bigger than ${LAYOUT_DOC_MAX} bytes`, { path: rel });
   return readFileSync(real);
 }
+
+/**
+ * The daemon knows a layout only by its session store name: errors it sends
+ * back say `oci-layout://STORE...`. Shows the client path there instead.
+ */
+export function withLayoutPaths(message: string, contexts: readonly NamedContext[]): string {
+  let out = message;
+  for (const c of contexts) if (c.kind === 'oci-layout') out = out.split(`oci-layout://${c.store}`).join(`oci-layout://${c.path}`);
+  return out;
+}
