@@ -82,7 +82,7 @@ const rows = [];
 let daemon;
 let dockerd;
 try {
-  daemon = await startKilnd({ worker: 'oci' });
+  daemon = await startKilnd({ worker: 'oci', env: { KILN_LOG_LEVEL: 'info' } });
   const kilnBuild = (args) => timed(kiln, ['build', '--addr', daemon.addr, '--progress=plain', ...args, ctx]);
 
   const kilnGzip = [];

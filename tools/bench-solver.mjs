@@ -183,7 +183,7 @@ try {
   registry = await startRegistry();
   const base = (await pushBusyboxImage(registry, work, 'bench/busybox', '1', { applets: 'all', dirs: ['tmp'] })).ref;
   if (tools.has('kiln')) {
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd({ worker: 'oci', env: { KILN_LOG_LEVEL: 'info' } });
     results.kiln = await scenarios('kiln', (args, ctx) => timed(kiln, ['build', '--addr', daemon.addr, '--progress=plain', ...args, ctx]), base);
     await daemon.stop();
     daemon = undefined;

@@ -6,6 +6,9 @@ import { runDebug } from './commands/debug-commands.js';
 import { runHistory } from './commands/history-commands.js';
 import { UsageError } from './flags/usage-error.js';
 
+// The process entry (bin/kiln.mjs) installs it before `main`: see light-headers.ts.
+export { installLightHeaders } from './light-headers.js';
+
 export const USAGE = `Usage:  kiln COMMAND
 
 A container image builder (BuildKit + buildx style)

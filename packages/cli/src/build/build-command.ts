@@ -117,7 +117,10 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
   await statusDone;
   clearTimeout(tail);
   printer.close();
-  const sessionErr = await session.closed();
+  const failed = failure !== undefined || !response;
+  // After a good Solve nothing needs the session: its clean end (one more
+  // round trip to the daemon) is not waited for; the stream ends on exit.
+  const sessionErr = failed ? await session.closed() : undefined;
   if (sessionErr) log.debug({ err: sessionErr.message }, 'session ended with an error');
 
   if (failure !== undefined || !response) {

@@ -35,9 +35,16 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
     name: 'dockerfile.v0',
     async solve(req, inputs, signal) {
       const filename = req.attrs['filename'] || 'Dockerfile';
-      const data = await inputs.readFile('dockerfile', filename, DOCKERFILE_MAX);
+      // The three reads are round trips to the client: ask them all at once.
+      const reads = [
+        inputs.readFile('dockerfile', filename, DOCKERFILE_MAX),
+        inputs.readFile('dockerfile', `${filename}.dockerignore`),
+        inputs.readFile('context', '.dockerignore'),
+      ] as const;
+      for (const r of reads) r.catch(() => undefined);
+      const data = await reads[0];
       if (!data) throw new NotFoundError(`failed to read Dockerfile: ${filename} not found`, { file: filename });
-      const ignore = (await inputs.readFile('dockerfile', `${filename}.dockerignore`)) ?? (await inputs.readFile('context', '.dockerignore'));
+      const ignore = (await reads[1]) ?? (await reads[2]);
       const buildArgs: Record<string, string> = {};
       const namedContexts: Record<string, string> = {};
       for (const [k, v] of Object.entries(req.attrs)) {

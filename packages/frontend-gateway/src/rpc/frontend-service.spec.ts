@@ -7,12 +7,17 @@ import { dockerfileFrontend } from '../dockerfile/dockerfile-frontend.js';
 import { createFrontendServiceImpl } from './frontend-service.js';
 
 /** The frontend tier over the router transport, its session relay faked with in-memory files. */
-function setup(files: Record<string, string>) {
+function setup(files: Record<string, string>, delayMs = 0) {
   const reads: string[] = [];
+  let inFlight = 0;
+  const stats = { maxInFlight: 0 };
   const transport = createInMemoryTransport((r) => {
     r.service(session.SessionService, {
       async readFile(req) {
         reads.push(`${req.dirName}:${req.path}`);
+        stats.maxInFlight = Math.max(stats.maxInFlight, ++inFlight);
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        inFlight--;
         const data = files[`${req.dirName}:${req.path}`];
         return data === undefined ? { found: false } : { found: true, data: new TextEncoder().encode(data) };
       },
@@ -24,7 +29,7 @@ function setup(files: Record<string, string>) {
       createFrontendServiceImpl({ frontends: [dockerfileFrontend], sessions: createKilnClient(session.SessionService, transport), logger: silentLogger() }),
     ),
   );
-  return { client: createKilnClient(frontend.FrontendService, fe), reads };
+  return { client: createKilnClient(frontend.FrontendService, fe), reads, stats };
 }
 
 function contextSource(def: ReturnType<typeof parseDefinition>) {
@@ -42,6 +47,13 @@ describe('FrontendService with dockerfile.v0', () => {
     expect(res.definition!.sources[0]?.filename).toBe('Dockerfile');
     expect(JSON.parse(new TextDecoder().decode(res.imageConfig)).config.Labels).toEqual({ v: '2' });
     expect(reads).toEqual(['dockerfile:Dockerfile', 'dockerfile:Dockerfile.dockerignore', 'context:.dockerignore']);
+  });
+
+  it('asks the client for the Dockerfile and both ignore files at once (each read is a round trip)', async () => {
+    const { client, stats } = setup({ 'dockerfile:Dockerfile': 'FROM scratch\nCOPY a /a\n', 'context:.dockerignore': 'b\n' }, 20);
+    const res = await client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: {} });
+    expect(contextSource(parseDefinition(res.definition!)).excludePatterns).toEqual(['b']);
+    expect(stats.maxInFlight).toBe(3);
   });
 
   it('prefers <Dockerfile>.dockerignore next to the Dockerfile', async () => {
