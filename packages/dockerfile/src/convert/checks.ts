@@ -4,6 +4,7 @@
  * build arg) that silences rules or turns the warnings into an error.
  */
 import { SourceError } from '@kiln/common';
+import { levenshtein } from '../instructions/suggest.js';
 
 export interface BuildWarning {
   /** Rule name, e.g. "FromAsCasing". */
@@ -20,7 +21,7 @@ export interface BuildWarning {
 }
 
 export const CHECK_RULES: Record<string, string> = {
-  FromAsCasing: 'The AS keyword should match the case of the FROM keyword',
+  FromAsCasing: "The 'as' keyword should match the case of the 'from' keyword",
   StageNameCasing: 'Stage names should be lowercase',
   DuplicateStageName: 'Stage names should be unique',
   ReservedStageName: 'Reserved words should not be used as stage names',
@@ -37,6 +38,9 @@ export const CHECK_RULES: Record<string, string> = {
   RedundantTargetPlatform: 'Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior',
   FromPlatformFlagConstDisallowed: 'FROM --platform flag should not use a constant value',
   InvalidDefaultArgInFrom: 'Default value for global ARG results in an empty or invalid base image name',
+  InvalidBaseImagePlatform: 'Base image platform does not match expected target platform',
+  ExposeProtoCasing: 'Protocol in EXPOSE instruction should be lowercase',
+  ExposeInvalidFormat: 'IP address and host-port mapping should not be used in EXPOSE instruction. This will become an error in a future release',
 };
 
 const kebab = (rule: string) => rule.replace(/([a-z0-9])([A-Z])/g, '$1-$2').replace(/([A-Z])([A-Z][a-z])/g, '$1-$2').toLowerCase();
@@ -47,25 +51,41 @@ export interface CheckConfig {
   error: boolean;
 }
 
-/** Parses a check directive value ("skip=A,B;error=true"); unknown keys are ignored. */
+/**
+ * Parses a check directive value ("skip=A,B;error=true") as BuildKit's
+ * ParseLintOptions: at most two `;` parts, keys `skip` and `error` only;
+ * anything else throws (the caller names where the value came from).
+ */
 export function parseCheckDirective(value: string | undefined): CheckConfig {
   const cfg: CheckConfig = { skip: new Set(), skipAll: false, error: false };
-  if (!value) return cfg;
-  for (const part of value.split(';')) {
+  const text = (value ?? '').trim();
+  if (!text) return cfg;
+  const semi = text.indexOf(';');
+  const parts = semi < 0 ? [text] : [text.slice(0, semi), text.slice(semi + 1)];
+  for (const part of parts) {
     const eq = part.indexOf('=');
-    if (eq < 0) continue;
-    const key = part.slice(0, eq).trim().toLowerCase();
+    if (eq < 0) throw new Error(`invalid check option ${JSON.stringify(part)}`);
+    const key = part.slice(0, eq).trim();
     const v = part.slice(eq + 1).trim();
     if (key === 'skip') {
-      for (const r of v.split(',').map((x) => x.trim()).filter(Boolean)) {
-        if (r.toLowerCase() === 'all') cfg.skipAll = true;
-        else cfg.skip.add(r);
-      }
+      if (v === 'all') cfg.skipAll = true;
+      else for (const r of v.split(',')) cfg.skip.add(r.trim());
     } else if (key === 'error') {
-      cfg.error = v.toLowerCase() === 'true';
+      const b = parseGoBool(v);
+      if (b === undefined) throw new Error(`failed to parse check option ${JSON.stringify(part)}: invalid syntax`);
+      cfg.error = b;
+    } else {
+      throw new Error(`invalid check option ${JSON.stringify(key)} (want skip= or error=)`);
     }
   }
   return cfg;
+}
+
+/** Go's strconv.ParseBool. */
+function parseGoBool(v: string): boolean | undefined {
+  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(v)) return true;
+  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(v)) return false;
+  return undefined;
 }
 
 export class Linter {
@@ -102,13 +122,33 @@ export class Linter {
   }
 }
 
-/** Keys that look like they hold secrets (BuildKit's SecretsUsedInArgOrEnv heuristics). */
+/**
+ * Keys that look like they hold secrets (BuildKit's SecretsUsedInArgOrEnv):
+ * a `_`-separated word of the key is a secret word, and none is "public".
+ */
 export function looksSecret(key: string): boolean {
-  const tokens = key.toLowerCase().split(/[_-]/);
+  const words = key.toLowerCase().split('_');
   const deny = ['apikey', 'auth', 'credential', 'credentials', 'key', 'password', 'pword', 'passwd', 'secret', 'token'];
-  const allow = ['public'];
-  if (tokens.some((t) => allow.includes(t))) return false;
-  return tokens.some((t) => deny.includes(t));
+  if (words.includes('public')) return false;
+  return words.some((t) => deny.includes(t));
+}
+
+/**
+ * BuildKit's suggest.Search: the option nearest to `word` within an edit
+ * distance of 2, or undefined (also when `word` is itself an option).
+ */
+export function suggestName(word: string, options: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestDist = 3;
+  for (const opt of options) {
+    if (opt === word) return undefined;
+    const d = levenshtein(word, opt);
+    if (d < bestDist) {
+      best = opt;
+      bestDist = d;
+    }
+  }
+  return best;
 }
 
 export function formatWarning(w: BuildWarning): string {

@@ -8,8 +8,9 @@ import type { ArgCommand, Command, Stage } from '../instructions/types.js';
 import { parseDockerfile } from '../parser/index.js';
 import type { DockerfileAST } from '../parser/types.js';
 import { processWord, processWordWithMatches, type ShellLexOptions } from '../shell/index.js';
-import { Linter, looksSecret, parseCheckDirective, type BuildWarning } from './checks.js';
+import { Linter, looksSecret, parseCheckDirective, suggestName, type BuildWarning, type CheckConfig } from './checks.js';
 import { convertAddCopy, type CopyContext } from './copy.js';
+import { parseExposePort } from './expose.js';
 import { goDuration, goList, goQuoteList } from './go-format.js';
 import { emptyImageConfig, HISTORY_COMMENT, imageConfigFromBase, type ImageConfig } from './image-config.js';
 import type { ImageMetaResolver } from './image-meta.js';
@@ -132,8 +133,7 @@ class Converter {
     this.lex = { escapeToken: ast.directives.escape };
     const buildArgs = opts.buildArgs ?? {};
     this.buildArgs = buildArgs;
-    const check = buildArgs['BUILDKIT_DOCKERFILE_CHECK'] ?? ast.directives.check;
-    this.linter = new Linter(parseCheckDirective(check), this.filename);
+    this.linter = new Linter(this.checkConfig(buildArgs['BUILDKIT_DOCKERFILE_CHECK']), this.filename);
     this.buildPlatform = opts.buildPlatform ?? hostPlatform();
     this.targetPlatform = opts.platform ?? this.buildPlatform;
     for (const [name, value] of Object.entries(opts.namedContexts ?? {})) {
@@ -145,8 +145,20 @@ class Converter {
     }
   }
 
+  /** The `# check=` directive, or the BUILDKIT_DOCKERFILE_CHECK build arg that replaces it. */
+  private checkConfig(fromBuildArg: string | undefined): CheckConfig {
+    try {
+      return parseCheckDirective(fromBuildArg ?? this.ast.directives.check);
+    } catch (err) {
+      const message = `failed to parse check options: ${(err as Error).message}`;
+      if (fromBuildArg !== undefined) throw new InvalidArgumentError(message, 'build-arg:BUILDKIT_DOCKERFILE_CHECK', { cause: err });
+      const line = this.ast.directiveLines?.check ?? 1;
+      throw new SourceError(message, this.filename, line, { cause: err });
+    }
+  }
+
   async run(): Promise<ConvertResult> {
-    for (const w of this.ast.warnings) this.linter.report('NoEmptyContinuation', w.message, w.line);
+    for (const w of this.ast.warnings) this.linter.report('NoEmptyContinuation', 'Empty continuation line', w.line);
     const parsed = parseInstructions(this.ast);
     if (parsed.stages.length === 0) throw new SourceError('the Dockerfile has no FROM instruction', this.filename, 1);
     this.lintInstructionCasing();
@@ -166,16 +178,21 @@ class Converter {
       status: 'pending',
     }));
     for (const s of this.stages) {
+      this.lintStageLine(s.stage);
       if (!s.stage.name) continue;
       if (this.byName.has(s.stage.name)) this.linter.report('DuplicateStageName', `Duplicate stage name "${s.stage.name}", stage names should be unique`, s.stage.line);
-      else this.byName.set(s.stage.name, s);
-      this.lintStageLine(s.stage);
+      // As BuildKit: a later stage of the same name wins.
+      this.byName.set(s.stage.name, s);
     }
 
     const target = this.resolveTarget();
-    this.metaArgs = platformArgs(this.buildPlatform, this.targetPlatform);
-    this.metaArgs.set('TARGETSTAGE', target.stage.name || String(target.index));
+    const globals = platformArgs(this.buildPlatform, this.targetPlatform);
+    globals.set('TARGETSTAGE', target.stage.name || String(target.index));
+    this.lintDefaultBaseNames(parsed.metaArgs, globals);
+    this.metaArgs = new Map(globals);
     this.declareMetaArgs(parsed.metaArgs);
+    this.lintFromLines();
+    this.checkCycles();
 
     // All context reads share one local source; its include patterns are filled in at the end.
     this.context = local('context', { excludePatterns: this.opts.excludePatterns ?? [], description: '[internal] load build context' });
@@ -203,7 +220,6 @@ class Converter {
   private declareMetaArgs(cmds: ArgCommand[]): void {
     for (const cmd of cmds) {
       for (const a of cmd.args) {
-        this.lintArgKey('ARG', a.key, cmd.line);
         this.declaredMeta.add(a.key);
         const value = this.buildArgs[a.key] ?? (a.value !== undefined ? this.expand(a.value, this.metaArgs, cmd.line) : this.metaArgs.get(a.key));
         if (value !== undefined) this.metaArgs.set(a.key, value);
@@ -218,17 +234,132 @@ class Converter {
     return this.byName.get(ref.toLowerCase()) ?? (/^\d+$/.test(ref) ? this.stages[Number(ref)] : undefined);
   }
 
+  /** The stage a FROM names: the nearest earlier stage of that name (BuildKit resolves FROM while adding stages). */
+  private parentStage(base: string, s: StageState): StageState | undefined {
+    const name = base.toLowerCase();
+    for (let i = s.index - 1; i >= 0; i--) if (this.stages[i]!.stage.name === name) return this.stages[i];
+    return undefined;
+  }
+
+  /**
+   * InvalidDefaultArgInFrom: with the global ARG defaults alone (no build
+   * args), every FROM must still name a valid image.
+   */
+  private lintDefaultBaseNames(metaArgs: ArgCommand[], globals: ReadonlyMap<string, string>): void {
+    const env = new Map(globals);
+    try {
+      for (const cmd of metaArgs) {
+        for (const a of cmd.args) if (a.value !== undefined) env.set(a.key, processWord(a.value, env, this.lex));
+      }
+      for (const s of this.stages) {
+        const base = processWord(s.stage.baseName, env, this.lex);
+        try {
+          parseReference(base);
+        } catch {
+          this.linter.report('InvalidDefaultArgInFrom', `Default value for ARG ${s.stage.baseName} results in empty or invalid base image name`, s.stage.line);
+        }
+      }
+    } catch {
+      // An expansion error fails the build later, with its line.
+    }
+  }
+
+  /** FROM checks of every stage, reachable or not (as BuildKit): undeclared args, constant or redundant --platform. */
+  private lintFromLines(): void {
+    const known = [...new Set([...this.metaArgs.keys(), ...this.declaredMeta])];
+    const undeclared = (names: Iterable<string>, line: number) => {
+      for (const name of names) {
+        if (known.includes(name)) continue;
+        const hint = suggestName(name, known);
+        this.linter.report('UndefinedArgInFrom', `FROM argument '${name}' is not declared${hint ? ` (did you mean ${hint}?)` : ''}`, line);
+      }
+    };
+    for (const s of this.stages) {
+      const { stage } = s;
+      try {
+        undeclared(processWordWithMatches(stage.baseName, this.metaArgs, this.lex).unmatched, stage.line);
+      } catch {
+        // reported when the stage is converted
+      }
+      if (!stage.platform) continue;
+      let res: ReturnType<typeof processWordWithMatches>;
+      try {
+        res = processWordWithMatches(stage.platform, this.metaArgs, this.lex);
+      } catch {
+        continue;
+      }
+      undeclared(res.unmatched, stage.line);
+      if (res.matched.size === 1 && res.unmatched.size === 0 && res.matched.has('TARGETPLATFORM') && res.result === this.metaArgs.get('TARGETPLATFORM')) {
+        this.linter.report('RedundantTargetPlatform', `Setting platform to predefined ${stage.platform} in FROM is redundant as this is the default behavior`, stage.line);
+      }
+      if (res.matched.size === 0 && res.unmatched.size === 0) {
+        let p: Platform | undefined;
+        try {
+          p = parsePlatform(res.result);
+        } catch {
+          p = undefined; // fails when the stage is converted
+        }
+        // A stage named for its platform (build-arm64) pins it on purpose.
+        if (p && !stage.name.includes(p.os) && !stage.name.includes(p.architecture)) {
+          this.linter.report('FromPlatformFlagConstDisallowed', `FROM --platform flag should not use constant value ${JSON.stringify(res.result)}`, stage.line);
+        }
+      }
+    }
+  }
+
+  /** The stages a stage reads (FROM, COPY --from, RUN --mount from=) as written, with the line that reads each. */
+  private staticDeps(s: StageState): { dep: StageState; line: number }[] {
+    const deps: { dep: StageState; line: number }[] = [];
+    const ref = (name: string, line: number) => {
+      if (!name || name.includes('$') || this.namedContexts.has(name.toLowerCase())) return;
+      const st = this.findStage(name);
+      if (st) deps.push({ dep: st, line });
+    };
+    if (!s.stage.baseName.includes('$') && !(s.stage.name && this.namedContexts.has(s.stage.name))) {
+      const parent = this.parentStage(s.stage.baseName, s);
+      if (parent && !this.namedContexts.has(s.stage.baseName.toLowerCase())) deps.push({ dep: parent, line: s.stage.line });
+    }
+    for (const cmd of s.stage.commands) {
+      if (cmd.kind === 'copy' && cmd.from) ref(cmd.from, cmd.line);
+      if (cmd.kind === 'run') {
+        for (const m of cmd.mounts) {
+          const from = /(?:^|,)from=([^,]*)/i.exec(m)?.[1];
+          if (from) ref(from, cmd.line);
+        }
+      }
+    }
+    return deps;
+  }
+
+  /** BuildKit's validateCircularDependency: a stage that reads itself, directly or through others, fails the build. */
+  private checkCycles(): void {
+    const visited = new Set<StageState>();
+    const onPath = new Set<StageState>();
+    const visit = (s: StageState): number | undefined => {
+      if (visited.has(s)) return undefined;
+      visited.add(s);
+      onPath.add(s);
+      for (const { dep, line } of this.staticDeps(s)) {
+        if (onPath.has(dep)) return line;
+        const found = visit(dep);
+        if (found !== undefined) return found;
+      }
+      onPath.delete(s);
+      return undefined;
+    };
+    for (const s of this.stages) {
+      const line = visit(s);
+      if (line !== undefined) throw new SourceError(`circular dependency detected on stage: ${this.stageLabel(s)}`, this.filename, line);
+    }
+  }
+
   private fromEnv(): Map<string, string> {
     return this.metaArgs;
   }
 
   /** The expanded FROM base name of a stage, with the UndefinedArgInFrom check. */
   private baseNameOf(s: StageState): string {
-    const res = this.expandWithMatches(s.stage.baseName, this.fromEnv(), s.stage.line);
-    for (const name of res.unmatched) {
-      if (!this.declaredMeta.has(name)) this.linter.report('UndefinedArgInFrom', `FROM argument '${name}' is not declared`, s.stage.line);
-    }
-    const base = res.result.trim();
+    const base = this.expand(s.stage.baseName, this.fromEnv(), s.stage.line).trim();
     if (!base) {
       throw new SourceError(`base name (${s.stage.baseName}) should not be blank`, this.filename, s.stage.line);
     }
@@ -237,10 +368,7 @@ class Converter {
 
   private stagePlatform(s: StageState): Platform {
     if (!s.stage.platform) return this.targetPlatform;
-    const raw = s.stage.platform;
-    if (!raw.includes('$')) this.linter.report('FromPlatformFlagConstDisallowed', `FROM --platform flag should not use constant value "${raw}"`, s.stage.line);
-    if (raw === '$TARGETPLATFORM' || raw === '${TARGETPLATFORM}') this.linter.report('RedundantTargetPlatform', `Setting platform to predefined ${raw} in FROM is redundant as this is the default behavior`, s.stage.line);
-    const value = this.expand(raw, this.fromEnv(), s.stage.line);
+    const value = this.expand(s.stage.platform, this.fromEnv(), s.stage.line);
     try {
       return parsePlatform(value);
     } catch (err) {
@@ -263,8 +391,8 @@ class Converter {
       } catch {
         return; // reported when the stage is converted
       }
-      const parent = this.findStage(base);
-      if (parent && parent.index < s.index && !this.namedContexts.has(base.toLowerCase())) visit(parent);
+      const parent = this.parentStage(base, s);
+      if (parent && !this.namedContexts.has(base.toLowerCase())) visit(parent);
       else if (base.toLowerCase() !== EMPTY_IMAGE && !this.namedContexts.has(base.toLowerCase())) {
         void this.resolveImage(base, platform, s.stage.line).catch(() => undefined);
       }
@@ -340,17 +468,18 @@ class Converter {
     }
     const base = this.baseNameOf(s);
     s.platform = this.stagePlatform(s);
-    const parent = this.findStage(base);
+    const parent = this.parentStage(base, s);
     const named = this.namedContexts.get(base.toLowerCase());
     if (named) {
       await this.startFromNamedContext(s, named, base);
-    } else if (parent && parent.index < s.index) {
+    } else if (parent) {
       await this.convertStage(parent);
       s.state = parent.override ?? parent.state;
       s.config = structuredClone(parent.config);
       s.env = new Map(parent.env);
       s.imageEnv = envMapOf(s.config.config.Env ?? []);
       s.workdir = parent.workdir;
+      s.workdirSet = parent.workdirSet;
       if (!s.stage.platform) s.platform = parent.platform;
     } else if (base.toLowerCase() === EMPTY_IMAGE) {
       s.state = State.scratch().withPlatform(s.platform);
@@ -444,6 +573,9 @@ class Converter {
     const st = this.findStage(ref);
     if (st) {
       if (st === s) throw new SourceError(`circular dependency detected on stage: ${s.stage.name || s.index}`, this.filename, line);
+      if (st.index > s.index && !st.override) {
+        throw new SourceError(`cannot copy from stage ${JSON.stringify(ref)}, it needs to be defined before current stage ${JSON.stringify(this.stageLabel(s))}`, this.filename, line);
+      }
       await this.convertStage(st);
       return st.override ?? st.state;
     }
@@ -493,13 +625,41 @@ class Converter {
     }
   }
 
+  /** Expands a word into words (unquoted expansions split), reporting UndefinedVar as `word`. */
+  words(s: StageState, w: string, line: number): string[] {
+    try {
+      const res = processWordWithMatches(w, s.env, this.lex);
+      this.reportUndefined(s, res.unmatched, line);
+      return res.words;
+    } catch (err) {
+      throw new SourceError((err as Error).message, this.filename, line, { cause: err });
+    }
+  }
+
+  /** A COPY/ADD heredoc body, expanded as BuildKit's ExpandRaw: quotes are text, the escape is always `\\`. */
+  heredocWord(s: StageState, w: string, line: number): string {
+    try {
+      const res = processWordWithMatches(w, s.env, { escapeToken: '\\', skipProcessQuotes: true });
+      this.reportUndefined(s, res.unmatched, line);
+      return res.result;
+    } catch (err) {
+      throw new SourceError((err as Error).message, this.filename, line, { cause: err });
+    }
+  }
+
   /** Expands a word of a stage instruction, reporting UndefinedVar for unset names. */
   word(s: StageState, w: string, line: number): string {
     const res = this.expandWithMatches(w, s.env, line);
-    for (const name of res.unmatched) {
-      if (!s.env.has(name) && !s.declaredArgs.some((a) => a.key === name)) this.linter.report('UndefinedVar', `Usage of undefined variable '$${name}'`, line);
-    }
+    this.reportUndefined(s, res.unmatched, line);
     return res.result;
+  }
+
+  private reportUndefined(s: StageState, unmatched: Iterable<string>, line: number): void {
+    for (const name of unmatched) {
+      if (s.env.has(name) || s.declaredArgs.some((a) => a.key === name)) continue;
+      const hint = suggestName(name, s.env.keys());
+      this.linter.report('UndefinedVar', `Usage of undefined variable '$${name}'${hint ? ` (did you mean $${hint}?)` : ''}`, line);
+    }
   }
 
   // ---- commands ---------------------------------------------------------
@@ -546,10 +706,11 @@ class Converter {
         }
         case 'workdir': {
           const raw = word(cmd.path);
+          // Only the first WORKDIR of the build's stages counts: fixing it fixes the ones after.
           if (!raw.startsWith('/') && !s.workdirSet) {
-            this.linter.report('WorkdirRelativePath', `Relative workdir "${raw}" can have unexpected results if the base image changes`, cmd.line);
+            this.linter.report('WorkdirRelativePath', `Relative workdir ${JSON.stringify(raw)} can have unexpected results if the base image changes`, cmd.line);
           }
-          if (raw.startsWith('/')) s.workdirSet = true;
+          s.workdirSet = true;
           s.workdir = posix.resolve(s.workdir, raw);
           s.config.config.WorkingDir = s.workdir;
           let layer = false;
@@ -565,7 +726,7 @@ class Converter {
         }
         case 'copy':
         case 'add': {
-          const res = await convertAddCopy(this.copyContext(), s, cmd, meta(), word);
+          const res = await convertAddCopy(this.copyContext(), s, cmd, meta(), word, (w) => this.heredocWord(s, w, cmd.line));
           history(res.historyLine, true, true);
           return;
         }
@@ -588,7 +749,7 @@ class Converter {
         }
         case 'cmd': {
           this.lintDuplicate(s, cmd);
-          if (cmd.prependShell) this.linter.report('JSONArgsRecommended', 'JSON arguments recommended for CMD to prevent unintended behavior related to OS signals', cmd.line);
+          if (cmd.prependShell && !s.config.config.Shell?.length) this.linter.report('JSONArgsRecommended', 'JSON arguments recommended for CMD to prevent unintended behavior related to OS signals', cmd.line);
           s.config.config.Cmd = cmd.prependShell ? [...shellOf(s), ...cmd.cmdLine] : cmd.cmdLine;
           s.cmdSet = true;
           history(`CMD ${goQuoteList(s.config.config.Cmd)}`, false);
@@ -596,7 +757,7 @@ class Converter {
         }
         case 'entrypoint': {
           this.lintDuplicate(s, cmd);
-          if (cmd.prependShell && cmd.cmdLine.length > 0) this.linter.report('JSONArgsRecommended', 'JSON arguments recommended for ENTRYPOINT to prevent unintended behavior related to OS signals', cmd.line);
+          if (cmd.prependShell && cmd.cmdLine.length > 0 && !s.config.config.Shell?.length) this.linter.report('JSONArgsRecommended', 'JSON arguments recommended for ENTRYPOINT to prevent unintended behavior related to OS signals', cmd.line);
           const args = cmd.prependShell && cmd.cmdLine.length > 0 ? [...shellOf(s), ...cmd.cmdLine] : cmd.cmdLine;
           s.config.config.Entrypoint = args.length === 0 ? null : args;
           if (!s.cmdSet) s.config.config.Cmd = null;
@@ -609,8 +770,14 @@ class Converter {
           return;
         case 'expose': {
           const ports: string[] = [];
+          const lint = {
+            protoCasing: (raw: string) => this.linter.report('ExposeProtoCasing', `Defined protocol '${raw}' in EXPOSE instruction should be lowercase`, cmd.line),
+            invalidFormat: (raw: string) =>
+              this.linter.report('ExposeInvalidFormat', `EXPOSE instruction should not define an IP address or host-port mapping, found '${raw}'`, cmd.line),
+          };
+          // Each value is split into words after expansion (EXPOSE $PORTS with PORTS="80 443").
           for (const raw of cmd.ports) {
-            for (const p of expandPortRange(word(raw), this.filename, cmd.line)) ports.push(p);
+            for (const w of this.words(s, raw, cmd.line)) for (const p of parseExposePort(w, lint)) ports.push(p);
           }
           const exposed = (s.config.config.ExposedPorts ??= {});
           for (const p of ports) exposed[p] = {};
@@ -690,14 +857,17 @@ class Converter {
     };
   }
 
-  private readonly duplicateSeen = new Map<StageState, Set<string>>();
+  /** Per stage, the line of the last CMD / ENTRYPOINT / HEALTHCHECK seen. */
+  private readonly usedOnce = new Map<StageState, Map<string, number>>();
 
+  /** MultipleInstructionsDisallowed, reported (as BuildKit) at the earlier instruction: the one that is ignored. */
   private lintDuplicate(s: StageState, cmd: Command): void {
-    const seen = this.duplicateSeen.get(s) ?? new Set<string>();
-    this.duplicateSeen.set(s, seen);
+    let seen = this.usedOnce.get(s);
+    if (!seen) this.usedOnce.set(s, (seen = new Map()));
     const kw = cmd.kind.toUpperCase();
-    if (seen.has(kw)) this.linter.report('MultipleInstructionsDisallowed', `Multiple ${kw} instructions should not be used in the same stage because only the last one will be used`, cmd.line);
-    seen.add(kw);
+    const prev = seen.get(kw);
+    if (prev !== undefined) this.linter.report('MultipleInstructionsDisallowed', `Multiple ${kw} instructions should not be used in the same stage because only the last one will be used`, prev);
+    seen.set(kw, cmd.line);
   }
 
   private lintArgKey(kind: 'ARG' | 'ENV', key: string, line: number): void {
@@ -705,21 +875,26 @@ class Converter {
   }
 
   private lintStageLine(stage: Stage): void {
-    const words = stage.node.original.trim().split(/\s+/);
-    const fromWord = words[0] ?? '';
-    const asWord = words.find((w, i) => i > 0 && w.toLowerCase() === 'as');
-    if (asWord && isUpper(fromWord) !== isUpper(asWord) && (isUpper(fromWord) || isLower(fromWord))) {
-      this.linter.report('FromAsCasing', `'${asWord}' and '${fromWord}' keywords' casing do not match`, stage.line);
+    const fromWord = stage.node.original.trim().split(/\s+/)[0] ?? '';
+    const written = stage.node.next;
+    if (written.length === 3) {
+      const asWord = written[1]!;
+      // A mixed-case FROM is ConsistentInstructionCasing's to report.
+      const want = isLower(fromWord) ? asWord.toLowerCase() : isUpper(fromWord) ? asWord.toUpperCase() : asWord;
+      if (asWord !== want) this.linter.report('FromAsCasing', `'${asWord}' and '${fromWord}' keywords' casing do not match`, stage.line);
+      if (written[2] !== written[2]!.toLowerCase()) this.linter.report('StageNameCasing', `Stage name '${written[2]}' should be lowercase`, stage.line);
     }
-    const written = stage.node.next[2];
-    if (written && written !== written.toLowerCase()) this.linter.report('StageNameCasing', `Stage name '${written}' should be lowercase`, stage.line);
-    if (stage.name === 'scratch' || stage.name === 'context') this.linter.report('ReservedStageName', `'${stage.name}' is reserved and should not be used as a stage name`, stage.line);
+    if (stage.name === 'scratch' || stage.name === 'context') {
+      this.linter.report('ReservedStageName', `Stage name should not use the same name as reserved stage ${JSON.stringify(stage.name)}`, stage.line);
+    }
   }
 
   private lintInstructionCasing(): void {
     let upper = 0;
     let lower = 0;
-    const keywords = this.ast.children.map((n) => ({ word: n.original.trim().split(/\s+/)[0] ?? '', line: n.startLine }));
+    // As BuildKit: the FROMs and the stages' instructions (not the ARGs before the first FROM).
+    const first = this.ast.children.findIndex((n) => n.value === 'from');
+    const keywords = this.ast.children.slice(Math.max(0, first)).map((n) => ({ word: n.original.trim().split(/\s+/)[0] ?? '', line: n.startLine }));
     for (const k of keywords) {
       if (isUpper(k.word)) upper++;
       else if (isLower(k.word)) lower++;
@@ -786,15 +961,3 @@ export function chownOf(value: string) {
   return { user, group: id(g) };
 }
 
-/** EXPOSE values: `80`, `80/udp`, `8000-8002/tcp` → `PORT/PROTO` entries. */
-function expandPortRange(value: string, filename: string, line: number): string[] {
-  const m = /^(?:([0-9.]+|\[[0-9a-f:]+\]):)?(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(value.trim());
-  if (!m) throw new SourceError(`invalid containerPort: ${value}`, filename, line);
-  const start = Number(m[2]);
-  const end = m[3] !== undefined ? Number(m[3]) : start;
-  if (start > 65535 || end > 65535 || end < start) throw new SourceError(`invalid port range: ${value}`, filename, line);
-  const proto = (m[4] ?? 'tcp').toLowerCase();
-  const out: string[] = [];
-  for (let p = start; p <= end; p++) out.push(`${p}/${proto}`);
-  return out;
-}

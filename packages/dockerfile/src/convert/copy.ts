@@ -55,6 +55,7 @@ export async function convertAddCopy(
   cmd: CopyCommand | AddCommand,
   meta: StateOptions,
   word: (w: string) => string,
+  expandHeredoc: (w: string) => string,
 ): Promise<{ historyLine: string }> {
   const isAdd = cmd.kind === 'add';
   const fail = (msg: string): never => {
@@ -74,9 +75,7 @@ export async function convertAddCopy(
 
   const checksum = isAdd && cmd.checksum ? word(cmd.checksum) : '';
   if (isAdd) {
-    const remote = sources.filter((src) => isHttpUrl(src) || parseGitUrl(src));
-    if (checksum && remote.length !== sources.length) fail('checksum can\'t be specified for non-HTTP(S) sources');
-    if (checksum && !/^sha(256|384|512):[0-9a-f]+$/.test(checksum) && !/^[0-9a-f]{7,40}$/.test(checksum)) fail(`invalid checksum digest format "${checksum}"`);
+    if (checksum) checkChecksum(checksum, sources, cmd.sourceContents.length, fail);
     if (cmd.keepGitDir && sources.some((src) => !parseGitUrl(src))) fail('--keep-git-dir is only valid for git sources');
   }
   const parents = cmd.kind === 'copy' && cmd.parents;
@@ -143,9 +142,13 @@ export async function convertAddCopy(
     });
   }
   for (const content of cmd.sourceContents) {
-    const data = new TextEncoder().encode(content.expand ? word(content.data) : content.data);
-    const target = dest.endsWith('/') ? posix.join(dest, content.path) : dest;
-    files = files.mkdir(posix.dirname(target), 0o755, { makeParents: true }).mkfile(target, chmod.mode >= 0 ? chmod.mode : 0o644, data, { owner });
+    // As BuildKit: the heredoc becomes a 0644 file on scratch, copied like any source (so --chmod,
+    // symbolic or octal, and --chown apply). Its expansion keeps quotes: only $VARS and escapes act.
+    const data = new TextEncoder().encode(content.expand ? expandHeredoc(content.data) : content.data);
+    const doc = FileChain.start()
+      .mkfile(`/${content.path}`, 0o644, data)
+      .apply(s.state.platform ? State.scratch().withPlatform(s.state.platform) : State.scratch(), { description: '[internal] preparing inline document' });
+    files = files.copy(doc, `/${content.path}`, dest, { mode: chmod.mode, modeStr: chmod.modeStr, owner, createDestPath: true });
   }
   if (cmd.link && !s.state.isScratch()) {
     // --link (as BuildKit): the copy lands on scratch, so its cache key never depends on the
@@ -156,8 +159,34 @@ export async function convertAddCopy(
   } else {
     s.state = files.apply(s.state, meta);
   }
-  const parts = [isAdd ? 'ADD' : 'COPY', ...sources, ...cmd.sourceContents.map((c) => `<<${c.path}`), destWord];
+  // BuildKit's history line: the flags that change the files, then sources and destination.
+  const flags = [
+    ...(cmd.kind === 'copy' && cmd.parents ? ['--parents'] : []),
+    ...(cmd.chown ? [`--chown=${word(cmd.chown)}`] : []),
+    ...(cmd.chmod ? [`--chmod=${word(cmd.chmod)}`] : []),
+  ];
+  const parts = [isAdd ? 'ADD' : 'COPY', ...flags, ...sources, ...cmd.sourceContents.map((c) => `<<${c.path}`), destWord];
   return { historyLine: parts.join(' ') };
+}
+
+const DIGEST_HEX: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
+
+/**
+ * `ADD --checksum`: one source only, a download (`algo:hex` digest, as
+ * go-digest parses it) or a git repository (a commit id).
+ */
+function checkChecksum(checksum: string, sources: string[], heredocs: number, fail: (msg: string) => never): void {
+  if (sources.length + heredocs !== 1) fail('checksum can\'t be specified for multiple sources');
+  const src = sources[0];
+  if (src === undefined || (!isHttpUrl(src) && !parseGitUrl(src))) fail('checksum can\'t be specified for non-HTTP(S) sources');
+  if (parseGitUrl(src!)) {
+    if (!/^[0-9a-f]{7,64}$/.test(checksum)) fail(`invalid checksum "${checksum}" for a git source: want a commit id (hex)`);
+    return;
+  }
+  const [algo, hex] = checksum.split(':');
+  const want = DIGEST_HEX[algo ?? ''];
+  if (!want || hex === undefined || !/^[0-9a-f]+$/.test(hex)) fail(`invalid checksum digest format "${checksum}": want sha256:<64 hex digits>`);
+  if (hex!.length !== want) fail(`invalid checksum digest length "${checksum}": ${algo} takes ${want} hex digits`);
 }
 
 /** The file name of a download: the URL path's last element, as BuildKit. */

@@ -174,12 +174,10 @@ function networkMode(value: string, fail: (msg: string) => never): llb.NetMode {
   }
 }
 
-/** The heredoc's first lines for progress names, as BuildKit's summarizeHeredoc. */
+/** The heredoc's first line for progress names, `...` when more follow (BuildKit's summarizeHeredoc). */
 function summarizeHeredoc(doc: string): string {
-  const lines = doc.replace(/^\n+/, '').split('\n');
-  let summary = lines[0] ?? '';
-  if (lines.length > 1 && lines.slice(1).some((l) => l.trim() !== '')) summary += '...';
-  return summary;
+  const lines = doc.trim().replace(/\r\n/g, '\n').split('\n');
+  return lines.length > 1 ? `${lines[0]}...` : lines[0]!;
 }
 
 /** `|N K=V ... args` when the stage declared build args, as BuildKit's runCommandString. */

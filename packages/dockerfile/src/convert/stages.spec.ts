@@ -30,7 +30,7 @@ describe('ADD and COPY', () => {
         'FROM scratch',
         'ADD app.tar.gz /app/',
         'ADD --unpack=false raw.tar /raw/',
-        'ADD --checksum=sha256:0123abcd --chmod=u+x,g-w https://example.com/dl/tool.sh /usr/bin/tool',
+        `ADD --checksum=sha256:${'0123abcd'.repeat(8)} --chmod=u+x,g-w https://example.com/dl/tool.sh /usr/bin/tool`,
         'ADD --keep-git-dir https://github.com/moby/buildkit.git#v0.13.0:docs /docs',
         'ADD git@github.com:org/repo.git /repo',
       ].join('\n'),
@@ -42,7 +42,7 @@ describe('ADD and COPY', () => {
       'https://example.com/dl/tool.sh',
       'local://context',
     ]);
-    expect(src.find((s) => s.id.startsWith('https'))!.attrs).toEqual({ 'http.checksum': 'sha256:0123abcd', 'http.filename': 'tool.sh' });
+    expect(src.find((s) => s.id.startsWith('https'))!.attrs).toEqual({ 'http.checksum': `sha256:${'0123abcd'.repeat(8)}`, 'http.filename': 'tool.sh' });
     expect(src.find((s) => s.id.includes('buildkit'))!.attrs).toEqual({ 'git.keepgitdir': 'true', 'git.fullurl': 'https://github.com/moby/buildkit.git' });
     expect(src.find((s) => s.id.includes('org/repo'))!.attrs).toEqual({ 'git.fullurl': 'git@github.com:org/repo.git' });
     const c = copies(def);
@@ -51,8 +51,13 @@ describe('ADD and COPY', () => {
     expect(c.find((x) => x.src === '/tool.sh')).toMatchObject({ dest: '/usr/bin/tool', mode: -1, modeStr: 'u+x,g-w', attemptUnpackDockerCompatibility: false });
   });
 
-  it('rejects --checksum on local sources and --keep-git-dir off git', async () => {
-    await expect(convertDockerfile('FROM scratch\nADD --checksum=sha256:00 a /a\n')).rejects.toThrow(/non-HTTP/);
+  it('rejects --checksum on local sources, several sources or a malformed digest, and --keep-git-dir off git', async () => {
+    const sum = `sha256:${'ab'.repeat(32)}`;
+    await expect(convertDockerfile(`FROM scratch\nADD --checksum=${sum} a /a\n`)).rejects.toThrow(/non-HTTP/);
+    await expect(convertDockerfile(`FROM scratch\nADD --checksum=${sum} https://e.org/a https://e.org/b /d/\n`)).rejects.toThrow(/checksum can't be specified for multiple sources/);
+    await expect(convertDockerfile('FROM scratch\nADD --checksum=sha256:abc https://e.org/a /a\n')).rejects.toMatchObject({ details: { line: 2 }, message: expect.stringContaining('sha256 takes 64 hex digits') });
+    await expect(convertDockerfile('FROM scratch\nADD --checksum=md5:abc https://e.org/a /a\n')).rejects.toThrow(/invalid checksum digest format/);
+    await expect(convertDockerfile('FROM scratch\nADD --checksum=v1.2 https://github.com/o/r.git#v1.2 /r\n')).rejects.toThrow(/commit id/);
     await expect(convertDockerfile('FROM scratch\nADD --keep-git-dir https://x.org/f /f\n')).rejects.toThrow(/only valid for git/);
   });
 
@@ -76,6 +81,22 @@ describe('ADD and COPY', () => {
     expect(images[0]!.platform).toMatchObject({ architecture: 'arm64' });
     const ctx = sources(def).find((s) => s.id === 'local://context')!;
     expect(JSON.parse(ctx.attrs['local.includepattern']!)).toEqual(['conf/*.yaml', 'src/pkg/**/*.go']);
+  });
+});
+
+describe('COPY and ADD heredocs and history', () => {
+  it('copies a heredoc from a scratch file, so --chmod (symbolic too) and --chown apply; expansion keeps quotes', async () => {
+    const { def, imageConfig } = await convert('FROM scratch\nARG NAME=world\nCOPY --chmod=u+x --chown=1:2 <<EOF /bin/hello\n#!/bin/sh\necho "hello $NAME" \'$NAME\'\nEOF\n');
+    const mk = [...def.ops.values()].flatMap((o) => (o.op.op.case === 'file' ? o.op.op.value.actions.flatMap((a) => (a.action.case === 'mkfile' ? [a.action.value] : [])) : []));
+    expect(mk.map((m) => [m.path, m.mode, new TextDecoder().decode(m.data)])).toEqual([['/EOF', 0o644, '#!/bin/sh\necho "hello world" \'world\'\n']]);
+    expect(copies(def)).toHaveLength(1);
+    expect(copies(def)[0]).toMatchObject({ src: '/EOF', dest: '/bin/hello', modeStr: 'u+x', mode: -1, owner: { user: { user: { case: 'id', value: 1 } }, group: { user: { case: 'id', value: 2 } } } });
+    expect(imageConfig.history.at(-1)!.created_by).toBe('COPY --chown=1:2 --chmod=u+x <<EOF /bin/hello # buildkit');
+  });
+
+  it('records --parents, --chown and --chmod in the history line, as BuildKit', async () => {
+    const { imageConfig } = await convert('FROM scratch\nARG U=app\nCOPY --parents --chown=$U --chmod=0640 a/./b /d/\nADD --chmod=755 x.tar /x/\n');
+    expect(imageConfig.history.slice(-2).map((h) => h.created_by)).toEqual(['COPY --parents --chown=app --chmod=0640 a/./b /d/ # buildkit', 'ADD --chmod=755 x.tar /x/ # buildkit']);
   });
 });
 
@@ -150,7 +171,7 @@ describe('multi-stage, targets and named contexts', () => {
   });
 
   it('detects cycles and missing stage indexes', async () => {
-    await expect(convertDockerfile('FROM scratch AS a\nCOPY --from=b /x /x\nFROM scratch AS b\nCOPY --from=a /y /y\n')).rejects.toThrow(/circular dependency detected on stage: b/);
+    await expect(convertDockerfile('FROM scratch AS a\nCOPY --from=b /x /x\nFROM scratch AS b\nCOPY --from=a /y /y\n')).rejects.toMatchObject({ details: { line: 4 }, message: 'circular dependency detected on stage: a' });
     await expect(convertDockerfile('FROM scratch\nCOPY --from=7 /x /x\n')).rejects.toMatchObject({ details: { line: 2 }, message: expect.stringContaining('invalid stage index 7') });
   });
 

@@ -98,6 +98,7 @@ class DockerfileParser {
   private readonly directives: Directives = { escape: DEFAULT_ESCAPE_TOKEN };
   private directivesDone = false;
   private readonly seenDirectives = new Set<string>();
+  private readonly directiveLines: NonNullable<DockerfileAST['directiveLines']> = {};
   private readonly warnings: ParseWarning[] = [];
   private readonly children: Node[] = [];
   private readonly lines: string[];
@@ -137,6 +138,7 @@ class DockerfileParser {
       throw this.error(`only one ${key} parser directive can be used`, this.currentLine);
     }
     this.seenDirectives.add(key);
+    this.directiveLines[key as 'syntax' | 'escape' | 'check'] = this.currentLine;
     const value = m[2]!;
     if (key === 'escape') {
       if (value !== '`' && value !== '\\') {
@@ -208,6 +210,7 @@ class DockerfileParser {
     return {
       filename: this.filename,
       directives: { ...this.directives },
+      directiveLines: { ...this.directiveLines },
       children: this.children,
       warnings: this.warnings,
     };

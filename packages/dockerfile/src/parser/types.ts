@@ -54,6 +54,8 @@ export interface DockerfileAST {
   /** Name used in errors (default `Dockerfile`). */
   filename: string;
   directives: Directives;
+  /** 1-based line of each directive given (for errors about its value). */
+  directiveLines?: Partial<Record<'syntax' | 'escape' | 'check', number>>;
   children: Node[];
   warnings: ParseWarning[];
 }
