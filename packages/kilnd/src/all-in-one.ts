@@ -43,6 +43,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     sessions: sessionClient,
     allowedEntitlements: opts.entitlements,
     maxParallelExecs: opts.maxParallelExecs,
+    labels: opts.workerLabels,
     content: createKilnClient(content.ContentService, transport),
     publish: (subject, data) => bus.publish(subject, data),
     logger: logger.child({ tier: 'worker-oci' }),

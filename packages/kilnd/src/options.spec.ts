@@ -63,6 +63,15 @@ describe('compileDaemonOptions', () => {
     expect(() => compileDaemonOptions(['--config', join(dir, 'bad.toml')], env)).toThrow(/unknown entitlement "root"/);
   });
 
+  it('takes worker labels from the config table and repeated --worker-label flags (flags win; kiln.* reserved)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kilnd-opts-'));
+    writeFileSync(join(dir, 'l.toml'), 'worker-labels = { pool = "a", zone = "x" }\n');
+    expect(compileDaemonOptions(['--config', join(dir, 'l.toml'), '--worker-label', 'pool=b', '--worker-label=gpu=yes=1'], env).workerLabels).toEqual({ pool: 'b', zone: 'x', gpu: 'yes=1' });
+    expect(compileDaemonOptions([], env).workerLabels).toEqual({});
+    expect(() => compileDaemonOptions(['--worker-label', 'novalue'], env)).toThrow(/invalid --worker-label "novalue": want KEY=VALUE/);
+    expect(() => compileDaemonOptions(['--worker-label', 'kiln.tier=x'], env)).toThrow(/reserved/);
+  });
+
   it('names the flag at fault', () => {
     const field = (argv: string[]) => {
       try {

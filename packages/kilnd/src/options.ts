@@ -34,6 +34,8 @@ export interface DaemonOptions {
   entitlements: ('security.insecure' | 'network.host')[];
   /** Exec ops a worker runs at once (default: --max-parallelism, not the core count: a sleeping or waiting step needs no CPU). */
   maxParallelExecs: number;
+  /** Labels the worker advertises besides its own (`kiln.executor`, ...), for `--worker-filter labels.KEY==VALUE`. */
+  workerLabels: Record<string, string>;
   /** The content store's background GC policy; undefined when `[gc] enabled = false`. */
   gc?: GcPolicyOptions;
   logLevel?: string;
@@ -72,6 +74,8 @@ interface ConfigFile {
   /** `entitlements = ["network.host", "security.insecure"]`. */
   entitlements?: unknown;
   'max-parallel-execs'?: number;
+  /** `worker-labels = { pool = "gpu" }`. */
+  'worker-labels'?: unknown;
   /** `[registry]` table: `insecure = ["host:port"]`, `[registry.mirrors]` `"docker.io" = ["mirror:5000"]`. */
   registry?: { insecure?: unknown; mirrors?: unknown };
   /** `[gc]` table: `enabled = true`, `interval = "1h"`, `keep-storage = "10GB"`, `keep-duration = "48h"`. */
@@ -79,7 +83,7 @@ interface ConfigFile {
   'log-level'?: string;
 }
 
-export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd]';
+export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--worker-label KEY=VALUE]...';
 
 /**
  * Compiles `kiln daemon` flags (over a TOML or YAML config file, flags win)
@@ -87,17 +91,19 @@ export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root D
  */
 export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = process.env): DaemonOptions {
   const flags = new Map<string, string>();
+  const labelFlags: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
     if (!m) throw new InvalidArgumentError(`unexpected argument "${arg}"; usage: ${DAEMON_USAGE}`, arg);
     const name = m[1]!;
-    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'max-parallel-execs', 'allow-insecure-entitlement'].includes(name)) {
+    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label'].includes(name)) {
       throw new InvalidArgumentError(`unknown flag --${name}; usage: ${DAEMON_USAGE}`, `--${name}`);
     }
     const value = m[2] ?? argv[++i];
     if (value === undefined) throw new InvalidArgumentError(`flag --${name} needs a value`, `--${name}`);
-    flags.set(name, value);
+    if (name === 'worker-label') labelFlags.push(value);
+    else flags.set(name, value);
   }
   const file = flags.has('config') ? readConfig(flags.get('config')!) : {};
   const pick = (k: keyof ConfigFile & string): string | undefined => flags.get(k) ?? (file[k] === undefined ? undefined : String(file[k]));
@@ -138,10 +144,32 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     gc,
     entitlements,
     maxParallelExecs,
+    workerLabels: compileWorkerLabels(labelFlags, file['worker-labels']),
     id: pick('id') ?? defaultId(root, tier),
     maxParallelism: mp,
     logLevel: file['log-level'],
   };
+}
+
+/** `--worker-label KEY=VALUE` flags (repeatable) over the config file's `worker-labels` table. */
+function compileWorkerLabels(flags: readonly string[], raw: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (raw !== undefined) {
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new InvalidArgumentError('worker-labels must be a table of KEY = "VALUE"', 'worker-labels');
+    for (const [k, v] of Object.entries(raw)) {
+      if (typeof v !== 'string') throw new InvalidArgumentError(`worker-labels.${k} must be a string`, `worker-labels.${k}`);
+      out[k] = v;
+    }
+  }
+  for (const f of flags) {
+    const eq = f.indexOf('=');
+    if (eq <= 0) throw new InvalidArgumentError(`invalid --worker-label "${f}": want KEY=VALUE`, '--worker-label');
+    out[f.slice(0, eq)] = f.slice(eq + 1);
+  }
+  for (const k of Object.keys(out)) {
+    if (k.startsWith('kiln.')) throw new InvalidArgumentError(`worker label "${k}" is reserved: kiln.* labels are set by the worker itself`, '--worker-label');
+  }
+  return out;
 }
 
 const ENTITLEMENTS = ['security.insecure', 'network.host'] as const;

@@ -88,6 +88,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         sessions: solverSessions(),
         allowedEntitlements: opts.entitlements,
         maxParallelExecs: opts.maxParallelExecs,
+        labels: opts.workerLabels,
         content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService)),
         publish: (subject: string, data: Uint8Array) => bus.publish(subject, data),
         logger: log,

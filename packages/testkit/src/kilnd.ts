@@ -50,6 +50,8 @@ export interface DaemonProcess {
   readonly name: string;
   logs(): string;
   stop(): Promise<void>;
+  /** SIGKILL, as a crash: the process announces nothing on its way out. */
+  kill(): Promise<void>;
 }
 
 function spawnDaemon(name: string, args: string[], env: NodeJS.ProcessEnv = {}): { proc: ChildProcess; handle: DaemonProcess } {
@@ -69,6 +71,11 @@ function spawnDaemon(name: string, args: string[], env: NodeJS.ProcessEnv = {}):
         const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
         await exited;
         clearTimeout(timer);
+      },
+      async kill() {
+        if (proc.exitCode !== null || proc.signalCode !== null) return;
+        proc.kill('SIGKILL');
+        await exited;
       },
     },
   };
@@ -128,18 +135,23 @@ export interface KilnCluster {
   stop(): Promise<void>;
 }
 
+/** A tier of a cluster: its name, or the name with an id (default `<tier>-1`) and extra `kiln daemon` flags. */
+export type ClusterTier = string | { tier: string; id?: string; args?: string[] };
+
 /**
  * Starts every tier as its own process, each serving HTTP/2 Connect on a
  * free 127.0.0.1 port and finding the others through NATS at `natsUrl`.
+ * A tier may appear more than once with distinct ids (e.g. two workers).
  */
-export async function startKilnCluster(natsUrl: string, tiers = ['solver', 'frontend', 'exporters', 'worker-oci', 'content']): Promise<KilnCluster> {
+export async function startKilnCluster(natsUrl: string, tiers: ClusterTier[] = ['solver', 'frontend', 'exporters', 'worker-oci', 'content']): Promise<KilnCluster> {
   const root = mkdtempSync(join(tmpdir(), 'kiln-cluster-'));
   const started: DaemonProcess[] = [];
   let solverAddr = '';
   try {
-    for (const tier of tiers) {
+    for (const spec of tiers) {
+      const { tier, id = `${tier}-1`, args = [] } = typeof spec === 'string' ? { tier: spec } : spec;
       const port = await freePort();
-      const { proc, handle } = spawnDaemon(tier, ['--tier', tier, '--nats', natsUrl, '--listen', `tcp://127.0.0.1:${port}`, '--root', join(root, tier), '--id', `${tier}-1`]);
+      const { proc, handle } = spawnDaemon(id, ['--tier', tier, '--nats', natsUrl, '--listen', `tcp://127.0.0.1:${port}`, '--root', join(root, id), '--id', id, ...args]);
       started.push(handle);
       await waitFor('its port', () => canConnect({ host: '127.0.0.1', port }), handle, proc);
       if (tier === 'solver') solverAddr = `tcp://127.0.0.1:${port}`;

@@ -39,6 +39,8 @@ Options:
       --ssh stringArray          SSH agent socket or keys to expose to the build (format: "default|<id>[=<socket>|<key>[,<key>]]")
   -t, --tag stringArray          Name and optionally a tag (format: "name:tag")
       --target string            Set the target build stage to build
+      --worker-filter stringArray
+                                 Run on a worker matching this filter (e.g., "labels.pool==gpu", "id==ID"; all must match)
 `;
 
 export const NO_OUTPUT_WARNING =

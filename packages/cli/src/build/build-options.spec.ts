@@ -57,6 +57,7 @@ describe('compileBuildOptions defaults', () => {
       ssh: [],
       extraHosts: [],
       entitlements: [],
+      workerFilters: [],
       exports: [],
       cacheFrom: [],
       cacheTo: [],
@@ -302,6 +303,7 @@ describe('usage errors name the flag', () => {
     [['app', '--ssh', 'k=/no/such/key'], /"--ssh" flag: "\/no\/such\/key" not found/, '--ssh'],
     [['app', '--ssh', '=x'], /"--ssh" flag/, '--ssh'],
     [['app', '--allow', 'root'], /invalid value "root" for "--allow" flag: want security.insecure or network.host/, '--allow'],
+    [['app', '--worker-filter', ' '], /flag needs a non-empty argument: --worker-filter/, '--worker-filter'],
     [['app', '-o', 'dest=out'], /--output: type is required/, '--output'],
     [['app', '-o', 'type=local'], /--output: dest is required for local output/, '--output'],
     [['app', '-o', 'type=local,dest=-'], /--output: a local output needs a directory/, '--output'],
@@ -368,6 +370,8 @@ describe('toSolveRequest', () => {
       '--cache-from', 'reg/c',
       '--cache-to', 'type=inline',
       '--allow', 'network.host',
+      '--worker-filter', 'labels.pool==gpu',
+      '--worker-filter', 'id==w1',
       'app',
     ]);
     const req = toSolveRequest(o, { ref: 'build-1', sessionId: 'sess-1' });
@@ -392,6 +396,7 @@ describe('toSolveRequest', () => {
       cacheImports: [{ type: 'registry', attrs: { ref: 'reg/c' } }],
       cacheExports: [{ type: 'inline', attrs: {} }],
       entitlements: ['network.host'],
+      workerFilter: ['labels.pool==gpu', 'id==w1'],
     });
     expect(sessionDirs(o)).toEqual([
       { name: 'context', path: ctxDir, excludes: ['only-this'] },

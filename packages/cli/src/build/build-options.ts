@@ -20,6 +20,7 @@ export const BUILD_FLAGS = {
   secret: { kind: 'list' },
   ssh: { kind: 'list' },
   allow: { kind: 'list' },
+  'worker-filter': { kind: 'list' },
   output: { kind: 'list', short: 'o' },
   push: { kind: 'bool' },
   load: { kind: 'bool' },
@@ -113,6 +114,8 @@ export interface BuildOptions {
   extraHosts: { host: string; ip: string }[];
   /** `--allow`: entitlements granted to the build (each also needs the daemon's permission). */
   entitlements: string[];
+  /** `--worker-filter`: filters the worker running the build must match, all of them (`labels.KEY==VALUE`, `id==ID`; checked by the daemon). */
+  workerFilters: string[];
   /** Exporters, `--push`/`--load` folded in; empty means the result stays in the build cache. */
   exports: ExportSpec[];
   cacheFrom: CacheSpec[];
@@ -225,6 +228,11 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     if (!entitlements.includes(e)) entitlements.push(e);
   }
 
+  const workerFilters = flags['worker-filter'].map((f) => {
+    if (f.trim() === '') throw new UsageError('flag needs a non-empty argument: --worker-filter', '--worker-filter');
+    return f.trim();
+  });
+
   const exports = compileExports(flags.output, { push: flags.push, load: flags.load, tags, abs, stdoutIsTTY: ctx.stdoutIsTTY ?? false, sourceDateEpoch });
 
   const cacheFrom = flags['cache-from'].map((v) => parseCacheEntry(v, '--cache-from', abs));
@@ -260,6 +268,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     ssh,
     extraHosts,
     entitlements,
+    workerFilters,
     exports,
     cacheFrom,
     cacheTo,

@@ -36,6 +36,7 @@ export function toSolveRequest(opts: BuildOptions, ids: { ref: string; sessionId
     cacheImports: opts.cacheFrom.map((c) => ({ type: c.type, attrs: { ...c.attrs } })),
     cacheExports: opts.cacheTo.map((c) => ({ type: c.type, attrs: { ...c.attrs } })),
     entitlements: [...opts.entitlements],
+    workerFilter: [...opts.workerFilters],
   };
 }
 

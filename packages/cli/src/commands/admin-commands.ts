@@ -16,7 +16,7 @@ List the daemon's workers
 
 Options:
       --addr string         Daemon address (env KILN_ADDR)
-      --filter stringArray  Filter workers
+      --filter stringArray  Filter workers (e.g., "labels.pool==gpu", "id==ID"; all must match)
   -h, --help                Print usage
   -v, --verbose             Show each worker's labels and GC policy
 `;

@@ -3,7 +3,7 @@ import { timestampNow } from '@bufbuild/protobuf/wkt';
 import type { Client } from '@connectrpc/connect';
 import { control, events, exporter, frontend, type content, type llb } from '@kiln/api';
 import { publishEvent, type EventBus } from '@kiln/bus';
-import { asKilnError, InvalidArgumentError, KilnError, sha256, UnimplementedError, type Logger } from '@kiln/common';
+import { asKilnError, InvalidArgumentError, KilnError, sha256, UnimplementedError, type ErrorCode, type Logger } from '@kiln/common';
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
 import { createRegistryClient, type RegistryClient } from '@kiln/registry';
 import { mkdirSync } from 'node:fs';
@@ -12,7 +12,7 @@ import type { BuiltVertex } from '../cache/cache-export.js';
 import { CacheImports } from '../cache/cache-import.js';
 import { CacheStore } from '../cache/cache-store.js';
 import { openSolverDatabase, type Database } from '../cache/sqlite.js';
-import { Scheduler } from '../graph/scheduler.js';
+import { Scheduler, type SchedulerSession } from '../graph/scheduler.js';
 import { bypassesCache, isLocalSource, localSourceCacheKey, opCacheKey, selectedContentKey } from '../llb/cache-keys.js';
 import { inputSelectors } from '../llb/input-selectors.js';
 import { toGraph, type LlbVertex, type OpResult } from '../llb/vertices.js';
@@ -22,7 +22,8 @@ import { BuildRecords, toStatusResponse } from './build-records.js';
 import { HistoryStore } from '../history/history-store.js';
 import { CacheUsage, planCachePrune } from './cache-usage.js';
 import { ContentUsage } from './content-usage.js';
-import { formatPlatform, pickWorker } from './pick-worker.js';
+import { constraintFilters, formatPlatform, pickWorker } from './pick-worker.js';
+import { matchesAll, parseWorkerFilters, type WorkerFilter } from './worker-filter.js';
 import { compileUsageFilter } from './usage-filter.js';
 import { VertexCache } from './vertex-cache.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
@@ -65,6 +66,8 @@ export class Solver {
   private registryClient: RegistryClient | undefined;
   private readonly history: HistoryStore;
   private readonly cacheUsage: CacheUsage;
+  /** Builds running on each worker (by id), for spreading builds. */
+  private readonly load = new Map<string, number>();
 
   constructor(private readonly opts: SolverOptions) {
     if (opts.root) mkdirSync(opts.root, { recursive: true });
@@ -101,13 +104,15 @@ export class Solver {
       publishEvent(this.opts.bus, `kiln.build.${buildId}.${ev?.case ?? "event"}`, events.BuildEventSchema, { buildId, event: ev });
     const defs: ParsedDefinition[] = [];
     let imports: CacheImports | undefined;
+    const claimed = new Set<string>();
     this.history.start({ ref: buildId, frontend: req.frontend, frontendAttrs: req.frontendAttrs, exporters: req.exporters.map((e) => e.type), createdAtMs: Date.now() });
     try {
       const cacheExports = compileCacheExports(req.cacheExports);
       const cacheImports = compileCacheImports(req.cacheImports);
+      const requested = parseWorkerFilters(req.workerFilter, '--worker-filter');
       let targets: BuildTarget[] = [{ platform: '', definition: req.definition, imageConfig: new Uint8Array() }];
       if (req.frontend) {
-        const attrs = await this.withBuildPlatform(req.frontendAttrs);
+        const attrs = await this.withBuildPlatform(req.frontendAttrs, requested);
         const res = await this.step(publish, internalVertex(buildId, `[internal] load build definition from ${req.frontendAttrs['filename'] ?? 'Dockerfile'}`), async () => {
           const client = await this.opts.frontend();
           return client.solve({ buildId, sessionId: req.sessionId, frontend: req.frontend, attrs }, { signal });
@@ -119,50 +124,34 @@ export class Solver {
         if (!t.definition) throw new InvalidArgumentError('solve needs a frontend or a definition', 'frontend');
         defs.push(parseDefinition(t.definition));
       }
-      const worker = pickWorker(await this.opts.workers.list(), defs);
+      const filters = [...requested, ...parseWorkerFilters(constraintFilters(defs), 'constraints')];
+      // Picked and counted in one step, so builds arriving together spread.
+      const choose = async (exclude?: ReadonlySet<string>) => {
+        const w = pickWorker(await this.opts.workers.list(), defs, { filters, load: (id) => this.load.get(id) ?? 0, exclude });
+        this.claim(w.id, claimed, +1);
+        return w;
+      };
+      const worker = await choose();
       if (cacheImports.length > 0) {
         const loaded = await this.step(publish, internalVertex(buildId, 'importing cache manifests'), () =>
           loadCacheImports(cacheImports, this.registry, importPlatform(defs[0]!, worker), log.child({ component: 'cache-import' }), signal),
         );
         imports = new CacheImports(loaded, this.opts.content, log.child({ component: 'cache-import' }));
       }
-      const built = new Map<string, BuiltVertex>();
-      const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: req.entitlements, imports, built };
-      // One graph per target platform; ops they share (same key) run once in this session.
-      const resultRefs = await Promise.all(
-        defs.map(async (def) => {
-          if (!def.result) return '';
-          const graph = toGraph(def, req.sessionId, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig));
-          const out = await session.resolve(graph.get(def.result.digest)!);
-          return out.refs[def.result.index] ?? '';
-        }),
-      );
-      const finals = defs.map((def) => (def.result ? { digest: def.result.digest as string, index: def.result.index } : undefined));
-      // Cache exports describe the first platform's result.
-      const final = finals[0];
-      if (cacheExports.some((c) => c.type === 'inline')) {
-        const deps = this.cacheDeps(log);
-        targets = await this.step(publish, internalVertex(buildId, 'preparing inline cache'), () =>
-          Promise.all(targets.map(async (t, i) => ({ ...t, imageConfig: await withInlineCache(t.imageConfig, built, finals[i], deps, signal) }))),
-        );
-      }
-      const platforms = targets.length > 1 ? targets.map((t, i) => ({ platform: t.platform, workerId: worker.id, ref: resultRefs[i]!, imageConfig: t.imageConfig })) : [];
-      const response: Record<string, string> = {};
-      for (const [i, exp] of req.exporters.entries()) {
-        const res = await this.step(publish, internalVertex(buildId, `exporting to ${exp.type}`, i), async () => {
-          const client = await this.opts.exporters();
-          const first = { workerId: worker.id, ref: resultRefs[0]!, imageConfig: targets[0]!.imageConfig };
-          return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exp.attrs, ...first, platforms }, { signal });
-        });
-        Object.assign(response, res.response);
-      }
-      for (const [i, target] of cacheExports.entries()) {
-        if (target.type === 'inline') continue;
-        const deps = this.cacheDeps(log);
-        const name = target.type === 'registry' ? `exporting cache to registry ${target.ref}` : `exporting cache to ${target.dest}`;
-        const res = await this.step(publish, internalVertex(buildId, name, i), () => exportCache(target, built, final, deps, signal));
-        log.info({ cache: name, digest: res.digest, records: res.records }, 'cache exported');
-        response[`cache.${i}.digest`] = res.digest;
+      const plan: BuildPlan = { req, defs, targets, cacheExports, imports, publish, log, session, signal };
+      let response: Record<string, string>;
+      try {
+        response = await this.buildOn(worker, plan);
+      } catch (err) {
+        if (signal.aborted || !(await this.workerLost(worker, err))) throw err;
+        // Refs do not move between workers: the other worker runs the build again (its cache still counts).
+        const other = await choose(new Set([worker.id])).catch(() => undefined);
+        if (!other) throw err;
+        this.claim(worker.id, claimed, -1);
+        const message = `worker ${worker.id} failed (${asKilnError(err).message}); retrying the build on worker ${other.id}`;
+        log.warn({ failed: worker.id, retry: other.id, err: asKilnError(err).message }, 'worker lost: retrying the build on another worker');
+        await publish({ case: 'warning', value: { level: 1n, short: new TextEncoder().encode(message) } });
+        response = await this.buildOn(other, plan);
       }
       this.history.setExporterResponse(buildId, response);
       await publish({ case: 'done', value: {} });
@@ -174,11 +163,88 @@ export class Solver {
       log.info({ err: e.message, code: e.code }, 'build failed');
       throw e;
     } finally {
+      for (const id of claimed) this.claim(id, claimed, -1);
       this.active.delete(buildId);
       await session.close();
       await imports?.close();
       // The history row is finished from the done event; let it land before Solve answers.
       await this.records.settled(buildId, 2000);
+    }
+  }
+
+  /**
+   * The worker-bound part of a build on `worker`: the graphs (one per
+   * target platform), inline cache, exporters and cache exports. Returns the
+   * exporters' response.
+   */
+  private async buildOn(worker: WorkerHandle, p: BuildPlan): Promise<Record<string, string>> {
+    const { req, defs, publish, signal } = p;
+    const buildId = req.ref;
+    p.log.info({ worker: worker.id }, 'build runs on worker');
+    let targets = p.targets;
+    const built = new Map<string, BuiltVertex>();
+    const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: req.entitlements, imports: p.imports, built };
+    // One graph per target platform; ops they share (same key) run once in this session.
+    const resultRefs = await Promise.all(
+      defs.map(async (def) => {
+        if (!def.result) return '';
+        const graph = toGraph(def, req.sessionId, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig), worker.id);
+        const out = await p.session.resolve(graph.get(def.result.digest)!);
+        return out.refs[def.result.index] ?? '';
+      }),
+    );
+    const finals = defs.map((def) => (def.result ? { digest: def.result.digest as string, index: def.result.index } : undefined));
+    // Cache exports describe the first platform's result.
+    const final = finals[0];
+    if (p.cacheExports.some((c) => c.type === 'inline')) {
+      const deps = this.cacheDeps(p.log);
+      targets = await this.step(publish, internalVertex(buildId, 'preparing inline cache'), () =>
+        Promise.all(targets.map(async (t, i) => ({ ...t, imageConfig: await withInlineCache(t.imageConfig, built, finals[i], deps, signal) }))),
+      );
+    }
+    const platforms = targets.length > 1 ? targets.map((t, i) => ({ platform: t.platform, workerId: worker.id, ref: resultRefs[i]!, imageConfig: t.imageConfig })) : [];
+    const response: Record<string, string> = {};
+    for (const [i, exp] of req.exporters.entries()) {
+      const res = await this.step(publish, internalVertex(buildId, `exporting to ${exp.type}`, i), async () => {
+        const client = await this.opts.exporters();
+        const first = { workerId: worker.id, ref: resultRefs[0]!, imageConfig: targets[0]!.imageConfig };
+        return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exp.attrs, ...first, platforms }, { signal });
+      });
+      Object.assign(response, res.response);
+    }
+    for (const [i, target] of p.cacheExports.entries()) {
+      if (target.type === 'inline') continue;
+      const deps = this.cacheDeps(p.log);
+      const name = target.type === 'registry' ? `exporting cache to registry ${target.ref}` : `exporting cache to ${target.dest}`;
+      const res = await this.step(publish, internalVertex(buildId, name, i), () => exportCache(target, built, final, deps, signal));
+      p.log.info({ cache: name, digest: res.digest, records: res.records }, 'cache exported');
+      response[`cache.${i}.digest`] = res.digest;
+    }
+    return response;
+  }
+
+  /** Counts a build on (`+1`) or off (`-1`) a worker; `claimed` is the build's own set, so each is counted off once. */
+  private claim(workerId: string, claimed: Set<string>, delta: 1 | -1): void {
+    if (delta > 0 ? claimed.has(workerId) : !claimed.delete(workerId)) return;
+    if (delta > 0) claimed.add(workerId);
+    const n = (this.load.get(workerId) ?? 0) + delta;
+    if (n > 0) this.load.set(workerId, n);
+    else this.load.delete(workerId);
+  }
+
+  /**
+   * Whether `err` came from losing `worker` rather than from the build
+   * itself (a failing RUN, a bad Dockerfile): a transport-like error while
+   * the worker has left the pool or no longer answers Describe.
+   */
+  private async workerLost(worker: WorkerHandle, err: unknown): Promise<boolean> {
+    if (!TRANSIENT_CODES.has(asKilnError(err).code)) return false;
+    if (!(await this.opts.workers.get(worker.id))) return true;
+    try {
+      await worker.client.describe({}, { signal: AbortSignal.timeout(WORKER_PROBE_MS) });
+      return false;
+    } catch {
+      return true;
     }
   }
 
@@ -212,8 +278,10 @@ export class Solver {
     return create(control.DeleteHistoryResponseSchema, { deleted: this.history.delete(refs) });
   }
 
-  async listWorkers(): Promise<control.ListWorkersResponse> {
-    const workers = await this.opts.workers.list();
+  /** The workers matching every filter (the syntax of `--worker-filter`). */
+  async listWorkers(filter: readonly string[] = []): Promise<control.ListWorkersResponse> {
+    const filters = parseWorkerFilters(filter, '--filter');
+    const workers = (await this.opts.workers.list()).filter((w) => matchesAll(filters, w));
     return create(control.ListWorkersResponseSchema, {
       record: workers.map((w) => ({ id: w.id, labels: { ...w.labels }, platforms: [...w.platforms], gcPolicy: gcPolicies(this.opts.gcPolicy) })),
     });
@@ -267,11 +335,12 @@ export class Solver {
 
   /**
    * The frontend attrs plus `build-platform` (BUILDPLATFORM): the first
-   * platform of the first worker, unless the client set it.
+   * platform of the first worker matching the build's filters, unless the
+   * client set it.
    */
-  private async withBuildPlatform(attrs: Record<string, string>): Promise<Record<string, string>> {
+  private async withBuildPlatform(attrs: Record<string, string>, filters: readonly WorkerFilter[]): Promise<Record<string, string>> {
     if (attrs['build-platform']) return attrs;
-    const native = (await this.opts.workers.list())[0]?.platforms[0];
+    const native = (await this.opts.workers.list()).find((w) => matchesAll(filters, w))?.platforms[0];
     return native ? { ...attrs, 'build-platform': formatPlatform(native) } : attrs;
   }
 
@@ -397,6 +466,24 @@ export class Solver {
       throw e;
     }
   }
+}
+
+/** Codes a lost worker shows up as (connection refused or reset, a stream cut mid-call). */
+const TRANSIENT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['unavailable', 'internal', 'deadline_exceeded']);
+/** How long a worker gets to answer Describe before it counts as lost. */
+const WORKER_PROBE_MS = 3000;
+
+/** What a build brings to the worker that runs it (see Solver.buildOn). */
+interface BuildPlan {
+  req: control.SolveRequest;
+  defs: readonly ParsedDefinition[];
+  targets: BuildTarget[];
+  cacheExports: ReturnType<typeof compileCacheExports>;
+  imports: CacheImports | undefined;
+  publish: BuildContext['publish'];
+  log: Logger;
+  session: SchedulerSession<OpResult>;
+  signal: AbortSignal;
 }
 
 /** What one target platform builds (platform empty: a single-platform build that named none). */

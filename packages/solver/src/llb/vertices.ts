@@ -28,9 +28,10 @@ export type RunOp = (v: LlbVertex, inputs: OpResult[], signal: AbortSignal) => P
  * Adapts a parsed LLB definition to scheduler nodes. A node's key is the op
  * digest plus its inputs' keys; `scope` is mixed into the keys of sources
  * whose content is only known at run time (local context), so two clients'
- * contexts never share a result.
+ * contexts never share a result. `workerId` is mixed into every key: refs
+ * live on one worker, so builds on different workers never share a run.
  */
-export function toGraph(def: ParsedDefinition, scope: string, runOp: RunOp): Map<Digest, GraphNode<OpResult> & { vertex: LlbVertex }> {
+export function toGraph(def: ParsedDefinition, scope: string, runOp: RunOp, workerId = ''): Map<Digest, GraphNode<OpResult> & { vertex: LlbVertex }> {
   const nodes = new Map<Digest, GraphNode<OpResult> & { vertex: LlbVertex }>();
   const build = (digest: Digest): GraphNode<OpResult> & { vertex: LlbVertex } => {
     const existing = nodes.get(digest);
@@ -46,7 +47,7 @@ export function toGraph(def: ParsedDefinition, scope: string, runOp: RunOp): Map
       inputs: inputs.map((i) => ({ vertex: i.node.vertex, index: i.index })),
     };
     const scoped = isLocalSource(op.op) ? `:${scope}` : '';
-    const key = sha256(`${digest}${scoped}|${deps.map((d) => d.key).join('|')}`);
+    const key = sha256(`${digest}${scoped}@${workerId}|${deps.map((d) => d.key).join('|')}`);
     const node = {
       key,
       deps,

@@ -7,7 +7,7 @@ export function createControlServiceImpl(solver: Solver): ServiceImpl<typeof con
   return {
     solve: (req, ctx) => solver.solve(req, ctx.signal),
     status: (req, ctx) => solver.status(req.ref, ctx.signal),
-    listWorkers: () => solver.listWorkers(),
+    listWorkers: (req) => solver.listWorkers(req.filter),
     info: () => solver.info(),
     diskUsage: (req, ctx) => solver.diskUsage(req.filter, ctx.signal),
     prune: (req, ctx) => solver.prune(req, ctx.signal),

@@ -13,6 +13,7 @@ export const GIT_ATTRS = {
   fullUrl: 'git.fullurl',
   keepGitDir: 'git.keepgitdir',
   subdir: 'git.subdir',
+  checksum: 'git.checksum',
 } as const;
 
 export interface GitSource {
@@ -23,6 +24,8 @@ export interface GitSource {
   /** Directory of the repository to take (cleaned, no leading slash); empty: the whole tree. */
   subdir: string;
   keepGitDir: boolean;
+  /** `git.checksum` (ADD --checksum): the fetched commit id must start with it. */
+  checksum?: string;
 }
 
 /**
@@ -46,7 +49,8 @@ export function parseGitSource(identifier: string, attrs: Record<string, string>
   if (!bare && !attrs[GIT_ATTRS.fullUrl]) throw new InvalidArgumentError(`git source "${identifier}" names no repository`, 'identifier');
   if (ref.startsWith('-')) throw new InvalidArgumentError(`git ref "${ref}" must not start with "-"`, 'identifier');
   const keep = attrs[GIT_ATTRS.keepGitDir];
-  return { remote, ref, subdir, keepGitDir: keep === 'true' || keep === '1' };
+  const checksum = attrs[GIT_ATTRS.checksum] || undefined;
+  return { remote, ref, subdir, keepGitDir: keep === 'true' || keep === '1', ...(checksum ? { checksum } : {}) };
 }
 
 export interface GitSourceParams {
@@ -86,6 +90,9 @@ export async function runGitSource(ctx: OpContext, p: GitSourceParams): Promise<
       // A commit the server will not serve by id in a shallow fetch: fetch every branch and tag, then look for it.
       await git(['fetch', '-q', '--tags', 'origin', '+refs/heads/*:refs/remotes/origin/*'], repo);
       commit = await firstCommit(git, repo, [want, `origin/${want}`, `refs/tags/${want}`]);
+    }
+    if (src.checksum && !commit.startsWith(src.checksum)) {
+      throw new OpFailure(`failed to fetch ${shown}${src.ref ? ` at ${src.ref}` : ''}: expected checksum ${src.checksum} to match commit ${commit}`);
     }
     await git(['checkout', '-q', '--detach', commit], repo);
     if (readdirSync(repo).includes('.gitmodules')) await git(['submodule', 'update', '-q', '--init', '--recursive', '--depth=1'], repo);

@@ -1,0 +1,145 @@
+import { create } from '@bufbuild/protobuf';
+import { control, exporter, frontend, worker } from '@kiln/api';
+import { createMemoryBus } from '@kiln/bus';
+import { createInMemoryTransport, createKilnClient, silentLogger, UnavailableError, VertexError, type KilnError } from '@kiln/common';
+import { FileChain, local, marshal, State } from '@kiln/llb';
+import { describe, expect, it } from 'vitest';
+import { SessionHost } from '../session/session-host.js';
+import { Solver } from './solver.js';
+import type { WorkerHandle } from './workers.js';
+
+/** `leaving`: answers Describe but its first step fails as it leaves the pool (a stopping worker). */
+type Behaviour = 'ok' | 'dead' | 'failing-step' | 'leaving';
+
+/** A solver over fake workers: each records the steps it ran; a dead one refuses every call, as a killed process does. */
+function setup(workers: { id: string; labels?: Record<string, string>; behaviour?: Behaviour }[], opts: { runDelayMs?: number } = {}) {
+  const bus = createMemoryBus();
+  const ran = new Map<string, string[]>();
+  const exported: string[] = [];
+  const present = new Set(workers.map((w) => w.id));
+  const ctx = local('context', { includePatterns: ['a'] });
+  const def = marshal(FileChain.start().copy(ctx, '/a', '/a').apply(State.scratch(), { description: 'COPY a /a' }));
+  const handles: WorkerHandle[] = workers.map((w) => {
+    ran.set(w.id, []);
+    const behaviour = w.behaviour ?? 'ok';
+    const down = () => new UnavailableError(`connect ECONNREFUSED (worker ${w.id})`);
+    const transport = createInMemoryTransport((r) =>
+      r.service(worker.WorkerService, {
+        async describe() {
+          if (behaviour === 'dead') throw down();
+          return { id: w.id };
+        },
+        async run(req) {
+          if (behaviour === 'dead') throw down();
+          if (behaviour === 'leaving') {
+            present.delete(w.id);
+            throw new UnavailableError(`worker ${w.id} is shutting down`);
+          }
+          await new Promise((r) => setTimeout(r, opts.runDelayMs ?? 1));
+          if (behaviour === 'failing-step' && req.description === 'COPY a /a') throw new VertexError('failed to copy: not found', req.vertexDigest);
+          ran.get(w.id)!.push(req.description);
+          return { outputRefs: [`${w.id}-ref-${ran.get(w.id)!.length}`], contentDigests: [] };
+        },
+        retain: async () => ({ missing: [] }),
+        drop: async () => ({}),
+        release: async () => ({}),
+      }),
+    );
+    return { id: w.id, platforms: [], labels: w.labels ?? {}, client: createKilnClient(worker.WorkerService, transport) };
+  });
+  const tiers = createInMemoryTransport((r) => {
+    r.service(frontend.FrontendService, { solve: async () => ({ definition: def }) });
+    r.service(exporter.ExporterService, {
+      async export(req) {
+        exported.push(req.workerId);
+        return { response: { worker: req.workerId } };
+      },
+    });
+  });
+  const solver = new Solver({
+    bus,
+    logger: silentLogger(),
+    sessions: new SessionHost(silentLogger()),
+    frontend: async () => createKilnClient(frontend.FrontendService, tiers),
+    exporters: async () => createKilnClient(exporter.ExporterService, tiers),
+    workers: {
+      list: async () => handles.filter((h) => present.has(h.id)),
+      get: async (id) => handles.find((h) => h.id === id && present.has(id)),
+    },
+  });
+  const request = (ref: string, workerFilter: string[] = []) =>
+    create(control.SolveRequestSchema, { ref, sessionId: 's1', frontend: 'dockerfile.v0', exporters: [{ type: 'local', attrs: {} }], workerFilter });
+  const warnings = async (ref: string) => {
+    const out: string[] = [];
+    for await (const s of solver.status(ref, new AbortController().signal)) out.push(...s.warnings.map((w) => new TextDecoder().decode(w.short)));
+    return out;
+  };
+  return { solver, ran, exported, request, warnings, present };
+}
+
+const signal = () => new AbortController().signal;
+
+describe('Solver worker choice', () => {
+  it('routes a build by --worker-filter labels and id', async () => {
+    const { solver, ran, request } = setup([
+      { id: 'w1', labels: { pool: 'a' } },
+      { id: 'w2', labels: { pool: 'b' } },
+    ]);
+    expect((await solver.solve(request('f1', ['labels.pool==b']), signal())).exporterResponse).toEqual({ worker: 'w2' });
+    expect((await solver.solve(request('f2', ['id==w1']), signal())).exporterResponse).toEqual({ worker: 'w1' });
+    expect(ran.get('w2')).toEqual(['local://context', 'COPY a /a']);
+  });
+
+  it('fails with failed_precondition naming the filter and the labels when no worker matches', async () => {
+    const { solver, ran, request } = setup([{ id: 'w1', labels: { pool: 'a' } }]);
+    const err = (await solver.solve(request('f3', ['labels.pool==z']), signal()).catch((e: unknown) => e)) as KilnError;
+    expect(err.code).toBe('failed_precondition');
+    expect(err.message).toContain('no worker matches --worker-filter labels.pool==z (workers: w1 {pool=a})');
+    expect(ran.get('w1')).toEqual([]);
+    const bad = (await solver.solve(request('f4', ['pool=a']), signal()).catch((e: unknown) => e)) as KilnError;
+    expect(bad).toMatchObject({ code: 'invalid_argument', details: { field: '--worker-filter' } });
+  });
+
+  it('spreads concurrent builds over the fitting workers', async () => {
+    const { solver, ran, exported, request } = setup([{ id: 'w1' }, { id: 'w2' }], { runDelayMs: 40 });
+    await Promise.all([solver.solve(request('s1'), signal()), solver.solve(request('s2'), signal())]);
+    expect(exported.sort()).toEqual(['w1', 'w2']);
+    // Each ran its build's steps: results never cross workers.
+    expect(ran.get('w1')).toEqual(['local://context', 'COPY a /a']);
+    expect(ran.get('w2')).toEqual(['local://context', 'COPY a /a']);
+    // Idle again: the next build goes to the lowest id.
+    await solver.solve(request('s3'), signal());
+    expect(exported.at(-1)).toBe('w1');
+  });
+
+  it('retries a build once on another worker when its worker is unreachable, with a warning naming both', async () => {
+    const { solver, ran, request, warnings } = setup([{ id: 'w1', behaviour: 'dead' }, { id: 'w2' }]);
+    const res = await solver.solve(request('r1'), signal());
+    expect(res.exporterResponse).toEqual({ worker: 'w2' });
+    expect(ran.get('w2')).toEqual(['local://context', 'COPY a /a']);
+    const warned = await warnings('r1');
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatch(/^worker w1 failed \(.*ECONNREFUSED.*\); retrying the build on worker w2$/);
+  });
+
+  it('retries when the worker left the pool during the build', async () => {
+    const t = setup([{ id: 'w1', behaviour: 'leaving' }, { id: 'w2' }]);
+    const res = await t.solver.solve(t.request('r2'), signal());
+    expect(res.exporterResponse).toEqual({ worker: 'w2' });
+    expect(await t.warnings('r2')).toEqual([expect.stringMatching(/^worker w1 failed .*retrying the build on worker w2$/)]);
+  });
+
+  it('does not retry a failing step, nor when no other worker fits', async () => {
+    const failing = setup([{ id: 'w1', behaviour: 'failing-step' }, { id: 'w2' }]);
+    const err = (await failing.solver.solve(failing.request('n1'), signal()).catch((e: unknown) => e)) as KilnError;
+    expect(err.code).toBe('vertex');
+    expect(failing.ran.get('w2')).toEqual([]);
+    expect(await failing.warnings('n1')).toEqual([]);
+
+    const alone = setup([{ id: 'w1', behaviour: 'dead', labels: { pool: 'a' } }, { id: 'w2', labels: { pool: 'b' } }]);
+    const lost = (await alone.solver.solve(alone.request('n2', ['labels.pool==a']), signal()).catch((e: unknown) => e)) as KilnError;
+    expect(lost.code).toBe('unavailable');
+    expect(lost.message).toContain('ECONNREFUSED (worker w1)');
+    expect(alone.ran.get('w2')).toEqual([]);
+  });
+});
