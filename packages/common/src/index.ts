@@ -15,4 +15,5 @@ export * from './archive/write-new-file.js';
 export { parseByteSize, parseDuration } from './units/units.js';
 export * from './archive/context-diff.js';
 export * from './archive/context-diff-pack.js';
+export * from './proc/spawner.js';
 export * from './archive/chunker.js';

@@ -1,9 +1,6 @@
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
-
-const execFileAsync = promisify(execFile);
+import { execLight } from '@kiln/common';
 
 /** Mounts an overlay at `target`: read-only over `lowers` (top first) alone, or writable with an upper and work dir. */
 export async function mountOverlay(target: string, options: string): Promise<void> {
@@ -65,11 +62,7 @@ function unescapeMountinfo(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
 
+/** Through the spawn helper: a step mounts and unmounts once each, and a fork of the daemon is slow. */
 async function run(cmd: string, args: string[]): Promise<void> {
-  try {
-    await execFileAsync(cmd, args, { maxBuffer: 1 << 20 });
-  } catch (err) {
-    const stderr = (err as { stderr?: string }).stderr?.trim();
-    throw new Error(`${cmd} ${args.join(' ')}: ${stderr || (err as Error).message}`, { cause: err });
-  }
+  await execLight(cmd, args);
 }

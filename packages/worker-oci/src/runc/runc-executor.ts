@@ -1,8 +1,7 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { CanceledError, KilnError, silentLogger, type Logger } from '@kiln/common';
+import { CanceledError, execLight, KilnError, runLight, SpawnError, silentLogger, type Logger } from '@kiln/common';
 import { resolveInRoot } from '@kiln/snapshotter';
 import type { ExecIO, ExecResult, ExecSpec, Executor } from '@kiln/worker';
 import { ociSpec, serializeOciSpec, STANDARD_MOUNTS } from './oci-spec.js';
@@ -81,58 +80,41 @@ export class RuncExecutor implements Executor {
     }
   }
 
-  private spawnRunc(args: string[], id: string, stateDir: string, io: ExecIO): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(this.runc, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      child.stdout.on('data', (b: Buffer) => io.stdout?.(b));
-      child.stderr.on('data', (b: Buffer) => io.stderr?.(b));
-      let exited = false;
-      // The container may not exist yet when the abort comes: retry until runc run returns.
-      const onAbort = async () => {
-        for (let attempt = 0; !exited; attempt++) {
-          try {
-            await this.exec(['--root', stateDir, 'kill', '--all', id, 'KILL']);
-          } catch (err) {
-            if (attempt === 100) this.logger.warn({ err, id }, 'runc kill keeps failing');
-          }
-          await new Promise((r) => setTimeout(r, 100));
+  /** `runc run` through the spawn helper (see @kiln/common runLight): its exit code, output streamed to `io`. */
+  private async spawnRunc(args: string[], id: string, stateDir: string, io: ExecIO): Promise<number> {
+    let exited = false;
+    // The container may not exist yet when the abort comes: retry until runc run returns.
+    const onAbort = async () => {
+      for (let attempt = 0; !exited; attempt++) {
+        try {
+          await this.exec(['--root', stateDir, 'kill', '--all', id, 'KILL']);
+        } catch (err) {
+          if (attempt === 100) this.logger.warn({ err, id }, 'runc kill keeps failing');
         }
-      };
-      const abortListener = () => void onAbort();
-      io.signal?.addEventListener('abort', abortListener, { once: true });
-      if (io.signal?.aborted) abortListener();
-      child.once('error', (err) => {
-        exited = true;
-        io.signal?.removeEventListener('abort', abortListener);
-        reject(new KilnError('unavailable', `failed to start runc (${this.runc}): ${err.message}`, {}, { cause: err }));
-      });
-      // 'close' (not 'exit'): every byte of stdout/stderr has been delivered.
-      child.once('close', (code, signal) => {
-        exited = true;
-        io.signal?.removeEventListener('abort', abortListener);
-        resolve(code ?? 128 + (signal ? signalNumber(signal) : 0));
-      });
-    });
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    const abortListener = () => void onAbort();
+    io.signal?.addEventListener('abort', abortListener, { once: true });
+    if (io.signal?.aborted) abortListener();
+    try {
+      const { code, signal } = await runLight(this.runc, args, { stdout: io.stdout, stderr: io.stderr });
+      return code ?? 128 + (signal ? signalNumber(signal) : 0);
+    } catch (err) {
+      const why = err instanceof SpawnError ? `failed to start runc (${this.runc})` : 'lost track of runc';
+      throw new KilnError('unavailable', `${why}: ${(err as Error).message}`, {}, { cause: err });
+    } finally {
+      exited = true;
+      io.signal?.removeEventListener('abort', abortListener);
+    }
   }
 
-  private output(args: string[]): Promise<string> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(this.runc, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-      child.once('error', reject);
-      child.once('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`runc ${args.join(' ')} exited with ${code}`))));
-    });
+  private async output(args: string[]): Promise<string> {
+    return (await execLight(this.runc, args)).stdout;
   }
 
-  private exec(args: string[]): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(this.runc, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-      child.once('error', reject);
-      child.once('close', (code) => (code === 0 ? resolve() : reject(new Error(`runc ${args.join(' ')}: ${stderr.trim()}`))));
-    });
+  private async exec(args: string[]): Promise<void> {
+    await execLight(this.runc, args);
   }
 }
 

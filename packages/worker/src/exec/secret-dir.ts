@@ -1,11 +1,7 @@
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { KilnError } from '@kiln/common';
-
-const run = promisify(execFile);
+import { execLight as run, KilnError } from '@kiln/common';
 
 /**
  * A private tmpfs on the host holding one run's secret files, outside any
