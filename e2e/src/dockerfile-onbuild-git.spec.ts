@@ -141,3 +141,28 @@ describe.skipIf(!findRegistry() || !existsSync(BUSYBOX))('ONBUILD triggers run i
     expect(res.stderr).toMatch(/ONBUILD 1\/2\] COPY marker.txt \/marker.txt/);
   }, 180_000);
 });
+
+describe('COPY and ADD --exclude with ! exceptions [topology=all-in-one, worker=oci]', () => {
+  let daemon: Kilnd;
+  let ctx: string;
+  beforeAll(async () => {
+    daemon = await startKilnd({ worker: 'oci' });
+    ctx = mkdtempSync(join(tmpdir(), 'kiln-exclude-'));
+    mkdirSync(join(ctx, 'docs', 'keep'), { recursive: true });
+    for (const f of ['docs/a.md', 'docs/b.md', 'docs/KEEP.md', 'docs/notes.txt', 'docs/keep/c.md']) writeFileSync(join(ctx, f), f);
+  }, 60_000);
+  afterAll(async () => {
+    await daemon?.stop();
+    if (ctx) rmSync(ctx, { recursive: true, force: true });
+  });
+
+  it('leaves out the excluded files but keeps the ! exceptions (paths relative to the source), in order', async () => {
+    writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY --exclude=**/*.md --exclude=!**/KEEP.md --exclude=!keep docs /c/\nADD --exclude=*.txt docs /a/\n');
+    const out = join(ctx, 'out');
+    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '-o', `type=local,dest=${out}`, ctx]);
+    expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+    const list = (dir: string): string[] => execFileSync('find', [dir, '-type', 'f', '-printf', '%P\n'], { encoding: 'utf8' }).split('\n').filter(Boolean).sort();
+    expect(list(join(out, 'c'))).toEqual(['KEEP.md', 'keep/c.md', 'notes.txt']);
+    expect(list(join(out, 'a'))).toEqual(['KEEP.md', 'a.md', 'b.md', 'keep/c.md']);
+  }, 120_000);
+});
