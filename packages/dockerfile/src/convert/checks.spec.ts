@@ -122,6 +122,16 @@ describe('build checks, as BuildKit reports them', () => {
   });
 });
 
+describe('InvalidBaseImagePlatform', () => {
+  it('warns when the registry gives an image of another platform than the one asked for', async () => {
+    const resolver = { resolve: async () => ({ digest: `sha256:${'e'.repeat(64)}`, config: { os: 'linux', architecture: 'arm64', config: {} } }) };
+    expect(await lint('FROM example.com/only-arm:1\n', { imageResolver: resolver })).toEqual([
+      '1: InvalidBaseImagePlatform: Base image example.com/only-arm:1 was pulled with platform "linux/arm64", expected "linux/amd64" for current build',
+    ]);
+    expect(await lint('FROM example.com/only-arm:1\n', { imageResolver: resolver, platform: { os: 'linux', architecture: 'arm64' } })).toEqual([]);
+  });
+});
+
 describe('# check= and BUILDKIT_DOCKERFILE_CHECK', () => {
   it('skips listed rules or all of them', async () => {
     expect(await lint('# check=skip=JSONArgsRecommended,MaintainerDeprecated\nFROM scratch\nMAINTAINER me\nCMD run\nENV A 1\n')).toEqual([

@@ -505,6 +505,10 @@ class Converter {
     const meta = await this.resolveImage(ref, platform, s.stage.line);
     s.state = image(meta.ref, { description: `[${this.stageLabel(s)}] FROM ${shown}`, platform: toPb(platform) }).withPlatform(toPb(platform));
     this.applyBaseConfig(s, meta.config, platform);
+    if (meta.config !== undefined && (s.config.os !== platform.os || s.config.architecture !== platform.architecture)) {
+      const actual = formatPlatform({ os: s.config.os, architecture: s.config.architecture, variant: s.config.variant });
+      this.linter.report('InvalidBaseImagePlatform', `Base image ${ref} was pulled with platform ${JSON.stringify(actual)}, expected ${JSON.stringify(formatPlatform(platform))} for current build`, s.stage.line);
+    }
   }
 
   /** Starts a stage's config, env and workdir from a base image's config (or an empty one). */
@@ -565,7 +569,7 @@ class Converter {
    * The filesystem a `--from=REF` (COPY or RUN --mount) reads: a stage
    * (converted first), a named context, or an image.
    */
-  async sourceState(s: StageState, ref: string, line: number): Promise<State> {
+  async sourceState(s: StageState, ref: string, line: number, mountTarget?: string): Promise<State> {
     const named = this.namedContexts.get(ref.toLowerCase());
     if (named?.kind === 'image') return this.imageState(named.ref, s, line);
     if (named?.kind === 'oci-layout') return this.layoutState((await this.resolveLayout(named.ref, ref, s.platform, line)).ref, ref, named.ref, s.platform);
@@ -574,6 +578,9 @@ class Converter {
     if (st) {
       if (st === s) throw new SourceError(`circular dependency detected on stage: ${s.stage.name || s.index}`, this.filename, line);
       if (st.index > s.index && !st.override) {
+        if (mountTarget !== undefined) {
+          throw new SourceError(`cannot mount from stage ${JSON.stringify(ref)} to ${JSON.stringify(mountTarget)}, stage needs to be defined before current command`, this.filename, line);
+        }
         throw new SourceError(`cannot copy from stage ${JSON.stringify(ref)}, it needs to be defined before current stage ${JSON.stringify(this.stageLabel(s))}`, this.filename, line);
       }
       await this.convertStage(st);
@@ -849,7 +856,7 @@ class Converter {
       filename: this.filename,
       context: this.context,
       contextPaths: this.contextPaths,
-      sourceState: (s, ref, line) => this.sourceState(s, ref, line),
+      sourceState: (s, ref, line, mountTarget) => this.sourceState(s, ref, line, mountTarget),
       stageLabel: (s) => this.stageLabel(s),
       buildArgs: this.buildArgs,
       extraHosts: this.opts.extraHosts ?? [],

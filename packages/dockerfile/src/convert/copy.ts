@@ -14,7 +14,7 @@ export interface CopyContext {
   /** Context paths read so far (the context source's include patterns). */
   contextPaths: Set<string>;
   /** The filesystem of `--from=REF`: a stage, named context or image. */
-  sourceState(s: StageState, ref: string, line: number): Promise<State>;
+  sourceState(s: StageState, ref: string, line: number, mountTarget?: string): Promise<State>;
   stageLabel(s: StageState): string;
   buildArgs: Record<string, string>;
   /** RUN's extra /etc/hosts entries and hostname (ConvertOptions). */

@@ -18,6 +18,7 @@ describe('errors users can act on', () => {
     ['malformed flag', 'FROM scratch\nCOPY --link=maybe a /a\n', 2, /expecting boolean value for flag link/, 6],
     ['missing stage index', 'FROM scratch\nCOPY --from=3 /a /a\n', 2, /invalid stage index 3/, 1],
     ['cyclic --from', 'FROM scratch AS a\nCOPY --from=a /x /x\n', 2, /circular dependency detected on stage: a/, 1],
+    ['RUN --mount from a later stage', 'FROM scratch AS a\nRUN --mount=from=b,target=/b true\nFROM scratch AS b\nFROM a\n', 2, /cannot mount from stage "b" to "\/b", stage needs to be defined before current command/, 18],
     ['--from a later stage', 'FROM scratch AS a\nCOPY --from=b /x /x\nFROM scratch AS b\nFROM a\n', 2, /cannot copy from stage "b", it needs to be defined before current stage "a"/, 13],
     ['unterminated heredoc', 'FROM scratch\nRUN <<EOF\necho hi\n', 2, /unterminated heredoc/, 1],
     ['unterminated quote in a variable', 'FROM scratch\nENV A="unterminated\n', 2, /unexpected end of statement|quote/i, 1],

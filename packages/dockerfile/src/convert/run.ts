@@ -120,7 +120,7 @@ async function addMount(
   }
   let from = m.from;
   if (!from && m.type === 'cache') from = 'scratch';
-  let st: State = m.type === 'tmpfs' ? State.scratch() : from ? await ctx.sourceState(s, from, line) : ctx.context;
+  let st: State = m.type === 'tmpfs' ? State.scratch() : from ? await ctx.sourceState(s, from, line, m.target) : ctx.context;
   const target = posix.isAbsolute(m.target) ? posix.normalize(m.target) : posix.join('/', s.workdir, m.target);
   if (target === '/') fail(`invalid mount target "${m.target || '/'}"`);
   const mount: ExecMountInit = { dest: target, state: st, readonly: m.readOnly };
