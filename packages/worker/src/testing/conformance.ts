@@ -10,7 +10,7 @@ import { FileChain, local, marshalOp, merge, digestOf, source, State } from '@ki
 import type { Entitlement, PublishFn, SessionFiles, Worker } from '../worker.js';
 import { execOp } from './exec-op.js';
 import { createEventCollector, type CollectedEvent } from './events.js';
-import { execState } from './exec-state.js';
+import { execState, outputOf } from './exec-state.js';
 import { createFakeSession, type FakeSession } from './fake-session.js';
 import { solve } from './solve.js';
 import { hasSshAgent, sshAddClient, startSshAgent } from './ssh-agent.js';
@@ -653,6 +653,26 @@ export function runWorkerConformance(
         const entries = await solveAndExport(s);
         expect(byName(entries, 'got').data.toString()).toBe('B');
         expect(names(entries)).not.toContain('scratch/t');
+      });
+
+      it('mounts an input read-write: changes are discarded, unless the mount is an output of its own', async () => {
+        const cmd = 'echo new > /scratch/new && rm /scratch/b.txt && echo out > /kept/new && rm /kept/b.txt && ls /scratch > /scratch.ls';
+        const s = execState(rootfs(), ['/bin/sh', '-c', cmd], {
+          mounts: [
+            { dest: '/scratch', state: ctx(), selector: '/dir/sub' },
+            { dest: '/kept', state: ctx(), selector: '/dir/sub', output: true },
+          ],
+        });
+        const root = await solveAndExport(s);
+        expect(byName(root, 'scratch.ls').data.toString()).toBe('new\n');
+        expect(names(root).filter((n) => n.startsWith('scratch/') || n.startsWith('kept/'))).toEqual([]);
+        // The output mount commits the whole input tree with the step's changes at the selected path.
+        const kept = await solveAndExport(outputOf(s, 1));
+        expect(byName(kept, 'dir/sub/new').data.toString()).toBe('out\n');
+        expect(names(kept)).not.toContain('dir/sub/b.txt');
+        expect(names(kept)).toContain('a.txt');
+        // The input itself is untouched.
+        expect(byName(await solveAndExport(ctx()), 'dir/sub/b.txt').data.toString()).toBe('B');
       });
 
       it('enforces the size of a tmpfs mount', async () => {
