@@ -11,7 +11,7 @@ import { processWord, processWordWithMatches, type ShellLexOptions } from '../sh
 import { Linter, looksSecret, parseCheckDirective, suggestName, type BuildWarning, type CheckConfig } from './checks.js';
 import { convertAddCopy, type CopyContext } from './copy.js';
 import { parseExposePort } from './expose.js';
-import { goDuration, goList, goQuoteList } from './go-format.js';
+import { goDuration, goList, goQuoteList, goQuoteRune } from './go-format.js';
 import { emptyImageConfig, HISTORY_COMMENT, imageConfigFromBase, type ImageConfig } from './image-config.js';
 import type { ImageMetaResolver } from './image-meta.js';
 import { formatPlatform, hostPlatform, parsePlatform, platformArgs, type Platform } from './platform.js';
@@ -828,9 +828,9 @@ class Converter {
           }
           void prev;
           s.config.config.Healthcheck = hc;
-          // BuildKit: fmt.Sprintf("HEALTHCHECK %+v", healthcheckConfig).
+          // BuildKit: fmt.Sprintf("HEALTHCHECK %q", &healthcheckConfig), as `docker history` shows it.
           history(
-            `HEALTHCHECK {Test:${goList(hc.Test)} Interval:${goDuration(hc.Interval ?? 0)} Timeout:${goDuration(hc.Timeout ?? 0)} StartPeriod:${goDuration(hc.StartPeriod ?? 0)} StartInterval:${goDuration(hc.StartInterval ?? 0)} Retries:${hc.Retries ?? 0}}`,
+            `HEALTHCHECK &{${goQuoteList(hc.Test)} ${[hc.Interval, hc.Timeout, hc.StartPeriod, hc.StartInterval].map((d) => `"${goDuration(d ?? 0)}"`).join(' ')} ${goQuoteRune(hc.Retries ?? 0)}}`,
             false,
           );
           return;

@@ -321,8 +321,8 @@ describe('image config and history', () => {
       ['USER 1000:1000', true],
       ['WORKDIR /app', false],
       ['SHELL [/bin/bash -o pipefail -c]', true],
-      // BuildKit: fmt.Sprintf("HEALTHCHECK %+v", config.Healthcheck).
-      ['HEALTHCHECK {Test:[CMD-SHELL curl -f http://localhost/] Interval:30s Timeout:5s StartPeriod:0s StartInterval:0s Retries:3}', true],
+      // BuildKit: fmt.Sprintf("HEALTHCHECK %q", config.Healthcheck), as `docker history` shows it.
+      ['HEALTHCHECK &{["CMD-SHELL" "curl -f http://localhost/"] "30s" "5s" "0s" "0s" \'\\x03\'}', true],
       ['STOPSIGNAL SIGQUIT', true],
       // ONBUILD has no history entry (it only lands in the config).
       ['ARG V=1', true],
@@ -343,8 +343,8 @@ describe('image config and history', () => {
       { platform: amd64 },
     );
     expect(imageConfig.history.map((h) => h.created_by)).toEqual([
-      'HEALTHCHECK {Test:[CMD /bin/probe -q] Interval:1m30s Timeout:500ms StartPeriod:2s StartInterval:100ms Retries:5}',
-      'HEALTHCHECK {Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s Retries:0}',
+      'HEALTHCHECK &{["CMD" "/bin/probe" "-q"] "1m30s" "500ms" "2s" "100ms" \'\\x05\'}',
+      'HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" \'\\x00\'}',
     ]);
   });
 
