@@ -228,6 +228,14 @@ describe('base images', () => {
     expect(imageConfig.history.at(-1)).toMatchObject({ created_by: 'RUN /bin/sh -c id # buildkit' });
   });
 
+  it('runs the ONBUILD triggers of a stage of the same Dockerfile in the stage built FROM it, not in the stage itself', async () => {
+    const { def } = await convert('FROM scratch AS base\nONBUILD COPY trigger.txt /t\nCOPY own.txt /o\nFROM base\nCOPY child.txt /c\n');
+    expect(copies(def).map((c) => c.src)).toEqual(['/own.txt', '/trigger.txt', '/child.txt']);
+    const onlyBase = await convert('FROM scratch AS base\nONBUILD COPY trigger.txt /t\nCOPY own.txt /o\nFROM base\n', { target: 'base' });
+    expect(copies(onlyBase.def).map((c) => c.src)).toEqual(['/own.txt']);
+    expect(onlyBase.imageConfig.config.OnBuild).toEqual(['COPY trigger.txt /t']);
+  });
+
   it('keeps CMD set in the same stage when ENTRYPOINT follows', async () => {
     const { imageConfig } = await convert('FROM example.com/app:1\nCMD ["a"]\nENTRYPOINT ["/e"]\n', { imageResolver: resolver() });
     expect(imageConfig.config).toMatchObject({ Cmd: ['a'], Entrypoint: ['/e'] });
