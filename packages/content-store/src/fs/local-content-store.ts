@@ -957,6 +957,7 @@ class LocalStore implements LocalContentStore {
       } else {
         fh = await open(dataPath, 'w');
       }
+      const flusher = new BackgroundFlusher(fh);
       for (;;) {
         let next: IteratorResult<Uint8Array>;
         try {
@@ -988,7 +989,9 @@ class LocalStore implements LocalContentStore {
         size += n;
         live.offset = size;
         live.updatedAt = this.now();
+        flusher.wrote(n);
       }
+      await flusher.settle();
       checkAborted(signal);
       if (plan.expectedSize !== undefined && size !== plan.expectedSize) {
         discard = true;
@@ -1299,4 +1302,38 @@ async function statOrUndefined(path: string) {
 
 function isErrno(err: unknown, code: string): boolean {
   return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
+}
+
+/**
+ * Starts an fdatasync on the thread pool each time another FLUSH_EVERY bytes
+ * were written (one at a time), so the disk writes back while the stream
+ * is still being hashed, and the fsync at commit only waits for the tail
+ * instead of the whole blob. Its errors surface at `settle()`.
+ */
+class BackgroundFlusher {
+  static readonly FLUSH_EVERY = 64 * 1024 * 1024;
+  #unflushed = 0;
+  #pending: Promise<void> | undefined;
+  #error: unknown;
+  constructor(private readonly fh: FileHandle) {}
+
+  wrote(n: number): void {
+    this.#unflushed += n;
+    if (this.#unflushed < BackgroundFlusher.FLUSH_EVERY || this.#pending) return;
+    this.#unflushed = 0;
+    this.#pending = this.fh
+      .datasync()
+      .catch((err: unknown) => {
+        this.#error ??= err;
+      })
+      .finally(() => {
+        this.#pending = undefined;
+      });
+  }
+
+  /** Waits for a running flush; throws the first flush error. */
+  async settle(): Promise<void> {
+    await this.#pending;
+    if (this.#error !== undefined) throw this.#error;
+  }
 }
