@@ -16,3 +16,4 @@ import type { Exporter } from './exporter.js';
 
 /** Every exporter this tier ships. */
 export const builtinExporters: readonly Exporter[] = [localExporter, tarExporter, ociExporter, dockerExporter, imageExporter];
+export { localWriteTarget, openLocalWrite, writeLocal, LOCAL_WRITE_PATH_ATTR, LOCAL_WRITE_TOKEN_ATTR } from './local-write.js';

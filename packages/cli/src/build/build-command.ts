@@ -7,6 +7,7 @@ import type { CliIo } from '../cli-io.js';
 import { connectDaemon, resolveDaemonAddress } from '../daemon.js';
 import { createProgressPrinter } from '../progress/progress.js';
 import { attachSession } from '../session/session-client.js';
+import { dropLocalWrite, offerLocalWrites } from '../session/local-write.js';
 import { compileBuildOptions, parseBuildArgs } from './build-options.js';
 import { resolveLayoutContexts, withLayoutPaths } from './oci-layout-contexts.js';
 import { sessionCredentials, sessionDirs, sessionOutputs, sessionSecrets, sessionSshAgents, toSolveRequest } from './solve-request.js';
@@ -71,6 +72,7 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
   // OCI layout contexts are checked here and their tags pinned (exit 1 when one is unusable).
   const opts = { ...compiled, namedContexts: resolveLayoutContexts(compiled.namedContexts) };
   const sshAgents = sessionSshAgents(opts);
+  const localWrites = offerLocalWrites(opts.exports, io.vars);
   if (opts.exports.length === 0) io.stderr.write(NO_OUTPUT_WARNING);
 
   const conn = await connectDaemon({ addr: opts.addr, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
@@ -94,7 +96,10 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
   const session = attachSession(conn.session, {
     sessionId,
     dirs: sessionDirs(opts),
-    outputs: sessionOutputs(opts),
+    outputs: sessionOutputs(opts).map((o) => {
+      const offer = localWrites.get(o.id);
+      return offer && o.kind === 'file' ? { ...o, localTemp: offer.tempPath } : o;
+    }),
     secrets: sessionSecrets(opts, io.vars),
     sshAgents,
     credentials: sessionCredentials(),
@@ -107,7 +112,11 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
   let failure: unknown;
   try {
     await session.ready();
-    response = await conn.control.solve(toSolveRequest(opts, { ref, sessionId }), { signal: abort.signal });
+    const exports = opts.exports.map((e) => {
+      const offer = e.output && localWrites.get(e.output.id);
+      return offer ? { ...e, attrs: { ...e.attrs, ...offer.attrs } } : e;
+    });
+    response = await conn.control.solve(toSolveRequest({ ...opts, exports }, { ref, sessionId }), { signal: abort.signal });
   } catch (err) {
     failure = err;
   } finally {
@@ -115,6 +124,8 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
   }
 
   session.close();
+  // Renamed over dest when the daemon wrote it; else (streamed, failed, canceled) removed.
+  for (const offer of localWrites.values()) dropLocalWrite(offer.tempPath);
   const tail = setTimeout(() => statusAbort.abort(), failure ? 500 : STATUS_TAIL_MS);
   await statusDone;
   clearTimeout(tail);

@@ -21,6 +21,7 @@ import {
 } from '@kiln/common';
 import { CHUNK_BYTES, followLinks, literalPattern, packSelected, selectFiles } from './dir-pack.js';
 import { extractTar, writeFileOutput } from './extract.js';
+import { dropLocalWrite, finishLocalWrite } from './local-write.js';
 import { dirSharedKey } from './shared-key.js';
 
 type AttachRequestInit = MessageInitShape<typeof sessionApi.AttachRequestSchema>;
@@ -50,7 +51,13 @@ export interface SessionDir {
 /** Where the daemon's writes for one exporter go. */
 export type SessionOutput =
   | { id: string; kind: 'dir'; /** Absolute directory, created when missing. */ path: string }
-  | { id: string; kind: 'file'; /** Absolute file path, or "-" for stdout. */ path: string };
+  | {
+      id: string;
+      kind: 'file';
+      /** Absolute file path, or "-" for stdout. */ path: string;
+      /** The local-write temp file offered to the exporter (local-write.ts), if any. */
+      localTemp?: string;
+    };
 
 /** A secret the daemon may read (`--secret`): a file read when asked, or a value (from an env var). */
 export type SessionSecret = { id: string; kind: 'file'; path: string } | { id: string; kind: 'value'; value: Uint8Array };
@@ -233,7 +240,7 @@ class SessionImpl implements Session {
         this.#serve(m.value.callId, (signal) => this.#read(m.value, signal));
         return;
       case 'writeBegin':
-        this.#beginWrite(m.value.callId, m.value.outputId);
+        this.#beginWrite(m.value.callId, m.value.outputId, m.value.localWritten ? Number(m.value.localBytes) : undefined);
         return;
       case 'writeData': {
         const w = this.#writes.get(m.value.callId);
@@ -408,7 +415,8 @@ class SessionImpl implements Session {
     return { bytes: BigInt(bytes) };
   }
 
-  #beginWrite(callId: number, outputId: string): void {
+  /** `localBytes`: the exporter wrote the output into the local-write temp file; no data follows. */
+  #beginWrite(callId: number, outputId: string, localBytes?: number): void {
     const chunks = createChannel<Uint8Array>();
     const w: WriteCall = { chunks, done: false };
     this.#writes.set(callId, w);
@@ -417,6 +425,13 @@ class SessionImpl implements Session {
       try {
         const out = this.#outputs.get(outputId);
         if (!out) throw new NotFoundError(`session has no output "${outputId}"`);
+        if (localBytes !== undefined) {
+          if (out.kind !== 'file' || !out.localTemp) throw new NotFoundError(`output "${outputId}" offered no local write`);
+          for await (const _ of chunks) void _; // the writeEnd
+          finishLocalWrite(out.localTemp, out.path, localBytes);
+          this.#log.debug({ callId, outputId, bytes: localBytes }, 'local write finished');
+          return { bytes: BigInt(localBytes) };
+        }
         let bytes = 0;
         const counted = (async function* () {
           for await (const c of chunks) {
@@ -432,6 +447,7 @@ class SessionImpl implements Session {
           for await (const _ of counted) void _;
         } else {
           await writeFileOutput(counted, out.path, this.#opts.stdout ?? process.stdout);
+          if (out.localTemp) dropLocalWrite(out.localTemp); // streamed instead
         }
         this.#log.debug({ callId, outputId, bytes }, 'write served');
         return { bytes: BigInt(bytes) };

@@ -4,6 +4,7 @@ import { InvalidArgumentError, NotFoundError, type Logger } from '@kiln/common';
 import { sessionCredentials, type RegistryClient } from '@kiln/registry';
 import type { ClientOutputs, Exporter, ResultSource } from '../exporter.js';
 import { emptyTar } from '../empty-tar.js';
+import { localWriteTarget, openLocalWrite, writeLocal } from '../local-write.js';
 import { contentBlobStore } from '../image/blob-store.js';
 import type { LayerDescriptor, LayerRequest } from '../image/layers.js';
 
@@ -27,16 +28,32 @@ export interface ExporterServiceOptions {
 export function createExporterServiceImpl(opts: ExporterServiceOptions): ServiceImpl<typeof exporter.ExporterService> {
   const byType = new Map(opts.exporters.map((e) => [e.type, e]));
   const store = opts.content ? contentBlobStore(opts.content) : undefined;
-  const outputs: ClientOutputs = {
-    async write(sessionId, outputId, data, signal) {
-      async function* requests() {
-        yield { msg: { case: 'header' as const, value: { sessionId, outputId } } };
-        for await (const chunk of data) yield { msg: { case: 'chunk' as const, value: chunk } };
-      }
-      const res = await opts.sessions.writeFiles(requests(), { signal });
-      return Number(res.bytes);
-    },
+  const streamTo = async (sessionId: string, outputId: string, data: AsyncIterable<Uint8Array>, signal?: AbortSignal, localBytes?: number) => {
+    async function* requests() {
+      const local = localBytes === undefined ? {} : { localWritten: true, localBytes: BigInt(localBytes) };
+      yield { msg: { case: 'header' as const, value: { sessionId, outputId, ...local } } };
+      if (localBytes !== undefined) return;
+      for await (const chunk of data) yield { msg: { case: 'chunk' as const, value: chunk } };
+    }
+    const res = await opts.sessions.writeFiles(requests(), { signal });
+    return Number(res.bytes);
   };
+  /** The client outputs of one export: written in place when the client's local-write offer checks out, else streamed. */
+  const outputsFor = (attrs: Record<string, string>, logger: Logger): ClientOutputs => ({
+    async write(sessionId, outputId, data, signal) {
+      const target = localWriteTarget(attrs);
+      if (target) {
+        const opened = await openLocalWrite(target);
+        if ('fh' in opened) {
+          const size = await writeLocal(opened.fh, target.path, data);
+          logger.debug({ path: target.path, bytes: size }, 'output written in place (local write)');
+          return streamTo(sessionId, outputId, data, signal, size);
+        }
+        logger.debug({ reason: opened.reason }, 'local write refused: streaming the output');
+      }
+      return streamTo(sessionId, outputId, data, signal);
+    },
+  });
   return {
     async export(req, ctx) {
       const exp = byType.get(req.type);
@@ -56,6 +73,7 @@ export function createExporterServiceImpl(opts: ExporterServiceOptions): Service
       const platforms = await Promise.all(req.platforms.map(async (p) => ({ platform: p.platform, ...(await result(p.workerId, p.ref, p.imageConfig)) })));
       const top = platforms[0] ?? (await result(req.workerId, req.ref, req.imageConfig));
       const logger = opts.logger.child({ buildId: req.buildId, exporter: req.type });
+      const outputs = outputsFor(req.attrs, logger);
       const registry =
         opts.registry && req.sessionId
           ? opts.registry.withCredentials(sessionCredentials((host, signal) => opts.sessions.getCredentials({ sessionId: req.sessionId, host }, { signal: signal ?? ctx.signal })))

@@ -37,13 +37,13 @@ export function createSessionServiceImpl(host: SessionHost): ServiceImpl<typeof 
       const it = requests[Symbol.asyncIterator]();
       const first = await it.next();
       if (first.done || first.value.msg.case !== 'header') throw new KilnError('invalid_argument', 'WriteFiles must start with a header');
-      const { sessionId, outputId } = first.value.msg.value;
+      const { sessionId, outputId, localWritten, localBytes } = first.value.msg.value;
       async function* chunks() {
         for (let r = await it.next(); !r.done; r = await it.next()) {
           if (r.value.msg.case === 'chunk') yield r.value.msg.value;
         }
       }
-      const bytes = await host.write(sessionId, outputId, chunks(), ctx.signal);
+      const bytes = await host.write(sessionId, outputId, chunks(), ctx.signal, localWritten ? Number(localBytes) : undefined);
       return { bytes: BigInt(bytes) };
     },
     async getSecret(req, ctx) {

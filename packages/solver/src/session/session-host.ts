@@ -150,12 +150,17 @@ export class SessionHost {
     return done.found ? Buffer.concat(parts) : undefined;
   }
 
-  /** Streams bytes to one of the client's outputs; resolves with the bytes the client wrote. */
-  async write(sessionId: string, outputId: string, chunks: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<number> {
+  /**
+   * Streams bytes to one of the client's outputs; resolves with the bytes the
+   * client wrote. With `localBytes` the exporter already wrote the client's
+   * local-write temp file: `chunks` is empty and the client only checks and renames it.
+   */
+  async write(sessionId: string, outputId: string, chunks: AsyncIterable<Uint8Array>, signal?: AbortSignal, localBytes?: number): Promise<number> {
     const s = await this.get(sessionId, signal);
     if (!s.outputs.has(outputId)) throw new NotFoundError(`session ${sessionId} has no output "${outputId}"`);
     const call = this.open(s);
-    s.out.push(create(session.AttachResponseSchema, { msg: { case: 'writeBegin', value: { callId: call.id, outputId } } }));
+    const local = localBytes === undefined ? {} : { localWritten: true, localBytes: BigInt(localBytes) };
+    s.out.push(create(session.AttachResponseSchema, { msg: { case: 'writeBegin', value: { callId: call.id, outputId, ...local } } }));
     try {
       for await (const data of chunks) {
         if (call.finished) break;

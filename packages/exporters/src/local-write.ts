@@ -1,0 +1,105 @@
+import { constants, promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { timingSafeEqual } from 'node:crypto';
+import { KilnError } from '@kiln/common';
+
+/**
+ * "Local write" of a file output: when the CLI shares the daemon's
+ * filesystem it creates the destination's temp file itself, writes a random
+ * token into it and names both in the exporter attrs below. Finding that
+ * token in that file proves the daemon sees the same file, so the exporter
+ * writes the output there directly instead of streaming it through the
+ * session. Anything else (no such file, a symlink, a mismatch) means
+ * "stream as before".
+ */
+export const LOCAL_WRITE_PATH_ATTR = 'local-write.path';
+export const LOCAL_WRITE_TOKEN_ATTR = 'local-write.token';
+/** The CLI's temp file name: only such files are ever opened (never an arbitrary file that happens to hold the token bytes). */
+export const LOCAL_WRITE_NAME = /^\.kiln-out-[0-9a-f]{16}\.tmp$/;
+/** The token: 32 random bytes, hex in the attr. */
+export const LOCAL_WRITE_TOKEN_BYTES = 32;
+
+export interface LocalWriteTarget {
+  path: string;
+  token: Buffer;
+}
+
+/** The local-write offer in an exporter's attrs, if any (a malformed one is ignored: stream). */
+export function localWriteTarget(attrs: Record<string, string>): LocalWriteTarget | undefined {
+  const path = attrs[LOCAL_WRITE_PATH_ATTR];
+  const hex = attrs[LOCAL_WRITE_TOKEN_ATTR];
+  if (!path || !hex || !path.startsWith('/') || !LOCAL_WRITE_NAME.test(basename(path))) return undefined;
+  if (!/^[0-9a-f]+$/.test(hex) || hex.length !== LOCAL_WRITE_TOKEN_BYTES * 2) return undefined;
+  return { path, token: Buffer.from(hex, 'hex') };
+}
+
+/**
+ * Opens the client's temp file if it is the one the client made: a regular
+ * file, not a symlink (O_NOFOLLOW), one link, exactly the token's size and
+ * content. Resolves undefined (with the reason) when not; the caller streams.
+ */
+export async function openLocalWrite(target: LocalWriteTarget): Promise<{ fh: FileHandle } | { reason: string }> {
+  let fh: FileHandle;
+  try {
+    // O_NONBLOCK: a FIFO planted at the path must not hang the open.
+    fh = await fsp.open(target.path, constants.O_RDWR | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    return { reason: `cannot open ${target.path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` };
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) return fail(fh, `${target.path} is not a regular file`);
+    if (st.nlink !== 1) return fail(fh, `${target.path} has ${st.nlink} links`);
+    if (st.size !== target.token.length) return fail(fh, `${target.path} does not hold the token (size ${st.size})`);
+    const buf = Buffer.alloc(target.token.length);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    if (bytesRead !== buf.length || !timingSafeEqual(buf, target.token)) return fail(fh, `${target.path} does not hold the token`);
+    return { fh };
+  } catch (err) {
+    return fail(fh, `cannot check ${target.path}: ${String(err)}`);
+  }
+}
+
+async function fail(fh: FileHandle, reason: string): Promise<{ reason: string }> {
+  await fh.close().catch(() => undefined);
+  return { reason };
+}
+
+/** Writes large coalesced blocks: the content store's 1 MiB messages become 8 MiB writes. */
+const WRITE_BLOCK = 8 * 1024 * 1024;
+
+/** Truncates the checked temp file, writes `data` into it, fsyncs and closes it; resolves with the size. */
+export async function writeLocal(fh: FileHandle, path: string, data: AsyncIterable<Uint8Array>): Promise<number> {
+  let size = 0;
+  try {
+    await fh.truncate(0);
+    let parts: Uint8Array[] = [];
+    let pending = 0;
+    const flush = async () => {
+      if (pending === 0) return;
+      const block = parts.length === 1 ? parts[0]! : Buffer.concat(parts, pending);
+      let off = 0;
+      while (off < block.length) {
+        const { bytesWritten } = await fh.write(block, off, block.length - off, size + off);
+        off += bytesWritten;
+      }
+      size += block.length;
+      parts = [];
+      pending = 0;
+    };
+    for await (const chunk of data) {
+      parts.push(chunk);
+      pending += chunk.length;
+      if (pending >= WRITE_BLOCK) await flush();
+    }
+    await flush();
+    await fh.sync();
+  } catch (err) {
+    if (err instanceof KilnError) throw err;
+    throw new KilnError('internal', `writing the output into ${path}: ${String(err)}`);
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+  return size;
+}
