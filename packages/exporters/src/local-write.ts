@@ -70,8 +70,9 @@ async function fail(fh: FileHandle, reason: string): Promise<{ reason: string }>
 const WRITE_BLOCK = 8 * 1024 * 1024;
 
 /** Truncates the checked temp file, writes `data` into it, fsyncs and closes it; resolves with the size. */
-export async function writeLocal(fh: FileHandle, path: string, data: AsyncIterable<Uint8Array>): Promise<number> {
+export async function writeLocal(fh: FileHandle, path: string, data: AsyncIterable<Uint8Array>, timing?: { writeMs: number; syncMs: number }): Promise<number> {
   let size = 0;
+  const t0 = performance.now();
   try {
     await fh.truncate(0);
     let parts: Uint8Array[] = [];
@@ -94,7 +95,9 @@ export async function writeLocal(fh: FileHandle, path: string, data: AsyncIterab
       if (pending >= WRITE_BLOCK) await flush();
     }
     await flush();
+    const t1 = performance.now();
     await fh.sync();
+    if (timing) Object.assign(timing, { writeMs: Math.round(t1 - t0), syncMs: Math.round(performance.now() - t1) });
   } catch (err) {
     if (err instanceof KilnError) throw err;
     throw new KilnError('internal', `writing the output into ${path}: ${String(err)}`);

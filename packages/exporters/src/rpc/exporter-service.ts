@@ -45,8 +45,9 @@ export function createExporterServiceImpl(opts: ExporterServiceOptions): Service
       if (target) {
         const opened = await openLocalWrite(target);
         if ('fh' in opened) {
-          const size = await writeLocal(opened.fh, target.path, data);
-          logger.debug({ path: target.path, bytes: size }, 'output written in place (local write)');
+          const timing = { writeMs: 0, syncMs: 0 };
+          const size = await writeLocal(opened.fh, target.path, data, timing);
+          logger.debug({ path: target.path, bytes: size, ...timing }, 'output written in place (local write)');
           return streamTo(sessionId, outputId, data, signal, size);
         }
         logger.debug({ reason: opened.reason }, 'local write refused: streaming the output');
