@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -90,6 +90,30 @@ describe('writeFileOutput', () => {
     const n = await writeFileOutput(chunks(Buffer.from('x'.repeat(1000)), 64), dest, new PassThrough());
     expect(n).toBe(1000);
     expect(readFileSync(dest, 'utf8')).toBe('x'.repeat(1000));
+  });
+
+  it('keeps the previous file when the stream fails, and leaves no partial file', async () => {
+    const dest = join(dir, 'out.tar');
+    writeFileSync(dest, 'previous good export');
+    async function* broken(): AsyncGenerator<Uint8Array> {
+      yield Buffer.from('half of the ');
+      throw new Error('session lost');
+    }
+    await expect(writeFileOutput(broken(), dest, new PassThrough())).rejects.toThrow('session lost');
+    expect(readFileSync(dest, 'utf8')).toBe('previous good export');
+    expect(readdirSync(dir)).toEqual(['out.tar']);
+    await writeFileOutput(chunks(Buffer.from('new export')), dest, new PassThrough());
+    expect(readFileSync(dest, 'utf8')).toBe('new export');
+    expect(readdirSync(dir)).toEqual(['out.tar']);
+  });
+
+  it('writes through a symlinked dest instead of replacing the link', async () => {
+    const target = join(dir, 'real.tar');
+    writeFileSync(target, 'old');
+    symlinkSync(target, join(dir, 'link.tar'));
+    await writeFileOutput(chunks(Buffer.from('via link')), join(dir, 'link.tar'), new PassThrough());
+    expect(readFileSync(target, 'utf8')).toBe('via link');
+    expect(lstatSync(join(dir, 'link.tar')).isSymbolicLink()).toBe(true);
   });
 
   it('writes - to stdout', async () => {

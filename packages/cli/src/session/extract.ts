@@ -1,6 +1,7 @@
-import { createWriteStream, chmodSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, symlinkSync, unlinkSync, utimesSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, chmodSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, utimesSync } from 'node:fs';
 import { once } from 'node:events';
-import { dirname, join, posix } from 'node:path';
+import { basename, dirname, join, posix } from 'node:path';
 import type { Writable } from 'node:stream';
 import { InvalidArgumentError, KilnError, readTarEntries, writeNewFile } from '@kiln/common';
 
@@ -131,7 +132,31 @@ export async function writeFileOutput(chunks: AsyncIterable<Uint8Array>, dest: s
   if (dest === '-') return writeAll(chunks, stdout, false);
   mkdirSync(dirname(dest), { recursive: true });
   // A deep buffer: the next chunk is taken off the session while the last is written.
-  return writeAll(chunks, createWriteStream(dest, { highWaterMark: FILE_OUTPUT_BUFFER }));
+  if (!replaceableByRename(dest)) return writeAll(chunks, createWriteStream(dest, { highWaterMark: FILE_OUTPUT_BUFFER }));
+  // Into a temp file beside dest, renamed over it at the end: a failed or canceled
+  // export never leaves a partial file where the previous good one was.
+  const partial = join(dirname(dest), `.${basename(dest)}.kiln-${randomBytes(6).toString('hex')}.partial`);
+  const ws = createWriteStream(partial, { highWaterMark: FILE_OUTPUT_BUFFER, flags: 'wx' });
+  try {
+    const bytes = await writeAll(chunks, ws);
+    renameSync(partial, dest);
+    return bytes;
+  } catch (err) {
+    // The stream opens its file asynchronously: remove it only once the stream is closed.
+    ws.destroy();
+    if (!ws.closed) await once(ws, 'close').catch(() => undefined);
+    rmSync(partial, { force: true });
+    throw err;
+  }
+}
+
+/** A regular file or nothing: dest=/dev/stdout, a FIFO or a symlink is written through instead. */
+function replaceableByRename(path: string): boolean {
+  try {
+    return lstatSync(path).isFile();
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT';
+  }
 }
 
 async function writeAll(chunks: AsyncIterable<Uint8Array>, ws: Writable, end = true): Promise<number> {
