@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnCluster, startKilnd, startNatsServer } from '@kiln/testkit';
+import { runKiln, startTopology, type KilnTopology } from '@kiln/testkit';
 
 // File outputs (`-o type=oci|tar,dest=FILE`) written by the exporter straight
 // into the CLI's temp file when both see the same filesystem ("local write"),
@@ -12,30 +12,11 @@ import { runKiln, startKilnCluster, startKilnd, startNatsServer } from '@kiln/te
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
 const LOCAL_WRITE_LOG = 'output written in place (local write)';
 
-interface Daemon {
-  addr: string;
-  logs(): string;
-  stop(): Promise<void>;
-}
-
 // split: the exporters tier is a process of its own (same host), reached by the CLI only through the solver.
-const topologies = [
-  { topology: 'all-in-one', start: (): Promise<Daemon> => startKilnd({ worker: 'oci' }) },
-  {
-    topology: 'split',
-    async start(): Promise<Daemon> {
-      const nats = await startNatsServer({ jetstream: true });
-      const cluster = await startKilnCluster(nats.url, ['solver', 'frontend', 'exporters', 'worker-oci', 'content']).catch(async (err) => {
-        await nats.stop();
-        throw err;
-      });
-      return { addr: cluster.addr, logs: () => cluster.logs(), stop: async () => (await cluster.stop(), await nats.stop()) };
-    },
-  },
-];
+const topologies = (['all-in-one', 'split'] as const).map((topology) => ({ topology, start: () => startTopology(topology) }));
 
 describe.each(topologies)('file outputs written in place by the exporter [topology=$topology, worker=oci]', (topology) => {
-  let daemon: Daemon;
+  let daemon: KilnTopology;
   let work: string;
   let ctx: string;
   const localWrites = () => daemon.logs().split(LOCAL_WRITE_LOG).length - 1;

@@ -2,35 +2,16 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnCluster, startKilnd, startNatsServer } from '@kiln/testkit';
+import { runKiln, startTopology, type KilnTopology } from '@kiln/testkit';
 
 // A base with no registry: Debian's static busybox copied in from the context.
 const BUSYBOX = '/bin/busybox';
 
-interface Daemon {
-  addr: string;
-  logs(): string;
-  stop(): Promise<void>;
-}
-
 // Split: the frontend and worker tiers reach the client's layout only through the solver's session relay.
-const topologies = [
-  { topology: 'all-in-one', start: (): Promise<Daemon> => startKilnd({ worker: 'oci' }) },
-  {
-    topology: 'split',
-    async start(): Promise<Daemon> {
-      const nats = await startNatsServer({ jetstream: true });
-      const cluster = await startKilnCluster(nats.url, ['solver', 'frontend', 'exporters', 'worker-oci', 'content']).catch(async (err) => {
-        await nats.stop();
-        throw err;
-      });
-      return { addr: cluster.addr, logs: () => cluster.logs(), stop: async () => (await cluster.stop(), await nats.stop()) };
-    },
-  },
-];
+const topologies = (['all-in-one', 'split'] as const).map((topology) => ({ topology, start: () => startTopology(topology) }));
 
 describe.each(topologies)('--build-context NAME=oci-layout://DIR:TAG [topology=$topology, worker=oci]', (topology) => {
-  let daemon: Daemon;
+  let daemon: KilnTopology;
   let work: string;
   let baseCtx: string;
   let appCtx: string;

@@ -1,0 +1,34 @@
+import { startKilnCluster, startKilnd } from './kilnd.js';
+import { startNatsServer } from './nats.js';
+
+/** A running Kiln, whichever way it was started: what a CLI-driven test needs. */
+export interface KilnTopology {
+  /** The address for the CLI's `--addr`. */
+  readonly addr: string;
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+export type TopologyName = 'all-in-one' | 'split';
+
+/**
+ * `all-in-one`: one kilnd with the OCI worker. `split`: every tier its own
+ * process (solver, frontend, exporters, worker-oci, content) on a fresh
+ * nats-server, reached by the CLI only through the solver.
+ */
+export async function startTopology(name: TopologyName): Promise<KilnTopology> {
+  if (name === 'all-in-one') return startKilnd({ worker: 'oci' });
+  const nats = await startNatsServer({ jetstream: true });
+  const cluster = await startKilnCluster(nats.url, ['solver', 'frontend', 'exporters', 'worker-oci', 'content']).catch(async (err: unknown) => {
+    await nats.stop();
+    throw err;
+  });
+  return {
+    addr: cluster.addr,
+    logs: () => cluster.logs(),
+    async stop() {
+      await cluster.stop();
+      await nats.stop();
+    },
+  };
+}
