@@ -27,7 +27,7 @@ export interface CompressResult {
  * only: a module file would not load from TypeScript sources under the test
  * runner, and the job (read files, hash, compress, write) needs nothing
  * else. It reads the planned files synchronously, hashes the tar (diff id),
- * pipes it through gzip (zlib) or `zstd` (Debian's CLI, one thread, so the
+ * compresses it with gzip (zlib, in fixed-size members on the thread pool) or `zstd` (Debian's CLI, one thread, so the
  * output does not depend on the machine) and hashes what it writes.
  */
 const THREAD_SOURCE = String.raw`
@@ -59,6 +59,44 @@ function* tarBytes(parts, diff) {
   }
 }
 
+// gzip in members of GZIP_BLOCK input bytes each, up to GZIP_AHEAD compressed at once on the
+// thread pool and written in order: one big layer uses every core. Members are cut at fixed
+// offsets of the tar, so the bytes never depend on timing or the number of cores; every gzip
+// reader (Go's, GNU gzip, zlib's gunzip) reads concatenated members as one stream (RFC 1952).
+const GZIP_BLOCK = 4 << 20;
+const GZIP_AHEAD = 4;
+async function* gzipMembers(source, level) {
+  const queue = [];
+  const compress = (data) => {
+    const p = new Promise((resolve, reject) => zlib.gzip(data, { level }, (err, out) => (err ? reject(err) : resolve(out))));
+    p.catch(() => {}); // awaited in order below; a failure before then is not unhandled
+    return p;
+  };
+  let held = [];
+  let heldBytes = 0;
+  let members = 0;
+  for await (const chunk of source) {
+    let c = chunk;
+    while (heldBytes + c.length >= GZIP_BLOCK) {
+      const take = GZIP_BLOCK - heldBytes;
+      held.push(c.subarray(0, take));
+      c = c.subarray(take);
+      queue.push(compress(Buffer.concat(held, GZIP_BLOCK)));
+      members++;
+      held = [];
+      heldBytes = 0;
+      while (queue.length >= GZIP_AHEAD) yield await queue.shift();
+    }
+    if (c.length > 0) {
+      held.push(c);
+      heldBytes += c.length;
+    }
+  }
+  // The tail, or one empty member for an empty layer.
+  if (heldBytes > 0 || members === 0) queue.push(compress(Buffer.concat(held, heldBytes)));
+  while (queue.length > 0) yield await queue.shift();
+}
+
 async function run(job) {
   const diff = crypto.createHash('sha256');
   const blob = crypto.createHash('sha256');
@@ -67,7 +105,7 @@ async function run(job) {
   const counter = new Transform({ transform(c, _e, cb) { blob.update(c); size += c.length; cb(null, c); } });
   const file = fs.createWriteStream(job.out, { flags: 'wx', mode: 0o600 });
   if (job.compression === 'gzip') {
-    await pipeline(source, zlib.createGzip({ level: job.level, chunkSize: 1 << 16 }), counter, file);
+    await pipeline(Readable.from(gzipMembers(source, job.level), { objectMode: false }), counter, file);
   } else if (job.compression === 'zstd') {
     const args = ['-q', '-c', '-T1', '--no-progress'];
     if (job.level > 19) args.push('--ultra');

@@ -175,6 +175,28 @@ describe('getLayers', () => {
     expect(runs[1]).toEqual(runs[0]);
   });
 
+  it('compresses a big layer in several gzip members that GNU gzip, zlib and GNU tar read as one stream, the same bytes every time', async () => {
+    // 10 MiB of noise: more than two 4 MiB members, so the members are compressed in parallel.
+    const noise = createHash('sha512');
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < (10 << 20) / 64; i++) chunks.push(noise.copy().update(String(i)).digest());
+    const state = FileChain.start().mkfile('/big.bin', 0o644, Buffer.concat(chunks)).apply(local('context'));
+    const digests: string[] = [];
+    for (const threads of [1, 2]) {
+      const w = newWorker({ layerThreads: threads });
+      const ref = (await solve(w, state))!;
+      const layer = (await w.getLayers(ref, { sourceDateEpoch: 0 })).at(-1)!;
+      const blob = blobOf(layer.digest);
+      const members = blob.reduce((n, b, i) => n + (b === 0x1f && blob[i + 1] === 0x8b && blob[i + 2] === 8 && blob[i + 3] === 0 ? 1 : 0), 0);
+      expect(members).toBeGreaterThanOrEqual(3);
+      expect(sha(gunzipSync(blob))).toBe(layer.diffId);
+      expect(sha(execFileSync('gzip', ['-dc'], { input: blob, maxBuffer: 64 << 20 }))).toBe(layer.diffId);
+      expect(gnuList(blob, 'z')).toEqual(['big.bin']);
+      digests.push(layer.digest);
+    }
+    expect(digests[1]).toBe(digests[0]);
+  });
+
   it('fails clearly without a content store or for an unknown ref, and over RPC', async () => {
     const none = newWorker({ withContent: false });
     const ref = (await solve(none, build()))!;
