@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, chmodSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, utimesSync } from 'node:fs';
+import { constants, createWriteStream, chmodSync, openSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, renameSync, rmSync, symlinkSync, unlinkSync, utimesSync } from 'node:fs';
 import { once } from 'node:events';
-import { basename, dirname, join, posix } from 'node:path';
+import { dirname, join, posix } from 'node:path';
 import type { Writable } from 'node:stream';
 import { InvalidArgumentError, KilnError, readTarEntries, writeNewFile } from '@kiln/common';
 
@@ -128,21 +128,22 @@ function escapeError(name: string, why: string): KilnError {
 /** Bytes a file output may queue before waiting for the disk (exports arrive in 1 MiB chunks). */
 const FILE_OUTPUT_BUFFER = 8 * 2 ** 20;
 
-export async function writeFileOutput(chunks: AsyncIterable<Uint8Array>, dest: string, stdout: Writable): Promise<number> {
+export async function writeFileOutput(chunks: AsyncIterable<Uint8Array>, dest: string, stdout: Writable, temp?: string): Promise<number> {
   if (dest === '-') return writeAll(chunks, stdout, false);
   mkdirSync(dirname(dest), { recursive: true });
   // A deep buffer: the next chunk is taken off the session while the last is written.
   if (!replaceableByRename(dest)) return writeAll(chunks, createWriteStream(dest, { highWaterMark: FILE_OUTPUT_BUFFER }));
   // Into a temp file beside dest, renamed over it at the end: a failed or canceled
-  // export never leaves a partial file where the previous good one was.
-  const partial = join(dirname(dest), `.${basename(dest)}.kiln-${randomBytes(6).toString('hex')}.partial`);
-  const ws = createWriteStream(partial, { highWaterMark: FILE_OUTPUT_BUFFER, flags: 'wx' });
+  // export never leaves a partial file where the previous good one was. `temp` is
+  // one the caller made already (a local-write offer the daemon did not take).
+  const partial = temp ?? outputTempPath(dest);
+  const fd = openSync(partial, temp ? constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW : 'wx', 0o666);
+  const ws = createWriteStream(partial, { fd, highWaterMark: FILE_OUTPUT_BUFFER });
   try {
     const bytes = await writeAll(chunks, ws);
     renameSync(partial, dest);
     return bytes;
   } catch (err) {
-    // The stream opens its file asynchronously: remove it only once the stream is closed.
     ws.destroy();
     if (!ws.closed) await once(ws, 'close').catch(() => undefined);
     rmSync(partial, { force: true });
@@ -150,8 +151,17 @@ export async function writeFileOutput(chunks: AsyncIterable<Uint8Array>, dest: s
   }
 }
 
-/** A regular file or nothing: dest=/dev/stdout, a FIFO or a symlink is written through instead. */
-function replaceableByRename(path: string): boolean {
+/** A fresh temp file name in dest's directory (dot-prefixed, random). */
+export function outputTempPath(dest: string): string {
+  return join(dirname(dest), `.kiln-out-${randomBytes(8).toString('hex')}.tmp`);
+}
+
+/**
+ * Whether a file output may be written to a temp file and renamed over
+ * `dest`: a regular file or nothing. dest=/dev/stdout, a FIFO, a device or a
+ * symlink is written through instead.
+ */
+export function replaceableByRename(path: string): boolean {
   try {
     return lstatSync(path).isFile();
   } catch (err) {

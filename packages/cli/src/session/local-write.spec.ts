@@ -1,7 +1,9 @@
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { PassThrough } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { writeFileOutput } from './extract.js';
 import { LOCAL_WRITE_PATH_ATTR, LOCAL_WRITE_TOKEN_ATTR, dropLocalWrite, finishLocalWrite, offerLocalWrites } from './local-write.js';
 
 let dir: string;
@@ -42,5 +44,27 @@ describe('local write offers (CLI side)', () => {
     expect(existsSync(o.tempPath)).toBe(false);
     expect(() => finishLocalWrite(o.tempPath, dest, 10)).toThrow(/gone/);
     dropLocalWrite(o.tempPath); // no error when already gone
+  });
+
+  it('offers nothing for a dest that a rename must not replace (a symlink, a device)', () => {
+    const target = join(dir, 'real.tar');
+    writeFileSync(target, 'x');
+    symlinkSync(target, join(dir, 'link.tar'));
+    const offers = offerLocalWrites([fileOut('out0', join(dir, 'link.tar')), fileOut('out1', '/dev/null')], {});
+    expect(offers.size).toBe(0);
+    expect(readdirSync(dir).sort()).toEqual(['link.tar', 'real.tar']);
+    expect(readdirSync('/dev').filter((n) => n.startsWith('.kiln-out-'))).toEqual([]);
+  });
+
+  it('a stream the daemon sent instead goes into the offered temp file, renamed over dest', async () => {
+    const dest = join(dir, 'img.tar');
+    const o = offerLocalWrites([fileOut('out0', dest)], {}).get('out0')!;
+    async function* data(): AsyncGenerator<Uint8Array> {
+      yield Buffer.from('streamed');
+    }
+    expect(await writeFileOutput(data(), dest, new PassThrough(), o.tempPath)).toBe(8);
+    expect(readFileSync(dest, 'utf8')).toBe('streamed');
+    expect(lstatSync(dest).isFile()).toBe(true);
+    expect(readdirSync(dir)).toEqual(['img.tar']);
   });
 });

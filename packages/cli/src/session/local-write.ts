@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { KilnError } from '@kiln/common';
+import { outputTempPath, replaceableByRename } from './extract.js';
 
 /**
  * The CLI's side of a "local write" (`-o type=oci|docker|tar,dest=FILE`):
@@ -29,10 +30,9 @@ export interface LocalWriteOffer {
 /** Creates the temp file for `dest` and writes the token; undefined when it cannot (the output is then streamed). */
 export function offerLocalWrite(dest: string): LocalWriteOffer | undefined {
   const token = randomBytes(TOKEN_BYTES);
-  const dir = dirname(dest);
-  const tempPath = join(dir, `.kiln-out-${randomBytes(8).toString('hex')}.tmp`);
+  const tempPath = outputTempPath(dest);
   try {
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dirname(dest), { recursive: true });
     const fd = openSync(tempPath, 'wx', 0o666);
     try {
       writeSync(fd, token);
@@ -79,7 +79,8 @@ export function offerLocalWrites(
   const offers = new Map<string, LocalWriteOffer>();
   if (!localWriteEnabled(env)) return offers;
   for (const e of exports) {
-    if (e.output?.kind !== 'file' || e.output.path === '-') continue;
+    // stdout, a device, a FIFO or a symlink is written through, never replaced by a rename.
+    if (e.output?.kind !== 'file' || e.output.path === '-' || !replaceableByRename(e.output.path)) continue;
     const offer = offerLocalWrite(e.output.path);
     if (offer) offers.set(e.output.id, offer);
   }

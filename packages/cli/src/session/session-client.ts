@@ -21,7 +21,7 @@ import {
 } from '@kiln/common';
 import { CHUNK_BYTES, followLinks, literalPattern, packSelected, selectFiles } from './dir-pack.js';
 import { extractTar, writeFileOutput } from './extract.js';
-import { dropLocalWrite, finishLocalWrite } from './local-write.js';
+import { finishLocalWrite } from './local-write.js';
 import { dirSharedKey } from './shared-key.js';
 
 type AttachRequestInit = MessageInitShape<typeof sessionApi.AttachRequestSchema>;
@@ -446,8 +446,8 @@ class SessionImpl implements Session {
           // Drain anything after the archive's end blocks.
           for await (const _ of counted) void _;
         } else {
-          await writeFileOutput(counted, out.path, this.#opts.stdout ?? process.stdout);
-          if (out.localTemp) dropLocalWrite(out.localTemp); // streamed instead
+          // Streamed instead of written in place: into the offered temp file, renamed over dest.
+          await writeFileOutput(counted, out.path, this.#opts.stdout ?? process.stdout, out.localTemp);
         }
         this.#log.debug({ callId, outputId, bytes }, 'write served');
         return { bytes: BigInt(bytes) };
