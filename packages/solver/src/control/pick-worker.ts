@@ -1,11 +1,11 @@
 import type { llb } from '@kiln/api';
 import { KilnError, UnavailableError } from '@kiln/common';
 import type { ParsedDefinition } from '@kiln/llb';
-import { formatPlatform, runsPlatform } from './platforms.js';
+import { formatPlatform } from '@kiln/registry';
+import { runsPlatform } from './platforms.js';
 import { matchesAll, type WorkerFilter } from './worker-filter.js';
 import type { WorkerHandle } from './workers.js';
 
-export { formatPlatform } from './platforms.js';
 
 export interface WorkerChoice {
   /** Filters the worker must match (the request's `worker_filter` and the ops' constraints). */

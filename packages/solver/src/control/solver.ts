@@ -5,7 +5,7 @@ import { control, events, exporter, frontend, type content, type llb } from '@ki
 import { publishEvent, type EventBus } from '@kiln/bus';
 import { asKilnError, InvalidArgumentError, KilnError, sha256, UnimplementedError, type ErrorCode, type Logger } from '@kiln/common';
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
-import { createRegistryClient, type RegistryClient } from '@kiln/registry';
+import { createRegistryClient, formatPlatform, type RegistryClient } from '@kiln/registry';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BuiltVertex } from '../cache/cache-export.js';
@@ -22,7 +22,7 @@ import { BuildRecords, toStatusResponse } from './build-records.js';
 import { HistoryStore } from '../history/history-store.js';
 import { CacheUsage, planCachePrune } from './cache-usage.js';
 import { ContentUsage } from './content-usage.js';
-import { constraintFilters, formatPlatform, pickWorker } from './pick-worker.js';
+import { constraintFilters, pickWorker } from './pick-worker.js';
 import { matchesAll, parseWorkerFilters, type WorkerFilter } from './worker-filter.js';
 import { compileUsageFilter } from './usage-filter.js';
 import { VertexCache } from './vertex-cache.js';

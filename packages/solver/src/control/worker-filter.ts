@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '@kiln/common';
-import { formatPlatform } from './platforms.js';
+import { formatPlatform } from '@kiln/registry';
 import type { WorkerHandle } from './workers.js';
 
 /**
