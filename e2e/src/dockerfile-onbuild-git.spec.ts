@@ -1,24 +1,12 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findRegistry, pushBusyboxImage, runKiln, startKilnd, type Kilnd, startRegistry, type TestRegistry } from '@kiln/testkit';
+import { findRegistry, freePort, pushBusyboxImage, runKiln, startKilnd, type Kilnd, startRegistry, type TestRegistry } from '@kiln/testkit';
 
 const BUSYBOX = '/bin/busybox';
 const GIT_DAEMON = '/usr/lib/git-core/git-daemon';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** A git repository served by `git daemon` on 127.0.0.1 (the git:// protocol). */
 async function serveRepo(root: string): Promise<{ url: string; tagCommit: string; stop: () => void }> {
