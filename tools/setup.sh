@@ -48,6 +48,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The examples' base image (busybox from Debian's busybox-static), an OCI layout.
+bash tools/make-base-image.sh out/base/busybox
+
 echo "setup: building"
 NX_DAEMON=false NX_NO_CLOUD=true npx nx run-many -t build --output-style=static >/tmp/kiln-build.log 2>&1 || { cat /tmp/kiln-build.log; exit 1; }
 echo "setup: done"
