@@ -14,6 +14,16 @@ export type {
 } from './bus.js';
 export { busDefaults } from './bus.js';
 export { subjectMatches, validateName, validateSubject } from './subject.js';
+export {
+  buildEventSubject,
+  parseWorkerProgressSubject,
+  subjectToken,
+  workerProgressSubject,
+  WORKER_PROGRESS_KINDS,
+  WORKER_PROGRESS_WILDCARD,
+  type BuildEventKind,
+  type WorkerProgressKind,
+} from './build-subjects.js';
 export { publishEvent, subscribeEvents, type Event, type EventSubscription, type SubscribeEventsOptions } from './events.js';
 export {
   createServiceDirectory,
@@ -29,4 +39,5 @@ export {
 } from './directory.js';
 export { createMemoryBus, type MemoryBusOptions } from './memory/memory-bus.js';
 export { connectNatsBus, type NatsBusOptions } from './nats/nats-bus.js';
+export { redactCredentials, redactUrl, type NatsAuth, type NatsTlsOptions } from './nats/nats-auth.js';
 export { workQueueNaming } from './nats/nats-work-queue.js';

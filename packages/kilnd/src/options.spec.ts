@@ -91,4 +91,69 @@ describe('compileDaemonOptions', () => {
     expect(field(['--max-parallel-execs', 'x'])).toBe('--max-parallel-execs');
     expect(field(['--allow-insecure-entitlement', 'nope'])).toBe('--allow-insecure-entitlement');
   });
+
+  describe('NATS credentials and TLS', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kilnd-nats-'));
+    const file = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text);
+      return join(dir, name);
+    };
+    const tier = ['--tier', 'worker-oci', '--listen', 'tcp://127.0.0.1:1', '--nats', 'nats://127.0.0.1:4222'];
+    const seed = 'SUAIBDPBAUTWCWBKIO6XHQNINK5FWJW4OHLXC3HQ2KFE4PEJUA44CNHTBM';
+    const fieldOf = (f: () => unknown): string | undefined => {
+      try {
+        f();
+      } catch (e) {
+        return (e as { details: { field?: string } }).details.field;
+      }
+      return undefined;
+    };
+
+    it('reads the password from a file or KILN_NATS_PASSWORD, never from the command line', () => {
+      const pw = file('pw', 'p4ss-w0rd\n');
+      expect(compileDaemonOptions([...tier, '--nats-user', 'worker', '--nats-password-file', pw], env).natsAuth).toEqual({ user: 'worker', password: 'p4ss-w0rd' });
+      expect(compileDaemonOptions([...tier, '--nats-user', 'worker'], { KILN_NATS_PASSWORD: 'from-env' } as NodeJS.ProcessEnv).natsAuth).toEqual({ user: 'worker', password: 'from-env' });
+      expect(() => compileDaemonOptions([...tier, '--nats-password', 'x'], env)).toThrow(/unknown flag --nats-password/);
+      expect(() => compileDaemonOptions([...tier, '--nats-user', 'worker'], env)).toThrow(/--nats-user needs a password/);
+      const withUrlCreds = ['--tier', 'frontend', '--listen', 'tcp://127.0.0.1:1', '--nats', 'nats://worker:s3cret@127.0.0.1:4222'];
+      let message = '';
+      try {
+        compileDaemonOptions(withUrlCreds, env);
+      } catch (e) {
+        message = (e as Error).message;
+      }
+      expect(message).toMatch(/--nats must not carry credentials/);
+      expect(message).not.toContain('s3cret');
+    });
+
+    it('takes a token, an NKEY seed or a credentials file, one kind at a time', () => {
+      expect(compileDaemonOptions([...tier, '--nats-token-file', file('tok', 't0ken\n')], env).natsAuth).toEqual({ token: 't0ken' });
+      expect(compileDaemonOptions(tier, { KILN_NATS_TOKEN: 'env-token' } as NodeJS.ProcessEnv).natsAuth).toEqual({ token: 'env-token' });
+      expect(compileDaemonOptions([...tier, '--nats-nkey-seed-file', file('seed', `${seed}\n`)], env).natsAuth).toEqual({ nkeySeed: seed });
+      const creds = file('u.creds', `-----BEGIN NATS USER JWT-----\neyJ.a.b\n------END NATS USER JWT------\n-----BEGIN USER NKEY SEED-----\n${seed}\n------END USER NKEY SEED------\n`);
+      expect(compileDaemonOptions([...tier, '--nats-creds', creds], env).natsAuth).toMatchObject({ creds: expect.stringContaining('NATS USER JWT') });
+      expect(fieldOf(() => compileDaemonOptions([...tier, '--nats-token-file', file('tok2', 't'), '--nats-creds', creds], env))).toBe('--nats-creds');
+      expect(fieldOf(() => compileDaemonOptions([...tier, '--nats-nkey-seed-file', file('bad-seed', 'UABC')], env))).toBe('--nats-nkey-seed-file');
+      expect(fieldOf(() => compileDaemonOptions([...tier, '--nats-token-file', join(dir, 'missing')], env))).toBe('--nats-token-file');
+      expect(fieldOf(() => compileDaemonOptions([...tier, '--nats-token-file', file('empty', '')], env))).toBe('--nats-token-file');
+      expect(fieldOf(() => compileDaemonOptions(['--nats-user', 'x'], env))).toBe('--nats-user');
+    });
+
+    it('reads TLS files and the [nats] table (flags win)', () => {
+      const ca = file('ca.pem', '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+      const cert = file('c.pem', '-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n');
+      const key = file('k.pem', '-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n');
+      const pw = file('pw2', 'table-pw');
+      const conf = file(
+        'k.toml',
+        `tier = "solver"\nlisten = "tcp://127.0.0.1:2"\n[nats]\nurl = "tls://127.0.0.1:4222"\nuser = "solver"\npassword-file = "${pw}"\ntlscacert = "${ca}"\ntlscert = "${cert}"\ntlskey = "${key}"\n`,
+      );
+      const o = compileDaemonOptions(['--config', conf], env);
+      expect(o).toMatchObject({ nats: 'tls://127.0.0.1:4222', natsAuth: { user: 'solver', password: 'table-pw' }, natsTls: { ca: expect.stringContaining('MIIB'), cert: expect.stringContaining('MIIC'), key: expect.stringContaining('MHc') } });
+      expect(compileDaemonOptions(['--config', conf, '--nats-user', 'other'], env).natsAuth).toEqual({ user: 'other', password: 'table-pw' });
+      expect(fieldOf(() => compileDaemonOptions([...tier, '--nats-tlscert', cert], env))).toBe('--nats-tlskey');
+      expect(fieldOf(() => compileDaemonOptions([...tier, '--nats-tlscacert', key], env))).toBe('--nats-tlscacert');
+      expect(fieldOf(() => compileDaemonOptions(['--config', file('p.toml', '[nats]\nurl = "nats://h:1"\npassword = "inline"\n')], env))).toBe('nats.password');
+    });
+  });
 });

@@ -4,7 +4,9 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { parse as parseYaml } from 'yaml';
+import type { NatsAuth, NatsTlsOptions } from '@kiln/bus';
 import { InvalidArgumentError, parseAddress, parseByteSize, parseDuration, type Address } from '@kiln/common';
+import { compileNatsOptions, NATS_FLAGS } from './nats-options.js';
 
 /** The tiers one process can run alone; `all` runs every tier in one process. */
 export const TIERS = ['all', 'solver', 'frontend', 'content', 'worker-oci', 'worker-containerd', 'exporters'] as const;
@@ -20,8 +22,12 @@ export interface DaemonOptions {
   listen?: Address;
   /** The URL other tiers use to reach this one (default: the bound --listen address). */
   advertise?: string;
-  /** NATS server URL(s), required for tier != all. */
+  /** NATS server URL(s), required for tier != all; never with credentials in them. */
   nats?: string;
+  /** Credentials for NATS (`--nats-user` + password file, token, NKEY seed or creds file), read from their files. */
+  natsAuth?: NatsAuth;
+  /** TLS towards NATS (`--nats-tlscacert`, `--nats-tlscert`, `--nats-tlskey`), PEM text. */
+  natsTls?: NatsTlsOptions;
   /** This process's id in the cluster directory. */
   id: string;
   /** Ops the solver runs at once across all builds (default DEFAULT_MAX_PARALLELISM). */
@@ -66,7 +72,8 @@ interface ConfigFile {
   addr?: string;
   listen?: string;
   advertise?: string;
-  nats?: string;
+  /** A URL, or a `[nats]` table: `url`, `user`, `password-file`, `token-file`, `nkey-seed-file`, `creds`, `tlscacert`, `tlscert`, `tlskey`. */
+  nats?: unknown;
   tier?: string;
   id?: string;
   'max-parallelism'?: number;
@@ -83,7 +90,7 @@ interface ConfigFile {
   'log-level'?: string;
 }
 
-export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--worker-label KEY=VALUE]...';
+export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--nats-user NAME --nats-password-file FILE | --nats-token-file FILE | --nats-nkey-seed-file FILE | --nats-creds FILE] [--nats-tlscacert FILE] [--nats-tlscert FILE --nats-tlskey FILE] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--worker-label KEY=VALUE]...';
 
 /**
  * Compiles `kiln daemon` flags (over a TOML or YAML config file, flags win)
@@ -97,7 +104,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
     if (!m) throw new InvalidArgumentError(`unexpected argument "${arg}"; usage: ${DAEMON_USAGE}`, arg);
     const name = m[1]!;
-    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label'].includes(name)) {
+    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label', ...NATS_FLAGS].includes(name)) {
       throw new InvalidArgumentError(`unknown flag --${name}; usage: ${DAEMON_USAGE}`, `--${name}`);
     }
     const value = m[2] ?? argv[++i];
@@ -113,7 +120,8 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   const addr = parseAddress(pick('addr') ?? (env.KILN_ROOT ? `unix://${root}/kiln.sock` : 'unix:///run/kiln/kiln.sock'), '--addr');
   const listenRaw = pick('listen');
   const listen = listenRaw ? parseAddress(listenRaw, '--listen') : undefined;
-  const nats = pick('nats');
+  const natsConnect = compileNatsOptions(flags, file.nats, env);
+  const nats = natsConnect?.url;
   const advertise = pick('advertise');
   if (advertise) parseAddress(advertise, '--advertise');
   if (tier !== 'all') {
@@ -139,6 +147,8 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     listen,
     advertise,
     nats,
+    ...(natsConnect?.auth ? { natsAuth: natsConnect.auth } : {}),
+    ...(natsConnect?.tls ? { natsTls: natsConnect.tls } : {}),
     worker,
     registry,
     gc,

@@ -1,5 +1,5 @@
 import { content, control, exporter, frontend, session, worker as workerApi } from '@kiln/api';
-import { connectNatsBus, createServiceDirectory, type EventBus } from '@kiln/bus';
+import { connectNatsBus, createServiceDirectory, redactUrl, type EventBus } from '@kiln/bus';
 import { formatAddress, serveRoutes, type Address, type Logger, type Routes } from '@kiln/common';
 import { createContentServiceImpl } from '@kiln/content-store';
 import { createRegistryClient, dockerConfigCredentials } from '@kiln/registry';
@@ -26,7 +26,13 @@ const ANNOUNCE_AS: Record<string, string> = { 'worker-oci': 'worker', 'worker-co
  */
 export async function startTier(opts: DaemonOptions, logger: Logger): Promise<RunningDaemon> {
   const log = logger.child({ tier: opts.tier });
-  const bus: EventBus = await connectNatsBus({ servers: opts.nats!, name: `kiln-${opts.tier}-${opts.id}`, logger: log });
+  const bus: EventBus = await connectNatsBus({
+    servers: opts.nats!.split(',').map((u) => u.trim()),
+    name: `kiln-${opts.tier}-${opts.id}`,
+    logger: log,
+    auth: opts.natsAuth,
+    tls: opts.natsTls,
+  });
   const directory = createServiceDirectory(bus, { logger: log });
   const solverSessions = () => lazyClient(session.SessionService, directoryClient(directory, 'solver', session.SessionService));
   const closers: (() => Promise<void> | void)[] = [];
@@ -121,7 +127,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
   const server = await serveRoutes(opts.listen!, routes);
   const url = opts.advertise ?? formatAddress(server.address as Address);
   const announcement = await directory.announce({ tier: ANNOUNCE_AS[opts.tier] ?? opts.tier, id: opts.id, url, platforms, labels: { ...labels, 'kiln.tier': opts.tier } });
-  log.info({ url, nats: opts.nats }, `kilnd tier ${opts.tier} ready`);
+  log.info({ url, nats: redactUrl(opts.nats!), natsAuth: natsAuthKind(opts), natsTls: Boolean(opts.natsTls) }, `kilnd tier ${opts.tier} ready`);
   return {
     async close() {
       await announcement.stop();
@@ -131,4 +137,11 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
       await bus.close();
     },
   };
+}
+
+/** What kind of NATS credentials a tier uses, for its ready line (never the secret). */
+function natsAuthKind(opts: DaemonOptions): string {
+  const a = opts.natsAuth;
+  if (!a) return 'none';
+  return 'user' in a ? `user ${a.user}` : 'token' in a ? 'token' : 'nkeySeed' in a ? 'nkey' : 'creds';
 }

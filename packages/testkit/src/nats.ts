@@ -12,6 +12,13 @@ export interface StartNatsServerOptions {
   binary?: string;
   /** How long to wait for "Server is ready"; default 10000. */
   startTimeoutMs?: number;
+  /**
+   * A nats-server configuration file (`-c`), e.g. deploy/nats/nats-server.conf
+   * with users, permissions and TLS. The address and port flags still win.
+   */
+  configFile?: string;
+  /** Added to the server's environment: the values of `$VAR`s in `configFile`. */
+  env?: Record<string, string>;
 }
 
 /** A nats-server child process on 127.0.0.1, owned by the test that started it. */
@@ -38,8 +45,6 @@ export function findNatsServer(): string | undefined {
   return findExecutable('KILN_NATS_SERVER', ['nats-server'], candidates);
 }
 
-
-
 /**
  * Starts nats-server on 127.0.0.1 on a free port and resolves once it logs
  * "Server is ready". Retries on a port taken meanwhile. Rejects with the
@@ -54,7 +59,7 @@ export async function startNatsServer(opts: StartNatsServerOptions = {}): Promis
     const port = await freePort();
     const storeDir = jetstream ? await mkdtemp(join(tmpdir(), 'kiln-nats-')) : undefined;
     try {
-      return await launch(binary, port, storeDir, startTimeoutMs);
+      return await launch(binary, port, storeDir, startTimeoutMs, opts);
     } catch (err) {
       if (storeDir) await rm(storeDir, { recursive: true, force: true });
       if (attempt < 5 && err instanceof PortInUseError) continue;
@@ -65,10 +70,11 @@ export async function startNatsServer(opts: StartNatsServerOptions = {}): Promis
 
 class PortInUseError extends Error {}
 
-async function launch(binary: string, port: number, storeDir: string | undefined, startTimeoutMs: number): Promise<NatsServer> {
-  const args = ['-a', '127.0.0.1', '-p', String(port)];
+async function launch(binary: string, port: number, storeDir: string | undefined, startTimeoutMs: number, opts: StartNatsServerOptions): Promise<NatsServer> {
+  const args = opts.configFile ? ['-c', opts.configFile] : [];
+  args.push('-a', '127.0.0.1', '-p', String(port));
   if (storeDir) args.push('-js', '-sd', storeDir);
-  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
   trackServer(child, storeDir);
   const lines: string[] = [];
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -173,7 +173,7 @@ export class BaseWorker implements Worker {
         inputs,
         signal: req.signal,
         logger,
-        progress: new VertexProgress(this.o.publish, req.buildId, digest, logger),
+        progress: new VertexProgress(this.o.publish, this.id, req.buildId, digest, logger),
       };
       logger.debug({ kind: op.op.case, description: req.description }, 'running op');
       let ids: OpResult;

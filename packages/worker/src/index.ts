@@ -25,7 +25,6 @@ export {
 } from './worker.js';
 export { createWorkerServiceImpl } from './rpc/worker-service.js';
 export { emulatedPlatforms, BINFMT_MISC_DIR } from './emulation.js';
-export { buildSubject } from './progress.js';
 export { DEFAULT_PATH } from './ops/exec-op.js';
 export { createBackendWorker, type BackendSnapshotter, type BackendWorkerOptions } from './backend.js';
 export { openRetainedRefs, type RetainedRefs } from './retained-refs.js';

@@ -1,21 +1,20 @@
 import { create, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { events } from '@kiln/api';
+import { workerProgressSubject } from '@kiln/bus';
 import type { Logger } from '@kiln/common';
 import type { PublishFn } from './worker.js';
 
-/** Bus subject of a build's events of one kind ("status", "log", ...). */
-export function buildSubject(buildId: string, kind: 'status' | 'log' | 'vertex' | 'warning'): string {
-  return `kiln.build.${buildId}.${kind}`;
-}
-
 /**
- * Publishes BuildEvents of one vertex. Publishing never throws: a failed
- * publish is logged, because progress must not fail a build step.
+ * Publishes BuildEvents of one vertex on the worker's own progress subject
+ * (`kiln.progress.<workerId>.<buildId>.<kind>`), which the solver relays
+ * into the build. Publishing never throws: a failed publish is logged,
+ * because progress must not fail a build step.
  */
 export class VertexProgress {
   constructor(
     private readonly publishFn: PublishFn,
+    private readonly workerId: string,
     private readonly buildId: string,
     private readonly vertex: string,
     private readonly logger: Logger,
@@ -51,7 +50,7 @@ export class VertexProgress {
 
   private async publish(kind: 'status' | 'log', ev: MessageInitShape<typeof events.BuildEventSchema>): Promise<void> {
     try {
-      await this.publishFn(buildSubject(this.buildId, kind), toBinary(events.BuildEventSchema, create(events.BuildEventSchema, ev)));
+      await this.publishFn(workerProgressSubject(this.workerId, this.buildId, kind), toBinary(events.BuildEventSchema, create(events.BuildEventSchema, ev)));
     } catch (err) {
       this.logger.warn({ err, buildId: this.buildId, vertex: this.vertex }, 'failed to publish build event');
     }

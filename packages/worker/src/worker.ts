@@ -43,7 +43,8 @@ export interface Worker {
    * of it is transferred.
    *
    * Progress: transfer status and process output are published as
-   * `kiln.events.v1.BuildEvent`s on `kiln.build.<buildId>.status|log`.
+   * `kiln.events.v1.BuildEvent`s on `kiln.progress.<workerId>.<buildId>.status|log`
+   * (the solver relays them into the build's `kiln.build.<buildId>.*`).
    *
    * Errors: a failing op rejects with VertexError (details.digest =
    * `vertexDigest`, message "failed to <verb> <path>: <reason>"); an op kind,

@@ -16,6 +16,7 @@ import { compileRequestOptions } from '../internal/options.js';
 import { PushSubscription } from '../internal/push-subscription.js';
 import { decodeHandlerError, encodeHandlerError, ERROR_HEADER } from '../internal/reply.js';
 import { validateName, validateSubject } from '../subject.js';
+import { compileNatsAuth, natsConnectAuthOptions, redactCredentials, type NatsAuth, type NatsTlsOptions } from './nats-auth.js';
 import { fromNatsError } from './nats-errors.js';
 import { NatsWorkQueue, type NatsWorkQueueContext } from './nats-work-queue.js';
 import { copyBytes } from '../internal/bytes.js';
@@ -29,6 +30,10 @@ export interface NatsBusOptions {
   logger?: Logger;
   /** How long the first connect may take; default 5000. */
   connectTimeoutMs?: number;
+  /** Credentials for a server that requires them; default none. Never logged. */
+  auth?: NatsAuth;
+  /** TLS towards the server (CA to trust, client certificate); default plain unless the server requires TLS. */
+  tls?: NatsTlsOptions;
 }
 
 interface CompiledNatsBusOptions {
@@ -36,6 +41,10 @@ interface CompiledNatsBusOptions {
   name: string;
   logger: Logger;
   connectTimeoutMs: number;
+  auth: NatsAuth | undefined;
+  tls: NatsTlsOptions | undefined;
+  /** Strings redacted from every error and log line. */
+  secrets: string[];
 }
 
 export function compileNatsBusOptions(opts: NatsBusOptions): CompiledNatsBusOptions {
@@ -47,11 +56,18 @@ export function compileNatsBusOptions(opts: NatsBusOptions): CompiledNatsBusOpti
   if (!Number.isFinite(connectTimeoutMs) || connectTimeoutMs <= 0) {
     throw new InvalidArgumentError(`invalid connectTimeoutMs ${connectTimeoutMs}`, 'connectTimeoutMs');
   }
+  const { auth, secrets } = compileNatsAuth(opts.auth);
+  if (opts.tls !== undefined && (typeof opts.tls !== 'object' || opts.tls === null || Boolean(opts.tls.cert) !== Boolean(opts.tls.key))) {
+    throw new InvalidArgumentError('invalid tls: a client certificate needs both cert and key', 'tls');
+  }
   return {
     servers,
     name: opts.name ?? 'kiln',
     logger: (opts.logger ?? silentLogger()).child({ component: 'nats-bus' }),
     connectTimeoutMs,
+    auth,
+    tls: opts.tls,
+    secrets,
   };
 }
 
@@ -72,15 +88,23 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<EventBus> {
       timeout: o.connectTimeoutMs,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 1000,
+      ...natsConnectAuthOptions(o.auth, o.tls),
     });
   } catch (err) {
-    throw new UnavailableError(
-      `failed to connect to NATS at ${o.servers.join(',')}: ${err instanceof Error ? err.message : String(err)}`,
-      { servers: o.servers.join(',') },
-      { cause: err },
-    );
+    // The cause is dropped: nats.js errors may carry the connect options.
+    const servers = redactCredentials(o.servers.join(','));
+    const reason = redactCredentials(err instanceof Error ? err.message : String(err), o.secrets);
+    throw new UnavailableError(`failed to connect to NATS at ${servers}: ${reason}${authHint(reason, o)}`, { servers });
   }
-  return new NatsBusImpl(nc, o.logger);
+  return new NatsBusImpl(nc, o.logger, o.secrets);
+}
+
+/** A hint after an authorization failure: which kind of credentials were sent. */
+function authHint(reason: string, o: CompiledNatsBusOptions): string {
+  if (!/authorization|authentication/i.test(reason)) return '';
+  if (!o.auth) return ' (the server requires credentials: give a user and password, a token, an NKEY seed or a credentials file)';
+  const kind = 'user' in o.auth ? `user "${o.auth.user}" and its password` : 'token' in o.auth ? 'a token' : 'nkeySeed' in o.auth ? 'an NKEY seed' : 'a credentials file';
+  return ` (the server refused ${kind})`;
 }
 
 class NatsBusImpl implements EventBus, NatsWorkQueueContext {
@@ -96,14 +120,16 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
   constructor(
     readonly nc: NatsConnection,
     readonly logger: Logger,
+    private readonly secrets: readonly string[],
   ) {
     this.closedPromise = nc.closed().then((err) => {
       this.closing.abort(new UnavailableError('NATS connection closed'));
       for (const s of this.subs) s.end();
       this.subs.clear();
       if (err) {
-        this.logger.error({ err }, 'NATS connection closed with an error');
-        return new UnavailableError(`NATS connection closed: ${err.message}`, {}, { cause: err });
+        const message = redactCredentials(err.message, this.secrets);
+        this.logger.error({ error: message, code: (err as { code?: string }).code }, 'NATS connection closed with an error');
+        return new UnavailableError(`NATS connection closed: ${message}`);
       }
       return undefined;
     });
@@ -112,9 +138,12 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
 
   private async watchStatus(): Promise<void> {
     for await (const s of this.nc.status()) {
-      if (s.type === 'disconnect' || s.type === 'error') this.logger.warn({ status: s.type, data: s.data }, 'NATS connection status');
-      else if (s.type === 'reconnect') this.logger.info({ status: s.type, data: s.data }, 'NATS reconnected');
-      else this.logger.debug({ status: s.type, data: s.data }, 'NATS connection status');
+      // `data` is a server address or an error (e.g. a permissions violation); either may name credentials.
+      const data = redactCredentials(typeof s.data === 'string' ? s.data : JSON.stringify(s.data ?? ''), this.secrets);
+      if (s.permissionContext) this.logger.warn({ status: s.type, data, ...s.permissionContext }, 'NATS refused an operation (subject permissions)');
+      else if (s.type === 'disconnect' || s.type === 'error') this.logger.warn({ status: s.type, data }, 'NATS connection status');
+      else if (s.type === 'reconnect') this.logger.info({ status: s.type, data }, 'NATS reconnected');
+      else this.logger.debug({ status: s.type, data }, 'NATS connection status');
     }
   }
 

@@ -18,8 +18,9 @@ interface Record {
 
 /**
  * BuildRecords collects every build's events from the bus (subject
- * `kiln.build.<id>.*`, published by the solver and by workers) so Status can
- * replay what happened before the client asked and then follow live.
+ * `kiln.build.<id>.*`, published by the solver) and those its workers sent
+ * (through `WorkerProgressRelay`, with `add`) so Status can replay what
+ * happened before the client asked and then follow live.
  */
 export class BuildRecords {
   private readonly records = new Map<string, Record>();
@@ -35,7 +36,7 @@ export class BuildRecords {
     for await (const { message } of this.sub) this.add(message);
   }
 
-  /** Records an event directly (the solver's own events arrive through the bus too; this is for tests). */
+  /** Records an event directly: a worker's progress the relay accepted (the solver's own events arrive through the bus). */
   add(ev: BuildEvent): void {
     const r = this.record(ev.buildId);
     if (r.done) return;

@@ -19,6 +19,7 @@ import { toGraph, type LlbVertex, type OpResult } from '../llb/vertices.js';
 import type { SessionHost } from '../session/session-host.js';
 import { compileCacheExports, compileCacheImports, exportCache, loadCacheImports, withInlineCache, type CacheExportDeps } from './build-cache.js';
 import { BuildRecords, toStatusResponse } from './build-records.js';
+import { WorkerProgressRelay } from './worker-progress-relay.js';
 import { HistoryStore } from '../history/history-store.js';
 import { CacheUsage, planCachePrune } from './cache-usage.js';
 import { ContentUsage } from './content-usage.js';
@@ -60,6 +61,7 @@ type VertexInit = MessageInitShape<typeof events.VertexSchema>;
 export class Solver {
   private readonly scheduler: Scheduler<OpResult>;
   private readonly records: BuildRecords;
+  private readonly relay: WorkerProgressRelay;
   private readonly active = new Set<string>();
   private readonly db: Database;
   private readonly cache: VertexCache;
@@ -80,6 +82,8 @@ export class Solver {
         opts.logger.warn({ err, buildId }, 'failed to record build history');
       }
     });
+    // Workers' step output and transfer status enter a build only through the relay.
+    this.relay = new WorkerProgressRelay(opts.bus, (ev) => this.records.add(ev), opts.logger.child({ component: 'progress-relay' }));
     this.cache = new VertexCache(new CacheStore(this.db), opts.workers, opts.logger.child({ component: 'cache' }));
     this.cacheUsage = new CacheUsage(this.cache, opts.workers);
     this.scheduler = new Scheduler<OpResult>({
@@ -129,6 +133,7 @@ export class Solver {
       const choose = async (exclude?: ReadonlySet<string>) => {
         const w = pickWorker(await this.opts.workers.list(), defs, { filters, load: (id) => this.load.get(id) ?? 0, exclude });
         this.claim(w.id, claimed, +1);
+        this.relay.allow(buildId, w.id);
         return w;
       };
       const worker = await choose();
@@ -169,6 +174,7 @@ export class Solver {
       await imports?.close();
       // The history row is finished from the done event; let it land before Solve answers.
       await this.records.settled(buildId, 2000);
+      this.relay.end(buildId);
     }
   }
 
@@ -329,6 +335,7 @@ export class Solver {
   }
 
   close(): void {
+    this.relay.close();
     this.records.close();
     this.db.close();
   }

@@ -7,6 +7,7 @@ import { create } from '@bufbuild/protobuf';
 import { events, llb } from '@kiln/api';
 import { KilnError, silentLogger, type Logger } from '@kiln/common';
 import { FileChain, local, marshalOp, merge, digestOf, source, State } from '@kiln/llb';
+import { workerProgressSubject } from '@kiln/bus';
 import type { Entitlement, PublishFn, SessionFiles, Worker } from '../worker.js';
 import { execOp } from './exec-op.js';
 import { createEventCollector, type CollectedEvent } from './events.js';
@@ -143,14 +144,14 @@ export function runWorkerConformance(
         expect(byName(entries, 'link')).toMatchObject({ type: 'symlink', linkname: 'a.txt' });
       });
 
-      it('publishes transfer status on kiln.build.<id>.status', async () => {
+      it('publishes transfer status on kiln.progress.<worker>.<build>.status', async () => {
         const s = ctx();
         await solve(worker, s, { buildId: 'b42' });
         const digest = s.output!.vertex.marshal().digest;
         const statuses = collector.events.filter((e) => e.event.event.case === 'status');
         expect(statuses.length).toBeGreaterThan(0);
         const last = statuses.at(-1)!;
-        expect(last.subject).toBe('kiln.build.b42.status');
+        expect(last.subject).toBe(workerProgressSubject(worker.id, 'b42', 'status'));
         expect(last.event.buildId).toBe('b42');
         const st = last.event.event.value as events.VertexStatus;
         expect(st.id).toBe('transferring context:');
@@ -511,7 +512,7 @@ export function runWorkerConformance(
           Buffer.concat(logs.map((e) => e.event.event.value as events.VertexLog).filter((l) => l.stream === stream).map((l) => Buffer.from(l.msg))).toString();
         expect(text(1)).toBe('hello\n');
         expect(text(2)).toBe('oops\n');
-        expect(logs[0]!.subject).toBe('kiln.build.build-1.log');
+        expect(logs[0]!.subject).toBe(workerProgressSubject(worker.id, 'build-1', 'log'));
       });
 
       it('fails with a VertexError naming the exit code', async () => {
