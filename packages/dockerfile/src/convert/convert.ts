@@ -160,7 +160,7 @@ class Converter {
   async run(): Promise<ConvertResult> {
     for (const w of this.ast.warnings) this.linter.report('NoEmptyContinuation', 'Empty continuation line', w.line);
     const parsed = parseInstructions(this.ast);
-    if (parsed.stages.length === 0) throw new SourceError('the Dockerfile has no FROM instruction', this.filename, 1);
+    if (parsed.stages.length === 0) throw new SourceError('dockerfile contains no stages to build', this.filename, 1);
     this.lintInstructionCasing();
 
     this.stages = parsed.stages.map((stage, index) => ({
@@ -320,7 +320,10 @@ class Converter {
       if (parent && !this.namedContexts.has(s.stage.baseName.toLowerCase())) deps.push({ dep: parent, line: s.stage.line });
     }
     for (const cmd of s.stage.commands) {
-      if (cmd.kind === 'copy' && cmd.from) ref(cmd.from, cmd.line);
+      if (cmd.kind === 'copy' && cmd.from) {
+        this.checkStaticCopyFrom(cmd.from, cmd.line);
+        ref(cmd.from, cmd.line);
+      }
       if (cmd.kind === 'run') {
         for (const m of cmd.mounts) {
           const from = /(?:^|,)from=([^,]*)/i.exec(m)?.[1];
@@ -329,6 +332,13 @@ class Converter {
       }
     }
     return deps;
+  }
+
+  /** As BuildKit: `COPY --from` names a stage or image as written; a variable in it is refused. */
+  private checkStaticCopyFrom(from: string, line: number): void {
+    if (this.expand(from, new Map(), line) !== from) {
+      throw new SourceError('variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround', this.filename, line);
+    }
   }
 
   /** BuildKit's validateCircularDependency: a stage that reads itself, directly or through others, fails the build. */

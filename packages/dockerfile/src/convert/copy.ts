@@ -24,11 +24,18 @@ export interface CopyContext {
 
 const SYMBOLIC_MODE = /^[ugoa]*[-+=]([rwxXst]*|[ugo])(,[ugoa]*[-+=]([rwxXst]*|[ugo]))*$/;
 
-/** `--chmod`: octal (mode) or symbolic like `u+x,g-w` (mode_str). */
+/**
+ * `--chmod`: octal (mode) or symbolic like `u+x,g-w` (mode_str). As BuildKit,
+ * a value that starts with a digit must be an octal number up to 07777.
+ */
 export function parseChmod(value: string, filename: string, line: number): { mode: number; modeStr: string } {
-  if (/^[0-7]{1,4}$/.test(value)) return { mode: parseInt(value, 8), modeStr: '' };
+  if (/^[0-9]/.test(value)) {
+    const mode = /^[0-7]+$/.test(value) ? parseInt(value, 8) : NaN;
+    if (!(mode <= 0o7777)) throw new SourceError(`invalid chmod parameter: '${value}'. it should be octal string and between 0 and 07777`, filename, line);
+    return { mode, modeStr: '' };
+  }
   if (SYMBOLIC_MODE.test(value)) return { mode: -1, modeStr: value };
-  throw new SourceError(`invalid --chmod "${value}": want an octal mode such as 0755 or a symbolic one such as u+x,g-w`, filename, line);
+  throw new SourceError(`invalid chmod parameter: '${value}': want an octal mode such as 0755 or a symbolic one such as u+x,g-w`, filename, line);
 }
 
 /** `--chown=user[:group]` with names or ids; the group defaults to the user. */

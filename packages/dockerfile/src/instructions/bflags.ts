@@ -3,7 +3,7 @@
  * validated against what each instruction accepts.
  */
 
-import { closest } from './suggest.js';
+import { suggestWord } from './suggest.js';
 
 /** A flag problem; the instruction parser adds file and line. */
 export class FlagError extends Error {}
@@ -44,30 +44,25 @@ export class BFlags {
       const name = eq >= 0 ? body.slice(0, eq) : body;
       const value = eq >= 0 ? body.slice(eq + 1) : '';
       const def = this.defs.get(name);
-      if (!def) {
-        const known = [...this.defs.keys()].map((k) => `--${k}`);
-        const near = closest(name, [...this.defs.keys()]);
-        const hint = known.length ? ` (${near ? `did you mean --${near}? ` : ''}accepted: ${known.join(', ')})` : ' (this instruction takes no flags)';
-        throw new FlagError(`unknown flag: ${name}${hint}`);
-      }
+      if (!def) throw new FlagError(`unknown flag: --${name}${suggestWord(name, this.defs.keys())}`);
       const prev = this.values.get(name);
-      if (prev && def.type !== 'strings') throw new FlagError(`duplicate flag specified: ${name}`);
+      if (prev && def.type !== 'strings') throw new FlagError(`duplicate flag specified: --${name}`);
       switch (def.type) {
         case 'bool': {
-          if (eq >= 0 && value === '') throw new FlagError(`missing a value on flag: ${name}`);
+          if (eq >= 0 && value === '') throw new FlagError(`missing a value on flag: --${name}`);
           const v = value.toLowerCase();
           if (v !== '' && v !== 'true' && v !== 'false') {
-            throw new FlagError(`expecting boolean value for flag ${name}, not: ${value}`);
+            throw new FlagError(`expecting boolean value for flag --${name}, not: ${value}`);
           }
           this.values.set(name, [v === 'false' ? 'false' : 'true']);
           break;
         }
         case 'string':
-          if (eq < 0) throw new FlagError(`missing a value on flag: ${name}`);
+          if (eq < 0) throw new FlagError(`missing a value on flag: --${name}`);
           this.values.set(name, [value]);
           break;
         case 'strings':
-          if (eq < 0) throw new FlagError(`missing a value on flag: ${name}`);
+          if (eq < 0) throw new FlagError(`missing a value on flag: --${name}`);
           this.values.set(name, [...(prev ?? []), value]);
           break;
       }

@@ -56,7 +56,7 @@ describe('stages', () => {
     expect(errorOf('FROM a b').message).toBe('FROM requires either one or three arguments');
     expect(errorOf('FROM').message).toBe('FROM requires either one or three arguments');
     const e = errorOf('FROM a\nFROM --plat=x b');
-    expect(e.message).toMatch(/^FROM: unknown flag: plat/);
+    expect(e.message).toMatch(/^FROM: unknown flag: --plat/);
     expect(e.details).toMatchObject({ file: 'ctx/Dockerfile', line: 2 });
   });
 
@@ -96,14 +96,14 @@ describe('commands', () => {
     expect(hd.cmdLine).toEqual(['<<-EOF bash']);
     expect(hd.files).toEqual([{ name: 'EOF', data: '\techo hi\n', chomp: true, expand: true }]);
     expect(hd.endLine).toBe(4);
-    expect(errorOf('FROM a\nRUN --mnt=x true').message).toMatch(/unknown flag: mnt/);
+    expect(errorOf('FROM a\nRUN --mnt=x true').message).toBe('RUN: unknown flag: --mnt (did you mean mount?)');
   });
 
   it('CMD / ENTRYPOINT: json vs shell, empty', () => {
     expect(only('CMD ["a", "b"]', 'cmd')).toMatchObject({ cmdLine: ['a', 'b'], prependShell: false });
     expect(only('CMD a  b', 'cmd')).toMatchObject({ cmdLine: ['a  b'], prependShell: true });
     expect(only('ENTRYPOINT []', 'entrypoint')).toMatchObject({ cmdLine: [], prependShell: false });
-    expect(errorOf('FROM a\nCMD --x=1 a').message).toMatch(/CMD: unknown flag: x \(this instruction takes no flags\)/);
+    expect(errorOf('FROM a\nCMD --x=1 a').message).toBe('CMD: unknown flag: --x');
   });
 
   it('COPY: flags, sources, dest and heredoc sources', () => {
@@ -132,9 +132,9 @@ describe('commands', () => {
     ]);
     expect(errorOf('FROM a\nCOPY onlyone').message).toMatch(/COPY requires at least two arguments/);
     expect(errorOf('FROM a\nCOPY a <<EOF\nx\nEOF').message).toBe('COPY cannot accept a heredoc as a destination');
-    expect(errorOf('FROM a\nCOPY --link=maybe a b').message).toMatch(/expecting boolean value for flag link, not: maybe/);
-    expect(errorOf('FROM a\nCOPY --from a b').message).toMatch(/missing a value on flag: from/);
-    expect(errorOf('FROM a\nCOPY --from=x --from=y a b').message).toMatch(/duplicate flag specified: from/);
+    expect(errorOf('FROM a\nCOPY --link=maybe a b').message).toMatch(/expecting boolean value for flag --link, not: maybe/);
+    expect(errorOf('FROM a\nCOPY --from a b').message).toMatch(/missing a value on flag: --from/);
+    expect(errorOf('FROM a\nCOPY --from=x --from=y a b').message).toMatch(/duplicate flag specified: --from/);
     expect(only('COPY --link=false a b', 'copy').link).toBe(false);
   });
 
@@ -142,7 +142,7 @@ describe('commands', () => {
     const a = only('ADD --checksum=sha256:abc --keep-git-dir=true --unpack=false https://x/y.tgz /d', 'add');
     expect(a).toMatchObject({ checksum: 'sha256:abc', keepGitDir: true, unpack: false, sourcePaths: ['https://x/y.tgz'] });
     expect(only('ADD a b', 'add').unpack).toBeUndefined();
-    expect(errorOf('FROM a\nADD --from=x a b').message).toMatch(/unknown flag: from/);
+    expect(errorOf('FROM a\nADD --from=x a b').message).toMatch(/unknown flag: --from/);
   });
 
   it('ENV / LABEL: both forms', () => {
@@ -200,7 +200,7 @@ describe('commands', () => {
     expect(errorOf('FROM a\nHEALTHCHECK --interval=1us CMD x').message).toMatch(/cannot be less than 1ms/);
     expect(errorOf('FROM a\nHEALTHCHECK --timeout=5 CMD x').message).toMatch(/--timeout/);
     expect(errorOf('FROM a\nHEALTHCHECK --retries=-1 CMD x').message).toMatch(/cannot be negative/);
-    expect(errorOf('FROM a\nHEALTHCHECK --foo=1 CMD x').message).toMatch(/unknown flag: foo/);
+    expect(errorOf('FROM a\nHEALTHCHECK --foo=1 CMD x').message).toMatch(/unknown flag: --foo/);
   });
 
   it('ONBUILD: expression and forbidden triggers', () => {

@@ -9,6 +9,7 @@ import type { DockerfileAST, Node } from '../parser/types.js';
 import { trimSpace } from '../shell/chars.js';
 import { BFlags, FlagError } from './bflags.js';
 import { parseGoDuration } from './duration.js';
+import { checkRunMountSyntax, MountError } from './run-mount.js';
 import type {
   ArgCommand,
   Command,
@@ -233,6 +234,14 @@ function parseCommand(req: Request): Command {
     }
     case 'run': {
       const f = req.flags.addStrings('mount').addString('network').addString('security').addStrings('device').parse();
+      for (const m of f.strings('mount')) {
+        try {
+          checkRunMountSyntax(m);
+        } catch (err) {
+          if (err instanceof MountError) fail(`RUN --mount=${m}: ${err.message}`);
+          throw err;
+        }
+      }
       return {
         kind: 'run',
         ...shellDependant(req),

@@ -120,7 +120,9 @@ export function parseRunMount(value: string, expand: (word: string) => string): 
           throw new MountError(`invalid field '${field}' must be a key=value pair`);
       }
     }
-    const v = expand(field.slice(eq + 1));
+    const raw = field.slice(eq + 1);
+    if (key === 'from') checkStaticFrom(raw);
+    const v = expand(raw);
     switch (key) {
       case 'type': {
         const t = v.toLowerCase() as MountType;
@@ -189,6 +191,23 @@ export function parseRunMount(value: string, expand: (word: string) => string): 
   }
   validate(m, roAuto);
   return m;
+}
+
+/** As BuildKit: the stage a mount reads must be known before any expansion (an alias stage is the way). */
+function checkStaticFrom(raw: string): void {
+  const at = raw.indexOf('$');
+  if (at >= 0 && at !== raw.length - 1) throw new MountError("'from' doesn't support variable expansion, define alias stage instead");
+}
+
+/**
+ * The checks BuildKit makes when it parses the instruction, before any
+ * stage is converted: the CSV is well formed and `from=` is not a variable.
+ */
+export function checkRunMountSyntax(value: string): void {
+  for (const field of splitCsv(value)) {
+    const eq = field.indexOf('=');
+    if (eq > 0 && field.slice(0, eq).toLowerCase() === 'from') checkStaticFrom(field.slice(eq + 1));
+  }
 }
 
 function validate(m: RunMount, roAuto: boolean): void {

@@ -1,4 +1,4 @@
-/** "did you mean" hints, as BuildKit's util/suggest: the closest candidate by edit distance. */
+/** "did you mean" hints, as BuildKit's util/suggest: the nearest option within an edit distance of 2. */
 
 export function levenshtein(a: string, b: string): number {
   const prev = Array.from({ length: b.length + 1 }, (_, i) => i);
@@ -14,24 +14,36 @@ export function levenshtein(a: string, b: string): number {
   return prev[b.length]!;
 }
 
-/** The closest candidate (case-insensitive) within a third of the word's length, or undefined. */
-export function closest(word: string, candidates: readonly string[]): string | undefined {
-  const w = word.toLowerCase();
-  let best: string | undefined;
-  let bestDist = Infinity;
-  for (const c of candidates) {
-    const d = levenshtein(w, c.toLowerCase());
-    if (d < bestDist) {
-      best = c;
-      bestDist = d;
+/**
+ * The option nearest to `word` (edit distance below 3), or undefined; also
+ * undefined when `word` is itself an option (the mistake is elsewhere).
+ * Case-insensitive matching returns the option in the word's case when the
+ * word is all lower or all upper case (`FNTRYPOINT` → `ENTRYPOINT`).
+ */
+export function closest(word: string, options: Iterable<string>, caseSensitive = true): string | undefined {
+  const val = caseSensitive ? word : word.toLowerCase();
+  let match: string | undefined;
+  let minDist = 3;
+  for (const raw of options) {
+    const opt = caseSensitive ? raw : raw.toLowerCase();
+    if (opt === val) return undefined;
+    const d = levenshtein(val, opt);
+    if (d < minDist) {
+      match = caseSensitive ? opt : matchCase(opt, word);
+      minDist = d;
     }
   }
-  const limit = Math.max(2, Math.ceil(w.length / 3));
-  return best !== undefined && bestDist > 0 && bestDist <= limit ? best : undefined;
+  return match;
+}
+
+function matchCase(opt: string, word: string): string {
+  if (word === word.toLowerCase()) return opt.toLowerCase();
+  if (word === word.toUpperCase()) return opt.toUpperCase();
+  return opt;
 }
 
 /** " (did you mean X?)" or "". */
-export function suggestWord(word: string, candidates: readonly string[]): string {
-  const c = closest(word, candidates);
+export function suggestWord(word: string, options: Iterable<string>, caseSensitive = true): string {
+  const c = closest(word, options, caseSensitive);
   return c ? ` (did you mean ${c}?)` : '';
 }

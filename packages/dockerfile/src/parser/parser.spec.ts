@@ -133,8 +133,13 @@ describe('parser', () => {
 
   it('rejects unknown instructions with a hint', () => {
     const e = errorOf(() => parse('FROM a\n\nRUNN echo'));
-    expect(e.message).toBe('unknown instruction: RUNN (did you mean run?)');
+    expect(e.message).toBe('unknown instruction: RUNN (did you mean RUN?)');
     expect(e.details).toMatchObject({ file: 'test/Dockerfile', line: 3 });
+    // As BuildKit: the word as written, the hint in its case (mixed case gives lower case), none when too far.
+    expect(errorOf(() => parse('FROM scratch\nFNTRYPOINT ["x"]')).message).toBe('unknown instruction: FNTRYPOINT (did you mean ENTRYPOINT?)');
+    expect(errorOf(() => parse('FROM scratch\nexpse 80')).message).toBe('unknown instruction: expse (did you mean expose?)');
+    expect(errorOf(() => parse('FROM scratch\nCoppy a b')).message).toBe('unknown instruction: Coppy (did you mean copy?)');
+    expect(errorOf(() => parse('FROM scratch\nFROBNICATE a')).message).toBe('unknown instruction: FROBNICATE');
     expect(errorOf(() => parse('FROM a\nONBUILD FOO bar')).message).toMatch(/unknown instruction: FOO/);
   });
 

@@ -7,6 +7,7 @@ import { ShellLexError } from '../shell/lex.js';
 import { trimLeftSpace, trimSpace } from '../shell/chars.js';
 import { heredocsFromLine } from './heredoc.js';
 import { dispatch, extractBuilderFlags, LineParseError, splitWhitespace } from './line-parsers.js';
+import { suggestWord } from '../instructions/suggest.js';
 import { decodeDockerfile } from './text.js';
 import type { Directives, DockerfileAST, Heredoc, Node, ParseOptions, ParseWarning } from './types.js';
 
@@ -65,33 +66,9 @@ function trimContinuation(line: string, escapeToken: string): [string, boolean] 
 }
 
 /** Levenshtein distance, for "did you mean" hints. */
-function editDistance(a: string, b: string): number {
-  const prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]!;
-    prev[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = prev[j]!;
-      prev[j] = Math.min(prev[j]! + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = tmp;
-    }
-  }
-  return prev[b.length]!;
-}
-
+/** BuildKit's message: the instruction as written, with a hint in the same case. */
 function unknownInstruction(cmd: string): string {
-  const lower = cmd.toLowerCase();
-  let best = '';
-  let bestDist = Infinity;
-  for (const known of INSTRUCTIONS) {
-    const d = editDistance(lower, known);
-    if (d < bestDist) {
-      best = known;
-      bestDist = d;
-    }
-  }
-  const hint = bestDist <= Math.max(1, Math.floor(lower.length / 3)) ? ` (did you mean ${best}?)` : '';
-  return `unknown instruction: ${cmd.toUpperCase()}${hint}`;
+  return `unknown instruction: ${cmd}${suggestWord(cmd, INSTRUCTIONS, false)}`;
 }
 
 class DockerfileParser {
