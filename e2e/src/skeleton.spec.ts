@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnCluster, startKilnd, startNatsServer, type RunResult } from '@kiln/testkit';
+import { runKiln, startKilnCluster, startKilnd, startKilnNats, type RunResult } from '@kiln/testkit';
 
 /** A build context with files of several modes, a large file no step reads, and an ignored dir. */
 function makeContext(): string {
@@ -48,8 +48,8 @@ const topologies: Topology[] = (['oci', 'containerd'] as const).flatMap((worker)
     topology: 'split' as const,
     worker,
     async start() {
-      const nats = await startNatsServer({ jetstream: true });
-      const cluster = await startKilnCluster(nats.url, ['solver', 'frontend', 'exporters', `worker-${worker}`, 'content']).catch(async (err) => {
+      const nats = await startKilnNats();
+      const cluster = await startKilnCluster(nats, ['solver', 'frontend', 'exporters', `worker-${worker}`, 'content']).catch(async (err) => {
         await nats.stop();
         throw err;
       });

@@ -2,14 +2,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnCluster, startNatsServer, type DaemonProcess, type KilnCluster, type RunResult } from '@kiln/testkit';
+import { runKiln, startKilnCluster, startKilnNats, type DaemonProcess, type KilnNats, type KilnCluster, type RunResult } from '@kiln/testkit';
 
 /**
  * A cluster with two OCI workers labelled pool=a and pool=b: `--worker-filter`
  * routes builds, and a build whose worker was killed runs on the other one.
  */
 describe('worker choice [topology=split, two oci workers]', () => {
-  let nats: Awaited<ReturnType<typeof startNatsServer>>;
+  let nats: KilnNats;
   let cluster: KilnCluster;
   let ctx: string;
   let out: string;
@@ -20,8 +20,8 @@ describe('worker choice [topology=split, two oci workers]', () => {
   const onFailure = (res: RunResult) => `exit ${res.code}\nstderr:\n${res.stderr}\ncluster logs:\n${cluster.logs().slice(-8000)}`;
 
   beforeAll(async () => {
-    nats = await startNatsServer({ jetstream: true });
-    cluster = await startKilnCluster(nats.url, [
+    nats = await startKilnNats();
+    cluster = await startKilnCluster(nats, [
       'solver',
       'frontend',
       'exporters',

@@ -4,6 +4,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { KilnNats } from './kiln-nats.js';
 import { freePort } from './ports.js';
 
 /** The repository root (the folder with nx.json), found from this file. */
@@ -140,10 +141,12 @@ export type ClusterTier = string | { tier: string; id?: string; args?: string[] 
 
 /**
  * Starts every tier as its own process, each serving HTTP/2 Connect on a
- * free 127.0.0.1 port and finding the others through NATS at `natsUrl`.
- * A tier may appear more than once with distinct ids (e.g. two workers).
+ * free 127.0.0.1 port and finding the others through NATS: a URL, or a
+ * `startKilnNats()` server, which each tier logs in to as its own user over
+ * TLS. A tier may appear more than once with distinct ids (e.g. two workers).
  */
-export async function startKilnCluster(natsUrl: string, tiers: ClusterTier[] = ['solver', 'frontend', 'exporters', 'worker-oci', 'content']): Promise<KilnCluster> {
+export async function startKilnCluster(nats: string | KilnNats, tiers: ClusterTier[] = ['solver', 'frontend', 'exporters', 'worker-oci', 'content']): Promise<KilnCluster> {
+  const natsUrl = typeof nats === 'string' ? nats : nats.url;
   const root = mkdtempSync(join(tmpdir(), 'kiln-cluster-'));
   const started: DaemonProcess[] = [];
   let solverAddr = '';
@@ -151,7 +154,8 @@ export async function startKilnCluster(natsUrl: string, tiers: ClusterTier[] = [
     for (const spec of tiers) {
       const { tier, id = `${tier}-1`, args = [] } = typeof spec === 'string' ? { tier: spec } : spec;
       const port = await freePort();
-      const { proc, handle } = spawnDaemon(id, ['--tier', tier, '--nats', natsUrl, '--listen', `tcp://127.0.0.1:${port}`, '--root', join(root, id), '--id', id, ...args]);
+      const natsArgs = typeof nats === 'string' ? [] : nats.tierArgs(tier);
+      const { proc, handle } = spawnDaemon(id, ['--tier', tier, '--nats', natsUrl, ...natsArgs, '--listen', `tcp://127.0.0.1:${port}`, '--root', join(root, id), '--id', id, ...args]);
       started.push(handle);
       await waitFor('its port', () => canConnect({ host: '127.0.0.1', port }), handle, proc);
       if (tier === 'solver') solverAddr = `tcp://127.0.0.1:${port}`;

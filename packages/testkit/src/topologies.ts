@@ -1,5 +1,5 @@
 import { startKilnCluster, startKilnd } from './kilnd.js';
-import { startNatsServer } from './nats.js';
+import { startKilnNats } from './kiln-nats.js';
 
 /** A running Kiln, whichever way it was started: what a CLI-driven test needs. */
 export interface KilnTopology {
@@ -14,12 +14,14 @@ export type TopologyName = 'all-in-one' | 'split';
 /**
  * `all-in-one`: one kilnd with the OCI worker. `split`: every tier its own
  * process (solver, frontend, exporters, worker-oci, content) on a fresh
- * nats-server, reached by the CLI only through the solver.
+ * nats-server run as deploy/nats ships it (TLS with client certificates,
+ * a user per tier, subject permissions), reached by the CLI only through
+ * the solver.
  */
 export async function startTopology(name: TopologyName): Promise<KilnTopology> {
   if (name === 'all-in-one') return startKilnd({ worker: 'oci' });
-  const nats = await startNatsServer({ jetstream: true });
-  const cluster = await startKilnCluster(nats.url, ['solver', 'frontend', 'exporters', 'worker-oci', 'content']).catch(async (err: unknown) => {
+  const nats = await startKilnNats();
+  const cluster = await startKilnCluster(nats, ['solver', 'frontend', 'exporters', 'worker-oci', 'content']).catch(async (err: unknown) => {
     await nats.stop();
     throw err;
   });

@@ -1,0 +1,68 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from './kilnd.js';
+import { makeNatsCerts, type NatsCerts } from './nats-certs.js';
+import { startNatsServer, type NatsServer } from './nats.js';
+
+/** The NATS users of deploy/nats/nats-server.conf, one per tier kind. */
+export const KILN_NATS_USERS = ['solver', 'frontend', 'exporters', 'content', 'worker'] as const;
+export type KilnNatsUser = (typeof KILN_NATS_USERS)[number];
+
+/** A nats-server run as deploy/ ships it: TLS with client certificates, per-tier users and subject permissions. */
+export interface KilnNats extends NatsServer {
+  /** The CA, server and client certificate files. */
+  readonly certs: NatsCerts;
+  /** The password of `user` (random per server). */
+  password(user: KilnNatsUser): string;
+  /** The file holding `user`'s password, for `--nats-password-file`. */
+  passwordFile(user: KilnNatsUser): string;
+  /** `kiln daemon` flags that log `tier` in as its user, over TLS with the client certificate. */
+  tierArgs(tier: string): string[];
+}
+
+/** The NATS user a tier logs in as: both worker backends are `worker`. */
+export function natsUserOf(tier: string): KilnNatsUser {
+  const user = tier.startsWith('worker') ? 'worker' : tier;
+  if (!(KILN_NATS_USERS as readonly string[]).includes(user)) throw new Error(`no NATS user for tier "${tier}"`);
+  return user as KilnNatsUser;
+}
+
+/**
+ * Starts nats-server with deploy/nats/nats-server.conf (the file operators
+ * get), a fresh CA and certificates (openssl), and a random password per
+ * tier user. `stop()` also removes the certificates and password files.
+ */
+export async function startKilnNats(): Promise<KilnNats> {
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-nats-auth-'));
+  try {
+    const certs = await makeNatsCerts(dir);
+    const passwords = Object.fromEntries(KILN_NATS_USERS.map((u) => [u, randomBytes(18).toString('base64url')])) as Record<KilnNatsUser, string>;
+    const env: Record<string, string> = { KILN_NATS_TLS_CA: certs.ca, KILN_NATS_TLS_CERT: certs.serverCert, KILN_NATS_TLS_KEY: certs.serverKey };
+    for (const u of KILN_NATS_USERS) {
+      env[`KILN_NATS_${u.toUpperCase()}_PASSWORD`] = passwords[u];
+      writeFileSync(join(dir, `${u}.password`), `${passwords[u]}\n`, { mode: 0o600 });
+    }
+    const server = await startNatsServer({ jetstream: false, configFile: join(repoRoot(), 'deploy', 'nats', 'nats-server.conf'), env });
+    const stop = async () => {
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    return {
+      ...server,
+      certs,
+      password: (u) => passwords[u],
+      passwordFile: (u) => join(dir, `${u}.password`),
+      tierArgs: (tier) => {
+        const user = natsUserOf(tier);
+        return ['--nats-user', user, '--nats-password-file', join(dir, `${user}.password`), '--nats-tlscacert', certs.ca, '--nats-tlscert', certs.clientCert, '--nats-tlskey', certs.clientKey];
+      },
+      stop,
+      [Symbol.asyncDispose]: stop,
+    };
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
