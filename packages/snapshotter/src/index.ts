@@ -6,6 +6,7 @@ export {
   type OverlaySnapshotterOptions,
 } from './overlay/overlay-snapshotter.js';
 export { cleanRootPath, MAX_SYMLINKS, resolveInRoot, type ResolveInRootOptions } from './safe-path.js';
+export { atFd, mkdirAllInRoot, readFileInRoot, removeEmptyInRoot, walkInRoot, type DirAttrs, type RootWalk, type WalkOptions } from './in-root.js';
 export { applyAttrs, errnoError, lstatOrUndefined, type EntryAttrs } from './apply/fs-helpers.js';
 export { applyLayer, type ApplyLayerOptions, type ApplyLayerResult } from './apply/apply-layer.js';
 export { decompressStream, sniffCompression, type LayerCompression } from './apply/decompress.js';

@@ -3,7 +3,8 @@ import { linkSync, lutimesSync, mkdirSync, readdirSync, rmSync, symlinkSync } fr
 import path from 'node:path';
 import { readTarEntries, writeNewFile, type Logger, type TarHeader } from '@kiln/common';
 import { cleanRootPath, resolveInRoot } from '../safe-path.js';
-import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from './fs-helpers.js';
+import { applyAttrs, errnoError, lstatOrUndefined } from './fs-helpers.js';
+import { mkdirAllInRoot } from '../in-root.js';
 
 export interface ExtractOptions {
   /** Called with the running count of tar bytes read. */
@@ -97,7 +98,7 @@ async function writeEntry(state: ExtractState, h: TarHeader, body: AsyncIterable
     }
     return undefined;
   }
-  const parent = await mkdirAllInRoot(root, path.posix.dirname(rel));
+  const parent = mkdirAllInRoot(root, path.posix.dirname(rel));
   const target = path.join(parent, path.posix.basename(rel));
   const existing = lstatOrUndefined(target);
 
@@ -235,7 +236,7 @@ async function applyWhiteout(root: string, h: TarHeader, written: Set<string>): 
   if (base === OPAQUE_MARKER) {
     if (!st) {
       // The layer makes a new opaque directory: nothing below to hide.
-      const made = await mkdirAllInRoot(root, dirRel);
+      const made = mkdirAllInRoot(root, dirRel);
       written.add(made);
       return true;
     }

@@ -1,5 +1,4 @@
-import { chmodSync, lchownSync, lstatSync, lutimesSync, mkdirSync, type Stats } from 'node:fs';
-import { resolveInRoot } from '../safe-path.js';
+import { chmodSync, lchownSync, lstatSync, lutimesSync, type Stats } from 'node:fs';
 
 /** lstat that answers undefined for a missing entry. */
 export function lstatOrUndefined(p: string): Stats | undefined {
@@ -18,28 +17,6 @@ export interface EntryAttrs {
   gid?: number;
   /** Unix time in ms; undefined leaves "now". */
   mtimeMs?: number;
-}
-
-/**
- * Creates the directory `rel` and its missing parents inside `root`, each
- * component resolved with resolveInRoot (symlinks followed and re-rooted),
- * and returns its host path. New directories get mode 0755, owned by root.
- * Throws ENOTDIR when a component exists as a non-directory.
- */
-export async function mkdirAllInRoot(root: string, rel: string): Promise<string> {
-  const parts = rel.split('/').filter((c) => c !== '' && c !== '.');
-  let prefix = '';
-  let resolved = root;
-  for (const part of parts) {
-    prefix += `/${part}`;
-    resolved = await resolveInRoot(root, prefix, { followFinalSymlink: true });
-    const st = lstatOrUndefined(resolved);
-    if (!st) {
-      mkdirSync(resolved);
-      chmodSync(resolved, 0o755);
-    } else if (!st.isDirectory()) throw errnoError('ENOTDIR', `${prefix} is not a directory`);
-  }
-  return resolved;
 }
 
 /** chown, chmod (not for symlinks), then mtime; in that order so chown cannot clear setuid bits. */

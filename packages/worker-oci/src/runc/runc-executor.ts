@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { CanceledError, execLight, KilnError, runLight, SpawnError, silentLogger, type Logger } from '@kiln/common';
-import { resolveInRoot } from '@kiln/snapshotter';
+import { removeEmptyInRoot, resolveInRoot } from '@kiln/snapshotter';
 import type { ExecIO, ExecResult, ExecSpec, Executor } from '@kiln/worker';
 import { ociSpec, serializeOciSpec, STANDARD_MOUNTS } from './oci-spec.js';
 
@@ -19,7 +19,10 @@ export interface RuncExecutorOptions {
  * (config.json from `ociSpec`, rootfs = the prepared snapshot). runc's own
  * failures are told apart from the process's exit code through runc's JSON
  * log. Cancellation is `runc kill KILL`. Mount-point stubs that runc creates
- * in a writable rootfs are removed afterwards. Needs root.
+ * in a writable rootfs are removed afterwards, walked from the rootfs by
+ * directory fds without following any symlink: the step may have replaced
+ * a parent of a stub with a symlink to a host directory (CVE-2024-23652's
+ * class). Needs root.
  */
 export class RuncExecutor implements Executor {
   private readonly runc: string;
@@ -76,7 +79,22 @@ export class RuncExecutor implements Executor {
       // `runc run` removes its container when it returns; only a run that went wrong leaves state behind.
       if (await exists(path.join(stateDir, id))) await this.exec(['--root', stateDir, 'delete', '--force', id]).catch(() => undefined);
       await rm(bundle, { recursive: true, force: true });
-      for (const stub of stubs.reverse()) await removeStub(stub).catch(() => undefined);
+      this.removeStubs(spec.rootfs, stubs);
+    }
+  }
+
+  /**
+   * Removes the stubs (deepest first) that are still empty files or empty
+   * directories, each walked from the rootfs without following a symlink:
+   * one the step moved away or replaced is left as the step made it.
+   */
+  private removeStubs(rootfs: string, stubs: readonly string[]): void {
+    for (const stub of [...stubs].reverse()) {
+      try {
+        removeEmptyInRoot(rootfs, stub);
+      } catch (err) {
+        this.logger.warn({ err, stub }, 'failed to remove a mount-point stub');
+      }
     }
   }
 
@@ -125,7 +143,9 @@ export function createRuncExecutor(opts: RuncExecutorOptions): RuncExecutor {
 
 /**
  * Every missing path component of each mount destination in the rootfs
- * (runc would create them), deepest last.
+ * (runc would create them), as paths inside the rootfs with the symlinks
+ * the image has resolved, deepest last. Read before the step, while only
+ * the worker writes the rootfs.
  */
 async function missingMountPoints(spec: ExecSpec): Promise<string[]> {
   const dests = [...STANDARD_MOUNTS.map((m) => m.destination), ...spec.mounts.map((m) => m.dest)];
@@ -137,14 +157,14 @@ async function missingMountPoints(spec: ExecSpec): Promise<string[]> {
       prefix += `/${part}`;
       if (missing) {
         // Below a missing component: its path inside the rootfs is plain (no symlinks yet).
-        out.add(path.join(spec.rootfs, prefix));
+        out.add(prefix);
         continue;
       }
       const p = await resolveInRoot(spec.rootfs, prefix, { followFinalSymlink: true });
       if (!(await exists(p))) {
         missing = true;
-        out.add(p);
         prefix = `/${path.relative(spec.rootfs, p)}`;
+        out.add(prefix);
       }
     }
   }
@@ -158,12 +178,6 @@ async function exists(p: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/** Removes a mount-point stub runc created if it is still an empty file or an empty directory. */
-async function removeStub(p: string): Promise<void> {
-  const st = await lstat(p);
-  if (st.isFile() ? st.size === 0 : st.isDirectory() && (await readdir(p)).length === 0) await rm(p, { recursive: true, force: true });
 }
 
 /** The last error runc logged, if any. */

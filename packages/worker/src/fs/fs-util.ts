@@ -1,5 +1,4 @@
-import { mkdirSync } from 'node:fs';
-import { applyAttrs, errnoError, lstatOrUndefined, resolveInRoot, type EntryAttrs } from '@kiln/snapshotter';
+import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot as mkdirAllInRootFd, type EntryAttrs } from '@kiln/snapshotter';
 
 // One implementation of these lives with the layer applier in @kiln/snapshotter.
 export { applyAttrs, errnoError, lstatOrUndefined };
@@ -8,27 +7,14 @@ export { applyAttrs, errnoError, lstatOrUndefined };
 export type DirAttrs = EntryAttrs;
 
 /**
- * Creates the directory `rel` and its missing parents inside `root`, each
- * component resolved with resolveInRoot (symlinks followed and re-rooted),
- * and returns its host path. Created directories get `attrs`; existing ones
- * are left alone. Throws ENOTDIR when a component exists as a non-directory.
+ * Creates the directory `rel` and its missing parents inside `root` (mkdir -p
+ * by directory fds, symlinks followed and re-rooted; see @kiln/snapshotter's
+ * mkdirAllInRoot) and returns its host path. Created directories get `attrs`;
+ * existing ones are left alone. Throws ENOTDIR when a component exists as a
+ * non-directory.
  */
 export async function mkdirAllInRoot(root: string, rel: string, attrs: DirAttrs = { mode: 0o755 }): Promise<string> {
-  const parts = rel.split('/').filter((c) => c !== '' && c !== '.');
-  let prefix = '';
-  let resolved = root;
-  for (const part of parts) {
-    prefix += `/${part}`;
-    resolved = await resolveInRoot(root, prefix, { followFinalSymlink: true });
-    const st = await lstatOrUndefined(resolved);
-    if (!st) {
-      mkdirSync(resolved);
-      await applyAttrs(resolved, attrs, false);
-    } else if (!st.isDirectory()) {
-      throw errnoError('ENOTDIR', `${prefix} is not a directory`);
-    }
-  }
-  return resolved;
+  return mkdirAllInRootFd(root, rel, attrs);
 }
 
 /** A short reason for a filesystem error, e.g. "no such file or directory". */

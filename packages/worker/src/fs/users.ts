@@ -1,7 +1,6 @@
-import { readFile } from 'node:fs/promises';
 import type { llb } from '@kiln/api';
 import { InvalidArgumentError } from '@kiln/common';
-import { resolveInRoot } from '@kiln/snapshotter';
+import { readFileInRoot } from '@kiln/snapshotter';
 
 interface PasswdEntry {
   name: string;
@@ -15,16 +14,20 @@ interface GroupEntry {
   members: string[];
 }
 
+/**
+ * The records of /etc/passwd or /etc/group inside `root`, read by fd with
+ * symlinks resolved inside the root (one to a host file reads nothing from
+ * the host). A missing file, or one that is not a regular file, has none.
+ */
 async function readDbFile(root: string, file: string): Promise<string[][]> {
   try {
-    const p = await resolveInRoot(root, file, { followFinalSymlink: true });
-    const text = await readFile(p, 'utf8');
+    const text = readFileInRoot(root, file).toString('utf8');
     return text
       .split('\n')
       .filter((l) => l.trim() !== '' && !l.startsWith('#'))
       .map((l) => l.split(':'));
   } catch (err) {
-    if (['ENOENT', 'ENOTDIR', 'EISDIR'].includes((err as NodeJS.ErrnoException).code ?? '')) return [];
+    if (['ENOENT', 'ENOTDIR', 'EISDIR', 'EINVAL'].includes((err as NodeJS.ErrnoException).code ?? '')) return [];
     throw err;
   }
 }
