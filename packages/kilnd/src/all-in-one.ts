@@ -70,6 +70,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     maxParallelism: opts.maxParallelism,
     root: join(opts.root, 'solver'),
     gcPolicy: opts.gc,
+    allowedEntitlements: opts.entitlements,
     tiers: ['solver', 'frontend', 'content', `worker-${opts.worker}`, 'exporters'],
   });
 

@@ -66,6 +66,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         maxParallelism: opts.maxParallelism,
         root: join(opts.root, 'solver'),
         gcPolicy: opts.gc,
+        allowedEntitlements: opts.entitlements,
         tiers: ['solver'],
       });
       closers.push(() => solver.close());

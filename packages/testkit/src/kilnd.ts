@@ -110,12 +110,13 @@ export interface Kilnd extends DaemonProcess {
 /**
  * Starts the all-in-one daemon on a unix socket in a temp root (removed on
  * stop), or in `root` (kept on stop, so a test can restart on the same state).
- * `env` is added to the daemon's environment (e.g. DOCKER_CONFIG).
+ * `env` is added to the daemon's environment (e.g. DOCKER_CONFIG); `args`
+ * to its command line (e.g. `--allow-insecure-entitlement security.insecure`).
  */
-export async function startKilnd(opts: { worker?: 'oci' | 'containerd'; root?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Kilnd> {
+export async function startKilnd(opts: { worker?: 'oci' | 'containerd'; root?: string; env?: NodeJS.ProcessEnv; args?: string[] } = {}): Promise<Kilnd> {
   const root = opts.root ?? mkdtempSync(join(tmpdir(), 'kiln-e2e-'));
   const sock = join(root, 'kiln.sock');
-  const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`, '--worker', opts.worker ?? 'oci'], opts.env);
+  const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`, '--worker', opts.worker ?? 'oci', ...(opts.args ?? [])], opts.env);
   await waitFor('its socket', () => existsSync(sock) && canConnect({ path: sock }), handle, proc);
   return {
     ...handle,

@@ -161,11 +161,9 @@ export class BaseWorker implements Worker {
         held.push(ref);
         inputs.push(id);
       }
-      const dedupKey = op.op.case === 'file' || op.op.case === 'exec' ? `${digest}|${inputs.join(',')}` : undefined;
-      if (dedupKey !== undefined) {
-        const reused = this.refs.reuse(dedupKey);
-        if (reused) return { outputRefs: reused };
-      }
+      // Every Run runs: the solver alone decides what is taken from its cache (keyed with what the op
+      // needs, entitlements included), so a step it reruns (--no-cache) runs, and no earlier result of
+      // an entitled step is handed to a request that was not granted the entitlement.
       const logger = this.logger.child({ buildId: req.buildId, vertex: digest });
       const ctx: OpContext = {
         snapshotter: this.snapshots,
@@ -196,7 +194,6 @@ export class BaseWorker implements Worker {
         throw new KilnError('unavailable', `worker ${this.id} closed while running vertex ${digest}`);
       }
       const outputRefs = ids.map((id) => this.refs.add(id));
-      if (dedupKey !== undefined) this.refs.remember(dedupKey, outputRefs);
       if (contextCopy) await this.localContexts.put(contextCopy.key, { ...contextCopy, ref: outputRefs[0]! });
       return contentDigest === undefined ? { outputRefs } : { outputRefs, contentDigests: outputRefs.map(() => contentDigest!) };
     } finally {

@@ -3,8 +3,6 @@ import { randomBytes } from 'node:crypto';
 interface RefEntry {
   snapshotId: string;
   count: number;
-  /** The dedup key this ref was recorded under, if any. */
-  dedupKey?: string;
 }
 
 /**
@@ -14,28 +12,12 @@ interface RefEntry {
  */
 export class RefTable {
   private readonly refs = new Map<string, RefEntry>();
-  /** "<digest>|<input snapshot ids>" -> the output refs of that run. */
-  private readonly byKey = new Map<string, string[]>();
 
   /** A new ref with one reference for `snapshotId`. */
   add(snapshotId: string): string {
     const ref = `ref-${randomBytes(12).toString('hex')}`;
     this.refs.set(ref, { snapshotId, count: 1 });
     return ref;
-  }
-
-  /** Records `refs` as the outputs of the run identified by `key`. */
-  remember(key: string, refs: string[]): void {
-    this.byKey.set(key, refs);
-    for (const r of refs) this.refs.get(r)!.dedupKey = key;
-  }
-
-  /** The live outputs of an earlier identical run, each with one more reference; undefined when any is gone. */
-  reuse(key: string): string[] | undefined {
-    const refs = this.byKey.get(key);
-    if (!refs || !refs.every((r) => this.refs.has(r))) return undefined;
-    for (const r of refs) this.refs.get(r)!.count++;
-    return [...refs];
   }
 
   /** Takes one reference to `ref` naming `snapshotId` (restoring a ref persisted before a restart). */
@@ -63,7 +45,6 @@ export class RefTable {
     if (!e) return undefined;
     if (--e.count > 0) return undefined;
     this.refs.delete(ref);
-    if (e.dedupKey !== undefined && this.byKey.get(e.dedupKey)?.includes(ref)) this.byKey.delete(e.dedupKey);
     return e.snapshotId;
   }
 
@@ -71,7 +52,6 @@ export class RefTable {
   clear(): string[] {
     const ids = [...this.refs.values()].map((e) => e.snapshotId);
     this.refs.clear();
-    this.byKey.clear();
     return ids;
   }
 

@@ -23,6 +23,7 @@ import { WorkerProgressRelay } from './worker-progress-relay.js';
 import { HistoryStore } from '../history/history-store.js';
 import { CacheUsage, planCachePrune } from './cache-usage.js';
 import { ContentUsage } from './content-usage.js';
+import { checkDefinitionEntitlements, grantEntitlements } from './entitlements.js';
 import { constraintFilters, pickWorker } from './pick-worker.js';
 import { matchesAll, parseWorkerFilters, type WorkerFilter } from './worker-filter.js';
 import { compileUsageFilter } from './usage-filter.js';
@@ -49,6 +50,12 @@ export interface SolverOptions {
   gcPolicy?: { keepBytes?: number; keepDurationMs?: number };
   /** Where registry caches are pushed to and pulled from (`--cache-to/--cache-from type=registry`). Default `createRegistryClient({})`. */
   registry?: RegistryClient;
+  /**
+   * Entitlements this daemon permits builds to ask for (`--allow`; kilnd's
+   * `entitlements`). Default none. The solver alone decides what a build is
+   * granted: workers run with the list it sends.
+   */
+  allowedEntitlements?: readonly string[];
 }
 
 type VertexInit = MessageInitShape<typeof events.VertexSchema>;
@@ -111,6 +118,7 @@ export class Solver {
     const claimed = new Set<string>();
     this.history.start({ ref: buildId, frontend: req.frontend, frontendAttrs: req.frontendAttrs, exporters: req.exporters.map((e) => e.type), createdAtMs: Date.now() });
     try {
+      const granted = grantEntitlements(req.entitlements, new Set(this.opts.allowedEntitlements ?? []));
       const cacheExports = compileCacheExports(req.cacheExports);
       const cacheImports = compileCacheImports(req.cacheImports);
       const requested = parseWorkerFilters(req.workerFilter, '--worker-filter');
@@ -128,6 +136,8 @@ export class Solver {
         if (!t.definition) throw new InvalidArgumentError('solve needs a frontend or a definition', 'frontend');
         defs.push(parseDefinition(t.definition));
       }
+      // Before anything resolves: a cached result of an entitled step must not reach a build without the entitlement.
+      checkDefinitionEntitlements(defs, granted);
       const filters = [...requested, ...parseWorkerFilters(constraintFilters(defs), 'constraints')];
       // Picked and counted in one step, so builds arriving together spread.
       const choose = async (exclude?: ReadonlySet<string>) => {
@@ -143,7 +153,7 @@ export class Solver {
         );
         imports = new CacheImports(loaded, this.opts.content, log.child({ component: 'cache-import' }));
       }
-      const plan: BuildPlan = { req, defs, targets, cacheExports, imports, publish, log, session, signal };
+      const plan: BuildPlan = { req, granted: [...granted], defs, targets, cacheExports, imports, publish, log, session, signal };
       let response: Record<string, string>;
       try {
         response = await this.buildOn(worker, plan);
@@ -189,7 +199,7 @@ export class Solver {
     p.log.info({ worker: worker.id }, 'build runs on worker');
     let targets = p.targets;
     const built = new Map<string, BuiltVertex>();
-    const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: req.entitlements, imports: p.imports, built };
+    const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: p.granted, imports: p.imports, built };
     // One graph per target platform; ops they share (same key) run once in this session.
     const resultRefs = await Promise.all(
       defs.map(async (def) => {
@@ -483,6 +493,8 @@ const WORKER_PROBE_MS = 3000;
 /** What a build brings to the worker that runs it (see Solver.buildOn). */
 interface BuildPlan {
   req: control.SolveRequest;
+  /** The entitlements the build was granted (its `--allow`, each permitted by the daemon). */
+  granted: readonly string[];
   defs: readonly ParsedDefinition[];
   targets: BuildTarget[];
   cacheExports: ReturnType<typeof compileCacheExports>;
