@@ -37,7 +37,17 @@ export interface ServiceDirectoryOptions {
    */
   intervalMs?: number;
   logger?: Logger;
+  /**
+   * Checks an announcement before it is believed (e.g. the endpoint proves
+   * the tier's role over mTLS). Until it resolves ok the entry is absent;
+   * a failure is logged and the entry stays absent (rechecked after
+   * `VERIFY_RETRY_MS` if it keeps announcing). Checked once per id and url.
+   */
+  verify?: (a: ServiceAnnouncement) => Promise<{ ok: true } | { ok: false; reason: string }>;
 }
+
+/** A refused announcement is checked again after this long (its endpoint may have been fixed). */
+export const VERIFY_RETRY_MS = 30_000;
 
 export interface AnnounceOptions {
   /** Republish interval; default the directory's `intervalMs`. */
@@ -96,7 +106,7 @@ export interface ServiceDirectory extends AsyncDisposable {
 /** Creates a directory over `bus`; it starts listening at once. The caller keeps owning `bus`. */
 export function createServiceDirectory(bus: EventBus, opts: ServiceDirectoryOptions = {}): ServiceDirectory {
   const intervalMs = compileInterval(opts.intervalMs ?? 2000, 'intervalMs');
-  return new ServiceDirectoryImpl(bus, intervalMs, (opts.logger ?? silentLogger()).child({ component: 'service-directory' }));
+  return new ServiceDirectoryImpl(bus, intervalMs, (opts.logger ?? silentLogger()).child({ component: 'service-directory' }), opts.verify);
 }
 
 function compileInterval(ms: number, field: string): number {
@@ -122,11 +132,14 @@ class ServiceDirectoryImpl implements ServiceDirectory {
   private readonly sub: EventSubscription<ServiceAnnouncement>;
   private readonly watching: Promise<void>;
   private closing: Promise<void> | undefined;
+  /** Verdicts of `verify` by `tier/id/url`: true, or the time a refusal was logged; a promise while checking. */
+  private readonly verdicts = new Map<string, true | number | Promise<void>>();
 
   constructor(
     private readonly bus: EventBus,
     private readonly intervalMs: number,
     private readonly logger: Logger,
+    private readonly verify?: ServiceDirectoryOptions['verify'],
   ) {
     this.sub = subscribeEvents(bus, servicesSubject('*'), events.ServiceAnnouncementSchema, {
       onDecodeError: (err, subject) => logger.warn({ err, subject }, 'dropped a malformed service announcement'),
@@ -142,9 +155,18 @@ class ServiceDirectoryImpl implements ServiceDirectory {
 
   private apply(a: ServiceAnnouncement): void {
     if (!a.tier || !a.id) return;
+    if (this.verify && !a.leaving) {
+      const key = `${a.tier}/${a.id}/${a.url}`;
+      const verdict = this.verdicts.get(key);
+      if (verdict !== true) {
+        if (verdict === undefined || (typeof verdict === 'number' && Date.now() - verdict > VERIFY_RETRY_MS)) this.check(key, a);
+        return;
+      }
+    }
     let entries = this.tiers.get(a.tier);
     if (a.leaving) {
-      entries?.delete(a.id);
+      // With verification, only a leave for the url that was verified counts.
+      if (!this.verify || entries?.get(a.id)?.announcement.url === a.url) entries?.delete(a.id);
       return;
     }
     if (!entries) {
@@ -153,6 +175,23 @@ class ServiceDirectoryImpl implements ServiceDirectory {
     }
     entries.set(a.id, { announcement: a, seenAt: Date.now() });
     for (const w of this.waiters) if (w.tier === a.tier) w.wake(this.list(a.tier)[0] ?? a);
+  }
+
+  /** Runs `verify` once for `key`; a pass applies the announcement, a refusal is logged. */
+  private check(key: string, a: ServiceAnnouncement): void {
+    const checking = this.verify!(a)
+      .catch((err: unknown) => ({ ok: false as const, reason: (err as Error).message }))
+      .then((r) => {
+        if (this.closing) return;
+        if (r.ok) {
+          this.verdicts.set(key, true);
+          this.apply(a);
+        } else {
+          this.verdicts.set(key, Date.now());
+          this.logger.warn({ tier: a.tier, id: a.id, url: a.url, reason: r.reason }, 'ignored a service announcement: its endpoint did not prove the tier role');
+        }
+      });
+    this.verdicts.set(key, checking);
   }
 
   list(tier: string): ServiceAnnouncement[] {

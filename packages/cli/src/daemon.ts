@@ -3,7 +3,7 @@ import { closeSync, mkdirSync, openSync, rmSync, statSync, writeFileSync } from 
 import { dirname, join } from 'node:path';
 import type { Client, Transport } from '@connectrpc/connect';
 import { control, session } from '@kiln/api';
-import { createKilnClient, createNodeTransport, describeError, asKilnError, parseAddress, sleep, UnavailableError } from '@kiln/common';
+import { createKilnClient, createNodeTransport, describeError, asKilnError, loadTlsCredentials, parseAddress, sleep, UnavailableError, type TlsCredentials } from '@kiln/common';
 import { UsageError } from './flags/usage-error.js';
 
 export const DEFAULT_ROOT = '/var/lib/kiln';
@@ -49,9 +49,44 @@ export interface DaemonConnection {
   started: boolean;
 }
 
+/** `--tlscacert`, `--tlscert`, `--tlskey` as given (each may be absent). */
+export interface TlsFlags {
+  caCert?: string | undefined;
+  cert?: string | undefined;
+  key?: string | undefined;
+}
+
+/** The daemon-connection flags every command takes. */
+export const DAEMON_FLAG_SPECS = {
+  addr: { kind: 'string' },
+  tlscacert: { kind: 'string' },
+  tlscert: { kind: 'string' },
+  tlskey: { kind: 'string' },
+} as const;
+
+/** Picks the TLS flags out of parsed flags. */
+export const tlsFlagsOf = (f: { tlscacert?: string | undefined; tlscert?: string | undefined; tlskey?: string | undefined }): TlsFlags => ({ caCert: f.tlscacert, cert: f.tlscert, key: f.tlskey });
+
+/**
+ * Mutual TLS for a TCP daemon: each of the three files from its flag, else
+ * `KILN_TLS_CACERT`/`KILN_TLS_CERT`/`KILN_TLS_KEY`. None: plain TCP.
+ * Some but not all: a UsageError naming the missing one.
+ */
+export function resolveTls(flags: TlsFlags | undefined, env: Readonly<Record<string, string | undefined>>): TlsCredentials | undefined {
+  const caCert = flags?.caCert || env.KILN_TLS_CACERT || undefined;
+  const cert = flags?.cert || env.KILN_TLS_CERT || undefined;
+  const key = flags?.key || env.KILN_TLS_KEY || undefined;
+  if (!caCert && !cert && !key) return undefined;
+  const missing = !caCert ? '--tlscacert' : !cert ? '--tlscert' : !key ? '--tlskey' : undefined;
+  if (missing) throw new UsageError(`${missing} is missing: mutual TLS needs --tlscacert, --tlscert and --tlskey (or KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)`, missing);
+  return loadTlsCredentials({ caCert: caCert!, cert: cert!, key: key! });
+}
+
 export interface ConnectOptions {
   /** `--addr`, if given. */
   addr?: string | undefined;
+  /** `--tlscacert`/`--tlscert`/`--tlskey`, if given (KILN_TLS_* otherwise). */
+  tls?: TlsFlags;
   env: Readonly<Record<string, string | undefined>>;
   /** argv that starts the all-in-one daemon; `--addr` and `--root` are appended. */
   daemonCommand: readonly string[];
@@ -71,7 +106,8 @@ export interface ConnectOptions {
  */
 export async function connectDaemon(opts: ConnectOptions): Promise<DaemonConnection> {
   const where = resolveDaemonAddress(opts.addr, opts.env);
-  const transport = createNodeTransport(where.addr);
+  // The daemon must prove the solver role (the all-in-one daemon uses a solver certificate too).
+  const transport = createNodeTransport(where.addr, { tls: resolveTls(opts.tls, opts.env), serverRoles: ['solver'] });
   const ctl = createKilnClient(control.ControlService, transport);
   const conn = (info: control.InfoResponse, started: boolean): DaemonConnection => ({
     address: where.addr,

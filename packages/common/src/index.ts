@@ -6,6 +6,8 @@ export * from './abort.js';
 export * from './errors/connect.js';
 export * from './rpc/address.js';
 export * from './rpc/transport.js';
+export * from './rpc/tls.js';
+export * from './rpc/peer.js';
 export * from './rpc/direct-transport.js';
 export * from './channel.js';
 export * from './archive/tar.js';

@@ -14,7 +14,9 @@ import { createContainerdWorker } from '@kiln/worker-containerd';
 import { createOciWorker } from '@kiln/worker-oci';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { CLUSTER_ACCESS } from './access.js';
 import { openContentTier } from './content-tier.js';
+import { loadDaemonTls, warnInsecureTcp } from './daemon-tls.js';
 import { createDeferredTransport } from './deferred-transport.js';
 import type { DaemonOptions } from './options.js';
 
@@ -28,6 +30,8 @@ export interface RunningDaemon {
  * in-process bus. The CLI reaches Control and Session on `opts.addr`.
  */
 export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promise<RunningDaemon> {
+  // Over TCP with mTLS the daemon shows the solver's face: clients reach Control and Session only.
+  const tls = loadDaemonTls(opts, 'solver');
   const bus = createMemoryBus();
   const transport = createDeferredTransport();
   const sessionClient = createKilnClient(session.SessionService, transport);
@@ -94,7 +98,8 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
   };
   // Tiers call each other in-process without encoding (export streams pass their buffers through).
   transport.bind(createDirectTransport(routes));
-  const server: RpcServer = await serveRoutes(opts.addr, routes);
+  warnInsecureTcp(opts, opts.addr, logger);
+  const server: RpcServer = await serveRoutes(opts.addr, routes, { tls, access: CLUSTER_ACCESS, insecureTcp: opts.insecureTcp });
   // Lets scripts (and `kill $(cat ROOT/kilnd.pid)`) find the daemon.
   const pidFile = join(opts.root, 'kilnd.pid');
   mkdirSync(opts.root, { recursive: true });

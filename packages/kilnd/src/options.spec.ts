@@ -16,6 +16,20 @@ describe('compileDaemonOptions', () => {
     expect(compileDaemonOptions(['--max-parallelism', '3'], env).maxParallelExecs).toBe(3);
   });
 
+  it('takes the TLS files from flags or the config file, all three or none', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kilnd-opts-'));
+    writeFileSync(join(dir, 'k.toml'), 'tlscacert = "/c/ca.pem"\ntlscert = "/c/w.pem"\ntlskey = "/c/w-key.pem"\ninsecure-tcp = true\n');
+    expect(compileDaemonOptions(['--config', join(dir, 'k.toml'), '--tlscert', '/f/w.pem'], env)).toMatchObject({
+      tls: { caCert: '/c/ca.pem', cert: '/f/w.pem', key: '/c/w-key.pem' },
+      insecureTcp: true,
+    });
+    expect(compileDaemonOptions([], env)).toMatchObject({ tls: undefined, insecureTcp: false });
+    expect(() => compileDaemonOptions(['--tlscacert', '/ca.pem', '--tlscert', '/c.pem'], env)).toThrow(/--tlskey is missing/);
+    // --insecure-tcp is a switch: it does not eat the next flag.
+    expect(compileDaemonOptions(['--insecure-tcp', '--root', '/r'], env)).toMatchObject({ insecureTcp: true, root: '/r' });
+    expect(() => compileDaemonOptions(['--insecure-tcp=yes'], env)).toThrow(/--insecure-tcp/);
+  });
+
   it('moves the socket into KILN_ROOT', () => {
     expect(compileDaemonOptions([], { KILN_ROOT: '/tmp/k' } as NodeJS.ProcessEnv).addr).toEqual({ kind: 'unix', path: '/tmp/k/kiln.sock' });
   });

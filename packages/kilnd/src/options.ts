@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { parse as parseYaml } from 'yaml';
 import type { NatsAuth, NatsTlsOptions } from '@kiln/bus';
-import { InvalidArgumentError, parseAddress, parseByteSize, parseDuration, type Address } from '@kiln/common';
+import { InvalidArgumentError, parseAddress, parseByteSize, parseDuration, type Address, type TlsFiles } from '@kiln/common';
 import { compileNatsOptions, NATS_FLAGS } from './nats-options.js';
 
 /** The tiers one process can run alone; `all` runs every tier in one process. */
@@ -45,6 +45,10 @@ export interface DaemonOptions {
   /** The content store's background GC policy; undefined when `[gc] enabled = false`. */
   gc?: GcPolicyOptions;
   logLevel?: string;
+  /** Mutual TLS on every TCP listener and client (`--tlscacert`, `--tlscert`, `--tlskey`). */
+  tls?: TlsFiles;
+  /** Serve plain TCP on a non-loopback address (`--insecure-tcp`); warned about at every start. */
+  insecureTcp: boolean;
 }
 
 /** `[gc]`: how often the content tier collects garbage and what it keeps. */
@@ -88,9 +92,13 @@ interface ConfigFile {
   /** `[gc]` table: `enabled = true`, `interval = "1h"`, `keep-storage = "10GB"`, `keep-duration = "48h"`. */
   gc?: { enabled?: unknown; interval?: unknown; 'keep-storage'?: unknown; 'keep-duration'?: unknown };
   'log-level'?: string;
+  tlscacert?: string;
+  tlscert?: string;
+  tlskey?: string;
+  'insecure-tcp'?: boolean;
 }
 
-export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--nats-user NAME --nats-password-file FILE | --nats-token-file FILE | --nats-nkey-seed-file FILE | --nats-creds FILE] [--nats-tlscacert FILE] [--nats-tlscert FILE --nats-tlskey FILE] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--worker-label KEY=VALUE]...';
+export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--nats-user NAME --nats-password-file FILE | --nats-token-file FILE | --nats-nkey-seed-file FILE | --nats-creds FILE] [--nats-tlscacert FILE] [--nats-tlscert FILE --nats-tlskey FILE] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--worker-label KEY=VALUE]... [--tlscacert FILE --tlscert FILE --tlskey FILE] [--insecure-tcp]';
 
 /**
  * Compiles `kiln daemon` flags (over a TOML or YAML config file, flags win)
@@ -104,7 +112,12 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
     if (!m) throw new InvalidArgumentError(`unexpected argument "${arg}"; usage: ${DAEMON_USAGE}`, arg);
     const name = m[1]!;
-    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label', ...NATS_FLAGS].includes(name)) {
+    if (name === 'insecure-tcp') {
+      if (m[2] !== undefined && m[2] !== 'true' && m[2] !== 'false') throw new InvalidArgumentError(`--insecure-tcp takes no value (or =true/=false), got "${m[2]}"`, '--insecure-tcp');
+      flags.set(name, m[2] ?? 'true');
+      continue;
+    }
+    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label', 'tlscacert', 'tlscert', 'tlskey', ...NATS_FLAGS].includes(name)) {
       throw new InvalidArgumentError(`unknown flag --${name}; usage: ${DAEMON_USAGE}`, `--${name}`);
     }
     const value = m[2] ?? argv[++i];
@@ -158,7 +171,24 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     id: pick('id') ?? defaultId(root, tier),
     maxParallelism: mp,
     logLevel: file['log-level'],
+    tls: compileTlsFiles(pick('tlscacert'), pick('tlscert'), pick('tlskey')),
+    insecureTcp: compileInsecureTcp(flags.get('insecure-tcp'), file['insecure-tcp']),
   };
+}
+
+/** All three TLS files, or none (plain TCP, only on loopback unless --insecure-tcp). */
+function compileTlsFiles(caCert: string | undefined, cert: string | undefined, key: string | undefined): TlsFiles | undefined {
+  if (caCert === undefined && cert === undefined && key === undefined) return undefined;
+  const missing = [['--tlscacert', caCert], ['--tlscert', cert], ['--tlskey', key]].find(([, v]) => !v);
+  if (missing) throw new InvalidArgumentError(`${missing[0]} is missing: mutual TLS needs --tlscacert, --tlscert and --tlskey together`, missing[0]);
+  return { caCert: caCert!, cert: cert!, key: key! };
+}
+
+function compileInsecureTcp(flag: string | undefined, raw: unknown): boolean {
+  if (flag !== undefined) return flag === 'true';
+  if (raw === undefined) return false;
+  if (typeof raw !== 'boolean') throw new InvalidArgumentError('insecure-tcp must be true or false', 'insecure-tcp');
+  return raw;
 }
 
 /** `--worker-label KEY=VALUE` flags (repeatable) over the config file's `worker-labels` table. */

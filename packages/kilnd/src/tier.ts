@@ -1,6 +1,6 @@
 import { content, control, exporter, frontend, session, worker as workerApi } from '@kiln/api';
 import { connectNatsBus, createServiceDirectory, redactUrl, type EventBus } from '@kiln/bus';
-import { formatAddress, serveRoutes, type Address, type Logger, type Routes } from '@kiln/common';
+import { formatAddress, parseAddress, proveEndpointRole, serveRoutes, type Address, type Logger, type Routes } from '@kiln/common';
 import { createContentServiceImpl } from '@kiln/content-store';
 import { createRegistryClient, dockerConfigCredentials } from '@kiln/registry';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
@@ -12,7 +12,9 @@ import { createContainerdWorker } from '@kiln/worker-containerd';
 import { createOciWorker } from '@kiln/worker-oci';
 import { join } from 'node:path';
 import type { RunningDaemon } from './all-in-one.js';
+import { CLUSTER_ACCESS, roleOfTier } from './access.js';
 import { directoryClient, directoryClientById, lazyClient } from './clients.js';
+import { loadDaemonTls, warnInsecureTcp } from './daemon-tls.js';
 import { openContentTier } from './content-tier.js';
 import type { DaemonOptions } from './options.js';
 
@@ -26,6 +28,8 @@ const ANNOUNCE_AS: Record<string, string> = { 'worker-oci': 'worker', 'worker-co
  */
 export async function startTier(opts: DaemonOptions, logger: Logger): Promise<RunningDaemon> {
   const log = logger.child({ tier: opts.tier });
+  const tls = loadDaemonTls(opts, roleOfTier(opts.tier));
+  warnInsecureTcp(opts, opts.listen!, log);
   const bus: EventBus = await connectNatsBus({
     servers: opts.nats!.split(',').map((u) => u.trim()),
     name: `kiln-${opts.tier}-${opts.id}`,
@@ -33,8 +37,18 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
     auth: opts.natsAuth,
     tls: opts.natsTls,
   });
-  const directory = createServiceDirectory(bus, { logger: log });
-  const solverSessions = () => lazyClient(session.SessionService, directoryClient(directory, 'solver', session.SessionService));
+  // With mTLS, an announcement counts only once its endpoint has proved the announced tier's role.
+  const verify = tls
+    ? async (a: { tier: string; url: string }) => {
+        try {
+          return await proveEndpointRole(parseAddress(a.url, 'announcement url'), tls, [roleOfTier(a.tier)]);
+        } catch (err) {
+          return { ok: false as const, reason: (err as Error).message };
+        }
+      }
+    : undefined;
+  const directory = createServiceDirectory(bus, { logger: log, verify });
+  const solverSessions = () => lazyClient(session.SessionService, directoryClient(directory, 'solver', session.SessionService, { tls }));
   const closers: (() => Promise<void> | void)[] = [];
   let routes: Routes;
   let platforms: { os: string; architecture: string; variant?: string }[] = [];
@@ -43,7 +57,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
   switch (opts.tier) {
     case 'solver': {
       const sessions = new SessionHost(log.child({ component: 'session' }));
-      const workerClient = directoryClientById(directory, 'worker', workerApi.WorkerService);
+      const workerClient = directoryClientById(directory, 'worker', workerApi.WorkerService, { tls });
       const workers: WorkerPool = {
         list: async () => {
           const found = [];
@@ -59,10 +73,10 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         bus,
         logger: log,
         sessions,
-        frontend: directoryClient(directory, 'frontend', frontend.FrontendService),
-        exporters: directoryClient(directory, 'exporters', exporter.ExporterService),
+        frontend: directoryClient(directory, 'frontend', frontend.FrontendService, { tls }),
+        exporters: directoryClient(directory, 'exporters', exporter.ExporterService, { tls }),
         workers,
-        content: directoryClient(directory, 'content', content.ContentService, 5_000),
+        content: directoryClient(directory, 'content', content.ContentService, { timeoutMs: 5_000, tls }),
         maxParallelism: opts.maxParallelism,
         root: join(opts.root, 'solver'),
         gcPolicy: opts.gc,
@@ -96,7 +110,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         allowedEntitlements: opts.entitlements,
         maxParallelExecs: opts.maxParallelExecs,
         labels: opts.workerLabels,
-        content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService)),
+        content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService, { tls })),
         publish: (subject: string, data: Uint8Array) => bus.publish(subject, data),
         logger: log,
       });
@@ -113,9 +127,9 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
           exporter.ExporterService,
           createExporterServiceImpl({
             exporters: builtinExporters,
-            worker: directoryClientById(directory, 'worker', workerApi.WorkerService),
+            worker: directoryClientById(directory, 'worker', workerApi.WorkerService, { tls }),
             sessions: solverSessions(),
-            content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService)),
+            content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService, { tls })),
             registry: createRegistryClient({ credentials: dockerConfigCredentials(), ...opts.registry }),
             logger: log,
           }),
@@ -125,10 +139,10 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
       throw new Error(`startTier called for ${opts.tier}`);
   }
 
-  const server = await serveRoutes(opts.listen!, routes);
+  const server = await serveRoutes(opts.listen!, routes, { tls, access: CLUSTER_ACCESS, insecureTcp: opts.insecureTcp });
   const url = opts.advertise ?? formatAddress(server.address as Address);
   const announcement = await directory.announce({ tier: ANNOUNCE_AS[opts.tier] ?? opts.tier, id: opts.id, url, platforms, labels: { ...labels, 'kiln.tier': opts.tier } });
-  log.info({ url, nats: redactUrl(opts.nats!), natsAuth: natsAuthKind(opts), natsTls: Boolean(opts.natsTls) }, `kilnd tier ${opts.tier} ready`);
+  log.info({ url, nats: redactUrl(opts.nats!), natsAuth: natsAuthKind(opts), natsTls: Boolean(opts.natsTls), mtls: tls !== undefined }, `kilnd tier ${opts.tier} ready`);
   return {
     async close() {
       await announcement.stop();

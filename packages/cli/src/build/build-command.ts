@@ -18,6 +18,9 @@ Start a build
 
 Options:
       --addr string              Daemon address (unix:///PATH or tcp://HOST:PORT; env KILN_ADDR)
+      --tlscacert string         CA certificate of the cluster, for a TCP daemon (env KILN_TLS_CACERT)
+      --tlscert string           Client certificate (env KILN_TLS_CERT)
+      --tlskey string            Client key (env KILN_TLS_KEY)
       --allow stringArray        Allow extra privileged entitlement (e.g., "network.host", "security.insecure")
       --add-host stringArray     Add a custom host-to-IP mapping (format: "host:ip")
       --build-arg stringArray    Set build-time variables (KEY=VALUE, or KEY to take it from the environment)
@@ -75,7 +78,7 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
   const localWrites = offerLocalWrites(opts.exports, io.vars);
   if (opts.exports.length === 0) io.stderr.write(NO_OUTPUT_WARNING);
 
-  const conn = await connectDaemon({ addr: opts.addr, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
+  const conn = await connectDaemon({ addr: opts.addr, tls: opts.tls, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
   const ref = newBuildId();
   const sessionId = newBuildId();
   const log = io.logger.child({ buildId: ref });

@@ -66,6 +66,7 @@ describe('compileBuildOptions defaults', () => {
       progress: 'auto',
       metadataFile: undefined,
       addr: undefined,
+      tls: { caCert: undefined, cert: undefined, key: undefined },
     } satisfies BuildOptions);
   });
 

@@ -7,6 +7,7 @@ import { parseLayoutRef, type LayoutRef } from '@kiln/registry';
 import { parseCsv, parseCsvPairs } from '../flags/csv.js';
 import { parseFlags, type FlagSpecs, type ParsedFlags } from '../flags/flag-parser.js';
 import { UsageError } from '../flags/usage-error.js';
+import { DAEMON_FLAG_SPECS, tlsFlagsOf, type TlsFlags } from '../daemon.js';
 
 /** The flags of `kiln build`, as in DESIGN.md's CLI contract (buildx meanings). */
 export const BUILD_FLAGS = {
@@ -30,7 +31,7 @@ export const BUILD_FLAGS = {
   'no-cache-filter': { kind: 'list' },
   progress: { kind: 'string' },
   'metadata-file': { kind: 'string' },
-  addr: { kind: 'string' },
+  ...DAEMON_FLAG_SPECS,
   help: { kind: 'bool', short: 'h' },
 } as const satisfies FlagSpecs;
 
@@ -128,6 +129,8 @@ export interface BuildOptions {
   metadataFile: string | undefined;
   /** `--addr` as given (validated); KILN_ADDR and the default are resolved by daemon.ts. */
   addr: string | undefined;
+  /** `--tlscacert`/`--tlscert`/`--tlskey` as given; KILN_TLS_* are resolved by daemon.ts. */
+  tls: TlsFlags;
 }
 
 export interface CompileContext {
@@ -277,6 +280,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     progress,
     metadataFile,
     addr: flags.addr,
+    tls: tlsFlagsOf(flags),
   };
 }
 

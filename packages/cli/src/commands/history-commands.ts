@@ -1,7 +1,7 @@
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import type { control } from '@kiln/api';
 import type { CliIo } from '../cli-io.js';
-import { connectDaemon } from '../daemon.js';
+import { connectDaemon, DAEMON_FLAG_SPECS, tlsFlagsOf } from '../daemon.js';
 import { parseFlags, type FlagSpecs } from '../flags/flag-parser.js';
 import { UsageError } from '../flags/usage-error.js';
 import { formatAgo, formatTable } from '../progress/format.js';
@@ -26,6 +26,7 @@ List build records
 
 Options:
       --addr string     Daemon address (env KILN_ADDR)
+      --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
       --format string   Format the output ("table", "json") (default "table")
   -h, --help            Print usage
 `;
@@ -36,6 +37,7 @@ Inspect a build record (the newest one without REF; REF may be a unique prefix)
 
 Options:
       --addr string     Daemon address (env KILN_ADDR)
+      --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
       --format string   Format the output ("pretty", "json") (default "pretty")
   -h, --help            Print usage
 `;
@@ -46,6 +48,7 @@ Print the logs of a build record (the newest one without REF)
 
 Options:
       --addr string       Daemon address (env KILN_ADDR)
+      --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
   -h, --help              Print usage
       --progress string   Set type of progress output ("plain", "rawjson") (default "plain")
 `;
@@ -56,11 +59,12 @@ Remove build records
 
 Options:
       --addr string   Daemon address (env KILN_ADDR)
+      --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
   -a, --all           Remove all build records
   -h, --help          Print usage
 `;
 
-const COMMON = { addr: { kind: 'string' }, help: { kind: 'bool', short: 'h' } } as const satisfies FlagSpecs;
+const COMMON = { ...DAEMON_FLAG_SPECS, help: { kind: 'bool', short: 'h' } } as const satisfies FlagSpecs;
 
 const SUBCOMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promise<number>> = {
   ls: runHistoryList,
@@ -132,8 +136,8 @@ function oneRef(args: string[], command: string): string {
   return args[0] ?? '';
 }
 
-async function connect(flags: { addr?: string }, io: CliIo) {
-  return connectDaemon({ addr: flags.addr, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
+async function connect(flags: { addr?: string | undefined; tlscacert?: string | undefined; tlscert?: string | undefined; tlskey?: string | undefined }, io: CliIo) {
+  return connectDaemon({ addr: flags.addr, tls: tlsFlagsOf(flags), env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
 }
 
 /** `kiln history ls`: newest first, as a table or one JSON object per line. */

@@ -1,4 +1,4 @@
-import { createRouterTransport, type ConnectRouter, type Transport } from '@connectrpc/connect';
+import { createContextValues, createRouterTransport, type ConnectRouter, type Transport } from '@connectrpc/connect';
 import { connectNodeAdapter, createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { mkdirSync, rmSync } from 'node:fs';
 import http2 from 'node:http2';
@@ -6,7 +6,9 @@ import net from 'node:net';
 import { dirname } from 'node:path';
 import { serverErrorInterceptor } from '../errors/connect.js';
 import { KilnError } from '../errors/errors.js';
-import { parseAddress, type Address } from './address.js';
+import { formatAddress, parseAddress, type Address } from './address.js';
+import { authorizationInterceptor, peerKey, peerOfRequest, type AccessTable } from './peer.js';
+import { expectServerRole, isLocalAddress, type TierRole, type TlsCredentials } from './tls.js';
 
 export type Routes = (router: ConnectRouter) => void;
 
@@ -48,17 +50,29 @@ class WideWindowSessionManager extends Http2SessionManager {
   }
 }
 
+export interface NodeTransportOptions {
+  /**
+   * Mutual TLS for a TCP address: the server must present a certificate
+   * the CA signed naming one of `serverRoles` (any tier role when absent);
+   * this process presents its own. Ignored for a unix socket.
+   */
+  tls?: TlsCredentials;
+  serverRoles?: readonly TierRole[];
+}
+
 /**
  * A Connect client transport over HTTP/2 to `addr` (unix socket or TCP).
  * Use `createKilnClient` on it so calls throw KilnErrors.
  */
-export function createNodeTransport(addr: string | Address): Transport {
+export function createNodeTransport(addr: string | Address, opts: NodeTransportOptions = {}): Transport {
   const a = typeof addr === 'string' ? parseAddress(addr) : addr;
-  const baseUrl = a.kind === 'unix' ? 'http://localhost' : `http://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
-  const sessionOptions: http2.ClientSessionOptions = {
+  const secure = a.kind === 'tcp' && opts.tls !== undefined;
+  const baseUrl = a.kind === 'unix' ? 'http://localhost' : `${secure ? 'https' : 'http'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+  const sessionOptions: http2.SecureClientSessionOptions = {
     settings: H2_SETTINGS,
     maxSessionMemory: H2_MAX_SESSION_MEMORY_MIB,
     ...(a.kind === 'unix' ? { createConnection: () => net.connect(a.path) } : {}),
+    ...(secure ? { ca: opts.tls!.ca, cert: opts.tls!.cert, key: opts.tls!.key, checkServerIdentity: expectServerRole(opts.serverRoles) } : {}),
   };
   return createConnectTransport({
     httpVersion: '2',
@@ -86,13 +100,39 @@ export interface RpcServer {
   close(graceMs?: number): Promise<void>;
 }
 
-/** Serves `routes` over HTTP/2 (h2c) on a unix socket or TCP address. */
-export async function serveRoutes(addr: string | Address, routes: Routes): Promise<RpcServer> {
+export interface ServeOptions {
+  /**
+   * Mutual TLS on a TCP address: only clients with a certificate `tls.ca`
+   * signed get through the handshake; `access` then says which role may
+   * call which method. Ignored for a unix socket.
+   */
+  tls?: TlsCredentials;
+  access?: AccessTable;
+  /**
+   * Serve plain TCP on a non-loopback address (anyone who reaches the port
+   * may call every method). Without it that is refused.
+   */
+  insecureTcp?: boolean;
+}
+
+/**
+ * Serves `routes` over HTTP/2 on a unix socket (the peer is the local
+ * user), over TLS on TCP when `opts.tls` is set, else h2c on TCP (loopback
+ * only unless `opts.insecureTcp`). Handlers find the caller in
+ * `ctx.values.get(peerKey)`.
+ */
+export async function serveRoutes(addr: string | Address, routes: Routes, opts: ServeOptions = {}): Promise<RpcServer> {
   const a = typeof addr === 'string' ? parseAddress(addr) : addr;
-  const server = http2.createServer(
-    { settings: H2_SETTINGS, maxSessionMemory: H2_MAX_SESSION_MEMORY_MIB },
-    connectNodeAdapter({ routes, interceptors: [serverErrorInterceptor], acceptCompression: [] }),
-  );
+  const secure = a.kind === 'tcp' && opts.tls !== undefined;
+  if (a.kind === 'tcp' && !secure && !opts.insecureTcp && !isLocalAddress(a)) {
+    throw new KilnError('invalid_argument', `refusing plain TCP on ${formatAddress(a)}: anyone who reaches it could run builds and containers; give --tlscacert/--tlscert/--tlskey, or --insecure-tcp to accept the risk`, { field: '--insecure-tcp' });
+  }
+  const interceptors = [serverErrorInterceptor, ...(secure ? [authorizationInterceptor(opts.access ?? {}, { requireTls: true })] : [])];
+  const handler = connectNodeAdapter({ routes, interceptors, acceptCompression: [], contextValues: (req) => createContextValues().set(peerKey, peerOfRequest(req as http2.Http2ServerRequest)) });
+  const h2 = { settings: H2_SETTINGS, maxSessionMemory: H2_MAX_SESSION_MEMORY_MIB };
+  const server: http2.Http2Server | http2.Http2SecureServer = secure
+    ? http2.createSecureServer({ ...h2, ca: opts.tls!.ca, cert: opts.tls!.cert, key: opts.tls!.key, requestCert: true, rejectUnauthorized: true }, handler)
+    : http2.createServer(h2, handler);
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on('session', (s) => {
     widenConnectionWindow(s);
