@@ -36,7 +36,7 @@ describe.each(topologies)('file outputs written in place by the exporter [topolo
   });
 
   const build = async (args: string[], env: NodeJS.ProcessEnv = {}) => {
-    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', ...args, ctx], { env });
+    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', ...args, ctx], { env: { ...env, ...daemon.env } });
     expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
   };
   /** No temp file is left next to the outputs. */
@@ -73,7 +73,7 @@ describe.each(topologies)('file outputs written in place by the exporter [topolo
 
   it('dest=- is always streamed', async () => {
     const before = localWrites();
-    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=quiet', '-o', 'type=tar,dest=-', ctx]);
+    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=quiet', '-o', 'type=tar,dest=-', ctx], { env: daemon.env });
     expect(res.code, res.stderr).toBe(0);
     expect(res.stdout.length).toBeGreaterThan(3 << 20);
     expect(localWrites()).toBe(before);

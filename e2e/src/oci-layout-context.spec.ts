@@ -20,12 +20,12 @@ describe.each(topologies)('--build-context NAME=oci-layout://DIR:TAG [topology=$
   /** Builds the base image into the OCI layout directory `layout`, tagged v1, with `data` in /data/data.txt. */
   async function buildBase(data: string): Promise<void> {
     writeFileSync(join(baseCtx, 'data.txt'), data);
-    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '-t', 'kiln-e2e/base:v1', '-o', `type=oci,dest=${layout},tar=false`, baseCtx]);
+    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '-t', 'kiln-e2e/base:v1', '-o', `type=oci,dest=${layout},tar=false`, baseCtx], { env: daemon.env });
     expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
   }
 
   const buildApp = (ref: string, out: string) =>
-    runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--build-context', `base=oci-layout://${ref}`, '-o', `type=local,dest=${out}`, appCtx]);
+    runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--build-context', `base=oci-layout://${ref}`, '-o', `type=local,dest=${out}`, appCtx], { env: daemon.env });
 
   beforeAll(async () => {
     daemon = await topology.start();

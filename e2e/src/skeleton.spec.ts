@@ -39,7 +39,7 @@ const modeOf = (p: string) => (statSync(p).mode & 0o7777).toString(8);
 interface Topology {
   topology: 'all-in-one' | 'split';
   worker: 'oci' | 'containerd';
-  start(): Promise<{ addr: string; logs(): string; stop(): Promise<void> }>;
+  start(): Promise<{ addr: string; env?: Record<string, string>; logs(): string; stop(): Promise<void> }>;
 }
 
 const topologies: Topology[] = (['oci', 'containerd'] as const).flatMap((worker) => [
@@ -53,7 +53,7 @@ const topologies: Topology[] = (['oci', 'containerd'] as const).flatMap((worker)
         await nats.stop();
         throw err;
       });
-      return { addr: cluster.addr, logs: () => cluster.logs(), stop: async () => (await cluster.stop(), await nats.stop()) };
+      return { addr: cluster.addr, env: cluster.env, logs: () => cluster.logs(), stop: async () => (await cluster.stop(), await nats.stop()) };
     },
   },
 ]);
@@ -63,7 +63,7 @@ describe.each(topologies)('walking skeleton [topology=$topology, worker=$worker]
   let ctx: string;
   let out: string;
   const kiln = async (args: string[]): Promise<RunResult> => {
-    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', ...args]);
+    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', ...args], { env: daemon.env });
     if (process.env.KILN_E2E_VERBOSE) console.log(res.stderr);
     return res;
   };
@@ -102,7 +102,7 @@ describe.each(topologies)('walking skeleton [topology=$topology, worker=$worker]
   });
 
   it('lists the worker of this topology', async () => {
-    const res = await runKiln(['workers', '--addr', daemon.addr]);
+    const res = await runKiln(['workers', '--addr', daemon.addr], { env: daemon.env });
     expect(res.code, res.stderr).toBe(0);
     const executor = topology.worker === 'oci' ? 'runc' : 'containerd';
     // The host platform first, then any that binfmt_misc emulates.

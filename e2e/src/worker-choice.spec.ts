@@ -16,7 +16,7 @@ describe('worker choice [topology=split, two oci workers]', () => {
   const worker = (id: string): DaemonProcess => cluster.tiers.find((t) => t.name === id)!;
   /** How many ops a worker process has run so far (its debug log has one "running op" line per op). */
   const opsRun = (id: string) => worker(id).logs().split('\n').filter((l) => l.includes('"running op"')).length;
-  const build = (args: string[]) => runKiln(['build', '--addr', cluster.addr, '--progress=plain', '-o', `type=local,dest=${out}`, ...args, ctx]);
+  const build = (args: string[]) => runKiln(['build', '--addr', cluster.addr, '--progress=plain', '-o', `type=local,dest=${out}`, ...args, ctx], { env: cluster.env });
   const onFailure = (res: RunResult) => `exit ${res.code}\nstderr:\n${res.stderr}\ncluster logs:\n${cluster.logs().slice(-8000)}`;
 
   beforeAll(async () => {
@@ -39,7 +39,7 @@ describe('worker choice [topology=split, two oci workers]', () => {
     // Both workers are in the solver's directory before the first build.
     const deadline = Date.now() + 20_000;
     for (;;) {
-      const res = await runKiln(['workers', '--addr', cluster.addr]);
+      const res = await runKiln(['workers', '--addr', cluster.addr], { env: cluster.env });
       if (/worker-a/.test(res.stdout) && /worker-b/.test(res.stdout)) break;
       if (Date.now() > deadline) throw new Error(`workers never listed both:\n${res.stdout}${res.stderr}`);
       await new Promise((r) => setTimeout(r, 200));
@@ -54,7 +54,7 @@ describe('worker choice [topology=split, two oci workers]', () => {
   });
 
   it('lists the workers with their labels and filters them', async () => {
-    const res = await runKiln(['workers', '--addr', cluster.addr, '--filter', 'labels.pool==b']);
+    const res = await runKiln(['workers', '--addr', cluster.addr, '--filter', 'labels.pool==b'], { env: cluster.env });
     expect(res.code, res.stderr).toBe(0);
     expect(res.stdout).toMatch(/worker-b\s+\S+\s+.*pool=b/);
     expect(res.stdout).not.toContain('worker-a');

@@ -7,4 +7,5 @@ export { findRegistry, startRegistry, bcryptHash, type StartRegistryOptions, typ
 export { makeTar, makeLayer, makeImage, makeIndex, type TestBlob, type TestImage, type TestIndex, type TestPlatform, type TestImageFormat } from './oci-image.js';
 export { findDockerd, findDockerCli, startDockerd, type StartDockerdOptions, type TestDockerd, type DockerRun } from './dockerd.js';
 export { busyboxLayer, pushBlob, pushBusyboxImage, type BusyboxLayer, type BusyboxLayerOptions, type PushBusyboxOptions, type PushedBusybox } from './busybox-image.js';
+export { makeClusterCerts, CLUSTER_ROLES, type CertFiles, type ClusterCerts } from './certs.js';
 export { startTopology, type KilnTopology, type TopologyName } from './topologies.js';

@@ -4,6 +4,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { makeClusterCerts, type ClusterCerts } from './certs.js';
 import type { KilnNats } from './kiln-nats.js';
 import { freePort } from './ports.js';
 
@@ -132,6 +133,12 @@ export async function startKilnd(opts: { worker?: 'oci' | 'containerd'; root?: s
 export interface KilnCluster {
   /** The solver's address, for the CLI's `--addr`. */
   readonly addr: string;
+  /** What the CLI needs besides `--addr`: KILN_TLS_* naming the client certificate (empty without mTLS). */
+  readonly env: Record<string, string>;
+  /** The cluster's CA and certificates (one per role, named after it); undefined without mTLS. */
+  readonly certs: ClusterCerts | undefined;
+  /** Each tier's own address (`tcp://127.0.0.1:PORT`), by id (e.g. `worker-oci-1`). */
+  readonly addrs: Readonly<Record<string, string>>;
   readonly tiers: DaemonProcess[];
   logs(): string;
   stop(): Promise<void>;
@@ -145,20 +152,27 @@ export type ClusterTier = string | { tier: string; id?: string; args?: string[] 
  * free 127.0.0.1 port and finding the others through NATS: a URL, or a
  * `startKilnNats()` server, which each tier logs in to as its own user over
  * TLS. A tier may appear more than once with distinct ids (e.g. two workers).
+ * Tiers talk mutual TLS with certificates from a fresh CA (one per role,
+ * see `makeClusterCerts`) unless `opts.tls` is false (plain loopback TCP).
  */
-export async function startKilnCluster(nats: string | KilnNats, tiers: ClusterTier[] = ['solver', 'frontend', 'exporters', 'worker-oci', 'content']): Promise<KilnCluster> {
+export async function startKilnCluster(nats: string | KilnNats, tiers: ClusterTier[] = ['solver', 'frontend', 'exporters', 'worker-oci', 'content'], opts: { tls?: boolean } = {}): Promise<KilnCluster> {
   const natsUrl = typeof nats === 'string' ? nats : nats.url;
   const root = mkdtempSync(join(tmpdir(), 'kiln-cluster-'));
   const started: DaemonProcess[] = [];
   let solverAddr = '';
+  let certs: ClusterCerts | undefined;
+  const addrs: Record<string, string> = {};
   try {
+    if (opts.tls !== false) certs = await makeClusterCerts(join(root, 'certs'));
     for (const spec of tiers) {
       const { tier, id = `${tier}-1`, args = [] } = typeof spec === 'string' ? { tier: spec } : spec;
       const port = await freePort();
       const natsArgs = typeof nats === 'string' ? [] : nats.tierArgs(tier);
-      const { proc, handle } = spawnDaemon(id, ['--tier', tier, '--nats', natsUrl, ...natsArgs, '--listen', `tcp://127.0.0.1:${port}`, '--root', join(root, id), '--id', id, ...args]);
+      const tlsArgs = certs ? certs.args(tier.startsWith('worker') ? 'worker' : tier) : [];
+      const { proc, handle } = spawnDaemon(id, ['--tier', tier, '--nats', natsUrl, ...natsArgs, '--listen', `tcp://127.0.0.1:${port}`, '--root', join(root, id), '--id', id, ...tlsArgs, ...args]);
       started.push(handle);
       await waitFor('its port', () => canConnect({ host: '127.0.0.1', port }), handle, proc);
+      addrs[id] = `tcp://127.0.0.1:${port}`;
       if (tier === 'solver') solverAddr = `tcp://127.0.0.1:${port}`;
     }
   } catch (err) {
@@ -168,6 +182,9 @@ export async function startKilnCluster(nats: string | KilnNats, tiers: ClusterTi
   }
   return {
     addr: solverAddr,
+    env: certs ? certs.env('client') : {},
+    certs,
+    addrs,
     tiers: started,
     logs: () => started.map((t) => `--- ${t.name} ---\n${t.logs()}`).join('\n'),
     async stop() {

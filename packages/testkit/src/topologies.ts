@@ -5,6 +5,8 @@ import { startKilnNats } from './kiln-nats.js';
 export interface KilnTopology {
   /** The address for the CLI's `--addr`. */
   readonly addr: string;
+  /** Environment the CLI needs besides `--addr` (the split cluster's client certificate: KILN_TLS_*). */
+  readonly env: Record<string, string>;
   logs(): string;
   stop(): Promise<void>;
 }
@@ -16,10 +18,10 @@ export type TopologyName = 'all-in-one' | 'split';
  * process (solver, frontend, exporters, worker-oci, content) on a fresh
  * nats-server run as deploy/nats ships it (TLS with client certificates,
  * a user per tier, subject permissions), reached by the CLI only through
- * the solver.
+ * the solver, over mutual TLS (pass `env` to the CLI).
  */
 export async function startTopology(name: TopologyName): Promise<KilnTopology> {
-  if (name === 'all-in-one') return startKilnd({ worker: 'oci' });
+  if (name === 'all-in-one') return { ...(await startKilnd({ worker: 'oci' })), env: {} };
   const nats = await startKilnNats();
   const cluster = await startKilnCluster(nats, ['solver', 'frontend', 'exporters', 'worker-oci', 'content']).catch(async (err: unknown) => {
     await nats.stop();
@@ -27,6 +29,7 @@ export async function startTopology(name: TopologyName): Promise<KilnTopology> {
   });
   return {
     addr: cluster.addr,
+    env: cluster.env,
     logs: () => cluster.logs(),
     async stop() {
       await cluster.stop();
