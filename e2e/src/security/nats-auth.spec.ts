@@ -49,7 +49,7 @@ describe('NATS refuses strangers, forged build events and rogue workers [topolog
     return bus;
   };
   const connectAs = (user: KilnNatsUser) => connect({ user, password: nats.password(user) });
-  const kiln = (...args: string[]): Promise<RunResult> => runKiln([args[0]!, ...(args[0] === 'history' ? [args[1]!, '--addr', cluster.addr, ...args.slice(2)] : ['--addr', cluster.addr, ...args.slice(1)])]);
+  const kiln = (...args: string[]): Promise<RunResult> => runKiln([args[0]!, ...(args[0] === 'history' ? [args[1]!, '--addr', cluster.addr, ...args.slice(2)] : ['--addr', cluster.addr, ...args.slice(1)])], { env: cluster.env });
   const publishBuildEvent = (bus: EventBus, subject: string, ev: MessageInitShape<typeof events.BuildEventSchema>) =>
     bus.publish(subject, toBinary(events.BuildEventSchema, create(events.BuildEventSchema, ev)));
 

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectNatsBus, createServiceDirectory, type EventBus, type ServiceDirectory } from '@kiln/bus';
-import { runKiln, startKilnCluster, startNatsServer, type KilnCluster, type NatsServer } from '@kiln/testkit';
+import { runKiln, startKilnCluster, startKilnNats, type KilnCluster, type KilnNats } from '@kiln/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ARCH = process.arch === 'x64' ? 'amd64' : process.arch;
@@ -34,7 +34,7 @@ async function startRogue(tls?: { cert: Buffer; key: Buffer; ca: Buffer }): Prom
  * only once its endpoint proves the worker role with a cluster certificate.
  */
 describe('a rogue worker announcement is ignored [topology=split]', () => {
-  let nats: NatsServer;
+  let nats: KilnNats;
   let cluster: KilnCluster;
   let bus: EventBus;
   let directory: ServiceDirectory;
@@ -43,8 +43,8 @@ describe('a rogue worker announcement is ignored [topology=split]', () => {
   const solverLogs = () => cluster.tiers.find((t) => t.name === 'solver-1')!.logs();
 
   beforeAll(async () => {
-    nats = await startNatsServer({ jetstream: true });
-    cluster = await startKilnCluster(nats.url).catch(async (err) => {
+    nats = await startKilnNats();
+    cluster = await startKilnCluster(nats).catch(async (err) => {
       await nats.stop();
       throw err;
     });
@@ -55,7 +55,14 @@ describe('a rogue worker announcement is ignored [topology=split]', () => {
     const files = cluster.certs!.files('client');
     rogues.push(await startRogue());
     rogues.push(await startRogue({ cert: readFileSync(files.cert), key: readFileSync(files.key), ca: readFileSync(files.caCert) }));
-    bus = await connectNatsBus({ servers: nats.url, name: 'rogue' });
+    // The attacker holds the worker's NATS credentials (NATS lets them announce
+    // as a worker) but no worker certificate of the cluster CA.
+    bus = await connectNatsBus({
+      servers: nats.url,
+      name: 'rogue',
+      auth: { user: 'worker', password: nats.password('worker') },
+      tls: { ca: readFileSync(nats.certs.ca, 'utf8'), cert: readFileSync(nats.certs.clientCert, 'utf8'), key: readFileSync(nats.certs.clientKey, 'utf8') },
+    });
     directory = createServiceDirectory(bus);
     for (const [i, r] of rogues.entries()) {
       await directory.announce({ tier: 'worker', id: `rogue-${i}`, url: r.url, platforms: [{ os: 'linux', architecture: ARCH }], labels: { 'kiln.tier': 'worker-oci' } });

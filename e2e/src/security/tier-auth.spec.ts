@@ -1,6 +1,6 @@
 import { content, control, worker } from '@kiln/api';
 import { asKilnError, createKilnClient, createNodeTransport, loadTlsCredentials, sha256, type TierRole } from '@kiln/common';
-import { startKilnCluster, startNatsServer, type KilnCluster, type NatsServer } from '@kiln/testkit';
+import { startKilnCluster, startKilnNats, type KilnCluster, type KilnNats } from '@kiln/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 /**
@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
  * the tiers of a real split cluster (mTLS, as the testkit starts it).
  */
 describe('tier ports refuse callers without the right certificate [topology=split]', () => {
-  let nats: NatsServer;
+  let nats: KilnNats;
   let cluster: KilnCluster;
   const codeOf = async (call: Promise<unknown>): Promise<string> => {
     try {
@@ -27,8 +27,8 @@ describe('tier ports refuse callers without the right certificate [topology=spli
   };
 
   beforeAll(async () => {
-    nats = await startNatsServer({ jetstream: true });
-    cluster = await startKilnCluster(nats.url, ['content', 'solver', 'frontend', 'exporters', 'worker-oci']).catch(async (err) => {
+    nats = await startKilnNats();
+    cluster = await startKilnCluster(nats, ['content', 'solver', 'frontend', 'exporters', 'worker-oci']).catch(async (err) => {
       await nats.stop();
       throw err;
     });
