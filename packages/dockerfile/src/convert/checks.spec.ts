@@ -118,6 +118,8 @@ describe('build checks, as BuildKit reports them', () => {
     ]);
     expect(Object.keys(imageConfig.config.ExposedPorts ?? {})).toEqual(['80/tcp', '443/udp', '8080/tcp', '9001/tcp']);
     expect(imageConfig.history.at(-1)!.created_by).toBe('EXPOSE [80/tcp 443/udp 8080/tcp 9001/tcp]');
+    const sorted = await convertDockerfile('FROM scratch\nEXPOSE 2375 5000 1234/udp\n', { platform: amd64 });
+    expect(sorted.imageConfig.history.at(-1)!.created_by).toBe('EXPOSE [1234/udp 2375/tcp 5000/tcp]');
     await expect(convertDockerfile('FROM scratch\nEXPOSE 80/http\n')).rejects.toMatchObject({ details: { line: 2 }, message: expect.stringContaining('invalid proto: http') });
   });
 });
@@ -138,6 +140,17 @@ describe('# check= and BUILDKIT_DOCKERFILE_CHECK', () => {
       '5: LegacyKeyValueFormat: "ENV key=value" should be used instead of legacy "ENV key value" format',
     ]);
     expect(await lint('# check=skip=all\nFROM scratch\nMAINTAINER me\nCMD run\n')).toEqual([]);
+  });
+
+  it('skips rules for one instruction with a # check= comment right above it, anywhere in the file', async () => {
+    expect(await lint('\nFROM scratch\n# check=skip=WorkdirRelativePath\nWORKDIR app/\n')).toEqual([]);
+    // Only that instruction: the next one still reports, and another rule on the same line too.
+    expect(await lint('FROM scratch\n# a note\n# check=skip=JSONArgsRecommended other words\nCMD run\nENTRYPOINT run\n')).toEqual([
+      '5: JSONArgsRecommended: JSON arguments recommended for ENTRYPOINT to prevent unintended behavior related to OS signals',
+    ]);
+    expect(await lint('FROM scratch\n# check=skip=all\nWORKDIR app/\n')).toEqual([]);
+    // A value that does not parse is ignored there (not an error, unlike the file's directive).
+    expect(await lint('FROM scratch\n# check=bogus\nWORKDIR app/\n')).toEqual(['3: WorkdirRelativePath: Relative workdir "app/" can have unexpected results if the base image changes']);
   });
 
   it('turns warnings into an error naming every rule and line with error=true', async () => {

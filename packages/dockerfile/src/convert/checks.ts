@@ -88,17 +88,44 @@ function parseGoBool(v: string): boolean | undefined {
   return undefined;
 }
 
+/**
+ * The `check=` directive among the comments just above an instruction, as
+ * BuildKit's WithMergedConfigFromComments: the first one found, its value up
+ * to the first space; a value that does not parse is ignored.
+ */
+export function checkConfigFromComments(comments: readonly string[]): CheckConfig | undefined {
+  for (const comment of comments) {
+    const m = /^([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$/.exec(comment);
+    if (!m || m[1]!.toLowerCase() !== 'check') continue;
+    try {
+      return parseCheckDirective(m[2]!.split(' ')[0]);
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
 export class Linter {
   readonly warnings: BuildWarning[] = [];
   private readonly seen = new Set<string>();
+  /** Rules skipped for one instruction (by its first line), from a `# check=skip=` comment above it. */
+  private readonly lineConfigs = new Map<number, CheckConfig>();
 
   constructor(
     private readonly cfg: CheckConfig,
     private readonly file: string,
   ) {}
 
+  /** Adds the skips of a `# check=` comment above the instruction starting at `line`. */
+  skipAt(line: number, cfg: CheckConfig): void {
+    this.lineConfigs.set(line, cfg);
+  }
+
   report(rule: keyof typeof CHECK_RULES, message: string, line: number, endLine = line): void {
     if (this.cfg.skipAll || this.cfg.skip.has(rule)) return;
+    const here = this.lineConfigs.get(line);
+    if (here && (here.skipAll || here.skip.has(rule))) return;
     const key = `${rule}\0${message}\0${line}`;
     if (this.seen.has(key)) return;
     this.seen.add(key);

@@ -8,7 +8,7 @@ import type { ArgCommand, Command, Stage } from '../instructions/types.js';
 import { parseDockerfile } from '../parser/index.js';
 import type { DockerfileAST } from '../parser/types.js';
 import { processWord, processWordWithMatches, type ShellLexOptions } from '../shell/index.js';
-import { Linter, looksSecret, parseCheckDirective, suggestName, type BuildWarning, type CheckConfig } from './checks.js';
+import { checkConfigFromComments, Linter, looksSecret, parseCheckDirective, suggestName, type BuildWarning, type CheckConfig } from './checks.js';
 import { convertAddCopy, type CopyContext } from './copy.js';
 import { parseExposePort } from './expose.js';
 import { goDuration, goList, goQuoteList, goQuoteRune } from './go-format.js';
@@ -124,6 +124,8 @@ class Converter {
   private byName = new Map<string, StageState>();
   private contextPaths = new Set<string>();
   private context!: State;
+  /** One stage reading nothing but the context: its steps are named without a stage label, as BuildKit. */
+  private singleStage = false;
 
   constructor(
     private readonly ast: DockerfileAST,
@@ -158,6 +160,10 @@ class Converter {
   }
 
   async run(): Promise<ConvertResult> {
+    for (const node of this.ast.children) {
+      const cfg = checkConfigFromComments(node.comments);
+      if (cfg) this.linter.skipAt(node.startLine, cfg);
+    }
     for (const w of this.ast.warnings) this.linter.report('NoEmptyContinuation', 'Empty continuation line', w.line);
     const parsed = parseInstructions(this.ast);
     if (parsed.stages.length === 0) throw new SourceError('dockerfile contains no stages to build', this.filename, 1);
@@ -186,8 +192,11 @@ class Converter {
     }
 
     const target = this.resolveTarget();
+    this.singleStage = this.stages.length === 1 && !this.readsOutsideStages(this.stages[0]!);
     const globals = platformArgs(this.buildPlatform, this.targetPlatform);
-    globals.set('TARGETSTAGE', target.stage.name || String(target.index));
+    // As BuildKit: the --target as given, else the last stage's name, else "default".
+    globals.set('TARGETSTAGE', this.opts.target || this.stages[this.stages.length - 1]!.stage.name || 'default');
+    for (const key of globals.keys()) if (this.buildArgs[key] !== undefined) globals.set(key, this.buildArgs[key]!);
     this.lintDefaultBaseNames(parsed.metaArgs, globals);
     this.metaArgs = new Map(globals);
     this.declareMetaArgs(parsed.metaArgs);
@@ -206,6 +215,16 @@ class Converter {
     this.linter.finish();
     const state = target.override ?? target.state;
     return { state, imageConfig: target.config, warnings: this.linter.warnings, platform: target.platform };
+  }
+
+  /** A COPY --from or RUN --mount from= naming something other than a stage (an image or a named context). */
+  private readsOutsideStages(s: StageState): boolean {
+    const outside = (ref: string) => ref !== '' && !this.findStage(ref);
+    return s.stage.commands.some(
+      (cmd) =>
+        (cmd.kind === 'copy' && outside(cmd.from)) ||
+        (cmd.kind === 'run' && cmd.mounts.some((m) => outside(/(?:^|,)from=([^,]*)/i.exec(m)?.[1] ?? ''))),
+    );
   }
 
   private resolveTarget(): StageState {
@@ -471,6 +490,7 @@ class Converter {
     s.status = 'converting';
     const override = s.stage.name ? this.namedContexts.get(s.stage.name) : undefined;
     if (override) {
+      s.stepTotal = 0; // as BuildKit: a stage replaced by a named context has no numbered steps
       await this.startFromNamedContext(s, override, s.stage.name);
       s.override = s.state;
       s.status = 'done';
@@ -480,6 +500,8 @@ class Converter {
     s.platform = this.stagePlatform(s);
     const parent = this.parentStage(base, s);
     const named = this.namedContexts.get(base.toLowerCase());
+    // As BuildKit: a FROM of an image (not scratch, not a stage) is the stage's first step.
+    s.fromStep = !parent && base.toLowerCase() !== EMPTY_IMAGE;
     if (named) {
       await this.startFromNamedContext(s, named, base);
     } else if (parent) {
@@ -505,16 +527,15 @@ class Converter {
       s.config.config.OnBuild = null;
       await this.runOnbuildTriggers(s, onbuild);
     }
-    const total = s.stage.commands.length;
-    for (const [i, cmd] of s.stage.commands.entries()) await this.convertCommand(s, cmd, `[${this.stageLabel(s)} ${i + 1}/${total}]`);
+    for (const cmd of s.stage.commands) await this.convertCommand(s, cmd);
     s.config.config.Env = envList(s.imageEnv);
     s.status = 'done';
   }
 
   private async startFromImage(s: StageState, ref: string, shown: string, platform = s.platform): Promise<void> {
     const meta = await this.resolveImage(ref, platform, s.stage.line);
-    s.state = image(meta.ref, { description: `[${this.stageLabel(s)}] FROM ${shown}`, platform: toPb(platform) }).withPlatform(toPb(platform));
     this.applyBaseConfig(s, meta.config, platform);
+    s.state = image(meta.ref, { description: this.stepName(s, `FROM ${shown}`), platform: toPb(platform) }).withPlatform(toPb(platform));
     if (meta.config !== undefined && (s.config.os !== platform.os || s.config.architecture !== platform.architecture)) {
       const actual = formatPlatform({ os: s.config.os, architecture: s.config.architecture, variant: s.config.variant });
       this.linter.report('InvalidBaseImagePlatform', `Base image ${ref} was pulled with platform ${JSON.stringify(actual)}, expected ${JSON.stringify(formatPlatform(platform))} for current build`, s.stage.line);
@@ -619,13 +640,51 @@ class Converter {
         if (!('kind' in cmd)) throw new SourceError(`FROM isn't allowed as an ONBUILD trigger`, this.filename, s.stage.line);
         // Triggers run at the FROM line of the stage that uses the image.
         const at = { ...cmd, line: s.stage.line, endLine: s.stage.line } as Command;
-        await this.convertCommand(s, at, `[${this.stageLabel(s)} ONBUILD ${i + 1}/${triggers.length}]`);
+        await this.convertCommand(s, at, true);
       }
     }
   }
 
   stageLabel(s: StageState): string {
     return s.stage.name || `stage-${s.index}`;
+  }
+
+  /**
+   * A step's progress name as BuildKit's prefixCommand: `[stage i/n] text`,
+   * n counting the FROM of an image, the ONBUILD triggers and the ADD, COPY,
+   * RUN and WORKDIR instructions; no stage label when the Dockerfile has one
+   * stage; the index padded to n's width.
+   */
+  private stepName(s: StageState, text: string): string {
+    s.stepTotal ??=
+      (s.fromStep ? 1 : 0) + (s.config.config.OnBuild?.length ?? 0) + s.stage.commands.filter((c) => STEP_KINDS.has(c.kind)).length;
+    if (s.stepTotal === 0) return text;
+    s.stepIndex = (s.stepIndex ?? 0) + 1;
+    const label = this.singleStage ? '' : `${this.stageLabel(s)} `;
+    return `[${label}${String(s.stepIndex).padStart(String(s.stepTotal).length)}/${s.stepTotal}] ${text}`;
+  }
+
+  /**
+   * An instruction's text as progress shows it (BuildKit): its variables
+   * expanded with the stage's env (RUN keeps quotes and unset names, and
+   * shows secret env variables as `****`), the keyword in upper case.
+   */
+  private stepText(s: StageState, cmd: Command, masked: readonly string[]): string {
+    const raw = cmd.original.trim();
+    let env: ReadonlyMap<string, string> = s.env;
+    if (masked.length > 0) {
+      const m = new Map(s.env);
+      for (const k of masked) m.set(k, '****');
+      env = m;
+    }
+    let text: string;
+    try {
+      text = processWord(raw, env, cmd.kind === 'run' ? { ...this.lex, rawQuotes: true, skipUnsetEnv: true } : this.lex);
+    } catch {
+      text = raw;
+    }
+    const sp = text.indexOf(' ');
+    return sp < 0 ? text.toUpperCase() : text.slice(0, sp).toUpperCase() + text.slice(sp);
   }
 
   // ---- words ------------------------------------------------------------
@@ -681,9 +740,11 @@ class Converter {
 
   // ---- commands ---------------------------------------------------------
 
-  private async convertCommand(s: StageState, cmd: Command, prefix: string): Promise<void> {
-    const meta = (suffix = ''): StateOptions => ({
-      description: `${prefix} ${cmd.original.trim()}${suffix}`,
+  private async convertCommand(s: StageState, cmd: Command, onbuild = false): Promise<void> {
+    let name: string | undefined;
+    // Named once, when the instruction makes a vertex (a WORKDIR of / makes none, and takes no number).
+    const meta = (suffix = '', maskedEnv: readonly string[] = []): StateOptions => ({
+      description: `${(name ??= this.stepName(s, `${onbuild ? 'ONBUILD ' : ''}${this.stepText(s, cmd, maskedEnv)}`))}${suffix}`,
       progressGroup: this.stageLabel(s),
       sourceIndex: 0,
       ranges: [{ startLine: cmd.line, endLine: cmd.endLine }],
@@ -870,7 +931,8 @@ class Converter {
       stageLabel: (s) => this.stageLabel(s),
       buildArgs: this.buildArgs,
       extraHosts: this.opts.extraHosts ?? [],
-      hostname: this.opts.hostname ?? '',
+      // As BuildKit's dockerui: the BUILDKIT_SANDBOX_HOSTNAME build arg wins over the hostname option.
+      hostname: this.buildArgs['BUILDKIT_SANDBOX_HOSTNAME'] || this.opts.hostname || '',
     };
   }
 
@@ -937,6 +999,9 @@ class Converter {
     }
   }
 }
+
+/** The instructions that count as steps in progress names. */
+const STEP_KINDS: ReadonlySet<string> = new Set(['add', 'copy', 'run', 'workdir']);
 
 const isUpper = (w: string) => w === w.toUpperCase() && w !== w.toLowerCase();
 const isLower = (w: string) => w === w.toLowerCase() && w !== w.toUpperCase();

@@ -99,11 +99,18 @@ describe('RUN --security, --network and heredocs', () => {
     await expect(convertDockerfile('FROM scratch\nRUN --security=root true\n')).rejects.toThrow(/unsupported security mode/);
   });
 
+  it('names the sandbox with the hostname option, or the BUILDKIT_SANDBOX_HOSTNAME build arg over it', async () => {
+    const host = async (opts: ConvertOptions) => resultExec((await convert('FROM scratch\nRUN hostname\n', opts)).def).exec.meta?.hostname;
+    expect(await host({})).toBe('');
+    expect(await host({ hostname: 'box' })).toBe('box');
+    expect(await host({ hostname: 'box', buildArgs: { BUILDKIT_SANDBOX_HOSTNAME: 'foo' } })).toBe('foo');
+  });
+
   it('runs a plain heredoc with the shell, as BuildKit', async () => {
     const { def } = await convert('FROM scratch\nRUN <<EOF\necho a\necho b\nEOF\n');
     const { exec, op } = resultExec(def);
     expect(exec.meta?.args).toEqual(['/bin/sh', '-c', 'echo a\necho b\n']);
-    expect(op.metadata?.description).toBe('[stage-0 1/1] RUN <<EOF (echo a...)');
+    expect(op.metadata?.description).toBe('[1/1] RUN <<EOF (echo a...)');
   });
 
   it('mounts a heredoc with a shebang as a script under /dev/pipes', async () => {
@@ -115,6 +122,16 @@ describe('RUN --security, --network and heredocs', () => {
     const file = inputOf(def, op, pipes.input);
     const mk = file.op.op.case === 'file' ? file.op.op.value.actions[0]!.action : undefined;
     expect(mk?.case === 'mkfile' && [mk.value.path, mk.value.mode, new TextDecoder().decode(mk.value.data)]).toEqual(['/SCRIPT', 0o755, '#!/usr/bin/env python3\nprint(1)\n']);
+  });
+
+  it('runs the shebang of a <<- heredoc whose tab-indented lines are stripped first, as BuildKit', async () => {
+    const { def } = await convert('FROM scratch\nRUN <<-EOT\n\t#!/bin/busybox awk -f\n\tBEGIN { print 1 }\nEOT\n');
+    const { exec, op } = resultExec(def);
+    expect(exec.meta?.args).toEqual(['/bin/sh', '-c', '/dev/pipes/EOT']);
+    const pipes = exec.mounts.find((m) => m.dest === '/dev/pipes/')!;
+    const file = inputOf(def, op, pipes.input);
+    const mk = file.op.op.case === 'file' ? file.op.op.value.actions[0]!.action : undefined;
+    expect(mk?.case === 'mkfile' && new TextDecoder().decode(mk.value.data)).toBe('#!/bin/busybox awk -f\nBEGIN { print 1 }\n');
   });
 
   it('hands several heredocs to the shell as written', async () => {

@@ -19,7 +19,7 @@ export async function convertRun(
   ctx: CopyContext,
   s: StageState,
   cmd: RunCommand,
-  meta: (suffix?: string) => StateOptions,
+  meta: (suffix?: string, maskedEnv?: readonly string[]) => StateOptions,
   word: (w: string) => string,
 ): Promise<{ historyArgs: string }> {
   const fail = (msg: string): never => {
@@ -40,7 +40,7 @@ export async function convertRun(
     const first = cmd.files[0]!;
     const data = first.chomp ? chompHeredocContent(first.data) : first.data;
     if (parseHeredoc(cmdLine[0]!.trim())) {
-      if (s.platform.os !== 'windows' && first.data.startsWith('#!')) {
+      if (s.platform.os !== 'windows' && data.startsWith('#!')) {
         // A script with a shebang: mount it as an executable file and run it.
         const script = FileChain.start().mkfile(`/${first.name}`, 0o755, new TextEncoder().encode(data)).apply(State.scratch(), { description: '[internal] preparing inline document' });
         mounts.push({ dest: '/dev/pipes/', state: script, selector: '/', readonly: true });
@@ -57,6 +57,8 @@ export async function convertRun(
     }
   }
 
+  // Secrets exposed as env variables show as `****` in the step's name.
+  const maskedEnv: string[] = [];
   for (const raw of cmd.mounts) {
     let m: RunMount;
     try {
@@ -65,6 +67,7 @@ export async function convertRun(
       if (err instanceof MountError) fail(`RUN --mount=${raw}: ${err.message}`);
       throw err;
     }
+    if (m.type === 'secret' && m.env) maskedEnv.push(m.env);
     await addMount(ctx, s, m, cmd.line, { mounts, secrets, ssh }, fail);
   }
 
@@ -85,7 +88,7 @@ export async function convertRun(
       extraHosts: ctx.extraHosts,
       sortMounts: true,
     },
-    meta(suffix),
+    meta(suffix, maskedEnv),
   );
   return { historyArgs: runCommandString(args, s) };
 }

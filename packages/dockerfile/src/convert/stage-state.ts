@@ -24,6 +24,11 @@ export interface StageState {
   /** An absolute WORKDIR was set in this stage (WorkdirRelativePath). */
   workdirSet: boolean;
   status: 'pending' | 'converting' | 'done';
+  /** The FROM is an image pull, numbered as the first step. */
+  fromStep?: boolean;
+  /** Steps named so far, and how many the stage has (see Converter.stepName). */
+  stepIndex?: number;
+  stepTotal?: number;
   /** Replaced by a --build-context of the same name. */
   override?: State;
 }

@@ -261,7 +261,8 @@ function parseCommand(req: Request): Command {
     case 'expose':
       noFlags();
       if (args.length === 0) errAtLeastOneArgument('EXPOSE');
-      return { kind: 'expose', ports: [...args], ...b };
+      // As BuildKit: the values sorted as written (so history lists 1234/udp before 2375/tcp).
+      return { kind: 'expose', ports: [...args].sort(), ...b };
     case 'user':
       noFlags();
       if (args.length !== 1) errExactlyOneArgument('USER');
