@@ -1,4 +1,4 @@
-import { asKilnError, describeError } from '@kiln/common';
+import { asKilnError, describeError, escapeControl } from '@kiln/common';
 import { runBuild } from './build/build-command.js';
 import { resolveIo, type CliEnv, type CliIo } from './cli-io.js';
 import { runDaemon, runDiskUsage, runPrune, runWorkers } from './commands/admin-commands.js';
@@ -72,10 +72,11 @@ export async function main(argv: string[], env: CliEnv): Promise<number> {
     return await run(rest, io);
   } catch (err) {
     if (err instanceof UsageError) {
-      io.stderr.write(`ERROR: ${err.message}\n`);
+      io.stderr.write(`ERROR: ${escapeControl(err.message)}\n`);
       return EXIT_USAGE;
     }
-    io.stderr.write(`ERROR: ${describeError(asKilnError(err))}\n`);
+    // Messages may quote a hostile Dockerfile or daemon: no raw control bytes to the terminal.
+    io.stderr.write(`ERROR: ${escapeControl(describeError(asKilnError(err)))}\n`);
     return EXIT_FAILURE;
   } finally {
     if (!env.signal) process.off('SIGINT', onSigint);

@@ -19,3 +19,5 @@ export * from './archive/context-diff.js';
 export * from './archive/context-diff-pack.js';
 export * from './proc/spawner.js';
 export * from './archive/chunker.js';
+export * from './graph/post-order.js';
+export * from './text/escape-control.js';

@@ -37,3 +37,13 @@ describe('llb', () => {
     expect(parsed.result).toBeUndefined();
   });
 });
+
+describe('llb on long chains', () => {
+  it('marshals and parses a chain of 10,000 file ops without overflowing the call stack', () => {
+    let st = State.scratch();
+    for (let i = 0; i < 10_000; i++) st = FileChain.start().mkdir(`/d${i}`, 0o755).apply(st);
+    const parsed = parseDefinition(marshal(st));
+    expect(parsed.ops.size).toBe(10_000);
+  });
+
+});

@@ -1,6 +1,6 @@
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { llb } from '@kiln/api';
-import { InvalidArgumentError, sha256, type Digest } from '@kiln/common';
+import { InvalidArgumentError, sha256, walkPostOrder, type Digest } from '@kiln/common';
 
 export type Op = llb.Op;
 export type Definition = llb.Definition;
@@ -80,14 +80,13 @@ export function parseDefinition(def: Definition): ParsedDefinition {
 }
 
 function checkAcyclic(ops: Map<Digest, ParsedOp>): void {
-  const state = new Map<Digest, 1 | 2>();
-  const visit = (d: Digest, path: Digest[]): void => {
-    const s = state.get(d);
-    if (s === 2) return;
-    if (s === 1) throw new InvalidArgumentError(`definition has a cycle through ${d}`, 'definition');
-    state.set(d, 1);
-    for (const input of ops.get(d)!.op.inputs) visit(input.digest as Digest, [...path, d]);
-    state.set(d, 2);
-  };
-  for (const d of ops.keys()) visit(d, []);
+  walkPostOrder<Digest>(
+    ops.keys(),
+    (d) => d,
+    (d) => ops.get(d)!.op.inputs.map((i) => i.digest as Digest),
+    () => {},
+    (d) => {
+      throw new InvalidArgumentError(`definition has a cycle through ${d}`, 'definition');
+    },
+  );
 }

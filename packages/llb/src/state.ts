@@ -1,6 +1,6 @@
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { llb } from '@kiln/api';
-import type { Digest } from '@kiln/common';
+import { walkPostOrder, type Digest } from '@kiln/common';
 import { digestOf, marshalOp, type Definition, type Op } from './marshal.js';
 
 /** One output of an op in a graph being built. */
@@ -21,14 +21,29 @@ export class Vertex {
   /** The op with its inputs' digests filled in; digests are stable. */
   marshal(): { bytes: Uint8Array; digest: Digest } {
     if (!this.cached) {
-      const op = create(llb.OpSchema, {
-        ...this.op,
-        inputs: this.inputs.map((i) => create(llb.InputSchema, { digest: i.vertex.marshal().digest, index: BigInt(i.index) })),
-      });
-      const bytes = marshalOp(op);
-      this.cached = { bytes, digest: digestOf(bytes) };
+      // Inputs first, without recursion: a chain may be thousands of ops long.
+      const ids = new WeakMap<Vertex, string>();
+      let n = 0;
+      const id = (v: Vertex) => ids.get(v) ?? (ids.set(v, String(n++)), ids.get(v)!);
+      walkPostOrder<Vertex>(
+        [this],
+        id,
+        (v) => (v.cached ? [] : v.inputs.map((i) => i.vertex)),
+        (v) => v.marshalOwn(),
+      );
     }
-    return this.cached;
+    return this.cached!;
+  }
+
+  /** Marshals this op once its inputs are marshalled. */
+  private marshalOwn(): void {
+    if (this.cached) return;
+    const op = create(llb.OpSchema, {
+      ...this.op,
+      inputs: this.inputs.map((i) => create(llb.InputSchema, { digest: i.vertex.cached!.digest, index: BigInt(i.index) })),
+    });
+    const bytes = marshalOp(op);
+    this.cached = { bytes, digest: digestOf(bytes) };
   }
 }
 
@@ -88,16 +103,18 @@ export interface MarshalOptions {
 export function marshal(state: State, opts: MarshalOptions = {}): Definition {
   const defs: Uint8Array[] = [];
   const metadata: Record<string, MessageInitShape<typeof llb.OpMetadataSchema>> = {};
-  const seen = new Set<string>();
-  const visit = (v: Vertex) => {
-    const { bytes, digest } = v.marshal();
-    if (seen.has(digest)) return;
-    for (const i of v.inputs) visit(i.vertex);
-    seen.add(digest);
-    defs.push(bytes);
-    metadata[digest] = v.metadata;
-  };
-  if (state.output) visit(state.output.vertex);
+  if (state.output) {
+    walkPostOrder<Vertex>(
+      [state.output.vertex],
+      (v) => v.marshal().digest,
+      (v) => v.inputs.map((i) => i.vertex),
+      (v) => {
+        const { bytes, digest } = v.marshal();
+        defs.push(bytes);
+        metadata[digest] = v.metadata;
+      },
+    );
+  }
   const terminal = create(llb.OpSchema, {
     inputs: state.output ? [{ digest: state.output.vertex.marshal().digest, index: BigInt(state.output.index) }] : [],
   });

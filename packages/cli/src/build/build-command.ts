@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { control } from '@kiln/api';
-import { asKilnError, describeError } from '@kiln/common';
+import { asKilnError, describeError, escapeControl } from '@kiln/common';
 import type { CliIo } from '../cli-io.js';
 import { connectDaemon, resolveDaemonAddress } from '../daemon.js';
 import { createProgressPrinter } from '../progress/progress.js';
@@ -143,8 +143,8 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
     const err = asKilnError(failure ?? sessionErr);
     // A failed RUN carries its last lines of output; show them above the error, as buildx does.
     const output = typeof err.details.output === 'string' ? err.details.output : '';
-    if (output !== '') io.stderr.write(`------\n${output.split('\n').map((l) => ` > ${l}`).join('\n')}\n------\n`);
-    io.stderr.write(`ERROR: ${withLayoutPaths(describeError(err), opts.namedContexts)}\n`);
+    if (output !== '') io.stderr.write(escapeControl(`------\n${output.split('\n').map((l) => ` > ${l}`).join('\n')}\n------\n`));
+    io.stderr.write(`ERROR: ${escapeControl(withLayoutPaths(describeError(err), opts.namedContexts))}\n`);
     return 1;
   }
   if (opts.metadataFile) {

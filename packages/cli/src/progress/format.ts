@@ -1,3 +1,5 @@
+import { escapeControl } from '@kiln/common';
+
 /** Sizes as buildx prints them: "91B", "1.23kB", "3.40MB" (decimal units). */
 export function formatBytes(n: number | bigint): string {
   let v = Number(n);
@@ -36,7 +38,9 @@ export function formatAgo(ms: number, now = Date.now()): string {
 }
 
 /** Left-aligned columns separated by at least two spaces (like Go's tabwriter). */
-export function formatTable(rows: readonly (readonly string[])[]): string {
+export function formatTable(input: readonly (readonly string[])[]): string {
+  // Cells may hold step names from a hostile Dockerfile: escaped before widths are measured.
+  const rows = input.map((row) => row.map(escapeControl));
   const widths: number[] = [];
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
   return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]! + 2))).join('').trimEnd()).join('\n') + (rows.length ? '\n' : '');

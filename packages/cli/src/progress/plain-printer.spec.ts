@@ -121,3 +121,24 @@ describe('format', () => {
     expect(formatTable([['ID', 'SIZE'], ['abc', '1B'], ['a', '10.00kB']])).toBe('ID   SIZE\nabc  1B\na    10.00kB\n');
   });
 });
+
+describe('plain progress with hostile text', () => {
+  it('escapes control bytes in step names, logs, warnings and errors', () => {
+    const out = render('plain', [
+      { vertexes: [{ digest: 'sha256:a', name: '[1/1] RUN \x1b[2J\x1b]0;pwned\x07', started: ts(0) }] },
+      { logs: [{ vertex: 'sha256:a', stream: 1, msg: Buffer.from('\x1b]52;c;aGk=\x07 out\r\n'), timestamp: ts(10) }] },
+      { warnings: [{ vertex: 'sha256:a', short: Buffer.from('bad \x9b31m') }] },
+      { vertexes: [{ digest: 'sha256:a', name: '[1/1] RUN \x1b[2J\x1b]0;pwned\x07', started: ts(0), completed: ts(20), error: 'failed \x1b[8m' }] },
+    ]);
+    // eslint-disable-next-line no-control-regex
+    expect(out).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/);
+    expect(out).toContain('#1 [1/1] RUN \\x1b[2J\\x1b]0;pwned\\x07');
+    expect(out).toContain('\\x1b]52;c;aGk=\\x07 out');
+    expect(out).toContain('WARNING: bad \\x9b31m');
+    expect(out).toContain('ERROR: failed \\x1b[8m');
+  });
+
+  it('escapes control bytes in table cells', () => {
+    expect(formatTable([['ID', 'DESCRIPTION'], ['x', 'RUN \x1b[31m']])).toBe('ID  DESCRIPTION\nx   RUN \\x1b[31m\n');
+  });
+});

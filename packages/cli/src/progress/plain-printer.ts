@@ -1,5 +1,6 @@
 import { timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import type { control } from '@kiln/api';
+import { escapeControl } from '@kiln/common';
 import { formatBytes, formatSeconds } from './format.js';
 import type { ProgressPrinter, TextSink } from './progress.js';
 
@@ -32,7 +33,9 @@ const STATUS_INTERVAL_MS = 1000;
  *     #2 0.123 hi
  *     #2 DONE 0.2s
  */
-export function createPlainPrinter(out: TextSink, now: () => number = Date.now): ProgressPrinter {
+export function createPlainPrinter(sink: TextSink, now: () => number = Date.now): ProgressPrinter {
+  // Plain output has no ANSI of its own: every control byte a build sent is shown escaped.
+  const out: TextSink = { write: (text: string) => sink.write(escapeControl(text)) };
   const vertexes = new Map<string, VertexState>();
   let nextIndex = 1;
   let current: VertexState | undefined;

@@ -165,3 +165,23 @@ describe('tty progress', () => {
     expect(out).toBe('');
   });
 });
+
+describe('tty progress with hostile text', () => {
+  it('escapes control bytes in names, labels, logs and warnings, keeping its own ANSI', () => {
+    const t = tty(80);
+    t.send({ vertexes: [{ digest: 'a', name: 'RUN \x1b[2J\x1b]0;t\x07', started: ts(0) }] });
+    t.send({ statuses: [{ id: 'fetch \x1b[1A', vertex: 'a', current: 1n, started: ts(0) }] });
+    t.send({ logs: [{ vertex: 'a', stream: 1, msg: Buffer.from('\x1b]52;c;aGk=\x07\n'), timestamp: ts(10) }] });
+    t.send({ warnings: [{ vertex: 'a', short: Buffer.from('w \x1b[8m') }] });
+    t.clock.advance(100);
+    t.send({ vertexes: [{ digest: 'a', name: 'RUN \x1b[2J\x1b]0;t\x07', started: ts(0), completed: ts(150) }] });
+    t.printer.close();
+    // Only the printer's own sequences: cursor up, erase line/screen, hide/show cursor.
+    const foreign = t.raw().replace(/\x1b\[(\d+A\r|2K|J|\?25[lh])/g, '');
+    // eslint-disable-next-line no-control-regex
+    expect(foreign).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/);
+    expect(t.screen.text()).toContain('RUN \\x1b[2J\\x1b]0;t\\x07');
+    expect(t.screen.text()).toContain('fetch \\x1b[1A');
+    expect(t.screen.text()).toContain(' - w \\x1b[8m');
+  });
+});

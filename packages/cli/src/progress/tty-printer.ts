@@ -1,5 +1,6 @@
 import { timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import type { control } from '@kiln/api';
+import { escapeControl } from '@kiln/common';
 import { formatBytes } from './format.js';
 import type { ProgressClock, ProgressPrinter, TextSink } from './progress.js';
 
@@ -130,7 +131,7 @@ export function createTtyPrinter(out: TtySink, opts: TtyPrinterOptions = {}): Pr
       if (!stopTimer) return;
       draw(true);
       if (warnings.length > 0) {
-        out.write(` ${warnings.length} warning${warnings.length === 1 ? '' : 's'} found:\n${warnings.map((w) => ` - ${w}\n`).join('')}`);
+        out.write(` ${warnings.length} warning${warnings.length === 1 ? '' : 's'} found:\n${warnings.map((w) => ` - ${escapeControl(w)}\n`).join('')}`);
       }
       out.write(`${ESC}?25h`);
     },
@@ -158,17 +159,18 @@ export function renderFrame(vertexes: readonly VertexState[], o: FrameOptions): 
     const finished = isFinished(v);
     const prefix = v.error ? 'ERROR ' : v.cached ? 'CACHED ' : '';
     const elapsed = v.cached ? 0 : (v.completed ?? o.now) - (v.started ?? o.now);
-    const lines = [align(` => ${prefix}${v.name}`, seconds(elapsed), o.width)];
+    // Names, labels and logs come from the build: escaped, so only this printer's ANSI reaches the terminal.
+    const lines = [align(` => ${prefix}${escapeControl(v.name)}`, seconds(elapsed), o.width)];
     if (o.final || !finished) {
       for (const s of v.statuses.values()) {
         const amount = s.total > 0n ? ` ${formatBytes(s.current)} / ${formatBytes(s.total)}` : s.current > 0n ? ` ${formatBytes(s.current)}` : '';
         const end = s.completed ?? (finished ? (v.completed ?? o.now) : o.now);
-        lines.push(align(` => => ${s.label}${amount}`, seconds(end - (s.started ?? v.started ?? end)), o.width));
+        lines.push(align(` => => ${escapeControl(s.label)}${amount}`, seconds(end - (s.started ?? v.started ?? end)), o.width));
       }
     }
     if (!finished) {
       const tail = v.partial !== '' ? [...v.logs, v.partial].slice(-o.logLines) : v.logs;
-      for (const l of tail) lines.push(truncate(` => => # ${l}`, o.width));
+      for (const l of tail) lines.push(truncate(` => => # ${escapeControl(l)}`, o.width));
     }
     return { lines, finished };
   });

@@ -362,23 +362,27 @@ class Converter {
 
   /** BuildKit's validateCircularDependency: a stage that reads itself, directly or through others, fails the build. */
   private checkCycles(): void {
+    // Depth-first with an explicit stack: a chain of thousands of stages must not overflow the call stack.
     const visited = new Set<StageState>();
-    const onPath = new Set<StageState>();
-    const visit = (s: StageState): number | undefined => {
-      if (visited.has(s)) return undefined;
-      visited.add(s);
-      onPath.add(s);
-      for (const { dep, line } of this.staticDeps(s)) {
-        if (onPath.has(dep)) return line;
-        const found = visit(dep);
-        if (found !== undefined) return found;
+    for (const root of this.stages) {
+      if (visited.has(root)) continue;
+      visited.add(root);
+      const path: { s: StageState; deps: { dep: StageState; line: number }[]; next: number }[] = [{ s: root, deps: this.staticDeps(root), next: 0 }];
+      const onPath = new Set<StageState>([root]);
+      while (path.length > 0) {
+        const top = path[path.length - 1]!;
+        const edge = top.deps[top.next++];
+        if (!edge) {
+          onPath.delete(top.s);
+          path.pop();
+          continue;
+        }
+        if (onPath.has(edge.dep)) throw new SourceError(`circular dependency detected on stage: ${this.stageLabel(root)}`, this.filename, edge.line);
+        if (visited.has(edge.dep)) continue;
+        visited.add(edge.dep);
+        onPath.add(edge.dep);
+        path.push({ s: edge.dep, deps: this.staticDeps(edge.dep), next: 0 });
       }
-      onPath.delete(s);
-      return undefined;
-    };
-    for (const s of this.stages) {
-      const line = visit(s);
-      if (line !== undefined) throw new SourceError(`circular dependency detected on stage: ${this.stageLabel(s)}`, this.filename, line);
     }
   }
 
@@ -408,31 +412,35 @@ class Converter {
   /** Starts image lookups for every FROM the target may need, so they run in parallel. */
   private prefetchImages(target: StageState): void {
     if (!this.opts.imageResolver) return;
-    const seen = new Set<StageState>();
-    const visit = (s: StageState) => {
-      if (seen.has(s)) return;
-      seen.add(s);
+    const seen = new Set<StageState>([target]);
+    // An explicit stack, not recursion: a chain of thousands of stages must not overflow the call stack.
+    const todo = [target];
+    const push = (st: StageState) => {
+      if (seen.has(st)) return;
+      seen.add(st);
+      todo.push(st);
+    };
+    for (let s = todo.pop(); s; s = todo.pop()) {
       let base: string;
       let platform: Platform;
       try {
         base = this.baseNameOf(s);
         platform = this.stagePlatform(s);
       } catch {
-        return; // reported when the stage is converted
+        continue; // reported when the stage is converted
       }
       const parent = this.parentStage(base, s);
-      if (parent && !this.namedContexts.has(base.toLowerCase())) visit(parent);
+      if (parent && !this.namedContexts.has(base.toLowerCase())) push(parent);
       else if (base.toLowerCase() !== EMPTY_IMAGE && !this.namedContexts.has(base.toLowerCase())) {
         void this.resolveImage(base, platform, s.stage.line).catch(() => undefined);
       }
       for (const cmd of s.stage.commands) {
         if (cmd.kind === 'copy' && cmd.from && !cmd.from.includes('$')) {
           const st = this.findStage(cmd.from);
-          if (st && st !== s) visit(st);
+          if (st && st !== s) push(st);
         }
       }
-    };
-    visit(target);
+    }
   }
 
   /** Resolves an image ref for a platform (once per ref+platform) and pins its digest. */
@@ -488,6 +496,10 @@ class Converter {
       throw new SourceError(`circular dependency detected on stage: ${s.stage.name || s.index}`, this.filename, s.stage.line);
     }
     s.status = 'converting';
+    // Suspend before converting: a stage converts its parent and --from
+    // stages first, and without this a chain of thousands of stages would
+    // recurse on one call stack.
+    await Promise.resolve();
     const override = s.stage.name ? this.namedContexts.get(s.stage.name) : undefined;
     if (override) {
       s.stepTotal = 0; // as BuildKit: a stage replaced by a named context has no numbered steps

@@ -365,3 +365,20 @@ describe('image config and history', () => {
     expect(await digest()).toBe(await digest());
   });
 });
+
+describe('long Dockerfiles', () => {
+  it('converts 5,000 chained RUN steps, 5,000 chained stages and 2,500 COPY --from links without overflowing the call stack', async () => {
+    const runs = 'FROM scratch\n' + Array.from({ length: 5000 }, (_, i) => `RUN true ${i}\n`).join('');
+    expect(execs((await convert(runs)).def)).toHaveLength(5000);
+    const stages = 'FROM scratch AS s0\nRUN true\n' + Array.from({ length: 5000 }, (_, i) => `FROM s${i} AS s${i + 1}\n`).join('');
+    expect(execs((await convert(stages)).def)).toHaveLength(1);
+    const links = 'FROM scratch AS s0\n' + Array.from({ length: 2500 }, (_, i) => `FROM scratch AS s${i + 1}\nCOPY --from=s${i} / /\n`).join('');
+    expect(copies((await convert(links)).def)).toHaveLength(2500);
+  }, 60_000);
+
+  it('still finds a cycle through a long chain, naming the line that closes it', async () => {
+    // s0 -> s3000 (line 2) -> s2999 -> ... -> s1 -> s0 (line 3: FROM s0 AS s1).
+    const text = 'FROM scratch AS s0\nCOPY --from=s3000 / /\n' + Array.from({ length: 3000 }, (_, i) => `FROM s${i} AS s${i + 1}\n`).join('');
+    await expect(convertDockerfile(text)).rejects.toMatchObject({ details: { line: 3 }, message: 'circular dependency detected on stage: s0' });
+  });
+});

@@ -84,3 +84,15 @@ describe('Scheduler', () => {
     expect(log).not.toContain('end b');
   });
 });
+
+describe('Scheduler on long chains', () => {
+  it('resolves a chain of 20,000 nodes without overflowing the call stack', async () => {
+    let prev: GraphNode<number> | undefined;
+    for (let i = 0; i < 20_000; i++) {
+      const deps = prev ? [prev] : [];
+      prev = { key: `n${i}`, deps, run: async (inputs) => (inputs[0] ?? 0) + 1 };
+    }
+    const sess = new Scheduler<number>({ maxParallelism: 4 }).session(new AbortController().signal);
+    expect(await sess.resolve(prev!)).toBe(20_000);
+  });
+});

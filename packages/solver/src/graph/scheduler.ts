@@ -73,14 +73,13 @@ export class Scheduler<R> {
     const e = entry;
     e.holders++;
     e.waiting++;
-    const onAbort = () => {
-      if (--e.waiting === 0 && !e.settled) e.controller.abort(new CanceledError('every build that needed this step was canceled'));
-    };
-    session.signal.addEventListener('abort', onAbort, { once: true });
-    return e.promise.finally(() => {
-      session.signal.removeEventListener('abort', onAbort);
-      if (!session.signal.aborted) e.waiting--;
-    });
+    session.waitFor(e);
+    return e.promise.finally(() => session.doneWaiting(e));
+  }
+
+  /** @internal A build that waited for `e` was canceled. */
+  stopWaiting(e: Entry<R>): void {
+    if (--e.waiting === 0 && !e.settled) e.controller.abort(new CanceledError('every build that needed this step was canceled'));
   }
 
   /** @internal */
@@ -93,6 +92,9 @@ export class Scheduler<R> {
   }
 
   private async execute(node: GraphNode<R>, session: SchedulerSession<R>, signal: AbortSignal): Promise<R> {
+    // Resolve the deps on a later tick: resolving them here would recurse
+    // down a chain of thousands of nodes on one call stack.
+    await Promise.resolve();
     const inputs = await Promise.all(node.deps.map((d) => session.resolve(d)));
     await this.slot(signal);
     try {
@@ -129,8 +131,27 @@ export class Scheduler<R> {
 /** One build's view of the scheduler: resolves nodes, remembers what to release. */
 export class SchedulerSession<R> {
   private readonly held = new Map<string, Promise<R>>();
+  // One abort listener per build, not one per node: EventTarget checks for
+  // duplicate listeners linearly, so thousands of them cost quadratic time.
+  private readonly waiting = new Set<Entry<R>>();
 
-  constructor(private readonly scheduler: Scheduler<R>, readonly signal: AbortSignal) {}
+  constructor(private readonly scheduler: Scheduler<R>, readonly signal: AbortSignal) {
+    signal.addEventListener('abort', () => {
+      for (const e of this.waiting) scheduler.stopWaiting(e);
+      this.waiting.clear();
+    }, { once: true });
+  }
+
+  /** @internal */
+  waitFor(e: Entry<R>): void {
+    if (this.signal.aborted) return this.scheduler.stopWaiting(e);
+    this.waiting.add(e);
+  }
+
+  /** @internal */
+  doneWaiting(e: Entry<R>): void {
+    if (this.waiting.delete(e)) e.waiting--;
+  }
 
   resolve(node: GraphNode<R>): Promise<R> {
     let p = this.held.get(node.key);

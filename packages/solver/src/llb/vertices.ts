@@ -1,5 +1,5 @@
 import type { llb } from '@kiln/api';
-import { sha256, type Digest } from '@kiln/common';
+import { sha256, walkPostOrder, type Digest } from '@kiln/common';
 import type { ParsedDefinition, ParsedOp } from '@kiln/llb';
 import type { GraphNode } from '../graph/scheduler.js';
 import { isLocalSource } from './cache-keys.js';
@@ -33,11 +33,10 @@ export type RunOp = (v: LlbVertex, inputs: OpResult[], signal: AbortSignal) => P
  */
 export function toGraph(def: ParsedDefinition, scope: string, runOp: RunOp, workerId = ''): Map<Digest, GraphNode<OpResult> & { vertex: LlbVertex }> {
   const nodes = new Map<Digest, GraphNode<OpResult> & { vertex: LlbVertex }>();
-  const build = (digest: Digest): GraphNode<OpResult> & { vertex: LlbVertex } => {
-    const existing = nodes.get(digest);
-    if (existing) return existing;
+  // Inputs before users, iteratively (a chain may be thousands of ops long).
+  const build = (digest: Digest): void => {
     const op = def.ops.get(digest)!;
-    const inputs = op.op.inputs.map((i) => ({ node: build(i.digest as Digest), index: Number(i.index) }));
+    const inputs = op.op.inputs.map((i) => ({ node: nodes.get(i.digest as Digest)!, index: Number(i.index) }));
     // Deduplicate deps (an op may read two outputs of one op).
     const deps = [...new Set(inputs.map((i) => i.node))];
     const vertex: LlbVertex = {
@@ -58,9 +57,13 @@ export function toGraph(def: ParsedDefinition, scope: string, runOp: RunOp, work
       },
     };
     nodes.set(digest, node);
-    return node;
   };
-  for (const digest of def.ops.keys()) build(digest);
+  walkPostOrder<Digest>(
+    def.ops.keys(),
+    (d) => d,
+    (d) => def.ops.get(d)!.op.inputs.map((i) => i.digest as Digest),
+    build,
+  );
   return nodes;
 }
 
