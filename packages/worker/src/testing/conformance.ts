@@ -682,6 +682,29 @@ export function runWorkerConformance(
         expect(byName(await solveAndExport(ctx()), 'dir/sub/b.txt').data.toString()).toBe('B');
       });
 
+      it('removes mount-point stubs inside the rootfs only: a parent swapped for a symlink to the host leaves the host alone', async () => {
+        // CVE-2024-23652's class: the host tree looks exactly like the stubs below the swapped parent.
+        const host = await mkdtemp(path.join(tmpdir(), 'kiln-conf-host-'));
+        try {
+          await mkdir(path.join(host, 'etc/t'), { recursive: true });
+          await writeFile(path.join(host, 'etc/s'), '');
+          session.secrets.set('stub', new TextEncoder().encode('x'));
+          const s = execOp(rootfs(), ['/bin/sh', '-c', `mv /x /x.old && ln -s ${host} /x && echo ok > /r`], {
+            mounts: [
+              { dest: '/x/etc/t', type: 'tmpfs' },
+              { dest: '/x/etc/s', type: 'secret', secret: { id: 'stub' } },
+            ],
+          });
+          const entries = await solveAndExport(s);
+          expect(byName(entries, 'r').data.toString()).toBe('ok\n');
+          expect(byName(entries, 'x').linkname).toBe(host);
+          expect((await lstat(path.join(host, 'etc/t'))).isDirectory()).toBe(true);
+          expect((await lstat(path.join(host, 'etc/s'))).isFile()).toBe(true);
+        } finally {
+          await rm(host, { recursive: true, force: true });
+        }
+      });
+
       it('enforces the size of a tmpfs mount', async () => {
         const s = execOp(rootfs(), ['/bin/sh', '-c', 'dd if=/dev/zero of=/scratch/f bs=1024 count=2048 2>/dev/null; echo $? > /rc; wc -c < /scratch/f > /size'], {
           mounts: [{ dest: '/scratch', type: 'tmpfs', tmpfsSizeBytes: 1024 * 1024 }],
@@ -787,7 +810,7 @@ async function makeBusyboxRootfs(dir: string): Promise<string> {
   await chmod(path.join(dir, 'tmp'), 0o1777);
   await copyFile('/bin/busybox', path.join(dir, 'bin/busybox'));
   await chmod(path.join(dir, 'bin/busybox'), 0o755);
-  const applets = ['sh', 'cat', 'echo', 'mkdir', 'id', 'ls', 'sleep', 'true', 'grep', 'cut', 'seq', 'hostname', 'pwd', 'stat', 'nc', 'touch', 'test', 'env', 'wc', 'dd'];
+  const applets = ['sh', 'cat', 'echo', 'mkdir', 'id', 'ls', 'sleep', 'true', 'grep', 'cut', 'seq', 'hostname', 'pwd', 'stat', 'nc', 'touch', 'test', 'env', 'wc', 'dd', 'mv', 'ln'];
   for (const applet of applets) await symlink('busybox', path.join(dir, 'bin', applet));
   await writeFile(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n');
   await writeFile(path.join(dir, 'etc/group'), 'root:x:0:\napp:x:1001:\nextra:x:2000:app\n');
