@@ -70,6 +70,24 @@ describe('oci and docker exporters', () => {
     expect(t.labels.get(desc.digest)).toMatchObject({ 'containerd.io/gc.ref.content.config': manifest.config.digest, 'containerd.io/gc.ref.content.l.0': base.digest, 'containerd.io/gc.ref.content.l.1': run.digest });
   });
 
+  it('rewrite-timestamp: the layers made here carry buildkit/rewritten-timestamp, the base layer not; off without it', async () => {
+    const layersOf = async (attrs: Record<string, string>) => {
+      const t = fakeTier([base, run]);
+      await t.client.export({ buildId: 'b', sessionId: 's', type: 'oci', workerId: 'w1', ref: 'r1', imageConfig, attrs: { 'session.output': 'o', ...attrs } });
+      const files = await untar(t.written.get('o')!);
+      const manifest = json(blobOf(files, json(files.get('index.json')).manifests[0].digest));
+      return { layers: manifest.layers as Descriptor[], epoch: t.getLayersCalls[0]!.sourceDateEpoch };
+    };
+    const on = await layersOf({ 'source-date-epoch': '1700000002', 'rewrite-timestamp': 'true' });
+    expect(on.epoch).toBe(1700000002n);
+    expect(on.layers.map((l) => l.annotations)).toEqual([undefined, { 'buildkit/rewritten-timestamp': '1700000002' }]);
+    const off = await layersOf({ 'source-date-epoch': '1700000002', 'rewrite-timestamp': 'false' });
+    expect(off.epoch).toBeUndefined();
+    expect(off.layers.map((l) => l.annotations)).toEqual([undefined, undefined]);
+    const noEpoch = await layersOf({ 'rewrite-timestamp': 'true' });
+    expect(noEpoch.layers.map((l) => l.annotations)).toEqual([undefined, undefined]);
+  });
+
   it('is deterministic with a source date epoch: two exports give the same bytes', async () => {
     const once = async () => {
       const t = fakeTier([base, run]);

@@ -30,8 +30,10 @@ Options:
       --cache-to stringArray     Cache export destinations (e.g., "type=inline", "type=local,dest=path/to/dir")
   -f, --file string              Name of the Dockerfile (default: "CONTEXT/Dockerfile")
   -h, --help                     Print usage
+      --label stringArray        Set metadata for an image (format: "key=value")
       --load                     Keep the image in the daemon's image store (shorthand for "--output=type=image")
       --metadata-file string     Write build result metadata to a file
+      --network string           Set the networking mode for the RUN instructions during build ("default", "none", "host") (default "default")
       --no-cache                 Do not use cache when building the image
       --no-cache-filter stringArray
                                  Do not cache specified stages

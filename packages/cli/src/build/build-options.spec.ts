@@ -51,6 +51,8 @@ describe('compileBuildOptions defaults', () => {
       tags: [],
       target: undefined,
       buildArgs: {},
+      labels: {},
+      network: undefined,
       namedContexts: [],
       platforms: [],
       secrets: [],
@@ -232,7 +234,41 @@ describe('each flag', () => {
     const fromEnv = compileBuildOptions(parseBuildArgs(['-o', 'type=docker,dest=x.tar', 'app']), { cwd, env: { SOURCE_DATE_EPOCH: '42' } });
     expect(fromEnv.buildArgs).toEqual({ SOURCE_DATE_EPOCH: '42' });
     expect(fromEnv.exports[0]!.attrs['source-date-epoch']).toBe('42');
-    expect(() => compile(['--build-arg', 'SOURCE_DATE_EPOCH=soon', 'app'])).toThrow(/invalid SOURCE_DATE_EPOCH "soon"/);
+    expect(() => compile(['--build-arg', 'SOURCE_DATE_EPOCH=soon', 'app'])).toThrow(/invalid SOURCE_DATE_EPOCH: soon/);
+  });
+
+  it('SOURCE_DATE_EPOCH=context (a local context has no commit time) sets no exporter epoch but reaches the frontend', () => {
+    const o = compile(['--build-arg', 'SOURCE_DATE_EPOCH=context', '-o', 'type=oci,dest=x.tar', 'app']);
+    expect(o.exports[0]!.attrs['source-date-epoch']).toBeUndefined();
+    expect(toSolveRequest(o, { ref: 'r', sessionId: 's' }).frontendAttrs!['build-arg:SOURCE_DATE_EPOCH']).toBe('context');
+  });
+
+  it('--label K=V becomes label:K frontend attrs; a label without = is a usage error', () => {
+    const o = compile(['--label', 'bar=baz', '--label', 'empty=', '--label', 'a=b=c', 'app']);
+    expect(o.labels).toEqual({ bar: 'baz', empty: '', 'a': 'b=c' });
+    expect(toSolveRequest(o, { ref: 'r', sessionId: 's' }).frontendAttrs).toMatchObject({ 'label:bar': 'baz', 'label:empty': '', 'label:a': 'b=c' });
+    expect(usageError(['--label', 'novalue', 'app']).message).toMatch(/invalid argument "novalue" for "--label" flag/);
+  });
+
+  it('--network: none and host force the RUN default (host also asks for network.host), default sends nothing, others refused', () => {
+    const host = toSolveRequest(compile(['--network=host', 'app']), { ref: 'r', sessionId: 's' });
+    expect(host.frontendAttrs!['force-network-mode']).toBe('host');
+    expect(host.entitlements).toEqual(['network.host']);
+    const none = toSolveRequest(compile(['--network', 'none', 'app']), { ref: 'r', sessionId: 's' });
+    expect(none.frontendAttrs!['force-network-mode']).toBe('none');
+    expect(none.entitlements).toEqual([]);
+    expect(toSolveRequest(compile(['--network=default', 'app']), { ref: 'r', sessionId: 's' }).frontendAttrs).toEqual({ filename: 'Dockerfile' });
+    expect(usageError(['--network=bridge', 'app']).message).toMatch(/network mode "bridge" not supported/);
+  });
+
+  it('without -f, a lowercase dockerfile is used when Dockerfile is absent', () => {
+    mkdirSync(join(cwd, 'lower'), { recursive: true });
+    writeFileSync(join(cwd, 'lower', 'dockerfile'), 'FROM scratch\n');
+    const o = compile(['lower']);
+    expect(o.dockerfile).toEqual({ path: join(cwd, 'lower', 'dockerfile'), dir: join(cwd, 'lower'), filename: 'dockerfile' });
+    // Dockerfile wins when both exist.
+    writeFileSync(join(cwd, 'lower', 'Dockerfile'), 'FROM scratch\n');
+    expect(compile(['lower']).dockerfile.filename).toBe('Dockerfile');
   });
 
   it('--load keeps the image in the daemon image store', () => {

@@ -17,6 +17,8 @@ export const BUILD_FLAGS = {
   target: { kind: 'string' },
   'build-arg': { kind: 'list' },
   'build-context': { kind: 'list' },
+  label: { kind: 'list' },
+  network: { kind: 'string' },
   platform: { kind: 'list' },
   secret: { kind: 'list' },
   ssh: { kind: 'list' },
@@ -106,6 +108,10 @@ export interface BuildOptions {
   target: string | undefined;
   /** Build args in flag order; `--build-arg K` took K from the environment (skipped when unset). */
   buildArgs: Record<string, string>;
+  /** `--label K=V`: image labels set over the Dockerfile's (frontend attrs `label:K`). */
+  labels: Record<string, string>;
+  /** `--network`: the default network of every RUN (`none` or `host`); undefined for the default sandbox. */
+  network: 'none' | 'host' | undefined;
   namedContexts: NamedContext[];
   /** Normalized platforms, deduplicated, in order. */
   platforms: string[];
@@ -172,6 +178,8 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     if (!isFile(dockerfilePath)) throw new UsageError(`--file: Dockerfile "${flags.file}" not found`, '--file');
   } else {
     dockerfilePath = resolve(contextDir, 'Dockerfile');
+    // As buildx: without -f, a lowercase `dockerfile` serves when `Dockerfile` is absent.
+    if (!isFile(dockerfilePath) && isFile(resolve(contextDir, 'dockerfile'))) dockerfilePath = resolve(contextDir, 'dockerfile');
     if (!isFile(dockerfilePath)) {
       throw new UsageError(`Dockerfile not found in the build context: "${dockerfilePath}" (choose one with -f/--file)`, '--file');
     }
@@ -198,9 +206,25 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
   }
   // buildx: SOURCE_DATE_EPOCH from the environment is a build arg unless one is given.
   if (buildArgs.SOURCE_DATE_EPOCH === undefined && ctx.env.SOURCE_DATE_EPOCH) buildArgs.SOURCE_DATE_EPOCH = ctx.env.SOURCE_DATE_EPOCH;
-  const sourceDateEpoch = buildArgs.SOURCE_DATE_EPOCH || undefined;
+  // `context` asks for the context's commit time: a local context has none, so no epoch (the frontend sees the arg).
+  const sourceDateEpoch = buildArgs.SOURCE_DATE_EPOCH === 'context' ? undefined : buildArgs.SOURCE_DATE_EPOCH || undefined;
   if (sourceDateEpoch !== undefined && !/^\d{1,12}$/.test(sourceDateEpoch)) {
-    throw new UsageError(`invalid SOURCE_DATE_EPOCH "${sourceDateEpoch}": want whole seconds since the epoch`, '--build-arg');
+    throw new UsageError(`invalid SOURCE_DATE_EPOCH: ${sourceDateEpoch} (want whole seconds since the epoch, or "context")`, '--build-arg');
+  }
+
+  const labels: Record<string, string> = {};
+  for (const l of flags.label) {
+    const eq = l.indexOf('=');
+    if (eq <= 0) throw new UsageError(`invalid argument "${l}" for "--label" flag: expected KEY=VALUE`, '--label');
+    labels[l.slice(0, eq)] = l.slice(eq + 1);
+  }
+
+  let network: BuildOptions['network'];
+  if (flags.network !== undefined) {
+    if (flags.network === 'none' || flags.network === 'host') network = flags.network;
+    else if (flags.network !== 'default' && flags.network !== '') {
+      throw new UsageError(`invalid argument "${flags.network}" for "--network" flag: network mode "${flags.network}" not supported (want default, none or host)`, '--network');
+    }
   }
 
   const namedContexts = flags['build-context'].map((v) => parseNamedContext(v, abs));
@@ -230,6 +254,8 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     }
     if (!entitlements.includes(e)) entitlements.push(e);
   }
+  // buildx: --network=host asks for the network.host entitlement itself (the daemon still has to permit it).
+  if (network === 'host' && !entitlements.includes('network.host')) entitlements.push('network.host');
 
   const workerFilters = flags['worker-filter'].map((f) => {
     if (f.trim() === '') throw new UsageError('flag needs a non-empty argument: --worker-filter', '--worker-filter');
@@ -265,6 +291,8 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     tags,
     target: flags.target,
     buildArgs,
+    labels,
+    network,
     namedContexts,
     platforms,
     secrets,

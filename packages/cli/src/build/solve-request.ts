@@ -21,6 +21,8 @@ export function toSolveRequest(opts: BuildOptions, ids: { ref: string; sessionId
   const frontendAttrs: Record<string, string> = { filename: opts.dockerfile.filename };
   if (opts.target !== undefined) frontendAttrs.target = opts.target;
   for (const [k, v] of Object.entries(opts.buildArgs)) frontendAttrs[`build-arg:${k}`] = v;
+  for (const [k, v] of Object.entries(opts.labels)) frontendAttrs[`label:${k}`] = v;
+  if (opts.network !== undefined) frontendAttrs['force-network-mode'] = opts.network;
   if (opts.platforms.length > 0) frontendAttrs.platform = opts.platforms.join(',');
   if (opts.extraHosts.length > 0) frontendAttrs['add-hosts'] = opts.extraHosts.map((h) => `${h.host}=${h.ip}`).join(',');
   for (const c of opts.namedContexts) frontendAttrs[`context:${c.name}`] = namedContextAttr(c);

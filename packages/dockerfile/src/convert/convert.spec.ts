@@ -32,6 +32,23 @@ describe('convertDockerfile', async () => {
     expect(srcB.case === 'source' && localAttrs(srcB.value.attrs).includePatterns).toEqual(['b']);
   });
 
+  it('labels (--label) are set over the Dockerfile LABELs of the target', async () => {
+    const { imageConfig } = await ops('FROM scratch\nLABEL foo=bar bar=old\n', { labels: { bar: 'baz', new: '1' } });
+    expect(imageConfig.config.Labels).toEqual({ foo: 'bar', bar: 'baz', new: '1' });
+  });
+
+  it('SOURCE_DATE_EPOCH: the build arg, else a global ARG default; context and unset give none; invalid is an error', async () => {
+    const epoch = async (text: string, buildArgs: Record<string, string> = {}) => (await convertDockerfile(text, { buildArgs })).sourceDateEpoch;
+    const withDefault = 'ARG SOURCE_DATE_EPOCH=1700000001\nFROM scratch\n';
+    expect(await epoch(withDefault)).toBe(1700000001);
+    expect(await epoch(withDefault, { SOURCE_DATE_EPOCH: '1700000002' })).toBe(1700000002);
+    expect(await epoch('FROM scratch\n', { SOURCE_DATE_EPOCH: '5' })).toBe(5);
+    expect(await epoch('FROM scratch\n')).toBeUndefined();
+    expect(await epoch(withDefault, { SOURCE_DATE_EPOCH: 'context' })).toBeUndefined();
+    await expect(epoch('ARG SOURCE_DATE_EPOCH=not-a-timestamp\nFROM scratch\n')).rejects.toThrow('invalid SOURCE_DATE_EPOCH: not-a-timestamp');
+    await expect(epoch('FROM scratch\n', { SOURCE_DATE_EPOCH: '-1' })).rejects.toThrow('invalid SOURCE_DATE_EPOCH: -1');
+  });
+
   it('builds the image config', async () => {
     const { imageConfig } = await ops('FROM scratch\nENV A=1 B=two\nWORKDIR /app\nUSER 1000\nEXPOSE 80 53/udp\nLABEL x=y\nENTRYPOINT ["/bin/app"]\nCMD echo hi\n');
     expect(imageConfig.config).toMatchObject({

@@ -39,6 +39,10 @@ export interface ConvertOptions {
   extraHosts?: { host: string; ip: string }[];
   /** Hostname of every RUN (frontend attr `hostname`); empty: the worker's default. */
   hostname?: string;
+  /** Image labels set over the Dockerfile's LABELs (`--label`, frontend attrs `label:K`). */
+  labels?: Record<string, string>;
+  /** Network of every RUN without `--network` (`--network`, frontend attr `force-network-mode`). */
+  forceNetwork?: 'none' | 'host';
   /** Resolves base images (config + digest); without it images stay unpinned with an empty config. */
   imageResolver?: ImageMetaResolver;
   signal?: AbortSignal;
@@ -51,6 +55,12 @@ export interface ConvertResult {
   warnings: BuildWarning[];
   /** The target stage's platform. */
   platform: Platform;
+  /**
+   * SOURCE_DATE_EPOCH in seconds: the build arg, else the default of a global
+   * `ARG SOURCE_DATE_EPOCH=...`; undefined without one or for `context`
+   * (a local context has no commit time).
+   */
+  sourceDateEpoch?: number;
 }
 
 const EMPTY_IMAGE = 'scratch';
@@ -200,6 +210,7 @@ class Converter {
     this.lintDefaultBaseNames(parsed.metaArgs, globals);
     this.metaArgs = new Map(globals);
     this.declareMetaArgs(parsed.metaArgs);
+    const sourceDateEpoch = this.sourceDateEpoch();
     this.lintFromLines();
     this.checkCycles();
 
@@ -214,7 +225,16 @@ class Converter {
     }
     this.linter.finish();
     const state = target.override ?? target.state;
-    return { state, imageConfig: target.config, warnings: this.linter.warnings, platform: target.platform };
+    for (const [k, v] of Object.entries(this.opts.labels ?? {})) (target.config.config.Labels ??= {})[k] = v;
+    return { state, imageConfig: target.config, warnings: this.linter.warnings, platform: target.platform, ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}) };
+  }
+
+  /** The build's SOURCE_DATE_EPOCH (see ConvertResult); an invalid value is an error, as in BuildKit. */
+  private sourceDateEpoch(): number | undefined {
+    const value = this.buildArgs['SOURCE_DATE_EPOCH'] ?? this.metaArgs.get('SOURCE_DATE_EPOCH');
+    if (value === undefined || value === '' || value === 'context') return undefined;
+    if (!/^\d{1,12}$/.test(value)) throw new InvalidArgumentError(`invalid SOURCE_DATE_EPOCH: ${value}`, 'build-arg:SOURCE_DATE_EPOCH');
+    return Number(value);
   }
 
   /** A COPY --from or RUN --mount from= naming something other than a stage (an image or a named context). */
@@ -578,7 +598,7 @@ class Converter {
         return;
       }
       default:
-        s.state = this.namedContextState(ctx, name);
+        s.state = ctx.kind === 'scratch' ? State.scratch().withPlatform(s.platform) : this.namedContextState(ctx, name);
         s.config = emptyImageConfig(s.platform.os, s.platform.architecture, s.platform.variant);
         s.env = envMapOf(s.config.config.Env ?? []);
         s.imageEnv = new Map(s.env);
@@ -599,6 +619,8 @@ class Converter {
       }
       case 'image':
         return image(this.normalizeImageRef(ctx.ref, 1), { description: `[context ${name}] ${ctx.ref}`, platform: toPb(this.targetPlatform) });
+      case 'scratch':
+        return State.scratch();
       case 'oci-layout':
         return this.layoutState(ctx.ref, name, ctx.ref, this.targetPlatform);
       case 'git':
@@ -945,6 +967,7 @@ class Converter {
       extraHosts: this.opts.extraHosts ?? [],
       // As BuildKit's dockerui: the BUILDKIT_SANDBOX_HOSTNAME build arg wins over the hostname option.
       hostname: this.buildArgs['BUILDKIT_SANDBOX_HOSTNAME'] || this.opts.hostname || '',
+      forceNetwork: this.opts.forceNetwork,
     };
   }
 

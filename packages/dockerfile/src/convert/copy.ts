@@ -20,6 +20,8 @@ export interface CopyContext {
   /** RUN's extra /etc/hosts entries and hostname (ConvertOptions). */
   extraHosts?: { host: string; ip: string }[];
   hostname?: string;
+  /** RUN's network when it has no `--network` (ConvertOptions). */
+  forceNetwork?: 'none' | 'host';
 }
 
 const SYMBOLIC_MODE = /^[ugoa]*[-+=]([rwxXst]*|[ugo])(,[ugoa]*[-+=]([rwxXst]*|[ugo]))*$/;

@@ -106,6 +106,19 @@ describe('RUN --security, --network and heredocs', () => {
     expect(await host({ hostname: 'box', buildArgs: { BUILDKIT_SANDBOX_HOSTNAME: 'foo' } })).toBe('foo');
   });
 
+  it('forceNetwork (--network) is the network of every RUN without --network; RUN --network wins', async () => {
+    const text = 'FROM scratch\nRUN a\nRUN --network=none b\nRUN --network=default c\n';
+    const nets = async (opts: ConvertOptions) => {
+      const { def } = await convert(text, opts);
+      const byArg = new Map<string, llb.NetMode>();
+      for (const o of def.ops.values()) if (o.op.op.case === 'exec') byArg.set(o.op.op.value.meta!.args.at(-1)!, o.op.op.value.network);
+      return [byArg.get('a'), byArg.get('b'), byArg.get('c')];
+    };
+    expect(await nets({})).toEqual([llb.NetMode.SANDBOX, llb.NetMode.NONE, llb.NetMode.SANDBOX]);
+    expect(await nets({ forceNetwork: 'host' })).toEqual([llb.NetMode.HOST, llb.NetMode.NONE, llb.NetMode.SANDBOX]);
+    expect(await nets({ forceNetwork: 'none' })).toEqual([llb.NetMode.NONE, llb.NetMode.NONE, llb.NetMode.SANDBOX]);
+  });
+
   it('runs a plain heredoc with the shell, as BuildKit', async () => {
     const { def } = await convert('FROM scratch\nRUN <<EOF\necho a\necho b\nEOF\n');
     const { exec, op } = resultExec(def);

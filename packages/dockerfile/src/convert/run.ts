@@ -27,7 +27,7 @@ export async function convertRun(
   };
   if (cmd.devices.length > 0) fail('RUN --device is not supported');
   const security = securityMode(cmd.security, fail);
-  const network = networkMode(cmd.network, fail);
+  const network = networkMode(cmd.network || ctx.forceNetwork || '', fail);
 
   const mounts: ExecMountInit[] = [];
   const secrets: ExecSecretInit[] = [];

@@ -35,6 +35,8 @@ export function parseGitUrl(s: string): GitUrl | undefined {
 export type NamedContextValue =
   | { kind: 'local'; dir: string }
   | { kind: 'image'; ref: string }
+  /** `docker-image://scratch`: the empty filesystem, as BuildKit reads it. */
+  | { kind: 'scratch' }
   | { kind: 'oci-layout'; ref: string }
   | { kind: 'git'; git: GitUrl }
   | { kind: 'http'; url: string };
@@ -42,7 +44,10 @@ export type NamedContextValue =
 /** Reads `local:DIR`, `docker-image://REF`, `oci-layout://REF`, git and http URLs. */
 export function parseNamedContext(value: string): NamedContextValue {
   if (value.startsWith('local:')) return { kind: 'local', dir: value.slice('local:'.length) };
-  if (value.startsWith('docker-image://')) return { kind: 'image', ref: value.slice('docker-image://'.length) };
+  if (value.startsWith('docker-image://')) {
+    const ref = value.slice('docker-image://'.length);
+    return ref.toLowerCase() === 'scratch' ? { kind: 'scratch' } : { kind: 'image', ref };
+  }
   if (value.startsWith('oci-layout://')) return { kind: 'oci-layout', ref: value.slice('oci-layout://'.length) };
   const git = parseGitUrl(value);
   if (git) return { kind: 'git', git };

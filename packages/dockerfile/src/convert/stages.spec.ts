@@ -183,6 +183,18 @@ describe('multi-stage, targets and named contexts', () => {
     expect(ids).toEqual(['docker-image://registry.local:5000/base:1', 'local://assets', `oci-layout://store@sha256:${'a'.repeat(64)}`]);
     expect(execs(def)).toHaveLength(0); // the overridden stage's RUN is never converted
   });
+
+  it('reads docker-image://scratch as the empty image: nothing resolved or pulled, for FROM and --from', async () => {
+    const resolve = async () => {
+      throw new Error('scratch must not be resolved');
+    };
+    const { def } = await convert('FROM busybox AS build\nCOPY <<EOF /out\nhi\nEOF\nFROM scratch\nCOPY --from=build /out /\nCOPY --from=tools / /t\n', {
+      namedContexts: { busybox: 'docker-image://scratch', tools: 'docker-image://scratch' },
+      imageResolver: { resolve },
+    });
+    expect(sources(def).filter((s) => s.id.startsWith('docker-image://'))).toEqual([]);
+    expect(copies(def).map((c) => c.dest)).toEqual(expect.arrayContaining(['/out']));
+  });
 });
 
 describe('base images', () => {

@@ -22,6 +22,9 @@ export function manifestRefLabels(config: Descriptor, layers: readonly Descripto
   return labels;
 }
 
+/** Layer descriptor annotation (BuildKit's name): the SOURCE_DATE_EPOCH the layer's file times were clamped to. */
+export const REWRITTEN_TIMESTAMP_ANNOTATION = 'buildkit/rewritten-timestamp';
+
 const DOCKER_LAYER_OF: Record<string, string> = {
   [MediaType.OciLayerGzip]: MediaType.DockerLayer,
   [MediaType.OciLayer]: 'application/vnd.docker.image.rootfs.diff.tar',
@@ -62,7 +65,14 @@ export async function assembleImage(src: ResultSource, store: BlobStore, opts: I
   const configBytes = Buffer.from(JSON.stringify(config));
   const configBlob = await store.put(configBytes, { lease }, ctx.signal);
   const configDesc: Descriptor = { mediaType: opts.ociMediaTypes ? MediaType.OciConfig : MediaType.DockerConfig, digest: configBlob.digest, size: configBlob.size };
-  const layerDescs: Descriptor[] = layers.map((l) => ({ mediaType: layerMediaType(l.mediaType, opts.ociMediaTypes), digest: l.digest, size: l.size }));
+  // BuildKit's marker on each layer whose file times were rewritten: the ones made here, not the base image's.
+  const rewritten = opts.rewriteTimestamp && opts.sourceDateEpoch !== undefined ? { [REWRITTEN_TIMESTAMP_ANNOTATION]: String(opts.sourceDateEpoch) } : undefined;
+  const layerDescs: Descriptor[] = layers.map((l) => ({
+    mediaType: layerMediaType(l.mediaType, opts.ociMediaTypes),
+    digest: l.digest,
+    size: l.size,
+    ...(rewritten && !l.fromBase ? { annotations: { ...rewritten } } : {}),
+  }));
   const manifest: Record<string, unknown> = {
     schemaVersion: 2,
     mediaType: opts.ociMediaTypes ? MediaType.OciManifest : MediaType.DockerManifest,

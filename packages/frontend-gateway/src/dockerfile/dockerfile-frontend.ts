@@ -26,7 +26,9 @@ export interface DockerfileFrontendOptions {
  * a multi-platform result; stages shared between platforms, such as
  * `FROM --platform=$BUILDPLATFORM` ones, give identical ops that the solver
  * runs once), `build-platform` (BUILDPLATFORM), `context:NAME`,
- * `add-hosts` (`host=ip,...`, BuildKit's spelling) and `hostname`.
+ * `add-hosts` (`host=ip,...`, BuildKit's spelling), `hostname`, `label:K`
+ * (image labels over the Dockerfile's) and `force-network-mode` (RUN's
+ * default network). The response metadata carries `source-date-epoch`.
  * `context:NAME=oci-layout://STORE[:TAG][@DIGEST]` reads the layout the
  * client shares as session directory STORE (image config and manifest digest).
  */
@@ -47,10 +49,13 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
       const ignore = (await reads[1]) ?? (await reads[2]);
       const buildArgs: Record<string, string> = {};
       const namedContexts: Record<string, string> = {};
+      const labels: Record<string, string> = {};
       for (const [k, v] of Object.entries(req.attrs)) {
         if (k.startsWith('build-arg:')) buildArgs[k.slice('build-arg:'.length)] = v;
         if (k.startsWith('context:')) namedContexts[k.slice('context:'.length)] = v;
+        if (k.startsWith('label:')) labels[k.slice('label:'.length)] = v;
       }
+      const forceNetwork = networkAttr(req.attrs['force-network-mode']);
       const platforms = platformList(req.attrs['platform']);
       const buildPlatform = platformList(req.attrs['build-platform'], 'build-platform')[0];
       const extraHosts = addHostsAttr(req.attrs['add-hosts']);
@@ -72,6 +77,8 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
           excludePatterns,
           extraHosts,
           hostname: req.attrs['hostname'] || undefined,
+          labels,
+          forceNetwork,
           imageResolver,
           signal,
         });
@@ -79,11 +86,14 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
           definition: marshal(converted.state, { sources: [{ filename, data, language: 'Dockerfile' }] }),
           imageConfig: new TextEncoder().encode(JSON.stringify(converted.imageConfig)),
           warnings: converted.warnings,
+          sourceDateEpoch: converted.sourceDateEpoch,
         };
       };
+      // The epoch (build arg or the Dockerfile's ARG default) goes to the solver, which gives it to image exporters.
+      const metadataOf = (epoch: number | undefined): Record<string, string> => (epoch !== undefined ? { [SOURCE_DATE_EPOCH_METADATA]: String(epoch) } : {});
       if (platforms.length <= 1) {
         const one = await convert(platforms[0]);
-        return { definition: one.definition, imageConfig: one.imageConfig, metadata: {}, warnings: one.warnings.map(toFrontendWarning) };
+        return { definition: one.definition, imageConfig: one.imageConfig, metadata: metadataOf(one.sourceDateEpoch), warnings: one.warnings.map(toFrontendWarning) };
       }
       const results = await Promise.all(platforms.map((p) => convert(p)));
       // Each platform's conversion lints the same file: report each warning once.
@@ -91,12 +101,22 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
       return {
         definition: results[0]!.definition,
         imageConfig: results[0]!.imageConfig,
-        metadata: {},
+        metadata: metadataOf(results[0]!.sourceDateEpoch),
         warnings: [...warnings.values()],
         platforms: results.map((r, i) => ({ platform: formatPlatform(platforms[i]!), definition: r.definition, imageConfig: r.imageConfig })),
       };
     },
   };
+}
+
+/** Response metadata key of the build's SOURCE_DATE_EPOCH (seconds), when it has one. */
+export const SOURCE_DATE_EPOCH_METADATA = 'source-date-epoch';
+
+/** `force-network-mode` (buildx's `--network`): `none` or `host`; empty or `default` leaves RUN's default. */
+function networkAttr(value: string | undefined): 'none' | 'host' | undefined {
+  if (value === undefined || value === '' || value === 'default' || value === 'sandbox') return undefined;
+  if (value === 'none' || value === 'host') return value;
+  throw new InvalidArgumentError(`network mode "${value}" not supported: want default, none or host`, 'force-network-mode');
 }
 
 /** The Dockerfile frontend without registry lookups. */

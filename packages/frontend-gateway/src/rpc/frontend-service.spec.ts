@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { frontend, session } from '@kiln/api';
+import { frontend, llb, session } from '@kiln/api';
 import { createInMemoryTransport, createKilnClient, silentLogger, type KilnError } from '@kiln/common';
 import { localAttrs, parseDefinition } from '@kiln/llb';
 import { describe, expect, it } from 'vitest';
@@ -47,6 +47,23 @@ describe('FrontendService with dockerfile.v0', () => {
     expect(res.definition!.sources[0]?.filename).toBe('Dockerfile');
     expect(JSON.parse(new TextDecoder().decode(res.imageConfig)).config.Labels).toEqual({ v: '2' });
     expect(reads).toEqual(['dockerfile:Dockerfile', 'dockerfile:Dockerfile.dockerignore', 'context:.dockerignore']);
+  });
+
+  it('takes label:K attrs over the LABELs, force-network-mode for RUN, and returns the Dockerfile default SOURCE_DATE_EPOCH', async () => {
+    const { client } = setup({ 'dockerfile:Dockerfile': 'ARG SOURCE_DATE_EPOCH=1700000001\nFROM scratch\nLABEL foo=bar\nRUN true\n' });
+    const res = await client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: { 'label:bar': 'baz', 'force-network-mode': 'none' } });
+    expect(JSON.parse(new TextDecoder().decode(res.imageConfig)).config.Labels).toEqual({ foo: 'bar', bar: 'baz' });
+    const exec = [...parseDefinition(res.definition!).ops.values()].find((o) => o.op.op.case === 'exec')!.op.op;
+    expect(exec.case === 'exec' && exec.value.network).toBe(llb.NetMode.NONE);
+    expect(res.metadata).toEqual({ 'source-date-epoch': '1700000001' });
+    const overridden = await client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: { 'build-arg:SOURCE_DATE_EPOCH': '1700000002' } });
+    expect(overridden.metadata).toEqual({ 'source-date-epoch': '1700000002' });
+    await expect(client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: { 'force-network-mode': 'bridge' } })).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'force-network-mode' } });
+  });
+
+  it('fails on an invalid SOURCE_DATE_EPOCH default with BuildKit\'s message', async () => {
+    const { client } = setup({ 'dockerfile:Dockerfile': 'ARG SOURCE_DATE_EPOCH=not-a-timestamp\nFROM scratch\n' });
+    await expect(client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: {} })).rejects.toMatchObject({ message: expect.stringContaining('invalid SOURCE_DATE_EPOCH: not-a-timestamp') });
   });
 
   it('asks the client for the Dockerfile and both ignore files at once (each read is a round trip)', async () => {

@@ -8,11 +8,12 @@ import { SessionHost } from '../session/session-host.js';
 import { Solver } from './solver.js';
 
 /** A solver wired to fakes of its neighbours over the router transport. */
-function setup(opts: { failOn?: string; runDelayMs?: number; files?: Map<string, string> } = {}) {
+function setup(opts: { failOn?: string; runDelayMs?: number; files?: Map<string, string>; epoch?: string } = {}) {
   const bus = createMemoryBus();
   const runs: string[] = [];
   const released: string[] = [];
   const exports: { type: string; ref: string }[] = [];
+  const exportAttrs: Record<string, string>[] = [];
   const dockerfile = new TextEncoder().encode('FROM scratch\nCOPY a /a\nCOPY b /b\n');
   const ctx = local('context', { includePatterns: ['a', 'b'] });
   const a = FileChain.start().copy(ctx, '/a', '/a').apply(State.scratch(), { description: 'COPY a /a', sourceIndex: 0, ranges: [{ startLine: 2, endLine: 2 }] });
@@ -20,7 +21,7 @@ function setup(opts: { failOn?: string; runDelayMs?: number; files?: Map<string,
     sources: [{ filename: 'Dockerfile', data: dockerfile }],
   });
   const transport = createInMemoryTransport((r) => {
-    r.service(frontend.FrontendService, { solve: async () => ({ definition: def }) });
+    r.service(frontend.FrontendService, { solve: async () => ({ definition: def, metadata: (opts.epoch ? { 'source-date-epoch': opts.epoch } : {}) as Record<string, string> }) });
     r.service(worker.WorkerService, {
       describe: async () => ({ id: 'w1' }),
       async run(req) {
@@ -50,6 +51,7 @@ function setup(opts: { failOn?: string; runDelayMs?: number; files?: Map<string,
     r.service(exporter.ExporterService, {
       async export(req) {
         exports.push({ type: req.type, ref: req.ref });
+        exportAttrs.push(req.attrs);
         return { response: { 'exported.ref': req.ref } };
       },
     });
@@ -68,7 +70,7 @@ function setup(opts: { failOn?: string; runDelayMs?: number; files?: Map<string,
   });
   const request = (ref: string) =>
     create(control.SolveRequestSchema, { ref, sessionId: 's1', frontend: 'dockerfile.v0', exporters: [{ type: 'local', attrs: {} }] });
-  return { solver, runs, released, exports, request, bus };
+  return { solver, runs, released, exports, exportAttrs, request, bus };
 }
 
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
@@ -129,6 +131,16 @@ describe('Solver', () => {
     runs.length = 0;
     await solver.solve(request('k4'), new AbortController().signal);
     expect(runs).toEqual(['local://context', 'COPY a /a', 'COPY b /b']);
+  });
+
+  it("gives the frontend's SOURCE_DATE_EPOCH to image exporters that have none of their own", async () => {
+    const { solver, exportAttrs } = setup({ epoch: '1700000001' });
+    const req = create(control.SolveRequestSchema, {
+      ref: 'epoch-1', sessionId: 's1', frontend: 'dockerfile.v0',
+      exporters: [{ type: 'oci', attrs: { 'session.output': 'o' } }, { type: 'image', attrs: { 'source-date-epoch': '5' } }, { type: 'local', attrs: {} }],
+    });
+    await solver.solve(req, new AbortController().signal);
+    expect(exportAttrs).toEqual([{ 'session.output': 'o', 'source-date-epoch': '1700000001' }, { 'source-date-epoch': '5' }, {}]);
   });
 
   it('rejects a bad build ref', async () => {

@@ -123,6 +123,7 @@ export class Solver {
       const cacheImports = compileCacheImports(req.cacheImports);
       const requested = parseWorkerFilters(req.workerFilter, '--worker-filter');
       let targets: BuildTarget[] = [{ platform: '', definition: req.definition, imageConfig: new Uint8Array() }];
+      let sourceDateEpoch: string | undefined;
       if (req.frontend) {
         const attrs = await this.withBuildPlatform(req.frontendAttrs, requested);
         const res = await this.step(publish, internalVertex(buildId, `[internal] load build definition from ${req.frontendAttrs['filename'] ?? 'Dockerfile'}`), async () => {
@@ -130,6 +131,7 @@ export class Solver {
           return client.solve({ buildId, sessionId: req.sessionId, frontend: req.frontend, attrs }, { signal });
         });
         targets = res.platformResults.length > 0 ? res.platformResults : [{ platform: '', definition: res.definition, imageConfig: res.imageConfig }];
+        sourceDateEpoch = res.metadata[SOURCE_DATE_EPOCH_METADATA] || undefined;
         for (const w of res.warnings) await publish({ case: 'warning', value: w });
       }
       for (const t of targets) {
@@ -153,7 +155,7 @@ export class Solver {
         );
         imports = new CacheImports(loaded, this.opts.content, log.child({ component: 'cache-import' }));
       }
-      const plan: BuildPlan = { req, granted: [...granted], defs, targets, cacheExports, imports, publish, log, session, signal };
+      const plan: BuildPlan = { req, granted: [...granted], defs, targets, cacheExports, imports, publish, log, session, signal, sourceDateEpoch };
       let response: Record<string, string>;
       try {
         response = await this.buildOn(worker, plan);
@@ -224,7 +226,7 @@ export class Solver {
       const res = await this.step(publish, internalVertex(buildId, `exporting to ${exp.type}`, i), async () => {
         const client = await this.opts.exporters();
         const first = { workerId: worker.id, ref: resultRefs[0]!, imageConfig: targets[0]!.imageConfig };
-        return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exp.attrs, ...first, platforms }, { signal });
+        return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exporterAttrs(exp, p.sourceDateEpoch), ...first, platforms }, { signal });
       });
       Object.assign(response, res.response);
     }
@@ -490,6 +492,21 @@ const TRANSIENT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['unavailable
 /** How long a worker gets to answer Describe before it counts as lost. */
 const WORKER_PROBE_MS = 3000;
 
+/** The frontend response's metadata key for SOURCE_DATE_EPOCH (seconds). */
+const SOURCE_DATE_EPOCH_METADATA = 'source-date-epoch';
+/** Exporters that make images: they date the config and history (and clamp layer times) by the epoch. */
+const IMAGE_EXPORTERS = new Set(['oci', 'docker', 'image']);
+
+/**
+ * An exporter's attrs with the build's SOURCE_DATE_EPOCH (the frontend's:
+ * a build arg or the Dockerfile's `ARG SOURCE_DATE_EPOCH=` default) where
+ * an image exporter has none of its own.
+ */
+export function exporterAttrs(exp: { type: string; attrs: Record<string, string> }, sourceDateEpoch: string | undefined): Record<string, string> {
+  if (sourceDateEpoch === undefined || !IMAGE_EXPORTERS.has(exp.type) || exp.attrs['source-date-epoch']) return exp.attrs;
+  return { ...exp.attrs, 'source-date-epoch': sourceDateEpoch };
+}
+
 /** What a build brings to the worker that runs it (see Solver.buildOn). */
 interface BuildPlan {
   req: control.SolveRequest;
@@ -498,6 +515,8 @@ interface BuildPlan {
   defs: readonly ParsedDefinition[];
   targets: BuildTarget[];
   cacheExports: ReturnType<typeof compileCacheExports>;
+  /** The frontend's SOURCE_DATE_EPOCH (its response metadata), for image exporters without their own. */
+  sourceDateEpoch: string | undefined;
   imports: CacheImports | undefined;
   publish: BuildContext['publish'];
   log: Logger;
