@@ -1,6 +1,6 @@
 import { content, control, worker } from '@kiln/api';
 import { asKilnError, createKilnClient, createNodeTransport, loadTlsCredentials, sha256, type TierRole } from '@kiln/common';
-import { startKilnCluster, startKilnNats, type KilnCluster, type KilnNats } from '@kiln/testkit';
+import { runKiln, startKilnCluster, startKilnNats, type KilnCluster, type KilnNats } from '@kiln/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 /**
@@ -48,6 +48,14 @@ describe('tier ports refuse callers without the right certificate [topology=spli
     // Refused by the TLS handshake before any handler runs: never ok, not_found or
     // invalid_argument from the service itself (the connection is dropped: canceled/unavailable).
     for (const code of codes) expect(['unavailable', 'canceled', 'deadline_exceeded']).toContain(code);
+  });
+
+  it('the CLI without a certificate is refused, and told what is missing', async () => {
+    const res = await runKiln(['prune', '--addr', cluster.addr]);
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain('give --tlscacert, --tlscert and --tlskey');
+    const ok = await runKiln(['du', '--addr', cluster.addr], { env: cluster.env });
+    expect(ok.code, ok.stderr).toBe(0);
   });
 
   it('refuses a certificate whose role may not call the method', async () => {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connectDaemon, resolveDaemonAddress } from './daemon.js';
+import { connectDaemon, resolveDaemonAddress, resolveTls } from './daemon.js';
 import { UsageError } from './flags/usage-error.js';
 import { main } from './main.js';
 
@@ -20,6 +20,14 @@ describe('resolveDaemonAddress', () => {
   it('rejects malformed addresses naming their source', () => {
     expect(() => resolveDaemonAddress('nope', {})).toThrow(UsageError);
     expect(() => resolveDaemonAddress(undefined, { KILN_ADDR: 'nope' })).toThrow(/invalid KILN_ADDR "nope"/);
+  });
+});
+
+describe('resolveTls', () => {
+  it('is off without files, and needs all three (flags over KILN_TLS_*), naming the missing one', () => {
+    expect(resolveTls(undefined, {})).toBeUndefined();
+    expect(() => resolveTls({ caCert: '/ca.pem' }, { KILN_TLS_CERT: '/c.pem' })).toThrow(expect.objectContaining({ message: expect.stringMatching(/^--tlskey is missing/) }));
+    expect(() => resolveTls({ caCert: '/nonexistent/ca.pem' }, { KILN_TLS_CERT: '/c.pem', KILN_TLS_KEY: '/k.pem' })).toThrow(/cannot read --tlscacert \/nonexistent\/ca.pem/);
   });
 });
 

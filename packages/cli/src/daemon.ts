@@ -107,7 +107,8 @@ export interface ConnectOptions {
 export async function connectDaemon(opts: ConnectOptions): Promise<DaemonConnection> {
   const where = resolveDaemonAddress(opts.addr, opts.env);
   // The daemon must prove the solver role (the all-in-one daemon uses a solver certificate too).
-  const transport = createNodeTransport(where.addr, { tls: resolveTls(opts.tls, opts.env), serverRoles: ['solver'] });
+  const tls = resolveTls(opts.tls, opts.env);
+  const transport = createNodeTransport(where.addr, { tls, serverRoles: ['solver'] });
   const ctl = createKilnClient(control.ControlService, transport);
   const conn = (info: control.InfoResponse, started: boolean): DaemonConnection => ({
     address: where.addr,
@@ -126,7 +127,9 @@ export async function connectDaemon(opts: ConnectOptions): Promise<DaemonConnect
     firstErr = err;
   }
   if (where.explicit) {
-    throw new UnavailableError(`failed to connect to kiln daemon at ${where.addr}: ${describeError(asKilnError(firstErr))}`);
+    // A TLS server drops a plain client without a word: say what is likely missing.
+    const hint = where.addr.startsWith('tcp://') && !tls ? ' (if the daemon runs mutual TLS, give --tlscacert, --tlscert and --tlskey or KILN_TLS_*)' : '';
+    throw new UnavailableError(`failed to connect to kiln daemon at ${where.addr}: ${describeError(asKilnError(firstErr))}${hint}`);
   }
   if (opts.daemonCommand.length === 0) {
     throw new UnavailableError(`no kiln daemon answers at ${where.addr} and no daemon command is configured to start one`);
