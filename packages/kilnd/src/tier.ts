@@ -37,6 +37,9 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
     auth: opts.natsAuth,
     tls: opts.natsTls,
   });
+  if (!opts.natsAuth) {
+    log.warn('NATS without credentials: any client of that server can announce itself as a tier; run it as deploy/nats/nats-server.conf does and give --nats-user (README, "NATS")');
+  }
   // With mTLS, an announcement counts only once its endpoint has proved the announced tier's role.
   const verify = tls
     ? async (a: { tier: string; url: string }) => {
