@@ -14,7 +14,11 @@ export type KilnNatsUser = (typeof KILN_NATS_USERS)[number];
 export interface KilnNats extends NatsServer {
   /** The CA, server and client certificate files. */
   readonly certs: NatsCerts;
-  /** The password of `user` (random per server). */
+  /**
+   * The password of `user` (random per server). nats-server parses a `$VAR`'s
+   * value as a config value, so passwords are a letter then hex digits (one
+   * starting with a digit would be read as a number).
+   */
   password(user: KilnNatsUser): string;
   /** The file holding `user`'s password, for `--nats-password-file`. */
   passwordFile(user: KilnNatsUser): string;
@@ -38,7 +42,7 @@ export async function startKilnNats(): Promise<KilnNats> {
   const dir = mkdtempSync(join(tmpdir(), 'kiln-nats-auth-'));
   try {
     const certs = await makeNatsCerts(dir);
-    const passwords = Object.fromEntries(KILN_NATS_USERS.map((u) => [u, randomBytes(18).toString('base64url')])) as Record<KilnNatsUser, string>;
+    const passwords = Object.fromEntries(KILN_NATS_USERS.map((u) => [u, `k${randomBytes(24).toString('hex')}`])) as Record<KilnNatsUser, string>;
     const env: Record<string, string> = { KILN_NATS_TLS_CA: certs.ca, KILN_NATS_TLS_CERT: certs.serverCert, KILN_NATS_TLS_KEY: certs.serverKey };
     for (const u of KILN_NATS_USERS) {
       env[`KILN_NATS_${u.toUpperCase()}_PASSWORD`] = passwords[u];
