@@ -254,6 +254,7 @@ export class BaseWorker implements Worker {
           limiter: this.execLimiter,
           granted: req.entitlements ?? [],
           allowed: this.o.allowedEntitlements,
+          noCache: req.noCache ?? false,
           sessions: this.o.sessions,
           sessionId: req.sessionId,
           stateDir: this.o.execStateDir,

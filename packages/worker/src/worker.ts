@@ -168,6 +168,8 @@ export interface RunRequest {
    * needs one must find it here and in `WorkerOptions.allowedEntitlements`.
    */
   entitlements?: readonly string[];
+  /** The solver bypassed its cache for this step (`--no-cache`): its cache mounts start empty. */
+  noCache?: boolean;
   signal?: AbortSignal;
 }
 

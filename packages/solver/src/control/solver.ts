@@ -386,8 +386,9 @@ export class Solver {
       progressGroup: v.op.metadata?.progressGroup ?? '',
     };
     const inputRefs = inputs.map((r, i) => r.refs[v.inputs[i]!.index] ?? '');
+    const noCache = bypassesCache(v.op, b.noCache);
     const run = (sig: AbortSignal) =>
-      worker.client.run({ buildId: b.buildId, sessionId: b.sessionId, vertexDigest: v.digest, op: v.op.bytes, inputRefs, description: v.name, entitlements: [...b.entitlements] }, { signal: sig });
+      worker.client.run({ buildId: b.buildId, sessionId: b.sessionId, vertexDigest: v.digest, op: v.op.bytes, inputRefs, description: v.name, entitlements: [...b.entitlements], noCache }, { signal: sig });
     if (isLocalSource(v.op.op)) {
       return this.step(b.publish, vertex, async () => {
         const res = await run(signal);
@@ -400,7 +401,7 @@ export class Solver {
     }
     const parentKeys = inputs.map((r, i) => outputKey(r.cacheKey, v.inputs[i]!.index));
     const cacheKey = opCacheKey(v.op, await this.contentKeys(v, inputs, inputRefs, parentKeys, signal));
-    const lookup = !bypassesCache(v.op, b.noCache);
+    const lookup = !noCache;
     const started = timestampNow();
     let publishedStart = false;
     let imported = false;

@@ -37,7 +37,12 @@ export class CacheMounts {
 
   constructor(private readonly stateDir: string) {}
 
-  async acquire(id: string, sharing: CacheSharing, seed: string | undefined, signal?: AbortSignal): Promise<CacheLease> {
+  /**
+   * `fresh` (a step the solver reruns, `--no-cache`): the instance is emptied
+   * and seeded again before this run uses it, once no other run holds it, so
+   * the step starts from an empty cache and later builds see what it left.
+   */
+  async acquire(id: string, sharing: CacheSharing, seed: string | undefined, signal?: AbortSignal, opts: { fresh?: boolean } = {}): Promise<CacheLease> {
     const key = createHash('sha256').update(id).digest('hex');
     const list = await this.load(key, id);
     let inst: Instance;
@@ -46,28 +51,57 @@ export class CacheMounts {
       inst.exclusive = true;
     } else {
       inst = list[0] ?? this.add(key, list);
-      while (inst.exclusive || (sharing === 'locked' && inst.shared > 0)) {
-        signal?.throwIfAborted();
-        await new Promise<void>((resolve) => {
-          inst.waiters.push(resolve);
-          signal?.addEventListener('abort', () => resolve(), { once: true });
-        });
-      }
-      if (sharing === 'locked') inst.exclusive = true;
+      const alone = sharing === 'locked' || opts.fresh;
+      while (inst.exclusive || (alone && inst.shared > 0)) await this.waitTurn(inst, signal);
+      if (alone) inst.exclusive = true;
       else inst.shared++;
     }
-    await this.seed(inst.dir, seed);
+    try {
+      if (opts.fresh) await rm(inst.dir, { recursive: true, force: true });
+      await this.seed(inst.dir, seed);
+    } catch (err) {
+      this.unhold(inst, sharing === 'shared' && !opts.fresh ? 'shared' : 'exclusive');
+      throw err;
+    }
+    let hold: 'shared' | 'exclusive' = sharing === 'shared' && !opts.fresh ? 'shared' : 'exclusive';
+    if (opts.fresh && sharing === 'shared') {
+      // Emptied alone; now shared like any other shared run.
+      inst.exclusive = false;
+      inst.shared++;
+      hold = 'shared';
+      for (const wake of inst.waiters.splice(0)) wake();
+    }
     let done = false;
     return {
       dir: inst.dir,
       release: () => {
         if (done) return;
         done = true;
-        if (sharing === 'shared') inst.shared--;
-        else inst.exclusive = false;
-        for (const wake of inst.waiters.splice(0)) wake();
+        this.unhold(inst, hold);
       },
     };
+  }
+
+  private unhold(inst: Instance, hold: 'shared' | 'exclusive'): void {
+    if (hold === 'shared') inst.shared--;
+    else inst.exclusive = false;
+    for (const wake of inst.waiters.splice(0)) wake();
+  }
+
+  /** Waits until `inst` changes hands (or `signal` aborts), with no listener left behind on the signal. */
+  private async waitTurn(inst: Instance, signal: AbortSignal | undefined): Promise<void> {
+    signal?.throwIfAborted();
+    let onAbort: (() => void) | undefined;
+    try {
+      await new Promise<void>((resolve) => {
+        inst.waiters.push(resolve);
+        onAbort = () => resolve();
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    } finally {
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
+    }
+    signal?.throwIfAborted();
   }
 
   /** The instances of a key found on disk (after a restart), loaded once. */

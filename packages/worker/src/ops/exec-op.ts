@@ -26,6 +26,8 @@ export interface ExecEnv {
   granted: readonly string[];
   /** Entitlements the daemon permits (WorkerOptions.allowedEntitlements). */
   allowed: ReadonlySet<Entitlement>;
+  /** RunRequest.no_cache: cache mounts start empty (seeded from their input only). */
+  noCache?: boolean;
   /** The build's session (secrets, SSH agents) and where exec state lives. */
   sessions: WorkerSession;
   sessionId: string;
@@ -123,7 +125,7 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
           views.push(seed);
         }
         const seedPath = seed && m.selector ? await resolveInRoot(seed.path, cleanRootPath(m.selector), { followFinalSymlink: true }) : seed?.path;
-        const lease = await env.cacheMounts.acquire(id, sharing, seedPath, ctx.signal);
+        const lease = await env.cacheMounts.acquire(id, sharing, seedPath, ctx.signal, { fresh: env.noCache });
         leases.push(lease);
         specMounts.push({ type: 'bind', source: lease.dir, dest: cleanRootPath(m.dest), readonly: m.readonly });
         continue;

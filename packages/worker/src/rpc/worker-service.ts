@@ -31,6 +31,7 @@ export function createWorkerServiceImpl(w: Worker): ServiceImpl<typeof worker.Wo
         inputRefs: req.inputRefs,
         description: req.description,
         entitlements: req.entitlements,
+        noCache: req.noCache,
         signal: ctx.signal,
       });
       return { outputRefs: res.outputRefs, contentDigests: res.contentDigests ?? [] };
