@@ -58,6 +58,8 @@ export interface ExecInit {
   hostname?: string;
   /** Extra /etc/hosts entries (`--add-host`). */
   extraHosts?: { host: string; ip: string }[];
+  /** Proxy settings for the step (BuildKit's ProxyEnv): in its env, not in its cache key. */
+  proxyEnv?: { httpProxy?: string; httpsProxy?: string; ftpProxy?: string; noProxy?: string; allProxy?: string };
   mountTypeOverride?: llb.MountType;
   /** Order the state mounts by destination, as BuildKit's LLB client does (default: as given). */
   sortMounts?: boolean;
@@ -134,6 +136,7 @@ export function execState(root: State, args: string[], init: ExecInit = {}, opts
           hostname: init.hostname ?? '',
           extraHosts: (init.extraHosts ?? []).map((h) => ({ host: h.host, ip: h.ip })),
           validExitCodes: init.validExitCodes ?? [],
+          ...(init.proxyEnv ? { proxyEnv: init.proxyEnv } : {}),
         },
         mounts,
         network: init.network ?? llb.NetMode.SANDBOX,

@@ -43,6 +43,19 @@ describe('exec ops through the Executor seam', () => {
     await rm(root, { recursive: true, force: true });
   });
 
+  it('gives the step its proxy settings in upper and lower case, after its own env', async () => {
+    setup();
+    await solve(worker, execState(base(), ['/bin/tool'], { env: ['A=1'], proxyEnv: { httpProxy: 'hp', noProxy: 'np' } }));
+    expect(executor.calls[0]!.process.env).toEqual([
+      'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      'A=1',
+      'HTTP_PROXY=hp',
+      'http_proxy=hp',
+      'NO_PROXY=np',
+      'no_proxy=np',
+    ]);
+  });
+
   it('runs on a writable copy of input 0 and commits what the process wrote', async () => {
     setup(async (spec, io) => {
       expect(await readFile(path.join(spec.rootfs, 'etc/passwd'), 'utf8')).toContain('app:x:1000');

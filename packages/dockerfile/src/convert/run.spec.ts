@@ -159,3 +159,20 @@ describe('RUN --security, --network and heredocs', () => {
     expect(imageConfig.history[2]!.empty_layer).toBeUndefined();
   });
 });
+
+describe('proxy build args', () => {
+  it('reach every RUN without an ARG line (either case; lower case wins a tie), outside env, config and history', async () => {
+    const buildArgs = { HTTP_PROXY: 'v-upper', http_proxy: 'v-hp', HTTPS_PROXY: 'v-hsp', ftp_proxy: 'v-fp', No_Proxy: 'v-np', ALL_PROXY: 'v-ap', FOO: 'f' };
+    const { def, imageConfig } = await convert('FROM scratch\nARG FOO\nRUN echo $HTTP_PROXY\n', { buildArgs });
+    const { exec } = resultExec(def);
+    expect(exec.meta?.proxyEnv).toMatchObject({ httpProxy: 'v-hp', httpsProxy: 'v-hsp', ftpProxy: 'v-fp', noProxy: 'v-np', allProxy: 'v-ap' });
+    expect(exec.meta?.env.some((e) => /proxy/i.test(e))).toBe(false);
+    expect(JSON.stringify(imageConfig)).not.toMatch(/v-/);
+    expect(imageConfig.history.at(-1)!.created_by).toBe('RUN |1 FOO=f /bin/sh -c echo $HTTP_PROXY # buildkit');
+  });
+
+  it('sets none without proxy build args', async () => {
+    const { def } = await convert('FROM scratch\nRUN true\n', { buildArgs: { FOO: '1' } });
+    expect(resultExec(def).exec.meta?.proxyEnv).toBeUndefined();
+  });
+});

@@ -1,7 +1,7 @@
 /** RUN to an ExecOp: shell/exec form, heredocs, --mount, --network, --security (BuildKit's dispatchRun). */
 import { llb } from '@kiln/api';
 import { SourceError } from '@kiln/common';
-import { execState, FileChain, State, type ExecMountInit, type ExecSecretInit, type ExecSshInit, type StateOptions } from '@kiln/llb';
+import { execState, FileChain, State, type ExecInit, type ExecMountInit, type ExecSecretInit, type ExecSshInit, type StateOptions } from '@kiln/llb';
 import { posix } from 'node:path';
 import { MountError, parseRunMount, type RunMount } from '../instructions/run-mount.js';
 import type { RunCommand } from '../instructions/types.js';
@@ -86,6 +86,7 @@ export async function convertRun(
       ssh,
       hostname: ctx.hostname,
       extraHosts: ctx.extraHosts,
+      proxyEnv: proxyEnvFromBuildArgs(ctx.buildArgs),
       sortMounts: true,
     },
     meta(suffix, maskedEnv),
@@ -189,4 +190,21 @@ function runCommandString(args: string[], s: StageState): string {
   for (const a of s.declaredArgs) seen.set(a.key, `${a.key}=${s.env.get(a.key) ?? a.value ?? ''}`);
   const prefix = seen.size > 0 ? [`|${seen.size}`, ...seen.values()] : [];
   return [...prefix, ...args].join(' ');
+}
+
+const PROXY_ARGS = { http_proxy: 'httpProxy', https_proxy: 'httpsProxy', ftp_proxy: 'ftpProxy', no_proxy: 'noProxy', all_proxy: 'allProxy' } as const;
+
+/**
+ * The proxy build args (HTTP_PROXY, https_proxy, ... in any case), as
+ * BuildKit's proxyEnvFromBuildArgs: every RUN gets them without an ARG line,
+ * outside its cache key, the image config and the history. With both cases
+ * given, the one sorting last wins (lower case).
+ */
+export function proxyEnvFromBuildArgs(buildArgs: Record<string, string>): ExecInit['proxyEnv'] {
+  let out: NonNullable<ExecInit['proxyEnv']> | undefined;
+  for (const key of Object.keys(buildArgs).sort()) {
+    const field = PROXY_ARGS[key.toLowerCase() as keyof typeof PROXY_ARGS];
+    if (field) (out ??= {})[field] = buildArgs[key]!;
+  }
+  return out;
 }

@@ -1,4 +1,4 @@
-import { marshal, ociLayout, parseDefinition, type ParsedOp } from '@kiln/llb';
+import { execState, marshal, ociLayout, parseDefinition, State, type ParsedOp } from '@kiln/llb';
 import { describe, expect, it } from 'vitest';
 import { opCacheKey } from './cache-keys.js';
 
@@ -18,5 +18,21 @@ describe('opCacheKey of oci-layout sources', () => {
 
   it('keeps an unpinned layout reference as it is', () => {
     expect(opCacheKey(sourceOp('oci-a:v1'), [])).not.toBe(opCacheKey(sourceOp('oci-b:v1'), []));
+  });
+});
+
+describe('opCacheKey of exec ops', () => {
+  function execOp(env: string[], proxyEnv?: { httpProxy?: string; noProxy?: string }): ParsedOp {
+    const def = parseDefinition(marshal(execState(State.scratch(), ['/bin/true'], { env, proxyEnv })));
+    return [...def.ops.values()].find((o) => o.op.op.case === 'exec')!;
+  }
+  const key = (op: ParsedOp) => opCacheKey(op, op.op.inputs.map((i) => i.digest));
+
+  it('leaves the proxy settings out (BuildKit), while the env counts', () => {
+    const plain = execOp(['A=1']);
+    expect(plain.digest).not.toBe(execOp(['A=1'], { httpProxy: 'http://p:3128' }).digest);
+    expect(key(execOp(['A=1'], { httpProxy: 'http://p:3128' }))).toBe(key(plain));
+    expect(key(execOp(['A=1'], { httpProxy: 'http://q:3128', noProxy: 'x' }))).toBe(key(plain));
+    expect(key(execOp(['A=2']))).not.toBe(key(plain));
   });
 });

@@ -13,6 +13,8 @@ export function opCacheKey(op: ParsedOp, inputKeys: readonly string[]): string {
   if (inputKeys.length !== op.op.inputs.length) throw new Error(`op ${op.digest} has ${op.op.inputs.length} inputs, got ${inputKeys.length} keys`);
   const keyed = clone(llb.OpSchema, op.op);
   keyed.inputs.forEach((input, i) => (input.digest = inputKeys[i]!));
+  // As BuildKit: proxy settings reach the step's env but never change what it builds.
+  if (keyed.op.case === 'exec' && keyed.op.value.meta) keyed.op.value.meta.proxyEnv = undefined;
   if (keyed.op.case === 'source') {
     // A pinned OCI layout is keyed by its manifest digest alone: the session store it is read from does not count.
     const m = /^oci-layout:\/\/[^@]*@(sha256:[0-9a-f]{64})$/.exec(keyed.op.value.identifier);

@@ -160,6 +160,7 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
     // After the step's own mounts, as BuildKit orders it: a mount at /etc cannot hide it.
     specMounts.push({ type: 'bind', source: hosts, dest: '/etc/hosts', readonly: true });
     const processEnv = meta.env.some((e) => e.startsWith('PATH=')) ? [...meta.env] : [`PATH=${DEFAULT_PATH}`, ...meta.env];
+    if (meta.proxyEnv) processEnv.push(...proxyEnvList(meta.proxyEnv));
 
     // Keep log events in output order without blocking the process on the bus.
     let logs = Promise.resolve();
@@ -259,4 +260,18 @@ async function agentForwarded(forward: SshForwarder, id: string, signal?: AbortS
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/** The step's proxy variables, each in upper and lower case (as BuildKit's exec op). */
+export function proxyEnvList(p: llb.ProxyEnv): string[] {
+  const out: string[] = [];
+  const add = (name: string, value: string) => {
+    if (value) out.push(`${name.toUpperCase()}=${value}`, `${name}=${value}`);
+  };
+  add('http_proxy', p.httpProxy);
+  add('https_proxy', p.httpsProxy);
+  add('ftp_proxy', p.ftpProxy);
+  add('no_proxy', p.noProxy);
+  add('all_proxy', p.allProxy);
+  return out;
 }

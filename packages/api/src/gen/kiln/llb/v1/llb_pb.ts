@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/llb/v1/llb.proto.
  */
 export const file_kiln_llb_v1_llb: GenFile = /*@__PURE__*/
-  fileDesc("ChVraWxuL2xsYi92MS9sbGIucHJvdG8SC2tpbG4ubGxiLnYxIsYBCgpEZWZpbml0aW9uEgsKA2RlZhgBIAMoDBI3CghtZXRhZGF0YRgCIAMoCzIlLmtpbG4ubGxiLnYxLkRlZmluaXRpb24uTWV0YWRhdGFFbnRyeRIoCgdzb3VyY2VzGAMgAygLMhcua2lsbi5sbGIudjEuU291cmNlSW5mbxpICg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLmtpbG4ubGxiLnYxLk9wTWV0YWRhdGE6AjgBIokBCgpPcE1ldGFkYXRhEhMKC2Rlc2NyaXB0aW9uGAEgASgJEhQKDGlnbm9yZV9jYWNoZRgCIAEoCBIUCgxzb3VyY2VfaW5kZXgYAyABKAUSIgoGcmFuZ2VzGAQgAygLMhIua2lsbi5sbGIudjEuUmFuZ2USFgoOcHJvZ3Jlc3NfZ3JvdXAYBSABKAkiPgoKU291cmNlSW5mbxIQCghmaWxlbmFtZRgBIAEoCRIMCgRkYXRhGAIgASgMEhAKCGxhbmd1YWdlGAMgASgJIi0KBVJhbmdlEhIKCnN0YXJ0X2xpbmUYASABKAUSEAoIZW5kX2xpbmUYAiABKAUiywIKAk9wEiIKBmlucHV0cxgBIAMoCzISLmtpbG4ubGxiLnYxLklucHV0EiMKBGV4ZWMYAiABKAsyEy5raWxuLmxsYi52MS5FeGVjT3BIABInCgZzb3VyY2UYAyABKAsyFS5raWxuLmxsYi52MS5Tb3VyY2VPcEgAEiMKBGZpbGUYBCABKAsyEy5raWxuLmxsYi52MS5GaWxlT3BIABIlCgVtZXJnZRgFIAEoCzIULmtpbG4ubGxiLnYxLk1lcmdlT3BIABIjCgRkaWZmGAYgASgLMhMua2lsbi5sbGIudjEuRGlmZk9wSAASJwoIcGxhdGZvcm0YCiABKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRIzCgtjb25zdHJhaW50cxgLIAEoCzIeLmtpbG4ubGxiLnYxLldvcmtlckNvbnN0cmFpbnRzQgQKAm9wIiYKBUlucHV0Eg4KBmRpZ2VzdBgBIAEoCRINCgVpbmRleBgCIAEoAyJRCghQbGF0Zm9ybRIKCgJvcxgBIAEoCRIUCgxhcmNoaXRlY3R1cmUYAiABKAkSDwoHdmFyaWFudBgDIAEoCRISCgpvc192ZXJzaW9uGAQgASgJIiMKEVdvcmtlckNvbnN0cmFpbnRzEg4KBmZpbHRlchgBIAMoCSJ9CghTb3VyY2VPcBISCgppZGVudGlmaWVyGAEgASgJEi8KBWF0dHJzGAIgAygLMiAua2lsbi5sbGIudjEuU291cmNlT3AuQXR0cnNFbnRyeRosCgpBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiGQoHTWVyZ2VPcBIOCgZpbnB1dHMYASADKAMiJgoGRGlmZk9wEg0KBWxvd2VyGAEgASgDEg0KBXVwcGVyGAIgASgDIs0BCgZFeGVjT3ASHwoEbWV0YRgBIAEoCzIRLmtpbG4ubGxiLnYxLk1ldGESIgoGbW91bnRzGAIgAygLMhIua2lsbi5sbGIudjEuTW91bnQSJQoHbmV0d29yaxgDIAEoDjIULmtpbG4ubGxiLnYxLk5ldE1vZGUSKwoIc2VjdXJpdHkYBCABKA4yGS5raWxuLmxsYi52MS5TZWN1cml0eU1vZGUSKgoKc2VjcmV0X2VudhgFIAMoCzIWLmtpbG4ubGxiLnYxLlNlY3JldEVudiL1AQoETWV0YRIMCgRhcmdzGAEgAygJEgsKA2VudhgCIAMoCRILCgNjd2QYAyABKAkSDAoEdXNlchgEIAEoCRIQCghob3N0bmFtZRgFIAEoCRIoCgtleHRyYV9ob3N0cxgGIAMoCzITLmtpbG4ubGxiLnYxLkhvc3RJUBIkCgd1bGltaXRzGAcgAygLMhMua2lsbi5sbGIudjEuVWxpbWl0EhUKDWNncm91cF9wYXJlbnQYCCABKAkSJAoccmVtb3ZlX21vdW50X3N0dWJzX3JlY3Vyc2l2ZRgJIAEoCBIYChB2YWxpZF9leGl0X2NvZGVzGAogAygNIiIKBkhvc3RJUBIMCgRob3N0GAEgASgJEgoKAmlwGAIgASgJIjIKBlVsaW1pdBIMCgRuYW1lGAEgASgJEgwKBHNvZnQYAiABKAMSDAoEaGFyZBgDIAEoAyKqAgoFTW91bnQSDQoFaW5wdXQYASABKAMSEAoIc2VsZWN0b3IYAiABKAkSDAoEZGVzdBgDIAEoCRIOCgZvdXRwdXQYBCABKAMSEAoIcmVhZG9ubHkYBSABKAgSKgoKbW91bnRfdHlwZRgGIAEoDjIWLmtpbG4ubGxiLnYxLk1vdW50VHlwZRIoCgl0bXBmc19vcHQYByABKAsyFS5raWxuLmxsYi52MS5UbXBmc09wdBIoCgljYWNoZV9vcHQYCCABKAsyFS5raWxuLmxsYi52MS5DYWNoZU9wdBIqCgpzZWNyZXRfb3B0GAkgASgLMhYua2lsbi5sbGIudjEuU2VjcmV0T3B0EiQKB3NzaF9vcHQYCiABKAsyEy5raWxuLmxsYi52MS5TU0hPcHQiGAoIVG1wZnNPcHQSDAoEc2l6ZRgBIAEoAyJCCghDYWNoZU9wdBIKCgJpZBgBIAEoCRIqCgdzaGFyaW5nGAIgASgOMhkua2lsbi5sbGIudjEuQ2FjaGVTaGFyaW5nIlEKCVNlY3JldE9wdBIKCgJpZBgBIAEoCRILCgN1aWQYAiABKA0SCwoDZ2lkGAMgASgNEgwKBG1vZGUYBCABKA0SEAoIb3B0aW9uYWwYBSABKAgiTgoGU1NIT3B0EgoKAmlkGAEgASgJEgsKA3VpZBgCIAEoDRILCgNnaWQYAyABKA0SDAoEbW9kZRgEIAEoDRIQCghvcHRpb25hbBgFIAEoCCI3CglTZWNyZXRFbnYSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIQCghvcHRpb25hbBgDIAEoCCIyCgZGaWxlT3ASKAoHYWN0aW9ucxgBIAMoCzIXLmtpbG4ubGxiLnYxLkZpbGVBY3Rpb24itwIKCkZpbGVBY3Rpb24SDQoFaW5wdXQYASABKAMSFwoPc2Vjb25kYXJ5X2lucHV0GAIgASgDEg4KBm91dHB1dBgDIAEoAxIrCgRjb3B5GAQgASgLMhsua2lsbi5sbGIudjEuRmlsZUFjdGlvbkNvcHlIABIvCgZta2ZpbGUYBSABKAsyHS5raWxuLmxsYi52MS5GaWxlQWN0aW9uTWtGaWxlSAASLQoFbWtkaXIYBiABKAsyHC5raWxuLmxsYi52MS5GaWxlQWN0aW9uTWtEaXJIABInCgJybRgHIAEoCzIZLmtpbG4ubGxiLnYxLkZpbGVBY3Rpb25SbUgAEjEKB3N5bWxpbmsYCCABKAsyHi5raWxuLmxsYi52MS5GaWxlQWN0aW9uU3ltbGlua0gAQggKBmFjdGlvbiIvCgdVc2VyT3B0EgwKAmlkGAEgASgNSAASDgoEbmFtZRgCIAEoCUgAQgYKBHVzZXIiUwoIQ2hvd25PcHQSIgoEdXNlchgBIAEoCzIULmtpbG4ubGxiLnYxLlVzZXJPcHQSIwoFZ3JvdXAYAiABKAsyFC5raWxuLmxsYi52MS5Vc2VyT3B0IqUDCg5GaWxlQWN0aW9uQ29weRILCgNzcmMYASABKAkSDAoEZGVzdBgCIAEoCRIkCgVvd25lchgDIAEoCzIVLmtpbG4ubGxiLnYxLkNob3duT3B0EgwKBG1vZGUYBCABKAUSFgoOZm9sbG93X3N5bWxpbmsYBSABKAgSGQoRZGlyX2NvcHlfY29udGVudHMYBiABKAgSKwojYXR0ZW1wdF91bnBhY2tfZG9ja2VyX2NvbXBhdGliaWxpdHkYByABKAgSGAoQY3JlYXRlX2Rlc3RfcGF0aBgIIAEoCBIWCg5hbGxvd193aWxkY2FyZBgJIAEoCBIcChRhbGxvd19lbXB0eV93aWxkY2FyZBgKIAEoCBIRCgl0aW1lc3RhbXAYCyABKAMSGAoQaW5jbHVkZV9wYXR0ZXJucxgMIAMoCRIYChBleGNsdWRlX3BhdHRlcm5zGA0gAygJEioKImFsd2F5c19yZXBsYWNlX2V4aXN0aW5nX2Rlc3RfcGF0aHMYDiABKAgSEAoIbW9kZV9zdHIYDyABKAkSDwoHcGFyZW50cxgQIAEoCCJ1ChBGaWxlQWN0aW9uTWtGaWxlEgwKBHBhdGgYASABKAkSDAoEbW9kZRgCIAEoBRIMCgRkYXRhGAMgASgMEiQKBW93bmVyGAQgASgLMhUua2lsbi5sbGIudjEuQ2hvd25PcHQSEQoJdGltZXN0YW1wGAUgASgDInwKD0ZpbGVBY3Rpb25Na0RpchIMCgRwYXRoGAEgASgJEgwKBG1vZGUYAiABKAUSFAoMbWFrZV9wYXJlbnRzGAMgASgIEiQKBW93bmVyGAQgASgLMhUua2lsbi5sbGIudjEuQ2hvd25PcHQSEQoJdGltZXN0YW1wGAUgASgDIk0KDEZpbGVBY3Rpb25SbRIMCgRwYXRoGAEgASgJEhcKD2FsbG93X25vdF9mb3VuZBgCIAEoCBIWCg5hbGxvd193aWxkY2FyZBgDIAEoCCJuChFGaWxlQWN0aW9uU3ltbGluaxIPCgdvbGRwYXRoGAEgASgJEg8KB25ld3BhdGgYAiABKAkSJAoFb3duZXIYAyABKAsyFS5raWxuLmxsYi52MS5DaG93bk9wdBIRCgl0aW1lc3RhbXAYBCABKAMqXwoHTmV0TW9kZRIYChRORVRfTU9ERV9VTlNQRUNJRklFRBAAEhQKEE5FVF9NT0RFX1NBTkRCT1gQARIRCg1ORVRfTU9ERV9IT1NUEAISEQoNTkVUX01PREVfTk9ORRADKmQKDFNlY3VyaXR5TW9kZRIdChlTRUNVUklUWV9NT0RFX1VOU1BFQ0lGSUVEEAASGQoVU0VDVVJJVFlfTU9ERV9TQU5EQk9YEAESGgoWU0VDVVJJVFlfTU9ERV9JTlNFQ1VSRRACKpMBCglNb3VudFR5cGUSGgoWTU9VTlRfVFlQRV9VTlNQRUNJRklFRBAAEhMKD01PVU5UX1RZUEVfQklORBABEhUKEU1PVU5UX1RZUEVfU0VDUkVUEAISEgoOTU9VTlRfVFlQRV9TU0gQAxIUChBNT1VOVF9UWVBFX0NBQ0hFEAQSFAoQTU9VTlRfVFlQRV9UTVBGUxAFKnwKDENhY2hlU2hhcmluZxIdChlDQUNIRV9TSEFSSU5HX1VOU1BFQ0lGSUVEEAASGAoUQ0FDSEVfU0hBUklOR19TSEFSRUQQARIZChVDQUNIRV9TSEFSSU5HX1BSSVZBVEUQAhIYChRDQUNIRV9TSEFSSU5HX0xPQ0tFRBADYgZwcm90bzM");
+  fileDesc("ChVraWxuL2xsYi92MS9sbGIucHJvdG8SC2tpbG4ubGxiLnYxIsYBCgpEZWZpbml0aW9uEgsKA2RlZhgBIAMoDBI3CghtZXRhZGF0YRgCIAMoCzIlLmtpbG4ubGxiLnYxLkRlZmluaXRpb24uTWV0YWRhdGFFbnRyeRIoCgdzb3VyY2VzGAMgAygLMhcua2lsbi5sbGIudjEuU291cmNlSW5mbxpICg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLmtpbG4ubGxiLnYxLk9wTWV0YWRhdGE6AjgBIokBCgpPcE1ldGFkYXRhEhMKC2Rlc2NyaXB0aW9uGAEgASgJEhQKDGlnbm9yZV9jYWNoZRgCIAEoCBIUCgxzb3VyY2VfaW5kZXgYAyABKAUSIgoGcmFuZ2VzGAQgAygLMhIua2lsbi5sbGIudjEuUmFuZ2USFgoOcHJvZ3Jlc3NfZ3JvdXAYBSABKAkiPgoKU291cmNlSW5mbxIQCghmaWxlbmFtZRgBIAEoCRIMCgRkYXRhGAIgASgMEhAKCGxhbmd1YWdlGAMgASgJIi0KBVJhbmdlEhIKCnN0YXJ0X2xpbmUYASABKAUSEAoIZW5kX2xpbmUYAiABKAUiywIKAk9wEiIKBmlucHV0cxgBIAMoCzISLmtpbG4ubGxiLnYxLklucHV0EiMKBGV4ZWMYAiABKAsyEy5raWxuLmxsYi52MS5FeGVjT3BIABInCgZzb3VyY2UYAyABKAsyFS5raWxuLmxsYi52MS5Tb3VyY2VPcEgAEiMKBGZpbGUYBCABKAsyEy5raWxuLmxsYi52MS5GaWxlT3BIABIlCgVtZXJnZRgFIAEoCzIULmtpbG4ubGxiLnYxLk1lcmdlT3BIABIjCgRkaWZmGAYgASgLMhMua2lsbi5sbGIudjEuRGlmZk9wSAASJwoIcGxhdGZvcm0YCiABKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRIzCgtjb25zdHJhaW50cxgLIAEoCzIeLmtpbG4ubGxiLnYxLldvcmtlckNvbnN0cmFpbnRzQgQKAm9wIiYKBUlucHV0Eg4KBmRpZ2VzdBgBIAEoCRINCgVpbmRleBgCIAEoAyJRCghQbGF0Zm9ybRIKCgJvcxgBIAEoCRIUCgxhcmNoaXRlY3R1cmUYAiABKAkSDwoHdmFyaWFudBgDIAEoCRISCgpvc192ZXJzaW9uGAQgASgJIiMKEVdvcmtlckNvbnN0cmFpbnRzEg4KBmZpbHRlchgBIAMoCSJ9CghTb3VyY2VPcBISCgppZGVudGlmaWVyGAEgASgJEi8KBWF0dHJzGAIgAygLMiAua2lsbi5sbGIudjEuU291cmNlT3AuQXR0cnNFbnRyeRosCgpBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiGQoHTWVyZ2VPcBIOCgZpbnB1dHMYASADKAMiJgoGRGlmZk9wEg0KBWxvd2VyGAEgASgDEg0KBXVwcGVyGAIgASgDIs0BCgZFeGVjT3ASHwoEbWV0YRgBIAEoCzIRLmtpbG4ubGxiLnYxLk1ldGESIgoGbW91bnRzGAIgAygLMhIua2lsbi5sbGIudjEuTW91bnQSJQoHbmV0d29yaxgDIAEoDjIULmtpbG4ubGxiLnYxLk5ldE1vZGUSKwoIc2VjdXJpdHkYBCABKA4yGS5raWxuLmxsYi52MS5TZWN1cml0eU1vZGUSKgoKc2VjcmV0X2VudhgFIAMoCzIWLmtpbG4ubGxiLnYxLlNlY3JldEVudiKfAgoETWV0YRIMCgRhcmdzGAEgAygJEgsKA2VudhgCIAMoCRILCgNjd2QYAyABKAkSDAoEdXNlchgEIAEoCRIQCghob3N0bmFtZRgFIAEoCRIoCgtleHRyYV9ob3N0cxgGIAMoCzITLmtpbG4ubGxiLnYxLkhvc3RJUBIkCgd1bGltaXRzGAcgAygLMhMua2lsbi5sbGIudjEuVWxpbWl0EhUKDWNncm91cF9wYXJlbnQYCCABKAkSJAoccmVtb3ZlX21vdW50X3N0dWJzX3JlY3Vyc2l2ZRgJIAEoCBIYChB2YWxpZF9leGl0X2NvZGVzGAogAygNEigKCXByb3h5X2VudhgLIAEoCzIVLmtpbG4ubGxiLnYxLlByb3h5RW52ImsKCFByb3h5RW52EhIKCmh0dHBfcHJveHkYASABKAkSEwoLaHR0cHNfcHJveHkYAiABKAkSEQoJZnRwX3Byb3h5GAMgASgJEhAKCG5vX3Byb3h5GAQgASgJEhEKCWFsbF9wcm94eRgFIAEoCSIiCgZIb3N0SVASDAoEaG9zdBgBIAEoCRIKCgJpcBgCIAEoCSIyCgZVbGltaXQSDAoEbmFtZRgBIAEoCRIMCgRzb2Z0GAIgASgDEgwKBGhhcmQYAyABKAMiqgIKBU1vdW50Eg0KBWlucHV0GAEgASgDEhAKCHNlbGVjdG9yGAIgASgJEgwKBGRlc3QYAyABKAkSDgoGb3V0cHV0GAQgASgDEhAKCHJlYWRvbmx5GAUgASgIEioKCm1vdW50X3R5cGUYBiABKA4yFi5raWxuLmxsYi52MS5Nb3VudFR5cGUSKAoJdG1wZnNfb3B0GAcgASgLMhUua2lsbi5sbGIudjEuVG1wZnNPcHQSKAoJY2FjaGVfb3B0GAggASgLMhUua2lsbi5sbGIudjEuQ2FjaGVPcHQSKgoKc2VjcmV0X29wdBgJIAEoCzIWLmtpbG4ubGxiLnYxLlNlY3JldE9wdBIkCgdzc2hfb3B0GAogASgLMhMua2lsbi5sbGIudjEuU1NIT3B0IhgKCFRtcGZzT3B0EgwKBHNpemUYASABKAMiQgoIQ2FjaGVPcHQSCgoCaWQYASABKAkSKgoHc2hhcmluZxgCIAEoDjIZLmtpbG4ubGxiLnYxLkNhY2hlU2hhcmluZyJRCglTZWNyZXRPcHQSCgoCaWQYASABKAkSCwoDdWlkGAIgASgNEgsKA2dpZBgDIAEoDRIMCgRtb2RlGAQgASgNEhAKCG9wdGlvbmFsGAUgASgIIk4KBlNTSE9wdBIKCgJpZBgBIAEoCRILCgN1aWQYAiABKA0SCwoDZ2lkGAMgASgNEgwKBG1vZGUYBCABKA0SEAoIb3B0aW9uYWwYBSABKAgiNwoJU2VjcmV0RW52EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEAoIb3B0aW9uYWwYAyABKAgiMgoGRmlsZU9wEigKB2FjdGlvbnMYASADKAsyFy5raWxuLmxsYi52MS5GaWxlQWN0aW9uIrcCCgpGaWxlQWN0aW9uEg0KBWlucHV0GAEgASgDEhcKD3NlY29uZGFyeV9pbnB1dBgCIAEoAxIOCgZvdXRwdXQYAyABKAMSKwoEY29weRgEIAEoCzIbLmtpbG4ubGxiLnYxLkZpbGVBY3Rpb25Db3B5SAASLwoGbWtmaWxlGAUgASgLMh0ua2lsbi5sbGIudjEuRmlsZUFjdGlvbk1rRmlsZUgAEi0KBW1rZGlyGAYgASgLMhwua2lsbi5sbGIudjEuRmlsZUFjdGlvbk1rRGlySAASJwoCcm0YByABKAsyGS5raWxuLmxsYi52MS5GaWxlQWN0aW9uUm1IABIxCgdzeW1saW5rGAggASgLMh4ua2lsbi5sbGIudjEuRmlsZUFjdGlvblN5bWxpbmtIAEIICgZhY3Rpb24iLwoHVXNlck9wdBIMCgJpZBgBIAEoDUgAEg4KBG5hbWUYAiABKAlIAEIGCgR1c2VyIlMKCENob3duT3B0EiIKBHVzZXIYASABKAsyFC5raWxuLmxsYi52MS5Vc2VyT3B0EiMKBWdyb3VwGAIgASgLMhQua2lsbi5sbGIudjEuVXNlck9wdCKlAwoORmlsZUFjdGlvbkNvcHkSCwoDc3JjGAEgASgJEgwKBGRlc3QYAiABKAkSJAoFb3duZXIYAyABKAsyFS5raWxuLmxsYi52MS5DaG93bk9wdBIMCgRtb2RlGAQgASgFEhYKDmZvbGxvd19zeW1saW5rGAUgASgIEhkKEWRpcl9jb3B5X2NvbnRlbnRzGAYgASgIEisKI2F0dGVtcHRfdW5wYWNrX2RvY2tlcl9jb21wYXRpYmlsaXR5GAcgASgIEhgKEGNyZWF0ZV9kZXN0X3BhdGgYCCABKAgSFgoOYWxsb3dfd2lsZGNhcmQYCSABKAgSHAoUYWxsb3dfZW1wdHlfd2lsZGNhcmQYCiABKAgSEQoJdGltZXN0YW1wGAsgASgDEhgKEGluY2x1ZGVfcGF0dGVybnMYDCADKAkSGAoQZXhjbHVkZV9wYXR0ZXJucxgNIAMoCRIqCiJhbHdheXNfcmVwbGFjZV9leGlzdGluZ19kZXN0X3BhdGhzGA4gASgIEhAKCG1vZGVfc3RyGA8gASgJEg8KB3BhcmVudHMYECABKAgidQoQRmlsZUFjdGlvbk1rRmlsZRIMCgRwYXRoGAEgASgJEgwKBG1vZGUYAiABKAUSDAoEZGF0YRgDIAEoDBIkCgVvd25lchgEIAEoCzIVLmtpbG4ubGxiLnYxLkNob3duT3B0EhEKCXRpbWVzdGFtcBgFIAEoAyJ8Cg9GaWxlQWN0aW9uTWtEaXISDAoEcGF0aBgBIAEoCRIMCgRtb2RlGAIgASgFEhQKDG1ha2VfcGFyZW50cxgDIAEoCBIkCgVvd25lchgEIAEoCzIVLmtpbG4ubGxiLnYxLkNob3duT3B0EhEKCXRpbWVzdGFtcBgFIAEoAyJNCgxGaWxlQWN0aW9uUm0SDAoEcGF0aBgBIAEoCRIXCg9hbGxvd19ub3RfZm91bmQYAiABKAgSFgoOYWxsb3dfd2lsZGNhcmQYAyABKAgibgoRRmlsZUFjdGlvblN5bWxpbmsSDwoHb2xkcGF0aBgBIAEoCRIPCgduZXdwYXRoGAIgASgJEiQKBW93bmVyGAMgASgLMhUua2lsbi5sbGIudjEuQ2hvd25PcHQSEQoJdGltZXN0YW1wGAQgASgDKl8KB05ldE1vZGUSGAoUTkVUX01PREVfVU5TUEVDSUZJRUQQABIUChBORVRfTU9ERV9TQU5EQk9YEAESEQoNTkVUX01PREVfSE9TVBACEhEKDU5FVF9NT0RFX05PTkUQAypkCgxTZWN1cml0eU1vZGUSHQoZU0VDVVJJVFlfTU9ERV9VTlNQRUNJRklFRBAAEhkKFVNFQ1VSSVRZX01PREVfU0FOREJPWBABEhoKFlNFQ1VSSVRZX01PREVfSU5TRUNVUkUQAiqTAQoJTW91bnRUeXBlEhoKFk1PVU5UX1RZUEVfVU5TUEVDSUZJRUQQABITCg9NT1VOVF9UWVBFX0JJTkQQARIVChFNT1VOVF9UWVBFX1NFQ1JFVBACEhIKDk1PVU5UX1RZUEVfU1NIEAMSFAoQTU9VTlRfVFlQRV9DQUNIRRAEEhQKEE1PVU5UX1RZUEVfVE1QRlMQBSp8CgxDYWNoZVNoYXJpbmcSHQoZQ0FDSEVfU0hBUklOR19VTlNQRUNJRklFRBAAEhgKFENBQ0hFX1NIQVJJTkdfU0hBUkVEEAESGQoVQ0FDSEVfU0hBUklOR19QUklWQVRFEAISGAoUQ0FDSEVfU0hBUklOR19MT0NLRUQQA2IGcHJvdG8z");
 
 /**
  * Definition is a marshaled DAG. `def` holds each Op's canonical bytes; the last
@@ -430,6 +430,13 @@ export type Meta = Message<"kiln.llb.v1.Meta"> & {
    * @generated from field: repeated uint32 valid_exit_codes = 10;
    */
   validExitCodes: number[];
+
+  /**
+   * Proxy settings the step sees as HTTP_PROXY/http_proxy etc.; not part of the cache key.
+   *
+   * @generated from field: kiln.llb.v1.ProxyEnv proxy_env = 11;
+   */
+  proxyEnv?: ProxyEnv | undefined;
 };
 
 /**
@@ -438,6 +445,43 @@ export type Meta = Message<"kiln.llb.v1.Meta"> & {
  */
 export const MetaSchema: GenMessage<Meta> = /*@__PURE__*/
   messageDesc(file_kiln_llb_v1_llb, 12);
+
+/**
+ * @generated from message kiln.llb.v1.ProxyEnv
+ */
+export type ProxyEnv = Message<"kiln.llb.v1.ProxyEnv"> & {
+  /**
+   * @generated from field: string http_proxy = 1;
+   */
+  httpProxy: string;
+
+  /**
+   * @generated from field: string https_proxy = 2;
+   */
+  httpsProxy: string;
+
+  /**
+   * @generated from field: string ftp_proxy = 3;
+   */
+  ftpProxy: string;
+
+  /**
+   * @generated from field: string no_proxy = 4;
+   */
+  noProxy: string;
+
+  /**
+   * @generated from field: string all_proxy = 5;
+   */
+  allProxy: string;
+};
+
+/**
+ * Describes the message kiln.llb.v1.ProxyEnv.
+ * Use `create(ProxyEnvSchema)` to create a new message.
+ */
+export const ProxyEnvSchema: GenMessage<ProxyEnv> = /*@__PURE__*/
+  messageDesc(file_kiln_llb_v1_llb, 13);
 
 /**
  * @generated from message kiln.llb.v1.HostIP
@@ -459,7 +503,7 @@ export type HostIP = Message<"kiln.llb.v1.HostIP"> & {
  * Use `create(HostIPSchema)` to create a new message.
  */
 export const HostIPSchema: GenMessage<HostIP> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 13);
+  messageDesc(file_kiln_llb_v1_llb, 14);
 
 /**
  * @generated from message kiln.llb.v1.Ulimit
@@ -486,7 +530,7 @@ export type Ulimit = Message<"kiln.llb.v1.Ulimit"> & {
  * Use `create(UlimitSchema)` to create a new message.
  */
 export const UlimitSchema: GenMessage<Ulimit> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 14);
+  messageDesc(file_kiln_llb_v1_llb, 15);
 
 /**
  * Mount: input -1 means scratch; output -1 means the mount produces no output.
@@ -550,7 +594,7 @@ export type Mount = Message<"kiln.llb.v1.Mount"> & {
  * Use `create(MountSchema)` to create a new message.
  */
 export const MountSchema: GenMessage<Mount> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 15);
+  messageDesc(file_kiln_llb_v1_llb, 16);
 
 /**
  * @generated from message kiln.llb.v1.TmpfsOpt
@@ -567,7 +611,7 @@ export type TmpfsOpt = Message<"kiln.llb.v1.TmpfsOpt"> & {
  * Use `create(TmpfsOptSchema)` to create a new message.
  */
 export const TmpfsOptSchema: GenMessage<TmpfsOpt> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 16);
+  messageDesc(file_kiln_llb_v1_llb, 17);
 
 /**
  * @generated from message kiln.llb.v1.CacheOpt
@@ -589,7 +633,7 @@ export type CacheOpt = Message<"kiln.llb.v1.CacheOpt"> & {
  * Use `create(CacheOptSchema)` to create a new message.
  */
 export const CacheOptSchema: GenMessage<CacheOpt> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 17);
+  messageDesc(file_kiln_llb_v1_llb, 18);
 
 /**
  * @generated from message kiln.llb.v1.SecretOpt
@@ -626,7 +670,7 @@ export type SecretOpt = Message<"kiln.llb.v1.SecretOpt"> & {
  * Use `create(SecretOptSchema)` to create a new message.
  */
 export const SecretOptSchema: GenMessage<SecretOpt> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 18);
+  messageDesc(file_kiln_llb_v1_llb, 19);
 
 /**
  * @generated from message kiln.llb.v1.SSHOpt
@@ -663,7 +707,7 @@ export type SSHOpt = Message<"kiln.llb.v1.SSHOpt"> & {
  * Use `create(SSHOptSchema)` to create a new message.
  */
 export const SSHOptSchema: GenMessage<SSHOpt> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 19);
+  messageDesc(file_kiln_llb_v1_llb, 20);
 
 /**
  * @generated from message kiln.llb.v1.SecretEnv
@@ -690,7 +734,7 @@ export type SecretEnv = Message<"kiln.llb.v1.SecretEnv"> & {
  * Use `create(SecretEnvSchema)` to create a new message.
  */
 export const SecretEnvSchema: GenMessage<SecretEnv> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 20);
+  messageDesc(file_kiln_llb_v1_llb, 21);
 
 /**
  * FileOp runs actions in order; each action reads input/secondary_input
@@ -710,7 +754,7 @@ export type FileOp = Message<"kiln.llb.v1.FileOp"> & {
  * Use `create(FileOpSchema)` to create a new message.
  */
 export const FileOpSchema: GenMessage<FileOp> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 21);
+  messageDesc(file_kiln_llb_v1_llb, 22);
 
 /**
  * @generated from message kiln.llb.v1.FileAction
@@ -774,7 +818,7 @@ export type FileAction = Message<"kiln.llb.v1.FileAction"> & {
  * Use `create(FileActionSchema)` to create a new message.
  */
 export const FileActionSchema: GenMessage<FileAction> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 22);
+  messageDesc(file_kiln_llb_v1_llb, 23);
 
 /**
  * ChownOpt: a numeric id or a name resolved in the destination's /etc/passwd.
@@ -805,7 +849,7 @@ export type UserOpt = Message<"kiln.llb.v1.UserOpt"> & {
  * Use `create(UserOptSchema)` to create a new message.
  */
 export const UserOptSchema: GenMessage<UserOpt> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 23);
+  messageDesc(file_kiln_llb_v1_llb, 24);
 
 /**
  * @generated from message kiln.llb.v1.ChownOpt
@@ -827,7 +871,7 @@ export type ChownOpt = Message<"kiln.llb.v1.ChownOpt"> & {
  * Use `create(ChownOptSchema)` to create a new message.
  */
 export const ChownOptSchema: GenMessage<ChownOpt> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 24);
+  messageDesc(file_kiln_llb_v1_llb, 25);
 
 /**
  * @generated from message kiln.llb.v1.FileActionCopy
@@ -923,7 +967,7 @@ export type FileActionCopy = Message<"kiln.llb.v1.FileActionCopy"> & {
  * Use `create(FileActionCopySchema)` to create a new message.
  */
 export const FileActionCopySchema: GenMessage<FileActionCopy> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 25);
+  messageDesc(file_kiln_llb_v1_llb, 26);
 
 /**
  * @generated from message kiln.llb.v1.FileActionMkFile
@@ -960,7 +1004,7 @@ export type FileActionMkFile = Message<"kiln.llb.v1.FileActionMkFile"> & {
  * Use `create(FileActionMkFileSchema)` to create a new message.
  */
 export const FileActionMkFileSchema: GenMessage<FileActionMkFile> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 26);
+  messageDesc(file_kiln_llb_v1_llb, 27);
 
 /**
  * @generated from message kiln.llb.v1.FileActionMkDir
@@ -997,7 +1041,7 @@ export type FileActionMkDir = Message<"kiln.llb.v1.FileActionMkDir"> & {
  * Use `create(FileActionMkDirSchema)` to create a new message.
  */
 export const FileActionMkDirSchema: GenMessage<FileActionMkDir> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 27);
+  messageDesc(file_kiln_llb_v1_llb, 28);
 
 /**
  * @generated from message kiln.llb.v1.FileActionRm
@@ -1024,7 +1068,7 @@ export type FileActionRm = Message<"kiln.llb.v1.FileActionRm"> & {
  * Use `create(FileActionRmSchema)` to create a new message.
  */
 export const FileActionRmSchema: GenMessage<FileActionRm> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 28);
+  messageDesc(file_kiln_llb_v1_llb, 29);
 
 /**
  * @generated from message kiln.llb.v1.FileActionSymlink
@@ -1056,7 +1100,7 @@ export type FileActionSymlink = Message<"kiln.llb.v1.FileActionSymlink"> & {
  * Use `create(FileActionSymlinkSchema)` to create a new message.
  */
 export const FileActionSymlinkSchema: GenMessage<FileActionSymlink> = /*@__PURE__*/
-  messageDesc(file_kiln_llb_v1_llb, 29);
+  messageDesc(file_kiln_llb_v1_llb, 30);
 
 /**
  * @generated from enum kiln.llb.v1.NetMode
