@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { Scheduler, type GraphNode } from './scheduler.js';
 
@@ -94,5 +95,22 @@ describe('Scheduler on long chains', () => {
     }
     const sess = new Scheduler<number>({ maxParallelism: 4 }).session(new AbortController().signal);
     expect(await sess.resolve(prev!)).toBe(20_000);
+  });
+
+  it('keeps at most one abort listener per build on its signal, and none after close, over many builds', async () => {
+    const s = new Scheduler<string>({ maxParallelism: 4 });
+    const shared = new AbortController().signal;
+    let peak = 0;
+    for (let build = 0; build < 50; build++) {
+      const sess = s.session(shared);
+      const log: string[] = [];
+      const leaves = Array.from({ length: 30 }, (_, i) => node(`b${build}-${i}`, [], log, 0));
+      const all = Promise.all(leaves.map((l) => sess.resolve(l)));
+      peak = Math.max(peak, getEventListeners(shared, 'abort').length);
+      await all;
+      await sess.close();
+    }
+    expect(peak).toBe(1);
+    expect(getEventListeners(shared, 'abort')).toHaveLength(0);
   });
 });

@@ -135,11 +135,13 @@ export class SchedulerSession<R> {
   // duplicate listeners linearly, so thousands of them cost quadratic time.
   private readonly waiting = new Set<Entry<R>>();
 
+  private readonly onAbort = () => {
+    for (const e of this.waiting) this.scheduler.stopWaiting(e);
+    this.waiting.clear();
+  };
+
   constructor(private readonly scheduler: Scheduler<R>, readonly signal: AbortSignal) {
-    signal.addEventListener('abort', () => {
-      for (const e of this.waiting) scheduler.stopWaiting(e);
-      this.waiting.clear();
-    }, { once: true });
+    signal.addEventListener('abort', this.onAbort, { once: true });
   }
 
   /** @internal */
@@ -164,6 +166,8 @@ export class SchedulerSession<R> {
 
   /** Lets go of every result this build obtained. */
   async close(): Promise<void> {
+    // A signal that outlives the session (shared by several) keeps no listener of it.
+    this.signal.removeEventListener('abort', this.onAbort);
     const keys = [...this.held.keys()];
     this.held.clear();
     for (const key of keys) await this.scheduler.releaseKey(key);
