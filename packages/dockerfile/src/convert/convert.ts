@@ -221,7 +221,11 @@ class Converter {
 
     const src = this.context.output!.vertex.op.op;
     if (src.case === 'source' && this.contextPaths.size > 0 && !this.contextPaths.has('.')) {
-      src.value.attrs['local.includepattern'] = JSON.stringify([...this.contextPaths].sort());
+      const paths = JSON.stringify([...this.contextPaths].sort());
+      src.value.attrs['local.includepattern'] = paths;
+      // As BuildKit's FollowPaths: the client also sends the targets of symlinks met on these
+      // paths (`COPY link/f` through a linked directory, `COPY f` where f is a link).
+      src.value.attrs['local.followpaths'] = paths;
     }
     this.linter.finish();
     const state = target.override ?? target.state;

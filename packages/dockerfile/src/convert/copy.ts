@@ -53,7 +53,8 @@ export function parseChown(value: string, filename: string, line: number) {
 
 /** A destination against the workdir; a trailing slash (directory) is kept. */
 export function resolveDest(workdir: string, dest: string): string {
-  const keepSlash = dest.endsWith('/') || dest === '.' || dest.endsWith('/.');
+  // As BuildKit: an empty destination (e.g. an empty variable) is the workdir as a directory.
+  const keepSlash = dest === '' || dest.endsWith('/') || dest === '.' || dest.endsWith('/.');
   const abs = posix.resolve(workdir, dest);
   return keepSlash && abs !== '/' ? `${abs}/` : abs;
 }
@@ -189,7 +190,7 @@ function checkChecksum(checksum: string, sources: string[], heredocs: number, fa
   const src = sources[0];
   if (src === undefined || (!isHttpUrl(src) && !parseGitUrl(src))) fail('checksum can\'t be specified for non-HTTP(S) sources');
   if (parseGitUrl(src!)) {
-    if (!/^[0-9a-f]{7,64}$/.test(checksum)) fail(`invalid checksum "${checksum}" for a git source: want a commit id (hex)`);
+    if (!/^[0-9a-f]{7,64}$/.test(checksum)) fail(`invalid checksum "${checksum}" for a git source: expected hex commit hash`);
     return;
   }
   const [algo, hex] = checksum.split(':');

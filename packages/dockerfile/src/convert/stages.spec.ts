@@ -57,7 +57,7 @@ describe('ADD and COPY', () => {
     await expect(convertDockerfile(`FROM scratch\nADD --checksum=${sum} https://e.org/a https://e.org/b /d/\n`)).rejects.toThrow(/checksum can't be specified for multiple sources/);
     await expect(convertDockerfile('FROM scratch\nADD --checksum=sha256:abc https://e.org/a /a\n')).rejects.toMatchObject({ details: { line: 2 }, message: expect.stringContaining('sha256 takes 64 hex digits') });
     await expect(convertDockerfile('FROM scratch\nADD --checksum=md5:abc https://e.org/a /a\n')).rejects.toThrow(/invalid checksum digest format/);
-    await expect(convertDockerfile('FROM scratch\nADD --checksum=v1.2 https://github.com/o/r.git#v1.2 /r\n')).rejects.toThrow(/commit id/);
+    await expect(convertDockerfile('FROM scratch\nADD --checksum=v1.2 https://github.com/o/r.git#v1.2 /r\n')).rejects.toThrow(/invalid checksum "v1.2" for a git source: expected hex commit hash/);
     await expect(convertDockerfile('FROM scratch\nADD --keep-git-dir https://x.org/f /f\n')).rejects.toThrow(/only valid for git/);
   });
 
@@ -81,6 +81,13 @@ describe('ADD and COPY', () => {
     expect(images[0]!.platform).toMatchObject({ architecture: 'arm64' });
     const ctx = sources(def).find((s) => s.id === 'local://context')!;
     expect(JSON.parse(ctx.attrs['local.includepattern']!)).toEqual(['conf/*.yaml', 'src/pkg/**/*.go']);
+    // The same paths are follow paths: the client sends the targets of symlinks met on them.
+    expect(JSON.parse(ctx.attrs['local.followpaths']!)).toEqual(['conf/*.yaml', 'src/pkg/**/*.go']);
+  });
+
+  it('copies into the workdir as a directory when the destination expands to nothing', async () => {
+    const { def } = await convert(['FROM scratch', 'WORKDIR /var/www', 'ENV empty=""', 'COPY --link f $empty', 'COPY g ""'].join('\n'));
+    expect(copies(def).map((c) => c.dest)).toEqual(['/var/www/', '/var/www/']);
   });
 });
 

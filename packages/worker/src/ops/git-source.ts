@@ -92,7 +92,7 @@ export async function runGitSource(ctx: OpContext, p: GitSourceParams): Promise<
       commit = await firstCommit(git, repo, [want, `origin/${want}`, `refs/tags/${want}`]);
     }
     if (src.checksum && !commit.startsWith(src.checksum)) {
-      throw new OpFailure(`failed to fetch ${shown}${src.ref ? ` at ${src.ref}` : ''}: expected checksum ${src.checksum} to match commit ${commit}`);
+      throw new OpFailure(`failed to fetch ${shown}${src.ref ? ` at ${src.ref}` : ''}: expected checksum to match ${src.checksum}, got ${commit}`);
     }
     await git(['checkout', '-q', '--detach', commit], repo);
     if (readdirSync(repo).includes('.gitmodules')) await git(['submodule', 'update', '-q', '--init', '--recursive', '--depth=1'], repo);
