@@ -1,4 +1,5 @@
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync, chmodSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -74,6 +75,28 @@ describe('selectFiles', () => {
     }
   });
 
+  it('sends a socket as an empty regular file with its mode', async () => {
+    const sockPath = join(root, 'socket.sock');
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(sockPath, resolve));
+    try {
+      chmodSync(sockPath, 0o600);
+      const entries = [...selectFiles({ root, include: new PatternMatcher(['socket.sock', 'Dockerfile']), exclude: [] })];
+      const tar: [string, string, number, number][] = [];
+      for await (const { header, body } of readTarEntries(packSelected(root, entries))) {
+        let size = 0;
+        for await (const b of body) size += b.length;
+        tar.push([header.name, header.type, header.mode, size]);
+      }
+      expect(tar).toEqual([
+        ['Dockerfile', 'file', 0o644, 13],
+        ['socket.sock', 'file', 0o600, 0],
+      ]);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
   it('keeps symlinks as links', async () => {
     const entries = selectFiles({ root, include: new PatternMatcher(['*link*']), exclude: [] });
     const got: [string, string | undefined][] = [];
@@ -87,10 +110,17 @@ describe('followLinks', () => {
     symlinkSync('src', join(root, 'srclink'));
     symlinkSync('../../../outside', join(root, 'escape'));
     expect(await followLinks(root, ['link-to-a'])).toEqual(['link-to-a', 'src/a.ts']);
-    expect(await followLinks(root, ['srclink/deep/c.ts'])).toEqual(['srclink/deep/c.ts', 'src/deep/c.ts']);
+    expect(await followLinks(root, ['srclink/deep/c.ts'])).toEqual(['srclink/deep/c.ts', 'srclink', 'src/deep/c.ts']);
     expect(await followLinks(root, ['escape'])).toEqual(['escape', 'outside']);
     expect(await followLinks(root, ['abs-link'])).toEqual(['abs-link', 'etc/passwd']);
     expect(await followLinks(root, ['Dockerfile', 'missing'])).toEqual(['Dockerfile', 'missing']);
+  });
+
+  it('follows the symlinks a wildcard component matches, and only those', async () => {
+    symlinkSync('src/deep', join(root, 'deeplink'));
+    symlinkSync('docs', join(root, 'docslink'));
+    expect(await followLinks(root, ['d*link/c.ts'])).toEqual(['d*link/c.ts', 'deeplink', 'src/deep/c.ts', 'docslink', 'docs/c.ts']);
+    expect(await followLinks(root, ['sr*/a.ts'])).toEqual(['sr*/a.ts']);
   });
 
   it('literalPattern escapes glob characters', () => {

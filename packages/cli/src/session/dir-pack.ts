@@ -1,7 +1,7 @@
 import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type Stats } from 'node:fs';
 import { lstat, readlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { CanceledError, Chunker, cleanRelPath, encodeTarHeader, tarPadding, tarTrailer, type PatternMatcher, type TarHeader } from '@kiln/common';
+import { CanceledError, Chunker, cleanRelPath, encodeTarHeader, hasWildcard, matchComponent, tarPadding, tarTrailer, type PatternMatcher, type TarHeader } from '@kiln/common';
 
 /** Largest data chunk read from a file or sent in one message. */
 export const CHUNK_BYTES = 64 * 1024;
@@ -32,7 +32,8 @@ export interface SelectedEntry {
  * Walks `root` in lexical order and yields the entries to send: matching
  * files and symlinks, matching directories, and the parent directories of
  * anything yielded (each before its children). Symlinks are never followed;
- * sockets, FIFOs and devices are skipped.
+ * a socket is sent as an empty regular file (as BuildKit's transfer does);
+ * FIFOs and devices are skipped.
  *
  * Synchronous on purpose: a context walk is thousands of lstat calls, and
  * each promise-based call costs a thread-pool round trip (measured: 2000
@@ -75,6 +76,9 @@ export function* selectFiles(opts: SelectOptions): Generator<SelectedEntry> {
       } else if (stat.isSymbolicLink()) {
         yield* flushParents();
         yield { path, stat, linkname: readlinkSync(join(opts.root, path)) };
+      } else if (stat.isSocket()) {
+        yield* flushParents();
+        yield { path, stat: asEmptyFile(stat) };
       }
     }
   }
@@ -82,10 +86,21 @@ export function* selectFiles(opts: SelectOptions): Generator<SelectedEntry> {
   yield* walk('');
 }
 
+/** The stat of a socket seen as an empty regular file with the socket's mode, owner and times. */
+function asEmptyFile(stat: Stats): Stats {
+  const file = Object.create(stat) as Stats;
+  file.size = 0;
+  file.mode = (stat.mode & 0o7777) | 0o100000;
+  file.isFile = () => true;
+  file.isSocket = () => false;
+  return file;
+}
+
 /**
  * Resolves `followPaths` as BuildKit does: each path, plus the target of
  * every symlink met along it (recursively, kept inside the root), becomes a
- * literal include pattern.
+ * literal include pattern. A component with wildcards follows the symlinks
+ * it matches in its directory (`COPY l*` where `link1 -> dir`).
  */
 export async function followLinks(root: string, paths: readonly string[]): Promise<string[]> {
   const out = new Set<string>();
@@ -96,6 +111,10 @@ export async function followLinks(root: string, paths: readonly string[]): Promi
     const parts = clean.split('/');
     for (let i = 1; i <= parts.length; i++) {
       const prefix = parts.slice(0, i).join('/');
+      if (hasWildcard(parts[i - 1]!)) {
+        await visitMatchedLinks(parts.slice(0, i - 1), parts[i - 1]!, parts.slice(i), depth);
+        return;
+      }
       let st: Stats;
       try {
         st = await lstat(join(root, prefix));
@@ -103,10 +122,36 @@ export async function followLinks(root: string, paths: readonly string[]): Promi
         return;
       }
       if (!st.isSymbolicLink()) continue;
+      // The link itself is sent too, so the path resolves on the other side.
+      out.add(prefix);
       const target = await readlink(join(root, prefix));
       const resolved = target.startsWith('/') ? target : posix.join(posix.dirname(prefix), target);
       await visit(posix.join(cleanRelPath(resolved), ...parts.slice(i)), depth + 1);
       return;
+    }
+  };
+  /** Follows each symlink in `dir` (root-relative parts) whose name matches `pattern`; other matches are not walked. */
+  const visitMatchedLinks = async (dir: string[], pattern: string, rest: string[], depth: number): Promise<void> => {
+    let names: string[];
+    try {
+      names = readdirSync(join(root, ...dir));
+    } catch {
+      return;
+    }
+    for (const name of names.sort()) {
+      if (!matchComponent(pattern, name)) continue;
+      const linkPath = [...dir, name].join('/');
+      let st: Stats;
+      try {
+        st = await lstat(join(root, linkPath));
+      } catch {
+        continue;
+      }
+      if (!st.isSymbolicLink()) continue;
+      out.add(linkPath);
+      const target = await readlink(join(root, linkPath));
+      const resolved = target.startsWith('/') ? target : posix.join(dir.join('/'), target);
+      await visit(posix.join(cleanRelPath(resolved), ...rest), depth + 1);
     }
   };
   for (const p of paths) await visit(p, 0);
@@ -142,7 +187,8 @@ export async function* packSelected(root: string, entries: Iterable<SelectedEntr
       devminor: 0,
     };
     yield* chunker.push(encodeTarHeader(header));
-    if (header.type !== 'file') continue;
+    // Nothing to read for an empty file (a socket sent as one cannot be opened).
+    if (header.type !== 'file' || header.size === 0) continue;
     // Synchronous reads, for the same reason as selectFiles; a big file still
     // yields between chunks.
     const fd = openSync(join(root, e.path), 'r');

@@ -66,7 +66,8 @@ export async function* packContextDiff(
     if (!contextEntryChanged(e, base.get(e.path))) continue;
     changed++;
     yield* out.push(ContextDiffEncoder.entry(e));
-    if (e.type !== 'file') continue;
+    // Nothing to read for an empty file (a socket the walk sends as one cannot be opened).
+    if (e.type !== 'file' || e.size === 0) continue;
     contentBytes += e.size;
     // Synchronous reads: thousands of small files, each promise-based call a thread-pool round trip.
     const fd = openSync(join(root, e.path), 'r');
