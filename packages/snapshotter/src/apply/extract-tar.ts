@@ -20,6 +20,8 @@ export interface ExtractOptions {
    * whiteouts and opaque dirs in the upper dir.
    */
   whiteouts?: boolean;
+  /** Owner given to every entry instead of the tar's (ADD --chown of a local archive). */
+  owner?: { uid: number; gid: number };
 }
 
 export interface ExtractResult {
@@ -66,7 +68,8 @@ export async function extractTar(root: string, chunks: AsyncIterable<Uint8Array>
       await drain(entry.body);
       continue;
     }
-    const target = await writeEntry(state, entry.header, entry.body);
+    const header = opts.owner ? { ...entry.header, uid: opts.owner.uid, gid: opts.owner.gid } : entry.header;
+    const target = await writeEntry(state, header, entry.body);
     if (written && target !== undefined) markWritten(root, target, written);
   }
   // Directory mtimes last: writing their children changes them.

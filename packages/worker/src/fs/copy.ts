@@ -19,7 +19,6 @@ export interface CopyOptions {
   alwaysReplaceExistingDestPaths: boolean;
   includePatterns: readonly string[];
   excludePatterns: readonly string[];
-  /** Permission bits for every copied entry; undefined keeps the source's. */
   /** Permission bits for every copied entry: fixed, or computed from each entry's own (a symbolic chmod). */
   mode?: number | ModeChange;
   /** Owner of every copied or created entry; undefined keeps the source's. */
@@ -62,7 +61,9 @@ export async function copyPath(srcRoot: string, src: string, destRoot: string, d
       throw errnoError('ENOENT', 'no matches found');
     }
   }
-  const dirAttrs = { mode: 0o755, uid: opts.chown?.uid, gid: opts.chown?.gid, mtimeMs: opts.mtimeMs };
+  // Directories the copy creates take its --chmod too (as BuildKit: `COPY --chmod=770 f /new/f` gives /new 0770).
+  const dirMode = typeof opts.mode === 'function' ? opts.mode(0o40755, true) : (opts.mode ?? 0o755);
+  const dirAttrs = { mode: dirMode, uid: opts.chown?.uid, gid: opts.chown?.gid, mtimeMs: opts.mtimeMs };
   await mkdirAllInRoot(destRoot, destIsDir ? destRel : path.posix.dirname(destRel), dirAttrs);
   const destAbs = await resolveInRoot(destRoot, destRel, { followFinalSymlink: true });
 

@@ -42,17 +42,24 @@ function decompressed(file: string, kind: Compression): Readable {
  * expansion here) names a regular file that is a tar archive, plain or
  * gzip/bzip2/xz/zstd compressed, it is extracted into the directory `dest`
  * (paths kept inside `destRoot`) and true is returned; otherwise false and
- * the caller copies it as a file.
+ * the caller copies it as a file. `owner` (ADD --chown) owns every
+ * extracted entry and created directory, as BuildKit's untar ChownOpts.
  */
-export async function unpackIfArchive(srcRoot: string, src: string, destRoot: string, dest: string, signal?: AbortSignal): Promise<boolean> {
+export async function unpackIfArchive(
+  srcRoot: string,
+  src: string,
+  destRoot: string,
+  dest: string,
+  opts: { owner?: { uid: number; gid: number }; signal?: AbortSignal } = {},
+): Promise<boolean> {
   const srcAbs = await resolveInRoot(srcRoot, cleanRootPath(src), { followFinalSymlink: true });
   const fi = await lstatOrUndefined(srcAbs);
   if (!fi?.isFile()) return false;
   const kind = detectArchive(srcAbs);
   if (!kind) return false;
   const destRel = cleanRootPath(dest);
-  await mkdirAllInRoot(destRoot, destRel, { mode: 0o755 });
+  await mkdirAllInRoot(destRoot, destRel, { mode: 0o755, uid: opts.owner?.uid, gid: opts.owner?.gid });
   const destAbs = await resolveInRoot(destRoot, destRel, { followFinalSymlink: true });
-  await extractTar(destAbs, decompressed(srcAbs, kind), { signal });
+  await extractTar(destAbs, decompressed(srcAbs, kind), { signal: opts.signal, owner: opts.owner });
   return true;
 }

@@ -51,9 +51,16 @@ const isNumeric = (s: string): boolean => /^\d+$/.test(s);
  * the /etc/passwd and /etc/group inside `root`, as runc's GetExecUser does:
  * a numeric uid without a group takes the passwd entry's gid (or 0); a
  * user's supplementary groups come from /etc/group unless a group is given.
+ * No user is root, with root's groups. The primary gid always leads the
+ * supplementary list (containerd's fix for CVE-2023-25173: a process whose
+ * list lacked it could shed it with setgroups and pass a `g-rwx` check).
  */
 export async function resolveExecUser(root: string, spec: string): Promise<{ uid: number; gid: number; additionalGids: number[] }> {
-  if (spec === '') return { uid: 0, gid: 0, additionalGids: [] };
+  const { uid, gid, additionalGids } = await resolveUserGroups(root, spec === '' ? '0' : spec);
+  return { uid, gid, additionalGids: [...new Set([gid, ...additionalGids])] };
+}
+
+async function resolveUserGroups(root: string, spec: string): Promise<{ uid: number; gid: number; additionalGids: number[] }> {
   const [userPart = '', groupPart] = spec.split(':', 2);
   const users = await passwd(root);
   let uid: number;

@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { mkdir, open, rm, symlink } from 'node:fs/promises';
+import { mkdir, open, rm, stat, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { llb } from '@kiln/api';
 import { hasWildcard } from '@kiln/common';
@@ -78,14 +78,15 @@ export async function copyAction(srcRoot: string, destRoot: string, a: llb.FileA
     return;
   }
   let sources = [a.src];
+  const chown = await resolveChown(destRoot, a.owner);
   if (a.attemptUnpackDockerCompatibility) {
-    // ADD: local tar archives (plain or compressed) are extracted into dest; other files are copied.
+    // ADD: local tar archives (plain or compressed) are extracted into dest (owned by --chown
+    // when given); other files are copied.
     const matches = a.allowWildcard && hasWildcard(a.src) ? await resolveWildcards(srcRoot, cleanRootPath(a.src)) : [a.src];
     const rest: string[] = [];
-    for (const m of matches) if (!(await unpackIfArchive(srcRoot, m, destRoot, a.dest))) rest.push(m);
+    for (const m of matches) if (!(await unpackIfArchive(srcRoot, m, destRoot, a.dest, { owner: chown }))) rest.push(m);
     if (rest.length < matches.length) sources = rest;
   }
-  const chown = await resolveChown(destRoot, a.owner);
   for (const src of sources) await copyOne(srcRoot, src, destRoot, a, chown);
 }
 
@@ -93,27 +94,46 @@ export async function copyAction(srcRoot: string, destRoot: string, a: llb.FileA
  * `COPY --parents`: `src` is `PIVOT/./PATH` (or `PATH`, pivot `/`); what
  * PATH matches (wildcards and `**` included) is copied into the directory
  * `dest` with its path below the pivot kept, as BuildKit does it
- * (`--parents ./x/a.txt /dst/` gives /dst/x/a.txt). A PATH without
- * wildcards must exist; one with wildcards may match nothing only with
- * `allowEmptyWildcard`.
+ * (`--parents ./x/a.txt /dst/` gives /dst/x/a.txt). The pivot may hold
+ * wildcards too: each directory it matches is a pivot of its own (pivot
+ * `/a/b*` with PATH `c/x` copies `c/x` of both `/a/b` and `/a/b2`). A PATH
+ * without wildcards must exist below some pivot; one with wildcards may
+ * match nothing only with `allowEmptyWildcard`.
  */
 async function copyWithParents(srcRoot: string, destRoot: string, a: llb.FileActionCopy, chown: Awaited<ReturnType<typeof resolveChown>>): Promise<void> {
   const at = a.src.indexOf('/./');
-  const pivot = at >= 0 ? cleanRootPath(a.src.slice(0, at) || '/') : '/';
+  const pivotPattern = at >= 0 ? cleanRootPath(a.src.slice(0, at) || '/') : '/';
   const rel = cleanRootPath(at >= 0 ? a.src.slice(at + 3) : a.src).slice(1);
   if (a.includePatterns.length > 0) throw errnoError('EINVAL', 'a copy with parents takes its pattern from src, not include patterns');
   const dest = a.dest.endsWith('/') ? a.dest : `${a.dest}/`;
-  if (rel === '') {
-    await copyOne(srcRoot, pivot, destRoot, { ...a, dest, dirCopyContents: true, allowWildcard: false }, chown);
-    return;
-  }
-  const full = path.posix.join(pivot, rel);
-  if (!hasWildcard(rel)) {
-    if (!lstatOrUndefined(await resolveInRoot(srcRoot, full, { followFinalSymlink: false }))) throw errnoError('ENOENT', 'no such file or directory');
-  } else if (!a.allowEmptyWildcard && !rel.includes('**') && (await resolveWildcards(srcRoot, full)).length === 0) {
+  const pivots = hasWildcard(pivotPattern) ? await resolveWildcards(srcRoot, pivotPattern) : [pivotPattern];
+  if (pivots.length === 0) {
+    if (a.allowEmptyWildcard) return;
     throw errnoError('ENOENT', 'no matches found');
   }
-  await copyOne(srcRoot, pivot, destRoot, { ...a, dest, dirCopyContents: true, allowWildcard: false, createDestPath: true, includePatterns: [rel] }, chown);
+  if (rel === '') {
+    for (const pivot of pivots) await copyOne(srcRoot, pivot, destRoot, { ...a, dest, dirCopyContents: true, allowWildcard: false }, chown);
+    return;
+  }
+  const found = async (pivot: string): Promise<boolean> => {
+    // A pivot a wildcard matched may be a file: nothing lies below it.
+    if (!(await statOrUndefined(await resolveInRoot(srcRoot, pivot, { followFinalSymlink: true })))?.isDirectory()) return false;
+    const full = path.posix.join(pivot, rel);
+    if (!hasWildcard(rel)) return (await lstatOrUndefined(await resolveInRoot(srcRoot, full, { followFinalSymlink: false }))) !== undefined;
+    return rel.includes('**') || (await resolveWildcards(srcRoot, full)).length > 0;
+  };
+  let any = false;
+  for (const pivot of pivots) if (await found(pivot)) any = true;
+  if (!any && !(hasWildcard(rel) && a.allowEmptyWildcard)) throw errnoError('ENOENT', hasWildcard(rel) ? 'no matches found' : 'no such file or directory');
+  for (const pivot of pivots) {
+    if (!(await found(pivot))) continue;
+    const opts = { ...a, dest, dirCopyContents: true, allowWildcard: false, createDestPath: true, includePatterns: [rel] };
+    await copyOne(srcRoot, pivot, destRoot, opts, chown);
+  }
+}
+
+async function statOrUndefined(p: string) {
+  return stat(p).catch(() => undefined);
 }
 
 async function copyOne(srcRoot: string, src: string, destRoot: string, a: llb.FileActionCopy, chown: Awaited<ReturnType<typeof resolveChown>>): Promise<void> {
