@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
+import { closeSync, constants, lstatSync, mkdirSync, openSync, readlinkSync, realpathSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -143,5 +144,63 @@ export class CacheMounts {
       await rm(tmp, { recursive: true, force: true });
       if (err.code !== 'EEXIST' && err.code !== 'ENOTEMPTY') throw err;
     });
+  }
+}
+
+/** A cache mount's `source=` that would leave the cache, or is not a directory. */
+export class CacheSourceError extends Error {}
+
+/**
+ * The host path of the subdirectory `selector` of the cache instance `dir`
+ * for a `type=cache,source=SUBDIR` mount (BuildKit mounts only that part of
+ * the cache), creating missing directories (0755). Steps write the cache, so
+ * a component may be a symlink: one that stays inside the cache is followed,
+ * one that points outside it (absolute, or `..` above it) is refused, as
+ * BuildKit refuses it. The result is opened and its real path checked once
+ * more through the descriptor.
+ *
+ * Left open: a step running at the same time on the same shared cache could
+ * swap a component for a link between this check and runc's bind mount.
+ */
+export function resolveCacheSource(dir: string, selector: string): string {
+  const root = realpathSync(dir);
+  let pending = selector.split('/').filter((c) => c !== '' && c !== '.');
+  let cur = root;
+  let links = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '..') {
+      if (cur === root) throw new CacheSourceError(`source "${selector}" leaves the cache`);
+      cur = path.dirname(cur);
+      continue;
+    }
+    const next = path.join(cur, part);
+    let st;
+    try {
+      st = lstatSync(next);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      mkdirSync(next, { mode: 0o755 });
+      cur = next;
+      continue;
+    }
+    if (st.isSymbolicLink()) {
+      if (++links > 40) throw new CacheSourceError(`source "${selector}": too many levels of symbolic links`);
+      const target = readlinkSync(next);
+      if (path.isAbsolute(target)) throw new CacheSourceError(`source "${selector}" resolves through the symlink ${path.relative(root, next)} -> ${target} outside the cache`);
+      pending = [...target.split('/').filter((c) => c !== '' && c !== '.'), ...pending];
+      continue;
+    }
+    if (!st.isDirectory()) throw new CacheSourceError(`source "${selector}": ${path.relative(root, next)} is not a directory`);
+    cur = next;
+  }
+  const fd = openSync(cur, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  try {
+    const real = readlinkSync(`/proc/self/fd/${fd}`);
+    const rel = path.relative(root, real);
+    if (rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) throw new CacheSourceError(`source "${selector}" leaves the cache`);
+    return real;
+  } finally {
+    closeSync(fd);
   }
 }

@@ -5,7 +5,7 @@ import type { ExecMount, Executor } from '../executor.js';
 import { mkdirAllInRoot } from '../fs/fs-util.js';
 import { resolveExecUser } from '../fs/users.js';
 import { checkEntitlements } from '../exec/entitlements.js';
-import type { CacheLease, CacheMounts } from '../exec/cache-mounts.js';
+import { resolveCacheSource, type CacheLease, type CacheMounts } from '../exec/cache-mounts.js';
 import type { Limiter } from '../exec/limiter.js';
 import { SecretDir } from '../exec/secret-dir.js';
 import { hostsFile, RunFiles } from '../exec/run-files.js';
@@ -124,10 +124,18 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
           seed = await snapshotter.view(parent);
           views.push(seed);
         }
-        const seedPath = seed && m.selector ? await resolveInRoot(seed.path, cleanRootPath(m.selector), { followFinalSymlink: true }) : seed?.path;
-        const lease = await env.cacheMounts.acquire(id, sharing, seedPath, ctx.signal, { fresh: env.noCache });
+        // As BuildKit: the input (from=) seeds the whole cache, and source= picks the part mounted.
+        const lease = await env.cacheMounts.acquire(id, sharing, seed?.path, ctx.signal, { fresh: env.noCache });
         leases.push(lease);
-        specMounts.push({ type: 'bind', source: lease.dir, dest: cleanRootPath(m.dest), readonly: m.readonly });
+        let source = lease.dir;
+        if (m.selector && cleanRootPath(m.selector) !== '/') {
+          try {
+            source = resolveCacheSource(lease.dir, m.selector);
+          } catch (err) {
+            throw OpFailure.wrap(`failed to mount cache "${id}" at ${cleanRootPath(m.dest)}`, err);
+          }
+        }
+        specMounts.push({ type: 'bind', source, dest: cleanRootPath(m.dest), readonly: m.readonly });
         continue;
       }
       let root: string;
