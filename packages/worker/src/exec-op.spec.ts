@@ -72,7 +72,7 @@ describe('exec ops through the Executor seam', () => {
       args: ['/bin/tool', 'arg'],
       env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'A=1'],
       cwd: '/work/dir',
-      user: { uid: 1000, gid: 1001, additionalGids: [2000] },
+      user: { uid: 1000, gid: 1001, additionalGids: [1001, 2000] },
     });
     expect(spec).toMatchObject({ readonlyRootfs: false, network: 'sandbox', hostname: 'kiln' });
     // Only the generated /etc/hosts, as a read-only file bind.

@@ -274,6 +274,78 @@ export function runWorkerConformance(
         expect(noMatch.message).toMatch(/no matches found/);
       });
 
+      it('expands wildcards in the pivot of a parents copy: each matched directory is a pivot', async () => {
+        const opts = { parents: true, allowWildcard: true, allowEmptyWildcard: true, createDestPath: true, followSymlink: true };
+        const s = FileChain.start()
+          .copy(ctx(), '/*/./**/*.md', '/md/', opts)
+          .copy(ctx(), '/d*/./sub/b.txt', '/p/', opts)
+          .copy(ctx(), '/n*/./x', '/none/', opts)
+          .apply(State.scratch());
+        expect(names(await solveAndExport(s))).toEqual(['md/', 'md/c.md', 'p/', 'p/sub/', 'p/sub/b.txt']);
+        const missing = await expectRunError(FileChain.start().copy(ctx(), '/*/./nope.txt', '/x/', opts).apply(State.scratch()));
+        expect(missing.message).toMatch(/no such file or directory/);
+      });
+
+      it('copies into a dangling symlink destination by creating its target, inside the root', async () => {
+        const s = FileChain.start()
+          .symlink('../tmp/target', '/link')
+          .symlink('/../../outside', '/escape')
+          .copy(ctx(), '/a.txt', '/link/', { createDestPath: true })
+          .copy(ctx(), '/a.txt', '/escape/', { createDestPath: true })
+          .apply(State.scratch());
+        const entries = await solveAndExport(s);
+        expect(names(entries)).toEqual(['escape', 'link', 'outside/', 'outside/a.txt', 'tmp/', 'tmp/target/', 'tmp/target/a.txt']);
+        expect(byName(entries, 'link')).toMatchObject({ type: 'symlink', linkname: '../tmp/target' });
+      });
+
+      it('follows symlinks on the source path: a linked directory, and a linked file with followSymlink', async () => {
+        const linked = FileChain.start()
+          .mkdir('/real', 0o700)
+          .mkfile('/real/f', 0o600, new TextEncoder().encode('F'))
+          .mkfile('/bar', 0o644, new TextEncoder().encode('bar'))
+          .symlink('real', '/dirlink')
+          .symlink('../bar', '/real/sub')
+          .apply(State.scratch());
+        const entries = await solveAndExport(
+          FileChain.start().copy(linked, '/dirlink/f', '/f').copy(linked, '/real/sub', '/sub', { followSymlink: true }).copy(linked, '/real', '/kept', { dirCopyContents: true }).apply(State.scratch()),
+        );
+        expect(byName(entries, 'f').data.toString()).toBe('F');
+        expect(byName(entries, 'sub')).toMatchObject({ type: 'file' });
+        expect(byName(entries, 'sub').data.toString()).toBe('bar');
+        // Links inside a copied directory stay links.
+        expect(byName(entries, 'kept/sub')).toMatchObject({ type: 'symlink', linkname: '../bar' });
+      });
+
+      it('gives the directories a copy creates its chmod; existing ones keep theirs', async () => {
+        const s = FileChain.start()
+          .copy(ctx(), '/a.txt', '/p/a.txt', { createDestPath: true, mode: 0o777 })
+          .copy(ctx(), '/a.txt', '/p/sub/a.txt', { createDestPath: true, mode: 0o770 })
+          .copy(ctx(), '/a.txt', '/q/', { createDestPath: true, modeStr: 'go-rx' })
+          .apply(State.scratch());
+        const entries = await solveAndExport(s);
+        expect(byName(entries, 'p/').mode).toBe(0o777);
+        expect(byName(entries, 'p/sub/').mode).toBe(0o770);
+        expect(byName(entries, 'p/sub/a.txt').mode).toBe(0o770);
+        expect(byName(entries, 'q/').mode).toBe(0o700);
+        expect(byName(entries, 'q/a.txt').mode).toBe(0o600);
+      });
+
+      it('extracts a local tar archive (ADD) with --chown applied to every extracted entry', async () => {
+        const tar = await buildTar([
+          { name: 'top/', type: 'directory', mode: 0o755, uid: 7, gid: 7 },
+          { name: 'top/f', data: 'f', mode: 0o640, uid: 7, gid: 7 },
+          { name: 'top/l', type: 'symlink', linkname: 'f', uid: 7, gid: 7 },
+        ]);
+        const src = FileChain.start().mkfile('/a.tar', 0o644, tar).apply(State.scratch());
+        const owner = { user: { user: { case: 'id' as const, value: 1000 } }, group: { user: { case: 'id' as const, value: 2000 } } };
+        const entries = await solveAndExport(
+          FileChain.start().copy(src, '/a.tar', '/x/', { createDestPath: true, attemptUnpackDockerCompatibility: true, owner }).apply(State.scratch()),
+        );
+        expect(names(entries)).toEqual(['x/', 'x/top/', 'x/top/f', 'x/top/l']);
+        for (const e of entries) expect(e, e.name).toMatchObject({ uid: 1000, gid: 2000 });
+        expect(byName(entries, 'x/top/f').mode).toBe(0o640);
+      });
+
       it('merges inputs in order: later files replace earlier ones, directories merge, modes and mtimes kept', async () => {
         const lower = FileChain.start()
           .mkdir('/shared', 0o700)
@@ -623,6 +695,34 @@ export function runWorkerConformance(
         expect(byName(second, 'seen').data.toString()).toBe('1\n2\n');
       });
 
+      it('mounts only the source= subdirectory of a cache, and refuses one a symlink leads out of the cache', async () => {
+        const cache = (source: string | undefined, script: string) =>
+          execOp(rootfs(), ['/bin/sh', '-c', script], { mounts: [{ dest: '/c', type: 'cache', selector: source, cache: { id: 'conf-source' } }] });
+        await solveAndExport(cache(undefined, 'mkdir -p /c/sub && echo in-sub > /c/sub/f && echo top > /c/top'));
+        const sub = await solveAndExport(cache('/sub', 'ls /c > /seen; echo new > /c/g'));
+        expect(byName(sub, 'seen').data.toString()).toBe('f\n');
+        const whole = await solveAndExport(cache(undefined, 'ls /c > /seen; cat /c/sub/g >> /seen'));
+        expect(byName(whole, 'seen').data.toString()).toBe('sub\ntop\nnew\n');
+        // A missing source is created empty inside the cache.
+        expect(byName(await solveAndExport(cache('/fresh/deep', 'ls -A /c > /seen')), 'seen').data.toString()).toBe('');
+        // The attack: a step plants links in the cache, a later step mounts through them.
+        await solveAndExport(cache(undefined, 'ln -s /etc /c/abs && ln -s ../../.. /c/up && ln -s sub /c/inside'));
+        for (const source of ['/abs', '/up', '/abs/x']) {
+          const err = await expectRunError(cache(source, 'ls /c > /seen'));
+          expect(err.message).toMatch(/failed to mount cache "conf-source" at \/c: source "\/(abs|up)[^"]*" (resolves through the symlink|leaves the cache)/);
+        }
+        // A link that stays inside the cache is followed.
+        expect(byName(await solveAndExport(cache('/inside', 'ls /c > /seen')), 'seen').data.toString()).toBe('f\ng\n');
+      });
+
+      it('runs as root with the groups root is in from /etc/group by default; the primary gid is always in the list', async () => {
+        const probe = 'id -u > /tmp/u; id -g >> /tmp/u; grep ^Groups: /proc/self/status | cut -f2 >> /tmp/u';
+        const asRoot = await solveAndExport(execState(rootfs(), ['/bin/sh', '-c', probe]));
+        expect(byName(asRoot, 'tmp/u').data.toString()).toBe('0\n0\n0 10 \n');
+        const numeric = await solveAndExport(execState(rootfs(), ['/bin/sh', '-c', probe], { user: '1000:1234' }));
+        expect(byName(numeric, 'tmp/u').data.toString()).toBe('1000\n1234\n1234 \n');
+      });
+
       it('serialises locked cache users and gives private users their own directory when busy', async () => {
         const use = (sharing: 'locked' | 'private', tag: string) =>
           execOp(rootfs(), ['/bin/sh', '-c', `echo start-${tag} >> /c/log; sleep 0.3; echo end-${tag} >> /c/log; cat /c/log > /seen`], {
@@ -810,9 +910,9 @@ async function makeBusyboxRootfs(dir: string): Promise<string> {
   await chmod(path.join(dir, 'tmp'), 0o1777);
   await copyFile('/bin/busybox', path.join(dir, 'bin/busybox'));
   await chmod(path.join(dir, 'bin/busybox'), 0o755);
-  const applets = ['sh', 'cat', 'echo', 'mkdir', 'id', 'ls', 'sleep', 'true', 'grep', 'cut', 'seq', 'hostname', 'pwd', 'stat', 'nc', 'touch', 'test', 'env', 'wc', 'dd', 'mv', 'ln'];
+  const applets = ['sh', 'cat', 'echo', 'mkdir', 'id', 'ls', 'sleep', 'true', 'grep', 'cut', 'seq', 'hostname', 'pwd', 'stat', 'nc', 'touch', 'test', 'env', 'wc', 'dd', 'mv', 'ln', 'rm'];
   for (const applet of applets) await symlink('busybox', path.join(dir, 'bin', applet));
   await writeFile(path.join(dir, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n');
-  await writeFile(path.join(dir, 'etc/group'), 'root:x:0:\napp:x:1001:\nextra:x:2000:app\n');
+  await writeFile(path.join(dir, 'etc/group'), 'root:x:0:\nwheel:x:10:root\napp:x:1001:\nextra:x:2000:app\n');
   return dir;
 }
