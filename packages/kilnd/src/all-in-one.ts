@@ -4,7 +4,6 @@ import { content, control, exporter, frontend, llb, session, worker as workerApi
 import { createMemoryBus } from '@kiln/bus';
 import { createDirectTransport, createKilnClient, serveRoutes, type Logger, type Routes, type RpcServer } from '@kiln/common';
 import { createContentServiceImpl } from '@kiln/content-store';
-import { createRegistryClient, dockerConfigCredentials } from '@kiln/registry';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
 import { createFrontendServiceImpl } from '@kiln/frontend-gateway';
 import { dockerfileFrontendFor } from './frontends.js';
@@ -19,6 +18,7 @@ import { openContentTier } from './content-tier.js';
 import { loadDaemonTls, warnInsecureTcp } from './daemon-tls.js';
 import { createDeferredTransport } from './deferred-transport.js';
 import type { DaemonOptions } from './options.js';
+import { daemonRegistryClient } from './registry-client.js';
 
 export interface RunningDaemon {
   close(): Promise<void>;
@@ -43,7 +43,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
   const localWorker = createWorker({
     id: opts.id,
     root: join(opts.root, `worker-${opts.worker}`),
-    registry: createRegistryClient({ credentials: dockerConfigCredentials(), ...opts.registry }),
+    registry: daemonRegistryClient(opts.registry),
     sessions: sessionClient,
     allowedEntitlements: opts.entitlements,
     maxParallelExecs: opts.maxParallelExecs,
@@ -91,7 +91,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
         worker: async (id) => (id === description.id ? (workerClient as Client<typeof workerApi.WorkerService>) : undefined),
         sessions: sessionClient,
         content: createKilnClient(content.ContentService, transport),
-        registry: createRegistryClient({ credentials: dockerConfigCredentials(), ...opts.registry }),
+        registry: daemonRegistryClient(opts.registry),
         logger: logger.child({ tier: 'exporters' }),
       }),
     );

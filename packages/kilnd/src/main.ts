@@ -20,6 +20,9 @@ export async function runDaemon(argv: string[]): Promise<number> {
     return 2;
   }
   const logger = createRootLogger('kilnd', process.env.KILN_LOG_LEVEL ?? opts.logLevel ?? 'info');
+  if (opts.registry.daemonCredentials) {
+    logger.warn('[registry] daemon-credentials = true: every client pulls and pushes with this daemon\'s ~/.docker/config.json; do not use it on a shared daemon');
+  }
   let daemon: RunningDaemon;
   try {
     daemon = opts.tier === 'all' ? await startAllInOne(opts, logger) : await startTier(opts, logger);

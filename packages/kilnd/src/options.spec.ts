@@ -45,7 +45,11 @@ describe('compileDaemonOptions', () => {
     });
     expect(compileDaemonOptions([`--config=${join(dir, 'k.yaml')}`], env)).toMatchObject({ tier: 'frontend', root: '/srv/y', nats: 'nats://127.0.0.1:4222' });
     writeFileSync(join(dir, 'reg.toml'), '[registry]\ninsecure = ["reg.lan:5000"]\n[registry.mirrors]\n"docker.io" = ["127.0.0.1:5001"]\n');
-    expect(compileDaemonOptions(['--config', join(dir, 'reg.toml')], env).registry).toEqual({ insecure: ['reg.lan:5000'], mirrors: { 'docker.io': ['127.0.0.1:5001'] } });
+    expect(compileDaemonOptions(['--config', join(dir, 'reg.toml')], env).registry).toEqual({ insecure: ['reg.lan:5000'], mirrors: { 'docker.io': ['127.0.0.1:5001'] }, daemonCredentials: false });
+    writeFileSync(join(dir, 'creds.toml'), '[registry]\ndaemon-credentials = true\n');
+    expect(compileDaemonOptions(['--config', join(dir, 'creds.toml')], env).registry.daemonCredentials).toBe(true);
+    writeFileSync(join(dir, 'badcreds.toml'), '[registry]\ndaemon-credentials = "yes"\n');
+    expect(() => compileDaemonOptions(['--config', join(dir, 'badcreds.toml')], env)).toThrow(/registry.daemon-credentials must be true or false/);
     writeFileSync(join(dir, 'badreg.yaml'), 'registry:\n  insecure: reg.lan\n');
     expect(() => compileDaemonOptions(['--config', join(dir, 'badreg.yaml')], env)).toThrow(/registry.insecure must be a list/);
     expect(compileDaemonOptions([], env).gc).toEqual(DEFAULT_GC_POLICY);

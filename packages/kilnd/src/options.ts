@@ -33,7 +33,12 @@ export interface DaemonOptions {
   /** Ops the solver runs at once across all builds (default DEFAULT_MAX_PARALLELISM). */
   maxParallelism: number;
   /** Registry access for image pulls: hosts reached over plain HTTP, and pull mirrors per host. */
-  registry: { insecure: string[]; mirrors: Record<string, string[]> };
+  registry: {
+    insecure: string[];
+    mirrors: Record<string, string[]>;
+    /** `[registry] daemon-credentials = true`: the daemon's ~/.docker/config.json backs clients' pulls and pushes (default false: dangerous on a shared daemon). */
+    daemonCredentials: boolean;
+  };
   /** The worker backend of the all-in-one daemon. */
   worker: 'oci' | 'containerd';
   /** Entitlements builds may ask for with `--allow` ("security.insecure", "network.host"); default none. */
@@ -88,7 +93,7 @@ interface ConfigFile {
   /** `worker-labels = { pool = "gpu" }`. */
   'worker-labels'?: unknown;
   /** `[registry]` table: `insecure = ["host:port"]`, `[registry.mirrors]` `"docker.io" = ["mirror:5000"]`. */
-  registry?: { insecure?: unknown; mirrors?: unknown };
+  registry?: { insecure?: unknown; mirrors?: unknown; 'daemon-credentials'?: unknown };
   /** `[gc]` table: `enabled = true`, `interval = "1h"`, `keep-storage = "10GB"`, `keep-duration = "48h"`. */
   gc?: { enabled?: unknown; interval?: unknown; 'keep-storage'?: unknown; 'keep-duration'?: unknown };
   'log-level'?: string;
@@ -258,7 +263,9 @@ function compileRegistryConfig(raw: ConfigFile['registry']): DaemonOptions['regi
     if (typeof raw.mirrors !== 'object' || raw.mirrors === null) throw new InvalidArgumentError('registry.mirrors must be a table of host = ["mirror", ...]', 'registry.mirrors');
     for (const [host, list] of Object.entries(raw.mirrors)) mirrors[host] = strings(list, `registry.mirrors."${host}"`);
   }
-  return { insecure, mirrors };
+  const daemonCredentials = raw?.['daemon-credentials'] ?? false;
+  if (typeof daemonCredentials !== 'boolean') throw new InvalidArgumentError('registry.daemon-credentials must be true or false', 'registry.daemon-credentials');
+  return { insecure, mirrors, daemonCredentials };
 }
 
 /**

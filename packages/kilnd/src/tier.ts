@@ -2,7 +2,6 @@ import { content, control, exporter, frontend, session, worker as workerApi } fr
 import { connectNatsBus, createServiceDirectory, redactUrl, type EventBus } from '@kiln/bus';
 import { formatAddress, parseAddress, proveEndpointRole, serveRoutes, type Address, type Logger, type Routes } from '@kiln/common';
 import { createContentServiceImpl } from '@kiln/content-store';
-import { createRegistryClient, dockerConfigCredentials } from '@kiln/registry';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
 import { createFrontendServiceImpl } from '@kiln/frontend-gateway';
 import { dockerfileFrontendFor } from './frontends.js';
@@ -17,6 +16,7 @@ import { directoryClient, directoryClientById, lazyClient } from './clients.js';
 import { loadDaemonTls, warnInsecureTcp } from './daemon-tls.js';
 import { openContentTier } from './content-tier.js';
 import type { DaemonOptions } from './options.js';
+import { daemonRegistryClient } from './registry-client.js';
 
 /** Directory tier names: both worker backends announce as "worker". */
 const ANNOUNCE_AS: Record<string, string> = { 'worker-oci': 'worker', 'worker-containerd': 'worker' };
@@ -108,7 +108,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
       const w = await create({
         id: opts.id,
         root: join(opts.root, opts.tier),
-        registry: createRegistryClient({ credentials: dockerConfigCredentials(), ...opts.registry }),
+        registry: daemonRegistryClient(opts.registry),
         sessions: solverSessions(),
         allowedEntitlements: opts.entitlements,
         maxParallelExecs: opts.maxParallelExecs,
@@ -133,7 +133,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
             worker: directoryClientById(directory, 'worker', workerApi.WorkerService, { tls }),
             sessions: solverSessions(),
             content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService, { tls })),
-            registry: createRegistryClient({ credentials: dockerConfigCredentials(), ...opts.registry }),
+            registry: daemonRegistryClient(opts.registry),
             logger: log,
           }),
         );
