@@ -122,3 +122,65 @@ describe('cache export/import across daemons [topology=all-in-one, worker=oci]',
   }, 240_000);
 });
 
+
+/**
+ * mode=min (the default) with a multi-stage build: the result's layers come
+ * from COPY --from of a stage whose RUN writes random bytes. Daemon B must
+ * take the result from the cache by its definition key, without running the
+ * stage (its RUN's layers are not in a min cache).
+ */
+describe('cache export/import, mode=min across stages [topology=all-in-one, worker=oci]', () => {
+  let work: string;
+  let registry: TestRegistry;
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'kiln-cache-min-'));
+    registry = await startRegistry();
+  });
+  afterAll(async () => {
+    await registry?.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('type=local and type=registry: B skips the stage RUN; the result is A\'s', async () => {
+    const ctx = join(work, 'ctx');
+    mkdirSync(ctx);
+    copyFileSync(BUSYBOX, join(ctx, 'busybox'));
+    writeFileSync(join(ctx, 'foo'), 'foobar');
+    writeFileSync(
+      join(ctx, 'Dockerfile'),
+      [
+        'FROM scratch AS base',
+        'COPY --chmod=0755 busybox /bin/busybox',
+        'COPY foo /const',
+        'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox head -c 16 /dev/urandom | /bin/busybox od -An -tx1 > /unique"]',
+        'FROM scratch',
+        'COPY --from=base /const /',
+        'COPY --from=base /unique /',
+        '',
+      ].join('\n'),
+    );
+    const ref = `${registry.host}/kiln/min-cache:latest`;
+    for (const [to, from] of [
+      [`type=local,dest=${join(work, 'cache')}`, `type=local,src=${join(work, 'cache')}`],
+      [`type=registry,ref=${ref}`, `type=registry,ref=${ref}`],
+    ] as const) {
+      const outs: string[] = [];
+      for (const flags of [['--cache-to', to], ['--cache-from', from]]) {
+        const daemon = await startKilnd({ worker: 'oci' });
+        try {
+          const out = join(work, `out-${outs.length}-${to.slice(5, 10)}`);
+          const before = execRuns(daemon.logs());
+          const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', ...flags, '-o', `type=local,dest=${out}`, ctx]);
+          expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+          if (flags[0] === '--cache-from') expect(execRuns(daemon.logs()) - before, res.stderr).toBe(0);
+          expect(readFileSync(join(out, 'const'), 'utf8')).toBe('foobar');
+          outs.push(readFileSync(join(out, 'unique'), 'utf8'));
+        } finally {
+          await daemon.stop();
+        }
+      }
+      expect(outs[1]).toBe(outs[0]);
+    }
+  }, 240_000);
+});

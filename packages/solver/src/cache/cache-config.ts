@@ -27,6 +27,13 @@ export interface CacheRecord {
   /** Per op output: the index in `layers` of the chain's top layer; -1 for an empty filesystem. */
   results: number[];
   description?: string;
+  /**
+   * The vertex's definition key (see definitionKeys): its op with inputs
+   * replaced by their definition keys, never by checksums of what it read.
+   * An importer computes it without running the vertex's ancestors, so a
+   * `mode=min` cache (only the result's records) still skips them.
+   */
+  definitionKey?: string;
 }
 
 /**
@@ -52,7 +59,13 @@ export function encodeCacheConfig(c: CacheConfig): Uint8Array {
     parent: l.parent,
     ...(l.createdBy ? { createdBy: l.createdBy } : {}),
   }));
-  const records = c.records.map((r) => ({ key: r.key, parents: r.parents, results: r.results, ...(r.description ? { description: r.description } : {}) }));
+  const records = c.records.map((r) => ({
+    key: r.key,
+    parents: r.parents,
+    results: r.results,
+    ...(r.description ? { description: r.description } : {}),
+    ...(r.definitionKey ? { definitionKey: r.definitionKey } : {}),
+  }));
   return new TextEncoder().encode(JSON.stringify({ layers, records }));
 }
 
@@ -100,6 +113,7 @@ export function parseCacheConfig(input: Uint8Array | unknown, where: string, opt
       parents: r.parents as string[],
       results: r.results as number[],
       ...(typeof r.description === 'string' && r.description ? { description: r.description } : {}),
+      ...(typeof r.definitionKey === 'string' && r.definitionKey ? { definitionKey: r.definitionKey } : {}),
     });
   }
   return out;

@@ -16,6 +16,8 @@ export interface BuiltVertex {
   refs: string[];
   /** Local sources are never exported: their key is the content, known only by transferring it. */
   exportable: boolean;
+  /** See CacheRecord.definitionKey; set before the cache is exported. */
+  definitionKey?: string;
 }
 
 /** A layer of a ref's chain as GetLayers returns it. */
@@ -75,7 +77,7 @@ export async function collectCacheConfig(
     try {
       const own = await Promise.all(v.refs.map((r) => chainOf(v.workerId, r)));
       if (mode === 'min' && !own.every((c) => finalChain && isPrefix(c, finalChain))) continue;
-      records.push({ key: v.key, parents: v.parents, results: own.map(enter), description: v.description });
+      records.push({ key: v.key, parents: v.parents, results: own.map(enter), description: v.description, ...(v.definitionKey ? { definitionKey: v.definitionKey } : {}) });
     } catch (err) {
       logger.warn({ err, vertex: v.digest }, 'failed to make the layers of a vertex for the cache export; leaving it out');
     }

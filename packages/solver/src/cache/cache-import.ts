@@ -21,6 +21,8 @@ const LEASE_TTL_MS = 60 * 60 * 1000;
  */
 export class CacheImports {
   private readonly records = new Map<string, { source: LoadedCache; record: CacheRecord }>();
+  /** Record keys by definition key. */
+  private readonly byDefinition = new Map<string, string>();
   private lease: Promise<string> | undefined;
 
   constructor(
@@ -29,7 +31,10 @@ export class CacheImports {
     private readonly logger: Logger,
   ) {
     for (const source of sources) {
-      for (const record of source.config.records) if (!this.records.has(record.key)) this.records.set(record.key, { source, record });
+      for (const record of source.config.records) {
+        if (!this.records.has(record.key)) this.records.set(record.key, { source, record });
+        if (record.definitionKey && !this.byDefinition.has(record.definitionKey)) this.byDefinition.set(record.definitionKey, record.key);
+      }
     }
   }
 
@@ -39,6 +44,18 @@ export class CacheImports {
 
   has(key: string): boolean {
     return this.records.has(key);
+  }
+
+  /** Whether any record carries a definition key (see CacheRecord.definitionKey). */
+  get hasDefinitionKeys(): boolean {
+    return this.byDefinition.size > 0;
+  }
+
+  /** The record key imported under `definitionKey`, with the record's parent keys. */
+  byDefinitionKey(definitionKey: string): { key: string; parents: string[] } | undefined {
+    const key = this.byDefinition.get(definitionKey);
+    const hit = key === undefined ? undefined : this.records.get(key);
+    return hit ? { key: hit.record.key, parents: hit.record.parents } : undefined;
   }
 
   /**

@@ -3,7 +3,7 @@ import { timestampNow } from '@bufbuild/protobuf/wkt';
 import type { Client } from '@connectrpc/connect';
 import { control, events, exporter, frontend, type content, type llb } from '@kiln/api';
 import { publishEvent, type EventBus } from '@kiln/bus';
-import { asKilnError, InvalidArgumentError, KilnError, sha256, UnimplementedError, type ErrorCode, type Logger } from '@kiln/common';
+import { asKilnError, InvalidArgumentError, KilnError, sha256, UnimplementedError, walkPostOrder, type ErrorCode, type Logger } from '@kiln/common';
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
 import { createRegistryClient, formatPlatform, type RegistryClient } from '@kiln/registry';
 import { mkdirSync } from 'node:fs';
@@ -12,10 +12,11 @@ import type { BuiltVertex } from '../cache/cache-export.js';
 import { CacheImports } from '../cache/cache-import.js';
 import { CacheStore } from '../cache/cache-store.js';
 import { openSolverDatabase, type Database } from '../cache/sqlite.js';
-import { Scheduler, type SchedulerSession } from '../graph/scheduler.js';
+import { Scheduler, type GraphNode, type SchedulerSession } from '../graph/scheduler.js';
 import { bypassesCache, isLocalSource, localSourceCacheKey, opCacheKey, selectedContentKey } from '../llb/cache-keys.js';
 import { inputSelectors } from '../llb/input-selectors.js';
-import { toGraph, type LlbVertex, type OpResult } from '../llb/vertices.js';
+import { definitionKeys, outputKey } from '../llb/definition-keys.js';
+import { toGraph, type LlbVertex, type OpResult, type RunOp, type Shortcut } from '../llb/vertices.js';
 import type { SessionHost } from '../session/session-host.js';
 import { compileCacheExports, compileCacheImports, exportCache, loadCacheImports, withInlineCache, type CacheExportDeps } from './build-cache.js';
 import { BuildRecords, toStatusResponse } from './build-records.js';
@@ -206,12 +207,23 @@ export class Solver {
     const resultRefs = await Promise.all(
       defs.map(async (def) => {
         if (!def.result) return '';
-        const graph = toGraph(def, req.sessionId, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig), worker.id);
+        const runOp: RunOp = (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig);
+        let graph = toGraph(def, req.sessionId, runOp, worker.id);
+        const shortcuts = await this.importShortcuts(build, worker, def, graph, p.session);
+        if (shortcuts.size > 0) graph = toGraph(def, req.sessionId, runOp, worker.id, shortcuts);
         const out = await p.session.resolve(graph.get(def.result.digest)!);
         return out.refs[def.result.index] ?? '';
       }),
     );
     const finals = defs.map((def) => (def.result ? { digest: def.result.digest as string, index: def.result.index } : undefined));
+    if (p.cacheExports.length > 0 && defs[0]) {
+      // Exported records carry definition keys, so an importer can skip the steps below a record (mode=min).
+      const dkeys = definitionKeys(defs[0], (d) => built.get(d)?.key);
+      for (const [d, v] of built) {
+        const k = dkeys.get(d as never);
+        if (k) v.definitionKey = k;
+      }
+    }
     // Cache exports describe the first platform's result.
     const final = finals[0];
     if (p.cacheExports.some((c) => c.type === 'inline')) {
@@ -441,6 +453,97 @@ export class Solver {
   }
 
   /**
+   * The vertices of `def` an imported cache has by definition key (see
+   * definitionKeys), found from the result down: each is taken from the
+   * cache without resolving its inputs (BuildKit's min-mode import). The
+   * local sources under the result run first (their content keys enter the
+   * definition keys). A vertex with a step below it that bypasses the cache
+   * (`--no-cache[-filter]`) is never a shortcut.
+   */
+  private async importShortcuts(
+    b: BuildContext,
+    worker: WorkerHandle,
+    def: ParsedDefinition,
+    graph: ReadonlyMap<string, { vertex: LlbVertex } & GraphNode<OpResult>>,
+    session: SchedulerSession<OpResult>,
+  ): Promise<Map<string, Shortcut>> {
+    const shortcuts = new Map<string, Shortcut>();
+    const imports = b.imports;
+    if (!imports?.hasDefinitionKeys || !def.result) return shortcuts;
+    const below = new Set<string>();
+    const collect = [def.result.digest as string];
+    while (collect.length > 0) {
+      const d = collect.pop()!;
+      if (below.has(d)) continue;
+      below.add(d);
+      for (const i of def.ops.get(d as never)?.op.inputs ?? []) collect.push(i.digest);
+    }
+    const locals = [...below].filter((d) => isLocalSource(def.ops.get(d as never)!.op));
+    const localKeys = new Map(await Promise.all(locals.map(async (d) => [d, (await session.resolve(graph.get(d)!)).cacheKey] as const)));
+    const dkeys = definitionKeys(def, (d) => localKeys.get(d));
+    // Whether a vertex or any step below it bypasses the cache.
+    const bypass = new Map<string, boolean>();
+    walkPostOrder<string>(
+      [...below],
+      (d) => d,
+      (d) => def.ops.get(d as never)!.op.inputs.map((i) => i.digest),
+      (d) => {
+        const op = def.ops.get(d as never)!;
+        bypass.set(d, bypassesCache(op, b.noCache) || op.op.inputs.some((i) => bypass.get(i.digest)));
+      },
+    );
+    const seen = new Set<string>();
+    const visit = [def.result.digest as string];
+    while (visit.length > 0) {
+      const d = visit.pop()!;
+      if (seen.has(d)) continue;
+      seen.add(d);
+      const op = def.ops.get(d as never)!;
+      const dkey = dkeys.get(d as never);
+      const hit = dkey && !bypass.get(d) && !isLocalSource(op.op) ? imports.byDefinitionKey(dkey) : undefined;
+      if (hit) {
+        const fallback = async (sig: AbortSignal) => {
+          const full = graph.get(d)!;
+          const inputs = await Promise.all(full.vertex.inputs.map((i) => session.resolve(graph.get(i.vertex.digest)!)));
+          return this.runVertex(b, worker, full.vertex, inputs, sig);
+        };
+        shortcuts.set(d, { key: hit.key, run: (v, sig) => this.runImported(b, worker, v, hit, sig, fallback) });
+        continue;
+      }
+      for (const i of op.op.inputs) visit.push(i.digest);
+    }
+    if (shortcuts.size > 0) this.opts.logger.info({ buildId: b.buildId, vertices: shortcuts.size }, 'cache import: steps taken by definition key, their inputs skipped');
+    return shortcuts;
+  }
+
+  /** A vertex from an imported record without its inputs; when materialising fails, its inputs are resolved and it runs. */
+  private async runImported(
+    b: BuildContext,
+    worker: WorkerHandle,
+    v: LlbVertex,
+    hit: { key: string; parents: string[] },
+    signal: AbortSignal,
+    fallback: (signal: AbortSignal) => Promise<OpResult>,
+  ): Promise<OpResult> {
+    const vertex: VertexInit = { digest: v.digest, inputs: [], name: v.name, progressGroup: v.op.metadata?.progressGroup ?? '' };
+    const started = timestampNow();
+    let res: Awaited<ReturnType<VertexCache['resolve']>>;
+    try {
+      res = await this.cache.resolve(hit.key, worker, { lookup: true, description: v.name, holder: b.buildId }, async () => {
+        const refs = await b.imports!.materialise(hit.key, worker, b.buildId, signal);
+        if (!refs) throw new KilnError('not_found', `imported cache record ${hit.key} could not be materialised`);
+        return refs;
+      });
+    } catch (err) {
+      if (signal.aborted) throw err;
+      return fallback(signal);
+    }
+    b.built.set(v.digest, { digest: v.digest, key: hit.key, parents: hit.parents, inputs: [], description: v.name, workerId: res.workerId, refs: res.refs, exportable: true });
+    await b.publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow(), cached: true } });
+    return { workerId: res.workerId, refs: res.refs, cacheKey: hit.key, holdOwner: res.holdOwner };
+  }
+
+  /**
    * The key each input contributes to an op's cache key: for an input the
    * op reads only some paths of (see inputSelectors), a checksum of those
    * paths in the input's ref (content, modes, owners, names; no mtimes), so
@@ -552,9 +655,6 @@ function importPlatform(def: ParsedDefinition, worker: WorkerHandle): { os: stri
 }
 
 /** The key of output `index` of a vertex keyed `key`. */
-function outputKey(key: string, index: number): string {
-  return index === 0 ? key : sha256(`${key}#${index}`);
-}
 
 function internalVertex(buildId: string, name: string, n = 0): VertexInit {
   return { digest: sha256(`${buildId}:${name}:${n}`), name };

@@ -24,18 +24,38 @@ export interface LlbVertex {
 /** Runs one vertex; `inputs` holds the result of each op input's vertex, in input order (output index in `v.inputs`). */
 export type RunOp = (v: LlbVertex, inputs: OpResult[], signal: AbortSignal) => Promise<OpResult>;
 
+/** A vertex resolved without its inputs (an imported cache record): its dedup key and how to get it. */
+export interface Shortcut {
+  key: string;
+  run(v: LlbVertex, signal: AbortSignal): Promise<OpResult>;
+}
+
 /**
  * Adapts a parsed LLB definition to scheduler nodes. A node's key is the op
  * digest plus its inputs' keys; `scope` is mixed into the keys of sources
  * whose content is only known at run time (local context), so two clients'
  * contexts never share a result. `workerId` is mixed into every key: refs
  * live on one worker, so builds on different workers never share a run.
+ * A vertex in `shortcuts` is a node without deps that runs the shortcut.
  */
-export function toGraph(def: ParsedDefinition, scope: string, runOp: RunOp, workerId = ''): Map<Digest, GraphNode<OpResult> & { vertex: LlbVertex }> {
+export function toGraph(
+  def: ParsedDefinition,
+  scope: string,
+  runOp: RunOp,
+  workerId = '',
+  shortcuts: ReadonlyMap<string, Shortcut> = new Map(),
+): Map<Digest, GraphNode<OpResult> & { vertex: LlbVertex }> {
   const nodes = new Map<Digest, GraphNode<OpResult> & { vertex: LlbVertex }>();
   // Inputs before users, iteratively (a chain may be thousands of ops long).
   const build = (digest: Digest): void => {
     const op = def.ops.get(digest)!;
+    const shortcut = shortcuts.get(digest);
+    if (shortcut) {
+      // Its inputs are never resolved through it (their nodes exist only for other readers).
+      const vertex: LlbVertex = { digest, op, name: op.metadata?.description || describeOp(op.op), inputs: [] };
+      nodes.set(digest, { key: sha256(`shortcut:${shortcut.key}@${workerId}`), deps: [], vertex, run: (_: OpResult[], signal: AbortSignal) => shortcut.run(vertex, signal) });
+      return;
+    }
     const inputs = op.op.inputs.map((i) => ({ node: nodes.get(i.digest as Digest)!, index: Number(i.index) }));
     // Deduplicate deps (an op may read two outputs of one op).
     const deps = [...new Set(inputs.map((i) => i.node))];
