@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, fchmodSync, mkdirSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Client, Transport } from '@connectrpc/connect';
 import { control, session } from '@kiln/api';
@@ -200,8 +200,10 @@ function startDaemon(
   const state: { exited?: string; error?: Error } = {};
   const sock = parseAddress(where.addr);
   if (sock.kind === 'unix') mkdirSync(dirname(sock.path), { recursive: true });
-  mkdirSync(where.root, { recursive: true });
-  const fd = openSync(log, 'a');
+  mkdirSync(where.root, { recursive: true, mode: 0o700 });
+  // The daemon's log may quote build input: readable by its owner only.
+  const fd = openSync(log, 'a', 0o600);
+  fchmodSync(fd, 0o600);
   try {
     const child = spawn(command[0]!, [...command.slice(1), '--addr', where.addr, '--root', where.root], {
       detached: true,

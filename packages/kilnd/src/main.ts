@@ -1,3 +1,4 @@
+import { chmodSync, mkdirSync } from 'node:fs';
 import { createRootLogger, describeError, KilnError, asKilnError } from '@kiln/common';
 import { startAllInOne, type RunningDaemon } from './all-in-one.js';
 import { compileDaemonOptions, DAEMON_USAGE } from './options.js';
@@ -23,6 +24,9 @@ export async function runDaemon(argv: string[]): Promise<number> {
   if (opts.registry.daemonCredentials) {
     logger.warn('[registry] daemon-credentials = true: every client pulls and pushes with this daemon\'s ~/.docker/config.json; do not use it on a shared daemon');
   }
+  // State is root-only: blobs, snapshots, SQLite files and logs are unreachable for other users (issue 12, hole 6).
+  mkdirSync(opts.root, { recursive: true, mode: 0o700 });
+  chmodSync(opts.root, 0o700);
   let daemon: RunningDaemon;
   try {
     daemon = opts.tier === 'all' ? await startAllInOne(opts, logger) : await startTier(opts, logger);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, createReadStream, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InvalidArgumentError, KilnError } from '@kiln/common';
 import {
@@ -188,11 +188,21 @@ function readLayoutIndex(dir: string): { manifests: Descriptor[] } {
   const file = join(dir, 'index.json');
   if (!existsSync(file)) return { manifests: [] };
   try {
-    const doc = JSON.parse(readFileSync(file, 'utf8')) as { manifests?: unknown };
+    // O_NOFOLLOW: a client-named index.json that is a symlink (to a root-only file) is refused.
+    const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+    let text: string;
+    try {
+      text = readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
+    }
+    const doc = JSON.parse(text) as { manifests?: unknown };
     if (!Array.isArray(doc.manifests)) throw new Error('no manifests array');
     return { manifests: doc.manifests as Descriptor[] };
   } catch (err) {
-    throw new KilnError('failed_precondition', `failed to read ${file}: ${(err as Error).message}`);
+    // Never the parser's message: it quotes the file's bytes into errors and logs.
+    const why = (err as NodeJS.ErrnoException).code === 'ELOOP' ? 'it is a symlink' : err instanceof SyntaxError ? 'not valid JSON' : (err as NodeJS.ErrnoException).code ?? 'no manifests array';
+    throw new KilnError('failed_precondition', `failed to read ${file}: ${why}`);
   }
 }
 
