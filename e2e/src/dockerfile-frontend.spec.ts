@@ -95,7 +95,7 @@ describe('Dockerfile frontend through kiln build [topology=all-in-one, worker=oc
     const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', bad]);
     rmSync(bad, { recursive: true, force: true });
     expect(res.code).toBe(1);
-    expect(res.stderr).toContain('did you mean --chown?');
+    expect(res.stderr).toContain('unknown flag: --chmown (did you mean chown?)');
     expect(res.stderr).toContain('(Dockerfile:2:6)\n 2 | COPY --chmown=1 a /a\n          ^');
   });
 });

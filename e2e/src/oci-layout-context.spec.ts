@@ -71,14 +71,14 @@ describe.each(topologies)('--build-context NAME=oci-layout://DIR:TAG [topology=$
     // Unchanged layout: the RUN on it is cached.
     const again = await buildApp(`${layout}:v1`, join(work, 'out2'));
     expect(again.code, again.stderr).toBe(0);
-    expect(again.stderr).toMatch(/\[run 1\/1\] RUN cat[^\n]*\n#\d+ CACHED/);
+    expect(again.stderr).toMatch(/\[run 1\/2\] RUN cat[^\n]*\n#\d+ CACHED/);
 
     // The tag now names another image: the step runs again on it.
     await buildBase('second\n');
     const out3 = join(work, 'out3');
     const moved = await buildApp(`${layout}:v1`, out3);
     expect(moved.code, moved.stderr).toBe(0);
-    expect(moved.stderr).not.toMatch(/\[run 1\/1\] RUN cat[^\n]*\n#\d+ CACHED/);
+    expect(moved.stderr).not.toMatch(/\[run 1\/2\] RUN cat[^\n]*\n#\d+ CACHED/);
     expect(readFileSync(join(out3, 'copied.txt'), 'utf8')).toBe('second\n');
   });
 
