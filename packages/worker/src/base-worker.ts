@@ -255,6 +255,7 @@ export class BaseWorker implements Worker {
           granted: req.entitlements ?? [],
           allowed: this.o.allowedEntitlements,
           noCache: req.noCache ?? false,
+          buildId: req.buildId,
           sessions: this.o.sessions,
           sessionId: req.sessionId,
           stateDir: this.o.execStateDir,

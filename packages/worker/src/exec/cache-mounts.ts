@@ -14,7 +14,12 @@ interface Instance {
   shared: number;
   exclusive: boolean;
   waiters: (() => void)[];
+  /** Builds (`fresh` tokens) that already emptied this instance: a build empties a cache once, at its first use. */
+  emptiedBy: string[];
 }
+
+/** How many `fresh` tokens an instance remembers (the builds of one worker running at once are far fewer). */
+const EMPTIED_BY_KEPT = 64;
 
 /** A cache directory in use by one run; `release()` exactly once when the run ends. */
 export interface CacheLease {
@@ -39,33 +44,46 @@ export class CacheMounts {
   constructor(private readonly stateDir: string) {}
 
   /**
-   * `fresh` (a step the solver reruns, `--no-cache`): the instance is emptied
-   * and seeded again before this run uses it, once no other run holds it, so
-   * the step starts from an empty cache and later builds see what it left.
+   * `fresh` (a token naming the build, for a step the solver reruns under
+   * `--no-cache`): the first run of that build to use the instance empties it
+   * and seeds it again, once no other run holds it; later steps of the same
+   * build see what the earlier ones left (BuildKit's testOnBuildWithCacheMount:
+   * an ONBUILD trigger fills the cache a later RUN reads), and later builds
+   * see what the build left.
    */
-  async acquire(id: string, sharing: CacheSharing, seed: string | undefined, signal?: AbortSignal, opts: { fresh?: boolean } = {}): Promise<CacheLease> {
+  async acquire(id: string, sharing: CacheSharing, seed: string | undefined, signal?: AbortSignal, opts: { fresh?: string } = {}): Promise<CacheLease> {
     const key = createHash('sha256').update(id).digest('hex');
     const list = await this.load(key, id);
     let inst: Instance;
+    let empty = false;
     if (sharing === 'private') {
       inst = list.find((i) => i.shared === 0 && !i.exclusive) ?? this.add(key, list);
       inst.exclusive = true;
+      empty = opts.fresh !== undefined && !inst.emptiedBy.includes(opts.fresh);
     } else {
       inst = list[0] ?? this.add(key, list);
-      const alone = sharing === 'locked' || opts.fresh;
-      while (inst.exclusive || (alone && inst.shared > 0)) await this.waitTurn(inst, signal);
-      if (alone) inst.exclusive = true;
+      for (;;) {
+        empty = opts.fresh !== undefined && !inst.emptiedBy.includes(opts.fresh);
+        const alone = sharing === 'locked' || empty;
+        if (!(inst.exclusive || (alone && inst.shared > 0))) break;
+        await this.waitTurn(inst, signal);
+      }
+      if (sharing === 'locked' || empty) inst.exclusive = true;
       else inst.shared++;
     }
     try {
-      if (opts.fresh) await rm(inst.dir, { recursive: true, force: true });
+      if (empty) {
+        await rm(inst.dir, { recursive: true, force: true });
+        inst.emptiedBy.push(opts.fresh!);
+        if (inst.emptiedBy.length > EMPTIED_BY_KEPT) inst.emptiedBy.shift();
+      }
       await this.seed(inst.dir, seed);
     } catch (err) {
-      this.unhold(inst, sharing === 'shared' && !opts.fresh ? 'shared' : 'exclusive');
+      this.unhold(inst, sharing === 'shared' && !empty ? 'shared' : 'exclusive');
       throw err;
     }
-    let hold: 'shared' | 'exclusive' = sharing === 'shared' && !opts.fresh ? 'shared' : 'exclusive';
-    if (opts.fresh && sharing === 'shared') {
+    let hold: 'shared' | 'exclusive' = sharing === 'shared' && !empty ? 'shared' : 'exclusive';
+    if (empty && sharing === 'shared') {
       // Emptied alone; now shared like any other shared run.
       inst.exclusive = false;
       inst.shared++;
@@ -114,7 +132,7 @@ export class CacheMounts {
         await mkdir(base, { recursive: true });
         await writeFile(path.join(base, 'id'), id);
         const names = (await readdir(base)).filter((n) => /^\d+$/.test(n)).sort((a, b) => Number(a) - Number(b));
-        return names.map((n): Instance => ({ dir: path.join(base, n), shared: 0, exclusive: false, waiters: [] }));
+        return names.map((n): Instance => ({ dir: path.join(base, n), shared: 0, exclusive: false, waiters: [], emptiedBy: [] }));
       })();
       this.instances.set(key, list);
     }
@@ -123,7 +141,7 @@ export class CacheMounts {
 
   /** A new instance, in the list at once (synchronously) so concurrent callers see it. */
   private add(key: string, list: Instance[]): Instance {
-    const inst: Instance = { dir: path.join(this.stateDir, 'cache', key, String(list.length)), shared: 0, exclusive: false, waiters: [] };
+    const inst: Instance = { dir: path.join(this.stateDir, 'cache', key, String(list.length)), shared: 0, exclusive: false, waiters: [], emptiedBy: [] };
     list.push(inst);
     return inst;
   }

@@ -26,8 +26,10 @@ export interface ExecEnv {
   granted: readonly string[];
   /** Entitlements the daemon permits (WorkerOptions.allowedEntitlements). */
   allowed: ReadonlySet<Entitlement>;
-  /** RunRequest.no_cache: cache mounts start empty (seeded from their input only). */
+  /** RunRequest.no_cache: cache mounts start empty (seeded from their input only) at this build's first use. */
   noCache?: boolean;
+  /** The build the step belongs to (RunRequest.build_id): a `--no-cache` build empties each cache once. */
+  buildId: string;
   /** The build's session (secrets, SSH agents) and where exec state lives. */
   sessions: WorkerSession;
   sessionId: string;
@@ -125,7 +127,7 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
           views.push(seed);
         }
         // As BuildKit: the input (from=) seeds the whole cache, and source= picks the part mounted.
-        const lease = await env.cacheMounts.acquire(id, sharing, seed?.path, ctx.signal, { fresh: env.noCache });
+        const lease = await env.cacheMounts.acquire(id, sharing, seed?.path, ctx.signal, { fresh: env.noCache ? env.buildId : undefined });
         leases.push(lease);
         let source = lease.dir;
         if (m.selector && cleanRootPath(m.selector) !== '/') {
