@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,6 +19,24 @@ if (!present && process.env.KILN_REQUIRE_SHARED === '1') throw new Error(`${suit
 if (!present) console.log(`skipped: diffsuite: no ${suite} (a clone without ../shared)`);
 
 const cases = present ? readdirSync(join(suite, 'cases')).filter((n) => /^\d{3}-/.test(n)).sort() : [];
+
+/**
+ * Cases Kiln does not pass yet, each with the reason (`e2e/diffsuite-known-failures.txt`:
+ * `CASE  reason`). A ratchet, not a skip: such a case still runs and must still
+ * fail, so fixing one fails this spec until its line is removed.
+ */
+const knownFailures = new Map(
+  readFileSync(join(root, 'e2e', 'diffsuite-known-failures.txt'), 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'))
+    .map((l) => {
+      const [name, ...why] = l.split(/\s+/);
+      return [name!, why.join(' ')] as const;
+    }),
+);
+const expectedToPass = cases.filter((n) => !knownFailures.has(n));
+const expectedToFail = cases.filter((n) => knownFailures.has(n));
 
 interface Verdict {
   kiln: string;
@@ -63,7 +81,13 @@ describe.skipIf(!present)('diffsuite (../shared/diffsuite, Kiln side)', () => {
     if (outDir) rmSync(outDir, { recursive: true, force: true });
   });
 
-  it.each(cases)('%s passes on Kiln', (name) => {
+  it.each(expectedToFail)('%s still fails on Kiln (known failure; see e2e/diffsuite-known-failures.txt)', (name) => {
+    const v = verdicts.get(name);
+    expect(v, `no verdict for ${name}`).toBeDefined();
+    expect(v!.kiln, `${name} passes now: remove it from e2e/diffsuite-known-failures.txt (${knownFailures.get(name)})`).toBe('fail');
+  });
+
+  it.each(expectedToPass)('%s passes on Kiln', (name) => {
     const v = verdicts.get(name);
     expect(v, `no verdict for ${name}; suite output tail:\n${output.slice(-2000)}`).toBeDefined();
     expect(v!.kiln, `${name}: ${v!.note}`).toBe('pass');
