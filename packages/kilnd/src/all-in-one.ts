@@ -99,7 +99,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
   // Tiers call each other in-process without encoding (export streams pass their buffers through).
   transport.bind(createDirectTransport(routes));
   warnInsecureTcp(opts, opts.addr, logger);
-  const server: RpcServer = await serveRoutes(opts.addr, routes, { tls, access: CLUSTER_ACCESS, insecureTcp: opts.insecureTcp });
+  const server: RpcServer = await serveRoutes(opts.addr, routes, { tls, access: CLUSTER_ACCESS, insecureTcp: opts.insecureTcp, socketGid: opts.socketGid });
   // Lets scripts (and `kill $(cat ROOT/kilnd.pid)`) find the daemon.
   const pidFile = join(opts.root, 'kilnd.pid');
   mkdirSync(opts.root, { recursive: true });

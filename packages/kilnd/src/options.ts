@@ -54,6 +54,8 @@ export interface DaemonOptions {
   tls?: TlsFiles;
   /** Serve plain TCP on a non-loopback address (`--insecure-tcp`); warned about at every start. */
   insecureTcp: boolean;
+  /** `--group NAME|GID`: the group of the daemon's unix socket (mode 0660); default the daemon's own group. */
+  socketGid?: number;
 }
 
 /** `[gc]`: how often the content tier collects garbage and what it keeps. */
@@ -79,6 +81,8 @@ export const DEFAULT_GC_POLICY: GcPolicyOptions = { intervalMs: 3_600_000, keepD
 interface ConfigFile {
   root?: string;
   addr?: string;
+  /** Group (name or gid) owning the unix socket. */
+  group?: string | number;
   listen?: string;
   advertise?: string;
   /** A URL, or a `[nats]` table: `url`, `user`, `password-file`, `token-file`, `nkey-seed-file`, `creds`, `tlscacert`, `tlscert`, `tlskey`. */
@@ -103,7 +107,7 @@ interface ConfigFile {
   'insecure-tcp'?: boolean;
 }
 
-export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--nats-user NAME --nats-password-file FILE | --nats-token-file FILE | --nats-nkey-seed-file FILE | --nats-creds FILE] [--nats-tlscacert FILE] [--nats-tlscert FILE --nats-tlskey FILE] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--worker-label KEY=VALUE]... [--tlscacert FILE --tlscert FILE --tlskey FILE] [--insecure-tcp]';
+export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--nats-user NAME --nats-password-file FILE | --nats-token-file FILE | --nats-nkey-seed-file FILE | --nats-creds FILE] [--nats-tlscacert FILE] [--nats-tlscert FILE --nats-tlskey FILE] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--worker-label KEY=VALUE]... [--tlscacert FILE --tlscert FILE --tlskey FILE] [--insecure-tcp] [--group NAME|GID]';
 
 /**
  * Compiles `kiln daemon` flags (over a TOML or YAML config file, flags win)
@@ -122,7 +126,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
       flags.set(name, m[2] ?? 'true');
       continue;
     }
-    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label', 'tlscacert', 'tlscert', 'tlskey', ...NATS_FLAGS].includes(name)) {
+    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label', 'tlscacert', 'tlscert', 'tlskey', 'group', ...NATS_FLAGS].includes(name)) {
       throw new InvalidArgumentError(`unknown flag --${name}; usage: ${DAEMON_USAGE}`, `--${name}`);
     }
     const value = m[2] ?? argv[++i];
@@ -158,10 +162,13 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   if (!Number.isInteger(maxParallelExecs) || maxParallelExecs < 1) {
     throw new InvalidArgumentError(`--max-parallel-execs must be a positive integer, got "${mpeRaw}"`, '--max-parallel-execs');
   }
+  const groupRaw = pick('group');
+  const socketGid = groupRaw === undefined ? undefined : resolveGroup(groupRaw);
   return {
     tier,
     root,
     addr,
+    ...(socketGid !== undefined ? { socketGid } : {}),
     listen,
     advertise,
     nats,
@@ -301,4 +308,20 @@ function compileGcConfig(raw: ConfigFile['gc']): GcPolicyOptions | undefined {
   if (keepDuration !== undefined) policy.keepDurationMs = parseDuration(keepDuration, 'gc.keep-duration');
   if (policy.keepBytes === undefined && policy.keepDurationMs === undefined) policy.keepDurationMs = DEFAULT_GC_POLICY.keepDurationMs;
   return policy;
+}
+
+/** `--group`: a gid, or a group name looked up in /etc/group (as buildkitd's `--group`). */
+function resolveGroup(value: string): number {
+  if (/^\d+$/.test(value)) return Number(value);
+  let text = '';
+  try {
+    text = readFileSync('/etc/group', 'utf8');
+  } catch {
+    // no group file: the name cannot be resolved
+  }
+  for (const line of text.split('\n')) {
+    const [name, , gid] = line.split(':');
+    if (name === value && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
+  }
+  throw new InvalidArgumentError(`--group: no group named "${value}" in /etc/group`, '--group');
 }

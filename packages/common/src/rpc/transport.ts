@@ -1,6 +1,6 @@
 import { createContextValues, createRouterTransport, type ConnectRouter, type Transport } from '@connectrpc/connect';
 import { connectNodeAdapter, createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
-import { mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, rmSync } from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { dirname } from 'node:path';
@@ -113,6 +113,12 @@ export interface ServeOptions {
    * may call every method). Without it that is refused.
    */
   insecureTcp?: boolean;
+  /**
+   * A unix socket is made 0660 (owner and group only, as buildkitd's); with
+   * `socketGid` its group is that gid (`kiln daemon --group`), so members of
+   * that group may use the daemon without being root.
+   */
+  socketGid?: number;
 }
 
 /**
@@ -157,6 +163,10 @@ export async function serveRoutes(addr: string | Address, routes: Routes, opts: 
     if (a.kind === 'unix') server.listen(a.path, done);
     else server.listen(a.port, a.host, done);
   });
+  if (a.kind === 'unix') {
+    chmodSync(a.path, 0o660);
+    if (opts.socketGid !== undefined) chownSync(a.path, process.getuid?.() ?? 0, opts.socketGid);
+  }
   const bound = server.address();
   const address: Address =
     a.kind === 'unix' ? a : { kind: 'tcp', host: a.host, port: typeof bound === 'object' && bound ? bound.port : a.port };
