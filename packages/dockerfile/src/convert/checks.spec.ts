@@ -162,6 +162,13 @@ describe('# check= and BUILDKIT_DOCKERFILE_CHECK', () => {
     await expect(convertDockerfile('# check=skip=JSONArgsRecommended;error=true\nFROM scratch\nCMD run\n')).resolves.toBeDefined();
   });
 
+  it('takes the build arg over the directive, which is not also a comment of the first instruction', async () => {
+    const err = await convertDockerfile('#check=skip=all\nFROM scratch as base\ncopy Dockerfile .\n', {
+      buildArgs: { BUILDKIT_DOCKERFILE_CHECK: 'skip=ConsistentInstructionCasing;error=true' },
+    }).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/^lint violation found for rules: FromAsCasing/);
+  });
+
   it('takes the build arg over the directive', async () => {
     expect(await lint('# check=skip=all\nFROM scratch\nCMD run\n', { buildArgs: { BUILDKIT_DOCKERFILE_CHECK: 'skip=MaintainerDeprecated' } })).toEqual([
       '3: JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals',

@@ -170,8 +170,12 @@ class Converter {
   }
 
   async run(): Promise<ConvertResult> {
+    // The file's own `# check=` directive (above the first instruction) is the global config, not an
+    // instruction's: the BUILDKIT_DOCKERFILE_CHECK build arg replaces it.
+    const fileDirective = this.ast.directiveLines?.check;
     for (const node of this.ast.children) {
-      const cfg = checkConfigFromComments(node.comments);
+      const comments = fileDirective !== undefined && node === this.ast.children[0] ? [] : node.comments;
+      const cfg = checkConfigFromComments(comments);
       if (cfg) this.linter.skipAt(node.startLine, cfg);
     }
     for (const w of this.ast.warnings) this.linter.report('NoEmptyContinuation', 'Empty continuation line', w.line);
