@@ -9,3 +9,4 @@ export { CHECK_RULES, formatWarning, parseCheckDirective, type BuildWarning } fr
 export { parseNamedContext, parseGitUrl, type NamedContextValue } from './convert/sources.js';
 /** Reads a .dockerignore (moby's rules); the patterns go to PatternMatcher from @kiln/common. */
 export { parseIgnoreFile as parseDockerignore } from '@kiln/common';
+export { formatTargets, lintReport, listTargets, REQUEST_LINT, REQUEST_TARGETS, type Target } from './convert/subrequests.js';

@@ -33,6 +33,8 @@ Options:
       --label stringArray        Set metadata for an image (format: "key=value")
       --load                     Keep the image in the daemon's image store (shorthand for "--output=type=image")
       --metadata-file string     Write build result metadata to a file
+      --call string              Ask the frontend instead of building: build (default), targets, check
+      --check                    Shorthand for --call=check
       --network string           Set the networking mode for the RUN instructions during build ("default", "none", "host") (default "default")
       --no-cache                 Do not use cache when building the image
       --no-cache-filter stringArray
@@ -149,6 +151,7 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
     io.stderr.write(`ERROR: ${escapeControl(withLayoutPaths(describeError(err), opts.namedContexts))}\n`);
     return 1;
   }
+  if (opts.call) return printCallResult(opts.call, response.exporterResponse, io);
   if (opts.metadataFile) {
     await mkdir(dirname(opts.metadataFile), { recursive: true });
     await writeFile(opts.metadataFile, `${JSON.stringify(decodeExporterResponse(response.exporterResponse), null, 2)}\n`);
@@ -173,4 +176,21 @@ export function decodeExporterResponse(resp: Readonly<Record<string, string>>): 
     }
   }
   return out;
+}
+
+/**
+ * Prints a `--call` answer as buildx does: the frontend's result.txt on
+ * stdout; for `check`, the warnings and a summary on stderr and exit
+ * status 1 when any were found.
+ */
+function printCallResult(call: 'targets' | 'check', resp: Readonly<Record<string, string>>, io: { stdout: { write(s: string): unknown }; stderr: { write(s: string): unknown } }): number {
+  const txt = resp['result.txt'] ?? '';
+  if (call === 'targets') {
+    io.stdout.write(txt);
+    return 0;
+  }
+  const found = (txt.match(/^WARNING: /gm) ?? []).length;
+  io.stderr.write(txt);
+  io.stderr.write(found === 0 ? 'Check complete, no warnings found.\n' : `\nCheck complete, ${found} warning${found === 1 ? ' has' : 's have'} been found!\n`);
+  return Number(resp['result.statuscode'] ?? (found > 0 ? 1 : 0)) === 0 ? 0 : 1;
 }

@@ -67,6 +67,7 @@ describe('compileBuildOptions defaults', () => {
       noCacheFilter: [],
       progress: 'auto',
       metadataFile: undefined,
+      call: undefined,
       addr: undefined,
       tls: { caCert: undefined, cert: undefined, key: undefined },
     } satisfies BuildOptions);

@@ -33,6 +33,8 @@ export const BUILD_FLAGS = {
   'no-cache-filter': { kind: 'list' },
   progress: { kind: 'string' },
   'metadata-file': { kind: 'string' },
+  call: { kind: 'string' },
+  check: { kind: 'bool' },
   ...DAEMON_FLAG_SPECS,
   help: { kind: 'bool', short: 'h' },
 } as const satisfies FlagSpecs;
@@ -133,6 +135,8 @@ export interface BuildOptions {
   progress: ProgressMode;
   /** Absolute path for the metadata JSON, if asked. */
   metadataFile: string | undefined;
+  /** buildx `--call` (`--check` = `--call=check`): the frontend subrequest to make instead of a build; undefined builds. */
+  call: 'targets' | 'check' | undefined;
   /** `--addr` as given (validated); KILN_ADDR and the default are resolved by daemon.ts. */
   addr: string | undefined;
   /** `--tlscacert`/`--tlscert`/`--tlskey` as given; KILN_TLS_* are resolved by daemon.ts. */
@@ -307,6 +311,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     noCacheFilter: flags['no-cache-filter'].flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean),
     progress,
     metadataFile,
+    call: callOf(flags.call, flags.check),
     addr: flags.addr,
     tls: tlsFlagsOf(flags),
   };
@@ -537,4 +542,12 @@ function parseAddHost(v: string): { host: string; ip: string } {
   if (ip === 'host-gateway') throw new UsageError(`invalid argument "${v}" for "--add-host" flag: host-gateway is not supported (build steps have no gateway)`, '--add-host');
   if (!/^[A-Za-z0-9_.-]+$/.test(host) || isIP(ip) === 0) throw new UsageError(`invalid argument "${v}" for "--add-host" flag: want host:ip`, '--add-host');
   return { host, ip };
+}
+
+/** `--call=build|targets|check` (buildx's names; `--check` is `--call=check`). */
+function callOf(call: string | undefined, check: boolean): 'targets' | 'check' | undefined {
+  const name = check ? 'check' : (call ?? 'build');
+  if (name === 'build') return undefined;
+  if (name === 'targets' || name === 'check') return name;
+  throw new UsageError(`invalid argument "${name}" for "--call" flag: want build, targets or check`, '--call');
 }

@@ -29,12 +29,14 @@ export function toSolveRequest(opts: BuildOptions, ids: { ref: string; sessionId
   // BuildKit's convention: an empty value means every step, else the stages named.
   if (opts.noCache) frontendAttrs['no-cache'] = '';
   else if (opts.noCacheFilter.length > 0) frontendAttrs['no-cache'] = opts.noCacheFilter.join(',');
+  // buildx --call: the frontend answers a subrequest and nothing is built or exported.
+  if (opts.call) frontendAttrs.requestid = CALL_REQUESTS[opts.call];
   return {
     ref: ids.ref,
     sessionId: ids.sessionId,
     frontend: DOCKERFILE_FRONTEND,
     frontendAttrs,
-    exporters: opts.exports.map((e) => ({ type: e.type, attrs: { ...e.attrs } })),
+    exporters: opts.call ? [] : opts.exports.map((e) => ({ type: e.type, attrs: { ...e.attrs } })),
     cacheImports: opts.cacheFrom.map((c) => ({ type: c.type, attrs: { ...c.attrs } })),
     cacheExports: opts.cacheTo.map((c) => ({ type: c.type, attrs: { ...c.attrs } })),
     entitlements: [...opts.entitlements],
@@ -106,3 +108,6 @@ export function sessionCredentials(): SessionCredentialStore {
     return { username: c.username ?? '', secret: c.password ?? '' };
   };
 }
+
+/** BuildKit's subrequest ids for buildx's `--call` values. */
+const CALL_REQUESTS = { targets: 'frontend.targets', check: 'frontend.lint' } as const;

@@ -1,6 +1,8 @@
 import { isIP } from 'node:net';
 import { InvalidArgumentError, NotFoundError } from '@kiln/common';
-import { convertDockerfile, formatPlatform, parseDockerignore, parsePlatform, type BuildWarning, type ImageMetaResolver, type Platform } from '@kiln/dockerfile';
+import { create } from '@bufbuild/protobuf';
+import { llb } from '@kiln/api';
+import { convertDockerfile, formatPlatform, formatTargets, lintReport, listTargets, parseDockerignore, REQUEST_LINT, REQUEST_TARGETS, parsePlatform, type BuildWarning, type ImageMetaResolver, type Platform } from '@kiln/dockerfile';
 import { marshal } from '@kiln/llb';
 import type { CredentialStore } from '@kiln/registry';
 import type { Frontend, FrontendWarning } from '../frontend.js';
@@ -91,6 +93,23 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
       };
       // The epoch (build arg or the Dockerfile's ARG default) goes to the solver, which gives it to image exporters.
       const metadataOf = (epoch: number | undefined): Record<string, string> => (epoch !== undefined ? { [SOURCE_DATE_EPOCH_METADATA]: String(epoch) } : {});
+      // buildx --call: answer the subrequest with metadata (result.txt is what the client prints), build nothing.
+      const requestId = req.attrs['requestid'];
+      if (requestId) {
+        const text = Buffer.from(data).toString('utf8');
+        const answer = (metadata: Record<string, string>) => ({ definition: create(llb.DefinitionSchema, {}), imageConfig: new Uint8Array(), metadata });
+        if (requestId === REQUEST_TARGETS) {
+          const targets = listTargets(text, filename);
+          const json = JSON.stringify({ targets, sources: [Buffer.from(data).toString('base64')] }, null, 2);
+          return answer({ 'result.json': json, 'result.txt': formatTargets(targets), version: '1.0.0' });
+        }
+        if (requestId === REQUEST_LINT) {
+          const one = await convert(platforms[0]);
+          const report = lintReport(one.warnings, text, filename);
+          return answer({ 'result.json': report.json, 'result.txt': report.txt, 'result.statuscode': String(report.statusCode), version: '1.0.0' });
+        }
+        throw new InvalidArgumentError(`unsupported subrequest "${requestId}": want ${REQUEST_TARGETS} or ${REQUEST_LINT}`, 'requestid');
+      }
       if (platforms.length <= 1) {
         const one = await convert(platforms[0]);
         return { definition: one.definition, imageConfig: one.imageConfig, metadata: metadataOf(one.sourceDateEpoch), warnings: one.warnings.map(toFrontendWarning) };

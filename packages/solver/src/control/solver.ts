@@ -134,6 +134,12 @@ export class Solver {
         targets = res.platformResults.length > 0 ? res.platformResults : [{ platform: '', definition: res.definition, imageConfig: res.imageConfig }];
         sourceDateEpoch = res.metadata[SOURCE_DATE_EPOCH_METADATA] || undefined;
         for (const w of res.warnings) await publish({ case: 'warning', value: w });
+        if (req.frontendAttrs['requestid']) {
+          // A subrequest (buildx --call): the frontend's metadata is the answer; nothing is built.
+          this.history.setExporterResponse(buildId, res.metadata);
+          await publish({ case: 'done', value: {} });
+          return create(control.SolveResponseSchema, { exporterResponse: res.metadata });
+        }
       }
       for (const t of targets) {
         if (!t.definition) throw new InvalidArgumentError('solve needs a frontend or a definition', 'frontend');
