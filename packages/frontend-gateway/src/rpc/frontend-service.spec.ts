@@ -43,7 +43,8 @@ describe('FrontendService with dockerfile.v0', () => {
     const { client, reads } = setup({ 'dockerfile:Dockerfile': 'FROM scratch\nARG V=1\nCOPY a /a\nLABEL v=$V\n', 'context:.dockerignore': '*.log\n# c\n!keep.log\n' });
     const res = await client.solve({ buildId: 'b', sessionId: 's', frontend: 'dockerfile.v0', attrs: { 'build-arg:V': '2' } });
     const def = parseDefinition(res.definition!);
-    expect(contextSource(def)).toEqual({ includePatterns: ['a'], excludePatterns: ['*.log', '!keep.log'], followPaths: [] });
+    // Context paths are also follow paths: the client sends a symlink's target, as BuildKit's does.
+    expect(contextSource(def)).toEqual({ includePatterns: ['a'], excludePatterns: ['*.log', '!keep.log'], followPaths: ['a'] });
     expect(res.definition!.sources[0]?.filename).toBe('Dockerfile');
     expect(JSON.parse(new TextDecoder().decode(res.imageConfig)).config.Labels).toEqual({ v: '2' });
     expect(reads).toEqual(['dockerfile:Dockerfile', 'dockerfile:Dockerfile.dockerignore', 'context:.dockerignore']);
