@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -104,6 +104,9 @@ describe('kill -9 of the daemon mid-RUN [topology=all-in-one, worker=oci]', () =
       expect(mountsUnder(root)).toEqual([]);
     } finally {
       await daemon.stop();
+      // After a failed expectation mounts may remain: detach them so the root can go
+      // and the expectation's own message is what the run reports (not EBUSY).
+      for (const m of mountsUnder(root).reverse()) spawnSync('umount', ['-l', m]);
       rmSync(root, { recursive: true, force: true });
       rmSync(ctx, { recursive: true, force: true });
     }
