@@ -3,13 +3,13 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { startKilnd, type Kilnd } from '@kiln/testkit';
+import { localBuilds } from './local-builds.js';
 
 describe('symlinks and sockets in the build context [topology=all-in-one, worker=oci]', () => {
   let daemon: Kilnd;
   let ctx: string;
   let socket: Server;
-  let n = 0;
   beforeAll(async () => {
     daemon = await startKilnd({ worker: 'oci' });
     ctx = mkdtempSync(join(tmpdir(), 'kiln-ctx-links-'));
@@ -27,15 +27,11 @@ describe('symlinks and sockets in the build context [topology=all-in-one, worker
     await new Promise((resolve) => socket?.close(resolve));
     await daemon?.stop();
     if (ctx) rmSync(ctx, { recursive: true, force: true });
+    builds.cleanup();
   });
 
-  async function build(dockerfile: string): Promise<{ code: number; stderr: string; out: string }> {
-    const file = join(ctx, `Dockerfile.${++n}`);
-    writeFileSync(file, dockerfile);
-    const out = join(ctx, '..', `${ctx.split('/').pop()}-out-${n}`);
-    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '-f', file, '-o', `type=local,dest=${out}`, ctx]);
-    return { code: res.code, stderr: res.stderr, out };
-  }
+  const builds = localBuilds(() => daemon.addr, () => ctx);
+  const build = builds.build;
 
   it('follows a symlinked directory and a symlinked file on a COPY source; a link inside a copied directory stays a link', async () => {
     const res = await build(['FROM scratch', 'COPY link/foo .', 'COPY foo /', 'COPY foo/sub bar', ''].join('\n'));

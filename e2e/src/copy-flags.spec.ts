@@ -2,7 +2,8 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { startKilnd, type Kilnd } from '@kiln/testkit';
+import { localBuilds } from './local-builds.js';
 
 /** Every path below `dir` (directories with a trailing slash), sorted. */
 function tree(dir: string): string[] {
@@ -21,7 +22,6 @@ function tree(dir: string): string[] {
 describe('COPY --parents and --link through kiln build [topology=all-in-one, worker=oci]', () => {
   let daemon: Kilnd;
   let ctx: string;
-  let n = 0;
   beforeAll(async () => {
     daemon = await startKilnd({ worker: 'oci' });
     ctx = mkdtempSync(join(tmpdir(), 'kiln-copy-flags-'));
@@ -33,15 +33,11 @@ describe('COPY --parents and --link through kiln build [topology=all-in-one, wor
   afterAll(async () => {
     await daemon?.stop();
     if (ctx) rmSync(ctx, { recursive: true, force: true });
+    builds.cleanup();
   });
 
-  async function build(dockerfile: string): Promise<{ code: number; stderr: string; out: string }> {
-    const file = join(ctx, `Dockerfile.${++n}`);
-    writeFileSync(file, dockerfile);
-    const out = join(ctx, '..', `${ctx.split('/').pop()}-out-${n}`);
-    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '-f', file, '-o', `type=local,dest=${out}`, ctx]);
-    return { code: res.code, stderr: res.stderr, out };
-  }
+  const builds = localBuilds(() => daemon.addr, () => ctx);
+  const build = builds.build;
 
   it('COPY --parents keeps the source directories, below the /./ pivot when given', async () => {
     const res = await build(['FROM scratch', 'COPY --parents ./x/a.txt ./y/ /dst/', 'COPY --parents ./src/./lib/**/*.go /go/', ''].join('\n'));
