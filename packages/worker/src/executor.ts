@@ -50,11 +50,20 @@ export interface ExecSpec {
   mounts: ExecMount[];
   process: ExecProcess;
   /**
-   * "sandbox": a fresh network namespace of its own (loopback only until a
-   * later issue adds CNI); "host": the host's; "none": a fresh one with no
-   * interfaces but loopback.
+   * "sandbox": a network namespace of its own (the one in
+   * `networkNamespace` when set, else a fresh one with loopback only);
+   * "host": the host's; "none": a fresh one with no interfaces but loopback.
    */
   network: 'sandbox' | 'host' | 'none';
+  /**
+   * Optional, only with network "sandbox": host path of a network namespace
+   * the worker created and wired for this run (e.g.
+   * `<root>/exec/netns/<id>`, a bind-mounted nsfs file). The process joins
+   * it instead of getting a fresh one (runc: `linux.namespaces` entry
+   * `{ type: "network", path }`). The worker owns it: it stays valid until
+   * `run` resolves and the executor must not remove it.
+   */
+  networkNamespace?: string;
   /** Hostname inside the container. */
   hostname: string;
   /**

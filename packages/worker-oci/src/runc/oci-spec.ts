@@ -95,7 +95,7 @@ export interface OciMount {
  * The OCI runtime config (config.json) for one run: the rootfs and mounts
  * the worker prepared, the standard mounts, fresh pid/ipc/uts/mount
  * namespaces plus a network namespace of its own unless the step asked for
- * the host's. A sandboxed step gets BuildKit's default capabilities, the
+ * the host's (the worker's wired one when the spec names it). A sandboxed step gets BuildKit's default capabilities, the
  * default seccomp profile, masked and read-only /proc paths and a read-only
  * /sys; an insecure one every capability, no seccomp, writable /sys and
  * cgroups and every device allowed.
@@ -110,8 +110,9 @@ export function ociSpec(spec: ExecSpec): Record<string, unknown> {
     if (m.type === 'bind') mounts.push({ destination: m.dest, type: 'bind', source: m.source, options: ['rbind', m.readonly ? 'ro' : 'rw'] });
     else mounts.push({ destination: m.dest, type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', ...(m.sizeBytes ? [`size=${m.sizeBytes}`] : [])] });
   }
-  const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
-  if (spec.network !== 'host') namespaces.push({ type: 'network' });
+  const namespaces: { type: string; path?: string }[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
+  if (spec.network === 'sandbox' && spec.networkNamespace) namespaces.push({ type: 'network', path: spec.networkNamespace });
+  else if (spec.network !== 'host') namespaces.push({ type: 'network' });
   const caps = insecure ? privilegedCapabilities() : DEFAULT_CAPABILITIES;
   const linux: Record<string, unknown> = {
     namespaces,
