@@ -1,4 +1,4 @@
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { createRootLogger, type Logger } from '@kiln/common';
 
 /** What `main` needs from its process; everything but daemonCommand defaults to the real process. */
@@ -9,6 +9,8 @@ export interface CliEnv {
   vars?: Readonly<Record<string, string | undefined>>;
   /** Working directory for relative paths. Default: process.cwd(). */
   cwd?: string;
+  /** `kiln build -` and `-f -` read it. Default: process.stdin. */
+  stdin?: Readable;
   /** Command output and `-o -` data. Default: process.stdout. */
   stdout?: Writable & { isTTY?: boolean };
   /** Progress, warnings and errors. Default: process.stderr. */
@@ -24,6 +26,7 @@ export interface CliIo {
   daemonCommand: string[];
   vars: Readonly<Record<string, string | undefined>>;
   cwd: string;
+  stdin: Readable;
   stdout: Writable & { isTTY?: boolean };
   stderr: Writable & { isTTY?: boolean; columns?: number; rows?: number };
   signal: AbortSignal;
@@ -36,6 +39,10 @@ export function resolveIo(env: CliEnv, signal: AbortSignal): CliIo {
     daemonCommand: env.daemonCommand,
     vars,
     cwd: env.cwd ?? process.cwd(),
+    // A getter: touching process.stdin opens it, which no command but `build -` needs.
+    get stdin() {
+      return env.stdin ?? process.stdin;
+    },
     stdout: env.stdout ?? process.stdout,
     stderr: env.stderr ?? process.stderr,
     signal,

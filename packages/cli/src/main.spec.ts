@@ -113,8 +113,12 @@ describe('kiln build', () => {
     );
     expect(readFileSync(join(dir, 'out', 'src', 'app.sh'), 'utf8')).toBe('echo app\n');
     expect(statSync(join(dir, 'out', 'src', 'app.sh')).mode & 0o777).toBe(0o640);
-    expect(JSON.parse(readFileSync(join(dir, 'meta', 'm.json'), 'utf8'))).toEqual({ 'containerimage.digest': 'sha256:abc', 'containerimage.descriptor': { size: 42 } });
     const req = daemon.solveRequests[0]!;
+    expect(JSON.parse(readFileSync(join(dir, 'meta', 'm.json'), 'utf8'))).toEqual({
+      'containerimage.digest': 'sha256:abc',
+      'containerimage.descriptor': { size: 42 },
+      'buildx.build.ref': `default/default/${req.ref}`,
+    });
     expect(req.ref).toMatch(/^[0-9a-z]{25}$/);
     expect(req.sessionId).not.toBe(req.ref);
     expect((await daemon.session(req.sessionId)).hello.dirs.map((d) => d.name)).toEqual(['context', 'dockerfile']);

@@ -1,14 +1,17 @@
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { control } from '@kiln/api';
-import { asKilnError, describeError, escapeControl } from '@kiln/common';
+import { asKilnError, describeError, escapeControl, KilnError } from '@kiln/common';
 import type { CliIo } from '../cli-io.js';
 import { connectDaemon, resolveDaemonAddress } from '../daemon.js';
 import { createProgressPrinter } from '../progress/progress.js';
 import { attachSession } from '../session/session-client.js';
 import { dropLocalWrite, offerLocalWrites } from '../session/local-write.js';
 import { compileBuildOptions, parseBuildArgs } from './build-options.js';
+import { loadIntoDocker } from './docker-load.js';
+import { readStdinInputs } from './stdin-inputs.js';
 import { resolveLayoutContexts, withLayoutPaths } from './oci-layout-contexts.js';
 import { sessionCredentials, sessionDirs, sessionOutputs, sessionSecrets, sessionSshAgents, toSolveRequest } from './solve-request.js';
 
@@ -30,19 +33,23 @@ Options:
       --cache-to stringArray     Cache export destinations (e.g., "type=inline", "type=local,dest=path/to/dir")
   -f, --file string              Name of the Dockerfile (default: "CONTEXT/Dockerfile")
   -h, --help                     Print usage
+      --annotation stringArray   Add annotation to the image ("[TYPE[[PLATFORM]]:]KEY=VALUE"; TYPE manifest, index, manifest-descriptor, index-descriptor)
+      --iidfile string           Write the image ID to a file
       --label stringArray        Set metadata for an image (format: "key=value")
-      --load                     Keep the image in the daemon's image store (shorthand for "--output=type=image")
+      --load                     Load the image into Docker (POST /images/load on DOCKER_HOST or /var/run/docker.sock)
       --metadata-file string     Write build result metadata to a file
       --call string              Ask the frontend instead of building: build (default), targets, check
       --check                    Shorthand for --call=check
+      --print string             Older name of --call (e.g. "targets")
       --network string           Set the networking mode for the RUN instructions during build ("default", "none", "host") (default "default")
       --no-cache                 Do not use cache when building the image
       --no-cache-filter stringArray
                                  Do not cache specified stages
   -o, --output stringArray       Output destination (format: "type=local,dest=path"; "-o DIR"; "-o -" for a tar on stdout)
       --platform stringArray     Set target platform for build (e.g., "linux/amd64,linux/arm64")
-      --progress string          Set type of progress output ("auto", "plain", "tty", "rawjson", "quiet") (default "auto")
+      --progress string          Set type of progress output ("auto", "plain", "tty", "rawjson", "quiet", "none") (default "auto")
       --push                     Shorthand for "--output=type=image,push=true"
+  -q, --quiet                    Suppress the build output and print image ID on success
       --secret stringArray       Secret to expose to the build (format: "id=mysecret[,src=/local/secret|env=VAR]")
       --ssh stringArray          SSH agent socket or keys to expose to the build (format: "default|<id>[=<socket>|<key>[,<key>]]")
   -t, --tag stringArray          Name and optionally a tag (format: "name:tag")
@@ -50,6 +57,11 @@ Options:
       --worker-filter stringArray
                                  Run on a worker matching this filter (e.g., "labels.pool==gpu", "id==ID"; all must match)
 `;
+
+/** buildx's line for a tagged image that went nowhere but Kiln's own store; it says how to get it out. */
+export const imageStoreHint = (names: string) =>
+  `Image ${names} is kept in the kiln daemon's image store. To get it, build with --load (into Docker) or --push (to its registry), ` +
+  'or -o type=docker,dest=FILE|type=oci,dest=FILE for a tarball\n';
 
 export const NO_OUTPUT_WARNING =
   'WARNING: No output specified for kiln build; build result will only remain in the build cache. ' +
@@ -74,6 +86,15 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
     io.stdout.write(BUILD_USAGE);
     return 0;
   }
+  const stdinInputs = await readStdinInputs(parsed, io.stdin);
+  try {
+    return await buildWith(parsed, io);
+  } finally {
+    stdinInputs.cleanup();
+  }
+}
+
+async function buildWith(parsed: ReturnType<typeof parseBuildArgs>, io: CliIo): Promise<number> {
   const compiled = compileBuildOptions(parsed, { cwd: io.cwd, env: io.vars, stdoutIsTTY: io.stdout.isTTY === true });
   resolveDaemonAddress(compiled.addr, io.vars); // a bad KILN_ADDR is a usage error too, before any output
   // OCI layout contexts are checked here and their tags pinned (exit 1 when one is unusable).
@@ -90,7 +111,15 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
   const onAbort = () => abort.abort(io.signal.reason);
   io.signal.addEventListener('abort', onAbort, { once: true });
 
-  const printer = createProgressPrinter(opts.progress, io.stderr, { term: io.vars.TERM });
+  const shown = createProgressPrinter(opts.progress, io.stderr, { term: io.vars.TERM });
+  const warnings: control.StatusResponse['warnings'] = [];
+  const printer = {
+    write(s: control.StatusResponse) {
+      warnings.push(...s.warnings);
+      shown.write(s);
+    },
+    close: () => shown.close(),
+  };
   const statusAbort = new AbortController();
   const statusDone = (async () => {
     try {
@@ -133,6 +162,14 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
   session.close();
   // Renamed over dest when the daemon wrote it; else (streamed, failed, canceled) removed.
   for (const offer of localWrites.values()) dropLocalWrite(offer.tempPath);
+  const loads = opts.exports.flatMap((e) => (e.output?.load ? [e.output.path] : []));
+  try {
+    return await finish();
+  } finally {
+    for (const p of loads) rmSync(p, { force: true });
+  }
+
+  async function finish(): Promise<number> {
   const tail = setTimeout(() => statusAbort.abort(), failure ? 500 : STATUS_TAIL_MS);
   await statusDone;
   clearTimeout(tail);
@@ -152,11 +189,54 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
     return 1;
   }
   if (opts.call) return printCallResult(opts.call, response.exporterResponse, io);
+  for (const tar of loads) {
+    const names = await loadIntoDocker(tar, io.vars, io.signal);
+    if (!opts.quiet) for (const n of names) io.stderr.write(`Loaded image: ${escapeControl(n)}\n`);
+  }
+  const resp = response.exporterResponse;
+  const imageId = imageIdOf(resp);
+  const storeOnly = opts.exports.length > 0 && opts.exports.every((e) => e.type === 'image' && e.attrs.push !== 'true');
+  if (storeOnly && resp['image.name'] && !opts.quiet) io.stderr.write(imageStoreHint(resp['image.name']));
+  if (opts.quiet && imageId) io.stdout.write(`${imageId}\n`);
+  if (opts.iidFile) {
+    if (!imageId) throw new KilnError('failed_precondition', `failed to write --iidfile ${opts.iidFile}: the build made no image (use --load, --push, -t or an image --output)`);
+    await mkdir(dirname(opts.iidFile), { recursive: true });
+    await writeFile(opts.iidFile, imageId);
+  }
   if (opts.metadataFile) {
     await mkdir(dirname(opts.metadataFile), { recursive: true });
-    await writeFile(opts.metadataFile, `${JSON.stringify(decodeExporterResponse(response.exporterResponse), null, 2)}\n`);
+    await writeFile(opts.metadataFile, `${JSON.stringify(buildMetadata(resp, ref, warnings), null, 2)}\n`);
   }
   return 0;
+  }
+}
+
+/** The image id buildx prints for -q and writes to --iidfile: the config digest of a single-platform image, else the manifest/index digest. */
+export function imageIdOf(resp: Readonly<Record<string, string>>): string | undefined {
+  return resp['containerimage.config.digest'] || resp['containerimage.digest'] || undefined;
+}
+
+/**
+ * The --metadata-file content, with buildx's keys: the exporter response
+ * (base64 JSON values inlined), `buildx.build.ref` (builder/node/ref) and,
+ * when the build warned, `buildx.build.warnings` as client.VertexWarning JSON.
+ */
+export function buildMetadata(resp: Readonly<Record<string, string>>, ref: string, warnings: readonly control.StatusResponse['warnings'][number][], builder = 'default'): Record<string, unknown> {
+  const out = decodeExporterResponse(resp);
+  out['buildx.build.ref'] = `${builder}/${builder}/${ref}`;
+  if (warnings.length > 0) {
+    const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64');
+    out['buildx.build.warnings'] = warnings.map((w) => ({
+      vertex: w.vertex,
+      level: Number(w.level),
+      short: b64(w.short),
+      ...(w.detail.length > 0 ? { detail: w.detail.map(b64) } : {}),
+      ...(w.url ? { url: w.url } : {}),
+      ...(w.info ? { sourceInfo: { filename: w.info.filename, data: b64(w.info.data), ...(w.info.language ? { language: w.info.language } : {}) } } : {}),
+      ...(w.ranges.length > 0 ? { range: w.ranges.map((r) => ({ start: { line: r.startLine }, end: { line: r.endLine } })) } : {}),
+    }));
+  }
+  return out;
 }
 
 /**

@@ -67,6 +67,8 @@ describe('compileBuildOptions defaults', () => {
       noCacheFilter: [],
       progress: 'auto',
       metadataFile: undefined,
+      iidFile: undefined,
+      quiet: false,
       call: undefined,
       addr: undefined,
       tls: { caCert: undefined, cert: undefined, key: undefined },
@@ -121,7 +123,7 @@ describe('each flag', () => {
   it('--platform takes comma lists, repeats, normalizes and dedupes', () => {
     expect(compile(['--platform', 'linux/amd64,Linux/ARM64/v8', '--platform=linux/amd64', '--platform', 'linux/riscv64', 'app']).platforms).toEqual([
       'linux/amd64',
-      'linux/arm64/v8',
+      'linux/arm64',
       'linux/riscv64',
     ]);
   });
@@ -272,10 +274,33 @@ describe('each flag', () => {
     expect(compile(['lower']).dockerfile.filename).toBe('Dockerfile');
   });
 
-  it('--load keeps the image in the daemon image store', () => {
-    expect(compile(['--load', '-t', 'a', 'app']).exports).toEqual([{ type: 'image', attrs: { name: 'a' } }]);
-    expect(compile(['--load', '--push', '-t', 'a', 'app']).exports).toEqual([{ type: 'image', attrs: { push: 'true', name: 'a' } }]);
-    expect(compile(['--load', 'app']).exports).toEqual([{ type: 'image', attrs: {} }]);
+  it('--load writes a docker tarball to a temp file the CLI loads into dockerd (with --push: both)', () => {
+    const load = { loadTarPath: '/tmp/load.tar' };
+    const docker = (i: number, attrs: Record<string, string>) => ({ type: 'docker', attrs: { ...attrs, 'session.output': `out${i}` }, output: { id: `out${i}`, kind: 'file', path: '/tmp/load.tar', load: true } });
+    expect(compile(['--load', '-t', 'a', 'app'], load).exports).toEqual([docker(0, { name: 'a' })]);
+    expect(compile(['--load', '--push', '-t', 'a', 'app'], load).exports).toEqual([{ type: 'image', attrs: { push: 'true', name: 'a' } }, docker(1, { name: 'a' })]);
+    expect(compile(['--load', 'app'], load).exports).toEqual([docker(0, {})]);
+  });
+
+  it('--annotation becomes the image exporters\' annotation attrs (OCI media types for them)', () => {
+    const o = compile(['-t', 'a', '--annotation', 'org.opencontainers.image.title=t', '--annotation', 'index:k=v', '--annotation', 'manifest[linux/amd64]:m=1', 'app']);
+    expect(o.exports).toEqual([
+      { type: 'image', attrs: { 'annotation.org.opencontainers.image.title': 't', 'annotation-index.k': 'v', 'annotation-manifest[linux/amd64].m': '1', 'oci-mediatypes': 'true', name: 'a' } },
+    ]);
+    expect(usageError(['--annotation', 'bogus:k=v', 'app']).message).toContain('unknown annotation type "bogus"');
+  });
+
+  it('-q/--quiet is quiet progress; --iidfile is resolved; --progress=none', () => {
+    expect(compile(['-q', 'app'])).toMatchObject({ quiet: true, progress: 'quiet' });
+    expect(compile(['--iidfile', 'id.txt', 'app']).iidFile).toBe(join(cwd, 'id.txt'));
+    expect(compile(['--progress=none', 'app']).progress).toBe('none');
+  });
+
+  it('--platform local is this machine; unknown systems and architectures are refused by name', () => {
+    expect(compile(['--platform', 'local', 'app']).platforms).toEqual([process.arch === 'arm64' ? 'linux/arm64' : 'linux/amd64']);
+    expect(compile(['--platform', 'linux/x86_64,linux/aarch64', 'app']).platforms).toEqual(['linux/amd64', 'linux/arm64']);
+    expect(usageError(['--platform', 'linux/amd65', 'app']).message).toContain('unknown architecture "amd65"');
+    expect(usageError(['--platform', 'lunix/amd64', 'app']).message).toContain('unknown operating system "lunix"');
   });
 
   it('--cache-from/--cache-to: csv, bare refs, local paths made absolute', () => {

@@ -1,6 +1,7 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { tmpdir } from 'node:os';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { parseAddress, parseIgnoreFile, PatternMatcher } from '@kiln/common';
 import { parseLayoutRef, type LayoutRef } from '@kiln/registry';
@@ -8,6 +9,7 @@ import { parseCsv, parseCsvPairs } from '../flags/csv.js';
 import { parseFlags, type FlagSpecs, type ParsedFlags } from '../flags/flag-parser.js';
 import { UsageError } from '../flags/usage-error.js';
 import { DAEMON_FLAG_SPECS, tlsFlagsOf, type TlsFlags } from '../daemon.js';
+import { normalizePlatformFlag } from './platforms.js';
 
 /** The flags of `kiln build`, as in DESIGN.md's CLI contract (buildx meanings). */
 export const BUILD_FLAGS = {
@@ -33,7 +35,11 @@ export const BUILD_FLAGS = {
   'no-cache-filter': { kind: 'list' },
   progress: { kind: 'string' },
   'metadata-file': { kind: 'string' },
+  iidfile: { kind: 'string' },
+  quiet: { kind: 'bool', short: 'q' },
+  annotation: { kind: 'list' },
   call: { kind: 'string' },
+  print: { kind: 'string' },
   check: { kind: 'bool' },
   ...DAEMON_FLAG_SPECS,
   help: { kind: 'bool', short: 'h' },
@@ -44,7 +50,7 @@ export type BuildFlags = ParsedFlags<typeof BUILD_FLAGS>;
 /** What `--allow` accepts (buildx's names). */
 export const BUILD_ENTITLEMENTS: readonly string[] = ['security.insecure', 'network.host'];
 
-export const PROGRESS_MODES = ['auto', 'plain', 'tty', 'rawjson', 'quiet'] as const;
+export const PROGRESS_MODES = ['auto', 'plain', 'tty', 'rawjson', 'quiet', 'none'] as const;
 export type ProgressMode = (typeof PROGRESS_MODES)[number];
 
 /** A named context (`--build-context NAME=VALUE`). */
@@ -69,6 +75,8 @@ export interface SshSpec {
 
 /** Where a client-side output is written; the daemon writes it over the session. */
 export interface OutputTarget {
+  /** `--load`: the file is a temporary docker tarball the CLI loads into dockerd (`POST /images/load`) and then removes. */
+  load?: boolean;
   /** Session output id ("out0", "out1", ...), sent as the exporter's `session.output` attr. */
   id: string;
   /** "dir" outputs receive a tar to unpack; "file" outputs the bytes as they are. */
@@ -135,6 +143,10 @@ export interface BuildOptions {
   progress: ProgressMode;
   /** Absolute path for the metadata JSON, if asked. */
   metadataFile: string | undefined;
+  /** `--iidfile`: absolute path the image id is written to. */
+  iidFile: string | undefined;
+  /** `-q/--quiet`: no progress; the image id (or nothing) on stdout. */
+  quiet: boolean;
   /** buildx `--call` (`--check` = `--call=check`): the frontend subrequest to make instead of a build; undefined builds. */
   call: 'targets' | 'check' | undefined;
   /** `--addr` as given (validated); KILN_ADDR and the default are resolved by daemon.ts. */
@@ -150,6 +162,8 @@ export interface CompileContext {
   env: Readonly<Record<string, string | undefined>>;
   /** Whether stdout is a terminal: a tar is never written to one. */
   stdoutIsTTY?: boolean;
+  /** Temp file for the `--load` tarball (made by the caller; default one under the OS temp dir). */
+  loadTarPath?: string;
 }
 
 /** Parses `kiln build` arguments (after the word "build"). */
@@ -169,14 +183,15 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     throw new UsageError(`"kiln build" requires exactly 1 argument (the build context), got ${args.length}`, 'CONTEXT');
   }
   const contextArg = args[0]!;
-  if (contextArg === '-') throw new UsageError('reading the build context from stdin is not supported', 'CONTEXT');
+  // `-` (stdin) was saved to a temp dir by stdin-inputs.ts before this runs.
+  if (contextArg === '-') throw new UsageError('reading the build context from stdin needs the CLI (kiln build -)', 'CONTEXT');
   if (isRemoteRef(contextArg)) throw new UsageError(`remote build contexts are not supported: "${contextArg}"`, 'CONTEXT');
   const contextDir = abs(contextArg);
   if (!isDir(contextDir)) throw new UsageError(`unable to prepare context: path "${contextArg}" not found or not a directory`, 'CONTEXT');
 
   let dockerfilePath: string;
   if (flags.file !== undefined) {
-    if (flags.file === '-') throw new UsageError('reading the Dockerfile from stdin (-f -) is not supported', '--file');
+    if (flags.file === '-') throw new UsageError('reading the Dockerfile from stdin needs the CLI (kiln build -f -)', '--file');
     if (flags.file === '') throw new UsageError('flag needs a non-empty argument: --file', '--file');
     dockerfilePath = abs(flags.file);
     if (!isFile(dockerfilePath)) throw new UsageError(`--file: Dockerfile "${flags.file}" not found`, '--file');
@@ -240,11 +255,8 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
 
   const platforms: string[] = [];
   for (const p of flags.platform.flatMap((v) => v.split(','))) {
-    const norm = p.trim().toLowerCase();
-    if (norm === '') continue;
-    if (!/^[a-z0-9._-]+(\/[a-z0-9._-]+){0,2}$/.test(norm)) {
-      throw new UsageError(`invalid argument "${p}" for "--platform" flag: want os/arch[/variant]`, '--platform');
-    }
+    if (p.trim() === '') continue;
+    const norm = normalizePlatformFlag(p);
     if (!platforms.includes(norm)) platforms.push(norm);
   }
 
@@ -266,18 +278,30 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     return f.trim();
   });
 
-  const exports = compileExports(flags.output, { push: flags.push, load: flags.load, tags, abs, stdoutIsTTY: ctx.stdoutIsTTY ?? false, sourceDateEpoch });
+  const annotations = flags.annotation.map(parseAnnotation);
+  const exports = compileExports(flags.output, {
+    push: flags.push,
+    load: flags.load,
+    tags,
+    abs,
+    stdoutIsTTY: ctx.stdoutIsTTY ?? false,
+    sourceDateEpoch,
+    annotations,
+    loadTarPath: ctx.loadTarPath ?? resolve(tmpdir(), `kiln-load-${randomBytes(8).toString('hex')}.tar`),
+  });
 
   const cacheFrom = flags['cache-from'].map((v) => parseCacheEntry(v, '--cache-from', abs));
   const cacheTo = flags['cache-to'].map((v) => parseCacheEntry(v, '--cache-to', abs));
 
-  const progress = (flags.progress ?? (ctx.env.BUILDKIT_PROGRESS || 'auto')) as ProgressMode;
+  const progress = (flags.quiet ? 'quiet' : (flags.progress ?? (ctx.env.BUILDKIT_PROGRESS || 'auto'))) as ProgressMode;
   if (!PROGRESS_MODES.includes(progress)) {
     throw new UsageError(`invalid argument "${flags.progress}" for "--progress" flag: want ${PROGRESS_MODES.join(', ')}`, '--progress');
   }
 
   if (flags['metadata-file'] === '') throw new UsageError('flag needs a non-empty argument: --metadata-file', '--metadata-file');
   const metadataFile = flags['metadata-file'] === undefined ? undefined : abs(flags['metadata-file']);
+  if (flags.iidfile === '') throw new UsageError('flag needs a non-empty argument: --iidfile', '--iidfile');
+  const iidFile = flags.iidfile === undefined ? undefined : abs(flags.iidfile);
 
   if (flags.addr !== undefined) {
     try {
@@ -311,7 +335,9 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     noCacheFilter: flags['no-cache-filter'].flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean),
     progress,
     metadataFile,
-    call: callOf(flags.call, flags.check),
+    iidFile,
+    quiet: flags.quiet,
+    call: callOf(flags.print !== undefined && flags.call === undefined ? flags.print || 'outline' : flags.call, flags.check, flags.print !== undefined && flags.call === undefined ? '--print' : '--call'),
     addr: flags.addr,
     tls: tlsFlagsOf(flags),
   };
@@ -431,10 +457,20 @@ const IMAGE_TYPES = new Set(['oci', 'docker', 'image']);
 
 function compileExports(
   values: readonly string[],
-  o: { push: boolean; load: boolean; tags: string[]; abs: (p: string) => string; stdoutIsTTY: boolean; sourceDateEpoch: string | undefined },
+  o: {
+    push: boolean;
+    load: boolean;
+    tags: string[];
+    abs: (p: string) => string;
+    stdoutIsTTY: boolean;
+    sourceDateEpoch: string | undefined;
+    /** `--annotation`, as exporter attrs (`annotation.K`, `annotation-index.K`, ...). */
+    annotations: [string, string][];
+    loadTarPath: string;
+  },
 ): ExportSpec[] {
   const flag = '--output';
-  const specs: { type: string; attrs: Record<string, string>; dest?: string; dir?: boolean }[] = [];
+  const specs: { type: string; attrs: Record<string, string>; dest?: string | undefined; dir?: boolean; load?: boolean }[] = [];
   for (const v of values) {
     // Short forms: `-o DIR` (local) and `-o -` (tar to stdout).
     if (!v.includes('=') && !v.startsWith('type=')) {
@@ -485,12 +521,21 @@ function compileExports(
     if (images.length === 0) specs.push({ type: 'image', attrs: { push: 'true' } });
     for (const s of images) s.attrs.push = 'true';
   }
-  // Kiln has no Docker engine to load into: --load keeps the image in the daemon's image store.
-  if (o.load && !specs.some((s) => s.type === 'image')) specs.push({ type: 'image', attrs: {} });
+  // --load: a docker tarball, written to a temp file the CLI then posts to dockerd's /images/load.
+  if (o.load) {
+    if (specs.some((s) => s.type === 'docker' && s.dest === undefined)) throw new UsageError('--load and an --output type=docker without dest both ask for the docker load', '--load');
+    specs.push({ type: 'docker', attrs: {}, dest: o.loadTarPath, load: true });
+  }
   // buildx with the docker driver: -t alone names an image kept by the daemon (no push).
   if (specs.length === 0 && o.tags.length > 0) specs.push({ type: 'image', attrs: {} });
   if (o.sourceDateEpoch !== undefined) {
     for (const s of specs) if (IMAGE_TYPES.has(s.type) && s.attrs['source-date-epoch'] === undefined) s.attrs['source-date-epoch'] = o.sourceDateEpoch;
+  }
+  for (const s of specs) {
+    if (!IMAGE_TYPES.has(s.type)) continue;
+    for (const [k, v] of o.annotations) s.attrs[k] ??= v;
+    // Index annotations need an OCI index: ask for OCI media types unless the output says otherwise.
+    if (o.annotations.length > 0 && s.attrs['oci-mediatypes'] === undefined) s.attrs['oci-mediatypes'] = 'true';
   }
 
   let stdoutUsers = 0;
@@ -510,7 +555,7 @@ function compileExports(
     return {
       type: s.type,
       attrs: { ...s.attrs, 'session.output': id },
-      output: { id, kind: s.type === 'local' || s.dir ? 'dir' : 'file', path: s.dest === '-' ? '-' : o.abs(s.dest) },
+      output: { id, kind: s.type === 'local' || s.dir ? 'dir' : 'file', path: s.dest === '-' ? '-' : o.abs(s.dest), ...(s.load ? { load: true } : {}) },
     };
   });
 }
@@ -544,10 +589,32 @@ function parseAddHost(v: string): { host: string; ip: string } {
   return { host, ip };
 }
 
-/** `--call=build|targets|check` (buildx's names; `--check` is `--call=check`). */
-function callOf(call: string | undefined, check: boolean): 'targets' | 'check' | undefined {
+/** `--call=build|targets|check` (buildx's names; `--check` is `--call=check`; `--print` is buildx's older name of `--call`). */
+function callOf(call: string | undefined, check: boolean, flag = '--call'): 'targets' | 'check' | undefined {
   const name = check ? 'check' : (call ?? 'build');
   if (name === 'build') return undefined;
   if (name === 'targets' || name === 'check') return name;
-  throw new UsageError(`invalid argument "${name}" for "--call" flag: want build, targets or check`, '--call');
+  throw new UsageError(`invalid argument "${name}" for "${flag}" flag: want build, targets or check`, flag);
+}
+
+/**
+ * `--annotation [TYPE[,TYPE...][[PLATFORM]]:]KEY=VALUE` as buildx takes it,
+ * turned into the image exporters' attrs: no type is `annotation.KEY`
+ * (the manifest); types are manifest, index, manifest-descriptor and
+ * index-descriptor, each `annotation-TYPE[PLATFORM].KEY`.
+ */
+export function parseAnnotation(v: string): [string, string] {
+  const flag = '--annotation';
+  const eq = v.indexOf('=');
+  if (eq <= 0) throw new UsageError(`invalid argument "${v}" for "${flag}" flag: expected [TYPE:]KEY=VALUE`, flag);
+  const left = v.slice(0, eq);
+  const value = v.slice(eq + 1);
+  const m = /^(?:([a-z-]+)(\[[^\]]+\])?:)?([^:=\s]+)$/.exec(left);
+  if (!m) throw new UsageError(`invalid argument "${v}" for "${flag}" flag: expected [TYPE[[PLATFORM]]:]KEY=VALUE`, flag);
+  const [, type, platform, key] = m;
+  if (type === undefined) return [`annotation.${key}`, value];
+  if (!['manifest', 'index', 'manifest-descriptor', 'index-descriptor'].includes(type)) {
+    throw new UsageError(`invalid argument "${v}" for "${flag}" flag: unknown annotation type "${type}" (want manifest, index, manifest-descriptor or index-descriptor)`, flag);
+  }
+  return [`annotation-${type}${platform ?? ''}.${key}`, value];
 }

@@ -27,7 +27,7 @@ export interface ProgressPrinter {
 
 /**
  * A printer for `--progress`: `auto` is `tty` when `out` is a terminal
- * (and TERM is not "dumb"), else `plain`; `quiet` prints nothing.
+ * (and TERM is not "dumb"), else `plain`; `quiet` and `none` print nothing.
  */
 export function createProgressPrinter(
   mode: ProgressMode,
@@ -39,6 +39,7 @@ export function createProgressPrinter(
     case 'rawjson':
       return createRawJsonPrinter(out);
     case 'quiet':
+    case 'none':
       return { write() {}, close() {} };
     case 'tty':
       return createTtyPrinter(out, { clock });

@@ -1,0 +1,137 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findDockerd, findRegistry, kilnBin, makeTar, pushBusyboxImage, runKiln, startDockerd, startKilnd, startRegistry, type Kilnd, type TestDockerd, type TestRegistry } from '@kiln/testkit';
+
+const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
+const canRun = process.getuid?.() === 0 && !!findRegistry() && existsSync('/bin/busybox') && has('runc');
+
+/** bin/kiln with `input` on stdin. */
+function kilnWithStdin(args: string[], input: Buffer | string): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(kilnBin(), args, { input, encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+describe.skipIf(!canRun)('kiln build flags buildx users type [topology=all-in-one, worker=oci]', () => {
+  let registry: TestRegistry;
+  let daemon: Kilnd;
+  let work: string;
+  let ctx: string;
+  let baseRef: string;
+
+  beforeAll(async () => {
+    registry = await startRegistry();
+    work = mkdtempSync(join(tmpdir(), 'kiln-build-flags-'));
+    baseRef = (await pushBusyboxImage(registry, work, 'kiln/busybox', '1')).ref;
+    daemon = await startKilnd();
+    ctx = join(work, 'ctx');
+    mkdirSync(ctx);
+    // `as` in lower case next to FROM: BuildKit's FromAsCasing check warns.
+    writeFileSync(join(ctx, 'Dockerfile'), `FROM ${baseRef} as base\nRUN echo built > /built.txt\nCOPY hello.txt /hello.txt\n`);
+    writeFileSync(join(ctx, 'hello.txt'), 'hello from the context\n');
+  }, 60_000);
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await registry?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('-q prints only the image id; --iidfile and --metadata-file carry buildx\'s keys, the warnings and the annotations', async () => {
+    const iid = join(work, 'iid.txt');
+    const meta = join(work, 'meta.json');
+    const ref = `${registry.host}/kiln/flags:1`;
+    const res = await runKiln([
+      'build', '--addr', daemon.addr, '-q', '--push', '-t', ref, '--iidfile', iid, '--metadata-file', meta,
+      '--annotation', 'org.opencontainers.image.title=flags', '--annotation', 'manifest-descriptor:kiln.test=desc', ctx,
+    ]);
+    expect(res.code, `${res.stderr}\n${daemon.logs().slice(-3000)}`).toBe(0);
+    expect(res.stdout).toMatch(/^sha256:[0-9a-f]{64}\n$/);
+    expect(res.stderr).not.toMatch(/#\d+ /);
+    const id = res.stdout.trim();
+    expect(readFileSync(iid, 'utf8')).toBe(id);
+    const md = JSON.parse(readFileSync(meta, 'utf8')) as Record<string, any>;
+    expect(md['containerimage.config.digest']).toBe(id);
+    expect(md['buildx.build.ref']).toMatch(/^default\/default\/[0-9a-z]{25}$/);
+    expect(md['containerimage.descriptor']).toMatchObject({ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: md['containerimage.digest'] });
+    const warnings = md['buildx.build.warnings'] as { short: string; sourceInfo?: { filename: string }; range?: unknown[] }[];
+    expect(warnings.map((w) => Buffer.from(w.short, 'base64').toString())).toEqual([expect.stringContaining("FromAsCasing: 'as' and 'FROM' keywords' casing do not match")]);
+    expect(warnings[0]!.sourceInfo?.filename).toBe('Dockerfile');
+    // The manifest annotation is in the pushed manifest.
+    const manifest = await (await fetch(`${registry.url}/v2/kiln/flags/manifests/1`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).json() as { annotations?: Record<string, string> };
+    expect(manifest.annotations).toMatchObject({ 'org.opencontainers.image.title': 'flags' });
+  });
+
+  it('-t alone says where the image is and how to get it; --progress=none prints no steps', async () => {
+    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=none', '-t', 'kiln-test/hint:1', ctx]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stderr).not.toMatch(/#\d+ /);
+    expect(res.stderr).toContain("Image kiln-test/hint:1 is kept in the kiln daemon's image store. To get it, build with --load (into Docker) or --push");
+  });
+
+  it('context "-" takes a tar (gzip too) or a lone Dockerfile; -f - takes the Dockerfile', async () => {
+    const tar = makeTar({ Dockerfile: `FROM ${baseRef}\nCOPY a.txt /a.txt\n`, 'a.txt': 'from a tar on stdin\n' });
+    for (const [name, input] of [['tar', tar], ['tar.gz', gzipSync(tar)]] as const) {
+      const out = join(work, `stdin-${name}`);
+      const r = kilnWithStdin(['build', '--addr', daemon.addr, '--progress=plain', '-o', `type=local,dest=${out}`, '-'], input);
+      expect(r.code, r.stderr).toBe(0);
+      expect(readFileSync(join(out, 'a.txt'), 'utf8')).toBe('from a tar on stdin\n');
+    }
+    const out = join(work, 'stdin-dockerfile');
+    const lone = kilnWithStdin(['build', '--addr', daemon.addr, '--progress=plain', '-o', `type=local,dest=${out}`, '-'], `FROM ${baseRef}\nRUN echo lone > /lone.txt\n`);
+    expect(lone.code, lone.stderr).toBe(0);
+    expect(readFileSync(join(out, 'lone.txt'), 'utf8')).toBe('lone\n');
+
+    const out2 = join(work, 'stdin-f');
+    const f = kilnWithStdin(['build', '--addr', daemon.addr, '--progress=plain', '-f', '-', '-o', `type=local,dest=${out2}`, ctx], `FROM ${baseRef}\nCOPY hello.txt /from-f.txt\n`);
+    expect(f.code, f.stderr).toBe(0);
+    expect(readFileSync(join(out2, 'from-f.txt'), 'utf8')).toBe('hello from the context\n');
+
+    const both = kilnWithStdin(['build', '--addr', daemon.addr, '-f', '-', '-'], 'FROM scratch\n');
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain("can't use stdin for both the build context and the Dockerfile");
+    expect(readdirSync(tmpdir()).filter((n) => n.startsWith('kiln-stdin-'))).toEqual([]);
+  });
+
+  it('--platform local builds for this machine; an unknown platform is refused before anything runs', async () => {
+    const out = join(work, 'local-platform');
+    const ok = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--platform', 'local', '-o', `type=local,dest=${out}`, ctx]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(readFileSync(join(out, 'built.txt'), 'utf8')).toBe('built\n');
+    const bad = await runKiln(['build', '--addr', daemon.addr, '--platform', 'linux/amd65', ctx]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('ERROR: invalid argument "linux/amd65" for "--platform" flag: unknown architecture "amd65"');
+  });
+
+  it('--print targets is --call=targets', async () => {
+    const res = await runKiln(['build', '--addr', daemon.addr, '--print', 'targets', ctx]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toMatch(/TARGET\s+DESCRIPTION\nbase/);
+  });
+
+  describe.skipIf(!findDockerd())('--load', () => {
+    let dockerd: TestDockerd;
+    beforeAll(async () => {
+      dockerd = await startDockerd();
+    }, 60_000);
+    afterAll(async () => {
+      await dockerd?.stop();
+    });
+
+    it('loads the image into dockerd (DOCKER_HOST) with its tag; the image id is the one -q prints', async () => {
+      const res = await runKiln(['build', '--addr', daemon.addr, '-q', '--load', '-t', 'kiln-test/loaded:1', ctx], { env: { DOCKER_HOST: dockerd.host } });
+      expect(res.code, `${res.stderr}\n${dockerd.logs().slice(-2000)}`).toBe(0);
+      const inspect = await dockerd.docker(['image', 'inspect', 'kiln-test/loaded:1', '--format', '{{.Id}} {{json .Config.Cmd}}']);
+      expect(inspect.code, inspect.stderr).toBe(0);
+      expect(inspect.stdout.split(' ')[0]).toBe(res.stdout.trim());
+      expect(readdirSync(tmpdir()).filter((n) => n.startsWith('kiln-load-'))).toEqual([]);
+
+      const down = await runKiln(['build', '--addr', daemon.addr, '--progress=none', '--load', '-t', 'kiln-test/loaded:2', ctx], { env: { DOCKER_HOST: `unix://${join(work, 'no-docker.sock')}` } });
+      expect(down.code).toBe(1);
+      expect(down.stderr).toMatch(/failed to load the image into docker at unix:\/\/.*no-docker\.sock: ENOENT/);
+    });
+  });
+});
