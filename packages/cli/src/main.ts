@@ -1,9 +1,13 @@
 import { asKilnError, describeError, escapeControl } from '@kiln/common';
 import { runBuild } from './build/build-command.js';
 import { resolveIo, type CliEnv, type CliIo } from './cli-io.js';
-import { runDaemon, runDiskUsage, runPrune, runWorkers } from './commands/admin-commands.js';
-import { runDebug } from './commands/debug-commands.js';
-import { runHistory } from './commands/history-commands.js';
+import { BUILD_USAGE } from './build/build-command.js';
+import { DAEMON_USAGE, DU_USAGE, PRUNE_USAGE, runDaemon, runDiskUsage, runPrune, runWorkers, WORKERS_USAGE } from './commands/admin-commands.js';
+import { COMPLETION_USAGE, helpTree, runCompletion } from './commands/completion-command.js';
+import { DEBUG_USAGE, runDebug } from './commands/debug-commands.js';
+import { HISTORY_SUB_USAGES, HISTORY_USAGE, runHistory } from './commands/history-commands.js';
+import { IMAGETOOLS_SUB_USAGES, IMAGETOOLS_USAGE, runImagetools } from './commands/imagetools/imagetools-command.js';
+import { runVersion, VERSION_USAGE, versionLine } from './commands/version-command.js';
 import { UsageError } from './flags/usage-error.js';
 
 // The process entry (bin/kiln.mjs) installs it before `main`: see light-headers.ts.
@@ -14,13 +18,20 @@ export const USAGE = `Usage:  kiln COMMAND
 A container image builder (BuildKit + buildx style)
 
 Commands:
-  build     Start a build
-  daemon    Run the daemon in the foreground
-  debug     Show how the frontend reads a Dockerfile (dockerfile-ast, shell-word)
-  du        Show disk usage of the build cache
-  history   Commands to work on build records
-  prune     Remove build cache
-  workers   List the daemon's workers
+  build       Start a build
+  completion  Print a shell completion script (bash, zsh, fish)
+  daemon      Run the daemon in the foreground
+  debug       Show how the frontend reads a Dockerfile (dockerfile-ast, shell-word)
+  du          Show disk usage of the build cache
+  history     Commands to work on build records
+  imagetools  Commands to work on images in registry
+  prune       Remove build cache
+  version     Show the client and daemon versions
+  workers     List the daemon's workers
+
+Options:
+  -h, --help      Print usage
+  -v, --version   Print the client version and exit
 
 Run 'kiln COMMAND --help' for more information on a command.
 `;
@@ -32,13 +43,35 @@ export const EXIT_USAGE = 2;
 
 const COMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promise<number>> = {
   build: runBuild,
+  completion: async (argv, io) => runCompletion(argv, io, commandTree),
   daemon: runDaemon,
   debug: runDebug,
   du: runDiskUsage,
   history: runHistory,
+  imagetools: runImagetools,
   prune: runPrune,
+  version: runVersion,
   workers: runWorkers,
 };
+
+/** Every command's usage, by command path: help texts are the one source of the completion scripts. */
+const USAGES: Record<string, string> = {
+  build: BUILD_USAGE,
+  completion: COMPLETION_USAGE,
+  daemon: DAEMON_USAGE,
+  debug: DEBUG_USAGE,
+  du: DU_USAGE,
+  history: HISTORY_USAGE,
+  imagetools: IMAGETOOLS_USAGE,
+  prune: PRUNE_USAGE,
+  version: VERSION_USAGE,
+  workers: WORKERS_USAGE,
+};
+const SUB_USAGES: Record<string, string> = Object.fromEntries([
+  ...Object.entries(HISTORY_SUB_USAGES).map(([k, v]) => [`history ${k}`, v]),
+  ...Object.entries(IMAGETOOLS_SUB_USAGES).map(([k, v]) => [`imagetools ${k}`, v]),
+]);
+const commandTree = () => helpTree(USAGE, USAGES, SUB_USAGES);
 
 /**
  * The `kiln` CLI. `argv` are the arguments after the program name. Returns
@@ -65,6 +98,10 @@ export async function main(argv: string[], env: CliEnv): Promise<number> {
     }
     if (command === '--help' || command === '-h' || command === 'help') {
       io.stdout.write(USAGE);
+      return EXIT_OK;
+    }
+    if (command === '--version' || command === '-v') {
+      io.stdout.write(versionLine());
       return EXIT_OK;
     }
     const run = COMMANDS[command];

@@ -6,7 +6,7 @@ import type { CliIo } from '../cli-io.js';
 import { parseFlags } from '../flags/flag-parser.js';
 import { UsageError } from '../flags/usage-error.js';
 
-const DEBUG_USAGE = `Usage:  kiln debug COMMAND
+export const DEBUG_USAGE = `Usage:  kiln debug COMMAND
 
 Stable debugging views of the Dockerfile frontend
 

@@ -66,6 +66,14 @@ Options:
 
 const COMMON = { ...DAEMON_FLAG_SPECS, help: { kind: 'bool', short: 'h' } } as const satisfies FlagSpecs;
 
+/** Each subcommand's usage, for help and shell completion. */
+export const HISTORY_SUB_USAGES: Readonly<Record<string, string>> = {
+  ls: HISTORY_LS_USAGE,
+  inspect: HISTORY_INSPECT_USAGE,
+  logs: HISTORY_LOGS_USAGE,
+  rm: HISTORY_RM_USAGE,
+};
+
 const SUBCOMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promise<number>> = {
   ls: runHistoryList,
   inspect: runHistoryInspect,
