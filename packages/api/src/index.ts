@@ -4,6 +4,7 @@ export * as control from './gen/kiln/control/v1/control_pb.js';
 export * as events from './gen/kiln/events/v1/events_pb.js';
 export * as exporter from './gen/kiln/exporter/v1/exporter_pb.js';
 export * as frontend from './gen/kiln/frontend/v1/frontend_pb.js';
+export * as gateway from './gen/kiln/gateway/v1/gateway_pb.js';
 export * as llb from './gen/kiln/llb/v1/llb_pb.js';
 export * as session from './gen/kiln/session/v1/session_pb.js';
 export * as worker from './gen/kiln/worker/v1/worker_pb.js';

@@ -41,3 +41,4 @@ export { createMemoryBus, type MemoryBusOptions } from './memory/memory-bus.js';
 export { connectNatsBus, type NatsBusOptions } from './nats/nats-bus.js';
 export { redactCredentials, redactUrl, type NatsAuth, type NatsTlsOptions } from './nats/nats-auth.js';
 export { workQueueNaming } from './nats/nats-work-queue.js';
+export { directoryClient, directoryClientById, directoryFrontends, frontendNamesOf, lazyClient, type DirectoryClientOptions } from './directory-clients.js';

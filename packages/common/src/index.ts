@@ -21,3 +21,4 @@ export * from './proc/spawner.js';
 export * from './archive/chunker.js';
 export * from './graph/post-order.js';
 export * from './text/escape-control.js';
+export * from './text/frontend-names.js';

@@ -31,6 +31,11 @@ export interface FrontendResult {
    * asked; `definition` and `imageConfig` then repeat the first's.
    */
   platforms?: PlatformResult[];
+  /**
+   * The description asks for another frontend (`# syntax=NAME`): nothing
+   * else counts, and the solver sends the request to a frontend serving NAME.
+   */
+  forward?: { frontend: string; filename: string; line: number };
 }
 
 /** The build of one target platform. */

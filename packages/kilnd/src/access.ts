@@ -1,4 +1,4 @@
-import { content, control, exporter, frontend, session, worker } from '@kiln/api';
+import { content, control, exporter, frontend, gateway, session, worker } from '@kiln/api';
 import type { AccessTable, TierRole } from '@kiln/common';
 
 /** Tiers that read a build client's session (its files, secrets, credentials, SSH agent) through the solver. */
@@ -13,6 +13,7 @@ const CONTENT_WRITERS: readonly TierRole[] = ['solver', 'worker', 'exporters'];
  * - only a client builds and administers (Control), and attaches its session;
  * - only the solver runs ops on a worker (so entitlements reach a worker
  *   only from the solver that decided them) and calls frontends/exporters;
+ * - only a frontend calls back into the solver's gateway;
  * - the exporters read the refs they export;
  * - the content store deletes and collects garbage only for the solver.
  */
@@ -21,6 +22,8 @@ export const CLUSTER_ACCESS: AccessTable = {
   [session.SessionService.typeName]: { Attach: ['client'], '*': SESSION_USERS },
   [frontend.FrontendService.typeName]: { '*': ['solver'] },
   [exporter.ExporterService.typeName]: { '*': ['solver'] },
+  // A frontend builds sub-requests of the build it answers and reads their files (BuildKit's gateway).
+  [gateway.GatewayService.typeName]: { '*': ['frontend'] },
   [worker.WorkerService.typeName]: {
     '*': ['solver'],
     Describe: ['solver', 'exporters'],

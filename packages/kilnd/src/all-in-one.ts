@@ -1,13 +1,13 @@
 import { create } from '@bufbuild/protobuf';
 import type { Client } from '@connectrpc/connect';
-import { content, control, exporter, frontend, llb, session, worker as workerApi } from '@kiln/api';
+import { content, control, exporter, frontend, gateway, llb, session, worker as workerApi } from '@kiln/api';
 import { createMemoryBus } from '@kiln/bus';
-import { createDirectTransport, createKilnClient, serveRoutes, type Logger, type Routes, type RpcServer } from '@kiln/common';
+import { createDirectTransport, createKilnClient, DOCKERFILE_FRONTEND, NotFoundError, serveRoutes, type Logger, type Routes, type RpcServer } from '@kiln/common';
 import { createContentServiceImpl } from '@kiln/content-store';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
 import { createFrontendServiceImpl } from '@kiln/frontend-gateway';
 import { dockerfileFrontendFor } from './frontends.js';
-import { createControlServiceImpl, createSessionServiceImpl, SessionHost, Solver, type WorkerPool } from '@kiln/solver';
+import { createControlServiceImpl, createGatewayServiceImpl, createSessionServiceImpl, SessionHost, Solver, type WorkerPool } from '@kiln/solver';
 import { createWorkerServiceImpl } from '@kiln/worker';
 import { createContainerdWorker } from '@kiln/worker-containerd';
 import { createOciWorker } from '@kiln/worker-oci';
@@ -67,7 +67,11 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     bus,
     logger: logger.child({ tier: 'solver' }),
     sessions,
-    frontend: async () => createKilnClient(frontend.FrontendService, transport),
+    // One process serves only the built-in Dockerfile frontend; pluggable frontends join a cluster (docs/FRONTENDS.md).
+    frontend: async (name) => {
+      if (name !== DOCKERFILE_FRONTEND) throw new NotFoundError(`no frontend serves "${name}" (this daemon offers: ${DOCKERFILE_FRONTEND}; pluggable frontends run as tiers of a cluster)`, { frontend: name });
+      return createKilnClient(frontend.FrontendService, transport);
+    },
     exporters: async () => createKilnClient(exporter.ExporterService, transport),
     workers,
     content: async () => createKilnClient(content.ContentService, transport),
@@ -81,6 +85,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
   const routes: Routes = (r) => {
     r.service(control.ControlService, createControlServiceImpl(solver));
     r.service(session.SessionService, createSessionServiceImpl(sessions));
+    r.service(gateway.GatewayService, createGatewayServiceImpl(solver));
     r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontendFor(opts.registry)], sessions: sessionClient, logger: logger.child({ tier: 'frontend' }) }));
     r.service(workerApi.WorkerService, createWorkerServiceImpl(localWorker));
     r.service(content.ContentService, createContentServiceImpl(store));

@@ -1,18 +1,17 @@
-import { content, control, exporter, frontend, session, worker as workerApi } from '@kiln/api';
-import { connectNatsBus, createServiceDirectory, redactUrl, type EventBus } from '@kiln/bus';
-import { formatAddress, parseAddress, proveEndpointRole, serveRoutes, type Address, type Logger, type Routes } from '@kiln/common';
+import { content, control, exporter, frontend, gateway, session, worker as workerApi } from '@kiln/api';
+import { connectNatsBus, createServiceDirectory, directoryClient, directoryClientById, directoryFrontends, lazyClient, redactUrl, type EventBus } from '@kiln/bus';
+import { DOCKERFILE_FRONTEND, formatAddress, FRONTEND_NAMES_LABEL, parseAddress, proveEndpointRole, serveRoutes, type Address, type Logger, type Routes } from '@kiln/common';
 import { createContentServiceImpl } from '@kiln/content-store';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
 import { createFrontendServiceImpl } from '@kiln/frontend-gateway';
 import { dockerfileFrontendFor } from './frontends.js';
-import { createControlServiceImpl, createSessionServiceImpl, SessionHost, Solver, type WorkerPool } from '@kiln/solver';
+import { createControlServiceImpl, createGatewayServiceImpl, createSessionServiceImpl, SessionHost, Solver, type WorkerPool } from '@kiln/solver';
 import { createWorkerServiceImpl } from '@kiln/worker';
 import { createContainerdWorker } from '@kiln/worker-containerd';
 import { createOciWorker } from '@kiln/worker-oci';
 import { join } from 'node:path';
 import type { RunningDaemon } from './all-in-one.js';
 import { CLUSTER_ACCESS, roleOfTier } from './access.js';
-import { directoryClient, directoryClientById, lazyClient } from './clients.js';
 import { loadDaemonTls, warnInsecureTcp } from './daemon-tls.js';
 import { openContentTier } from './content-tier.js';
 import type { DaemonOptions } from './options.js';
@@ -76,7 +75,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         bus,
         logger: log,
         sessions,
-        frontend: directoryClient(directory, 'frontend', frontend.FrontendService, { tls }),
+        frontend: directoryFrontends(directory, frontend.FrontendService, { tls }),
         exporters: directoryClient(directory, 'exporters', exporter.ExporterService, { tls }),
         workers,
         content: directoryClient(directory, 'content', content.ContentService, { timeoutMs: 5_000, tls }),
@@ -90,10 +89,12 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
       routes = (r) => {
         r.service(control.ControlService, createControlServiceImpl(solver));
         r.service(session.SessionService, createSessionServiceImpl(sessions));
+        r.service(gateway.GatewayService, createGatewayServiceImpl(solver));
       };
       break;
     }
     case 'frontend':
+      labels = { [FRONTEND_NAMES_LABEL]: DOCKERFILE_FRONTEND };
       routes = (r) => r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontendFor(opts.registry)], sessions: solverSessions(), logger: log }));
       break;
     case 'content': {

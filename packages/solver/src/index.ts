@@ -5,3 +5,4 @@ export { Scheduler, type GraphNode } from './graph/scheduler.js';
 export { SessionHost } from './session/session-host.js';
 export { createControlServiceImpl } from './rpc/control-service.js';
 export { createSessionServiceImpl } from './rpc/session-service.js';
+export { createGatewayServiceImpl } from './rpc/gateway-service.js';

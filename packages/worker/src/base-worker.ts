@@ -19,6 +19,7 @@ import { reapSecretDirs } from './exec/secret-dir.js';
 import { reapRunFiles } from './exec/run-files.js';
 import { ChecksumCache, selectorChecksum, type PathSelector } from './fs/path-checksum.js';
 import { exportTree } from './fs/tar-export.js';
+import { readRefDir, readRefFile, statRefFile } from './fs/ref-files.js';
 import { createLayerMaker } from './layers/index.js';
 import type { LayerMaker } from './layers/layer-maker.js';
 import { LineageSnapshotter } from './layers/lineage.js';
@@ -37,7 +38,7 @@ import type { OpContext, OpResult } from './ops/op-context.js';
 import { OpFailure, reasonOf } from './ops/op-failure.js';
 import { VertexProgress } from './progress.js';
 import { RefTable } from './refs.js';
-import type { CompiledWorkerOptions, GetLayersOptions, LayerDescriptor, RefUsage, RunRequest, RunResult, Worker, WorkerDescription } from './worker.js';
+import type { CompiledWorkerOptions, GetLayersOptions, LayerDescriptor, RefFiles, RefUsage, RunRequest, RunResult, Worker, WorkerDescription } from './worker.js';
 
 interface DispatchHooks {
   onContentDigest: (digest: string) => void;
@@ -366,6 +367,28 @@ export class BaseWorker implements Worker {
     } finally {
       await this.release([ref]);
     }
+  }
+
+  refFiles(ref: string): RefFiles {
+    const withView = async <T>(fn: (root: string) => T): Promise<T> => {
+      const id = this.refs.snapshotOf(ref);
+      if (id === undefined || !this.refs.acquire(ref)) throw new NotFoundError(`unknown ref ${ref}`);
+      try {
+        const view = await this.snapshots.view(id);
+        try {
+          return fn(view.path);
+        } finally {
+          await view.release();
+        }
+      } finally {
+        await this.release([ref]);
+      }
+    };
+    return {
+      read: (path, offset, length) => withView((root) => readRefFile(root, path, offset, length)),
+      stat: (path) => withView((root) => statRefFile(root, path)),
+      list: (path, pattern) => withView((root) => readRefDir(root, path, pattern)),
+    };
   }
 
   async getLayers(ref: string, opts: GetLayersOptions = {}): Promise<LayerDescriptor[]> {

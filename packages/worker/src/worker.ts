@@ -15,6 +15,7 @@ import type { LayerCompression } from './layers/media-types.js';
 
 import type { ImportedLayer } from './ops/layer-import.js';
 import type { PathSelector } from './fs/path-checksum.js';
+import type { RefFileStat } from './fs/ref-files.js';
 
 export type { ContentClient, ImportedLayer, LayerCompression, LayerDescriptor, PathSelector };
 
@@ -131,6 +132,16 @@ export interface Worker {
    * Errors: NotFoundError for an unknown ref.
    */
   checksum(ref: string, selectors: readonly PathSelector[]): Promise<string>;
+
+  /**
+   * Reads `ref`'s files for the gateway (a frontend reading a result):
+   * `read` a byte range of a regular file, `stat` one path, `list` one
+   * directory (names matching `pattern`, when given). Paths stay inside the
+   * ref's root (symlinks are followed only within it). Errors:
+   * NotFoundError for an unknown ref or path; InvalidArgumentError for a
+   * path of the wrong type.
+   */
+  refFiles(ref: string): RefFiles;
 
   /** Releases every ref and closes the snapshotter. Idempotent; never rejects. */
   close(): Promise<void>;
@@ -385,4 +396,11 @@ export function hostPlatform(): WorkerPlatform {
     riscv64: { os: 'linux', architecture: 'riscv64' },
   };
   return arch[process.arch] ?? { os: 'linux', architecture: process.arch };
+}
+
+/** The files of one ref, read through a view of its snapshot (see Worker.refFiles). */
+export interface RefFiles {
+  read(path: string, offset: number, length: number): Promise<Uint8Array>;
+  stat(path: string): Promise<RefFileStat>;
+  list(path: string, pattern: string): Promise<RefFileStat[]>;
 }

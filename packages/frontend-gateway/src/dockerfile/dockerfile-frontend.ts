@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { InvalidArgumentError, NotFoundError } from '@kiln/common';
+import { DOCKERFILE_FRONTEND, frontendNameOf, InvalidArgumentError, NotFoundError } from '@kiln/common';
 import { create } from '@bufbuild/protobuf';
 import { llb } from '@kiln/api';
 import { convertDockerfile, formatPlatform, formatTargets, lintReport, listTargets, parseDockerignore, REQUEST_LINT, REQUEST_TARGETS, parsePlatform, type BuildWarning, type ImageMetaResolver, type Platform } from '@kiln/dockerfile';
@@ -7,6 +7,7 @@ import { marshal } from '@kiln/llb';
 import type { CredentialStore } from '@kiln/registry';
 import type { Frontend, FrontendWarning } from '../frontend.js';
 import { layoutMetaResolver } from './oci-layout-resolver.js';
+import { syntaxDirective } from './syntax-directive.js';
 
 const DOCKERFILE_MAX = 4 * 1024 * 1024;
 
@@ -48,6 +49,11 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
       for (const r of reads) r.catch(() => undefined);
       const data = await reads[0];
       if (!data) throw new NotFoundError(`failed to read Dockerfile: ${filename} not found`, { file: filename });
+      // `# syntax=` naming another frontend hands the build over (the BUILDKIT_SYNTAX build arg, which the solver reads, wins).
+      const syntax = req.attrs['build-arg:BUILDKIT_SYNTAX'] ? undefined : syntaxDirective(Buffer.from(data).toString('utf8'));
+      if (syntax && frontendNameOf(syntax.value) !== DOCKERFILE_FRONTEND) {
+        return { definition: create(llb.DefinitionSchema, {}), imageConfig: new Uint8Array(), metadata: {}, forward: { frontend: syntax.value, filename, line: syntax.line } };
+      }
       const ignore = (await reads[1]) ?? (await reads[2]);
       const buildArgs: Record<string, string> = {};
       const namedContexts: Record<string, string> = {};

@@ -49,6 +49,7 @@ export function createFrontendServiceImpl(opts: FrontendServiceOptions): Service
         metadata: result.metadata,
         warnings,
         platformResults: result.platforms ?? [],
+        forward: result.forward,
       });
     },
   };

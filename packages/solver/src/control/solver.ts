@@ -29,14 +29,21 @@ import { constraintFilters, pickWorker } from './pick-worker.js';
 import { matchesAll, parseWorkerFilters, type WorkerFilter } from './worker-filter.js';
 import { compileUsageFilter } from './usage-filter.js';
 import { VertexCache } from './vertex-cache.js';
+import { BuildGateways } from './build-gateway.js';
+import { solveWithFrontend } from './frontend-routing.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
 
 export interface SolverOptions {
   bus: EventBus;
   logger: Logger;
   sessions: SessionHost;
-  /** The frontend tier (resolved per build, so it may start after the solver). */
-  frontend: () => Promise<Client<typeof frontend.FrontendService>>;
+  /**
+   * A frontend instance serving `name` ("dockerfile.v0", or a name a
+   * pluggable frontend announced), resolved per build so frontends may start
+   * after the solver. Throws NotFoundError naming the frontends offered when
+   * none serves `name`.
+   */
+  frontend: (name: string) => Promise<Client<typeof frontend.FrontendService>>;
   exporters: () => Promise<Client<typeof exporter.ExporterService>>;
   workers: WorkerPool;
   /** The content store tier, for disk usage and prune (absent: both answer unimplemented). */
@@ -79,6 +86,9 @@ export class Solver {
   /** Builds running on each worker (by id), for spreading builds. */
   private readonly load = new Map<string, number>();
 
+  /** Frontends' calls back into their builds (GatewayService). */
+  readonly gateways: BuildGateways;
+
   constructor(private readonly opts: SolverOptions) {
     if (opts.root) mkdirSync(opts.root, { recursive: true });
     this.db = openSolverDatabase(opts.root ? join(opts.root, 'solver.db') : ':memory:');
@@ -94,6 +104,7 @@ export class Solver {
     this.relay = new WorkerProgressRelay(opts.bus, (ev) => this.records.add(ev), opts.logger.child({ component: 'progress-relay' }));
     this.cache = new VertexCache(new CacheStore(this.db), opts.workers, opts.logger.child({ component: 'cache' }));
     this.cacheUsage = new CacheUsage(this.cache, opts.workers);
+    this.gateways = new BuildGateways(opts.workers, () => this.registry, opts.sessions);
     this.scheduler = new Scheduler<OpResult>({
       maxParallelism: opts.maxParallelism ?? 64,
       release: async (r) => {
@@ -117,6 +128,7 @@ export class Solver {
     const defs: ParsedDefinition[] = [];
     let imports: CacheImports | undefined;
     const claimed = new Set<string>();
+    let closeGateway: (() => void) | undefined;
     this.history.start({ ref: buildId, frontend: req.frontend, frontendAttrs: req.frontendAttrs, exporters: req.exporters.map((e) => e.type), createdAtMs: Date.now() });
     try {
       const granted = grantEntitlements(req.entitlements, new Set(this.opts.allowedEntitlements ?? []));
@@ -127,10 +139,13 @@ export class Solver {
       let sourceDateEpoch: string | undefined;
       if (req.frontend) {
         const attrs = await this.withBuildPlatform(req.frontendAttrs, requested);
-        const res = await this.step(publish, internalVertex(buildId, `[internal] load build definition from ${req.frontendAttrs['filename'] ?? 'Dockerfile'}`), async () => {
-          const client = await this.opts.frontend();
-          return client.solve({ buildId, sessionId: req.sessionId, frontend: req.frontend, attrs }, { signal });
+        closeGateway = this.gateways.open(buildId, {
+          sessionId: req.sessionId,
+          solve: (definition, sig) => this.gatewaySolve({ buildId, sessionId: req.sessionId, publish, granted, requested, noCache: req.frontendAttrs['no-cache'], session, claimed }, definition, sig),
         });
+        const res = await this.step(publish, internalVertex(buildId, `[internal] load build definition from ${req.frontendAttrs['filename'] ?? 'Dockerfile'}`), () =>
+          solveWithFrontend(this.opts.frontend, { buildId, sessionId: req.sessionId, frontend: req.frontend, attrs }, signal),
+        );
         targets = res.platformResults.length > 0 ? res.platformResults : [{ platform: '', definition: res.definition, imageConfig: res.imageConfig }];
         sourceDateEpoch = res.metadata[SOURCE_DATE_EPOCH_METADATA] || undefined;
         for (const w of res.warnings) await publish({ case: 'warning', value: w });
@@ -187,6 +202,7 @@ export class Solver {
       log.info({ err: e.message, code: e.code }, 'build failed');
       throw e;
     } finally {
+      closeGateway?.();
       for (const id of claimed) this.claim(id, claimed, -1);
       this.active.delete(buildId);
       await session.close();
@@ -257,6 +273,27 @@ export class Solver {
       response[`cache.${i}.digest`] = res.digest;
     }
     return response;
+  }
+
+  /**
+   * A definition a frontend solves through the gateway while its build runs:
+   * checked against the build's entitlements, placed like a build (filters,
+   * platforms, load) and run in the build's scheduler session, so its steps
+   * show in the build's progress and the final definition reuses them.
+   */
+  private async gatewaySolve(g: GatewaySolveContext, definition: llb.Definition, signal: AbortSignal): Promise<{ workerId: string; ref: string }> {
+    const def = parseDefinition(definition);
+    checkDefinitionEntitlements([def], g.granted);
+    if (!def.result) return { workerId: '', ref: '' };
+    const filters = [...g.requested, ...parseWorkerFilters(constraintFilters([def]), 'constraints')];
+    const worker = pickWorker(await this.opts.workers.list(), [def], { filters, load: (id) => this.load.get(id) ?? 0 });
+    this.claim(worker.id, g.claimed, +1);
+    this.relay.allow(g.buildId, worker.id);
+    const build: BuildContext = { publish: g.publish, buildId: g.buildId, sessionId: g.sessionId, noCache: g.noCache, entitlements: [...g.granted], imports: undefined, built: new Map() };
+    const graph = toGraph(def, g.sessionId, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig), worker.id);
+    void signal; // the build's own signal cancels its steps
+    const out = await g.session.resolve(graph.get(def.result.digest)!);
+    return { workerId: out.workerId, ref: out.refs[def.result.index] ?? '' };
   }
 
   /** Counts a build on (`+1`) or off (`-1`) a worker; `claimed` is the build's own set, so each is counted off once. */
@@ -639,6 +676,18 @@ interface BuildTarget {
   platform: string;
   definition?: llb.Definition;
   imageConfig: Uint8Array;
+}
+
+/** What a gateway solve of build `buildId` shares with it. */
+interface GatewaySolveContext {
+  buildId: string;
+  sessionId: string;
+  publish: BuildContext['publish'];
+  granted: ReadonlySet<string>;
+  requested: readonly WorkerFilter[];
+  noCache: string | undefined;
+  session: SchedulerSession<OpResult>;
+  claimed: Set<string>;
 }
 
 interface BuildContext {

@@ -69,6 +69,18 @@ export function createWorkerServiceImpl(w: Worker): ServiceImpl<typeof worker.Wo
       return { digest: await w.checksum(req.ref, req.selectors.map((s) => ({ path: s.path, wildcard: s.wildcard, followSymlink: s.followSymlink }))) };
     },
 
+    async readFile(req) {
+      return { data: await w.refFiles(req.ref).read(req.path, Number(req.offset), Number(req.length)) };
+    },
+
+    async statFile(req) {
+      return { stat: await w.refFiles(req.ref).stat(req.path) };
+    },
+
+    async readDir(req) {
+      return { entries: await w.refFiles(req.ref).list(req.path, req.includePattern) };
+    },
+
     async getLayers(req, ctx) {
       const layers = await w.getLayers(req.ref, {
         compression: parseCompression(req.compression),

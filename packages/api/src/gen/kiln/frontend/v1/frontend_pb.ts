@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/frontend/v1/frontend.proto.
  */
 export const file_kiln_frontend_v1_frontend: GenFile = /*@__PURE__*/
-  fileDesc("Ch9raWxuL2Zyb250ZW5kL3YxL2Zyb250ZW5kLnByb3RvEhBraWxuLmZyb250ZW5kLnYxIq4BCgxTb2x2ZVJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghmcm9udGVuZBgDIAEoCRI4CgVhdHRycxgEIAMoCzIpLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXF1ZXN0LkF0dHJzRW50cnkaLAoKQXR0cnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrECCg1Tb2x2ZVJlc3BvbnNlEisKCmRlZmluaXRpb24YASABKAsyFy5raWxuLmxsYi52MS5EZWZpbml0aW9uEhQKDGltYWdlX2NvbmZpZxgCIAEoDBI/CghtZXRhZGF0YRgDIAMoCzItLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXNwb25zZS5NZXRhZGF0YUVudHJ5Ei8KCHdhcm5pbmdzGAQgAygLMh0ua2lsbi5ldmVudHMudjEuVmVydGV4V2FybmluZxI6ChBwbGF0Zm9ybV9yZXN1bHRzGAUgAygLMiAua2lsbi5mcm9udGVuZC52MS5QbGF0Zm9ybVJlc3VsdBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiZQoOUGxhdGZvcm1SZXN1bHQSEAoIcGxhdGZvcm0YASABKAkSKwoKZGVmaW5pdGlvbhgCIAEoCzIXLmtpbG4ubGxiLnYxLkRlZmluaXRpb24SFAoMaW1hZ2VfY29uZmlnGAMgASgMMlsKD0Zyb250ZW5kU2VydmljZRJICgVTb2x2ZRIeLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXF1ZXN0Gh8ua2lsbi5mcm9udGVuZC52MS5Tb2x2ZVJlc3BvbnNlYgZwcm90bzM", [file_kiln_events_v1_events, file_kiln_llb_v1_llb]);
+  fileDesc("Ch9raWxuL2Zyb250ZW5kL3YxL2Zyb250ZW5kLnByb3RvEhBraWxuLmZyb250ZW5kLnYxIq4BCgxTb2x2ZVJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghmcm9udGVuZBgDIAEoCRI4CgVhdHRycxgEIAMoCzIpLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXF1ZXN0LkF0dHJzRW50cnkaLAoKQXR0cnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIt0CCg1Tb2x2ZVJlc3BvbnNlEisKCmRlZmluaXRpb24YASABKAsyFy5raWxuLmxsYi52MS5EZWZpbml0aW9uEhQKDGltYWdlX2NvbmZpZxgCIAEoDBI/CghtZXRhZGF0YRgDIAMoCzItLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXNwb25zZS5NZXRhZGF0YUVudHJ5Ei8KCHdhcm5pbmdzGAQgAygLMh0ua2lsbi5ldmVudHMudjEuVmVydGV4V2FybmluZxI6ChBwbGF0Zm9ybV9yZXN1bHRzGAUgAygLMiAua2lsbi5mcm9udGVuZC52MS5QbGF0Zm9ybVJlc3VsdBIqCgdmb3J3YXJkGAYgASgLMhkua2lsbi5mcm9udGVuZC52MS5Gb3J3YXJkGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI7CgdGb3J3YXJkEhAKCGZyb250ZW5kGAEgASgJEhAKCGZpbGVuYW1lGAIgASgJEgwKBGxpbmUYAyABKAUiZQoOUGxhdGZvcm1SZXN1bHQSEAoIcGxhdGZvcm0YASABKAkSKwoKZGVmaW5pdGlvbhgCIAEoCzIXLmtpbG4ubGxiLnYxLkRlZmluaXRpb24SFAoMaW1hZ2VfY29uZmlnGAMgASgMMlsKD0Zyb250ZW5kU2VydmljZRJICgVTb2x2ZRIeLmtpbG4uZnJvbnRlbmQudjEuU29sdmVSZXF1ZXN0Gh8ua2lsbi5mcm9udGVuZC52MS5Tb2x2ZVJlc3BvbnNlYgZwcm90bzM", [file_kiln_events_v1_events, file_kiln_llb_v1_llb]);
 
 /**
  * @generated from message kiln.frontend.v1.SolveRequest
@@ -92,6 +92,15 @@ export type SolveResponse = Message<"kiln.frontend.v1.SolveResponse"> & {
    * @generated from field: repeated kiln.frontend.v1.PlatformResult platform_results = 5;
    */
   platformResults: PlatformResult[];
+
+  /**
+   * Set when the build description asks for another frontend (a
+   * `# syntax=NAME` line naming one this frontend is not): nothing else is
+   * set, and the solver sends the same request to a frontend serving NAME.
+   *
+   * @generated from field: kiln.frontend.v1.Forward forward = 6;
+   */
+  forward?: Forward | undefined;
 };
 
 /**
@@ -100,6 +109,39 @@ export type SolveResponse = Message<"kiln.frontend.v1.SolveResponse"> & {
  */
 export const SolveResponseSchema: GenMessage<SolveResponse> = /*@__PURE__*/
   messageDesc(file_kiln_frontend_v1_frontend, 1);
+
+/**
+ * Where a build description hands its build to another frontend.
+ *
+ * @generated from message kiln.frontend.v1.Forward
+ */
+export type Forward = Message<"kiln.frontend.v1.Forward"> & {
+  /**
+   * The frontend name asked for (the `# syntax=` value).
+   *
+   * @generated from field: string frontend = 1;
+   */
+  frontend: string;
+
+  /**
+   * The file and 1-based line of the request, for errors.
+   *
+   * @generated from field: string filename = 2;
+   */
+  filename: string;
+
+  /**
+   * @generated from field: int32 line = 3;
+   */
+  line: number;
+};
+
+/**
+ * Describes the message kiln.frontend.v1.Forward.
+ * Use `create(ForwardSchema)` to create a new message.
+ */
+export const ForwardSchema: GenMessage<Forward> = /*@__PURE__*/
+  messageDesc(file_kiln_frontend_v1_frontend, 2);
 
 /**
  * The build of one target platform.
@@ -130,7 +172,7 @@ export type PlatformResult = Message<"kiln.frontend.v1.PlatformResult"> & {
  * Use `create(PlatformResultSchema)` to create a new message.
  */
 export const PlatformResultSchema: GenMessage<PlatformResult> = /*@__PURE__*/
-  messageDesc(file_kiln_frontend_v1_frontend, 2);
+  messageDesc(file_kiln_frontend_v1_frontend, 3);
 
 /**
  * @generated from service kiln.frontend.v1.FrontendService

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/worker/v1/worker.proto.
  */
 export const file_kiln_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChtraWxuL3dvcmtlci92MS93b3JrZXIucHJvdG8SDmtpbG4ud29ya2VyLnYxIhEKD0Rlc2NyaWJlUmVxdWVzdCLGAQoQRGVzY3JpYmVSZXNwb25zZRIKCgJpZBgBIAEoCRIoCglwbGF0Zm9ybXMYAiADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRI8CgZsYWJlbHMYAyADKAsyLC5raWxuLndvcmtlci52MS5EZXNjcmliZVJlc3BvbnNlLkxhYmVsc0VudHJ5Eg8KB2JhY2tlbmQYBCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKmAQoKUnVuUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhUKDXZlcnRleF9kaWdlc3QYAyABKAkSCgoCb3AYBCABKAwSEgoKaW5wdXRfcmVmcxgFIAMoCRITCgtkZXNjcmlwdGlvbhgGIAEoCRIUCgxlbnRpdGxlbWVudHMYByADKAkSEAoIbm9fY2FjaGUYCCABKAgiOwoLUnVuUmVzcG9uc2USEwoLb3V0cHV0X3JlZnMYASADKAkSFwoPY29udGVudF9kaWdlc3RzGAIgAygJIh8KEEV4cG9ydFJlZlJlcXVlc3QSCwoDcmVmGAEgASgJIiYKEUV4cG9ydFJlZlJlc3BvbnNlEhEKCXRhcl9jaHVuaxgBIAEoDCIeCg5SZWxlYXNlUmVxdWVzdBIMCgRyZWZzGAEgAygJIhEKD1JlbGVhc2VSZXNwb25zZSLIAQoQR2V0TGF5ZXJzUmVxdWVzdBILCgNyZWYYASABKAkSEwoLY29tcHJlc3Npb24YAiABKAkSGQoRY29tcHJlc3Npb25fbGV2ZWwYAyABKAUSGQoRZm9yY2VfY29tcHJlc3Npb24YBCABKAgSFwoPb2NpX21lZGlhX3R5cGVzGAUgASgIEh4KEXNvdXJjZV9kYXRlX2Vwb2NoGAYgASgDSACIAQESDQoFbGVhc2UYByABKAlCFAoSX3NvdXJjZV9kYXRlX2Vwb2NoInEKBUxheWVyEg4KBmRpZ2VzdBgBIAEoCRIMCgRzaXplGAIgASgDEhIKCm1lZGlhX3R5cGUYAyABKAkSDwoHZGlmZl9pZBgEIAEoCRIRCglmcm9tX2Jhc2UYBSABKAgSEgoKY3JlYXRlZF9ieRgGIAEoCSI6ChFHZXRMYXllcnNSZXNwb25zZRIlCgZsYXllcnMYASADKAsyFS5raWxuLndvcmtlci52MS5MYXllciI/Cg1SZXRhaW5SZXF1ZXN0EgwKBHJlZnMYASADKAkSDQoFb3duZXIYAiABKAkSEQoJZXBoZW1lcmFsGAMgASgIIiEKDlJldGFpblJlc3BvbnNlEg8KB21pc3NpbmcYASADKAkiKgoLRHJvcFJlcXVlc3QSDAoEcmVmcxgBIAMoCRINCgVvd25lchgCIAEoCSIOCgxEcm9wUmVzcG9uc2UiHwoPUmVmVXNhZ2VSZXF1ZXN0EgwKBHJlZnMYASADKAkiRAoIUmVmVXNhZ2USCwoDcmVmGAEgASgJEg0KBWZvdW5kGAIgASgIEgwKBHNpemUYAyABKAMSDgoGb3duZXJzGAQgAygJIjsKEFJlZlVzYWdlUmVzcG9uc2USJwoFdXNhZ2UYASADKAsyGC5raWxuLndvcmtlci52MS5SZWZVc2FnZSJOChNJbXBvcnRMYXllcnNSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEiUKBmxheWVycxgCIAMoCzIVLmtpbG4ud29ya2VyLnYxLkxheWVyIiMKFEltcG9ydExheWVyc1Jlc3BvbnNlEgsKA3JlZhgBIAEoCSJGCgxQYXRoU2VsZWN0b3ISDAoEcGF0aBgBIAEoCRIQCgh3aWxkY2FyZBgCIAEoCBIWCg5mb2xsb3dfc3ltbGluaxgDIAEoCCJPCg9DaGVja3N1bVJlcXVlc3QSCwoDcmVmGAEgASgJEi8KCXNlbGVjdG9ycxgCIAMoCzIcLmtpbG4ud29ya2VyLnYxLlBhdGhTZWxlY3RvciIiChBDaGVja3N1bVJlc3BvbnNlEg4KBmRpZ2VzdBgBIAEoCTKVBgoNV29ya2VyU2VydmljZRJNCghEZXNjcmliZRIfLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVzcG9uc2USPgoDUnVuEhoua2lsbi53b3JrZXIudjEuUnVuUmVxdWVzdBobLmtpbG4ud29ya2VyLnYxLlJ1blJlc3BvbnNlElIKCUV4cG9ydFJlZhIgLmtpbG4ud29ya2VyLnYxLkV4cG9ydFJlZlJlcXVlc3QaIS5raWxuLndvcmtlci52MS5FeHBvcnRSZWZSZXNwb25zZTABEkoKB1JlbGVhc2USHi5raWxuLndvcmtlci52MS5SZWxlYXNlUmVxdWVzdBofLmtpbG4ud29ya2VyLnYxLlJlbGVhc2VSZXNwb25zZRJQCglHZXRMYXllcnMSIC5raWxuLndvcmtlci52MS5HZXRMYXllcnNSZXF1ZXN0GiEua2lsbi53b3JrZXIudjEuR2V0TGF5ZXJzUmVzcG9uc2USRwoGUmV0YWluEh0ua2lsbi53b3JrZXIudjEuUmV0YWluUmVxdWVzdBoeLmtpbG4ud29ya2VyLnYxLlJldGFpblJlc3BvbnNlEkEKBERyb3ASGy5raWxuLndvcmtlci52MS5Ecm9wUmVxdWVzdBocLmtpbG4ud29ya2VyLnYxLkRyb3BSZXNwb25zZRJNCghSZWZVc2FnZRIfLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVzcG9uc2USWQoMSW1wb3J0TGF5ZXJzEiMua2lsbi53b3JrZXIudjEuSW1wb3J0TGF5ZXJzUmVxdWVzdBokLmtpbG4ud29ya2VyLnYxLkltcG9ydExheWVyc1Jlc3BvbnNlEk0KCENoZWNrc3VtEh8ua2lsbi53b3JrZXIudjEuQ2hlY2tzdW1SZXF1ZXN0GiAua2lsbi53b3JrZXIudjEuQ2hlY2tzdW1SZXNwb25zZWIGcHJvdG8z", [file_kiln_llb_v1_llb]);
+  fileDesc("ChtraWxuL3dvcmtlci92MS93b3JrZXIucHJvdG8SDmtpbG4ud29ya2VyLnYxIhEKD0Rlc2NyaWJlUmVxdWVzdCLGAQoQRGVzY3JpYmVSZXNwb25zZRIKCgJpZBgBIAEoCRIoCglwbGF0Zm9ybXMYAiADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRI8CgZsYWJlbHMYAyADKAsyLC5raWxuLndvcmtlci52MS5EZXNjcmliZVJlc3BvbnNlLkxhYmVsc0VudHJ5Eg8KB2JhY2tlbmQYBCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKmAQoKUnVuUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhUKDXZlcnRleF9kaWdlc3QYAyABKAkSCgoCb3AYBCABKAwSEgoKaW5wdXRfcmVmcxgFIAMoCRITCgtkZXNjcmlwdGlvbhgGIAEoCRIUCgxlbnRpdGxlbWVudHMYByADKAkSEAoIbm9fY2FjaGUYCCABKAgiOwoLUnVuUmVzcG9uc2USEwoLb3V0cHV0X3JlZnMYASADKAkSFwoPY29udGVudF9kaWdlc3RzGAIgAygJIh8KEEV4cG9ydFJlZlJlcXVlc3QSCwoDcmVmGAEgASgJIiYKEUV4cG9ydFJlZlJlc3BvbnNlEhEKCXRhcl9jaHVuaxgBIAEoDCIeCg5SZWxlYXNlUmVxdWVzdBIMCgRyZWZzGAEgAygJIhEKD1JlbGVhc2VSZXNwb25zZSLIAQoQR2V0TGF5ZXJzUmVxdWVzdBILCgNyZWYYASABKAkSEwoLY29tcHJlc3Npb24YAiABKAkSGQoRY29tcHJlc3Npb25fbGV2ZWwYAyABKAUSGQoRZm9yY2VfY29tcHJlc3Npb24YBCABKAgSFwoPb2NpX21lZGlhX3R5cGVzGAUgASgIEh4KEXNvdXJjZV9kYXRlX2Vwb2NoGAYgASgDSACIAQESDQoFbGVhc2UYByABKAlCFAoSX3NvdXJjZV9kYXRlX2Vwb2NoInEKBUxheWVyEg4KBmRpZ2VzdBgBIAEoCRIMCgRzaXplGAIgASgDEhIKCm1lZGlhX3R5cGUYAyABKAkSDwoHZGlmZl9pZBgEIAEoCRIRCglmcm9tX2Jhc2UYBSABKAgSEgoKY3JlYXRlZF9ieRgGIAEoCSI6ChFHZXRMYXllcnNSZXNwb25zZRIlCgZsYXllcnMYASADKAsyFS5raWxuLndvcmtlci52MS5MYXllciI/Cg1SZXRhaW5SZXF1ZXN0EgwKBHJlZnMYASADKAkSDQoFb3duZXIYAiABKAkSEQoJZXBoZW1lcmFsGAMgASgIIiEKDlJldGFpblJlc3BvbnNlEg8KB21pc3NpbmcYASADKAkiKgoLRHJvcFJlcXVlc3QSDAoEcmVmcxgBIAMoCRINCgVvd25lchgCIAEoCSIOCgxEcm9wUmVzcG9uc2UiHwoPUmVmVXNhZ2VSZXF1ZXN0EgwKBHJlZnMYASADKAkiRAoIUmVmVXNhZ2USCwoDcmVmGAEgASgJEg0KBWZvdW5kGAIgASgIEgwKBHNpemUYAyABKAMSDgoGb3duZXJzGAQgAygJIjsKEFJlZlVzYWdlUmVzcG9uc2USJwoFdXNhZ2UYASADKAsyGC5raWxuLndvcmtlci52MS5SZWZVc2FnZSJOChNJbXBvcnRMYXllcnNSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEiUKBmxheWVycxgCIAMoCzIVLmtpbG4ud29ya2VyLnYxLkxheWVyIiMKFEltcG9ydExheWVyc1Jlc3BvbnNlEgsKA3JlZhgBIAEoCSJGCgxQYXRoU2VsZWN0b3ISDAoEcGF0aBgBIAEoCRIQCgh3aWxkY2FyZBgCIAEoCBIWCg5mb2xsb3dfc3ltbGluaxgDIAEoCCJPCg9DaGVja3N1bVJlcXVlc3QSCwoDcmVmGAEgASgJEi8KCXNlbGVjdG9ycxgCIAMoCzIcLmtpbG4ud29ya2VyLnYxLlBhdGhTZWxlY3RvciIiChBDaGVja3N1bVJlc3BvbnNlEg4KBmRpZ2VzdBgBIAEoCSJ8CghGaWxlU3RhdBIMCgRwYXRoGAEgASgJEgwKBG1vZGUYAiABKA0SDAoEc2l6ZRgDIAEoAxIaChJtb2RfdGltZV91bml4X25hbm8YBCABKAMSCwoDdWlkGAUgASgNEgsKA2dpZBgGIAEoDRIQCghsaW5rbmFtZRgHIAEoCSJMCg9SZWFkRmlsZVJlcXVlc3QSCwoDcmVmGAEgASgJEgwKBHBhdGgYAiABKAkSDgoGb2Zmc2V0GAMgASgDEg4KBmxlbmd0aBgEIAEoAyIgChBSZWFkRmlsZVJlc3BvbnNlEgwKBGRhdGEYASABKAwiLAoPU3RhdEZpbGVSZXF1ZXN0EgsKA3JlZhgBIAEoCRIMCgRwYXRoGAIgASgJIjoKEFN0YXRGaWxlUmVzcG9uc2USJgoEc3RhdBgBIAEoCzIYLmtpbG4ud29ya2VyLnYxLkZpbGVTdGF0IkQKDlJlYWREaXJSZXF1ZXN0EgsKA3JlZhgBIAEoCRIMCgRwYXRoGAIgASgJEhcKD2luY2x1ZGVfcGF0dGVybhgDIAEoCSI8Cg9SZWFkRGlyUmVzcG9uc2USKQoHZW50cmllcxgBIAMoCzIYLmtpbG4ud29ya2VyLnYxLkZpbGVTdGF0Mv8HCg1Xb3JrZXJTZXJ2aWNlEk0KCERlc2NyaWJlEh8ua2lsbi53b3JrZXIudjEuRGVzY3JpYmVSZXF1ZXN0GiAua2lsbi53b3JrZXIudjEuRGVzY3JpYmVSZXNwb25zZRI+CgNSdW4SGi5raWxuLndvcmtlci52MS5SdW5SZXF1ZXN0Ghsua2lsbi53b3JrZXIudjEuUnVuUmVzcG9uc2USUgoJRXhwb3J0UmVmEiAua2lsbi53b3JrZXIudjEuRXhwb3J0UmVmUmVxdWVzdBohLmtpbG4ud29ya2VyLnYxLkV4cG9ydFJlZlJlc3BvbnNlMAESSgoHUmVsZWFzZRIeLmtpbG4ud29ya2VyLnYxLlJlbGVhc2VSZXF1ZXN0Gh8ua2lsbi53b3JrZXIudjEuUmVsZWFzZVJlc3BvbnNlElAKCUdldExheWVycxIgLmtpbG4ud29ya2VyLnYxLkdldExheWVyc1JlcXVlc3QaIS5raWxuLndvcmtlci52MS5HZXRMYXllcnNSZXNwb25zZRJHCgZSZXRhaW4SHS5raWxuLndvcmtlci52MS5SZXRhaW5SZXF1ZXN0Gh4ua2lsbi53b3JrZXIudjEuUmV0YWluUmVzcG9uc2USQQoERHJvcBIbLmtpbG4ud29ya2VyLnYxLkRyb3BSZXF1ZXN0Ghwua2lsbi53b3JrZXIudjEuRHJvcFJlc3BvbnNlEk0KCFJlZlVzYWdlEh8ua2lsbi53b3JrZXIudjEuUmVmVXNhZ2VSZXF1ZXN0GiAua2lsbi53b3JrZXIudjEuUmVmVXNhZ2VSZXNwb25zZRJZCgxJbXBvcnRMYXllcnMSIy5raWxuLndvcmtlci52MS5JbXBvcnRMYXllcnNSZXF1ZXN0GiQua2lsbi53b3JrZXIudjEuSW1wb3J0TGF5ZXJzUmVzcG9uc2USTQoIQ2hlY2tzdW0SHy5raWxuLndvcmtlci52MS5DaGVja3N1bVJlcXVlc3QaIC5raWxuLndvcmtlci52MS5DaGVja3N1bVJlc3BvbnNlEk0KCFJlYWRGaWxlEh8ua2lsbi53b3JrZXIudjEuUmVhZEZpbGVSZXF1ZXN0GiAua2lsbi53b3JrZXIudjEuUmVhZEZpbGVSZXNwb25zZRJNCghTdGF0RmlsZRIfLmtpbG4ud29ya2VyLnYxLlN0YXRGaWxlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLlN0YXRGaWxlUmVzcG9uc2USSgoHUmVhZERpchIeLmtpbG4ud29ya2VyLnYxLlJlYWREaXJSZXF1ZXN0Gh8ua2lsbi53b3JrZXIudjEuUmVhZERpclJlc3BvbnNlYgZwcm90bzM", [file_kiln_llb_v1_llb]);
 
 /**
  * @generated from message kiln.worker.v1.DescribeRequest
@@ -622,6 +622,197 @@ export const ChecksumResponseSchema: GenMessage<ChecksumResponse> = /*@__PURE__*
   messageDesc(file_kiln_worker_v1_worker, 22);
 
 /**
+ * One file of a ref as the gateway describes it (BuildKit's fsutil Stat).
+ *
+ * @generated from message kiln.worker.v1.FileStat
+ */
+export type FileStat = Message<"kiln.worker.v1.FileStat"> & {
+  /**
+   * The path relative to the directory asked for (ReadDir) or as asked (StatFile).
+   *
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * Unix st_mode: file type bits and permissions.
+   *
+   * @generated from field: uint32 mode = 2;
+   */
+  mode: number;
+
+  /**
+   * @generated from field: int64 size = 3;
+   */
+  size: bigint;
+
+  /**
+   * @generated from field: int64 mod_time_unix_nano = 4;
+   */
+  modTimeUnixNano: bigint;
+
+  /**
+   * @generated from field: uint32 uid = 5;
+   */
+  uid: number;
+
+  /**
+   * @generated from field: uint32 gid = 6;
+   */
+  gid: number;
+
+  /**
+   * The target of a symlink.
+   *
+   * @generated from field: string linkname = 7;
+   */
+  linkname: string;
+};
+
+/**
+ * Describes the message kiln.worker.v1.FileStat.
+ * Use `create(FileStatSchema)` to create a new message.
+ */
+export const FileStatSchema: GenMessage<FileStat> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 23);
+
+/**
+ * @generated from message kiln.worker.v1.ReadFileRequest
+ */
+export type ReadFileRequest = Message<"kiln.worker.v1.ReadFileRequest"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * @generated from field: int64 offset = 3;
+   */
+  offset: bigint;
+
+  /**
+   * Most bytes to return; 0 means the rest of the file (capped at 16 MiB).
+   *
+   * @generated from field: int64 length = 4;
+   */
+  length: bigint;
+};
+
+/**
+ * Describes the message kiln.worker.v1.ReadFileRequest.
+ * Use `create(ReadFileRequestSchema)` to create a new message.
+ */
+export const ReadFileRequestSchema: GenMessage<ReadFileRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 24);
+
+/**
+ * @generated from message kiln.worker.v1.ReadFileResponse
+ */
+export type ReadFileResponse = Message<"kiln.worker.v1.ReadFileResponse"> & {
+  /**
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message kiln.worker.v1.ReadFileResponse.
+ * Use `create(ReadFileResponseSchema)` to create a new message.
+ */
+export const ReadFileResponseSchema: GenMessage<ReadFileResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 25);
+
+/**
+ * @generated from message kiln.worker.v1.StatFileRequest
+ */
+export type StatFileRequest = Message<"kiln.worker.v1.StatFileRequest"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message kiln.worker.v1.StatFileRequest.
+ * Use `create(StatFileRequestSchema)` to create a new message.
+ */
+export const StatFileRequestSchema: GenMessage<StatFileRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 26);
+
+/**
+ * @generated from message kiln.worker.v1.StatFileResponse
+ */
+export type StatFileResponse = Message<"kiln.worker.v1.StatFileResponse"> & {
+  /**
+   * @generated from field: kiln.worker.v1.FileStat stat = 1;
+   */
+  stat?: FileStat | undefined;
+};
+
+/**
+ * Describes the message kiln.worker.v1.StatFileResponse.
+ * Use `create(StatFileResponseSchema)` to create a new message.
+ */
+export const StatFileResponseSchema: GenMessage<StatFileResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 27);
+
+/**
+ * @generated from message kiln.worker.v1.ReadDirRequest
+ */
+export type ReadDirRequest = Message<"kiln.worker.v1.ReadDirRequest"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * A Docker path pattern (`*.txt`) matched against each entry's name; empty lists all.
+   *
+   * @generated from field: string include_pattern = 3;
+   */
+  includePattern: string;
+};
+
+/**
+ * Describes the message kiln.worker.v1.ReadDirRequest.
+ * Use `create(ReadDirRequestSchema)` to create a new message.
+ */
+export const ReadDirRequestSchema: GenMessage<ReadDirRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 28);
+
+/**
+ * @generated from message kiln.worker.v1.ReadDirResponse
+ */
+export type ReadDirResponse = Message<"kiln.worker.v1.ReadDirResponse"> & {
+  /**
+   * @generated from field: repeated kiln.worker.v1.FileStat entries = 1;
+   */
+  entries: FileStat[];
+};
+
+/**
+ * Describes the message kiln.worker.v1.ReadDirResponse.
+ * Use `create(ReadDirResponseSchema)` to create a new message.
+ */
+export const ReadDirResponseSchema: GenMessage<ReadDirResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 29);
+
+/**
  * @generated from service kiln.worker.v1.WorkerService
  */
 export const WorkerService: GenService<{
@@ -738,6 +929,38 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof ChecksumRequestSchema;
     output: typeof ChecksumResponseSchema;
+  },
+  /**
+   * ReadFile reads a byte range of a regular file of a ref (symlinks followed
+   * inside the ref's root, never out of it): what a frontend reads of a result
+   * it solved through the gateway.
+   *
+   * @generated from rpc kiln.worker.v1.WorkerService.ReadFile
+   */
+  readFile: {
+    methodKind: "unary";
+    input: typeof ReadFileRequestSchema;
+    output: typeof ReadFileResponseSchema;
+  },
+  /**
+   * StatFile describes one path of a ref (a final symlink is described, not followed).
+   *
+   * @generated from rpc kiln.worker.v1.WorkerService.StatFile
+   */
+  statFile: {
+    methodKind: "unary";
+    input: typeof StatFileRequestSchema;
+    output: typeof StatFileResponseSchema;
+  },
+  /**
+   * ReadDir lists one directory of a ref, optionally only the names matching a pattern.
+   *
+   * @generated from rpc kiln.worker.v1.WorkerService.ReadDir
+   */
+  readDir: {
+    methodKind: "unary";
+    input: typeof ReadDirRequestSchema;
+    output: typeof ReadDirResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kiln_worker_v1_worker, 0);
