@@ -73,7 +73,7 @@ describe('RUN in a runc container [topology=all-in-one, worker=oci]', () => {
     }
   });
 
-  (hasSshAgent() ? it : it.skip)('forwards --ssh default to RUN --mount=type=ssh; a required agent that is missing fails clearly (needs openssh-client)', async () => {
+  (hasSshAgent() ? it : it.skip)('forwards --ssh default (an agent socket, or a key file served by the CLI) to RUN --mount=type=ssh; a required agent that is missing fails clearly (needs openssh-client)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kiln-run-ssh-'));
     const agent = await startSshAgent(join(dir, 'agent'));
     try {
@@ -98,6 +98,14 @@ describe('RUN in a runc container [topology=all-in-one, worker=oci]', () => {
       expect(readFileSync(join(out, 'keys'), 'utf8')).toBe(`${agent.fingerprint}\n`);
       expect(readFileSync(join(out, 'sock'), 'utf8')).toBe('/run/buildkit/ssh_agent.0\n');
       expect(() => statSync(join(out, 'run'))).toThrow();
+
+      // The same key as a file (buildx's --ssh ID=KEYFILE): the CLI's own agent serves it
+      // (the step changed, so it runs again instead of coming from the cache).
+      rmSync(out, { recursive: true, force: true });
+      writeFileSync(join(dir, 'Dockerfile'), readFileSync(join(dir, 'Dockerfile'), 'utf8').replace('> /keys', '> /keys # from a key file'));
+      const fromFile = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--ssh', `default=${join(dir, 'agent', 'key')}`, '-o', `type=local,dest=${out}`, dir]);
+      expect(fromFile.code, `${fromFile.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+      expect(readFileSync(join(out, 'keys'), 'utf8')).toBe(`${agent.fingerprint}\n`);
 
       writeFileSync(join(dir, 'Dockerfile'), 'FROM scratch\nCOPY --chmod=0755 busybox /bin/busybox\nRUN --mount=type=ssh,id=deploy,required=true ["/bin/busybox", "true"]\n');
       const missing = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', dir]);

@@ -1,9 +1,11 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { control } from '@kiln/api';
-import { statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { dockerConfigCredentials } from '@kiln/registry';
 import { UsageError } from '../flags/usage-error.js';
 import type { SessionCredentialStore, SessionDir, SessionOutput, SessionSecret, SessionSshAgent } from '../session/session-client.js';
+import { createSshKeyAgent } from '../session/ssh-key-agent.js';
+import { parseSshPrivateKey, SshKeyParseError } from '../session/ssh-private-key.js';
 import type { BuildOptions, NamedContext } from './build-options.js';
 
 export type SolveRequestInit = MessageInitShape<typeof control.SolveRequestSchema>;
@@ -79,22 +81,53 @@ export function sessionSecrets(opts: BuildOptions, env: Readonly<Record<string, 
 }
 
 /**
- * `--ssh` as the session serves it: the agent socket of each id. Key files
- * (which buildx loads into an agent of its own) are refused with a usage error.
+ * `--ssh` as the session serves it: per id either one agent socket, or key
+ * files (buildx's form) loaded here and served by an in-process agent
+ * (`ssh-key-agent.ts`). A key that cannot be read or parsed (encrypted,
+ * unknown type) is a usage error naming the flag and the file.
  */
 export function sessionSshAgents(opts: BuildOptions): SessionSshAgent[] {
   return opts.ssh.map((spec) => {
-    const socket = spec.paths.find((p) => {
+    const value = `${spec.id}=${spec.paths.join(',')}`;
+    const fail = (why: string) => new UsageError(`invalid argument "${value}" for "--ssh" flag: ${why}`, '--ssh');
+    const sockets = spec.paths.filter((p) => {
       try {
         return statSync(p).isSocket();
       } catch {
         return false;
       }
     });
-    if (!socket) throw new UsageError(`invalid argument "${spec.id}=${spec.paths.join(',')}" for "--ssh" flag: only agent sockets are supported, not key files`, '--ssh');
-    return { id: spec.id, socket };
+    if (sockets.length > 0) {
+      if (sockets.length !== spec.paths.length) throw fail('agent sockets and key files cannot be mixed in one id');
+      if (sockets.length > 1) throw fail('only one agent socket per id is allowed');
+      return { id: spec.id, socket: sockets[0]! };
+    }
+    const keys = spec.paths.map((p) => {
+      let text: string;
+      try {
+        const fd = openSync(p, 'r');
+        try {
+          // Key files are small; a huge file is not a key (buildx reads at most 100 KiB too).
+          const buf = Buffer.alloc(MAX_KEY_FILE_BYTES);
+          text = buf.subarray(0, readSync(fd, buf, 0, buf.length, 0)).toString('utf8');
+        } finally {
+          closeSync(fd);
+        }
+      } catch (err) {
+        throw fail(`failed to read key file "${p}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+      try {
+        return parseSshPrivateKey(text);
+      } catch (err) {
+        if (err instanceof SshKeyParseError) throw fail(`failed to parse key file "${p}": ${err.message}`);
+        throw err;
+      }
+    });
+    return { id: spec.id, keyAgent: createSshKeyAgent(keys), source: spec.paths.join(',') };
   });
 }
+
+const MAX_KEY_FILE_BYTES = 100 * 1024;
 
 /** Registry credentials from this user's ~/.docker/config.json (auths and credential helpers). */
 export function sessionCredentials(): SessionCredentialStore {

@@ -1,7 +1,7 @@
 import { open, readFile, realpath, stat } from 'node:fs/promises';
-import { createConnection, type Socket } from 'node:net';
+import { createConnection } from 'node:net';
 import { join, relative, sep } from 'node:path';
-import type { Writable } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { Client } from '@connectrpc/connect';
 import { session as sessionApi } from '@kiln/api';
@@ -23,6 +23,7 @@ import { CHUNK_BYTES, followLinks, literalPattern, packSelected, selectFiles } f
 import { extractTar, writeFileOutput } from './extract.js';
 import { finishLocalWrite } from './local-write.js';
 import { dirSharedKey } from './shared-key.js';
+import type { SshKeyAgent } from './ssh-key-agent.js';
 
 type AttachRequestInit = MessageInitShape<typeof sessionApi.AttachRequestSchema>;
 type AttachResponse = sessionApi.AttachResponse;
@@ -62,13 +63,20 @@ export type SessionOutput =
 /** A secret the daemon may read (`--secret`): a file read when asked, or a value (from an env var). */
 export type SessionSecret = { id: string; kind: 'file'; path: string } | { id: string; kind: 'value'; value: Uint8Array };
 
-/** An SSH agent the daemon may connect to (`--ssh ID=SOCKET`). */
-export interface SessionSshAgent {
-  /** "default" or the id a `RUN --mount=type=ssh,id=` names. */
-  id: string;
-  /** The agent's unix socket. */
-  socket: string;
-}
+/**
+ * An SSH agent the daemon may connect to: an agent's unix socket
+ * (`--ssh ID=SOCKET`), or the CLI's in-process agent over key files
+ * (`--ssh ID=KEYFILE[,KEYFILE]`). `id` is "default" or the id a
+ * `RUN --mount=type=ssh,id=` names.
+ */
+export type SessionSshAgent =
+  | { id: string; socket: string }
+  | {
+      id: string;
+      keyAgent: SshKeyAgent;
+      /** The key files, for messages. */
+      source: string;
+    };
 
 /** Registry credentials for a host; undefined when there are none (anonymous). */
 export type SessionCredentialStore = (host: string, signal?: AbortSignal) => Promise<{ username: string; secret: string } | undefined>;
@@ -139,7 +147,7 @@ class SessionImpl implements Session {
   readonly #outputs = new Map<string, SessionOutput>();
   readonly #calls = new Map<number, AbortController>();
   readonly #writes = new Map<number, WriteCall>();
-  readonly #sshConns = new Map<number, Socket>();
+  readonly #sshConns = new Map<number, Duplex>();
   readonly #ready: Promise<void>;
   #resolveReady!: () => void;
   #rejectReady!: (err: Error) => void;
@@ -389,7 +397,8 @@ class SessionImpl implements Session {
     const id = call.id || 'default';
     const agent = this.#opts.sshAgents?.find((a) => a.id === id);
     if (!agent) throw new NotFoundError(`no SSH agent "${id}" was forwarded (pass --ssh ${id})`);
-    const conn = createConnection(agent.socket);
+    const conn = 'socket' in agent ? createConnection(agent.socket) : agent.keyAgent.connect();
+    const where = 'socket' in agent ? agent.socket : agent.source;
     this.#sshConns.set(call.callId, conn);
     let bytes = 0;
     try {
@@ -401,7 +410,7 @@ class SessionImpl implements Session {
           conn.pause();
           void this.#send({ msg: { case: 'data', value: { callId: call.callId, data } } }).finally(() => conn.resume());
         });
-        conn.once('error', (err) => reject(new KilnError('unavailable', `failed to reach SSH agent "${id}" at ${agent.socket}: ${err.message}`)));
+        conn.once('error', (err) => reject(new KilnError('unavailable', `failed to reach SSH agent "${id}" at ${where}: ${err.message}`)));
         conn.once('close', () => {
           signal.removeEventListener('abort', onAbort);
           resolve();
