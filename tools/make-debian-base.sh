@@ -25,10 +25,13 @@ if [ -f "$dest/index.json" ] && [ "$(cat "$dest.stamp" 2>/dev/null)" = "$stamp" 
   echo "make-debian-base: $dest is up to date ($suite: $packages)"
   exit 0
 fi
-for tool in debootstrap umoci; do
-  command -v "$tool" >/dev/null || { echo "make-debian-base: $tool is not installed (apt-get install $tool)" >&2; exit 1; }
-done
 [ "$(id -u)" = 0 ] || { echo "make-debian-base: debootstrap needs root" >&2; exit 1; }
+for tool in debootstrap umoci; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "make-debian-base: installing Debian's $tool"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$tool" >/dev/null
+  fi
+done
 
 debs=$(dirname "$dest")/debs
 mkdir -p "$debs" "$(dirname "$dest")"
