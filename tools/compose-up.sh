@@ -64,6 +64,7 @@ echo "compose-up: docker $(docker version --format '{{.Server.Version}}') at ${D
 
 load_start=$(date +%s)
 docker load -i out/image/kiln-docker.tar
+docker image prune -f > /dev/null # the previous kiln:dev, if any
 echo "compose-up: image loaded in $(( $(date +%s) - load_start )) s: $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}' "${KILN_IMAGE:-kiln:dev}")"
 
 # Certificates for mutual TLS between the tiers and the CLI, and NATS's.

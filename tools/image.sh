@@ -32,14 +32,18 @@ start=$(date +%s)
 bash tools/make-debian-base.sh "$out/base"
 node tools/stage-kiln.mjs "$out/context/kiln"
 
-# A daemon of this tree's build, with its own state under out/ (kept, so a
-# rebuild reuses the applied base and every cached step), stopped at the end.
+# A daemon of this tree's build on a fresh state root, stopped (and its root
+# removed) at the end. Fresh on purpose: after a daemon restart the worker
+# no longer knows which snapshot came from which base blob or step, so a
+# cached build would export one whole-tree layer instead of the base's blob
+# plus one layer per step (ARCHITECTURE, "Layers").
 daemon_root=$PWD/$out/daemon
 export KILN_ADDR=unix://$daemon_root/kiln.sock
+rm -rf "$daemon_root"
 mkdir -p "$daemon_root"
 bin/kilnd --root "$daemon_root" --addr "$KILN_ADDR" > "$daemon_root/kilnd.log" 2>&1 &
 daemon=$!
-trap 'kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true' EXIT
+trap 'kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; rm -rf "$daemon_root" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
   bin/kiln workers > /dev/null 2>&1 && break
   kill -0 "$daemon" 2>/dev/null || { tail -n 20 "$daemon_root/kilnd.log" >&2; echo "image: kilnd did not start" >&2; exit 1; }
@@ -56,15 +60,23 @@ bin/kiln build --progress=plain \
   "$out/context"
 end=$(date +%s)
 
+# Summary, and a check that the base's layer went in as Debian's blob, unchanged.
 manifest=$(node -e '
-  const fs = require("fs"), dir = process.argv[1];
-  const index = JSON.parse(fs.readFileSync(dir + "/index.json", "utf8"));
-  const blob = (d) => JSON.parse(fs.readFileSync(dir + "/blobs/" + d.digest.replace(":", "/"), "utf8"));
-  let m = blob(index.manifests[0]);
-  if (m.manifests) m = blob(m.manifests[0]);
-  const size = m.layers.reduce((n, l) => n + l.size, 0);
-  console.log(`${index.manifests[0].digest} layers=${m.layers.length} compressed=${(size / 1048576).toFixed(1)} MiB`);
-' "$out/kiln-oci")
+  const fs = require("fs");
+  const read = (dir, d) => JSON.parse(fs.readFileSync(dir + "/blobs/" + d.digest.replace(":", "/"), "utf8"));
+  const manifestOf = (dir) => {
+    const index = JSON.parse(fs.readFileSync(dir + "/index.json", "utf8"));
+    const m = read(dir, index.manifests[0]);
+    return { digest: index.manifests[0].digest, m: m.manifests ? read(dir, m.manifests[0]) : m };
+  };
+  const image = manifestOf(process.argv[1]), base = manifestOf(process.argv[2]);
+  if (image.m.layers[0].digest !== base.m.layers[0].digest) {
+    console.error(`image: the first layer ${image.m.layers[0].digest} is not the base blob ${base.m.layers[0].digest}`);
+    process.exit(1);
+  }
+  const size = image.m.layers.reduce((n, l) => n + l.size, 0);
+  console.log(`${image.digest} layers=${image.m.layers.length} (base blob + ${image.m.layers.length - 1}) compressed=${(size / 1048576).toFixed(1)} MiB`);
+' "$out/kiln-oci" "$out/base")
 echo
 echo "== image $tag: $manifest"
 echo "   $out/kiln-oci (OCI layout), $out/kiln-docker.tar ($(du -h "$out/kiln-docker.tar" | cut -f1))"
