@@ -48,6 +48,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     allowedEntitlements: opts.entitlements,
     maxParallelExecs: opts.maxParallelExecs,
     labels: opts.workerLabels,
+    containerdAddress: opts.containerdAddress,
     content: createKilnClient(content.ContentService, transport),
     publish: (subject, data) => bus.publish(subject, data),
     logger: logger.child({ tier: 'worker-oci' }),

@@ -41,6 +41,8 @@ export interface DaemonOptions {
   };
   /** The worker backend of the all-in-one daemon. */
   worker: 'oci' | 'containerd';
+  /** containerd's socket for the containerd worker (`--containerd-address`; default the worker's, /run/containerd/containerd.sock). */
+  containerdAddress?: string;
   /** Entitlements builds may ask for with `--allow` ("security.insecure", "network.host"); default none. */
   entitlements: ('security.insecure' | 'network.host')[];
   /** Exec ops a worker runs at once (default: --max-parallelism, not the core count: a sleeping or waiting step needs no CPU). */
@@ -91,6 +93,7 @@ interface ConfigFile {
   id?: string;
   'max-parallelism'?: number;
   worker?: string;
+  'containerd-address'?: string;
   /** `entitlements = ["network.host", "security.insecure"]`. */
   entitlements?: unknown;
   'max-parallel-execs'?: number;
@@ -107,7 +110,7 @@ interface ConfigFile {
   'insecure-tcp'?: boolean;
 }
 
-export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--nats-user NAME --nats-password-file FILE | --nats-token-file FILE | --nats-nkey-seed-file FILE | --nats-creds FILE] [--nats-tlscacert FILE] [--nats-tlscert FILE --nats-tlskey FILE] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--worker-label KEY=VALUE]... [--tlscacert FILE --tlscert FILE --tlskey FILE] [--insecure-tcp] [--group NAME|GID]';
+export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--nats-user NAME --nats-password-file FILE | --nats-token-file FILE | --nats-nkey-seed-file FILE | --nats-creds FILE] [--nats-tlscacert FILE] [--nats-tlscert FILE --nats-tlskey FILE] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--containerd-address PATH] [--worker-label KEY=VALUE]... [--tlscacert FILE --tlscert FILE --tlskey FILE] [--insecure-tcp] [--group NAME|GID]';
 
 /**
  * Compiles `kiln daemon` flags (over a TOML or YAML config file, flags win)
@@ -126,7 +129,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
       flags.set(name, m[2] ?? 'true');
       continue;
     }
-    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label', 'tlscacert', 'tlscert', 'tlskey', 'group', ...NATS_FLAGS].includes(name)) {
+    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'containerd-address', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label', 'tlscacert', 'tlscert', 'tlskey', 'group', ...NATS_FLAGS].includes(name)) {
       throw new InvalidArgumentError(`unknown flag --${name}; usage: ${DAEMON_USAGE}`, `--${name}`);
     }
     const value = m[2] ?? argv[++i];
@@ -175,6 +178,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     ...(natsConnect?.auth ? { natsAuth: natsConnect.auth } : {}),
     ...(natsConnect?.tls ? { natsTls: natsConnect.tls } : {}),
     worker,
+    ...(pick('containerd-address') ? { containerdAddress: pick('containerd-address')!.replace(/^unix:\/\//, '') } : {}),
     registry,
     gc,
     entitlements,

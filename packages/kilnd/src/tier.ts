@@ -114,6 +114,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         allowedEntitlements: opts.entitlements,
         maxParallelExecs: opts.maxParallelExecs,
         labels: opts.workerLabels,
+        containerdAddress: opts.containerdAddress,
         content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService, { tls })),
         publish: (subject: string, data: Uint8Array) => bus.publish(subject, data),
         logger: log,

@@ -9,3 +9,4 @@ export { findDockerd, findDockerCli, startDockerd, type StartDockerdOptions, typ
 export { busyboxLayer, pushBlob, pushBusyboxImage, type BusyboxLayer, type BusyboxLayerOptions, type PushBusyboxOptions, type PushedBusybox } from './busybox-image.js';
 export { makeClusterCerts, CLUSTER_ROLES, type CertFiles, type ClusterCerts } from './certs.js';
 export { startTopology, type KilnTopology, type TopologyName } from './topologies.js';
+export { findContainerd, startContainerd, type TestContainerd } from './containerd.js';

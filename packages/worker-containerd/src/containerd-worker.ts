@@ -1,13 +1,37 @@
+import path from 'node:path';
 import { createBackendWorker, type BackendWorkerOptions, type Worker } from '@kiln/worker';
+import { createContainerdClient } from './containerd/client.js';
 import { createContainerdExecutor } from './containerd/containerd-executor.js';
 
-export type ContainerdWorkerOptions = BackendWorkerOptions;
+/** containerd's socket where Debian's package (and Kubernetes nodes) run it. */
+export const DEFAULT_CONTAINERD_ADDRESS = '/run/containerd/containerd.sock';
+
+export interface ContainerdWorkerOptions extends BackendWorkerOptions {
+  /** containerd's gRPC socket. Default /run/containerd/containerd.sock. */
+  containerdAddress?: string;
+  /** containerd namespace of everything the worker makes. Default "kiln". */
+  containerdNamespace?: string;
+}
 
 /**
- * The containerd worker: the base worker over a directory snapshotter and
- * the containerd executor, which cannot run processes yet (exec ops fail
- * with UnimplementedError; source and file ops work).
+ * The containerd worker: the base worker over a directory snapshotter, running
+ * exec ops as containerd tasks (runc shim v2) in the `kiln` namespace of the
+ * node's containerd. FIFOs go under `<root>/containerd`; the containers and
+ * leases it makes carry `kiln.owner=<root>`, so a worker restarted on the
+ * same root reaps what the killed one left, and only that.
  */
 export function createContainerdWorker(options: ContainerdWorkerOptions): Worker {
-  return createBackendWorker(options, 'containerd', createContainerdExecutor(), 'containerd');
+  const { containerdAddress, containerdNamespace, ...rest } = options;
+  const client = createContainerdClient({ address: containerdAddress ?? DEFAULT_CONTAINERD_ADDRESS, namespace: containerdNamespace });
+  const executor = createContainerdExecutor({ client, stateDir: path.join(options.root, 'containerd'), owner: path.resolve(options.root), logger: options.logger });
+  const worker = createBackendWorker(rest, 'containerd', executor, 'containerd');
+  const close = worker.close.bind(worker);
+  worker.close = async () => {
+    try {
+      await close();
+    } finally {
+      client.close();
+    }
+  };
+  return worker;
 }

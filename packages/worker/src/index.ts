@@ -28,3 +28,6 @@ export { emulatedPlatforms, BINFMT_MISC_DIR } from './emulation.js';
 export { DEFAULT_PATH } from './ops/exec-op.js';
 export { createBackendWorker, type BackendSnapshotter, type BackendWorkerOptions } from './backend.js';
 export { openRetainedRefs, type RetainedRefs } from './retained-refs.js';
+export { DEFAULT_CAPABILITIES, ociSpec, privilegedCapabilities, serializeOciSpec, STANDARD_MOUNTS, type OciMount } from './exec/oci/oci-spec.js';
+export { DENIED_SYSCALLS, defaultSeccompProfile } from './exec/oci/seccomp.js';
+export { missingMountPoints, removeMountPointStubs } from './exec/oci/mount-stubs.js';

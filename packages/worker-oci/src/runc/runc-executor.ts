@@ -2,9 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { CanceledError, execLight, KilnError, runLight, SpawnError, silentLogger, type Logger } from '@kiln/common';
-import { removeEmptyInRoot, resolveInRoot } from '@kiln/snapshotter';
-import type { ExecIO, ExecResult, ExecSpec, Executor } from '@kiln/worker';
-import { ociSpec, serializeOciSpec, STANDARD_MOUNTS } from './oci-spec.js';
+import { missingMountPoints, ociSpec, removeMountPointStubs, serializeOciSpec, type ExecIO, type ExecResult, type ExecSpec, type Executor } from '@kiln/worker';
 
 export interface RuncExecutorOptions {
   /** Directory for runc's state (`runc --root`) and the per-run bundles; created if absent. */
@@ -64,7 +62,7 @@ export class RuncExecutor implements Executor {
     const logFile = path.join(bundle, 'runc-log.json');
     await mkdir(stateDir, { recursive: true });
     await mkdir(bundle, { recursive: true });
-    const stubs = spec.readonlyRootfs ? [] : await missingMountPoints(spec);
+    const stubs = await missingMountPoints(spec);
     try {
       await writeFile(path.join(bundle, 'config.json'), serializeOciSpec(ociSpec(spec)));
       const args = ['--root', stateDir, '--log', logFile, '--log-format', 'json', 'run', '--bundle', bundle, id];
@@ -79,22 +77,7 @@ export class RuncExecutor implements Executor {
       // `runc run` removes its container when it returns; only a run that went wrong leaves state behind.
       if (await exists(path.join(stateDir, id))) await this.exec(['--root', stateDir, 'delete', '--force', id]).catch(() => undefined);
       await rm(bundle, { recursive: true, force: true });
-      this.removeStubs(spec.rootfs, stubs);
-    }
-  }
-
-  /**
-   * Removes the stubs (deepest first) that are still empty files or empty
-   * directories, each walked from the rootfs without following a symlink:
-   * one the step moved away or replaced is left as the step made it.
-   */
-  private removeStubs(rootfs: string, stubs: readonly string[]): void {
-    for (const stub of [...stubs].reverse()) {
-      try {
-        removeEmptyInRoot(rootfs, stub);
-      } catch (err) {
-        this.logger.warn({ err, stub }, 'failed to remove a mount-point stub');
-      }
+      removeMountPointStubs(spec.rootfs, stubs, this.logger);
     }
   }
 
@@ -139,36 +122,6 @@ export class RuncExecutor implements Executor {
 /** Creates a RuncExecutor. */
 export function createRuncExecutor(opts: RuncExecutorOptions): RuncExecutor {
   return new RuncExecutor(opts);
-}
-
-/**
- * Every missing path component of each mount destination in the rootfs
- * (runc would create them), as paths inside the rootfs with the symlinks
- * the image has resolved, deepest last. Read before the step, while only
- * the worker writes the rootfs.
- */
-async function missingMountPoints(spec: ExecSpec): Promise<string[]> {
-  const dests = [...STANDARD_MOUNTS.map((m) => m.destination), ...spec.mounts.map((m) => m.dest)];
-  const out = new Set<string>();
-  for (const dest of dests) {
-    let prefix = '';
-    let missing = false;
-    for (const part of dest.split('/').filter(Boolean)) {
-      prefix += `/${part}`;
-      if (missing) {
-        // Below a missing component: its path inside the rootfs is plain (no symlinks yet).
-        out.add(prefix);
-        continue;
-      }
-      const p = await resolveInRoot(spec.rootfs, prefix, { followFinalSymlink: true });
-      if (!(await exists(p))) {
-        missing = true;
-        prefix = `/${path.relative(spec.rootfs, p)}`;
-        out.add(prefix);
-      }
-    }
-  }
-  return [...out].sort();
 }
 
 async function exists(p: string): Promise<boolean> {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError } from '@kiln/common';
-import type { ExecSpec } from '@kiln/worker';
+import type { ExecSpec } from '../../executor.js';
 import { defaultSeccompProfile } from './seccomp.js';
 
 /** Capabilities Docker and BuildKit grant a build step by default. */

@@ -1,0 +1,62 @@
+import { lstat } from 'node:fs/promises';
+import path from 'node:path';
+import { removeEmptyInRoot, resolveInRoot } from '@kiln/snapshotter';
+import type { Logger } from '@kiln/common';
+import type { ExecSpec } from '../../executor.js';
+import { STANDARD_MOUNTS } from './oci-spec.js';
+
+/**
+ * Every missing path component of each mount destination in the rootfs
+ * (the OCI runtime would create them), as paths inside the rootfs with the
+ * symlinks the image has resolved, deepest last. Read before the step,
+ * while only the worker writes the rootfs. Empty for a read-only rootfs.
+ */
+export async function missingMountPoints(spec: ExecSpec): Promise<string[]> {
+  if (spec.readonlyRootfs) return [];
+  const dests = [...STANDARD_MOUNTS.map((m) => m.destination), ...spec.mounts.map((m) => m.dest)];
+  const out = new Set<string>();
+  for (const dest of dests) {
+    let prefix = '';
+    let missing = false;
+    for (const part of dest.split('/').filter(Boolean)) {
+      prefix += `/${part}`;
+      if (missing) {
+        // Below a missing component: its path inside the rootfs is plain (no symlinks yet).
+        out.add(prefix);
+        continue;
+      }
+      const p = await resolveInRoot(spec.rootfs, prefix, { followFinalSymlink: true });
+      if (!(await exists(p))) {
+        missing = true;
+        prefix = `/${path.relative(spec.rootfs, p)}`;
+        out.add(prefix);
+      }
+    }
+  }
+  return [...out].sort();
+}
+
+/**
+ * Removes the stubs (deepest first) that are still empty files or empty
+ * directories, each walked from the rootfs without following a symlink:
+ * one the step moved away or replaced (CVE-2024-23652's class) is left as
+ * the step made it.
+ */
+export function removeMountPointStubs(rootfs: string, stubs: readonly string[], logger: Logger): void {
+  for (const stub of [...stubs].reverse()) {
+    try {
+      removeEmptyInRoot(rootfs, stub);
+    } catch (err) {
+      logger.warn({ err, stub }, 'failed to remove a mount-point stub');
+    }
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
