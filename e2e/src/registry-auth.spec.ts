@@ -130,4 +130,22 @@ describe.skipIf(!canRun)('registry credentials from the client session [topology
     expect(info.Layers).toHaveLength(2);
     expect(info.Layers[0]).toBe(baseLayer);
   });
+
+  it('exports and imports a registry cache (--cache-to/--cache-from type=registry) with the credentials of the CLI', async () => {
+    const cacheRef = `${proxy.host}/c/cache:1`;
+    const denied = await kiln(withoutCreds, ['--cache-to', `type=registry,ref=${proxy.host}/c/nocreds:1`, join(work, 'scratch-ctx')]);
+    expect(denied.code, denied.stderr).toBe(1);
+    expect(denied.stderr).toMatch(/unauthorized \(HTTP 401\)/);
+
+    proxy.log.length = 0;
+    const exported = await kiln(withCreds, ['--cache-to', `type=registry,ref=${cacheRef}`, join(work, 'ctx')]);
+    expect(exported.code, `${exported.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+    expect(proxy.log).toContain('PUT /v2/c/cache/manifests/1 201');
+
+    proxy.log.length = 0;
+    const imported = await kiln(withCreds, ['--cache-from', `type=registry,ref=${cacheRef}`, join(work, 'ctx')]);
+    expect(imported.code, imported.stderr).toBe(0);
+    expect(proxy.log).toContain('GET /v2/c/cache/manifests/1 200');
+    expect(daemon.logs()).not.toMatch(/failed to import build cache/);
+  });
 });

@@ -76,6 +76,8 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     exporters: async () => createKilnClient(exporter.ExporterService, transport),
     workers,
     content: async () => createKilnClient(content.ContentService, transport),
+    // Registry caches and the gateway's image lookups: insecure hosts, mirrors and credentials as the other tiers.
+    registry: daemonRegistryClient(opts.registry),
     maxParallelism: opts.maxParallelism,
     root: join(opts.root, 'solver'),
     gcPolicy: opts.gc,

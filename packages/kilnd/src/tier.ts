@@ -79,6 +79,8 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         exporters: directoryClient(directory, 'exporters', exporter.ExporterService, { tls }),
         workers,
         content: directoryClient(directory, 'content', content.ContentService, { timeoutMs: 5_000, tls }),
+        // Registry caches and the gateway's image lookups: insecure hosts, mirrors and credentials as the other tiers.
+        registry: daemonRegistryClient(opts.registry),
         maxParallelism: opts.maxParallelism,
         root: join(opts.root, 'solver'),
         gcPolicy: opts.gc,

@@ -1,7 +1,8 @@
 import type { Client } from '@connectrpc/connect';
 import type { llb, worker } from '@kiln/api';
 import { InvalidArgumentError, NotFoundError } from '@kiln/common';
-import { parseReference, resolveImage, sessionCredentials, type RegistryClient } from '@kiln/registry';
+import { parseReference, resolveImage, type RegistryClient } from '@kiln/registry';
+import { buildRegistryClient } from './build-registry.js';
 import type { SessionHost } from '../session/session-host.js';
 import type { WorkerPool } from './workers.js';
 
@@ -67,7 +68,7 @@ export class BuildGateways {
   async resolveImageConfig(buildId: string, ref: string, platform: llb.Platform | undefined, signal: AbortSignal): Promise<{ digest: string; config: Uint8Array }> {
     const b = this.buildOf(buildId);
     const parsed = parseReference(ref, 'ref');
-    const client = b.build.sessionId ? this.registry().withCredentials(sessionCredentials((host, sig) => this.sessions.credentials(b.build.sessionId, host, sig ?? signal))) : this.registry();
+    const client = buildRegistryClient(this.registry(), this.sessions, b.build.sessionId, signal);
     const p = platform?.os ? { os: platform.os, architecture: platform.architecture, ...(platform.variant ? { variant: platform.variant } : {}) } : { os: 'linux', architecture: hostArchitecture() };
     const resolved = await resolveImage(client, parsed, p, signal);
     const parts: Uint8Array[] = [];

@@ -6,6 +6,7 @@ import { publishEvent, type EventBus } from '@kiln/bus';
 import { asKilnError, InvalidArgumentError, KilnError, sha256, UnimplementedError, walkPostOrder, type ErrorCode, type Logger } from '@kiln/common';
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
 import { createRegistryClient, formatPlatform, type RegistryClient } from '@kiln/registry';
+import { buildRegistryClient } from './build-registry.js';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BuiltVertex } from '../cache/cache-export.js';
@@ -56,7 +57,10 @@ export interface SolverOptions {
   tiers?: string[];
   /** The daemon's GC policy, reported by ListWorkers (kilnd's `[gc]` config). */
   gcPolicy?: { keepBytes?: number; keepDurationMs?: number };
-  /** Where registry caches are pushed to and pulled from (`--cache-to/--cache-from type=registry`). Default `createRegistryClient({})`. */
+  /**
+   * Where registry caches are pushed to and pulled from (`--cache-to/--cache-from type=registry`), and the
+   * gateway's image lookups; each build derives a client with its session's credentials. Default `createRegistryClient({})`.
+   */
   registry?: RegistryClient;
   /**
    * Entitlements this daemon permits builds to ask for (`--allow`; kilnd's
@@ -173,7 +177,7 @@ export class Solver {
       const worker = await choose();
       if (cacheImports.length > 0) {
         const loaded = await this.step(publish, internalVertex(buildId, 'importing cache manifests'), () =>
-          loadCacheImports(cacheImports, this.registry, importPlatform(defs[0]!, worker), log.child({ component: 'cache-import' }), signal),
+          loadCacheImports(cacheImports, buildRegistryClient(this.registry, this.opts.sessions, req.sessionId, signal), importPlatform(defs[0]!, worker), log.child({ component: 'cache-import' }), signal),
         );
         imports = new CacheImports(loaded, this.opts.content, log.child({ component: 'cache-import' }));
       }
@@ -249,7 +253,7 @@ export class Solver {
     // Cache exports describe the first platform's result.
     const final = finals[0];
     if (p.cacheExports.some((c) => c.type === 'inline')) {
-      const deps = this.cacheDeps(p.log);
+      const deps = this.cacheDeps(p.log, req.sessionId, signal);
       targets = await this.step(publish, internalVertex(buildId, 'preparing inline cache'), () =>
         Promise.all(targets.map(async (t, i) => ({ ...t, imageConfig: await withInlineCache(t.imageConfig, built, finals[i], deps, signal) }))),
       );
@@ -266,7 +270,7 @@ export class Solver {
     }
     for (const [i, target] of p.cacheExports.entries()) {
       if (target.type === 'inline') continue;
-      const deps = this.cacheDeps(p.log);
+      const deps = this.cacheDeps(p.log, req.sessionId, signal);
       const name = target.type === 'registry' ? `exporting cache to registry ${target.ref}` : `exporting cache to ${target.dest}`;
       const res = await this.step(publish, internalVertex(buildId, name, i), () => exportCache(target, built, final, deps, signal));
       p.log.info({ cache: name, digest: res.digest, records: res.records }, 'cache exported');
@@ -422,10 +426,11 @@ export class Solver {
     return (this.registryClient ??= this.opts.registry ?? createRegistryClient({}));
   }
 
-  private cacheDeps(log: Logger): CacheExportDeps {
+  /** What a cache export needs; its registry client carries the build's session credentials. */
+  private cacheDeps(log: Logger, sessionId: string, signal: AbortSignal): CacheExportDeps {
     const content = this.opts.content;
     if (!content) throw new UnimplementedError('cache export needs a content store, and this solver has none configured');
-    return { workers: this.opts.workers, content, registry: this.registry, logger: log.child({ component: 'cache-export' }) };
+    return { workers: this.opts.workers, content, registry: buildRegistryClient(this.registry, this.opts.sessions, sessionId, signal), logger: log.child({ component: 'cache-export' }) };
   }
 
   /**
