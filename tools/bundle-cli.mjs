@@ -18,8 +18,9 @@ await build({
   platform: 'node',
   format: 'esm',
   target: 'node20',
-  // Native addons cannot be bundled; the CLI must not need one.
-  external: ['better-sqlite3'],
+  // Native addons cannot be bundled; the CLI must not need one. The HCL
+  // parser (bake) loads its WebAssembly from its own directory: required at run time.
+  external: ['better-sqlite3', '@cdktf/hcl2json'],
   // CommonJS dependencies call require(); give the ES module one.
   banner: { js: "import { createRequire as kilnCreateRequire } from 'node:module'; const require = kilnCreateRequire(import.meta.url);" },
   sourcemap: 'linked',

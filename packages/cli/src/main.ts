@@ -1,4 +1,5 @@
 import { asKilnError, describeError, escapeControl } from '@kiln/common';
+import { BAKE_USAGE, runBake } from './bake/bake-command.js';
 import { runBuild } from './build/build-command.js';
 import { resolveIo, type CliEnv, type CliIo } from './cli-io.js';
 import { BUILD_USAGE } from './build/build-command.js';
@@ -18,6 +19,7 @@ export const USAGE = `Usage:  kiln COMMAND
 A container image builder (BuildKit + buildx style)
 
 Commands:
+  bake        Build from a file
   build       Start a build
   completion  Print a shell completion script (bash, zsh, fish)
   daemon      Run the daemon in the foreground
@@ -42,6 +44,7 @@ export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
 const COMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promise<number>> = {
+  bake: runBake,
   build: runBuild,
   completion: async (argv, io) => runCompletion(argv, io, commandTree),
   daemon: runDaemon,
@@ -56,6 +59,7 @@ const COMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promise<n
 
 /** Every command's usage, by command path: help texts are the one source of the completion scripts. */
 const USAGES: Record<string, string> = {
+  bake: BAKE_USAGE,
   build: BUILD_USAGE,
   completion: COMPLETION_USAGE,
   daemon: DAEMON_USAGE,
