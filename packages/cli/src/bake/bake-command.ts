@@ -16,7 +16,7 @@ Build from a file
 
 Options:
       --addr string              Daemon address (unix:///PATH or tcp://HOST:PORT; env KILN_ADDR)
-  -f, --file stringArray         Build definition file (default: compose.yaml, docker-bake.hcl, ... in the current directory)
+  -f, --file stringArray         Build definition file (default: BUILDX_BAKE_FILE, else compose.yaml, docker-bake.hcl, ... in the current directory)
   -h, --help                     Print usage
       --load                     Shorthand for "--set=*.output=type=docker"
       --metadata-file string     Write build result metadata to a file
@@ -54,6 +54,16 @@ function localPlatform(): string {
   return `linux/${arch}`;
 }
 
+/** buildx's BUILDX_BAKE_FILE: files when no -f is given, split on BUILDX_BAKE_FILE_SEPARATOR (default ":"). */
+export function envBakeFiles(env: Readonly<Record<string, string | undefined>>): string[] {
+  const list = env.BUILDX_BAKE_FILE;
+  if (list === undefined) return [];
+  return list
+    .split(env.BUILDX_BAKE_FILE_SEPARATOR || ':')
+    .map((f) => f.trim())
+    .filter((f) => f !== '');
+}
+
 /**
  * `kiln bake [TARGET...]`: reads the bake files, resolves the targets
  * (groups, inherits, matrix, `--set`), then prints them (`--print`) or
@@ -77,7 +87,7 @@ export async function runBake(argv: readonly string[], io: CliIo): Promise<numbe
   if (flags['no-cache']) sets.push('*.no-cache=true');
   if (flags.pull) sets.push('*.pull=true');
 
-  const files = readBakeFiles(flags.file, io.cwd);
+  const files = readBakeFiles(flags.file.length > 0 ? flags.file : envBakeFiles(io.vars), io.cwd);
   const config = await loadBakeConfig(files, { env: io.vars, builtins: { BAKE_CMD_CONTEXT: 'cwd://', BAKE_LOCAL_PLATFORM: localPlatform() } });
   const resolved = readTargets(config, args, sets, io.vars);
   // buildx: SOURCE_DATE_EPOCH from the environment is a build arg of every target that has none.
