@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { BuilderStore } from './builders/builder-store.js';
 import { connectDaemon, resolveDaemonAddress, resolveTls } from './daemon.js';
 import { UsageError } from './flags/usage-error.js';
 import { main } from './main.js';
@@ -11,10 +12,37 @@ const fakeKilnd = fileURLToPath(new URL('./testing/fixtures/fake-kilnd.mjs', imp
 
 describe('resolveDaemonAddress', () => {
   it('prefers --addr, then KILN_ADDR, then the local socket', () => {
-    expect(resolveDaemonAddress('tcp://127.0.0.1:1', { KILN_ADDR: 'unix:///x.sock' })).toEqual({ addr: 'tcp://127.0.0.1:1', explicit: true, root: '/var/lib/kiln' });
-    expect(resolveDaemonAddress(undefined, { KILN_ADDR: 'unix:///x.sock' })).toEqual({ addr: 'unix:///x.sock', explicit: true, root: '/var/lib/kiln' });
-    expect(resolveDaemonAddress(undefined, {})).toEqual({ addr: 'unix:///run/kiln/kiln.sock', explicit: false, root: '/var/lib/kiln' });
-    expect(resolveDaemonAddress(undefined, { KILN_ROOT: '/tmp/k' })).toEqual({ addr: 'unix:///tmp/k/kiln.sock', explicit: false, root: '/tmp/k' });
+    const none = { KILN_CONFIG: '/nonexistent/kiln-config' };
+    expect(resolveDaemonAddress('tcp://127.0.0.1:1', { ...none, KILN_ADDR: 'unix:///x.sock' })).toEqual({ addr: 'tcp://127.0.0.1:1', explicit: true, root: '/var/lib/kiln', builder: 'default' });
+    expect(resolveDaemonAddress(undefined, { ...none, KILN_ADDR: 'unix:///x.sock' })).toEqual({ addr: 'unix:///x.sock', explicit: true, root: '/var/lib/kiln', builder: 'default' });
+    expect(resolveDaemonAddress(undefined, none)).toEqual({ addr: 'unix:///run/kiln/kiln.sock', explicit: false, root: '/var/lib/kiln', builder: 'default' });
+    expect(resolveDaemonAddress(undefined, { ...none, KILN_ROOT: '/tmp/k' })).toEqual({ addr: 'unix:///tmp/k/kiln.sock', explicit: false, root: '/tmp/k', builder: 'default' });
+  });
+
+  it('builders: --builder beats KILN_ADDR, which beats KILN_BUILDER and the current builder', () => {
+    const config = mkdtempSync(join(tmpdir(), 'kiln-builders-'));
+    try {
+      const store = new BuilderStore({ KILN_CONFIG: config });
+      store.save({ name: 'far', driver: 'remote', endpoint: 'tcp://10.0.0.1:1234', driverOpts: { cacert: '/c', cert: '/p', key: '/k' }, createdAt: '' });
+      store.save({ name: 'near', driver: 'local', endpoint: 'unix:///srv/k/kiln.sock', driverOpts: { root: '/srv/k' }, createdAt: '' });
+      store.setCurrent('near');
+      const env = { KILN_CONFIG: config };
+      expect(resolveDaemonAddress(undefined, env)).toEqual({ addr: 'unix:///srv/k/kiln.sock', explicit: false, root: '/srv/k', builder: 'near' });
+      expect(resolveDaemonAddress(undefined, { ...env, KILN_ADDR: 'unix:///x.sock' }).addr).toBe('unix:///x.sock');
+      expect(resolveDaemonAddress(undefined, { ...env, KILN_ADDR: 'unix:///x.sock' }, 'far')).toEqual({
+        addr: 'tcp://10.0.0.1:1234',
+        explicit: true,
+        root: '/var/lib/kiln',
+        builder: 'far',
+        tls: { caCert: '/c', cert: '/p', key: '/k' },
+      });
+      expect(resolveDaemonAddress(undefined, { ...env, KILN_BUILDER: 'far' }).builder).toBe('far');
+      expect(() => resolveDaemonAddress(undefined, env, 'gone')).toThrow(/no builder "gone" found/);
+      store.remove('near');
+      expect(resolveDaemonAddress(undefined, env).builder).toBe('default');
+    } finally {
+      rmSync(config, { recursive: true, force: true });
+    }
   });
 
   it('rejects malformed addresses naming their source', () => {

@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import type { Client, Transport } from '@connectrpc/connect';
 import { control, session } from '@kiln/api';
 import { createKilnClient, createNodeTransport, describeError, asKilnError, loadTlsCredentials, parseAddress, sleep, UnavailableError, type TlsCredentials } from '@kiln/common';
+import { BuilderStore, DEFAULT_BUILDER, type Builder } from './builders/builder-store.js';
 import { UsageError } from './flags/usage-error.js';
 
 export const DEFAULT_ROOT = '/var/lib/kiln';
@@ -14,18 +15,29 @@ export interface DaemonAddress {
   addr: string;
   /** Given by --addr or KILN_ADDR: never auto-started. */
   explicit: boolean;
-  /** State directory for an auto-started daemon (KILN_ROOT or /var/lib/kiln). */
+  /** State directory for an auto-started daemon (KILN_ROOT, a local builder's root=, or /var/lib/kiln). */
   root: string;
+  /** The builder it came from ("default" when none was chosen), for buildx.build.ref. */
+  builder: string;
+  /** A remote builder's mTLS files (`--driver-opt cacert=,cert=,key=`). */
+  tls?: TlsFlags;
 }
 
 /**
- * Resolves the daemon address: `--addr`, then `KILN_ADDR`, else the local
- * all-in-one daemon's socket (`unix://$KILN_ROOT/kiln.sock` when KILN_ROOT
- * is set, else unix:///run/kiln/kiln.sock). A malformed address is a
- * UsageError naming where it came from.
+ * Resolves the daemon address: `--addr`, then `--builder NAME`, then
+ * `KILN_ADDR`, then `KILN_BUILDER`, then the builder `kiln builder use`
+ * chose, else the local all-in-one daemon's socket (`unix://$KILN_ROOT/kiln.sock`
+ * when KILN_ROOT is set, else unix:///run/kiln/kiln.sock). A malformed
+ * address is a UsageError naming where it came from; an unknown builder a
+ * NotFoundError naming it.
  */
-export function resolveDaemonAddress(flag: string | undefined, env: Readonly<Record<string, string | undefined>>): DaemonAddress {
+export function resolveDaemonAddress(flag: string | undefined, env: Readonly<Record<string, string | undefined>>, builderFlag?: string): DaemonAddress {
   const root = env.KILN_ROOT || DEFAULT_ROOT;
+  if (!flag) {
+    const store = new BuilderStore(env);
+    const name = builderFlag || (env.KILN_ADDR ? undefined : env.KILN_BUILDER || store.current());
+    if (name && name !== DEFAULT_BUILDER) return builderAddress(store.get(name));
+  }
   const pick = (value: string, field: string): string => {
     try {
       parseAddress(value, field);
@@ -34,9 +46,17 @@ export function resolveDaemonAddress(flag: string | undefined, env: Readonly<Rec
     }
     return value;
   };
-  if (flag !== undefined && flag !== '') return { addr: pick(flag, '--addr'), explicit: true, root };
-  if (env.KILN_ADDR) return { addr: pick(env.KILN_ADDR, 'KILN_ADDR'), explicit: true, root };
-  return { addr: env.KILN_ROOT ? `unix://${join(env.KILN_ROOT, 'kiln.sock')}` : DEFAULT_SOCKET, explicit: false, root };
+  if (flag !== undefined && flag !== '') return { addr: pick(flag, '--addr'), explicit: true, root, builder: DEFAULT_BUILDER };
+  if (env.KILN_ADDR) return { addr: pick(env.KILN_ADDR, 'KILN_ADDR'), explicit: true, root, builder: DEFAULT_BUILDER };
+  return { addr: env.KILN_ROOT ? `unix://${join(env.KILN_ROOT, 'kiln.sock')}` : DEFAULT_SOCKET, explicit: false, root, builder: DEFAULT_BUILDER };
+}
+
+/** A stored builder's address: a local one may be started (in its root), a remote one never. */
+export function builderAddress(b: Builder): DaemonAddress {
+  if (b.driver === 'local') return { addr: b.endpoint, explicit: false, root: b.driverOpts.root ?? DEFAULT_ROOT, builder: b.name };
+  const o = b.driverOpts;
+  const tls = o.cacert || o.cert || o.key ? { caCert: o.cacert, cert: o.cert, key: o.key } : undefined;
+  return { addr: b.endpoint, explicit: true, root: DEFAULT_ROOT, builder: b.name, ...(tls ? { tls } : {}) };
 }
 
 export interface DaemonConnection {
@@ -47,6 +67,8 @@ export interface DaemonConnection {
   info: control.InfoResponse;
   /** Whether this call started the daemon. */
   started: boolean;
+  /** The builder the address came from ("default" when none). */
+  builder: string;
 }
 
 /** `--tlscacert`, `--tlscert`, `--tlskey` as given (each may be absent). */
@@ -59,6 +81,7 @@ export interface TlsFlags {
 /** The daemon-connection flags every command takes. */
 export const DAEMON_FLAG_SPECS = {
   addr: { kind: 'string' },
+  builder: { kind: 'string' },
   tlscacert: { kind: 'string' },
   tlscert: { kind: 'string' },
   tlskey: { kind: 'string' },
@@ -85,7 +108,11 @@ export function resolveTls(flags: TlsFlags | undefined, env: Readonly<Record<str
 export interface ConnectOptions {
   /** `--addr`, if given. */
   addr?: string | undefined;
-  /** `--tlscacert`/`--tlscert`/`--tlskey`, if given (KILN_TLS_* otherwise). */
+  /** `--builder`, if given (KILN_BUILDER or the current builder otherwise). */
+  builder?: string | undefined;
+  /** An address already resolved (a builder's); addr, builder and the environment are then not consulted for it. */
+  address?: DaemonAddress;
+  /** `--tlscacert`/`--tlscert`/`--tlskey`, if given (a remote builder's files, else KILN_TLS_*). */
   tls?: TlsFlags;
   env: Readonly<Record<string, string | undefined>>;
   /** argv that starts the all-in-one daemon; `--addr` and `--root` are appended. */
@@ -105,9 +132,10 @@ export interface ConnectOptions {
  * UnavailableError naming the address (and the log file when it started one).
  */
 export async function connectDaemon(opts: ConnectOptions): Promise<DaemonConnection> {
-  const where = resolveDaemonAddress(opts.addr, opts.env);
+  const where = opts.address ?? resolveDaemonAddress(opts.addr, opts.env, opts.builder);
   // The daemon must prove the solver role (the all-in-one daemon uses a solver certificate too).
-  const tls = resolveTls(opts.tls, opts.env);
+  const given = opts.tls && (opts.tls.caCert || opts.tls.cert || opts.tls.key) ? opts.tls : undefined;
+  const tls = resolveTls(given ?? where.tls, opts.env);
   const transport = createNodeTransport(where.addr, { tls, serverRoles: ['solver'] });
   const ctl = createKilnClient(control.ControlService, transport);
   const conn = (info: control.InfoResponse, started: boolean): DaemonConnection => ({
@@ -117,6 +145,7 @@ export async function connectDaemon(opts: ConnectOptions): Promise<DaemonConnect
     session: createKilnClient(session.SessionService, transport),
     info,
     started,
+    builder: where.builder,
   });
   const probe = () => ctl.info({}, { timeoutMs: opts.probeTimeoutMs ?? 3000, signal: opts.signal });
 

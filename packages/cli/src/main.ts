@@ -4,6 +4,7 @@ import { runBuild } from './build/build-command.js';
 import { resolveIo, type CliEnv, type CliIo } from './cli-io.js';
 import { BUILD_USAGE } from './build/build-command.js';
 import { DAEMON_USAGE, DU_USAGE, PRUNE_USAGE, runDaemon, runDiskUsage, runPrune, runWorkers, WORKERS_USAGE } from './commands/admin-commands.js';
+import { BUILDER_SUB_USAGES, BUILDER_USAGE, runBuilder } from './commands/builder-command.js';
 import { COMPLETION_USAGE, helpTree, runCompletion } from './commands/completion-command.js';
 import { DEBUG_USAGE, runDebug } from './commands/debug-commands.js';
 import { HISTORY_SUB_USAGES, HISTORY_USAGE, runHistory } from './commands/history-commands.js';
@@ -21,6 +22,7 @@ A container image builder (BuildKit + buildx style)
 Commands:
   bake        Build from a file
   build       Start a build
+  builder     Manage builder instances
   completion  Print a shell completion script (bash, zsh, fish)
   daemon      Run the daemon in the foreground
   debug       Show how the frontend reads a Dockerfile (dockerfile-ast, shell-word)
@@ -46,6 +48,7 @@ export const EXIT_USAGE = 2;
 const COMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promise<number>> = {
   bake: runBake,
   build: runBuild,
+  builder: runBuilder,
   completion: async (argv, io) => runCompletion(argv, io, commandTree),
   daemon: runDaemon,
   debug: runDebug,
@@ -61,6 +64,7 @@ const COMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promise<n
 const USAGES: Record<string, string> = {
   bake: BAKE_USAGE,
   build: BUILD_USAGE,
+  builder: BUILDER_USAGE,
   completion: COMPLETION_USAGE,
   daemon: DAEMON_USAGE,
   debug: DEBUG_USAGE,
@@ -73,6 +77,7 @@ const USAGES: Record<string, string> = {
 };
 const SUB_USAGES: Record<string, string> = Object.fromEntries([
   ...Object.entries(HISTORY_SUB_USAGES).map(([k, v]) => [`history ${k}`, v]),
+  ...Object.entries(BUILDER_SUB_USAGES).map(([k, v]) => [`builder ${k}`, v]),
   ...Object.entries(IMAGETOOLS_SUB_USAGES).map(([k, v]) => [`imagetools ${k}`, v]),
 ]);
 const commandTree = () => helpTree(USAGE, USAGES, SUB_USAGES);

@@ -21,6 +21,7 @@ Start a build
 
 Options:
       --addr string              Daemon address (unix:///PATH or tcp://HOST:PORT; env KILN_ADDR)
+      --builder string           Override the configured builder instance (env KILN_BUILDER)
       --tlscacert string         CA certificate of the cluster, for a TCP daemon (env KILN_TLS_CACERT)
       --tlscert string           Client certificate (env KILN_TLS_CERT)
       --tlskey string            Client key (env KILN_TLS_KEY)
@@ -96,14 +97,14 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
 
 async function buildWith(parsed: ReturnType<typeof parseBuildArgs>, io: CliIo): Promise<number> {
   const compiled = compileBuildOptions(parsed, { cwd: io.cwd, env: io.vars, stdoutIsTTY: io.stdout.isTTY === true });
-  resolveDaemonAddress(compiled.addr, io.vars); // a bad KILN_ADDR is a usage error too, before any output
+  resolveDaemonAddress(compiled.addr, io.vars, compiled.builder); // a bad KILN_ADDR or builder is an error too, before any output
   // OCI layout contexts are checked here and their tags pinned (exit 1 when one is unusable).
   const opts = { ...compiled, namedContexts: resolveLayoutContexts(compiled.namedContexts) };
   const sshAgents = sessionSshAgents(opts);
   const localWrites = offerLocalWrites(opts.exports, io.vars);
   if (opts.exports.length === 0) io.stderr.write(NO_OUTPUT_WARNING);
 
-  const conn = await connectDaemon({ addr: opts.addr, tls: opts.tls, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
+  const conn = await connectDaemon({ addr: opts.addr, builder: opts.builder, tls: opts.tls, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
   const ref = newBuildId();
   const sessionId = newBuildId();
   const log = io.logger.child({ buildId: ref });
@@ -205,7 +206,7 @@ async function buildWith(parsed: ReturnType<typeof parseBuildArgs>, io: CliIo): 
   }
   if (opts.metadataFile) {
     await mkdir(dirname(opts.metadataFile), { recursive: true });
-    await writeFile(opts.metadataFile, `${JSON.stringify(buildMetadata(resp, ref, warnings), null, 2)}\n`);
+    await writeFile(opts.metadataFile, `${JSON.stringify(buildMetadata(resp, ref, warnings, conn.builder), null, 2)}\n`);
   }
   return 0;
   }
@@ -223,7 +224,8 @@ export function imageIdOf(resp: Readonly<Record<string, string>>): string | unde
  */
 export function buildMetadata(resp: Readonly<Record<string, string>>, ref: string, warnings: readonly control.StatusResponse['warnings'][number][], builder = 'default'): Record<string, unknown> {
   const out = decodeExporterResponse(resp);
-  out['buildx.build.ref'] = `${builder}/${builder}/${ref}`;
+  // builder/node/ref; a stored builder's one node is NAME0 (as buildx names them), the default's "default".
+  out['buildx.build.ref'] = `${builder}/${builder === 'default' ? builder : `${builder}0`}/${ref}`;
   if (warnings.length > 0) {
     const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64');
     out['buildx.build.warnings'] = warnings.map((w) => ({

@@ -71,6 +71,7 @@ describe('compileBuildOptions defaults', () => {
       quiet: false,
       call: undefined,
       addr: undefined,
+      builder: undefined,
       tls: { caCert: undefined, cert: undefined, key: undefined },
     } satisfies BuildOptions);
   });

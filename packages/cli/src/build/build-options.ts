@@ -151,6 +151,8 @@ export interface BuildOptions {
   call: 'targets' | 'check' | undefined;
   /** `--addr` as given (validated); KILN_ADDR and the default are resolved by daemon.ts. */
   addr: string | undefined;
+  /** `--builder` as given; KILN_BUILDER and the current builder are resolved by daemon.ts. */
+  builder: string | undefined;
   /** `--tlscacert`/`--tlscert`/`--tlskey` as given; KILN_TLS_* are resolved by daemon.ts. */
   tls: TlsFlags;
 }
@@ -339,6 +341,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     quiet: flags.quiet,
     call: callOf(flags.print !== undefined && flags.call === undefined ? flags.print || 'outline' : flags.call, flags.check, flags.print !== undefined && flags.call === undefined ? '--print' : '--call'),
     addr: flags.addr,
+    builder: flags.builder,
     tls: tlsFlagsOf(flags),
   };
 }

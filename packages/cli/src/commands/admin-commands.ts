@@ -16,6 +16,7 @@ List the daemon's workers
 
 Options:
       --addr string         Daemon address (env KILN_ADDR)
+      --builder string      Override the configured builder instance (env KILN_BUILDER)
       --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
       --filter stringArray  Filter workers (e.g., "labels.pool==gpu", "id==ID"; all must match)
   -h, --help                Print usage
@@ -28,6 +29,7 @@ Show disk usage of the build cache
 
 Options:
       --addr string         Daemon address (env KILN_ADDR)
+      --builder string      Override the configured builder instance (env KILN_BUILDER)
       --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
       --filter stringArray  Provide filter values (type=regular|content, id=, description~=, until=24h, inuse=true|false)
   -h, --help                Print usage
@@ -41,6 +43,7 @@ Remove build cache
 Options:
   -a, --all                     Include internal/frontend images and records in use by nothing
       --addr string             Daemon address (env KILN_ADDR)
+      --builder string          Override the configured builder instance (env KILN_BUILDER)
       --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
       --filter stringArray      Provide filter values (e.g., "until=24h", "type=regular", "description~=RUN")
   -f, --force                   Do not prompt for confirmation (kiln never prompts)
@@ -72,7 +75,7 @@ export async function runWorkers(argv: readonly string[], io: CliIo): Promise<nu
     return 0;
   }
   usageArgs(args, 'workers');
-  const conn = await connectDaemon({ addr: flags.addr, tls: tlsFlagsOf(flags), env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
+  const conn = await connectDaemon({ addr: flags.addr, builder: flags.builder, tls: tlsFlagsOf(flags), env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
   const res = await conn.control.listWorkers({ filter: flags.filter }, { signal: io.signal });
   if (flags.verbose) {
     io.stdout.write(res.record.map(describeWorker).join('\n'));
@@ -139,7 +142,7 @@ export async function runDiskUsage(argv: readonly string[], io: CliIo): Promise<
     return 0;
   }
   usageArgs(args, 'du');
-  const conn = await connectDaemon({ addr: flags.addr, tls: tlsFlagsOf(flags), env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
+  const conn = await connectDaemon({ addr: flags.addr, builder: flags.builder, tls: tlsFlagsOf(flags), env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
   const res = await conn.control.diskUsage({ filter: flags.filter }, { signal: io.signal });
   const records = [...res.record].sort((a, b) => Number(b.size - a.size));
   const now = Date.now();
@@ -213,7 +216,7 @@ export async function runPrune(argv: readonly string[], io: CliIo): Promise<numb
   usageArgs(args, 'prune');
   const keepBytes = flags['keep-storage'] === undefined ? 0n : parseBytes(flags['keep-storage'], '--keep-storage');
   const keepDurationSeconds = flags['keep-duration'] === undefined ? 0n : BigInt(Math.ceil(parseKeepDuration(flags['keep-duration']) / 1000));
-  const conn = await connectDaemon({ addr: flags.addr, tls: tlsFlagsOf(flags), env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
+  const conn = await connectDaemon({ addr: flags.addr, builder: flags.builder, tls: tlsFlagsOf(flags), env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
   const now = Date.now();
   let total = 0n;
   let printedHeader = false;

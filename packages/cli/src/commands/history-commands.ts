@@ -26,6 +26,7 @@ List build records
 
 Options:
       --addr string     Daemon address (env KILN_ADDR)
+      --builder string  Override the configured builder instance (env KILN_BUILDER)
       --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
       --format string   Format the output ("table", "json") (default "table")
   -h, --help            Print usage
@@ -37,6 +38,7 @@ Inspect a build record (the newest one without REF; REF may be a unique prefix)
 
 Options:
       --addr string     Daemon address (env KILN_ADDR)
+      --builder string  Override the configured builder instance (env KILN_BUILDER)
       --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
       --format string   Format the output ("pretty", "json") (default "pretty")
   -h, --help            Print usage
@@ -48,6 +50,7 @@ Print the logs of a build record (the newest one without REF)
 
 Options:
       --addr string       Daemon address (env KILN_ADDR)
+      --builder string    Override the configured builder instance (env KILN_BUILDER)
       --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
   -h, --help              Print usage
       --progress string   Set type of progress output ("plain", "rawjson") (default "plain")
@@ -59,6 +62,7 @@ Remove build records
 
 Options:
       --addr string   Daemon address (env KILN_ADDR)
+      --builder stringOverride the configured builder instance (env KILN_BUILDER)
       --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
   -a, --all           Remove all build records
   -h, --help          Print usage
@@ -144,8 +148,8 @@ function oneRef(args: string[], command: string): string {
   return args[0] ?? '';
 }
 
-async function connect(flags: { addr?: string | undefined; tlscacert?: string | undefined; tlscert?: string | undefined; tlskey?: string | undefined }, io: CliIo) {
-  return connectDaemon({ addr: flags.addr, tls: tlsFlagsOf(flags), env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
+async function connect(flags: { addr?: string | undefined; builder?: string | undefined; tlscacert?: string | undefined; tlscert?: string | undefined; tlskey?: string | undefined }, io: CliIo) {
+  return connectDaemon({ addr: flags.addr, builder: flags.builder, tls: tlsFlagsOf(flags), env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
 }
 
 /** `kiln history ls`: newest first, as a table or one JSON object per line. */

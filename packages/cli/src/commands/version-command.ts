@@ -12,6 +12,7 @@ Show the Kiln client and daemon versions (the daemon is asked, never started)
 
 Options:
       --addr string     Daemon address (env KILN_ADDR)
+      --builder string  Override the configured builder instance (env KILN_BUILDER)
       --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
       --format string   Format the output ("pretty", "json") (default "pretty")
   -h, --help            Print usage
@@ -43,7 +44,7 @@ export async function runVersion(argv: readonly string[], io: CliIo): Promise<nu
   let error: string | undefined;
   try {
     // daemonCommand [] : asking for a version never starts a daemon.
-    const conn = await connectDaemon({ addr: flags.addr, tls: tlsFlagsOf(flags), env: io.vars, daemonCommand: [], signal: io.signal });
+    const conn = await connectDaemon({ addr: flags.addr, builder: flags.builder, tls: tlsFlagsOf(flags), env: io.vars, daemonCommand: [], signal: io.signal });
     server = { address: conn.address, version: conn.info.version, revision: conn.info.revision, tiers: [...conn.info.tiers] };
   } catch (err) {
     error = describeError(asKilnError(err));
