@@ -1,4 +1,4 @@
-import type { ExecSpec } from '@kiln/worker';
+import type { ExecSpec } from '../../executor.js';
 import { ociSpec } from './oci-spec.js';
 
 function spec(over: Partial<ExecSpec>): ExecSpec {
