@@ -5,6 +5,7 @@ import { DAEMON_FLAG_SPECS, resolveDaemonAddress, tlsFlagsOf } from '../daemon.j
 import { parseFlags, type FlagSpecs } from '../flags/flag-parser.js';
 import { UsageError } from '../flags/usage-error.js';
 import { FUNCTION_NAMES } from './hcl-functions.js';
+import { listTargets, parseListFlag } from './list.js';
 import { loadBakeConfig, readBakeFiles } from './load.js';
 import { printBake } from './print.js';
 import { readTargets } from './resolve.js';
@@ -18,6 +19,7 @@ Options:
       --addr string              Daemon address (unix:///PATH or tcp://HOST:PORT; env KILN_ADDR)
   -f, --file stringArray         Build definition file (default: BUILDX_BAKE_FILE, else compose.yaml, docker-bake.hcl, ... in the current directory)
   -h, --help                     Print usage
+      --list string              List targets ("targets" or "type=targets,format=json")
       --load                     Shorthand for "--set=*.output=type=docker"
       --metadata-file string     Write build result metadata to a file
       --no-cache                 Do not use cache when building the image
@@ -38,6 +40,7 @@ const BAKE_FLAGS = {
   file: { kind: 'list', short: 'f' },
   set: { kind: 'list' },
   print: { kind: 'bool' },
+  list: { kind: 'string' },
   load: { kind: 'bool' },
   push: { kind: 'bool' },
   'metadata-file': { kind: 'string' },
@@ -78,7 +81,9 @@ export async function runBake(argv: readonly string[], io: CliIo): Promise<numbe
   const progress = (flags.progress ?? (io.vars.BUILDKIT_PROGRESS || 'auto')) as ProgressMode;
   if (!PROGRESS_MODES.includes(progress)) throw new UsageError(`invalid argument "${flags.progress}" for "--progress" flag: want ${PROGRESS_MODES.join(', ')}`, '--progress');
   if (flags['metadata-file'] === '') throw new UsageError('flag needs a non-empty argument: --metadata-file', '--metadata-file');
-  if (!flags.print) resolveDaemonAddress(flags.addr, io.vars);
+  if (flags.print && flags.list !== undefined) throw new UsageError('--print and --list are mutually exclusive', '--list');
+  const list = flags.list === undefined ? undefined : parseListFlag(flags.list);
+  if (!flags.print && !list) resolveDaemonAddress(flags.addr, io.vars);
 
   // buildx turns these flags into overrides of every target, after the user's --set.
   const sets = [...flags.set];
@@ -89,6 +94,10 @@ export async function runBake(argv: readonly string[], io: CliIo): Promise<numbe
 
   const files = readBakeFiles(flags.file.length > 0 ? flags.file : envBakeFiles(io.vars), io.cwd);
   const config = await loadBakeConfig(files, { env: io.vars, builtins: { BAKE_CMD_CONTEXT: 'cwd://', BAKE_LOCAL_PLATFORM: localPlatform() } });
+  if (list) {
+    io.stdout.write(listTargets(config, list.format));
+    return 0;
+  }
   const resolved = readTargets(config, args, sets, io.vars);
   // buildx: SOURCE_DATE_EPOCH from the environment is a build arg of every target that has none.
   const epoch = io.vars.SOURCE_DATE_EPOCH;

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { listTargets, parseListFlag } from './list.js';
 import { loadBakeConfig, readBakeFiles, type BakeFile } from './load.js';
 import { printBake } from './print.js';
 import { readTargets } from './resolve.js';
@@ -228,6 +229,29 @@ target "c" {}
     await expect(bake(hcl('target "default" {\n  tags = [nofunc("x")]\n}\n'))).rejects.toThrow('there is no function named "nofunc"');
     await expect(bake(hcl('target "default" {\n  bogus = 1\n}\n'))).rejects.toThrow('target "default": bogus: unsupported attribute');
     await expect(bake(hcl('target "a" {}\n'), { targets: ['b'] })).rejects.toThrow('failed to find target b');
+  });
+
+  it('reads another target\'s attributes through target.NAME.ATTR', async () => {
+    const r = await bake(hcl('target "base" {\n  tags = ["base:1"]\n  args = { V = "2" }\n}\ntarget "app" {\n  tags = concat(target.base.tags, ["app:${target.base.args.V}"])\n}\n'), { targets: ['app'] });
+    expect(r.targets.get('app')?.tags).toEqual(['base:1', 'app:2']);
+    await expect(bake(hcl('target "app" {\n  tags = target.nope.tags\n}\n'), { targets: ['app'] })).rejects.toThrow('unknown target "nope"');
+    await expect(bake(hcl('target "app" {\n  tags = target.app.tags\n}\n'), { targets: ['app'] })).rejects.toThrow('refers to itself');
+  });
+
+  it('lists targets and groups as buildx --list=targets (table with tabs, or json)', async () => {
+    const config = await loadBakeConfig(
+      hcl('group "default" {\n  targets = ["web", "api"]\n}\ntarget "api" {\n  description = "The API"\n}\ntarget "web" {}\ntarget "_private" {}\ntarget "a-very-long-target-name" {}\n'),
+      { env: {}, builtins },
+    );
+    expect(listTargets(config, 'table')).toBe('TARGET\t\t\tDESCRIPTION\na-very-long-target-name\t\napi\t\t\tThe API\ndefault\t\t\tapi, web\nweb\t\t\t\n');
+    expect(JSON.parse(listTargets(config, 'json'))).toEqual([
+      { name: 'a-very-long-target-name' },
+      { name: 'api', description: 'The API' },
+      { name: 'default', description: 'api, web', group: true },
+      { name: 'web' },
+    ]);
+    expect(parseListFlag('type=targets,format=json')).toEqual({ type: 'targets', format: 'json' });
+    expect(() => parseListFlag('bogus')).toThrow('invalid list type "bogus"');
   });
 
   it('escapes HTML characters as Go does', async () => {

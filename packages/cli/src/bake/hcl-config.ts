@@ -118,6 +118,32 @@ export async function evaluateHclFiles(files: readonly HclBody[], inputs: HclInp
   };
   for (const [name, block] of functions) userFunctions.set(name, userFunction(name, block, root));
 
+  // `target.NAME.ATTR`: a target's own attributes, later blocks of the same name winning per attribute.
+  const targetBlocks = files.flatMap((f) => blocksOf(f, 'target'));
+  const targetValues = new Map<string, Promise<Record<string, HclValue>>>();
+  const evaluatingTargets = new Set<string>();
+  root.blockRef = async (type, name) => {
+    if (type !== 'target') return undefined;
+    const blocks = targetBlocks.filter((b) => b.label === name && b.body.matrix === undefined);
+    if (blocks.length === 0) return undefined;
+    if (evaluatingTargets.has(name)) throw new InvalidArgumentError(`${blocks[0]!.filename}: target "${name}" refers to itself through target.${name}`, blocks[0]!.filename);
+    let p = targetValues.get(name);
+    if (!p) {
+      evaluatingTargets.add(name);
+      p = (async () => {
+        const out: Record<string, HclValue> = { name };
+        try {
+          for (const b of blocks) for (const [k, raw] of Object.entries(b.body)) out[k] = await evaluateRaw(raw, { ...root, filename: b.filename });
+        } finally {
+          evaluatingTargets.delete(name);
+        }
+        return out;
+      })();
+      targetValues.set(name, p);
+    }
+    return p;
+  };
+
   const config: BakeConfig = { groups: [], targets: [] };
   for (const f of files) {
     for (const b of blocksOf(f, 'group')) {

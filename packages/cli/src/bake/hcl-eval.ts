@@ -13,6 +13,8 @@ export interface EvalScope {
   lookup(name: string): Promise<HclValue | undefined>;
   /** A user function (`function` block) by name; stdlib functions are found after these. */
   userFunction(name: string): HclFunction | undefined;
+  /** `target.NAME`: the attributes of another block, evaluated on demand; undefined when there is none. */
+  blockRef?(type: string, name: string): Promise<HclValue | undefined>;
 }
 
 /** A scope with some names bound over `parent` (for-expression variables, matrix values, function params). */
@@ -21,6 +23,7 @@ export function childScope(parent: EvalScope, vars: Readonly<Record<string, HclV
     filename: parent.filename,
     lookup: async (name) => (Object.hasOwn(vars, name) ? vars[name]! : parent.lookup(name)),
     userFunction: (name) => parent.userFunction(name),
+    ...(parent.blockRef ? { blockRef: parent.blockRef.bind(parent) } : {}),
   };
 }
 
@@ -118,7 +121,13 @@ async function evaluateNode(node: HclNode, scope: EvalScope, ctx: NodeContext): 
       const steps = traversalOf(meta);
       const [root, ...rest] = steps;
       if (!root) return fail(scope, 'empty reference');
-      const value = await scope.lookup(root.segment);
+      let value = await scope.lookup(root.segment);
+      // `target.NAME.ATTR` reads another target's attribute (its own, not inherited), as buildx allows.
+      if (value === undefined && root.segment === 'target' && rest[0] && scope.blockRef) {
+        const block = await scope.blockRef('target', rest[0].segment);
+        if (block === undefined) return fail(scope, `unknown target ${JSON.stringify(rest[0].segment)} in ${String(meta.fullAccessor ?? '')}`);
+        return traverse(block, rest.slice(1), scope, String(meta.fullAccessor ?? root.segment));
+      }
       if (value === undefined) return fail(scope, `unknown variable ${JSON.stringify(root.segment)}`);
       return traverse(value, rest, scope, String(meta.fullAccessor ?? root.segment));
     }
