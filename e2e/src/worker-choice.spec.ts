@@ -86,6 +86,6 @@ describe('worker choice [topology=split, two oci workers]', () => {
     expect(res.code, onFailure(res)).toBe(0);
     expect(readFileSync(join(out, 'hello.txt'), 'utf8')).toBe('hello\n');
     expect(opsRun('worker-b')).toBeGreaterThan(b0);
-    expect(res.stderr).toMatch(/WARNING: worker worker-a failed \(.*\); retrying the build on worker worker-b/);
+    expect(res.stderr).toMatch(/WARNING: worker "worker-a" was lost \(.*\); retrying the build on worker "worker-b"/);
   });
 });

@@ -134,6 +134,8 @@ class ServiceDirectoryImpl implements ServiceDirectory {
   private closing: Promise<void> | undefined;
   /** Verdicts of `verify` by `tier/id/url`: true, or the time a refusal was logged; a promise while checking. */
   private readonly verdicts = new Map<string, true | number | Promise<void>>();
+  /** When the last announcement (of any service) was applied. */
+  private lastHeardAt = Date.now();
 
   constructor(
     private readonly bus: EventBus,
@@ -173,7 +175,8 @@ class ServiceDirectoryImpl implements ServiceDirectory {
       entries = new Map();
       this.tiers.set(a.tier, entries);
     }
-    entries.set(a.id, { announcement: a, seenAt: Date.now() });
+    this.lastHeardAt = Date.now();
+    entries.set(a.id, { announcement: a, seenAt: this.lastHeardAt });
     for (const w of this.waiters) if (w.tier === a.tier) w.wake(this.list(a.tier)[0] ?? a);
   }
 
@@ -197,7 +200,12 @@ class ServiceDirectoryImpl implements ServiceDirectory {
   list(tier: string): ServiceAnnouncement[] {
     const entries = this.tiers.get(tier);
     if (!entries) return [];
-    const cutoff = Date.now() - 3 * this.intervalMs;
+    // Entries age against the newest announcement heard from anyone, not the
+    // clock: while the bus is down (nobody is heard, this process included)
+    // the directory keeps what it knew, so a NATS outage does not empty it;
+    // a process that stops announcing while others go on still expires.
+    const now = Math.min(Date.now(), this.lastHeardAt + this.intervalMs);
+    const cutoff = now - 3 * this.intervalMs;
     for (const [id, e] of entries) if (e.seenAt < cutoff) entries.delete(id);
     return [...entries.values()].map((e) => e.announcement).sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
   }

@@ -47,6 +47,38 @@ describe.skipIf(!binary)('NATS bus (needs nats-server; skipped when it is not in
       await Promise.all([a.close(), b.close()]);
     });
 
+    it('sends what was published while the server was down, in order, once it is back', async () => {
+      const own = await startNatsServer({ jetstream: false });
+      let restarted: NatsServer | undefined;
+      const buses: EventBus[] = [];
+      try {
+        const [a, b] = await Promise.all([
+          connectNatsBus({ servers: own.url, name: 'outage-a' }),
+          connectNatsBus({ servers: own.url, name: 'outage-b' }),
+        ]);
+        buses.push(a, b);
+        const sub = b.subscribe('x.outage.*');
+        await b.request('x.ping.none', enc(''), { timeoutMs: 100 }).catch(() => {}); // round trip: SUB is on the server
+        await a.publish('x.outage.n', enc('before'));
+        await own.stop();
+        await new Promise((r) => setTimeout(r, 1500)); // both clients have seen the disconnect
+        for (let i = 0; i < 5; i++) await a.publish('x.outage.n', enc(`during-${i}`));
+        restarted = await startNatsServer({ jetstream: false, port: own.port });
+        await a.publish('x.outage.n', enc('after'));
+        const got: string[] = [];
+        for await (const m of sub) {
+          got.push(dec(m.data));
+          if (got.length === 7) break;
+        }
+        expect(got).toEqual(['before', ...Array.from({ length: 5 }, (_, i) => `during-${i}`), 'after']);
+      } finally {
+        // Closed while their server is up: a close flushes to it.
+        await Promise.all(buses.map((x) => x.close()));
+        await restarted?.stop();
+        await own.stop();
+      }
+    }, 30_000);
+
     it('keeps work items across clients: pushed by one that left, consumed by another', async () => {
       const producer = await connect('producer');
       const q = producer.workQueue('crossclient');

@@ -24,6 +24,12 @@ export interface KilnNats extends NatsServer {
   passwordFile(user: KilnNatsUser): string;
   /** `kiln daemon` flags that log `tier` in as its user, over TLS with the client certificate. */
   tierArgs(tier: string): string[];
+  /**
+   * An outage: stops the server (its clients see their connections drop),
+   * waits `ms`, and starts it again on the same port with the same
+   * configuration, certificates and passwords (clients reconnect).
+   */
+  outage(ms: number): Promise<void>;
 }
 
 /** The NATS user a tier logs in as: both worker backends are `worker`. */
@@ -48,13 +54,22 @@ export async function startKilnNats(): Promise<KilnNats> {
       env[`KILN_NATS_${u.toUpperCase()}_PASSWORD`] = passwords[u];
       writeFileSync(join(dir, `${u}.password`), `${passwords[u]}\n`, { mode: 0o600 });
     }
-    const server = await startNatsServer({ jetstream: false, configFile: join(repoRoot(), 'deploy', 'nats', 'nats-server.conf'), env });
+    const config = { jetstream: false, configFile: join(repoRoot(), 'deploy', 'nats', 'nats-server.conf'), env };
+    let server = await startNatsServer(config);
     const stop = async () => {
       await server.stop();
       rmSync(dir, { recursive: true, force: true });
     };
     return {
-      ...server,
+      url: server.url,
+      port: server.port,
+      storeDir: server.storeDir,
+      logs: () => server.logs(),
+      outage: async (ms) => {
+        await server.stop();
+        await new Promise((r) => setTimeout(r, ms));
+        server = await startNatsServer({ ...config, port: server.port });
+      },
       certs,
       password: (u) => passwords[u],
       passwordFile: (u) => join(dir, `${u}.password`),

@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -189,7 +189,26 @@ export async function startKilnCluster(nats: string | KilnNats, tiers: ClusterTi
     logs: () => started.map((t) => `--- ${t.name} ---\n${t.logs()}`).join('\n'),
     async stop() {
       for (const t of [...started].reverse()) await t.stop();
+      reapLeftovers(root);
       rmSync(root, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * What a tier killed by a test (SIGKILL mid-RUN) leaves under `root` and
+ * no restart reaped: its runc containers (killed and deleted) and mounts
+ * (detached), so the root can be removed.
+ */
+function reapLeftovers(root: string): void {
+  const found = spawnSync('find', [root, '-maxdepth', '5', '-type', 'd', '-path', '*/runc/state'], { encoding: 'utf8' }).stdout ?? '';
+  for (const state of found.split('\n').filter(Boolean)) {
+    const ids = (spawnSync('runc', ['--root', state, 'list', '-q'], { encoding: 'utf8' }).stdout ?? '').split('\n').filter(Boolean);
+    for (const id of ids) {
+      spawnSync('runc', ['--root', state, 'kill', '--all', id, 'KILL']);
+      spawnSync('runc', ['--root', state, 'delete', '--force', id]);
+    }
+  }
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m.startsWith(`${root}/`));
+  for (const m of mounts.reverse()) spawnSync('umount', ['-l', m]);
 }

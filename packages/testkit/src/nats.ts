@@ -19,6 +19,8 @@ export interface StartNatsServerOptions {
   configFile?: string;
   /** Added to the server's environment: the values of `$VAR`s in `configFile`. */
   env?: Record<string, string>;
+  /** Listen on this port (e.g. to bring a stopped server back where its clients reconnect); default a free one. */
+  port?: number;
 }
 
 /** A nats-server child process on 127.0.0.1, owned by the test that started it. */
@@ -56,13 +58,13 @@ export async function startNatsServer(opts: StartNatsServerOptions = {}): Promis
   const jetstream = opts.jetstream ?? true;
   const startTimeoutMs = opts.startTimeoutMs ?? 10_000;
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
+    const port = opts.port ?? (await freePort());
     const storeDir = jetstream ? await mkdtemp(join(tmpdir(), 'kiln-nats-')) : undefined;
     try {
       return await launch(binary, port, storeDir, startTimeoutMs, opts);
     } catch (err) {
       if (storeDir) await rm(storeDir, { recursive: true, force: true });
-      if (attempt < 5 && err instanceof PortInUseError) continue;
+      if (attempt < 5 && err instanceof PortInUseError && opts.port === undefined) continue;
       throw err;
     }
   }

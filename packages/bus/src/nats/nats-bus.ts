@@ -74,8 +74,8 @@ export function compileNatsBusOptions(opts: NatsBusOptions): CompiledNatsBusOpti
 /**
  * Connects an EventBus to NATS: core NATS for publish/subscribe and
  * request/reply, JetStream (which the server must enable, `-js`) for work
- * queues. After the first connection it reconnects forever; operations made
- * while disconnected are buffered by the client. Rejects with KilnError
+ * queues. After the first connection it reconnects forever; publishes made
+ * while disconnected are kept (up to 16 MiB) and sent in order once it is back. Rejects with KilnError
  * `unavailable` when the first connection fails.
  */
 export async function connectNatsBus(opts: NatsBusOptions): Promise<EventBus> {
@@ -107,6 +107,15 @@ function authHint(reason: string, o: CompiledNatsBusOptions): string {
   return ` (the server refused ${kind})`;
 }
 
+/** Most bytes of publishes kept while NATS is down (see NatsBusImpl.outbox). */
+const OUTBOX_MAX_BYTES = 16 * 1024 * 1024;
+/**
+ * How long after a reconnect the kept publishes wait: every Kiln process
+ * retries the server once a second, so by then their subscriptions are
+ * back and the messages reach them (core NATS stores nothing).
+ */
+const OUTBOX_FLUSH_DELAY_MS = 2500;
+
 class NatsBusImpl implements EventBus, NatsWorkQueueContext {
   private readonly subs = new Set<PushSubscription>();
   private readonly services = new Set<NatsService>();
@@ -116,6 +125,17 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
   private closingPromise: Promise<void> | undefined;
   private readonly closedPromise: Promise<void | Error>;
   private jsmPromise: Promise<JetStreamManager> | undefined;
+  /**
+   * Publishes made while the connection is down. nats.js empties its own
+   * buffer at every reconnect attempt, so they are kept here and sent, in
+   * order, once it is back (an outage loses only what was in flight when it
+   * began). Bounded by OUTBOX_MAX_BYTES: the oldest are dropped first.
+   */
+  private readonly outbox: { subject: string; data: Uint8Array }[] = [];
+  private outboxBytes = 0;
+  private outboxDropped = 0;
+  private down = false;
+  private flushTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly nc: NatsConnection,
@@ -123,6 +143,7 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
     private readonly secrets: readonly string[],
   ) {
     this.closedPromise = nc.closed().then((err) => {
+      clearTimeout(this.flushTimer);
       this.closing.abort(new UnavailableError('NATS connection closed'));
       for (const s of this.subs) s.end();
       this.subs.clear();
@@ -142,7 +163,15 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
       const data = redactCredentials(typeof s.data === 'string' ? s.data : JSON.stringify(s.data ?? ''), this.secrets);
       if (s.permissionContext) this.logger.warn({ status: s.type, data, ...s.permissionContext }, 'NATS refused an operation (subject permissions)');
       else if (s.type === 'disconnect' || s.type === 'error') this.logger.warn({ status: s.type, data }, 'NATS connection status');
-      else if (s.type === 'reconnect') this.logger.info({ status: s.type, data }, 'NATS reconnected');
+      else if (s.type === 'reconnect') this.logger.info({ status: s.type, data, queued: this.outbox.length }, 'NATS reconnected');
+      if (s.type === 'disconnect') {
+        this.down = true;
+        clearTimeout(this.flushTimer);
+      } else if (s.type === 'reconnect') {
+        // Core NATS keeps nothing: wait until the other clients (reconnecting every second) have subscribed again.
+        clearTimeout(this.flushTimer);
+        this.flushTimer = setTimeout(() => this.flushOutbox(), OUTBOX_FLUSH_DELAY_MS);
+      }
       else this.logger.debug({ status: s.type, data }, 'NATS connection status');
     }
   }
@@ -150,10 +179,36 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
   async publish(subject: string, data: Uint8Array): Promise<void> {
     validateSubject(subject, false);
     this.checkOpen('publish');
+    if (this.down || this.outbox.length > 0) return this.queue(subject, copyBytes(data));
     try {
       this.nc.publish(subject, copyBytes(data));
     } catch (err) {
       throw fromNatsError(err, `publish ${subject}`, { subject });
+    }
+  }
+
+  private queue(subject: string, data: Uint8Array): void {
+    this.outbox.push({ subject, data });
+    this.outboxBytes += data.length;
+    while (this.outboxBytes > OUTBOX_MAX_BYTES && this.outbox.length > 1) {
+      this.outboxBytes -= this.outbox.shift()!.data.length;
+      if (this.outboxDropped++ === 0) this.logger.warn({ maxBytes: OUTBOX_MAX_BYTES }, 'NATS down: publishes beyond the outbox limit are dropped, oldest first');
+    }
+  }
+
+  /** Sends what was published during an outage, in order. */
+  private flushOutbox(): void {
+    this.down = false;
+    const pending = this.outbox.splice(0);
+    this.outboxBytes = 0;
+    if (this.outboxDropped > 0) this.logger.warn({ dropped: this.outboxDropped }, 'NATS back: publishes dropped during the outage');
+    this.outboxDropped = 0;
+    for (const m of pending) {
+      try {
+        this.nc.publish(m.subject, m.data);
+      } catch (err) {
+        this.logger.warn({ err: redactCredentials((err as Error).message, this.secrets), subject: m.subject }, 'failed to send a publish queued during a NATS outage');
+      }
     }
   }
 

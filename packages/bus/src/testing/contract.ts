@@ -532,6 +532,21 @@ export function runBusContract(name: string, makeBus: () => Promise<BusFixture>)
         await a.stop();
       });
 
+      it('keeps its entries while it hears nobody (the bus is down), and ages them again once announcements resume', async () => {
+        const dir = directory(50);
+        const tier = `${p}-outage`;
+        // Heard once, then silence from everyone: as during a NATS outage.
+        await publishEvent(bus, servicesSubject(tier), events.ServiceAnnouncementSchema, { tier, id: 'quiet', url: 'http://quiet' });
+        await waitUntil(() => dir.list(tier).length === 1, 5000, 'the entry');
+        await delay(300);
+        expect(dir.list(tier).map((x) => x.id)).toEqual(['quiet']);
+        // Someone is heard again: the silent one is now known to be gone.
+        const a = await dir.announce({ tier, id: 'live', url: 'http://live' });
+        await delay(300);
+        expect(dir.list(tier).map((x) => x.id)).toEqual(['live']);
+        await a.stop();
+      });
+
       it('a new directory finds existing services without waiting an interval', async () => {
         const tier = `${p}-fe`;
         const a = await directory(60_000).announce({ tier, id: 'f1', url: 'http://f1' });

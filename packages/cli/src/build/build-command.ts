@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { control } from '@kiln/api';
-import { asKilnError, describeError, escapeControl, KilnError } from '@kiln/common';
+import { asKilnError, describeError, escapeControl, KilnError, TransportError } from '@kiln/common';
 import type { CliIo } from '../cli-io.js';
 import { connectDaemon, resolveDaemonAddress } from '../daemon.js';
 import { createProgressPrinter } from '../progress/progress.js';
@@ -182,7 +182,9 @@ async function buildWith(parsed: ReturnType<typeof parseBuildArgs>, io: CliIo): 
   if (sessionErr) log.debug({ err: sessionErr.message }, 'session ended with an error');
 
   if (failure !== undefined || !response) {
-    const err = asKilnError(failure ?? sessionErr);
+    let err = asKilnError(failure ?? sessionErr);
+    // The daemon (solver) went away mid-build: name it rather than show a bare HTTP/2 stream error.
+    if (err instanceof TransportError && !abort.signal.aborted) err = new TransportError('unavailable', `solver at ${conn.address} connection lost: ${err.message}`);
     // A failed RUN carries its last lines of output; show them above the error, as buildx does.
     const output = typeof err.details.output === 'string' ? err.details.output : '';
     if (output !== '') io.stderr.write(escapeControl(`------\n${output.split('\n').map((l) => ` > ${l}`).join('\n')}\n------\n`));

@@ -1,6 +1,6 @@
 import type { DescService } from '@bufbuild/protobuf';
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from '@connectrpc/connect';
-import { asKilnError, KilnError } from './errors.js';
+import { asKilnError, KilnError, TransportError } from './errors.js';
 import { ERROR_METADATA_KEY, decodeWireError, encodeWireError, toConnectCode } from './wire.js';
 
 /** Maps any thrown value to a ConnectError carrying the KilnError on metadata. */
@@ -17,7 +17,10 @@ export function toConnectError(err: unknown): ConnectError {
 export function fromConnectError(err: unknown): KilnError {
   if (err instanceof KilnError) return err;
   if (err instanceof ConnectError) {
-    return decodeWireError(err.code, err.rawMessage, err.metadata.get(ERROR_METADATA_KEY));
+    const encoded = err.metadata.get(ERROR_METADATA_KEY);
+    // No Kiln metadata: the call failed in the transport (refused, reset, stream cut), not in a handler.
+    if (!encoded) return new TransportError(decodeWireError(err.code, err.rawMessage).code, err.rawMessage);
+    return decodeWireError(err.code, err.rawMessage, encoded);
   }
   return asKilnError(err);
 }

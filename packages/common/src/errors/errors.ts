@@ -93,6 +93,20 @@ export class UnimplementedError extends KilnError {
   }
 }
 
+/**
+ * An RPC that failed below the called handler: the connection was refused
+ * or reset, or the HTTP/2 stream was cut (a tier restarted or died). It
+ * carries no error of the handler (no Kiln error metadata came back), so
+ * its code is only Connect's guess (often `canceled` or `unavailable`);
+ * callers map it to a message naming the tier they called.
+ */
+export class TransportError extends KilnError {
+  constructor(code: ErrorCode, message: string) {
+    super(code, message);
+    this.name = 'TransportError';
+  }
+}
+
 export const errors = {
   KilnError,
   InvalidArgumentError,
@@ -102,6 +116,7 @@ export const errors = {
   UnavailableError,
   CanceledError,
   UnimplementedError,
+  TransportError,
 };
 
 /** Wraps anything thrown into a KilnError, keeping KilnErrors as they are. */

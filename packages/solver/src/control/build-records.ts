@@ -1,6 +1,5 @@
 import { create } from '@bufbuild/protobuf';
 import { control, events } from '@kiln/api';
-import { subscribeEvents, type EventBus } from '@kiln/bus';
 import { createChannel, type Channel } from '@kiln/common';
 
 type BuildEvent = events.BuildEvent;
@@ -17,26 +16,20 @@ interface Record {
 }
 
 /**
- * BuildRecords collects every build's events from the bus (subject
- * `kiln.build.<id>.*`, published by the solver) and those its workers sent
- * (through `WorkerProgressRelay`, with `add`) so Status can replay what
- * happened before the client asked and then follow live.
+ * BuildRecords keeps every build's events: the solver's own (added as it
+ * publishes them, not read back from the bus, so Status and history go on
+ * while NATS is down) and those its workers sent (through
+ * `WorkerProgressRelay`; during a NATS outage their NATS clients buffer them
+ * and they arrive, in order, when it returns). Status replays what happened
+ * before the client asked and then follows live.
  */
 export class BuildRecords {
   private readonly records = new Map<string, Record>();
-  private readonly sub;
 
   /** `onDone` sees each build's whole event list once its done event arrived. */
-  constructor(bus: EventBus, private readonly onDone?: (buildId: string, events: readonly BuildEvent[]) => void) {
-    this.sub = subscribeEvents(bus, 'kiln.build.>', events.BuildEventSchema);
-    void this.consume();
-  }
+  constructor(private readonly onDone?: (buildId: string, events: readonly BuildEvent[]) => void) {}
 
-  private async consume(): Promise<void> {
-    for await (const { message } of this.sub) this.add(message);
-  }
-
-  /** Records an event directly: a worker's progress the relay accepted (the solver's own events arrive through the bus). */
+  /** Records an event: the solver's own, or a worker's progress the relay accepted. Events after a build's done are ignored. */
   add(ev: BuildEvent): void {
     const r = this.record(ev.buildId);
     if (r.done) return;
@@ -84,7 +77,7 @@ export class BuildRecords {
   }
 
   close(): void {
-    this.sub.unsubscribe();
+    for (const r of this.records.values()) for (const f of r.followers) f.end();
   }
 
   private record(id: string): Record {

@@ -119,14 +119,14 @@ describe('Solver worker choice', () => {
     expect(ran.get('w2')).toEqual(['local://context', 'COPY a /a']);
     const warned = await warnings('r1');
     expect(warned).toHaveLength(1);
-    expect(warned[0]).toMatch(/^worker w1 failed \(.*ECONNREFUSED.*\); retrying the build on worker w2$/);
+    expect(warned[0]).toMatch(/^worker "w1" was lost \(.*ECONNREFUSED.*\); retrying the build on worker "w2"$/);
   });
 
   it('retries when the worker left the pool during the build', async () => {
     const t = setup([{ id: 'w1', behaviour: 'leaving' }, { id: 'w2' }]);
     const res = await t.solver.solve(t.request('r2'), signal());
     expect(res.exporterResponse).toEqual({ worker: 'w2' });
-    expect(await t.warnings('r2')).toEqual([expect.stringMatching(/^worker w1 failed .*retrying the build on worker w2$/)]);
+    expect(await t.warnings('r2')).toEqual([expect.stringMatching(/^worker "w1" was lost .*retrying the build on worker "w2"$/)]);
   });
 
   it('does not retry a failing step, nor when no other worker fits', async () => {
@@ -139,7 +139,7 @@ describe('Solver worker choice', () => {
     const alone = setup([{ id: 'w1', behaviour: 'dead', labels: { pool: 'a' } }, { id: 'w2', labels: { pool: 'b' } }]);
     const lost = (await alone.solver.solve(alone.request('n2', ['labels.pool==a']), signal()).catch((e: unknown) => e)) as KilnError;
     expect(lost.code).toBe('unavailable');
-    expect(lost.message).toContain('ECONNREFUSED (worker w1)');
+    expect(lost.message).toMatch(/^worker "w1" was lost \(.*ECONNREFUSED \(worker w1\)\) and no other fitting worker is available to retry the build$/);
     expect(alone.ran.get('w2')).toEqual([]);
   });
 });

@@ -1,9 +1,9 @@
-import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import { create, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
 import type { Client } from '@connectrpc/connect';
 import { control, events, exporter, frontend, type content, type llb } from '@kiln/api';
-import { publishEvent, type EventBus } from '@kiln/bus';
-import { asKilnError, InvalidArgumentError, KilnError, sha256, UnimplementedError, walkPostOrder, type ErrorCode, type Logger } from '@kiln/common';
+import type { EventBus } from '@kiln/bus';
+import { asKilnError, InvalidArgumentError, KilnError, sha256, TransportError, UnimplementedError, walkPostOrder, type ErrorCode, type Logger } from '@kiln/common';
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
 import { createRegistryClient, formatPlatform, type RegistryClient } from '@kiln/registry';
 import { buildRegistryClient } from './build-registry.js';
@@ -33,6 +33,7 @@ import { VertexCache } from './vertex-cache.js';
 import { BuildGateways } from './build-gateway.js';
 import { solveWithFrontend } from './frontend-routing.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
+import { isConnectionLost, namedTier, namedWorkerPool } from './tier-clients.js';
 
 export interface SolverOptions {
   bus: EventBus;
@@ -92,12 +93,21 @@ export class Solver {
 
   /** Frontends' calls back into their builds (GatewayService). */
   readonly gateways: BuildGateways;
+  private readonly opts: SolverOptions;
 
-  constructor(private readonly opts: SolverOptions) {
+  constructor(options: SolverOptions) {
+    // Every tier client is named at this boundary, so a tier that dies or restarts mid-build shows up by name.
+    const opts = (this.opts = {
+      ...options,
+      workers: namedWorkerPool(options.workers),
+      frontend: namedTier(options.frontend, 'frontend'),
+      exporters: namedTier(options.exporters, 'exporters'),
+      content: options.content && namedTier(options.content, 'content'),
+    });
     if (opts.root) mkdirSync(opts.root, { recursive: true });
     this.db = openSolverDatabase(opts.root ? join(opts.root, 'solver.db') : ':memory:');
     this.history = new HistoryStore(this.db);
-    this.records = new BuildRecords(opts.bus, (buildId, evs) => {
+    this.records = new BuildRecords((buildId, evs) => {
       try {
         this.history.finish(buildId, evs);
       } catch (err) {
@@ -126,9 +136,9 @@ export class Solver {
     if (this.active.has(buildId)) throw new KilnError('already_exists', `build ${buildId} is already running`);
     this.active.add(buildId);
     const log = this.opts.logger.child({ buildId });
+    // The frontend's gateway solves run here; each attempt on a worker gets a session of its own (see attemptOn).
     const session = this.scheduler.session(signal);
-    const publish = (ev: MessageInitShape<typeof events.BuildEventSchema>['event']) =>
-      publishEvent(this.opts.bus, `kiln.build.${buildId}.${ev?.case ?? "event"}`, events.BuildEventSchema, { buildId, event: ev });
+    const publish = async (ev: MessageInitShape<typeof events.BuildEventSchema>['event']) => this.publishBuildEvent(create(events.BuildEventSchema, { buildId, event: ev }));
     const defs: ParsedDefinition[] = [];
     let imports: CacheImports | undefined;
     const claimed = new Set<string>();
@@ -181,20 +191,23 @@ export class Solver {
         );
         imports = new CacheImports(loaded, this.opts.content, log.child({ component: 'cache-import' }));
       }
-      const plan: BuildPlan = { req, granted: [...granted], defs, targets, cacheExports, imports, publish, log, session, signal, sourceDateEpoch };
+      const plan: Omit<BuildPlan, 'session' | 'signal'> = { req, granted: [...granted], defs, targets, cacheExports, imports, publish, log, sourceDateEpoch };
       let response: Record<string, string>;
       try {
-        response = await this.buildOn(worker, plan);
+        response = await this.attemptOn(worker, plan, signal);
       } catch (err) {
         if (signal.aborted || !(await this.workerLost(worker, err))) throw err;
-        // Refs do not move between workers: the other worker runs the build again (its cache still counts).
+        const reason = lostReason(worker.id, err);
+        // Refs do not move between workers: the other worker runs the build again; what its cache holds is reused.
         const other = await choose(new Set([worker.id])).catch(() => undefined);
-        if (!other) throw err;
+        if (!other) {
+          throw new KilnError('unavailable', `worker "${worker.id}" was lost (${reason}) and no other fitting worker is available to retry the build`, { worker: worker.id }, { cause: err });
+        }
         this.claim(worker.id, claimed, -1);
-        const message = `worker ${worker.id} failed (${asKilnError(err).message}); retrying the build on worker ${other.id}`;
-        log.warn({ failed: worker.id, retry: other.id, err: asKilnError(err).message }, 'worker lost: retrying the build on another worker');
+        const message = `worker "${worker.id}" was lost (${reason}); retrying the build on worker "${other.id}"`;
+        log.warn({ failed: worker.id, retry: other.id, err: reason }, 'worker lost: retrying the build on another worker');
         await publish({ case: 'warning', value: { level: 1n, short: new TextEncoder().encode(message) } });
-        response = await this.buildOn(other, plan);
+        response = await this.attemptOn(other, plan, signal);
       }
       this.history.setExporterResponse(buildId, response);
       await publish({ case: 'done', value: {} });
@@ -214,6 +227,40 @@ export class Solver {
       // The history row is finished from the done event; let it land before Solve answers.
       await this.records.settled(buildId, 2000);
       this.relay.end(buildId);
+    }
+  }
+
+  /**
+   * One attempt of the worker-bound part of a build on `worker`, in its own
+   * scheduler session (its results are let go when it ends). While it runs,
+   * the worker is watched in the directory: one that stops announcing (a
+   * hung or partitioned worker, whose calls may never fail) ends the
+   * attempt as lost, like a cut connection does.
+   */
+  private async attemptOn(worker: WorkerHandle, p: Omit<BuildPlan, 'session' | 'signal'>, signal: AbortSignal): Promise<Record<string, string>> {
+    const lost = new AbortController();
+    const sig = AbortSignal.any([signal, lost.signal]);
+    const session = this.scheduler.session(sig);
+    let probing = false;
+    const watch = setInterval(() => {
+      if (probing || lost.signal.aborted) return;
+      probing = true;
+      // Gone from the directory and not answering Describe either: lost (a directory alone may be stale).
+      this.workerGone(worker)
+        .then((gone) => {
+          if (gone && !lost.signal.aborted) lost.abort(new TransportError('unavailable', `worker "${worker.id}" left the cluster directory and does not answer`));
+        })
+        .catch(() => undefined)
+        .finally(() => (probing = false));
+    }, WORKER_WATCH_MS);
+    try {
+      return await this.buildOn(worker, { ...p, session, signal: sig });
+    } catch (err) {
+      if (lost.signal.aborted && !signal.aborted) throw lost.signal.reason;
+      throw err;
+    } finally {
+      clearInterval(watch);
+      await session.close();
     }
   }
 
@@ -300,6 +347,22 @@ export class Solver {
     return { workerId: out.workerId, ref: out.refs[def.result.index] ?? '' };
   }
 
+  /**
+   * Records a build event (Status and history read the records) and
+   * publishes it on `kiln.build.<id>.<kind>` for other observers. The bus
+   * is not in the way: while NATS is down the event is recorded at once and
+   * the publish is buffered by the NATS client (or dropped, logged, once the
+   * connection is closed for good).
+   */
+  private async publishBuildEvent(ev: events.BuildEvent): Promise<void> {
+    this.records.add(ev);
+    try {
+      await this.opts.bus.publish(`kiln.build.${ev.buildId}.${ev.event.case ?? 'event'}`, toBinary(events.BuildEventSchema, ev));
+    } catch (err) {
+      this.opts.logger.debug({ err, buildId: ev.buildId }, 'failed to publish a build event on the bus (recorded anyway)');
+    }
+  }
+
   /** Counts a build on (`+1`) or off (`-1`) a worker; `claimed` is the build's own set, so each is counted off once. */
   private claim(workerId: string, claimed: Set<string>, delta: 1 | -1): void {
     if (delta > 0 ? claimed.has(workerId) : !claimed.delete(workerId)) return;
@@ -315,13 +378,24 @@ export class Solver {
    * the worker has left the pool or no longer answers Describe.
    */
   private async workerLost(worker: WorkerHandle, err: unknown): Promise<boolean> {
-    if (!TRANSIENT_CODES.has(asKilnError(err).code)) return false;
+    if (!isConnectionLost(err) && !TRANSIENT_CODES.has(asKilnError(err).code)) return false;
     if (!(await this.opts.workers.get(worker.id))) return true;
+    return !(await this.answers(worker));
+  }
+
+  /** Whether the worker is absent from the directory and does not answer Describe. */
+  private async workerGone(worker: WorkerHandle): Promise<boolean> {
+    if (await this.opts.workers.get(worker.id)) return false;
+    return !(await this.answers(worker));
+  }
+
+  /** Whether the worker answers Describe within WORKER_PROBE_MS. */
+  private async answers(worker: WorkerHandle): Promise<boolean> {
     try {
       await worker.client.describe({}, { signal: AbortSignal.timeout(WORKER_PROBE_MS) });
-      return false;
-    } catch {
       return true;
+    } catch {
+      return false;
     }
   }
 
@@ -643,6 +717,15 @@ export class Solver {
 const TRANSIENT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['unavailable', 'internal', 'deadline_exceeded']);
 /** How long a worker gets to answer Describe before it counts as lost. */
 const WORKER_PROBE_MS = 3000;
+/** How often a build's worker is looked up in the directory while the build runs. */
+const WORKER_WATCH_MS = 1000;
+
+/** Why a worker counts as lost, without repeating its name (`worker "w1" connection lost: X` gives `connection lost: X`). */
+function lostReason(workerId: string, err: unknown): string {
+  const message = asKilnError(err).message;
+  const prefix = `worker "${workerId}" `;
+  return message.startsWith(prefix) ? message.slice(prefix.length) : message;
+}
 
 /** The frontend response's metadata key for SOURCE_DATE_EPOCH (seconds). */
 const SOURCE_DATE_EPOCH_METADATA = 'source-date-epoch';
