@@ -100,9 +100,9 @@ export class Solver {
     const opts = (this.opts = {
       ...options,
       workers: namedWorkerPool(options.workers),
-      frontend: namedTier(options.frontend, 'frontend'),
-      exporters: namedTier(options.exporters, 'exporters'),
-      content: options.content && namedTier(options.content, 'content'),
+      frontend: namedTier(options.frontend, (name) => `frontend "${name}"`),
+      exporters: namedTier(options.exporters, () => 'exporters tier'),
+      content: options.content && namedTier(options.content, () => 'content tier'),
     });
     if (opts.root) mkdirSync(opts.root, { recursive: true });
     this.db = openSolverDatabase(opts.root ? join(opts.root, 'solver.db') : ':memory:');

@@ -36,9 +36,9 @@ export function namedWorkerPool(pool: WorkerPool): WorkerPool {
   };
 }
 
-/** A lazily found tier client (frontend, exporters, content) named `<tier> tier`. */
-export function namedTier<C extends object>(find: () => Promise<C>, tier: string): () => Promise<C> {
-  return async () => namedTierClient(await find(), `${tier} tier`);
+/** A lazily found tier client (frontend, exporters, content), named by `name` of the lookup's arguments. */
+export function namedTier<A extends unknown[], C extends object>(find: (...args: A) => Promise<C>, name: (...args: A) => string): (...args: A) => Promise<C> {
+  return async (...args: A) => namedTierClient(await find(...args), name(...args));
 }
 
 /** Whether an error is a transport failure (the called tier went away), as opposed to a handler's error. */
