@@ -93,6 +93,7 @@ describe('kiln bake [topology=all-in-one, worker=oci]', () => {
     expect(res.stderr.match(/^#\d+ \d+\.\d+ SHARED-STEP-MARKER$/gm) ?? [], res.stderr).toHaveLength(1);
     const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as Record<string, unknown>;
     expect(Object.keys(meta).sort()).toEqual(['t1', 't2', 't3', 't4', 't5']);
+    expect((meta.t1 as Record<string, unknown>)['buildx.build.ref']).toMatch(/^default\/default\/[a-z0-9]{25}$/);
   });
 
   it('builds a matrix target: one build per combination, named by its name expression', async () => {

@@ -17,6 +17,7 @@ Build from a file
 
 Options:
       --addr string              Daemon address (unix:///PATH or tcp://HOST:PORT; env KILN_ADDR)
+      --builder string           Override the configured builder instance (env KILN_BUILDER)
   -f, --file stringArray         Build definition file (default: BUILDX_BAKE_FILE, else compose.yaml, docker-bake.hcl, ... in the current directory)
   -h, --help                     Print usage
       --list string              List targets ("targets" or "type=targets,format=json")
@@ -83,7 +84,7 @@ export async function runBake(argv: readonly string[], io: CliIo): Promise<numbe
   if (flags['metadata-file'] === '') throw new UsageError('flag needs a non-empty argument: --metadata-file', '--metadata-file');
   if (flags.print && flags.list !== undefined) throw new UsageError('--print and --list are mutually exclusive', '--list');
   const list = flags.list === undefined ? undefined : parseListFlag(flags.list);
-  if (!flags.print && !list) resolveDaemonAddress(flags.addr, io.vars);
+  if (!flags.print && !list) resolveDaemonAddress(flags.addr, io.vars, flags.builder);
 
   // buildx turns these flags into overrides of every target, after the user's --set.
   const sets = [...flags.set];
@@ -113,6 +114,7 @@ export async function runBake(argv: readonly string[], io: CliIo): Promise<numbe
       progress,
       metadataFile: flags['metadata-file'] === undefined ? undefined : resolve(io.cwd, flags['metadata-file']),
       addr: flags.addr,
+      builder: flags.builder,
       tls: tlsFlagsOf(flags),
     },
     io,

@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { control } from '@kiln/api';
 import { asKilnError, describeError, escapeControl, KilnError } from '@kiln/common';
-import { decodeExporterResponse, newBuildId } from '../build/build-command.js';
+import { buildMetadata, newBuildId } from '../build/build-command.js';
 import { compileBuildOptions, parseBuildArgs, type BuildOptions, type ProgressMode } from '../build/build-options.js';
+import { loadIntoDocker } from '../build/docker-load.js';
 import { resolveLayoutContexts } from '../build/oci-layout-contexts.js';
 import { sessionCredentials, sessionDirs, sessionOutputs, sessionSecrets, sessionSshAgents, toSolveRequest } from '../build/solve-request.js';
 import type { CliIo } from '../cli-io.js';
@@ -22,6 +23,8 @@ export interface BakeRunOptions {
   progress: ProgressMode;
   metadataFile: string | undefined;
   addr: string | undefined;
+  /** `--builder`, if given (KILN_BUILDER or the current builder otherwise). */
+  builder: string | undefined;
   tls: TlsFlags;
 }
 
@@ -101,15 +104,19 @@ export async function runBakeBuilds(opts: BakeRunOptions, io: CliIo): Promise<nu
 
 async function runPlanned(opts: BakeRunOptions, io: CliIo, workDir: string): Promise<number> {
   const { builds, groups } = planBuilds(opts.targets, io, workDir);
-  const conn = await connectDaemon({ addr: opts.addr, tls: opts.tls, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
+  const conn = await connectDaemon({ addr: opts.addr, builder: opts.builder, tls: opts.tls, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
   const abort = new AbortController();
   const onAbort = () => abort.abort(io.signal.reason);
   io.signal.addEventListener('abort', onAbort, { once: true });
   const printer = createProgressPrinter(opts.progress, io.stderr, { term: io.vars.TERM });
   const statusAbort = new AbortController();
+  const warnings: control.StatusResponse['warnings'][number][] = [];
   const statusDone = builds.map(async (b) => {
     try {
-      for await (const s of conn.control.status({ ref: b.ref }, { signal: AbortSignal.any([abort.signal, statusAbort.signal]) })) printer.write(s);
+      for await (const s of conn.control.status({ ref: b.ref }, { signal: AbortSignal.any([abort.signal, statusAbort.signal]) })) {
+        warnings.push(...s.warnings);
+        printer.write(s);
+      }
     } catch (err) {
       if (!statusAbort.signal.aborted) io.logger.debug({ err: asKilnError(err).message, target: b.name }, 'status stream failed');
     }
@@ -159,12 +166,19 @@ async function runPlanned(opts: BakeRunOptions, io: CliIo, workDir: string): Pro
       await s.session.ready();
       const resp = await conn.control.solve(toSolveRequest({ ...built, exports }, { ref: b.ref, sessionId: s.id }), { signal: abort.signal });
       responses.set(b.name, resp);
+      // `docker` outputs without dest (--load): the tarball the session received goes to dockerd.
+      for (const e of built.exports) {
+        if (!e.output?.load) continue;
+        const names = await loadIntoDocker(e.output.path, io.vars, abort.signal);
+        for (const n of names) io.stderr.write(`Loaded image: ${escapeControl(n)}\n`);
+      }
     })();
     solving.set(b.name, p);
     return p;
   };
 
   let failure: { name: string; err: unknown } | undefined;
+  const loadTars = builds.flatMap((b) => b.opts.exports.flatMap((e) => (e.output?.load ? [e.output.path] : [])));
   await Promise.all(
     builds.map((b) =>
       solve(b).catch((err: unknown) => {
@@ -176,6 +190,7 @@ async function runPlanned(opts: BakeRunOptions, io: CliIo, workDir: string): Pro
     ),
   );
   io.signal.removeEventListener('abort', onAbort);
+  for (const p of loadTars) rmSync(p, { force: true });
   for (const s of sessions) s.session.close();
   for (const offer of localWrites.values()) dropLocalWrite(offer.tempPath);
   const tail = setTimeout(() => statusAbort.abort(), failure ? 500 : STATUS_TAIL_MS);
@@ -192,9 +207,15 @@ async function runPlanned(opts: BakeRunOptions, io: CliIo, workDir: string): Pro
     return 1;
   }
   if (opts.metadataFile) {
-    // buildx: one key per target, each the build's metadata as `build --metadata-file` writes it.
+    // buildx: one key per target, each the build's metadata as `build --metadata-file` writes it,
+    // and the warnings of all builds under buildx.build.warnings.
     const out: Record<string, unknown> = {};
-    for (const name of [...responses.keys()].sort()) out[name] = decodeExporterResponse(responses.get(name)!.exporterResponse);
+    for (const b of [...builds].sort((x, y) => (x.name < y.name ? -1 : 1))) {
+      const resp = responses.get(b.name);
+      if (resp) out[b.name] = buildMetadata(resp.exporterResponse, b.ref, [], conn.builder);
+    }
+    const all = buildMetadata({}, '', warnings)['buildx.build.warnings'];
+    if (all !== undefined) out['buildx.build.warnings'] = all;
     await mkdir(dirname(opts.metadataFile), { recursive: true });
     await writeFile(opts.metadataFile, `${JSON.stringify(out, null, 2)}\n`);
   }
