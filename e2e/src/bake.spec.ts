@@ -2,7 +2,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { findDockerd, runKiln, startDockerd, startKilnd, type Kilnd, type TestDockerd } from '@kiln/testkit';
 
 // No registry: a base stage made of Debian's static busybox from the context.
 const BUSYBOX = '/bin/busybox';
@@ -26,7 +26,7 @@ const DOCKERFILE = [
 
 const BAKE_HCL = `
 variable "SUFFIX" { default = "x" }
-group "default" { targets = ["t1", "t2", "t3", "t4", "t5"] }
+group "default" { targets = ["t1", "t2", "t3", "t4", "t5", "m"] }
 target "common" {
   target = "final"
 }
@@ -79,28 +79,22 @@ describe('kiln bake [topology=all-in-one, worker=oci]', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('builds 5 targets at once; the stage they share runs once', async () => {
+  it('builds 5 targets and a matrix at once; the stage they share runs once', async () => {
     const res = await runKiln(['bake', '--addr', daemon.addr, '--progress=plain', '--metadata-file', 'meta.json'], { cwd: dir, env: { SUFFIX: 'env' } });
     expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
-    const names = { t1: 'one-env', t2: 'TWO', t3: 'th-ree', t4: 'four', t5: 'five' };
+    // The matrix block is one build per combination, named by its name expression.
+    const names = { t1: 'one-env', t2: 'TWO', t3: 'th-ree', t4: 'four', t5: 'five', 'm-a': 'matrix-a', 'm-b': 'matrix-b' };
     const tokens = new Set<string>();
     for (const [t, name] of Object.entries(names)) {
       expect(readFileSync(join(dir, 'out', t, 'name'), 'utf8')).toBe(`${name}\n`);
       tokens.add(readFileSync(join(dir, 'out', t, 'token'), 'utf8'));
     }
-    // One run of the shared RUN: one token in all five outputs, one marker line in the progress.
+    // One run of the shared RUN: one token in all seven outputs, one marker line in the progress.
     expect(tokens.size).toBe(1);
     expect(res.stderr.match(/^#\d+ \d+\.\d+ SHARED-STEP-MARKER$/gm) ?? [], res.stderr).toHaveLength(1);
     const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as Record<string, unknown>;
-    expect(Object.keys(meta).sort()).toEqual(['t1', 't2', 't3', 't4', 't5']);
+    expect(Object.keys(meta).sort()).toEqual(['m-a', 'm-b', 't1', 't2', 't3', 't4', 't5']);
     expect((meta.t1 as Record<string, unknown>)['buildx.build.ref']).toMatch(/^default\/default\/[a-z0-9]{25}$/);
-  });
-
-  it('builds a matrix target: one build per combination, named by its name expression', async () => {
-    const res = await runKiln(['bake', '--addr', daemon.addr, '--progress=plain', 'm'], { cwd: dir });
-    expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
-    expect(readFileSync(join(dir, 'out', 'm-a', 'name'), 'utf8')).toBe('matrix-a\n');
-    expect(readFileSync(join(dir, 'out', 'm-b', 'name'), 'utf8')).toBe('matrix-b\n');
   });
 
   it('builds the services of a compose.yaml, and a target: context from the target it names', async () => {
@@ -189,5 +183,28 @@ describe('kiln bake [topology=all-in-one, worker=oci]', () => {
   }
 }
 `);
+  });
+
+  describe.skipIf(!findDockerd())('--load', () => {
+    let dockerd: TestDockerd;
+    beforeAll(async () => {
+      dockerd = await startDockerd();
+    }, 120_000);
+    afterAll(async () => {
+      await dockerd?.stop();
+    });
+
+    it('loads the image of every target into dockerd with its tags', async () => {
+      const res = await runKiln(['bake', '--addr', daemon.addr, '--progress=plain', '--load', '--set', 't4.tags=kiln-bake/four:1', '--set', 't5.tags=kiln-bake/five:1', '--set', '*.output=', 't4', 't5'], {
+        cwd: dir,
+        env: { DOCKER_HOST: dockerd.host },
+      });
+      expect(res.code, `${res.stderr}\n${dockerd.logs().slice(-2000)}`).toBe(0);
+      expect(res.stderr).toContain('Loaded image: kiln-bake/four:1');
+      for (const tag of ['kiln-bake/four:1', 'kiln-bake/five:1']) {
+        const inspect = await dockerd.docker(['image', 'inspect', tag, '--format', '{{.Id}}']);
+        expect(inspect.stdout.trim()).toMatch(/^sha256:[0-9a-f]{64}$/);
+      }
+    });
   });
 });
