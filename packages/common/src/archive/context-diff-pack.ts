@@ -89,12 +89,17 @@ export async function* packContextDiff(
     }
   }
   let deleted = 0;
-  const deletedDirs: string[] = [];
+  const deletedDirs = new Set<string>();
+  /** Whether a directory above `path` is already deleted (a lookup per ancestor, not a scan per deleted directory). */
+  const underDeleted = (path: string): boolean => {
+    for (let i = path.lastIndexOf('/'); i > 0; i = path.lastIndexOf('/', i - 1)) if (deletedDirs.has(path.slice(0, i))) return true;
+    return false;
+  };
   for (const path of [...base.keys()].sort()) {
     if (seen.has(path)) continue;
-    if (deletedDirs.some((d) => path.startsWith(`${d}/`))) continue;
+    if (underDeleted(path)) continue;
     deleted++;
-    if (base.get(path)!.type === 'dir') deletedDirs.push(path);
+    if (base.get(path)!.type === 'dir') deletedDirs.add(path);
     yield* out.push(ContextDiffEncoder.deletion(path));
   }
   yield* out.push(ContextDiffEncoder.end(changed + deleted));

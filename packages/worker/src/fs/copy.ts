@@ -4,7 +4,7 @@ import path from 'node:path';
 import { hasWildcard, matchComponent, PatternMatcher } from '@kiln/common';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
 import type { ModeChange } from './symbolic-mode.js';
-import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot } from './fs-util.js';
+import { applyAttrs, errnoError, EventLoopYielder, lstatOrUndefined, mkdirAllInRoot } from './fs-util.js';
 
 export interface CopyOptions {
   /** Copy a symlink named by `src` as its target (true) or as the link (false). */
@@ -90,10 +90,12 @@ export async function copyPath(srcRoot: string, src: string, destRoot: string, d
 class Copier {
   /** "dev:ino" of a copied multi-link file -> its first copy, to link again. */
   private readonly inodes = new Map<string, string>();
+  private readonly yielder = new EventLoopYielder();
 
   constructor(private readonly opts: CopyOptions) {}
 
   async copy(src: string, rel: string, target: string, plan: Set<string> | undefined): Promise<void> {
+    await this.yielder.tick();
     const fi = await lstatOrUndefined(src);
     if (!fi) throw errnoError('ENOENT', `${src} disappeared while it was copied`);
     const existing = await lstatOrUndefined(target);

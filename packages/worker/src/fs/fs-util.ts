@@ -42,3 +42,26 @@ export function describeFsError(err: unknown): string {
       return e instanceof Error ? e.message : String(err);
   }
 }
+
+/**
+ * Lets timers and sockets run during a long loop of synchronous filesystem
+ * calls: `await yielder.tick()` in the loop yields to the event loop once
+ * `sliceMs` have passed since the last yield. Without it, copying or
+ * hashing 100,000 files held the daemon's event loop for seconds, long
+ * enough for a client's HTTP/2 ping to time out and fail the build.
+ */
+export class EventLoopYielder {
+  #last = performance.now();
+  constructor(readonly sliceMs = 25) {}
+
+  tick(): Promise<void> | undefined {
+    const now = performance.now();
+    if (now - this.#last < this.sliceMs) return undefined;
+    return new Promise((resolve) =>
+      setImmediate(() => {
+        this.#last = performance.now();
+        resolve();
+      }),
+    );
+  }
+}

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { hasWildcard } from '@kiln/common';
 import { cleanRootPath, lstatOrUndefined, resolveInRoot } from '@kiln/snapshotter';
 import { resolveWildcards } from './copy.js';
+import { EventLoopYielder } from './fs-util.js';
 
 /** A path an op reads from one input (see PathSelector in worker.proto). */
 export interface PathSelector {
@@ -31,6 +32,7 @@ export async function selectorChecksum(root: string, sel: PathSelector, known?: 
   const h = createHash('sha256');
   const clean = cleanRootPath(sel.path);
   const matches = sel.wildcard && hasWildcard(sel.path) ? await resolveWildcards(root, clean) : [clean];
+  const yielder = new EventLoopYielder();
   for (const m of matches) {
     const abs = await resolveInRoot(root, m, { followFinalSymlink: sel.followSymlink });
     const st = await lstatOrUndefined(abs);
@@ -39,14 +41,23 @@ export async function selectorChecksum(root: string, sel: PathSelector, known?: 
       h.update('missing\n');
       continue;
     }
-    hashTree(h, root, abs, '', st, known);
+    await hashTree(h, root, abs, '', st, known, yielder);
   }
   return `sha256:${h.digest('hex')}`;
 }
 
 /** Hashes `abs` (already lstat'ed) and what is below it, in sorted path order; `rel` is relative to the selected entry. */
-function hashTree(h: ReturnType<typeof createHash>, root: string, abs: string, rel: string, st: Stats, known: KnownFileDigest | undefined): void {
+async function hashTree(
+  h: ReturnType<typeof createHash>,
+  root: string,
+  abs: string,
+  rel: string,
+  st: Stats,
+  known: KnownFileDigest | undefined,
+  yielder: EventLoopYielder,
+): Promise<void> {
   // Sync calls: a promise per entry costs a thread-pool round trip (see ARCHITECTURE "Hot paths").
+  await yielder.tick();
   const type = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : 'other';
   let body = '';
   if (type === 'file') body = known?.(path.relative(root, abs), st) ?? fileSha256(abs);
@@ -56,7 +67,7 @@ function hashTree(h: ReturnType<typeof createHash>, root: string, abs: string, r
   if (type !== 'dir') return;
   for (const name of readdirSync(abs).sort()) {
     const child = path.join(abs, name);
-    hashTree(h, root, child, rel ? `${rel}/${name}` : name, lstatSync(child), known);
+    await hashTree(h, root, child, rel ? `${rel}/${name}` : name, lstatSync(child), known, yielder);
   }
 }
 

@@ -3,6 +3,7 @@ import { constants, copyFileSync, lutimesSync, mkdirSync, rmSync, symlinkSync } 
 import path from 'node:path';
 import { writeNewFile, type ContextChange, type ContextEntry } from '@kiln/common';
 import { applyAttrs, lstatOrUndefined, resolveInRoot } from '@kiln/snapshotter';
+import { EventLoopYielder } from '../fs/fs-util.js';
 import { OpFailure } from '../ops/op-failure.js';
 
 /** A context entry as the worker holds it: files carry the sha256 (hex) of what it wrote. */
@@ -50,15 +51,20 @@ export async function applyContextDiff(o: ApplyContextDiffOptions): Promise<Appl
   const written = new Set<string>();
   /** Directories whose mtime must be set at the end. */
   const dirty = new Set<string>();
+  const dirs = new VerifiedDirs(o.root);
+  const yielder = new EventLoopYielder();
   let changed = 0;
   let deleted = 0;
   let contentBytes = 0;
 
   for await (const change of o.changes) {
     o.signal?.throwIfAborted();
+    await yielder.tick();
     if (change.kind === 'delete') {
       deleted++;
-      dropSubtree(manifest, change.path, true);
+      if (manifest.get(change.path)?.type === 'dir') dropSubtree(manifest, change.path);
+      manifest.delete(change.path);
+      dirs.forget(change.path);
       written.delete(change.path);
       markParent(dirty, change.path);
       if (o.seeded) await removeInRoot(o.root, change.path);
@@ -70,7 +76,7 @@ export async function applyContextDiff(o: ApplyContextDiffOptions): Promise<Appl
       throw new OpFailure(`failed to receive context: ${e.path} has no parent directory ${parentRel} in the transfer`, { details: { path: e.path } });
     }
     changed++;
-    const parent = await mkdirInRoot(o.root, parentRel);
+    const parent = await dirs.mkdir(parentRel);
     const target = path.join(parent, path.posix.basename(e.path));
     const existing = lstatOrUndefined(target);
     const entry: ManifestEntry = { ...e };
@@ -81,8 +87,10 @@ export async function applyContextDiff(o: ApplyContextDiffOptions): Promise<Appl
       dirty.add(e.path);
     } else {
       if (existing) rmSync(target, { recursive: true, force: true });
-      // A directory replaced by a file or link takes its children with it.
-      dropSubtree(manifest, e.path, false);
+      // A directory replaced by a file or link takes its children with it
+      // (only a directory has children in the manifest: checked above for each entry).
+      if (manifest.get(e.path)?.type === 'dir') dropSubtree(manifest, e.path);
+      dirs.forget(e.path);
       if (e.type === 'file') {
         const hash = createHash('sha256');
         let n = 0;
@@ -109,7 +117,8 @@ export async function applyContextDiff(o: ApplyContextDiffOptions): Promise<Appl
   if (!o.seeded && o.baseRoot !== undefined) {
     for (const rel of sortedPaths(manifest.keys())) {
       if (written.has(rel)) continue;
-      await copyFromBase(o.root, o.baseRoot, manifest.get(rel)!);
+      await yielder.tick();
+      await copyFromBase(dirs, o.baseRoot, manifest.get(rel)!);
       if (manifest.get(rel)!.type === 'dir') dirty.add(rel);
       markParent(dirty, rel);
     }
@@ -162,26 +171,47 @@ function markParent(dirty: Set<string>, rel: string): void {
   if (parent !== '.') dirty.add(parent);
 }
 
-/** Removes `rel` (and, when `self`, itself) plus everything below it from the manifest. */
-function dropSubtree(manifest: ContextManifest, rel: string, self: boolean): void {
-  if (self) manifest.delete(rel);
+/**
+ * Removes everything below directory `rel` from the manifest (a scan of the
+ * whole manifest: only called when a directory is deleted or replaced).
+ */
+function dropSubtree(manifest: ContextManifest, rel: string): void {
   const prefix = `${rel}/`;
   for (const k of manifest.keys()) if (k.startsWith(prefix)) manifest.delete(k);
 }
 
-/** Creates (0755, as the manifest fixes them later) and resolves directory `rel` inside `root`. */
-async function mkdirInRoot(root: string, rel: string): Promise<string> {
-  if (rel === '.' || rel === '') return root;
-  let resolved = root;
-  let prefix = '';
-  for (const part of rel.split('/')) {
-    prefix += `/${part}`;
-    resolved = await resolveInRoot(root, prefix, { followFinalSymlink: false });
+/**
+ * Directories of `root` this transfer has created or checked (lstat: a real
+ * directory, reached through real directories), with their host paths, so
+ * the thousands of files of one directory resolve its path once instead of
+ * once per file and per component. An entry replaced or deleted is
+ * forgotten with everything below it.
+ */
+class VerifiedDirs {
+  readonly #known = new Map<string, string>();
+  constructor(readonly root: string) {}
+
+  /** Creates (0755, as the manifest fixes them later) and resolves directory `rel` inside the root. */
+  async mkdir(rel: string): Promise<string> {
+    if (rel === '.' || rel === '') return this.root;
+    const hit = this.#known.get(rel);
+    if (hit !== undefined) return hit;
+    const parentRel = path.posix.dirname(rel);
+    const parent = await this.mkdir(parentRel);
+    const resolved = path.join(parent, path.posix.basename(rel));
     const st = lstatOrUndefined(resolved);
     if (!st) mkdirSync(resolved, 0o755);
-    else if (!st.isDirectory()) throw new OpFailure(`failed to receive context: ${prefix.slice(1)} is not a directory`, { details: { path: rel } });
+    else if (!st.isDirectory()) throw new OpFailure(`failed to receive context: ${rel} is not a directory`, { details: { path: rel } });
+    this.#known.set(rel, resolved);
+    return resolved;
   }
-  return resolved;
+
+  /** Drops `rel` and what lies below it (called before it is replaced or removed). */
+  forget(rel: string): void {
+    if (!this.#known.delete(rel)) return;
+    const prefix = `${rel}/`;
+    for (const k of this.#known.keys()) if (k.startsWith(prefix)) this.#known.delete(k);
+  }
 }
 
 async function removeInRoot(root: string, rel: string): Promise<void> {
@@ -191,8 +221,8 @@ async function removeInRoot(root: string, rel: string): Promise<void> {
   rmSync(path.join(parent, path.posix.basename(rel)), { recursive: true, force: true });
 }
 
-async function copyFromBase(root: string, baseRoot: string, e: ManifestEntry): Promise<void> {
-  const parent = await mkdirInRoot(root, path.posix.dirname(e.path));
+async function copyFromBase(dirs: VerifiedDirs, baseRoot: string, e: ManifestEntry): Promise<void> {
+  const parent = await dirs.mkdir(path.posix.dirname(e.path));
   const target = path.join(parent, path.posix.basename(e.path));
   const attrs = { mode: e.mode, uid: e.uid, gid: e.gid };
   if (e.type === 'dir') {

@@ -86,6 +86,28 @@ describe('context diff', () => {
     expect([...res.manifest.keys()].some((k) => k.startsWith('gonedir'))).toBe(false);
   });
 
+  it.each([
+    ['seeded', true],
+    ['fresh', false],
+  ])('a directory that became a file and a file that became a directory (%s)', async (_, seeded) => {
+    const src = makeContext();
+    const first = tmp('first');
+    const { manifest } = await transfer(src, first, new Map(), { seeded: false });
+    rmSync(path.join(src, 'a/b'), { recursive: true });
+    writeFileSync(path.join(src, 'a/b'), 'now a file');
+    rmSync(path.join(src, 'gone.txt'));
+    mkdirSync(path.join(src, 'gone.txt/deeper'), { recursive: true });
+    writeFileSync(path.join(src, 'gone.txt/deeper/f'), 'f');
+    const root = seeded ? tmp('seeded') : tmp('fresh');
+    if (seeded) cpSync(first, root, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+    const res = await transfer(src, root, manifest, { seeded, baseRoot: seeded ? undefined : first });
+    expect(res.manifest.has('a/b/one.txt')).toBe(false);
+    expect(res.manifest.get('a/b')?.type).toBe('file');
+    expect(res.manifest.get('gone.txt/deeper/f')?.type).toBe('file');
+    expect(treeContentDigest(root)).toBe(treeContentDigest(src));
+    expect(manifestContentDigest(res.manifest)).toBe(treeContentDigest(src));
+  });
+
   it('touching a file resends it but leaves the content digest alone', async () => {
     const src = makeContext();
     const first = tmp('first');
