@@ -1,3 +1,4 @@
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -226,6 +227,19 @@ describe('kiln build', () => {
     const none = await run([]);
     expect(none.code).toBe(2);
     expect(none.stderr).toMatch(/^Usage:  kiln COMMAND/);
+  });
+
+  it('bin/kiln answers --help and --version without the CLI bundle, with the same text as main', async () => {
+    const bin = join(import.meta.dirname, '..', '..', '..', 'bin', 'kiln.mjs');
+    for (const argv of [['--help'], ['-h'], ['help'], ['--version'], ['-v']]) {
+      const out = execFileSync(process.execPath, [bin, ...argv], { encoding: 'utf8' });
+      expect(out).toBe((await run(argv)).stdout.toString());
+    }
+    // The fast path loads only the usage module: no bundle in the ESM loader's trace.
+    const trace = spawnSync(process.execPath, [bin, '--version'], { env: { ...process.env, NODE_DEBUG: 'esm' }, encoding: 'utf8' });
+    expect(trace.status).toBe(0);
+    expect(trace.stderr).toContain('usage.js');
+    expect(trace.stderr).not.toContain('kiln-cli.bundle');
   });
 });
 

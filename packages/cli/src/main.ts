@@ -9,36 +9,14 @@ import { COMPLETION_USAGE, helpTree, runCompletion } from './commands/completion
 import { DEBUG_USAGE, runDebug } from './commands/debug-commands.js';
 import { HISTORY_SUB_USAGES, HISTORY_USAGE, runHistory } from './commands/history-commands.js';
 import { IMAGETOOLS_SUB_USAGES, IMAGETOOLS_USAGE, runImagetools } from './commands/imagetools/imagetools-command.js';
-import { runVersion, VERSION_USAGE, versionLine } from './commands/version-command.js';
+import { runVersion, VERSION_USAGE } from './commands/version-command.js';
 import { UsageError } from './flags/usage-error.js';
+import { USAGE, versionLine } from './usage.js';
 
 // The process entry (bin/kiln.mjs) installs it before `main`: see light-headers.ts.
 export { installLightHeaders } from './light-headers.js';
+export { USAGE };
 
-export const USAGE = `Usage:  kiln COMMAND
-
-A container image builder (BuildKit + buildx style)
-
-Commands:
-  bake        Build from a file
-  build       Start a build
-  builder     Manage builder instances
-  completion  Print a shell completion script (bash, zsh, fish)
-  daemon      Run the daemon in the foreground
-  debug       Show how the frontend reads a Dockerfile (dockerfile-ast, shell-word)
-  du          Show disk usage of the build cache
-  history     Commands to work on build records
-  imagetools  Commands to work on images in registry
-  prune       Remove build cache
-  version     Show the client and daemon versions
-  workers     List the daemon's workers
-
-Options:
-  -h, --help      Print usage
-  -v, --version   Print the client version and exit
-
-Run 'kiln COMMAND --help' for more information on a command.
-`;
 
 /** Exit codes: success, a failed build or daemon error, a usage error. */
 export const EXIT_OK = 0;

@@ -20,10 +20,7 @@ Options:
 
 export const VERSION_FLAGS = { ...DAEMON_FLAG_SPECS, format: { kind: 'string' }, help: { kind: 'bool', short: 'h' } } as const satisfies FlagSpecs;
 
-/** `kiln --version`: one line, as `docker buildx version` prints it. */
-export function versionLine(): string {
-  return `kiln v${KILN_VERSION} (node ${process.version})\n`;
-}
+export { versionLine } from '../usage.js';
 
 /**
  * `kiln version`: the client's version, then the daemon's (Control.Info).
