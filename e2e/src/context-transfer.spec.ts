@@ -7,12 +7,19 @@ import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
 const FILES = 2000;
 const FILE_BYTES = 1024;
 
-/** The worker's "context diff applied" debug lines (what each transfer received), oldest first. */
-function transfers(logs: string): { changed: number; deleted: number; contentBytes: number; bytes: number }[] {
+/**
+ * The worker's "context diff applied" / "context unchanged" debug lines (what
+ * each transfer received), oldest first; `reused` when nothing changed and
+ * the previous copy was the result.
+ */
+function transfers(logs: string): { changed: number; deleted: number; contentBytes: number; bytes: number; reused?: boolean }[] {
   return logs
     .split('\n')
-    .filter((l) => l.includes('"msg":"context diff applied"'))
-    .map((l) => JSON.parse(l) as { changed: number; deleted: number; contentBytes: number; bytes: number });
+    .filter((l) => l.includes('"msg":"context diff applied"') || l.includes('"msg":"context unchanged: previous copy reused"'))
+    .map((l) => {
+      const rec = JSON.parse(l) as { msg: string; changed: number; deleted: number; contentBytes: number; bytes: number };
+      return rec.msg.startsWith('context unchanged') ? { changed: 0, deleted: 0, contentBytes: 0, bytes: rec.bytes, reused: true } : rec;
+    });
 }
 
 describe('incremental context transfer [topology=all-in-one, worker=oci]', () => {
@@ -67,5 +74,21 @@ describe('incremental context transfer [topology=all-in-one, worker=oci]', () =>
     expect(touched.transfer).toMatchObject({ changed: 1, deleted: 0, contentBytes: FILE_BYTES });
     expect(touched.stderr).toMatch(/COPY files \/files\n#\d+ CACHED/);
     rmSync(touched.out, { recursive: true, force: true });
+
+    // Nothing changed: no new snapshot, the previous copy is the result (twice, so the
+    // first build's release of it must not remove the copy the second one uses).
+    for (let i = 0; i < 2; i++) {
+      const same = await build();
+      expect(same.transfer).toMatchObject({ reused: true });
+      expect(same.stderr).toMatch(/COPY files \/files\n#\d+ CACHED/);
+      expect(readFileSync(join(same.out, 'files/d7/f3.txt'), 'utf8')).toBe('changed\n');
+      rmSync(same.out, { recursive: true, force: true });
+    }
+    writeFileSync(join(ctx, 'files/d0/f0.txt'), 'again\n');
+    const after = await build();
+    expect(after.transfer).toMatchObject({ changed: 1, deleted: 0, contentBytes: 6 });
+    expect(readFileSync(join(after.out, 'files/d0/f0.txt'), 'utf8')).toBe('again\n');
+    expect(readFileSync(join(after.out, 'files/d7/f3.txt'), 'utf8')).toBe('changed\n');
+    rmSync(after.out, { recursive: true, force: true });
   }, 180_000);
 });

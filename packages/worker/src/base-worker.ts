@@ -43,6 +43,8 @@ import type { CompiledWorkerOptions, GetLayersOptions, LayerDescriptor, RefFiles
 interface DispatchHooks {
   onContentDigest: (digest: string) => void;
   onContextCopy: (copy: Omit<CachedContext, 'ref'> & { key: string }) => void;
+  /** The op's result is this existing ref (one reference taken for the caller), not a new snapshot. */
+  onReusedRef: (ref: string) => void;
 }
 
 /** The one Worker implementation; backends differ in the options only. */
@@ -178,13 +180,24 @@ export class BaseWorker implements Worker {
       let ids: OpResult;
       let contentDigest: string | undefined;
       let contextCopy: (Omit<CachedContext, 'ref'> & { key: string }) | undefined;
+      let reusedRef: string | undefined;
       try {
         ids = await this.dispatch(ctx, op, req, {
           onContentDigest: (d) => (contentDigest = d),
           onContextCopy: (c) => (contextCopy = c),
+          onReusedRef: (r) => (reusedRef = r),
         });
       } catch (err) {
+        if (reusedRef !== undefined) await this.release([reusedRef]);
         throw this.runError(err, op, req);
+      }
+      if (reusedRef !== undefined) {
+        if (this.closed) {
+          await this.release([reusedRef]);
+          throw new KilnError('unavailable', `worker ${this.id} closed while running vertex ${digest}`);
+        }
+        const outputRefs = [reusedRef];
+        return contentDigest === undefined ? { outputRefs } : { outputRefs, contentDigests: [contentDigest] };
       }
       for (const id of ids) {
         this.snapshots.markOutput(id);
@@ -219,7 +232,18 @@ export class BaseWorker implements Worker {
               sessionId: req.sessionId,
               progressIntervalMs: this.o.progressIntervalMs,
               onContentDigest: hooks.onContentDigest,
-              incremental: sharedKey ? { base, onCopy: (c) => hooks.onContextCopy({ ...c, key }) } : undefined,
+              incremental: sharedKey
+                ? {
+                    base,
+                    onCopy: (c) => hooks.onContextCopy({ ...c, key }),
+                    // The reference `take` gave us is released below: the result takes one more.
+                    onUnchanged: () => {
+                      if (!base || !this.refs.acquire(base.ref)) return false;
+                      hooks.onReusedRef(base.ref);
+                      return true;
+                    },
+                  }
+                : undefined,
             });
           } finally {
             if (base) await this.release([base.ref]);

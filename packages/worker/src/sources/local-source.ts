@@ -29,6 +29,13 @@ export interface LocalSourceParams {
   incremental?: {
     base: CachedContext | undefined;
     onCopy: (copy: { snapshotId: string; manifest: ContextManifest; depth: number }) => void;
+    /**
+     * Called instead of onCopy when the client reported no change against
+     * `base`: the result is base's own snapshot, so the caller hands out
+     * (another reference to) base's ref rather than a new one. False when
+     * it cannot (then a new snapshot is made as usual).
+     */
+    onUnchanged: () => boolean;
   };
 }
 
@@ -46,7 +53,6 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
   const key = newSnapshotKey(ctx.digest, 'local');
   const base = p.incremental?.base;
   const seeded = base !== undefined && base.depth < MAX_CONTEXT_CHAIN;
-  const active = await ctx.snapshotter.prepare(key, seeded ? base.snapshotId : undefined, { signal: ctx.signal });
   // As BuildKit: the id and name are "transferring NAME:"; the size travels in `current`.
   const statusId = `transferring ${p.name}:`;
   const startedMs = Date.now();
@@ -68,17 +74,29 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
     const request = { sessionId: p.sessionId, dirName: p.name, includePatterns, excludePatterns, followPaths };
     let digest: string;
     if (p.incremental) {
-      if (base && !seeded) baseView = await ctx.snapshotter.view(base.snapshotId);
       const stream = p.sessions.fetchFiles(
         { ...request, diff: true, baseManifest: base ? encodeContextManifest(base.manifest.values()) : new Uint8Array() },
         { signal: ac.signal },
       );
+      const changes = readContextDiff(counted(stream, onBytes));
+      const first = await changes.next();
+      if (first.done && base && p.incremental.onUnchanged()) {
+        // Nothing changed: the previous copy is the result (no snapshot made, mounted or
+        // hashed again: a cached rebuild's context step costs one round trip).
+        digest = manifestContentDigest(base.manifest);
+        ctx.logger.debug({ dir: p.name, bytes }, 'context unchanged: previous copy reused');
+        p.onContentDigest?.(digest);
+        await ctx.progress.status({ id: statusId, name: statusId, current: bytes, startedMs, completedMs: Date.now() });
+        return [base.snapshotId];
+      }
+      const active = await ctx.snapshotter.prepare(key, seeded ? base.snapshotId : undefined, { signal: ctx.signal });
+      if (base && !seeded) baseView = await ctx.snapshotter.view(base.snapshotId);
       const res = await applyContextDiff({
         root: active.path,
         base: base?.manifest ?? new Map(),
         seeded,
         baseRoot: baseView?.path,
-        changes: readContextDiff(counted(stream, onBytes)),
+        changes: prepend(first, changes),
         signal: ctx.signal,
       });
       ctx.logger.debug({ dir: p.name, bytes, changed: res.changed, deleted: res.deleted, contentBytes: res.contentBytes, seeded }, 'context diff applied');
@@ -89,6 +107,7 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
       await ctx.progress.status({ id: statusId, name: statusId, current: bytes, startedMs, completedMs: Date.now() });
       return [id];
     }
+    const active = await ctx.snapshotter.prepare(key, undefined, { signal: ctx.signal });
     const stream = p.sessions.fetchFiles(request, { signal: ac.signal });
     await extractTar(active.path, counted(stream, onBytes), { signal: ctx.signal, logger: ctx.logger });
     const id = await ctx.snapshotter.commit(key);
@@ -112,6 +131,17 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
   } finally {
     await baseView?.release();
     ctx.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** `first` (a result already taken from `rest`) followed by the rest. */
+async function* prepend<T>(first: IteratorResult<T>, rest: AsyncIterator<T>): AsyncGenerator<T> {
+  if (first.done) return;
+  try {
+    yield first.value;
+    for (let r = await rest.next(); !r.done; r = await rest.next()) yield r.value;
+  } finally {
+    await rest.return?.(undefined);
   }
 }
 
