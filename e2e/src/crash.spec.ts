@@ -3,7 +3,7 @@ import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { kilnBin, runKiln, startKilnd } from '@kiln/testkit';
+import { kilnBin, runKiln, startContainerd, startKilnd } from '@kiln/testkit';
 
 /** The pid of the daemon serving `root` (its command line names the root). */
 function daemonPid(root: string): number {
@@ -106,6 +106,47 @@ describe('kill -9 of the daemon mid-RUN [topology=all-in-one, worker=oci]', () =
       await daemon.stop();
       // After a failed expectation mounts may remain: detach them so the root can go
       // and the expectation's own message is what the run reports (not EBUSY).
+      for (const m of mountsUnder(root).reverse()) spawnSync('umount', ['-l', m]);
+      rmSync(root, { recursive: true, force: true });
+      rmSync(ctx, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
+
+describe('kill -9 of the daemon mid-RUN [topology=all-in-one, worker=containerd]', () => {
+  /** What containerd holds in Kiln's namespace: containers, tasks and leases (by `ctr`, containerd's own CLI). */
+  const inContainerd = (address: string) =>
+    ['containers', 'tasks', 'leases'].flatMap((kind) =>
+      execFileSync('ctr', ['--address', address, '-n', 'kiln', kind, 'ls', '-q']).toString().split('\n').filter(Boolean).map((id) => `${kind} ${id}`),
+    );
+
+  it('leaves no task, container or lease in containerd once the daemon restarts on the same root', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'kiln-crash-ctrd-'));
+    const ctx = mkdtempSync(join(tmpdir(), 'kiln-crash-ctrd-ctx-'));
+    const containerd = await startContainerd();
+    copyFileSync('/bin/busybox', join(ctx, 'busybox'));
+    writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY --chmod=0755 busybox /bin/busybox\nRUN ["/bin/busybox", "sleep", "30"]\n');
+    let daemon = await startKilnd({ worker: 'containerd', root, containerd });
+    try {
+      const client = spawn(kilnBin(), ['build', '--addr', daemon.addr, '--progress=plain', ctx], { stdio: 'ignore' });
+      for (let i = 0; i < 300 && !inContainerd(containerd.address).some((x) => x.startsWith('tasks ')); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(inContainerd(containerd.address).map((x) => x.split(' ')[0]).sort()).toEqual(['containers', 'leases', 'tasks']);
+      const pid = daemonPid(root);
+      process.kill(pid, 'SIGKILL');
+      client.kill('SIGKILL');
+      for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 50));
+      rmSync(join(root, 'kiln.sock'), { force: true });
+      // The task outlives the daemon (its shim keeps it) until the restart reaps it.
+      expect(inContainerd(containerd.address)).toHaveLength(3);
+
+      // The restart reaps at start (a loaded host may take seconds to kill and delete the task).
+      daemon = await startKilnd({ worker: 'containerd', root, containerd });
+      for (let i = 0; i < 300 && inContainerd(containerd.address).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(inContainerd(containerd.address), daemon.logs().slice(-3000)).toEqual([]);
+      await daemon.stop();
+    } finally {
+      await daemon.stop();
+      await containerd.stop();
       for (const m of mountsUnder(root).reverse()) spawnSync('umount', ['-l', m]);
       rmSync(root, { recursive: true, force: true });
       rmSync(ctx, { recursive: true, force: true });

@@ -8,11 +8,11 @@ import { hasSshAgent, sshAddClient, startSshAgent } from '@kiln/worker/testing';
 // A base with no registry: Debian's static busybox copied in from the context.
 const BUSYBOX = '/bin/busybox';
 
-describe('RUN in a runc container [topology=all-in-one, worker=oci]', () => {
+describe.each(['oci', 'containerd'] as const)('RUN in a container [topology=all-in-one, worker=%s]', (worker) => {
   let daemon: Kilnd;
   let ctx: string;
   beforeAll(async () => {
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd({ worker });
     ctx = mkdtempSync(join(tmpdir(), 'kiln-run-'));
     copyFileSync(BUSYBOX, join(ctx, 'busybox'));
     writeFileSync(join(ctx, 'greeting.txt'), 'hello from the context\n');

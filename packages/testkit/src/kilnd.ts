@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeClusterCerts, type ClusterCerts } from './certs.js';
+import { startContainerd, type TestContainerd } from './containerd.js';
 import type { KilnNats } from './kiln-nats.js';
 import { freePort } from './ports.js';
 
@@ -113,18 +114,30 @@ export interface Kilnd extends DaemonProcess {
  * stop), or in `root` (kept on stop, so a test can restart on the same state).
  * `env` is added to the daemon's environment (e.g. DOCKER_CONFIG); `args`
  * to its command line (e.g. `--allow-insecure-entitlement security.insecure`).
+ * `worker: 'containerd'` runs on `containerd`, or on a containerd started for
+ * this daemon (own socket, root and state dir) and stopped with it.
  */
-export async function startKilnd(opts: { worker?: 'oci' | 'containerd'; root?: string; env?: NodeJS.ProcessEnv; args?: string[] } = {}): Promise<Kilnd> {
+export async function startKilnd(opts: { worker?: 'oci' | 'containerd'; root?: string; env?: NodeJS.ProcessEnv; args?: string[]; containerd?: TestContainerd } = {}): Promise<Kilnd> {
   const root = opts.root ?? mkdtempSync(join(tmpdir(), 'kiln-e2e-'));
   const sock = join(root, 'kiln.sock');
-  const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`, '--worker', opts.worker ?? 'oci', ...(opts.args ?? [])], opts.env);
-  await waitFor('its socket', () => existsSync(sock) && canConnect({ path: sock }), handle, proc);
+  // The containerd worker gets `opts.containerd`, or a containerd of its own stopped with the daemon.
+  const ownContainerd = opts.worker === 'containerd' && !opts.containerd ? await startContainerd() : undefined;
+  const containerd = opts.containerd ?? ownContainerd;
+  const workerArgs = ['--worker', opts.worker ?? 'oci', ...(containerd ? ['--containerd-address', containerd.address] : [])];
+  const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`, ...workerArgs, ...(opts.args ?? [])], opts.env);
+  try {
+    await waitFor('its socket', () => existsSync(sock) && canConnect({ path: sock }), handle, proc);
+  } catch (err) {
+    await ownContainerd?.stop();
+    throw err;
+  }
   return {
     ...handle,
     addr: `unix://${sock}`,
     root,
     async stop() {
       await handle.stop();
+      await ownContainerd?.stop();
       if (!opts.root) rmSync(root, { recursive: true, force: true });
     },
   };
