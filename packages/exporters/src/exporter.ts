@@ -33,6 +33,8 @@ export interface ExportSource extends ResultSource {
   buildId: string;
   sessionId: string;
   platforms?: PlatformResultSource[];
+  /** SLSA provenance v0.2 predicate (JSON) the solver made; the image exporter attaches it as an attestation manifest. */
+  provenance?: Uint8Array;
 }
 
 /** Where exporters deliver to the client: the build's session. */

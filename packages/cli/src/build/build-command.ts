@@ -51,6 +51,9 @@ Options:
       --progress string          Set type of progress output ("auto", "plain", "tty", "rawjson", "quiet", "none") (default "auto")
       --push                     Shorthand for "--output=type=image,push=true"
   -q, --quiet                    Suppress the build output and print image ID on success
+      --provenance string        Shorthand for "--attest=type=provenance" ("true" = mode=min, "mode=max", "false")
+      --sbom string              Shorthand for "--attest=type=sbom" (not supported yet)
+      --attest stringArray       Attestation parameters (format: "type=provenance,mode=max")
       --secret stringArray       Secret to expose to the build (format: "id=mysecret[,src=/local/secret|env=VAR]")
       --ssh stringArray          SSH agent socket or keys to expose to the build (format: "default|<id>[=<socket>|<key>[,<key>]]")
   -t, --tag stringArray          Name and optionally a tag (format: "name:tag")

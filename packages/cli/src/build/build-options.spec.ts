@@ -69,6 +69,7 @@ describe('compileBuildOptions defaults', () => {
       metadataFile: undefined,
       iidFile: undefined,
       quiet: false,
+      attests: {},
       call: undefined,
       addr: undefined,
       builder: undefined,
@@ -289,6 +290,15 @@ describe('each flag', () => {
       { type: 'image', attrs: { 'annotation.org.opencontainers.image.title': 't', 'annotation-index.k': 'v', 'annotation-manifest[linux/amd64].m': '1', 'oci-mediatypes': 'true', name: 'a' } },
     ]);
     expect(usageError(['--annotation', 'bogus:k=v', 'app']).message).toContain('unknown annotation type "bogus"');
+  });
+
+  it('--provenance and --attest become attest:provenance; --sbom is refused until it exists', () => {
+    expect(compile(['--provenance', 'true', 'app']).attests).toEqual({ provenance: 'mode=min' });
+    expect(compile(['--provenance=mode=max', 'app']).attests).toEqual({ provenance: 'mode=max' });
+    expect(compile(['--attest', 'type=provenance,mode=max', 'app']).attests).toEqual({ provenance: 'mode=max' });
+    expect(compile(['--provenance=false', 'app']).attests).toEqual({});
+    expect(usageError(['--provenance=mode=huge', 'app']).message).toContain('mode must be min or max');
+    expect(usageError(['--sbom=true', 'app']).message).toContain('SBOM attestations are not supported yet');
   });
 
   it('-q/--quiet is quiet progress; --iidfile is resolved; --progress=none', () => {

@@ -38,6 +38,9 @@ export const BUILD_FLAGS = {
   iidfile: { kind: 'string' },
   quiet: { kind: 'bool', short: 'q' },
   annotation: { kind: 'list' },
+  provenance: { kind: 'string' },
+  sbom: { kind: 'string' },
+  attest: { kind: 'list' },
   call: { kind: 'string' },
   print: { kind: 'string' },
   check: { kind: 'bool' },
@@ -147,6 +150,8 @@ export interface BuildOptions {
   iidFile: string | undefined;
   /** `-q/--quiet`: no progress; the image id (or nothing) on stdout. */
   quiet: boolean;
+  /** `--provenance`, `--attest type=provenance,...`: BuildKit's `attest:provenance` frontend attr value (e.g. `mode=max`). */
+  attests: Record<string, string>;
   /** buildx `--call` (`--check` = `--call=check`): the frontend subrequest to make instead of a build; undefined builds. */
   call: 'targets' | 'check' | undefined;
   /** `--addr` as given (validated); KILN_ADDR and the default are resolved by daemon.ts. */
@@ -339,6 +344,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     metadataFile,
     iidFile,
     quiet: flags.quiet,
+    attests: compileAttests(flags.provenance, flags.sbom, flags.attest),
     call: callOf(flags.print !== undefined && flags.call === undefined ? flags.print || 'outline' : flags.call, flags.check, flags.print !== undefined && flags.call === undefined ? '--print' : '--call'),
     addr: flags.addr,
     builder: flags.builder,
@@ -620,4 +626,35 @@ export function parseAnnotation(v: string): [string, string] {
     throw new UsageError(`invalid argument "${v}" for "${flag}" flag: unknown annotation type "${type}" (want manifest, index, manifest-descriptor or index-descriptor)`, flag);
   }
   return [`annotation-${type}${platform ?? ''}.${key}`, value];
+}
+
+/**
+ * `--provenance VALUE`, `--sbom VALUE` and `--attest type=T[,k=v...]` as
+ * buildx turns them into BuildKit's `attest:T` frontend attrs: `true` is
+ * `mode=min` for provenance, `false` disables, other values pass as they
+ * are (`mode=max`). SBOM generation is not built yet: asking for it is a
+ * UsageError, never a silently missing attestation.
+ */
+export function compileAttests(provenance: string | undefined, sbom: string | undefined, attest: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  const set = (type: string, value: string, flag: string) => {
+    if (type === 'sbom') throw new UsageError(`${flag}: SBOM attestations are not supported yet (provenance is)`, flag);
+    if (type !== 'provenance') throw new UsageError(`invalid argument "${value}" for "${flag}" flag: unknown attestation type "${type}" (want provenance or sbom)`, flag);
+    if (/^(true|1)$/i.test(value) || value === '') value = 'mode=min';
+    else if (/^(false|0)$/i.test(value)) value = 'disabled=true';
+    const mode = /(?:^|,)mode=([^,]*)/.exec(value)?.[1];
+    if (mode !== undefined && mode !== 'min' && mode !== 'max') throw new UsageError(`invalid argument "${value}" for "${flag}" flag: mode must be min or max`, flag);
+    out[type] = value;
+  };
+  for (const a of attest) {
+    const kv = parseCsvPairs(a, '--attest');
+    const type = kv.get('type');
+    if (!type) throw new UsageError(`invalid argument "${a}" for "--attest" flag: type is required`, '--attest');
+    kv.delete('type');
+    set(type, [...kv].map(([k, v]) => `${k}=${v}`).join(','), '--attest');
+  }
+  if (provenance !== undefined) set('provenance', provenance, '--provenance');
+  if (sbom !== undefined && !/^(false|0)$/i.test(sbom)) set('sbom', sbom, '--sbom');
+  if (out.provenance === 'disabled=true') delete out.provenance;
+  return out;
 }

@@ -2,6 +2,7 @@ import { InvalidArgumentError, UnavailableError } from '@kiln/common';
 import { formatReference, parseReference } from '@kiln/registry';
 import type { Exporter } from '../exporter.js';
 import { withExportLease } from './assemble.js';
+import { attachAttestations, SLSA_PROVENANCE_V02 } from './attestations.js';
 import { assembleExport, exportResponse } from './image-index.js';
 import { rfc3339 } from './image-config.js';
 import { boolAttr, compileImageOptions } from './image-options.js';
@@ -32,7 +33,11 @@ export const imageExporter: Exporter = {
       async export(src, ctx) {
         const store = requireContent(ctx, 'image');
         return withExportLease(store, src.buildId, ctx.signal, async (lease) => {
-          const image = await assembleExport(src, store, attrs, { ...opts, ociDefault: true }, lease, ctx);
+          let image = await assembleExport(src, store, attrs, { ...opts, ociDefault: true }, lease, ctx);
+          if (src.provenance?.length) {
+            const body = JSON.parse(Buffer.from(src.provenance).toString('utf8')) as unknown;
+            image = await attachAttestations(image, [{ type: SLSA_PROVENANCE_V02, body }], names, store, lease, ctx);
+          }
           const digest = image.top.descriptor.digest;
           if (push) {
             if (!ctx.registry) throw new UnavailableError('failed to push: the exporters tier has no registry client configured');

@@ -12,6 +12,8 @@ export interface ExportedImage {
   /** The images, in build order (one for a single-platform build). */
   images: AssembledImage[];
   isIndex: boolean;
+  /** Attestation manifests listed in the index (see attestations.ts), pushed by digest like the images. */
+  attestations?: AssembledImage[];
 }
 
 /** Content-store labels that make an index reach its manifests in GC. */
@@ -69,7 +71,8 @@ export function exportResponse(exported: ExportedImage, names: readonly string[]
     'containerimage.digest': exported.top.descriptor.digest,
     'containerimage.descriptor': Buffer.from(JSON.stringify(exported.top.descriptor)).toString('base64'),
   };
-  if (!exported.isIndex) res['containerimage.config.digest'] = exported.images[0]!.config.descriptor.digest;
+  // One image (an index only because attestations were attached): its config digest is still the image id.
+  if (exported.images.length === 1) res['containerimage.config.digest'] = exported.images[0]!.config.descriptor.digest;
   if (names.length > 0) res['image.name'] = names.join(',');
   return res;
 }

@@ -42,7 +42,7 @@ export async function pushImage(registry: RegistryClient, ref: Reference, image:
  */
 export async function pushExport(registry: RegistryClient, ref: Reference, exported: ExportedImage, store: BlobStore, opts: { byDigest: boolean; signal?: AbortSignal }): Promise<void> {
   if (!exported.isIndex) return pushImage(registry, ref, exported.images[0]!, store, opts);
-  for (const image of exported.images) await pushImage(registry, ref, image, store, { byDigest: true, signal: opts.signal });
+  for (const image of [...exported.images, ...(exported.attestations ?? [])]) await pushImage(registry, ref, image, store, { byDigest: true, signal: opts.signal });
   const target: Reference = opts.byDigest ? { domain: ref.domain, path: ref.path } : { ...ref, digest: undefined };
   await registry.pushManifest(target, exported.top.descriptor, exported.top.bytes, opts.signal);
 }

@@ -80,7 +80,7 @@ export function createExporterServiceImpl(opts: ExporterServiceOptions): Service
           ? opts.registry.withCredentials(sessionCredentials((host, signal) => opts.sessions.getCredentials({ sessionId: req.sessionId, host }, { signal: signal ?? ctx.signal })))
           : opts.registry;
       const response = await instance.export(
-        { buildId: req.buildId, sessionId: req.sessionId, ...top, ...(platforms.length > 0 ? { platforms } : {}) },
+        { buildId: req.buildId, sessionId: req.sessionId, ...top, ...(platforms.length > 0 ? { platforms } : {}), ...(req.provenance.length > 0 ? { provenance: req.provenance } : {}) },
         { outputs, content: store, registry, logger, signal: ctx.signal },
       );
       return { response };

@@ -31,6 +31,7 @@ import { matchesAll, parseWorkerFilters, type WorkerFilter } from './worker-filt
 import { compileUsageFilter } from './usage-filter.js';
 import { VertexCache } from './vertex-cache.js';
 import { BuildGateways } from './build-gateway.js';
+import { buildProvenance, provenanceMode } from './provenance.js';
 import { solveWithFrontend } from './frontend-routing.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
 import { isConnectionLost, namedTier, namedWorkerPool } from './tier-clients.js';
@@ -132,6 +133,7 @@ export class Solver {
 
   async solve(req: control.SolveRequest, signal: AbortSignal): Promise<control.SolveResponse> {
     const buildId = req.ref;
+    const startedMs = Date.now();
     if (!/^[A-Za-z0-9_-]{1,128}$/.test(buildId)) throw new InvalidArgumentError(`invalid build ref "${buildId}"`, 'ref');
     if (this.active.has(buildId)) throw new KilnError('already_exists', `build ${buildId} is already running`);
     this.active.add(buildId);
@@ -191,7 +193,7 @@ export class Solver {
         );
         imports = new CacheImports(loaded, this.opts.content, log.child({ component: 'cache-import' }));
       }
-      const plan: Omit<BuildPlan, 'session' | 'signal'> = { req, granted: [...granted], defs, targets, cacheExports, imports, publish, log, sourceDateEpoch };
+      const plan: Omit<BuildPlan, 'session' | 'signal'> = { req, granted: [...granted], defs, targets, cacheExports, imports, publish, log, sourceDateEpoch, startedMs };
       let response: Record<string, string>;
       try {
         response = await this.attemptOn(worker, plan, signal);
@@ -307,14 +309,25 @@ export class Solver {
     }
     const platforms = targets.length > 1 ? targets.map((t, i) => ({ platform: t.platform, workerId: worker.id, ref: resultRefs[i]!, imageConfig: t.imageConfig })) : [];
     const response: Record<string, string> = {};
+    // --provenance / --attest type=provenance: the predicate image outputs attach (see provenance.ts).
+    const mode = provenanceMode(req.frontendAttrs['attest:provenance']);
+    const provenance = mode
+      ? Buffer.from(
+          JSON.stringify(
+            buildProvenance({ buildId, frontend: req.frontend, frontendAttrs: req.frontendAttrs, defs: p.defs, platforms: targets.map((t) => t.platform), startedMs: p.startedMs, finishedMs: Date.now(), mode }),
+          ),
+        )
+      : new Uint8Array();
     for (const [i, exp] of req.exporters.entries()) {
       const res = await this.step(publish, internalVertex(buildId, `exporting to ${exp.type}`, i), async () => {
         const client = await this.opts.exporters();
         const first = { workerId: worker.id, ref: resultRefs[0]!, imageConfig: targets[0]!.imageConfig };
-        return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exporterAttrs(exp, p.sourceDateEpoch), ...first, platforms }, { signal });
+        return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exporterAttrs(exp, p.sourceDateEpoch), ...first, platforms, provenance }, { signal });
       });
       Object.assign(response, res.response);
     }
+    // buildx's metadata key for the provenance predicate (base64 JSON: the CLI's metadata file inlines it).
+    if (provenance.length > 0) response['buildx.build.provenance'] = Buffer.from(provenance).toString('base64');
     for (const [i, target] of p.cacheExports.entries()) {
       if (target.type === 'inline') continue;
       const deps = this.cacheDeps(p.log, req.sessionId, signal);
@@ -752,6 +765,8 @@ interface BuildPlan {
   cacheExports: ReturnType<typeof compileCacheExports>;
   /** The frontend's SOURCE_DATE_EPOCH (its response metadata), for image exporters without their own. */
   sourceDateEpoch: string | undefined;
+  /** When Solve started (provenance's buildStartedOn). */
+  startedMs: number;
   imports: CacheImports | undefined;
   publish: BuildContext['publish'];
   log: Logger;

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/exporter/v1/exporter.proto.
  */
 export const file_kiln_exporter_v1_exporter: GenFile = /*@__PURE__*/
-  fileDesc("Ch9raWxuL2V4cG9ydGVyL3YxL2V4cG9ydGVyLnByb3RvEhBraWxuLmV4cG9ydGVyLnYxIpQCCg1FeHBvcnRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDAoEdHlwZRgDIAEoCRI5CgVhdHRycxgEIAMoCzIqLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVxdWVzdC5BdHRyc0VudHJ5EhEKCXdvcmtlcl9pZBgFIAEoCRILCgNyZWYYBiABKAkSFAoMaW1hZ2VfY29uZmlnGAcgASgMEjAKCXBsYXRmb3JtcxgIIAMoCzIdLmtpbG4uZXhwb3J0ZXIudjEuUGxhdGZvcm1SZWYaLAoKQXR0cnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlUKC1BsYXRmb3JtUmVmEhAKCHBsYXRmb3JtGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRILCgNyZWYYAyABKAkSFAoMaW1hZ2VfY29uZmlnGAQgASgMIoMBCg5FeHBvcnRSZXNwb25zZRJACghyZXNwb25zZRgBIAMoCzIuLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVzcG9uc2UuUmVzcG9uc2VFbnRyeRovCg1SZXNwb25zZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEyXgoPRXhwb3J0ZXJTZXJ2aWNlEksKBkV4cG9ydBIfLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVxdWVzdBogLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("Ch9raWxuL2V4cG9ydGVyL3YxL2V4cG9ydGVyLnByb3RvEhBraWxuLmV4cG9ydGVyLnYxIqgCCg1FeHBvcnRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDAoEdHlwZRgDIAEoCRI5CgVhdHRycxgEIAMoCzIqLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVxdWVzdC5BdHRyc0VudHJ5EhEKCXdvcmtlcl9pZBgFIAEoCRILCgNyZWYYBiABKAkSFAoMaW1hZ2VfY29uZmlnGAcgASgMEjAKCXBsYXRmb3JtcxgIIAMoCzIdLmtpbG4uZXhwb3J0ZXIudjEuUGxhdGZvcm1SZWYSEgoKcHJvdmVuYW5jZRgJIAEoDBosCgpBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiVQoLUGxhdGZvcm1SZWYSEAoIcGxhdGZvcm0YASABKAkSEQoJd29ya2VyX2lkGAIgASgJEgsKA3JlZhgDIAEoCRIUCgxpbWFnZV9jb25maWcYBCABKAwigwEKDkV4cG9ydFJlc3BvbnNlEkAKCHJlc3BvbnNlGAEgAygLMi4ua2lsbi5leHBvcnRlci52MS5FeHBvcnRSZXNwb25zZS5SZXNwb25zZUVudHJ5Gi8KDVJlc3BvbnNlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ATJeCg9FeHBvcnRlclNlcnZpY2USSwoGRXhwb3J0Eh8ua2lsbi5leHBvcnRlci52MS5FeHBvcnRSZXF1ZXN0GiAua2lsbi5leHBvcnRlci52MS5FeHBvcnRSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * @generated from message kiln.exporter.v1.ExportRequest
@@ -67,6 +67,15 @@ export type ExportRequest = Message<"kiln.exporter.v1.ExportRequest"> & {
    * @generated from field: repeated kiln.exporter.v1.PlatformRef platforms = 8;
    */
   platforms: PlatformRef[];
+
+  /**
+   * SLSA provenance v0.2 predicate JSON the solver made for this build
+   * (`attest:provenance` frontend attr); image outputs attach it to each
+   * image as an in-toto attestation manifest in an image index. Empty: none.
+   *
+   * @generated from field: bytes provenance = 9;
+   */
+  provenance: Uint8Array;
 };
 
 /**
