@@ -200,13 +200,13 @@ describe.skipIf(!canRun)('image exporters checked with outside tools [topology=a
     expect(readFileSync(join(out, 'again.txt'), 'utf8')).toBe('built in kiln\n');
   }, 180_000);
 
-  it('SOURCE_DATE_EPOCH: two daemons with empty roots build the same image digest', async () => {
+  it('SOURCE_DATE_EPOCH with rewrite-timestamp=true: two daemons with empty roots build the same image digest', async () => {
     const other = await startKilnd({ worker: 'oci' });
     try {
       const digests: string[] = [];
       for (const [i, d] of [daemon, other].entries()) {
         const meta = join(work, `repro-${i}.json`);
-        const res = await runKiln(['build', '--addr', d.addr, '--progress=plain', '--no-cache', '--build-arg', 'SOURCE_DATE_EPOCH=1700000000', '-o', `type=oci,dest=${join(work, `repro-${i}.tar`)},name=kiln-test/repro:1`, '--metadata-file', meta, ctx]);
+        const res = await runKiln(['build', '--addr', d.addr, '--progress=plain', '--no-cache', '--build-arg', 'SOURCE_DATE_EPOCH=1700000000', '-o', `type=oci,dest=${join(work, `repro-${i}.tar`)},name=kiln-test/repro:1,rewrite-timestamp=true`, '--metadata-file', meta, ctx]);
         expect(res.code, `${res.stderr}\n${d.logs().slice(-4000)}`).toBe(0);
         digests.push(metadata(meta)['containerimage.digest'] as string);
       }

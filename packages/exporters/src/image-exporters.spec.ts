@@ -28,7 +28,7 @@ describe('oci and docker exporters', () => {
     const t = fakeTier([base, run]);
     const res = await t.client.export({
       buildId: 'b1', sessionId: 's', type: 'oci', workerId: 'w1', ref: 'r1', imageConfig,
-      attrs: { 'session.output': 'o1', name: 'example.com/team/app:v1', compression: 'zstd', 'compression-level': '3', 'force-compression': 'true', 'source-date-epoch': '1700000000', 'annotation.org.example.a': 'm', 'annotation-manifest-descriptor.org.example.d': 'd', 'annotation-index.org.example.i': 'i' },
+      attrs: { 'session.output': 'o1', name: 'example.com/team/app:v1', compression: 'zstd', 'compression-level': '3', 'force-compression': 'true', 'source-date-epoch': '1700000000', 'rewrite-timestamp': 'true', 'annotation.org.example.a': 'm', 'annotation-manifest-descriptor.org.example.d': 'd', 'annotation-index.org.example.i': 'i' },
     });
     expect(t.getLayersCalls).toHaveLength(1);
     expect(t.getLayersCalls[0]).toMatchObject({ ref: 'r1', compression: 'zstd', compressionLevel: 3, forceCompression: true, ociMediaTypes: true, sourceDateEpoch: 1700000000n });
@@ -70,9 +70,10 @@ describe('oci and docker exporters', () => {
     expect(t.labels.get(desc.digest)).toMatchObject({ 'containerd.io/gc.ref.content.config': manifest.config.digest, 'containerd.io/gc.ref.content.l.0': base.digest, 'containerd.io/gc.ref.content.l.1': run.digest });
   });
 
-  it('rewrite-timestamp: the layers made here carry buildkit/rewritten-timestamp, the base layer not; off without it', async () => {
+  it('rewrite-timestamp: the layers made here carry buildkit/rewritten-timestamp, the base layer and cache-imported ones not; off by default and without an epoch', async () => {
+    const fromCache = fakeLayer(Buffer.from('cached-layer-tar'), '[1/2] RUN cached', false, true);
     const layersOf = async (attrs: Record<string, string>) => {
-      const t = fakeTier([base, run]);
+      const t = fakeTier([base, fromCache, run]);
       await t.client.export({ buildId: 'b', sessionId: 's', type: 'oci', workerId: 'w1', ref: 'r1', imageConfig, attrs: { 'session.output': 'o', ...attrs } });
       const files = await untar(t.written.get('o')!);
       const manifest = json(blobOf(files, json(files.get('index.json')).manifests[0].digest));
@@ -80,12 +81,14 @@ describe('oci and docker exporters', () => {
     };
     const on = await layersOf({ 'source-date-epoch': '1700000002', 'rewrite-timestamp': 'true' });
     expect(on.epoch).toBe(1700000002n);
-    expect(on.layers.map((l) => l.annotations)).toEqual([undefined, { 'buildkit/rewritten-timestamp': '1700000002' }]);
-    const off = await layersOf({ 'source-date-epoch': '1700000002', 'rewrite-timestamp': 'false' });
-    expect(off.epoch).toBeUndefined();
-    expect(off.layers.map((l) => l.annotations)).toEqual([undefined, undefined]);
+    expect(on.layers.map((l) => l.annotations)).toEqual([undefined, undefined, { 'buildkit/rewritten-timestamp': '1700000002' }]);
+    for (const attrs of [{ 'source-date-epoch': '1700000002', 'rewrite-timestamp': 'false' }, { 'source-date-epoch': '1700000002' }] as Record<string, string>[]) {
+      const off = await layersOf(attrs);
+      expect(off.epoch).toBeUndefined();
+      expect(off.layers.map((l) => l.annotations)).toEqual([undefined, undefined, undefined]);
+    }
     const noEpoch = await layersOf({ 'rewrite-timestamp': 'true' });
-    expect(noEpoch.layers.map((l) => l.annotations)).toEqual([undefined, undefined]);
+    expect(noEpoch.layers.map((l) => l.annotations)).toEqual([undefined, undefined, undefined]);
   });
 
   it('is deterministic with a source date epoch: two exports give the same bytes', async () => {

@@ -65,13 +65,14 @@ export async function assembleImage(src: ResultSource, store: BlobStore, opts: I
   const configBytes = Buffer.from(JSON.stringify(config));
   const configBlob = await store.put(configBytes, { lease }, ctx.signal);
   const configDesc: Descriptor = { mediaType: opts.ociMediaTypes ? MediaType.OciConfig : MediaType.DockerConfig, digest: configBlob.digest, size: configBlob.size };
-  // BuildKit's marker on each layer whose file times were rewritten: the ones made here, not the base image's.
+  // BuildKit's marker on each layer whose file times were rewritten: the ones the worker made with the
+  // epoch, not the base image's nor those imported from a cache (their blobs are kept as they came).
   const rewritten = opts.rewriteTimestamp && opts.sourceDateEpoch !== undefined ? { [REWRITTEN_TIMESTAMP_ANNOTATION]: String(opts.sourceDateEpoch) } : undefined;
   const layerDescs: Descriptor[] = layers.map((l) => ({
     mediaType: layerMediaType(l.mediaType, opts.ociMediaTypes),
     digest: l.digest,
     size: l.size,
-    ...(rewritten && !l.fromBase ? { annotations: { ...rewritten } } : {}),
+    ...(rewritten && l.timestampsRewritten ? { annotations: { ...rewritten } } : {}),
   }));
   const manifest: Record<string, unknown> = {
     schemaVersion: 2,

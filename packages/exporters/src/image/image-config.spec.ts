@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { buildImageConfig, GENERATED_HISTORY_COMMENT, rfc3339 } from './image-config.js';
 import type { LayerDescriptor } from './layers.js';
 
-const layer = (n: number, fromBase = false, createdBy = ''): LayerDescriptor => ({ digest: `sha256:${String(n).repeat(64)}`, size: n, mediaType: 'x', diffId: `sha256:${String(n + 1).repeat(64)}`, fromBase, createdBy });
+const layer = (n: number, fromBase = false, createdBy = ''): LayerDescriptor => ({ digest: `sha256:${String(n).repeat(64)}`, size: n, mediaType: 'x', diffId: `sha256:${String(n + 1).repeat(64)}`, fromBase, createdBy, timestampsRewritten: false });
 const frontend = (history: object[]) => Buffer.from(JSON.stringify({ architecture: 'arm64', os: 'linux', config: { Cmd: ['sh'] }, rootfs: { type: 'layers', diff_ids: [] }, history }));
 
 describe('buildImageConfig', () => {

@@ -24,7 +24,7 @@ export interface ImageOptions {
   ociMediaTypes: boolean;
   /** Seconds since the epoch, from the `source-date-epoch` attr (SOURCE_DATE_EPOCH build arg or env). */
   sourceDateEpoch: number | undefined;
-  /** Clamp file mtimes in the layers Kiln makes to `sourceDateEpoch` (default: on when an epoch is set). */
+  /** Clamp file mtimes in the layers Kiln makes to `sourceDateEpoch` (`rewrite-timestamp=true`; default off, as in BuildKit). */
   rewriteTimestamp: boolean;
   /** Image names from `name=` (comma-separated), as given. */
   names: string[];
@@ -94,7 +94,8 @@ export function compileImageOptions(attrs: Record<string, string>, opts: { ociDe
     forceCompression: boolAttr(attrs, 'force-compression', false),
     ociMediaTypes: boolAttr(attrs, 'oci-mediatypes', opts.ociDefault),
     sourceDateEpoch,
-    rewriteTimestamp: boolAttr(attrs, 'rewrite-timestamp', sourceDateEpoch !== undefined),
+    // Off unless asked for, as in BuildKit: an epoch alone fixes dates in the config, not file times.
+    rewriteTimestamp: boolAttr(attrs, 'rewrite-timestamp', false),
     names: nameList(attrs.name),
     annotations,
   };

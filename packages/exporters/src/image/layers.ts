@@ -11,6 +11,8 @@ export interface LayerDescriptor {
   fromBase: boolean;
   /** The op that made the diff (e.g. "RUN make"); empty when unknown. */
   createdBy: string;
+  /** The worker clamped its file times to the source date epoch (rewrite-timestamp): it gets BuildKit's annotation. */
+  timestampsRewritten: boolean;
 }
 
 export interface LayerRequest {

@@ -105,5 +105,5 @@ async function getLayers(client: Client<typeof worker.WorkerService>, ref: strin
     },
     { signal },
   );
-  return res.layers.map((l) => ({ digest: l.digest, size: Number(l.size), mediaType: l.mediaType, diffId: l.diffId, fromBase: l.fromBase, createdBy: l.createdBy }));
+  return res.layers.map((l) => ({ digest: l.digest, size: Number(l.size), mediaType: l.mediaType, diffId: l.diffId, fromBase: l.fromBase, createdBy: l.createdBy, timestampsRewritten: l.timestampsRewritten }));
 }

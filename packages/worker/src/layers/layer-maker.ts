@@ -35,6 +35,8 @@ export interface LayerDescriptor {
   diffId: string;
   fromBase: boolean;
   createdBy?: string;
+  /** Made here with file times clamped to the request's `sourceDateEpoch` (never base or imported layers). */
+  timestampsRewritten: boolean;
 }
 
 export interface LayerMakerOptions {
@@ -88,12 +90,14 @@ export class LayerMaker {
       mediaType: layerMediaType(req.compression, req.ociMediaTypes),
       diffId: made.diffId,
       fromBase: false,
+      timestampsRewritten: req.sourceDateEpoch !== undefined,
       ...(createdBy ? { createdBy } : {}),
     };
   }
 
   private async baseLayer(base: BaseLayer, req: LayerRequest): Promise<LayerDescriptor> {
-    const origin = base.imported ? { fromBase: false, ...(base.imported.createdBy ? { createdBy: base.imported.createdBy } : {}) } : { fromBase: true };
+    // Base and cache-imported layers keep their blobs (and file times) as they came.
+    const origin = { timestampsRewritten: false, ...(base.imported ? { fromBase: false, ...(base.imported.createdBy ? { createdBy: base.imported.createdBy } : {}) } : { fromBase: true }) };
     const have = compressionOfMediaType(base.mediaType);
     if (req.forceCompression && have !== undefined && have !== req.compression) {
       const key = ['base', base.digest, req.compression, req.level].join('|');

@@ -61,6 +61,10 @@ describe('importLayers', () => {
     expect((await treeOf(b, imported)).equals(await treeOf(a, ref))).toBe(true);
     const again = await b.getLayers(imported, { lease: 'l' });
     expect(again.map((l) => [l.digest, l.diffId, l.fromBase, l.createdBy])).toEqual(layers.map((l) => [l.digest, l.diffId, false, l.createdBy]));
+    // With an epoch (rewrite-timestamp), layers made here are rewritten; imported ones stay as they came.
+    expect((await a.getLayers(ref, { lease: 'l', sourceDateEpoch: 1_700_000_000 })).map((l) => l.timestampsRewritten)).toEqual([true, true, true]);
+    const importedWithEpoch = await b.getLayers(imported, { lease: 'l', sourceDateEpoch: 1_700_000_000 });
+    expect(importedWithEpoch.map((l) => [l.digest, l.timestampsRewritten])).toEqual(layers.map((l) => [l.digest, false]));
 
     // A prefix of the chain reuses the snapshots made for the whole chain.
     const prefix = await b.importLayers(layers.slice(0, 2));
