@@ -72,7 +72,7 @@ export async function attachAttestations(
     attestations.push({
       manifest: { descriptor, bytes: manifestBytes },
       config: { descriptor: configDesc, bytes: configBytes },
-      layers: layers.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, diffId: l.digest, fromBase: false, createdBy: '' })),
+      layers: layers.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, diffId: l.digest, fromBase: false, createdBy: '', timestampsRewritten: false })),
       platform: { os: 'unknown', architecture: 'unknown' },
     });
     entries.push({
