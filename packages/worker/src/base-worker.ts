@@ -33,7 +33,7 @@ import { LayerStore, registryOrigin, runImageSource } from './ops/image-source.j
 import { layoutOrigin } from './ops/layout-source.js';
 import { importLayerChain, type ImportedLayer } from './ops/layer-import.js';
 import { LocalContexts, type CachedContext } from './sources/local-contexts.js';
-import { runLocalSource } from './sources/local-source.js';
+import { runLocalSource, type ContentFile } from './sources/local-source.js';
 import type { OpContext, OpResult } from './ops/op-context.js';
 import { OpFailure, reasonOf } from './ops/op-failure.js';
 import { VertexProgress } from './progress.js';
@@ -42,6 +42,7 @@ import type { CompiledWorkerOptions, GetLayersOptions, LayerDescriptor, RefFiles
 
 interface DispatchHooks {
   onContentDigest: (digest: string) => void;
+  onContentFiles: (files: ContentFile[]) => void;
   onContextCopy: (copy: Omit<CachedContext, 'ref'> & { key: string }) => void;
   /** The op's result is this existing ref (one reference taken for the caller), not a new snapshot. */
   onReusedRef: (ref: string) => void;
@@ -179,11 +180,13 @@ export class BaseWorker implements Worker {
       logger.debug({ kind: op.op.case, description: req.description }, 'running op');
       let ids: OpResult;
       let contentDigest: string | undefined;
+      let contentFiles: ContentFile[] | undefined;
       let contextCopy: (Omit<CachedContext, 'ref'> & { key: string }) | undefined;
       let reusedRef: string | undefined;
       try {
         ids = await this.dispatch(ctx, op, req, {
           onContentDigest: (d) => (contentDigest = d),
+          onContentFiles: (f) => (contentFiles = f),
           onContextCopy: (c) => (contextCopy = c),
           onReusedRef: (r) => (reusedRef = r),
         });
@@ -209,7 +212,8 @@ export class BaseWorker implements Worker {
       }
       const outputRefs = ids.map((id) => this.refs.add(id));
       if (contextCopy) await this.localContexts.put(contextCopy.key, { ...contextCopy, ref: outputRefs[0]! });
-      return contentDigest === undefined ? { outputRefs } : { outputRefs, contentDigests: outputRefs.map(() => contentDigest!) };
+      if (contentDigest === undefined) return { outputRefs };
+      return { outputRefs, contentDigests: outputRefs.map(() => contentDigest!), ...(contentFiles ? { contentFiles } : {}) };
     } finally {
       await this.release(held);
     }
@@ -232,6 +236,7 @@ export class BaseWorker implements Worker {
               sessionId: req.sessionId,
               progressIntervalMs: this.o.progressIntervalMs,
               onContentDigest: hooks.onContentDigest,
+              onContentFiles: hooks.onContentFiles,
               incremental: sharedKey
                 ? {
                     base,

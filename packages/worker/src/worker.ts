@@ -193,6 +193,8 @@ export interface RunResult {
    * when the op has none. Absent for ops other than local sources.
    */
   contentDigests?: string[];
+  /** A local source's files with their content digests (incremental transfers; see RunResponse.content_files). */
+  contentFiles?: { path: string; digest: string }[];
 }
 
 export interface RefUsage {

@@ -14,6 +14,7 @@ import { loadIntoDocker } from './docker-load.js';
 import { readStdinInputs } from './stdin-inputs.js';
 import { resolveLayoutContexts, withLayoutPaths } from './oci-layout-contexts.js';
 import { sessionCredentials, sessionDirs, sessionOutputs, sessionSecrets, sessionSshAgents, toSolveRequest } from './solve-request.js';
+import { formatCacheMisses } from '../progress/cache-misses.js';
 
 export const BUILD_USAGE = `Usage:  kiln build [OPTIONS] CONTEXT
 
@@ -41,6 +42,7 @@ Options:
       --metadata-file string     Write build result metadata to a file
       --call string              Ask the frontend instead of building: build (default), targets, check
       --check                    Shorthand for --call=check
+      --explain-cache            After the build, print why each step that ran missed the cache
       --print string             Older name of --call (e.g. "targets")
       --network string           Set the networking mode for the RUN instructions during build ("default", "none", "host") (default "default")
       --no-cache                 Do not use cache when building the image
@@ -49,6 +51,7 @@ Options:
   -o, --output stringArray       Output destination (format: "type=local,dest=path"; "-o DIR"; "-o -" for a tar on stdout)
       --platform stringArray     Set target platform for build (e.g., "linux/amd64,linux/arm64")
       --progress string          Set type of progress output ("auto", "plain", "tty", "rawjson", "quiet", "none") (default "auto")
+      --pull                     Always attempt to pull all referenced images
       --push                     Shorthand for "--output=type=image,push=true"
   -q, --quiet                    Suppress the build output and print image ID on success
       --provenance string        Shorthand for "--attest=type=provenance" ("true" = mode=min, "mode=max", "false")
@@ -195,6 +198,10 @@ async function buildWith(parsed: ReturnType<typeof parseBuildArgs>, io: CliIo): 
     return 1;
   }
   if (opts.call) return printCallResult(opts.call, response.exporterResponse, io);
+  if (opts.explainCache) {
+    const { cacheMisses } = await conn.control.inspectHistory({ ref }, { signal: io.signal });
+    io.stderr.write(formatCacheMisses(cacheMisses));
+  }
   for (const tar of loads) {
     const names = await loadIntoDocker(tar, io.vars, io.signal);
     if (!opts.quiet) for (const n of names) io.stderr.write(`Loaded image: ${escapeControl(n)}\n`);

@@ -65,6 +65,8 @@ describe('compileBuildOptions defaults', () => {
       cacheTo: [],
       noCache: false,
       noCacheFilter: [],
+      explainCache: false,
+      pull: false,
       progress: 'auto',
       metadataFile: undefined,
       iidFile: undefined,

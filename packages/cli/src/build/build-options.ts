@@ -33,6 +33,8 @@ export const BUILD_FLAGS = {
   'cache-to': { kind: 'list' },
   'no-cache': { kind: 'bool' },
   'no-cache-filter': { kind: 'list' },
+  'explain-cache': { kind: 'bool' },
+  pull: { kind: 'bool' },
   progress: { kind: 'string' },
   'metadata-file': { kind: 'string' },
   iidfile: { kind: 'string' },
@@ -143,6 +145,10 @@ export interface BuildOptions {
   noCache: boolean;
   /** Stages whose steps skip the cache (`--no-cache-filter`, comma lists allowed). */
   noCacheFilter: string[];
+  /** `--explain-cache`: after the build, print why each step that ran missed the cache. */
+  explainCache: boolean;
+  /** `--pull`: look base images up in the registry again (a tag moved a moment ago is seen). */
+  pull: boolean;
   progress: ProgressMode;
   /** Absolute path for the metadata JSON, if asked. */
   metadataFile: string | undefined;
@@ -340,6 +346,8 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     cacheTo,
     noCache: flags['no-cache'],
     noCacheFilter: flags['no-cache-filter'].flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean),
+    explainCache: flags['explain-cache'],
+    pull: flags.pull,
     progress,
     metadataFile,
     iidFile,

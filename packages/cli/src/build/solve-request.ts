@@ -29,6 +29,7 @@ export function toSolveRequest(opts: BuildOptions, ids: { ref: string; sessionId
   if (opts.extraHosts.length > 0) frontendAttrs['add-hosts'] = opts.extraHosts.map((h) => `${h.host}=${h.ip}`).join(',');
   for (const c of opts.namedContexts) frontendAttrs[`context:${c.name}`] = namedContextAttr(c);
   for (const [type, value] of Object.entries(opts.attests ?? {})) frontendAttrs[`attest:${type}`] = value;
+  if (opts.pull) frontendAttrs['image-resolve-mode'] = 'pull';
   // BuildKit's convention: an empty value means every step, else the stages named.
   if (opts.noCache) frontendAttrs['no-cache'] = '';
   else if (opts.noCacheFilter.length > 0) frontendAttrs['no-cache'] = opts.noCacheFilter.join(',');

@@ -6,12 +6,14 @@ import { parseFlags, type FlagSpecs } from '../flags/flag-parser.js';
 import { UsageError } from '../flags/usage-error.js';
 import { formatAgo, formatTable } from '../progress/format.js';
 import { createProgressPrinter } from '../progress/progress.js';
+import { formatCacheMisses } from '../progress/cache-misses.js';
 
 export const HISTORY_USAGE = `Usage:  kiln history COMMAND
 
 Commands to work on build records
 
 Commands:
+  explain     Explain why steps of a build missed the cache
   inspect     Inspect a build record
   logs        Print the logs of a build record
   ls          List build records
@@ -39,6 +41,19 @@ Inspect a build record (the newest one without REF; REF may be a unique prefix)
 Options:
       --addr string     Daemon address (env KILN_ADDR)
       --builder string  Override the configured builder instance (env KILN_BUILDER)
+      --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
+      --format string   Format the output ("pretty", "json") (default "pretty")
+  -h, --help            Print usage
+`;
+
+const HISTORY_EXPLAIN_USAGE = `Usage:  kiln history explain [OPTIONS] [REF]
+
+Explain why steps of a build missed the cache (the newest build without REF): one line per
+step that ran, naming what changed against the closest earlier build of the same Dockerfile,
+context and target
+
+Options:
+      --addr string     Daemon address (env KILN_ADDR)
       --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
       --format string   Format the output ("pretty", "json") (default "pretty")
   -h, --help            Print usage
@@ -74,6 +89,7 @@ const COMMON = { ...DAEMON_FLAG_SPECS, help: { kind: 'bool', short: 'h' } } as c
 export const HISTORY_SUB_USAGES: Readonly<Record<string, string>> = {
   ls: HISTORY_LS_USAGE,
   inspect: HISTORY_INSPECT_USAGE,
+  explain: HISTORY_EXPLAIN_USAGE,
   logs: HISTORY_LOGS_USAGE,
   rm: HISTORY_RM_USAGE,
 };
@@ -81,6 +97,7 @@ export const HISTORY_SUB_USAGES: Readonly<Record<string, string>> = {
 const SUBCOMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promise<number>> = {
   ls: runHistoryList,
   inspect: runHistoryInspect,
+  explain: runHistoryExplain,
   logs: runHistoryLogs,
   rm: runHistoryRemove,
 };
@@ -216,6 +233,26 @@ export async function runHistoryInspect(argv: readonly string[], io: CliIo): Pro
   if (r.logsTruncated) rows.push(['Logs:', 'truncated (per-build limit reached)']);
   if (r.error) rows.push(['Error:', `${r.error}${r.errorCode ? ` (${r.errorCode})` : ''}`]);
   io.stdout.write(formatTable(rows));
+  return 0;
+}
+
+/** `kiln history explain [REF]`: why each step of a build that ran missed the cache. */
+export async function runHistoryExplain(argv: readonly string[], io: CliIo): Promise<number> {
+  const { flags, args } = parseFlags(argv, { ...COMMON, format: { kind: 'string' } });
+  if (flags.help) {
+    io.stdout.write(HISTORY_EXPLAIN_USAGE);
+    return 0;
+  }
+  const format = flags.format ?? 'pretty';
+  if (format !== 'pretty' && format !== 'json') throw new UsageError(`invalid argument "${format}" for "--format" flag: want pretty or json`, '--format');
+  const ref = oneRef(args, 'explain');
+  const conn = await connect(flags, io);
+  const { cacheMisses } = await conn.control.inspectHistory({ ref }, { signal: io.signal });
+  if (format === 'json') {
+    io.stdout.write(`${JSON.stringify(cacheMisses.map((m) => ({ vertex: m.vertex, name: m.name, reason: m.reason })), null, 2)}\n`);
+    return 0;
+  }
+  io.stdout.write(formatCacheMisses(cacheMisses));
   return 0;
 }
 

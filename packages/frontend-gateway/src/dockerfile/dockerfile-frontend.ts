@@ -17,7 +17,7 @@ export interface DockerfileFrontendOptions {
    * unpinned. With `withCredentials` (see createRegistryImageResolver), each
    * build looks images up with its client's registry credentials first.
    */
-  imageResolver?: ImageMetaResolver & { withCredentials?(credentials: CredentialStore): ImageMetaResolver };
+  imageResolver?: ImageMetaResolver & { withCredentials?(credentials: CredentialStore, opts?: { fresh?: boolean }): ImageMetaResolver; fresh?(): ImageMetaResolver };
 }
 
 /**
@@ -68,7 +68,14 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
       const buildPlatform = platformList(req.attrs['build-platform'], 'build-platform')[0];
       const extraHosts = addHostsAttr(req.attrs['add-hosts']);
       const excludePatterns = ignore ? parseDockerignore(Buffer.from(ignore).toString('utf8')) : [];
-      const registryResolver = inputs.registryCredentials && opts.imageResolver?.withCredentials ? opts.imageResolver.withCredentials(inputs.registryCredentials) : opts.imageResolver;
+      // `--pull` (image-resolve-mode=pull): base images are looked up again, not taken from the resolver's cache.
+      const pull = req.attrs['image-resolve-mode'] === 'pull';
+      const registryResolver =
+        inputs.registryCredentials && opts.imageResolver?.withCredentials
+          ? opts.imageResolver.withCredentials(inputs.registryCredentials, { fresh: pull })
+          : pull && opts.imageResolver?.fresh
+            ? opts.imageResolver.fresh()
+            : opts.imageResolver;
       // oci-layout:// contexts are read from the client's layout over the session; without a registry, images stay unpinned.
       const imageResolver: ImageMetaResolver = {
         resolve: registryResolver ? (ref, platform, sig) => registryResolver.resolve(ref, platform, sig) : async () => ({ digest: '', config: undefined }),

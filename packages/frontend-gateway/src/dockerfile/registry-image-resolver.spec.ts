@@ -46,6 +46,25 @@ describe.skipIf(!findRegistry())('registry image resolver against a real registr
     expect(src.case === 'source' && src.value.identifier).toBe(`docker-image://${ref}@${multi.index.descriptor.digest}`);
   });
 
+  it('sees a moved tag at once when asked fresh (--pull), and caches the new answer', async () => {
+    const resolver = createRegistryImageResolver(client);
+    const ref = parseReference(`${registry.host}/moving:1`);
+    const pushTo = async (img: typeof amd) => {
+      for (const b of img.blobs) await client.pushBlob(ref, b.descriptor, () => once(b.data));
+      await client.pushManifest(ref, img.manifest.descriptor, img.manifest.data);
+    };
+    const amd64 = { os: 'linux', architecture: 'amd64' };
+    await pushTo(amd);
+    expect((await resolver.resolve(`${registry.host}/moving:1`, amd64)).digest).toBe(amd.manifest.descriptor.digest);
+    const moved = makeImage({ platform: 'linux/amd64', cmd: ['/moved'] });
+    await pushTo(moved);
+    // Within the TTL the cached digest is served; fresh asks the registry and replaces it.
+    expect((await resolver.resolve(`${registry.host}/moving:1`, amd64)).digest).toBe(amd.manifest.descriptor.digest);
+    expect((await resolver.fresh().resolve(`${registry.host}/moving:1`, amd64)).digest).toBe(moved.manifest.descriptor.digest);
+    expect((await resolver.withCredentials(staticCredentials({}), { fresh: true }).resolve(`${registry.host}/moving:1`, amd64)).digest).toBe(moved.manifest.descriptor.digest);
+    expect((await resolver.resolve(`${registry.host}/moving:1`, amd64)).digest).toBe(moved.manifest.descriptor.digest);
+  });
+
   it('fails with the reference named for a missing image, and does not cache the failure', async () => {
     const resolver = createRegistryImageResolver(client);
     await expect(convertDockerfile(`FROM ${registry.host}/nope:1\n`, { imageResolver: resolver })).rejects.toMatchObject({

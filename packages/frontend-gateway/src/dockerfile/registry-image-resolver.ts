@@ -20,7 +20,18 @@ export interface RegistryImageResolver extends ImageMetaResolver {
    * cache, whose entries are keyed by the identity used for the registry,
    * so metadata one user may read is never served to another.
    */
-  withCredentials(credentials: CredentialStore): ImageMetaResolver;
+  withCredentials(credentials: CredentialStore, opts?: ResolveOptions): ImageMetaResolver;
+  /** This resolver without cached results (`--pull`). */
+  fresh(): ImageMetaResolver;
+}
+
+export interface ResolveOptions {
+  /**
+   * Ask the registry even when a result is cached (`--pull`, BuildKit's
+   * `image-resolve-mode=pull`): a tag moved since is seen at once. The
+   * answer replaces the cached one.
+   */
+  fresh?: boolean;
 }
 
 interface CacheEntry {
@@ -40,13 +51,13 @@ export function createRegistryImageResolver(registry: RegistryClient, opts: Regi
   const max = opts.maxEntries ?? 256;
   const now = opts.now ?? Date.now;
   const cache = new Map<string, CacheEntry>();
-  const resolverOver = (client: RegistryClient): ImageMetaResolver => ({
+  const resolverOver = (client: RegistryClient, fresh = false): ImageMetaResolver => ({
     async resolve(ref: string, platform: Platform, signal?: AbortSignal): Promise<ImageMeta> {
       const parsed = parseReference(ref);
       const identity = await client.credentialsKeyFor(parsed.domain, signal);
       const key = `${identity} ${ref} ${platform.os}/${platform.architecture}/${platform.variant ?? ''}`;
       const hit = cache.get(key);
-      if (hit && now() - hit.at < ttl) return hit.meta;
+      if (hit && !fresh && now() - hit.at < ttl) return hit.meta;
       const meta = (async () => {
         const resolved = await resolveImage(client, parsed, platform, signal);
         const parts: Uint8Array[] = [];
@@ -62,6 +73,7 @@ export function createRegistryImageResolver(registry: RegistryClient, opts: Regi
   });
   return {
     ...resolverOver(registry),
-    withCredentials: (credentials) => resolverOver(registry.withCredentials(credentials)),
+    withCredentials: (credentials, o) => resolverOver(registry.withCredentials(credentials), o?.fresh),
+    fresh: () => resolverOver(registry, true),
   };
 }

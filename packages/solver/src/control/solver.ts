@@ -23,6 +23,10 @@ import { compileCacheExports, compileCacheImports, exportCache, loadCacheImports
 import { BuildRecords, toStatusResponse } from './build-records.js';
 import { WorkerProgressRelay } from './worker-progress-relay.js';
 import { HistoryStore } from '../history/history-store.js';
+import { BuildExplainer, buildIdentity } from '../explain/build-explainer.js';
+import { StepStore } from '../explain/step-store.js';
+import { stepSites, type StepSite } from '../explain/step-record.js';
+import { vertexStep } from '../explain/vertex-step.js';
 import { CacheUsage, planCachePrune } from './cache-usage.js';
 import { ContentUsage } from './content-usage.js';
 import { checkDefinitionEntitlements, grantEntitlements } from './entitlements.js';
@@ -88,6 +92,8 @@ export class Solver {
   private readonly cache: VertexCache;
   private registryClient: RegistryClient | undefined;
   private readonly history: HistoryStore;
+  /** Per build, the inputs of each step's key and its cache-miss explanations (`--explain-cache`). */
+  private readonly steps: StepStore;
   private readonly cacheUsage: CacheUsage;
   /** Builds running on each worker (by id), for spreading builds. */
   private readonly load = new Map<string, number>();
@@ -108,9 +114,11 @@ export class Solver {
     if (opts.root) mkdirSync(opts.root, { recursive: true });
     this.db = openSolverDatabase(opts.root ? join(opts.root, 'solver.db') : ':memory:');
     this.history = new HistoryStore(this.db);
+    this.steps = new StepStore(this.db);
     this.records = new BuildRecords((buildId, evs) => {
       try {
         this.history.finish(buildId, evs);
+        this.steps.pruneOrphans();
       } catch (err) {
         opts.logger.warn({ err, buildId }, 'failed to record build history');
       }
@@ -145,6 +153,7 @@ export class Solver {
     let imports: CacheImports | undefined;
     const claimed = new Set<string>();
     let closeGateway: (() => void) | undefined;
+    let explainer: BuildExplainer | undefined;
     this.history.start({ ref: buildId, frontend: req.frontend, frontendAttrs: req.frontendAttrs, exporters: req.exporters.map((e) => e.type), createdAtMs: Date.now() });
     try {
       const granted = grantEntitlements(req.entitlements, new Set(this.opts.allowedEntitlements ?? []));
@@ -193,7 +202,8 @@ export class Solver {
         );
         imports = new CacheImports(loaded, this.opts.content, log.child({ component: 'cache-import' }));
       }
-      const plan: Omit<BuildPlan, 'session' | 'signal'> = { req, granted: [...granted], defs, targets, cacheExports, imports, publish, log, sourceDateEpoch, startedMs };
+      explainer = new BuildExplainer(this.steps, buildId, await this.buildIdentity(req), req.frontendAttrs['no-cache']);
+      const plan: Omit<BuildPlan, 'session' | 'signal'> = { req, granted: [...granted], defs, targets, cacheExports, imports, publish, log, sourceDateEpoch, startedMs, explainer };
       let response: Record<string, string>;
       try {
         response = await this.attemptOn(worker, plan, signal);
@@ -222,6 +232,11 @@ export class Solver {
       throw e;
     } finally {
       closeGateway?.();
+      try {
+        explainer?.save();
+      } catch (err) {
+        log.warn({ err }, 'failed to record the build steps for cache-miss explanations');
+      }
       for (const id of claimed) this.claim(id, claimed, -1);
       this.active.delete(buildId);
       await session.close();
@@ -277,7 +292,10 @@ export class Solver {
     p.log.info({ worker: worker.id }, 'build runs on worker');
     let targets = p.targets;
     const built = new Map<string, BuiltVertex>();
-    const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: p.granted, imports: p.imports, built };
+    const sites = new Map<string, StepSite>();
+    for (const def of defs) for (const [d, site] of stepSites(def, (x) => def.ops.get(x as never)?.metadata?.description ?? x)) sites.set(d, site);
+    const explain = { explainer: p.explainer, sites };
+    const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: p.granted, imports: p.imports, built, explain };
     // One graph per target platform; ops they share (same key) run once in this session.
     const resultRefs = await Promise.all(
       defs.map(async (def) => {
@@ -425,7 +443,8 @@ export class Solver {
   }
 
   inspectHistory(ref: string): control.InspectHistoryResponse {
-    return create(control.InspectHistoryResponseSchema, { record: this.history.get(ref) });
+    const record = this.history.get(ref);
+    return create(control.InspectHistoryResponseSchema, { record, cacheMisses: this.steps.misses(record.ref) });
   }
 
   /** A build's kept progress: live builds are followed to their end, finished ones replayed from the history. */
@@ -439,7 +458,9 @@ export class Solver {
   }
 
   deleteHistory(refs: readonly string[]): control.DeleteHistoryResponse {
-    return create(control.DeleteHistoryResponseSchema, { deleted: this.history.delete(refs) });
+    const deleted = this.history.delete(refs);
+    this.steps.pruneOrphans();
+    return create(control.DeleteHistoryResponseSchema, { deleted });
   }
 
   /** The workers matching every filter (the syntax of `--worker-filter`). */
@@ -509,6 +530,12 @@ export class Solver {
     return native ? { ...attrs, 'build-platform': formatPlatform(native) } : attrs;
   }
 
+  /** The build's identity for cache-miss explanations: frontend, Dockerfile, target and the context directory's shared key. */
+  private async buildIdentity(req: control.SolveRequest): Promise<string> {
+    const context = await this.opts.sessions.sharedKey(req.sessionId, 'context').catch(() => '');
+    return buildIdentity({ frontend: req.frontend, filename: req.frontendAttrs['filename'], target: req.frontendAttrs['target'], context });
+  }
+
   private get registry(): RegistryClient {
     return (this.registryClient ??= this.opts.registry ?? createRegistryClient({}));
   }
@@ -542,12 +569,14 @@ export class Solver {
         const content = res.contentDigests[0];
         // Without a content digest the result cannot be matched later: key it to this build alone.
         const cacheKey = content ? localSourceCacheKey(content) : sha256(`${v.digest}:${b.sessionId}:${b.buildId}`);
+        b.explain?.explainer.record(vertexStep(v, b.explain.sites.get(v.digest), { key: '', inputKeys: [], workerId: worker.id, cached: false, noCache, files: res.contentFiles }));
         b.built.set(v.digest, { digest: v.digest, key: cacheKey, parents: [], inputs: [], description: v.name, workerId: worker.id, refs: res.outputRefs, exportable: false });
         return { workerId: worker.id, refs: res.outputRefs, cacheKey };
       });
     }
     const parentKeys = inputs.map((r, i) => outputKey(r.cacheKey, v.inputs[i]!.index));
-    const cacheKey = opCacheKey(v.op, await this.contentKeys(v, inputs, inputRefs, parentKeys, signal));
+    const inputKeys = await this.contentKeys(v, inputs, inputRefs, parentKeys, signal);
+    const cacheKey = opCacheKey(v.op, inputKeys);
     const lookup = !noCache;
     const started = timestampNow();
     let publishedStart = false;
@@ -573,11 +602,10 @@ export class Solver {
         refs: res.refs,
         exportable: true,
       });
-      if (res.cached || imported) {
-        await b.publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow(), cached: true } });
-      } else {
-        await b.publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow() } });
-      }
+      const cached = res.cached || imported;
+      const step = vertexStep(v, b.explain?.sites.get(v.digest), { key: cacheKey, inputKeys, workerId: res.workerId, cached, noCache });
+      const cacheMiss = b.explain?.explainer.record(step) ?? '';
+      await b.publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow(), ...(cached ? { cached: true } : { cacheMiss }) } });
       return { workerId: res.workerId, refs: res.refs, cacheKey, holdOwner: res.holdOwner };
     } catch (err) {
       const e = asKilnError(err);
@@ -772,6 +800,7 @@ interface BuildPlan {
   log: Logger;
   session: SchedulerSession<OpResult>;
   signal: AbortSignal;
+  explainer: BuildExplainer;
 }
 
 /** What one target platform builds (platform empty: a single-platform build that named none). */
@@ -804,6 +833,8 @@ interface BuildContext {
   imports: CacheImports | undefined;
   /** Every vertex result of the build so far, by vertex digest (for `--cache-to`). */
   built: Map<string, BuiltVertex>;
+  /** Records steps and explains misses (absent for gateway solves). */
+  explain?: { explainer: BuildExplainer; sites: ReadonlyMap<string, StepSite> };
 }
 
 /** The platform whose image an inline cache import picks from an index: the definition's, else the worker's. */

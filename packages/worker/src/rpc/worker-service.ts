@@ -34,7 +34,7 @@ export function createWorkerServiceImpl(w: Worker): ServiceImpl<typeof worker.Wo
         noCache: req.noCache,
         signal: ctx.signal,
       });
-      return { outputRefs: res.outputRefs, contentDigests: res.contentDigests ?? [] };
+      return { outputRefs: res.outputRefs, contentDigests: res.contentDigests ?? [], contentFiles: res.contentFiles ?? [] };
     },
 
     async *exportRef(req, ctx) {

@@ -21,6 +21,8 @@ export interface LocalSourceParams {
   progressIntervalMs: number;
   /** Receives the digest of the content received (see ExtractResult.contentDigest). */
   onContentDigest?: (digest: string) => void;
+  /** Receives each file's and link's content digest (incremental transfers only; see RunResponse.content_files). */
+  onContentFiles?: (files: ContentFile[]) => void;
   /**
    * Incremental transfer: the copy of this directory received last (one
    * reference owned by the caller, who releases it after the run), and
@@ -86,6 +88,7 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
         digest = manifestContentDigest(base.manifest);
         ctx.logger.debug({ dir: p.name, bytes }, 'context unchanged: previous copy reused');
         p.onContentDigest?.(digest);
+        p.onContentFiles?.(manifestFiles(base.manifest));
         await ctx.progress.status({ id: statusId, name: statusId, current: bytes, startedMs, completedMs: Date.now() });
         return [base.snapshotId];
       }
@@ -104,6 +107,7 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
       const id = await ctx.snapshotter.commit(key);
       p.incremental.onCopy({ snapshotId: id, manifest: res.manifest, depth: seeded ? base.depth + 1 : 0 });
       p.onContentDigest?.(digest);
+      p.onContentFiles?.(manifestFiles(res.manifest));
       await ctx.progress.status({ id: statusId, name: statusId, current: bytes, startedMs, completedMs: Date.now() });
       return [id];
     }
@@ -143,6 +147,25 @@ async function* prepend<T>(first: IteratorResult<T>, rest: AsyncIterator<T>): As
   } finally {
     await rest.return?.(undefined);
   }
+}
+
+/** A file in a received context with its content digest (a link: a digest of its target). */
+export interface ContentFile {
+  path: string;
+  digest: string;
+}
+
+/** Most files reported per context: beyond it the explainer names only the content digest (bounds the solver's records). */
+const MAX_CONTENT_FILES = 5000;
+
+function manifestFiles(manifest: ContextManifest): ContentFile[] {
+  const out: ContentFile[] = [];
+  for (const [path, e] of manifest) {
+    if (out.length >= MAX_CONTENT_FILES) return [];
+    if (e.type === 'file' && e.sha256) out.push({ path, digest: `sha256:${e.sha256}` });
+    else if (e.type === 'symlink') out.push({ path, digest: `link:${e.linkname}` });
+  }
+  return out;
 }
 
 async function* counted(stream: AsyncIterable<{ tarChunk: Uint8Array }>, onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {

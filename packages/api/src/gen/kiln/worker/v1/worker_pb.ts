@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/worker/v1/worker.proto.
  */
 export const file_kiln_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChtraWxuL3dvcmtlci92MS93b3JrZXIucHJvdG8SDmtpbG4ud29ya2VyLnYxIhEKD0Rlc2NyaWJlUmVxdWVzdCLGAQoQRGVzY3JpYmVSZXNwb25zZRIKCgJpZBgBIAEoCRIoCglwbGF0Zm9ybXMYAiADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRI8CgZsYWJlbHMYAyADKAsyLC5raWxuLndvcmtlci52MS5EZXNjcmliZVJlc3BvbnNlLkxhYmVsc0VudHJ5Eg8KB2JhY2tlbmQYBCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKmAQoKUnVuUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhUKDXZlcnRleF9kaWdlc3QYAyABKAkSCgoCb3AYBCABKAwSEgoKaW5wdXRfcmVmcxgFIAMoCRITCgtkZXNjcmlwdGlvbhgGIAEoCRIUCgxlbnRpdGxlbWVudHMYByADKAkSEAoIbm9fY2FjaGUYCCABKAgiOwoLUnVuUmVzcG9uc2USEwoLb3V0cHV0X3JlZnMYASADKAkSFwoPY29udGVudF9kaWdlc3RzGAIgAygJIh8KEEV4cG9ydFJlZlJlcXVlc3QSCwoDcmVmGAEgASgJIiYKEUV4cG9ydFJlZlJlc3BvbnNlEhEKCXRhcl9jaHVuaxgBIAEoDCIeCg5SZWxlYXNlUmVxdWVzdBIMCgRyZWZzGAEgAygJIhEKD1JlbGVhc2VSZXNwb25zZSLIAQoQR2V0TGF5ZXJzUmVxdWVzdBILCgNyZWYYASABKAkSEwoLY29tcHJlc3Npb24YAiABKAkSGQoRY29tcHJlc3Npb25fbGV2ZWwYAyABKAUSGQoRZm9yY2VfY29tcHJlc3Npb24YBCABKAgSFwoPb2NpX21lZGlhX3R5cGVzGAUgASgIEh4KEXNvdXJjZV9kYXRlX2Vwb2NoGAYgASgDSACIAQESDQoFbGVhc2UYByABKAlCFAoSX3NvdXJjZV9kYXRlX2Vwb2NoIo8BCgVMYXllchIOCgZkaWdlc3QYASABKAkSDAoEc2l6ZRgCIAEoAxISCgptZWRpYV90eXBlGAMgASgJEg8KB2RpZmZfaWQYBCABKAkSEQoJZnJvbV9iYXNlGAUgASgIEhIKCmNyZWF0ZWRfYnkYBiABKAkSHAoUdGltZXN0YW1wc19yZXdyaXR0ZW4YByABKAgiOgoRR2V0TGF5ZXJzUmVzcG9uc2USJQoGbGF5ZXJzGAEgAygLMhUua2lsbi53b3JrZXIudjEuTGF5ZXIiPwoNUmV0YWluUmVxdWVzdBIMCgRyZWZzGAEgAygJEg0KBW93bmVyGAIgASgJEhEKCWVwaGVtZXJhbBgDIAEoCCIhCg5SZXRhaW5SZXNwb25zZRIPCgdtaXNzaW5nGAEgAygJIioKC0Ryb3BSZXF1ZXN0EgwKBHJlZnMYASADKAkSDQoFb3duZXIYAiABKAkiDgoMRHJvcFJlc3BvbnNlIh8KD1JlZlVzYWdlUmVxdWVzdBIMCgRyZWZzGAEgAygJIkQKCFJlZlVzYWdlEgsKA3JlZhgBIAEoCRINCgVmb3VuZBgCIAEoCBIMCgRzaXplGAMgASgDEg4KBm93bmVycxgEIAMoCSI7ChBSZWZVc2FnZVJlc3BvbnNlEicKBXVzYWdlGAEgAygLMhgua2lsbi53b3JrZXIudjEuUmVmVXNhZ2UiTgoTSW1wb3J0TGF5ZXJzUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRIlCgZsYXllcnMYAiADKAsyFS5raWxuLndvcmtlci52MS5MYXllciIjChRJbXBvcnRMYXllcnNSZXNwb25zZRILCgNyZWYYASABKAkiRgoMUGF0aFNlbGVjdG9yEgwKBHBhdGgYASABKAkSEAoId2lsZGNhcmQYAiABKAgSFgoOZm9sbG93X3N5bWxpbmsYAyABKAgiTwoPQ2hlY2tzdW1SZXF1ZXN0EgsKA3JlZhgBIAEoCRIvCglzZWxlY3RvcnMYAiADKAsyHC5raWxuLndvcmtlci52MS5QYXRoU2VsZWN0b3IiIgoQQ2hlY2tzdW1SZXNwb25zZRIOCgZkaWdlc3QYASABKAkifAoIRmlsZVN0YXQSDAoEcGF0aBgBIAEoCRIMCgRtb2RlGAIgASgNEgwKBHNpemUYAyABKAMSGgoSbW9kX3RpbWVfdW5peF9uYW5vGAQgASgDEgsKA3VpZBgFIAEoDRILCgNnaWQYBiABKA0SEAoIbGlua25hbWUYByABKAkiTAoPUmVhZEZpbGVSZXF1ZXN0EgsKA3JlZhgBIAEoCRIMCgRwYXRoGAIgASgJEg4KBm9mZnNldBgDIAEoAxIOCgZsZW5ndGgYBCABKAMiIAoQUmVhZEZpbGVSZXNwb25zZRIMCgRkYXRhGAEgASgMIiwKD1N0YXRGaWxlUmVxdWVzdBILCgNyZWYYASABKAkSDAoEcGF0aBgCIAEoCSI6ChBTdGF0RmlsZVJlc3BvbnNlEiYKBHN0YXQYASABKAsyGC5raWxuLndvcmtlci52MS5GaWxlU3RhdCJECg5SZWFkRGlyUmVxdWVzdBILCgNyZWYYASABKAkSDAoEcGF0aBgCIAEoCRIXCg9pbmNsdWRlX3BhdHRlcm4YAyABKAkiPAoPUmVhZERpclJlc3BvbnNlEikKB2VudHJpZXMYASADKAsyGC5raWxuLndvcmtlci52MS5GaWxlU3RhdDL/BwoNV29ya2VyU2VydmljZRJNCghEZXNjcmliZRIfLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLkRlc2NyaWJlUmVzcG9uc2USPgoDUnVuEhoua2lsbi53b3JrZXIudjEuUnVuUmVxdWVzdBobLmtpbG4ud29ya2VyLnYxLlJ1blJlc3BvbnNlElIKCUV4cG9ydFJlZhIgLmtpbG4ud29ya2VyLnYxLkV4cG9ydFJlZlJlcXVlc3QaIS5raWxuLndvcmtlci52MS5FeHBvcnRSZWZSZXNwb25zZTABEkoKB1JlbGVhc2USHi5raWxuLndvcmtlci52MS5SZWxlYXNlUmVxdWVzdBofLmtpbG4ud29ya2VyLnYxLlJlbGVhc2VSZXNwb25zZRJQCglHZXRMYXllcnMSIC5raWxuLndvcmtlci52MS5HZXRMYXllcnNSZXF1ZXN0GiEua2lsbi53b3JrZXIudjEuR2V0TGF5ZXJzUmVzcG9uc2USRwoGUmV0YWluEh0ua2lsbi53b3JrZXIudjEuUmV0YWluUmVxdWVzdBoeLmtpbG4ud29ya2VyLnYxLlJldGFpblJlc3BvbnNlEkEKBERyb3ASGy5raWxuLndvcmtlci52MS5Ecm9wUmVxdWVzdBocLmtpbG4ud29ya2VyLnYxLkRyb3BSZXNwb25zZRJNCghSZWZVc2FnZRIfLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlUmVzcG9uc2USWQoMSW1wb3J0TGF5ZXJzEiMua2lsbi53b3JrZXIudjEuSW1wb3J0TGF5ZXJzUmVxdWVzdBokLmtpbG4ud29ya2VyLnYxLkltcG9ydExheWVyc1Jlc3BvbnNlEk0KCENoZWNrc3VtEh8ua2lsbi53b3JrZXIudjEuQ2hlY2tzdW1SZXF1ZXN0GiAua2lsbi53b3JrZXIudjEuQ2hlY2tzdW1SZXNwb25zZRJNCghSZWFkRmlsZRIfLmtpbG4ud29ya2VyLnYxLlJlYWRGaWxlUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLlJlYWRGaWxlUmVzcG9uc2USTQoIU3RhdEZpbGUSHy5raWxuLndvcmtlci52MS5TdGF0RmlsZVJlcXVlc3QaIC5raWxuLndvcmtlci52MS5TdGF0RmlsZVJlc3BvbnNlEkoKB1JlYWREaXISHi5raWxuLndvcmtlci52MS5SZWFkRGlyUmVxdWVzdBofLmtpbG4ud29ya2VyLnYxLlJlYWREaXJSZXNwb25zZWIGcHJvdG8z", [file_kiln_llb_v1_llb]);
+  fileDesc("ChtraWxuL3dvcmtlci92MS93b3JrZXIucHJvdG8SDmtpbG4ud29ya2VyLnYxIhEKD0Rlc2NyaWJlUmVxdWVzdCLGAQoQRGVzY3JpYmVSZXNwb25zZRIKCgJpZBgBIAEoCRIoCglwbGF0Zm9ybXMYAiADKAsyFS5raWxuLmxsYi52MS5QbGF0Zm9ybRI8CgZsYWJlbHMYAyADKAsyLC5raWxuLndvcmtlci52MS5EZXNjcmliZVJlc3BvbnNlLkxhYmVsc0VudHJ5Eg8KB2JhY2tlbmQYBCABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKmAQoKUnVuUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhUKDXZlcnRleF9kaWdlc3QYAyABKAkSCgoCb3AYBCABKAwSEgoKaW5wdXRfcmVmcxgFIAMoCRITCgtkZXNjcmlwdGlvbhgGIAEoCRIUCgxlbnRpdGxlbWVudHMYByADKAkSEAoIbm9fY2FjaGUYCCABKAgibwoLUnVuUmVzcG9uc2USEwoLb3V0cHV0X3JlZnMYASADKAkSFwoPY29udGVudF9kaWdlc3RzGAIgAygJEjIKDWNvbnRlbnRfZmlsZXMYAyADKAsyGy5raWxuLndvcmtlci52MS5Db250ZW50RmlsZSIrCgtDb250ZW50RmlsZRIMCgRwYXRoGAEgASgJEg4KBmRpZ2VzdBgCIAEoCSIfChBFeHBvcnRSZWZSZXF1ZXN0EgsKA3JlZhgBIAEoCSImChFFeHBvcnRSZWZSZXNwb25zZRIRCgl0YXJfY2h1bmsYASABKAwiHgoOUmVsZWFzZVJlcXVlc3QSDAoEcmVmcxgBIAMoCSIRCg9SZWxlYXNlUmVzcG9uc2UiyAEKEEdldExheWVyc1JlcXVlc3QSCwoDcmVmGAEgASgJEhMKC2NvbXByZXNzaW9uGAIgASgJEhkKEWNvbXByZXNzaW9uX2xldmVsGAMgASgFEhkKEWZvcmNlX2NvbXByZXNzaW9uGAQgASgIEhcKD29jaV9tZWRpYV90eXBlcxgFIAEoCBIeChFzb3VyY2VfZGF0ZV9lcG9jaBgGIAEoA0gAiAEBEg0KBWxlYXNlGAcgASgJQhQKEl9zb3VyY2VfZGF0ZV9lcG9jaCKPAQoFTGF5ZXISDgoGZGlnZXN0GAEgASgJEgwKBHNpemUYAiABKAMSEgoKbWVkaWFfdHlwZRgDIAEoCRIPCgdkaWZmX2lkGAQgASgJEhEKCWZyb21fYmFzZRgFIAEoCBISCgpjcmVhdGVkX2J5GAYgASgJEhwKFHRpbWVzdGFtcHNfcmV3cml0dGVuGAcgASgIIjoKEUdldExheWVyc1Jlc3BvbnNlEiUKBmxheWVycxgBIAMoCzIVLmtpbG4ud29ya2VyLnYxLkxheWVyIj8KDVJldGFpblJlcXVlc3QSDAoEcmVmcxgBIAMoCRINCgVvd25lchgCIAEoCRIRCgllcGhlbWVyYWwYAyABKAgiIQoOUmV0YWluUmVzcG9uc2USDwoHbWlzc2luZxgBIAMoCSIqCgtEcm9wUmVxdWVzdBIMCgRyZWZzGAEgAygJEg0KBW93bmVyGAIgASgJIg4KDERyb3BSZXNwb25zZSIfCg9SZWZVc2FnZVJlcXVlc3QSDAoEcmVmcxgBIAMoCSJECghSZWZVc2FnZRILCgNyZWYYASABKAkSDQoFZm91bmQYAiABKAgSDAoEc2l6ZRgDIAEoAxIOCgZvd25lcnMYBCADKAkiOwoQUmVmVXNhZ2VSZXNwb25zZRInCgV1c2FnZRgBIAMoCzIYLmtpbG4ud29ya2VyLnYxLlJlZlVzYWdlIk4KE0ltcG9ydExheWVyc1JlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkSJQoGbGF5ZXJzGAIgAygLMhUua2lsbi53b3JrZXIudjEuTGF5ZXIiIwoUSW1wb3J0TGF5ZXJzUmVzcG9uc2USCwoDcmVmGAEgASgJIkYKDFBhdGhTZWxlY3RvchIMCgRwYXRoGAEgASgJEhAKCHdpbGRjYXJkGAIgASgIEhYKDmZvbGxvd19zeW1saW5rGAMgASgIIk8KD0NoZWNrc3VtUmVxdWVzdBILCgNyZWYYASABKAkSLwoJc2VsZWN0b3JzGAIgAygLMhwua2lsbi53b3JrZXIudjEuUGF0aFNlbGVjdG9yIiIKEENoZWNrc3VtUmVzcG9uc2USDgoGZGlnZXN0GAEgASgJInwKCEZpbGVTdGF0EgwKBHBhdGgYASABKAkSDAoEbW9kZRgCIAEoDRIMCgRzaXplGAMgASgDEhoKEm1vZF90aW1lX3VuaXhfbmFubxgEIAEoAxILCgN1aWQYBSABKA0SCwoDZ2lkGAYgASgNEhAKCGxpbmtuYW1lGAcgASgJIkwKD1JlYWRGaWxlUmVxdWVzdBILCgNyZWYYASABKAkSDAoEcGF0aBgCIAEoCRIOCgZvZmZzZXQYAyABKAMSDgoGbGVuZ3RoGAQgASgDIiAKEFJlYWRGaWxlUmVzcG9uc2USDAoEZGF0YRgBIAEoDCIsCg9TdGF0RmlsZVJlcXVlc3QSCwoDcmVmGAEgASgJEgwKBHBhdGgYAiABKAkiOgoQU3RhdEZpbGVSZXNwb25zZRImCgRzdGF0GAEgASgLMhgua2lsbi53b3JrZXIudjEuRmlsZVN0YXQiRAoOUmVhZERpclJlcXVlc3QSCwoDcmVmGAEgASgJEgwKBHBhdGgYAiABKAkSFwoPaW5jbHVkZV9wYXR0ZXJuGAMgASgJIjwKD1JlYWREaXJSZXNwb25zZRIpCgdlbnRyaWVzGAEgAygLMhgua2lsbi53b3JrZXIudjEuRmlsZVN0YXQy/wcKDVdvcmtlclNlcnZpY2USTQoIRGVzY3JpYmUSHy5raWxuLndvcmtlci52MS5EZXNjcmliZVJlcXVlc3QaIC5raWxuLndvcmtlci52MS5EZXNjcmliZVJlc3BvbnNlEj4KA1J1bhIaLmtpbG4ud29ya2VyLnYxLlJ1blJlcXVlc3QaGy5raWxuLndvcmtlci52MS5SdW5SZXNwb25zZRJSCglFeHBvcnRSZWYSIC5raWxuLndvcmtlci52MS5FeHBvcnRSZWZSZXF1ZXN0GiEua2lsbi53b3JrZXIudjEuRXhwb3J0UmVmUmVzcG9uc2UwARJKCgdSZWxlYXNlEh4ua2lsbi53b3JrZXIudjEuUmVsZWFzZVJlcXVlc3QaHy5raWxuLndvcmtlci52MS5SZWxlYXNlUmVzcG9uc2USUAoJR2V0TGF5ZXJzEiAua2lsbi53b3JrZXIudjEuR2V0TGF5ZXJzUmVxdWVzdBohLmtpbG4ud29ya2VyLnYxLkdldExheWVyc1Jlc3BvbnNlEkcKBlJldGFpbhIdLmtpbG4ud29ya2VyLnYxLlJldGFpblJlcXVlc3QaHi5raWxuLndvcmtlci52MS5SZXRhaW5SZXNwb25zZRJBCgREcm9wEhsua2lsbi53b3JrZXIudjEuRHJvcFJlcXVlc3QaHC5raWxuLndvcmtlci52MS5Ecm9wUmVzcG9uc2USTQoIUmVmVXNhZ2USHy5raWxuLndvcmtlci52MS5SZWZVc2FnZVJlcXVlc3QaIC5raWxuLndvcmtlci52MS5SZWZVc2FnZVJlc3BvbnNlElkKDEltcG9ydExheWVycxIjLmtpbG4ud29ya2VyLnYxLkltcG9ydExheWVyc1JlcXVlc3QaJC5raWxuLndvcmtlci52MS5JbXBvcnRMYXllcnNSZXNwb25zZRJNCghDaGVja3N1bRIfLmtpbG4ud29ya2VyLnYxLkNoZWNrc3VtUmVxdWVzdBogLmtpbG4ud29ya2VyLnYxLkNoZWNrc3VtUmVzcG9uc2USTQoIUmVhZEZpbGUSHy5raWxuLndvcmtlci52MS5SZWFkRmlsZVJlcXVlc3QaIC5raWxuLndvcmtlci52MS5SZWFkRmlsZVJlc3BvbnNlEk0KCFN0YXRGaWxlEh8ua2lsbi53b3JrZXIudjEuU3RhdEZpbGVSZXF1ZXN0GiAua2lsbi53b3JrZXIudjEuU3RhdEZpbGVSZXNwb25zZRJKCgdSZWFkRGlyEh4ua2lsbi53b3JrZXIudjEuUmVhZERpclJlcXVlc3QaHy5raWxuLndvcmtlci52MS5SZWFkRGlyUmVzcG9uc2ViBnByb3RvMw", [file_kiln_llb_v1_llb]);
 
 /**
  * @generated from message kiln.worker.v1.DescribeRequest
@@ -144,6 +144,15 @@ export type RunResponse = Message<"kiln.worker.v1.RunResponse"> & {
    * @generated from field: repeated string content_digests = 2;
    */
   contentDigests: string[];
+
+  /**
+   * Local sources transferred incrementally: each regular file or link of
+   * the received tree with its content digest (what the solver's cache-miss
+   * explainer diffs between builds). Empty when unknown.
+   *
+   * @generated from field: repeated kiln.worker.v1.ContentFile content_files = 3;
+   */
+  contentFiles: ContentFile[];
 };
 
 /**
@@ -152,6 +161,30 @@ export type RunResponse = Message<"kiln.worker.v1.RunResponse"> & {
  */
 export const RunResponseSchema: GenMessage<RunResponse> = /*@__PURE__*/
   messageDesc(file_kiln_worker_v1_worker, 3);
+
+/**
+ * @generated from message kiln.worker.v1.ContentFile
+ */
+export type ContentFile = Message<"kiln.worker.v1.ContentFile"> & {
+  /**
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * "sha256:..." of the content (a link: of its target).
+   *
+   * @generated from field: string digest = 2;
+   */
+  digest: string;
+};
+
+/**
+ * Describes the message kiln.worker.v1.ContentFile.
+ * Use `create(ContentFileSchema)` to create a new message.
+ */
+export const ContentFileSchema: GenMessage<ContentFile> = /*@__PURE__*/
+  messageDesc(file_kiln_worker_v1_worker, 4);
 
 /**
  * @generated from message kiln.worker.v1.ExportRefRequest
@@ -168,7 +201,7 @@ export type ExportRefRequest = Message<"kiln.worker.v1.ExportRefRequest"> & {
  * Use `create(ExportRefRequestSchema)` to create a new message.
  */
 export const ExportRefRequestSchema: GenMessage<ExportRefRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 4);
+  messageDesc(file_kiln_worker_v1_worker, 5);
 
 /**
  * @generated from message kiln.worker.v1.ExportRefResponse
@@ -185,7 +218,7 @@ export type ExportRefResponse = Message<"kiln.worker.v1.ExportRefResponse"> & {
  * Use `create(ExportRefResponseSchema)` to create a new message.
  */
 export const ExportRefResponseSchema: GenMessage<ExportRefResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 5);
+  messageDesc(file_kiln_worker_v1_worker, 6);
 
 /**
  * @generated from message kiln.worker.v1.ReleaseRequest
@@ -202,7 +235,7 @@ export type ReleaseRequest = Message<"kiln.worker.v1.ReleaseRequest"> & {
  * Use `create(ReleaseRequestSchema)` to create a new message.
  */
 export const ReleaseRequestSchema: GenMessage<ReleaseRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 6);
+  messageDesc(file_kiln_worker_v1_worker, 7);
 
 /**
  * @generated from message kiln.worker.v1.ReleaseResponse
@@ -215,7 +248,7 @@ export type ReleaseResponse = Message<"kiln.worker.v1.ReleaseResponse"> & {
  * Use `create(ReleaseResponseSchema)` to create a new message.
  */
 export const ReleaseResponseSchema: GenMessage<ReleaseResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 7);
+  messageDesc(file_kiln_worker_v1_worker, 8);
 
 /**
  * @generated from message kiln.worker.v1.GetLayersRequest
@@ -275,7 +308,7 @@ export type GetLayersRequest = Message<"kiln.worker.v1.GetLayersRequest"> & {
  * Use `create(GetLayersRequestSchema)` to create a new message.
  */
 export const GetLayersRequestSchema: GenMessage<GetLayersRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 8);
+  messageDesc(file_kiln_worker_v1_worker, 9);
 
 /**
  * @generated from message kiln.worker.v1.Layer
@@ -334,7 +367,7 @@ export type Layer = Message<"kiln.worker.v1.Layer"> & {
  * Use `create(LayerSchema)` to create a new message.
  */
 export const LayerSchema: GenMessage<Layer> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 9);
+  messageDesc(file_kiln_worker_v1_worker, 10);
 
 /**
  * @generated from message kiln.worker.v1.GetLayersResponse
@@ -351,7 +384,7 @@ export type GetLayersResponse = Message<"kiln.worker.v1.GetLayersResponse"> & {
  * Use `create(GetLayersResponseSchema)` to create a new message.
  */
 export const GetLayersResponseSchema: GenMessage<GetLayersResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 10);
+  messageDesc(file_kiln_worker_v1_worker, 11);
 
 /**
  * @generated from message kiln.worker.v1.RetainRequest
@@ -382,7 +415,7 @@ export type RetainRequest = Message<"kiln.worker.v1.RetainRequest"> & {
  * Use `create(RetainRequestSchema)` to create a new message.
  */
 export const RetainRequestSchema: GenMessage<RetainRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 11);
+  messageDesc(file_kiln_worker_v1_worker, 12);
 
 /**
  * @generated from message kiln.worker.v1.RetainResponse
@@ -401,7 +434,7 @@ export type RetainResponse = Message<"kiln.worker.v1.RetainResponse"> & {
  * Use `create(RetainResponseSchema)` to create a new message.
  */
 export const RetainResponseSchema: GenMessage<RetainResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 12);
+  messageDesc(file_kiln_worker_v1_worker, 13);
 
 /**
  * @generated from message kiln.worker.v1.DropRequest
@@ -423,7 +456,7 @@ export type DropRequest = Message<"kiln.worker.v1.DropRequest"> & {
  * Use `create(DropRequestSchema)` to create a new message.
  */
 export const DropRequestSchema: GenMessage<DropRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 13);
+  messageDesc(file_kiln_worker_v1_worker, 14);
 
 /**
  * @generated from message kiln.worker.v1.DropResponse
@@ -436,7 +469,7 @@ export type DropResponse = Message<"kiln.worker.v1.DropResponse"> & {
  * Use `create(DropResponseSchema)` to create a new message.
  */
 export const DropResponseSchema: GenMessage<DropResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 14);
+  messageDesc(file_kiln_worker_v1_worker, 15);
 
 /**
  * @generated from message kiln.worker.v1.RefUsageRequest
@@ -453,7 +486,7 @@ export type RefUsageRequest = Message<"kiln.worker.v1.RefUsageRequest"> & {
  * Use `create(RefUsageRequestSchema)` to create a new message.
  */
 export const RefUsageRequestSchema: GenMessage<RefUsageRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 15);
+  messageDesc(file_kiln_worker_v1_worker, 16);
 
 /**
  * @generated from message kiln.worker.v1.RefUsage
@@ -489,7 +522,7 @@ export type RefUsage = Message<"kiln.worker.v1.RefUsage"> & {
  * Use `create(RefUsageSchema)` to create a new message.
  */
 export const RefUsageSchema: GenMessage<RefUsage> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 16);
+  messageDesc(file_kiln_worker_v1_worker, 17);
 
 /**
  * @generated from message kiln.worker.v1.RefUsageResponse
@@ -506,7 +539,7 @@ export type RefUsageResponse = Message<"kiln.worker.v1.RefUsageResponse"> & {
  * Use `create(RefUsageResponseSchema)` to create a new message.
  */
 export const RefUsageResponseSchema: GenMessage<RefUsageResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 17);
+  messageDesc(file_kiln_worker_v1_worker, 18);
 
 /**
  * @generated from message kiln.worker.v1.ImportLayersRequest
@@ -532,7 +565,7 @@ export type ImportLayersRequest = Message<"kiln.worker.v1.ImportLayersRequest"> 
  * Use `create(ImportLayersRequestSchema)` to create a new message.
  */
 export const ImportLayersRequestSchema: GenMessage<ImportLayersRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 18);
+  messageDesc(file_kiln_worker_v1_worker, 19);
 
 /**
  * @generated from message kiln.worker.v1.ImportLayersResponse
@@ -549,7 +582,7 @@ export type ImportLayersResponse = Message<"kiln.worker.v1.ImportLayersResponse"
  * Use `create(ImportLayersResponseSchema)` to create a new message.
  */
 export const ImportLayersResponseSchema: GenMessage<ImportLayersResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 19);
+  messageDesc(file_kiln_worker_v1_worker, 20);
 
 /**
  * A path an op reads from one of its inputs (a FileOp copy's src, an exec
@@ -586,7 +619,7 @@ export type PathSelector = Message<"kiln.worker.v1.PathSelector"> & {
  * Use `create(PathSelectorSchema)` to create a new message.
  */
 export const PathSelectorSchema: GenMessage<PathSelector> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 20);
+  messageDesc(file_kiln_worker_v1_worker, 21);
 
 /**
  * @generated from message kiln.worker.v1.ChecksumRequest
@@ -608,7 +641,7 @@ export type ChecksumRequest = Message<"kiln.worker.v1.ChecksumRequest"> & {
  * Use `create(ChecksumRequestSchema)` to create a new message.
  */
 export const ChecksumRequestSchema: GenMessage<ChecksumRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 21);
+  messageDesc(file_kiln_worker_v1_worker, 22);
 
 /**
  * @generated from message kiln.worker.v1.ChecksumResponse
@@ -628,7 +661,7 @@ export type ChecksumResponse = Message<"kiln.worker.v1.ChecksumResponse"> & {
  * Use `create(ChecksumResponseSchema)` to create a new message.
  */
 export const ChecksumResponseSchema: GenMessage<ChecksumResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 22);
+  messageDesc(file_kiln_worker_v1_worker, 23);
 
 /**
  * One file of a ref as the gateway describes it (BuildKit's fsutil Stat).
@@ -683,7 +716,7 @@ export type FileStat = Message<"kiln.worker.v1.FileStat"> & {
  * Use `create(FileStatSchema)` to create a new message.
  */
 export const FileStatSchema: GenMessage<FileStat> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 23);
+  messageDesc(file_kiln_worker_v1_worker, 24);
 
 /**
  * @generated from message kiln.worker.v1.ReadFileRequest
@@ -717,7 +750,7 @@ export type ReadFileRequest = Message<"kiln.worker.v1.ReadFileRequest"> & {
  * Use `create(ReadFileRequestSchema)` to create a new message.
  */
 export const ReadFileRequestSchema: GenMessage<ReadFileRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 24);
+  messageDesc(file_kiln_worker_v1_worker, 25);
 
 /**
  * @generated from message kiln.worker.v1.ReadFileResponse
@@ -734,7 +767,7 @@ export type ReadFileResponse = Message<"kiln.worker.v1.ReadFileResponse"> & {
  * Use `create(ReadFileResponseSchema)` to create a new message.
  */
 export const ReadFileResponseSchema: GenMessage<ReadFileResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 25);
+  messageDesc(file_kiln_worker_v1_worker, 26);
 
 /**
  * @generated from message kiln.worker.v1.StatFileRequest
@@ -756,7 +789,7 @@ export type StatFileRequest = Message<"kiln.worker.v1.StatFileRequest"> & {
  * Use `create(StatFileRequestSchema)` to create a new message.
  */
 export const StatFileRequestSchema: GenMessage<StatFileRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 26);
+  messageDesc(file_kiln_worker_v1_worker, 27);
 
 /**
  * @generated from message kiln.worker.v1.StatFileResponse
@@ -773,7 +806,7 @@ export type StatFileResponse = Message<"kiln.worker.v1.StatFileResponse"> & {
  * Use `create(StatFileResponseSchema)` to create a new message.
  */
 export const StatFileResponseSchema: GenMessage<StatFileResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 27);
+  messageDesc(file_kiln_worker_v1_worker, 28);
 
 /**
  * @generated from message kiln.worker.v1.ReadDirRequest
@@ -802,7 +835,7 @@ export type ReadDirRequest = Message<"kiln.worker.v1.ReadDirRequest"> & {
  * Use `create(ReadDirRequestSchema)` to create a new message.
  */
 export const ReadDirRequestSchema: GenMessage<ReadDirRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 28);
+  messageDesc(file_kiln_worker_v1_worker, 29);
 
 /**
  * @generated from message kiln.worker.v1.ReadDirResponse
@@ -819,7 +852,7 @@ export type ReadDirResponse = Message<"kiln.worker.v1.ReadDirResponse"> & {
  * Use `create(ReadDirResponseSchema)` to create a new message.
  */
 export const ReadDirResponseSchema: GenMessage<ReadDirResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_worker_v1_worker, 29);
+  messageDesc(file_kiln_worker_v1_worker, 30);
 
 /**
  * @generated from service kiln.worker.v1.WorkerService
