@@ -24,14 +24,30 @@ const SECRET_NAME = /secret|passw|token|key|credential|auth|private|cert/i;
 export function matchStep(cur: StepRecord, prev: PreviousBuild): StepRecord | undefined {
   const same = prev.steps.get(cur.digest);
   if (same) return same;
-  const all = [...prev.steps.values()];
-  const samePlatform = all.filter((s) => s.platform === cur.platform);
+  const ix = indexOf(prev);
+  const at = (key: string) => ix.get(key);
   return (
-    samePlatform.find((s) => s.position === cur.position && s.line === cur.line) ??
-    (cur.line ? samePlatform.find((s) => s.kind === cur.kind && s.line === cur.line) : undefined) ??
-    samePlatform.find((s) => s.position === cur.position) ??
-    all.find((s) => s.position === cur.position)
+    at(`p\0${cur.platform}\0${cur.position}\0${cur.line}`) ??
+    (cur.line ? at(`l\0${cur.platform}\0${cur.kind}\0${cur.line}`) : undefined) ??
+    at(`p\0${cur.platform}\0${cur.position}`) ??
+    at(`a\0${cur.position}`)
   );
+}
+
+/** Lookups matchStep makes, built once per previous build (first step in definition order wins). */
+const indexes = new WeakMap<PreviousBuild, Map<string, StepRecord>>();
+
+function indexOf(prev: PreviousBuild): Map<string, StepRecord> {
+  let ix = indexes.get(prev);
+  if (ix) return ix;
+  ix = new Map();
+  for (const s of prev.steps.values()) {
+    for (const key of [`p\0${s.platform}\0${s.position}\0${s.line}`, `l\0${s.platform}\0${s.kind}\0${s.line}`, `p\0${s.platform}\0${s.position}`, `a\0${s.position}`]) {
+      if (!ix.has(key)) ix.set(key, s);
+    }
+  }
+  indexes.set(prev, ix);
+  return ix;
 }
 
 /**
