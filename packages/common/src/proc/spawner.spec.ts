@@ -46,4 +46,18 @@ describe('runLight / execLight (commands started by the spawn helper)', () => {
       delete process.env.KILN_SPAWN_HELPER;
     }
   });
+
+  it('feeds stdin and adds env variables (CNI plugins read both), with and without the helper', async () => {
+    for (const direct of [false, true]) {
+      if (direct) process.env.KILN_SPAWN_HELPER = '0';
+      try {
+        const out: Uint8Array[] = [];
+        const exit = await runLight('sh', ['-c', 'printf "%s:" "$KILN_T_VAR" "$HOME"; cat'], { stdin: Buffer.from('{"x":1}'), env: { KILN_T_VAR: 'v1' }, stdout: (b) => out.push(b) });
+        expect(exit.code).toBe(0);
+        expect(Buffer.concat(out).toString()).toBe(`v1:${process.env.HOME ?? ''}:{"x":1}`);
+      } finally {
+        delete process.env.KILN_SPAWN_HELPER;
+      }
+    }
+  });
 });

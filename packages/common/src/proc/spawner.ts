@@ -16,6 +16,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 export interface LightProcessOptions {
   stdout?: (chunk: Uint8Array) => void;
   stderr?: (chunk: Uint8Array) => void;
+  /** Written to the command's stdin, which is then closed (default: stdin closed at once). */
+  stdin?: Uint8Array;
+  /** Variables added to (or replacing) the environment the command inherits. */
+  env?: Record<string, string>;
 }
 
 export interface LightProcessExit {
@@ -36,7 +40,7 @@ export class SpawnError extends Error {
 }
 
 /**
- * Runs `cmd args` (PATH lookup, no shell, stdin closed) and resolves when it
+ * Runs `cmd args` (PATH lookup, no shell, stdin closed unless `opts.stdin`) and resolves when it
  * ended and all its output was delivered. Rejects with SpawnError when it
  * could not be started.
  */
@@ -66,16 +70,18 @@ export async function execLight(cmd: string, args: readonly string[]): Promise<{
 
 function runDirect(cmd: string, args: readonly string[], opts: LightProcessOptions): Promise<LightProcessExit> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout.on('data', (b: Buffer) => opts.stdout?.(b));
-    child.stderr.on('data', (b: Buffer) => opts.stderr?.(b));
+    const child = spawn(cmd, args, { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'], env: opts.env ? { ...process.env, ...opts.env } : process.env });
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(opts.stdin);
+    child.stdout!.on('data', (b: Buffer) => opts.stdout?.(b));
+    child.stderr!.on('data', (b: Buffer) => opts.stderr?.(b));
     child.once('error', (err: NodeJS.ErrnoException) => reject(new SpawnError(err.message, err.code)));
     // 'close' (not 'exit'): every byte of stdout/stderr has been delivered.
     child.once('close', (code, signal) => resolve({ code, signal }));
   });
 }
 
-type ToHelper = { t: 'spawn'; id: number; cmd: string; args: string[] };
+type ToHelper = { t: 'spawn'; id: number; cmd: string; args: string[]; stdin?: Uint8Array; env?: Record<string, string> };
 type FromHelper =
   | { t: 'out'; id: number; fd: 1 | 2; data: Uint8Array }
   | { t: 'error'; id: number; message: string; code?: string }
@@ -89,11 +95,12 @@ process.on('message', (m) => {
   let c;
   const send = (msg) => { if (process.connected) process.send(msg); };
   try {
-    c = spawn(m.cmd, m.args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    c = spawn(m.cmd, m.args, { stdio: [m.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'], env: m.env ? { ...process.env, ...m.env } : process.env });
   } catch (e) {
     send({ t: 'error', id: m.id, message: e.message, code: e.code });
     return;
   }
+  if (c.stdin) { c.stdin.on('error', () => {}); c.stdin.end(m.stdin); }
   let failed = false;
   c.stdout.on('data', (d) => send({ t: 'out', id: m.id, fd: 1, data: d }));
   c.stderr.on('data', (d) => send({ t: 'out', id: m.id, fd: 2, data: d }));
@@ -132,7 +139,7 @@ class SpawnHelper {
       this.pending.set(id, { opts, resolve, reject });
       // Keep the daemon alive while a command runs, as a direct child's pipes would.
       if (this.pending.size === 1) this.busy();
-      const msg: ToHelper = { t: 'spawn', id, cmd, args: [...args] };
+      const msg: ToHelper = { t: 'spawn', id, cmd, args: [...args], ...(opts.stdin ? { stdin: opts.stdin } : {}), ...(opts.env ? { env: opts.env } : {}) };
       try {
         this.child.send(msg, (err) => {
           if (err) this.settle(id, () => reject(err));
