@@ -47,6 +47,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     sessions: sessionClient,
     allowedEntitlements: opts.entitlements,
     maxParallelExecs: opts.maxParallelExecs,
+    network: opts.network,
     labels: opts.workerLabels,
     containerdAddress: opts.containerdAddress,
     content: createKilnClient(content.ContentService, transport),

@@ -6,6 +6,7 @@ import { parse as parseToml } from 'smol-toml';
 import { parse as parseYaml } from 'yaml';
 import type { NatsAuth, NatsTlsOptions } from '@kiln/bus';
 import { InvalidArgumentError, parseAddress, parseByteSize, parseDuration, type Address, type TlsFiles } from '@kiln/common';
+import { NETWORK_MODES, type NetworkOptions } from '@kiln/worker';
 import { compileNatsOptions, NATS_FLAGS } from './nats-options.js';
 
 /** The tiers one process can run alone; `all` runs every tier in one process. */
@@ -43,6 +44,8 @@ export interface DaemonOptions {
   worker: 'oci' | 'containerd';
   /** containerd's socket for the containerd worker (`--containerd-address`; default the worker's, /run/containerd/containerd.sock). */
   containerdAddress?: string;
+  /** `[worker.network]`: how RUN steps reach the network (default mode "cni" on bridge kiln0). */
+  network: NetworkOptions;
   /** Entitlements builds may ask for with `--allow` ("security.insecure", "network.host"); default none. */
   entitlements: ('security.insecure' | 'network.host')[];
   /** Exec ops a worker runs at once (default: --max-parallelism, not the core count: a sleeping or waiting step needs no CPU). */
@@ -92,7 +95,8 @@ interface ConfigFile {
   tier?: string;
   id?: string;
   'max-parallelism'?: number;
-  worker?: string;
+  /** The backend name, or a `[worker]` table: `backend`, `[worker.network]` (`mode`, `bridge`, `subnet`, `cni-plugin-dir`, `resolv-conf`). */
+  worker?: string | { backend?: unknown; network?: Record<string, unknown> };
   'containerd-address'?: string;
   /** `entitlements = ["network.host", "security.insecure"]`. */
   entitlements?: unknown;
@@ -110,7 +114,7 @@ interface ConfigFile {
   'insecure-tcp'?: boolean;
 }
 
-export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--nats-user NAME --nats-password-file FILE | --nats-token-file FILE | --nats-nkey-seed-file FILE | --nats-creds FILE] [--nats-tlscacert FILE] [--nats-tlscert FILE --nats-tlskey FILE] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--containerd-address PATH] [--worker-label KEY=VALUE]... [--tlscacert FILE --tlscert FILE --tlskey FILE] [--insecure-tcp] [--group NAME|GID]';
+export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--nats-user NAME --nats-password-file FILE | --nats-token-file FILE | --nats-nkey-seed-file FILE | --nats-creds FILE] [--nats-tlscacert FILE] [--nats-tlscert FILE --nats-tlskey FILE] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--containerd-address PATH] [--worker-label KEY=VALUE]... [--network-mode cni|host|none] [--network-bridge NAME] [--network-subnet CIDR] [--tlscacert FILE --tlscert FILE --tlskey FILE] [--insecure-tcp] [--group NAME|GID]';
 
 /**
  * Compiles `kiln daemon` flags (over a TOML or YAML config file, flags win)
@@ -129,7 +133,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
       flags.set(name, m[2] ?? 'true');
       continue;
     }
-    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'containerd-address', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label', 'tlscacert', 'tlscert', 'tlskey', 'group', ...NATS_FLAGS].includes(name)) {
+    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'containerd-address', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label', 'tlscacert', 'tlscert', 'tlskey', 'group', ...NETWORK_FLAGS, ...NATS_FLAGS].includes(name)) {
       throw new InvalidArgumentError(`unknown flag --${name}; usage: ${DAEMON_USAGE}`, `--${name}`);
     }
     const value = m[2] ?? argv[++i];
@@ -138,6 +142,8 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     else flags.set(name, value);
   }
   const file = flags.has('config') ? readConfig(flags.get('config')!) : {};
+  const workerTable = typeof file.worker === 'object' && file.worker !== null ? file.worker : undefined;
+  if (workerTable) file.worker = workerTable.backend === undefined ? undefined : String(workerTable.backend);
   const pick = (k: keyof ConfigFile & string): string | undefined => flags.get(k) ?? (file[k] === undefined ? undefined : String(file[k]));
   const tier = (pick('tier') ?? 'all') as TierName;
   if (!TIERS.includes(tier)) throw new InvalidArgumentError(`unknown tier "${tier}" (one of ${TIERS.join(', ')})`, '--tier');
@@ -179,6 +185,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     ...(natsConnect?.tls ? { natsTls: natsConnect.tls } : {}),
     worker,
     ...(pick('containerd-address') ? { containerdAddress: pick('containerd-address')!.replace(/^unix:\/\//, '') } : {}),
+    network: compileNetworkConfig(flags, workerTable?.network),
     registry,
     gc,
     entitlements,
@@ -189,6 +196,33 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     logLevel: file['log-level'],
     tls: compileTlsFiles(pick('tlscacert'), pick('tlscert'), pick('tlskey')),
     insecureTcp: compileInsecureTcp(flags.get('insecure-tcp'), file['insecure-tcp']),
+  };
+}
+
+const NETWORK_FLAGS = ['network-mode', 'network-bridge', 'network-subnet'];
+
+/** `--network-*` flags over `[worker.network]`; the worker checks bridge, subnet and plugins when it starts. */
+function compileNetworkConfig(flags: Map<string, string>, raw: unknown): NetworkOptions {
+  if (raw !== undefined && (typeof raw !== 'object' || raw === null || Array.isArray(raw))) throw new InvalidArgumentError('worker.network must be a table', 'worker.network');
+  const table = (raw ?? {}) as Record<string, unknown>;
+  for (const k of Object.keys(table)) {
+    if (!['mode', 'bridge', 'subnet', 'cni-plugin-dir', 'resolv-conf'].includes(k)) throw new InvalidArgumentError(`unknown key worker.network.${k} (mode, bridge, subnet, cni-plugin-dir, resolv-conf)`, `worker.network.${k}`);
+    if (typeof table[k] !== 'string') throw new InvalidArgumentError(`worker.network.${k} must be a string`, `worker.network.${k}`);
+  }
+  const mode = flags.get('network-mode') ?? (table.mode as string | undefined) ?? 'cni';
+  if (!NETWORK_MODES.includes(mode as never)) {
+    throw new InvalidArgumentError(`unknown network mode "${mode}" (one of ${NETWORK_MODES.join(', ')})`, flags.has('network-mode') ? '--network-mode' : 'worker.network.mode');
+  }
+  const bridge = flags.get('network-bridge') ?? (table.bridge as string | undefined);
+  const subnet = flags.get('network-subnet') ?? (table.subnet as string | undefined);
+  const cniPluginDir = table['cni-plugin-dir'] as string | undefined;
+  const resolvConf = table['resolv-conf'] as string | undefined;
+  return {
+    mode: mode as NetworkOptions['mode'],
+    ...(bridge !== undefined ? { bridge } : {}),
+    ...(subnet !== undefined ? { subnet } : {}),
+    ...(cniPluginDir !== undefined ? { cniPluginDir } : {}),
+    ...(resolvConf !== undefined ? { resolvConf: resolve(resolvConf) } : {}),
   };
 }
 

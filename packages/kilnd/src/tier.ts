@@ -115,6 +115,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         sessions: solverSessions(),
         allowedEntitlements: opts.entitlements,
         maxParallelExecs: opts.maxParallelExecs,
+        network: opts.network,
         labels: opts.workerLabels,
         containerdAddress: opts.containerdAddress,
         content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService, { tls })),

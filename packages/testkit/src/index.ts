@@ -10,3 +10,4 @@ export { busyboxLayer, pushBlob, pushBusyboxImage, type BusyboxLayer, type Busyb
 export { makeClusterCerts, CLUSTER_ROLES, type CertFiles, type ClusterCerts } from './certs.js';
 export { startTopology, type KilnTopology, type TopologyName } from './topologies.js';
 export { findContainerd, startContainerd, type TestContainerd } from './containerd.js';
+export { testNetwork, removeTestBridge, type TestNetwork } from './network.js';

@@ -110,6 +110,13 @@ export interface Kilnd extends DaemonProcess {
 }
 
 /**
+ * Test daemons run steps with loopback only unless a spec passes
+ * `testNetwork().args` (its own bridge and subnet): parallel daemons must
+ * never share kilnd's default bridge kiln0 and its subnet.
+ */
+const TEST_NETWORK_DEFAULT = ['--network-mode', 'none'];
+
+/**
  * Starts the all-in-one daemon on a unix socket in a temp root (removed on
  * stop), or in `root` (kept on stop, so a test can restart on the same state).
  * `env` is added to the daemon's environment (e.g. DOCKER_CONFIG); `args`
@@ -124,7 +131,7 @@ export async function startKilnd(opts: { worker?: 'oci' | 'containerd'; root?: s
   const ownContainerd = opts.worker === 'containerd' && !opts.containerd ? await startContainerd() : undefined;
   const containerd = opts.containerd ?? ownContainerd;
   const workerArgs = ['--worker', opts.worker ?? 'oci', ...(containerd ? ['--containerd-address', containerd.address] : [])];
-  const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`, ...workerArgs, ...(opts.args ?? [])], opts.env);
+  const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`, ...workerArgs, ...TEST_NETWORK_DEFAULT, ...(opts.args ?? [])], opts.env);
   try {
     await waitFor('its socket', () => existsSync(sock) && canConnect({ path: sock }), handle, proc);
   } catch (err) {
@@ -182,7 +189,7 @@ export async function startKilnCluster(nats: string | KilnNats, tiers: ClusterTi
       const port = await freePort();
       const natsArgs = typeof nats === 'string' ? [] : nats.tierArgs(tier);
       const tlsArgs = certs ? certs.args(tier.startsWith('worker') ? 'worker' : tier) : [];
-      const { proc, handle } = spawnDaemon(id, ['--tier', tier, '--nats', natsUrl, ...natsArgs, '--listen', `tcp://127.0.0.1:${port}`, '--root', join(root, id), '--id', id, ...tlsArgs, ...args]);
+      const { proc, handle } = spawnDaemon(id, ['--tier', tier, '--nats', natsUrl, ...natsArgs, '--listen', `tcp://127.0.0.1:${port}`, '--root', join(root, id), '--id', id, ...tlsArgs, ...TEST_NETWORK_DEFAULT, ...args]);
       started.push(handle);
       await waitFor('its port', () => canConnect({ host: '127.0.0.1', port }), handle, proc);
       addrs[id] = `tcp://127.0.0.1:${port}`;

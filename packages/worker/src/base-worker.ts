@@ -17,6 +17,7 @@ import { CacheMounts } from './exec/cache-mounts.js';
 import { Limiter } from './exec/limiter.js';
 import { reapSecretDirs } from './exec/secret-dir.js';
 import { reapRunFiles } from './exec/run-files.js';
+import { NetworkProvider } from './network/step-network.js';
 import { ChecksumCache, selectorChecksum, type PathSelector } from './fs/path-checksum.js';
 import { exportTree } from './fs/tar-export.js';
 import { readRefDir, readRefFile, statRefFile } from './fs/ref-files.js';
@@ -58,6 +59,8 @@ export class BaseWorker implements Worker {
   private readonly execLimiter: Limiter;
   /** Persistent `type=cache` directories. */
   private readonly cacheMounts: CacheMounts;
+  /** Networks of exec steps (CNI namespaces, resolv.conf). */
+  private readonly network: NetworkProvider;
   private readonly reaped: Promise<void>;
   /** The snapshotter, recording each snapshot's parent, base layer and op (for getLayers). */
   private readonly snapshots: LineageSnapshotter;
@@ -80,13 +83,17 @@ export class BaseWorker implements Worker {
     this.layers = new LayerStore(this.snapshots);
     this.execLimiter = new Limiter(o.maxParallelExecs);
     this.cacheMounts = new CacheMounts(o.execStateDir);
+    this.network = new NetworkProvider(o.network, o.execStateDir, this.logger);
     this.localContexts = new LocalContexts({ acquire: (ref) => this.refs.acquire(ref), release: (refs) => this.release(refs) });
     // What a killed daemon left behind (containers, secret tmpfs mounts, run
     // files, snapshots nothing holds); ops and close() wait for this.
     this.reaped = Promise.all([
       reapSecretDirs(o.execStateDir).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale secret mounts')),
       reapRunFiles(o.execStateDir).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale run files')),
-      o.executor.reapStale?.().catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale containers')),
+      // Step networks after the containers: a namespace goes once no process holds it.
+      (o.executor.reapStale?.() ?? Promise.resolve())
+        .catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale containers'))
+        .then(() => this.network.reapStale()),
       this.sweepSnapshots().catch((err: unknown) => this.logger.warn({ err }, 'failed to remove unreferenced snapshots')),
     ]).then(() => undefined);
     // Refs retained before a restart come back under their ids, one reference per owner.
@@ -290,6 +297,7 @@ export class BaseWorker implements Worker {
           sessionId: req.sessionId,
           stateDir: this.o.execStateDir,
           cacheMounts: this.cacheMounts,
+          network: this.network,
           logger: this.logger,
         });
       case 'merge':
@@ -509,6 +517,7 @@ export class BaseWorker implements Worker {
     this.stopping.abort(new CanceledError(`worker ${this.id} is closing`));
     await this.reaped;
     await settledWithin([...this.inflight], CLOSE_GRACE_MS);
+    await this.network.close();
     // Layer snapshots persist (labeled by chain id) for the next worker on this root; so do those of persistently retained refs.
     this.localContexts.clear();
     const kept = new Set([...this.layers.clear(), ...this.o.retainedRefs.persistedSnapshots()]);

@@ -75,8 +75,11 @@ describe('exec ops through the Executor seam', () => {
       user: { uid: 1000, gid: 1001, additionalGids: [1001, 2000] },
     });
     expect(spec).toMatchObject({ readonlyRootfs: false, network: 'sandbox', hostname: 'kiln' });
-    // Only the generated /etc/hosts, as a read-only file bind.
-    expect(spec.mounts).toEqual([{ type: 'bind', source: expect.stringMatching(/\/hosts$/), dest: '/etc/hosts', readonly: true }]);
+    // Only the generated /etc/hosts and /etc/resolv.conf, as read-only file binds.
+    expect(spec.mounts).toEqual([
+      { type: 'bind', source: expect.stringMatching(/\/hosts$/), dest: '/etc/hosts', readonly: true },
+      { type: 'bind', source: expect.stringMatching(/\/resolv\.conf$/), dest: '/etc/resolv.conf', readonly: true },
+    ]);
     const logs = collector.events.filter((e) => e.event.event.case === 'log').map((e) => e.event.event.value as events.VertexLog);
     expect(logs.map((l) => [l.stream, new TextDecoder().decode(l.msg)])).toEqual([
       [1, 'hello '],
@@ -118,6 +121,7 @@ describe('exec ops through the Executor seam', () => {
       { type: 'tmpfs', dest: '/tmp', sizeBytes: undefined },
       { type: 'bind', source: expect.any(String), dest: '/out', readonly: false },
       { type: 'bind', source: expect.stringMatching(/\/hosts$/), dest: '/etc/hosts', readonly: true },
+      { type: 'bind', source: expect.stringMatching(/\/resolv\.conf$/), dest: '/etc/resolv.conf', readonly: true },
     ]);
     expect((await readTar(worker.exportRef(ref!))).map((e) => e.name)).toEqual(['result']);
   });

@@ -16,6 +16,7 @@ import type { LayerCompression } from './layers/media-types.js';
 import type { ImportedLayer } from './ops/layer-import.js';
 import type { PathSelector } from './fs/path-checksum.js';
 import type { RefFileStat } from './fs/ref-files.js';
+import { compileNetworkOptions, type CompiledNetworkOptions, type NetworkOptions } from './network/options.js';
 
 export type { ContentClient, ImportedLayer, LayerCompression, LayerDescriptor, PathSelector };
 
@@ -334,10 +335,17 @@ export interface WorkerOptions {
   layerThreads?: number;
   /** Where ref retentions are kept. Default: in memory (retained refs do not survive a restart). */
   retainedRefs?: RetainedRefs;
+  /**
+   * The network of RUN steps without `--network` (see NetworkOptions;
+   * kilnd's `[worker.network]`). Default mode "none" (loopback only): a
+   * library user opts in to CNI, kilnd defaults to it.
+   */
+  network?: NetworkOptions;
 }
 
 /** WorkerOptions with every default applied. */
-export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'content' | 'stateDir' | 'allowedEntitlements' | 'retainedRefs'>> {
+export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'content' | 'stateDir' | 'allowedEntitlements' | 'retainedRefs' | 'network'>> {
+  network: CompiledNetworkOptions;
   platforms: WorkerPlatform[];
   labels: Record<string, string>;
   content?: ContentClient;
@@ -378,6 +386,7 @@ export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOpti
     registry: options.registry ?? createRegistryClient({}),
     retainedRefs: options.retainedRefs ?? openRetainedRefs(':memory:'),
     layerThreads,
+    network: compileNetworkOptions(options.network),
   };
 }
 

@@ -9,7 +9,7 @@ const MAX_SOCKET_PATH = 100;
 
 /**
  * Host files one exec step sees through bind mounts but never commits: the
- * generated /etc/hosts and the SSH agent sockets. They live in
+ * generated /etc/hosts and /etc/resolv.conf and the SSH agent sockets. They live in
  * `<stateDir>/run/<random>/`; `dispose()` removes the directory and
  * `reapRunFiles` the ones a killed daemon left behind.
  */
@@ -28,6 +28,13 @@ export class RunFiles {
   /** Writes the step's /etc/hosts and returns its host path. */
   async writeHosts(content: string): Promise<string> {
     const file = path.join(this.dir, 'hosts');
+    await writeFile(file, content, { mode: 0o644 });
+    return file;
+  }
+
+  /** Writes the step's /etc/resolv.conf and returns its host path. */
+  async writeResolvConf(content: string): Promise<string> {
+    const file = path.join(this.dir, 'resolv.conf');
     await writeFile(file, content, { mode: 0o644 });
     return file;
   }

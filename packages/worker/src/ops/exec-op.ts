@@ -11,6 +11,7 @@ import { SecretDir } from '../exec/secret-dir.js';
 import { hostsFile, RunFiles } from '../exec/run-files.js';
 import { SshAgentSocket, type SshForwarder } from '../exec/ssh-agent-socket.js';
 import { OutputTail } from '../exec/output-tail.js';
+import type { NetworkProvider, StepNetwork } from '../network/step-network.js';
 import type { Entitlement, WorkerSession } from '../worker.js';
 import { OpFailure } from './op-failure.js';
 import { newSnapshotKey, type OpContext, type OpResult } from './op-context.js';
@@ -35,6 +36,8 @@ export interface ExecEnv {
   sessionId: string;
   stateDir: string;
   cacheMounts: CacheMounts;
+  /** Networks of steps (WorkerOptions.network). */
+  network: NetworkProvider;
   logger: Logger;
 }
 
@@ -70,6 +73,7 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
   const secretEnv: string[] = [];
   const runFiles = await RunFiles.create(env.stateDir);
   const sshSockets: SshAgentSocket[] = [];
+  let stepNetwork: StepNetwork | undefined;
   try {
     const secretOf = async (id: string, optional: boolean): Promise<Uint8Array | undefined> => {
       if (!env.sessions.getSecret) throw new OpFailure(`secret ${id}: this worker's session does not serve secrets`);
@@ -165,10 +169,12 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
       throw OpFailure.wrap('failed to set up the process', err);
     }
     const hostname = meta.hostname || 'kiln';
-    const network = exec.network === llb.NetMode.HOST ? 'host' : exec.network === llb.NetMode.NONE ? 'none' : 'sandbox';
+    stepNetwork = await env.network.forStep(exec.network === llb.NetMode.HOST ? 'host' : exec.network === llb.NetMode.NONE ? 'none' : 'default');
+    const { network, networkNamespace } = stepNetwork;
     const hosts = await runFiles.writeHosts(await hostsFile({ hostname, extraHosts: meta.extraHosts, hostNetwork: network === 'host' }));
-    // After the step's own mounts, as BuildKit orders it: a mount at /etc cannot hide it.
+    // After the step's own mounts, as BuildKit orders it: a mount at /etc cannot hide them.
     specMounts.push({ type: 'bind', source: hosts, dest: '/etc/hosts', readonly: true });
+    specMounts.push({ type: 'bind', source: await runFiles.writeResolvConf(stepNetwork.resolvConf), dest: '/etc/resolv.conf', readonly: true });
     const processEnv = meta.env.some((e) => e.startsWith('PATH=')) ? [...meta.env] : [`PATH=${DEFAULT_PATH}`, ...meta.env];
     if (meta.proxyEnv) processEnv.push(...proxyEnvList(meta.proxyEnv));
 
@@ -190,6 +196,7 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
           mounts: specMounts,
           process: { args: [...meta.args], env: [...processEnv, ...secretEnv], cwd, user },
           network,
+          ...(networkNamespace ? { networkNamespace } : {}),
           hostname,
           security: exec.security === llb.SecurityMode.INSECURE ? 'insecure' : 'sandbox',
           rlimits,
@@ -224,6 +231,7 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
   } finally {
     for (const l of leases) l.release();
     for (const sock of sshSockets) await sock.close().catch(() => undefined);
+    await stepNetwork?.release();
     await runFiles.dispose().catch(() => undefined);
     await secretDir?.dispose();
     for (const v of views) await v.release().catch(() => undefined);

@@ -1,0 +1,183 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { createSocket, type Socket } from 'node:dgram';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { kilnBin, removeTestBridge, runKiln, startKilnd, testNetwork, type Kilnd } from '@kiln/testkit';
+
+/**
+ * RUN steps on the default network (CNI: a namespace per step on a bridge
+ * of this test's own, with its own subnet). Traffic goes only to servers
+ * this test starts on the bridge's gateway address: an HTTP server and a
+ * DNS resolver the steps' resolv.conf points to (the daemon's
+ * `[worker.network] resolv-conf` names a file this test writes).
+ */
+
+/** The pid of the daemon serving `root` (its command line names the root). */
+function daemonPid(root: string): number {
+  for (const entry of readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (argv.includes('daemon') && argv.includes(root)) return Number(entry);
+    } catch {
+      // gone
+    }
+  }
+  throw new Error(`no daemon for ${root}`);
+}
+
+/** A DNS server answering A queries for `name` with `ip` and NXDOMAIN for anything else; records the names asked. */
+function startDns(host: string, name: string, ip: string): Promise<{ socket: Socket; asked: string[] }> {
+  const asked: string[] = [];
+  const socket = createSocket('udp4');
+  socket.on('message', (msg, rinfo) => {
+    // Header (12 bytes), then one question: labels, type, class.
+    let off = 12;
+    const labels: string[] = [];
+    while (msg[off]! > 0) {
+      labels.push(msg.subarray(off + 1, off + 1 + msg[off]!).toString());
+      off += msg[off]! + 1;
+    }
+    const qname = labels.join('.');
+    const qtype = msg.readUInt16BE(off + 1);
+    const question = msg.subarray(12, off + 5);
+    asked.push(qname);
+    const known = qname === name;
+    const answer = known && qtype === 1 ? Buffer.concat([Buffer.from([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]), Buffer.from(ip.split('.').map(Number))]) : Buffer.alloc(0);
+    const header = Buffer.alloc(12);
+    msg.copy(header, 0, 0, 2); // id
+    header.writeUInt16BE(0x8180 | (known ? 0 : 3), 2); // response, recursion available; NXDOMAIN when unknown
+    header.writeUInt16BE(1, 4);
+    header.writeUInt16BE(answer.length > 0 ? 1 : 0, 6);
+    socket.send(Buffer.concat([header, question, answer]), rinfo.port, rinfo.address);
+  });
+  return new Promise((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(53, host, () => resolve({ socket, asked }));
+  });
+}
+
+describe('RUN networking like BuildKit (CNI bridge per daemon) [topology=all-in-one, worker=oci]', () => {
+  const net = testNetwork();
+  let dir: string;
+  let root: string;
+  let daemon: Kilnd;
+  let http: Server;
+  let port = 0;
+  let dns: { socket: Socket; asked: string[] };
+  let args: string[];
+
+  /** What step networks can leave behind: pinned namespaces, veths on the bridge, IP allocations, NAT rules for the subnet. */
+  function leftovers() {
+    const netDir = join(root, 'worker-oci', 'exec', 'net');
+    const ipamDirs = existsSync(join(netDir, 'ipam')) ? readdirSync(join(netDir, 'ipam')).map((n) => join(netDir, 'ipam', n)) : [];
+    let veths = '';
+    try {
+      veths = execFileSync('ip', ['-o', 'link', 'show', 'master', net.bridge], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    } catch {
+      // no bridge: no veth
+    }
+    return {
+      netns: existsSync(join(netDir, 'netns')) ? readdirSync(join(netDir, 'netns')) : [],
+      ips: ipamDirs.flatMap((d) => readdirSync(d).filter((f) => /^[0-9.]+$/.test(f))),
+      rules: execFileSync('iptables', ['-w', '-t', 'nat', '-S'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(`-s ${net.subnet.replace('0/24', '')}`)),
+      veths,
+    };
+  }
+
+  const build = (ctx: string, extra: string[] = []) => runKiln(['build', '--addr', daemon.addr, '--progress=plain', ...extra, '-o', `type=local,dest=${join(ctx, 'out')}`, ctx]);
+
+  function context(name: string, steps: string[]): string {
+    const ctx = join(dir, name);
+    execFileSync('mkdir', ['-p', ctx]);
+    copyFileSync('/bin/busybox', join(ctx, 'busybox'));
+    writeFileSync(join(ctx, 'Dockerfile'), ['FROM scratch', 'COPY --chmod=0755 busybox /bin/busybox', 'RUN ["/bin/busybox", "--install", "-s", "/bin"]', ...steps, ''].join('\n'));
+    return ctx;
+  }
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'kiln-net-'));
+    root = join(dir, 'root');
+    // The bridge up front, so the servers can listen on its address before any step attached (the bridge plugin adopts it).
+    execFileSync('ip', ['link', 'add', net.bridge, 'type', 'bridge']);
+    execFileSync('ip', ['addr', 'add', `${net.gateway}/24`, 'dev', net.bridge]);
+    execFileSync('ip', ['link', 'set', net.bridge, 'up']);
+    http = createServer((req, res) => {
+      if (req.url === '/file.txt') res.end('fetched over the step network\n');
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => http.listen(0, net.gateway, resolve));
+    port = (http.address() as { port: number }).port;
+    dns = await startDns(net.gateway, 'files.kiln.test', net.gateway);
+    // The steps' resolver: this test's DNS server (a loopback line shows the filtering).
+    writeFileSync(join(dir, 'resolv.conf'), `nameserver 127.0.0.53\nnameserver ${net.gateway}\nsearch kiln.test\n`);
+    writeFileSync(join(dir, 'kilnd.toml'), `[worker.network]\nresolv-conf = "${join(dir, 'resolv.conf')}"\n`);
+    args = ['--config', join(dir, 'kilnd.toml'), ...net.args];
+    daemon = await startKilnd({ worker: 'oci', root, args });
+  }, 60_000);
+
+  afterAll(async () => {
+    await daemon?.stop();
+    http?.close();
+    dns?.socket.close();
+    removeTestBridge(net.bridge);
+    for (const m of readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((p) => p.startsWith(`${dir}/`)).reverse()) {
+      execFileSync('umount', ['-l', m]);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a RUN step fetches a file from a server on the bridge and resolves a name through the resolver of its resolv.conf; --network=none cannot', async () => {
+    const ctx = context('fetch', [
+      `RUN wget -q -O /fetched.txt http://${net.gateway}:${port}/file.txt && cp /etc/resolv.conf /resolv.txt`,
+      'RUN nslookup files.kiln.test > /dns.txt',
+      `RUN --network=none sh -c 'ls /sys/class/net > /none-net.txt; if wget -q -T 3 -O /x http://${net.gateway}:${port}/file.txt; then echo reached; else echo unreachable; fi > /none.txt'`,
+    ]);
+    const res = await build(ctx);
+    expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+    const out = (f: string) => readFileSync(join(ctx, 'out', f), 'utf8');
+    expect(out('fetched.txt')).toBe('fetched over the step network\n');
+    // Loopback resolvers dropped (they answer only on the host), the rest kept.
+    expect(out('resolv.txt')).toBe(`nameserver ${net.gateway}\nsearch kiln.test\n`);
+    expect(out('dns.txt')).toMatch(new RegExp(`Name:\\s+files\\.kiln\\.test\\nAddress:\\s+${net.gateway.replace(/\./g, '\\.')}\\n`));
+    expect(dns.asked).toContain('files.kiln.test');
+    expect(out('none.txt')).toBe('unreachable\n');
+    expect(out('none-net.txt').trim()).toBe('lo');
+    expect(leftovers()).toEqual({ netns: [], ips: [], rules: [], veths: '' });
+  }, 60_000);
+
+  it('20 RUN steps in a row leave no namespace, veth, IP allocation or NAT rule behind', async () => {
+    const steps = Array.from({ length: 20 }, (_, i) => `RUN echo ${i} >> /steps.txt`);
+    const ctx = context('leak', steps);
+    const t0 = performance.now();
+    const res = await build(ctx);
+    expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+    console.log(`20 RUN steps on the CNI network: ${Math.round(performance.now() - t0)} ms`);
+    expect(readFileSync(join(ctx, 'out', 'steps.txt'), 'utf8').split('\n').filter(Boolean)).toHaveLength(20);
+    expect(leftovers()).toEqual({ netns: [], ips: [], rules: [], veths: '' });
+  }, 120_000);
+
+  it("a killed daemon's step networks are reaped when it restarts", async () => {
+    const ctx = context('killed', ['RUN ["/bin/busybox", "sh", "-c", "echo x > /x; exec /bin/busybox sleep 30"]']);
+    const client = spawn(kilnBin(), ['build', '--addr', daemon.addr, '--progress=plain', ctx], { stdio: 'ignore' });
+    for (let i = 0; i < 300 && leftovers().veths === ''; i++) await new Promise((r) => setTimeout(r, 100));
+    const during = leftovers();
+    expect(during.netns).toHaveLength(1);
+    expect(during.ips).toHaveLength(1);
+    expect(during.rules.length).toBeGreaterThan(0);
+    const pid = daemonPid(root);
+    process.kill(pid, 'SIGKILL');
+    client.kill('SIGKILL');
+    for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 50));
+    rmSync(join(root, 'kiln.sock'), { force: true });
+    expect(leftovers().netns).toHaveLength(1); // the crash left them
+
+    daemon = await startKilnd({ worker: 'oci', root, args });
+    // The restart reaps before it runs anything: a build proves reaping is done.
+    const next = await build(context('after', ['RUN true']));
+    expect(next.code, next.stderr).toBe(0);
+    expect(leftovers()).toEqual({ netns: [], ips: [], rules: [], veths: '' });
+  }, 120_000);
+});

@@ -1,0 +1,127 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { silentLogger } from '@kiln/common';
+import { removeTestBridge, testNetwork } from '@kiln/testkit';
+import { compileNetworkOptions, gatewayOf } from './options.js';
+import { filterResolvConf, resolvConfFor } from './resolv-conf.js';
+import { splitRule } from './iptables-sweep.js';
+import { NetworkProvider } from './step-network.js';
+
+const canRunCni = process.getuid?.() === 0 && existsSync('/usr/lib/cni/bridge') && existsSync('/usr/sbin/iptables');
+
+describe('network options', () => {
+  it('defaults to loopback only, and checks bridge, subnet and plugins naming the key', () => {
+    expect(compileNetworkOptions(undefined)).toMatchObject({ mode: 'none', bridge: 'kiln0', subnet: '10.213.0.0/16', gateway: '10.213.0.1' });
+    expect(gatewayOf('192.168.7.0/24')).toBe('192.168.7.1');
+    expect(() => gatewayOf('10.1.2.3/16')).toThrow(/host bits are set \(did you mean 10\.1\.0\.0\/16\?\)/);
+    expect(() => gatewayOf('10.1.0.0')).toThrow(/invalid subnet "10\.1\.0\.0"/);
+    expect(() => compileNetworkOptions({ mode: 'none', bridge: 'a-very-long-bridge-name' })).toThrow(expect.objectContaining({ details: { field: 'network.bridge' } }));
+    expect(() => compileNetworkOptions({ mode: 'bogus' as never })).toThrow(/unknown network mode "bogus"/);
+    expect(() => compileNetworkOptions({ mode: 'cni', cniPluginDir: '/nonexistent' })).toThrow(/bridge, host-local, loopback in \/nonexistent .*containernetworking-plugins/);
+  });
+});
+
+describe('step resolv.conf', () => {
+  it('drops loopback and IPv6 resolvers, keeps search and options, falls back to 8.8.8.8/8.8.4.4 when none is left', () => {
+    expect(filterResolvConf('# comment\nnameserver 127.0.0.53\nnameserver ::1\nsearch corp.example\noptions edns0\n')).toBe('search corp.example\noptions edns0\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n');
+    expect(filterResolvConf('nameserver 127.1.2.3\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\n')).toBe('nameserver 10.0.0.2\n');
+  });
+
+  it('keeps the host file as it is for a host-network step', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'kiln-resolv-'));
+    const file = path.join(dir, 'resolv.conf');
+    await writeFile(file, 'nameserver 127.0.0.53\nsearch x\n');
+    expect(await resolvConfFor({ hostNetwork: true, source: file })).toBe('nameserver 127.0.0.53\nsearch x\n');
+    expect(await resolvConfFor({ hostNetwork: false, source: file })).toBe('search x\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n');
+    await rm(dir, { recursive: true });
+  });
+
+  it('reads iptables -S comments with escaped quotes as one argument', () => {
+    expect(splitRule('-A POSTROUTING -s 10.0.0.2/32 -m comment --comment "name: \\"kiln-ab\\" id: \\"kiln-ab-1\\"" -j CNI-f0')).toEqual([
+      '-A', 'POSTROUTING', '-s', '10.0.0.2/32', '-m', 'comment', '--comment', 'name: "kiln-ab" id: "kiln-ab-1"', '-j', 'CNI-f0',
+    ]);
+  });
+});
+
+describe.runIf(canRunCni)('CNI step networks (real bridge, host-local, loopback plugins)', () => {
+  let root: string;
+  const net = testNetwork();
+
+  beforeAll(async () => {
+    root = await mkdtemp(path.join(tmpdir(), 'kiln-cni-'));
+  });
+  afterAll(async () => {
+    removeTestBridge(net.bridge);
+    await rm(root, { recursive: true, force: true });
+  });
+
+  const provider = () => new NetworkProvider(compileNetworkOptions({ mode: 'cni', bridge: net.bridge, subnet: net.subnet }), root, silentLogger());
+
+  /** What a step network can leave on the host: namespaces, veths on the bridge, IP allocations, NAT rules. */
+  function leftovers(p: NetworkProvider) {
+    const ipamDir = path.join(p.ipamDir, p.networkName);
+    const nat = execFileSync('iptables', ['-w', '-t', 'nat', '-S'], { encoding: 'utf8' });
+    let veths = '';
+    try {
+      veths = execFileSync('ip', ['-o', 'link', 'show', 'master', net.bridge], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    } catch {
+      // no bridge: no veth either
+    }
+    return {
+      netns: existsSync(p.netnsDir) ? readdirSync(p.netnsDir) : [],
+      ips: existsSync(ipamDir) ? readdirSync(ipamDir).filter((f) => /^[0-9.]+$/.test(f)) : [],
+      rules: nat.split('\n').filter((l) => l.includes(p.networkName)),
+      veths,
+    };
+  }
+
+  it('wires each step to the bridge (loopback up, an address in the subnet, default route via the gateway) and 30 steps in a row leave nothing behind', async () => {
+    const p = provider();
+    await p.reapStale();
+    const first = await p.forStep('default');
+    expect(first.network).toBe('sandbox');
+    const inside = (args: string[]) => execFileSync('nsenter', [`--net=${first.networkNamespace}`, ...args], { encoding: 'utf8' });
+    expect(inside(['ip', '-o', '-4', 'addr', 'show', 'eth0'])).toContain(net.subnet.replace('0/24', ''));
+    expect(inside(['ip', '-o', 'link', 'show', 'lo'])).toMatch(/UP/);
+    expect(inside(['ip', 'route', 'show', 'default'])).toContain(`via ${net.gateway}`);
+    expect(leftovers(p).rules.length).toBeGreaterThan(0); // ipMasq set up its rules
+    await first.release();
+
+    const setup: number[] = [];
+    const teardown: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const t0 = performance.now();
+      const s = await p.forStep('default');
+      const t1 = performance.now();
+      await s.release();
+      setup.push(t1 - t0);
+      teardown.push(performance.now() - t1);
+    }
+    const mean = (xs: number[]) => Math.round(xs.reduce((a, b) => a + b, 0) / xs.length);
+    console.log(`CNI step network: setup ${mean(setup)} ms, teardown ${mean(teardown)} ms (mean of 30)`);
+    expect(leftovers(p)).toEqual({ netns: [], ips: [], rules: [], veths: '' });
+    await p.close();
+    expect(() => execFileSync('ip', ['link', 'show', net.bridge], { stdio: 'ignore' })).toThrow(); // no port left: the bridge went
+  });
+
+  it('--network=none and host need no CNI; a killed worker\'s step networks are reaped at the next start', async () => {
+    const p = provider();
+    expect(await p.forStep('none')).toMatchObject({ network: 'none' });
+    expect((await p.forStep('host')).network).toBe('host');
+    expect(leftovers(p).netns).toEqual([]);
+    // Three steps attached and never released: the daemon "died".
+    for (let i = 0; i < 3; i++) await p.forStep('default');
+    const before = leftovers(p);
+    expect(before.netns).toHaveLength(3);
+    expect(before.ips).toHaveLength(3);
+    expect(before.rules.length).toBeGreaterThanOrEqual(3);
+    expect(before.veths.split('\n')).toHaveLength(3);
+    const restarted = provider();
+    await restarted.reapStale();
+    expect(leftovers(restarted)).toEqual({ netns: [], ips: [], rules: [], veths: '' });
+    await restarted.close();
+  });
+});
