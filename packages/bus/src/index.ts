@@ -42,3 +42,4 @@ export { connectNatsBus, type NatsBusOptions } from './nats/nats-bus.js';
 export { redactCredentials, redactUrl, type NatsAuth, type NatsTlsOptions } from './nats/nats-auth.js';
 export { workQueueNaming } from './nats/nats-work-queue.js';
 export { directoryClient, directoryClientById, directoryFrontends, frontendNamesOf, lazyClient, type DirectoryClientOptions } from './directory-clients.js';
+export { compileNatsOptions, NATS_FLAGS, type NatsConnectOptions } from './nats-options.js';

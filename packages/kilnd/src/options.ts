@@ -7,7 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import type { NatsAuth, NatsTlsOptions } from '@kiln/bus';
 import { InvalidArgumentError, parseAddress, parseByteSize, parseDuration, type Address, type TlsFiles } from '@kiln/common';
 import { NETWORK_MODES, type NetworkOptions } from '@kiln/worker';
-import { compileNatsOptions, NATS_FLAGS } from './nats-options.js';
+import { compileNatsOptions, NATS_FLAGS } from '@kiln/bus';
 
 /** The tiers one process can run alone; `all` runs every tier in one process. */
 export const TIERS = ['all', 'solver', 'frontend', 'content', 'worker-oci', 'worker-containerd', 'exporters'] as const;

@@ -61,6 +61,7 @@ Options:
       --ssh stringArray          SSH agent socket or keys to expose to the build (format: "default|<id>[=<socket>|<key>[,<key>]]")
   -t, --tag stringArray          Name and optionally a tag (format: "name:tag")
       --target string            Set the target build stage to build
+      --frontend string          Frontend to run instead of the Dockerfile frontend (a name a frontend tier serves; also # syntax= and BUILDKIT_SYNTAX)
       --worker-filter stringArray
                                  Run on a worker matching this filter (e.g., "labels.pool==gpu", "id==ID"; all must match)
 `;

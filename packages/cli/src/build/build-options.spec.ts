@@ -50,6 +50,7 @@ describe('compileBuildOptions defaults', () => {
       contextIgnore: ['node_modules', '*.log'],
       tags: [],
       target: undefined,
+      frontend: undefined,
       buildArgs: {},
       labels: {},
       network: undefined,

@@ -17,6 +17,7 @@ export const BUILD_FLAGS = {
   file: { kind: 'string', short: 'f' },
   tag: { kind: 'list', short: 't' },
   target: { kind: 'string' },
+  frontend: { kind: 'string' },
   'build-arg': { kind: 'list' },
   'build-context': { kind: 'list' },
   label: { kind: 'list' },
@@ -121,6 +122,8 @@ export interface BuildOptions {
   contextIgnore: string[];
   tags: string[];
   target: string | undefined;
+  /** `--frontend NAME` (buildctl's flag): the frontend to run instead of the Dockerfile frontend (`dockerfile.v0`). */
+  frontend: string | undefined;
   /** Build args in flag order; `--build-arg K` took K from the environment (skipped when unset). */
   buildArgs: Record<string, string>;
   /** `--label K=V`: image labels set over the Dockerfile's (frontend attrs `label:K`). */
@@ -226,6 +229,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     return t;
   });
 
+  if (flags.frontend === '') throw new UsageError('flag needs a non-empty argument: --frontend', '--frontend');
   if (flags.target === '') throw new UsageError('flag needs a non-empty argument: --target', '--target');
 
   const buildArgs: Record<string, string> = {};
@@ -331,6 +335,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     contextIgnore,
     tags,
     target: flags.target,
+    frontend: flags.frontend,
     buildArgs,
     labels,
     network,

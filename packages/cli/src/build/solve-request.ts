@@ -38,7 +38,7 @@ export function toSolveRequest(opts: BuildOptions, ids: { ref: string; sessionId
   return {
     ref: ids.ref,
     sessionId: ids.sessionId,
-    frontend: DOCKERFILE_FRONTEND,
+    frontend: opts.frontend ?? DOCKERFILE_FRONTEND,
     frontendAttrs,
     exporters: opts.call ? [] : opts.exports.map((e) => ({ type: e.type, attrs: { ...e.attrs } })),
     cacheImports: opts.cacheFrom.map((c) => ({ type: c.type, attrs: { ...c.attrs } })),

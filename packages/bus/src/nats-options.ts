@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { NatsAuth, NatsTlsOptions } from '@kiln/bus';
+import type { NatsAuth, NatsTlsOptions } from './nats/nats-auth.js';
 import { InvalidArgumentError } from '@kiln/common';
 
 /** How a tier reaches NATS: the URL(s), its credentials and TLS, compiled once. */
