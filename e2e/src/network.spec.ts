@@ -162,7 +162,16 @@ describe('RUN networking like BuildKit (CNI bridge per daemon) [topology=all-in-
   it("a killed daemon's step networks are reaped when it restarts", async () => {
     const ctx = context('killed', ['RUN ["/bin/busybox", "sh", "-c", "echo x > /x; exec /bin/busybox sleep 30"]']);
     const client = spawn(kilnBin(), ['build', '--addr', daemon.addr, '--progress=plain', ctx], { stdio: 'ignore' });
-    for (let i = 0; i < 300 && leftovers().veths === ''; i++) await new Promise((r) => setTimeout(r, 100));
+    // The long sleep step (not the short install step before it, nor a step whose NAT rule the bridge
+    // plugin has not added yet) is running once its whole network has stayed up for a second.
+    const wired = () => {
+      const l = leftovers();
+      return l.veths !== '' && l.netns.length === 1 && l.ips.length === 1 && l.rules.length > 0;
+    };
+    for (let i = 0, stable = 0; i < 600 && stable < 10; i++) {
+      stable = wired() ? stable + 1 : 0;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     const during = leftovers();
     expect(during.netns).toHaveLength(1);
     expect(during.ips).toHaveLength(1);
