@@ -54,7 +54,7 @@ describe('kiln version, --version and completion [topology=all-in-one]', () => {
       expect(r.status, r.stderr).toBe(0);
       return r.stdout.split('\n').filter(Boolean);
     };
-    expect(complete('kiln', 'bu')).toEqual(['build']);
+    expect(complete('kiln', 'bu')).toEqual(['build', 'builder']);
     expect(complete('kiln', 'hi')).toEqual(['history']);
     expect(complete('kiln', 'history', '')).toEqual(expect.arrayContaining(['inspect', 'logs', 'ls', 'rm']));
     expect(complete('kiln', 'history', 'ls', '--f')).toEqual(['--format']);
@@ -75,7 +75,7 @@ describe('kiln version, --version and completion [topology=all-in-one]', () => {
       expect(r.status, r.stderr).toBe(0);
       return r.stdout.split('\n').filter(Boolean).map((l) => l.split('\t')[0]);
     };
-    expect(complete('kiln bu')).toEqual(['build']);
+    expect(complete('kiln bu')).toEqual(['build', 'builder']);
     expect(complete('kiln history ')).toEqual(expect.arrayContaining(['inspect', 'logs', 'ls', 'rm']));
     expect(complete('kiln build --no-ca')).toEqual(['--no-cache', '--no-cache-filter']);
     expect(complete('kiln history ls --fo')).toEqual(['--format']);
