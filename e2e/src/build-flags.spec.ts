@@ -106,6 +106,23 @@ describe.skipIf(!canRun)('kiln build flags buildx users type [topology=all-in-on
     expect(bad.stderr).toContain('ERROR: invalid argument "linux/amd65" for "--platform" flag: unknown architecture "amd65"');
   });
 
+  it('--shm-size sizes /dev/shm and --ulimit (repeated) sets the limits of every RUN; a bad value names the flag', async () => {
+    const dir = join(work, 'limits');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'Dockerfile'), `FROM ${baseRef}\nRUN df -k /dev/shm | tail -1 > /shm.txt && ulimit -n > /limits.txt && ulimit -Hn >> /limits.txt && ulimit -u >> /limits.txt\n`);
+    const out = join(dir, 'out');
+    const res = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--shm-size=128m', '--ulimit', 'nofile=1024:2048', '--ulimit', 'nproc=300', '-o', `type=local,dest=${out}`, dir]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(readFileSync(join(out, 'shm.txt'), 'utf8').trim().split(/\s+/)[1]).toBe('131072'); // 1K blocks
+    expect(readFileSync(join(out, 'limits.txt'), 'utf8')).toBe('1024\n2048\n300\n');
+    const bad = await runKiln(['build', '--addr', daemon.addr, '--ulimit', 'nofile=4096:1024', dir]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('invalid argument "nofile=4096:1024" for "--ulimit" flag: ulimit soft limit must be less than or equal to hard limit: 4096 > 1024');
+    const badShm = await runKiln(['build', '--addr', daemon.addr, '--shm-size', '12x', dir]);
+    expect(badShm.code).toBe(2);
+    expect(badShm.stderr).toContain(`invalid argument "12x" for "--shm-size" flag: invalid size: '12x'`);
+  });
+
   it('--print targets is --call=targets', async () => {
     const res = await runKiln(['build', '--addr', daemon.addr, '--print', 'targets', ctx]);
     expect(res.code, res.stderr).toBe(0);

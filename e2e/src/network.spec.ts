@@ -2,7 +2,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kilnBin, removeTestBridge, runKiln, startKilnd, testNetwork, type Kilnd } from '@kiln/testkit';
@@ -114,7 +114,7 @@ describe('RUN networking like BuildKit (CNI bridge per daemon) [topology=all-in-
     // The steps' resolver: this test's DNS server (a loopback line shows the filtering).
     writeFileSync(join(dir, 'resolv.conf'), `nameserver 127.0.0.53\nnameserver ${net.gateway}\nsearch kiln.test\n`);
     writeFileSync(join(dir, 'kilnd.toml'), `[worker.network]\nresolv-conf = "${join(dir, 'resolv.conf')}"\n`);
-    args = ['--config', join(dir, 'kilnd.toml'), ...net.args];
+    args = ['--config', join(dir, 'kilnd.toml'), '--allow-insecure-entitlement', 'network.host', ...net.args];
     daemon = await startKilnd({ worker: 'oci', root, args });
   }, 60_000);
 
@@ -146,6 +146,22 @@ describe('RUN networking like BuildKit (CNI bridge per daemon) [topology=all-in-
     expect(out('none.txt')).toBe('unreachable\n');
     expect(out('none-net.txt').trim()).toBe('lo');
     expect(leftovers()).toEqual({ netns: [], ips: [], rules: [], veths: '' });
+  }, 60_000);
+
+  it('--add-host NAME=host-gateway maps NAME to the bridge gateway on the step network (the step reaches the host by it) and to a host address in the host network', async () => {
+    const ctx = context('host-gateway', [
+      `RUN wget -q -O /via-gw.txt http://gw.kiln:${port}/file.txt && grep gw.kiln /etc/hosts > /hosts.txt`,
+      'RUN --network=host grep gw.kiln /etc/hosts > /host-hosts.txt',
+    ]);
+    const res = await build(ctx, ['--add-host', 'gw.kiln=host-gateway', '--allow', 'network.host']);
+    expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
+    const out = (f: string) => readFileSync(join(ctx, 'out', f), 'utf8');
+    expect(out('hosts.txt')).toBe(`${net.gateway}\tgw.kiln\n`);
+    expect(out('via-gw.txt')).toBe('fetched over the step network\n');
+    const hostIps = Object.values(networkInterfaces()).flatMap((a) => a ?? []).filter((a) => a.family === 'IPv4' && !a.internal).map((a) => a.address);
+    const [ip, name] = out('host-hosts.txt').trim().split('\t');
+    expect(name).toBe('gw.kiln');
+    expect(hostIps).toContain(ip);
   }, 60_000);
 
   it('20 RUN steps in a row leave no namespace, veth, IP allocation or NAT rule behind', async () => {

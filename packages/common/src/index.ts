@@ -14,7 +14,7 @@ export * from './archive/tar.js';
 export { PatternMatcher, cleanRelPath, globToRegExp, hasWildcard, matchComponent } from './patterns/matcher.js';
 export { parseIgnoreFile } from './patterns/ignore-file.js';
 export * from './archive/write-new-file.js';
-export { parseByteSize, parseDuration } from './units/units.js';
+export { parseByteSize, parseDuration, parseRamBytes, parseUlimit, ULIMIT_NAMES, type Ulimit } from './units/units.js';
 export * from './archive/context-diff.js';
 export * from './archive/context-diff-pack.js';
 export * from './proc/spawner.js';

@@ -58,6 +58,10 @@ export interface ExecInit {
   hostname?: string;
   /** Extra /etc/hosts entries (`--add-host`). */
   extraHosts?: { host: string; ip: string }[];
+  /** Resource limits of the step's processes (buildx `--ulimit`; -1 is unlimited). */
+  ulimits?: { name: string; soft: number; hard: number }[];
+  /** Size of the step's /dev/shm in bytes (buildx `--shm-size`); 0 or unset: the runtime's default. */
+  shmSizeBytes?: number;
   /** Proxy settings for the step (BuildKit's ProxyEnv): in its env, not in its cache key. */
   proxyEnv?: { httpProxy?: string; httpsProxy?: string; ftpProxy?: string; noProxy?: string; allProxy?: string };
   mountTypeOverride?: llb.MountType;
@@ -136,6 +140,8 @@ export function execState(root: State, args: string[], init: ExecInit = {}, opts
           hostname: init.hostname ?? '',
           extraHosts: (init.extraHosts ?? []).map((h) => ({ host: h.host, ip: h.ip })),
           validExitCodes: init.validExitCodes ?? [],
+          ulimits: (init.ulimits ?? []).map((u) => ({ name: u.name, soft: BigInt(u.soft), hard: BigInt(u.hard) })),
+          shmSize: BigInt(init.shmSizeBytes ?? 0),
           ...(init.proxyEnv ? { proxyEnv: init.proxyEnv } : {}),
         },
         mounts,

@@ -76,6 +76,8 @@ export interface ExecSpec {
   security: 'sandbox' | 'insecure';
   /** Resource limits (ulimits); the runtime's defaults apply to the rest. */
   rlimits: ExecRlimit[];
+  /** Size of /dev/shm in bytes (buildx `--shm-size`); unset: 64 MiB. */
+  shmSizeBytes?: number;
 }
 
 export interface ExecRlimit {

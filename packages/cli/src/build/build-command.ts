@@ -27,7 +27,7 @@ Options:
       --tlscert string           Client certificate (env KILN_TLS_CERT)
       --tlskey string            Client key (env KILN_TLS_KEY)
       --allow stringArray        Allow extra privileged entitlement (e.g., "network.host", "security.insecure")
-      --add-host stringArray     Add a custom host-to-IP mapping (format: "host:ip")
+      --add-host stringArray     Add a custom host-to-IP mapping (format: "host:ip"; "host-gateway" is the step's gateway)
       --build-arg stringArray    Set build-time variables (KEY=VALUE, or KEY to take it from the environment)
       --build-context stringArray
                                  Additional build contexts (NAME=PATH|docker-image://REF|oci-layout://PATH[:TAG|@DIGEST])
@@ -57,10 +57,12 @@ Options:
       --provenance string        Shorthand for "--attest=type=provenance" ("true" = mode=min, "mode=max", "false")
       --sbom string              Shorthand for "--attest=type=sbom" (not supported yet)
       --attest stringArray       Attestation parameters (format: "type=provenance,mode=max")
+      --shm-size bytes           Shared memory size for build containers
       --secret stringArray       Secret to expose to the build (format: "id=mysecret[,src=/local/secret|env=VAR]")
       --ssh stringArray          SSH agent socket or keys to expose to the build (format: "default|<id>[=<socket>|<key>[,<key>]]")
   -t, --tag stringArray          Name and optionally a tag (format: "name:tag")
       --target string            Set the target build stage to build
+      --ulimit ulimit            Ulimit options (default [])
       --frontend string          Frontend to run instead of the Dockerfile frontend (a name a frontend tier serves; also # syntax= and BUILDKIT_SYNTAX)
       --worker-filter stringArray
                                  Run on a worker matching this filter (e.g., "labels.pool==gpu", "id==ID"; all must match)

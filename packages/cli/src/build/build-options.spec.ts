@@ -171,7 +171,15 @@ describe('each flag', () => {
     expect(toSolveRequest(o, { ref: 'r', sessionId: 's' }).frontendAttrs?.['add-hosts']).toBe('db=10.0.0.5,v6=fd00::1,raw6=fd00::2');
     expect(() => compile(['--add-host', 'db', 'app'])).toThrow(/invalid argument "db" for "--add-host" flag: want host:ip/);
     expect(() => compile(['--add-host', 'db:not-an-ip', 'app'])).toThrow(/"--add-host" flag: want host:ip/);
-    expect(() => compile(['--add-host', 'gw:host-gateway', 'app'])).toThrow(/host-gateway is not supported/);
+    // host-gateway stays a name for the worker to fill in.
+    expect(toSolveRequest(compile(['--add-host', 'gw:host-gateway', 'app']), { ref: 'r', sessionId: 's' }).frontendAttrs?.['add-hosts']).toBe('gw=host-gateway');
+  });
+
+  it('--ulimit (repeated) and --shm-size reach the frontend as buildx sends them', () => {
+    const o = compile(['--ulimit', 'nofile=1024:2048', '--ulimit', 'nproc=300', '--shm-size', '128m', 'app']);
+    const attrs = toSolveRequest(o, { ref: 'r', sessionId: 's' }).frontendAttrs;
+    expect(attrs?.['ulimit']).toBe('nofile=1024:2048,nproc=300:300');
+    expect(attrs?.['shm-size']).toBe('134217728');
   });
 
   it('--allow takes entitlements, comma-separated or repeated, once each', () => {

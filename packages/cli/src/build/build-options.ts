@@ -3,7 +3,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
-import { parseAddress, parseIgnoreFile, PatternMatcher } from '@kiln/common';
+import { KilnError, parseAddress, parseIgnoreFile, parseRamBytes, parseUlimit, PatternMatcher, type Ulimit } from '@kiln/common';
 import { parseLayoutRef, type LayoutRef } from '@kiln/registry';
 import { parseCsv, parseCsvPairs } from '../flags/csv.js';
 import { parseFlags, type FlagSpecs, type ParsedFlags } from '../flags/flag-parser.js';
@@ -47,6 +47,8 @@ export const BUILD_FLAGS = {
   call: { kind: 'string' },
   print: { kind: 'string' },
   check: { kind: 'bool' },
+  'shm-size': { kind: 'string' },
+  ulimit: { kind: 'list' },
   ...DAEMON_FLAG_SPECS,
   help: { kind: 'bool', short: 'h' },
 } as const satisfies FlagSpecs;
@@ -137,6 +139,10 @@ export interface BuildOptions {
   ssh: SshSpec[];
   /** `--add-host host:ip`: extra /etc/hosts entries of every RUN. */
   extraHosts: { host: string; ip: string }[];
+  /** `--ulimit name=soft[:hard]`: resource limits of every RUN. */
+  ulimits?: Ulimit[];
+  /** `--shm-size`: /dev/shm of every RUN, in bytes. */
+  shmSizeBytes?: number;
   /** `--allow`: entitlements granted to the build (each also needs the daemon's permission). */
   entitlements: string[];
   /** `--worker-filter`: filters the worker running the build must match, all of them (`labels.KEY==VALUE`, `id==ID`; checked by the daemon). */
@@ -280,6 +286,9 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
   const secrets = flags.secret.map((v) => parseSecret(v, abs, ctx.env));
   const ssh = flags.ssh.map((v) => parseSsh(v, abs, ctx.env));
   const extraHosts = flags['add-host'].map(parseAddHost);
+  const ulimits = flags.ulimit.map((v) => flagValue(v, '--ulimit', () => parseUlimit(v, '--ulimit')));
+  const shmSize = flags['shm-size'];
+  const shmSizeBytes = shmSize === undefined ? undefined : flagValue(shmSize, '--shm-size', () => parseRamBytes(shmSize, '--shm-size'));
   const entitlements: string[] = [];
   for (const e of flags.allow.flatMap((v) => v.split(','))) {
     if (!BUILD_ENTITLEMENTS.includes(e)) {
@@ -344,6 +353,8 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     secrets,
     ssh,
     extraHosts,
+    ...(ulimits.length > 0 ? { ulimits } : {}),
+    ...(shmSizeBytes ? { shmSizeBytes } : {}),
     entitlements,
     workerFilters,
     exports,
@@ -601,13 +612,23 @@ function parseCacheEntry(v: string, flag: string, abs: (p: string) => string): C
   return { type, attrs };
 }
 
+/** A flag value parsed by `parse`, its error as pflag reports a bad value. */
+function flagValue<T>(v: string, flag: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    if (!(err instanceof KilnError)) throw err;
+    throw new UsageError(`invalid argument "${v}" for "${flag}" flag: ${err.message}`, flag, { cause: err });
+  }
+}
+
 /** `--add-host host:ip` (or `host=ip`; an IPv6 address may be bracketed), as docker build takes it. */
 function parseAddHost(v: string): { host: string; ip: string } {
   const sep = v.includes('=') ? v.indexOf('=') : v.indexOf(':');
   const host = sep > 0 ? v.slice(0, sep) : '';
   const ip = sep > 0 ? v.slice(sep + 1).replace(/^\[(.*)\]$/, '$1') : '';
-  if (ip === 'host-gateway') throw new UsageError(`invalid argument "${v}" for "--add-host" flag: host-gateway is not supported (build steps have no gateway)`, '--add-host');
-  if (!/^[A-Za-z0-9_.-]+$/.test(host) || isIP(ip) === 0) throw new UsageError(`invalid argument "${v}" for "--add-host" flag: want host:ip`, '--add-host');
+  // host-gateway stays a name: the worker that runs the step puts its gateway address there.
+  if (!/^[A-Za-z0-9_.-]+$/.test(host) || (isIP(ip) === 0 && ip !== 'host-gateway')) throw new UsageError(`invalid argument "${v}" for "--add-host" flag: want host:ip`, '--add-host');
   return { host, ip };
 }
 

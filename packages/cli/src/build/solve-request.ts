@@ -27,6 +27,9 @@ export function toSolveRequest(opts: BuildOptions, ids: { ref: string; sessionId
   if (opts.network !== undefined) frontendAttrs['force-network-mode'] = opts.network;
   if (opts.platforms.length > 0) frontendAttrs.platform = opts.platforms.join(',');
   if (opts.extraHosts.length > 0) frontendAttrs['add-hosts'] = opts.extraHosts.map((h) => `${h.host}=${h.ip}`).join(',');
+  // As buildx: ulimits as a comma list of name=soft:hard, the shm size in bytes.
+  if (opts.ulimits && opts.ulimits.length > 0) frontendAttrs.ulimit = opts.ulimits.map((u) => `${u.name}=${u.soft}:${u.hard}`).join(',');
+  if (opts.shmSizeBytes) frontendAttrs['shm-size'] = String(opts.shmSizeBytes);
   for (const c of opts.namedContexts) frontendAttrs[`context:${c.name}`] = namedContextAttr(c);
   for (const [type, value] of Object.entries(opts.attests ?? {})) frontendAttrs[`attest:${type}`] = value;
   if (opts.pull) frontendAttrs['image-resolve-mode'] = 'pull';

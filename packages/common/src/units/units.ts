@@ -35,3 +35,48 @@ export function parseDuration(value: string, field: string): number {
   }
   return Math.round(total);
 }
+
+/**
+ * Docker's memory sizes (`--shm-size 128m`, `--memory 1g`): a number with
+ * an optional binary unit (k, m, g, t, p = powers of 1024, an optional "i"
+ * and "b"), bytes without one, as go-units' RAMInBytes.
+ */
+export function parseRamBytes(value: string, field: string): number {
+  const m = /^(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?$/i.exec(value);
+  if (!m) throw new InvalidArgumentError(`invalid size: '${value}'`, field);
+  return Math.floor(Number(m[1]) * 1024 ** ' kmgtp'.indexOf((m[2] || ' ').toLowerCase()));
+}
+
+/** Ulimit names Docker accepts (go-units). */
+export const ULIMIT_NAMES: readonly string[] = ['as', 'core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss', 'rtprio', 'rttime', 'sigpending', 'stack'];
+
+export interface Ulimit {
+  name: string;
+  soft: number;
+  /** -1: unlimited. */
+  hard: number;
+}
+
+/**
+ * A ulimit as Docker spells it, `NAME=SOFT[:HARD]` (hard defaults to soft,
+ * -1 is unlimited), with go-units' ParseUlimit checks and messages.
+ */
+export function parseUlimit(value: string, field: string): Ulimit {
+  const eq = value.indexOf('=');
+  if (eq < 0) throw new InvalidArgumentError(`invalid ulimit argument: ${value}`, field);
+  const name = value.slice(0, eq);
+  if (!ULIMIT_NAMES.includes(name)) throw new InvalidArgumentError(`invalid ulimit type: ${name}`, field);
+  const parts = value.slice(eq + 1).split(':');
+  if (parts.length > 2) throw new InvalidArgumentError(`too many limit value arguments - ${value.slice(eq + 1)}, can only have up to two, \`soft[:hard]\``, field);
+  const int = (s: string) => {
+    if (!/^[+-]?\d+$/.test(s)) throw new InvalidArgumentError(`invalid ulimit argument: ${value}`, field);
+    return Number(s);
+  };
+  const soft = int(parts[0]!);
+  const hard = parts.length === 2 ? int(parts[1]!) : soft;
+  if (hard !== -1) {
+    if (soft === -1) throw new InvalidArgumentError(`ulimit soft limit must be less than or equal to hard limit: soft: -1 (unlimited), hard: ${hard}`, field);
+    if (soft > hard) throw new InvalidArgumentError(`ulimit soft limit must be less than or equal to hard limit: ${soft} > ${hard}`, field);
+  }
+  return { name, soft, hard };
+}

@@ -39,6 +39,10 @@ export interface ConvertOptions {
   extraHosts?: { host: string; ip: string }[];
   /** Hostname of every RUN (frontend attr `hostname`); empty: the worker's default. */
   hostname?: string;
+  /** Ulimits of every RUN (`--ulimit`, frontend attr `ulimit`). */
+  ulimits?: { name: string; soft: number; hard: number }[];
+  /** /dev/shm size of every RUN in bytes (`--shm-size`, frontend attr `shm-size`). */
+  shmSizeBytes?: number;
   /** Image labels set over the Dockerfile's LABELs (`--label`, frontend attrs `label:K`). */
   labels?: Record<string, string>;
   /** Network of every RUN without `--network` (`--network`, frontend attr `force-network-mode`). */
@@ -976,6 +980,8 @@ class Converter {
       // As BuildKit's dockerui: the BUILDKIT_SANDBOX_HOSTNAME build arg wins over the hostname option.
       hostname: this.buildArgs['BUILDKIT_SANDBOX_HOSTNAME'] || this.opts.hostname || '',
       forceNetwork: this.opts.forceNetwork,
+      ulimits: this.opts.ulimits,
+      shmSizeBytes: this.opts.shmSizeBytes,
     };
   }
 

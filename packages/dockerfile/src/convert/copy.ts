@@ -20,6 +20,9 @@ export interface CopyContext {
   /** RUN's extra /etc/hosts entries and hostname (ConvertOptions). */
   extraHosts?: { host: string; ip: string }[];
   hostname?: string;
+  /** RUN's ulimits and /dev/shm size in bytes (ConvertOptions). */
+  ulimits?: { name: string; soft: number; hard: number }[];
+  shmSizeBytes?: number;
   /** RUN's network when it has no `--network` (ConvertOptions). */
   forceNetwork?: 'none' | 'host';
 }

@@ -86,6 +86,8 @@ export async function convertRun(
       ssh,
       hostname: ctx.hostname,
       extraHosts: ctx.extraHosts,
+      ulimits: ctx.ulimits,
+      shmSizeBytes: ctx.shmSizeBytes,
       proxyEnv: proxyEnvFromBuildArgs(ctx.buildArgs),
       sortMounts: true,
     },

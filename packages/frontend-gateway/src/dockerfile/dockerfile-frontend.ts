@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { DOCKERFILE_FRONTEND, frontendNameOf, InvalidArgumentError, NotFoundError } from '@kiln/common';
+import { DOCKERFILE_FRONTEND, frontendNameOf, InvalidArgumentError, NotFoundError, parseUlimit, type Ulimit } from '@kiln/common';
 import { create } from '@bufbuild/protobuf';
 import { llb } from '@kiln/api';
 import { convertDockerfile, formatPlatform, formatTargets, lintReport, listTargets, parseDockerignore, REQUEST_LINT, REQUEST_TARGETS, parsePlatform, type BuildWarning, type ImageMetaResolver, type Platform } from '@kiln/dockerfile';
@@ -29,7 +29,8 @@ export interface DockerfileFrontendOptions {
  * a multi-platform result; stages shared between platforms, such as
  * `FROM --platform=$BUILDPLATFORM` ones, give identical ops that the solver
  * runs once), `build-platform` (BUILDPLATFORM), `context:NAME`,
- * `add-hosts` (`host=ip,...`, BuildKit's spelling), `hostname`, `label:K`
+ * `add-hosts` (`host=ip,...`, BuildKit's spelling; `host-gateway` is left for
+ * the worker), `ulimit` (`nofile=1024:2048,...`), `shm-size` (bytes), `hostname`, `label:K`
  * (image labels over the Dockerfile's) and `force-network-mode` (RUN's
  * default network). The response metadata carries `source-date-epoch`.
  * `context:NAME=oci-layout://STORE[:TAG][@DIGEST]` reads the layout the
@@ -67,6 +68,8 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
       const platforms = platformList(req.attrs['platform']);
       const buildPlatform = platformList(req.attrs['build-platform'], 'build-platform')[0];
       const extraHosts = addHostsAttr(req.attrs['add-hosts']);
+      const ulimits = ulimitAttr(req.attrs['ulimit']);
+      const shmSizeBytes = shmSizeAttr(req.attrs['shm-size']);
       const excludePatterns = ignore ? parseDockerignore(Buffer.from(ignore).toString('utf8')) : [];
       // `--pull` (image-resolve-mode=pull): base images are looked up again, not taken from the resolver's cache.
       const pull = req.attrs['image-resolve-mode'] === 'pull';
@@ -91,6 +94,8 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
           buildPlatform,
           excludePatterns,
           extraHosts,
+          ulimits,
+          shmSizeBytes,
           hostname: req.attrs['hostname'] || undefined,
           labels,
           forceNetwork,
@@ -168,6 +173,23 @@ function platformList(value: string | undefined, attr = 'platform'): Platform[] 
   return [...out.values()];
 }
 
+/** `ulimit` (buildx `--ulimit`): comma-separated `name=soft[:hard]`, as BuildKit's dockerui reads it. */
+function ulimitAttr(value: string | undefined): Ulimit[] {
+  if (!value) return [];
+  return value
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean)
+    .map((v) => parseUlimit(v, 'ulimit'));
+}
+
+/** `shm-size` (buildx `--shm-size`): bytes. */
+function shmSizeAttr(value: string | undefined): number | undefined {
+  if (!value) return undefined;
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`failed to parse shm size "${value}": want bytes`, 'shm-size');
+  return Number(value);
+}
+
 /** `add-hosts`: comma-separated `host=ip` (or `host:ip`) entries. */
 function addHostsAttr(value: string | undefined): { host: string; ip: string }[] {
   if (!value) return [];
@@ -179,7 +201,7 @@ function addHostsAttr(value: string | undefined): { host: string; ip: string }[]
       const sep = v.includes('=') ? v.indexOf('=') : v.indexOf(':');
       const host = sep > 0 ? v.slice(0, sep) : '';
       const ip = sep > 0 ? v.slice(sep + 1).replace(/^\[(.*)\]$/, '$1') : '';
-      if (!host || isIP(ip) === 0) throw new InvalidArgumentError(`invalid add-hosts entry "${v}": want host=ip`, 'add-hosts');
+      if (!host || (isIP(ip) === 0 && ip !== 'host-gateway')) throw new InvalidArgumentError(`invalid add-hosts entry "${v}": want host=ip`, 'add-hosts');
       return { host, ip };
     });
 }

@@ -62,17 +62,23 @@ export async function reapRunFiles(stateDir: string): Promise<void> {
   await rm(path.join(stateDir, 'run'), { recursive: true, force: true });
 }
 
+/** The extra-host IP Docker replaces with the host's gateway address. */
+export const HOST_GATEWAY = 'host-gateway';
+
 export interface HostsOptions {
   hostname: string;
   extraHosts: readonly { host: string; ip: string }[];
   /** Host network: start from the host's own /etc/hosts. */
   hostNetwork: boolean;
+  /** The address an extra host `host-gateway` gets (StepNetwork.hostGateway). */
+  hostGateway: string;
 }
 
 /**
  * The /etc/hosts of a step, as BuildKit writes it: localhost and the step's
  * hostname on the loopback addresses (the host's file with the host
- * network), then one line per extra host (`--add-host`).
+ * network), then one line per extra host (`--add-host`; the IP
+ * `host-gateway` is replaced by the step's gateway address, as Docker does).
  */
 export async function hostsFile(opts: HostsOptions): Promise<string> {
   let text: string;
@@ -82,7 +88,8 @@ export async function hostsFile(opts: HostsOptions): Promise<string> {
   } else {
     text = `127.0.0.1\tlocalhost ${opts.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`;
   }
-  for (const h of opts.extraHosts) {
+  for (const entry of opts.extraHosts) {
+    const h = entry.ip === HOST_GATEWAY ? { host: entry.host, ip: opts.hostGateway } : entry;
     if (!/^[A-Za-z0-9_.:-]+$/.test(h.host)) throw new InvalidArgumentError(`invalid extra host name "${h.host}"`, 'extraHosts');
     if (!/^[0-9A-Fa-f.:]+$/.test(h.ip)) throw new InvalidArgumentError(`invalid IP address "${h.ip}" for extra host "${h.host}"`, 'extraHosts');
     text += `${h.ip}\t${h.host}\n`;

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import { execLight, type Logger } from '@kiln/common';
 import { invokeCni } from './cni.js';
@@ -14,6 +15,12 @@ export interface StepNetwork {
   /** A wired namespace the step joins (mode "cni"). */
   networkNamespace?: string;
   resolvConf: string;
+  /**
+   * What `--add-host NAME=host-gateway` maps to: the host as the step reaches
+   * it (the bridge's gateway address in a CNI namespace, else the host's
+   * own address).
+   */
+  hostGateway: string;
   /** Undoes the setup (CNI DEL, namespace removed); never rejects. Call once, after the process is gone. */
   release(): Promise<void>;
 }
@@ -72,15 +79,16 @@ export class NetworkProvider {
   async forStep(request: StepNetworkRequest): Promise<StepNetwork> {
     const mode = request === 'default' ? this.options.mode : request;
     const noop = async () => undefined;
-    if (mode === 'host') return { network: 'host', resolvConf: await resolvConfFor({ hostNetwork: true, source: this.options.resolvConf }), release: noop };
+    if (mode === 'host') return { network: 'host', resolvConf: await resolvConfFor({ hostNetwork: true, source: this.options.resolvConf }), hostGateway: hostAddress(), release: noop };
     const resolvConf = await resolvConfFor({ hostNetwork: false, source: this.options.resolvConf });
-    if (mode === 'none') return { network: request === 'none' ? 'none' : 'sandbox', resolvConf, release: noop };
+    if (mode === 'none') return { network: request === 'none' ? 'none' : 'sandbox', resolvConf, hostGateway: hostAddress(), release: noop };
     const record = await this.attach();
     let released = false;
     return {
       network: 'sandbox',
       networkNamespace: record.netns,
       resolvConf,
+      hostGateway: this.options.gateway,
       release: async () => {
         if (released) return;
         released = true;
@@ -189,4 +197,16 @@ export class NetworkProvider {
       // no such bridge: nothing ran
     }
   }
+}
+
+/**
+ * The host's own address for host-gateway outside a CNI namespace: its
+ * first non-loopback IPv4 address (as Docker uses its bridge's), else
+ * loopback, which a host-network step reaches the host on too.
+ */
+function hostAddress(): string {
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
 }

@@ -171,7 +171,7 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
     const hostname = meta.hostname || 'kiln';
     stepNetwork = await env.network.forStep(exec.network === llb.NetMode.HOST ? 'host' : exec.network === llb.NetMode.NONE ? 'none' : 'default');
     const { network, networkNamespace } = stepNetwork;
-    const hosts = await runFiles.writeHosts(await hostsFile({ hostname, extraHosts: meta.extraHosts, hostNetwork: network === 'host' }));
+    const hosts = await runFiles.writeHosts(await hostsFile({ hostname, extraHosts: meta.extraHosts, hostNetwork: network === 'host', hostGateway: stepNetwork.hostGateway }));
     // After the step's own mounts, as BuildKit orders it: a mount at /etc cannot hide them.
     specMounts.push({ type: 'bind', source: hosts, dest: '/etc/hosts', readonly: true });
     specMounts.push({ type: 'bind', source: await runFiles.writeResolvConf(stepNetwork.resolvConf), dest: '/etc/resolv.conf', readonly: true });
@@ -200,6 +200,7 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
           hostname,
           security: exec.security === llb.SecurityMode.INSECURE ? 'insecure' : 'sandbox',
           rlimits,
+          ...(meta.shmSize > 0n ? { shmSizeBytes: Number(meta.shmSize) } : {}),
         },
         { stdout: log(1), stderr: log(2), signal: ctx.signal },
       );

@@ -31,3 +31,12 @@ describe('ociSpec network namespace', () => {
     expect(networkNamespaces(ociSpec(spec({ network: 'host', networkNamespace: '/x' })))).toEqual([]);
   });
 });
+
+describe('ociSpec /dev/shm', () => {
+  const shmOptions = (config: Record<string, unknown>) => (config.mounts as { destination: string; options: string[] }[]).find((m) => m.destination === '/dev/shm')!.options;
+  it('is 64 MiB by default and the step\'s shmSizeBytes when set (--shm-size)', () => {
+    expect(shmOptions(ociSpec(spec({})))).toContain('size=65536k');
+    const sized = shmOptions(ociSpec(spec({ shmSizeBytes: 128 * 1024 * 1024 })));
+    expect(sized.filter((o) => o.startsWith('size='))).toEqual(['size=134217728']);
+  });
+});

@@ -106,6 +106,10 @@ export function ociSpec(spec: ExecSpec): Record<string, unknown> {
     ...m,
     options: insecure && (m.destination === '/sys' || m.destination === '/sys/fs/cgroup') ? m.options.map((o) => (o === 'ro' ? 'rw' : o)) : [...m.options],
   }));
+  if (spec.shmSizeBytes) {
+    const shm = mounts.find((m) => m.destination === '/dev/shm')!;
+    shm.options = [...shm.options.filter((o) => !o.startsWith('size=')), `size=${spec.shmSizeBytes}`];
+  }
   for (const m of spec.mounts) {
     if (m.type === 'bind') mounts.push({ destination: m.dest, type: 'bind', source: m.source, options: ['rbind', m.readonly ? 'ro' : 'rw'] });
     else mounts.push({ destination: m.dest, type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', ...(m.sizeBytes ? [`size=${m.sizeBytes}`] : [])] });
