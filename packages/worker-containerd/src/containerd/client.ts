@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
-import { containerdContainers, containerdLeases, containerdNamespaces, containerdTasks } from '@kiln/api';
+import { containerdContainers, containerdContent, containerdImages, containerdLeases, containerdNamespaces, containerdSnapshots, containerdTasks } from '@kiln/api';
 import { KilnError, type ErrorCode } from '@kiln/common';
 
 /** Per-call options: a lease the call's new objects join, a deadline, cancellation. */
@@ -11,11 +11,19 @@ export interface ContainerdCallOptions {
   timeoutMs?: number;
 }
 
-/** The unary methods of a service as promise-returning functions. */
+/**
+ * A service's methods as functions: unary ones return a promise, server
+ * streams an async iterable of responses, bidi streams take an async
+ * iterable of requests (the request stream ends when it does).
+ */
 export type ServiceClient<S extends DescService> = {
-  [K in keyof S['method']]: S['method'][K] extends { input: infer I extends DescMessage; output: infer O extends DescMessage }
+  [K in keyof S['method']]: S['method'][K] extends { methodKind: 'unary'; input: infer I extends DescMessage; output: infer O extends DescMessage }
     ? (request: MessageInitShape<I>, options?: ContainerdCallOptions) => Promise<MessageShape<O>>
-    : never;
+    : S['method'][K] extends { methodKind: 'server_streaming'; input: infer I extends DescMessage; output: infer O extends DescMessage }
+      ? (request: MessageInitShape<I>, options?: ContainerdCallOptions) => AsyncIterable<MessageShape<O>>
+      : S['method'][K] extends { methodKind: 'bidi_streaming'; input: infer I extends DescMessage; output: infer O extends DescMessage }
+        ? (requests: AsyncIterable<MessageInitShape<I>>, options?: ContainerdCallOptions) => AsyncIterable<MessageShape<O>>
+        : never;
 };
 
 /**
@@ -31,6 +39,9 @@ export interface ContainerdClient {
   readonly leases: ServiceClient<typeof containerdLeases.Leases>;
   readonly containers: ServiceClient<typeof containerdContainers.Containers>;
   readonly tasks: ServiceClient<typeof containerdTasks.Tasks>;
+  readonly snapshots: ServiceClient<typeof containerdSnapshots.Snapshots>;
+  readonly content: ServiceClient<typeof containerdContent.Content>;
+  readonly images: ServiceClient<typeof containerdImages.Images>;
   close(): void;
 }
 
@@ -57,6 +68,9 @@ export function createContainerdClient(opts: ContainerdClientOptions): Container
     leases: bind(containerdLeases.Leases),
     containers: bind(containerdContainers.Containers),
     tasks: bind(containerdTasks.Tasks),
+    snapshots: bind(containerdSnapshots.Snapshots),
+    content: bind(containerdContent.Content),
+    images: bind(containerdImages.Images),
     close: () => client.close(),
   };
 }
@@ -64,10 +78,103 @@ export function createContainerdClient(opts: ContainerdClientOptions): Container
 function serviceClient<S extends DescService>(client: grpc.Client, service: S, namespace: string, address: string): ServiceClient<S> {
   const out: Record<string, unknown> = {};
   for (const method of service.methods) {
-    out[method.localName] = (request: MessageInitShape<DescMessage>, options: ContainerdCallOptions = {}) =>
-      unary(client, method, request, namespace, address, options);
+    const call = { client, method, namespace, address };
+    if (method.methodKind === 'unary') {
+      out[method.localName] = (request: MessageInitShape<DescMessage>, options: ContainerdCallOptions = {}) =>
+        unary(client, method, request, namespace, address, options);
+    } else if (method.methodKind === 'server_streaming') {
+      out[method.localName] = (request: MessageInitShape<DescMessage>, options: ContainerdCallOptions = {}) => serverStream(call, request, options);
+    } else if (method.methodKind === 'bidi_streaming') {
+      out[method.localName] = (requests: AsyncIterable<MessageInitShape<DescMessage>>, options: ContainerdCallOptions = {}) => bidiStream(call, requests, options);
+    }
   }
   return out as ServiceClient<S>;
+}
+
+function callMetadata(namespace: string, options: ContainerdCallOptions): { metadata: grpc.Metadata; callOptions: grpc.CallOptions } {
+  const metadata = new grpc.Metadata();
+  metadata.set('containerd-namespace', namespace);
+  if (options.lease) metadata.set('containerd-lease', options.lease);
+  const callOptions: grpc.CallOptions = {};
+  if (options.timeoutMs !== undefined) callOptions.deadline = Date.now() + options.timeoutMs;
+  return { metadata, callOptions };
+}
+
+interface StreamCall {
+  client: grpc.Client;
+  method: DescMethod;
+  namespace: string;
+  address: string;
+}
+
+/** Reads a gRPC response stream, mapping its error like a unary call's; breaking out of the loop cancels the call. */
+async function* readStream(call: grpc.ClientReadableStream<unknown>, s: StreamCall, signal: AbortSignal | undefined): AsyncGenerator<never> {
+  const onAbort = () => call.cancel();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  let done = false;
+  try {
+    for await (const message of call) yield message as never;
+    done = true;
+  } catch (err) {
+    if (signal?.aborted) throw new KilnError('canceled', `containerd ${s.method.parent.name}.${s.method.name}: canceled`);
+    throw isServiceError(err) ? containerdError(err, `${s.method.parent.name}.${s.method.name}`, s.address) : err;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    if (!done) call.cancel();
+  }
+}
+
+function isServiceError(err: unknown): err is grpc.ServiceError {
+  return err instanceof Error && typeof (err as { code?: unknown }).code === 'number' && 'metadata' in err;
+}
+
+function serverStream(s: StreamCall, request: MessageInitShape<DescMessage>, options: ContainerdCallOptions): AsyncIterable<unknown> {
+  const path = `/${s.method.parent.typeName}/${s.method.name}`;
+  const { metadata, callOptions } = callMetadata(s.namespace, options);
+  return {
+    [Symbol.asyncIterator]: () => {
+      options.signal?.throwIfAborted();
+      const call = s.client.makeServerStreamRequest(
+        path,
+        (m: MessageShape<DescMessage>) => Buffer.from(toBinary(s.method.input, m)),
+        (b: Buffer) => fromBinary(s.method.output, b),
+        create(s.method.input, request),
+        metadata,
+        callOptions,
+      );
+      return readStream(call, s, options.signal);
+    },
+  };
+}
+
+/** A bidi stream: requests are written as the caller's iterable yields them (with backpressure); the request side closes when it ends. */
+function bidiStream(s: StreamCall, requests: AsyncIterable<MessageInitShape<DescMessage>>, options: ContainerdCallOptions): AsyncIterable<unknown> {
+  const path = `/${s.method.parent.typeName}/${s.method.name}`;
+  const { metadata, callOptions } = callMetadata(s.namespace, options);
+  return {
+    [Symbol.asyncIterator]: () => {
+      options.signal?.throwIfAborted();
+      const call = s.client.makeBidiStreamRequest(
+        path,
+        (m: MessageShape<DescMessage>) => Buffer.from(toBinary(s.method.input, m)),
+        (b: Buffer) => fromBinary(s.method.output, b),
+        metadata,
+        callOptions,
+      );
+      void (async () => {
+        try {
+          for await (const r of requests) {
+            if (!call.write(create(s.method.input, r))) await new Promise((resolve) => call.once('drain', resolve));
+          }
+          call.end();
+        } catch (err) {
+          call.cancel();
+          call.emit('error', err);
+        }
+      })();
+      return readStream(call, s, options.signal);
+    },
+  };
 }
 
 function unary(

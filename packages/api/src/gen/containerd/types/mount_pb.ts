@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file containerd/types/mount.proto.
  */
 export const file_containerd_types_mount: GenFile = /*@__PURE__*/
-  fileDesc("Chxjb250YWluZXJkL3R5cGVzL21vdW50LnByb3RvEhBjb250YWluZXJkLnR5cGVzIkYKBU1vdW50EgwKBHR5cGUYASABKAkSDgoGc291cmNlGAIgASgJEg4KBnRhcmdldBgDIAEoCRIPCgdvcHRpb25zGAQgAygJYgZwcm90bzM");
+  fileDesc("Chxjb250YWluZXJkL3R5cGVzL21vdW50LnByb3RvEhBjb250YWluZXJkLnR5cGVzIkYKBU1vdW50EgwKBHR5cGUYASABKAkSDgoGc291cmNlGAIgASgJEg4KBnRhcmdldBgDIAEoCRIPCgdvcHRpb25zGAQgAygJIrYBCgpEZXNjcmlwdG9yEhIKCm1lZGlhX3R5cGUYASABKAkSDgoGZGlnZXN0GAIgASgJEgwKBHNpemUYAyABKAMSQgoLYW5ub3RhdGlvbnMYBSADKAsyLS5jb250YWluZXJkLnR5cGVzLkRlc2NyaXB0b3IuQW5ub3RhdGlvbnNFbnRyeRoyChBBbm5vdGF0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFiBnByb3RvMw");
 
 /**
  * @generated from message containerd.types.Mount
@@ -46,4 +46,40 @@ export type Mount = Message<"containerd.types.Mount"> & {
  */
 export const MountSchema: GenMessage<Mount> = /*@__PURE__*/
   messageDesc(file_containerd_types_mount, 0);
+
+/**
+ * An OCI content descriptor as containerd's services carry it (an image's
+ * target). Kept in this file: Kiln exports one module per proto package.
+ * Field 4 is unused on the wire.
+ *
+ * @generated from message containerd.types.Descriptor
+ */
+export type Descriptor = Message<"containerd.types.Descriptor"> & {
+  /**
+   * @generated from field: string media_type = 1;
+   */
+  mediaType: string;
+
+  /**
+   * @generated from field: string digest = 2;
+   */
+  digest: string;
+
+  /**
+   * @generated from field: int64 size = 3;
+   */
+  size: bigint;
+
+  /**
+   * @generated from field: map<string, string> annotations = 5;
+   */
+  annotations: { [key: string]: string };
+};
+
+/**
+ * Describes the message containerd.types.Descriptor.
+ * Use `create(DescriptorSchema)` to create a new message.
+ */
+export const DescriptorSchema: GenMessage<Descriptor> = /*@__PURE__*/
+  messageDesc(file_containerd_types_mount, 1);
 

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file containerd/services/leases/v1/leases.proto.
  */
 export const file_containerd_services_leases_v1_leases: GenFile = /*@__PURE__*/
-  fileDesc("Cipjb250YWluZXJkL3NlcnZpY2VzL2xlYXNlcy92MS9sZWFzZXMucHJvdG8SHWNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxIrQBCgVMZWFzZRIKCgJpZBgBIAEoCRIuCgpjcmVhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJACgZsYWJlbHMYAyADKAsyMC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MZWFzZS5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpQBCg1DcmVhdGVSZXF1ZXN0EgoKAmlkGAEgASgJEkgKBmxhYmVscxgDIAMoCzI4LmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkNyZWF0ZVJlcXVlc3QuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJFCg5DcmVhdGVSZXNwb25zZRIzCgVsZWFzZRgBIAEoCzIkLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkxlYXNlIikKDURlbGV0ZVJlcXVlc3QSCgoCaWQYASABKAkSDAoEc3luYxgCIAEoCCIeCgtMaXN0UmVxdWVzdBIPCgdmaWx0ZXJzGAEgAygJIkQKDExpc3RSZXNwb25zZRI0CgZsZWFzZXMYASADKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MZWFzZTKgAgoGTGVhc2VzEmUKBkNyZWF0ZRIsLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkNyZWF0ZVJlcXVlc3QaLS5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5DcmVhdGVSZXNwb25zZRJOCgZEZWxldGUSLC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5EZWxldGVSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5El8KBExpc3QSKi5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MaXN0UmVxdWVzdBorLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkxpc3RSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
+  fileDesc("Cipjb250YWluZXJkL3NlcnZpY2VzL2xlYXNlcy92MS9sZWFzZXMucHJvdG8SHWNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxIrQBCgVMZWFzZRIKCgJpZBgBIAEoCRIuCgpjcmVhdGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJACgZsYWJlbHMYAyADKAsyMC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MZWFzZS5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpQBCg1DcmVhdGVSZXF1ZXN0EgoKAmlkGAEgASgJEkgKBmxhYmVscxgDIAMoCzI4LmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkNyZWF0ZVJlcXVlc3QuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJFCg5DcmVhdGVSZXNwb25zZRIzCgVsZWFzZRgBIAEoCzIkLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkxlYXNlIikKDURlbGV0ZVJlcXVlc3QSCgoCaWQYASABKAkSDAoEc3luYxgCIAEoCCIeCgtMaXN0UmVxdWVzdBIPCgdmaWx0ZXJzGAEgAygJIkQKDExpc3RSZXNwb25zZRI0CgZsZWFzZXMYASADKAsyJC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MZWFzZSIkCghSZXNvdXJjZRIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJIlsKEkFkZFJlc291cmNlUmVxdWVzdBIKCgJpZBgBIAEoCRI5CghyZXNvdXJjZRgCIAEoCzInLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLlJlc291cmNlIl4KFURlbGV0ZVJlc291cmNlUmVxdWVzdBIKCgJpZBgBIAEoCRI5CghyZXNvdXJjZRgCIAEoCzInLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLlJlc291cmNlIiIKFExpc3RSZXNvdXJjZXNSZXF1ZXN0EgoKAmlkGAEgASgJIlMKFUxpc3RSZXNvdXJjZXNSZXNwb25zZRI6CglyZXNvdXJjZXMYASADKAsyJy5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5SZXNvdXJjZTLWBAoGTGVhc2VzEmUKBkNyZWF0ZRIsLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkNyZWF0ZVJlcXVlc3QaLS5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5DcmVhdGVSZXNwb25zZRJOCgZEZWxldGUSLC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5EZWxldGVSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5El8KBExpc3QSKi5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MaXN0UmVxdWVzdBorLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkxpc3RSZXNwb25zZRJYCgtBZGRSZXNvdXJjZRIxLmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkFkZFJlc291cmNlUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJeCg5EZWxldGVSZXNvdXJjZRI0LmNvbnRhaW5lcmQuc2VydmljZXMubGVhc2VzLnYxLkRlbGV0ZVJlc291cmNlUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJ6Cg1MaXN0UmVzb3VyY2VzEjMuY29udGFpbmVyZC5zZXJ2aWNlcy5sZWFzZXMudjEuTGlzdFJlc291cmNlc1JlcXVlc3QaNC5jb250YWluZXJkLnNlcnZpY2VzLmxlYXNlcy52MS5MaXN0UmVzb3VyY2VzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message containerd.services.leases.v1.Lease
@@ -143,6 +143,109 @@ export const ListResponseSchema: GenMessage<ListResponse> = /*@__PURE__*/
   messageDesc(file_containerd_services_leases_v1_leases, 5);
 
 /**
+ * What a lease holds: `type` is "content", "snapshots/<snapshotter>" or
+ * "ingests"; `id` a digest, snapshot key or ingest ref.
+ *
+ * @generated from message containerd.services.leases.v1.Resource
+ */
+export type Resource = Message<"containerd.services.leases.v1.Resource"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string type = 2;
+   */
+  type: string;
+};
+
+/**
+ * Describes the message containerd.services.leases.v1.Resource.
+ * Use `create(ResourceSchema)` to create a new message.
+ */
+export const ResourceSchema: GenMessage<Resource> = /*@__PURE__*/
+  messageDesc(file_containerd_services_leases_v1_leases, 6);
+
+/**
+ * @generated from message containerd.services.leases.v1.AddResourceRequest
+ */
+export type AddResourceRequest = Message<"containerd.services.leases.v1.AddResourceRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: containerd.services.leases.v1.Resource resource = 2;
+   */
+  resource?: Resource | undefined;
+};
+
+/**
+ * Describes the message containerd.services.leases.v1.AddResourceRequest.
+ * Use `create(AddResourceRequestSchema)` to create a new message.
+ */
+export const AddResourceRequestSchema: GenMessage<AddResourceRequest> = /*@__PURE__*/
+  messageDesc(file_containerd_services_leases_v1_leases, 7);
+
+/**
+ * @generated from message containerd.services.leases.v1.DeleteResourceRequest
+ */
+export type DeleteResourceRequest = Message<"containerd.services.leases.v1.DeleteResourceRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: containerd.services.leases.v1.Resource resource = 2;
+   */
+  resource?: Resource | undefined;
+};
+
+/**
+ * Describes the message containerd.services.leases.v1.DeleteResourceRequest.
+ * Use `create(DeleteResourceRequestSchema)` to create a new message.
+ */
+export const DeleteResourceRequestSchema: GenMessage<DeleteResourceRequest> = /*@__PURE__*/
+  messageDesc(file_containerd_services_leases_v1_leases, 8);
+
+/**
+ * @generated from message containerd.services.leases.v1.ListResourcesRequest
+ */
+export type ListResourcesRequest = Message<"containerd.services.leases.v1.ListResourcesRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message containerd.services.leases.v1.ListResourcesRequest.
+ * Use `create(ListResourcesRequestSchema)` to create a new message.
+ */
+export const ListResourcesRequestSchema: GenMessage<ListResourcesRequest> = /*@__PURE__*/
+  messageDesc(file_containerd_services_leases_v1_leases, 9);
+
+/**
+ * @generated from message containerd.services.leases.v1.ListResourcesResponse
+ */
+export type ListResourcesResponse = Message<"containerd.services.leases.v1.ListResourcesResponse"> & {
+  /**
+   * @generated from field: repeated containerd.services.leases.v1.Resource resources = 1;
+   */
+  resources: Resource[];
+};
+
+/**
+ * Describes the message containerd.services.leases.v1.ListResourcesResponse.
+ * Use `create(ListResourcesResponseSchema)` to create a new message.
+ */
+export const ListResourcesResponseSchema: GenMessage<ListResourcesResponse> = /*@__PURE__*/
+  messageDesc(file_containerd_services_leases_v1_leases, 10);
+
+/**
  * @generated from service containerd.services.leases.v1.Leases
  */
 export const Leases: GenService<{
@@ -169,6 +272,30 @@ export const Leases: GenService<{
     methodKind: "unary";
     input: typeof ListRequestSchema;
     output: typeof ListResponseSchema;
+  },
+  /**
+   * @generated from rpc containerd.services.leases.v1.Leases.AddResource
+   */
+  addResource: {
+    methodKind: "unary";
+    input: typeof AddResourceRequestSchema;
+    output: typeof EmptySchema;
+  },
+  /**
+   * @generated from rpc containerd.services.leases.v1.Leases.DeleteResource
+   */
+  deleteResource: {
+    methodKind: "unary";
+    input: typeof DeleteResourceRequestSchema;
+    output: typeof EmptySchema;
+  },
+  /**
+   * @generated from rpc containerd.services.leases.v1.Leases.ListResources
+   */
+  listResources: {
+    methodKind: "unary";
+    input: typeof ListResourcesRequestSchema;
+    output: typeof ListResourcesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_containerd_services_leases_v1_leases, 0);
