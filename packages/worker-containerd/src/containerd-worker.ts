@@ -1,7 +1,9 @@
 import path from 'node:path';
 import { createBackendWorker, type BackendWorkerOptions, type Worker } from '@kiln/worker';
 import { createContainerdClient } from './containerd/client.js';
+import { createRegistryClient } from '@kiln/registry';
 import { createContainerdExecutor } from './containerd/containerd-executor.js';
+import { ImageRecorder } from './containerd/image-recorder.js';
 
 /** containerd's socket where Debian's package (and Kubernetes nodes) run it. */
 export const DEFAULT_CONTAINERD_ADDRESS = '/run/containerd/containerd.sock';
@@ -24,7 +26,10 @@ export function createContainerdWorker(options: ContainerdWorkerOptions): Worker
   const { containerdAddress, containerdNamespace, ...rest } = options;
   const client = createContainerdClient({ address: containerdAddress ?? DEFAULT_CONTAINERD_ADDRESS, namespace: containerdNamespace });
   const executor = createContainerdExecutor({ client, stateDir: path.join(options.root, 'containerd'), owner: path.resolve(options.root), logger: options.logger });
-  const worker = createBackendWorker(rest, 'containerd', executor, 'containerd');
+  // Pulled images land in containerd's content store and image list too (`ctr -n kiln images ls`).
+  const images = new ImageRecorder({ client, owner: path.resolve(options.root), logger: options.logger });
+  const registry = images.wrap(rest.registry ?? createRegistryClient({}));
+  const worker = createBackendWorker({ ...rest, registry }, 'containerd', executor, 'containerd');
   const close = worker.close.bind(worker);
   worker.close = async () => {
     try {
