@@ -1,6 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { CanceledError, InvalidArgumentError, KilnError, sleep, type ErrorCode } from '@kiln/common';
 import { AuthCache, Authorizer, parseChallenges } from './auth.js';
+import { registryFetch } from './http-fetch.js';
 import { chainCredentials, credentialsKey, type CredentialStore } from './credentials.js';
 import { baseMediaType, isManifestType, MANIFEST_TYPES, parseManifest, type Descriptor } from './media.js';
 import { formatReference, type Reference } from './reference.js';
@@ -43,7 +44,7 @@ export interface RegistryClientOptions {
   userAgent?: string;
   /** Called before each retry (progress, logs). */
   onRetry?: (event: RetryEvent) => void;
-  /** The fetch implementation; default the global one (tests inject). */
+  /** The fetch implementation; default `registryFetch` (the global one, node:http on fetch's bad ports; tests inject). */
   fetch?: typeof globalThis.fetch;
   /** Clock for token expiry; default Date.now (tests inject). */
   now?: () => number;
@@ -118,7 +119,7 @@ export class HttpRegistryClient implements RegistryClient {
   ) {
     this.retry = { ...DEFAULT_RETRY, ...options.retry };
     if (this.retry.attempts < 1) this.retry.attempts = 1;
-    this.fetchImpl = options.fetch ?? globalThis.fetch;
+    this.fetchImpl = options.fetch ?? registryFetch;
     this.now = options.now ?? Date.now;
     this.userAgent = options.userAgent ?? 'kiln';
     this.maxManifestBytes = options.maxManifestBytes ?? DEFAULT_MAX_MANIFEST;

@@ -59,3 +59,4 @@ export {
   type LayoutReader,
   type ResolvedLayoutImage,
 } from './oci-layout.js';
+export { FETCH_BAD_PORTS, nodeHttpFetch, registryFetch } from './http-fetch.js';

@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { get as httpGet } from 'node:http';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,8 @@ export interface StartRegistryOptions {
   binary?: string;
   /** How long to wait for the registry to answer on /v2/; default 10000. */
   startTimeoutMs?: number;
+  /** Listen on the first of these ports that is free (e.g. ports fetch refuses); default any free port. */
+  ports?: readonly number[];
 }
 
 /** A distribution registry child process on 127.0.0.1 with filesystem storage, owned by the test that started it. */
@@ -84,14 +87,16 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
   const binary = opts.binary ?? findRegistry();
   if (!binary) throw new Error('failed to start the registry: binary not found (install Debian package docker-registry or set KILN_REGISTRY)');
   const startTimeoutMs = opts.startTimeoutMs ?? 10_000;
+  const wanted = opts.ports ? [...opts.ports] : undefined;
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
+    const port = wanted ? wanted.shift() : await freePort();
+    if (port === undefined) throw new PortInUseError(`failed to start the registry: ports ${opts.ports!.join(', ')} are all in use`);
     const dir = await mkdtemp(join(tmpdir(), 'kiln-registry-'));
     try {
       return await launch(binary, port, dir, opts, startTimeoutMs);
     } catch (err) {
       await rm(dir, { recursive: true, force: true });
-      if (attempt < 5 && err instanceof PortInUseError) continue;
+      if ((wanted ? wanted.length > 0 : attempt < 5) && err instanceof PortInUseError) continue;
       throw err;
     }
   }
@@ -161,9 +166,9 @@ async function launch(binary: string, port: number, dir: string, opts: StartRegi
       if (exitedEarly) throw exitedEarly;
       if (Date.now() > deadline) throw new Error(`failed to start the registry: /v2/ not answering within ${startTimeoutMs} ms\n${log.join('\n')}`);
       try {
-        const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
-        await res.body?.cancel();
-        if (res.status === 200 || res.status === 401) break;
+        // node:http, not fetch: the port may be one fetch refuses.
+        const status = await httpStatus(`${url}/v2/`, 1000);
+        if (status === 200 || status === 401) break;
       } catch {
         // not listening yet
       }
@@ -182,4 +187,16 @@ async function launch(binary: string, port: number, dir: string, opts: StartRegi
     stop,
     [Symbol.asyncDispose]: stop,
   };
+}
+
+/** The status of a GET of `url` (node:http, which connects to any port). */
+function httpStatus(url: string, timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpGet(url, { timeout: timeoutMs }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.once('timeout', () => req.destroy(new Error('timeout')));
+    req.once('error', reject);
+  });
 }
