@@ -28,6 +28,18 @@ function daemonPid(root: string): number {
   throw new Error(`no daemon for ${root}`);
 }
 
+/** Whether a process runs with exactly this command line (the step of the crash case). */
+function running(argv: string[]): boolean {
+  for (const entry of readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8') === `${argv.join('\0')}\0`) return true;
+    } catch {
+      // gone
+    }
+  }
+  return false;
+}
+
 /** A DNS server answering A queries for `name` with `ip` and NXDOMAIN for anything else; records the names asked. */
 function startDns(host: string, name: string, ip: string): Promise<{ socket: Socket; asked: string[] }> {
   const asked: string[] = [];
@@ -87,6 +99,19 @@ describe('RUN networking like BuildKit (CNI bridge per daemon) [topology=all-in-
     };
   }
 
+  /** Ready namespaces the daemon keeps (`[worker.network] pool-size`). */
+  const POOL = 2;
+
+  /** Nothing is left but the pool's ready namespaces: at most POOL, each with exactly its IP, veth and NAT jump. */
+  function expectOnlyPool(l = leftovers()) {
+    expect(l.netns.length).toBeLessThanOrEqual(POOL);
+    expect(l.ips).toHaveLength(l.netns.length);
+    expect(l.rules).toHaveLength(l.netns.length);
+    expect(l.veths === '' ? 0 : l.veths.split('\n').length).toBe(l.netns.length);
+  }
+
+  const attaches = () => daemon.logs().split('step network attached').length - 1;
+
   const build = (ctx: string, extra: string[] = []) => runKiln(['build', '--addr', daemon.addr, '--progress=plain', ...extra, '-o', `type=local,dest=${join(ctx, 'out')}`, ctx]);
 
   function context(name: string, steps: string[]): string {
@@ -113,7 +138,7 @@ describe('RUN networking like BuildKit (CNI bridge per daemon) [topology=all-in-
     dns = await startDns(net.gateway, 'files.kiln.test', net.gateway);
     // The steps' resolver: this test's DNS server (a loopback line shows the filtering).
     writeFileSync(join(dir, 'resolv.conf'), `nameserver 127.0.0.53\nnameserver ${net.gateway}\nsearch kiln.test\n`);
-    writeFileSync(join(dir, 'kilnd.toml'), `[worker.network]\nresolv-conf = "${join(dir, 'resolv.conf')}"\n`);
+    writeFileSync(join(dir, 'kilnd.toml'), `[worker.network]\nresolv-conf = "${join(dir, 'resolv.conf')}"\npool-size = ${POOL}\n`);
     args = ['--config', join(dir, 'kilnd.toml'), '--allow-insecure-entitlement', 'network.host', ...net.args];
     daemon = await startKilnd({ worker: 'oci', root, args });
   }, 60_000);
@@ -145,7 +170,7 @@ describe('RUN networking like BuildKit (CNI bridge per daemon) [topology=all-in-
     expect(dns.asked).toContain('files.kiln.test');
     expect(out('none.txt')).toBe('unreachable\n');
     expect(out('none-net.txt').trim()).toBe('lo');
-    expect(leftovers()).toEqual({ netns: [], ips: [], rules: [], veths: '' });
+    expectOnlyPool();
   }, 60_000);
 
   it('--add-host NAME=host-gateway maps NAME to the bridge gateway on the step network (the step reaches the host by it) and to a host address in the host network', async () => {
@@ -164,45 +189,46 @@ describe('RUN networking like BuildKit (CNI bridge per daemon) [topology=all-in-
     expect(hostIps).toContain(ip);
   }, 60_000);
 
-  it('20 RUN steps in a row leave no namespace, veth, IP allocation or NAT rule behind', async () => {
-    const steps = Array.from({ length: 20 }, (_, i) => `RUN echo ${i} >> /steps.txt`);
+  it('20 RUN steps in a row reuse the pooled namespaces and leave nothing but the pool behind', async () => {
+    // Each step prints its address: a reused namespace keeps the one CNI gave it.
+    const steps = Array.from({ length: 20 }, (_, i) => `RUN echo ${i} $(ip -o -4 addr show eth0 | wc -l) >> /steps.txt`);
     const ctx = context('leak', steps);
+    const before = attaches();
     const t0 = performance.now();
     const res = await build(ctx);
     expect(res.code, `${res.stderr}\n${daemon.logs().slice(-4000)}`).toBe(0);
     console.log(`20 RUN steps on the CNI network: ${Math.round(performance.now() - t0)} ms`);
-    expect(readFileSync(join(ctx, 'out', 'steps.txt'), 'utf8').split('\n').filter(Boolean)).toHaveLength(20);
-    expect(leftovers()).toEqual({ netns: [], ips: [], rules: [], veths: '' });
+    expect(readFileSync(join(ctx, 'out', 'steps.txt'), 'utf8').split('\n').filter(Boolean)).toEqual(Array.from({ length: 20 }, (_, i) => `${i} 1`));
+    // The pool was filled by the first test's steps: no step here waited for a new namespace.
+    expect(attaches() - before).toBeLessThanOrEqual(POOL);
+    expectOnlyPool();
   }, 120_000);
 
   it("a killed daemon's step networks are reaped when it restarts", async () => {
     const ctx = context('killed', ['RUN ["/bin/busybox", "sh", "-c", "echo x > /x; exec /bin/busybox sleep 30"]']);
     const client = spawn(kilnBin(), ['build', '--addr', daemon.addr, '--progress=plain', ctx], { stdio: 'ignore' });
-    // The long sleep step (not the short install step before it, nor a step whose NAT rule the bridge
-    // plugin has not added yet) is running once its whole network has stayed up for a second.
-    const wired = () => {
-      const l = leftovers();
-      return l.veths !== '' && l.netns.length === 1 && l.ips.length === 1 && l.rules.length > 0;
-    };
-    for (let i = 0, stable = 0; i < 600 && stable < 10; i++) {
-      stable = wired() ? stable + 1 : 0;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    // The long sleep step runs in a pooled (wired) namespace.
+    for (let i = 0; i < 600 && !running(['/bin/busybox', 'sleep', '30']); i++) await new Promise((r) => setTimeout(r, 100));
     const during = leftovers();
-    expect(during.netns).toHaveLength(1);
-    expect(during.ips).toHaveLength(1);
-    expect(during.rules.length).toBeGreaterThan(0);
+    expect(during.netns.length).toBeGreaterThanOrEqual(1);
+    expect(during.ips).toHaveLength(during.netns.length);
+    expect(during.rules).toHaveLength(during.netns.length);
     const pid = daemonPid(root);
     process.kill(pid, 'SIGKILL');
     client.kill('SIGKILL');
     for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 50));
     rmSync(join(root, 'kiln.sock'), { force: true });
-    expect(leftovers().netns).toHaveLength(1); // the crash left them
+    expect(leftovers().netns).toEqual(during.netns); // the crash left them
 
     daemon = await startKilnd({ worker: 'oci', root, args });
     // The restart reaps before it runs anything: a build proves reaping is done.
     const next = await build(context('after', ['RUN true']));
     expect(next.code, next.stderr).toBe(0);
+    const after = leftovers();
+    expectOnlyPool(after);
+    expect(after.netns.filter((n) => during.netns.includes(n))).toEqual([]); // the crashed ones went, pooled or not
+    // A daemon that stops tears its pool down.
+    await daemon.stop();
     expect(leftovers()).toEqual({ netns: [], ips: [], rules: [], veths: '' });
   }, 120_000);
 });

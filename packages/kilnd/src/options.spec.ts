@@ -84,15 +84,17 @@ describe('compileDaemonOptions', () => {
   it('takes the step network from [worker.network] (default cni on kiln0) or the --network-* flags, naming a bad key', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kilnd-opts-'));
     expect(compileDaemonOptions([], env).network).toEqual({ mode: 'cni' });
-    writeFileSync(join(dir, 'n.toml'), '[worker]\nbackend = "containerd"\n[worker.network]\nmode = "host"\nbridge = "kb1"\nsubnet = "10.99.0.0/24"\ncni-plugin-dir = "/opt/cni/bin"\nresolv-conf = "/etc/kiln-resolv.conf"\n');
+    writeFileSync(join(dir, 'n.toml'), '[worker]\nbackend = "containerd"\n[worker.network]\nmode = "host"\nbridge = "kb1"\nsubnet = "10.99.0.0/24"\ncni-plugin-dir = "/opt/cni/bin"\nresolv-conf = "/etc/kiln-resolv.conf"\npool-size = 8\n');
     expect(compileDaemonOptions(['--config', join(dir, 'n.toml')], env)).toMatchObject({
       worker: 'containerd',
-      network: { mode: 'host', bridge: 'kb1', subnet: '10.99.0.0/24', cniPluginDir: '/opt/cni/bin', resolvConf: '/etc/kiln-resolv.conf' },
+      network: { mode: 'host', bridge: 'kb1', subnet: '10.99.0.0/24', cniPluginDir: '/opt/cni/bin', resolvConf: '/etc/kiln-resolv.conf', poolSize: 8 },
     });
     expect(compileDaemonOptions(['--config', join(dir, 'n.toml'), '--network-mode', 'none', '--network-bridge', 'kb2'], env).network).toMatchObject({ mode: 'none', bridge: 'kb2' });
     expect(() => compileDaemonOptions(['--network-mode', 'bridge'], env)).toThrow(expect.objectContaining({ message: expect.stringMatching(/unknown network mode "bridge"/), details: { field: '--network-mode' } }));
     writeFileSync(join(dir, 'bad.toml'), '[worker.network]\nbrige = "x"\n');
     expect(() => compileDaemonOptions(['--config', join(dir, 'bad.toml')], env)).toThrow(/unknown key worker.network.brige/);
+    writeFileSync(join(dir, 'pool.toml'), '[worker.network]\npool-size = "4"\n');
+    expect(() => compileDaemonOptions(['--config', join(dir, 'pool.toml')], env)).toThrow(expect.objectContaining({ details: { field: 'worker.network.pool-size' } }));
   });
 
   it('takes worker labels from the config table and repeated --worker-label flags (flags win; kiln.* reserved)', () => {

@@ -95,7 +95,7 @@ interface ConfigFile {
   tier?: string;
   id?: string;
   'max-parallelism'?: number;
-  /** The backend name, or a `[worker]` table: `backend`, `[worker.network]` (`mode`, `bridge`, `subnet`, `cni-plugin-dir`, `resolv-conf`). */
+  /** The backend name, or a `[worker]` table: `backend`, `[worker.network]` (`mode`, `bridge`, `subnet`, `cni-plugin-dir`, `resolv-conf`, `pool-size`). */
   worker?: string | { backend?: unknown; network?: Record<string, unknown> };
   'containerd-address'?: string;
   /** `entitlements = ["network.host", "security.insecure"]`. */
@@ -206,7 +206,11 @@ function compileNetworkConfig(flags: Map<string, string>, raw: unknown): Network
   if (raw !== undefined && (typeof raw !== 'object' || raw === null || Array.isArray(raw))) throw new InvalidArgumentError('worker.network must be a table', 'worker.network');
   const table = (raw ?? {}) as Record<string, unknown>;
   for (const k of Object.keys(table)) {
-    if (!['mode', 'bridge', 'subnet', 'cni-plugin-dir', 'resolv-conf'].includes(k)) throw new InvalidArgumentError(`unknown key worker.network.${k} (mode, bridge, subnet, cni-plugin-dir, resolv-conf)`, `worker.network.${k}`);
+    if (!['mode', 'bridge', 'subnet', 'cni-plugin-dir', 'resolv-conf', 'pool-size'].includes(k)) throw new InvalidArgumentError(`unknown key worker.network.${k} (mode, bridge, subnet, cni-plugin-dir, resolv-conf, pool-size)`, `worker.network.${k}`);
+    if (k === 'pool-size') {
+      if (!Number.isInteger(table[k]) || (table[k] as number) < 0) throw new InvalidArgumentError('worker.network.pool-size must be a whole number (0: no pool)', 'worker.network.pool-size');
+      continue;
+    }
     if (typeof table[k] !== 'string') throw new InvalidArgumentError(`worker.network.${k} must be a string`, `worker.network.${k}`);
   }
   const mode = flags.get('network-mode') ?? (table.mode as string | undefined) ?? 'cni';
@@ -217,12 +221,14 @@ function compileNetworkConfig(flags: Map<string, string>, raw: unknown): Network
   const subnet = flags.get('network-subnet') ?? (table.subnet as string | undefined);
   const cniPluginDir = table['cni-plugin-dir'] as string | undefined;
   const resolvConf = table['resolv-conf'] as string | undefined;
+  const poolSize = table['pool-size'] as number | undefined;
   return {
     mode: mode as NetworkOptions['mode'],
     ...(bridge !== undefined ? { bridge } : {}),
     ...(subnet !== undefined ? { subnet } : {}),
     ...(cniPluginDir !== undefined ? { cniPluginDir } : {}),
     ...(resolvConf !== undefined ? { resolvConf: resolve(resolvConf) } : {}),
+    ...(poolSize !== undefined ? { poolSize } : {}),
   };
 }
 

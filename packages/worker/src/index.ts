@@ -31,4 +31,4 @@ export { openRetainedRefs, type RetainedRefs } from './retained-refs.js';
 export { DEFAULT_CAPABILITIES, ociSpec, privilegedCapabilities, serializeOciSpec, STANDARD_MOUNTS, type OciMount } from './exec/oci/oci-spec.js';
 export { DENIED_SYSCALLS, defaultSeccompProfile } from './exec/oci/seccomp.js';
 export { missingMountPoints, removeMountPointStubs } from './exec/oci/mount-stubs.js';
-export { DEFAULT_BRIDGE, DEFAULT_CNI_PLUGIN_DIR, DEFAULT_SUBNET, NETWORK_MODES, type NetworkMode, type NetworkOptions } from './network/options.js';
+export { DEFAULT_BRIDGE, DEFAULT_CNI_PLUGIN_DIR, DEFAULT_POOL_SIZE, DEFAULT_SUBNET, NETWORK_MODES, type NetworkMode, type NetworkOptions } from './network/options.js';

@@ -27,12 +27,19 @@ export interface NetworkOptions {
    * names its stub resolver).
    */
   resolvConf?: string;
+  /**
+   * Wired namespaces kept ready for steps (mode "cni"; see NetnsPool).
+   * Default DEFAULT_POOL_SIZE; 0 makes and removes one per step.
+   */
+  poolSize?: number;
 }
 
 export const DEFAULT_BRIDGE = 'kiln0';
 /** Far from Docker's 172.17/16, Podman's 10.88/16 and BuildKit's 10.10/16. */
 export const DEFAULT_SUBNET = '10.213.0.0/16';
 export const DEFAULT_CNI_PLUGIN_DIR = '/usr/lib/cni';
+/** Enough for a few parallel stages; a longer burst makes more, and those above the size go after use. */
+export const DEFAULT_POOL_SIZE = 4;
 /** Plugins mode "cni" runs. */
 export const CNI_PLUGINS = ['bridge', 'host-local', 'loopback'] as const;
 
@@ -44,6 +51,7 @@ export interface CompiledNetworkOptions {
   gateway: string;
   cniPluginDir: string;
   resolvConf?: string;
+  poolSize: number;
 }
 
 /** Validates and defaults NetworkOptions (default mode "none": a library user opts in to CNI); throws InvalidArgumentError naming the field. */
@@ -56,6 +64,8 @@ export function compileNetworkOptions(options: NetworkOptions | undefined): Comp
   const subnet = options?.subnet ?? DEFAULT_SUBNET;
   const gateway = gatewayOf(subnet);
   const cniPluginDir = options?.cniPluginDir ?? DEFAULT_CNI_PLUGIN_DIR;
+  const poolSize = options?.poolSize ?? DEFAULT_POOL_SIZE;
+  if (!Number.isInteger(poolSize) || poolSize < 0 || poolSize > 256) throw new InvalidArgumentError(`invalid network pool size ${String(poolSize)} (an integer from 0 to 256)`, 'network.pool-size');
   if (mode === 'cni') {
     const missing = CNI_PLUGINS.filter((p) => !existsSync(path.join(cniPluginDir, p)));
     if (missing.length > 0) {
@@ -65,7 +75,7 @@ export function compileNetworkOptions(options: NetworkOptions | undefined): Comp
       );
     }
   }
-  return { mode, bridge, subnet, gateway, cniPluginDir, ...(options?.resolvConf ? { resolvConf: options.resolvConf } : {}) };
+  return { mode, bridge, subnet, gateway, cniPluginDir, poolSize, ...(options?.resolvConf ? { resolvConf: options.resolvConf } : {}) };
 }
 
 /** The first host address of an IPv4 CIDR with room for a gateway and steps (prefix 8..29). */

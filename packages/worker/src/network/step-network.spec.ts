@@ -58,7 +58,7 @@ describe.runIf(canRunCni)('CNI step networks (real bridge, host-local, loopback 
     await rm(root, { recursive: true, force: true });
   });
 
-  const provider = () => new NetworkProvider(compileNetworkOptions({ mode: 'cni', bridge: net.bridge, subnet: net.subnet }), root, silentLogger());
+  const provider = (poolSize = 0) => new NetworkProvider(compileNetworkOptions({ mode: 'cni', bridge: net.bridge, subnet: net.subnet, poolSize }), root, silentLogger());
 
   /** What a step network can leave on the host: namespaces, veths on the bridge, IP allocations, NAT rules. */
   function leftovers(p: NetworkProvider) {
@@ -123,5 +123,50 @@ describe.runIf(canRunCni)('CNI step networks (real bridge, host-local, loopback 
     await restarted.reapStale();
     expect(leftovers(restarted)).toEqual({ netns: [], ips: [], rules: [], veths: '' });
     await restarted.close();
+  });
+
+  it('a pool hands a reusable namespace to the next step, tears down the rest, keeps at most its size and empties on close', async () => {
+    const p = provider(2);
+    await p.reapStale();
+    const first = await p.forStep('default');
+    await p.settled();
+    expect(p.pooled).toBe(1); // filled in the background up to 2 with the one in use
+    await first.release({ reusable: true });
+    expect(p.pooled).toBe(2);
+    const again = await p.forStep('default');
+    expect(again.networkNamespace).toBe(first.networkNamespace);
+    const inside = execFileSync('nsenter', [`--net=${again.networkNamespace}`, 'ip', '-o', '-4', 'addr', 'show', 'eth0'], { encoding: 'utf8' });
+    expect(inside).toContain(net.subnet.replace('0/24', ''));
+
+    // Not reusable (a failed, canceled or insecure step): torn down, and a fresh one takes its place.
+    await again.release({ reusable: false });
+    await p.settled();
+    expect(leftovers(p).netns).not.toContain(path.basename(again.networkNamespace!));
+    expect(p.pooled).toBe(2);
+
+    // A burst of 5 parallel steps: 3 are made on demand; afterwards only 2 stay.
+    const burst = await Promise.all(Array.from({ length: 5 }, () => p.forStep('default')));
+    expect(new Set(burst.map((b) => b.networkNamespace)).size).toBe(5);
+    await Promise.all(burst.map((b) => b.release({ reusable: true })));
+    await p.settled();
+    const left = leftovers(p);
+    expect(p.pooled).toBe(2);
+    expect(left.netns).toHaveLength(2);
+    expect(left.ips).toHaveLength(2);
+    expect(left.veths.split('\n')).toHaveLength(2);
+
+    // A killed worker's pooled namespaces are reaped like in-use ones.
+    const restarted = provider(2);
+    await restarted.reapStale();
+    expect(leftovers(restarted)).toEqual({ netns: [], ips: [], rules: [], veths: '' });
+    await restarted.close();
+
+    // close tears the pool down.
+    const q = provider(2);
+    await (await q.forStep('default')).release({ reusable: true });
+    await q.settled();
+    expect(leftovers(q).netns).toHaveLength(2);
+    await q.close();
+    expect(leftovers(q)).toEqual({ netns: [], ips: [], rules: [], veths: '' });
   });
 });

@@ -6,6 +6,7 @@ import { execLight, type Logger } from '@kiln/common';
 import { invokeCni } from './cni.js';
 import { sweepMasqueradeRules } from './iptables-sweep.js';
 import { createNetns, removeNetns } from './netns.js';
+import { NetnsPool } from './netns-pool.js';
 import type { CompiledNetworkOptions } from './options.js';
 import { resolvConfFor } from './resolv-conf.js';
 
@@ -21,8 +22,14 @@ export interface StepNetwork {
    * own address).
    */
   hostGateway: string;
-  /** Undoes the setup (CNI DEL, namespace removed); never rejects. Call once, after the process is gone. */
-  release(): Promise<void>;
+  /**
+   * Gives the network back; never rejects. Call once, after the process is
+   * gone. `reusable`: the step ended with all its processes gone and without
+   * CAP_NET_ADMIN, so a pooled namespace may serve the next step (see
+   * NetnsPool); otherwise it is torn down (CNI DEL, namespace removed). The
+   * promise resolves when that is done; callers need not wait for it.
+   */
+  release(outcome?: { reusable?: boolean }): Promise<void>;
 }
 
 /** What a step asked for: RUN --network=default|host|none (LLB NetMode). */
@@ -52,6 +59,8 @@ export class NetworkProvider {
   private readonly tag: string;
   /** The CNI network name: in iptables comments and the IPAM data dir. */
   readonly networkName: string;
+  /** Ready namespaces (mode "cni"). */
+  private readonly pool: NetnsPool<StepRecord>;
 
   constructor(
     readonly options: CompiledNetworkOptions,
@@ -61,6 +70,7 @@ export class NetworkProvider {
     this.dir = path.join(stateDir, 'net');
     this.tag = createHash('sha256').update(path.resolve(stateDir)).digest('hex').slice(0, 8);
     this.networkName = `kiln-${this.tag}`;
+    this.pool = new NetnsPool(options.poolSize, () => this.attach(), (record) => this.detach(record), logger);
   }
 
   get netnsDir(): string {
@@ -82,17 +92,17 @@ export class NetworkProvider {
     if (mode === 'host') return { network: 'host', resolvConf: await resolvConfFor({ hostNetwork: true, source: this.options.resolvConf }), hostGateway: hostAddress(), release: noop };
     const resolvConf = await resolvConfFor({ hostNetwork: false, source: this.options.resolvConf });
     if (mode === 'none') return { network: request === 'none' ? 'none' : 'sandbox', resolvConf, hostGateway: hostAddress(), release: noop };
-    const record = await this.attach();
+    const record = await this.pool.take();
     let released = false;
     return {
       network: 'sandbox',
       networkNamespace: record.netns,
       resolvConf,
       hostGateway: this.options.gateway,
-      release: async () => {
+      release: async (outcome) => {
         if (released) return;
         released = true;
-        await this.detach(record);
+        await this.pool.put(record, outcome?.reusable === true);
       },
     };
   }
@@ -187,9 +197,20 @@ export class NetworkProvider {
     if (rules > 0 || records.length > 0) this.logger.info({ steps: records.length, rules }, 'reaped stale step networks');
   }
 
-  /** Removes the bridge when no step is attached to it any more (the next step's ADD creates it again). */
+  /** How many wired namespaces wait for steps. */
+  get pooled(): number {
+    return this.pool.ready;
+  }
+
+  /** Resolves when no namespace is being made or torn down in the background. */
+  settled(): Promise<void> {
+    return this.pool.settled();
+  }
+
+  /** Tears the pooled namespaces down, then removes the bridge when no step is attached to it any more (the next step's ADD creates it again). */
   async close(): Promise<void> {
     if (this.options.mode !== 'cni') return;
+    await this.pool.close();
     try {
       const { stdout } = await execLight('ip', ['-o', 'link', 'show', 'master', this.options.bridge]);
       if (stdout.trim() === '') await execLight('ip', ['link', 'delete', this.options.bridge, 'type', 'bridge']);

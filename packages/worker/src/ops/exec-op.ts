@@ -74,6 +74,7 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
   const runFiles = await RunFiles.create(env.stateDir);
   const sshSockets: SshAgentSocket[] = [];
   let stepNetwork: StepNetwork | undefined;
+  let networkReusable = false;
   try {
     const secretOf = async (id: string, optional: boolean): Promise<Uint8Array | undefined> => {
       if (!env.sessions.getSecret) throw new OpFailure(`secret ${id}: this worker's session does not serve secrets`);
@@ -204,6 +205,8 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
         },
         { stdout: log(1), stderr: log(2), signal: ctx.signal },
       );
+      // Its processes are gone (the pid namespace died with its init); without CAP_NET_ADMIN it cannot have rewired the namespace.
+      networkReusable = exec.security !== llb.SecurityMode.INSECURE && !ctx.signal?.aborted;
     } finally {
       release();
     }
@@ -232,7 +235,8 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
   } finally {
     for (const l of leases) l.release();
     for (const sock of sshSockets) await sock.close().catch(() => undefined);
-    await stepNetwork?.release();
+    // Not awaited: a pooled namespace is back at once, a torn-down one goes in the background (the worker's close waits for it).
+    void stepNetwork?.release({ reusable: networkReusable });
     await runFiles.dispose().catch(() => undefined);
     await secretDir?.dispose();
     for (const v of views) await v.release().catch(() => undefined);
