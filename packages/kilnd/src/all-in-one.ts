@@ -19,6 +19,7 @@ import { loadDaemonTls, warnInsecureTcp } from './daemon-tls.js';
 import { createDeferredTransport } from './deferred-transport.js';
 import type { DaemonOptions } from './options.js';
 import { daemonRegistryClient } from './registry-client.js';
+import { startDaemonDashboard } from './dashboard/start-daemon-dashboard.js';
 
 export interface RunningDaemon {
   close(): Promise<void>;
@@ -113,9 +114,11 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
   const pidFile = join(opts.root, 'kilnd.pid');
   mkdirSync(opts.root, { recursive: true });
   writeFileSync(pidFile, `${process.pid}\n`);
+  const dashboard = opts.dashboard ? await startDaemonDashboard(opts.dashboard, createKilnClient(control.ControlService, transport), opts.root, logger) : undefined;
   logger.info({ addr: opts.addr, root: opts.root }, 'kilnd ready (all tiers in one process)');
   return {
     async close() {
+      await dashboard?.close();
       await server.close();
       rmSync(pidFile, { force: true });
       solver.close();

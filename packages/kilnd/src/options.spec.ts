@@ -190,4 +190,15 @@ describe('compileDaemonOptions', () => {
       expect(fieldOf(() => compileDaemonOptions(['--config', file('p.toml', '[nats]\nurl = "nats://h:1"\npassword = "inline"\n')], env))).toBe('nats.password');
     });
   });
+
+  it('takes --dashboard on loopback only, for the process that runs the solver', () => {
+    expect(compileDaemonOptions(['--dashboard', '127.0.0.1:8080'], env).dashboard).toEqual({ kind: 'tcp', host: '127.0.0.1', port: 8080 });
+    expect(compileDaemonOptions(['--dashboard', 'tcp://[::1]:0'], env).dashboard).toEqual({ kind: 'tcp', host: '::1', port: 0 });
+    expect(compileDaemonOptions([], env).dashboard).toBeUndefined();
+    // Guarded by a token, not mTLS: never on an address another host reaches.
+    expect(() => compileDaemonOptions(['--dashboard', '0.0.0.0:8080'], env)).toThrow(/--dashboard must be a loopback address/);
+    expect(() => compileDaemonOptions(['--dashboard', '10.0.0.5:8080'], env)).toThrow(/loopback/);
+    expect(() => compileDaemonOptions(['--dashboard', 'unix:///tmp/d.sock'], env)).toThrow(/loopback/);
+    expect(() => compileDaemonOptions(['--tier', 'worker-oci', '--nats', 'nats://127.0.0.1:4222', '--listen', 'tcp://127.0.0.1:0', '--dashboard', '127.0.0.1:1'], env)).toThrow(/--dashboard is served by the solver/);
+  });
 });

@@ -59,6 +59,8 @@ export interface DaemonOptions {
   tls?: TlsFiles;
   /** Serve plain TCP on a non-loopback address (`--insecure-tcp`); warned about at every start. */
   insecureTcp: boolean;
+  /** `--dashboard 127.0.0.1:PORT`: the read-only web UI (all-in-one or solver tier), loopback only. */
+  dashboard?: Address;
   /** `--group NAME|GID`: the group of the daemon's unix socket (mode 0660); default the daemon's own group. */
   socketGid?: number;
 }
@@ -112,9 +114,11 @@ interface ConfigFile {
   tlscert?: string;
   tlskey?: string;
   'insecure-tcp'?: boolean;
+  /** `dashboard = "127.0.0.1:PORT"`. */
+  dashboard?: string;
 }
 
-export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--nats-user NAME --nats-password-file FILE | --nats-token-file FILE | --nats-nkey-seed-file FILE | --nats-creds FILE] [--nats-tlscacert FILE] [--nats-tlscert FILE --nats-tlskey FILE] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--containerd-address PATH] [--worker-label KEY=VALUE]... [--network-mode cni|host|none] [--network-bridge NAME] [--network-subnet CIDR] [--tlscacert FILE --tlscert FILE --tlskey FILE] [--insecure-tcp] [--group NAME|GID]';
+export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--nats-user NAME --nats-password-file FILE | --nats-token-file FILE | --nats-nkey-seed-file FILE | --nats-creds FILE] [--nats-tlscacert FILE] [--nats-tlscert FILE --nats-tlskey FILE] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--containerd-address PATH] [--worker-label KEY=VALUE]... [--network-mode cni|host|none] [--network-bridge NAME] [--network-subnet CIDR] [--tlscacert FILE --tlscert FILE --tlskey FILE] [--insecure-tcp] [--group NAME|GID] [--dashboard 127.0.0.1:PORT]';
 
 /**
  * Compiles `kiln daemon` flags (over a TOML or YAML config file, flags win)
@@ -133,7 +137,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
       flags.set(name, m[2] ?? 'true');
       continue;
     }
-    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'containerd-address', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label', 'tlscacert', 'tlscert', 'tlskey', 'group', ...NETWORK_FLAGS, ...NATS_FLAGS].includes(name)) {
+    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'containerd-address', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label', 'tlscacert', 'tlscert', 'tlskey', 'group', 'dashboard', ...NETWORK_FLAGS, ...NATS_FLAGS].includes(name)) {
       throw new InvalidArgumentError(`unknown flag --${name}; usage: ${DAEMON_USAGE}`, `--${name}`);
     }
     const value = m[2] ?? argv[++i];
@@ -171,6 +175,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   if (!Number.isInteger(maxParallelExecs) || maxParallelExecs < 1) {
     throw new InvalidArgumentError(`--max-parallel-execs must be a positive integer, got "${mpeRaw}"`, '--max-parallel-execs');
   }
+  const dashboard = compileDashboardAddress(pick('dashboard'), tier);
   const groupRaw = pick('group');
   const socketGid = groupRaw === undefined ? undefined : resolveGroup(groupRaw);
   return {
@@ -178,6 +183,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     root,
     addr,
     ...(socketGid !== undefined ? { socketGid } : {}),
+    ...(dashboard ? { dashboard } : {}),
     listen,
     advertise,
     nats,
@@ -197,6 +203,17 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     tls: compileTlsFiles(pick('tlscacert'), pick('tlscert'), pick('tlskey')),
     insecureTcp: compileInsecureTcp(flags.get('insecure-tcp'), file['insecure-tcp']),
   };
+}
+
+/** `--dashboard [tcp://|http://]HOST:PORT`: served by the process that runs the solver, on loopback only (its access is a token, not mTLS). */
+function compileDashboardAddress(raw: string | undefined, tier: TierName): Address | undefined {
+  if (raw === undefined) return undefined;
+  if (tier !== 'all' && tier !== 'solver') throw new InvalidArgumentError(`--dashboard is served by the solver: give it to the all-in-one daemon or --tier solver, not --tier ${tier}`, '--dashboard');
+  const addr = parseAddress(/^[a-z]+:\/\//.test(raw) ? raw : `tcp://${raw}`, '--dashboard');
+  if (addr.kind !== 'tcp' || !(addr.host === '::1' || /^127\./.test(addr.host))) {
+    throw new InvalidArgumentError(`--dashboard must be a loopback address like 127.0.0.1:PORT, got "${raw}": it is guarded by a token, not by mTLS, so it never listens beyond this host`, '--dashboard');
+  }
+  return addr;
 }
 
 const NETWORK_FLAGS = ['network-mode', 'network-bridge', 'network-subnet'];

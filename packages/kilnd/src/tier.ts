@@ -1,6 +1,6 @@
 import { content, control, exporter, frontend, gateway, session, worker as workerApi } from '@kiln/api';
 import { connectNatsBus, createServiceDirectory, directoryClient, directoryClientById, directoryFrontends, lazyClient, redactUrl, type EventBus } from '@kiln/bus';
-import { DOCKERFILE_FRONTEND, formatAddress, FRONTEND_NAMES_LABEL, parseAddress, proveEndpointRole, serveRoutes, type Address, type Logger, type Routes } from '@kiln/common';
+import { createDirectTransport, createKilnClient, DOCKERFILE_FRONTEND, formatAddress, FRONTEND_NAMES_LABEL, parseAddress, proveEndpointRole, serveRoutes, type Address, type Logger, type Routes } from '@kiln/common';
 import { createContentServiceImpl } from '@kiln/content-store';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
 import { createFrontendServiceImpl } from '@kiln/frontend-gateway';
@@ -16,6 +16,7 @@ import { loadDaemonTls, warnInsecureTcp } from './daemon-tls.js';
 import { openContentTier } from './content-tier.js';
 import type { DaemonOptions } from './options.js';
 import { daemonRegistryClient } from './registry-client.js';
+import { startDaemonDashboard } from './dashboard/start-daemon-dashboard.js';
 
 /** Directory tier names: both worker backends announce as "worker". */
 const ANNOUNCE_AS: Record<string, string> = { 'worker-oci': 'worker', 'worker-containerd': 'worker' };
@@ -93,6 +94,12 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         r.service(session.SessionService, createSessionServiceImpl(sessions));
         r.service(gateway.GatewayService, createGatewayServiceImpl(solver));
       };
+      if (opts.dashboard) {
+        // The dashboard reads this solver's Control service in-process.
+        const controlService = (r: Parameters<Routes>[0]) => r.service(control.ControlService, createControlServiceImpl(solver));
+        const dashboard = await startDaemonDashboard(opts.dashboard, createKilnClient(control.ControlService, createDirectTransport(controlService)), opts.root, log);
+        closers.push(() => dashboard.close());
+      }
       break;
     }
     case 'frontend':

@@ -11,3 +11,4 @@ export { makeClusterCerts, CLUSTER_ROLES, type CertFiles, type ClusterCerts } fr
 export { startTopology, type KilnTopology, type TopologyName } from './topologies.js';
 export { findContainerd, startContainerd, type TestContainerd } from './containerd.js';
 export { testNetwork, removeTestBridge, type TestNetwork } from './network.js';
+export { CHROMIUM, startChromium, type BrowserPage, type Chromium } from './chromium.js';

@@ -468,7 +468,7 @@ export class Solver {
     const filters = parseWorkerFilters(filter, '--filter');
     const workers = (await this.opts.workers.list()).filter((w) => matchesAll(filters, w));
     return create(control.ListWorkersResponseSchema, {
-      record: workers.map((w) => ({ id: w.id, labels: { ...w.labels }, platforms: [...w.platforms], gcPolicy: gcPolicies(this.opts.gcPolicy) })),
+      record: workers.map((w) => ({ id: w.id, labels: { ...w.labels }, platforms: [...w.platforms], gcPolicy: gcPolicies(this.opts.gcPolicy), runningBuilds: this.load.get(w.id) ?? 0 })),
     });
   }
 
