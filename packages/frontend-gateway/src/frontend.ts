@@ -7,6 +7,20 @@ export interface FrontendInputs {
   readFile(dirName: string, path: string, maxBytes?: number): Promise<Uint8Array | undefined>;
   /** Registry credentials the client offers (its ~/.docker/config.json); absent without a session. */
   registryCredentials?: CredentialStore;
+  /** Solves within the build and reads results (the solver's GatewayService); absent where the tier has no gateway client. */
+  gateway?: FrontendGateway;
+}
+
+/**
+ * The part of the solver's GatewayService a built-in frontend uses: a
+ * remote build context (git, http) is fetched by the workers as a step of
+ * the build, and its Dockerfile read from the result.
+ */
+export interface FrontendGateway {
+  /** Solves `definition` as part of the build (its session, cache and progress); the id names the result until the build ends. */
+  solve(definition: llb.Definition, signal?: AbortSignal): Promise<string>;
+  /** Reads a regular file of a result (`length` 0: all of it, up to 16 MiB); undefined when the path does not exist. */
+  readFile(resultId: string, path: string, length?: number, signal?: AbortSignal): Promise<Uint8Array | undefined>;
 }
 
 export interface FrontendRequest {

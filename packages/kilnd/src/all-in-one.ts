@@ -91,7 +91,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     r.service(control.ControlService, createControlServiceImpl(solver));
     r.service(session.SessionService, createSessionServiceImpl(sessions));
     r.service(gateway.GatewayService, createGatewayServiceImpl(solver));
-    r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontendFor(opts.registry)], sessions: sessionClient, logger: logger.child({ tier: 'frontend' }) }));
+    r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontendFor(opts.registry)], sessions: sessionClient, gateway: createKilnClient(gateway.GatewayService, transport), logger: logger.child({ tier: 'frontend' }) }));
     r.service(workerApi.WorkerService, createWorkerServiceImpl(localWorker));
     r.service(content.ContentService, createContentServiceImpl(store));
     r.service(

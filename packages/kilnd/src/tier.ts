@@ -104,7 +104,16 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
     }
     case 'frontend':
       labels = { [FRONTEND_NAMES_LABEL]: DOCKERFILE_FRONTEND };
-      routes = (r) => r.service(frontend.FrontendService, createFrontendServiceImpl({ frontends: [dockerfileFrontendFor(opts.registry)], sessions: solverSessions(), logger: log }));
+      routes = (r) =>
+        r.service(
+          frontend.FrontendService,
+          createFrontendServiceImpl({
+            frontends: [dockerfileFrontendFor(opts.registry)],
+            sessions: solverSessions(),
+            gateway: lazyClient(gateway.GatewayService, directoryClient(directory, 'solver', gateway.GatewayService, { tls })),
+            logger: log,
+          }),
+        );
       break;
     case 'content': {
       const store = await openContentTier(opts, log, (subject, data) => bus.publish(subject, data));

@@ -45,6 +45,7 @@ describe('compileBuildOptions defaults', () => {
     const o = compile(['app']);
     expect(o).toEqual({
       contextDir: ctxDir,
+      remoteContext: undefined,
       dockerfile: { path: join(ctxDir, 'Dockerfile'), dir: ctxDir, filename: 'Dockerfile' },
       ignoreFile: join(ctxDir, '.dockerignore'),
       contextIgnore: ['node_modules', '*.log'],
@@ -424,7 +425,7 @@ describe('usage errors name the flag', () => {
     [['no-such-dir'], /path "no-such-dir" not found/, 'CONTEXT'],
     [['app/Dockerfile'], /not a directory/, 'CONTEXT'],
     [['-'], /stdin/, 'CONTEXT'],
-    [['https://github.com/x/y.git'], /remote build contexts/, 'CONTEXT'],
+    [['https://github.com/x/y.git', '-f', '/no/such/Dockerfile'], /--file: Dockerfile "\/no\/such\/Dockerfile" not found/, '--file'],
     [['ignored-ctx'], /invalid pattern "\[broken"/, '.dockerignore'],
   ])('%j', (argv, message, field) => {
     const err = usageError(argv as string[]);
@@ -435,6 +436,34 @@ describe('usage errors name the flag', () => {
   it('refuses to write a tar to a terminal', () => {
     expect(usageError(['-o', '-', 'app'], { stdoutIsTTY: true }).message).toMatch(/refusing to write/);
     expect(usageError(['-o', 'type=tar', 'app'], { stdoutIsTTY: true }).message).toMatch(/refusing to write to console/);
+  });
+});
+
+describe('remote build contexts (buildx: a git or http(s) URL the daemon fetches)', () => {
+  it.each([
+    ['https://example.com/repo.git#main:sub', 'Dockerfile'],
+    ['git@example.com:org/repo.git#v1', 'Dockerfile'],
+    ['git://127.0.0.1:9418/repo.git', 'Dockerfile'],
+    ['ssh://git@example.com/repo.git', 'Dockerfile'],
+    ['http://127.0.0.1:8080/ctx.tar.gz', 'Dockerfile'],
+  ])('%s: sent as the frontend attr `context`, no context dir is shared', (url, filename) => {
+    const o = compile([url]);
+    expect(o).toMatchObject({ contextDir: '', remoteContext: url, dockerfile: { path: '', dir: '', filename }, ignoreFile: undefined, contextIgnore: [] });
+    expect(toSolveRequest(o, { ref: 'r', sessionId: 's' }).frontendAttrs).toEqual({ filename, context: url });
+    expect(sessionDirs(o)).toEqual([]);
+  });
+
+  it('a relative -f names a file in the remote context; an absolute -f is shared as the dockerfile dir (dockerfilekey)', () => {
+    const rel = compile(['-f', 'sub/Dockerfile.alt', 'https://example.com/r.git']);
+    expect(toSolveRequest(rel, { ref: 'r', sessionId: 's' }).frontendAttrs).toEqual({ filename: 'sub/Dockerfile.alt', context: 'https://example.com/r.git' });
+    const local = join(ctxDir, 'Dockerfile');
+    const abs = compile(['-f', local, 'https://example.com/r.git']);
+    expect(toSolveRequest(abs, { ref: 'r', sessionId: 's' }).frontendAttrs).toEqual({ filename: 'Dockerfile', context: 'https://example.com/r.git', dockerfilekey: 'dockerfile' });
+    expect(sessionDirs(abs)).toEqual([{ name: 'dockerfile', path: ctxDir }]);
+  });
+
+  it('a local directory wins over a URL-looking name', () => {
+    expect(compile(['app']).remoteContext).toBeUndefined();
   });
 });
 

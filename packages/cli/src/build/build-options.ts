@@ -108,12 +108,18 @@ export interface CacheSpec {
 
 /** `kiln build` options, validated and defaulted once. */
 export interface BuildOptions {
-  /** Absolute context directory. */
+  /** Absolute context directory; empty for a remote context. */
   contextDir: string;
+  /**
+   * A git or http(s) URL given as the build context (buildx's remote
+   * context): sent as the frontend attr `context`, fetched by the daemon;
+   * no context dir is shared.
+   */
+  remoteContext: string | undefined;
   dockerfile: {
-    /** Absolute path of the Dockerfile. */
+    /** Absolute path of the Dockerfile; empty when it is read from a remote context. */
     path: string;
-    /** Its directory, shared as the "dockerfile" dir. */
+    /** Its directory, shared as the "dockerfile" dir; empty when the Dockerfile is in the remote context. */
     dir: string;
     /** Its base name, sent as the `filename` frontend attr. */
     filename: string;
@@ -207,28 +213,9 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
   const contextArg = args[0]!;
   // `-` (stdin) was saved to a temp dir by stdin-inputs.ts before this runs.
   if (contextArg === '-') throw new UsageError('reading the build context from stdin needs the CLI (kiln build -)', 'CONTEXT');
-  if (isRemoteRef(contextArg)) throw new UsageError(`remote build contexts are not supported: "${contextArg}"`, 'CONTEXT');
-  const contextDir = abs(contextArg);
-  if (!isDir(contextDir)) throw new UsageError(`unable to prepare context: path "${contextArg}" not found or not a directory`, 'CONTEXT');
-
-  let dockerfilePath: string;
-  if (flags.file !== undefined) {
-    if (flags.file === '-') throw new UsageError('reading the Dockerfile from stdin needs the CLI (kiln build -f -)', '--file');
-    if (flags.file === '') throw new UsageError('flag needs a non-empty argument: --file', '--file');
-    dockerfilePath = abs(flags.file);
-    if (!isFile(dockerfilePath)) throw new UsageError(`--file: Dockerfile "${flags.file}" not found`, '--file');
-  } else {
-    dockerfilePath = resolve(contextDir, 'Dockerfile');
-    // As buildx: without -f, a lowercase `dockerfile` serves when `Dockerfile` is absent.
-    if (!isFile(dockerfilePath) && isFile(resolve(contextDir, 'dockerfile'))) dockerfilePath = resolve(contextDir, 'dockerfile');
-    if (!isFile(dockerfilePath)) {
-      throw new UsageError(`Dockerfile not found in the build context: "${dockerfilePath}" (choose one with -f/--file)`, '--file');
-    }
-  }
-
-  const dockerfileIgnore = `${dockerfilePath}.dockerignore`;
-  const ignoreFile = isFile(dockerfileIgnore) ? dockerfileIgnore : isFile(resolve(contextDir, '.dockerignore')) ? resolve(contextDir, '.dockerignore') : undefined;
-  const contextIgnore = ignoreFile ? readIgnore(ignoreFile) : [];
+  // As buildx: a local directory wins; else a git or http(s) URL is a remote context the daemon fetches.
+  const { contextDir, remoteContext, dockerfile, ignoreFile, contextIgnore } =
+    !isDir(abs(contextArg)) && isRemoteContext(contextArg) ? remoteContextInputs(contextArg, flags.file) : localContextInputs(contextArg, flags.file, abs);
 
   const tags = flags.tag.map((t) => {
     if (t.trim() === '' || /\s/.test(t)) throw new UsageError(`invalid tag "${t}" for -t, --tag flag`, '--tag');
@@ -339,7 +326,8 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
 
   return {
     contextDir,
-    dockerfile: { path: dockerfilePath, dir: dirname(dockerfilePath), filename: basename(dockerfilePath) },
+    remoteContext,
+    dockerfile,
     ignoreFile,
     contextIgnore,
     tags,
@@ -390,6 +378,58 @@ function isFile(p: string): boolean {
   } catch {
     return false;
   }
+}
+
+type ContextInputs = Pick<BuildOptions, 'contextDir' | 'remoteContext' | 'dockerfile' | 'ignoreFile' | 'contextIgnore'>;
+
+/** A local context dir: it and the Dockerfile must exist; the ignore file is `<Dockerfile>.dockerignore`, else the context's. */
+function localContextInputs(contextArg: string, file: string | undefined, abs: (p: string) => string): ContextInputs {
+  const contextDir = abs(contextArg);
+  if (!isDir(contextDir)) throw new UsageError(`unable to prepare context: path "${contextArg}" not found or not a directory`, 'CONTEXT');
+  let dockerfilePath: string;
+  if (file !== undefined) {
+    if (file === '-') throw new UsageError('reading the Dockerfile from stdin needs the CLI (kiln build -f -)', '--file');
+    if (file === '') throw new UsageError('flag needs a non-empty argument: --file', '--file');
+    dockerfilePath = abs(file);
+    if (!isFile(dockerfilePath)) throw new UsageError(`--file: Dockerfile "${file}" not found`, '--file');
+  } else {
+    dockerfilePath = resolve(contextDir, 'Dockerfile');
+    // As buildx: without -f, a lowercase `dockerfile` serves when `Dockerfile` is absent.
+    if (!isFile(dockerfilePath) && isFile(resolve(contextDir, 'dockerfile'))) dockerfilePath = resolve(contextDir, 'dockerfile');
+    if (!isFile(dockerfilePath)) {
+      throw new UsageError(`Dockerfile not found in the build context: "${dockerfilePath}" (choose one with -f/--file)`, '--file');
+    }
+  }
+  const dockerfileIgnore = `${dockerfilePath}.dockerignore`;
+  const ignoreFile = isFile(dockerfileIgnore) ? dockerfileIgnore : isFile(resolve(contextDir, '.dockerignore')) ? resolve(contextDir, '.dockerignore') : undefined;
+  return {
+    contextDir,
+    remoteContext: undefined,
+    dockerfile: { path: dockerfilePath, dir: dirname(dockerfilePath), filename: basename(dockerfilePath) },
+    ignoreFile,
+    contextIgnore: ignoreFile ? readIgnore(ignoreFile) : [],
+  };
+}
+
+/**
+ * A remote context, as buildx: an absolute `-f` (or `-f -`, saved to a temp
+ * file) is a local Dockerfile shared as the "dockerfile" dir; a relative
+ * `-f` names the Dockerfile inside the remote context (default
+ * "Dockerfile"). No ignore file applies.
+ */
+function remoteContextInputs(url: string, file: string | undefined): ContextInputs {
+  if (file === '') throw new UsageError('flag needs a non-empty argument: --file', '--file');
+  let dockerfile: BuildOptions['dockerfile'] = { path: '', dir: '', filename: file ?? 'Dockerfile' };
+  if (file !== undefined && isAbsolute(file)) {
+    if (!isFile(file)) throw new UsageError(`--file: Dockerfile "${file}" not found`, '--file');
+    dockerfile = { path: file, dir: dirname(file), filename: basename(file) };
+  }
+  return { contextDir: '', remoteContext: url, dockerfile, ignoreFile: undefined, contextIgnore: [] };
+}
+
+/** buildx's IsRemoteURL: any http(s) URL, or a git remote (`git://`, `ssh://`, `git@HOST:PATH`). */
+function isRemoteContext(v: string): boolean {
+  return /^(https?|git|ssh|git\+ssh):\/\//i.test(v) || /^[A-Za-z0-9_.-]+@[A-Za-z0-9.-]+:[^/]/.test(v);
 }
 
 function isRemoteRef(v: string): boolean {

@@ -21,6 +21,11 @@ export const DOCKERFILE_FRONTEND = 'dockerfile.v0';
  */
 export function toSolveRequest(opts: BuildOptions, ids: { ref: string; sessionId: string }): SolveRequestInit {
   const frontendAttrs: Record<string, string> = { filename: opts.dockerfile.filename };
+  // buildx's remote context: the URL goes to the frontend; a local Dockerfile is then named by `dockerfilekey`.
+  if (opts.remoteContext !== undefined) {
+    frontendAttrs.context = opts.remoteContext;
+    if (opts.dockerfile.dir) frontendAttrs.dockerfilekey = 'dockerfile';
+  }
   if (opts.target !== undefined) frontendAttrs.target = opts.target;
   for (const [k, v] of Object.entries(opts.buildArgs)) frontendAttrs[`build-arg:${k}`] = v;
   for (const [k, v] of Object.entries(opts.labels)) frontendAttrs[`label:${k}`] = v;
@@ -63,11 +68,11 @@ function namedContextAttr(c: NamedContext): string {
   }
 }
 
-/** The directories the session shares: the context, the Dockerfile's dir, local named contexts, OCI layouts (never incremental). */
+/** The directories the session shares: the context and the Dockerfile's dir (unless remote), local named contexts, OCI layouts (never incremental). */
 export function sessionDirs(opts: BuildOptions): SessionDir[] {
   return [
-    { name: 'context', path: opts.contextDir, excludes: opts.contextIgnore },
-    { name: 'dockerfile', path: opts.dockerfile.dir },
+    ...(opts.remoteContext === undefined ? [{ name: 'context', path: opts.contextDir, excludes: opts.contextIgnore }] : []),
+    ...(opts.dockerfile.dir ? [{ name: 'dockerfile', path: opts.dockerfile.dir }] : []),
     ...opts.namedContexts.flatMap((c) => (c.kind === 'local' ? [{ name: c.name, path: c.path, excludes: c.ignore }] : [])),
     ...opts.namedContexts.flatMap((c) => (c.kind === 'oci-layout' ? [{ name: c.store, path: c.path, sharedKey: '' }] : [])),
   ];

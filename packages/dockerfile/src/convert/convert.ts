@@ -26,6 +26,8 @@ export interface ConvertOptions {
   buildArgs?: Record<string, string>;
   /** .dockerignore patterns applied to the context source. */
   excludePatterns?: string[];
+  /** The main context when it is not the client's `context` dir (a git checkout, a downloaded archive); excludePatterns do not apply. */
+  mainContext?: State;
   /** Target platform; default the build platform. */
   platform?: Platform;
   /** Platform the build runs on (BUILDPLATFORM); default the host's. */
@@ -223,12 +225,12 @@ class Converter {
     this.checkCycles();
 
     // All context reads share one local source; its include patterns are filled in at the end.
-    this.context = local('context', { excludePatterns: this.opts.excludePatterns ?? [], description: '[internal] load build context' });
+    this.context = this.opts.mainContext ?? local('context', { excludePatterns: this.opts.excludePatterns ?? [], description: '[internal] load build context' });
     this.prefetchImages(target);
     await this.convertStage(target);
 
     const src = this.context.output!.vertex.op.op;
-    if (src.case === 'source' && this.contextPaths.size > 0 && !this.contextPaths.has('.')) {
+    if (!this.opts.mainContext && src.case === 'source' && this.contextPaths.size > 0 && !this.contextPaths.has('.')) {
       const paths = JSON.stringify([...this.contextPaths].sort());
       src.value.attrs['local.includepattern'] = paths;
       // As BuildKit's FollowPaths: the client also sends the targets of symlinks met on these

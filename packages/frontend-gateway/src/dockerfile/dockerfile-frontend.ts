@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { posix } from 'node:path';
 import { DOCKERFILE_FRONTEND, frontendNameOf, InvalidArgumentError, NotFoundError, parseUlimit, type Ulimit } from '@kiln/common';
 import { create } from '@bufbuild/protobuf';
 import { llb } from '@kiln/api';
@@ -7,6 +8,7 @@ import { marshal } from '@kiln/llb';
 import type { CredentialStore } from '@kiln/registry';
 import type { Frontend, FrontendWarning } from '../frontend.js';
 import { layoutMetaResolver } from './oci-layout-resolver.js';
+import { loadRemoteContext } from './remote-context.js';
 import { syntaxDirective } from './syntax-directive.js';
 
 const DOCKERFILE_MAX = 4 * 1024 * 1024;
@@ -35,21 +37,31 @@ export interface DockerfileFrontendOptions {
  * default network). The response metadata carries `source-date-epoch`.
  * `context:NAME=oci-layout://STORE[:TAG][@DIGEST]` reads the layout the
  * client shares as session directory STORE (image config and manifest digest).
+ * `context` (a git or http(s) URL, buildx's remote build context) replaces
+ * the client's context dir: see remote-context.ts; `dockerfilekey` names
+ * the client dir holding the Dockerfile then (default: the remote context).
  */
 export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): Frontend {
   return {
     name: 'dockerfile.v0',
     async solve(req, inputs, signal) {
-      const filename = req.attrs['filename'] || 'Dockerfile';
-      // The three reads are round trips to the client: ask them all at once.
+      // `context` = a git or http(s) URL: the workers fetch the main context, and the Dockerfile comes from it
+      // unless `dockerfilekey` names a client dir that holds it (buildx: an absolute -f, or -f -).
+      const remote = await loadRemoteContext(req.attrs['context'], req.attrs, inputs.gateway, signal);
+      const dockerfileDir = req.attrs['dockerfilekey'] || 'dockerfile';
+      const fromRemote = remote !== undefined && !req.attrs['dockerfilekey'];
+      const filename = (fromRemote && remote.filename) || req.attrs['filename'] || 'Dockerfile';
+      const readDockerfile = (name: string, max?: number) => (fromRemote ? remote.readFile(name, max) : inputs.readFile(dockerfileDir, name, max));
+      // The three reads are round trips to the client: ask them all at once. A remote context has no ignore file, as in BuildKit.
       const reads = [
-        inputs.readFile('dockerfile', filename, DOCKERFILE_MAX),
-        inputs.readFile('dockerfile', `${filename}.dockerignore`),
-        inputs.readFile('context', '.dockerignore'),
+        readDockerfile(filename, DOCKERFILE_MAX),
+        remote ? Promise.resolve(undefined) : inputs.readFile(dockerfileDir, `${filename}.dockerignore`),
+        remote ? Promise.resolve(undefined) : inputs.readFile('context', '.dockerignore'),
       ] as const;
       for (const r of reads) r.catch(() => undefined);
-      const data = await reads[0];
-      if (!data) throw new NotFoundError(`failed to read Dockerfile: ${filename} not found`, { file: filename });
+      // As BuildKit: a lowercase `dockerfile` serves when `Dockerfile` is absent from a remote context.
+      const data = (await reads[0]) ?? (fromRemote && posix.basename(filename) === 'Dockerfile' ? await readDockerfile(posix.join(posix.dirname(filename), 'dockerfile'), DOCKERFILE_MAX) : undefined);
+      if (!data) throw new NotFoundError(`failed to read Dockerfile: ${filename} not found${fromRemote ? ` in ${redactUrl(req.attrs['context']!)}` : ''}`, { file: filename });
       // `# syntax=` naming another frontend hands the build over (the BUILDKIT_SYNTAX build arg, which the solver reads, wins).
       const syntax = req.attrs['build-arg:BUILDKIT_SYNTAX'] ? undefined : syntaxDirective(Buffer.from(data).toString('utf8'));
       if (syntax && frontendNameOf(syntax.value) !== DOCKERFILE_FRONTEND) {
@@ -93,6 +105,7 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
           platform,
           buildPlatform,
           excludePatterns,
+          mainContext: remote?.state,
           extraHosts,
           ulimits,
           shmSizeBytes,
@@ -144,6 +157,11 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
       };
     },
   };
+}
+
+/** A URL without its user info, for messages. */
+function redactUrl(value: string): string {
+  return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^@/]*@/i, '$1');
 }
 
 /** Response metadata key of the build's SOURCE_DATE_EPOCH (seconds), when it has one. */

@@ -1,14 +1,16 @@
 import { create } from '@bufbuild/protobuf';
 import type { Client, ServiceImpl } from '@connectrpc/connect';
-import { frontend, type session } from '@kiln/api';
-import { InvalidArgumentError, type Logger } from '@kiln/common';
+import { frontend, type gateway, type session } from '@kiln/api';
+import { InvalidArgumentError, KilnError, type Logger } from '@kiln/common';
 import { sessionCredentials } from '@kiln/registry';
-import type { Frontend } from '../frontend.js';
+import type { Frontend, FrontendGateway } from '../frontend.js';
 
 export interface FrontendServiceOptions {
   frontends: readonly Frontend[];
   /** The session relay (SessionService on the solver). */
   sessions: Client<typeof session.SessionService>;
+  /** The solver's GatewayService, for frontends that solve within the build (remote build contexts); optional. */
+  gateway?: Client<typeof gateway.GatewayService>;
   logger: Logger;
 }
 
@@ -30,6 +32,7 @@ export function createFrontendServiceImpl(opts: FrontendServiceOptions): Service
           registryCredentials: req.sessionId
             ? sessionCredentials(async (host, signal) => opts.sessions.getCredentials({ sessionId: req.sessionId, host }, { signal: signal ?? ctx.signal }))
             : undefined,
+          gateway: opts.gateway ? frontendGateway(opts.gateway, req.buildId, ctx.signal) : undefined,
         },
         ctx.signal,
       );
@@ -51,6 +54,22 @@ export function createFrontendServiceImpl(opts: FrontendServiceOptions): Service
         platformResults: result.platforms ?? [],
         forward: result.forward,
       });
+    },
+  };
+}
+
+function frontendGateway(gw: Client<typeof gateway.GatewayService>, buildId: string, callSignal: AbortSignal): FrontendGateway {
+  return {
+    async solve(definition, signal) {
+      return (await gw.solve({ buildId, definition }, { signal: signal ?? callSignal })).resultId;
+    },
+    async readFile(resultId, path, length = 0, signal) {
+      try {
+        return (await gw.readFile({ buildId, resultId, path, offset: 0n, length: BigInt(length) }, { signal: signal ?? callSignal })).data;
+      } catch (err) {
+        if (err instanceof KilnError && err.code === 'not_found') return undefined;
+        throw err;
+      }
     },
   };
 }
