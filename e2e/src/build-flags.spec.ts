@@ -123,6 +123,48 @@ describe.skipIf(!canRun)('kiln build flags buildx users type [topology=all-in-on
     expect(badShm.stderr).toContain(`invalid argument "12x" for "--shm-size" flag: invalid size: '12x'`);
   });
 
+  it('--call outline|targets (text and format=json) answer as buildx prints them; --check and check=error=true fail on warnings', async () => {
+    const dir = join(work, 'call');
+    mkdirSync(dir);
+    writeFileSync(
+      join(dir, 'Dockerfile'),
+      `ARG BASE=${baseRef}\nARG UNUSED=1\nFROM \${BASE} AS deps\nRUN --mount=type=secret,id=npmrc,required true\n\n# app builds the app\nFROM deps AS app\n# MODE release or debug\nARG MODE=release\nRUN --mount=type=ssh true\n`,
+    );
+    const outline = await runKiln(['build', '--addr', daemon.addr, '--call', 'outline', '--build-arg', 'MODE=debug', dir]);
+    expect(outline.code, outline.stderr).toBe(0);
+    expect(outline.stdout).toContain('TARGET:      app\nDESCRIPTION: builds the app\n\nBUILD ARG   VALUE');
+    expect(outline.stdout).toMatch(/\nBASE +127\.0\.0\.1:\d+\/kiln\/busybox:1 +\nMODE +debug +release or debug\n\nSECRET +REQUIRED\nnpmrc +true\n\nSSH +REQUIRED\ndefault +\n\n$/);
+    const json = await runKiln(['build', '--addr', daemon.addr, '--call=outline,format=json', dir]);
+    expect(json.code, json.stderr).toBe(0);
+    const o = JSON.parse(json.stdout) as { name: string; args: { name: string; value?: string }[]; secrets: { name: string; required?: boolean }[]; sources: string[] };
+    expect(o).toMatchObject({ name: 'app', args: [{ name: 'BASE', value: baseRef }, { name: 'MODE', value: 'release', description: 'release or debug' }], secrets: [{ name: 'npmrc', required: true }], ssh: [{ name: 'default' }] });
+    expect(Buffer.from(o.sources[0]!, 'base64').toString()).toContain('FROM deps AS app');
+    const targets = await runKiln(['build', '--addr', daemon.addr, '--call', 'targets', dir]);
+    expect(targets.stdout).toBe('TARGET        DESCRIPTION\ndeps          \napp (default) builds the app\n');
+    const targetsJson = JSON.parse((await runKiln(['build', '--addr', daemon.addr, '--call=targets,format=json', dir])).stdout) as { targets: { name: string; default?: boolean; description?: string }[] };
+    expect(targetsJson.targets.map((t) => [t.name, t.default ?? false, t.description ?? ''])).toEqual([['deps', false, ''], ['app', true, 'builds the app']]);
+
+    // ctx has one warning (FromAsCasing): --check prints it on stdout and exits 1, as buildx.
+    const check = await runKiln(['build', '--addr', daemon.addr, '--check', ctx]);
+    expect(check.code).toBe(1);
+    expect(check.stdout).toContain('WARNING: FromAsCasing');
+    expect(check.stdout).toContain('Check complete, 1 warning has been found!');
+    const checkJson = await runKiln(['build', '--addr', daemon.addr, '--call=check,format=json', ctx]);
+    expect(checkJson.code).toBe(1);
+    expect((JSON.parse(checkJson.stdout) as { warnings: { ruleName: string }[] }).warnings.map((w) => w.ruleName)).toEqual(['FromAsCasing']);
+    expect((await runKiln(['build', '--addr', daemon.addr, '--call=check,ignorestatus=true', ctx])).code).toBe(0);
+    const clean = await runKiln(['build', '--addr', daemon.addr, '--check', dir]);
+    expect(clean.code, clean.stdout).toBe(0);
+    expect(clean.stdout).toContain('Check complete, no warnings found.');
+    // check=error=true: a build with a warning fails.
+    const strict = join(work, 'strict');
+    mkdirSync(strict);
+    writeFileSync(join(strict, 'Dockerfile'), `# check=error=true\nFROM ${baseRef} as base\nRUN true\n`);
+    const failed = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', strict]);
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toMatch(/lint violation found for rules: FromAsCasing/);
+  });
+
   it('--print targets is --call=targets', async () => {
     const res = await runKiln(['build', '--addr', daemon.addr, '--print', 'targets', ctx]);
     expect(res.code, res.stderr).toBe(0);

@@ -9,4 +9,5 @@ export { CHECK_RULES, formatWarning, parseCheckDirective, type BuildWarning } fr
 export { parseNamedContext, parseGitUrl, type NamedContextValue } from './convert/sources.js';
 /** Reads a .dockerignore (moby's rules); the patterns go to PatternMatcher from @kiln/common. */
 export { parseIgnoreFile as parseDockerignore } from '@kiln/common';
+export { formatOutline, outlineDockerfile, REQUEST_OUTLINE, type Outline } from './convert/outline.js';
 export { formatTargets, lintReport, listTargets, REQUEST_LINT, REQUEST_TARGETS, type Target } from './convert/subrequests.js';

@@ -40,7 +40,7 @@ Options:
       --label stringArray        Set metadata for an image (format: "key=value")
       --load                     Load the image into Docker (POST /images/load on DOCKER_HOST or /var/run/docker.sock)
       --metadata-file string     Write build result metadata to a file
-      --call string              Ask the frontend instead of building: build (default), targets, check
+      --call string              Set method for evaluating build ("check", "outline", "targets"; ",format=json" prints JSON) (default "build")
       --check                    Shorthand for --call=check
       --explain-cache            After the build, print why each step that ran missed the cache
       --print string             Older name of --call (e.g. "targets")
@@ -200,7 +200,7 @@ async function buildWith(parsed: ReturnType<typeof parseBuildArgs>, io: CliIo): 
     io.stderr.write(`ERROR: ${escapeControl(withLayoutPaths(describeError(err), opts.namedContexts))}\n`);
     return 1;
   }
-  if (opts.call) return printCallResult(opts.call, response.exporterResponse, io);
+  if (opts.call) return printCallResult(opts, response.exporterResponse, io);
   if (opts.explainCache) {
     const { cacheMisses } = await conn.control.inspectHistory({ ref }, { signal: io.signal });
     io.stderr.write(formatCacheMisses(cacheMisses));
@@ -276,18 +276,29 @@ export function decodeExporterResponse(resp: Readonly<Record<string, string>>): 
 }
 
 /**
- * Prints a `--call` answer as buildx does: the frontend's result.txt on
- * stdout; for `check`, the warnings and a summary on stderr and exit
- * status 1 when any were found.
+ * Prints a `--call` answer as buildx does, on stdout: the frontend's
+ * result.txt (result.json with `format=json`); for `check`, the warnings,
+ * a summary and exit status 1 when any were found (unless `ignorestatus`).
  */
-function printCallResult(call: 'targets' | 'check', resp: Readonly<Record<string, string>>, io: { stdout: { write(s: string): unknown }; stderr: { write(s: string): unknown } }): number {
+function printCallResult(
+  opts: { call?: 'targets' | 'check' | 'outline'; callFormat?: 'json'; callIgnoreStatus?: boolean },
+  resp: Readonly<Record<string, string>>,
+  io: { stdout: { write(s: string): unknown }; stderr: { write(s: string): unknown } },
+): number {
   const txt = resp['result.txt'] ?? '';
-  if (call === 'targets') {
+  const status = opts.callIgnoreStatus ? 0 : Number(resp['result.statuscode'] ?? 0) === 0 ? 0 : 1;
+  if (opts.callFormat === 'json') {
+    io.stdout.write(`${resp['result.json'] ?? ''}\n`);
+    return opts.call === 'check' ? status : 0;
+  }
+  if (opts.call !== 'check') {
     io.stdout.write(txt);
     return 0;
   }
   const found = (txt.match(/^WARNING: /gm) ?? []).length;
-  io.stderr.write(txt);
-  io.stderr.write(found === 0 ? 'Check complete, no warnings found.\n' : `\nCheck complete, ${found} warning${found === 1 ? ' has' : 's have'} been found!\n`);
+  // On stdout, as buildx prints it.
+  io.stdout.write(txt);
+  io.stdout.write(found === 0 ? 'Check complete, no warnings found.\n' : `\nCheck complete, ${found} warning${found === 1 ? ' has' : 's have'} been found!\n`);
+  if (opts.callIgnoreStatus) return 0;
   return Number(resp['result.statuscode'] ?? (found > 0 ? 1 : 0)) === 0 ? 0 : 1;
 }

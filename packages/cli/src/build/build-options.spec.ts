@@ -176,6 +176,16 @@ describe('each flag', () => {
     expect(toSolveRequest(compile(['--add-host', 'gw:host-gateway', 'app']), { ref: 'r', sessionId: 's' }).frontendAttrs?.['add-hosts']).toBe('gw=host-gateway');
   });
 
+  it('--call takes buildx\'s NAME[,format=json][,ignorestatus=true]; --check is check', () => {
+    expect(compile(['--call', 'outline,format=json', 'app'])).toMatchObject({ call: 'outline', callFormat: 'json' });
+    expect(compile(['--call=check,ignorestatus=true', 'app'])).toMatchObject({ call: 'check', callIgnoreStatus: true });
+    expect(compile(['--check', 'app']).call).toBe('check');
+    expect(compile(['--call', 'build', 'app']).call).toBeUndefined();
+    expect(toSolveRequest(compile(['--call', 'outline', 'app']), { ref: 'r', sessionId: 's' }).frontendAttrs?.['requestid']).toBe('frontend.outline');
+    expect(() => compile(['--call', 'nope', 'app'])).toThrow('invalid argument "nope" for "--call" flag: want build, check, outline or targets');
+    expect(() => compile(['--call', 'targets,color=red', 'app'])).toThrow('invalid print field: color=red');
+  });
+
   it('--ulimit (repeated) and --shm-size reach the frontend as buildx sends them', () => {
     const o = compile(['--ulimit', 'nofile=1024:2048', '--ulimit', 'nproc=300', '--shm-size', '128m', 'app']);
     const attrs = toSolveRequest(o, { ref: 'r', sessionId: 's' }).frontendAttrs;

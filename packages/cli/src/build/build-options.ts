@@ -174,7 +174,10 @@ export interface BuildOptions {
   /** `--provenance`, `--attest type=provenance,...`: BuildKit's `attest:provenance` frontend attr value (e.g. `mode=max`). */
   attests: Record<string, string>;
   /** buildx `--call` (`--check` = `--call=check`): the frontend subrequest to make instead of a build; undefined builds. */
-  call: 'targets' | 'check' | undefined;
+  call: 'targets' | 'check' | 'outline' | undefined;
+  /** `--call NAME,format=json`: print the answer's JSON; `ignorestatus=true`: exit 0 even when the check found something. */
+  callFormat?: 'json';
+  callIgnoreStatus?: boolean;
   /** `--addr` as given (validated); KILN_ADDR and the default are resolved by daemon.ts. */
   addr: string | undefined;
   /** `--builder` as given; KILN_BUILDER and the current builder are resolved by daemon.ts. */
@@ -357,7 +360,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     iidFile,
     quiet: flags.quiet,
     attests: compileAttests(flags.provenance, flags.sbom, flags.attest),
-    call: callOf(flags.print !== undefined && flags.call === undefined ? flags.print || 'outline' : flags.call, flags.check, flags.print !== undefined && flags.call === undefined ? '--print' : '--call'),
+    ...callOf(flags.print !== undefined && flags.call === undefined ? flags.print || 'outline' : flags.call, flags.check, flags.print !== undefined && flags.call === undefined ? '--print' : '--call'),
     addr: flags.addr,
     builder: flags.builder,
     tls: tlsFlagsOf(flags),
@@ -672,12 +675,29 @@ function parseAddHost(v: string): { host: string; ip: string } {
   return { host, ip };
 }
 
-/** `--call=build|targets|check` (buildx's names; `--check` is `--call=check`; `--print` is buildx's older name of `--call`). */
-function callOf(call: string | undefined, check: boolean, flag = '--call'): 'targets' | 'check' | undefined {
-  const name = check ? 'check' : (call ?? 'build');
-  if (name === 'build') return undefined;
-  if (name === 'targets' || name === 'check') return name;
-  throw new UsageError(`invalid argument "${name}" for "${flag}" flag: want build, targets or check`, flag);
+/**
+ * `--call=NAME[,format=json|text][,ignorestatus=BOOL]` as buildx parses it
+ * (names build, check, outline, targets; `--check` is `--call=check`;
+ * `--print` is buildx's older name of `--call`).
+ */
+function callOf(value: string | undefined, check: boolean, flag = '--call'): Pick<BuildOptions, 'call' | 'callFormat' | 'callIgnoreStatus'> {
+  let name = '';
+  let format: string | undefined;
+  let ignoreStatus = false;
+  for (const field of value === undefined ? [] : parseCsv(value, flag)) {
+    const eq = field.indexOf('=');
+    if (eq < 0) {
+      if (name !== '') throw new UsageError(`invalid argument "${value}" for "${flag}" flag: invalid print value: ${value}`, flag);
+      name = field;
+    } else if (field.slice(0, eq) === 'format') format = field.slice(eq + 1);
+    else if (field.slice(0, eq) === 'ignorestatus') ignoreStatus = /^(1|t|true)$/i.test(field.slice(eq + 1));
+    else throw new UsageError(`invalid argument "${value}" for "${flag}" flag: invalid print field: ${field}`, flag);
+  }
+  if (check) name = 'check';
+  if (name === '' || name === 'build') return { call: undefined };
+  if (name !== 'targets' && name !== 'check' && name !== 'outline') throw new UsageError(`invalid argument "${name}" for "${flag}" flag: want build, check, outline or targets`, flag);
+  if (format !== undefined && format !== 'json' && format !== 'text') throw new UsageError(`invalid argument "${value}" for "${flag}" flag: format must be json or text`, flag);
+  return { call: name, ...(format === 'json' ? { callFormat: 'json' as const } : {}), ...(ignoreStatus ? { callIgnoreStatus: true } : {}) };
 }
 
 /**

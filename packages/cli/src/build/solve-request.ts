@@ -153,4 +153,4 @@ export function sessionCredentials(): SessionCredentialStore {
 }
 
 /** BuildKit's subrequest ids for buildx's `--call` values. */
-const CALL_REQUESTS = { targets: 'frontend.targets', check: 'frontend.lint' } as const;
+const CALL_REQUESTS = { targets: 'frontend.targets', check: 'frontend.lint', outline: 'frontend.outline' } as const;

@@ -43,7 +43,7 @@ export function formatTargets(targets: readonly Target[]): string {
 }
 
 /** Go's text/tabwriter with minwidth 0 and `padding` spaces: every column but the last padded to its widest cell. */
-function tabulate(rows: string[][], padding: number): string {
+export function tabulate(rows: string[][], padding: number): string {
   const widths: number[] = [];
   for (const r of rows) r.slice(0, -1).forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length + padding)));
   return rows.map((r) => r.map((cell, i) => (i < r.length - 1 ? cell.padEnd(widths[i]!) : cell)).join('') + '\n').join('');

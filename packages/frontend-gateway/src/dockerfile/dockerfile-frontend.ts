@@ -3,7 +3,7 @@ import { posix } from 'node:path';
 import { DOCKERFILE_FRONTEND, frontendNameOf, InvalidArgumentError, NotFoundError, parseUlimit, type Ulimit } from '@kiln/common';
 import { create } from '@bufbuild/protobuf';
 import { llb } from '@kiln/api';
-import { convertDockerfile, formatPlatform, formatTargets, lintReport, listTargets, parseDockerignore, REQUEST_LINT, REQUEST_TARGETS, parsePlatform, type BuildWarning, type ImageMetaResolver, type Platform } from '@kiln/dockerfile';
+import { convertDockerfile, formatOutline, formatPlatform, formatTargets, outlineDockerfile, REQUEST_OUTLINE, lintReport, listTargets, parseDockerignore, REQUEST_LINT, REQUEST_TARGETS, parsePlatform, type BuildWarning, type ImageMetaResolver, type Platform } from '@kiln/dockerfile';
 import { marshal } from '@kiln/llb';
 import type { CredentialStore } from '@kiln/registry';
 import type { Frontend, FrontendWarning } from '../frontend.js';
@@ -134,12 +134,16 @@ export function createDockerfileFrontend(opts: DockerfileFrontendOptions = {}): 
           const json = JSON.stringify({ targets, sources: [Buffer.from(data).toString('base64')] }, null, 2);
           return answer({ 'result.json': json, 'result.txt': formatTargets(targets), version: '1.0.0' });
         }
+        if (requestId === REQUEST_OUTLINE) {
+          const outline = outlineDockerfile(text, { filename, target: req.attrs['target'] || undefined, buildArgs });
+          return answer({ 'result.json': JSON.stringify(outline, null, 2), 'result.txt': formatOutline(outline), version: '1.0.0' });
+        }
         if (requestId === REQUEST_LINT) {
           const one = await convert(platforms[0]);
           const report = lintReport(one.warnings, text, filename);
           return answer({ 'result.json': report.json, 'result.txt': report.txt, 'result.statuscode': String(report.statusCode), version: '1.0.0' });
         }
-        throw new InvalidArgumentError(`unsupported subrequest "${requestId}": want ${REQUEST_TARGETS} or ${REQUEST_LINT}`, 'requestid');
+        throw new InvalidArgumentError(`unsupported subrequest "${requestId}": want ${REQUEST_TARGETS}, ${REQUEST_OUTLINE} or ${REQUEST_LINT}`, 'requestid');
       }
       if (platforms.length <= 1) {
         const one = await convert(platforms[0]);
