@@ -52,7 +52,7 @@ describe('tier ports refuse callers without the right certificate [topology=spli
   });
 
   it('the CLI without a certificate is refused, and told what is missing', async () => {
-    const res = await runKiln(['prune', '--addr', cluster.addr]);
+    const res = await runKiln(['prune', '-f', '--addr', cluster.addr]);
     expect(res.code).not.toBe(0);
     expect(res.stderr).toContain('give --tlscacert, --tlscert and --tlskey');
     const ok = await runKiln(['du', '--addr', cluster.addr], { env: cluster.env });

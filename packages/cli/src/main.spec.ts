@@ -300,20 +300,61 @@ describe('admin commands', () => {
 
   it('kiln prune [--all] streams freed records and the total', async () => {
     daemon = await startFakeDaemon({ usage });
-    const r = await run(['prune', '--all', '--keep-storage', '1MB', '--addr', daemon.address]);
+    const r = await run(['prune', '-f', '--all', '--reserved-space', '1MB', '--addr', daemon.address]);
     expect(r.code).toBe(0);
     const lines = r.stdout.toString().split('\n');
     expect(lines[0]).toMatch(/^ID\s+RECLAIMABLE\s+SIZE\s+LAST ACCESSED$/);
     expect(lines.slice(1, 4).map((l) => l.split(/\s+/)[0])).toEqual(['small', 'big*', 'shared']);
     expect(lines[4]).toBe('Total:\t5.00MB');
-    expect(daemon.pruneRequests[0]).toMatchObject({ all: true, keepBytes: 1_000_000n });
+    expect(daemon.pruneRequests[0]).toMatchObject({ all: true, keepBytes: 1_048_576n });
     const none = await startFakeDaemon();
     try {
-      const r2 = await run(['prune', '--addr', none.address]);
+      const r2 = await run(['prune', '-f', '--addr', none.address]);
       expect(r2.stdout.toString()).toBe('Total:\t0B\n');
     } finally {
       await none.close();
     }
+  });
+
+  it('kiln prune asks as buildx does ([y/N] on stdout, a line from stdin) unless -f; only y prunes', async () => {
+    daemon = await startFakeDaemon({ usage });
+    for (const [answer, pruned] of [['n\n', 0], ['', 0], ['y\n', 1]] as const) {
+      const stdin = new PassThrough();
+      const stdout = new PassThrough();
+      const out: Buffer[] = [];
+      stdout.on('data', (b: Buffer) => out.push(b));
+      const before = daemon.pruneRequests.length;
+      const running = main(['prune', '--max-used-space', '2GB', '--min-free-space', '512m', '--addr', daemon.address], {
+        daemonCommand: [],
+        cwd: dir,
+        vars: { PATH: process.env.PATH },
+        stdin,
+        stdout,
+        stderr: { write: () => true } as never,
+        signal: new AbortController().signal,
+      });
+      stdin.end(answer);
+      expect(await running).toBe(0);
+      expect(Buffer.concat(out).toString()).toMatch(/^WARNING! This will remove all dangling build cache\. Are you sure you want to continue\? \[y\/N\] /);
+      expect(daemon.pruneRequests.length - before).toBe(pruned);
+    }
+    expect(daemon.pruneRequests.at(-1)).toMatchObject({ maxUsedSpace: 2n * 1024n ** 3n, minFreeSpace: 512n * 1024n ** 2n });
+  });
+
+  it('kiln du --format json|pretty|TEMPLATE as buildx; --format with --verbose is refused', async () => {
+    daemon = await startFakeDaemon({ usage });
+    const du = await run(['du', '--format', 'json', '--addr', daemon.address]);
+    expect(du.code, du.stderr).toBe(0);
+    const json = du.stdout.toString().trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(json[0]).toMatchObject({ ID: 'big', Mutable: true, Reclaimable: false, Size: '5.00MB' });
+    expect(Object.keys(json[0]!)).toEqual(['CreatedAt', 'Description', 'ID', 'LastUsedAt', 'Mutable', 'Parents', 'Reclaimable', 'Shared', 'Size', 'Type', 'UsageCount']);
+    const tmpl = await run(['du', '--format', 'table {{.ID}}\t{{.Size}}', '--addr', daemon.address]);
+    expect(tmpl.stdout.toString()).toBe('ID      SIZE\nbig*    5.00MB\nshared  2.00kB*\nsmall   1.23kB\n');
+    const pretty = await run(['du', '--format=pretty', '--addr', daemon.address]);
+    expect(pretty.stdout.toString()).toContain('ID:           big\nCreated at:   ');
+    const both = await run(['du', '--format', 'json', '--verbose', '--addr', daemon.address]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain('--format and --verbose cannot be used together');
   });
 
   it('kiln du against an unreachable daemon exits 1', async () => {

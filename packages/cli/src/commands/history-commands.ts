@@ -160,6 +160,85 @@ function toJson(r: control.BuildHistoryRecord, now: number): Record<string, unkn
   };
 }
 
+/** gRPC's numeric codes (buildx's Error.Code) by Kiln's error code names. */
+const GRPC_CODES: Record<string, number> = {
+  canceled: 1, unknown: 2, invalid_argument: 3, deadline_exceeded: 4, not_found: 5, already_exists: 6, permission_denied: 7, resource_exhausted: 8,
+  failed_precondition: 9, aborted: 10, out_of_range: 11, unimplemented: 12, internal: 13, unavailable: 14, data_loss: 15, unauthenticated: 16,
+};
+
+/**
+ * `history inspect --format json` with buildx's inspect output fields
+ * (Name, Ref, Dockerfile, Target, Platform, NamedContexts, StartedAt,
+ * CompletedAt, Duration in nanoseconds, Status completed|running|failed|
+ * canceled, Error {Code, Message}, step counts, BuildArgs, Labels, Config
+ * from the frontend attrs, the rest in Config.RestRaw); empty fields left
+ * out as buildx's omitempty does.
+ */
+function inspectJson(r: control.BuildHistoryRecord, now: number): Record<string, unknown> {
+  const attrs = { ...r.frontendAttrs };
+  const take = (k: string): string | undefined => {
+    const v = attrs[k];
+    delete attrs[k];
+    return v;
+  };
+  const keyValues = (prefix: string) => {
+    const out = Object.entries(attrs)
+      .filter(([k]) => k.startsWith(prefix))
+      .map(([k, v]) => ({ Name: k.slice(prefix.length), ...(v ? { Value: v } : {}) }))
+      .sort((a, b) => (a.Name < b.Name ? -1 : a.Name > b.Name ? 1 : 0));
+    return out.length > 0 ? out : undefined;
+  };
+  const iso = (t: typeof r.createdAt) => (t ? new Date(timestampMs(t)).toISOString() : undefined);
+  const dockerfile = take('filename');
+  const target = take('target');
+  const platform = take('platform');
+  const status = r.status === 'error' ? 'failed' : r.status === 'canceled' || r.status === 'running' ? r.status : 'completed';
+  const config: Record<string, unknown> = {};
+  const setConfig = (field: string, key: string, map: (v: string) => unknown = (v) => v) => {
+    const v = take(key);
+    if (v !== undefined && v !== '') config[field] = map(v);
+  };
+  setConfig('Network', 'force-network-mode');
+  const extraHosts = take('add-hosts');
+  if (extraHosts) config.ExtraHosts = extraHosts.split(',');
+  setConfig('Hostname', 'hostname');
+  setConfig('ImageResolveMode', 'image-resolve-mode');
+  if (r.frontendAttrs['no-cache'] !== undefined) {
+    const v = take('no-cache')!;
+    if (v === '') config.NoCache = true;
+    else config.NoCacheFilter = v.split(',');
+  }
+  setConfig('ShmSize', 'shm-size');
+  setConfig('Ulimit', 'ulimit');
+  const epoch = attrs['build-arg:SOURCE_DATE_EPOCH'];
+  if (epoch) config.SourceDateEpoch = epoch;
+  const rest = Object.entries(attrs)
+    .filter(([k]) => !/^(vcs:|build-arg:|label:|context:|attest:)/.test(k))
+    .map(([k, v]) => ({ Name: k, ...(v ? { Value: v } : {}) }))
+    .sort((a, b) => (a.Name < b.Name ? -1 : a.Name > b.Name ? 1 : 0));
+  if (rest.length > 0) config.RestRaw = rest;
+  const durationNs = Math.max(0, Math.round(durationMs(r, now))) * 1_000_000;
+  return {
+    Name: historyName(r),
+    Ref: r.ref,
+    ...(dockerfile ? { Dockerfile: dockerfile } : {}),
+    ...(target ? { Target: target } : {}),
+    ...(platform ? { Platform: platform.split(',') } : {}),
+    ...(keyValues('context:') ? { NamedContexts: keyValues('context:') } : {}),
+    ...(iso(r.createdAt) ? { StartedAt: iso(r.createdAt) } : {}),
+    ...(iso(r.completedAt) ? { CompletedAt: iso(r.completedAt) } : {}),
+    ...(durationNs > 0 ? { Duration: durationNs } : {}),
+    Status: status,
+    ...(r.error ? { Error: { ...(GRPC_CODES[r.errorCode] ? { Code: GRPC_CODES[r.errorCode] } : {}), Message: r.error } } : {}),
+    NumCompletedSteps: r.numCompletedSteps,
+    NumTotalSteps: r.numTotalSteps,
+    NumCachedSteps: r.numCachedSteps,
+    ...(keyValues('build-arg:') ? { BuildArgs: keyValues('build-arg:') } : {}),
+    ...(keyValues('label:') ? { Labels: keyValues('label:') } : {}),
+    Config: config,
+  };
+}
+
 function oneRef(args: string[], command: string): string {
   if (args.length > 1) throw new UsageError(`"kiln history ${command}" accepts at most 1 argument, got ${args.length}`, 'REF');
   return args[0] ?? '';
@@ -209,7 +288,7 @@ export async function runHistoryInspect(argv: readonly string[], io: CliIo): Pro
   if (!r) return 1;
   const now = Date.now();
   if (format === 'json') {
-    io.stdout.write(`${JSON.stringify(toJson(r, now), null, 2)}\n`);
+    io.stdout.write(`${JSON.stringify(inspectJson(r, now), null, 2)}\n`);
     return 0;
   }
   const iso = (t: typeof r.createdAt) => (t ? new Date(timestampMs(t)).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC') : '');

@@ -2,7 +2,7 @@ import { create } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { control } from '@kiln/api';
 import { describe, expect, it } from 'vitest';
-import { planCachePrune, type CacheUsageEntry } from './cache-usage.js';
+import { planCachePrune, pruneKeepBytes, type CacheUsageEntry } from './cache-usage.js';
 import { compileUsageFilter } from './usage-filter.js';
 
 const NOW = 10_000_000;
@@ -55,5 +55,21 @@ describe('usage filters', () => {
     expect(() => compileUsageFilter(['color=red'], '--filter')).toThrow(/unsupported filter "color=red"/);
     expect(() => compileUsageFilter(['type=frontend'], '--filter')).toThrow(/unsupported record type "frontend"/);
     expect(() => compileUsageFilter(['until=soon'], '--filter')).toThrow(/invalid duration "soon"/);
+  });
+});
+
+describe('prune size caps (buildx --reserved-space, --max-used-space, --min-free-space)', () => {
+  const caps = (o: Partial<Parameters<typeof pruneKeepBytes>[0]>) => pruneKeepBytes({ reservedBytes: 0n, maxUsedBytes: 0n, minFreeBytes: 0n, totalBytes: 1000n, freeBytes: 500n, ...o });
+  it('reserved alone caps the cache (the older --keep-storage); nothing set: no cap', () => {
+    expect(caps({ reservedBytes: 300n })).toBe(300n);
+    expect(caps({})).toBeUndefined();
+  });
+  it('max-used caps, min-free lowers the cap by what is missing, reserved is the floor', () => {
+    expect(caps({ maxUsedBytes: 600n })).toBe(600n);
+    expect(caps({ minFreeBytes: 700n })).toBe(800n); // 200 more must be freed
+    expect(caps({ maxUsedBytes: 900n, minFreeBytes: 900n })).toBe(600n);
+    expect(caps({ maxUsedBytes: 100n, reservedBytes: 400n })).toBe(400n);
+    expect(caps({ minFreeBytes: 400n })).toBe(1000n); // enough free: nothing goes
+    expect(caps({ minFreeBytes: 5000n })).toBeUndefined(); // cannot free enough: everything unused goes
   });
 });

@@ -84,3 +84,24 @@ export function planCachePrune(
   }
   return out;
 }
+
+/**
+ * The size a prune brings the cache down to (undefined: no cap, every
+ * candidate goes), as BuildKit's calculateKeepBytes: `maxUsedBytes`, lowered
+ * so that `minFreeBytes` of the disk end up free, never below
+ * `reservedBytes`. With neither of the two, `reservedBytes` alone is the cap
+ * (buildx's older --keep-storage).
+ */
+export function pruneKeepBytes(opts: { reservedBytes: bigint; maxUsedBytes: bigint; minFreeBytes: bigint; totalBytes: bigint; freeBytes: bigint }): bigint | undefined {
+  if (opts.maxUsedBytes <= 0n && opts.minFreeBytes <= 0n) return opts.reservedBytes > 0n ? opts.reservedBytes : undefined;
+  let keep = opts.maxUsedBytes > 0n ? opts.maxUsedBytes : undefined;
+  const excess = opts.minFreeBytes - opts.freeBytes;
+  if (opts.minFreeBytes > 0n && excess > 0n) {
+    const target = opts.totalBytes - excess;
+    keep = keep === undefined || target < keep ? target : keep;
+  }
+  // Only --min-free-space, and the disk has that free: nothing to prune.
+  if (keep === undefined) return opts.totalBytes;
+  if (keep < opts.reservedBytes) keep = opts.reservedBytes;
+  return keep > 0n ? keep : undefined;
+}

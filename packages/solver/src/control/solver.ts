@@ -7,7 +7,7 @@ import { asKilnError, InvalidArgumentError, KilnError, sha256, TransportError, U
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
 import { createRegistryClient, formatPlatform, type RegistryClient } from '@kiln/registry';
 import { buildRegistryClient } from './build-registry.js';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BuiltVertex } from '../cache/cache-export.js';
 import { CacheImports } from '../cache/cache-import.js';
@@ -27,7 +27,7 @@ import { BuildExplainer, buildIdentity } from '../explain/build-explainer.js';
 import { StepStore } from '../explain/step-store.js';
 import { stepSites, type StepSite } from '../explain/step-record.js';
 import { vertexStep } from '../explain/vertex-step.js';
-import { CacheUsage, planCachePrune } from './cache-usage.js';
+import { CacheUsage, planCachePrune, pruneKeepBytes } from './cache-usage.js';
 import { ContentUsage } from './content-usage.js';
 import { checkDefinitionEntitlements, grantEntitlements } from './entitlements.js';
 import { constraintFilters, pickWorker } from './pick-worker.js';
@@ -491,8 +491,16 @@ export class Solver {
     const filter = compileUsageFilter(req.filter, '--filter');
     const now = Date.now();
     const keepDurationMs = req.keepDurationSeconds > 0n ? Number(req.keepDurationSeconds) * 1000 : undefined;
+    const entries = filter.types.has('regular') || req.maxUsedSpace > 0n || req.minFreeSpace > 0n ? await this.cacheUsage.entries(signal) : [];
+    const keepBytes = pruneKeepBytes({
+      reservedBytes: req.keepBytes,
+      maxUsedBytes: req.maxUsedSpace,
+      minFreeBytes: req.minFreeSpace,
+      totalBytes: entries.reduce((n, e) => n + e.record.size, 0n),
+      freeBytes: req.minFreeSpace > 0n ? freeDiskBytes(this.opts.root ?? process.cwd()) : 0n,
+    });
     if (filter.types.has('regular')) {
-      const doomed = planCachePrune(await this.cacheUsage.entries(signal), { matches: (r) => filter.matches(r, now), nowMs: now, keepDurationMs, keepBytes: req.keepBytes });
+      const doomed = planCachePrune(entries, { matches: (r) => filter.matches(r, now), nowMs: now, keepDurationMs, keepBytes });
       for (const e of doomed) {
         await this.cacheUsage.remove(e);
         yield create(control.PruneResponseSchema, { record: e.record });
@@ -500,7 +508,7 @@ export class Solver {
     }
     if (filter.types.has('content') && this.opts.content && !filter.selective) {
       const keepMs = Math.max(keepDurationMs ?? 0, filter.untilMs ?? 0);
-      yield* this.contentUsage().prune(create(control.PruneRequestSchema, { keepBytes: req.keepBytes, keepDurationSeconds: BigInt(Math.ceil(keepMs / 1000)) }), signal);
+      yield* this.contentUsage().prune(create(control.PruneRequestSchema, { keepBytes: keepBytes ?? 0n, keepDurationSeconds: BigInt(Math.ceil(keepMs / 1000)) }), signal);
     }
   }
 
@@ -865,4 +873,14 @@ function locate(err: KilnError, defs: readonly ParsedDefinition[]): KilnError {
 function gcPolicies(p: SolverOptions['gcPolicy']): MessageInitShape<typeof control.GCPolicySchema>[] {
   if (!p) return [];
   return [{ all: false, keepBytes: BigInt(p.keepBytes ?? 0), keepDurationSeconds: BigInt(Math.round((p.keepDurationMs ?? 0) / 1000)) }];
+}
+
+/** Bytes free for unprivileged use on the filesystem holding `dir` (0 when it cannot be read). */
+function freeDiskBytes(dir: string): bigint {
+  try {
+    const st = statfsSync(dir, { bigint: true });
+    return st.bavail * st.bsize;
+  } catch {
+    return 0n;
+  }
 }
