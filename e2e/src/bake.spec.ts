@@ -2,7 +2,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findDockerd, runKiln, startDockerd, startKilnd, type Kilnd, type TestDockerd } from '@kiln/testkit';
+import { findDockerd, runKiln, startDockerd, startKilnd, type Kilnd, type TestDockerd, e2eWorker } from '@kiln/testkit';
 
 // No registry: a base stage made of Debian's static busybox from the context.
 const BUSYBOX = '/bin/busybox';
@@ -64,11 +64,11 @@ target "m" {
 }
 `;
 
-describe('kiln bake [topology=all-in-one, worker=oci]', () => {
+describe(`kiln bake [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let daemon: Kilnd;
   let dir: string;
   beforeAll(async () => {
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
     dir = mkdtempSync(join(tmpdir(), 'kiln-bake-'));
     copyFileSync(BUSYBOX, join(dir, 'busybox'));
     writeFileSync(join(dir, 'Dockerfile'), DOCKERFILE);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findDockerd, findRegistry, kilnBin, makeTar, pushBusyboxImage, runKiln, startDockerd, startKilnd, startRegistry, type Kilnd, type TestDockerd, type TestRegistry } from '@kiln/testkit';
+import { findDockerd, findRegistry, kilnBin, makeTar, pushBusyboxImage, runKiln, startDockerd, startKilnd, startRegistry, type Kilnd, type TestDockerd, type TestRegistry, e2eWorker } from '@kiln/testkit';
 
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
 const canRun = process.getuid?.() === 0 && !!findRegistry() && existsSync('/bin/busybox') && has('runc');
@@ -15,7 +15,7 @@ function kilnWithStdin(args: string[], input: Buffer | string): { code: number; 
   return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
 
-describe.skipIf(!canRun)('kiln build flags buildx users type [topology=all-in-one, worker=oci]', () => {
+describe.skipIf(!canRun)(`kiln build flags buildx users type [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let registry: TestRegistry;
   let daemon: Kilnd;
   let work: string;

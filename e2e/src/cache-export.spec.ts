@@ -2,7 +2,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+import { runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry, e2eWorker } from '@kiln/testkit';
 
 const BUSYBOX = '/bin/busybox';
 const RUNS = 3;
@@ -18,7 +18,7 @@ function execRuns(logs: string): number {
  * CACHED and never executed. Each RUN writes random bytes, so identical
  * output files also prove no RUN ran again.
  */
-describe('cache export/import across daemons [topology=all-in-one, worker=oci]', () => {
+describe(`cache export/import across daemons [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let work: string;
   let ctx: string;
   let registry: TestRegistry;
@@ -72,7 +72,7 @@ describe('cache export/import across daemons [topology=all-in-one, worker=oci]',
 
   /** Builds on a fresh daemon A with `exportFlags`, then on a fresh daemon B with `importFlags`. */
   async function roundTrip(name: string, exportFlags: string[], importFlags: string[]): Promise<{ a: Built; b: Built }> {
-    const daemonA = await startKilnd({ worker: 'oci' });
+    const daemonA = await startKilnd();
     let a: Built;
     try {
       a = await build(daemonA, `${registry.host}/kiln/${name}:a`, ...exportFlags);
@@ -80,7 +80,7 @@ describe('cache export/import across daemons [topology=all-in-one, worker=oci]',
     } finally {
       await daemonA.stop();
     }
-    const daemonB = await startKilnd({ worker: 'oci' });
+    const daemonB = await startKilnd();
     try {
       const b = await build(daemonB, `${registry.host}/kiln/${name}:b`, ...importFlags);
       expect(b.execs, daemonB.logs().slice(-4000)).toBe(0);
@@ -133,7 +133,7 @@ describe('cache export/import across daemons [topology=all-in-one, worker=oci]',
  * take the result from the cache by its definition key, without running the
  * stage (its RUN's layers are not in a min cache).
  */
-describe('cache export/import, mode=min across stages [topology=all-in-one, worker=oci]', () => {
+describe(`cache export/import, mode=min across stages [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let work: string;
   let registry: TestRegistry;
 
@@ -171,7 +171,7 @@ describe('cache export/import, mode=min across stages [topology=all-in-one, work
     ] as const) {
       const outs: string[] = [];
       for (const flags of [['--cache-to', to], ['--cache-from', from]]) {
-        const daemon = await startKilnd({ worker: 'oci' });
+        const daemon = await startKilnd();
         try {
           const out = join(work, `out-${outs.length}-${to.slice(5, 10)}`);
           const before = execRuns(daemon.logs());

@@ -2,7 +2,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { runKiln, startKilnd, type Kilnd, e2eWorker } from '@kiln/testkit';
 
 const BUSYBOX = '/bin/busybox';
 
@@ -11,7 +11,7 @@ function execRuns(logs: string): number {
   return logs.split('\n').filter((l) => l.includes('"msg":"running op"') && l.includes('"kind":"exec"')).length;
 }
 
-describe('persistent build cache [topology=all-in-one, worker=oci]', () => {
+describe(`persistent build cache [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let root: string;
   let ctx: string;
   let daemon: Kilnd | undefined;
@@ -58,12 +58,12 @@ describe('persistent build cache [topology=all-in-one, worker=oci]', () => {
   }
 
   it('reuses every step after a daemon restart, survives mtime changes, reruns on content changes and --no-cache', async () => {
-    daemon = await startKilnd({ worker: 'oci', root });
+    daemon = await startKilnd({ root });
     const first = await build();
     expect(first.execs).toBe(2);
     await daemon.stop();
 
-    daemon = await startKilnd({ worker: 'oci', root });
+    daemon = await startKilnd({ root });
     const again = await build();
     expect(again.execs).toBe(0);
     expect(again.base).toBe(first.base);
@@ -105,7 +105,7 @@ function stepOutcome(stderr: string, name: RegExp): 'CACHED' | 'DONE' | 'ERROR' 
   return outcome?.[1] as 'CACHED' | 'DONE' | 'ERROR' | undefined;
 }
 
-describe('--no-cache and --no-cache-filter [topology=all-in-one, worker=oci]', () => {
+describe(`--no-cache and --no-cache-filter [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let ctx: string;
   let daemon: Kilnd | undefined;
   let n = 0;
@@ -135,7 +135,7 @@ describe('--no-cache and --no-cache-filter [topology=all-in-one, worker=oci]', (
         '',
       ].join('\n'),
     );
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
   });
   afterAll(async () => {
     await daemon?.stop();

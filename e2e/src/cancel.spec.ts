@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync, writeFileSync, readdirSync, existsSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kilnBin, runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { kilnBin, runKiln, startKilnd, type Kilnd, e2eWorker } from '@kiln/testkit';
 
-describe('cancelling a build [topology=all-in-one, worker=oci]', () => {
+describe(`cancelling a build [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let daemon: Kilnd;
   let ctx: string;
   beforeAll(async () => {

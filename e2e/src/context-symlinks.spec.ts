@@ -3,15 +3,15 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startKilnd, type Kilnd } from '@kiln/testkit';
+import { startKilnd, type Kilnd, e2eWorker } from '@kiln/testkit';
 import { localBuilds } from './local-builds.js';
 
-describe('symlinks and sockets in the build context [topology=all-in-one, worker=oci]', () => {
+describe(`symlinks and sockets in the build context [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let daemon: Kilnd;
   let ctx: string;
   let socket: Server;
   beforeAll(async () => {
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
     ctx = mkdtempSync(join(tmpdir(), 'kiln-ctx-links-'));
     mkdirSync(join(ctx, 'sub'), { mode: 0o700 });
     writeFileSync(join(ctx, 'sub/foo'), 'contents', { mode: 0o600 });

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { runKiln, startKilnd, type Kilnd, e2eWorker } from '@kiln/testkit';
 
 const FILES = 2000;
 const FILE_BYTES = 1024;
@@ -22,7 +22,7 @@ function transfers(logs: string): { changed: number; deleted: number; contentByt
     });
 }
 
-describe('incremental context transfer [topology=all-in-one, worker=oci]', () => {
+describe(`incremental context transfer [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let root: string;
   let ctx: string;
   let daemon: Kilnd;
@@ -36,7 +36,7 @@ describe('incremental context transfer [topology=all-in-one, worker=oci]', () =>
       for (let f = 0; f < 100; f++) writeFileSync(join(ctx, 'files', `d${d}`, `f${f}.txt`), Buffer.alloc(FILE_BYTES, 97 + (f % 26)));
     }
     writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY files /files\n');
-    daemon = await startKilnd({ worker: 'oci', root });
+    daemon = await startKilnd({ root });
   });
   afterAll(async () => {
     await daemon?.stop();

@@ -2,7 +2,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { runKiln, startKilnd, type Kilnd, e2eWorker } from '@kiln/testkit';
 
 const BUSYBOX = '/bin/busybox';
 
@@ -24,7 +24,7 @@ function cachedSteps(plain: string): Map<string, boolean> {
   return new Map([...names].map(([n, name]) => [name, cached.has(n)]));
 }
 
-describe('cache keys from the files each COPY reads [topology=all-in-one, worker=oci]', () => {
+describe(`cache keys from the files each COPY reads [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let root: string;
   let ctx: string;
   let daemon: Kilnd | undefined;
@@ -40,7 +40,7 @@ describe('cache keys from the files each COPY reads [topology=all-in-one, worker
     writeFileSync(join(ctx, 'b.txt'), 'b1\n');
     writeFileSync(join(ctx, 'c.txt'), 'c1\n');
     writeFileSync(join(ctx, 'Dockerfile'), ['FROM scratch', 'COPY --chmod=0755 busybox /bin/busybox', 'COPY a.txt /a', RUN1, 'COPY b.txt /b', RUN2, ''].join('\n'));
-    daemon = await startKilnd({ worker: 'oci', root });
+    daemon = await startKilnd({ root });
   });
   afterAll(async () => {
     await daemon?.stop();

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startKilnd, type Kilnd } from '@kiln/testkit';
+import { startKilnd, type Kilnd, e2eWorker } from '@kiln/testkit';
 import { localBuilds } from './local-builds.js';
 
 /** Every path below `dir` (directories with a trailing slash), sorted. */
@@ -19,11 +19,11 @@ function tree(dir: string): string[] {
   return out.sort();
 }
 
-describe('COPY --parents and --link through kiln build [topology=all-in-one, worker=oci]', () => {
+describe(`COPY --parents and --link through kiln build [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let daemon: Kilnd;
   let ctx: string;
   beforeAll(async () => {
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
     ctx = mkdtempSync(join(tmpdir(), 'kiln-copy-flags-'));
     for (const f of ['x/a.txt', 'x/skip.md', 'y/b.txt', 'y/sub/c.txt', 'src/lib/one.go', 'src/lib/deep/two.go', 'src/lib/readme.md', 'top.txt']) {
       mkdirSync(join(ctx, f, '..'), { recursive: true });

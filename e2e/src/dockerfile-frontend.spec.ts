@@ -3,7 +3,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { runKiln, startKilnd, type Kilnd, e2eWorker } from '@kiln/testkit';
 
 const BUSYBOX = '/bin/busybox';
 const HOST_ARCH = process.arch === 'x64' ? 'amd64' : process.arch;
@@ -30,11 +30,11 @@ FROM release AS debug
 COPY not-in-context.txt /never-read.txt
 `;
 
-describe('Dockerfile frontend through kiln build [topology=all-in-one, worker=oci]', () => {
+describe(`Dockerfile frontend through kiln build [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let daemon: Kilnd;
   let ctx: string;
   beforeAll(async () => {
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
     ctx = mkdtempSync(join(tmpdir(), 'kiln-dockerfile-e2e-'));
     copyFileSync(BUSYBOX, join(ctx, 'busybox'));
     const tree = join(ctx, 'tree');

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findRegistry, freePort, pushBusyboxImage, runKiln, startKilnd, type Kilnd, startRegistry, type TestRegistry } from '@kiln/testkit';
+import { findRegistry, freePort, pushBusyboxImage, runKiln, startKilnd, type Kilnd, startRegistry, type TestRegistry, e2eWorker } from '@kiln/testkit';
 
 const BUSYBOX = '/bin/busybox';
 const GIT_DAEMON = '/usr/lib/git-core/git-daemon';
@@ -38,14 +38,14 @@ async function serveRepo(root: string): Promise<{ url: string; tagCommit: string
   return { url: `git://127.0.0.1:${port}/repo.git`, tagCommit, stop: () => proc.kill() };
 }
 
-describe.skipIf(!existsSync(GIT_DAEMON))('ADD from a git repository [topology=all-in-one, worker=oci]', () => {
+describe.skipIf(!existsSync(GIT_DAEMON))(`ADD from a git repository [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let daemon: Kilnd;
   let root: string;
   let repo: Awaited<ReturnType<typeof serveRepo>>;
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), 'kiln-add-git-'));
     repo = await serveRepo(join(root, 'served'));
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
   }, 60_000);
   afterAll(async () => {
     await daemon?.stop();
@@ -91,7 +91,7 @@ describe.skipIf(!existsSync(GIT_DAEMON))('ADD from a git repository [topology=al
   }, 120_000);
 });
 
-describe.skipIf(!findRegistry() || !existsSync(BUSYBOX))('ONBUILD triggers run in the build that uses the image [topology=all-in-one, worker=oci]', () => {
+describe.skipIf(!findRegistry() || !existsSync(BUSYBOX))(`ONBUILD triggers run in the build that uses the image [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let registry: TestRegistry;
   let daemon: Kilnd;
   let ctx: string;
@@ -100,7 +100,7 @@ describe.skipIf(!findRegistry() || !existsSync(BUSYBOX))('ONBUILD triggers run i
     registry = await startRegistry();
     ctx = mkdtempSync(join(tmpdir(), 'kiln-onbuild-'));
     busybox = (await pushBusyboxImage(registry, ctx, 'kiln/busybox', '1', { applets: ['sh', 'echo', 'cat'] })).ref;
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
   }, 60_000);
   afterAll(async () => {
     await daemon?.stop();
@@ -131,11 +131,11 @@ describe.skipIf(!findRegistry() || !existsSync(BUSYBOX))('ONBUILD triggers run i
   }, 180_000);
 });
 
-describe('COPY and ADD --exclude with ! exceptions [topology=all-in-one, worker=oci]', () => {
+describe(`COPY and ADD --exclude with ! exceptions [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let daemon: Kilnd;
   let ctx: string;
   beforeAll(async () => {
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
     ctx = mkdtempSync(join(tmpdir(), 'kiln-exclude-'));
     mkdirSync(join(ctx, 'docs', 'keep'), { recursive: true });
     for (const f of ['docs/a.md', 'docs/b.md', 'docs/KEEP.md', 'docs/notes.txt', 'docs/keep/c.md']) writeFileSync(join(ctx, f), f);

@@ -2,14 +2,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+import { pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry, e2eWorker } from '@kiln/testkit';
 
 /** The `cache miss: STEP: REASON` lines (or the "none" line) `--explain-cache` and `history explain` print. */
 function misses(stderr: string): string[] {
   return stderr.split('\n').filter((l) => l.startsWith('cache miss'));
 }
 
-describe('kiln build --explain-cache: why each step missed the cache [topology=all-in-one, worker=oci]', () => {
+describe(`kiln build --explain-cache: why each step missed the cache [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let registry: TestRegistry;
   let daemon: Kilnd;
   let ctx: string;
@@ -24,7 +24,7 @@ describe('kiln build --explain-cache: why each step missed the cache [topology=a
     writeFileSync(join(ctx, 'a.txt'), 'a1\n');
     writeFileSync(join(ctx, 'unrelated.txt'), 'u1\n');
     writeFileSync(join(ctx, 'Dockerfile'), dockerfile('RUN cat /a.txt > /copy.txt'));
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
   }, 60_000);
 
   afterAll(async () => {

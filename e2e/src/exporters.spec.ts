@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findDockerd, findRegistry, pushBusyboxImage, runKiln, startDockerd, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+import { findDockerd, findRegistry, pushBusyboxImage, runKiln, startDockerd, startKilnd, startRegistry, type Kilnd, type TestRegistry, e2eWorker } from '@kiln/testkit';
 
 const BUSYBOX = '/bin/busybox';
 const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -67,7 +67,7 @@ async function startContainerd(): Promise<{ socket: string; stop(): Promise<void
 const canRun = isRoot && !!findRegistry() && existsSync(BUSYBOX) && has('runc');
 const EXPECTED = 'built in kiln\nhello from CMD\n';
 
-describe.skipIf(!canRun)('image exporters checked with outside tools [topology=all-in-one, worker=oci]', () => {
+describe.skipIf(!canRun)(`image exporters checked with outside tools [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let registry: TestRegistry;
   let daemon: Kilnd;
   let work: string;
@@ -78,7 +78,7 @@ describe.skipIf(!canRun)('image exporters checked with outside tools [topology=a
     registry = await startRegistry();
     work = mkdtempSync(join(tmpdir(), 'kiln-exporters-e2e-'));
     baseRef = (await pushBusyboxImage(registry, work, 'kiln/busybox', '1')).ref;
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
     ctx = join(work, 'ctx');
     mkdirSync(ctx);
     writeFileSync(join(ctx, 'Dockerfile'), `FROM ${baseRef}\nRUN echo built in kiln > /built.txt\nCMD ["/bin/sh", "-c", "cat /built.txt; echo hello from CMD"]\n`);
@@ -201,7 +201,7 @@ describe.skipIf(!canRun)('image exporters checked with outside tools [topology=a
   }, 180_000);
 
   it('SOURCE_DATE_EPOCH with rewrite-timestamp=true: two daemons with empty roots build the same image digest', async () => {
-    const other = await startKilnd({ worker: 'oci' });
+    const other = await startKilnd();
     try {
       const digests: string[] = [];
       for (const [i, d] of [daemon, other].entries()) {

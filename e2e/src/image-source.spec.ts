@@ -2,11 +2,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findRegistry, pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+import { findRegistry, pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry, e2eWorker } from '@kiln/testkit';
 
 const BUSYBOX = '/bin/busybox';
 
-describe.skipIf(!findRegistry() || !existsSync(BUSYBOX))('FROM an image in a registry [topology=all-in-one, worker=oci]', () => {
+describe.skipIf(!findRegistry() || !existsSync(BUSYBOX))(`FROM an image in a registry [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let registry: TestRegistry;
   let daemon: Kilnd;
   let ctx: string;
@@ -16,7 +16,7 @@ describe.skipIf(!findRegistry() || !existsSync(BUSYBOX))('FROM an image in a reg
     registry = await startRegistry();
     ctx = mkdtempSync(join(tmpdir(), 'kiln-image-source-'));
     imageRef = (await pushBusyboxImage(registry, ctx, 'kiln/busybox', '1', { applets: ['sh', 'echo', 'ls', 'cat'] })).ref;
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
     writeFileSync(join(ctx, 'Dockerfile'), `FROM ${imageRef}\nRUN echo hi > /hi.txt\n`);
   }, 60_000);
 

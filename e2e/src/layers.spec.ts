@@ -8,7 +8,7 @@ import { create, toBinary } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { content, llb, worker as workerApi } from '@kiln/api';
 import { createKilnClient, createNodeTransport } from '@kiln/common';
-import { findRegistry, makeImage, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+import { findRegistry, makeImage, startKilnd, startRegistry, type Kilnd, type TestRegistry, e2eWorker } from '@kiln/testkit';
 
 const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const hasUmoci = (() => {
@@ -34,7 +34,7 @@ function op(init: Parameters<typeof create<typeof llb.OpSchema>>[1]): { bytes: U
   return { bytes, digest: sha(bytes) };
 }
 
-describe.skipIf(!findRegistry())('layers of a build result in the content store [topology=all-in-one, worker=oci]', () => {
+describe.skipIf(!findRegistry())(`layers of a build result in the content store [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let registry: TestRegistry;
   let daemon: Kilnd;
   let work: string;

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startTopology, type KilnTopology } from '@kiln/testkit';
+import { runKiln, startTopology, type KilnTopology, e2eWorker } from '@kiln/testkit';
 
 // File outputs (`-o type=oci|tar,dest=FILE`) written by the exporter straight
 // into the CLI's temp file when both see the same filesystem ("local write"),
@@ -15,7 +15,7 @@ const LOCAL_WRITE_LOG = 'output written in place (local write)';
 // split: the exporters tier is a process of its own (same host), reached by the CLI only through the solver.
 const topologies = (['all-in-one', 'split'] as const).map((topology) => ({ topology, start: () => startTopology(topology) }));
 
-describe.each(topologies)('file outputs written in place by the exporter [topology=$topology, worker=oci]', (topology) => {
+describe.each(topologies)(`file outputs written in place by the exporter [topology=$topology, worker=${e2eWorker()}]`, (topology) => {
   let daemon: KilnTopology;
   let work: string;
   let ctx: string;

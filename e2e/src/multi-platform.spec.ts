@@ -4,7 +4,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { findRegistry, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+import { findRegistry, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry, e2eWorker } from '@kiln/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const HOST_BUSYBOX = '/bin/busybox';
@@ -91,7 +91,7 @@ function arm64Busybox(work: string): string | undefined {
 const canRun = process.getuid?.() === 0 && !!findRegistry() && existsSync(HOST_BUSYBOX) && has('runc');
 const toolsPresent = has('skopeo') && has('umoci');
 
-describe.skipIf(!canRun)('multi-platform builds [topology=all-in-one, worker=oci]', () => {
+describe.skipIf(!canRun)(`multi-platform builds [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let registry: TestRegistry;
   let daemon: Kilnd;
   let work: string;
@@ -107,7 +107,7 @@ describe.skipIf(!canRun)('multi-platform builds [topology=all-in-one, worker=oci
       [HOST_ARCH]: busyboxLayer(work, HOST_ARCH, HOST_BUSYBOX),
       [other]: busyboxLayer(work, other, other === 'arm64' ? armBusybox : undefined),
     });
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
   }, 60_000);
 
   afterAll(async () => {

@@ -2,7 +2,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnCluster, startKilnNats, type KilnCluster, type KilnNats, type RunResult } from '@kiln/testkit';
+import { runKiln, startKilnCluster, startKilnNats, type KilnCluster, type KilnNats, type RunResult, e2eWorker, e2eWorkerTier } from '@kiln/testkit';
 
 // A base with no registry: Debian's static busybox copied in from the context.
 const BUSYBOX = '/bin/busybox';
@@ -22,7 +22,7 @@ const TICKS = Math.ceil(OUTAGE_MS / 1000) + 4;
  * client once NATS is back, and the history records the build as
  * completed with its steps (never left `running`).
  */
-describe('NATS outage during a build [topology=split]', () => {
+describe(`NATS outage during a build [topology=split, worker=${e2eWorker()}]`, () => {
   let nats: KilnNats;
   let cluster: KilnCluster;
   let ctx: string;
@@ -32,7 +32,7 @@ describe('NATS outage during a build [topology=split]', () => {
 
   beforeAll(async () => {
     nats = await startKilnNats();
-    cluster = await startKilnCluster(nats, ['solver', 'frontend', 'exporters', 'content', 'worker-oci']).catch(async (err) => {
+    cluster = await startKilnCluster(nats, ['solver', 'frontend', 'exporters', 'content', e2eWorkerTier()]).catch(async (err) => {
       await nats.stop();
       throw err;
     });
@@ -52,7 +52,7 @@ describe('NATS outage during a build [topology=split]', () => {
     const deadline = Date.now() + 20_000;
     for (;;) {
       const res = await kiln('workers');
-      if (/worker-oci-1/.test(res.stdout)) break;
+      if (res.stdout.includes(`${e2eWorkerTier()}-1`)) break;
       if (Date.now() > deadline) throw new Error(`the worker was never listed:\n${res.stdout}${res.stderr}`);
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -66,7 +66,7 @@ describe('NATS outage during a build [topology=split]', () => {
   });
 
   it(`finishes the build, catches up the progress and completes the history (outage ${OUTAGE_MS} ms)`, async () => {
-    const worker = cluster.tiers.find((t) => t.name === 'worker-oci-1')!;
+    const worker = cluster.tiers.find((t) => t.name === `${e2eWorkerTier()}-1`)!;
     const running = kiln('build', '--progress=plain', '-o', `type=local,dest=${out}`, ctx);
     const deadline = Date.now() + 60_000;
     while (!worker.logs().includes('tick-$i')) {

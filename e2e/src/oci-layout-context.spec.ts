@@ -2,7 +2,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startTopology, type KilnTopology } from '@kiln/testkit';
+import { runKiln, startTopology, type KilnTopology, e2eWorker } from '@kiln/testkit';
 
 // A base with no registry: Debian's static busybox copied in from the context.
 const BUSYBOX = '/bin/busybox';
@@ -10,7 +10,7 @@ const BUSYBOX = '/bin/busybox';
 // Split: the frontend and worker tiers reach the client's layout only through the solver's session relay.
 const topologies = (['all-in-one', 'split'] as const).map((topology) => ({ topology, start: () => startTopology(topology) }));
 
-describe.each(topologies)('--build-context NAME=oci-layout://DIR:TAG [topology=$topology, worker=oci]', (topology) => {
+describe.each(topologies)(`--build-context NAME=oci-layout://DIR:TAG [topology=$topology, worker=${e2eWorker()}]`, (topology) => {
   let daemon: KilnTopology;
   let work: string;
   let baseCtx: string;

@@ -2,18 +2,18 @@ import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { runKiln, startKilnd, type Kilnd, e2eWorker } from '@kiln/testkit';
 
 interface RawStatus {
   vertexes?: { digest: string; name?: string; cached?: boolean; started?: string; completed?: string; error?: string }[];
   logs?: { vertex: string; msg: string }[];
 }
 
-describe('kiln build --progress through kilnd [topology=all-in-one, worker=oci]', () => {
+describe(`kiln build --progress through kilnd [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let daemon: Kilnd;
   let ctx: string;
   beforeAll(async () => {
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
     ctx = mkdtempSync(join(tmpdir(), 'kiln-progress-'));
     copyFileSync('/bin/busybox', join(ctx, 'busybox'));
     writeFileSync(
@@ -67,7 +67,7 @@ describe('kiln build --progress through kilnd [topology=all-in-one, worker=oci]'
   });
 });
 
-describe('kiln history through kilnd, across a restart [topology=all-in-one, worker=oci]', () => {
+describe(`kiln history through kilnd, across a restart [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let root: string;
   let ctx: string;
   let daemon: Kilnd | undefined;
@@ -85,7 +85,7 @@ describe('kiln history through kilnd, across a restart [topology=all-in-one, wor
   });
 
   it('lists, inspects, replays and removes build records; they survive a daemon restart', async () => {
-    daemon = await startKilnd({ worker: 'oci', root });
+    daemon = await startKilnd({ root });
     const kiln = (...args: string[]) => runKiln([args[0]!, ...(args[0] === 'history' ? [args[1]!, '--addr', daemon!.addr, ...args.slice(2)] : ['--addr', daemon!.addr, ...args.slice(1)])]);
     expect((await kiln('build', '--progress=quiet', ctx)).code).toBe(0);
     expect((await kiln('build', '--progress=quiet', ctx)).code).toBe(0);
@@ -110,7 +110,7 @@ describe('kiln history through kilnd, across a restart [topology=all-in-one, wor
     expect(table.stdout).toMatch(new RegExp(`${failed.ref}\\s+Bad.Dockerfile\\s+Error\\s+\\d+ seconds? ago\\s+\\d+\\.\\ds`));
 
     await daemon.stop();
-    daemon = await startKilnd({ worker: 'oci', root });
+    daemon = await startKilnd({ root });
 
     const inspect = await kiln('history', 'inspect', cached.ref.slice(0, 12));
     expect(inspect.code, inspect.stderr).toBe(0);

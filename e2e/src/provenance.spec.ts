@@ -3,12 +3,12 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findRegistry, pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type PushedBusybox, type TestRegistry } from '@kiln/testkit';
+import { findRegistry, pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type PushedBusybox, type TestRegistry, e2eWorker } from '@kiln/testkit';
 
 const has = (bin: string) => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
 const canRun = process.getuid?.() === 0 && !!findRegistry() && existsSync('/bin/busybox') && has('runc');
 
-describe.skipIf(!canRun)('--provenance: SLSA provenance attached to the pushed image index [topology=all-in-one, worker=oci]', () => {
+describe.skipIf(!canRun)(`--provenance: SLSA provenance attached to the pushed image index [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let registry: TestRegistry;
   let daemon: Kilnd;
   let work: string;

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findRegistry, pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+import { findRegistry, pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry, e2eWorker } from '@kiln/testkit';
 
 const BUSYBOX = '/bin/busybox';
 const USER = 'kiln-e2e';
@@ -54,7 +54,7 @@ async function recordingProxy(target: URL): Promise<{ host: string; log: string[
 
 const canRun = process.getuid?.() === 0 && !!findRegistry() && existsSync(BUSYBOX) && has('runc') && has('skopeo');
 
-describe.skipIf(!canRun)('registry credentials from the client session [topology=all-in-one, worker=oci]', () => {
+describe.skipIf(!canRun)(`registry credentials from the client session [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let registry: TestRegistry;
   let proxy: Awaited<ReturnType<typeof recordingProxy>>;
   let daemon: Kilnd;
@@ -81,7 +81,7 @@ describe.skipIf(!canRun)('registry credentials from the client session [topology
     // The daemon's own docker config is an empty directory: no credentials there.
     const daemonConfig = join(work, 'daemon-docker');
     mkdirSync(daemonConfig);
-    daemon = await startKilnd({ worker: 'oci', env: { DOCKER_CONFIG: daemonConfig } });
+    daemon = await startKilnd({ env: { DOCKER_CONFIG: daemonConfig } });
     withCreds = homeWith(join(work, 'home-with'), { auths: { [proxy.host]: { auth: Buffer.from(`${USER}:${PASSWORD}`).toString('base64') } } });
     withoutCreds = homeWith(join(work, 'home-without'), { auths: {} });
     mkdirSync(join(work, 'ctx'));

@@ -2,13 +2,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnCluster, startKilnNats, type DaemonProcess, type KilnNats, type KilnCluster, type RunResult } from '@kiln/testkit';
+import { runKiln, startKilnCluster, startKilnNats, type DaemonProcess, type KilnNats, type KilnCluster, type RunResult, e2eWorker, e2eWorkerTier } from '@kiln/testkit';
 
 /**
- * A cluster with two OCI workers labelled pool=a and pool=b: `--worker-filter`
+ * A cluster with two workers (OCI, or containerd with KILN_E2E_WORKER) labelled pool=a and pool=b: `--worker-filter`
  * routes builds, and a build whose worker was killed runs on the other one.
  */
-describe('worker choice [topology=split, two oci workers]', () => {
+describe(`worker choice [topology=split, two ${e2eWorker()} workers]`, () => {
   let nats: KilnNats;
   let cluster: KilnCluster;
   let ctx: string;
@@ -26,8 +26,8 @@ describe('worker choice [topology=split, two oci workers]', () => {
       'frontend',
       'exporters',
       'content',
-      { tier: 'worker-oci', id: 'worker-a', args: ['--worker-label', 'pool=a'] },
-      { tier: 'worker-oci', id: 'worker-b', args: ['--worker-label', 'pool=b'] },
+      { tier: e2eWorkerTier(), id: 'worker-a', args: ['--worker-label', 'pool=a'] },
+      { tier: e2eWorkerTier(), id: 'worker-b', args: ['--worker-label', 'pool=b'] },
     ]).catch(async (err) => {
       await nats.stop();
       throw err;

@@ -2,7 +2,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnCluster, startKilnNats, type DaemonProcess, type KilnCluster, type KilnNats, type RunResult } from '@kiln/testkit';
+import { runKiln, startKilnCluster, startKilnNats, type DaemonProcess, type KilnCluster, type KilnNats, type RunResult, e2eWorker, e2eWorkerTier } from '@kiln/testkit';
 
 // A base with no registry: Debian's static busybox copied in from the context.
 const BUSYBOX = '/bin/busybox';
@@ -13,7 +13,7 @@ const BUSYBOX = '/bin/busybox';
  * succeeds and its progress warns naming the lost worker. With no other
  * worker left, the build fails with a message naming the lost one.
  */
-describe('worker lost mid-step [topology=split, two oci workers, real runc]', () => {
+describe(`worker lost mid-step [topology=split, two ${e2eWorker()} workers]`, () => {
   let nats: KilnNats;
   let cluster: KilnCluster;
   let ctx: string;
@@ -37,7 +37,7 @@ describe('worker lost mid-step [topology=split, two oci workers, real runc]', ()
 
   beforeAll(async () => {
     nats = await startKilnNats();
-    cluster = await startKilnCluster(nats, ['solver', 'frontend', 'exporters', 'content', { tier: 'worker-oci', id: 'worker-a' }, { tier: 'worker-oci', id: 'worker-b' }]).catch(async (err) => {
+    cluster = await startKilnCluster(nats, ['solver', 'frontend', 'exporters', 'content', { tier: e2eWorkerTier(), id: 'worker-a' }, { tier: e2eWorkerTier(), id: 'worker-b' }]).catch(async (err) => {
       await nats.stop();
       throw err;
     });

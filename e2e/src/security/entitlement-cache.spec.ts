@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+import { pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry, e2eWorker } from '@kiln/testkit';
 
 /** Exec ops the daemon ran, from its debug log ("running op" with kind "exec"). */
 function execRuns(logs: string): number {
@@ -18,7 +18,7 @@ const DEFAULT_CAPBND = '00000000a80425fb';
  * persistent cache, not from the worker's memory, not after a restart on a
  * daemon that permits nothing. The refusal comes before any step runs.
  */
-describe('entitlements are not bypassed by the cache [topology=all-in-one, worker=oci]', () => {
+describe(`entitlements are not bypassed by the cache [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let registry: TestRegistry;
   let work: string;
   let root: string;
@@ -58,7 +58,7 @@ describe('entitlements are not bypassed by the cache [topology=all-in-one, worke
   }
 
   it('refuses a cached insecure step to a build without --allow, in memory, with --no-cache and after a restart', async () => {
-    daemon = await startKilnd({ worker: 'oci', root, args: ['--allow-insecure-entitlement', 'security.insecure'] });
+    daemon = await startKilnd({ root, args: ['--allow-insecure-entitlement', 'security.insecure'] });
     const entitled = await build('--allow', 'security.insecure');
     expect(entitled.code, `${entitled.stderr}\n${daemon.logs().slice(-3000)}`).toBe(0);
     expect(entitled.execs).toBe(1);
@@ -78,7 +78,7 @@ describe('entitlements are not bypassed by the cache [topology=all-in-one, worke
 
     // Restarted on the same state with no entitlements permitted: the cache survives, the grant does not.
     await daemon.stop();
-    daemon = await startKilnd({ worker: 'oci', root });
+    daemon = await startKilnd({ root });
     expectRefused(await build(), /security\.insecure is not allowed/);
     expectRefused(await build('--allow', 'security.insecure'), /granting entitlement security\.insecure is not allowed by build daemon configuration/);
   }, 180_000);

@@ -8,12 +8,12 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { runKiln, startKilnd, type Kilnd, e2eWorker } from '@kiln/testkit';
 
 // eslint-disable-next-line no-control-regex
 const RAW_CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/;
 
-describe('hostile Dockerfiles [topology=all-in-one, worker=oci]', () => {
+describe(`hostile Dockerfiles [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let daemon: Kilnd;
   let work: string;
 
@@ -29,7 +29,7 @@ describe('hostile Dockerfiles [topology=all-in-one, worker=oci]', () => {
 
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), 'kiln-hostile-e2e-'));
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
   }, 60_000);
 
   afterAll(async () => {

@@ -10,14 +10,14 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findRegistry, pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+import { findRegistry, pushBusyboxImage, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry, e2eWorker } from '@kiln/testkit';
 
 const USER = 'kiln-daemon';
 const PASSWORD = 'daemon-pw-8d2e';
 const basicAuth = `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`;
 const canRun = process.getuid?.() === 0 && !!findRegistry() && existsSync('/bin/busybox') && spawnSync('sh', ['-c', 'command -v runc']).status === 0;
 
-describe.skipIf(!canRun)('registry credentials stay with their owner [topology=all-in-one, worker=oci]', () => {
+describe.skipIf(!canRun)(`registry credentials stay with their owner [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let registry: TestRegistry;
   let daemon: Kilnd;
   let work: string;
@@ -48,7 +48,7 @@ describe.skipIf(!canRun)('registry credentials stay with their owner [topology=a
     writeFileSync(join(work, 'push-ctx', 'Dockerfile'), 'FROM scratch\nCOPY f.txt /f.txt\n');
     mkdirSync(join(work, 'pull-ctx'));
     writeFileSync(join(work, 'pull-ctx', 'Dockerfile'), `FROM ${registry.host}/private/base:1\nRUN cat /etc/passwd > /stolen\n`);
-    daemon = await startKilnd({ worker: 'oci', env: { DOCKER_CONFIG: daemonDockerConfig } });
+    daemon = await startKilnd({ env: { DOCKER_CONFIG: daemonDockerConfig } });
   }, 90_000);
 
   afterAll(async () => {
@@ -75,7 +75,7 @@ describe.skipIf(!canRun)('registry credentials stay with their owner [topology=a
   it('lends the daemon credentials only when the operator opts in with [registry] daemon-credentials = true', async () => {
     const config = join(work, 'kilnd.toml');
     writeFileSync(config, '[registry]\ndaemon-credentials = true\n');
-    const lending = await startKilnd({ worker: 'oci', env: { DOCKER_CONFIG: daemonDockerConfig }, args: ['--config', config] });
+    const lending = await startKilnd({ env: { DOCKER_CONFIG: daemonDockerConfig }, args: ['--config', config] });
     try {
       expect(lending.logs()).toMatch(/daemon-credentials = true: every client pulls and pushes with this daemon/);
       const res = await kiln(lending, ['--push', '-t', `${registry.host}/lent/app:1`, join(work, 'push-ctx')]);

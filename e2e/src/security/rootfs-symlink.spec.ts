@@ -2,7 +2,7 @@ import { copyFileSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { runKiln, startKilnd, type Kilnd, e2eWorker } from '@kiln/testkit';
 
 // A base with no registry: Debian's static busybox copied in from the context.
 const BUSYBOX = '/bin/busybox';
@@ -14,7 +14,7 @@ const BUSYBOX = '/bin/busybox';
  * other host-side file operation on the rootfs) acts on the host instead.
  * The canary directories mirror the stub paths; each must survive intact.
  */
-describe('a step cannot make the worker touch host paths through symlinks in its rootfs [topology=all-in-one, worker=oci]', () => {
+describe(`a step cannot make the worker touch host paths through symlinks in its rootfs [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let daemon: Kilnd;
   let dir: string;
 
@@ -52,7 +52,7 @@ describe('a step cannot make the worker touch host paths through symlinks in its
   };
 
   beforeAll(async () => {
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
     dir = mkdtempSync(join(tmpdir(), 'kiln-rootfs-symlink-'));
   }, 60_000);
   afterAll(async () => {

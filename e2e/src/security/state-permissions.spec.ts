@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { runKiln, startKilnd, type Kilnd, e2eWorker } from '@kiln/testkit';
 
 const NOBODY = 65534;
 
@@ -19,7 +19,7 @@ function asNobody(cmd: string[]): { code: number; stderr: string } {
  * root is 0700 (also one an older version left 0755), the socket 0660 with
  * `--group` choosing its group, and another user reads nothing.
  */
-describe('daemon state is root-only [topology=all-in-one, worker=oci]', () => {
+describe(`daemon state is root-only [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let work: string;
   let root: string;
   let daemon: Kilnd | undefined;

@@ -12,3 +12,4 @@ export { startTopology, type KilnTopology, type TopologyName } from './topologie
 export { findContainerd, startContainerd, type TestContainerd } from './containerd.js';
 export { testNetwork, removeTestBridge, type TestNetwork } from './network.js';
 export { CHROMIUM, startChromium, type BrowserPage, type Chromium } from './chromium.js';
+export { e2eWorker, e2eWorkerTier, type WorkerKind } from './e2e-worker.js';

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeClusterCerts, type ClusterCerts } from './certs.js';
 import { startContainerd, type TestContainerd } from './containerd.js';
+import { e2eWorker, e2eWorkerTier, type WorkerKind } from './e2e-worker.js';
 import type { KilnNats } from './kiln-nats.js';
 import { freePort } from './ports.js';
 
@@ -121,16 +122,18 @@ const TEST_NETWORK_DEFAULT = ['--network-mode', 'none'];
  * stop), or in `root` (kept on stop, so a test can restart on the same state).
  * `env` is added to the daemon's environment (e.g. DOCKER_CONFIG); `args`
  * to its command line (e.g. `--allow-insecure-entitlement security.insecure`).
- * `worker: 'containerd'` runs on `containerd`, or on a containerd started for
- * this daemon (own socket, root and state dir) and stopped with it.
+ * `worker` defaults to `e2eWorker()` (KILN_E2E_WORKER). `containerd` runs on
+ * `opts.containerd`, or on a containerd started for this daemon (own socket,
+ * root and state dir) and stopped with it.
  */
-export async function startKilnd(opts: { worker?: 'oci' | 'containerd'; root?: string; env?: NodeJS.ProcessEnv; args?: string[]; containerd?: TestContainerd } = {}): Promise<Kilnd> {
+export async function startKilnd(opts: { worker?: WorkerKind; root?: string; env?: NodeJS.ProcessEnv; args?: string[]; containerd?: TestContainerd } = {}): Promise<Kilnd> {
   const root = opts.root ?? mkdtempSync(join(tmpdir(), 'kiln-e2e-'));
   const sock = join(root, 'kiln.sock');
+  const worker = opts.worker ?? e2eWorker();
   // The containerd worker gets `opts.containerd`, or a containerd of its own stopped with the daemon.
-  const ownContainerd = opts.worker === 'containerd' && !opts.containerd ? await startContainerd() : undefined;
+  const ownContainerd = worker === 'containerd' && !opts.containerd ? await startContainerd() : undefined;
   const containerd = opts.containerd ?? ownContainerd;
-  const workerArgs = ['--worker', opts.worker ?? 'oci', ...(containerd ? ['--containerd-address', containerd.address] : [])];
+  const workerArgs = ['--worker', worker, ...(containerd ? ['--containerd-address', containerd.address] : [])];
   const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`, ...workerArgs, ...TEST_NETWORK_DEFAULT, ...(opts.args ?? [])], opts.env);
   try {
     await waitFor('its socket', () => existsSync(sock) && canConnect({ path: sock }), handle, proc);
@@ -174,13 +177,17 @@ export type ClusterTier = string | { tier: string; id?: string; args?: string[] 
  * TLS. A tier may appear more than once with distinct ids (e.g. two workers).
  * Tiers talk mutual TLS with certificates from a fresh CA (one per role,
  * see `makeClusterCerts`) unless `opts.tls` is false (plain loopback TCP).
+ * The default worker tier is `e2eWorkerTier()`. `worker-containerd` tiers
+ * without `--containerd-address` share one containerd started for the
+ * cluster and stopped with it.
  */
-export async function startKilnCluster(nats: string | KilnNats, tiers: ClusterTier[] = ['solver', 'frontend', 'exporters', 'worker-oci', 'content'], opts: { tls?: boolean } = {}): Promise<KilnCluster> {
+export async function startKilnCluster(nats: string | KilnNats, tiers: ClusterTier[] = ['solver', 'frontend', 'exporters', e2eWorkerTier(), 'content'], opts: { tls?: boolean } = {}): Promise<KilnCluster> {
   const natsUrl = typeof nats === 'string' ? nats : nats.url;
   const root = mkdtempSync(join(tmpdir(), 'kiln-cluster-'));
   const started: DaemonProcess[] = [];
   let solverAddr = '';
   let certs: ClusterCerts | undefined;
+  let containerd: TestContainerd | undefined;
   const addrs: Record<string, string> = {};
   try {
     if (opts.tls !== false) certs = await makeClusterCerts(join(root, 'certs'));
@@ -189,7 +196,12 @@ export async function startKilnCluster(nats: string | KilnNats, tiers: ClusterTi
       const port = await freePort();
       const natsArgs = typeof nats === 'string' ? [] : nats.tierArgs(tier);
       const tlsArgs = certs ? certs.args(tier.startsWith('worker') ? 'worker' : tier) : [];
-      const { proc, handle } = spawnDaemon(id, ['--tier', tier, '--nats', natsUrl, ...natsArgs, '--listen', `tcp://127.0.0.1:${port}`, '--root', join(root, id), '--id', id, ...tlsArgs, ...TEST_NETWORK_DEFAULT, ...args]);
+      let containerdArgs: string[] = [];
+      if (tier === 'worker-containerd' && !args.includes('--containerd-address')) {
+        containerd ??= await startContainerd();
+        containerdArgs = ['--containerd-address', containerd.address];
+      }
+      const { proc, handle } = spawnDaemon(id, ['--tier', tier, '--nats', natsUrl, ...natsArgs, '--listen', `tcp://127.0.0.1:${port}`, '--root', join(root, id), '--id', id, ...tlsArgs, ...containerdArgs, ...TEST_NETWORK_DEFAULT, ...args]);
       started.push(handle);
       await waitFor('its port', () => canConnect({ host: '127.0.0.1', port }), handle, proc);
       addrs[id] = `tcp://127.0.0.1:${port}`;
@@ -197,6 +209,7 @@ export async function startKilnCluster(nats: string | KilnNats, tiers: ClusterTi
     }
   } catch (err) {
     for (const t of started) await t.stop();
+    await containerd?.stop();
     rmSync(root, { recursive: true, force: true });
     throw err;
   }
@@ -209,6 +222,7 @@ export async function startKilnCluster(nats: string | KilnNats, tiers: ClusterTi
     logs: () => started.map((t) => `--- ${t.name} ---\n${t.logs()}`).join('\n'),
     async stop() {
       for (const t of [...started].reverse()) await t.stop();
+      await containerd?.stop();
       reapLeftovers(root);
       rmSync(root, { recursive: true, force: true });
     },

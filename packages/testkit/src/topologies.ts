@@ -1,3 +1,4 @@
+import { e2eWorkerTier } from './e2e-worker.js';
 import { startKilnCluster, startKilnd } from './kilnd.js';
 import { startKilnNats } from './kiln-nats.js';
 
@@ -14,16 +15,17 @@ export interface KilnTopology {
 export type TopologyName = 'all-in-one' | 'split';
 
 /**
- * `all-in-one`: one kilnd with the OCI worker. `split`: every tier its own
- * process (solver, frontend, exporters, worker-oci, content) on a fresh
+ * `all-in-one`: one kilnd with the e2e worker (`e2eWorker()`, OCI unless
+ * KILN_E2E_WORKER says containerd). `split`: every tier its own process
+ * (solver, frontend, exporters, that worker's tier, content) on a fresh
  * nats-server run as deploy/nats ships it (TLS with client certificates,
  * a user per tier, subject permissions), reached by the CLI only through
  * the solver, over mutual TLS (pass `env` to the CLI).
  */
 export async function startTopology(name: TopologyName): Promise<KilnTopology> {
-  if (name === 'all-in-one') return { ...(await startKilnd({ worker: 'oci' })), env: {} };
+  if (name === 'all-in-one') return { ...(await startKilnd()), env: {} };
   const nats = await startKilnNats();
-  const cluster = await startKilnCluster(nats, ['solver', 'frontend', 'exporters', 'worker-oci', 'content']).catch(async (err: unknown) => {
+  const cluster = await startKilnCluster(nats, ['solver', 'frontend', 'exporters', e2eWorkerTier(), 'content']).catch(async (err: unknown) => {
     await nats.stop();
     throw err;
   });
