@@ -71,7 +71,7 @@ function startDns(host: string, name: string, ip: string): Promise<{ socket: Soc
   });
 }
 
-describe('RUN networking like BuildKit (CNI bridge per daemon) [topology=all-in-one, worker=oci]', () => {
+describe.each(['oci', 'containerd'] as const)('RUN networking like BuildKit (CNI bridge per daemon) [topology=all-in-one, worker=%s]', (worker) => {
   const net = testNetwork();
   let dir: string;
   let root: string;
@@ -83,7 +83,7 @@ describe('RUN networking like BuildKit (CNI bridge per daemon) [topology=all-in-
 
   /** What step networks can leave behind: pinned namespaces, veths on the bridge, IP allocations, NAT rules for the subnet. */
   function leftovers() {
-    const netDir = join(root, 'worker-oci', 'exec', 'net');
+    const netDir = join(root, `worker-${worker}`, 'exec', 'net');
     const ipamDirs = existsSync(join(netDir, 'ipam')) ? readdirSync(join(netDir, 'ipam')).map((n) => join(netDir, 'ipam', n)) : [];
     let veths = '';
     try {
@@ -140,7 +140,7 @@ describe('RUN networking like BuildKit (CNI bridge per daemon) [topology=all-in-
     writeFileSync(join(dir, 'resolv.conf'), `nameserver 127.0.0.53\nnameserver ${net.gateway}\nsearch kiln.test\n`);
     writeFileSync(join(dir, 'kilnd.toml'), `[worker.network]\nresolv-conf = "${join(dir, 'resolv.conf')}"\npool-size = ${POOL}\n`);
     args = ['--config', join(dir, 'kilnd.toml'), '--allow-insecure-entitlement', 'network.host', ...net.args];
-    daemon = await startKilnd({ worker: 'oci', root, args });
+    daemon = await startKilnd({ worker, root, args });
   }, 60_000);
 
   afterAll(async () => {
@@ -220,7 +220,7 @@ describe('RUN networking like BuildKit (CNI bridge per daemon) [topology=all-in-
     rmSync(join(root, 'kiln.sock'), { force: true });
     expect(leftovers().netns).toEqual(during.netns); // the crash left them
 
-    daemon = await startKilnd({ worker: 'oci', root, args });
+    daemon = await startKilnd({ worker, root, args });
     // The restart reaps before it runs anything: a build proves reaping is done.
     const next = await build(context('after', ['RUN true']));
     expect(next.code, next.stderr).toBe(0);

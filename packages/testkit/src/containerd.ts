@@ -30,15 +30,18 @@ export function findContainerd(): string | undefined {
  * Starts containerd (needs root) with a fresh root, state dir and socket
  * under one temp dir (no CRI plugin, no metrics or debug listeners), and
  * resolves once it has booted. Rejects with its log when it exits early or
- * is not up within `startTimeoutMs` (default 15 s).
+ * is not up within `startTimeoutMs` (default 15 s). With `dataDir`, its
+ * root and state live there and stay at stop (a containerd started again on
+ * `dataDir` finds them, as after a node's containerd restart); the socket
+ * is still in a temp dir (a unix socket path is short).
  */
-export async function startContainerd(opts: { startTimeoutMs?: number } = {}): Promise<TestContainerd> {
+export async function startContainerd(opts: { startTimeoutMs?: number; dataDir?: string } = {}): Promise<TestContainerd> {
   const binary = findContainerd();
   if (!binary) throw new Error('failed to start containerd: binary not found (install Debian package containerd or set KILN_CONTAINERD)');
   const dir = await mkdtemp(join(tmpdir(), 'kiln-containerd-'));
   const address = join(dir, 'containerd.sock');
-  const root = join(dir, 'root');
-  const state = join(dir, 'state');
+  const root = join(opts.dataDir ?? dir, 'root');
+  const state = join(opts.dataDir ?? dir, 'state');
   const config = join(dir, 'config.toml');
   writeFileSync(
     config,
@@ -58,6 +61,8 @@ export async function startContainerd(opts: { startTimeoutMs?: number } = {}): P
   );
   const child = spawn(binary, ['--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
   trackServer(child, undefined);
+  // One a test left running (e.g. kept for daemon restarts on one root) goes with the test process, shims too.
+  liveAtExit(address, dir);
   const lines: string[] = [];
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   void exited.then(() => untrackServer(child));
@@ -83,6 +88,7 @@ export async function startContainerd(opts: { startTimeoutMs?: number } = {}): P
     stopping ??= (async () => {
       await stopServer();
       killShims(address);
+      live.delete(address);
       // The shims may take a moment to go; what they mounted under state/ is theirs to undo.
       await new Promise((r) => setTimeout(r, 100));
       try {
@@ -106,6 +112,26 @@ export async function startContainerd(opts: { startTimeoutMs?: number } = {}): P
     clearTimeout(timer);
   }
   return { address, root, state, logs: () => lines.join('\n'), stop, [Symbol.asyncDispose]: stop };
+}
+
+/** The containerds not stopped yet (socket → temp dir): their shims are killed and dirs removed when the test process exits. */
+const live = new Map<string, string>();
+let exitHook = false;
+
+function liveAtExit(address: string, dir: string): void {
+  live.set(address, dir);
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const [a, d] of live) {
+      killShims(a);
+      try {
+        rmSync(d, { recursive: true, force: true });
+      } catch {
+        // a mount a shim still holds: leave the temp dir
+      }
+    }
+  });
 }
 
 /** SIGKILLs every containerd-shim whose command line names this containerd's socket. */

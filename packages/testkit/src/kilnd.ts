@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeClusterCerts, type ClusterCerts } from './certs.js';
 import { startContainerd, type TestContainerd } from './containerd.js';
@@ -118,21 +118,53 @@ export interface Kilnd extends DaemonProcess {
 const TEST_NETWORK_DEFAULT = ['--network-mode', 'none'];
 
 /**
+ * containerds of daemons started on a caller's `root`, by that root. One
+ * outlives a daemon killed by a test (as a node's containerd outlives kilnd):
+ * the restart on that root uses it and finds the killed daemon's tasks. A
+ * daemon's stop stops it; its data stays under `<root>/test-containerd` for
+ * the next daemon on the root.
+ */
+const containerdByRoot = new Map<string, Promise<TestContainerd>>();
+/** The last daemon process started on each root with `containerdByRoot`'s containerd. */
+const latestOnRoot = new Map<string, ChildProcess>();
+
+function containerdForRoot(root: string): Promise<TestContainerd> {
+  const key = resolvePath(root);
+  let started = containerdByRoot.get(key);
+  if (!started) {
+    started = startContainerd({ dataDir: join(key, 'test-containerd') });
+    containerdByRoot.set(key, started);
+    started.catch(() => containerdByRoot.delete(key));
+  }
+  return started;
+}
+
+async function stopContainerdForRoot(root: string): Promise<void> {
+  const key = resolvePath(root);
+  const started = containerdByRoot.get(key);
+  containerdByRoot.delete(key);
+  await (await started?.catch(() => undefined))?.stop();
+}
+
+/**
  * Starts the all-in-one daemon on a unix socket in a temp root (removed on
  * stop), or in `root` (kept on stop, so a test can restart on the same state).
  * `env` is added to the daemon's environment (e.g. DOCKER_CONFIG); `args`
  * to its command line (e.g. `--allow-insecure-entitlement security.insecure`).
  * `worker` defaults to `e2eWorker()` (KILN_E2E_WORKER). `containerd` runs on
- * `opts.containerd`, or on a containerd started for this daemon (own socket,
- * root and state dir) and stopped with it.
+ * `opts.containerd`; else on a containerd started for this daemon (own
+ * socket, root and state dir) and stopped with it, or with `root`, the one
+ * started for that root (see `containerdByRoot`).
  */
 export async function startKilnd(opts: { worker?: WorkerKind; root?: string; env?: NodeJS.ProcessEnv; args?: string[]; containerd?: TestContainerd } = {}): Promise<Kilnd> {
   const root = opts.root ?? mkdtempSync(join(tmpdir(), 'kiln-e2e-'));
   const sock = join(root, 'kiln.sock');
   const worker = opts.worker ?? e2eWorker();
-  // The containerd worker gets `opts.containerd`, or a containerd of its own stopped with the daemon.
-  const ownContainerd = worker === 'containerd' && !opts.containerd ? await startContainerd() : undefined;
-  const containerd = opts.containerd ?? ownContainerd;
+  let ownContainerd: TestContainerd | undefined;
+  let containerd = opts.containerd;
+  const rootContainerd = worker === 'containerd' && !containerd && opts.root !== undefined;
+  if (rootContainerd) containerd = await containerdForRoot(opts.root!);
+  else if (worker === 'containerd' && !containerd) containerd = ownContainerd = await startContainerd();
   const workerArgs = ['--worker', worker, ...(containerd ? ['--containerd-address', containerd.address] : [])];
   const { proc, handle } = spawnDaemon('kilnd', ['--root', root, '--addr', `unix://${sock}`, ...workerArgs, ...TEST_NETWORK_DEFAULT, ...(opts.args ?? [])], opts.env);
   try {
@@ -141,6 +173,7 @@ export async function startKilnd(opts: { worker?: WorkerKind; root?: string; env
     await ownContainerd?.stop();
     throw err;
   }
+  if (rootContainerd) latestOnRoot.set(resolvePath(root), proc);
   return {
     ...handle,
     addr: `unix://${sock}`,
@@ -148,6 +181,11 @@ export async function startKilnd(opts: { worker?: WorkerKind; root?: string; env
     async stop() {
       await handle.stop();
       await ownContainerd?.stop();
+      // The root's containerd goes with the last daemon started on the root, not with a stale handle of a killed one.
+      if (rootContainerd && latestOnRoot.get(resolvePath(root)) === proc) {
+        latestOnRoot.delete(resolvePath(root));
+        await stopContainerdForRoot(root);
+      }
       if (!opts.root) rmSync(root, { recursive: true, force: true });
     },
   };
