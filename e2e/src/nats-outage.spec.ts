@@ -1,4 +1,4 @@
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,8 +19,9 @@ const TICKS = Math.ceil(OUTAGE_MS / 1000) + 4;
 /**
  * NATS down during a build (issue 15, "Survives faults"): the build
  * finishes, the step output the worker sent during the outage reaches the
- * client once NATS is back, and the history records the build as
- * completed with its steps (never left `running`).
+ * client once NATS is back (the worker keeps it and stores it in the
+ * JetStream stream KILN_EVENTS, which the solver reads), and the history
+ * records the build as completed with its steps (never left `running`).
  */
 describe(`NATS outage during a build [topology=split, worker=${e2eWorker()}]`, () => {
   let nats: KilnNats;
@@ -82,10 +83,51 @@ describe(`NATS outage during a build [topology=split, worker=${e2eWorker()}]`, (
     const ticks = [...res.stderr.matchAll(/tick-(\d+)/g)].map((m) => Number(m[1]));
     expect(ticks).toEqual(Array.from({ length: TICKS }, (_, i) => i + 1));
 
-    const ls = await runKiln(['history', 'ls', '--addr', cluster.addr, '--format', 'json'], { env: cluster.env });
-    expect(ls.code, ls.stderr).toBe(0);
-    const records = ls.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { status: string; total_steps: number });
+    const records = await history();
     expect(records.map((r) => r.status)).toEqual(['completed']);
     expect(records[0]!.total_steps).toBeGreaterThanOrEqual(3);
+    // The build events went through JetStream: the solver made the stream in the server's store.
+    expect(existsSync(join(nats.storeDir!, 'jetstream', '$G', 'streams', 'KILN_EVENTS'))).toBe(true);
   }, OUTAGE_MS + 120_000);
+
+  it(`a step that ends while NATS is down: its output reaches the client once NATS is back (outage ${OUTAGE_MS} ms)`, async () => {
+    // Prints for ~2 s after the outage began, then the build ends while NATS is still down.
+    const ctx2 = join(ctx, 'short');
+    mkdirSync(ctx2);
+    copyFileSync(BUSYBOX, join(ctx2, 'busybox'));
+    writeFileSync(
+      join(ctx2, 'Dockerfile'),
+      [
+        'FROM scratch',
+        'COPY --chmod=0755 busybox /bin/busybox',
+        'RUN ["/bin/busybox", "sh", "-c", "echo armed; /bin/busybox sleep 1; for i in 1 2 3 4; do echo outage-line-$i; /bin/busybox sleep 0.5; done; echo short > /short.txt"]',
+        '',
+      ].join('\n'),
+    );
+    const worker = cluster.tiers.find((t) => t.name === 'worker-oci-1')!;
+    const out2 = join(out, 'short');
+    const running = kiln('build', '--progress=plain', '-o', `type=local,dest=${out2}`, ctx2);
+    const deadline = Date.now() + 60_000;
+    while (!worker.logs().includes('outage-line-$i')) {
+      if (Date.now() > deadline) throw new Error(`the step never started\n${cluster.logs().slice(-6000)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const outage = nats.outage(OUTAGE_MS);
+    const res = await running;
+    await outage;
+    expect(res.code, onFailure(res)).toBe(0);
+    expect(readFileSync(join(out2, 'short.txt'), 'utf8')).toBe('short\n');
+    // Printed while NATS was down, after which the step and the build ended: the solver waited for it.
+    const lines = [...res.stderr.matchAll(/outage-line-(\d)/g)].map((m) => Number(m[1]));
+    expect(lines, onFailure(res)).toEqual([1, 2, 3, 4]);
+    const records = await history();
+    expect(records.map((r) => r.status)).toEqual(['completed', 'completed']);
+    expect(cluster.logs()).toContain("waited for workers' progress to catch up after a NATS outage");
+  }, OUTAGE_MS + 120_000);
+
+  async function history(): Promise<{ status: string; total_steps: number }[]> {
+    const ls = await runKiln(['history', 'ls', '--addr', cluster.addr, '--format', 'json'], { env: cluster.env });
+    expect(ls.code, ls.stderr).toBe(0);
+    return ls.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { status: string; total_steps: number });
+  }
 });

@@ -43,3 +43,12 @@ export function parseWorkerProgressSubject(subject: string): { workerToken: stri
 export function subjectToken(id: string): string {
   return id.replace(/[^A-Za-z0-9_-]/g, '_');
 }
+
+/**
+ * The JetStream stream holding every build event: the solver's
+ * (`kiln.build.>`) and the workers' progress (`kiln.progress.>`). The solver
+ * creates it at start and reads the workers' part from it, so progress a
+ * worker sent while NATS or the solver's connection was down arrives, in
+ * order, once both are back.
+ */
+export const BUILD_EVENT_STREAM = { name: 'KILN_EVENTS', subjects: ['kiln.build.>', 'kiln.progress.>'] } as const;

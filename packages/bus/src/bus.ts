@@ -140,6 +140,82 @@ export interface WorkQueue {
   consume(handler: WorkHandler, opts: ConsumeOptions): Promise<void>;
 }
 
+/** Retention of an event stream (JetStream: the stream's `max_age` and `max_bytes`; oldest dropped first). */
+export interface EventStreamLimits {
+  /** Events older than this are dropped; default 24 h. */
+  maxAgeMs?: number;
+  /** The stream keeps at most this many bytes; default 1 GiB. */
+  maxBytes?: number;
+}
+
+/** One event read from an event stream. The receiver owns `data`. */
+export interface StreamMessage {
+  readonly subject: string;
+  readonly data: Uint8Array;
+  /** The stream's sequence number (NATS); increasing per stream, 0 on the memory bus. */
+  readonly seq: number;
+}
+
+export interface StreamConsumeOptions {
+  /** Required: aborting it stops the consumer; `consume()` then resolves. */
+  signal: AbortSignal;
+  /** Names this reader in logs and on the server (`[A-Za-z0-9_-]+`, e.g. the solver's id). */
+  name: string;
+  /** Called once the reader is in place: events stored from then on reach `handler`. */
+  onReady?: () => void;
+}
+
+/**
+ * A stored, ordered log of events on a set of subjects (on NATS a
+ * JetStream stream). Publishers do not wait for the server: what they
+ * publish while it is unreachable is kept (bounded) and stored, in order,
+ * once it is back; a reader replays from the last event it saw after its
+ * connection was broken. On the memory bus it is plain publish/subscribe
+ * (one process has no outage to bridge).
+ */
+export interface EventStream {
+  /** `[A-Za-z0-9_-]+`, e.g. `KILN_EVENTS`. */
+  readonly name: string;
+  /** The subjects (wildcards allowed) the stream stores. */
+  readonly subjects: readonly string[];
+  /**
+   * Creates the stream if absent, or updates its limits. Needs the JetStream
+   * API (the solver's NATS user). Rejects with KilnError `unavailable`
+   * (JetStream disabled, server unreachable) or `permission_denied`.
+   */
+  ensure(limits?: EventStreamLimits): Promise<void>;
+  /**
+   * Stores `data` on `subject` (one of the stream's subjects). Resolves once
+   * queued: the event is sent with an acknowledgement and resent until the
+   * server has stored it. While NATS is down events are kept in order up to
+   * a bound (16 MiB; beyond it the oldest are dropped, with a warning).
+   * Rejects with InvalidArgumentError on a subject outside the stream and
+   * KilnError `unavailable` once the bus is closed.
+   */
+  publish(subject: string, data: Uint8Array): Promise<void>;
+  /**
+   * Calls `handler` on every event on `filter` (wildcards allowed) stored
+   * after this call, in stream order, one at a time, until `signal` aborts
+   * or the bus closes. A broken connection is retried forever; reading
+   * resumes after the last event handled, so nothing stored meanwhile is
+   * missed or repeated. Events stored before the reader is in place
+   * (`onReady`) are not delivered. A handler that throws is logged; the
+   * event counts as handled.
+   */
+  consume(filter: string, handler: (m: StreamMessage) => void | Promise<void>, opts: StreamConsumeOptions): Promise<void>;
+  /** Resolves once everything published so far is stored (or dropped), or after `timeoutMs`; true when nothing is left. */
+  flush(timeoutMs: number): Promise<boolean>;
+  /**
+   * Waits, up to `timeoutMs`, until this process's readers are likely to
+   * have everything other publishers sent: at once when the connection has
+   * been up for a while; after a broken connection, until it is back, other
+   * clients have had time to reconnect and store what they kept, and every
+   * reader has handled all that is stored. True when settled, false on
+   * timeout. The memory bus is always settled.
+   */
+  settle(timeoutMs: number): Promise<boolean>;
+}
+
 export interface EventBus extends AsyncDisposable {
   /**
    * Publishes `data` to every subscription matching `subject` (no
@@ -174,6 +250,8 @@ export interface EventBus extends AsyncDisposable {
   serve(subject: string, handler: RequestHandler, opts?: ServeOptions): Service;
   /** The durable work queue `name` (cheap; no I/O until used). Throws InvalidArgumentError on a bad name. */
   workQueue(name: string): WorkQueue;
+  /** The event stream `name` storing `subjects` (cheap; no I/O until used). Throws InvalidArgumentError on a bad name or subject. */
+  eventStream(name: string, subjects: readonly string[]): EventStream;
   /**
    * Stops consumers and services, ends subscriptions, flushes what was
    * published and releases the connection. Idempotent; never rejects.
@@ -194,4 +272,6 @@ export const busDefaults = {
   requestTimeoutMs: 5000,
   concurrency: 1,
   redeliveryDelayMs: 1000,
+  eventStreamMaxAgeMs: 24 * 3_600_000,
+  eventStreamMaxBytes: 1024 ** 3,
 } as const;

@@ -1,11 +1,15 @@
 export type {
   ConsumeOptions,
   EventBus,
+  EventStream,
+  EventStreamLimits,
   Message,
   RequestHandler,
   RequestOptions,
   ServeOptions,
   Service,
+  StreamConsumeOptions,
+  StreamMessage,
   SubscribeOptions,
   Subscription,
   WorkHandler,
@@ -15,6 +19,7 @@ export type {
 export { busDefaults } from './bus.js';
 export { subjectMatches, validateName, validateSubject } from './subject.js';
 export {
+  BUILD_EVENT_STREAM,
   buildEventSubject,
   parseWorkerProgressSubject,
   subjectToken,

@@ -54,6 +54,8 @@ export interface DaemonOptions {
   workerLabels: Record<string, string>;
   /** The content store's background GC policy; undefined when `[gc] enabled = false`. */
   gc?: GcPolicyOptions;
+  /** `[events]`: retention of the build event stream (JetStream `KILN_EVENTS`, split solver); defaults 24 h, 1 GiB. */
+  events?: { maxAgeMs?: number; maxBytes?: number };
   logLevel?: string;
   /** Mutual TLS on every TCP listener and client (`--tlscacert`, `--tlscert`, `--tlskey`). */
   tls?: TlsFiles;
@@ -109,6 +111,8 @@ interface ConfigFile {
   registry?: { insecure?: unknown; mirrors?: unknown; 'daemon-credentials'?: unknown };
   /** `[gc]` table: `enabled = true`, `interval = "1h"`, `keep-storage = "10GB"`, `keep-duration = "48h"`. */
   gc?: { enabled?: unknown; interval?: unknown; 'keep-storage'?: unknown; 'keep-duration'?: unknown };
+  /** `[events]` table: `max-age = "24h"`, `max-bytes = "1GiB"` (the build event stream's limits). */
+  events?: { 'max-age'?: unknown; 'max-bytes'?: unknown };
   'log-level'?: string;
   tlscacert?: string;
   tlscert?: string;
@@ -169,6 +173,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
   if (worker !== 'oci' && worker !== 'containerd') throw new InvalidArgumentError(`--worker must be oci or containerd, got "${worker}"`, '--worker');
   const registry = compileRegistryConfig(file.registry);
   const gc = compileGcConfig(file.gc);
+  const eventLimits = compileEventsConfig(file.events);
   const entitlements = compileEntitlements(flags.get('allow-insecure-entitlement'), file.entitlements);
   const mpeRaw = pick('max-parallel-execs');
   const maxParallelExecs = mpeRaw === undefined ? mp : Number(mpeRaw);
@@ -194,6 +199,7 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     network: compileNetworkConfig(flags, workerTable?.network),
     registry,
     gc,
+    events: eventLimits,
     entitlements,
     maxParallelExecs,
     workerLabels: compileWorkerLabels(labelFlags, file['worker-labels']),
@@ -342,6 +348,29 @@ function compileRegistryConfig(raw: ConfigFile['registry']): DaemonOptions['regi
  */
 function defaultId(root: string, tier: string): string {
   return `${hostname()}-${createHash('sha256').update(`${resolve(root)}\0${tier}`).digest('hex').slice(0, 8)}`;
+}
+
+/** `[events]`: the build event stream's max age (at least 1s) and max bytes (at least 1 MiB). */
+function compileEventsConfig(raw: ConfigFile['events']): { maxAgeMs?: number; maxBytes?: number } {
+  if (raw === undefined) return {};
+  if (typeof raw !== 'object' || raw === null) throw new InvalidArgumentError('events must be a table', 'events');
+  for (const key of Object.keys(raw)) {
+    if (!['max-age', 'max-bytes'].includes(key)) throw new InvalidArgumentError(`unknown key events.${key} (one of max-age, max-bytes)`, `events.${key}`);
+  }
+  const out: { maxAgeMs?: number; maxBytes?: number } = {};
+  const age = raw['max-age'];
+  if (age !== undefined) {
+    if (typeof age !== 'string' && typeof age !== 'number') throw new InvalidArgumentError('events.max-age must be a duration like "24h"', 'events.max-age');
+    out.maxAgeMs = parseDuration(String(age), 'events.max-age');
+    if (out.maxAgeMs < 1000) throw new InvalidArgumentError(`events.max-age must be at least 1s, got "${age}"`, 'events.max-age');
+  }
+  const bytes = raw['max-bytes'];
+  if (bytes !== undefined) {
+    if (typeof bytes !== 'string' && typeof bytes !== 'number') throw new InvalidArgumentError('events.max-bytes must be a size like "1GiB"', 'events.max-bytes');
+    out.maxBytes = parseByteSize(String(bytes), 'events.max-bytes');
+    if (out.maxBytes < 1024 * 1024) throw new InvalidArgumentError(`events.max-bytes must be at least 1MiB, got "${bytes}"`, 'events.max-bytes');
+  }
+  return out;
 }
 
 function compileGcConfig(raw: ConfigFile['gc']): GcPolicyOptions | undefined {

@@ -1,5 +1,5 @@
 import { content, control, exporter, frontend, gateway, session, worker as workerApi } from '@kiln/api';
-import { connectNatsBus, createServiceDirectory, directoryClient, directoryClientById, directoryFrontends, lazyClient, redactUrl, type EventBus } from '@kiln/bus';
+import { BUILD_EVENT_STREAM, connectNatsBus, createServiceDirectory, directoryClient, directoryClientById, directoryFrontends, lazyClient, redactUrl, type EventBus } from '@kiln/bus';
 import { createDirectTransport, createKilnClient, DOCKERFILE_FRONTEND, formatAddress, FRONTEND_NAMES_LABEL, parseAddress, proveEndpointRole, serveRoutes, type Address, type Logger, type Routes } from '@kiln/common';
 import { createContentServiceImpl } from '@kiln/content-store';
 import { builtinExporters, createExporterServiceImpl } from '@kiln/exporters';
@@ -36,6 +36,8 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
     logger: log,
     auth: opts.natsAuth,
     tls: opts.natsTls,
+    // Replies (JetStream acknowledgements) on inboxes of this tier's role: deploy/nats grants each role only its own.
+    inboxPrefix: `_INBOX.${ANNOUNCE_AS[opts.tier] ?? opts.tier}`,
   });
   if (!opts.natsAuth) {
     log.warn('NATS without credentials: any client of that server can announce itself as a tier; run it as deploy/nats/nats-server.conf does and give --nats-user (README, "NATS")');
@@ -51,6 +53,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
       }
     : undefined;
   const directory = createServiceDirectory(bus, { logger: log, verify });
+  const buildEvents = bus.eventStream(BUILD_EVENT_STREAM.name, BUILD_EVENT_STREAM.subjects);
   const solverSessions = () => lazyClient(session.SessionService, directoryClient(directory, 'solver', session.SessionService, { tls }));
   const closers: (() => Promise<void> | void)[] = [];
   let routes: Routes;
@@ -87,8 +90,16 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         gcPolicy: opts.gc,
         allowedEntitlements: opts.entitlements,
         tiers: ['solver'],
+        eventStream: opts.events,
+        instanceId: opts.id,
       });
       closers.push(() => solver.close());
+      // Build events go through JetStream: without the stream, progress could not outlive a NATS outage.
+      await solver.ready().catch(async (err: unknown) => {
+        solver.close();
+        await bus.close();
+        throw err;
+      });
       routes = (r) => {
         r.service(control.ControlService, createControlServiceImpl(solver));
         r.service(session.SessionService, createSessionServiceImpl(sessions));
@@ -135,7 +146,8 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         labels: opts.workerLabels,
         containerdAddress: opts.containerdAddress,
         content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService, { tls })),
-        publish: (subject: string, data: Uint8Array) => bus.publish(subject, data),
+        // Progress goes to the build event stream: kept while NATS is down, stored once it is back.
+        publish: (subject: string, data: Uint8Array) => buildEvents.publish(subject, data),
         logger: log,
       });
       closers.push(() => w.close());

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from './kilnd.js';
@@ -27,7 +27,8 @@ export interface KilnNats extends NatsServer {
   /**
    * An outage: stops the server (its clients see their connections drop),
    * waits `ms`, and starts it again on the same port with the same
-   * configuration, certificates and passwords (clients reconnect).
+   * configuration, certificates, passwords and JetStream store (clients
+   * reconnect; streams keep what they stored).
    */
   outage(ms: number): Promise<void>;
 }
@@ -54,7 +55,10 @@ export async function startKilnNats(): Promise<KilnNats> {
       env[`KILN_NATS_${u.toUpperCase()}_PASSWORD`] = passwords[u];
       writeFileSync(join(dir, `${u}.password`), `${passwords[u]}\n`, { mode: 0o600 });
     }
-    const config = { jetstream: false, configFile: join(repoRoot(), 'deploy', 'nats', 'nats-server.conf'), env };
+    // JetStream stores build events (the solver's stream KILN_EVENTS) in the temp root, kept across outage().
+    const storeDir = join(dir, 'jetstream');
+    mkdirSync(storeDir);
+    const config = { jetstream: true, storeDir, configFile: join(repoRoot(), 'deploy', 'nats', 'nats-server.conf'), env };
     let server = await startNatsServer(config);
     const stop = async () => {
       await server.stop();

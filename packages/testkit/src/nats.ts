@@ -19,6 +19,11 @@ export interface StartNatsServerOptions {
   configFile?: string;
   /** Added to the server's environment: the values of `$VAR`s in `configFile`. */
   env?: Record<string, string>;
+  /**
+   * JetStream store dir to use instead of a fresh temp one (kept by `stop()`:
+   * its owner removes it), e.g. to bring a stopped server back with its streams.
+   */
+  storeDir?: string;
   /** Listen on this port (e.g. to bring a stopped server back where its clients reconnect); default a free one. */
   port?: number;
 }
@@ -28,7 +33,7 @@ export interface NatsServer extends AsyncDisposable {
   /** `nats://127.0.0.1:<port>`. */
   readonly url: string;
   readonly port: number;
-  /** JetStream store dir (removed by `stop()`); absent without JetStream. */
+  /** JetStream store dir (removed by `stop()` unless given in the options); absent without JetStream. */
   readonly storeDir: string | undefined;
   /** The last lines the server logged, for failure messages. */
   logs(): string;
@@ -59,11 +64,12 @@ export async function startNatsServer(opts: StartNatsServerOptions = {}): Promis
   const startTimeoutMs = opts.startTimeoutMs ?? 10_000;
   for (let attempt = 1; ; attempt++) {
     const port = opts.port ?? (await freePort());
-    const storeDir = jetstream ? await mkdtemp(join(tmpdir(), 'kiln-nats-')) : undefined;
+    const ownStore = jetstream && !opts.storeDir;
+    const storeDir = ownStore ? await mkdtemp(join(tmpdir(), 'kiln-nats-')) : jetstream ? opts.storeDir : undefined;
     try {
-      return await launch(binary, port, storeDir, startTimeoutMs, opts);
+      return await launch(binary, port, storeDir, ownStore, startTimeoutMs, opts);
     } catch (err) {
-      if (storeDir) await rm(storeDir, { recursive: true, force: true });
+      if (storeDir && ownStore) await rm(storeDir, { recursive: true, force: true });
       if (attempt < 5 && err instanceof PortInUseError && opts.port === undefined) continue;
       throw err;
     }
@@ -72,12 +78,12 @@ export async function startNatsServer(opts: StartNatsServerOptions = {}): Promis
 
 class PortInUseError extends Error {}
 
-async function launch(binary: string, port: number, storeDir: string | undefined, startTimeoutMs: number, opts: StartNatsServerOptions): Promise<NatsServer> {
+async function launch(binary: string, port: number, storeDir: string | undefined, ownStore: boolean, startTimeoutMs: number, opts: StartNatsServerOptions): Promise<NatsServer> {
   const args = opts.configFile ? ['-c', opts.configFile] : [];
   args.push('-a', '127.0.0.1', '-p', String(port));
   if (storeDir) args.push('-js', '-sd', storeDir);
   const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
-  trackServer(child, storeDir);
+  trackServer(child, ownStore ? storeDir : undefined);
   const lines: string[] = [];
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   void exited.then(() => untrackServer(child));
@@ -108,7 +114,7 @@ async function launch(binary: string, port: number, storeDir: string | undefined
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`failed to start nats-server: not ready within ${startTimeoutMs} ms\n${lines.join('\n')}`)), startTimeoutMs);
   });
-  const stop = serverStopper(child, exited, storeDir);
+  const stop = serverStopper(child, exited, ownStore ? storeDir : undefined);
   try {
     await Promise.race([ready, timeout]);
   } catch (err) {

@@ -1,6 +1,7 @@
 import { KilnError, silentLogger, UnavailableError, type Logger } from '@kiln/common';
 import type {
   EventBus,
+  EventStream,
   Message,
   RequestHandler,
   RequestOptions,
@@ -17,6 +18,7 @@ import { decodeHandlerError, encodeHandlerError } from '../internal/reply.js';
 import { subjectMatches, validateName, validateSubject } from '../subject.js';
 import { MemoryWorkQueueState } from './memory-work-queue.js';
 import { copyBytes } from '../internal/bytes.js';
+import { checkStreamSubject, compileStreamLimits, validateEventStream } from '../internal/event-stream.js';
 
 export interface MemoryBusOptions {
   /** Child logger for handler failures; default silent. */
@@ -154,6 +156,39 @@ class MemoryBusImpl implements EventBus {
         this.checkOpen(`consume work queue ${name}`);
         await queue.consume(handler, consumeOpts);
       },
+    };
+  }
+
+  /** Plain publish/subscribe: one process has no outage to bridge, so nothing is stored. */
+  eventStream(name: string, subjects: readonly string[]): EventStream {
+    validateEventStream(name, subjects);
+    const kept = [...subjects];
+    return {
+      name,
+      subjects: kept,
+      ensure: async (limits) => {
+        compileStreamLimits(limits);
+        this.checkOpen(`set up event stream ${name}`);
+      },
+      publish: async (subject, data) => {
+        checkStreamSubject(name, kept, subject);
+        this.checkOpen(`publish on ${subject}`);
+        this.route(subject, data);
+      },
+      consume: async (filter, handler, consumeOpts) => {
+        validateName(consumeOpts.name, 'name');
+        const sub = this.subscribeInternal(filter, { signal: consumeOpts.signal });
+        consumeOpts.onReady?.();
+        for await (const m of sub) {
+          try {
+            await handler({ subject: m.subject, data: m.data, seq: 0 });
+          } catch (err) {
+            this.logger.warn({ err, subject: m.subject, stream: name }, 'event stream handler failed');
+          }
+        }
+      },
+      flush: async () => true,
+      settle: async () => true,
     };
   }
 

@@ -2,6 +2,7 @@ import { InvalidArgumentError, silentLogger, UnavailableError, type Logger } fro
 import { connect, headers, type JetStreamManager, type Msg, type MsgHdrs, type NatsConnection, type Subscription as NatsSubscription } from 'nats';
 import type {
   EventBus,
+  EventStream,
   Message,
   RequestHandler,
   RequestOptions,
@@ -19,6 +20,7 @@ import { validateName, validateSubject } from '../subject.js';
 import { compileNatsAuth, natsConnectAuthOptions, redactCredentials, type NatsAuth, type NatsTlsOptions } from './nats-auth.js';
 import { fromNatsError } from './nats-errors.js';
 import { NatsWorkQueue, type NatsWorkQueueContext } from './nats-work-queue.js';
+import { NatsEventStream, STREAM_OUTBOX_MAX_BYTES, type NatsEventStreamContext } from './nats-event-stream.js';
 import { copyBytes } from '../internal/bytes.js';
 
 export interface NatsBusOptions {
@@ -34,6 +36,14 @@ export interface NatsBusOptions {
   auth?: NatsAuth;
   /** TLS towards the server (CA to trust, client certificate); default plain unless the server requires TLS. */
   tls?: NatsTlsOptions;
+  /**
+   * Prefix of this connection's reply subjects (JetStream acknowledgements,
+   * requests), so server permissions can give each user its own inboxes
+   * (deploy/nats: `_INBOX.<role>.>`); default `_INBOX`.
+   */
+  inboxPrefix?: string;
+  /** Most bytes of build events an event stream keeps while NATS is unreachable (oldest dropped beyond it, with a warning); default 16 MiB. */
+  eventOutboxMaxBytes?: number;
 }
 
 interface CompiledNatsBusOptions {
@@ -43,6 +53,8 @@ interface CompiledNatsBusOptions {
   connectTimeoutMs: number;
   auth: NatsAuth | undefined;
   tls: NatsTlsOptions | undefined;
+  inboxPrefix: string | undefined;
+  eventOutboxMaxBytes: number;
   /** Strings redacted from every error and log line. */
   secrets: string[];
 }
@@ -67,8 +79,24 @@ export function compileNatsBusOptions(opts: NatsBusOptions): CompiledNatsBusOpti
     connectTimeoutMs,
     auth,
     tls: opts.tls,
+    inboxPrefix: compileInboxPrefix(opts.inboxPrefix),
+    eventOutboxMaxBytes: compileOutboxMaxBytes(opts.eventOutboxMaxBytes),
     secrets,
   };
+}
+
+function compileOutboxMaxBytes(n: number | undefined): number {
+  if (n === undefined) return STREAM_OUTBOX_MAX_BYTES;
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`invalid eventOutboxMaxBytes ${n}`, 'eventOutboxMaxBytes');
+  return n;
+}
+
+function compileInboxPrefix(prefix: string | undefined): string | undefined {
+  if (prefix === undefined) return undefined;
+  if (typeof prefix !== 'string' || !/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(prefix)) {
+    throw new InvalidArgumentError(`invalid inboxPrefix "${String(prefix)}": subject tokens without wildcards`, 'inboxPrefix');
+  }
+  return prefix;
 }
 
 /**
@@ -88,6 +116,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<EventBus> {
       timeout: o.connectTimeoutMs,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 1000,
+      ...(o.inboxPrefix ? { inboxPrefix: o.inboxPrefix } : {}),
       ...natsConnectAuthOptions(o.auth, o.tls),
     });
   } catch (err) {
@@ -96,7 +125,7 @@ export async function connectNatsBus(opts: NatsBusOptions): Promise<EventBus> {
     const reason = redactCredentials(err instanceof Error ? err.message : String(err), o.secrets);
     throw new UnavailableError(`failed to connect to NATS at ${servers}: ${reason}${authHint(reason, o)}`, { servers });
   }
-  return new NatsBusImpl(nc, o.logger, o.secrets);
+  return new NatsBusImpl(nc, o.logger, o.secrets, o.eventOutboxMaxBytes);
 }
 
 /** A hint after an authorization failure: which kind of credentials were sent. */
@@ -115,12 +144,20 @@ const OUTBOX_MAX_BYTES = 16 * 1024 * 1024;
  * back and the messages reach them (core NATS stores nothing).
  */
 const OUTBOX_FLUSH_DELAY_MS = 2500;
+/** How long close() waits for event streams' outboxes while connected. */
+const STREAM_FLUSH_ON_CLOSE_MS = 2000;
 
-class NatsBusImpl implements EventBus, NatsWorkQueueContext {
+class NatsBusImpl implements EventBus, NatsWorkQueueContext, NatsEventStreamContext {
   private readonly subs = new Set<PushSubscription>();
   private readonly services = new Set<NatsService>();
   private readonly consumers = new Set<Promise<void>>();
   private readonly queues = new Map<string, NatsWorkQueue>();
+  private readonly streams = new Map<string, NatsEventStream>();
+  private connected = true;
+  private epoch = 0;
+  /** When the connection last came back (0: never broken). */
+  private reconnectedAt = 0;
+  private readonly reconnectWaiters = new Set<() => void>();
   readonly closing = new AbortController();
   private closingPromise: Promise<void> | undefined;
   private readonly closedPromise: Promise<void | Error>;
@@ -141,6 +178,7 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
     readonly nc: NatsConnection,
     readonly logger: Logger,
     private readonly secrets: readonly string[],
+    readonly eventOutboxMaxBytes: number,
   ) {
     this.closedPromise = nc.closed().then((err) => {
       clearTimeout(this.flushTimer);
@@ -165,9 +203,14 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
       else if (s.type === 'disconnect' || s.type === 'error') this.logger.warn({ status: s.type, data }, 'NATS connection status');
       else if (s.type === 'reconnect') this.logger.info({ status: s.type, data, queued: this.outbox.length }, 'NATS reconnected');
       if (s.type === 'disconnect') {
+        this.connected = false;
         this.down = true;
         clearTimeout(this.flushTimer);
       } else if (s.type === 'reconnect') {
+        this.connected = true;
+        this.epoch++;
+        this.reconnectedAt = Date.now();
+        for (const w of [...this.reconnectWaiters]) w();
         // Core NATS keeps nothing: wait until the other clients (reconnecting every second) have subscribed again.
         clearTimeout(this.flushTimer);
         this.flushTimer = setTimeout(() => this.flushOutbox(), OUTBOX_FLUSH_DELAY_MS);
@@ -312,6 +355,43 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
     return q;
   }
 
+  eventStream(name: string, subjects: readonly string[]): EventStream {
+    let st = this.streams.get(name);
+    if (!st) {
+      st = new NatsEventStream(name, subjects, this);
+      this.streams.set(name, st);
+    } else if (st.subjects.length !== subjects.length || subjects.some((x) => !st!.subjects.includes(x))) {
+      throw new InvalidArgumentError(`event stream ${name} is already open with subjects ${st.subjects.join(', ')}`, 'subjects');
+    }
+    return st;
+  }
+
+  // NatsEventStreamContext
+  isConnected(): boolean {
+    return this.connected && !this.nc.isClosed();
+  }
+
+  whenConnected(): Promise<void> {
+    if (this.isConnected() || this.closing.signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.reconnectWaiters.delete(done);
+        this.closing.signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.reconnectWaiters.add(done);
+      this.closing.signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  connectionEpoch(): number {
+    return this.epoch;
+  }
+
+  lastReconnectAt(): number {
+    return this.reconnectedAt;
+  }
+
   // NatsWorkQueueContext
   jetstreamManager(): Promise<JetStreamManager> {
     this.jsmPromise ??= this.nc.jetstreamManager().catch((err: unknown) => {
@@ -332,6 +412,8 @@ class NatsBusImpl implements EventBus, NatsWorkQueueContext {
 
   close(): Promise<void> {
     this.closingPromise ??= (async () => {
+      // Build events still in an outbox get a moment to be stored while the connection is up.
+      if (this.isConnected()) await Promise.allSettled([...this.streams.values()].map((st) => st.flush(STREAM_FLUSH_ON_CLOSE_MS)));
       this.closing.abort(new UnavailableError('bus closed'));
       // Consumers hand back unstarted items and wait for their handlers
       // (acks need the connection), services answer what they took.

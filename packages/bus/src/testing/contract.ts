@@ -447,6 +447,35 @@ export function runBusContract(name: string, makeBus: () => Promise<BusFixture>)
       });
     });
 
+    describe('event stream', () => {
+      it('delivers what is stored after the reader is in place, in order, and only on its filter', async () => {
+        const stream = bus.eventStream(`S${p}`, [`${p}.ev.>`]);
+        await stream.ensure({ maxAgeMs: 60_000, maxBytes: 8 * 1024 * 1024 });
+        const got: string[] = [];
+        const seqs: number[] = [];
+        const ac = new AbortController();
+        let ready!: () => void;
+        const inPlace = new Promise<void>((r) => (ready = r));
+        const reading = stream.consume(`${p}.ev.a.*`, (m) => void (got.push(`${m.subject.slice(p.length)}=${dec(m.data)}`), seqs.push(m.seq)), { signal: ac.signal, name: 'contract', onReady: ready });
+        await inPlace;
+        for (let i = 0; i < 20; i++) await stream.publish(i % 5 === 4 ? `${p}.ev.b.log` : `${p}.ev.a.log`, enc(String(i)));
+        await waitUntil(() => got.length === 16, 5000, 'events');
+        expect(got).toEqual([...Array(20).keys()].filter((i) => i % 5 !== 4).map((i) => `.ev.a.log=${i}`));
+        expect([...seqs].sort((x, y) => x - y)).toEqual(seqs);
+        expect(await stream.flush(1000)).toBe(true);
+        ac.abort();
+        await reading;
+      });
+
+      it('refuses a subject the stream does not store, and bad names', async () => {
+        const stream = bus.eventStream(`S${p}`, [`${p}.ev.>`]);
+        await expect(stream.publish(`${p}.other`, enc('x'))).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'subject' } });
+        expect(() => bus.eventStream('bad.name', [`${p}.ev.>`])).toThrow(/name/);
+        expect(() => bus.eventStream(`T${p}`, [])).toThrow(/subject/);
+        await expect(stream.ensure({ maxAgeMs: 10 })).rejects.toMatchObject({ code: 'invalid_argument', details: { field: 'maxAgeMs' } });
+      });
+    });
+
     describe('lifecycle', () => {
       it('close() ends subscriptions and later calls fail with "unavailable"', async () => {
         const sub = bus.subscribe(`${p}.life`);

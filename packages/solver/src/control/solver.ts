@@ -2,8 +2,8 @@ import { create, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
 import type { Client } from '@connectrpc/connect';
 import { control, events, exporter, frontend, type content, type llb } from '@kiln/api';
-import type { EventBus } from '@kiln/bus';
-import { asKilnError, InvalidArgumentError, KilnError, sha256, TransportError, UnimplementedError, walkPostOrder, type ErrorCode, type Logger } from '@kiln/common';
+import { BUILD_EVENT_STREAM, subjectToken, type EventBus, type EventStream, type EventStreamLimits } from '@kiln/bus';
+import { asKilnError, InvalidArgumentError, KilnError, sha256, TransportError, UnavailableError, UnimplementedError, walkPostOrder, type ErrorCode, type Logger } from '@kiln/common';
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
 import { createRegistryClient, formatPlatform, type RegistryClient } from '@kiln/registry';
 import { buildRegistryClient } from './build-registry.js';
@@ -74,7 +74,15 @@ export interface SolverOptions {
    * granted: workers run with the list it sends.
    */
   allowedEntitlements?: readonly string[];
+  /** Retention of the build event stream (kilnd's `[events]`); default 24 h and 1 GiB. */
+  eventStream?: EventStreamLimits;
+  /** This solver's id (`kiln daemon --id`): names its reader on the build event stream. */
+  instanceId?: string;
+  /** After a NATS outage, how long a finishing build waits for workers' progress to catch up; default 90 s. */
+  progressCatchUpMs?: number;
 }
+
+const DEFAULT_PROGRESS_CATCH_UP_MS = 90_000;
 
 type VertexInit = MessageInitShape<typeof events.VertexSchema>;
 
@@ -87,6 +95,9 @@ export class Solver {
   private readonly scheduler: Scheduler<OpResult>;
   private readonly records: BuildRecords;
   private readonly relay: WorkerProgressRelay;
+  /** The build event stream: the solver's events go there, workers' progress is read from it. */
+  private readonly eventStream: EventStream;
+  private readonly streamReady: Promise<void>;
   private readonly active = new Set<string>();
   private readonly db: Database;
   private readonly cache: VertexCache;
@@ -123,8 +134,14 @@ export class Solver {
         opts.logger.warn({ err, buildId }, 'failed to record build history');
       }
     });
+    this.eventStream = opts.bus.eventStream(BUILD_EVENT_STREAM.name, BUILD_EVENT_STREAM.subjects);
+    this.streamReady = this.eventStream.ensure(opts.eventStream);
+    this.streamReady.catch(() => {}); // reported by ready() and the relay
     // Workers' step output and transfer status enter a build only through the relay.
-    this.relay = new WorkerProgressRelay(opts.bus, (ev) => this.records.add(ev), opts.logger.child({ component: 'progress-relay' }));
+    this.relay = new WorkerProgressRelay(this.eventStream, (ev) => this.records.add(ev), opts.logger.child({ component: 'progress-relay' }), {
+      readerName: `solver-${subjectToken(opts.instanceId ?? 'solver')}`,
+      ready: this.streamReady,
+    });
     this.cache = new VertexCache(new CacheStore(this.db), opts.workers, opts.logger.child({ component: 'cache' }));
     this.cacheUsage = new CacheUsage(this.cache, opts.workers);
     this.gateways = new BuildGateways(opts.workers, () => this.registry, opts.sessions);
@@ -137,6 +154,26 @@ export class Solver {
         await done?.catch((err: unknown) => opts.logger.warn({ err }, 'failed to release refs'));
       },
     });
+  }
+
+  /**
+   * Resolves once the build event stream is set up (on NATS: the JetStream
+   * stream exists with the configured limits) and this solver reads the
+   * workers' progress from it. Rejects with the reason it cannot be
+   * (JetStream disabled, no permission): a split solver must not run
+   * without it.
+   */
+  async ready(timeoutMs = 20_000): Promise<void> {
+    await this.streamReady;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new UnavailableError(`failed to start reading workers' progress from the build event stream within ${timeoutMs} ms (see the progress-relay log lines)`)), timeoutMs);
+    });
+    try {
+      await Promise.race([this.relay.reading, this.relay.done.then(() => this.relay.reading), late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async solve(req: control.SolveRequest, signal: AbortSignal): Promise<control.SolveResponse> {
@@ -222,11 +259,13 @@ export class Solver {
         response = await this.attemptOn(other, plan, signal);
       }
       this.history.setExporterResponse(buildId, response);
+      await this.settleProgress(buildId, signal, log);
       await publish({ case: 'done', value: {} });
       log.info('build done');
       return create(control.SolveResponseSchema, { exporterResponse: response });
     } catch (err) {
       const e = locate(asKilnError(err), defs);
+      await this.settleProgress(buildId, signal, log);
       await publish({ case: 'done', value: { error: e.message, errorCode: e.code } }).catch(() => undefined);
       log.info({ err: e.message, code: e.code }, 'build failed');
       throw e;
@@ -380,18 +419,33 @@ export class Solver {
 
   /**
    * Records a build event (Status and history read the records) and
-   * publishes it on `kiln.build.<id>.<kind>` for other observers. The bus
-   * is not in the way: while NATS is down the event is recorded at once and
-   * the publish is buffered by the NATS client (or dropped, logged, once the
-   * connection is closed for good).
+   * stores it in the build event stream on `kiln.build.<id>.<kind>` for
+   * other observers. The bus is not in the way: while NATS is down the event
+   * is recorded at once and the stream's outbox keeps it until NATS is back.
    */
   private async publishBuildEvent(ev: events.BuildEvent): Promise<void> {
     this.records.add(ev);
     try {
-      await this.opts.bus.publish(`kiln.build.${ev.buildId}.${ev.event.case ?? 'event'}`, toBinary(events.BuildEventSchema, ev));
+      await this.eventStream.publish(`kiln.build.${ev.buildId}.${ev.event.case ?? 'event'}`, toBinary(events.BuildEventSchema, ev));
     } catch (err) {
       this.opts.logger.debug({ err, buildId: ev.buildId }, 'failed to publish a build event on the bus (recorded anyway)');
     }
+  }
+
+  /**
+   * Before a build's done event: after a NATS outage or a broken connection,
+   * waits (bounded by `progressCatchUpMs`) until the workers' progress kept
+   * meanwhile is stored and relayed, so the client and the history get the
+   * step output of the outage. Costs nothing while the connection is sound
+   * or on the in-process bus. A canceled build does not wait.
+   */
+  private async settleProgress(buildId: string, signal: AbortSignal, log: Logger): Promise<void> {
+    if (signal.aborted) return;
+    const started = Date.now();
+    const settled = await this.eventStream.settle(this.opts.progressCatchUpMs ?? DEFAULT_PROGRESS_CATCH_UP_MS);
+    const waitedMs = Date.now() - started;
+    if (!settled) log.warn({ buildId, waitedMs }, 'workers\' progress did not catch up after a NATS outage; finishing the build without the rest');
+    else if (waitedMs > 50) log.info({ buildId, waitedMs }, 'waited for workers\' progress to catch up after a NATS outage');
   }
 
   /** Counts a build on (`+1`) or off (`-1`) a worker; `claimed` is the build's own set, so each is counted off once. */

@@ -15,11 +15,12 @@ describe('WorkerProgressRelay', () => {
     const bus = createMemoryBus();
     const got: string[] = [];
     const relay = new WorkerProgressRelay(
-      bus,
+      bus.eventStream('KILN_EVENTS', ['kiln.progress.>']),
       (ev) => got.push(ev.event.case === 'log' ? new TextDecoder().decode(ev.event.value.msg) : String(ev.event.case)),
       silentLogger(),
     );
     const send = (subject: string, ev: MessageInitShape<typeof events.BuildEventSchema>) => bus.publish(subject, toBinary(events.BuildEventSchema, create(events.BuildEventSchema, ev)));
+    await relay.reading;
     relay.allow('b1', 'host.lan-worker');
 
     await send(workerProgressSubject('host.lan-worker', 'b1', 'log'), line('b1', 'ok 1'));

@@ -1,5 +1,6 @@
 import { events } from '@kiln/api';
-import { parseWorkerProgressSubject, subjectToken, subscribeEvents, WORKER_PROGRESS_WILDCARD, type EventBus, type EventSubscription } from '@kiln/bus';
+import { fromBinary } from '@bufbuild/protobuf';
+import { parseWorkerProgressSubject, subjectToken, WORKER_PROGRESS_WILDCARD, type EventStream, type StreamMessage } from '@kiln/bus';
 import type { Logger } from '@kiln/common';
 
 type BuildEvent = events.BuildEvent;
@@ -11,31 +12,50 @@ type BuildEvent = events.BuildEvent;
  * kind agree with its payload. Everything else is dropped and logged: a
  * client on the bus cannot write into someone else's build, and a worker
  * can write only into builds it runs (and never a vertex, warning or done).
+ *
+ * It reads the build event stream (on NATS: JetStream, `KILN_EVENTS`), so
+ * progress a worker sent while NATS or this solver's connection was down
+ * arrives, in order, once both are back.
  */
 export class WorkerProgressRelay {
   /** Open builds: build id -> subject tokens of the workers allowed to report on it. */
   private readonly builds = new Map<string, Set<string>>();
-  private readonly sub: EventSubscription<BuildEvent>;
+  private readonly stop = new AbortController();
+  /** Resolves when the reader stops (rejects only if the stream cannot be read at all). */
+  readonly done: Promise<void>;
+  /** Resolves once the reader is in place on the stream. */
+  readonly reading: Promise<void>;
   /** Refusals logged per (worker, build), so a flood logs once. */
   private readonly refusedLogged = new Set<string>();
 
+  /**
+   * `ready` gates the start (the solver's stream setup); `readerName` names
+   * this solver's consumer on the stream.
+   */
   constructor(
-    bus: EventBus,
+    stream: EventStream,
     private readonly deliver: (ev: BuildEvent) => void,
     private readonly logger: Logger,
+    opts: { readerName: string; ready?: Promise<void> } = { readerName: 'solver' },
   ) {
-    this.sub = subscribeEvents(bus, WORKER_PROGRESS_WILDCARD, events.BuildEventSchema, {
-      onDecodeError: (err, subject) => this.refuse(subject, 'payload is not a BuildEvent', err),
-    });
-    void this.consume();
+    const start = opts.ready ?? Promise.resolve();
+    let onReady = () => {};
+    this.reading = new Promise<void>((r) => (onReady = r));
+    this.done = start.then(() => stream.consume(WORKER_PROGRESS_WILDCARD, (m) => this.take(m), { signal: this.stop.signal, name: opts.readerName, onReady }));
+    this.done.catch((err: unknown) => this.logger.error({ err }, 'failed to read workers\' progress from the build event stream'));
   }
 
-  private async consume(): Promise<void> {
-    for await (const { subject, message } of this.sub) {
-      const reason = this.check(subject, message);
-      if (reason) this.refuse(subject, reason);
-      else this.deliver(message);
+  private take(m: StreamMessage): void {
+    let message: BuildEvent;
+    try {
+      message = fromBinary(events.BuildEventSchema, m.data);
+    } catch (err) {
+      this.refuse(m.subject, 'payload is not a BuildEvent', err);
+      return;
     }
+    const reason = this.check(m.subject, message);
+    if (reason) this.refuse(m.subject, reason);
+    else this.deliver(message);
   }
 
   /** Why the event must not enter its build; undefined when it may. */
@@ -75,6 +95,6 @@ export class WorkerProgressRelay {
   }
 
   close(): void {
-    this.sub.unsubscribe();
+    this.stop.abort();
   }
 }
