@@ -316,9 +316,9 @@ describe('admin commands', () => {
     }
   });
 
-  it('kiln prune asks as buildx does ([y/N] on stdout, a line from stdin) unless -f; only y prunes', async () => {
+  it('kiln prune asks as buildx does ([y/N] on stdout, a line from stdin) unless -f; only y prunes; a stdin closed without a byte (scripts, the shared bench) goes on', async () => {
     daemon = await startFakeDaemon({ usage });
-    for (const [answer, pruned] of [['n\n', 0], ['', 0], ['y\n', 1]] as const) {
+    for (const [answer, pruned] of [['n\n', 0], ['\n', 0], ['', 1], ['y\n', 1]] as const) {
       const stdin = new PassThrough();
       const stdout = new PassThrough();
       const out: Buffer[] = [];

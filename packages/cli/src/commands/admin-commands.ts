@@ -262,15 +262,27 @@ function sizeFlag(v: string | undefined, flag: string): bigint {
   }
 }
 
-/** buildx's confirmation: the question and " [y/N] " on stdout, one line from stdin; only "y" or "Y" goes on. */
+/**
+ * buildx's confirmation: the question and " [y/N] " on stdout, one line from
+ * stdin; only "y" or "Y" goes on. One deliberate difference: a stdin that is
+ * not a terminal and ends without a byte (`</dev/null`, a closed pipe: a
+ * script, CI, the shared benchmark's `kiln prune --all`) goes on, as Kiln's
+ * CLI contract `kiln prune [--all]` promises, with a note on stderr; buildx
+ * would prune nothing there and exit 0, silently keeping the cache.
+ */
 async function confirm(io: CliIo, question: string): Promise<boolean> {
   io.stdout.write(`${question} [y/N] `);
   const stdin = io.stdin;
+  let answeredByEof = false;
   const line = await new Promise<string>((resolve) => {
     let buf = '';
+    const atEnd = () => {
+      answeredByEof = buf === '';
+      done();
+    };
     const done = () => {
       stdin.off('data', onData);
-      stdin.off('end', done);
+      stdin.off('end', atEnd);
       stdin.off('error', done);
       io.signal.removeEventListener('abort', done);
       stdin.pause();
@@ -281,10 +293,15 @@ async function confirm(io: CliIo, question: string): Promise<boolean> {
       if (buf.includes('\n')) done();
     };
     stdin.on('data', onData);
-    stdin.once('end', done);
+    stdin.once('end', atEnd);
     stdin.once('error', done);
     io.signal.addEventListener('abort', done, { once: true });
   });
+  if (line === '' && answeredByEof && !(io.stdin as { isTTY?: boolean }).isTTY) {
+    io.stdout.write('\n');
+    io.stderr.write('kiln prune: stdin is not a terminal and gave no answer: pruning (pass -f to skip the question)\n');
+    return true;
+  }
   return line.toLowerCase() === 'y';
 }
 
