@@ -55,6 +55,18 @@ describe('compileDaemonOptions', () => {
     expect(compileDaemonOptions([], env).gc).toEqual(DEFAULT_GC_POLICY);
     writeFileSync(join(dir, 'gc.toml'), '[gc]\ninterval = "30m"\nkeep-storage = "10GB"\nkeep-duration = "7d"\n');
     expect(compileDaemonOptions(['--config', join(dir, 'gc.toml')], env).gc).toEqual({ intervalMs: 1_800_000, keepBytes: 10e9, keepDurationMs: 7 * 86_400_000 });
+    // [events]: the build event stream's retention (JetStream KILN_EVENTS).
+    expect(compileDaemonOptions([], env).events).toEqual({});
+    writeFileSync(join(dir, 'events.toml'), '[events]\nmax-age = "6h"\nmax-bytes = "256MiB"\n');
+    expect(compileDaemonOptions(['--config', join(dir, 'events.toml')], env).events).toEqual({ maxAgeMs: 6 * 3_600_000, maxBytes: 256 * 1024 * 1024 });
+    for (const [body, field] of [
+      ['[events]\nmax-age = "soon"\n', /events\.max-age/],
+      ['[events]\nmax-bytes = "1KiB"\n', /events\.max-bytes must be at least 1MiB/],
+      ['[events]\nkeep = "1h"\n', /unknown key events\.keep/],
+    ] as const) {
+      writeFileSync(join(dir, 'badevents.toml'), body);
+      expect(() => compileDaemonOptions(['--config', join(dir, 'badevents.toml')], env)).toThrow(field);
+    }
     writeFileSync(join(dir, 'gc-off.yaml'), 'gc:\n  enabled: false\n');
     expect(compileDaemonOptions(['--config', join(dir, 'gc-off.yaml')], env).gc).toBeUndefined();
     for (const [body, field] of [
