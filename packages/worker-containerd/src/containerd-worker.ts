@@ -3,6 +3,7 @@ import { createBackendWorker, type BackendWorkerOptions, type Worker } from '@ki
 import { createContainerdClient } from './containerd/client.js';
 import { createRegistryClient } from '@kiln/registry';
 import { createContainerdExecutor } from './containerd/containerd-executor.js';
+import { createContainerdSnapshotter } from './containerd/containerd-snapshotter.js';
 import { ImageRecorder } from './containerd/image-recorder.js';
 
 /** containerd's socket where Debian's package (and Kubernetes nodes) run it. */
@@ -16,9 +17,11 @@ export interface ContainerdWorkerOptions extends BackendWorkerOptions {
 }
 
 /**
- * The containerd worker: the base worker over a directory snapshotter, running
- * exec ops as containerd tasks (runc shim v2) in the `kiln` namespace of the
- * node's containerd. FIFOs go under `<root>/containerd`; the containers and
+ * The containerd worker: the base worker over containerd's overlayfs
+ * snapshotter (step trees, each held by a lease), running exec ops as
+ * containerd tasks (runc shim v2) in the `kiln` namespace of the node's
+ * containerd; pulled images go into containerd's content store and image
+ * list. FIFOs go under `<root>/containerd`; the containers and
  * leases it makes carry `kiln.owner=<root>`, so a worker restarted on the
  * same root reaps what the killed one left, and only that.
  */
@@ -29,7 +32,9 @@ export function createContainerdWorker(options: ContainerdWorkerOptions): Worker
   // Pulled images land in containerd's content store and image list too (`ctr -n kiln images ls`).
   const images = new ImageRecorder({ client, owner: path.resolve(options.root), logger: options.logger });
   const registry = images.wrap(rest.registry ?? createRegistryClient({}));
-  const worker = createBackendWorker({ ...rest, registry }, 'containerd', executor, 'containerd');
+  // Step trees are containerd's overlayfs snapshots, mounted under <root>/containerd/mnt.
+  const snapshotter = createContainerdSnapshotter({ client, owner: path.resolve(options.root), mountDir: path.join(options.root, 'containerd', 'mnt'), logger: options.logger });
+  const worker = createBackendWorker({ ...rest, registry }, 'containerd', executor, 'containerd', { snapshotter, name: 'containerd-overlayfs' });
   const close = worker.close.bind(worker);
   worker.close = async () => {
     try {
