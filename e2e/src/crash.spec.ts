@@ -114,13 +114,19 @@ describe('kill -9 of the daemon mid-RUN [topology=all-in-one, worker=oci]', () =
 });
 
 describe('kill -9 of the daemon mid-RUN [topology=all-in-one, worker=containerd]', () => {
-  /** What containerd holds in Kiln's namespace: containers, tasks and leases (by `ctr`, containerd's own CLI). */
-  const inContainerd = (address: string) =>
-    ['containers', 'tasks', 'leases'].flatMap((kind) =>
-      execFileSync('ctr', ['--address', address, '-n', 'kiln', kind, 'ls', '-q']).toString().split('\n').filter(Boolean).map((id) => `${kind} ${id}`),
-    );
+  /** What containerd holds in Kiln's namespace (by `ctr`, containerd's own CLI): `<kind> <id>`, snapshots as `snapshots <kind> <key>`. */
+  const inContainerd = (address: string) => {
+    const ctr = (...args: string[]) => execFileSync('ctr', ['--address', address, '-n', 'kiln', ...args]).toString().split('\n').filter(Boolean);
+    const snapshots = ctr('snapshots', 'ls')
+      .slice(1)
+      .map((l) => l.trim().split(/\s+/))
+      .map((cols) => `snapshots ${cols.at(-1)!.toLowerCase()} ${cols[0]}`);
+    return [...['containers', 'tasks', 'leases'].flatMap((kind) => ctr(kind, 'ls', '-q').map((id) => `${kind} ${id}`)), ...snapshots];
+  };
+  /** The lease of a committed snapshot `kiln/<owner hash>/<id>` is `kiln-<owner hash>-<id>`. */
+  const leaseOf = (snapshot: string) => snapshot.replace(/^snapshots committed kiln\/([0-9a-f]+)\//, 'leases kiln-$1-');
 
-  it('leaves no task, container or lease in containerd once the daemon restarts on the same root', async () => {
+  it('leaves no task, container, active snapshot, view or lease of the killed run in containerd once the daemon restarts on the same root', async () => {
     const root = mkdtempSync(join(tmpdir(), 'kiln-crash-ctrd-'));
     const ctx = mkdtempSync(join(tmpdir(), 'kiln-crash-ctrd-ctx-'));
     const containerd = await startContainerd();
@@ -130,19 +136,35 @@ describe('kill -9 of the daemon mid-RUN [topology=all-in-one, worker=containerd]
     try {
       const client = spawn(kilnBin(), ['build', '--addr', daemon.addr, '--progress=plain', ctx], { stdio: 'ignore' });
       for (let i = 0; i < 300 && !inContainerd(containerd.address).some((x) => x.startsWith('tasks ')); i++) await new Promise((r) => setTimeout(r, 100));
-      expect(inContainerd(containerd.address).map((x) => x.split(' ')[0]).sort()).toEqual(['containers', 'leases', 'tasks']);
+      const during = inContainerd(containerd.address);
+      const kinds = (xs: string[]) => [...new Set(xs.map((x) => x.split(' ').slice(0, x.startsWith('snapshots') ? 2 : 1).join(' ')))].sort();
+      // The RUN's container, task and lease, its rootfs as an active snapshot, the worker's lease of this start, COPY's committed result.
+      expect(kinds(during)).toEqual(expect.arrayContaining(['containers', 'leases', 'snapshots active', 'snapshots committed', 'tasks']));
       const pid = daemonPid(root);
       process.kill(pid, 'SIGKILL');
       client.kill('SIGKILL');
       for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 50));
       rmSync(join(root, 'kiln.sock'), { force: true });
       // The task outlives the daemon (its shim keeps it) until the restart reaps it.
-      expect(inContainerd(containerd.address)).toHaveLength(3);
+      expect(inContainerd(containerd.address)).toEqual(expect.arrayContaining(during));
+
+      // What belongs to the killed run: everything but committed snapshots (step results the solver may keep) and their leases.
+      const committed = during.filter((x) => x.startsWith('snapshots committed '));
+      const ofTheRun = during.filter((x) => !committed.includes(x) && !committed.map(leaseOf).includes(x));
+      expect(ofTheRun.length).toBeGreaterThanOrEqual(5);
 
       // The restart reaps at start (a loaded host may take seconds to kill and delete the task).
       daemon = await startKilnd({ worker: 'containerd', root, containerd });
-      for (let i = 0; i < 300 && inContainerd(containerd.address).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
-      expect(inContainerd(containerd.address), daemon.logs().slice(-3000)).toEqual([]);
+      const settled = () => {
+        const now = inContainerd(containerd.address);
+        return !now.some((x) => ofTheRun.includes(x) || /^(containers|tasks|snapshots active|snapshots view) /.test(x));
+      };
+      for (let i = 0; i < 300 && !settled(); i++) await new Promise((r) => setTimeout(r, 100));
+      const after = inContainerd(containerd.address);
+      expect(after.filter((x) => ofTheRun.includes(x) || !/^(leases|snapshots committed) /.test(x)), daemon.logs().slice(-3000)).toEqual([]);
+      // Every lease left holds a committed snapshot still there, or is the new start's own.
+      const kept = after.filter((x) => x.startsWith('snapshots committed '));
+      expect(after.filter((x) => x.startsWith('leases ') && !kept.map(leaseOf).includes(x) && !/-boot-/.test(x))).toEqual([]);
       await daemon.stop();
     } finally {
       await daemon.stop();
