@@ -35,4 +35,15 @@ describe('opCacheKey of exec ops', () => {
     expect(key(execOp(['A=1'], { httpProxy: 'http://q:3128', noProxy: 'x' }))).toBe(key(plain));
     expect(key(execOp(['A=2']))).not.toBe(key(plain));
   });
+
+  it('leaves the op it keys as it was (inputs and proxy settings are replaced in copies)', () => {
+    const base = ociLayout('oci-a:v1', { platform: { os: 'linux', architecture: 'amd64' } });
+    const def = parseDefinition(marshal(execState(base, ['/bin/true'], { env: ['A=1'], proxyEnv: { httpProxy: 'http://p:3128' } })));
+    const op = [...def.ops.values()].find((o) => o.op.op.case === 'exec')!;
+    const input = op.op.inputs[0]!.digest;
+    const other = opCacheKey(op, [`sha256:${'1'.repeat(64)}`]);
+    expect(other).not.toBe(key(op));
+    expect(op.op.inputs[0]!.digest).toBe(input);
+    expect(op.op.op.case === 'exec' && op.op.op.value.meta?.proxyEnv?.httpProxy).toBe('http://p:3128');
+  });
 });
