@@ -70,15 +70,67 @@ describe.skipIf(!canRun)(`--provenance: SLSA provenance attached to the pushed i
     }
   });
 
-  it('mode=min leaves out the build steps; --sbom is refused by name (not built yet)', async () => {
+  it('mode=min leaves out the build steps; --sbom with a scanner image is refused by name', async () => {
     const ref = `${registry.host}/kiln/prov:min`;
     const build = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--push', '-t', ref, '--attest', 'type=provenance,mode=min', ctx]);
     expect(build.code, build.stderr).toBe(0);
     const slsa = (JSON.parse((await runKiln(['imagetools', 'inspect', ref, '--format', '{{json .Provenance}}'])).stdout) as { SLSA: Record<string, unknown> }).SLSA;
     expect(slsa.buildConfig).toBeUndefined();
     expect(slsa.materials).toHaveLength(1);
-    const sbom = await runKiln(['build', '--addr', daemon.addr, '--sbom=true', ctx]);
+    const sbom = await runKiln(['build', '--addr', daemon.addr, '--sbom=generator=docker/buildkit-syft-scanner', ctx]);
     expect(sbom.code).toBe(2);
-    expect(sbom.stderr).toContain('--sbom: SBOM attestations are not supported yet');
+    expect(sbom.stderr).toContain('Kiln runs its built-in scanner');
+  });
+
+  it('--sbom: an SPDX document of the dpkg and npm packages, in the attestation manifest next to the provenance', async () => {
+    const sctx = join(work, 'sbom-ctx');
+    mkdirSync(sctx);
+    writeFileSync(
+      join(sctx, 'status'),
+      'Package: libfoo1\nStatus: install ok installed\nArchitecture: amd64\nSource: foo\nVersion: 1.2-3+deb12u1\nMaintainer: Foo Team <foo@example.com>\n\nPackage: oldpkg\nStatus: deinstall ok config-files\nVersion: 0.1\n',
+    );
+    writeFileSync(join(sctx, 'os-release'), 'ID=debian\nVERSION_ID="12"\n');
+    writeFileSync(
+      join(sctx, 'Dockerfile'),
+      `FROM ${base.ref}\nCOPY status /var/lib/dpkg/status\nCOPY os-release /etc/os-release\n` +
+        `RUN mkdir -p /srv/app/node_modules/left-pad /srv/app/node_modules/@acme/util && echo '{"name":"left-pad","version":"1.3.0","license":"WTFPL"}' > /srv/app/node_modules/left-pad/package.json && echo '{"name":"@acme/util","version":"2.0.1","license":"MIT"}' > /srv/app/node_modules/@acme/util/package.json\n`,
+    );
+    const ref = `${registry.host}/kiln/sbom:1`;
+    const build = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--push', '-t', ref, '--sbom=true', '--provenance=true', sctx]);
+    expect(build.code, `${build.stderr}\n${daemon.logs().slice(-3000)}`).toBe(0);
+    expect(build.stderr).toContain('generating sbom using the kiln-sbom scanner');
+
+    const raw = JSON.parse((await runKiln(['imagetools', 'inspect', '--raw', ref])).stdout) as { manifests: { digest: string; annotations?: Record<string, string> }[] };
+    expect(raw.manifests).toHaveLength(2);
+    const [image, att] = raw.manifests as [(typeof raw.manifests)[0], (typeof raw.manifests)[0]];
+    expect(att.annotations).toEqual({ 'vnd.docker.reference.digest': image.digest, 'vnd.docker.reference.type': 'attestation-manifest' });
+    // The attestation manifest holds both statements, each an in-toto layer with its predicate type.
+    const attManifest = (await (await fetch(`${registry.url}/v2/kiln/sbom/manifests/${att.digest}`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).json()) as { layers: { mediaType: string; digest: string; annotations: Record<string, string> }[] };
+    expect(attManifest.layers.map((l) => [l.mediaType, l.annotations['in-toto.io/predicate-type']])).toEqual([
+      ['application/vnd.in-toto+json', 'https://slsa.dev/provenance/v0.2'],
+      ['application/vnd.in-toto+json', 'https://spdx.dev/Document'],
+    ]);
+    const statement = (await (await fetch(`${registry.url}/v2/kiln/sbom/blobs/${attManifest.layers[1]!.digest}`)).json()) as Record<string, any>;
+    expect(statement).toMatchObject({ _type: 'https://in-toto.io/Statement/v0.1', predicateType: 'https://spdx.dev/Document', subject: [{ digest: { sha256: image.digest.slice('sha256:'.length) } }] });
+
+    const shown = await runKiln(['imagetools', 'inspect', ref, '--format', '{{json .SBOM}}']);
+    expect(shown.code, shown.stderr).toBe(0);
+    const spdx = (JSON.parse(shown.stdout) as { SPDX: Record<string, any> }).SPDX;
+    expect(spdx).toEqual(statement.predicate);
+    expect(spdx.spdxVersion).toBe('SPDX-2.3');
+    const pkgs = (spdx.packages as { name: string; versionInfo: string; licenseDeclared: string; externalRefs: { referenceLocator: string }[] }[]).map((p) => [p.name, p.versionInfo, p.licenseDeclared, p.externalRefs[0]!.referenceLocator]);
+    expect(pkgs).toEqual([
+      ['libfoo1', '1.2-3+deb12u1', 'NOASSERTION', 'pkg:deb/debian/libfoo1@1.2-3%2Bdeb12u1?arch=amd64&distro=debian-12&upstream=foo'],
+      ['@acme/util', '2.0.1', 'MIT', 'pkg:npm/%40acme/util@2.0.1'],
+      ['left-pad', '1.3.0', 'WTFPL', 'pkg:npm/left-pad@1.3.0'],
+    ]);
+    expect(spdx.relationships).toHaveLength(3);
+
+    if (has('skopeo')) {
+      // skopeo reads the same index and finds the same attestation manifest (and the image for the platform).
+      const sk = spawnSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${ref}`], { encoding: 'utf8' });
+      expect(sk.status, sk.stderr).toBe(0);
+      expect((JSON.parse(sk.stdout) as { manifests: { digest: string }[] }).manifests.map((m) => m.digest)).toEqual([image.digest, att.digest]);
+    }
   });
 });

@@ -13,6 +13,8 @@ export interface ResultSource {
    * empty (scratch) result has no layers.
    */
   getLayers(req: LayerRequest, signal?: AbortSignal): Promise<LayerDescriptor[]>;
+  /** SPDX 2.3 JSON of the result's packages (`--sbom`), which the image exporter attaches to its image; absent: none. */
+  sbom?: Uint8Array;
   /** The OCI image config JSON from the frontend, if any. */
   imageConfig: Uint8Array;
 }

@@ -55,7 +55,7 @@ Options:
       --push                     Shorthand for "--output=type=image,push=true"
   -q, --quiet                    Suppress the build output and print image ID on success
       --provenance string        Shorthand for "--attest=type=provenance" ("true" = mode=min, "mode=max", "false")
-      --sbom string              Shorthand for "--attest=type=sbom" (not supported yet)
+      --sbom string              Shorthand for "--attest=type=sbom" (SPDX from the built-in scanner)
       --attest stringArray       Attestation parameters (format: "type=provenance,mode=max")
       --shm-size bytes           Shared memory size for build containers
       --secret stringArray       Secret to expose to the build (format: "id=mysecret[,src=/local/secret|env=VAR]")

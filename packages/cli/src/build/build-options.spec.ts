@@ -314,13 +314,16 @@ describe('each flag', () => {
     expect(usageError(['--annotation', 'bogus:k=v', 'app']).message).toContain('unknown annotation type "bogus"');
   });
 
-  it('--provenance and --attest become attest:provenance; --sbom is refused until it exists', () => {
+  it('--provenance, --sbom and --attest become attest:provenance / attest:sbom', () => {
     expect(compile(['--provenance', 'true', 'app']).attests).toEqual({ provenance: 'mode=min' });
     expect(compile(['--provenance=mode=max', 'app']).attests).toEqual({ provenance: 'mode=max' });
     expect(compile(['--attest', 'type=provenance,mode=max', 'app']).attests).toEqual({ provenance: 'mode=max' });
     expect(compile(['--provenance=false', 'app']).attests).toEqual({});
     expect(usageError(['--provenance=mode=huge', 'app']).message).toContain('mode must be min or max');
-    expect(usageError(['--sbom=true', 'app']).message).toContain('SBOM attestations are not supported yet');
+    expect(compile(['--sbom=true', 'app']).attests).toEqual({ sbom: '' });
+    expect(compile(['--attest', 'type=sbom', '--provenance=1', 'app']).attests).toEqual({ sbom: '', provenance: 'mode=min' });
+    expect(compile(['--sbom=false', 'app']).attests).toEqual({});
+    expect(usageError(['--sbom=generator=docker/scout-sbom-indexer:1', 'app']).message).toContain('generator=docker/scout-sbom-indexer:1: Kiln runs its built-in scanner');
   });
 
   it('-q/--quiet is quiet progress; --iidfile is resolved; --progress=none', () => {

@@ -726,13 +726,19 @@ export function parseAnnotation(v: string): [string, string] {
  * `--provenance VALUE`, `--sbom VALUE` and `--attest type=T[,k=v...]` as
  * buildx turns them into BuildKit's `attest:T` frontend attrs: `true` is
  * `mode=min` for provenance, `false` disables, other values pass as they
- * are (`mode=max`). SBOM generation is not built yet: asking for it is a
- * UsageError, never a silently missing attestation.
+ * are (`mode=max`); `--sbom true` is `attest:sbom` with no parameters.
+ * A `generator=IMAGE` is refused: Kiln runs its own scanner, no images.
  */
 export function compileAttests(provenance: string | undefined, sbom: string | undefined, attest: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {};
   const set = (type: string, value: string, flag: string) => {
-    if (type === 'sbom') throw new UsageError(`${flag}: SBOM attestations are not supported yet (provenance is)`, flag);
+    if (type === 'sbom') {
+      // Kiln scans with its own scanner (@kiln/sbom); it runs no scanner images.
+      const generator = /(?:^|,)generator=([^,]*)/.exec(value)?.[1];
+      if (generator !== undefined) throw new UsageError(`invalid argument "${value}" for "${flag}" flag: generator=${generator}: Kiln runs its built-in scanner, not scanner images`, flag);
+      out.sbom = /^(true|1)$/i.test(value) ? '' : /^(false|0)$/i.test(value) ? 'disabled=true' : value;
+      return;
+    }
     if (type !== 'provenance') throw new UsageError(`invalid argument "${value}" for "${flag}" flag: unknown attestation type "${type}" (want provenance or sbom)`, flag);
     if (/^(true|1)$/i.test(value) || value === '') value = 'mode=min';
     else if (/^(false|0)$/i.test(value)) value = 'disabled=true';
@@ -750,5 +756,6 @@ export function compileAttests(provenance: string | undefined, sbom: string | un
   if (provenance !== undefined) set('provenance', provenance, '--provenance');
   if (sbom !== undefined && !/^(false|0)$/i.test(sbom)) set('sbom', sbom, '--sbom');
   if (out.provenance === 'disabled=true') delete out.provenance;
+  if (out.sbom === 'disabled=true') delete out.sbom;
   return out;
 }

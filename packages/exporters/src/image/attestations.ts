@@ -10,9 +10,11 @@ export const ATTESTATION_REF_DIGEST = 'vnd.docker.reference.digest';
 export const IN_TOTO_MEDIA_TYPE = 'application/vnd.in-toto+json';
 export const PREDICATE_TYPE_ANNOTATION = 'in-toto.io/predicate-type';
 export const SLSA_PROVENANCE_V02 = 'https://slsa.dev/provenance/v0.2';
+/** An SPDX SBOM statement's predicate type (BuildKit's `--sbom`). */
+export const SPDX_DOCUMENT = 'https://spdx.dev/Document';
 const IN_TOTO_STATEMENT_V01 = 'https://in-toto.io/Statement/v0.1';
 
-/** One predicate to attest about every image of an export. */
+/** One predicate to attest about an image of an export. */
 export interface Predicate {
   type: string;
   /** The predicate JSON. */
@@ -45,7 +47,8 @@ function subjects(image: AssembledImage, names: readonly string[]): { name: stri
  */
 export async function attachAttestations(
   exported: ExportedImage,
-  predicates: readonly Predicate[],
+  /** The predicates of the export's image `i` (in `exported.images` order); an image with none gets no attestation manifest. */
+  predicates: (i: number) => readonly Predicate[],
   names: readonly string[],
   store: BlobStore,
   lease: string,
@@ -53,9 +56,11 @@ export async function attachAttestations(
 ): Promise<ExportedImage & { attestations: AssembledImage[] }> {
   const attestations: AssembledImage[] = [];
   const entries: Descriptor[] = [];
-  for (const image of exported.images) {
+  for (const [i, image] of exported.images.entries()) {
+    const mine = predicates(i);
+    if (mine.length === 0) continue;
     const layers = [];
-    for (const p of predicates) {
+    for (const p of mine) {
       const statement = { _type: IN_TOTO_STATEMENT_V01, predicateType: p.type, subject: subjects(image, names), predicate: p.body };
       const bytes = Buffer.from(JSON.stringify(statement));
       const blob = await store.put(bytes, { lease }, ctx.signal);

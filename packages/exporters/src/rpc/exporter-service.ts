@@ -62,17 +62,18 @@ export function createExporterServiceImpl(opts: ExporterServiceOptions): Service
         throw new InvalidArgumentError(`unknown exporter type "${req.type}" (have: ${[...byType.keys()].join(', ')})`, '--output');
       }
       const instance = exp.resolve(req.attrs);
-      const result = async (workerId: string, ref: string, imageConfig: Uint8Array): Promise<ResultSource> => {
+      const result = async (workerId: string, ref: string, imageConfig: Uint8Array, sbom: Uint8Array): Promise<ResultSource> => {
         const client = ref ? await opts.worker(workerId) : undefined;
         if (ref && !client) throw new NotFoundError(`worker ${workerId} that holds the result is gone`);
         return {
           imageConfig,
           openTar: (signal) => (client ? tarChunks(client.exportRef({ ref }, { signal })) : emptyTar()),
           getLayers: async (layerReq, signal) => (client ? getLayers(client, ref, layerReq, signal) : []),
+          ...(sbom.length > 0 ? { sbom } : {}),
         };
       };
-      const platforms = await Promise.all(req.platforms.map(async (p) => ({ platform: p.platform, ...(await result(p.workerId, p.ref, p.imageConfig)) })));
-      const top = platforms[0] ?? (await result(req.workerId, req.ref, req.imageConfig));
+      const platforms = await Promise.all(req.platforms.map(async (p) => ({ platform: p.platform, ...(await result(p.workerId, p.ref, p.imageConfig, p.sbom)) })));
+      const top = platforms[0] ?? (await result(req.workerId, req.ref, req.imageConfig, req.sbom));
       const logger = opts.logger.child({ buildId: req.buildId, exporter: req.type });
       const outputs = outputsFor(req.attrs, logger);
       const registry =

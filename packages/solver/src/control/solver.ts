@@ -36,6 +36,7 @@ import { compileUsageFilter } from './usage-filter.js';
 import { VertexCache } from './vertex-cache.js';
 import { BuildGateways } from './build-gateway.js';
 import { buildProvenance, provenanceMode } from './provenance.js';
+import { resultSbom, sbomRequested } from './sbom.js';
 import { solveWithFrontend } from './frontend-routing.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
 import { isConnectionLost, namedTier, namedWorkerPool } from './tier-clients.js';
@@ -375,11 +376,27 @@ export class Solver {
           ),
         )
       : new Uint8Array();
+    // --sbom / --attest type=sbom: an SPDX document per platform's result, which image outputs attach (see sbom.ts).
+    const sboms =
+      sbomRequested(req.frontendAttrs['attest:sbom']) && req.exporters.some((e) => e.type === 'image')
+        ? await this.step(publish, internalVertex(buildId, 'generating sbom using the kiln-sbom scanner'), () =>
+            Promise.all(
+              resultRefs.map((ref, i) =>
+                resultSbom(worker.client, ref, {
+                  name: targets[i]!.platform ? `image (${targets[i]!.platform})` : 'image',
+                  ...(p.sourceDateEpoch ? { created: new Date(Number(p.sourceDateEpoch) * 1000) } : {}),
+                  signal,
+                }),
+              ),
+            ),
+          )
+        : [];
+    const platformsWithSbom = platforms.map((pl, i) => (sboms[i] ? { ...pl, sbom: sboms[i] } : pl));
     for (const [i, exp] of req.exporters.entries()) {
       const res = await this.step(publish, internalVertex(buildId, `exporting to ${exp.type}`, i), async () => {
         const client = await this.opts.exporters();
-        const first = { workerId: worker.id, ref: resultRefs[0]!, imageConfig: targets[0]!.imageConfig };
-        return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exporterAttrs(exp, p.sourceDateEpoch), ...first, platforms, provenance }, { signal });
+        const first = { workerId: worker.id, ref: resultRefs[0]!, imageConfig: targets[0]!.imageConfig, ...(sboms[0] && platforms.length === 0 ? { sbom: sboms[0] } : {}) };
+        return client.export({ buildId, sessionId: req.sessionId, type: exp.type, attrs: exporterAttrs(exp, p.sourceDateEpoch), ...first, platforms: platformsWithSbom, provenance }, { signal });
       });
       Object.assign(response, res.response);
     }

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/exporter/v1/exporter.proto.
  */
 export const file_kiln_exporter_v1_exporter: GenFile = /*@__PURE__*/
-  fileDesc("Ch9raWxuL2V4cG9ydGVyL3YxL2V4cG9ydGVyLnByb3RvEhBraWxuLmV4cG9ydGVyLnYxIqgCCg1FeHBvcnRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDAoEdHlwZRgDIAEoCRI5CgVhdHRycxgEIAMoCzIqLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVxdWVzdC5BdHRyc0VudHJ5EhEKCXdvcmtlcl9pZBgFIAEoCRILCgNyZWYYBiABKAkSFAoMaW1hZ2VfY29uZmlnGAcgASgMEjAKCXBsYXRmb3JtcxgIIAMoCzIdLmtpbG4uZXhwb3J0ZXIudjEuUGxhdGZvcm1SZWYSEgoKcHJvdmVuYW5jZRgJIAEoDBosCgpBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiVQoLUGxhdGZvcm1SZWYSEAoIcGxhdGZvcm0YASABKAkSEQoJd29ya2VyX2lkGAIgASgJEgsKA3JlZhgDIAEoCRIUCgxpbWFnZV9jb25maWcYBCABKAwigwEKDkV4cG9ydFJlc3BvbnNlEkAKCHJlc3BvbnNlGAEgAygLMi4ua2lsbi5leHBvcnRlci52MS5FeHBvcnRSZXNwb25zZS5SZXNwb25zZUVudHJ5Gi8KDVJlc3BvbnNlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ATJeCg9FeHBvcnRlclNlcnZpY2USSwoGRXhwb3J0Eh8ua2lsbi5leHBvcnRlci52MS5FeHBvcnRSZXF1ZXN0GiAua2lsbi5leHBvcnRlci52MS5FeHBvcnRSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("Ch9raWxuL2V4cG9ydGVyL3YxL2V4cG9ydGVyLnByb3RvEhBraWxuLmV4cG9ydGVyLnYxIrYCCg1FeHBvcnRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDAoEdHlwZRgDIAEoCRI5CgVhdHRycxgEIAMoCzIqLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVxdWVzdC5BdHRyc0VudHJ5EhEKCXdvcmtlcl9pZBgFIAEoCRILCgNyZWYYBiABKAkSFAoMaW1hZ2VfY29uZmlnGAcgASgMEjAKCXBsYXRmb3JtcxgIIAMoCzIdLmtpbG4uZXhwb3J0ZXIudjEuUGxhdGZvcm1SZWYSEgoKcHJvdmVuYW5jZRgJIAEoDBIMCgRzYm9tGAogASgMGiwKCkF0dHJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJjCgtQbGF0Zm9ybVJlZhIQCghwbGF0Zm9ybRgBIAEoCRIRCgl3b3JrZXJfaWQYAiABKAkSCwoDcmVmGAMgASgJEhQKDGltYWdlX2NvbmZpZxgEIAEoDBIMCgRzYm9tGAUgASgMIoMBCg5FeHBvcnRSZXNwb25zZRJACghyZXNwb25zZRgBIAMoCzIuLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVzcG9uc2UuUmVzcG9uc2VFbnRyeRovCg1SZXNwb25zZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEyXgoPRXhwb3J0ZXJTZXJ2aWNlEksKBkV4cG9ydBIfLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVxdWVzdBogLmtpbG4uZXhwb3J0ZXIudjEuRXhwb3J0UmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message kiln.exporter.v1.ExportRequest
@@ -76,6 +76,15 @@ export type ExportRequest = Message<"kiln.exporter.v1.ExportRequest"> & {
    * @generated from field: bytes provenance = 9;
    */
   provenance: Uint8Array;
+
+  /**
+   * SPDX 2.3 JSON document of the packages in the single-platform result
+   * (`attest:sbom` frontend attr); image outputs attach it next to the
+   * provenance as an `https://spdx.dev/Document` statement. Empty: none.
+   *
+   * @generated from field: bytes sbom = 10;
+   */
+  sbom: Uint8Array;
 };
 
 /**
@@ -114,6 +123,13 @@ export type PlatformRef = Message<"kiln.exporter.v1.PlatformRef"> & {
    * @generated from field: bytes image_config = 4;
    */
   imageConfig: Uint8Array;
+
+  /**
+   * SPDX 2.3 JSON document of this platform's packages; empty: none.
+   *
+   * @generated from field: bytes sbom = 5;
+   */
+  sbom: Uint8Array;
 };
 
 /**
