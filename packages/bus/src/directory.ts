@@ -27,6 +27,8 @@ export interface ServiceInfo {
   url: string;
   platforms?: MessageInitShape<typeof llb.PlatformSchema>[];
   labels?: Record<string, string>;
+  /** Workers: the op kinds they run (ServiceAnnouncement.ops). */
+  ops?: string[];
 }
 
 export interface ServiceDirectoryOptions {
@@ -324,13 +326,14 @@ class AnnouncementImpl implements Announcement {
   }
 
   private publish(leaving: boolean): Promise<void> {
-    const { tier, id, url, platforms = [], labels = {} } = this.service;
+    const { tier, id, url, platforms = [], labels = {}, ops = [] } = this.service;
     return publishEvent(this.bus, servicesSubject(tier), events.ServiceAnnouncementSchema, {
       tier,
       id,
       url,
       platforms,
       labels,
+      ops,
       time: timestampNow(),
       leaving,
     });

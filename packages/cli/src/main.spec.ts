@@ -249,25 +249,30 @@ describe('admin commands', () => {
   it('kiln workers prints a table', async () => {
     daemon = await startFakeDaemon({
       workers: [
-        { id: 'w1', platforms: [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm', variant: 'v7' }], labels: { 'kiln.executor': 'runc', a: 'b' } },
+        { id: 'w1', platforms: [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm', variant: 'v7' }], labels: { 'kiln.executor': 'runc', a: 'b' }, ops: ['exec', 'file', 'source:docker-image', 'source:local'] },
         { id: 'worker-two', platforms: [{ os: 'linux', architecture: 'arm64' }] },
       ],
     });
     const r = await run(['workers', '--addr', daemon.address]);
     expect(r.code).toBe(0);
     expect(r.stdout.toString()).toBe(
-      ['ID          PLATFORMS                 LABELS', 'w1          linux/amd64,linux/arm/v7  a=b,kiln.executor=runc', 'worker-two  linux/arm64', ''].join('\n'),
+      [
+        'ID          PLATFORMS                 EXECUTOR  LABELS                  OPS',
+        'w1          linux/amd64,linux/arm/v7  runc      a=b,kiln.executor=runc  exec,file,source:{docker-image,local}',
+        'worker-two  linux/arm64                                                 ?',
+        '',
+      ].join('\n'),
     );
   });
 
   it('kiln workers --verbose shows each worker with its GC policy', async () => {
     daemon = await startFakeDaemon({
-      workers: [{ id: 'w1', platforms: [{ os: 'linux', architecture: 'amd64' }], labels: { a: 'b' }, gcPolicy: [{ keepDurationSeconds: 172_800n, keepBytes: 10_000_000_000n }] }],
+      workers: [{ id: 'w1', platforms: [{ os: 'linux', architecture: 'amd64' }], labels: { a: 'b' }, ops: ['exec', 'source:git'], gcPolicy: [{ keepDurationSeconds: 172_800n, keepBytes: 10_000_000_000n }] }],
     });
     const r = await run(['workers', '-v', '--addr', daemon.address]);
     expect(r.code).toBe(0);
     expect(r.stdout.toString()).toBe(
-      ['Name:       w1', 'Platforms:  linux/amd64', 'Labels:', '  a:  b', 'GC Policy rule#0:', '  All:            false', '  Keep Duration:  48h0m0s', '  Keep Bytes:     10.00GB', ''].join('\n'),
+      ['Name:       w1', 'Platforms:  linux/amd64', 'Ops:        exec, source:git', 'Labels:', '  a:  b', 'GC Policy rule#0:', '  All:            false', '  Keep Duration:  48h0m0s', '  Keep Bytes:     10.00GB', ''].join('\n'),
     );
   });
 

@@ -50,6 +50,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     maxParallelExecs: opts.maxParallelExecs,
     network: opts.network,
     labels: opts.workerLabels,
+    disabledOps: opts.workerDisabledOps,
     containerdAddress: opts.containerdAddress,
     content: createKilnClient(content.ContentService, transport),
     publish: (subject, data) => bus.publish(subject, data),
@@ -60,6 +61,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     id: description.id,
     platforms: description.platforms.map((p) => create(llb.PlatformSchema, p)),
     labels: description.labels,
+    ops: description.ops,
     client: workerClient,
   };
   const workers: WorkerPool = {
@@ -84,6 +86,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
     root: join(opts.root, 'solver'),
     gcPolicy: opts.gc,
     allowedEntitlements: opts.entitlements,
+    placement: opts.placement,
     tiers: ['solver', 'frontend', 'content', `worker-${opts.worker}`, 'exporters'],
   });
 

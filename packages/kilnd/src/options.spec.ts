@@ -109,6 +109,20 @@ describe('compileDaemonOptions', () => {
     expect(() => compileDaemonOptions(['--config', join(dir, 'pool.toml')], env)).toThrow(expect.objectContaining({ details: { field: 'worker.network.pool-size' } }));
   });
 
+  it('takes disabled op kinds and the placement from flags or the config file, checking both', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kilnd-ops-'));
+    writeFileSync(join(dir, 'o.toml'), 'worker-disabled-ops = ["exec"]\nplacement = "load"\n');
+    const fromFile = compileDaemonOptions(['--config', join(dir, 'o.toml')], env);
+    expect(fromFile.workerDisabledOps).toEqual(['exec']);
+    expect(fromFile.placement).toBe('load');
+    const fromFlags = compileDaemonOptions(['--config', join(dir, 'o.toml'), '--worker-disable-op', 'source:git,source:http', '--worker-disable-op=merge', '--placement', 'cache'], env);
+    expect(fromFlags.workerDisabledOps).toEqual(['source:git', 'source:http', 'merge']);
+    expect(fromFlags.placement).toBe('cache');
+    expect(compileDaemonOptions([], env)).toMatchObject({ workerDisabledOps: [], placement: 'cache' });
+    expect(() => compileDaemonOptions(['--worker-disable-op', 'run'], env)).toThrow(/unknown op kind "run" in --worker-disable-op \(one of exec, file/);
+    expect(() => compileDaemonOptions(['--placement', 'random'], env)).toThrow(/--placement must be cache or load, got "random"/);
+  });
+
   it('takes worker labels from the config table and repeated --worker-label flags (flags win; kiln.* reserved)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kilnd-opts-'));
     writeFileSync(join(dir, 'l.toml'), 'worker-labels = { pool = "a", zone = "x" }\n');

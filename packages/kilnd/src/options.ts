@@ -6,7 +6,7 @@ import { parse as parseToml } from 'smol-toml';
 import { parse as parseYaml } from 'yaml';
 import type { NatsAuth, NatsTlsOptions } from '@kiln/bus';
 import { InvalidArgumentError, parseAddress, parseByteSize, parseDuration, type Address, type TlsFiles } from '@kiln/common';
-import { NETWORK_MODES, type NetworkOptions } from '@kiln/worker';
+import { isOpKind, NETWORK_MODES, OP_KINDS, type NetworkOptions } from '@kiln/worker';
 import { compileNatsOptions, NATS_FLAGS } from '@kiln/bus';
 
 /** The tiers one process can run alone; `all` runs every tier in one process. */
@@ -52,6 +52,10 @@ export interface DaemonOptions {
   maxParallelExecs: number;
   /** Labels the worker advertises besides its own (`kiln.executor`, ...), for `--worker-filter labels.KEY==VALUE`. */
   workerLabels: Record<string, string>;
+  /** Op kinds the worker refuses and does not announce (`--worker-disable-op exec`, `worker-disabled-ops = [...]`; @kiln/llb OP_KINDS). */
+  workerDisabledOps: string[];
+  /** How the solver places builds (`--placement`, `placement =`): "cache" (default: where the build's cache is, traded against load) or "load" (least busy worker). */
+  placement: 'cache' | 'load';
   /** The content store's background GC policy; undefined when `[gc] enabled = false`. */
   gc?: GcPolicyOptions;
   /** `[events]`: retention of the build event stream (JetStream `KILN_EVENTS`, split solver); defaults 24 h, 1 GiB. */
@@ -107,6 +111,10 @@ interface ConfigFile {
   'max-parallel-execs'?: number;
   /** `worker-labels = { pool = "gpu" }`. */
   'worker-labels'?: unknown;
+  /** `worker-disabled-ops = ["exec", "source:git"]`. */
+  'worker-disabled-ops'?: unknown;
+  /** `placement = "cache"` or `"load"`. */
+  placement?: string;
   /** `[registry]` table: `insecure = ["host:port"]`, `[registry.mirrors]` `"docker.io" = ["mirror:5000"]`. */
   registry?: { insecure?: unknown; mirrors?: unknown; 'daemon-credentials'?: unknown };
   /** `[gc]` table: `enabled = true`, `interval = "1h"`, `keep-storage = "10GB"`, `keep-duration = "48h"`. */
@@ -122,7 +130,7 @@ interface ConfigFile {
   dashboard?: string;
 }
 
-export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--nats-user NAME --nats-password-file FILE | --nats-token-file FILE | --nats-nkey-seed-file FILE | --nats-creds FILE] [--nats-tlscacert FILE] [--nats-tlscert FILE --nats-tlskey FILE] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--containerd-address PATH] [--worker-label KEY=VALUE]... [--network-mode cni|host|none] [--network-bridge NAME] [--network-subnet CIDR] [--tlscacert FILE --tlscert FILE --tlskey FILE] [--insecure-tcp] [--group NAME|GID] [--dashboard 127.0.0.1:PORT]';
+export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root DIR] [--addr unix:///PATH|tcp://HOST:PORT] [--listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT] [--nats nats://HOST:PORT] [--nats-user NAME --nats-password-file FILE | --nats-token-file FILE | --nats-nkey-seed-file FILE | --nats-creds FILE] [--nats-tlscacert FILE] [--nats-tlscert FILE --nats-tlskey FILE] [--id ID] [--max-parallelism N] [--max-parallel-execs N] [--allow-insecure-entitlement NAME[,NAME]] [--worker oci|containerd] [--containerd-address PATH] [--worker-label KEY=VALUE]... [--worker-disable-op KIND]... [--placement cache|load] [--network-mode cni|host|none] [--network-bridge NAME] [--network-subnet CIDR] [--tlscacert FILE --tlscert FILE --tlskey FILE] [--insecure-tcp] [--group NAME|GID] [--dashboard 127.0.0.1:PORT]';
 
 /**
  * Compiles `kiln daemon` flags (over a TOML or YAML config file, flags win)
@@ -131,6 +139,7 @@ export const DAEMON_USAGE = 'kiln daemon [--tier NAME] [--config FILE] [--root D
 export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = process.env): DaemonOptions {
   const flags = new Map<string, string>();
   const labelFlags: string[] = [];
+  const disabledOpFlags: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
@@ -141,12 +150,13 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
       flags.set(name, m[2] ?? 'true');
       continue;
     }
-    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'containerd-address', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label', 'tlscacert', 'tlscert', 'tlskey', 'group', 'dashboard', ...NETWORK_FLAGS, ...NATS_FLAGS].includes(name)) {
+    if (!['tier', 'config', 'root', 'addr', 'listen', 'advertise', 'nats', 'id', 'max-parallelism', 'worker', 'containerd-address', 'max-parallel-execs', 'allow-insecure-entitlement', 'worker-label', 'worker-disable-op', 'placement', 'tlscacert', 'tlscert', 'tlskey', 'group', 'dashboard', ...NETWORK_FLAGS, ...NATS_FLAGS].includes(name)) {
       throw new InvalidArgumentError(`unknown flag --${name}; usage: ${DAEMON_USAGE}`, `--${name}`);
     }
     const value = m[2] ?? argv[++i];
     if (value === undefined) throw new InvalidArgumentError(`flag --${name} needs a value`, `--${name}`);
     if (name === 'worker-label') labelFlags.push(value);
+    else if (name === 'worker-disable-op') disabledOpFlags.push(...value.split(',').map((k) => k.trim()).filter(Boolean));
     else flags.set(name, value);
   }
   const file = flags.has('config') ? readConfig(flags.get('config')!) : {};
@@ -181,6 +191,8 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     throw new InvalidArgumentError(`--max-parallel-execs must be a positive integer, got "${mpeRaw}"`, '--max-parallel-execs');
   }
   const dashboard = compileDashboardAddress(pick('dashboard'), tier);
+  const placement = pick('placement') ?? 'cache';
+  if (placement !== 'cache' && placement !== 'load') throw new InvalidArgumentError(`--placement must be cache or load, got "${placement}"`, flags.has('placement') ? '--placement' : 'placement');
   const groupRaw = pick('group');
   const socketGid = groupRaw === undefined ? undefined : resolveGroup(groupRaw);
   return {
@@ -203,6 +215,8 @@ export function compileDaemonOptions(argv: string[], env: NodeJS.ProcessEnv = pr
     entitlements,
     maxParallelExecs,
     workerLabels: compileWorkerLabels(labelFlags, file['worker-labels']),
+    workerDisabledOps: compileDisabledOps(disabledOpFlags, file['worker-disabled-ops']),
+    placement,
     id: pick('id') ?? defaultId(root, tier),
     maxParallelism: mp,
     logLevel: file['log-level'],
@@ -289,6 +303,20 @@ function compileWorkerLabels(flags: readonly string[], raw: unknown): Record<str
     if (k.startsWith('kiln.')) throw new InvalidArgumentError(`worker label "${k}" is reserved: kiln.* labels are set by the worker itself`, '--worker-label');
   }
   return out;
+}
+
+/** `--worker-disable-op` flags (repeatable, comma-separated) over the config file's `worker-disabled-ops` list; kinds checked against OP_KINDS. */
+function compileDisabledOps(flags: readonly string[], raw: unknown): string[] {
+  const field = flags.length > 0 ? '--worker-disable-op' : 'worker-disabled-ops';
+  let list: readonly unknown[] = flags;
+  if (flags.length === 0 && raw !== undefined) {
+    if (!Array.isArray(raw)) throw new InvalidArgumentError('worker-disabled-ops must be a list of op kinds', field);
+    list = raw;
+  }
+  for (const k of list) {
+    if (typeof k !== 'string' || !isOpKind(k)) throw new InvalidArgumentError(`unknown op kind "${String(k)}" in ${field} (one of ${OP_KINDS.join(', ')})`, field);
+  }
+  return [...new Set(list as string[])];
 }
 
 const ENTITLEMENTS = ['security.insecure', 'network.host'] as const;

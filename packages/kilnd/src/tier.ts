@@ -59,6 +59,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
   let routes: Routes;
   let platforms: { os: string; architecture: string; variant?: string }[] = [];
   let labels: Record<string, string> = {};
+  let ops: string[] = [];
 
   switch (opts.tier) {
     case 'solver': {
@@ -69,7 +70,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
           const found = [];
           for (const a of directory.list('worker')) {
             const client = await workerClient(a.id);
-            if (client) found.push({ id: a.id, platforms: a.platforms, labels: a.labels, client });
+            if (client) found.push({ id: a.id, platforms: a.platforms, labels: a.labels, ops: a.ops, client });
           }
           return found;
         },
@@ -89,6 +90,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         root: join(opts.root, 'solver'),
         gcPolicy: opts.gc,
         allowedEntitlements: opts.entitlements,
+        placement: opts.placement,
         tiers: ['solver'],
         eventStream: opts.events,
         instanceId: opts.id,
@@ -144,6 +146,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         maxParallelExecs: opts.maxParallelExecs,
         network: opts.network,
         labels: opts.workerLabels,
+        disabledOps: opts.workerDisabledOps,
         containerdAddress: opts.containerdAddress,
         content: lazyClient(content.ContentService, directoryClient(directory, 'content', content.ContentService, { tls })),
         // Progress goes to the build event stream: kept while NATS is down, stored once it is back.
@@ -154,6 +157,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
       const d = await w.describe();
       platforms = d.platforms;
       labels = d.labels;
+      ops = d.ops;
       routes = (r) => r.service(workerApi.WorkerService, createWorkerServiceImpl(w));
       break;
     }
@@ -177,7 +181,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
 
   const server = await serveRoutes(opts.listen!, routes, { tls, access: CLUSTER_ACCESS, insecureTcp: opts.insecureTcp });
   const url = opts.advertise ?? formatAddress(server.address as Address);
-  const announcement = await directory.announce({ tier: ANNOUNCE_AS[opts.tier] ?? opts.tier, id: opts.id, url, platforms, labels: { ...labels, 'kiln.tier': opts.tier } });
+  const announcement = await directory.announce({ tier: ANNOUNCE_AS[opts.tier] ?? opts.tier, id: opts.id, url, platforms, labels: { ...labels, 'kiln.tier': opts.tier }, ops });
   log.info({ url, nats: redactUrl(opts.nats!), natsAuth: natsAuthKind(opts), natsTls: Boolean(opts.natsTls), mtls: tls !== undefined }, `kilnd tier ${opts.tier} ready`);
   return {
     async close() {

@@ -4,3 +4,4 @@ export * from './source.js';
 export * from './file.js';
 export * from './exec.js';
 export * from './merge.js';
+export * from './op-kinds.js';

@@ -11,7 +11,7 @@ import {
   VertexError,
   type Logger,
 } from '@kiln/common';
-import { digestOf } from '@kiln/llb';
+import { digestOf, isOpKind, opKind } from '@kiln/llb';
 import { sessionCredentials, type RegistryClient } from '@kiln/registry';
 import { CacheMounts } from './exec/cache-mounts.js';
 import { Limiter } from './exec/limiter.js';
@@ -106,6 +106,7 @@ export class BaseWorker implements Worker {
       backend: this.o.backend,
       platforms: this.o.platforms.map((p) => ({ ...p })),
       labels: { ...this.o.labels },
+      ops: [...this.o.ops],
     };
   }
 
@@ -157,6 +158,11 @@ export class BaseWorker implements Worker {
     }
     if (digest && digestOf(req.op) !== digest) {
       throw new InvalidArgumentError(`vertex digest ${digest} does not match the op bytes (${digestOf(req.op)})`, 'vertex_digest');
+    }
+    // The solver places no op here that this worker does not announce; a client calling Run directly meets the same refusal.
+    const kind = opKind(op);
+    if (kind !== undefined && isOpKind(kind) && kind !== 'diff' && !this.o.ops.has(kind)) {
+      throw new KilnError('failed_precondition', `worker ${this.id} does not run ${kind} ops (it runs: ${[...this.o.ops].join(', ')})`, { digest, opKind: kind });
     }
     if (req.inputRefs.length !== op.inputs.length) {
       throw new InvalidArgumentError(`op of vertex ${digest} has ${op.inputs.length} inputs but ${req.inputRefs.length} input refs were given`, 'input_refs');

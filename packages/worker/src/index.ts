@@ -3,6 +3,7 @@ export {
   compileWorkerOptions,
   createWorker,
   hostPlatform,
+  SUPPORTED_OPS,
   type CompiledWorkerOptions,
   type ImportedLayer,
   type PathSelector,
@@ -32,3 +33,4 @@ export { DEFAULT_CAPABILITIES, ociSpec, privilegedCapabilities, serializeOciSpec
 export { DENIED_SYSCALLS, defaultSeccompProfile } from './exec/oci/seccomp.js';
 export { missingMountPoints, removeMountPointStubs } from './exec/oci/mount-stubs.js';
 export { DEFAULT_BRIDGE, DEFAULT_CNI_PLUGIN_DIR, DEFAULT_POOL_SIZE, DEFAULT_SUBNET, NETWORK_MODES, type NetworkMode, type NetworkOptions } from './network/options.js';
+export { OP_KINDS, isOpKind, opKind, type OpKind } from '@kiln/llb';

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { session } from '@kiln/api';
 import { InvalidArgumentError, silentLogger, type Logger } from '@kiln/common';
+import { isOpKind, OP_KINDS, type OpKind } from '@kiln/llb';
 import { createRegistryClient, type RegistryClient } from '@kiln/registry';
 import type { Snapshotter } from '@kiln/snapshotter';
 import type { Executor } from './executor.js';
@@ -210,7 +211,12 @@ export interface WorkerDescription {
   backend: WorkerBackend;
   platforms: WorkerPlatform[];
   labels: Record<string, string>;
+  /** The op kinds it runs (@kiln/llb OP_KINDS minus those it lacks or was told to refuse). */
+  ops: string[];
 }
+
+/** The op kinds the worker lib runs (no DiffOp yet). */
+export const SUPPORTED_OPS: readonly OpKind[] = OP_KINDS.filter((k) => k !== 'diff');
 
 export type WorkerBackend = 'oci' | 'containerd';
 
@@ -313,6 +319,13 @@ export interface WorkerOptions {
    */
   platforms?: WorkerPlatform[];
   labels?: Record<string, string>;
+  /**
+   * Op kinds this worker refuses though it could run them (see @kiln/llb
+   * OP_KINDS; kilnd's `--worker-disable-op`), e.g. `exec` on a worker that
+   * must run no build's code, `source:git` where git is not reachable. The
+   * worker announces the rest and the solver places no such op here.
+   */
+  disabledOps?: readonly string[];
   /** Minimum interval between transfer status events of one source. Default 1000. */
   progressIntervalMs?: number;
   /** Where `docker-image://` sources are pulled from. Default `createRegistryClient({})` (plain HTTP for loopback registries). */
@@ -344,7 +357,9 @@ export interface WorkerOptions {
 }
 
 /** WorkerOptions with every default applied. */
-export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'content' | 'stateDir' | 'allowedEntitlements' | 'retainedRefs' | 'network'>> {
+export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'content' | 'stateDir' | 'allowedEntitlements' | 'retainedRefs' | 'network' | 'disabledOps'>> {
+  /** The op kinds it runs: SUPPORTED_OPS minus `disabledOps`. */
+  ops: ReadonlySet<string>;
   network: CompiledNetworkOptions;
   platforms: WorkerPlatform[];
   labels: Record<string, string>;
@@ -372,10 +387,15 @@ export function compileWorkerOptions(options: WorkerOptions): CompiledWorkerOpti
   }
   const maxParallelExecs = options.maxParallelExecs ?? availableParallelism();
   if (!Number.isInteger(maxParallelExecs) || maxParallelExecs < 1) throw new InvalidArgumentError('maxParallelExecs must be a positive integer', 'maxParallelExecs');
+  for (const k of options.disabledOps ?? []) {
+    if (!isOpKind(k)) throw new InvalidArgumentError(`unknown op kind "${k}" (one of ${OP_KINDS.join(', ')})`, 'disabledOps');
+  }
+  const { disabledOps = [], ...rest } = options;
   const layerThreads = options.layerThreads ?? availableParallelism();
   if (!(Number.isInteger(layerThreads) && layerThreads >= 1)) throw new InvalidArgumentError('layerThreads must be a whole number >= 1', 'layerThreads');
   return {
-    ...options,
+    ...rest,
+    ops: new Set(SUPPORTED_OPS.filter((k) => !disabledOps.includes(k))),
     execStateDir: options.stateDir ? path.join(options.stateDir, 'exec') : path.join(tmpdir(), `kiln-worker-${options.id}`, 'exec'),
     allowedEntitlements: new Set(options.allowedEntitlements ?? []),
     maxParallelExecs,

@@ -21,7 +21,7 @@ Options:
       --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
       --filter stringArray  Filter workers (e.g., "labels.pool==gpu", "id==ID"; all must match)
   -h, --help                Print usage
-  -v, --verbose             Show each worker's labels and GC policy
+  -v, --verbose             Show each worker's labels, op kinds and GC policy
 `;
 
 export const DU_USAGE = `Usage:  kiln du [OPTIONS]
@@ -89,23 +89,37 @@ export async function runWorkers(argv: readonly string[], io: CliIo): Promise<nu
     io.stdout.write(res.record.map(describeWorker).join('\n'));
     return 0;
   }
-  const rows = [['ID', 'PLATFORMS', 'LABELS']];
+  const rows = [['ID', 'PLATFORMS', 'EXECUTOR', 'LABELS', 'OPS']];
   for (const w of res.record) {
     const labels = Object.entries(w.labels)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([k, v]) => `${k}=${v}`)
       .join(',');
-    rows.push([w.id, w.platforms.map(platformString).join(','), labels]);
+    rows.push([w.id, w.platforms.map(platformString).join(','), w.labels['kiln.executor'] ?? '', labels, compactOps(w.ops)]);
   }
   io.stdout.write(formatTable(rows));
   return 0;
 }
 
-/** One worker as buildx's `inspect` shows it: name, platforms, labels, GC policy rules. */
+/**
+ * The op kinds a worker runs, sources grouped: `exec,file,merge,source:{git,local}`;
+ * "?" for a worker that announced none (one older than the announcement).
+ */
+function compactOps(ops: readonly string[]): string {
+  if (ops.length === 0) return '?';
+  const sources = ops.filter((k) => k.startsWith('source:')).map((k) => k.slice('source:'.length));
+  const rest = ops.filter((k) => !k.startsWith('source:'));
+  if (sources.length > 0) rest.push(sources.length === 1 ? `source:${sources[0]}` : `source:{${sources.join(',')}}`);
+  return rest.join(',');
+}
+
+/** One worker as buildx's `inspect` shows it: name, platforms, executor, op kinds, labels, GC policy rules. */
 function describeWorker(w: control.WorkerRecord): string {
   const head = formatTable([
     ['Name:', w.id],
     ['Platforms:', w.platforms.map(platformString).join(', ')],
+    ...(w.labels['kiln.executor'] ? [['Executor:', w.labels['kiln.executor']]] : []),
+    ...(w.ops.length > 0 ? [['Ops:', w.ops.join(', ')]] : []),
   ]);
   const labels = Object.entries(w.labels).sort(([a], [b]) => a.localeCompare(b));
   let out = head + (labels.length > 0 ? `Labels:\n${indent(formatTable(labels.map(([k, v]) => [`${k}:`, v])))}` : '');

@@ -26,7 +26,7 @@ export class CacheStore {
   private readonly delStmt: Statement;
   private readonly listStmt: Statement;
 
-  constructor(db: Database, private readonly now: () => number = Date.now) {
+  constructor(private readonly db: Database, private readonly now: () => number = Date.now) {
     db.exec(`CREATE TABLE IF NOT EXISTS cache_records (
       key TEXT PRIMARY KEY,
       worker_id TEXT NOT NULL,
@@ -68,6 +68,22 @@ export class CacheStore {
 
   delete(key: string): void {
     this.delStmt.run(key);
+  }
+
+  /**
+   * How many of `keys` each worker holds (the cluster's cache index:
+   * a key's record names the one worker its result lives on).
+   */
+  countByWorker(keys: readonly string[]): Map<string, number> {
+    const counts = new Map<string, number>();
+    const unique = [...new Set(keys)];
+    // SQLite binds at most 32766 parameters a statement; chunks stay well below.
+    for (let i = 0; i < unique.length; i += 500) {
+      const chunk = unique.slice(i, i + 500);
+      const rows = this.db.prepare(`SELECT worker_id AS workerId, COUNT(*) AS n FROM cache_records WHERE key IN (${chunk.map(() => '?').join(',')}) GROUP BY worker_id`).all(...chunk) as { workerId: string; n: number }[];
+      for (const r of rows) counts.set(r.workerId, (counts.get(r.workerId) ?? 0) + r.n);
+    }
+    return counts;
   }
 
   /** Every record, most recently used first. */

@@ -1,7 +1,7 @@
 import { create } from '@bufbuild/protobuf';
 import { llb as pb } from '@kiln/api';
 import type { KilnError } from '@kiln/common';
-import { execState, FileChain, image, marshal, parseDefinition, State, type ParsedDefinition } from '@kiln/llb';
+import { execState, FileChain, git, image, marshal, parseDefinition, State, type ParsedDefinition } from '@kiln/llb';
 import { describe, expect, it } from 'vitest';
 import { constraintFilters, pickWorker } from './pick-worker.js';
 import { parseWorkerFilter, parseWorkerFilters } from './worker-filter.js';
@@ -12,8 +12,8 @@ const platform = (s: string) => {
   return create(pb.PlatformSchema, { os, architecture, variant: variant ?? '' });
 };
 
-function worker(id: string, platforms: string[], labels: Record<string, string> = {}): WorkerHandle {
-  return { id, platforms: platforms.map(platform), labels, client: {} as WorkerHandle['client'] };
+function worker(id: string, platforms: string[], labels: Record<string, string> = {}, ops?: string[]): WorkerHandle {
+  return { id, platforms: platforms.map(platform), labels, ...(ops ? { ops } : {}), client: {} as WorkerHandle['client'] };
 }
 
 /** A definition with one RUN for `target` (or none: a COPY-only build). */
@@ -90,6 +90,59 @@ describe('pickWorker', () => {
     const w2 = worker('w2', ['linux/amd64']);
     expect(pickWorker([w1, w2], [runFor('linux/amd64')], { exclude: new Set(['w1']) }).id).toBe('w2');
     expect(catchErr(() => pickWorker([w1], [runFor('linux/amd64')], { exclude: new Set(['w1']) })).code).toBe('unavailable');
+  });
+
+  it('places no op on a worker that does not announce its kind', () => {
+    const all = ['exec', 'file', 'merge', 'source:docker-image', 'source:local', 'source:git'];
+    const noExec = worker('a-no-exec', ['linux/amd64'], {}, all.filter((k) => k !== 'exec'));
+    const noGit = worker('b-no-git', ['linux/amd64'], {}, all.filter((k) => k !== 'source:git'));
+    const run = runFor('linux/amd64');
+    const gitCopy = parseDefinition(marshal(FileChain.start().copy(git('https://example.com/r.git', 'main'), '/', '/src').apply(State.scratch())));
+    expect(pickWorker([noExec, noGit], [run]).id).toBe('b-no-git');
+    expect(pickWorker([noGit, noExec], [gitCopy]).id).toBe('a-no-exec');
+    // A worker that announced no kinds (older than the announcement) is taken to run them all.
+    expect(pickWorker([noExec, worker('c-old', ['linux/amd64'])], [run]).id).toBe('c-old');
+  });
+
+  it('fails with failed_precondition naming the op kind, its digest and what each worker runs', () => {
+    const noExec = worker('a', ['linux/amd64'], {}, ['file', 'source:docker-image']);
+    const run = runFor('linux/amd64');
+    const err = catchErr(() => pickWorker([noExec], [run]));
+    expect(err.code).toBe('failed_precondition');
+    expect(err.message).toBe('no worker runs exec steps (workers run: a: file, source:docker-image)');
+    const execDigest = [...run.ops].find(([, o]) => o.op.op.case === 'exec')![0];
+    expect(err.details).toMatchObject({ digest: execDigest, opKind: 'exec' });
+    // Each kind has a worker, but no one worker runs both.
+    const noImage = worker('b', ['linux/amd64'], {}, ['exec', 'file']);
+    const both = catchErr(() => pickWorker([noExec, noImage], [run], { filters: parseWorkerFilters(['labels.x!=y']) }));
+    expect(both.message).toMatch(/^no one worker matching --worker-filter labels.x!=y runs all of (source:docker-image, exec|exec, source:docker-image) \(workers run: a: file, source:docker-image; b: exec, file\)$/);
+    // The platform is checked first: a worker of the wrong platform is not offered for the kind.
+    expect(catchErr(() => pickWorker([noExec], [runFor('linux/s390x')])).message).toMatch(/platform linux\/s390x/);
+  });
+
+  it('places a build where the most of its steps are cached, traded against load (CACHED_STEPS_PER_BUILD per extra build)', () => {
+    const w1 = worker('w1', ['linux/amd64']);
+    const w2 = worker('w2', ['linux/amd64']);
+    const w3 = worker('w3', ['linux/amd64']);
+    const def = [runFor('linux/amd64')];
+    const pick = (load: Record<string, number>, cached: Record<string, number>) => pickWorker([w1, w2, w3], def, { load: (id) => load[id] ?? 0, cached: (id) => cached[id] ?? 0 }).id;
+    // Idle everywhere: the cache decides, over the lowest id.
+    expect(pick({}, { w2: 1 })).toBe('w2');
+    expect(pick({}, { w2: 2, w3: 5 })).toBe('w3');
+    // One build more than the least busy costs 3 cached steps: 5 - 3 > 0 wins, 3 - 3 = 0 ties and the less busy wins.
+    expect(pick({ w2: 1 }, { w2: 5 })).toBe('w2');
+    expect(pick({ w2: 1 }, { w2: 3 })).toBe('w1');
+    // Two more: 5 - 6 < 0, the idle worker wins; past MAX_CACHE_LOAD_GAP the cache never counts.
+    expect(pick({ w2: 2 }, { w2: 5 })).toBe('w1');
+    expect(pick({ w2: 3 }, { w2: 1000 })).toBe('w1');
+    // All busy: the gap is measured from the least busy fitting worker.
+    expect(pick({ w1: 4, w2: 5, w3: 4 }, { w2: 4 })).toBe('w2');
+    // No cache anywhere: least busy, then lowest id (as without counts).
+    expect(pick({ w1: 1 }, {})).toBe('w2');
+    expect(pick({}, {})).toBe('w1');
+    // The cache never makes a worker fit: a non-fitting holder is not picked.
+    const arm = worker('w0-arm', ['linux/arm64']);
+    expect(pickWorker([arm, w1], def, { cached: (id) => (id === 'w0-arm' ? 9 : 0) }).id).toBe('w1');
   });
 
   it('collects the worker constraints of the ops', () => {

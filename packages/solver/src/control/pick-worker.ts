@@ -1,6 +1,6 @@
 import type { llb } from '@kiln/api';
 import { KilnError, UnavailableError } from '@kiln/common';
-import type { ParsedDefinition } from '@kiln/llb';
+import { opKind, type ParsedDefinition } from '@kiln/llb';
 import { formatPlatform } from '@kiln/registry';
 import { runsPlatform } from './platforms.js';
 import { matchesAll, type WorkerFilter } from './worker-filter.js';
@@ -12,25 +12,52 @@ export interface WorkerChoice {
   filters?: readonly WorkerFilter[];
   /** Builds running on a worker now; the least busy fitting worker is picked. */
   load?: (workerId: string) => number;
+  /**
+   * How many of the build's steps a worker holds in the solver cache (see
+   * predictedCacheKeys); absent: placement by load alone.
+   */
+  cached?: (workerId: string) => number;
   /** Workers not to pick (one a build just lost). */
   exclude?: ReadonlySet<string>;
 }
 
 /**
+ * A running build costs as much as this many cached steps: a worker busier
+ * than the least busy fitting one must hold more than this many of the
+ * build's steps per extra build to win.
+ */
+export const CACHED_STEPS_PER_BUILD = 3;
+/** A worker running more than this many builds beyond the least busy fitting one never wins by its cache. */
+export const MAX_CACHE_LOAD_GAP = 2;
+
+/**
  * The worker for a build of one or more definitions (one per target
- * platform): among the workers matching the filters that can run every exec
- * op's platform, natively or emulated (workers list both in their
- * platforms), the one running the fewest builds; ties go to the lowest id,
- * so builds one after another stay on one worker and find its cache. Only
- * exec ops bind a platform: sources and file ops run anywhere, so a
- * cross-compiling Dockerfile (`FROM --platform=$BUILDPLATFORM` + COPY into
- * the target stage) needs no emulator. All of a build's ops run on one
- * worker, since refs do not move between workers.
+ * platform), among the workers matching the filters that run every op kind
+ * the definitions hold (`exec`, `file`, `source:git`, ...: workers announce
+ * theirs) and every exec op's platform, natively or emulated (workers list
+ * both in their platforms). Only exec ops bind a platform: sources and file
+ * ops run anywhere, so a cross-compiling Dockerfile (`FROM
+ * --platform=$BUILDPLATFORM` + COPY into the target stage) needs no
+ * emulator. All of a build's ops run on one worker, since refs do not move
+ * between workers.
+ *
+ * Among the fitting workers, the build goes where its cache is, traded
+ * against load. With `gap` = a worker's running builds minus those of the
+ * least busy fitting worker, its score is
+ *
+ *     cached - CACHED_STEPS_PER_BUILD * gap     (cached counts as 0 when gap > MAX_CACHE_LOAD_GAP)
+ *
+ * and the highest score wins; ties go to the less busy worker, then to the
+ * lowest id (so builds one after another stay on one worker). Without cache
+ * counts (or none held anywhere) this is the least busy worker, lowest id
+ * first. So an idle worker beats one holding 5 of the build's steps while
+ * running 2 builds (5 - 6 < 0), and loses to it while it runs 1 (5 - 3 > 0).
  *
  * Throws `failed_precondition` naming the filters and the workers' labels
- * when no worker matches the filters, or naming the platform and carrying
- * the first exec op's digest (so the Dockerfile line is shown) when none of
- * them fits; `unavailable` when there are no workers at all.
+ * when no worker matches the filters; naming the platform, or the op kind
+ * and what the workers run, and carrying the first such op's digest (so the
+ * Dockerfile line is shown) when none of them fits; `unavailable` when
+ * there are no workers at all.
  */
 export function pickWorker(all: readonly WorkerHandle[], defs: readonly ParsedDefinition[], choice: WorkerChoice = {}): WorkerHandle {
   const workers = all.filter((w) => !choice.exclude?.has(w.id));
@@ -42,18 +69,17 @@ export function pickWorker(all: readonly WorkerHandle[], defs: readonly ParsedDe
     throw new KilnError('failed_precondition', `no worker matches ${describeFilters(filters)} (workers: ${listed})`, { filter: filters.map((f) => f.text).join(' ') });
   }
   const wanted = neededPlatforms(defs);
-  const fitting = matching.filter((w) => wanted.every((n) => w.platforms.some((p) => runsPlatform(p, n.platform))));
-  if (fitting.length > 0) {
-    const load = choice.load ?? (() => 0);
-    return fitting.reduce((best, w) => {
-      const d = load(w.id) - load(best.id);
-      return d < 0 || (d === 0 && w.id < best.id) ? w : best;
-    });
-  }
+  const kinds = neededOpKinds(defs);
+  const runsPlatforms = (w: WorkerHandle) => wanted.every((n) => w.platforms.some((p) => runsPlatform(p, n.platform)));
+  const runsKinds = (w: WorkerHandle) => kinds.every((k) => runsOpKind(w, k.kind));
+  const fitting = matching.filter((w) => runsPlatforms(w) && runsKinds(w));
+  if (fitting.length > 0) return preferred(fitting, choice);
+  const among = filters.length > 0 ? ` matching ${describeFilters(filters)}` : '';
+  const byPlatform = matching.filter(runsPlatforms);
+  if (byPlatform.length > 0) throw noOpKind(byPlatform, kinds, among);
   const unsupported = wanted.find((n) => !matching.some((w) => w.platforms.some((p) => runsPlatform(p, n.platform))));
   const missing = unsupported ?? wanted[0]!;
   const offered = [...new Set(matching.flatMap((w) => w.platforms.map(formatPlatform)))].join(', ') || 'none';
-  const among = filters.length > 0 ? ` matching ${describeFilters(filters)}` : '';
   const reason = unsupported
     ? `no worker${among} can run steps for platform ${formatPlatform(missing.platform)}`
     : `no one worker${among} can run steps for all of ${wanted.map((n) => formatPlatform(n.platform)).join(', ')}`;
@@ -64,11 +90,75 @@ export function pickWorker(all: readonly WorkerHandle[], defs: readonly ParsedDe
   );
 }
 
+/** The fitting worker with the best cache score (see pickWorker). */
+function preferred(fitting: readonly WorkerHandle[], choice: WorkerChoice): WorkerHandle {
+  const load = choice.load ?? (() => 0);
+  const cached = choice.cached ?? (() => 0);
+  const least = Math.min(...fitting.map((w) => load(w.id)));
+  const scored = fitting.map((w) => {
+    const gap = load(w.id) - least;
+    return { w, load: load(w.id), score: (gap > MAX_CACHE_LOAD_GAP ? 0 : cached(w.id)) - CACHED_STEPS_PER_BUILD * gap };
+  });
+  return scored.reduce((best, c) => (c.score > best.score || (c.score === best.score && (c.load < best.load || (c.load === best.load && c.w.id < best.w.id))) ? c : best)).w;
+}
+
+/** Whether the worker announced `kind` (a worker announcing no kinds predates the announcement: it runs all). */
+export function runsOpKind(w: Pick<WorkerHandle, 'ops'>, kind: string): boolean {
+  return !w.ops || w.ops.length === 0 || w.ops.includes(kind);
+}
+
+/** The failed_precondition for workers that fit the platforms but lack an op kind: names the kind, its first op and what each worker runs. */
+function noOpKind(workers: readonly WorkerHandle[], kinds: readonly NeededKind[], among: string): KilnError {
+  const lacking = kinds.find((k) => !workers.some((w) => runsOpKind(w, k.kind)));
+  const offered = workers.map((w) => `${w.id}: ${w.ops?.length ? w.ops.join(', ') : 'all'}`).join('; ');
+  if (lacking) {
+    return new KilnError('failed_precondition', `no worker${among} runs ${lacking.kind} steps (workers run: ${offered})`, { digest: located(lacking.def, lacking.digest), opKind: lacking.kind });
+  }
+  const first = kinds.find((k) => !workers.every((w) => runsOpKind(w, k.kind)))!;
+  return new KilnError('failed_precondition', `no one worker${among} runs all of ${kinds.map((k) => k.kind).join(', ')} (workers run: ${offered})`, { digest: located(first.def, first.digest), opKind: first.kind });
+}
+
 /** Every worker filter the definitions' ops carry (LLB worker constraints). */
 export function constraintFilters(defs: readonly ParsedDefinition[]): string[] {
   const out = new Set<string>();
   for (const def of defs) for (const op of def.ops.values()) for (const f of op.op.constraints?.filter ?? []) out.add(f);
   return [...out];
+}
+
+/** The op kinds the definitions hold, each with the first op of that kind. */
+function neededOpKinds(defs: readonly ParsedDefinition[]): NeededKind[] {
+  const needed = new Map<string, NeededKind>();
+  for (const def of defs) {
+    for (const [digest, op] of def.ops) {
+      const kind = opKind(op.op);
+      if (kind !== undefined && !needed.has(kind)) needed.set(kind, { kind, digest, def });
+    }
+  }
+  return [...needed.values()];
+}
+
+interface NeededKind {
+  kind: string;
+  digest: string;
+  def: ParsedDefinition;
+}
+
+/**
+ * `digest`, or the nearest op using it (breadth first) whose metadata has a
+ * source range, so the error shows a Dockerfile line: an `ADD URL` source
+ * has none, the copy reading it has. Only on the error path (a walk of users).
+ */
+function located(def: ParsedDefinition, digest: string): string {
+  const seen = new Set<string>();
+  const queue = [digest];
+  while (queue.length > 0) {
+    const d = queue.shift()!;
+    if (seen.has(d)) continue;
+    seen.add(d);
+    if ((def.ops.get(d as never)?.metadata?.ranges.length ?? 0) > 0) return d;
+    for (const [user, op] of def.ops) if (op.op.inputs.some((i) => i.digest === d)) queue.push(user);
+  }
+  return digest;
 }
 
 /** The platforms the exec ops need, each with the first op asking for it. */

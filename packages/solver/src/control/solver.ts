@@ -17,6 +17,7 @@ import { Scheduler, type GraphNode, type SchedulerSession } from '../graph/sched
 import { bypassesCache, isLocalSource, localSourceCacheKey, opCacheKey, selectedContentKey } from '../llb/cache-keys.js';
 import { inputSelectors } from '../llb/input-selectors.js';
 import { definitionKeys, outputKey } from '../llb/definition-keys.js';
+import { predictedCacheKeys } from '../llb/predicted-keys.js';
 import { toGraph, type LlbVertex, type OpResult, type RunOp, type Shortcut } from '../llb/vertices.js';
 import type { SessionHost } from '../session/session-host.js';
 import { compileCacheExports, compileCacheImports, exportCache, loadCacheImports, withInlineCache, type CacheExportDeps } from './build-cache.js';
@@ -81,6 +82,12 @@ export interface SolverOptions {
   instanceId?: string;
   /** After a NATS outage, how long a finishing build waits for workers' progress to catch up; default 90 s. */
   progressCatchUpMs?: number;
+  /**
+   * How builds are placed among the fitting workers: "cache" (default) goes
+   * where the most of the build's steps are cached, traded against load
+   * (see pickWorker); "load" takes the least busy worker.
+   */
+  placement?: 'cache' | 'load';
 }
 
 const DEFAULT_PROGRESS_CATCH_UP_MS = 90_000;
@@ -226,9 +233,11 @@ export class Solver {
       // Before anything resolves: a cached result of an entitled step must not reach a build without the entitlement.
       checkDefinitionEntitlements(defs, granted);
       const filters = [...requested, ...parseWorkerFilters(constraintFilters(defs), 'constraints')];
+      const cached = this.cachedSteps(defs, req.frontendAttrs['no-cache']);
       // Picked and counted in one step, so builds arriving together spread.
       const choose = async (exclude?: ReadonlySet<string>) => {
-        const w = pickWorker(await this.opts.workers.list(), defs, { filters, load: (id) => this.load.get(id) ?? 0, exclude });
+        const w = pickWorker(await this.opts.workers.list(), defs, { filters, load: (id) => this.load.get(id) ?? 0, cached, exclude });
+        log.info({ worker: w.id, cachedSteps: cached?.(w.id) ?? 0, load: this.load.get(w.id) ?? 0 }, 'build placed');
         this.claim(w.id, claimed, +1);
         this.relay.allow(buildId, w.id);
         return w;
@@ -424,7 +433,7 @@ export class Solver {
     checkDefinitionEntitlements([def], g.granted);
     if (!def.result) return { workerId: '', ref: '' };
     const filters = [...g.requested, ...parseWorkerFilters(constraintFilters([def]), 'constraints')];
-    const worker = pickWorker(await this.opts.workers.list(), [def], { filters, load: (id) => this.load.get(id) ?? 0 });
+    const worker = pickWorker(await this.opts.workers.list(), [def], { filters, load: (id) => this.load.get(id) ?? 0, cached: this.cachedSteps([def], g.noCache) });
     this.claim(worker.id, g.claimed, +1);
     this.relay.allow(g.buildId, worker.id);
     const build: BuildContext = { publish: g.publish, buildId: g.buildId, sessionId: g.sessionId, noCache: g.noCache, entitlements: [...g.granted], imports: undefined, built: new Map() };
@@ -463,6 +472,18 @@ export class Solver {
     const waitedMs = Date.now() - started;
     if (!settled) log.warn({ buildId, waitedMs }, 'workers\' progress did not catch up after a NATS outage; finishing the build without the rest');
     else if (waitedMs > 50) log.info({ buildId, waitedMs }, 'waited for workers\' progress to catch up after a NATS outage');
+  }
+
+  /**
+   * Per worker, how many of the definitions' steps it holds in the solver
+   * cache, for cache-aware placement (undefined with `placement = "load"`).
+   * Only keys known before anything runs count (see predictedCacheKeys).
+   */
+  private cachedSteps(defs: readonly ParsedDefinition[], noCache: string | undefined): ((workerId: string) => number) | undefined {
+    if (this.opts.placement === 'load') return undefined;
+    const keys = defs.flatMap((d) => predictedCacheKeys(d, noCache));
+    const held = this.cache.heldByWorker(keys);
+    return (id) => held.get(id) ?? 0;
   }
 
   /** Counts a build on (`+1`) or off (`-1`) a worker; `claimed` is the build's own set, so each is counted off once. */
@@ -539,7 +560,7 @@ export class Solver {
     const filters = parseWorkerFilters(filter, '--filter');
     const workers = (await this.opts.workers.list()).filter((w) => matchesAll(filters, w));
     return create(control.ListWorkersResponseSchema, {
-      record: workers.map((w) => ({ id: w.id, labels: { ...w.labels }, platforms: [...w.platforms], gcPolicy: gcPolicies(this.opts.gcPolicy), runningBuilds: this.load.get(w.id) ?? 0 })),
+      record: workers.map((w) => ({ id: w.id, labels: { ...w.labels }, platforms: [...w.platforms], gcPolicy: gcPolicies(this.opts.gcPolicy), runningBuilds: this.load.get(w.id) ?? 0, ops: [...(w.ops ?? [])] })),
     });
   }
 

@@ -93,6 +93,11 @@ export class VertexCache {
     await w?.client.drop({ refs: hit.refs, owner: hit.holdOwner });
   }
 
+  /** How many of `keys` each worker holds a result of (see CacheStore.countByWorker). */
+  heldByWorker(keys: readonly string[]): Map<string, number> {
+    return keys.length === 0 ? new Map() : this.store.countByWorker(keys);
+  }
+
   list(): CacheRecord[] {
     return this.store.list();
   }

@@ -6,6 +6,12 @@ export interface WorkerHandle {
   readonly id: string;
   readonly platforms: readonly llb.Platform[];
   readonly labels: Readonly<Record<string, string>>;
+  /**
+   * The op kinds it runs (@kiln/llb `opKind`: "exec", "source:git", ...), as
+   * announced; absent or empty (a worker that predates the announcement):
+   * every kind is assumed.
+   */
+  readonly ops?: readonly string[];
   readonly client: Client<typeof worker.WorkerService>;
 }
 

@@ -18,6 +18,7 @@ export function createWorkerServiceImpl(w: Worker): ServiceImpl<typeof worker.Wo
         id: d.id,
         backend: d.backend,
         labels: d.labels,
+        ops: d.ops,
         platforms: d.platforms.map((p) => ({ os: p.os, architecture: p.architecture, variant: p.variant ?? '' })),
       };
     },
