@@ -12,6 +12,12 @@ import { mountPointsUnder, mountSnapshot, ownDir, treeUsage, unmountSnapshot, ty
 export const SNAPSHOT_LABEL = 'kiln.label';
 /** Label on active snapshots, views and their lease: the worker start that made them (crash reaping removes other starts'). */
 export const BOOT_LABEL = 'kiln.boot';
+/**
+ * Owner label of the leases this snapshotter (and the image recorder) makes:
+ * not `kiln.owner`, whose leases the executor deletes at start (its runs'),
+ * while these must outlive a restart.
+ */
+export const HOLDER_LABEL = 'kiln.holder';
 /** Label on a committed snapshot Kiln removed while a child or view still needed it (it goes with the last of them). */
 const REMOVED_LABEL = 'kiln.removed';
 
@@ -106,7 +112,7 @@ export class ContainerdSnapshotter implements Snapshotter {
     await mkdir(this.opts.mountDir, { recursive: true });
     for (const mp of mountPointsUnder(this.opts.mountDir)) await unmountSnapshot(mp);
     await this.reapEarlierStarts();
-    await this.client.leases.create({ id: this.bootLease, labels: { [OWNER_LABEL]: this.opts.owner, [BOOT_LABEL]: this.boot } });
+    await this.client.leases.create({ id: this.bootLease, labels: { [HOLDER_LABEL]: this.opts.owner, [BOOT_LABEL]: this.boot } });
   }
 
   /**
@@ -129,7 +135,7 @@ export class ContainerdSnapshotter implements Snapshotter {
         (err: unknown) => this.logger.warn({ err, snapshot: s.name }, 'failed to remove a snapshot an earlier worker left'),
       );
     }
-    const { leases } = await this.client.leases.list({ filters: [`${this.ownerFilter},labels."${BOOT_LABEL}"!=${JSON.stringify(this.boot)}`] });
+    const { leases } = await this.client.leases.list({ filters: [`labels."${HOLDER_LABEL}"==${JSON.stringify(this.opts.owner)},labels."${BOOT_LABEL}"!=${JSON.stringify(this.boot)}`] });
     for (const l of leases.filter((x) => x.labels[BOOT_LABEL])) await this.client.leases.delete({ id: l.id }).catch(() => undefined);
     for (const s of infos.filter((i) => i.labels[REMOVED_LABEL])) await this.collect(s.name);
     if (removed + leases.length > 0) this.logger.info({ snapshots: removed, leases: leases.length }, 'removed snapshots and leases an earlier worker left in containerd');
@@ -183,7 +189,7 @@ export class ContainerdSnapshotter implements Snapshotter {
     const lease = this.committedLease(id);
     const labels: Record<string, string> = { [OWNER_LABEL]: this.opts.owner };
     if (opts.label !== undefined) labels[SNAPSHOT_LABEL] = opts.label;
-    await this.client.leases.create({ id: lease, labels: { [OWNER_LABEL]: this.opts.owner } });
+    await this.client.leases.create({ id: lease, labels: { [HOLDER_LABEL]: this.opts.owner } });
     try {
       if (active.mounted) await unmountSnapshot(active.path);
       active.mounted = false;
@@ -313,7 +319,7 @@ export class ContainerdSnapshotter implements Snapshotter {
   /** A synchronous GC of containerd (a lease deleted with `sync`): removed snapshots' directories are deleted before it answers. */
   private async collectGarbage(): Promise<void> {
     const id = `kiln-gc-${randomBytes(8).toString('hex')}`;
-    await this.client.leases.create({ id, labels: { [OWNER_LABEL]: this.opts.owner } });
+    await this.client.leases.create({ id, labels: { [HOLDER_LABEL]: this.opts.owner } });
     await this.client.leases.delete({ id, sync: true });
   }
 

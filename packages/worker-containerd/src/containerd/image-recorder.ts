@@ -4,6 +4,7 @@ import { distributionSourceLabel, formatReference, type CredentialStore, type De
 import { hasCode, type ContainerdClient } from './client.js';
 import { teeContent, writeContent } from './content-writer.js';
 import { OWNER_LABEL } from './containerd-executor.js';
+import { HOLDER_LABEL } from './containerd-snapshotter.js';
 
 /** Label of the lease holding one pulled image's content: the image name. */
 export const IMAGE_LABEL = 'kiln.image';
@@ -23,7 +24,7 @@ export interface ImageRecorderOptions {
  * the reference read is an image record of the worker's namespace pointing
  * at the top manifest, so `ctr -n kiln images ls` lists it. Everything an
  * image pulls is written under a lease of its own (`kiln-image-<hash of the
- * name>`, labels `kiln.owner` and `kiln.image`) besides the image record.
+ * name>`, labels `kiln.holder` and `kiln.image`) besides the image record.
  *
  * Recording never fails a pull: a containerd error is logged and the bytes
  * still reach the worker.
@@ -122,7 +123,7 @@ export class ImageRecorder {
     let p = this.leases.get(id);
     if (!p) {
       p = this.opts.client.leases
-        .create({ id, labels: { [OWNER_LABEL]: this.opts.owner, [IMAGE_LABEL]: name } })
+        .create({ id, labels: { [HOLDER_LABEL]: this.opts.owner, [IMAGE_LABEL]: name } })
         .then(
           () => id,
           (err: unknown) => {
