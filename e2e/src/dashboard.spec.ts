@@ -104,6 +104,10 @@ describe('dashboard in a real browser [topology=all-in-one, worker=oci]', () => 
       ratio: document.querySelector('tr.build.selected td:last-child')?.textContent ?? '',
     })`);
     expect(finished.states).not.toContain('running');
+    // Who and where: the CLI on the unix socket, the daemon's one worker.
+    const workerId = await page.evaluate<string>(`document.querySelector('.worker-id').textContent`);
+    expect(await page.evaluate<string>(`document.querySelector('#build-workers')?.textContent ?? ''`)).toBe(`on ${workerId}`);
+    expect(await page.evaluate<string>(`document.querySelector('#build-client')?.textContent ?? ''`)).toBe('from unix socket');
     await page.waitFor('the worker idle again', `document.querySelector('.worker')?.textContent.includes('load 0 running builds')`);
     expect(finished.states.filter((s) => s === 'cached').length).toBeGreaterThanOrEqual(2);
     // The solver explains a miss when the step ends (Vertex.cache_miss on its completed event).

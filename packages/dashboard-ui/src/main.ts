@@ -106,7 +106,7 @@ async function refreshHistory(): Promise<void> {
   const rows = history.map((r) => {
     const row = h(
       'tr',
-      { class: `build status-${r.status}${detail?.ref === r.ref ? ' selected' : ''}`, 'data-ref': r.ref },
+      { class: `build status-${r.status}${detail?.ref === r.ref ? ' selected' : ''}`, 'data-ref': r.ref, title: [r.status, r.workers.length ? `on ${r.workers.join(', ')}` : '', r.client ? `from ${r.client}` : ''].filter(Boolean).join(' · ') },
       h('td', {}, h('span', { class: `dot status-${r.status}`, title: r.status })),
       h('td', { class: 'mono' }, r.ref.slice(0, 10)),
       h('td', {}, buildTitle(r)),
@@ -202,6 +202,8 @@ function render(d: Detail): void {
       r ? h('span', {}, `started ${formatClock(timestampMs(r.createdAt) ?? 0)}`) : null,
       r ? h('span', {}, `duration ${duration(r)}`) : null,
       h('span', {}, `cache hits ${ratio.cached}/${ratio.finished}${ratio.finished ? ` (${Math.round((100 * ratio.cached) / ratio.finished)}%)` : ''}`),
+      r?.workers.length ? h('span', { id: 'build-workers' }, `on ${r.workers.join(', ')}`) : null,
+      r?.client ? h('span', { id: 'build-client' }, `from ${r.client}`) : null,
       r?.frontend ? h('span', {}, `frontend ${r.frontend}`) : null,
       r?.exporters.length ? h('span', {}, `exporters ${r.exporters.join(', ')}`) : null,
     ),

@@ -184,7 +184,8 @@ export class Solver {
     }
   }
 
-  async solve(req: control.SolveRequest, signal: AbortSignal): Promise<control.SolveResponse> {
+  /** `client`: who asked, as the transport proved it (kept in the build's history record). */
+  async solve(req: control.SolveRequest, signal: AbortSignal, client?: string): Promise<control.SolveResponse> {
     const buildId = req.ref;
     const startedMs = Date.now();
     if (!/^[A-Za-z0-9_-]{1,128}$/.test(buildId)) throw new InvalidArgumentError(`invalid build ref "${buildId}"`, 'ref');
@@ -199,7 +200,7 @@ export class Solver {
     const claimed = new Set<string>();
     let closeGateway: (() => void) | undefined;
     let explainer: BuildExplainer | undefined;
-    this.history.start({ ref: buildId, frontend: req.frontend, frontendAttrs: req.frontendAttrs, exporters: req.exporters.map((e) => e.type), createdAtMs: Date.now() });
+    this.history.start({ ref: buildId, frontend: req.frontend, frontendAttrs: req.frontendAttrs, exporters: req.exporters.map((e) => e.type), createdAtMs: Date.now(), ...(client ? { client } : {}) });
     try {
       const granted = grantEntitlements(req.entitlements, new Set(this.opts.allowedEntitlements ?? []));
       const cacheExports = compileCacheExports(req.cacheExports);
@@ -239,6 +240,7 @@ export class Solver {
         const w = pickWorker(await this.opts.workers.list(), defs, { filters, load: (id) => this.load.get(id) ?? 0, cached, exclude });
         log.info({ worker: w.id, cachedSteps: cached?.(w.id) ?? 0, load: this.load.get(w.id) ?? 0 }, 'build placed');
         this.claim(w.id, claimed, +1);
+        this.history.addWorker(buildId, w.id);
         this.relay.allow(buildId, w.id);
         return w;
       };

@@ -109,4 +109,24 @@ describe('HistoryStore (SQLite)', () => {
     expect(() => store.delete(['big'])).toThrow(/no build/);
     db.close();
   });
+
+  it('keeps who asked for a build and the workers it ran on, once each, in order; an older table gains the columns', () => {
+    const file = dbFile();
+    // A database from before the columns existed (the table as its first release made it).
+    const old = openSolverDatabase(file);
+    old.exec(`CREATE TABLE build_history (ref TEXT PRIMARY KEY, frontend TEXT NOT NULL, attrs TEXT NOT NULL, exporters TEXT NOT NULL, status TEXT NOT NULL,
+      created_ms INTEGER NOT NULL, completed_ms INTEGER, total_steps INTEGER NOT NULL DEFAULT 0, completed_steps INTEGER NOT NULL DEFAULT 0,
+      cached_steps INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '', error_code TEXT NOT NULL DEFAULT '', exporter_response TEXT NOT NULL DEFAULT '{}',
+      warnings INTEGER NOT NULL DEFAULT 0, truncated INTEGER NOT NULL DEFAULT 0, events BLOB)`);
+    old.prepare(`INSERT INTO build_history (ref, frontend, attrs, exporters, status, created_ms) VALUES ('old1', 'dockerfile.v0', '{}', '[]', 'completed', 1)`).run();
+    old.close();
+    const store = new HistoryStore(openSolverDatabase(file));
+    expect(store.get('old1')).toMatchObject({ workers: [], client: '' });
+    store.start({ ref: 'b1', frontend: 'dockerfile.v0', frontendAttrs: {}, exporters: [], createdAtMs: 5, client: 'unix socket' });
+    store.addWorker('b1', 'w2');
+    store.addWorker('b1', 'w1');
+    store.addWorker('b1', 'w2');
+    store.finish('b1', buildEvents('b1'));
+    expect(store.get('b1')).toMatchObject({ workers: ['w2', 'w1'], client: 'unix socket', status: 'completed' });
+  });
 });

@@ -13,6 +13,8 @@ export interface HistoryStart {
   frontendAttrs: Readonly<Record<string, string>>;
   exporters: readonly string[];
   createdAtMs: number;
+  /** Who asked for it (BuildHistoryRecord.client). */
+  client?: string;
 }
 
 export interface HistoryStoreOptions {
@@ -39,11 +41,13 @@ interface Row {
   exporterResponse: string;
   warnings: number;
   truncated: number;
+  workers: string;
+  client: string;
 }
 
 const COLS = `ref, frontend, attrs, exporters, status, created_ms AS createdMs, completed_ms AS completedMs, total_steps AS totalSteps,
   completed_steps AS completedSteps, cached_steps AS cachedSteps, error, error_code AS errorCode, exporter_response AS exporterResponse,
-  warnings, truncated`;
+  warnings, truncated, workers, client`;
 
 /**
  * Build history in the solver's SQLite database (table `build_history`): one
@@ -57,7 +61,7 @@ export class HistoryStore {
   private readonly maxEntries: number;
   private readonly maxEventBytes: number;
   private readonly now: () => number;
-  private readonly stmts: Record<'insert' | 'result' | 'finish' | 'get' | 'prefix' | 'list' | 'events' | 'delete' | 'trim', Statement>;
+  private readonly stmts: Record<'insert' | 'result' | 'worker' | 'finish' | 'get' | 'prefix' | 'list' | 'events' | 'delete' | 'trim', Statement>;
 
   constructor(private readonly db: Database, opts: HistoryStoreOptions = {}) {
     this.maxEntries = opts.maxEntries ?? 100;
@@ -81,8 +85,13 @@ export class HistoryStore {
       truncated INTEGER NOT NULL DEFAULT 0,
       events BLOB
     )`);
+    // Columns added after the table's first release: databases of older daemons gain them empty.
+    const cols = new Set((db.prepare('PRAGMA table_info(build_history)').all() as { name: string }[]).map((c) => c.name));
+    if (!cols.has('workers')) db.exec(`ALTER TABLE build_history ADD COLUMN workers TEXT NOT NULL DEFAULT '[]'`);
+    if (!cols.has('client')) db.exec(`ALTER TABLE build_history ADD COLUMN client TEXT NOT NULL DEFAULT ''`);
     this.stmts = {
-      insert: db.prepare(`INSERT OR REPLACE INTO build_history (ref, frontend, attrs, exporters, status, created_ms) VALUES (?, ?, ?, ?, 'running', ?)`),
+      insert: db.prepare(`INSERT OR REPLACE INTO build_history (ref, frontend, attrs, exporters, status, created_ms, client) VALUES (?, ?, ?, ?, 'running', ?, ?)`),
+      worker: db.prepare(`UPDATE build_history SET workers = json_insert(workers, '$[#]', ?) WHERE ref = ? AND NOT EXISTS (SELECT 1 FROM json_each(workers) WHERE value = ?)`),
       result: db.prepare('UPDATE build_history SET exporter_response = ? WHERE ref = ?'),
       finish: db.prepare(
         `UPDATE build_history SET status = ?, completed_ms = ?, total_steps = ?, completed_steps = ?, cached_steps = ?, error = ?, error_code = ?,
@@ -103,7 +112,12 @@ export class HistoryStore {
 
   /** Records a build as running. */
   start(s: HistoryStart): void {
-    this.stmts.insert.run(s.ref, s.frontend, JSON.stringify(s.frontendAttrs), JSON.stringify(s.exporters), s.createdAtMs);
+    this.stmts.insert.run(s.ref, s.frontend, JSON.stringify(s.frontendAttrs), JSON.stringify(s.exporters), s.createdAtMs, s.client ?? '');
+  }
+
+  /** Adds a worker the build runs on (once; kept in the order chosen). */
+  addWorker(ref: string, workerId: string): void {
+    this.stmts.worker.run(workerId, ref, workerId);
   }
 
   /** Keeps the exporters' response (image digest, names) of a build that is finishing. */
@@ -244,5 +258,7 @@ function toRecord(r: Row): control.BuildHistoryRecord {
     exporterResponse: JSON.parse(r.exporterResponse) as Record<string, string>,
     numWarnings: r.warnings,
     logsTruncated: r.truncated === 1,
+    workers: JSON.parse(r.workers) as string[],
+    client: r.client,
   });
 }

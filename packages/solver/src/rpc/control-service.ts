@@ -1,6 +1,6 @@
 import type { ServiceImpl } from '@connectrpc/connect';
 import { control } from '@kiln/api';
-import { peerKey } from '@kiln/common';
+import { peerKey, type Peer } from '@kiln/common';
 import type { Solver } from '../control/solver.js';
 import { refuseDaemonSidePaths } from './daemon-paths.js';
 
@@ -8,8 +8,9 @@ import { refuseDaemonSidePaths } from './daemon-paths.js';
 export function createControlServiceImpl(solver: Solver): ServiceImpl<typeof control.ControlService> {
   return {
     solve: (req, ctx) => {
-      refuseDaemonSidePaths(req, ctx.values.get(peerKey));
-      return solver.solve(req, ctx.signal);
+      const peer = ctx.values.get(peerKey);
+      refuseDaemonSidePaths(req, peer);
+      return solver.solve(req, ctx.signal, describePeer(peer));
     },
     status: (req, ctx) => solver.status(req.ref, ctx.signal),
     listWorkers: (req) => solver.listWorkers(req.filter),
@@ -21,4 +22,11 @@ export function createControlServiceImpl(solver: Solver): ServiceImpl<typeof con
     historyLogs: (req, ctx) => solver.historyLogs(req.ref, ctx.signal),
     deleteHistory: (req) => solver.deleteHistory(req.refs),
   };
+}
+
+/** Who a build came from, for its history record (the dashboard's "who"). */
+export function describePeer(peer: Peer | undefined): string {
+  if (!peer) return '';
+  if (peer.kind === 'local') return 'unix socket';
+  return peer.kind === 'tls' ? `${peer.role} certificate from ${peer.remote}` : `plain TCP from ${peer.remote}`;
 }
