@@ -2,19 +2,19 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findRegistry, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry } from '@kiln/testkit';
+import { findRegistry, runKiln, startKilnd, startRegistry, type Kilnd, type TestRegistry , e2eWorker } from '@kiln/testkit';
 
 /** Ports the fetch standard blocks that a registry may well use; the registry takes the first free one. */
 const BLOCKED_PORTS = [10080, 6000, 6665, 6666, 6667, 6668, 6669];
 
-describe.skipIf(!findRegistry() || !existsSync('/bin/busybox'))('a registry on a port fetch refuses (10080, 6000, ...) [topology=all-in-one, worker=oci]', () => {
+describe.skipIf(!findRegistry() || !existsSync('/bin/busybox'))(`a registry on a port fetch refuses (10080, 6000, ...) [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let registry: TestRegistry;
   let daemon: Kilnd;
   let work: string;
 
   beforeAll(async () => {
     registry = await startRegistry({ ports: BLOCKED_PORTS });
-    daemon = await startKilnd({ worker: 'oci' });
+    daemon = await startKilnd();
     work = mkdtempSync(join(tmpdir(), 'kiln-registry-ports-'));
   }, 60_000);
 

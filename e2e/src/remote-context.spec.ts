@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, runKiln, startKilnd, type Kilnd } from '@kiln/testkit';
+import { freePort, runKiln, startKilnd, type Kilnd , e2eWorker } from '@kiln/testkit';
 
 const GIT_DAEMON = '/usr/lib/git-core/git-daemon';
 const canRun = process.getuid?.() === 0 && existsSync(GIT_DAEMON);
@@ -103,7 +103,7 @@ function listen(server: Server): Promise<number> {
   return new Promise((r) => server.listen(0, '127.0.0.1', () => r((server.address() as AddressInfo).port)));
 }
 
-describe.skipIf(!canRun)('remote build contexts: git and http(s) URLs fetched by the daemon [topology=all-in-one, worker=oci]', () => {
+describe.skipIf(!canRun)(`remote build contexts: git and http(s) URLs fetched by the daemon [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let root: string;
   let daemon: Kilnd;
   let gitd: { url: string; proc: ChildProcess };
@@ -144,7 +144,7 @@ describe.skipIf(!canRun)('remote build contexts: git and http(s) URLs fetched by
     tls = createHttpsServer({ key: readFileSync(join(pki, 'srv.key')), cert: readFileSync(join(pki, 'srv.pem')) }, handler);
     tlsUrl = `https://127.0.0.1:${await listen(tls)}`;
 
-    daemon = await startKilnd({ worker: 'oci', env: { NODE_EXTRA_CA_CERTS: join(pki, 'ca.pem') } });
+    daemon = await startKilnd({ env: { NODE_EXTRA_CA_CERTS: join(pki, 'ca.pem') } });
   }, 90_000);
   afterAll(async () => {
     await daemon?.stop();

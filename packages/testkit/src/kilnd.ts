@@ -171,6 +171,8 @@ export async function startKilnd(opts: { worker?: WorkerKind; root?: string; env
     await waitFor('its socket', () => existsSync(sock) && canConnect({ path: sock }), handle, proc);
   } catch (err) {
     await ownContainerd?.stop();
+    // No daemon on the root holds its containerd (a first start failed): stop it.
+    if (rootContainerd && !latestOnRoot.has(resolvePath(root))) await stopContainerdForRoot(root);
     throw err;
   }
   if (rootContainerd) latestOnRoot.set(resolvePath(root), proc);
