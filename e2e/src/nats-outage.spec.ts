@@ -104,7 +104,7 @@ describe(`NATS outage during a build [topology=split, worker=${e2eWorker()}]`, (
         '',
       ].join('\n'),
     );
-    const worker = cluster.tiers.find((t) => t.name === 'worker-oci-1')!;
+    const worker = cluster.tiers.find((t) => t.name === `${e2eWorkerTier()}-1`)!;
     const out2 = join(out, 'short');
     const running = kiln('build', '--progress=plain', '-o', `type=local,dest=${out2}`, ctx2);
     const deadline = Date.now() + 60_000;

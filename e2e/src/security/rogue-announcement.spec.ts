@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectNatsBus, createServiceDirectory, type EventBus, type ServiceDirectory } from '@kiln/bus';
-import { runKiln, startKilnCluster, startKilnNats, type KilnCluster, type KilnNats } from '@kiln/testkit';
+import { runKiln, startKilnCluster, startKilnNats, type KilnCluster, type KilnNats, e2eWorkerTier } from '@kiln/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ARCH = process.arch === 'x64' ? 'amd64' : process.arch;
@@ -89,7 +89,7 @@ describe('a rogue worker announcement is ignored [topology=split]', () => {
 
     const workers = await runKiln(['workers', '--addr', cluster.addr], { env: cluster.env });
     expect(workers.code, workers.stderr).toBe(0);
-    expect(workers.stdout).toContain('worker-oci-1');
+    expect(workers.stdout).toContain(`${e2eWorkerTier()}-1`);
     expect(workers.stdout).not.toContain('rogue');
 
     const pinned = await runKiln(['build', '--addr', cluster.addr, '--progress=plain', '--worker-filter', 'id==rogue-1', ctx], { env: cluster.env });
