@@ -4,6 +4,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { startContainerd, type TestContainerd } from './containerd.js';
 import { findExecutable, trackServer, untrackServer } from './servers.js';
 
 export interface StartDockerdOptions {
@@ -65,6 +66,11 @@ export function findDockerCli(): string | undefined {
  * /etc/docker/daemon.json is not read). Resolves once `/_ping` answers;
  * rejects with the log when it exits early or is not ready in time. Needs root.
  * Containers must run with `--network=none` (there is no bridge).
+ *
+ * dockerd gets a containerd of its own (`--containerd`): left to itself,
+ * dockerd 20.10 uses /run/containerd/containerd.sock whenever that file
+ * exists, so a host containerd that died and left its socket behind (or one
+ * another tool started) would fail or share every test's dockerd.
  */
 export async function startDockerd(opts: StartDockerdOptions = {}): Promise<TestDockerd> {
   const binary = opts.binary ?? findDockerd();
@@ -74,6 +80,13 @@ export async function startDockerd(opts: StartDockerdOptions = {}): Promise<Test
   const socket = join(dir, 'docker.sock');
   const configFile = join(dir, 'daemon.json');
   const clientConfig = join(dir, 'client');
+  let containerd: TestContainerd;
+  try {
+    containerd = await startContainerd();
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   writeFileSync(configFile, JSON.stringify({ 'insecure-registries': opts.insecureRegistries ?? [] }));
   const args = [
     `--host=unix://${socket}`,
@@ -87,6 +100,7 @@ export async function startDockerd(opts: StartDockerdOptions = {}): Promise<Test
     '--ip-forward=false',
     '--ip-masq=false',
     '--userland-proxy=false',
+    `--containerd=${containerd.address}`,
   ];
   if (opts.storageDriver) args.push(`--storage-driver=${opts.storageDriver}`);
 
@@ -120,7 +134,7 @@ export async function startDockerd(opts: StartDockerdOptions = {}): Promise<Test
         clearTimeout(killer);
       }
       untrackServer(child);
-      killManagedContainerd(dir);
+      await containerd.stop();
       unmountUnder(dir);
       rmSync(dir, { recursive: true, force: true });
     })();
@@ -189,16 +203,6 @@ function runDocker(cli: string, args: readonly string[], env: NodeJS.ProcessEnv,
     child.stdin.on('error', () => undefined);
     child.stdin.end(input ?? undefined);
   });
-}
-
-/** dockerd normally stops the containerd it started; kill it by its pidfile if it survived (e.g. dockerd was SIGKILLed). */
-function killManagedContainerd(dir: string): void {
-  try {
-    const pid = Number(readFileSync(join(dir, 'exec', 'containerd', 'containerd.pid'), 'utf8').trim());
-    if (pid > 0) process.kill(pid, 'SIGKILL');
-  } catch {
-    // no pidfile or already gone
-  }
 }
 
 /** Lazily unmounts every mount point under `dir`, deepest first (overlay mounts, netns and shm bind mounts). */
