@@ -84,7 +84,8 @@ describe.each(['oci', 'containerd'] as const)('RUN networking like BuildKit (CNI
   /** What step networks can leave behind: pinned namespaces, veths on the bridge, IP allocations, NAT rules for the subnet. */
   function leftovers() {
     const netDir = join(root, `worker-${worker}`, 'exec', 'net');
-    const ipamDirs = existsSync(join(netDir, 'ipam')) ? readdirSync(join(netDir, 'ipam')).map((n) => join(netDir, 'ipam', n)) : [];
+    // host-local's allocations of this bridge + subnet, host-wide (every daemon on the bridge shares them; this test's bridge is its own).
+    const ipamDirs = [join('/run/kiln-net/ipam', `kiln-${net.bridge}-${net.subnet.replace('/', '-')}`)].filter((d) => existsSync(d));
     let veths = '';
     try {
       veths = execFileSync('ip', ['-o', 'link', 'show', 'master', net.bridge], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { randomBytes, randomInt } from 'node:crypto';
 
 /** A bridge name and /24 subnet of its own for one test's CNI network (parallel tests never share one). */
@@ -25,11 +26,12 @@ export function testNetwork(): TestNetwork {
   throw new Error('no free test subnet in 10.213.128.0/17');
 }
 
-/** Deletes a test bridge if it is still there (a daemon removes it at a clean stop). */
+/** Deletes a test bridge if it is still there (a daemon removes it at a clean stop), and its lock file under kilnd's host-wide /run/kiln-net. */
 export function removeTestBridge(bridge: string): void {
   try {
     execFileSync('ip', ['link', 'delete', bridge], { stdio: 'ignore' });
   } catch {
     // already gone
   }
+  rmSync(`/run/kiln-net/bridges/${bridge}.lock`, { force: true });
 }

@@ -9,6 +9,8 @@ export interface CniCall {
   netns: string;
   ifname: string;
   pluginDir: string;
+  /** Run the plugin holding a shared flock(1) on this file (see BridgeLock). */
+  sharedLock?: string;
 }
 
 /**
@@ -21,7 +23,9 @@ export async function invokeCni(call: CniCall, config: Record<string, unknown>):
   const plugin = String(config.type);
   const out: Uint8Array[] = [];
   const err: Uint8Array[] = [];
-  const exit = await runLight(path.join(call.pluginDir, plugin), [], {
+  const binary = path.join(call.pluginDir, plugin);
+  const [cmd, args] = call.sharedLock ? ['flock', ['-s', call.sharedLock, binary]] : [binary, []];
+  const exit = await runLight(cmd, args, {
     stdin: Buffer.from(JSON.stringify(config)),
     env: {
       CNI_COMMAND: call.command,

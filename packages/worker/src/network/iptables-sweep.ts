@@ -1,20 +1,21 @@
 import { execLight } from '@kiln/common';
 
 /**
- * Removes the NAT rules the bridge plugin's ipMasq made for CNI network
- * `network` (a POSTROUTING jump per step, commented `name: "<network>" id: ...`,
- * into a `CNI-<hash>` chain of its own), for steps whose DEL never ran
- * (a killed daemon). Rules of other networks are left alone.
+ * Removes the NAT rules the bridge plugin's ipMasq made for containers whose
+ * id starts with `containerIdPrefix` (a POSTROUTING jump per step, commented
+ * `name: "<network>" id: "<container id>"`, into a `CNI-<hash>` chain of its
+ * own), for steps whose DEL never ran (a killed daemon). Rules of other
+ * containers, on the same network or not, are left alone.
  * Returns how many rules it deleted.
  */
-export async function sweepMasqueradeRules(network: string): Promise<number> {
+export async function sweepMasqueradeRules(containerIdPrefix: string): Promise<number> {
   const { stdout } = await execLight('iptables', ['-w', '-t', 'nat', '-S']);
-  const marker = `name: "${network}" id: `;
+  const marker = ` id: "${containerIdPrefix}`;
   const ours = stdout
     .split('\n')
     .filter((l) => l.startsWith('-A '))
     .map(splitRule)
-    .filter((args) => args.some((a) => a.startsWith(marker)));
+    .filter((args) => args.some((a) => a.startsWith('name: "') && a.includes(marker)));
   const chains = new Set(ours.map((args) => args[1]!).filter((c) => c.startsWith('CNI-')));
   let deleted = 0;
   // Jumps first (outside our chains), then our chains are emptied and dropped.

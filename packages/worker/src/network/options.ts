@@ -32,12 +32,20 @@ export interface NetworkOptions {
    * Default DEFAULT_POOL_SIZE; 0 makes and removes one per step.
    */
   poolSize?: number;
+  /**
+   * Host-wide state every daemon on this host shares: the host-local IPAM
+   * data (one allocation dir per bridge + subnet, so two daemons on one
+   * bridge never hand out the same address) and a lock per bridge. Default
+   * DEFAULT_HOST_STATE_DIR (tmpfs: allocations die with the namespaces at a reboot).
+   */
+  hostStateDir?: string;
 }
 
 export const DEFAULT_BRIDGE = 'kiln0';
 /** Far from Docker's 172.17/16, Podman's 10.88/16 and BuildKit's 10.10/16. */
 export const DEFAULT_SUBNET = '10.213.0.0/16';
 export const DEFAULT_CNI_PLUGIN_DIR = '/usr/lib/cni';
+export const DEFAULT_HOST_STATE_DIR = '/run/kiln-net';
 /** Enough for a few parallel stages; a longer burst makes more, and those above the size go after use. */
 export const DEFAULT_POOL_SIZE = 4;
 /** Plugins mode "cni" runs. */
@@ -52,6 +60,7 @@ export interface CompiledNetworkOptions {
   cniPluginDir: string;
   resolvConf?: string;
   poolSize: number;
+  hostStateDir: string;
 }
 
 /** Validates and defaults NetworkOptions (default mode "none": a library user opts in to CNI); throws InvalidArgumentError naming the field. */
@@ -75,7 +84,8 @@ export function compileNetworkOptions(options: NetworkOptions | undefined): Comp
       );
     }
   }
-  return { mode, bridge, subnet, gateway, cniPluginDir, poolSize, ...(options?.resolvConf ? { resolvConf: options.resolvConf } : {}) };
+  const hostStateDir = path.resolve(options?.hostStateDir ?? DEFAULT_HOST_STATE_DIR);
+  return { mode, bridge, subnet, gateway, cniPluginDir, poolSize, hostStateDir, ...(options?.resolvConf ? { resolvConf: options.resolvConf } : {}) };
 }
 
 /** The first host address of an IPv4 CIDR with room for a gateway and steps (prefix 8..29). */

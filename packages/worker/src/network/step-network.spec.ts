@@ -1,5 +1,5 @@
-import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -48,21 +48,24 @@ describe('step resolv.conf', () => {
 
 describe.runIf(canRunCni)('CNI step networks (real bridge, host-local, loopback plugins)', () => {
   let root: string;
+  /** Host-wide state of its own (as kilnd's /run/kiln-net), shared by the providers of a case like daemons on one host. */
+  let hostStateDir: string;
   const net = testNetwork();
 
   beforeAll(async () => {
     root = await mkdtemp(path.join(tmpdir(), 'kiln-cni-'));
+    hostStateDir = path.join(root, 'host');
   });
   afterAll(async () => {
     removeTestBridge(net.bridge);
     await rm(root, { recursive: true, force: true });
   });
 
-  const provider = (poolSize = 0) => new NetworkProvider(compileNetworkOptions({ mode: 'cni', bridge: net.bridge, subnet: net.subnet, poolSize }), root, silentLogger());
+  const provider = (poolSize = 0) => new NetworkProvider(compileNetworkOptions({ mode: 'cni', bridge: net.bridge, subnet: net.subnet, poolSize, hostStateDir }), root, silentLogger());
 
-  /** What a step network can leave on the host: namespaces, veths on the bridge, IP allocations, NAT rules. */
+  /** What a step network can leave on the host: namespaces, veths on the bridge (any provider's), IP allocations and NAT rules (this provider's). */
   function leftovers(p: NetworkProvider) {
-    const ipamDir = path.join(p.ipamDir, p.networkName);
+    const ipamDir = p.allocationsDir;
     const nat = execFileSync('iptables', ['-w', '-t', 'nat', '-S'], { encoding: 'utf8' });
     let veths = '';
     try {
@@ -72,8 +75,8 @@ describe.runIf(canRunCni)('CNI step networks (real bridge, host-local, loopback 
     }
     return {
       netns: existsSync(p.netnsDir) ? readdirSync(p.netnsDir) : [],
-      ips: existsSync(ipamDir) ? readdirSync(ipamDir).filter((f) => /^[0-9.]+$/.test(f)) : [],
-      rules: nat.split('\n').filter((l) => l.includes(p.networkName)),
+      ips: existsSync(ipamDir) ? readdirSync(ipamDir).filter((f) => /^[0-9.]+$/.test(f) && readFileSync(path.join(ipamDir, f), 'utf8').startsWith(p.containerIdPrefix)) : [],
+      rules: nat.split('\n').filter((l) => l.includes(`id: \\"${p.containerIdPrefix}`)),
       veths,
     };
   }
@@ -105,6 +108,65 @@ describe.runIf(canRunCni)('CNI step networks (real bridge, host-local, loopback 
     expect(leftovers(p)).toEqual({ netns: [], ips: [], rules: [], veths: '' });
     await p.close();
     expect(() => execFileSync('ip', ['link', 'show', net.bridge], { stdio: 'ignore' })).toThrow(); // no port left: the bridge went
+  });
+
+  it('two daemons (separate state dirs) on one bridge and subnet never hold the same address; one\'s restart sweep and close leave the other\'s steps alone', async () => {
+    const other = await mkdtemp(path.join(tmpdir(), 'kiln-cni-other-'));
+    const a = provider();
+    const b = new NetworkProvider(compileNetworkOptions({ mode: 'cni', bridge: net.bridge, subnet: net.subnet, poolSize: 0, hostStateDir }), other, silentLogger());
+    await a.reapStale();
+    await b.reapStale();
+    const addressOf = (s: { networkNamespace?: string }) => /inet ([0-9.]+)\//.exec(execFileSync('nsenter', [`--net=${s.networkNamespace}`, 'ip', '-o', '-4', 'addr', 'show', 'eth0'], { encoding: 'utf8' }))?.[1];
+    // Both hold two addresses at once (as pooled namespaces do from a daemon's first step).
+    const ofA = [await a.forStep('default'), await a.forStep('default')];
+    const ofB = [await b.forStep('default'), await b.forStep('default')];
+    const addresses = [...ofA, ...ofB].map(addressOf);
+    expect(new Set(addresses).size, addresses.join(' ')).toBe(4);
+    // The host-wide state is root-only.
+    for (const d of [hostStateDir, a.ipamDir, a.allocationsDir]) expect(statSync(d).mode & 0o777, d).toBe(0o700);
+
+    // A is killed; its restart reaps its two steps, and only those.
+    const restarted = provider();
+    await restarted.reapStale();
+    expect(leftovers(restarted)).toMatchObject({ netns: [], ips: [], rules: [] });
+    const ofBLeft = leftovers(b);
+    expect(ofBLeft.netns).toHaveLength(2);
+    expect(ofBLeft.ips).toHaveLength(2);
+    expect(ofBLeft.rules.length).toBeGreaterThanOrEqual(2);
+    expect(ofBLeft.veths.split('\n')).toHaveLength(2);
+    // Its close keeps the bridge: B's steps are on it, with their addresses.
+    await restarted.close();
+    expect(ofB.map(addressOf)).toEqual(addresses.slice(2));
+    expect(execFileSync('ip', ['-o', '-4', 'addr', 'show', net.bridge], { encoding: 'utf8' })).toContain(net.gateway);
+
+    for (const s of ofB) await s.release();
+    await b.close();
+    expect(leftovers(b)).toEqual({ netns: [], ips: [], rules: [], veths: '' });
+    expect(existsSync(b.allocationsDir)).toBe(false); // went with the bridge
+    await rm(other, { recursive: true, force: true });
+  });
+
+  it('a closing daemon does not remove the bridge while another daemon\'s ADD is attaching to it', async () => {
+    const a = provider();
+    await (await a.forStep('default')).release();
+    expect(leftovers(a).veths).toBe(''); // the bridge is there, with nothing on it
+    // Another daemon's bridge plugin mid-ADD: it holds the bridge's shared lock, found the bridge, attaches its veth a moment later.
+    const lock = path.join(hostStateDir, 'bridges', `${net.bridge}.lock`);
+    const held = path.join(root, 'held');
+    const veth = `kv${net.bridge.slice(2, 10)}`;
+    const other = spawn('flock', ['-s', lock, 'sh', '-c', `touch ${held}; sleep 0.5; ip link add ${veth} type veth peer name ${veth}p && ip link set ${veth} master ${net.bridge}`], { stdio: 'ignore' });
+    const attached = new Promise<number | null>((resolve) => other.once('exit', resolve));
+    while (!existsSync(held)) await new Promise((r) => setTimeout(r, 20));
+    try {
+      await a.close();
+      expect(await attached).toBe(0);
+      expect(execFileSync('ip', ['-o', 'link', 'show', 'master', net.bridge], { encoding: 'utf8' })).toContain(veth);
+    } finally {
+      await attached;
+      execFileSync('ip', ['link', 'delete', veth], { stdio: 'ignore' });
+    }
+    await a.close(); // now nothing is on it
+    expect(() => execFileSync('ip', ['link', 'show', net.bridge], { stdio: 'ignore' })).toThrow();
   });
 
   it('--network=none and host need no CNI; a killed worker\'s step networks are reaped at the next start', async () => {

@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import path from 'node:path';
-import { execLight, type Logger } from '@kiln/common';
+import type { Logger } from '@kiln/common';
+import { bridgeLockFile, removeBridgeIfUnused } from './bridge-lock.js';
 import { invokeCni } from './cni.js';
 import { sweepMasqueradeRules } from './iptables-sweep.js';
 import { createNetns, removeNetns } from './netns.js';
@@ -48,16 +49,27 @@ const STEP_IFNAME = 'eth0';
 /**
  * Networks of exec steps (see NetworkMode). In mode "cni" each step gets a
  * namespace under `<stateDir>/net/netns/`, wired with loopback and a veth on
- * the bridge (host-local IPAM data under `<stateDir>/net/ipam`, never
- * /var/lib/cni); `release` runs the bridge plugin's DEL (veth, IP
- * allocation, masquerade rules) and removes the namespace. Container ids and
- * the CNI network name carry a tag of the state dir, so `reapStale` undoes
- * only what this worker's earlier life left.
+ * the bridge; `release` runs the bridge plugin's DEL (veth, IP allocation,
+ * masquerade rules) and removes the namespace.
+ *
+ * Several daemons on one host may share a bridge and subnet (kiln0 and
+ * 10.213.0.0/16 by default; the test suite runs many daemons at once), so
+ * the addresses come from one host-wide host-local data dir per bridge +
+ * subnet (`<hostStateDir>/ipam/<networkName>`, host-local flocks it for
+ * each allocation), never a dir per daemon, which handed out the same
+ * address twice on one bridge. That beats a range claimed per daemon root:
+ * no range sizing, no limit on daemons, no claims to take over from dead
+ * daemons. What a daemon owns is told by its container ids, `kiln-<tag of
+ * the state dir>-<random>`: host-local writes the id into each allocation
+ * file and ipMasq into each NAT rule's comment, so `reapStale` undoes only
+ * what this state dir's earlier (killed) life left, never another live
+ * daemon's addresses or rules.
  */
 export class NetworkProvider {
   private readonly dir: string;
-  private readonly tag: string;
-  /** The CNI network name: in iptables comments and the IPAM data dir. */
+  /** Starts every container id this state dir's daemons use: the mark of what they own on the shared bridge. */
+  readonly containerIdPrefix: string;
+  /** The CNI network name, shared by every daemon on this bridge + subnet: host-local's allocation dir, in iptables comments. */
   readonly networkName: string;
   /** Ready namespaces (mode "cni"). */
   private readonly pool: NetnsPool<StepRecord>;
@@ -68,8 +80,9 @@ export class NetworkProvider {
     private readonly logger: Logger,
   ) {
     this.dir = path.join(stateDir, 'net');
-    this.tag = createHash('sha256').update(path.resolve(stateDir)).digest('hex').slice(0, 8);
-    this.networkName = `kiln-${this.tag}`;
+    const tag = createHash('sha256').update(path.resolve(stateDir)).digest('hex').slice(0, 8);
+    this.containerIdPrefix = `kiln-${tag}-`;
+    this.networkName = `kiln-${options.bridge}-${options.subnet.replace('/', '-')}`;
     this.pool = new NetnsPool(options.poolSize, () => this.attach(), (record) => this.detach(record), logger);
   }
 
@@ -77,7 +90,18 @@ export class NetworkProvider {
     return path.join(this.dir, 'netns');
   }
 
+  /** host-local's data dir (host-wide); this network's allocations are in `allocationsDir`. */
   get ipamDir(): string {
+    return path.join(this.options.hostStateDir, 'ipam');
+  }
+
+  /** One file per allocated address (named by it, holding the container id), of every daemon on this bridge + subnet. */
+  get allocationsDir(): string {
+    return path.join(this.ipamDir, this.networkName);
+  }
+
+  /** Where IPAM data lived when each daemon had its own (before the host-wide dir): removed at start. */
+  private get legacyIpamDir(): string {
     return path.join(this.dir, 'ipam');
   }
 
@@ -125,9 +149,24 @@ export class NetworkProvider {
     };
   }
 
+  private lockFile?: Promise<string>;
+
+  /** The host-wide dirs (root-only) and this bridge's lock file, made once. */
+  private hostState(): Promise<string> {
+    this.lockFile ??= (async () => {
+      await mkdir(this.allocationsDir, { recursive: true, mode: 0o700 });
+      await chmod(this.options.hostStateDir, 0o700);
+      await chmod(this.ipamDir, 0o700);
+      return bridgeLockFile(this.options.hostStateDir, this.options.bridge);
+    })();
+    this.lockFile.catch(() => (this.lockFile = undefined));
+    return this.lockFile;
+  }
+
   private async attach(): Promise<StepRecord> {
     const started = performance.now();
-    const containerId = `kiln-${this.tag}-${randomBytes(6).toString('hex')}`;
+    const containerId = `${this.containerIdPrefix}${randomBytes(6).toString('hex')}`;
+    const lock = await this.hostState();
     const record: StepRecord = { containerId, netns: path.join(this.netnsDir, containerId), bridgeConfig: this.bridgeConfig() };
     await mkdir(this.netnsDir, { recursive: true, mode: 0o700 });
     await mkdir(this.recordsDir, { recursive: true, mode: 0o700 });
@@ -136,7 +175,8 @@ export class NetworkProvider {
       await createNetns(record.netns);
       const call = { containerId, netns: record.netns, pluginDir: this.options.cniPluginDir };
       await invokeCni({ ...call, command: 'ADD', ifname: 'lo' }, { cniVersion: CNI_VERSION, name: this.networkName, type: 'loopback' });
-      await invokeCni({ ...call, command: 'ADD', ifname: STEP_IFNAME }, record.bridgeConfig);
+      // Under the bridge's shared lock: no daemon's close removes the bridge while this ADD attaches to it.
+      await invokeCni({ ...call, command: 'ADD', ifname: STEP_IFNAME, sharedLock: lock }, record.bridgeConfig);
     } catch (err) {
       await this.detach(record);
       throw err;
@@ -168,8 +208,9 @@ export class NetworkProvider {
   /**
    * Undoes what a killed worker on this state dir left: DEL for every step
    * record (its namespace still pinned, so veth, IP and rules go), every
-   * namespace file, IP allocations of this network and masquerade rules
-   * tagged with its name. Call before any step runs (and after stale
+   * namespace file, then the IP allocations and masquerade rules of its
+   * container ids (`containerIdPrefix`) whose DEL never ran; other daemons'
+   * on the same bridge stay. Call before any step runs (and after stale
    * containers are gone). Never rejects.
    */
   async reapStale(): Promise<void> {
@@ -185,12 +226,16 @@ export class NetworkProvider {
       await rm(path.join(this.recordsDir, name), { force: true });
     }
     for (const name of await readdir(this.netnsDir).catch(() => [])) await removeNetns(path.join(this.netnsDir, name));
-    // Allocations whose DEL never ran: one file per IP (plus the allocator's own lock and last-reserved files).
-    const ipam = path.join(this.ipamDir, this.networkName);
-    for (const name of await readdir(ipam).catch(() => [])) {
-      if (/^[0-9.]+$/.test(name)) await rm(path.join(ipam, name), { force: true });
+    await rm(this.legacyIpamDir, { recursive: true, force: true });
+    // Allocations whose DEL never ran: one file per IP holding the container id (plus host-local's lock and last-reserved files).
+    // Another daemon's allocation files are only read; host-local makes each with O_EXCL, so removing one of ours races with nothing.
+    for (const name of await readdir(this.allocationsDir).catch(() => [])) {
+      if (!/^[0-9.]+$/.test(name)) continue;
+      const file = path.join(this.allocationsDir, name);
+      const owner = await readFile(file, 'utf8').catch(() => '');
+      if (owner.startsWith(this.containerIdPrefix)) await rm(file, { force: true });
     }
-    const rules = await sweepMasqueradeRules(this.networkName).catch((err: unknown) => {
+    const rules = await sweepMasqueradeRules(this.containerIdPrefix).catch((err: unknown) => {
       this.logger.warn({ err }, 'failed to sweep stale masquerade rules');
       return 0;
     });
@@ -207,15 +252,19 @@ export class NetworkProvider {
     return this.pool.settled();
   }
 
-  /** Tears the pooled namespaces down, then removes the bridge when no step is attached to it any more (the next step's ADD creates it again). */
+  /**
+   * Tears the pooled namespaces down, then removes the bridge (and its
+   * network's allocation dir) when no step of any daemon is attached to it
+   * any more, under the bridge's exclusive lock (see bridge-lock.ts); the
+   * next step's ADD creates it again.
+   */
   async close(): Promise<void> {
     if (this.options.mode !== 'cni') return;
     await this.pool.close();
     try {
-      const { stdout } = await execLight('ip', ['-o', 'link', 'show', 'master', this.options.bridge]);
-      if (stdout.trim() === '') await execLight('ip', ['link', 'delete', this.options.bridge, 'type', 'bridge']);
-    } catch {
-      // no such bridge: nothing ran
+      await removeBridgeIfUnused(await this.hostState(), this.options.bridge, this.allocationsDir);
+    } catch (err) {
+      this.logger.warn({ err, bridge: this.options.bridge }, 'failed to remove the step network bridge');
     }
   }
 }
