@@ -1,6 +1,6 @@
 // Dispatches `kiln daemon ...` to kilnd and everything else to the CLI.
 // Needs `npm run build` (it loads the compiled packages; the CLI as one
-// bundled module, see tools/bundle-cli.mjs).
+// bundled file with V8's code cache, see tools/bundle-cli.mjs).
 import { fileURLToPath } from 'node:url';
 
 const self = fileURLToPath(import.meta.url);
@@ -13,7 +13,8 @@ if (args.length === 1 && ['--help', '-h', 'help', '--version', '-v'].includes(ar
   const { runDaemon } = await import('../packages/kilnd/dist/index.js');
   process.exit(await runDaemon(args.slice(1)));
 } else {
-  const { main, installLightHeaders } = await import('../packages/cli/dist/kiln-cli.bundle.mjs');
+  const { loadCliBundle } = await import('./kiln-cli-loader.mjs');
+  const { main, installLightHeaders } = loadCliBundle().exports;
   // The CLI never calls fetch: keep Connect's headers from loading undici (~40 ms CPU per run).
   installLightHeaders();
   const code = await main(args, { daemonCommand: [process.execPath, self, 'daemon'] });

@@ -36,7 +36,7 @@ const KEEP_ONLY = {
 };
 
 const lock = JSON.parse(readFileSync(join(repo, 'package-lock.json'), 'utf8'));
-for (const needed of ['packages/kilnd/dist/index.js', 'packages/cli/dist/kiln-cli.bundle.mjs']) {
+for (const needed of ['packages/kilnd/dist/index.js', 'packages/cli/dist/kiln-cli.bundle.cjs']) {
   if (!existsSync(join(repo, needed))) {
     console.error(`stage-kiln: ${needed} is missing: build first (npm run build)`);
     process.exit(1);
@@ -46,7 +46,7 @@ for (const needed of ['packages/kilnd/dist/index.js', 'packages/cli/dist/kiln-cl
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
 
-for (const f of ['kiln', 'kiln.mjs', 'kilnd']) cpSync(join(repo, 'bin', f), join(out, 'bin', f));
+for (const f of ['kiln', 'kiln.mjs', 'kiln-cli-loader.mjs', 'kilnd']) cpSync(join(repo, 'bin', f), join(out, 'bin', f));
 cpSync(join(repo, 'deploy', 'nats'), join(out, 'deploy', 'nats'), { recursive: true });
 
 
