@@ -1,4 +1,4 @@
-import { mkdir, open } from 'node:fs/promises';
+import { chmod, mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import { execLight } from '@kiln/common';
 
@@ -14,6 +14,7 @@ import { execLight } from '@kiln/common';
 export async function bridgeLockFile(hostStateDir: string, bridge: string): Promise<string> {
   const dir = path.join(hostStateDir, 'bridges');
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
   const file = path.join(dir, `${bridge}.lock`);
   // flock(1) would create it 0666 minus umask; the dir is root-only anyway.
   await (await open(file, 'a', 0o600)).close();

@@ -154,8 +154,8 @@ export class NetworkProvider {
   /** The host-wide dirs (root-only) and this bridge's lock file, made once. */
   private hostState(): Promise<string> {
     this.lockFile ??= (async () => {
+      // New dirs are made 0700; of existing ones only Kiln's own ipam dir is narrowed (hostStateDir may be a dir Kiln does not own).
       await mkdir(this.allocationsDir, { recursive: true, mode: 0o700 });
-      await chmod(this.options.hostStateDir, 0o700);
       await chmod(this.ipamDir, 0o700);
       return bridgeLockFile(this.options.hostStateDir, this.options.bridge);
     })();
