@@ -205,6 +205,36 @@ describe.each(['oci', 'containerd'] as const)('RUN networking like BuildKit (CNI
     expectOnlyPool();
   }, 120_000);
 
+  it.runIf(worker === 'oci')("a second daemon on the same bridge and subnet gets other addresses, and its stop leaves the first one's steps alone", async () => {
+    /** The addresses of the wired namespaces a daemon on `r` holds (its pool). */
+    const addresses = (r: string) => {
+      const netnsDir = join(r, `worker-${worker}`, 'exec', 'net', 'netns');
+      return (existsSync(netnsDir) ? readdirSync(netnsDir) : []).flatMap((n) => {
+        const out = execFileSync('nsenter', [`--net=${join(netnsDir, n)}`, 'ip', '-o', '-4', 'addr', 'show'], { encoding: 'utf8' });
+        return [...out.matchAll(/inet (10\.[0-9.]+)\//g)].map((m) => m[1]!);
+      });
+    };
+    const root2 = join(dir, 'root2');
+    const second = await startKilnd({ worker, root: root2, args });
+    try {
+      const ctx = context('second', [`RUN wget -q -O /fetched.txt http://${net.gateway}:${port}/file.txt`]);
+      const res = await runKiln(['build', '--addr', second.addr, '--progress=plain', '-o', `type=local,dest=${join(ctx, 'out')}`, ctx]);
+      expect(res.code, `${res.stderr}\n${second.logs().slice(-4000)}`).toBe(0);
+      expect(readFileSync(join(ctx, 'out', 'fetched.txt'), 'utf8')).toBe('fetched over the step network\n');
+      const first = addresses(root);
+      const other = addresses(root2);
+      expect(first.length).toBeGreaterThan(0);
+      expect(other.length).toBeGreaterThan(0);
+      expect(new Set([...first, ...other]).size, `${first.join(' ')} / ${other.join(' ')}`).toBe(first.length + other.length);
+    } finally {
+      await second.stop();
+    }
+    // The second daemon's stop tore its pool down and kept the bridge: the first daemon's pool is as it was.
+    expect(addresses(root2)).toEqual([]);
+    expectOnlyPool();
+    expect(leftovers().netns.length).toBeGreaterThan(0);
+  }, 60_000);
+
   it("a killed daemon's step networks are reaped when it restarts", async () => {
     const ctx = context('killed', ['RUN ["/bin/busybox", "sh", "-c", "echo x > /x; exec /bin/busybox sleep 30"]']);
     const client = spawn(kilnBin(), ['build', '--addr', daemon.addr, '--progress=plain', ctx], { stdio: 'ignore' });
