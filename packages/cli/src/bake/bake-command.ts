@@ -8,10 +8,11 @@ import { FUNCTION_NAMES } from './hcl-functions.js';
 import { listTargets, parseListFlag } from './list.js';
 import { loadBakeConfig, readBakeFiles } from './load.js';
 import { printBake } from './print.js';
+import { applyRemoteInput, isRemoteUrl, readRemoteBakeFiles, remoteInput } from './remote-definition.js';
 import { readTargets } from './resolve.js';
 import { runBakeBuilds } from './run.js';
 
-export const BAKE_USAGE = `Usage:  kiln bake [OPTIONS] [TARGET...]
+export const BAKE_USAGE = `Usage:  kiln bake [OPTIONS] [URL [CONTEXT_URL]] [TARGET...]
 
 Build from a file
 
@@ -33,6 +34,9 @@ Options:
       --tlscert string           Client certificate (env KILN_TLS_CERT)
       --tlskey string            Client key (env KILN_TLS_KEY)
 
+A git or http(s) URL first reads the bake files from that remote (buildx's remote
+definition): targets' contexts default to it, relative ones are its directories,
+and cwd://PATH is a directory here (-f cwd://FILE: a local bake file).
 Variables are overridden from the environment (VAR=value kiln bake).
 HCL functions: ${FUNCTION_NAMES.join(', ')}.
 `;
@@ -93,13 +97,29 @@ export async function runBake(argv: readonly string[], io: CliIo): Promise<numbe
   if (flags['no-cache']) sets.push('*.no-cache=true');
   if (flags.pull) sets.push('*.pull=true');
 
-  const files = readBakeFiles(flags.file.length > 0 ? flags.file : envBakeFiles(io.vars), io.cwd);
-  const config = await loadBakeConfig(files, { env: io.vars, builtins: { BAKE_CMD_CONTEXT: 'cwd://', BAKE_LOCAL_PLATFORM: localPlatform() } });
+  // buildx: `bake URL [CONTEXT_URL] [TARGET...]` reads the definition from URL; a second URL is the command's context.
+  let targets = args;
+  let remote: ReturnType<typeof remoteInput> | undefined;
+  let cmdContext = 'cwd://';
+  if (targets[0] !== undefined && isRemoteUrl(targets[0])) {
+    remote = remoteInput(targets[0]);
+    targets = targets.slice(1);
+    if (targets[0] !== undefined && isRemoteUrl(targets[0])) {
+      cmdContext = targets[0];
+      targets = targets.slice(1);
+    }
+  }
+  const names = flags.file.length > 0 ? flags.file : envBakeFiles(io.vars);
+  const files = remote
+    ? await readRemoteBakeFiles(remote, names, io, { progress, addr: flags.addr, builder: flags.builder, tls: tlsFlagsOf(flags) })
+    : readBakeFiles(names, io.cwd);
+  const config = await loadBakeConfig(files, { env: io.vars, builtins: { BAKE_CMD_CONTEXT: cmdContext, BAKE_LOCAL_PLATFORM: localPlatform() } });
   if (list) {
     io.stdout.write(listTargets(config, list.format));
     return 0;
   }
-  const resolved = readTargets(config, args, sets, io.vars);
+  const resolved = readTargets(config, targets, sets, io.vars);
+  if (remote) applyRemoteInput(resolved.targets, remote);
   // buildx: SOURCE_DATE_EPOCH from the environment is a build arg of every target that has none.
   const epoch = io.vars.SOURCE_DATE_EPOCH;
   if (epoch) for (const t of resolved.targets.values()) if (t.args?.SOURCE_DATE_EPOCH === undefined) (t.args ??= {}).SOURCE_DATE_EPOCH = epoch;

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compileBuildOptions, parseBuildArgs } from '../build/build-options.js';
 import { envBakeFiles } from './bake-command.js';
+import { contextInRemote, remoteInput } from './remote-definition.js';
 import { targetBuildArgv } from './build-args.js';
 import type { Target } from './target.js';
 
@@ -67,8 +68,24 @@ describe('a bake target as kiln build arguments', () => {
     expect(opts.exports).toEqual([{ type: 'oci', attrs: { tar: 'false', name: 'kiln-bake/base:latest', 'session.output': 'out0' }, output: { id: 'out0', kind: 'dir', path: join(dir, 'work', 'layout-base') } }]);
   });
 
-  it('refuses a remote context by target name', () => {
-    expect(() => targetBuildArgv({ name: 'r', context: 'https://github.com/x/y.git' }, ctx)).toThrow('target "r": remote contexts are not supported');
+  it('builds a remote context as kiln build URL (relative Dockerfile inside it); cwd:// paths are local', () => {
+    const remote = compile({ name: 'r', context: 'https://example.com/x/y.git#main:app', dockerfile: 'Dockerfile.alt' });
+    expect(remote.remoteContext).toBe('https://example.com/x/y.git#main:app');
+    expect(remote.dockerfile.filename).toBe('Dockerfile.alt');
+    writeFileSync(join(dir, 'Dockerfile'), 'FROM scratch\n');
+    const local = compile({ name: 'l', context: 'cwd://', contexts: { extra: 'cwd://.' } });
+    expect(local.contextDir).toBe(dir);
+    expect(local.namedContexts).toEqual([expect.objectContaining({ name: 'extra', kind: 'local', path: dir })]);
+  });
+
+  it('resolves contexts of a remote definition as buildx', () => {
+    const input = remoteInput('git://127.0.0.1/repo.git#v1:sub');
+    expect(contextInRemote(undefined, input, 'c')).toBe('git://127.0.0.1/repo.git#v1:sub');
+    expect(contextInRemote('app/x', input, 'c')).toBe('git://127.0.0.1/repo.git#v1:sub/app/x');
+    expect(contextInRemote('cwd://here', input, 'c')).toBe('cwd://here');
+    expect(contextInRemote('target:base', input, 'c')).toBe('target:base');
+    expect(() => contextInRemote('../x', input, 'c')).toThrow('outside of the remote definition');
+    expect(() => contextInRemote('x', remoteInput('https://example.com/ctx.tar.gz'), 'c')).toThrow('http(s) remote definition');
   });
 
   it('reads BUILDX_BAKE_FILE as buildx (separator BUILDX_BAKE_FILE_SEPARATOR)', () => {

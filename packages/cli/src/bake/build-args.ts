@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { BUILD_FLAGS } from '../build/build-options.js';
 import { UsageError } from '../flags/usage-error.js';
+import { CWD_PREFIX, isRemoteUrl, localPath } from './remote-definition.js';
 import type { CacheEntry, ExportEntry, Target } from './target.js';
 
 /** Where a target's build reads what bake prepared: inline Dockerfiles and the OCI layouts of `target:` contexts. */
@@ -50,8 +51,9 @@ function needFlag(target: Target, field: string, flag: string): void {
 export function targetBuildArgv(t: Target, ctx: ArgvContext): string[] {
   const argv: string[] = [];
   const context = t.context ?? '.';
-  if (/^(https?:\/\/|git@|git:\/\/|ssh:\/\/)/.test(context)) throw new UsageError(`target "${t.name}": remote contexts are not supported: "${context}"`, 'context');
-  const contextDir = resolve(ctx.cwd, context);
+  // A git or http(s) URL is built as `kiln build URL` does; `cwd://PATH` is PATH here (remote definitions).
+  const remote = !context.startsWith(CWD_PREFIX) && isRemoteUrl(context);
+  const contextDir = remote ? context : localPath(ctx.cwd, context);
   if (t['dockerfile-inline'] !== undefined) {
     const dir = join(ctx.workDir, `inline-${createHash('sha256').update(t['dockerfile-inline']).digest('hex').slice(0, 16)}`);
     mkdirSync(dir, { recursive: true });
@@ -59,7 +61,10 @@ export function targetBuildArgv(t: Target, ctx: ArgvContext): string[] {
     argv.push('--file', join(dir, 'Dockerfile'));
   } else {
     const df = t.dockerfile ?? 'Dockerfile';
-    argv.push('--file', isAbsolute(df) ? df : join(contextDir, df));
+    // With a remote context a relative Dockerfile is a path inside it, as in `kiln build -f F URL`.
+    if (df.startsWith(CWD_PREFIX)) argv.push('--file', localPath(ctx.cwd, df));
+    else if (remote) argv.push('--file', df);
+    else argv.push('--file', isAbsolute(df) ? df : join(contextDir, df));
   }
   if (t.target !== undefined) argv.push('--target', t.target);
   for (const [k, v] of Object.entries(t.args ?? {})) if (v !== null) argv.push('--build-arg', `${k}=${v}`);
@@ -68,7 +73,8 @@ export function targetBuildArgv(t: Target, ctx: ArgvContext): string[] {
   for (const p of t.platforms ?? []) argv.push('--platform', p);
   for (const [name, value] of Object.entries(t.contexts ?? {})) {
     const dep = value.startsWith('target:') ? value.slice('target:'.length) : undefined;
-    argv.push('--build-context', `${name}=${dep !== undefined ? `oci-layout://${ctx.layoutOf(dep)}:latest` : value}`);
+    const local = value.startsWith(CWD_PREFIX) ? localPath(ctx.cwd, value) : value;
+    argv.push('--build-context', `${name}=${dep !== undefined ? `oci-layout://${ctx.layoutOf(dep)}:latest` : local}`);
   }
   for (const c of t['cache-from'] ?? []) argv.push('--cache-from', cacheCsv(c));
   for (const c of t['cache-to'] ?? []) argv.push('--cache-to', cacheCsv(c));
