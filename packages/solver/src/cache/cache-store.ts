@@ -10,6 +10,14 @@ export interface CacheRecord {
   createdAtMs: number;
   lastUsedAtMs: number;
   usageCount: number;
+  /**
+   * How long producing the result took when it ran (ms); null when unknown
+   * (records from before it was kept, results taken from an imported cache).
+   * A result pulled to another worker keeps it: what pulling must beat.
+   */
+  runMs: number | null;
+  /** The content-store lease keeping the layer blobs of a result pulled from another worker (its layers are read from them); null otherwise. */
+  lease: string | null;
 }
 
 /** The worker retention owner of every ref the cache holds. */
@@ -36,13 +44,17 @@ export class CacheStore {
       last_used_at INTEGER NOT NULL,
       usage_count INTEGER NOT NULL
     )`);
-    const cols = 'key, worker_id AS workerId, refs, description, created_at AS createdAtMs, last_used_at AS lastUsedAtMs, usage_count AS usageCount';
+    // Added after the table first shipped: databases made before it gain the column.
+    const columns = db.prepare('PRAGMA table_info(cache_records)').all() as { name: string }[];
+    if (!columns.some((c) => c.name === 'run_ms')) db.exec('ALTER TABLE cache_records ADD COLUMN run_ms INTEGER');
+    if (!columns.some((c) => c.name === 'lease')) db.exec('ALTER TABLE cache_records ADD COLUMN lease TEXT');
+    const cols = 'key, worker_id AS workerId, refs, description, created_at AS createdAtMs, last_used_at AS lastUsedAtMs, usage_count AS usageCount, run_ms AS runMs, lease';
     this.getStmt = db.prepare(`SELECT ${cols} FROM cache_records WHERE key = ?`);
     this.listStmt = db.prepare(`SELECT ${cols} FROM cache_records ORDER BY last_used_at DESC`);
     this.putStmt = db.prepare(
-      `INSERT INTO cache_records (key, worker_id, refs, description, created_at, last_used_at, usage_count) VALUES (?, ?, ?, ?, ?, ?, 1)
+      `INSERT INTO cache_records (key, worker_id, refs, description, created_at, last_used_at, usage_count, run_ms, lease) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)
        ON CONFLICT(key) DO UPDATE SET worker_id = excluded.worker_id, refs = excluded.refs, description = excluded.description,
-         last_used_at = excluded.last_used_at, usage_count = usage_count + 1`,
+         last_used_at = excluded.last_used_at, usage_count = usage_count + 1, run_ms = excluded.run_ms, lease = excluded.lease`,
     );
     this.touchStmt = db.prepare('UPDATE cache_records SET last_used_at = ?, usage_count = usage_count + 1 WHERE key = ?');
     this.delStmt = db.prepare('DELETE FROM cache_records WHERE key = ?');
@@ -53,11 +65,12 @@ export class CacheStore {
     return row && { ...row, refs: JSON.parse(row.refs) as string[] };
   }
 
-  /** Stores (or replaces) the result of `key`; returns the record it replaced. */
-  put(key: string, workerId: string, refs: string[], description: string): CacheRecord | undefined {
+  /** Stores (or replaces) the result of `key`; returns the record it replaced. See CacheRecord for `runMs` and `lease`. */
+  put(key: string, workerId: string, refs: string[], description: string, extra: { runMs?: number | null; lease?: string | null } = {}): CacheRecord | undefined {
     const old = this.get(key);
     const now = this.now();
-    this.putStmt.run(key, workerId, JSON.stringify(refs), description, now, now);
+    const runMs = extra.runMs ?? null;
+    this.putStmt.run(key, workerId, JSON.stringify(refs), description, now, now, runMs === null ? null : Math.round(runMs), extra.lease ?? null);
     return old;
   }
 

@@ -9,7 +9,7 @@ const NOW = 10_000_000;
 function entry(key: string, lastUsedAgoMs: number, size: number, more: { inUse?: boolean; description?: string } = {}): CacheUsageEntry {
   const lastUsedAtMs = NOW - lastUsedAgoMs;
   return {
-    entry: { key, workerId: 'w', refs: [key], description: more.description ?? key, createdAtMs: lastUsedAtMs, lastUsedAtMs, usageCount: 1 },
+    entry: { key, workerId: 'w', refs: [key], description: more.description ?? key, createdAtMs: lastUsedAtMs, lastUsedAtMs, usageCount: 1, runMs: null, lease: null },
     record: create(control.UsageRecordSchema, {
       id: key,
       size: BigInt(size),

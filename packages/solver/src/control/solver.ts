@@ -150,7 +150,7 @@ export class Solver {
       readerName: `solver-${subjectToken(opts.instanceId ?? 'solver')}`,
       ready: this.streamReady,
     });
-    this.cache = new VertexCache(new CacheStore(this.db), opts.workers, opts.logger.child({ component: 'cache' }));
+    this.cache = new VertexCache(new CacheStore(this.db), opts.workers, opts.logger.child({ component: 'cache' }), opts.content);
     this.cacheUsage = new CacheUsage(this.cache, opts.workers);
     this.gateways = new BuildGateways(opts.workers, () => this.registry, opts.sessions);
     this.scheduler = new Scheduler<OpResult>({
@@ -259,7 +259,7 @@ export class Solver {
       } catch (err) {
         if (signal.aborted || !(await this.workerLost(worker, err))) throw err;
         const reason = lostReason(worker.id, err);
-        // Refs do not move between workers: the other worker runs the build again; what its cache holds is reused.
+        // The other worker runs the build again: what its cache holds (or other live workers can hand it) is reused.
         const other = await choose(new Set([worker.id])).catch(() => undefined);
         if (!other) {
           throw new KilnError('unavailable', `worker "${worker.id}" was lost (${reason}) and no other fitting worker is available to retry the build`, { worker: worker.id }, { cause: err });
@@ -684,7 +684,9 @@ export class Solver {
     let publishedStart = false;
     let imported = false;
     try {
-      const res = await this.cache.resolve(cacheKey, worker, { lookup, description: v.name, holder: b.buildId }, async () => {
+      // Only a step's result moves between workers: a source runs where it is needed (a pulled image keeps its base layers).
+      const pull = v.op.op.op.case === 'source' ? undefined : { buildId: b.buildId, signal };
+      const res = await this.cache.resolve(cacheKey, worker, { lookup, description: v.name, holder: b.buildId, ...(pull ? { pull } : {}) }, async () => {
         const fromImport = lookup && b.imports?.has(cacheKey) ? await b.imports.materialise(cacheKey, worker, b.buildId, signal) : undefined;
         if (fromImport) {
           imported = true;

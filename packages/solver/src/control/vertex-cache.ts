@@ -1,6 +1,13 @@
+import type { Client } from '@connectrpc/connect';
+import type { content as contentApi } from '@kiln/api';
 import type { Logger } from '@kiln/common';
 import { CACHE_OWNER, type CacheRecord, type CacheStore } from '../cache/cache-store.js';
+import { PullCost } from './pull-cost.js';
+import { pullResult } from './result-pull.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
+
+/** Longest a pull may take beyond its estimate before the step runs instead (a hung holder). */
+const PULL_SLACK_MS = 10_000;
 
 /** A result taken from the cache: refs held for the taker under an ephemeral retention `holdOwner`. */
 export interface CacheHit {
@@ -16,15 +23,23 @@ export interface CacheHit {
  * for the build that uses it, dropped with `releaseHit`. Identical keys
  * computed at once by several builds run once: the others wait for the
  * first and then take its result from the cache.
+ *
+ * A result held by another live worker is pulled to the asking one through
+ * the content tier (see pullResult) when that is expected to cost less than
+ * running the step took (see PullCost); the record then moves to the
+ * asking worker, as it does when a step is rebuilt there.
  */
 export class VertexCache {
   private readonly inflight = new Map<string, Promise<unknown>>();
   private holds = 0;
+  private readonly pullCost = new PullCost();
 
   constructor(
     private readonly store: CacheStore,
     private readonly workers: WorkerPool,
     private readonly logger: Logger,
+    /** The content tier, through which results move between workers; absent: they never do. */
+    private readonly content?: () => Promise<Client<typeof contentApi.ContentService>>,
   ) {}
 
   /**
@@ -35,18 +50,33 @@ export class VertexCache {
   async resolve(
     key: string,
     worker: WorkerHandle,
-    opts: { lookup: boolean; description: string; holder: string },
+    opts: { lookup: boolean; description: string; holder: string; pull?: { buildId: string; signal: AbortSignal } },
     produce: () => Promise<string[]>,
-  ): Promise<{ refs: string[]; workerId: string; cached: boolean; holdOwner?: string }> {
+  ): Promise<{ refs: string[]; workerId: string; cached: boolean; holdOwner?: string; pulledFrom?: string }> {
     if (opts.lookup) {
-      const running = this.inflight.get(key);
-      if (running) await running.catch(() => undefined);
-      const hit = await this.lookup(key, worker, opts.holder);
-      if (hit) return { ...hit, cached: true };
+      for (;;) {
+        const running = this.inflight.get(key);
+        if (running) await running.catch(() => undefined);
+        const hit = await this.lookup(key, worker, opts.holder);
+        if (hit) return { ...hit, cached: true };
+        if (!opts.pull) break;
+        // Checked and set with no await between: one pull of a key at a time (a second asker waits and finds it local).
+        if (this.inflight.has(key)) continue;
+        const pulling = this.pullFrom(key, worker, opts.holder, opts.pull);
+        this.inflight.set(key, pulling);
+        try {
+          const pulled = await pulling;
+          if (pulled) return { ...pulled, cached: true };
+        } finally {
+          if (this.inflight.get(key) === pulling) this.inflight.delete(key);
+        }
+        break;
+      }
     }
+    const startedMs = Date.now();
     const run = produce();
     const settled = run.then(
-      async (refs) => this.save(key, worker, refs, opts.description),
+      async (refs) => this.save(key, worker, refs, opts.description, Date.now() - startedMs),
       () => undefined,
     );
     this.inflight.set(key, settled);
@@ -76,11 +106,63 @@ export class VertexCache {
     return { workerId: worker.id, refs: rec.refs, holdOwner };
   }
 
-  private async save(key: string, worker: WorkerHandle, refs: string[], description: string): Promise<void> {
+  /**
+   * The result of `key` another live worker holds, pulled to `worker` and
+   * held for `holder`, when pulling is expected to be cheaper than running
+   * the step; undefined otherwise, or when the pull fails (logged: the step
+   * then runs).
+   */
+  private async pullFrom(key: string, worker: WorkerHandle, holder: string, p: { buildId: string; signal: AbortSignal }): Promise<(CacheHit & { pulledFrom: string }) | undefined> {
+    const rec = this.store.get(key);
+    if (!rec || rec.workerId === worker.id || !this.content) return undefined;
+    const from = await this.workers.get(rec.workerId);
+    if (!from) return undefined;
+    const log = this.logger.child({ key, step: rec.description, from: from.id, to: worker.id });
+    const deadline = new AbortController();
+    const signal = AbortSignal.any([p.signal, deadline.signal]);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      timer = setTimeout(() => deadline.abort(new Error('the pull took too long')), PULL_SLACK_MS);
+      const usage = await from.client.refUsage({ refs: rec.refs }, { signal });
+      if (usage.usage.some((u) => !u.found)) return undefined;
+      const bytes = usage.usage.reduce((n, u) => n + Number(u.size), 0);
+      const estimateMs = Math.round(this.pullCost.estimateMs(bytes));
+      if (!this.pullCost.shouldPull(bytes, rec.runMs)) {
+        log.info({ bytes, estimateMs, runMs: rec.runMs }, 'running a step another worker holds: pulling it would cost more');
+        return undefined;
+      }
+      clearTimeout(timer);
+      timer = setTimeout(() => deadline.abort(new Error('the pull took too long')), 3 * estimateMs + PULL_SLACK_MS);
+      const startedMs = Date.now();
+      const pulled = await pullResult(from, worker, rec.refs, await this.content(), { buildId: p.buildId, signal });
+      const tookMs = Date.now() - startedMs;
+      this.pullCost.observe(bytes, tookMs);
+      const holdOwner = `${holder}#${++this.holds}`;
+      try {
+        await worker.client.retain({ refs: pulled.refs, owner: CACHE_OWNER });
+        await worker.client.retain({ refs: pulled.refs, owner: holdOwner, ephemeral: true });
+      } finally {
+        // The import's own reference: the retentions hold the refs now.
+        await worker.client.release({ refs: pulled.refs });
+      }
+      const old = this.store.put(key, worker.id, pulled.refs, rec.description, { runMs: rec.runMs, lease: pulled.lease });
+      if (old) await this.dropUnreferenced(old);
+      log.info({ bytes, estimateMs, tookMs, runMs: rec.runMs }, 'step result pulled from another worker instead of running it');
+      return { workerId: worker.id, refs: pulled.refs, holdOwner, pulledFrom: from.id };
+    } catch (err) {
+      if (p.signal.aborted) throw err;
+      log.warn({ err }, 'failed to pull a step result from another worker; running the step');
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async save(key: string, worker: WorkerHandle, refs: string[], description: string, runMs: number): Promise<void> {
     try {
       const res = await worker.client.retain({ refs, owner: CACHE_OWNER });
       if (res.missing.length > 0) return;
-      const old = this.store.put(key, worker.id, refs, description);
+      const old = this.store.put(key, worker.id, refs, description, { runMs });
       if (old) await this.dropUnreferenced(old);
     } catch (err) {
       this.logger.warn({ err, key }, 'failed to store a cache record');
@@ -115,5 +197,9 @@ export class VertexCache {
     if (refs.length === 0) return;
     const w = await this.workers.get(rec.workerId);
     await w?.client.drop({ refs, owner: CACHE_OWNER }).catch((err: unknown) => this.logger.warn({ err, key: rec.key }, 'failed to drop cache refs'));
+    // A pulled result's blobs are needed no longer once its refs are gone.
+    if (rec.lease && this.content && refs.length === rec.refs.length) {
+      await (await this.content()).deleteLease({ id: rec.lease }).catch((err: unknown) => this.logger.warn({ err, key: rec.key, lease: rec.lease }, 'failed to delete a pulled result\'s lease'));
+    }
   }
 }
