@@ -13,11 +13,15 @@ interface CacheFile {
 /**
  * Layers already made, by what determines their bytes (snapshot, parent,
  * compression, level, epoch). Kept in memory and, with a `file`, persisted
- * as JSON (rewritten atomically on each change) so a restart keeps it.
- * Entries are hints: callers check that the blob still exists before reuse.
+ * as JSON (rewritten atomically after changes, once per turn of the event
+ * loop: an export of 40 layers rewrote it 40 times, 0.26 s of synchronous
+ * renames on a loaded host) so a restart keeps it. Entries are hints:
+ * callers check that the blob still exists before reuse, so changes a crash
+ * loses before the write cost only a recompression.
  */
 export class LayerCache {
   private readonly layers = new Map<string, CachedLayer>();
+  private pendingSave: NodeJS.Immediate | undefined;
 
   constructor(
     private readonly file: string | undefined,
@@ -38,11 +42,19 @@ export class LayerCache {
 
   set(key: string, layer: CachedLayer): void {
     this.layers.set(key, layer);
-    this.save();
+    this.scheduleSave();
   }
 
   delete(key: string): void {
-    if (this.layers.delete(key)) this.save();
+    if (this.layers.delete(key)) this.scheduleSave();
+  }
+
+  /** Writes pending changes now (at close). */
+  flush(): void {
+    if (!this.pendingSave) return;
+    clearImmediate(this.pendingSave);
+    this.pendingSave = undefined;
+    this.save();
   }
 
   /** Forgets entries whose key mentions the snapshot `id` (it was removed). */
@@ -54,10 +66,18 @@ export class LayerCache {
         changed = true;
       }
     }
-    if (changed) this.save();
+    if (changed) this.scheduleSave();
   }
 
-  // Synchronous: small file, rare writes, and no interleaving of concurrent saves.
+  private scheduleSave(): void {
+    if (!this.file || this.pendingSave) return;
+    this.pendingSave = setImmediate(() => {
+      this.pendingSave = undefined;
+      this.save();
+    });
+  }
+
+  // Synchronous: small file, and no interleaving of concurrent saves.
   private save(): void {
     if (!this.file) return;
     try {

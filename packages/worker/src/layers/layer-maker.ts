@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { CanceledError, KilnError, type Logger } from '@kiln/common';
-import { planTreeDiff, readTreeXattrs, type LayerPart } from '@kiln/snapshotter';
+import { planTreeDiff, readTreeXattrs, type LayerPart, type TreeXattrs } from '@kiln/snapshotter';
 import type { CompressPool } from './compress-pool.js';
 import { leaseIfPresent, readBlob, UNCOMPRESSED_LABEL, writeBlob, writeBlobFile, type ContentClient } from './content-blobs.js';
 import type { CachedLayer, LayerCache } from './layer-cache.js';
@@ -59,11 +59,18 @@ export interface LayerMakerOptions {
  */
 export class LayerMaker {
   private readonly inflight = new Map<string, Promise<CachedLayer>>();
+  /**
+   * Extended attributes of recently diffed snapshots, by id: a committed
+   * snapshot never changes, and in a chain each one is the child of one
+   * diff and the parent of the next, so it is read once, not twice.
+   */
+  private readonly xattrs = new Map<string, Promise<TreeXattrs>>();
 
   constructor(private readonly o: LayerMakerOptions) {}
 
   /** Stops the compression threads and removes staged files. */
   async close(): Promise<void> {
+    this.o.cache.flush();
     await this.o.pool.close();
     await rm(this.o.tmpDir, { recursive: true, force: true });
   }
@@ -156,7 +163,7 @@ export class LayerMaker {
       throw err;
     });
     try {
-      const [parentXattrs, childXattrs] = await Promise.all([lower ? readTreeXattrs(lower.path, req.signal) : undefined, readTreeXattrs(child.path, req.signal)]);
+      const [parentXattrs, childXattrs] = await Promise.all([lower ? this.xattrsOf(parent!, lower.path, req.signal) : undefined, this.xattrsOf(id, child.path, req.signal)]);
       const plan = planTreeDiff(lower?.path, child.path, { sourceDateEpoch: req.sourceDateEpoch, parentXattrs, childXattrs, signal: req.signal });
       if (plan.entries === 0) return { empty: true };
       return await this.compressAndStore(plan.parts, req);
@@ -164,6 +171,20 @@ export class LayerMaker {
       await lower?.release();
       await child.release();
     }
+  }
+
+  /** The extended attributes of committed snapshot `id`, mounted at `dir` (read once while recent). */
+  private async xattrsOf(id: string, dir: string, signal?: AbortSignal): Promise<TreeXattrs> {
+    signal?.throwIfAborted();
+    let p = this.xattrs.get(id);
+    if (!p) {
+      p = readTreeXattrs(dir);
+      this.xattrs.set(id, p);
+      p.catch(() => this.xattrs.delete(id));
+      // A bound, not a policy: a chain's neighbours are read close together.
+      if (this.xattrs.size > XATTR_CACHE_ENTRIES) this.xattrs.delete(this.xattrs.keys().next().value!);
+    }
+    return p;
   }
 
   /** Compresses a tar on a pool thread into a staged file, then writes it to the content store. */
@@ -224,6 +245,8 @@ export class LayerMaker {
     }
   }
 }
+
+const XATTR_CACHE_ENTRIES = 256;
 
 /** Decompresses a layer blob (gzip in-process, zstd through Debian's `zstd`). */
 async function* decompress(src: AsyncIterable<Uint8Array>, compression: LayerCompression): AsyncGenerator<Uint8Array> {
