@@ -197,6 +197,32 @@ describe('getLayers', () => {
     expect(digests[1]).toBe(digests[0]);
   });
 
+  it('stores gzip members that do not compress (noise) and deflates those that do, readable as one stream', async () => {
+    const noise = createHash('sha512');
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < (8 << 20) / 64; i++) chunks.push(noise.copy().update(String(i)).digest());
+    const state = FileChain.start()
+      .mkfile('/a-noise.bin', 0o644, Buffer.concat(chunks))
+      .mkfile('/b-zeros.bin', 0o644, Buffer.alloc(8 << 20))
+      .apply(local('context'));
+    const w = newWorker();
+    const ref = (await solve(w, state))!;
+    const layer = (await w.getLayers(ref, { sourceDateEpoch: 0 })).at(-1)!;
+    const blob = blobOf(layer.digest);
+    // Each member: a 10-byte gzip header (no flags), then deflate blocks; BTYPE 00 (bits 1-2 of the first byte) is a stored block.
+    const blockTypes: number[] = [];
+    for (let i = 0; i + 10 < blob.length; i++) {
+      if (blob[i] === 0x1f && blob[i + 1] === 0x8b && blob[i + 2] === 8 && blob[i + 3] === 0) blockTypes.push((blob[i + 10]! >> 1) & 3);
+    }
+    // Members are cut every 4 MiB of tar: two of noise, then the zeros (a stray header match inside stored noise is possible, so look at the ends).
+    expect(blockTypes.slice(0, 2)).toEqual([0, 0]);
+    expect(blockTypes.at(-1)).not.toBe(0);
+    expect(blob.length).toBeLessThan((8 << 20) + (1 << 20));
+    expect(sha(gunzipSync(blob))).toBe(layer.diffId);
+    expect(sha(execFileSync('gzip', ['-dc'], { input: blob, maxBuffer: 64 << 20 }))).toBe(layer.diffId);
+    expect(gnuList(blob, 'z')).toEqual(['a-noise.bin', 'b-zeros.bin']);
+  });
+
   it('fails clearly without a content store or for an unknown ref, and over RPC', async () => {
     const none = newWorker({ withContent: false });
     const ref = (await solve(none, build()))!;
