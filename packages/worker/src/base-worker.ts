@@ -25,7 +25,7 @@ import { createLayerMaker } from './layers/index.js';
 import type { LayerMaker } from './layers/layer-maker.js';
 import { LineageSnapshotter } from './layers/lineage.js';
 import { compressionLevel } from './layers/media-types.js';
-import { runExecOp } from './ops/exec-op.js';
+import { runExecOp, sshForwarder } from './ops/exec-op.js';
 import { runFileOp } from './ops/file-op.js';
 import { runMergeOp } from './ops/merge-op.js';
 import { runGitSource } from './ops/git-source.js';
@@ -285,7 +285,9 @@ export class BaseWorker implements Worker {
         if (identifier.startsWith('https://') || identifier.startsWith('http://')) {
           return runHttpSource(ctx, { url: identifier, attrs, progressIntervalMs: this.o.progressIntervalMs });
         }
-        if (identifier.startsWith('git://')) return runGitSource(ctx, { identifier, attrs });
+        if (identifier.startsWith('git://')) {
+          return runGitSource(ctx, { identifier, attrs, sshForward: sshForwarder({ sessions: this.o.sessions, sessionId: req.sessionId }), logger: this.logger });
+        }
         throw new UnimplementedError(`source ${identifier} is not supported yet by the ${this.o.backend} worker`, { identifier });
       }
       case 'file':

@@ -250,8 +250,8 @@ function checkSupported(exec: llb.ExecOp): void {
   if (meta.cgroupParent) throw new UnimplementedError('cgroup parent is not supported yet');
 }
 
-/** Connections to the client's SSH agents through the session's ForwardSsh, if the session serves it. */
-function sshForwarder(env: ExecEnv): SshForwarder | undefined {
+/** Connections to the client's SSH agents through the session's ForwardSsh, if the session serves it (also used by git sources over SSH). */
+export function sshForwarder(env: Pick<ExecEnv, 'sessions' | 'sessionId'>): SshForwarder | undefined {
   const forwardSsh = env.sessions.forwardSsh?.bind(env.sessions);
   if (!forwardSsh) return undefined;
   return async function* (id, input, signal) {
@@ -267,7 +267,7 @@ function sshForwarder(env: ExecEnv): SshForwarder | undefined {
  * Whether the client forwarded agent `id`: one connection opened and closed
  * at once (the client answers not_found when it has no such agent).
  */
-async function agentForwarded(forward: SshForwarder, id: string, signal?: AbortSignal): Promise<boolean> {
+export async function agentForwarded(forward: SshForwarder, id: string, signal?: AbortSignal): Promise<boolean> {
   const probe = new AbortController();
   const onAbort = () => probe.abort();
   signal?.addEventListener('abort', onAbort, { once: true });

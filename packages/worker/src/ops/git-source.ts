@@ -3,7 +3,10 @@ import { lstatSync, lutimesSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { CanceledError, InvalidArgumentError } from '@kiln/common';
+import { writeFile } from 'node:fs/promises';
+import { CanceledError, InvalidArgumentError, silentLogger, type Logger } from '@kiln/common';
+import { SshAgentSocket, type SshForwarder } from '../exec/ssh-agent-socket.js';
+import { agentForwarded } from './exec-op.js';
 import { resolveInRoot } from '@kiln/snapshotter';
 import { OpFailure } from './op-failure.js';
 import { newSnapshotKey, type OpContext, type OpResult } from './op-context.js';
@@ -14,7 +17,16 @@ export const GIT_ATTRS = {
   keepGitDir: 'git.keepgitdir',
   subdir: 'git.subdir',
   checksum: 'git.checksum',
+  /** The `--ssh` id whose agent an SSH remote is fetched with (default "default"). */
+  mountSshSock: 'git.mountsshsock',
+  /** known_hosts lines the SSH remote's host key must match. */
+  knownSshHosts: 'git.knownsshhosts',
 } as const;
+
+/** An SSH remote: `ssh://`, `git+ssh://` or scp-like `USER@HOST:PATH`. */
+export function isSshRemote(remote: string): boolean {
+  return /^(ssh|git\+ssh):\/\//i.test(remote) || (!remote.includes('://') && /^[^/@]+@[^/:]+:/.test(remote));
+}
 
 export interface GitSource {
   /** What `git fetch` is given. */
@@ -58,7 +70,33 @@ export interface GitSourceParams {
   attrs: Record<string, string>;
   /** Default "git" from PATH. */
   gitBinary?: string;
+  /** Relays to the build client's SSH agents (SessionService.ForwardSsh), for SSH remotes. */
+  sshForward?: SshForwarder;
+  logger?: Logger;
 }
+
+/**
+ * The ssh command git runs for an SSH remote, as BuildKit's git source: no
+ * config file and no key of the daemon's user (HOME is a scratch dir), only
+ * the forwarded agent; the host key is checked against `git.knownsshhosts`
+ * when the op carries it, else (as BuildKit without known hosts) not at all.
+ */
+async function sshEnv(src: GitSource, attrs: Record<string, string>, p: GitSourceParams, tmp: string, signal?: AbortSignal): Promise<{ env: Record<string, string>; agent?: SshAgentSocket; missing?: string }> {
+  const opts = ['-F', '/dev/null', '-o', 'BatchMode=yes'];
+  const known = attrs[GIT_ATTRS.knownSshHosts];
+  if (known) {
+    const file = path.join(tmp, 'known_hosts');
+    await writeFile(file, known.endsWith('\n') ? known : `${known}\n`, { mode: 0o600 });
+    opts.push('-o', `UserKnownHostsFile=${file}`, '-o', 'StrictHostKeyChecking=yes');
+  } else opts.push('-o', 'UserKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=no');
+  const env: Record<string, string> = { GIT_SSH_COMMAND: `ssh ${opts.join(' ')}` };
+  if (!isSshRemote(src.remote)) return { env };
+  const id = attrs[GIT_ATTRS.mountSshSock] || 'default';
+  if (!p.sshForward || !(await agentForwarded(p.sshForward, id, signal))) return { env, missing: id };
+  const agent = await SshAgentSocket.listen(path.join(tmp, 'agent.sock'), { id, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, mode: 0o600, forward: p.sshForward, logger: p.logger ?? silentLogger() });
+  return { env: { ...env, SSH_AUTH_SOCK: agent.path }, agent };
+}
+
 
 /**
  * `git://...`: fetches the ref (shallow when the remote allows it) with the
@@ -74,10 +112,19 @@ export async function runGitSource(ctx: OpContext, p: GitSourceParams): Promise<
   const statusId = `fetching ${shown}${src.ref ? `#${src.ref}` : ''}`;
   const startedMs = Date.now();
   const tmp = await mkdtemp(path.join(tmpdir(), 'kiln-git-'));
-  const git = (args: string[], cwd = tmp) => run(p.gitBinary ?? 'git', args, cwd, tmp, ctx.signal);
   const key = newSnapshotKey(ctx.digest, 'git');
   let prepared = false;
+  let ssh: Awaited<ReturnType<typeof sshEnv>> | undefined;
   try {
+    ssh = await sshEnv(src, p.attrs, p, tmp, ctx.signal);
+    const extraEnv = ssh.env;
+    const missing = ssh.missing;
+    const git = (args: string[], cwd = tmp) =>
+      run(p.gitBinary ?? 'git', args, cwd, tmp, ctx.signal, extraEnv).catch((err: unknown) => {
+        // An SSH remote without a forwarded agent: say how to forward one.
+        if (missing && err instanceof OpFailure) throw new OpFailure(`${err.message} (no SSH agent "${missing}" was forwarded for ${shown}: pass --ssh ${missing})`);
+        throw err;
+      });
     await git(['init', '-q', 'repo']);
     const repo = path.join(tmp, 'repo');
     await git(['remote', 'add', 'origin', src.remote], repo);
@@ -125,6 +172,7 @@ export async function runGitSource(ctx: OpContext, p: GitSourceParams): Promise<
     if (err instanceof OpFailure || err instanceof InvalidArgumentError) throw err;
     throw OpFailure.wrap(`failed to fetch ${shown}${src.ref ? ` at ${src.ref}` : ''}`, err);
   } finally {
+    await ssh?.agent?.close().catch(() => undefined);
     await rm(tmp, { recursive: true, force: true });
   }
 }
@@ -151,7 +199,7 @@ function setTimes(dir: string, sec: number, skip: Set<string>): void {
   walk(dir, true);
 }
 
-function run(bin: string, args: string[], cwd: string, home: string, signal?: AbortSignal): Promise<string> {
+function run(bin: string, args: string[], cwd: string, home: string, signal?: AbortSignal, extraEnv: Record<string, string> = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
       bin,
@@ -167,6 +215,7 @@ function run(bin: string, args: string[], cwd: string, home: string, signal?: Ab
           GIT_CONFIG_NOSYSTEM: '1',
           GIT_ASKPASS: 'true',
           GIT_SSH_COMMAND: 'ssh -o BatchMode=yes',
+          ...extraEnv,
         },
       },
       (err, stdout, stderr) => {

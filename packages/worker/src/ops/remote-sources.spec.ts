@@ -10,7 +10,7 @@ import { source } from '@kiln/llb';
 import { createDirectorySnapshotter } from '@kiln/snapshotter';
 import { createEventCollector, createFakeSession, FakeExecutor, readTar, solve } from '../testing/index.js';
 import { createWorker, type Worker } from '../worker.js';
-import { parseGitSource } from './git-source.js';
+import { isSshRemote, parseGitSource } from './git-source.js';
 
 const sha = (b: string | Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -124,6 +124,11 @@ describe('remote sources', () => {
         subdir: 'b',
         keepGitDir: true,
       });
+    });
+
+    it('tells SSH remotes (agent forwarded, host key rules) from others', () => {
+      for (const r of ['ssh://git@127.0.0.1:2222/repo.git', 'git+ssh://h/x', 'git@127.0.0.1:repo.git', 'root@host:/srv/x.git']) expect(isSshRemote(r), r).toBe(true);
+      for (const r of ['https://user@host/x.git', 'git://host/x.git', 'file:///x', '/srv/x.git']) expect(isSshRemote(r), r).toBe(false);
     });
 
     it('checks out HEAD, a tag, a commit and a subdir, with mtimes set to the commit time', async () => {
