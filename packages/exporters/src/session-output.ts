@@ -1,5 +1,7 @@
 import { InvalidArgumentError } from '@kiln/common';
 import type { Exporter, ExportSource } from './exporter.js';
+import { withStatementFiles } from './attestation-files.js';
+import { exportPredicates } from './image/attestations.js';
 import { platformFolder, prefixedTars } from './platform-folders.js';
 
 /** The client output id an exporter writes to (set by the CLI as `session.output`). */
@@ -36,7 +38,9 @@ export const localExporter = tarToClient('local');
 /** type=tar,dest=FILE|-: the result's files as one tar. */
 export const tarExporter = tarToClient('tar');
 
+/** The result's files, plus the attestations asked for (`--sbom`, `--provenance`) as statement files beside them (per platform folder). */
 function resultTar(src: ExportSource, signal?: AbortSignal): AsyncIterable<Uint8Array> {
-  if (!src.platforms?.length) return src.openTar(signal);
-  return prefixedTars(src.platforms.map((p) => ({ prefix: platformFolder(p.platform), open: () => p.openTar(signal) })));
+  const predicates = exportPredicates(src);
+  if (!src.platforms?.length) return withStatementFiles(src.openTar(signal), predicates.of(0));
+  return prefixedTars(src.platforms.map((p, i) => ({ prefix: platformFolder(p.platform), open: () => withStatementFiles(p.openTar(signal), predicates.of(i)) })));
 }

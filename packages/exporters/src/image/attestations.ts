@@ -1,5 +1,5 @@
 import { MediaType, type Descriptor } from '@kiln/registry';
-import type { ExporterContext } from '../exporter.js';
+import type { ExporterContext, ExportSource } from '../exporter.js';
 import { manifestRefLabels, type AssembledImage } from './assemble.js';
 import type { BlobStore } from './blob-store.js';
 import type { ExportedImage } from './image-index.js';
@@ -12,7 +12,7 @@ export const PREDICATE_TYPE_ANNOTATION = 'in-toto.io/predicate-type';
 export const SLSA_PROVENANCE_V02 = 'https://slsa.dev/provenance/v0.2';
 /** An SPDX SBOM statement's predicate type (BuildKit's `--sbom`). */
 export const SPDX_DOCUMENT = 'https://spdx.dev/Document';
-const IN_TOTO_STATEMENT_V01 = 'https://in-toto.io/Statement/v0.1';
+export const IN_TOTO_STATEMENT_V01 = 'https://in-toto.io/Statement/v0.1';
 
 /** One predicate to attest about an image of an export. */
 export interface Predicate {
@@ -104,4 +104,15 @@ export async function attachAttestations(
 
 function platformOf(image: AssembledImage): { os: string; architecture: string; variant?: string } {
   return { architecture: image.platform.architecture, os: image.platform.os, ...(image.platform.variant ? { variant: image.platform.variant } : {}) };
+}
+
+/**
+ * The predicates an export carries, per image (in `platforms` order, or the
+ * one result): the build's provenance (about every image) and each
+ * result's SPDX document.
+ */
+export function exportPredicates(src: Pick<ExportSource, 'provenance' | 'platforms' | 'sbom'>): { any: boolean; of: (i: number) => Predicate[] } {
+  const provenance: Predicate[] = src.provenance?.length ? [{ type: SLSA_PROVENANCE_V02, body: JSON.parse(Buffer.from(src.provenance).toString('utf8')) as unknown }] : [];
+  const sboms = (src.platforms ?? [src]).map((p): Predicate[] => (p.sbom?.length ? [{ type: SPDX_DOCUMENT, body: JSON.parse(Buffer.from(p.sbom).toString('utf8')) as unknown }] : []));
+  return { any: provenance.length > 0 || sboms.some((x) => x.length > 0), of: (i) => [...provenance, ...(sboms[i] ?? [])] };
 }

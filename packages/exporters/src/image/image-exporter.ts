@@ -2,7 +2,7 @@ import { InvalidArgumentError, UnavailableError } from '@kiln/common';
 import { formatReference, parseReference } from '@kiln/registry';
 import type { Exporter } from '../exporter.js';
 import { withExportLease } from './assemble.js';
-import { attachAttestations, SLSA_PROVENANCE_V02, SPDX_DOCUMENT, type Predicate } from './attestations.js';
+import { attachAttestations, exportPredicates } from './attestations.js';
 import { assembleExport, exportResponse } from './image-index.js';
 import { rfc3339 } from './image-config.js';
 import { boolAttr, compileImageOptions } from './image-options.js';
@@ -35,11 +35,8 @@ export const imageExporter: Exporter = {
         return withExportLease(store, src.buildId, ctx.signal, async (lease) => {
           let image = await assembleExport(src, store, attrs, { ...opts, ociDefault: true }, lease, ctx);
           // Provenance is about the build (every image), an SBOM about one platform's result.
-          const provenance: Predicate[] = src.provenance?.length ? [{ type: SLSA_PROVENANCE_V02, body: JSON.parse(Buffer.from(src.provenance).toString('utf8')) as unknown }] : [];
-          const sboms = (src.platforms ?? [src]).map((p) => (p.sbom?.length ? [{ type: SPDX_DOCUMENT, body: JSON.parse(Buffer.from(p.sbom).toString('utf8')) as unknown }] : []));
-          if (provenance.length > 0 || sboms.some((s) => s.length > 0)) {
-            image = await attachAttestations(image, (i) => [...provenance, ...(sboms[i] ?? [])], names, store, lease, ctx);
-          }
+          const predicates = exportPredicates(src);
+          if (predicates.any) image = await attachAttestations(image, predicates.of, names, store, lease, ctx);
           const digest = image.top.descriptor.digest;
           if (push) {
             if (!ctx.registry) throw new UnavailableError('failed to push: the exporters tier has no registry client configured');

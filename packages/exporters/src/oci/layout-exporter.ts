@@ -2,6 +2,7 @@ import { KilnError } from '@kiln/common';
 import { parseReference } from '@kiln/registry';
 import type { Exporter } from '../exporter.js';
 import { withExportLease } from '../image/assemble.js';
+import { attachAttestations, exportPredicates } from '../image/attestations.js';
 import { assembleExport, exportResponse } from '../image/image-index.js';
 import { rfc3339 } from '../image/image-config.js';
 import { boolAttr, compileImageOptions } from '../image/image-options.js';
@@ -33,7 +34,11 @@ function layoutExporter(format: LayoutFormat): Exporter {
           }
           const store = requireContent(ctx, format);
           return withExportLease(store, src.buildId, ctx.signal, async (lease) => {
-            const image = await assembleExport(src, store, attrs, { ...opts, ociDefault: format === 'oci' }, lease, ctx);
+            let image = await assembleExport(src, store, attrs, { ...opts, ociDefault: format === 'oci' }, lease, ctx);
+            // As BuildKit's OCI exporter: attestations (--sbom, --provenance) are manifests in the layout's index.
+            // A docker tarball stays one image (docker load reads no index).
+            const predicates = exportPredicates(src);
+            if (format === 'oci' && predicates.any) image = await attachAttestations(image, predicates.of, opts.names, store, lease, ctx);
             const tar = layoutTar(
               image,
               store,

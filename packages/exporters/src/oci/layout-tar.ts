@@ -88,7 +88,7 @@ export async function* layoutTar(exported: ExportedImage, store: BlobStore, opts
   if (opts.format === 'docker') small.set('manifest.json', dockerManifestJson(exported.images[0]!, opts.names));
   const blobs = new Map<string, { size: number; data?: Buffer }>();
   blobs.set(exported.top.descriptor.digest, { size: exported.top.bytes.length, data: exported.top.bytes });
-  for (const image of exported.images) {
+  for (const image of [...exported.images, ...(exported.attestations ?? [])]) {
     blobs.set(image.manifest.descriptor.digest, { size: image.manifest.bytes.length, data: image.manifest.bytes });
     blobs.set(image.config.descriptor.digest, { size: image.config.bytes.length, data: image.config.bytes });
     for (const l of image.layers) blobs.set(l.digest, { size: l.size });

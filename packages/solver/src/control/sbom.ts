@@ -3,6 +3,9 @@ import type { worker } from '@kiln/api';
 import { KilnError } from '@kiln/common';
 import { scanFilesystem, toSpdxDocument, type FileAccess } from '@kiln/sbom';
 
+/** The outputs that carry an SBOM: attached to images (image, oci) or written beside the files (local, tar). */
+export const SBOM_EXPORTERS: ReadonlySet<string> = new Set(['image', 'oci', 'local', 'tar']);
+
 /** `attest:sbom` (buildx `--sbom`, `--attest type=sbom`): asked for unless absent or `disabled=true`. */
 export function sbomRequested(value: string | undefined): boolean {
   if (value === undefined) return false;

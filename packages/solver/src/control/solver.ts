@@ -37,7 +37,7 @@ import { compileUsageFilter } from './usage-filter.js';
 import { VertexCache } from './vertex-cache.js';
 import { BuildGateways } from './build-gateway.js';
 import { buildProvenance, provenanceMode } from './provenance.js';
-import { resultSbom, sbomRequested } from './sbom.js';
+import { resultSbom, SBOM_EXPORTERS, sbomRequested } from './sbom.js';
 import { solveWithFrontend } from './frontend-routing.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
 import { isConnectionLost, namedTier, namedWorkerPool } from './tier-clients.js';
@@ -387,9 +387,10 @@ export class Solver {
           ),
         )
       : new Uint8Array();
-    // --sbom / --attest type=sbom: an SPDX document per platform's result, which image outputs attach (see sbom.ts).
+    // --sbom / --attest type=sbom: an SPDX document per platform's result, which image and oci outputs attach
+    // and local/tar outputs write as sbom.spdx.json (see sbom.ts).
     const sboms =
-      sbomRequested(req.frontendAttrs['attest:sbom']) && req.exporters.some((e) => e.type === 'image')
+      sbomRequested(req.frontendAttrs['attest:sbom']) && req.exporters.some((e) => SBOM_EXPORTERS.has(e.type))
         ? await this.step(publish, internalVertex(buildId, 'generating sbom using the kiln-sbom scanner'), () =>
             Promise.all(
               resultRefs.map((ref, i) =>
