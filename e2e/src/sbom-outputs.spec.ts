@@ -6,8 +6,6 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runKiln, startKilnd, type Kilnd, e2eWorker } from '@kiln/testkit';
 
-/* eslint-disable @typescript-eslint/no-explicit-any */
-
 /**
  * `--sbom` (and `--provenance`) on outputs that are not a registry: the OCI
  * layout gets the attestation manifest in its index, as BuildKit's oci
