@@ -3,9 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, runKiln, startKilnd, type Kilnd, e2eWorker } from '@kiln/testkit';
-
-const SSHD = '/usr/sbin/sshd';
+import { runKiln, startKilnd, startSshd, type Kilnd, type TestSshd, e2eWorker } from '@kiln/testkit';
 
 const git = (args: string[], cwd: string) =>
   execFileSync('git', ['-c', 'user.name=kiln', '-c', 'user.email=kiln@example.com', ...args], { cwd, encoding: 'utf8' }).trim();
@@ -26,7 +24,7 @@ async function waitFor(check: () => boolean, what: string): Promise<void> {
 describe(`SSH git contexts through the forwarded agent [topology=all-in-one, worker=${e2eWorker()}]`, () => {
   let root: string;
   let daemon: Kilnd;
-  let sshd: ChildProcess;
+  let sshd: TestSshd;
   let agent: ChildProcess;
   let agentSock: string;
   let url: string;
@@ -46,48 +44,18 @@ describe(`SSH git contexts through the forwarded agent [topology=all-in-one, wor
     execFileSync('git', ['clone', '-q', '--bare', work, bare]);
 
     // sshd: host key and authorized key of the test's own, loopback only, keys only.
-    const keygen = (file: string) => execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', file]);
-    keygen(join(root, 'host_key'));
-    keygen(join(root, 'user_key'));
-    writeFileSync(join(root, 'authorized_keys'), readFileSync(join(root, 'user_key.pub')));
-    const port = await freePort();
-    writeFileSync(
-      join(root, 'sshd_config'),
-      [
-        `Port ${port}`,
-        'ListenAddress 127.0.0.1',
-        `HostKey ${join(root, 'host_key')}`,
-        `AuthorizedKeysFile ${join(root, 'authorized_keys')}`,
-        `PidFile ${join(root, 'sshd.pid')}`,
-        'PermitRootLogin prohibit-password',
-        'PasswordAuthentication no',
-        'KbdInteractiveAuthentication no',
-        'UsePAM no',
-        'StrictModes no',
-        '',
-      ].join('\n'),
-    );
-    mkdirSync('/run/sshd', { recursive: true });
-    sshd = spawn(SSHD, ['-D', '-e', '-f', join(root, 'sshd_config')], { stdio: 'ignore' });
+    sshd = await startSshd(join(root, 'sshd'));
     // A real agent holding the user key; the CLI forwards it with --ssh default.
     agentSock = join(root, 'agent.sock');
     agent = spawn('ssh-agent', ['-D', '-a', agentSock], { stdio: 'ignore' });
     await waitFor(() => existsSync(agentSock), 'ssh-agent');
-    execFileSync('ssh-add', ['-q', join(root, 'user_key')], { env: { ...process.env, SSH_AUTH_SOCK: agentSock }, stdio: 'ignore' });
-    url = `ssh://root@127.0.0.1:${port}${bare}`;
-    await waitFor(() => {
-      try {
-        execFileSync('ssh-keyscan', ['-p', String(port), '127.0.0.1'], { stdio: 'ignore', timeout: 2000 });
-        return true;
-      } catch {
-        return false;
-      }
-    }, 'sshd');
+    execFileSync('ssh-add', ['-q', sshd.userKey], { env: { ...process.env, SSH_AUTH_SOCK: agentSock }, stdio: 'ignore' });
+    url = `ssh://root@127.0.0.1:${sshd.port}${bare}`;
     daemon = await startKilnd();
   }, 90_000);
   afterAll(async () => {
     await daemon?.stop();
-    sshd?.kill();
+    sshd?.stop();
     agent?.kill();
     if (root) rmSync(root, { recursive: true, force: true });
   });

@@ -63,6 +63,10 @@ export interface GitOptions extends StateOptions {
   subdir?: string;
   /** Expected commit checksum. */
   checksum?: string;
+  /** known_hosts lines an SSH remote's host key must match (git.knownsshhosts). */
+  knownSshHosts?: string;
+  /** The `--ssh` id an SSH remote is fetched with (git.mountsshsock). */
+  mountSshSock?: string;
 }
 
 /**
@@ -77,6 +81,8 @@ export function git(remote: string, ref: string, opts: GitOptions = {}): State {
   if (opts.keepGitDir) attrs['git.keepgitdir'] = 'true';
   if (opts.fullUrl) attrs['git.fullurl'] = opts.fullUrl;
   if (opts.checksum) attrs['git.checksum'] = opts.checksum;
+  if (opts.knownSshHosts) attrs['git.knownsshhosts'] = opts.knownSshHosts;
+  if (opts.mountSshSock) attrs['git.mountsshsock'] = opts.mountSshSock;
   return source(id, attrs, opts);
 }
 

@@ -13,3 +13,4 @@ export { findContainerd, startContainerd, type TestContainerd } from './containe
 export { testNetwork, removeTestBridge, type TestNetwork } from './network.js';
 export { CHROMIUM, startChromium, type BrowserPage, type Chromium } from './chromium.js';
 export { e2eWorker, e2eWorkerTier, type WorkerKind } from './e2e-worker.js';
+export { SSHD, startSshd, type TestSshd } from './sshd.js';

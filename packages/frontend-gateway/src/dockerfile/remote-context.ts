@@ -2,6 +2,7 @@ import { InvalidArgumentError } from '@kiln/common';
 import { parseGitUrl } from '@kiln/dockerfile';
 import { FileChain, git, http, marshal, State } from '@kiln/llb';
 import type { FrontendGateway } from '../frontend.js';
+import { scanSshHostKeys } from './ssh-keyscan.js';
 
 /** BuildKit's name of the downloaded file of an http(s) context. */
 const HTTP_CONTEXT_FILE = 'context';
@@ -41,8 +42,10 @@ export async function loadRemoteContext(value: string | undefined, attrs: Record
   };
   if (gitUrl) {
     const keep = attrs['build-arg:BUILDKIT_CONTEXT_KEEP_GIT_DIR'];
+    const knownSshHosts = await scanSshHostKeys(gitUrl.fullUrl, signal);
     const state = git(gitUrl.remote, gitUrl.ref, {
       fullUrl: gitUrl.fullUrl,
+      ...(knownSshHosts ? { knownSshHosts } : {}),
       subdir: gitUrl.subdir || undefined,
       keepGitDir: keep === '1' || keep?.toLowerCase() === 'true',
       description: `[internal] load git source ${value}`,

@@ -199,6 +199,8 @@ function setTimes(dir: string, sec: number, skip: Set<string>): void {
   walk(dir, true);
 }
 
+const GENERIC_GIT_LINES = ['Could not read from remote repository', 'Please make sure you have the correct access rights', 'and the repository exists'];
+
 function run(bin: string, args: string[], cwd: string, home: string, signal?: AbortSignal, extraEnv: Record<string, string> = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
@@ -220,7 +222,10 @@ function run(bin: string, args: string[], cwd: string, home: string, signal?: Ab
       },
       (err, stdout, stderr) => {
         if (err) {
-          const reason = String(stderr).trim().split('\n').filter(Boolean).at(-1) ?? err.message;
+          // git ends an SSH failure with a generic access hint; the line before it (ssh's) says what failed.
+          const lines = String(stderr).trim().split('\n').filter(Boolean);
+          const specific = lines.filter((l) => !GENERIC_GIT_LINES.some((g) => l.includes(g)));
+          const reason = specific.at(-1) ?? lines.at(-1) ?? err.message;
           reject(new OpFailure(reason.replace(/^(fatal|error): /, '')));
         } else resolve(String(stdout));
       },

@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '@kiln/common';
+import { startSshd } from '@kiln/testkit';
 import { source } from '@kiln/llb';
 import { createDirectorySnapshotter } from '@kiln/snapshotter';
 import { createEventCollector, createFakeSession, FakeExecutor, readTar, solve } from '../testing/index.js';
@@ -125,6 +126,22 @@ describe('remote sources', () => {
         keepGitDir: true,
       });
     });
+
+    it('an SSH remote: the host key must match git.knownsshhosts; without a forwarded agent the error says --ssh', async () => {
+      const sshd = await startSshd(path.join(root, 'sshd'));
+      try {
+        const fullUrl = `ssh://root@127.0.0.1:${sshd.port}${path.join(root, 'repo.git')}`;
+        const other = path.join(root, 'other_key');
+        execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
+        const otherKey = execFileSync('cat', [`${other}.pub`]).toString().trim().split(' ').slice(0, 2).join(' ');
+        const fetch = (known: string) => solve(worker, source('git://127.0.0.1/repo.git#v1', { 'git.fullurl': fullUrl, 'git.knownsshhosts': known }));
+        await expect(fetch(`[127.0.0.1]:${sshd.port} ${otherKey}`)).rejects.toThrow(/Host key verification failed/);
+        // The right host key: the connection gets to authentication, which needs the client's agent.
+        await expect(fetch(`[127.0.0.1]:${sshd.port} ${sshd.hostKey}`)).rejects.toThrow(/pass --ssh default/);
+      } finally {
+        sshd.stop();
+      }
+    }, 30_000);
 
     it('tells SSH remotes (agent forwarded, host key rules) from others', () => {
       for (const r of ['ssh://git@127.0.0.1:2222/repo.git', 'git+ssh://h/x', 'git@127.0.0.1:repo.git', 'root@host:/srv/x.git']) expect(isSshRemote(r), r).toBe(true);
