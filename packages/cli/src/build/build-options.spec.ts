@@ -326,6 +326,22 @@ describe('each flag', () => {
     expect(usageError(['--sbom=generator=docker/scout-sbom-indexer:1', 'app']).message).toContain('generator=docker/scout-sbom-indexer:1: Kiln runs its built-in scanner');
   });
 
+  it('registry pushes get mode=min provenance by default, as buildx; opt-outs, --load, -t alone and OCI tarballs get none', () => {
+    expect(compile(['--push', '-t', 'r/a', 'app']).attests).toEqual({ provenance: 'mode=min' });
+    expect(compile(['-o', 'type=image,name=r/a,push=true', 'app']).attests).toEqual({ provenance: 'mode=min' });
+    expect(compile(['-o', 'type=registry,name=r/a', 'app']).attests).toEqual({ provenance: 'mode=min' });
+    expect(compile(['--push', '-t', 'r/a', '--provenance=mode=max', 'app']).attests).toEqual({ provenance: 'mode=max' });
+    expect(compile(['--push', '-t', 'r/a', '--provenance=false', 'app']).attests).toEqual({});
+    expect(compile(['--push', '-t', 'r/a', '--attest', 'type=provenance,disabled=true', 'app']).attests).toEqual({});
+    expect(compile(['--push', '-t', 'r/a', 'app'], { env: { ...env, BUILDX_NO_DEFAULT_ATTESTATIONS: '1' } }).attests).toEqual({});
+    expect(compile(['--push', '-t', 'r/a', 'app'], { env: { ...env, BUILDX_NO_DEFAULT_ATTESTATIONS: 'false' } }).attests).toEqual({ provenance: 'mode=min' });
+    expect(compile(['--push', '-t', 'r/a', '--sbom=true', 'app']).attests).toEqual({ provenance: 'mode=min', sbom: '' });
+    expect(compile(['--load', '-t', 'a', 'app']).attests).toEqual({});
+    expect(compile(['-t', 'a', 'app']).attests).toEqual({});
+    expect(compile(['-o', 'type=oci,dest=/tmp/x.tar', 'app']).attests).toEqual({});
+    expect(compile(['-o', 'type=image,name=r/a,push=false', 'app']).attests).toEqual({});
+  });
+
   it('-q/--quiet is quiet progress; --iidfile is resolved; --progress=none', () => {
     expect(compile(['-q', 'app'])).toMatchObject({ quiet: true, progress: 'quiet' });
     expect(compile(['--iidfile', 'id.txt', 'app']).iidFile).toBe(join(cwd, 'id.txt'));
@@ -515,6 +531,8 @@ describe('toSolveRequest', () => {
         'context:named': 'local:named',
         'context:alpine': 'docker-image://alpine',
         'no-cache': '',
+        // --push: buildx's default provenance.
+        'attest:provenance': 'mode=min',
       },
       exporters: [
         { type: 'local', attrs: { 'session.output': 'out0' } },

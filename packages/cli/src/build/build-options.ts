@@ -359,7 +359,7 @@ export function compileBuildOptions(parsed: BuildFlags, ctx: CompileContext): Bu
     metadataFile,
     iidFile,
     quiet: flags.quiet,
-    attests: compileAttests(flags.provenance, flags.sbom, flags.attest),
+    attests: compileAttests(flags.provenance, flags.sbom, flags.attest, { defaultProvenance: pushesToRegistry(exports) && !envTrue(ctx.env.BUILDX_NO_DEFAULT_ATTESTATIONS) }),
     ...callOf(flags.print !== undefined && flags.call === undefined ? flags.print || 'outline' : flags.call, flags.check, flags.print !== undefined && flags.call === undefined ? '--print' : '--call'),
     addr: flags.addr,
     builder: flags.builder,
@@ -723,14 +723,31 @@ export function parseAnnotation(v: string): [string, string] {
 }
 
 /**
+ * Whether an output pushes an image to a registry (`--push`, `type=image,push=true`,
+ * `type=registry`): the results that get buildx's default provenance. OCI and
+ * docker tarballs do not (Kiln's layout exporters attach no attestations), nor
+ * does `--load` (buildx's docker driver attaches none either).
+ */
+export function pushesToRegistry(exports: readonly ExportSpec[]): boolean {
+  return exports.some((e) => e.type === 'image' && /^(true|1)$/i.test(e.attrs.push ?? ''));
+}
+
+/** A boolean environment variable as Go's strconv.ParseBool reads it (buildx's `BUILDX_NO_DEFAULT_ATTESTATIONS`). */
+function envTrue(v: string | undefined): boolean {
+  return v !== undefined && /^(1|t|true)$/i.test(v.trim());
+}
+
+/**
  * `--provenance VALUE`, `--sbom VALUE` and `--attest type=T[,k=v...]` as
  * buildx turns them into BuildKit's `attest:T` frontend attrs: `true` is
  * `mode=min` for provenance, `false` disables, other values pass as they
  * are (`mode=max`); `--sbom true` is `attest:sbom` with no parameters.
  * A `generator=IMAGE` is refused: Kiln runs its own scanner, no images.
  */
-export function compileAttests(provenance: string | undefined, sbom: string | undefined, attest: readonly string[]): Record<string, string> {
+export function compileAttests(provenance: string | undefined, sbom: string | undefined, attest: readonly string[], opts: { defaultProvenance?: boolean } = {}): Record<string, string> {
   const out: Record<string, string> = {};
+  // buildx attaches mode=min provenance unless told otherwise; an explicit flag (even `false`) wins.
+  if (opts.defaultProvenance) out.provenance = 'mode=min';
   const set = (type: string, value: string, flag: string) => {
     if (type === 'sbom') {
       // Kiln scans with its own scanner (@kiln/sbom); it runs no scanner images.
