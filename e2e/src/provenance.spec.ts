@@ -133,4 +133,43 @@ describe.skipIf(!canRun)(`--provenance: SLSA provenance attached to the pushed i
       expect((JSON.parse(sk.stdout) as { manifests: { digest: string }[] }).manifests.map((m) => m.digest)).toEqual([image.digest, att.digest]);
     }
   });
+  it('default: a push gets mode=min provenance as with buildx (imagetools, skopeo --raw); --provenance=false, --attest disabled=true and BUILDX_NO_DEFAULT_ATTESTATIONS=1 push a bare manifest', async () => {
+    const ref = `${registry.host}/kiln/prov:default`;
+    const build = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--push', '-t', ref, ctx], { env: { BUILDX_NO_DEFAULT_ATTESTATIONS: '' } });
+    expect(build.code, `${build.stderr}\n${daemon.logs().slice(-3000)}`).toBe(0);
+    const raw = JSON.parse((await runKiln(['imagetools', 'inspect', '--raw', ref])).stdout) as { mediaType: string; manifests: { digest: string; annotations?: Record<string, string> }[] };
+    expect(raw.mediaType).toBe('application/vnd.oci.image.index.v1+json');
+    expect(raw.manifests[1]?.annotations).toEqual({ 'vnd.docker.reference.digest': raw.manifests[0]!.digest, 'vnd.docker.reference.type': 'attestation-manifest' });
+    const prov = await runKiln(['imagetools', 'inspect', ref, '--format', '{{json .Provenance}}']);
+    expect(prov.code, prov.stderr).toBe(0);
+    const slsa = (JSON.parse(prov.stdout) as { SLSA: Record<string, unknown> }).SLSA;
+    expect(slsa.buildType).toBe('https://mobyproject.org/buildkit@v1');
+    expect(slsa.buildConfig).toBeUndefined(); // mode=min
+    if (has('skopeo')) {
+      const sk = spawnSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${ref}`], { encoding: 'utf8' });
+      expect(sk.status, sk.stderr).toBe(0);
+      expect((JSON.parse(sk.stdout) as { manifests: { digest: string }[] }).manifests.map((m) => m.digest)).toEqual(raw.manifests.map((m) => m.digest));
+    }
+
+    const optOuts: [string, string[], NodeJS.ProcessEnv][] = [
+      ['false', ['--provenance=false'], {}],
+      ['attest-disabled', ['--attest', 'type=provenance,disabled=true'], {}],
+      ['env', [], { BUILDX_NO_DEFAULT_ATTESTATIONS: '1' }],
+    ];
+    for (const [tag, flags, env] of optOuts) {
+      const bare = `${registry.host}/kiln/prov:${tag}`;
+      const b = await runKiln(['build', '--addr', daemon.addr, '--progress=plain', '--push', '-t', bare, ...flags, ctx], { env });
+      expect(b.code, b.stderr).toBe(0);
+      const m = JSON.parse((await runKiln(['imagetools', 'inspect', '--raw', bare])).stdout) as { mediaType: string; manifests?: unknown[] };
+      expect(m.mediaType, tag).not.toBe('application/vnd.oci.image.index.v1+json');
+      expect(m.manifests, tag).toBeUndefined();
+      const none = await runKiln(['imagetools', 'inspect', bare, '--format', '{{json .Provenance}}']);
+      expect(none.stdout.trim(), tag).not.toContain('SLSA');
+      if (has('skopeo')) {
+        const sk = spawnSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${bare}`], { encoding: 'utf8' });
+        expect(sk.status, sk.stderr).toBe(0);
+        expect((JSON.parse(sk.stdout) as { layers?: unknown[] }).layers, tag).toBeDefined();
+      }
+    }
+  });
 });
