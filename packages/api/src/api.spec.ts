@@ -13,7 +13,7 @@ describe('@kiln/api (generated)', () => {
       'kiln.content.v1.ContentService',
       'kiln.exporter.v1.ExporterService',
     ]);
-    expect(control.ControlService.methods.map((m) => m.name)).toEqual(['Solve', 'Status', 'ListWorkers', 'DiskUsage', 'Prune', 'Info', 'ListHistory', 'InspectHistory', 'HistoryLogs', 'DeleteHistory']);
+    expect(control.ControlService.methods.map((m) => m.name)).toEqual(['Solve', 'Status', 'ListWorkers', 'DiskUsage', 'Prune', 'Info', 'ListHistory', 'InspectHistory', 'HistoryLogs', 'DeleteHistory', 'ExportHistory', 'ImportHistory', 'OpenHistory']);
   });
 
   it('round-trips an LLB op and a build event through the binary encoding', () => {

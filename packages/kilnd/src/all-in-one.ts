@@ -118,6 +118,7 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
   mkdirSync(opts.root, { recursive: true });
   writeFileSync(pidFile, `${process.pid}\n`);
   const dashboard = opts.dashboard ? await startDaemonDashboard(opts.dashboard, createKilnClient(control.ControlService, transport), opts.root, logger) : undefined;
+  if (dashboard) solver.setDashboardUrl(dashboard.url); // `kiln history open`
   logger.info({ addr: opts.addr, root: opts.root }, 'kilnd ready (all tiers in one process)');
   return {
     async close() {

@@ -111,6 +111,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         // The dashboard reads this solver's Control service in-process.
         const controlService = (r: Parameters<Routes>[0]) => r.service(control.ControlService, createControlServiceImpl(solver));
         const dashboard = await startDaemonDashboard(opts.dashboard, createKilnClient(control.ControlService, createDirectTransport(controlService)), opts.root, log);
+        solver.setDashboardUrl(dashboard.url); // `kiln history open`
         closers.push(() => dashboard.close());
       }
       break;

@@ -1,5 +1,10 @@
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import type { control } from '@kiln/api';
+import { asKilnError, KilnError } from '@kiln/common';
+import { spawn } from 'node:child_process';
+import { createReadStream, existsSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { decodeHistoryBundle, encodeHistoryBundle } from '../history/history-bundle.js';
 import type { CliIo } from '../cli-io.js';
 import { connectDaemon, DAEMON_FLAG_SPECS, tlsFlagsOf } from '../daemon.js';
 import { parseFlags, type FlagSpecs } from '../flags/flag-parser.js';
@@ -14,9 +19,12 @@ Commands to work on build records
 
 Commands:
   explain     Explain why steps of a build missed the cache
+  export      Export build records into a bundle file
+  import      Import build records from a bundle file
   inspect     Inspect a build record
   logs        Print the logs of a build record
   ls          List build records
+  open        Open a build record in the daemon's dashboard
   rm          Remove build records
 
 Run 'kiln history COMMAND --help' for more information on a command.
@@ -83,6 +91,46 @@ Options:
   -h, --help          Print usage
 `;
 
+const HISTORY_EXPORT_USAGE = `Usage:  kiln history export [OPTIONS] [REF...]
+
+Export build records (the newest one without REF) into a bundle: a tar with each record,
+its logs, cache-miss explanations and provenance (docs/HISTORY-BUNDLE.md)
+
+Options:
+      --addr string     Daemon address (env KILN_ADDR)
+      --builder string  Override the configured builder instance (env KILN_BUILDER)
+      --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
+  -a, --all             Export all finished build records
+  -o, --output string   Output file path ("-" or none: stdout, unless it is a terminal)
+  -h, --help            Print usage
+`;
+
+const HISTORY_IMPORT_USAGE = `Usage:  kiln history import [OPTIONS] [-]
+
+Import build records from a bundle made by "kiln history export"; they show in
+"kiln history ls" marked as imported
+
+Options:
+      --addr string         Daemon address (env KILN_ADDR)
+      --builder string      Override the configured builder instance (env KILN_BUILDER)
+      --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
+  -f, --file stringArray    Import from a file path (default "-": stdin)
+  -h, --help                Print usage
+`;
+
+const HISTORY_OPEN_USAGE = `Usage:  kiln history open [OPTIONS] [REF]
+
+Print the URL of a build record (the newest one without REF) in the daemon's dashboard
+(kiln daemon --dashboard ADDR); with --browser, also open it with xdg-open
+
+Options:
+      --addr string     Daemon address (env KILN_ADDR)
+      --builder string  Override the configured builder instance (env KILN_BUILDER)
+      --tlscacert, --tlscert, --tlskey FILE  Mutual TLS for a TCP daemon (env KILN_TLS_CACERT, KILN_TLS_CERT, KILN_TLS_KEY)
+      --browser         Open the URL with xdg-open as well
+  -h, --help            Print usage
+`;
+
 const COMMON = { ...DAEMON_FLAG_SPECS, help: { kind: 'bool', short: 'h' } } as const satisfies FlagSpecs;
 
 /** Each subcommand's usage, for help and shell completion. */
@@ -92,6 +140,9 @@ export const HISTORY_SUB_USAGES: Readonly<Record<string, string>> = {
   explain: HISTORY_EXPLAIN_USAGE,
   logs: HISTORY_LOGS_USAGE,
   rm: HISTORY_RM_USAGE,
+  export: HISTORY_EXPORT_USAGE,
+  import: HISTORY_IMPORT_USAGE,
+  open: HISTORY_OPEN_USAGE,
 };
 
 const SUBCOMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promise<number>> = {
@@ -100,6 +151,9 @@ const SUBCOMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promis
   explain: runHistoryExplain,
   logs: runHistoryLogs,
   rm: runHistoryRemove,
+  export: runHistoryExport,
+  import: runHistoryImport,
+  open: runHistoryOpen,
 };
 
 /** `kiln history ls|inspect|logs|rm`: the daemon's build records. */
@@ -157,6 +211,7 @@ function toJson(r: control.BuildHistoryRecord, now: number): Record<string, unkn
     exporter_response: r.exporterResponse,
     error: r.error || undefined,
     error_code: r.errorCode || undefined,
+    imported: r.imported || undefined,
   };
 }
 
@@ -267,7 +322,7 @@ export async function runHistoryList(argv: readonly string[], io: CliIo): Promis
   }
   const rows = [['BUILD ID', 'NAME', 'STATUS', 'CREATED AT', 'DURATION']];
   for (const r of records) {
-    rows.push([r.ref, historyName(r), statusWord(r.status), r.createdAt ? formatAgo(timestampMs(r.createdAt), now) : '', seconds(durationMs(r, now))]);
+    rows.push([r.ref, historyName(r), `${statusWord(r.status)}${r.imported ? ' (imported)' : ''}`, r.createdAt ? formatAgo(timestampMs(r.createdAt), now) : '', seconds(durationMs(r, now))]);
   }
   io.stdout.write(formatTable(rows));
   return 0;
@@ -309,6 +364,7 @@ export async function runHistoryInspect(argv: readonly string[], io: CliIo): Pro
     if (v.length <= 200) rows.push([`${k}:`, v]);
   }
   if (r.numWarnings > 0) rows.push(['Warnings:', String(r.numWarnings)]);
+  if (r.imported) rows.push(['Imported:', 'yes (kiln history import)']);
   if (r.logsTruncated) rows.push(['Logs:', 'truncated (per-build limit reached)']);
   if (r.error) rows.push(['Error:', `${r.error}${r.errorCode ? ` (${r.errorCode})` : ''}`]);
   io.stdout.write(formatTable(rows));
@@ -367,4 +423,101 @@ export async function runHistoryRemove(argv: readonly string[], io: CliIo): Prom
   const { deleted } = await conn.control.deleteHistory({ refs }, { signal: io.signal });
   for (const ref of deleted) io.stdout.write(`${ref}\n`);
   return 0;
+}
+
+/** `kiln history export [REF...] [--all] [-o FILE]`: the records into a bundle (see history/history-bundle.ts). */
+export async function runHistoryExport(argv: readonly string[], io: CliIo): Promise<number> {
+  const { flags, args } = parseFlags(argv, { ...COMMON, all: { kind: 'bool', short: 'a' }, output: { kind: 'string', short: 'o' } });
+  if (flags.help) {
+    io.stdout.write(HISTORY_EXPORT_USAGE);
+    return 0;
+  }
+  if (flags.all && args.length > 0) throw new UsageError('"kiln history export --all" accepts no arguments', 'REF');
+  if (flags.output === '') throw new UsageError('flag needs a non-empty argument: --output', '--output');
+  const toStdout = flags.output === undefined || flags.output === '-';
+  if (toStdout && io.stdout.isTTY) throw new UsageError('refusing to write the bundle to the terminal: use -o FILE or redirect stdout', '--output');
+  const conn = await connect(flags, io);
+  const entries: control.HistoryBundleEntry[] = [];
+  for await (const { entry } of conn.control.exportHistory({ refs: args, all: flags.all }, { signal: io.signal })) if (entry) entries.push(entry);
+  const bundle = encodeHistoryBundle(entries);
+  if (toStdout) {
+    await new Promise<void>((resolve, reject) => io.stdout.write(bundle, (err) => (err ? reject(err) : resolve())));
+  } else {
+    writeFileAtomic(resolve(io.cwd, flags.output!), bundle);
+    io.stderr.write(`exported ${entries.length} build record${entries.length === 1 ? '' : 's'} to ${flags.output}\n`);
+  }
+  return 0;
+}
+
+/**
+ * `kiln history import [-f FILE|-]...`: every bundle is read and checked
+ * whole before the first record is sent, so a bad bundle imports nothing.
+ */
+export async function runHistoryImport(argv: readonly string[], io: CliIo): Promise<number> {
+  const { flags, args } = parseFlags(argv, { ...COMMON, file: { kind: 'list', short: 'f' } });
+  if (flags.help) {
+    io.stdout.write(HISTORY_IMPORT_USAGE);
+    return 0;
+  }
+  if (args.some((a) => a !== '-')) throw new UsageError(`"kiln history import" takes its bundles with -f FILE (or "-" for stdin), got "${args.find((a) => a !== '-')}"`, 'ARGS');
+  const files = [...flags.file, ...args];
+  if (files.length === 0) files.push('-');
+  if (files.filter((f) => f === '-').length > 1) throw new UsageError('stdin ("-") can be read only once', '--file');
+  const bundles: { file: string; entries: control.HistoryBundleEntry[] }[] = [];
+  for (const file of files) {
+    if (file === '') throw new UsageError('flag needs a non-empty argument: --file', '--file');
+    if (file === '-' && io.stdin instanceof Object && (io.stdin as { isTTY?: boolean }).isTTY) throw new UsageError('refusing to read a bundle from the terminal: use -f FILE or pipe it in', '--file');
+    const source = file === '-' ? io.stdin : openBundle(resolve(io.cwd, file), file);
+    bundles.push({ file, entries: await decodeHistoryBundle(source, file === '-' ? 'stdin' : file) });
+  }
+  const conn = await connect(flags, io);
+  for (const { file, entries } of bundles) {
+    for (const entry of entries) {
+      const ref = entry.record?.ref ?? '';
+      try {
+        const res = await conn.control.importHistory({ entry }, { signal: io.signal });
+        io.stdout.write(res.alreadyPresent ? `${res.ref} (already in the history)\n` : `${res.ref}\n`);
+      } catch (err) {
+        throw new KilnError(asKilnError(err).code, `failed to import ${file === '-' ? 'stdin' : file}: entry "builds/${ref}/": ${asKilnError(err).message}`, { field: '--file' }, { cause: err });
+      }
+    }
+  }
+  return 0;
+}
+
+/** `kiln history open [REF]`: the build's page on the daemon's dashboard. */
+export async function runHistoryOpen(argv: readonly string[], io: CliIo): Promise<number> {
+  const { flags, args } = parseFlags(argv, { ...COMMON, browser: { kind: 'bool' } });
+  if (flags.help) {
+    io.stdout.write(HISTORY_OPEN_USAGE);
+    return 0;
+  }
+  const ref = oneRef(args, 'open');
+  const conn = await connect(flags, io);
+  const { url } = await conn.control.openHistory({ ref }, { signal: io.signal });
+  io.stdout.write(`${url}\n`);
+  if (flags.browser) {
+    // The URL carries the dashboard's token: it goes to the browser as an argument, never through a shell.
+    const child = spawn('xdg-open', [url], { stdio: 'ignore', detached: true });
+    child.on('error', (err) => io.stderr.write(`kiln: could not start xdg-open (${err.message}): open the URL above yourself\n`));
+    child.unref();
+  }
+  return 0;
+}
+
+function openBundle(path: string, shown: string): AsyncIterable<Uint8Array> {
+  if (!existsSync(path)) throw new UsageError(`history bundle ${shown} not found`, '--file');
+  if (!statSync(path).isFile()) throw new UsageError(`history bundle ${shown} is not a regular file`, '--file');
+  return createReadStream(path);
+}
+
+function writeFileAtomic(path: string, data: Buffer): void {
+  const tmp = `${path}.kiln-${process.pid}.tmp`;
+  try {
+    writeFileSync(tmp, data, { mode: 0o600 });
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw new KilnError('invalid_argument', `failed to write the bundle to ${path}: ${(err as Error).message}`, { field: '--output' }, { cause: err });
+  }
 }

@@ -103,7 +103,7 @@ describe('dashboard server: token access, read-only Control', () => {
     expect(calls).toEqual(['ListWorkers', 'Status b1']);
   });
 
-  it('refuses the write methods (Solve, Prune, DeleteHistory) and every other service, with the token', async () => {
+  it('refuses the write methods (Solve, Prune, DeleteHistory, ImportHistory), ExportHistory, OpenHistory and every other service, with the token', async () => {
     const auth: Interceptor = (next) => (req) => {
       req.header.set('authorization', 'Bearer tok-123');
       return next(req);
@@ -111,6 +111,12 @@ describe('dashboard server: token access, read-only Control', () => {
     const client = createClient(control.ControlService, createConnectTransport({ baseUrl: base, interceptors: [auth] }));
     await expect(client.solve({ ref: 'x' })).rejects.toSatisfy((e: unknown) => e instanceof ConnectError && e.code === Code.Unimplemented);
     await expect(client.deleteHistory({ refs: ['x'] })).rejects.toSatisfy((e: unknown) => e instanceof ConnectError && e.code === Code.Unimplemented);
+    // history import writes; export and open are the CLI's (open hands out this very token).
+    await expect(client.importHistory({})).rejects.toSatisfy((e: unknown) => e instanceof ConnectError && e.code === Code.Unimplemented);
+    await expect(client.openHistory({})).rejects.toSatisfy((e: unknown) => e instanceof ConnectError && e.code === Code.Unimplemented);
+    await expect((async () => {
+      for await (const _ of client.exportHistory({})) void _;
+    })()).rejects.toSatisfy((e: unknown) => e instanceof ConnectError && e.code === Code.Unimplemented);
     await expect((async () => {
       for await (const _ of client.prune({})) void _;
     })()).rejects.toSatisfy((e: unknown) => e instanceof ConnectError && e.code === Code.Unimplemented);

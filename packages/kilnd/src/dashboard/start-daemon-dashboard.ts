@@ -16,13 +16,14 @@ export function dashboardAssetsDir(): string {
  * token goes to ROOT/dashboard.url (mode 0600, in the root-only state
  * dir); the log names the address and that file, never the token.
  */
-export async function startDaemonDashboard(address: Address, controlClient: Client<typeof control.ControlService>, root: string, logger: Logger): Promise<{ close(): Promise<void> }> {
+export async function startDaemonDashboard(address: Address, controlClient: Client<typeof control.ControlService>, root: string, logger: Logger): Promise<{ readonly url: string; close(): Promise<void> }> {
   const log = logger.child({ component: 'dashboard' });
   const dashboard = await startDashboard({ address, control: controlClient, assetsDir: dashboardAssetsDir(), logger: log });
   const urlFile = join(root, 'dashboard.url');
   writeFileSync(urlFile, `${dashboard.url}\n`, { mode: 0o600 });
   log.info({ addr: `http://127.0.0.1:${dashboard.port}/`, urlFile }, `dashboard ready: open the URL in ${urlFile} (it carries this start's access token)`);
   return {
+    url: dashboard.url,
     async close() {
       await dashboard.close();
       rmSync(urlFile, { force: true });

@@ -3,7 +3,7 @@ import { timestampNow } from '@bufbuild/protobuf/wkt';
 import type { Client } from '@connectrpc/connect';
 import { control, events, exporter, frontend, type content, type llb } from '@kiln/api';
 import { BUILD_EVENT_STREAM, subjectToken, type EventBus, type EventStream, type EventStreamLimits } from '@kiln/bus';
-import { asKilnError, InvalidArgumentError, KilnError, sha256, TransportError, UnavailableError, UnimplementedError, walkPostOrder, type ErrorCode, type Logger } from '@kiln/common';
+import { asKilnError, InvalidArgumentError, KilnError, NotFoundError, sha256, TransportError, UnavailableError, UnimplementedError, walkPostOrder, type ErrorCode, type Logger } from '@kiln/common';
 import { parseDefinition, type ParsedDefinition } from '@kiln/llb';
 import { createRegistryClient, formatPlatform, type RegistryClient } from '@kiln/registry';
 import { buildRegistryClient } from './build-registry.js';
@@ -23,7 +23,8 @@ import type { SessionHost } from '../session/session-host.js';
 import { compileCacheExports, compileCacheImports, exportCache, loadCacheImports, withInlineCache, type CacheExportDeps } from './build-cache.js';
 import { BuildRecords, toStatusResponse } from './build-records.js';
 import { WorkerProgressRelay } from './worker-progress-relay.js';
-import { HistoryStore } from '../history/history-store.js';
+import { HISTORY_MAX_EVENT_BYTES, HistoryStore } from '../history/history-store.js';
+import { checkImportedBuild } from '../history/import-check.js';
 import { BuildExplainer, buildIdentity } from '../explain/build-explainer.js';
 import { StepStore } from '../explain/step-store.js';
 import { stepSites, type StepSite } from '../explain/step-record.js';
@@ -113,6 +114,7 @@ export class Solver {
   private readonly history: HistoryStore;
   /** Per build, the inputs of each step's key and its cache-miss explanations (`--explain-cache`). */
   private readonly steps: StepStore;
+  private dashboardUrl: string | undefined;
   private readonly cacheUsage: CacheUsage;
   /** Builds running on each worker (by id), for spreading builds. */
   private readonly load = new Map<string, number>();
@@ -550,6 +552,46 @@ export class Solver {
       const status = toStatusResponse(ev);
       if (status) yield create(control.HistoryLogsResponseSchema, { status });
     }
+  }
+
+  /**
+   * Finished builds with their kept events and cache-miss explanations, one
+   * at a time (`history export`): the given refs (resolved as inspect does,
+   * a running one refused), every finished build with `all`, else the newest.
+   */
+  async *exportHistory(refs: readonly string[], all: boolean): AsyncIterable<control.ExportHistoryResponse> {
+    const chosen = all ? this.history.finishedRefs() : refs.length > 0 ? refs : [''];
+    if (all && chosen.length === 0) throw new NotFoundError('no finished builds in the history', { field: '--all' });
+    for (const ref of chosen) {
+      const { record, events } = this.history.exportEntry(ref);
+      yield create(control.ExportHistoryResponseSchema, { entry: { record, events, cacheMisses: this.steps.misses(record.ref) } });
+    }
+  }
+
+  /** Keeps one build another daemon exported, checked field by field first (`history import`). */
+  importHistory(entry: control.HistoryBundleEntry | undefined): control.ImportHistoryResponse {
+    if (!entry) throw new InvalidArgumentError('no build to import', 'entry');
+    const record = checkImportedBuild(entry, { maxEventBytes: HISTORY_MAX_EVENT_BYTES });
+    const { alreadyPresent } = this.history.importBuild(record, entry.events);
+    if (!alreadyPresent) this.steps.saveImportedMisses(record.ref, entry.cacheMisses);
+    this.opts.logger.info({ ref: record.ref, alreadyPresent }, 'imported a build record');
+    return create(control.ImportHistoryResponseSchema, { ref: record.ref, alreadyPresent });
+  }
+
+  /** Where `--dashboard` serves (with its access token); set by the composition root once it listens. */
+  setDashboardUrl(url: string | undefined): void {
+    this.dashboardUrl = url;
+  }
+
+  /** The dashboard page of one build (`history open`). */
+  openHistory(ref: string): control.OpenHistoryResponse {
+    const record = this.history.get(ref);
+    if (!this.dashboardUrl) {
+      throw new KilnError('failed_precondition', 'this daemon serves no dashboard: start it with `kiln daemon --dashboard 127.0.0.1:PORT` (the solver tier with --tier solver) to open builds in a browser; `kiln history inspect` and `kiln history logs` show them here', { field: 'REF' });
+    }
+    const url = new URL(this.dashboardUrl);
+    url.hash = `build=${record.ref}`;
+    return create(control.OpenHistoryResponseSchema, { url: url.toString(), ref: record.ref });
   }
 
   deleteHistory(refs: readonly string[]): control.DeleteHistoryResponse {

@@ -54,6 +54,11 @@ export class StepStore {
     })();
   }
 
+  /** The explained misses of an imported build; its identity is its own, so no later build compares against it. */
+  saveImportedMisses(ref: string, misses: readonly MissRecord[]): void {
+    this.save(ref, `imported:${ref}`, [], misses.map(({ vertex, name, reason }) => ({ vertex, name, reason })));
+  }
+
   /** The newest other build with this identity, or undefined. */
   previous(identity: string, ref: string): PreviousBuild | undefined {
     const row = this.stmts.previous.get(identity, ref) as { ref: string; steps: string } | undefined;

@@ -1,12 +1,13 @@
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { events } from '@kiln/api';
+import { control, events } from '@kiln/api';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openSolverDatabase } from '../cache/sqlite.js';
 import { HistoryStore } from './history-store.js';
+import { checkImportedBuild } from './import-check.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -128,5 +129,33 @@ describe('HistoryStore (SQLite)', () => {
     store.addWorker('b1', 'w2');
     store.finish('b1', buildEvents('b1'));
     expect(store.get('b1')).toMatchObject({ workers: ['w2', 'w1'], client: 'unix socket', status: 'completed' });
+  });
+  it('exports a finished build as kept and imports it elsewhere marked imported; a hostile record is refused by field', () => {
+    const a = new HistoryStore(openSolverDatabase(dbFile()));
+    a.start({ ref: 'exp1', frontend: 'dockerfile.v0', frontendAttrs: { target: 't' }, exporters: ['image'], createdAtMs: 1000 });
+    expect(() => a.exportEntry('exp1')).toThrow(/still running/);
+    a.finish('exp1', buildEvents('exp1'));
+    const { record, events: blob } = a.exportEntry('exp1');
+    expect(a.finishedRefs()).toEqual(['exp1']);
+
+    const b = new HistoryStore(openSolverDatabase(dbFile()));
+    const entry = create(control.HistoryBundleEntrySchema, { record, events: blob });
+    expect(b.importBuild(checkImportedBuild(entry, { maxEventBytes: 4 << 20 }), blob)).toEqual({ alreadyPresent: false });
+    expect(b.importBuild(record, blob)).toEqual({ alreadyPresent: true });
+    const got = b.get('exp1');
+    expect(got).toMatchObject({ ref: 'exp1', status: 'completed', imported: true, numTotalSteps: 3, frontendAttrs: { target: 't' } });
+    expect(got.completedAt).toEqual(record.completedAt);
+    expect(b.events('exp1').filter((e) => e.event.case === 'log')).toHaveLength(2);
+    expect(a.get('exp1').imported).toBe(false);
+
+    const refuse = (patch: Partial<control.BuildHistoryRecord>, evs: Uint8Array = blob) =>
+      () => checkImportedBuild(create(control.HistoryBundleEntrySchema, { record: { ...record, ...patch }, events: evs }), { maxEventBytes: 4 << 20 });
+    expect(refuse({ ref: '../../x' })).toThrow(/invalid build ref/);
+    expect(refuse({ status: 'running' })).toThrow(/not a finished build/);
+    expect(refuse({ error: 'e'.repeat(70_000) })).toThrow(/error longer than/);
+    expect(refuse({ numTotalSteps: -1 })).toThrow(/negative/);
+    expect(refuse({}, Buffer.from([0, 0, 0, 50, 1, 2]))).toThrow(/event 0 claims 50 bytes/);
+    expect(refuse({}, Buffer.from([0, 0, 0, 2, 0xff, 0xff]))).toThrow(/event 0 is not a BuildEvent/);
+    expect(refuse({}, Buffer.alloc((4 << 20) + 1))).toThrow(/more than the 4194304 kept per build/);
   });
 });

@@ -17,6 +17,9 @@ export interface HistoryStart {
   client?: string;
 }
 
+/** Bytes of progress events kept per build by default (and the most an imported build may bring). */
+export const HISTORY_MAX_EVENT_BYTES = 4 << 20;
+
 export interface HistoryStoreOptions {
   /** Finished builds kept; older ones are dropped (default 100). */
   maxEntries?: number;
@@ -43,11 +46,12 @@ interface Row {
   truncated: number;
   workers: string;
   client: string;
+  imported: number;
 }
 
 const COLS = `ref, frontend, attrs, exporters, status, created_ms AS createdMs, completed_ms AS completedMs, total_steps AS totalSteps,
   completed_steps AS completedSteps, cached_steps AS cachedSteps, error, error_code AS errorCode, exporter_response AS exporterResponse,
-  warnings, truncated, workers, client`;
+  warnings, truncated, workers, client, imported`;
 
 /**
  * Build history in the solver's SQLite database (table `build_history`): one
@@ -61,11 +65,11 @@ export class HistoryStore {
   private readonly maxEntries: number;
   private readonly maxEventBytes: number;
   private readonly now: () => number;
-  private readonly stmts: Record<'insert' | 'result' | 'worker' | 'finish' | 'get' | 'prefix' | 'list' | 'events' | 'delete' | 'trim', Statement>;
+  private readonly stmts: Record<'insert' | 'import' | 'finished' | 'result' | 'worker' | 'finish' | 'get' | 'prefix' | 'list' | 'events' | 'delete' | 'trim', Statement>;
 
   constructor(private readonly db: Database, opts: HistoryStoreOptions = {}) {
     this.maxEntries = opts.maxEntries ?? 100;
-    this.maxEventBytes = opts.maxEventBytes ?? 4 << 20;
+    this.maxEventBytes = opts.maxEventBytes ?? HISTORY_MAX_EVENT_BYTES;
     this.now = opts.now ?? Date.now;
     db.exec(`CREATE TABLE IF NOT EXISTS build_history (
       ref TEXT PRIMARY KEY,
@@ -89,8 +93,14 @@ export class HistoryStore {
     const cols = new Set((db.prepare('PRAGMA table_info(build_history)').all() as { name: string }[]).map((c) => c.name));
     if (!cols.has('workers')) db.exec(`ALTER TABLE build_history ADD COLUMN workers TEXT NOT NULL DEFAULT '[]'`);
     if (!cols.has('client')) db.exec(`ALTER TABLE build_history ADD COLUMN client TEXT NOT NULL DEFAULT ''`);
+    if (!cols.has('imported')) db.exec(`ALTER TABLE build_history ADD COLUMN imported INTEGER NOT NULL DEFAULT 0`);
     this.stmts = {
       insert: db.prepare(`INSERT OR REPLACE INTO build_history (ref, frontend, attrs, exporters, status, created_ms, client) VALUES (?, ?, ?, ?, 'running', ?, ?)`),
+      import: db.prepare(
+        `INSERT OR IGNORE INTO build_history (ref, frontend, attrs, exporters, status, created_ms, completed_ms, total_steps, completed_steps, cached_steps,
+           error, error_code, exporter_response, warnings, truncated, events, workers, client, imported) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+      ),
+      finished: db.prepare(`SELECT ref FROM build_history WHERE status != 'running' ORDER BY created_ms DESC, rowid DESC`),
       worker: db.prepare(`UPDATE build_history SET workers = json_insert(workers, '$[#]', ?) WHERE ref = ? AND NOT EXISTS (SELECT 1 FROM json_each(workers) WHERE value = ?)`),
       result: db.prepare('UPDATE build_history SET exporter_response = ? WHERE ref = ?'),
       finish: db.prepare(
@@ -184,6 +194,54 @@ export class HistoryStore {
     return out;
   }
 
+  /** Full refs of every finished build, newest first (`history export --all`). */
+  finishedRefs(): string[] {
+    return (this.stmts.finished.all() as { ref: string }[]).map((r) => r.ref);
+  }
+
+  /**
+   * One finished build for `history export`: its record and its kept
+   * events as stored (length-prefixed BuildEvent protobufs). A running
+   * build cannot be exported: its record is not final yet.
+   */
+  exportEntry(ref: string): { record: control.BuildHistoryRecord; events: Buffer } {
+    const row = this.row(ref);
+    if (row.status === 'running') throw new KilnError('failed_precondition', `build ${row.ref} is still running: export it once it ended`, { field: 'REF' });
+    const { events: blob } = this.stmts.events.get(row.ref) as { events: Buffer | null };
+    return { record: toRecord(row), events: blob ?? Buffer.alloc(0) };
+  }
+
+  /**
+   * Adds a build another daemon exported (checked by `checkImportedBuild`
+   * first), marked as imported. A record with the same ref is kept as it
+   * is (importing a bundle twice changes nothing); returns whether it was
+   * already there. Imports do not trim: the next finished build does.
+   */
+  importBuild(record: control.BuildHistoryRecord, eventsBlob: Uint8Array): { alreadyPresent: boolean } {
+    const ms = (t: { seconds: bigint; nanos: number } | undefined) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
+    const res = this.stmts.import.run(
+      record.ref,
+      record.frontend,
+      JSON.stringify(record.frontendAttrs),
+      JSON.stringify(record.exporters),
+      record.status,
+      ms(record.createdAt),
+      ms(record.completedAt),
+      record.numTotalSteps,
+      record.numCompletedSteps,
+      record.numCachedSteps,
+      record.error,
+      record.errorCode,
+      JSON.stringify(record.exporterResponse),
+      record.numWarnings,
+      record.logsTruncated ? 1 : 0,
+      Buffer.from(eventsBlob),
+      JSON.stringify(record.workers),
+      record.client,
+    );
+    return { alreadyPresent: res.changes === 0 };
+  }
+
   /** Deletes records (each ref resolved like `get`); returns the full refs removed. Running builds cannot be deleted. */
   delete(refs: readonly string[]): string[] {
     const rows = refs.map((r) => this.row(r));
@@ -260,5 +318,6 @@ function toRecord(r: Row): control.BuildHistoryRecord {
     logsTruncated: r.truncated === 1,
     workers: JSON.parse(r.workers) as string[],
     client: r.client,
+    imported: r.imported === 1,
   });
 }

@@ -21,6 +21,9 @@ export function createControlServiceImpl(solver: Solver): ServiceImpl<typeof con
     inspectHistory: (req) => solver.inspectHistory(req.ref),
     historyLogs: (req, ctx) => solver.historyLogs(req.ref, ctx.signal),
     deleteHistory: (req) => solver.deleteHistory(req.refs),
+    exportHistory: (req) => solver.exportHistory(req.refs, req.all),
+    importHistory: (req) => solver.importHistory(req.entry),
+    openHistory: (req) => solver.openHistory(req.ref),
   };
 }
 

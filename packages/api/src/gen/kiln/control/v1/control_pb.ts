@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/control/v1/control.proto.
  */
 export const file_kiln_control_v1_control: GenFile = /*@__PURE__*/
-  fileDesc("Ch1raWxuL2NvbnRyb2wvdjEvY29udHJvbC5wcm90bxIPa2lsbi5jb250cm9sLnYxInsKCEV4cG9ydGVyEgwKBHR5cGUYASABKAkSMwoFYXR0cnMYAiADKAsyJC5raWxuLmNvbnRyb2wudjEuRXhwb3J0ZXIuQXR0cnNFbnRyeRosCgpBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEijQEKEUNhY2hlT3B0aW9uc0VudHJ5EgwKBHR5cGUYASABKAkSPAoFYXR0cnMYAiADKAsyLS5raWxuLmNvbnRyb2wudjEuQ2FjaGVPcHRpb25zRW50cnkuQXR0cnNFbnRyeRosCgpBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEivwMKDFNvbHZlUmVxdWVzdBILCgNyZWYYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghmcm9udGVuZBgDIAEoCRJICg5mcm9udGVuZF9hdHRycxgEIAMoCzIwLmtpbG4uY29udHJvbC52MS5Tb2x2ZVJlcXVlc3QuRnJvbnRlbmRBdHRyc0VudHJ5EisKCmRlZmluaXRpb24YBSABKAsyFy5raWxuLmxsYi52MS5EZWZpbml0aW9uEiwKCWV4cG9ydGVycxgGIAMoCzIZLmtpbG4uY29udHJvbC52MS5FeHBvcnRlchI5Cg1jYWNoZV9pbXBvcnRzGAcgAygLMiIua2lsbi5jb250cm9sLnYxLkNhY2hlT3B0aW9uc0VudHJ5EjkKDWNhY2hlX2V4cG9ydHMYCCADKAsyIi5raWxuLmNvbnRyb2wudjEuQ2FjaGVPcHRpb25zRW50cnkSFAoMZW50aXRsZW1lbnRzGAkgAygJEhUKDXdvcmtlcl9maWx0ZXIYCiADKAkaNAoSRnJvbnRlbmRBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEimQEKDVNvbHZlUmVzcG9uc2USTwoRZXhwb3J0ZXJfcmVzcG9uc2UYASADKAsyNC5raWxuLmNvbnRyb2wudjEuU29sdmVSZXNwb25zZS5FeHBvcnRlclJlc3BvbnNlRW50cnkaNwoVRXhwb3J0ZXJSZXNwb25zZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiHAoNU3RhdHVzUmVxdWVzdBILCgNyZWYYASABKAkixAEKDlN0YXR1c1Jlc3BvbnNlEigKCHZlcnRleGVzGAEgAygLMhYua2lsbi5ldmVudHMudjEuVmVydGV4Ei4KCHN0YXR1c2VzGAIgAygLMhwua2lsbi5ldmVudHMudjEuVmVydGV4U3RhdHVzEicKBGxvZ3MYAyADKAsyGS5raWxuLmV2ZW50cy52MS5WZXJ0ZXhMb2cSLwoId2FybmluZ3MYBCADKAsyHS5raWxuLmV2ZW50cy52MS5WZXJ0ZXhXYXJuaW5nIiQKEkxpc3RXb3JrZXJzUmVxdWVzdBIOCgZmaWx0ZXIYASADKAkigQIKDFdvcmtlclJlY29yZBIKCgJpZBgBIAEoCRI5CgZsYWJlbHMYAiADKAsyKS5raWxuLmNvbnRyb2wudjEuV29ya2VyUmVjb3JkLkxhYmVsc0VudHJ5EigKCXBsYXRmb3JtcxgDIAMoCzIVLmtpbG4ubGxiLnYxLlBsYXRmb3JtEiwKCWdjX3BvbGljeRgEIAMoCzIZLmtpbG4uY29udHJvbC52MS5HQ1BvbGljeRIWCg5ydW5uaW5nX2J1aWxkcxgFIAEoBRILCgNvcHMYBiADKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJbCghHQ1BvbGljeRILCgNhbGwYASABKAgSHQoVa2VlcF9kdXJhdGlvbl9zZWNvbmRzGAIgASgDEhIKCmtlZXBfYnl0ZXMYAyABKAMSDwoHZmlsdGVycxgEIAMoCSJEChNMaXN0V29ya2Vyc1Jlc3BvbnNlEi0KBnJlY29yZBgBIAMoCzIdLmtpbG4uY29udHJvbC52MS5Xb3JrZXJSZWNvcmQiIgoQRGlza1VzYWdlUmVxdWVzdBIOCgZmaWx0ZXIYASADKAkiigIKC1VzYWdlUmVjb3JkEgoKAmlkGAEgASgJEg8KB211dGFibGUYAiABKAgSDgoGaW5fdXNlGAMgASgIEgwKBHNpemUYBCABKAMSDwoHcGFyZW50cxgFIAMoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3VzZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3VzYWdlX2NvdW50GAggASgDEhMKC2Rlc2NyaXB0aW9uGAkgASgJEhMKC3JlY29yZF90eXBlGAogASgJEg4KBnNoYXJlZBgLIAEoCCJBChFEaXNrVXNhZ2VSZXNwb25zZRIsCgZyZWNvcmQYASADKAsyHC5raWxuLmNvbnRyb2wudjEuVXNhZ2VSZWNvcmQijgEKDFBydW5lUmVxdWVzdBIOCgZmaWx0ZXIYASADKAkSCwoDYWxsGAIgASgIEh0KFWtlZXBfZHVyYXRpb25fc2Vjb25kcxgDIAEoAxISCgprZWVwX2J5dGVzGAQgASgDEhYKDm1heF91c2VkX3NwYWNlGAUgASgDEhYKDm1pbl9mcmVlX3NwYWNlGAYgASgDIj0KDVBydW5lUmVzcG9uc2USLAoGcmVjb3JkGAEgASgLMhwua2lsbi5jb250cm9sLnYxLlVzYWdlUmVjb3JkIg0KC0luZm9SZXF1ZXN0IkAKDEluZm9SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgJEhAKCHJldmlzaW9uGAIgASgJEg0KBXRpZXJzGAMgAygJIo8FChJCdWlsZEhpc3RvcnlSZWNvcmQSCwoDcmVmGAEgASgJEhAKCGZyb250ZW5kGAIgASgJEk4KDmZyb250ZW5kX2F0dHJzGAMgAygLMjYua2lsbi5jb250cm9sLnYxLkJ1aWxkSGlzdG9yeVJlY29yZC5Gcm9udGVuZEF0dHJzRW50cnkSDgoGc3RhdHVzGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbXBsZXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPbnVtX3RvdGFsX3N0ZXBzGAcgASgFEhsKE251bV9jb21wbGV0ZWRfc3RlcHMYCCABKAUSGAoQbnVtX2NhY2hlZF9zdGVwcxgJIAEoBRINCgVlcnJvchgKIAEoCRISCgplcnJvcl9jb2RlGAsgASgJElQKEWV4cG9ydGVyX3Jlc3BvbnNlGAwgAygLMjkua2lsbi5jb250cm9sLnYxLkJ1aWxkSGlzdG9yeVJlY29yZC5FeHBvcnRlclJlc3BvbnNlRW50cnkSEQoJZXhwb3J0ZXJzGA0gAygJEhQKDG51bV93YXJuaW5ncxgOIAEoBRIWCg5sb2dzX3RydW5jYXRlZBgPIAEoCBIPCgd3b3JrZXJzGBAgAygJEg4KBmNsaWVudBgRIAEoCRo0ChJGcm9udGVuZEF0dHJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARo3ChVFeHBvcnRlclJlc3BvbnNlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIjChJMaXN0SGlzdG9yeVJlcXVlc3QSDQoFbGltaXQYASABKAUiSwoTTGlzdEhpc3RvcnlSZXNwb25zZRI0CgdyZWNvcmRzGAEgAygLMiMua2lsbi5jb250cm9sLnYxLkJ1aWxkSGlzdG9yeVJlY29yZCIkChVJbnNwZWN0SGlzdG9yeVJlcXVlc3QSCwoDcmVmGAEgASgJIn8KFkluc3BlY3RIaXN0b3J5UmVzcG9uc2USMwoGcmVjb3JkGAEgASgLMiMua2lsbi5jb250cm9sLnYxLkJ1aWxkSGlzdG9yeVJlY29yZBIwCgxjYWNoZV9taXNzZXMYAiADKAsyGi5raWxuLmNvbnRyb2wudjEuQ2FjaGVNaXNzIjkKCUNhY2hlTWlzcxIOCgZ2ZXJ0ZXgYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZyZWFzb24YAyABKAkiIQoSSGlzdG9yeUxvZ3NSZXF1ZXN0EgsKA3JlZhgBIAEoCSJGChNIaXN0b3J5TG9nc1Jlc3BvbnNlEi8KBnN0YXR1cxgBIAEoCzIfLmtpbG4uY29udHJvbC52MS5TdGF0dXNSZXNwb25zZSIkChREZWxldGVIaXN0b3J5UmVxdWVzdBIMCgRyZWZzGAEgAygJIigKFURlbGV0ZUhpc3RvcnlSZXNwb25zZRIPCgdkZWxldGVkGAEgAygJMtsGCg5Db250cm9sU2VydmljZRJGCgVTb2x2ZRIdLmtpbG4uY29udHJvbC52MS5Tb2x2ZVJlcXVlc3QaHi5raWxuLmNvbnRyb2wudjEuU29sdmVSZXNwb25zZRJLCgZTdGF0dXMSHi5raWxuLmNvbnRyb2wudjEuU3RhdHVzUmVxdWVzdBofLmtpbG4uY29udHJvbC52MS5TdGF0dXNSZXNwb25zZTABElgKC0xpc3RXb3JrZXJzEiMua2lsbi5jb250cm9sLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBokLmtpbG4uY29udHJvbC52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlElIKCURpc2tVc2FnZRIhLmtpbG4uY29udHJvbC52MS5EaXNrVXNhZ2VSZXF1ZXN0GiIua2lsbi5jb250cm9sLnYxLkRpc2tVc2FnZVJlc3BvbnNlEkgKBVBydW5lEh0ua2lsbi5jb250cm9sLnYxLlBydW5lUmVxdWVzdBoeLmtpbG4uY29udHJvbC52MS5QcnVuZVJlc3BvbnNlMAESQwoESW5mbxIcLmtpbG4uY29udHJvbC52MS5JbmZvUmVxdWVzdBodLmtpbG4uY29udHJvbC52MS5JbmZvUmVzcG9uc2USWAoLTGlzdEhpc3RvcnkSIy5raWxuLmNvbnRyb2wudjEuTGlzdEhpc3RvcnlSZXF1ZXN0GiQua2lsbi5jb250cm9sLnYxLkxpc3RIaXN0b3J5UmVzcG9uc2USYQoOSW5zcGVjdEhpc3RvcnkSJi5raWxuLmNvbnRyb2wudjEuSW5zcGVjdEhpc3RvcnlSZXF1ZXN0Gicua2lsbi5jb250cm9sLnYxLkluc3BlY3RIaXN0b3J5UmVzcG9uc2USWgoLSGlzdG9yeUxvZ3MSIy5raWxuLmNvbnRyb2wudjEuSGlzdG9yeUxvZ3NSZXF1ZXN0GiQua2lsbi5jb250cm9sLnYxLkhpc3RvcnlMb2dzUmVzcG9uc2UwARJeCg1EZWxldGVIaXN0b3J5EiUua2lsbi5jb250cm9sLnYxLkRlbGV0ZUhpc3RvcnlSZXF1ZXN0GiYua2lsbi5jb250cm9sLnYxLkRlbGV0ZUhpc3RvcnlSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_kiln_events_v1_events, file_kiln_llb_v1_llb]);
+  fileDesc("Ch1raWxuL2NvbnRyb2wvdjEvY29udHJvbC5wcm90bxIPa2lsbi5jb250cm9sLnYxInsKCEV4cG9ydGVyEgwKBHR5cGUYASABKAkSMwoFYXR0cnMYAiADKAsyJC5raWxuLmNvbnRyb2wudjEuRXhwb3J0ZXIuQXR0cnNFbnRyeRosCgpBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEijQEKEUNhY2hlT3B0aW9uc0VudHJ5EgwKBHR5cGUYASABKAkSPAoFYXR0cnMYAiADKAsyLS5raWxuLmNvbnRyb2wudjEuQ2FjaGVPcHRpb25zRW50cnkuQXR0cnNFbnRyeRosCgpBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEivwMKDFNvbHZlUmVxdWVzdBILCgNyZWYYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIQCghmcm9udGVuZBgDIAEoCRJICg5mcm9udGVuZF9hdHRycxgEIAMoCzIwLmtpbG4uY29udHJvbC52MS5Tb2x2ZVJlcXVlc3QuRnJvbnRlbmRBdHRyc0VudHJ5EisKCmRlZmluaXRpb24YBSABKAsyFy5raWxuLmxsYi52MS5EZWZpbml0aW9uEiwKCWV4cG9ydGVycxgGIAMoCzIZLmtpbG4uY29udHJvbC52MS5FeHBvcnRlchI5Cg1jYWNoZV9pbXBvcnRzGAcgAygLMiIua2lsbi5jb250cm9sLnYxLkNhY2hlT3B0aW9uc0VudHJ5EjkKDWNhY2hlX2V4cG9ydHMYCCADKAsyIi5raWxuLmNvbnRyb2wudjEuQ2FjaGVPcHRpb25zRW50cnkSFAoMZW50aXRsZW1lbnRzGAkgAygJEhUKDXdvcmtlcl9maWx0ZXIYCiADKAkaNAoSRnJvbnRlbmRBdHRyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEimQEKDVNvbHZlUmVzcG9uc2USTwoRZXhwb3J0ZXJfcmVzcG9uc2UYASADKAsyNC5raWxuLmNvbnRyb2wudjEuU29sdmVSZXNwb25zZS5FeHBvcnRlclJlc3BvbnNlRW50cnkaNwoVRXhwb3J0ZXJSZXNwb25zZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiHAoNU3RhdHVzUmVxdWVzdBILCgNyZWYYASABKAkixAEKDlN0YXR1c1Jlc3BvbnNlEigKCHZlcnRleGVzGAEgAygLMhYua2lsbi5ldmVudHMudjEuVmVydGV4Ei4KCHN0YXR1c2VzGAIgAygLMhwua2lsbi5ldmVudHMudjEuVmVydGV4U3RhdHVzEicKBGxvZ3MYAyADKAsyGS5raWxuLmV2ZW50cy52MS5WZXJ0ZXhMb2cSLwoId2FybmluZ3MYBCADKAsyHS5raWxuLmV2ZW50cy52MS5WZXJ0ZXhXYXJuaW5nIiQKEkxpc3RXb3JrZXJzUmVxdWVzdBIOCgZmaWx0ZXIYASADKAkigQIKDFdvcmtlclJlY29yZBIKCgJpZBgBIAEoCRI5CgZsYWJlbHMYAiADKAsyKS5raWxuLmNvbnRyb2wudjEuV29ya2VyUmVjb3JkLkxhYmVsc0VudHJ5EigKCXBsYXRmb3JtcxgDIAMoCzIVLmtpbG4ubGxiLnYxLlBsYXRmb3JtEiwKCWdjX3BvbGljeRgEIAMoCzIZLmtpbG4uY29udHJvbC52MS5HQ1BvbGljeRIWCg5ydW5uaW5nX2J1aWxkcxgFIAEoBRILCgNvcHMYBiADKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJbCghHQ1BvbGljeRILCgNhbGwYASABKAgSHQoVa2VlcF9kdXJhdGlvbl9zZWNvbmRzGAIgASgDEhIKCmtlZXBfYnl0ZXMYAyABKAMSDwoHZmlsdGVycxgEIAMoCSJEChNMaXN0V29ya2Vyc1Jlc3BvbnNlEi0KBnJlY29yZBgBIAMoCzIdLmtpbG4uY29udHJvbC52MS5Xb3JrZXJSZWNvcmQiIgoQRGlza1VzYWdlUmVxdWVzdBIOCgZmaWx0ZXIYASADKAkiigIKC1VzYWdlUmVjb3JkEgoKAmlkGAEgASgJEg8KB211dGFibGUYAiABKAgSDgoGaW5fdXNlGAMgASgIEgwKBHNpemUYBCABKAMSDwoHcGFyZW50cxgFIAMoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3VzZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3VzYWdlX2NvdW50GAggASgDEhMKC2Rlc2NyaXB0aW9uGAkgASgJEhMKC3JlY29yZF90eXBlGAogASgJEg4KBnNoYXJlZBgLIAEoCCJBChFEaXNrVXNhZ2VSZXNwb25zZRIsCgZyZWNvcmQYASADKAsyHC5raWxuLmNvbnRyb2wudjEuVXNhZ2VSZWNvcmQijgEKDFBydW5lUmVxdWVzdBIOCgZmaWx0ZXIYASADKAkSCwoDYWxsGAIgASgIEh0KFWtlZXBfZHVyYXRpb25fc2Vjb25kcxgDIAEoAxISCgprZWVwX2J5dGVzGAQgASgDEhYKDm1heF91c2VkX3NwYWNlGAUgASgDEhYKDm1pbl9mcmVlX3NwYWNlGAYgASgDIj0KDVBydW5lUmVzcG9uc2USLAoGcmVjb3JkGAEgASgLMhwua2lsbi5jb250cm9sLnYxLlVzYWdlUmVjb3JkIg0KC0luZm9SZXF1ZXN0IkAKDEluZm9SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgJEhAKCHJldmlzaW9uGAIgASgJEg0KBXRpZXJzGAMgAygJIqEFChJCdWlsZEhpc3RvcnlSZWNvcmQSCwoDcmVmGAEgASgJEhAKCGZyb250ZW5kGAIgASgJEk4KDmZyb250ZW5kX2F0dHJzGAMgAygLMjYua2lsbi5jb250cm9sLnYxLkJ1aWxkSGlzdG9yeVJlY29yZC5Gcm9udGVuZEF0dHJzRW50cnkSDgoGc3RhdHVzGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbXBsZXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPbnVtX3RvdGFsX3N0ZXBzGAcgASgFEhsKE251bV9jb21wbGV0ZWRfc3RlcHMYCCABKAUSGAoQbnVtX2NhY2hlZF9zdGVwcxgJIAEoBRINCgVlcnJvchgKIAEoCRISCgplcnJvcl9jb2RlGAsgASgJElQKEWV4cG9ydGVyX3Jlc3BvbnNlGAwgAygLMjkua2lsbi5jb250cm9sLnYxLkJ1aWxkSGlzdG9yeVJlY29yZC5FeHBvcnRlclJlc3BvbnNlRW50cnkSEQoJZXhwb3J0ZXJzGA0gAygJEhQKDG51bV93YXJuaW5ncxgOIAEoBRIWCg5sb2dzX3RydW5jYXRlZBgPIAEoCBIPCgd3b3JrZXJzGBAgAygJEg4KBmNsaWVudBgRIAEoCRIQCghpbXBvcnRlZBgSIAEoCBo0ChJGcm9udGVuZEF0dHJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARo3ChVFeHBvcnRlclJlc3BvbnNlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIjChJMaXN0SGlzdG9yeVJlcXVlc3QSDQoFbGltaXQYASABKAUiSwoTTGlzdEhpc3RvcnlSZXNwb25zZRI0CgdyZWNvcmRzGAEgAygLMiMua2lsbi5jb250cm9sLnYxLkJ1aWxkSGlzdG9yeVJlY29yZCIkChVJbnNwZWN0SGlzdG9yeVJlcXVlc3QSCwoDcmVmGAEgASgJIn8KFkluc3BlY3RIaXN0b3J5UmVzcG9uc2USMwoGcmVjb3JkGAEgASgLMiMua2lsbi5jb250cm9sLnYxLkJ1aWxkSGlzdG9yeVJlY29yZBIwCgxjYWNoZV9taXNzZXMYAiADKAsyGi5raWxuLmNvbnRyb2wudjEuQ2FjaGVNaXNzIjkKCUNhY2hlTWlzcxIOCgZ2ZXJ0ZXgYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZyZWFzb24YAyABKAkiIQoSSGlzdG9yeUxvZ3NSZXF1ZXN0EgsKA3JlZhgBIAEoCSJGChNIaXN0b3J5TG9nc1Jlc3BvbnNlEi8KBnN0YXR1cxgBIAEoCzIfLmtpbG4uY29udHJvbC52MS5TdGF0dXNSZXNwb25zZSIkChREZWxldGVIaXN0b3J5UmVxdWVzdBIMCgRyZWZzGAEgAygJIigKFURlbGV0ZUhpc3RvcnlSZXNwb25zZRIPCgdkZWxldGVkGAEgAygJIosBChJIaXN0b3J5QnVuZGxlRW50cnkSMwoGcmVjb3JkGAEgASgLMiMua2lsbi5jb250cm9sLnYxLkJ1aWxkSGlzdG9yeVJlY29yZBIOCgZldmVudHMYAiABKAwSMAoMY2FjaGVfbWlzc2VzGAMgAygLMhoua2lsbi5jb250cm9sLnYxLkNhY2hlTWlzcyIxChRFeHBvcnRIaXN0b3J5UmVxdWVzdBIMCgRyZWZzGAEgAygJEgsKA2FsbBgCIAEoCCJLChVFeHBvcnRIaXN0b3J5UmVzcG9uc2USMgoFZW50cnkYASABKAsyIy5raWxuLmNvbnRyb2wudjEuSGlzdG9yeUJ1bmRsZUVudHJ5IkoKFEltcG9ydEhpc3RvcnlSZXF1ZXN0EjIKBWVudHJ5GAEgASgLMiMua2lsbi5jb250cm9sLnYxLkhpc3RvcnlCdW5kbGVFbnRyeSI9ChVJbXBvcnRIaXN0b3J5UmVzcG9uc2USCwoDcmVmGAEgASgJEhcKD2FscmVhZHlfcHJlc2VudBgCIAEoCCIhChJPcGVuSGlzdG9yeVJlcXVlc3QSCwoDcmVmGAEgASgJIi8KE09wZW5IaXN0b3J5UmVzcG9uc2USCwoDdXJsGAEgASgJEgsKA3JlZhgCIAEoCTL3CAoOQ29udHJvbFNlcnZpY2USRgoFU29sdmUSHS5raWxuLmNvbnRyb2wudjEuU29sdmVSZXF1ZXN0Gh4ua2lsbi5jb250cm9sLnYxLlNvbHZlUmVzcG9uc2USSwoGU3RhdHVzEh4ua2lsbi5jb250cm9sLnYxLlN0YXR1c1JlcXVlc3QaHy5raWxuLmNvbnRyb2wudjEuU3RhdHVzUmVzcG9uc2UwARJYCgtMaXN0V29ya2VycxIjLmtpbG4uY29udHJvbC52MS5MaXN0V29ya2Vyc1JlcXVlc3QaJC5raWxuLmNvbnRyb2wudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJSCglEaXNrVXNhZ2USIS5raWxuLmNvbnRyb2wudjEuRGlza1VzYWdlUmVxdWVzdBoiLmtpbG4uY29udHJvbC52MS5EaXNrVXNhZ2VSZXNwb25zZRJICgVQcnVuZRIdLmtpbG4uY29udHJvbC52MS5QcnVuZVJlcXVlc3QaHi5raWxuLmNvbnRyb2wudjEuUHJ1bmVSZXNwb25zZTABEkMKBEluZm8SHC5raWxuLmNvbnRyb2wudjEuSW5mb1JlcXVlc3QaHS5raWxuLmNvbnRyb2wudjEuSW5mb1Jlc3BvbnNlElgKC0xpc3RIaXN0b3J5EiMua2lsbi5jb250cm9sLnYxLkxpc3RIaXN0b3J5UmVxdWVzdBokLmtpbG4uY29udHJvbC52MS5MaXN0SGlzdG9yeVJlc3BvbnNlEmEKDkluc3BlY3RIaXN0b3J5EiYua2lsbi5jb250cm9sLnYxLkluc3BlY3RIaXN0b3J5UmVxdWVzdBonLmtpbG4uY29udHJvbC52MS5JbnNwZWN0SGlzdG9yeVJlc3BvbnNlEloKC0hpc3RvcnlMb2dzEiMua2lsbi5jb250cm9sLnYxLkhpc3RvcnlMb2dzUmVxdWVzdBokLmtpbG4uY29udHJvbC52MS5IaXN0b3J5TG9nc1Jlc3BvbnNlMAESXgoNRGVsZXRlSGlzdG9yeRIlLmtpbG4uY29udHJvbC52MS5EZWxldGVIaXN0b3J5UmVxdWVzdBomLmtpbG4uY29udHJvbC52MS5EZWxldGVIaXN0b3J5UmVzcG9uc2USYAoNRXhwb3J0SGlzdG9yeRIlLmtpbG4uY29udHJvbC52MS5FeHBvcnRIaXN0b3J5UmVxdWVzdBomLmtpbG4uY29udHJvbC52MS5FeHBvcnRIaXN0b3J5UmVzcG9uc2UwARJeCg1JbXBvcnRIaXN0b3J5EiUua2lsbi5jb250cm9sLnYxLkltcG9ydEhpc3RvcnlSZXF1ZXN0GiYua2lsbi5jb250cm9sLnYxLkltcG9ydEhpc3RvcnlSZXNwb25zZRJYCgtPcGVuSGlzdG9yeRIjLmtpbG4uY29udHJvbC52MS5PcGVuSGlzdG9yeVJlcXVlc3QaJC5raWxuLmNvbnRyb2wudjEuT3Blbkhpc3RvcnlSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_kiln_events_v1_events, file_kiln_llb_v1_llb]);
 
 /**
  * @generated from message kiln.control.v1.Exporter
@@ -622,6 +622,13 @@ export type BuildHistoryRecord = Message<"kiln.control.v1.BuildHistoryRecord"> &
    * @generated from field: string client = 17;
    */
   client: string;
+
+  /**
+   * The record came from `kiln history import` (a bundle another daemon exported).
+   *
+   * @generated from field: bool imported = 18;
+   */
+  imported: boolean;
 };
 
 /**
@@ -815,6 +822,166 @@ export const DeleteHistoryResponseSchema: GenMessage<DeleteHistoryResponse> = /*
   messageDesc(file_kiln_control_v1_control, 26);
 
 /**
+ * One build as history export/import carry it.
+ *
+ * @generated from message kiln.control.v1.HistoryBundleEntry
+ */
+export type HistoryBundleEntry = Message<"kiln.control.v1.HistoryBundleEntry"> & {
+  /**
+   * @generated from field: kiln.control.v1.BuildHistoryRecord record = 1;
+   */
+  record?: BuildHistoryRecord | undefined;
+
+  /**
+   * The kept progress events: BuildEvent protobufs (kiln.events.v1), each after its 4-byte big-endian length.
+   *
+   * @generated from field: bytes events = 2;
+   */
+  events: Uint8Array;
+
+  /**
+   * @generated from field: repeated kiln.control.v1.CacheMiss cache_misses = 3;
+   */
+  cacheMisses: CacheMiss[];
+};
+
+/**
+ * Describes the message kiln.control.v1.HistoryBundleEntry.
+ * Use `create(HistoryBundleEntrySchema)` to create a new message.
+ */
+export const HistoryBundleEntrySchema: GenMessage<HistoryBundleEntry> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 27);
+
+/**
+ * @generated from message kiln.control.v1.ExportHistoryRequest
+ */
+export type ExportHistoryRequest = Message<"kiln.control.v1.ExportHistoryRequest"> & {
+  /**
+   * Refs as InspectHistory takes them (full or unique prefix); empty with `all` unset: the newest build.
+   *
+   * @generated from field: repeated string refs = 1;
+   */
+  refs: string[];
+
+  /**
+   * Every finished build the daemon keeps.
+   *
+   * @generated from field: bool all = 2;
+   */
+  all: boolean;
+};
+
+/**
+ * Describes the message kiln.control.v1.ExportHistoryRequest.
+ * Use `create(ExportHistoryRequestSchema)` to create a new message.
+ */
+export const ExportHistoryRequestSchema: GenMessage<ExportHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 28);
+
+/**
+ * @generated from message kiln.control.v1.ExportHistoryResponse
+ */
+export type ExportHistoryResponse = Message<"kiln.control.v1.ExportHistoryResponse"> & {
+  /**
+   * @generated from field: kiln.control.v1.HistoryBundleEntry entry = 1;
+   */
+  entry?: HistoryBundleEntry | undefined;
+};
+
+/**
+ * Describes the message kiln.control.v1.ExportHistoryResponse.
+ * Use `create(ExportHistoryResponseSchema)` to create a new message.
+ */
+export const ExportHistoryResponseSchema: GenMessage<ExportHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 29);
+
+/**
+ * @generated from message kiln.control.v1.ImportHistoryRequest
+ */
+export type ImportHistoryRequest = Message<"kiln.control.v1.ImportHistoryRequest"> & {
+  /**
+   * @generated from field: kiln.control.v1.HistoryBundleEntry entry = 1;
+   */
+  entry?: HistoryBundleEntry | undefined;
+};
+
+/**
+ * Describes the message kiln.control.v1.ImportHistoryRequest.
+ * Use `create(ImportHistoryRequestSchema)` to create a new message.
+ */
+export const ImportHistoryRequestSchema: GenMessage<ImportHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 30);
+
+/**
+ * @generated from message kiln.control.v1.ImportHistoryResponse
+ */
+export type ImportHistoryResponse = Message<"kiln.control.v1.ImportHistoryResponse"> & {
+  /**
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+
+  /**
+   * A record with this ref was already in the history; it was left as it was.
+   *
+   * @generated from field: bool already_present = 2;
+   */
+  alreadyPresent: boolean;
+};
+
+/**
+ * Describes the message kiln.control.v1.ImportHistoryResponse.
+ * Use `create(ImportHistoryResponseSchema)` to create a new message.
+ */
+export const ImportHistoryResponseSchema: GenMessage<ImportHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 31);
+
+/**
+ * @generated from message kiln.control.v1.OpenHistoryRequest
+ */
+export type OpenHistoryRequest = Message<"kiln.control.v1.OpenHistoryRequest"> & {
+  /**
+   * As InspectHistory: full, unique prefix, or empty for the newest.
+   *
+   * @generated from field: string ref = 1;
+   */
+  ref: string;
+};
+
+/**
+ * Describes the message kiln.control.v1.OpenHistoryRequest.
+ * Use `create(OpenHistoryRequestSchema)` to create a new message.
+ */
+export const OpenHistoryRequestSchema: GenMessage<OpenHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 32);
+
+/**
+ * @generated from message kiln.control.v1.OpenHistoryResponse
+ */
+export type OpenHistoryResponse = Message<"kiln.control.v1.OpenHistoryResponse"> & {
+  /**
+   * The dashboard page of the build (carries the dashboard's access token).
+   *
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * The build's full ref.
+   *
+   * @generated from field: string ref = 2;
+   */
+  ref: string;
+};
+
+/**
+ * Describes the message kiln.control.v1.OpenHistoryResponse.
+ * Use `create(OpenHistoryResponseSchema)` to create a new message.
+ */
+export const OpenHistoryResponseSchema: GenMessage<OpenHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_control_v1_control, 33);
+
+/**
  * @generated from service kiln.control.v1.ControlService
  */
 export const ControlService: GenService<{
@@ -911,6 +1078,38 @@ export const ControlService: GenService<{
     methodKind: "unary";
     input: typeof DeleteHistoryRequestSchema;
     output: typeof DeleteHistoryResponseSchema;
+  },
+  /**
+   * ExportHistory streams finished build records with their kept progress and
+   * cache-miss explanations, one per message (`kiln history export` writes them into a bundle).
+   *
+   * @generated from rpc kiln.control.v1.ControlService.ExportHistory
+   */
+  exportHistory: {
+    methodKind: "server_streaming";
+    input: typeof ExportHistoryRequestSchema;
+    output: typeof ExportHistoryResponseSchema;
+  },
+  /**
+   * ImportHistory adds one exported build record to this daemon's history, marked as imported.
+   *
+   * @generated from rpc kiln.control.v1.ControlService.ImportHistory
+   */
+  importHistory: {
+    methodKind: "unary";
+    input: typeof ImportHistoryRequestSchema;
+    output: typeof ImportHistoryResponseSchema;
+  },
+  /**
+   * OpenHistory gives the daemon's dashboard URL of one build (`kiln history open`);
+   * failed_precondition when the daemon serves no dashboard.
+   *
+   * @generated from rpc kiln.control.v1.ControlService.OpenHistory
+   */
+  openHistory: {
+    methodKind: "unary";
+    input: typeof OpenHistoryRequestSchema;
+    output: typeof OpenHistoryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kiln_control_v1_control, 0);
