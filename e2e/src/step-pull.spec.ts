@@ -25,7 +25,8 @@ describe('step results pulled from another worker [topology=split, two oci worke
   const pulls = () => worker('solver-1').logs().split('\n').filter((l) => l.includes('step result pulled from another worker instead of running it'));
   const onFailure = (res: RunResult) => `exit ${res.code}\nstderr:\n${res.stderr}\ncluster logs:\n${cluster.logs().slice(-8000)}`;
   const buildOn = (id: string, tag: string) =>
-    runKiln(['build', '--addr', cluster.addr, '--progress=plain', '--worker-filter', `id==${id}`, '--push', '-t', `${registry.host}/kiln/pulled:${tag}`, ctx], { env: cluster.env, timeoutMs: 60_000 });
+    // --provenance=false: the bare image manifest whose layers are compared (a push gets buildx's default provenance otherwise).
+    runKiln(['build', '--addr', cluster.addr, '--progress=plain', '--worker-filter', `id==${id}`, '--push', '--provenance=false', '-t', `${registry.host}/kiln/pulled:${tag}`, ctx], { env: cluster.env, timeoutMs: 60_000 });
   const layersOf = (tag: string) => {
     const raw = execFileSync('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${registry.host}/kiln/pulled:${tag}`], { encoding: 'utf8' });
     return (JSON.parse(raw) as { layers: { digest: string }[] }).layers.map((l) => l.digest);
