@@ -7,7 +7,7 @@ export {
 } from './overlay/overlay-snapshotter.js';
 export { cleanRootPath, MAX_SYMLINKS, resolveInRoot, type ResolveInRootOptions } from './safe-path.js';
 export { atFd, mkdirAllInRoot, readFileInRoot, removeEmptyInRoot, walkInRoot, type DirAttrs, type RootWalk, type WalkOptions } from './in-root.js';
-export { applyAttrs, errnoError, lstatOrUndefined, type EntryAttrs } from './apply/fs-helpers.js';
+export { applyAttrs, applyAttrsToFd, errnoError, lstatOrUndefined, type EntryAttrs } from './apply/fs-helpers.js';
 export { applyLayer, type ApplyLayerOptions, type ApplyLayerResult } from './apply/apply-layer.js';
 export { decompressStream, sniffCompression, type LayerCompression } from './apply/decompress.js';
 export { extractTar, type ExtractOptions, type ExtractResult } from './apply/extract-tar.js';

@@ -1,9 +1,13 @@
-import { chmodSync, lchownSync, lstatSync, lutimesSync, type Stats } from 'node:fs';
+import { chmodSync, fchmodSync, fchownSync, futimesSync, lchownSync, lstatSync, lutimesSync, type Stats } from 'node:fs';
 
-/** lstat that answers undefined for a missing entry. */
+/**
+ * lstat that answers undefined for a missing entry. A missing final entry
+ * costs no exception (`throwIfNoEntry`: building a JS error per new file
+ * was a visible share of a copy of thousands of files).
+ */
 export function lstatOrUndefined(p: string): Stats | undefined {
   try {
-    return lstatSync(p);
+    return lstatSync(p, { throwIfNoEntry: false });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
@@ -26,6 +30,16 @@ export function applyAttrs(p: string, attrs: EntryAttrs, isSymlink: boolean): vo
   if (attrs.mtimeMs !== undefined) {
     const t = attrs.mtimeMs / 1000;
     lutimesSync(p, t, t);
+  }
+}
+
+/** applyAttrs on an open file (same order), sparing three path lookups per file. */
+export function applyAttrsToFd(fd: number, attrs: EntryAttrs): void {
+  if (attrs.uid !== undefined || attrs.gid !== undefined) fchownSync(fd, attrs.uid ?? -1, attrs.gid ?? -1);
+  fchmodSync(fd, attrs.mode & 0o7777);
+  if (attrs.mtimeMs !== undefined) {
+    const t = attrs.mtimeMs / 1000;
+    futimesSync(fd, t, t);
   }
 }
 

@@ -1,7 +1,7 @@
-import { applyAttrs, errnoError, lstatOrUndefined, mkdirAllInRoot as mkdirAllInRootFd, type EntryAttrs } from '@kiln/snapshotter';
+import { applyAttrs, applyAttrsToFd, errnoError, lstatOrUndefined, mkdirAllInRoot as mkdirAllInRootFd, type EntryAttrs } from '@kiln/snapshotter';
 
 // One implementation of these lives with the layer applier in @kiln/snapshotter.
-export { applyAttrs, errnoError, lstatOrUndefined };
+export { applyAttrs, applyAttrsToFd, errnoError, lstatOrUndefined };
 
 /** Owner, mode and mtime given to directories a copy or mkdir creates. */
 export type DirAttrs = EntryAttrs;

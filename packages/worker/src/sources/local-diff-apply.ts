@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { constants, copyFileSync, lutimesSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { writeNewFile, type ContextChange, type ContextEntry } from '@kiln/common';
-import { applyAttrs, lstatOrUndefined, resolveInRoot } from '@kiln/snapshotter';
+import { applyAttrs, applyAttrsToFd, lstatOrUndefined, resolveInRoot } from '@kiln/snapshotter';
 import { EventLoopYielder } from '../fs/fs-util.js';
 import { OpFailure } from '../ops/op-failure.js';
 
@@ -91,23 +91,32 @@ export async function applyContextDiff(o: ApplyContextDiffOptions): Promise<Appl
       // (only a directory has children in the manifest: checked above for each entry).
       if (manifest.get(e.path)?.type === 'dir') dropSubtree(manifest, e.path);
       dirs.forget(e.path);
+      const attrs = { mode: e.mode, uid: e.uid, gid: e.gid, mtimeMs: e.mtimeMs };
       if (e.type === 'file') {
         const hash = createHash('sha256');
         let n = 0;
-        await writeNewFile(target, (async function* () {
-          for await (const part of change.body) {
-            hash.update(part);
-            n += part.length;
-            yield part;
-          }
-        })());
-        if (n !== e.size) throw new OpFailure(`failed to receive context: ${e.path} carried ${n} of ${e.size} bytes`, { details: { path: e.path } });
+        await writeNewFile(
+          target,
+          (async function* () {
+            for await (const part of change.body) {
+              hash.update(part);
+              n += part.length;
+              yield part;
+            }
+          })(),
+          0o600,
+          (fd) => {
+            // Checked before the attrs: a short file must fail the transfer, not get them.
+            if (n !== e.size) throw new OpFailure(`failed to receive context: ${e.path} carried ${n} of ${e.size} bytes`, { details: { path: e.path } });
+            applyAttrsToFd(fd, attrs);
+          },
+        );
         contentBytes += n;
         entry.sha256 = hash.digest('hex');
       } else {
         symlinkSync(e.linkname, target);
+        applyAttrs(target, attrs, true);
       }
-      applyAttrs(target, { mode: e.mode, uid: e.uid, gid: e.gid, mtimeMs: e.mtimeMs }, e.type === 'symlink');
     }
     manifest.set(e.path, entry);
     written.add(e.path);
