@@ -27,8 +27,16 @@ export function rfc3339(unixSeconds: number): string {
  * - layers no entry accounts for get generated entries: before the
  *   frontend's entries when they are the base image's leading layers (Kiln's
  *   frontend does not carry the base image's history), else after them;
- * - entries without `created` get `now`; with a source date epoch, config
- *   `created` is the epoch and no history time is later than it.
+ * - times as BuildKit dates them from its cache records: an entry for a
+ *   layer gets the time the worker committed that layer's snapshot; an
+ *   entry without a time (an empty layer) gets the first new layer's time
+ *   or the time of the layer before it; config `created` is the last
+ *   history time (or the newest layer's, when later). So a build whose steps all come from the cache gives the
+ *   same config (and manifest, and image digest) as the build that made
+ *   them. When a layer has no time (or there is no layer): `now` for config
+ *   `created` and every entry without a time;
+ * - with a source date epoch, config `created` is the epoch and no history
+ *   time is later than it.
  * Key order is fixed, so the same inputs give the same bytes.
  */
 export function buildImageConfig(frontendConfig: Uint8Array, layers: readonly LayerDescriptor[], opts: { nowSeconds: number; sourceDateEpoch?: number }): Record<string, unknown> {
@@ -43,10 +51,13 @@ export function buildImageConfig(frontendConfig: Uint8Array, layers: readonly La
     }
   }
   const epoch = opts.sourceDateEpoch;
-  const created = rfc3339(epoch ?? opts.nowSeconds);
-  const history = normaliseHistory(Array.isArray(base.history) ? (base.history as HistoryEntry[]) : [], layers, created);
+  const now = rfc3339(epoch ?? opts.nowSeconds);
+  const history = normaliseHistory(Array.isArray(base.history) ? (base.history as HistoryEntry[]) : [], layers, now);
+  let created = now;
   if (epoch !== undefined) {
-    for (const h of history) if (!h.created || Date.parse(h.created) > epoch * 1000) h.created = created;
+    for (const h of history) if (!h.created || Date.parse(h.created) > epoch * 1000) h.created = now;
+  } else {
+    created = layers.length > 0 && layers.every((l) => l.createdAtMs !== undefined) ? latestTime(history, layers) : now;
   }
   const { created: _c, author, architecture, variant, os, 'os.version': osVersion, 'os.features': osFeatures, config, rootfs: _r, history: _h, ...rest } = base;
   const out: Record<string, unknown> = { created };
@@ -62,7 +73,11 @@ export function buildImageConfig(frontendConfig: Uint8Array, layers: readonly La
   return { ...out, ...rest };
 }
 
-function normaliseHistory(input: readonly HistoryEntry[], layers: readonly LayerDescriptor[], created: string): HistoryEntry[] {
+/** A layer's time in RFC 3339 as Go writes it (no trailing zeros in the fraction). */
+const layerTime = (l: LayerDescriptor): string | undefined =>
+  l.createdAtMs === undefined ? undefined : new Date(l.createdAtMs).toISOString().replace(/(\.\d*?)0+Z$/, '$1Z').replace(/\.Z$/, 'Z');
+
+function normaliseHistory(input: readonly HistoryEntry[], layers: readonly LayerDescriptor[], now: string): HistoryEntry[] {
   let history = input.map((h) => ({ ...h }));
   let matched = 0;
   for (const h of history) {
@@ -72,7 +87,7 @@ function normaliseHistory(input: readonly HistoryEntry[], layers: readonly Layer
   }
   const missing = layers.length - matched;
   if (missing > 0) {
-    const generated = (l: LayerDescriptor): HistoryEntry => ({ created, created_by: l.createdBy, comment: GENERATED_HISTORY_COMMENT });
+    const generated = (l: LayerDescriptor): HistoryEntry => ({ created_by: l.createdBy, comment: GENERATED_HISTORY_COMMENT });
     let leadingBase = 0;
     while (leadingBase < layers.length && layers[leadingBase]!.fromBase) leadingBase++;
     history =
@@ -80,7 +95,17 @@ function normaliseHistory(input: readonly HistoryEntry[], layers: readonly Layer
         ? [...layers.slice(0, missing).map(generated), ...history]
         : [...history, ...layers.slice(matched).map(generated)];
   }
-  for (const h of history) h.created ??= created;
+  // Now each entry that is not empty_layer is the entry of the layer at its position.
+  let layer = 0;
+  for (const h of history) {
+    if (h.empty_layer) continue;
+    const time = layerTime(layers[layer++]!);
+    h.created ??= time;
+  }
+  // Times as BuildKit's only when every layer has one; else (a worker that
+  // does not say) entries without a time get `now`, as before.
+  if (layers.every((l) => l.createdAtMs !== undefined)) fillHistoryTimes(history, now);
+  else for (const h of history) h.created ??= now;
   // Field order as the spec (and Go's encoder) has it.
   return history.map((h) => {
     const o: HistoryEntry = {};
@@ -91,4 +116,41 @@ function normaliseHistory(input: readonly HistoryEntry[], layers: readonly Layer
     if (h.empty_layer) o.empty_layer = true;
     return o;
   });
+}
+
+/**
+ * Gives each entry without a time one, as BuildKit's exporter does: the
+ * first time that follows an entry without one (the first new layer's; the
+ * last time when every entry has one), then, after the first entry without
+ * a time, the latest time seen. `now` only when no entry has a time.
+ */
+/**
+ * Config `created`: the last history time (BuildKit's), or the newest
+ * layer's time when that is later (a layer matched to an entry that kept an
+ * older time of its own, e.g. a base image's).
+ */
+function latestTime(history: readonly HistoryEntry[], layers: readonly LayerDescriptor[]): string {
+  const last = history.findLast((h) => h.created !== undefined)?.created;
+  const newest = layers.reduce((a, b) => (b.createdAtMs! > a.createdAtMs! ? b : a));
+  return last !== undefined && !(Date.parse(last) < newest.createdAtMs!) ? last : layerTime(newest)!;
+}
+
+function fillHistoryTimes(history: HistoryEntry[], now: string): void {
+  let created: string | undefined;
+  let untimed = false;
+  for (const h of history) {
+    if (h.created !== undefined) {
+      created = h.created;
+      if (untimed) break;
+    } else untimed = true;
+  }
+  untimed = false;
+  for (const h of history) {
+    if (h.created !== undefined) {
+      if (untimed) created = h.created;
+    } else {
+      untimed = true;
+      h.created = created ?? now;
+    }
+  }
 }

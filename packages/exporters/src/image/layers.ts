@@ -13,6 +13,8 @@ export interface LayerDescriptor {
   createdBy: string;
   /** The worker clamped its file times to the source date epoch (rewrite-timestamp): it gets BuildKit's annotation. */
   timestampsRewritten: boolean;
+  /** When the worker committed the layer's snapshot (ms since the epoch), when it knows: the history's time for the layer. */
+  createdAtMs?: number;
 }
 
 export interface LayerRequest {

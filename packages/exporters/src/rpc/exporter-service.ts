@@ -106,5 +106,5 @@ async function getLayers(client: Client<typeof worker.WorkerService>, ref: strin
     },
     { signal },
   );
-  return res.layers.map((l) => ({ digest: l.digest, size: Number(l.size), mediaType: l.mediaType, diffId: l.diffId, fromBase: l.fromBase, createdBy: l.createdBy, timestampsRewritten: l.timestampsRewritten }));
+  return res.layers.map((l) => ({ digest: l.digest, size: Number(l.size), mediaType: l.mediaType, diffId: l.diffId, fromBase: l.fromBase, createdBy: l.createdBy, timestampsRewritten: l.timestampsRewritten, ...(l.createdAtUnixMs > 0n ? { createdAtMs: Number(l.createdAtUnixMs) } : {}) }));
 }

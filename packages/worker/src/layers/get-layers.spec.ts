@@ -118,6 +118,22 @@ describe('getLayers', () => {
     expect(store.blobs.has(first[1]!.digest)).toBe(true);
   });
 
+  it('dates each layer with its snapshot\'s creation time, the same in every call', async () => {
+    const before = Date.now();
+    const w = newWorker();
+    const ref = (await solve(w, build()))!;
+    const first = await w.getLayers(ref, {});
+    expect(first.length).toBeGreaterThan(0);
+    for (const l of first) {
+      expect(l.createdAtMs).toBeGreaterThanOrEqual(before - 1000);
+      expect(l.createdAtMs).toBeLessThanOrEqual(Date.now());
+    }
+    // Layers made in order: times never go back.
+    expect(first.map((l) => l.createdAtMs)).toEqual([...first.map((l) => l.createdAtMs!)].sort((a, b) => a - b));
+    await new Promise((r) => setTimeout(r, 20));
+    expect((await w.getLayers(ref, {})).map((l) => l.createdAtMs)).toEqual(first.map((l) => l.createdAtMs));
+  });
+
   it('makes a layer once for concurrent calls, and stops on cancellation leaving no staged files', async () => {
     const w = newWorker();
     const ref = (await solve(w, build()))!;

@@ -37,6 +37,8 @@ export interface LayerDescriptor {
   createdBy?: string;
   /** Made here with file times clamped to the request's `sourceDateEpoch` (never base or imported layers). */
   timestampsRewritten: boolean;
+  /** When its snapshot was made (ms since the epoch, the snapshotter's record), when known: the image history's time for it. */
+  createdAtMs?: number;
 }
 
 export interface LayerMakerOptions {
@@ -84,8 +86,10 @@ export class LayerMaker {
   }
 
   private async layerOf(id: string, req: LayerRequest): Promise<LayerDescriptor | undefined> {
+    const time = await this.o.snapshots.createdAt(id);
+    const createdAt = time === undefined ? {} : { createdAtMs: time };
     const base = this.o.snapshots.base(id);
-    if (base) return this.baseLayer(base, req);
+    if (base) return { ...(await this.baseLayer(base, req)), ...createdAt };
     const parent = this.o.snapshots.parentOf(id);
     const key = ['diff', id, parent ?? '', req.compression, req.level, req.sourceDateEpoch ?? ''].join('|');
     const made = await this.once(key, req, () => this.makeDiff(id, parent, req));
@@ -99,6 +103,7 @@ export class LayerMaker {
       fromBase: false,
       timestampsRewritten: req.sourceDateEpoch !== undefined,
       ...(createdBy ? { createdBy } : {}),
+      ...createdAt,
     };
   }
 

@@ -42,6 +42,9 @@ export class LineageSnapshotter implements Snapshotter {
   private readonly nodes = new Map<string, Node>();
   /** Active key -> the parent it was prepared from. */
   private readonly preparedFrom = new Map<string, string | undefined>();
+  /** Creation times of committed snapshots from the wrapped snapshotter (see createdAt), and the commit count they saw. */
+  private listed: { commits: number; times: Promise<Map<string, number>> } | undefined;
+  private commits = 0;
 
   /** `onRemoved` is told about each committed snapshot actually removed. */
   constructor(
@@ -61,6 +64,7 @@ export class LineageSnapshotter implements Snapshotter {
     this.preparedFrom.delete(key);
     const p = parent === undefined ? undefined : this.nodes.get(parent);
     this.nodes.set(id, { parent: p ? parent : undefined, children: 0, removed: false, output: false });
+    this.commits++;
     if (p) p.children++;
     return id;
   }
@@ -161,5 +165,27 @@ export class LineageSnapshotter implements Snapshotter {
 
   createdBy(id: string): string | undefined {
     return this.nodes.get(id)?.createdBy;
+  }
+
+  /**
+   * The creation time the wrapped snapshotter recorded for committed
+   * snapshot `id` (ms since the epoch; it survives restarts, so the same
+   * snapshot always gives the same time). Listed once, and again only when
+   * `id` is missing and snapshots were committed since.
+   */
+  async createdAt(id: string): Promise<number | undefined> {
+    if (this.listed !== undefined) {
+      const time = (await this.listed.times).get(id);
+      if (time !== undefined || this.listed.commits === this.commits) return time;
+    }
+    const listed = {
+      commits: this.commits,
+      times: this.inner.list().then(
+        (infos) => new Map(infos.filter((i) => i.kind === 'committed').map((i) => [i.name, i.createdAtMs])),
+        () => new Map<string, number>(),
+      ),
+    };
+    this.listed = listed;
+    return (await listed.times).get(id);
   }
 }

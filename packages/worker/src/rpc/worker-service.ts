@@ -93,7 +93,7 @@ export function createWorkerServiceImpl(w: Worker): ServiceImpl<typeof worker.Wo
         signal: ctx.signal,
       });
       return {
-        layers: layers.map((l) => ({ digest: l.digest, size: BigInt(l.size), mediaType: l.mediaType, diffId: l.diffId, fromBase: l.fromBase, createdBy: l.createdBy ?? '', timestampsRewritten: l.timestampsRewritten })),
+        layers: layers.map((l) => ({ digest: l.digest, size: BigInt(l.size), mediaType: l.mediaType, diffId: l.diffId, fromBase: l.fromBase, createdBy: l.createdBy ?? '', timestampsRewritten: l.timestampsRewritten, createdAtUnixMs: BigInt(l.createdAtMs ?? 0) })),
       };
     },
   };
