@@ -1,5 +1,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -54,6 +56,8 @@ describe(`kiln bake URL: a remote bake definition [topology=all-in-one, worker=$
   let daemon: Kilnd;
   let gitd: ChildProcess;
   let url: string;
+  let files: Server;
+  let tarUrl: string;
 
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), 'kiln-remote-bake-'));
@@ -77,11 +81,21 @@ describe(`kiln bake URL: a remote bake definition [topology=all-in-one, worker=$
     writeFileSync(join(cwd, 'Dockerfile'), 'FROM scratch\nCOPY local.txt /l/local.txt\n');
     writeFileSync(join(cwd, 'local.txt'), 'from the cwd\n');
     writeFileSync(join(cwd, 'extra', 'e.txt'), 'extra here\n');
+    // An http(s) remote definition: a .tar.gz holding a bake file and the Dockerfile it builds.
+    const tarDir = join(root, 'tar-src');
+    mkdirSync(tarDir);
+    writeFileSync(join(tarDir, 'docker-bake.hcl'), 'target "default" {\n  output = ["type=local,dest=out/tarball"]\n}\n');
+    writeFileSync(join(tarDir, 'Dockerfile'), 'FROM scratch\nCOPY . /t/\n');
+    const body = execFileSync('tar', ['-C', tarDir, '-czf', '-', '.']);
+    files = createServer((req, res) => (req.url === '/bake.tar.gz' ? res.writeHead(200, { 'content-type': 'application/gzip' }).end(body) : res.writeHead(404).end()));
+    await new Promise<void>((r) => files.listen(0, '127.0.0.1', () => r()));
+    tarUrl = `http://127.0.0.1:${(files.address() as AddressInfo).port}/bake.tar.gz`;
     daemon = await startKilnd();
   }, 90_000);
   afterAll(async () => {
     await daemon?.stop();
     gitd?.kill();
+    files?.close();
     if (root) rmSync(root, { recursive: true, force: true });
   });
 
@@ -121,5 +135,11 @@ describe(`kiln bake URL: a remote bake definition [topology=all-in-one, worker=$
     const esc = await bake(['-f', 'docker-bake.hcl', '-f', 'cwd://escape.hcl', '--print', `${url}#main`, 'esc']);
     expect(esc.code).not.toBe(0);
     expect(esc.stderr).toContain('"../up" is outside of the remote definition');
+  }, 60_000);
+
+  it('an http(s) archive is a remote definition too: its bake file, the archive as the context', async () => {
+    const r = await bake([tarUrl]);
+    expect(r.code, `${r.stderr}\n${daemon.logs().slice(-3000)}`).toBe(0);
+    expect(readdirSync(join(cwd, 'out', 'tarball', 't')).sort()).toEqual(['Dockerfile', 'docker-bake.hcl']);
   }, 60_000);
 });
