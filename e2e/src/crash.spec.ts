@@ -3,7 +3,7 @@ import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { kilnBin, runKiln, startContainerd, startKilnd } from '@kiln/testkit';
+import { kilnBin, runKiln, startContainerd, startKilnd, type Kilnd, type TestContainerd } from '@kiln/testkit';
 
 /** The pid of the daemon serving `root` (its command line names the root). */
 function daemonPid(root: string): number {
@@ -129,14 +129,18 @@ describe('kill -9 of the daemon mid-RUN [topology=all-in-one, worker=containerd]
   it('leaves no task, container, active snapshot, view or lease of the killed run in containerd once the daemon restarts on the same root', async () => {
     const root = mkdtempSync(join(tmpdir(), 'kiln-crash-ctrd-'));
     const ctx = mkdtempSync(join(tmpdir(), 'kiln-crash-ctrd-ctx-'));
-    const containerd = await startContainerd();
     copyFileSync('/bin/busybox', join(ctx, 'busybox'));
     writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY --chmod=0755 busybox /bin/busybox\nRUN ["/bin/busybox", "sleep", "30"]\n');
-    let daemon = await startKilnd({ worker: 'containerd', root, containerd });
+    // Started inside the try: a containerd or daemon that fails to start (or a start that throws after it) is still stopped.
+    let containerd: TestContainerd | undefined;
+    let daemon: Kilnd | undefined;
     try {
+      containerd = await startContainerd();
+      daemon = await startKilnd({ worker: 'containerd', root, containerd });
+      const { address } = containerd;
       const client = spawn(kilnBin(), ['build', '--addr', daemon.addr, '--progress=plain', ctx], { stdio: 'ignore' });
-      for (let i = 0; i < 300 && !inContainerd(containerd.address).some((x) => x.startsWith('tasks ')); i++) await new Promise((r) => setTimeout(r, 100));
-      const during = inContainerd(containerd.address);
+      for (let i = 0; i < 300 && !inContainerd(address).some((x) => x.startsWith('tasks ')); i++) await new Promise((r) => setTimeout(r, 100));
+      const during = inContainerd(address);
       const kinds = (xs: string[]) => [...new Set(xs.map((x) => x.split(' ').slice(0, x.startsWith('snapshots') ? 2 : 1).join(' ')))].sort();
       // The RUN's container, task and lease, its rootfs as an active snapshot, the worker's lease of this start, COPY's committed result.
       expect(kinds(during)).toEqual(expect.arrayContaining(['containers', 'leases', 'snapshots active', 'snapshots committed', 'tasks']));
@@ -146,7 +150,7 @@ describe('kill -9 of the daemon mid-RUN [topology=all-in-one, worker=containerd]
       for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 50));
       rmSync(join(root, 'kiln.sock'), { force: true });
       // The task outlives the daemon (its shim keeps it) until the restart reaps it.
-      expect(inContainerd(containerd.address)).toEqual(expect.arrayContaining(during));
+      expect(inContainerd(address)).toEqual(expect.arrayContaining(during));
 
       // What belongs to the killed run: everything but committed snapshots (step results the solver may keep) and their leases.
       const committed = during.filter((x) => x.startsWith('snapshots committed '));
@@ -156,19 +160,19 @@ describe('kill -9 of the daemon mid-RUN [topology=all-in-one, worker=containerd]
       // The restart reaps at start (a loaded host may take seconds to kill and delete the task).
       daemon = await startKilnd({ worker: 'containerd', root, containerd });
       const settled = () => {
-        const now = inContainerd(containerd.address);
+        const now = inContainerd(address);
         return !now.some((x) => ofTheRun.includes(x) || /^(containers|tasks|snapshots active|snapshots view) /.test(x));
       };
       for (let i = 0; i < 300 && !settled(); i++) await new Promise((r) => setTimeout(r, 100));
-      const after = inContainerd(containerd.address);
+      const after = inContainerd(address);
       expect(after.filter((x) => ofTheRun.includes(x) || !/^(leases|snapshots committed) /.test(x)), daemon.logs().slice(-3000)).toEqual([]);
       // Every lease left holds a committed snapshot still there, or is the new start's own.
       const kept = after.filter((x) => x.startsWith('snapshots committed '));
       expect(after.filter((x) => x.startsWith('leases ') && !kept.map(leaseOf).includes(x) && !/-boot-/.test(x))).toEqual([]);
       await daemon.stop();
     } finally {
-      await daemon.stop();
-      await containerd.stop();
+      await daemon?.stop();
+      await containerd?.stop();
       for (const m of mountsUnder(root).reverse()) spawnSync('umount', ['-l', m]);
       rmSync(root, { recursive: true, force: true });
       rmSync(ctx, { recursive: true, force: true });
