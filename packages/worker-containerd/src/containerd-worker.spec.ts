@@ -1,11 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants, copyFileSync, mkdirSync } from 'node:fs';
+import { accessSync, constants, copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { findContainerd, startContainerd, type TestContainerd } from '@kiln/testkit';
 import { ociSpec, serializeOciSpec } from '@kiln/worker';
-import { runWorkerConformance } from '@kiln/worker/testing';
+import { local } from '@kiln/llb';
+import { createEventCollector, createFakeSession, execOp, runWorkerConformance, solve } from '@kiln/worker/testing';
 import { createContainerdClient } from './containerd/client.js';
 import { OCI_SPEC_TYPE_URL, OWNER_LABEL } from './containerd/containerd-executor.js';
 import { createContainerdWorker } from './containerd-worker.js';
@@ -107,3 +108,53 @@ function isAlive(pid: number): boolean {
     return false;
   }
 }
+
+describe.skipIf(!available)('containerd worker exec: a step root that is a snapshot runs from its containerd mounts (needs root, containerd, busybox)', () => {
+  /** `ctr` (containerd's own CLI) against the test's containerd, in Kiln's namespace. */
+  const ctr = (...args: string[]) => execFileSync('ctr', ['--address', containerd!.address, '--namespace', 'kiln', ...args], { encoding: 'utf8' });
+  const mountPoints = () =>
+    readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => ({ at: l.split(' ')[4]!, fs: l.split(' - ')[1] ?? '' }));
+
+  it('hands the task the overlay containerd returned (mounted by the shim at the bundle, Kiln not mounting it); a root with a selector runs from its host path', async () => {
+    const base = await mkdtemp(path.join(tmpdir(), 'kiln-ctrd-rootfs-'));
+    const ctxDir = path.join(base, 'ctx');
+    mkdirSync(path.join(ctxDir, 'bin'), { recursive: true });
+    mkdirSync(path.join(ctxDir, 'sub/bin'), { recursive: true });
+    copyFileSync('/bin/busybox', path.join(ctxDir, 'bin/busybox'));
+    copyFileSync('/bin/busybox', path.join(ctxDir, 'sub/bin/busybox'));
+    const root = path.join(base, 'worker');
+    const session = createFakeSession({ rootfs: { dir: ctxDir } });
+    const worker = createContainerdWorker({ id: 'task-rootfs', root, sessions: session.client, publish: createEventCollector().publish, containerdAddress: containerd!.address });
+    try {
+      const running = solve(worker, execOp(local('rootfs'), ['/bin/busybox', 'sh', '-c', 'echo hi > /out; /bin/busybox sleep 2']));
+      running.catch(() => undefined); // awaited below; a failed expectation first must not leave it unhandled
+      let id = '';
+      for (let i = 0; i < 200 && !id; i++) {
+        id = ctr('tasks', 'ls', '-q').trim();
+        if (!id) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(id).toMatch(/^kiln-/);
+      const info = JSON.parse(ctr('containers', 'info', id)) as { Spec: { root: { path: string } } };
+      expect(info.Spec.root.path).toBe('rootfs');
+      const during = mountPoints();
+      // The shim mounted the snapshot's overlay (containerd's dirs) on the task's bundle ...
+      const bundle = during.find((m) => m.at.endsWith(`/${id}/rootfs`));
+      expect(bundle?.fs).toMatch(/^overlay overlay .*upperdir=[^,]*\/io\.containerd\.snapshotter\.v1\.overlayfs\/snapshots\/\d+\/fs,/);
+      // ... and Kiln holds no mount of it (nor of anything else) under its root: one overlay per upper dir.
+      expect(during.filter((m) => m.at.startsWith(root))).toEqual([]);
+      const ref = await running;
+      expect(new TextDecoder().decode(await worker.refFiles(ref!).read('/out', 0, 100))).toBe('hi\n');
+
+      // The fallback: `/` is a subdirectory of its input, which a snapshot's mounts cannot name.
+      const sub = await solve(worker, execOp(local('rootfs'), ['/bin/busybox', 'sh', '-c', 'echo sub > /out'], { rootSelector: '/sub' }));
+      expect(new TextDecoder().decode(await worker.refFiles(sub!).read('/sub/out', 0, 100))).toBe('sub\n');
+      await expect(worker.refFiles(sub!).stat('/out')).rejects.toThrow();
+    } finally {
+      await worker.close();
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+});

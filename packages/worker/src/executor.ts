@@ -12,7 +12,10 @@ export interface Executor {
    *
    * Ownership: `rootfs` and bind sources belong to the caller and stay
    * valid until this resolves; the executor must not keep references to them
-   * afterwards. It may create mount-point stubs (e.g. /proc, /dev, the
+   * afterwards. A backend whose runtime mounts snapshots itself may run the
+   * root from the snapshot's own mounts and take the caller's mount of it
+   * down (the containerd worker: its snapshotter knows the path); the caller
+   * only commits or removes that snapshot afterwards. It may create mount-point stubs (e.g. /proc, /dev, the
    * destinations of `mounts`) in a writable rootfs but must remove the ones
    * it created before resolving, so they do not leak into the committed
    * snapshot.

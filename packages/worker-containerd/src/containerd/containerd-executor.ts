@@ -6,6 +6,7 @@ import path from 'node:path';
 import { CanceledError, execLight, KilnError, silentLogger, type Logger } from '@kiln/common';
 import { missingMountPoints, ociSpec, removeMountPointStubs, serializeOciSpec, type ExecIO, type ExecResult, type ExecSpec, type Executor } from '@kiln/worker';
 import { hasCode, type ContainerdClient } from './client.js';
+import type { TaskRootfs } from './containerd-snapshotter.js';
 
 /** The Any type URL containerd expects for an OCI runtime spec in JSON. */
 export const OCI_SPEC_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Spec';
@@ -24,14 +25,23 @@ export interface ContainerdExecutorOptions {
   owner: string;
   /** containerd runtime of the tasks. Default "io.containerd.runc.v2" (the runc shim v2). */
   runtime?: string;
+  /**
+   * The containerd snapshot whose tree is at a host path (the worker's
+   * `ContainerdSnapshotter.taskRootfs`): a step root found there becomes
+   * the task's rootfs mounts, mounted by containerd's shim.
+   */
+  snapshots?: { taskRootfs(hostPath: string): TaskRootfs | undefined };
   logger?: Logger;
 }
 
 /**
  * An Executor over containerd: each run is a container record (the OCI spec
- * from the shared `ociSpec`, rootfs = the prepared snapshot's host path)
- * and a task started through the runtime shim, with stdout/stderr through
- * FIFOs this executor creates. Everything a run makes in containerd is
+ * from the shared `ociSpec`) and a task started through the runtime shim,
+ * with stdout/stderr through FIFOs this executor creates. The step's root,
+ * a containerd snapshot, is handed to the task as that snapshot's mounts
+ * (`Tasks.Create` `rootfs`, mounted by the shim on the bundle's `rootfs`),
+ * as BuildKit's containerd executor did; Kiln's host mount of it is
+ * unmounted first. Everything a run makes in containerd is
  * created under a lease of its own, deleted with it. Cancellation is a
  * SIGKILL to every process of the task. Mount-point stubs the runtime
  * creates in a writable rootfs are removed afterwards, as for runc.
@@ -94,7 +104,12 @@ export class ContainerdExecutor implements Executor {
     const id = `kiln-${randomBytes(8).toString('hex')}`;
     const labels = { [OWNER_LABEL]: this.opts.owner };
     const fifoDir = path.join(this.opts.stateDir, 'fifo', id);
+    // Read on Kiln's host mount, before the step runs (and before that mount is detached).
     const stubs = await missingMountPoints(spec);
+    // A root that is not the root of a containerd snapshot is handed over as a host path: an
+    // ExecOp's root mount may carry a selector (LLB allows a subdirectory of its input as `/`),
+    // and a snapshot's mounts cannot name a subdirectory.
+    const root = this.opts.snapshots?.taskRootfs(spec.rootfs);
     const lease = (
       await this.client.leases.create({ id, labels: { ...labels, [LEASE_EXPIRE_LABEL]: new Date(Date.now() + LEASE_TTL_MS).toISOString() } })
     ).lease?.id ?? id;
@@ -103,7 +118,10 @@ export class ContainerdExecutor implements Executor {
     try {
       await mkdir(fifoDir, { recursive: true, mode: 0o700 });
       stdio = await openFifos(fifoDir, io);
-      const config = serializeOciSpec(ociSpec(spec));
+      const oci = ociSpec(spec);
+      // With rootfs mounts, the shim mounts them at <bundle>/rootfs: the spec names it relative to the bundle.
+      if (root) oci['root'] = { path: 'rootfs', readonly: spec.readonlyRootfs };
+      const config = serializeOciSpec(oci);
       await this.client.containers.create(
         {
           container: {
@@ -116,9 +134,12 @@ export class ContainerdExecutor implements Executor {
         { lease },
       );
       created = true;
-      await this.client.tasks.create({ containerId: id, stdout: stdio.stdoutPath, stderr: stdio.stderrPath }, { lease }).catch((err: unknown) => {
-        throw runtimeError(spec, err);
-      });
+      await root?.detachHost();
+      await this.client.tasks
+        .create({ containerId: id, rootfs: root?.mounts ?? [], stdout: stdio.stdoutPath, stderr: stdio.stderrPath }, { lease })
+        .catch((err: unknown) => {
+          throw runtimeError(spec, err);
+        });
       // The shim holds the write ends now: drop ours so the streams end when it closes them.
       stdio.releaseWriters();
       const exitCode = await this.startAndWait(id, spec, io);
@@ -130,7 +151,9 @@ export class ContainerdExecutor implements Executor {
       if (created) await this.removeContainer(id);
       await this.client.leases.delete({ id: lease }).catch((err: unknown) => this.logger.warn({ err, lease }, 'failed to delete a lease'));
       await rm(fifoDir, { recursive: true, force: true });
-      removeMountPointStubs(spec.rootfs, stubs, this.logger);
+      // The task is deleted, so the shim's mount is gone: stubs are removed where the step's writes are
+      // (the snapshot's own dir), each walked by fd without following a symlink the step planted.
+      removeMountPointStubs(root?.stubRoot ?? spec.rootfs, stubs, this.logger);
     }
   }
 

@@ -6,7 +6,7 @@ import { KilnError, NotFoundError, silentLogger, type Logger } from '@kiln/commo
 import type { ActiveSnapshot, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from '@kiln/snapshotter';
 import { hasCode, type ContainerdClient } from './client.js';
 import { OWNER_LABEL } from './containerd-executor.js';
-import { mountPointsUnder, mountSnapshot, ownDir, treeUsage, unmountSnapshot, type SnapshotMount } from './snapshot-mounts.js';
+import { mountPointsUnder, mountSnapshot, ownDir, taskRootfsMounts, treeUsage, unmountSnapshot, type SnapshotMount } from './snapshot-mounts.js';
 
 /** Label of Kiln's name for a committed snapshot (`commit`'s `label`, e.g. an image layer's chain id). */
 export const SNAPSHOT_LABEL = 'kiln.label';
@@ -29,15 +29,46 @@ export interface ContainerdSnapshotterOptions {
   owner: string;
   /** Where overlays are mounted for the worker to read and write them. */
   mountDir: string;
+  /**
+   * Awaited at open, before earlier starts' snapshots are reaped: the
+   * executor's reaping of a killed worker's tasks, whose shims still have
+   * those snapshots mounted as their rootfs.
+   */
+  beforeReap?: () => Promise<void>;
   logger?: Logger;
 }
 
 interface Active {
   path: string;
   mounted: boolean;
+  /** What containerd answered for it: the mounts a task's rootfs is made of. */
+  mounts: SnapshotMount[];
   /** The snapshot's own (upper) dir, for usage. */
   own?: string;
   parent?: string;
+}
+
+/**
+ * A snapshot given to a containerd task as its rootfs (`Tasks.Create`
+ * `rootfs`): containerd's shim mounts it on the bundle, not Kiln.
+ */
+export interface TaskRootfs {
+  /** The snapshot's mounts as containerd returned them (overlay options made plain, see `taskRootfsMounts`). */
+  mounts: SnapshotMount[];
+  /**
+   * The host directory holding what the task writes, where runtime-made
+   * mount-point stubs are removed once the task is gone: the active
+   * snapshot's own (upper) dir; for a read-only view, Kiln's host mount.
+   */
+  stubRoot: string;
+  /**
+   * Unmounts Kiln's host mount of an active snapshot, so the shim's overlay
+   * is the only one on its upper dir (two mounts sharing one upper dir see
+   * each other's changes undefined); the host path is not a tree any more,
+   * and commit/remove work as usual. A no-op for a view (a read-only overlay
+   * may be mounted twice) and for a bind mount (nothing mounted).
+   */
+  detachHost(): Promise<void>;
 }
 
 /**
@@ -67,6 +98,8 @@ export class ContainerdSnapshotter implements Snapshotter {
   private readonly bootLease: string;
   private readonly logger: Logger;
   private readonly actives = new Map<string, Active>();
+  /** Host paths of this start's views -> their mounts (a one-layer view is its parent's dir, which two views share: counted). */
+  private readonly views = new Map<string, { mounts: SnapshotMount[]; n: number }>();
   private opened: Promise<void> | undefined;
   private closed = false;
 
@@ -111,6 +144,7 @@ export class ContainerdSnapshotter implements Snapshotter {
     });
     await mkdir(this.opts.mountDir, { recursive: true });
     for (const mp of mountPointsUnder(this.opts.mountDir)) await unmountSnapshot(mp);
+    await this.opts.beforeReap?.();
     await this.reapEarlierStarts();
     await this.client.leases.create({ id: this.bootLease, labels: { [HOLDER_LABEL]: this.opts.owner, [BOOT_LABEL]: this.boot } });
   }
@@ -165,7 +199,7 @@ export class ContainerdSnapshotter implements Snapshotter {
     }
     try {
       const at = await mountSnapshot(mounts, this.mountPoint(`a-${key}`));
-      this.actives.set(key, { ...at, own: ownDir(mounts), parent });
+      this.actives.set(key, { ...at, mounts, own: ownDir(mounts), parent });
       return { key, path: at.path };
     } catch (err) {
       await this.client.snapshots.remove({ snapshotter: this.snapshotter, key: name }).catch(() => undefined);
@@ -221,17 +255,44 @@ export class ContainerdSnapshotter implements Snapshotter {
       throw err;
     });
     let released: Promise<void> | undefined;
+    const entry = this.views.get(at.path) ?? { mounts, n: 0 };
+    entry.n++;
+    this.views.set(at.path, entry);
     return {
       id,
       path: at.path,
       release: () => {
         released ??= (async () => {
+          if (--entry.n === 0) this.views.delete(at.path);
           if (at.mounted) await unmountSnapshot(at.path);
           await this.removeView(name, id);
         })();
         return released;
       },
     };
+  }
+
+  /**
+   * The snapshot whose tree this start serves at host path `hostPath` (what
+   * `prepare` or `view` returned), as a task's rootfs; undefined when the
+   * path is not the root of one (e.g. a subdirectory of a snapshot).
+   */
+  taskRootfs(hostPath: string): TaskRootfs | undefined {
+    for (const active of this.actives.values()) {
+      if (active.path !== hostPath) continue;
+      return {
+        mounts: taskRootfsMounts(active.mounts),
+        stubRoot: active.own ?? active.path,
+        detachHost: async () => {
+          if (!active.mounted) return;
+          await unmountSnapshot(active.path);
+          active.mounted = false;
+        },
+      };
+    }
+    const view = this.views.get(hostPath);
+    if (view) return { mounts: taskRootfsMounts(view.mounts), stubRoot: hostPath, detachHost: async () => undefined };
+    return undefined;
   }
 
   /** A view snapshot of committed `id` (not one Kiln removed) under this start's lease. */

@@ -25,8 +25,7 @@ export async function mountSnapshot(mounts: readonly SnapshotMount[], target: st
   const m = mounts[0]!;
   if (m.type === 'bind' || m.options.includes('bind') || m.options.includes('rbind')) return { path: m.source, mounted: false };
   if (m.type !== 'overlay') throw new KilnError('unimplemented', `containerd snapshot mount of type "${m.type}" is not supported (use the overlayfs snapshotter)`);
-  const options = [...m.options];
-  for (const o of ['redirect_dir=off', 'metacopy=off']) if (!options.some((x) => x.startsWith(o.split('=')[0]! + '='))) options.push(o);
+  const options = plainUpperOptions(m.options);
   await mkdir(target, { recursive: true });
   let data = options.join(',');
   if (data.length <= MAX_OPTIONS) {
@@ -40,6 +39,22 @@ export async function mountSnapshot(mounts: readonly SnapshotMount[], target: st
   if (data.length > 4000) throw new KilnError('failed_precondition', `the overlay of this snapshot has too many layers to mount (${dirs.length} directories)`);
   await execLight('sh', ['-c', 'cd -- "$1" && shift && exec mount "$@"', 'sh', base, '-t', 'overlay', 'overlay', '-o', data, target]);
   return { path: target, mounted: true };
+}
+
+/**
+ * The mounts of a snapshot as containerd's shim should make them for a
+ * task's rootfs: overlays get `redirect_dir=off,metacopy=off` as Kiln's own
+ * host mounts do, so what the step writes lands in the upper dir as plain
+ * files and whiteouts (the layer differ reads that dir).
+ */
+export function taskRootfsMounts(mounts: readonly SnapshotMount[]): SnapshotMount[] {
+  return mounts.map((m) => ({ type: m.type, source: m.source, options: m.type === 'overlay' ? plainUpperOptions(m.options) : [...m.options] }));
+}
+
+function plainUpperOptions(options: readonly string[]): string[] {
+  const out = [...options];
+  for (const o of ['redirect_dir=off', 'metacopy=off']) if (!out.some((x) => x.startsWith(o.split('=')[0]! + '='))) out.push(o);
+  return out;
 }
 
 function overlayDirs(options: readonly string[]): string[] {

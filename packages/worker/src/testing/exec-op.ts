@@ -32,6 +32,8 @@ export interface ExecOpInit {
   secretEnv?: { id: string; name: string; optional?: boolean }[];
   validExitCodes?: number[];
   mounts?: ExecOpMount[];
+  /** Selector of the root mount: a subdirectory of `root` as `/`. */
+  rootSelector?: string;
 }
 
 const MOUNT_TYPES = {
@@ -55,7 +57,7 @@ export function execOp(root: State, args: string[], init: ExecOpInit = {}): Stat
     return BigInt(inputs.length - 1);
   };
   let nextOutput = 1n;
-  const mounts: MessageInitShape<typeof llb.MountSchema>[] = [{ dest: '/', input: indexOf(root), output: 0n, mountType: llb.MountType.BIND }];
+  const mounts: MessageInitShape<typeof llb.MountSchema>[] = [{ dest: '/', input: indexOf(root), output: 0n, mountType: llb.MountType.BIND, selector: init.rootSelector ?? '' }];
   for (const m of init.mounts ?? []) {
     const type = m.type ?? 'bind';
     const takesInput = type === 'bind' || type === 'cache';
