@@ -53,7 +53,48 @@ describe.skipIf(!available)('containerd worker: pulled images in containerd (nee
     expect(manifestRow).toContain(`containerd.io/gc.ref.content.l.0=${pushed.layer.digest}`);
     expect(manifestRow).toContain('containerd.io/gc.ref.content.config=sha256:');
     // Every blob is written under the image's lease.
-    const lease = imageLeaseId(pushed.ref);
+    const lease = imageLeaseId(path.resolve(root), pushed.ref);
     expect(ctr(containerd, 'leases', 'ls', '-q')).toContain(lease);
   });
+
+  it('removes an image from containerd once the worker holds no ref of it (kiln prune, the GC), also across a restart; its blobs go with it', async () => {
+    const root = path.join(work, 'worker-prune');
+    const make = () => createContainerdWorker({ id: 'ctrd-prune', root, sessions: createFakeSession().client, publish: createEventCollector().publish, containerdAddress: containerd.address });
+    // Layers of their own (an extra dir each): no blob shared with another image of this file.
+    const kept = await pushBusyboxImage(registry, work, 'kiln/prune', 'kept', { dirs: ['kept'] });
+    const died = await pushBusyboxImage(registry, work, 'kiln/prune', 'died', { dirs: ['died'] });
+    const blobsOf = (p: typeof kept) => [p.manifestDigest, p.layer.digest];
+    const images = () => ctr(containerd, 'images', 'ls', '-q');
+    const blobs = () => ctr(containerd, 'content', 'ls', '-q');
+
+    let worker = make();
+    try {
+      // As the solver's cache holds a result: a persisted retention, the build's own reference released.
+      const keptRef = (await solve(worker, image(kept.ref)))!;
+      await worker.retain([keptRef], 'solver-cache');
+      await worker.release([keptRef]);
+      await solve(worker, image(died.ref)); // held by this process only
+      expect(images()).toEqual(expect.arrayContaining([kept.ref, died.ref]));
+      expect(blobs()).toEqual(expect.arrayContaining([...blobsOf(kept), ...blobsOf(died)]));
+      await worker.close();
+
+      // A restart: the ref of `died` died with the process, so its image goes; the retained one stays.
+      worker = make();
+      await worker.describe();
+      for (let i = 0; i < 100 && images().includes(died.ref); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(images()).toContain(kept.ref);
+      expect(images()).not.toContain(died.ref);
+      expect(blobs()).not.toContain(died.manifestDigest);
+      expect(blobs()).not.toContain(died.layer.digest);
+
+      // The cache entry pruned: Drop answers once the image, its lease and its blobs are gone.
+      await worker.drop([keptRef], 'solver-cache');
+      expect(images()).not.toContain(kept.ref);
+      expect(ctr(containerd, 'leases', 'ls', '-q')).not.toContain(imageLeaseId(path.resolve(root), kept.ref));
+      for (const digest of blobsOf(kept)) expect(blobs()).not.toContain(digest);
+    } finally {
+      await worker.close();
+    }
+  });
 });
+

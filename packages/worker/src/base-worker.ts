@@ -484,12 +484,15 @@ export class BaseWorker implements Worker {
   async release(refs: readonly string[]): Promise<void> {
     for (const ref of refs) {
       const id = this.refs.release(ref);
-      if (id === undefined || this.layers.owns(id)) continue;
-      try {
-        await this.snapshots.remove(id);
-      } catch (err) {
-        this.logger.warn({ err, ref, snapshot: id }, 'failed to remove snapshot of released ref');
+      if (id === undefined) continue;
+      if (!this.layers.owns(id)) {
+        try {
+          await this.snapshots.remove(id);
+        } catch (err) {
+          this.logger.warn({ err, ref, snapshot: id }, 'failed to remove snapshot of released ref');
+        }
       }
+      this.o.onRefGone?.(ref);
     }
   }
 

@@ -354,10 +354,17 @@ export interface WorkerOptions {
    * library user opts in to CNI, kilnd defaults to it.
    */
   network?: NetworkOptions;
+  /**
+   * Told when the last reference to a ref goes (released, or dropped by its
+   * last owner: `kiln prune`, the GC), after its snapshot was removed (a
+   * layer snapshot stays). Not called for the refs `close()` forgets.
+   * Must not throw; what it starts runs on its own.
+   */
+  onRefGone?: (ref: string) => void;
 }
 
 /** WorkerOptions with every default applied. */
-export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'content' | 'stateDir' | 'allowedEntitlements' | 'retainedRefs' | 'network' | 'disabledOps'>> {
+export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'labels' | 'platforms' | 'content' | 'stateDir' | 'allowedEntitlements' | 'retainedRefs' | 'network' | 'disabledOps' | 'onRefGone'>> {
   /** The op kinds it runs: SUPPORTED_OPS minus `disabledOps`. */
   ops: ReadonlySet<string>;
   network: CompiledNetworkOptions;
@@ -366,6 +373,7 @@ export interface CompiledWorkerOptions extends Required<Omit<WorkerOptions, 'lab
   content?: ContentClient;
   stateDir?: string;
   retainedRefs: RetainedRefs;
+  onRefGone?: (ref: string) => void;
   /** Where exec state lives: `<stateDir>/exec`, or a temp dir without a stateDir. */
   execStateDir: string;
   allowedEntitlements: ReadonlySet<Entitlement>;

@@ -24,7 +24,9 @@ export interface ImageRecorderOptions {
  * the reference read is an image record of the worker's namespace pointing
  * at the top manifest, so `ctr -n kiln images ls` lists it. Everything an
  * image pulls is written under a lease of its own (`kiln-image-<hash of the
- * name>`, labels `kiln.holder` and `kiln.image`) besides the image record.
+ * worker's owner and the name>`, labels `kiln.holder` and `kiln.image`)
+ * besides the image record. `forget` removes both once the worker holds no
+ * ref of the image (see `ImageRefs`).
  *
  * Recording never fails a pull: a containerd error is logged and the bytes
  * still reach the worker.
@@ -107,6 +109,32 @@ export class ImageRecorder {
     };
   }
 
+  /**
+   * Removes this worker's lease of image `name` and, unless another worker
+   * on the same containerd still holds the image (a lease of its own), the
+   * image record; containerd's GC (run before this resolves) then deletes
+   * the blobs nothing else references.
+   */
+  async forget(name: string): Promise<void> {
+    const id = imageLeaseId(this.opts.owner, name);
+    this.leases.delete(id);
+    const { leases } = await this.opts.client.leases.list({ filters: [`labels."${IMAGE_LABEL}"==${JSON.stringify(name)}`] });
+    if (!leases.some((l) => l.id !== id)) {
+      await this.opts.client.images.delete({ name }).catch((err: unknown) => {
+        if (!hasCode(err, 'not_found')) throw err;
+      });
+    }
+    await this.opts.client.leases.delete({ id, sync: true }).catch((err: unknown) => {
+      if (!hasCode(err, 'not_found')) throw err;
+    });
+  }
+
+  /** Names of the images this worker recorded (the records whose `kiln.owner` is this worker's). */
+  async recorded(): Promise<string[]> {
+    const { images } = await this.opts.client.images.list({ filters: [`labels."${OWNER_LABEL}"==${JSON.stringify(this.opts.owner)}`] });
+    return images.map((i) => i.name);
+  }
+
   private async upsertImage(name: string, target: Descriptor, signal?: AbortSignal): Promise<void> {
     const image = { name, labels: { [OWNER_LABEL]: this.opts.owner }, target: { mediaType: target.mediaType, digest: target.digest, size: BigInt(target.size) } };
     try {
@@ -119,7 +147,7 @@ export class ImageRecorder {
 
   /** The lease of image `name` (created once; a lease left by an earlier worker is reused). */
   private leaseFor(name: string): Promise<string> {
-    const id = imageLeaseId(name);
+    const id = imageLeaseId(this.opts.owner, name);
     let p = this.leases.get(id);
     if (!p) {
       p = this.opts.client.leases
@@ -138,8 +166,9 @@ export class ImageRecorder {
   }
 }
 
-export function imageLeaseId(name: string): string {
-  return `kiln-image-${createHash('sha256').update(name).digest('hex').slice(0, 24)}`;
+/** The lease of image `name` pulled by the worker `owner` (workers sharing one containerd hold their own). */
+export function imageLeaseId(owner: string, name: string): string {
+  return `kiln-image-${createHash('sha256').update(`${owner}\0${name}`).digest('hex').slice(0, 24)}`;
 }
 
 /**
