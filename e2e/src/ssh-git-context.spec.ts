@@ -37,6 +37,7 @@ describe(`SSH git contexts through the forwarded agent [topology=all-in-one, wor
     git(['init', '-q', '-b', 'main'], work);
     writeFileSync(join(work, 'app', 'Dockerfile'), 'FROM scratch\nCOPY . /ctx/\n');
     writeFileSync(join(work, 'app', 'secret-repo.txt'), 'over ssh\n');
+    writeFileSync(join(work, 'docker-bake.hcl'), 'target "app" {\n  context = "app"\n}\n');
     git(['add', '.'], work);
     git(['commit', '-q', '-m', 'v1'], work);
     git(['tag', 'v1'], work);
@@ -78,5 +79,11 @@ describe(`SSH git contexts through the forwarded agent [topology=all-in-one, wor
     const r = await build([`${url}#main:app`]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('pass --ssh default');
+  }, 60_000);
+
+  it('kiln bake ssh://...: the remote bake definition is read with the agent in SSH_AUTH_SOCK', async () => {
+    const r = await runKiln(['bake', '--addr', daemon.addr, '--progress=plain', '--print', `${url}#v1`, 'app'], { env: { SSH_AUTH_SOCK: agentSock } });
+    expect(r.code, `${r.stderr}\n${daemon.logs().slice(-2000)}`).toBe(0);
+    expect(JSON.parse(r.stdout).target.app.context).toBe(`${url}#v1:app`);
   }, 60_000);
 });

@@ -115,7 +115,18 @@ async function exportRemoteFiles(input: RemoteInput, names: readonly string[], d
       // the stream ends with the build or is cut below
     }
   })();
-  const session = attachSession(conn.session, { sessionId, dirs: [], outputs: [{ id: 'bake-files', kind: 'dir', path: dir }], stdout: io.stdout, logger: io.logger.child({ session: sessionId }), signal: abort.signal });
+  // As buildx: an SSH remote is read with the user's agent (BUILDX_BAKE_GIT_SSH, else SSH_AUTH_SOCK) as "default".
+  const agent = io.vars.BUILDX_BAKE_GIT_SSH || io.vars.SSH_AUTH_SOCK;
+  const sshAgents = agent ? [{ id: 'default', socket: agent }] : [];
+  const session = attachSession(conn.session, {
+    sessionId,
+    dirs: [],
+    outputs: [{ id: 'bake-files', kind: 'dir', path: dir }],
+    sshAgents,
+    stdout: io.stdout,
+    logger: io.logger.child({ session: sessionId }),
+    signal: abort.signal,
+  });
   try {
     await session.ready();
     await conn.control.solve(
