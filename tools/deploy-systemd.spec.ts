@@ -42,7 +42,7 @@ afterAll(() => {
 describe('tools/install.sh and deploy/systemd', () => {
   it('installs the bundle without dev dependencies, sources or the testkit', () => {
     const ls = (p: string) => run('ls', [join(prefix, p)]).stdout.split('\n').filter(Boolean);
-    expect(ls('bin')).toEqual(['kiln', 'kiln.mjs', 'kilnd']);
+    expect(ls('bin')).toEqual(['kiln', 'kiln-cli-loader.mjs', 'kiln.mjs', 'kilnd']);
     expect(ls('packages')).not.toContain('testkit');
     expect(ls('packages/kilnd')).toEqual(['dist', 'package.json']);
     expect(ls('node_modules')).toContain('better-sqlite3');

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Copies what running Kiln needs, and nothing else, into one directory:
-//   DEST/bin/{kiln,kiln.mjs,kilnd}
+//   DEST/bin/{kiln,kiln.mjs,kiln-cli-loader.mjs,kilnd}
 //   DEST/packages/<pkg>/{package.json,dist/**/*.js}   (no testkit, no e2e, no .d.ts/.map)
 //   DEST/node_modules/<dep>                           (production deps from package-lock.json)
 //   DEST/node_modules/@kiln/<pkg> -> ../../packages/<pkg>

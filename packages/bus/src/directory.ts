@@ -177,8 +177,14 @@ class ServiceDirectoryImpl implements ServiceDirectory {
       entries = new Map();
       this.tiers.set(a.tier, entries);
     }
-    this.lastHeardAt = Date.now();
-    entries.set(a.id, { announcement: a, seenAt: this.lastHeardAt });
+    const now = Date.now();
+    // A silence longer than one interval (the bus was down) does not count
+    // towards anyone's age: otherwise the first announcement heard after an
+    // outage would expire every process that has not re-announced yet.
+    const silence = now - this.lastHeardAt - this.intervalMs;
+    if (silence > 0) for (const tier of this.tiers.values()) for (const e of tier.values()) e.seenAt += silence;
+    this.lastHeardAt = now;
+    entries.set(a.id, { announcement: a, seenAt: now });
     for (const w of this.waiters) if (w.tier === a.tier) w.wake(this.list(a.tier)[0] ?? a);
   }
 
