@@ -120,7 +120,8 @@ describe('dashboard in a real browser [topology=all-in-one, worker=oci]', () => 
   it('shows a failed build with its error and the Dockerfile instruction that failed', async () => {
     const failed = await build(['--build-arg', 'N=3', '--build-arg', 'FAIL=3']);
     expect(failed.code).not.toBe(0);
-    await page.waitFor('the error', `document.querySelector('#build-status')?.textContent === 'error' && document.querySelector('#build-error')`);
+    // The status can turn to error before the failed vertex (which the excerpt names) has arrived: wait for both.
+    await page.waitFor('the error', `document.querySelector('#build-status')?.textContent === 'error' && document.querySelector('#build-error pre.excerpt') && document.querySelector('.dag-node[data-state=error]')`);
     const error = await page.evaluate<{ text: string; excerpt: string; failed: string[] }>(`({
       text: document.querySelector('#build-error pre').textContent,
       excerpt: document.querySelector('#build-error pre.excerpt')?.textContent ?? '',
