@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pushBusyboxImage, runKiln, startKilnCluster, startKilnNats, startRegistry, type DaemonProcess, type KilnCluster, type KilnNats, type RunResult, type TestRegistry } from '@kiln/testkit';
+import { waitForWorkers, pushBusyboxImage, runKiln, startKilnCluster, startKilnNats, startRegistry, type DaemonProcess, type KilnCluster, type KilnNats, type RunResult, type TestRegistry } from '@kiln/testkit';
 
 /**
  * Two OCI workers: w-a (the lower id) refuses http sources (`--worker-disable-op
@@ -49,13 +49,7 @@ describe('placement by op kinds and by cache [topology=split, two oci workers]',
       await nats.stop();
       throw err;
     });
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const res = await runKiln(['workers', '--addr', cluster.addr], { env: cluster.env });
-      if (/w-a/.test(res.stdout) && /w-b/.test(res.stdout)) break;
-      if (Date.now() > deadline) throw new Error(`workers never listed both:\n${res.stdout}${res.stderr}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    await waitForWorkers(cluster, ['w-a', 'w-b']);
   }, 90_000);
 
   afterAll(async () => {

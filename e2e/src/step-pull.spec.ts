@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pushBusyboxImage, runKiln, startKilnCluster, startKilnNats, startRegistry, type DaemonProcess, type KilnCluster, type KilnNats, type RunResult, type TestRegistry } from '@kiln/testkit';
+import { waitForWorkers, pushBusyboxImage, runKiln, startKilnCluster, startKilnNats, startRegistry, type DaemonProcess, type KilnCluster, type KilnNats, type RunResult, type TestRegistry } from '@kiln/testkit';
 
 /**
  * A step's result moves between workers (issue 15, "within a build"): a
@@ -46,13 +46,7 @@ describe('step results pulled from another worker [topology=split, two oci worke
       await nats.stop();
       throw err;
     });
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const res = await runKiln(['workers', '--addr', cluster.addr], { env: cluster.env });
-      if (/w-a/.test(res.stdout) && /w-b/.test(res.stdout)) break;
-      if (Date.now() > deadline) throw new Error(`workers never listed both:\n${res.stdout}${res.stderr}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    await waitForWorkers(cluster, ['w-a', 'w-b']);
   }, 90_000);
 
   afterAll(async () => {

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnCluster, startKilnNats, type DaemonProcess, type KilnNats, type KilnCluster, type RunResult, e2eWorker, e2eWorkerTier } from '@kiln/testkit';
+import { waitForWorkers, runKiln, startKilnCluster, startKilnNats, type DaemonProcess, type KilnNats, type KilnCluster, type RunResult, e2eWorker, e2eWorkerTier } from '@kiln/testkit';
 
 /**
  * A cluster with two workers (OCI, or containerd with KILN_E2E_WORKER) labelled pool=a and pool=b: `--worker-filter`
@@ -37,13 +37,7 @@ describe(`worker choice [topology=split, two ${e2eWorker()} workers]`, () => {
     writeFileSync(join(ctx, 'hello.txt'), 'hello\n');
     writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY hello.txt /\n');
     // Both workers are in the solver's directory before the first build.
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const res = await runKiln(['workers', '--addr', cluster.addr], { env: cluster.env });
-      if (/worker-a/.test(res.stdout) && /worker-b/.test(res.stdout)) break;
-      if (Date.now() > deadline) throw new Error(`workers never listed both:\n${res.stdout}${res.stderr}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    await waitForWorkers(cluster, ['worker-a', 'worker-b']);
   }, 60_000);
 
   afterAll(async () => {

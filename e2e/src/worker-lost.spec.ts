@@ -2,7 +2,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKiln, startKilnCluster, startKilnNats, type DaemonProcess, type KilnCluster, type KilnNats, type RunResult, e2eWorker, e2eWorkerTier } from '@kiln/testkit';
+import { waitForWorkers, runKiln, startKilnCluster, startKilnNats, type DaemonProcess, type KilnCluster, type KilnNats, type RunResult, e2eWorker, e2eWorkerTier } from '@kiln/testkit';
 
 // A base with no registry: Debian's static busybox copied in from the context.
 const BUSYBOX = '/bin/busybox';
@@ -56,13 +56,7 @@ describe(`worker lost mid-step [topology=split, two ${e2eWorker()} workers]`, ()
         '',
       ].join('\n'),
     );
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const res = await runKiln(['workers', '--addr', cluster.addr], { env: cluster.env });
-      if (/worker-a/.test(res.stdout) && /worker-b/.test(res.stdout)) break;
-      if (Date.now() > deadline) throw new Error(`workers never listed both:\n${res.stdout}${res.stderr}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    await waitForWorkers(cluster, ['worker-a', 'worker-b']);
   }, 60_000);
 
   afterAll(async () => {

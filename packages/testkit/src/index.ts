@@ -2,7 +2,7 @@ export { freePort } from './ports.js';
 export { findNatsServer, startNatsServer, type NatsServer, type StartNatsServerOptions } from './nats.js';
 export { startKilnNats, natsUserOf, KILN_NATS_USERS, type KilnNats, type KilnNatsUser } from './kiln-nats.js';
 export { makeNatsCerts, type NatsCerts } from './nats-certs.js';
-export { repoRoot, kilnBin, runKiln, startKilnd, startKilnCluster, type Kilnd, type KilnCluster, type DaemonProcess, type RunResult } from './kilnd.js';
+export { repoRoot, kilnBin, runKiln, startKilnd, startKilnCluster, waitForWorkers, type Kilnd, type KilnCluster, type DaemonProcess, type RunResult } from './kilnd.js';
 export { findRegistry, startRegistry, bcryptHash, type StartRegistryOptions, type TestRegistry } from './registry.js';
 export { makeTar, makeLayer, makeImage, makeIndex, type TestBlob, type TestImage, type TestIndex, type TestPlatform, type TestImageFormat } from './oci-image.js';
 export { findDockerd, findDockerCli, startDockerd, type StartDockerdOptions, type TestDockerd, type DockerRun } from './dockerd.js';

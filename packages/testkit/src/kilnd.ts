@@ -221,6 +221,21 @@ export type ClusterTier = string | { tier: string; id?: string; args?: string[] 
  * without `--containerd-address` share one containerd started for the
  * cluster and stopped with it.
  */
+/**
+ * Waits until `kiln workers` on the cluster lists every one of `ids` (the
+ * solver's directory has heard them all), polling every 200 ms; throws with
+ * the last listing after `timeoutMs` (default 20 s).
+ */
+export async function waitForWorkers(cluster: Pick<KilnCluster, 'addr' | 'env'>, ids: readonly string[], timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await runKiln(['workers', '--addr', cluster.addr], { env: cluster.env });
+    if (ids.every((id) => res.stdout.includes(id))) return;
+    if (Date.now() > deadline) throw new Error(`workers never listed ${ids.join(', ')}:\n${res.stdout}${res.stderr}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 export async function startKilnCluster(nats: string | KilnNats, tiers: ClusterTier[] = ['solver', 'frontend', 'exporters', e2eWorkerTier(), 'content'], opts: { tls?: boolean } = {}): Promise<KilnCluster> {
   const natsUrl = typeof nats === 'string' ? nats : nats.url;
   const root = mkdtempSync(join(tmpdir(), 'kiln-cluster-'));
