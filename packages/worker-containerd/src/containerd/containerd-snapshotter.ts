@@ -350,8 +350,16 @@ export class ContainerdSnapshotter implements Snapshotter {
 
   /** Removes `name` if Kiln removed it; the parent after it when that was removed too. */
   private async collectIfRemoved(name: string): Promise<void> {
-    const info = await this.client.snapshots.stat({ snapshotter: this.snapshotter, key: name }).catch(() => undefined);
-    if (info?.info?.labels[REMOVED_LABEL]) await this.collect(name);
+    let info: containerdSnapshots.StatSnapshotResponse;
+    try {
+      info = await this.client.snapshots.stat({ snapshotter: this.snapshotter, key: name });
+    } catch (err) {
+      // Swept by containerd's own GC since its last child or view went (see `collect`), which may
+      // still be deleting its directory: wait for that.
+      if (hasCode(err, 'not_found')) await this.collectGarbage();
+      return;
+    }
+    if (info.info?.labels[REMOVED_LABEL]) await this.collect(name);
   }
 
   /**
@@ -362,13 +370,22 @@ export class ContainerdSnapshotter implements Snapshotter {
   private async collect(name: string): Promise<void> {
     let removed = 0;
     for (let next: string | undefined = name; next; ) {
-      const info: containerdSnapshots.StatSnapshotResponse | undefined = await this.client.snapshots.stat({ snapshotter: this.snapshotter, key: next }).catch(() => undefined);
-      if (!info?.info || (next !== name && !info.info.labels[REMOVED_LABEL])) break;
+      let info: containerdSnapshots.StatSnapshotResponse | undefined;
+      try {
+        info = await this.client.snapshots.stat({ snapshotter: this.snapshotter, key: next });
+      } catch (err) {
+        if (hasCode(err, 'not_found')) removed++; // swept by containerd's own GC (see below)
+        break;
+      }
+      if (!info.info || (next !== name && !info.info.labels[REMOVED_LABEL])) break;
       try {
         await this.client.snapshots.remove({ snapshotter: this.snapshotter, key: next });
       } catch (err) {
-        if (hasCode(err, 'failed_precondition', 'not_found')) break; // a child or view keeps it
-        throw err;
+        if (hasCode(err, 'failed_precondition')) break; // a child or view keeps it
+        // Gone since the stat: once its last child or view went, nothing held it (its lease was deleted
+        // when Kiln removed it), so containerd's own GC swept it, and that GC may still be deleting its
+        // directory. Counted as removed: the synchronous GC below waits for the running one to finish.
+        if (!hasCode(err, 'not_found')) throw err;
       }
       removed++;
       if (next.startsWith(this.prefix)) await this.client.leases.delete({ id: this.committedLease(next.slice(this.prefix.length)) }).catch(() => undefined);
