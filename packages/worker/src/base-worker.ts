@@ -23,7 +23,9 @@ import { exportTree } from './fs/tar-export.js';
 import { readRefDir, readRefFile, statRefFile } from './fs/ref-files.js';
 import { createLayerMaker } from './layers/index.js';
 import type { LayerMaker } from './layers/layer-maker.js';
-import { LineageSnapshotter } from './layers/lineage.js';
+import { readBlob } from './layers/content-blobs.js';
+import type { BaseLayer, LineageSnapshotter } from './layers/lineage.js';
+import type { StoredBaseLayer } from './layers/lineage-records.js';
 import { compressionLevel } from './layers/media-types.js';
 import { runExecOp, sshForwarder } from './ops/exec-op.js';
 import { runFileOp } from './ops/file-op.js';
@@ -62,6 +64,8 @@ export class BaseWorker implements Worker {
   /** Networks of exec steps (CNI namespaces, resolv.conf). */
   private readonly network: NetworkProvider;
   private readonly reaped: Promise<void>;
+  /** The persisted lineage read back; getLayers and removals wait for it. */
+  private readonly lineageRestored: Promise<void>;
   /** The snapshotter, recording each snapshot's parent, base layer and op (for getLayers). */
   private readonly snapshots: LineageSnapshotter;
   private readonly layerMaker: LayerMaker | undefined;
@@ -77,13 +81,15 @@ export class BaseWorker implements Worker {
   constructor(private readonly o: CompiledWorkerOptions) {
     this.id = o.id;
     this.logger = o.logger.child({ component: 'worker', worker: o.id });
-    const made = createLayerMaker(o, this.logger);
+    const made = createLayerMaker(o, this.logger, (b) => this.refetchBase(b));
     this.snapshots = made.snapshots;
     this.layerMaker = made.maker;
     this.layers = new LayerStore(this.snapshots);
     this.execLimiter = new Limiter(o.maxParallelExecs);
     this.cacheMounts = new CacheMounts(o.execStateDir);
     this.network = new NetworkProvider(o.network, o.execStateDir, this.logger);
+    // Which snapshot sits on which, as recorded before a restart (one layer per step for cached refs).
+    this.lineageRestored = this.snapshots.restore().catch((err: unknown) => this.logger.warn({ err }, 'failed to restore snapshot lineage'));
     this.localContexts = new LocalContexts({ acquire: (ref) => this.refs.acquire(ref), release: (refs) => this.release(refs) });
     // What a killed daemon left behind (containers, secret tmpfs mounts, run
     // files, snapshots nothing holds); ops and close() wait for this.
@@ -94,7 +100,8 @@ export class BaseWorker implements Worker {
       (o.executor.reapStale?.() ?? Promise.resolve())
         .catch((err: unknown) => this.logger.warn({ err }, 'failed to remove stale containers'))
         .then(() => this.network.reapStale()),
-      this.sweepSnapshots().catch((err: unknown) => this.logger.warn({ err }, 'failed to remove unreferenced snapshots')),
+      // The sweep removes through the lineage: an output a kept child diffs against stays.
+      this.lineageRestored.then(() => this.sweepSnapshots()).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove unreferenced snapshots')),
     ]).then(() => undefined);
     // Refs retained before a restart come back under their ids, one reference per owner.
     for (const r of o.retainedRefs.persisted()) this.refs.adopt(r.ref, r.snapshotId);
@@ -215,10 +222,7 @@ export class BaseWorker implements Worker {
         const outputRefs = [reusedRef];
         return contentDigest === undefined ? { outputRefs } : { outputRefs, contentDigests: [contentDigest] };
       }
-      for (const id of ids) {
-        this.snapshots.markOutput(id);
-        if (req.description) this.snapshots.describe(id, req.description);
-      }
+      for (const id of ids) this.snapshots.markOutput(id, req.description || undefined);
       if (this.closed) {
         for (const id of ids) if (!this.layers.owns(id)) await this.snapshots.remove(id).catch(() => undefined);
         throw new KilnError('unavailable', `worker ${this.id} closed while running vertex ${digest}`);
@@ -279,7 +283,8 @@ export class BaseWorker implements Worker {
             layers: this.layers,
             progressIntervalMs: this.o.progressIntervalMs,
             content: this.o.content,
-            onBaseLayer: (id, layer) => this.snapshots.setBase(id, layer),
+            // A registry's layer can be fetched again after a restart; a client's OCI layout cannot.
+            onBaseLayer: (id, layer) => this.snapshots.setBase(id, identifier.startsWith('docker-image://') ? { ...layer, origin: identifier } : layer),
           });
         }
         if (identifier.startsWith('https://') || identifier.startsWith('http://')) {
@@ -325,6 +330,17 @@ export class BaseWorker implements Worker {
     const sessions = this.o.sessions;
     if (!sessionId || !sessions.getCredentials) return this.o.registry;
     return this.o.registry.withCredentials(sessionCredentials((host, signal) => sessions.getCredentials!({ sessionId, host }, { signal })));
+  }
+
+  /** How a base layer restored from the lineage records is fetched again when the content store lost its blob. */
+  private refetchBase(b: StoredBaseLayer): BaseLayer['fetch'] {
+    const { digest, size, mediaType } = b;
+    if (b.origin?.startsWith('docker-image://')) {
+      const origin = registryOrigin(this.o.registry, b.origin.slice('docker-image://'.length), undefined);
+      return (signal) => origin.fetch({ digest, size, mediaType }, signal);
+    }
+    const content = this.o.content;
+    return (signal) => (content ? readBlob(content, digest, signal) : noBlob(digest));
   }
 
   /** An exec op's platform must be one this worker runs (natively or emulated). */
@@ -444,6 +460,7 @@ export class BaseWorker implements Worker {
       throw new InvalidArgumentError(`source_date_epoch must be a whole number of seconds >= 0, got ${opts.sourceDateEpoch}`, 'source_date_epoch');
     }
     if (!this.layerMaker) throw new KilnError('failed_precondition', `worker ${this.id} has no content store to write layers to`);
+    await this.lineageRestored;
     const id = this.refs.snapshotOf(ref);
     if (id === undefined || !this.refs.acquire(ref)) throw new NotFoundError(`unknown ref ${ref}`);
     try {
@@ -482,6 +499,7 @@ export class BaseWorker implements Worker {
   }
 
   async release(refs: readonly string[]): Promise<void> {
+    await this.lineageRestored;
     for (const ref of refs) {
       const id = this.refs.release(ref);
       if (id === undefined) continue;
@@ -537,6 +555,11 @@ export class BaseWorker implements Worker {
     await this.layerMaker?.close();
     await this.snapshots.close().catch(() => undefined);
   }
+}
+
+/** A blob nothing can fetch again. */
+async function* noBlob(digest: string): AsyncGenerator<Uint8Array> {
+  throw new NotFoundError(`layer blob ${digest} is not in the content store`, { digest });
 }
 
 /** How long close() waits for canceled runs to clean up (kill their containers, unmount). */

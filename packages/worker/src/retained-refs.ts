@@ -1,4 +1,5 @@
-import { createRequire } from 'node:module';
+import { SqliteLineageRecords, type LineageRecords } from './layers/lineage-records.js';
+import { openWorkerDb, type Database, type Statement } from './worker-db.js';
 
 /**
  * Retentions of worker refs: which owner keeps which ref (and its snapshot)
@@ -17,36 +18,18 @@ export interface RetainedRefs {
   persisted(): { ref: string; snapshotId: string; owner: string }[];
   /** Snapshot ids of every persisted retention (never removed on close). */
   persistedSnapshots(): Set<string>;
+  /** The layer lineage of committed snapshots, kept in the same file (see LineageRecords). */
+  readonly lineage: LineageRecords;
   close(): void;
 }
 
-interface Statement {
-  run(...params: unknown[]): { changes: number };
-  all(...params: unknown[]): unknown[];
-}
-interface Database {
-  prepare(sql: string): Statement;
-  exec(sql: string): void;
-  pragma(source: string): unknown;
-  close(): void;
-}
-
-const require = createRequire(import.meta.url);
-
-/** Retentions persisted in the SQLite file `dbPath` (created when absent); `:memory:` keeps them in memory. */
+/** Retentions persisted in the SQLite file `dbPath` (created when absent, an older one upgraded); `:memory:` keeps them in memory. */
 export function openRetainedRefs(dbPath: string): RetainedRefs {
-  const Ctor = require('better-sqlite3') as new (file: string, opts: { timeout: number }) => Database;
-  const db = new Ctor(dbPath, { timeout: 5_000 });
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
-  db.exec(`CREATE TABLE IF NOT EXISTS retained_refs (
-    ref TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    snapshot_id TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    PRIMARY KEY (ref, owner)
-  )`);
-  return new SqliteRetainedRefs(db);
+  const db = openWorkerDb(dbPath);
+  // The lineage is written on every commit (on the event loop): its own connection without an fsync per write.
+  // A power loss may cost the last records, whose snapshots then export as whole-tree layers, as before lineage persisted.
+  const lineageDb = openWorkerDb(dbPath, { synchronous: 'NORMAL' });
+  return new SqliteRetainedRefs(db, lineageDb);
 }
 
 class SqliteRetainedRefs implements RetainedRefs {
@@ -55,8 +38,13 @@ class SqliteRetainedRefs implements RetainedRefs {
   private readonly del: Statement;
   private readonly ownersOf: Statement;
   private readonly all: Statement;
+  readonly lineage: LineageRecords;
 
-  constructor(private readonly db: Database) {
+  constructor(
+    private readonly db: Database,
+    private readonly lineageDb: Database,
+  ) {
+    this.lineage = new SqliteLineageRecords(lineageDb);
     this.insert = db.prepare('INSERT OR IGNORE INTO retained_refs (ref, owner, snapshot_id, created_at) VALUES (?, ?, ?, ?)');
     this.del = db.prepare('DELETE FROM retained_refs WHERE ref = ? AND owner = ?');
     this.ownersOf = db.prepare('SELECT owner FROM retained_refs WHERE ref = ?');
@@ -97,6 +85,7 @@ class SqliteRetainedRefs implements RetainedRefs {
   }
 
   close(): void {
+    this.lineageDb.close();
     this.db.close();
   }
 }

@@ -5,7 +5,8 @@ import type { CompiledWorkerOptions } from '../worker.js';
 import { CompressPool } from './compress-pool.js';
 import { LayerCache } from './layer-cache.js';
 import { LayerMaker } from './layer-maker.js';
-import { LineageSnapshotter } from './lineage.js';
+import { LineageSnapshotter, type BaseLayer } from './lineage.js';
+import type { StoredBaseLayer } from './lineage-records.js';
 
 /**
  * The worker's snapshotter wrapped to record lineage, and the layer maker
@@ -13,10 +14,11 @@ import { LineageSnapshotter } from './lineage.js';
  * cache persists in `<stateDir>/layers/cache.json` and blobs are staged in
  * `<stateDir>/layers/tmp`; without it, in a temp dir and in memory.
  */
-export function createLayerMaker(o: CompiledWorkerOptions, logger: Logger): { snapshots: LineageSnapshotter; maker?: LayerMaker } {
+export function createLayerMaker(o: CompiledWorkerOptions, logger: Logger, fetchBase?: (layer: StoredBaseLayer) => BaseLayer['fetch']): { snapshots: LineageSnapshotter; maker?: LayerMaker } {
   const dir = o.stateDir ? path.join(o.stateDir, 'layers') : undefined;
   const cache = new LayerCache(dir && path.join(dir, 'cache.json'), logger);
-  const snapshots = new LineageSnapshotter(o.snapshotter, (id) => cache.forgetSnapshot(id));
+  // The lineage persists with the retained refs (same SQLite file), so cached refs keep their layers across restarts.
+  const snapshots = new LineageSnapshotter(o.snapshotter, { onRemoved: (id) => cache.forgetSnapshot(id), records: o.retainedRefs.lineage, fetchBase, logger });
   if (!o.content) return { snapshots };
   const maker = new LayerMaker({
     snapshots,

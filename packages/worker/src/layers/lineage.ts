@@ -1,4 +1,6 @@
+import { KilnError, type Logger } from '@kiln/common';
 import type { ActiveSnapshot, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from '@kiln/snapshotter';
+import type { LineageRecords, StoredBaseLayer } from './lineage-records.js';
 
 /** A layer that came unchanged from a pulled image: its blob as the registry served it. */
 export interface BaseLayer {
@@ -11,6 +13,18 @@ export interface BaseLayer {
   fetch(signal?: AbortSignal): AsyncIterable<Uint8Array>;
   /** Set for a layer imported from a build cache: the step that made it (not a base image layer). */
   imported?: { createdBy?: string };
+  /** `docker-image://REF` it was pulled from, kept so a restarted worker can fetch the blob again. */
+  origin?: string;
+}
+
+export interface LineageOptions {
+  /** Told about each committed snapshot actually removed. */
+  onRemoved?: (id: string) => void;
+  /** Where the lineage persists (see `restore`); in memory only without. */
+  records?: LineageRecords;
+  /** How a restored base layer's blob is fetched again when the content store lost it. */
+  fetchBase?: (layer: StoredBaseLayer) => BaseLayer['fetch'];
+  logger?: Logger;
 }
 
 interface Node {
@@ -36,6 +50,11 @@ interface Node {
  * spliced out: its children then diff against its parent, so their layer
  * holds its changes too.
  *
+ * With `records`, the lineage persists (written as it changes) and
+ * `restore()` reads it back after a restart, so cached refs keep one layer
+ * per step; snapshots without a record keep the old behaviour (a whole-tree
+ * layer).
+ *
  * Everything else is passed through to the wrapped snapshotter.
  */
 export class LineageSnapshotter implements Snapshotter {
@@ -46,11 +65,47 @@ export class LineageSnapshotter implements Snapshotter {
   private listed: { commits: number; times: Promise<Map<string, number>> } | undefined;
   private commits = 0;
 
-  /** `onRemoved` is told about each committed snapshot actually removed. */
   constructor(
     private readonly inner: Snapshotter,
-    private readonly onRemoved: (id: string) => void = () => undefined,
+    private readonly o: LineageOptions = {},
   ) {}
+
+  /**
+   * Reads the persisted lineage of the committed snapshots that still exist
+   * (records of snapshots gone, e.g. removed just before a crash, are
+   * dropped). Call once, before anything is committed or removed through
+   * this wrapper.
+   */
+  async restore(): Promise<void> {
+    const records = this.o.records;
+    if (!records) return;
+    const committed = new Set((await this.inner.list()).filter((s) => s.kind === 'committed').map((s) => s.name));
+    const rows = this.persisted(() => records.all()) ?? [];
+    const stale = rows.filter((r) => !committed.has(r.id)).map((r) => r.id);
+    this.persisted(() => records.delete(stale));
+    const live = rows.filter((r) => committed.has(r.id) && !this.nodes.has(r.id));
+    for (const r of live) {
+      const base: BaseLayer | undefined = r.base && { ...r.base, fetch: this.o.fetchBase?.(r.base) ?? missingBlob(r.base.digest) };
+      this.nodes.set(r.id, { parent: r.parent, children: 0, removed: false, output: r.output, ...(base ? { base } : {}), ...(r.createdBy !== undefined ? { createdBy: r.createdBy } : {}) });
+    }
+    for (const r of live) {
+      const n = this.nodes.get(r.id)!;
+      const p = n.parent === undefined ? undefined : this.nodes.get(n.parent);
+      if (p) p.children++;
+      else n.parent = undefined;
+    }
+    if (live.length > 0) this.o.logger?.debug({ snapshots: live.length, dropped: stale.length }, 'restored snapshot lineage');
+  }
+
+  /** Runs a write (or read) of the records; a failure is logged, never fails the caller (the lineage in memory stays right). */
+  private persisted<T>(fn: () => T): T | undefined {
+    try {
+      return fn();
+    } catch (err) {
+      this.o.logger?.warn({ err }, 'failed to persist snapshot lineage');
+      return undefined;
+    }
+  }
 
   async prepare(key: string, parent?: string, opts?: { signal?: AbortSignal }): Promise<ActiveSnapshot> {
     const active = await this.inner.prepare(key, parent, opts);
@@ -64,6 +119,8 @@ export class LineageSnapshotter implements Snapshotter {
     this.preparedFrom.delete(key);
     const p = parent === undefined ? undefined : this.nodes.get(parent);
     this.nodes.set(id, { parent: p ? parent : undefined, children: 0, removed: false, output: false });
+    const records = this.o.records;
+    if (records) this.persisted(() => records.committed(id, p ? parent : undefined));
     this.commits++;
     if (p) p.children++;
     return id;
@@ -91,10 +148,12 @@ export class LineageSnapshotter implements Snapshotter {
     node.removed = true;
     if (node.children > 0 && !node.output) {
       const grandparent = node.parent === undefined ? undefined : this.nodes.get(node.parent);
-      for (const n of this.nodes.values()) {
+      for (const [childId, n] of this.nodes) {
         if (n.parent !== keyOrId) continue;
         n.parent = node.parent;
         if (grandparent) grandparent.children++;
+        const records = this.o.records;
+        if (records) this.persisted(() => records.setParent(childId, node.parent));
       }
       node.children = 0;
     }
@@ -105,7 +164,9 @@ export class LineageSnapshotter implements Snapshotter {
       if (!n || !n.removed || n.children > 0) return;
       this.nodes.delete(id);
       await this.inner.remove(id);
-      this.onRemoved(id);
+      const records = this.o.records;
+      if (records) this.persisted(() => records.delete([id!]));
+      this.o.onRemoved?.(id);
       const parent: Node | undefined = n.parent === undefined ? undefined : this.nodes.get(n.parent);
       if (!parent) return;
       parent.children--;
@@ -144,23 +205,32 @@ export class LineageSnapshotter implements Snapshotter {
   /** Records that `id` is the snapshot of an image layer with this blob. */
   setBase(id: string, layer: BaseLayer): void {
     const n = this.nodes.get(id);
-    if (n) n.base = layer;
+    if (!n) return;
+    n.base = layer;
+    const records = this.o.records;
+    if (!records) return;
+    const { digest, size, mediaType, diffId, origin, imported } = layer;
+    this.persisted(() => records.setBase(id, { digest, size, mediaType, diffId, ...(origin ? { origin } : {}), ...(imported ? { imported } : {}) }));
   }
 
   base(id: string): BaseLayer | undefined {
     return this.nodes.get(id)?.base;
   }
 
-  /** Marks `id` as an op's output: it keeps its own layer even once removed while children live. */
-  markOutput(id: string): void {
+  /**
+   * Marks `id` as an op's output: it keeps its own layer even once removed
+   * while children live. `createdBy` is the description of the op that made
+   * it (the first one wins; never for a base layer).
+   */
+  markOutput(id: string, createdBy?: string): void {
     const n = this.nodes.get(id);
-    if (n) n.output = true;
-  }
-
-  /** Records the description of the op that made `id` (the first one wins). */
-  describe(id: string, createdBy: string): void {
-    const n = this.nodes.get(id);
-    if (n && n.createdBy === undefined && n.base === undefined) n.createdBy = createdBy;
+    if (!n) return;
+    const describe = createdBy !== undefined && n.createdBy === undefined && n.base === undefined;
+    if (n.output && !describe) return;
+    n.output = true;
+    if (describe) n.createdBy = createdBy;
+    const records = this.o.records;
+    if (records) this.persisted(() => records.markOutput(id, n.createdBy));
   }
 
   createdBy(id: string): string | undefined {
@@ -188,4 +258,11 @@ export class LineageSnapshotter implements Snapshotter {
     this.listed = listed;
     return (await listed.times).get(id);
   }
+}
+
+/** The fetch of a restored layer nobody said how to fetch again: it names the blob. */
+function missingBlob(digest: string): BaseLayer['fetch'] {
+  return async function* () {
+    throw new KilnError('not_found', `layer blob ${digest} is no longer in the content store and this worker cannot fetch it again`, { digest });
+  };
 }
