@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,6 +19,7 @@ describe('step results pulled from another worker [topology=split, two oci worke
   let registry: TestRegistry;
   let work: string;
   let ctx: string;
+  let stages: string;
   const worker = (id: string): DaemonProcess => cluster.tiers.find((t) => t.name === id)!;
   /** How many times a worker's log shows a sleeping RUN starting. */
   const sleepsRun = (id: string) => worker(id).logs().split('\n').filter((l) => l.includes('"running op"') && l.includes('sleep 1')).length;
@@ -40,6 +41,12 @@ describe('step results pulled from another worker [topology=split, two oci worke
     writeFileSync(
       join(ctx, 'Dockerfile'),
       ['FROM ' + base, 'RUN sleep 1; date +%s%N > /one', 'RUN sleep 1; date +%s%N > /two', ''].join('\n'),
+    );
+    // Two parallel stages, each with a RUN another build leaves cached on one worker and a RUN that runs every time (its ARG changes).
+    stages = mkdtempSync(join(work, 'stages-'));
+    writeFileSync(
+      join(stages, 'Dockerfile'),
+      ['FROM ' + base + ' AS a', 'RUN sleep 1; date +%s%N > /a', 'ARG N', 'RUN echo "a$N" > /na', 'FROM ' + base + ' AS b', 'RUN sleep 1; date +%s%N > /b', 'ARG N', 'RUN echo "b$N" > /nb', 'FROM ' + base, 'COPY --from=a /a /na /', 'COPY --from=b /b /nb /', ''].join('\n'),
     );
     nats = await startKilnNats();
     cluster = await startKilnCluster(nats, ['solver', 'frontend', 'exporters', 'content', { tier: 'worker-oci', id: 'w-a' }, { tier: 'worker-oci', id: 'w-b' }]).catch(async (err) => {
@@ -79,7 +86,47 @@ describe('step results pulled from another worker [topology=split, two oci worke
     expect(sleepsRun('w-b')).toBe(0);
     expect(layersOf('b2')).toEqual(a);
   }, 120_000);
+
+  it('runs two parallel stages of one build on the two workers their cache is on, both CACHED, the image exported with both', async () => {
+    const opsLike = (id: string, text: string) => worker(id).logs().split('\n').filter((l) => l.includes('"running op"') && l.includes(text)).length;
+    const stage = (target: string, id: string) =>
+      runKiln(['build', '--addr', cluster.addr, '--progress=plain', '--target', target, '--worker-filter', `id==${id}`, '--build-arg', 'N=1', '-o', `type=local,dest=${join(work, `out-${target}`)}`, stages], { env: cluster.env, timeoutMs: 60_000 });
+    const a = await stage('a', 'w-a');
+    expect(a.code, onFailure(a)).toBe(0);
+    const b = await stage('b', 'w-b');
+    expect(b.code, onFailure(b)).toBe(0);
+    const before = { a: opsLike('w-a', '> /na'), b: opsLike('w-b', '> /nb') };
+
+    const ref = `${registry.host}/kiln/pulled:stages`;
+    const full = await runKiln(['build', '--addr', cluster.addr, '--progress=plain', '--build-arg', 'N=2', '--push', '--provenance=false', '-t', ref, stages], { env: cluster.env, timeoutMs: 60_000 });
+    expect(full.code, onFailure(full)).toBe(0);
+    expect(stepOutcome(full.stderr, /RUN sleep 1; date \+%s%N > \/a$/)).toBe('CACHED');
+    expect(stepOutcome(full.stderr, /RUN sleep 1; date \+%s%N > \/b$/)).toBe('CACHED');
+    // Each stage's new step ran where its cached step is: the stages went to different workers.
+    expect(opsLike('w-a', '> /na') - before.a).toBe(1);
+    expect(opsLike('w-b', '> /nb') - before.b).toBe(1);
+    expect(opsLike('w-a', '> /nb') + opsLike('w-b', '> /na')).toBe(0);
+    expect(worker('solver-1').logs()).toContain('build steps placed on several workers');
+
+    const files = imageFiles(ref, join(work, 'image-stages'));
+    expect(files('a')).toBe(readFileSync(join(work, 'out-a', 'a'), 'utf8'));
+    expect(files('b')).toBe(readFileSync(join(work, 'out-b', 'b'), 'utf8'));
+    expect(files('na')).toBe('a2\n');
+    expect(files('nb')).toBe('b2\n');
+  }, 150_000);
 });
+
+/** The image at `ref` unpacked (skopeo to an OCI layout, layers applied in order) into `dir`: a reader of its files. */
+function imageFiles(ref: string, dir: string): (path: string) => string {
+  const layout = `${dir}-layout`;
+  execFileSync('skopeo', ['copy', '--src-tls-verify=false', `docker://${ref}`, `oci:${layout}:img`], { stdio: 'pipe' });
+  const blob = (digest: string) => join(layout, 'blobs', 'sha256', digest.slice('sha256:'.length));
+  const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+  const manifest = JSON.parse(readFileSync(blob(index.manifests[0]!.digest), 'utf8')) as { layers: { digest: string }[] };
+  mkdirSync(dir, { recursive: true });
+  for (const l of manifest.layers) execFileSync('tar', ['-xf', blob(l.digest), '-C', dir], { stdio: 'pipe' });
+  return (path) => readFileSync(join(dir, path), 'utf8');
+}
 
 /** The plain-progress outcome of the step whose name matches `name`: CACHED, DONE (it ran) or ERROR. */
 function stepOutcome(stderr: string, name: RegExp): 'CACHED' | 'DONE' | 'ERROR' | undefined {

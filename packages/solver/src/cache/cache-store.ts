@@ -99,6 +99,19 @@ export class CacheStore {
     return counts;
   }
 
+  /** The records of those of `keys` the cache holds. */
+  getMany(keys: readonly string[]): CacheRecord[] {
+    const unique = [...new Set(keys)];
+    const out: CacheRecord[] = [];
+    for (let i = 0; i < unique.length; i += 500) {
+      const chunk = unique.slice(i, i + 500);
+      const cols = 'key, worker_id AS workerId, refs, description, created_at AS createdAtMs, last_used_at AS lastUsedAtMs, usage_count AS usageCount, run_ms AS runMs, lease';
+      const rows = this.db.prepare(`SELECT ${cols} FROM cache_records WHERE key IN (${chunk.map(() => '?').join(',')})`).all(...chunk) as (Omit<CacheRecord, 'refs'> & { refs: string })[];
+      for (const r of rows) out.push({ ...r, refs: JSON.parse(r.refs) as string[] });
+    }
+    return out;
+  }
+
   /** Every record, most recently used first. */
   list(): CacheRecord[] {
     return (this.listStmt.all() as (Omit<CacheRecord, 'refs'> & { refs: string })[]).map((r) => ({ ...r, refs: JSON.parse(r.refs) as string[] }));

@@ -60,6 +60,11 @@ export const MAX_CACHE_LOAD_GAP = 2;
  * there are no workers at all.
  */
 export function pickWorker(all: readonly WorkerHandle[], defs: readonly ParsedDefinition[], choice: WorkerChoice = {}): WorkerHandle {
+  return preferred(fittingWorkers(all, defs, choice), choice);
+}
+
+/** The workers a build fits on (filters, op kinds, platforms; see pickWorker), never empty: throws as pickWorker does. */
+export function fittingWorkers(all: readonly WorkerHandle[], defs: readonly ParsedDefinition[], choice: Pick<WorkerChoice, 'filters' | 'exclude'> = {}): WorkerHandle[] {
   const workers = all.filter((w) => !choice.exclude?.has(w.id));
   if (workers.length === 0) throw new UnavailableError(all.length === 0 ? 'no workers are available' : 'no other worker is available');
   const filters = choice.filters ?? [];
@@ -73,7 +78,7 @@ export function pickWorker(all: readonly WorkerHandle[], defs: readonly ParsedDe
   const runsPlatforms = (w: WorkerHandle) => wanted.every((n) => w.platforms.some((p) => runsPlatform(p, n.platform)));
   const runsKinds = (w: WorkerHandle) => kinds.every((k) => runsOpKind(w, k.kind));
   const fitting = matching.filter((w) => runsPlatforms(w) && runsKinds(w));
-  if (fitting.length > 0) return preferred(fitting, choice);
+  if (fitting.length > 0) return fitting;
   const among = filters.length > 0 ? ` matching ${describeFilters(filters)}` : '';
   const byPlatform = matching.filter(runsPlatforms);
   if (byPlatform.length > 0) throw noOpKind(byPlatform, kinds, among);

@@ -17,8 +17,8 @@ import { Scheduler, type GraphNode, type SchedulerSession } from '../graph/sched
 import { bypassesCache, isLocalSource, localSourceCacheKey, opCacheKey, selectedContentKey } from '../llb/cache-keys.js';
 import { inputSelectors } from '../llb/input-selectors.js';
 import { definitionKeys, outputKey } from '../llb/definition-keys.js';
-import { predictedCacheKeys } from '../llb/predicted-keys.js';
-import { toGraph, type LlbVertex, type OpResult, type RunOp, type Shortcut } from '../llb/vertices.js';
+import { predictedCacheKeys, predictedKeysByDigest } from '../llb/predicted-keys.js';
+import { toGraph, toPlacedGraph, type LlbVertex, type OpResult, type RunOp, type Shortcut } from '../llb/vertices.js';
 import type { SessionHost } from '../session/session-host.js';
 import { compileCacheExports, compileCacheImports, exportCache, loadCacheImports, withInlineCache, type CacheExportDeps } from './build-cache.js';
 import { BuildRecords, toStatusResponse } from './build-records.js';
@@ -32,10 +32,11 @@ import { vertexStep } from '../explain/vertex-step.js';
 import { CacheUsage, planCachePrune, pruneKeepBytes } from './cache-usage.js';
 import { ContentUsage } from './content-usage.js';
 import { checkDefinitionEntitlements, grantEntitlements } from './entitlements.js';
-import { constraintFilters, pickWorker } from './pick-worker.js';
+import { constraintFilters, fittingWorkers, pickWorker } from './pick-worker.js';
 import { matchesAll, parseWorkerFilters, type WorkerFilter } from './worker-filter.js';
 import { compileUsageFilter } from './usage-filter.js';
-import { VertexCache } from './vertex-cache.js';
+import { VertexCache, type CacheHit } from './vertex-cache.js';
+import { placeSteps } from './step-placement.js';
 import { BuildGateways } from './build-gateway.js';
 import { buildProvenance, provenanceMode } from './provenance.js';
 import { resultSbom, SBOM_EXPORTERS, sbomRequested } from './sbom.js';
@@ -236,7 +237,7 @@ export class Solver {
       // Before anything resolves: a cached result of an entitled step must not reach a build without the entitlement.
       checkDefinitionEntitlements(defs, granted);
       const filters = [...requested, ...parseWorkerFilters(constraintFilters(defs), 'constraints')];
-      const cached = this.cachedSteps(defs, req.frontendAttrs['no-cache']);
+      const cached = await this.cachedSteps(defs, req.frontendAttrs['no-cache'], signal);
       // Picked and counted in one step, so builds arriving together spread.
       const choose = async (exclude?: ReadonlySet<string>) => {
         const w = pickWorker(await this.opts.workers.list(), defs, { filters, load: (id) => this.load.get(id) ?? 0, cached, exclude });
@@ -254,23 +255,33 @@ export class Solver {
         imports = new CacheImports(loaded, this.opts.content, log.child({ component: 'cache-import' }));
       }
       explainer = new BuildExplainer(this.steps, buildId, await this.buildIdentity(req), req.frontendAttrs['no-cache']);
-      const plan: Omit<BuildPlan, 'session' | 'signal'> = { req, granted: [...granted], defs, targets, cacheExports, imports, publish, log, sourceDateEpoch, startedMs, explainer };
+      const placedOn = new Map<string, WorkerHandle>();
+      const useWorker = (w: WorkerHandle) => {
+        placedOn.set(w.id, w);
+        this.claim(w.id, claimed, +1);
+        this.history.addWorker(buildId, w.id);
+        this.relay.allow(buildId, w.id);
+      };
+      const plan: Omit<BuildPlan, 'session' | 'signal'> = { req, granted: [...granted], defs, targets, cacheExports, imports, publish, log, sourceDateEpoch, startedMs, explainer, filters, exclude: new Set(), claimed, useWorker };
       let response: Record<string, string>;
       try {
         response = await this.attemptOn(worker, plan, signal);
       } catch (err) {
-        if (signal.aborted || !(await this.workerLost(worker, err))) throw err;
-        const reason = lostReason(worker.id, err);
-        // The other worker runs the build again: what its cache holds (or other live workers can hand it) is reused.
-        const other = await choose(new Set([worker.id])).catch(() => undefined);
+        // The build's worker, or one a branch of its steps ran on (see placeSteps).
+        const lost = signal.aborted ? undefined : await this.lostWorker([worker, ...[...placedOn.values()].filter((w) => w.id !== worker.id)], err);
+        if (!lost) throw err;
+        const reason = lostReason(lost.id, err);
+        // Another worker runs the build again: what its cache holds (or other live workers can hand it) is reused.
+        const exclude = new Set([lost.id]);
+        const other = lost.id === worker.id ? await choose(exclude).catch(() => undefined) : worker;
         if (!other) {
-          throw new KilnError('unavailable', `worker "${worker.id}" was lost (${reason}) and no other fitting worker is available to retry the build`, { worker: worker.id }, { cause: err });
+          throw new KilnError('unavailable', `worker "${lost.id}" was lost (${reason}) and no other fitting worker is available to retry the build`, { worker: lost.id }, { cause: err });
         }
-        this.claim(worker.id, claimed, -1);
-        const message = `worker "${worker.id}" was lost (${reason}); retrying the build on worker "${other.id}"`;
-        log.warn({ failed: worker.id, retry: other.id, err: reason }, 'worker lost: retrying the build on another worker');
+        this.claim(lost.id, claimed, -1);
+        const message = `worker "${lost.id}" was lost (${reason}); retrying the build on worker "${other.id}"`;
+        log.warn({ failed: lost.id, retry: other.id, err: reason }, 'worker lost: retrying the build on another worker');
         await publish({ case: 'warning', value: { level: 1n, short: new TextEncoder().encode(message) } });
-        response = await this.attemptOn(other, plan, signal);
+        response = await this.attemptOn(other, { ...plan, exclude }, signal);
       }
       this.history.setExporterResponse(buildId, response);
       await this.settleProgress(buildId, signal, log);
@@ -340,19 +351,73 @@ export class Solver {
    * exporters' response.
    */
   private async buildOn(worker: WorkerHandle, p: BuildPlan): Promise<Record<string, string>> {
-    const { req, defs, publish, signal } = p;
+    const { req, defs, publish } = p;
     const buildId = req.ref;
     p.log.info({ worker: worker.id }, 'build runs on worker');
-    let targets = p.targets;
     const built = new Map<string, BuiltVertex>();
     const sites = new Map<string, StepSite>();
     for (const def of defs) for (const [d, site] of stepSites(def, (x) => def.ops.get(x as never)?.metadata?.description ?? x)) sites.set(d, site);
     const explain = { explainer: p.explainer, sites };
-    const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: p.granted, imports: p.imports, built, explain };
+    const build: BuildContext = { publish, buildId, sessionId: req.sessionId, noCache: req.frontendAttrs['no-cache'], entitlements: p.granted, imports: p.imports, built, explain, brought: [] };
+    try {
+      return await this.buildGraphsOn(worker, p, build);
+    } finally {
+      await Promise.all(build.brought.map((h) => this.cache.releaseHit(h).catch(() => undefined)));
+    }
+  }
+
+  /**
+   * Where each step of a single-platform build runs when its branches are
+   * better off on other workers (see placeSteps); undefined when all run on
+   * `worker` (one fitting worker, placement by load, cache imports or
+   * exports, which describe one worker's results). Claims the other
+   * workers for the build.
+   */
+  private async placeBuildSteps(worker: WorkerHandle, p: BuildPlan): Promise<{ place: Map<string, string>; workers: Map<string, WorkerHandle> } | undefined> {
+    const def = p.defs[0];
+    if (this.opts.placement === 'load' || p.defs.length !== 1 || !def?.result || p.imports || p.cacheExports.length > 0) return undefined;
+    let fitting: WorkerHandle[];
+    try {
+      fitting = fittingWorkers(await this.opts.workers.list(), p.defs, { filters: p.filters, exclude: p.exclude });
+    } catch {
+      return undefined;
+    }
+    if (fitting.length < 2 || !fitting.some((w) => w.id === worker.id)) return undefined;
+    const predicted = predictedKeysByDigest(def, p.req.frontendAttrs['no-cache']);
+    const holders = this.cache.holders([...predicted.values()], new Set(fitting.map((w) => w.id)));
+    const place = placeSteps({
+      def,
+      buildWorker: worker.id,
+      workers: fitting.map((w) => w.id),
+      predicted,
+      holder: (k) => holders.get(k),
+      load: (id) => (this.load.get(id) ?? 0) - (p.claimed.has(id) ? 1 : 0),
+    });
+    const counts = new Map<string, number>();
+    for (const id of place.values()) counts.set(id, (counts.get(id) ?? 0) + 1);
+    if ([...counts.keys()].every((id) => id === worker.id)) return undefined;
+    const workers = new Map(fitting.map((w) => [w.id, w]));
+    for (const id of counts.keys()) if (id !== worker.id) p.useWorker(workers.get(id)!);
+    p.log.info({ worker: worker.id, steps: Object.fromEntries(counts) }, 'build steps placed on several workers');
+    return { place, workers };
+  }
+
+  /** The graphs of buildOn, run and exported. */
+  private async buildGraphsOn(worker: WorkerHandle, p: BuildPlan, build: BuildContext): Promise<Record<string, string>> {
+    const { req, defs, publish, signal } = p;
+    const buildId = req.ref;
+    const built = build.built;
+    let targets = p.targets;
+    const placed = await this.placeBuildSteps(worker, p);
     // One graph per target platform; ops they share (same key) run once in this session.
     const resultRefs = await Promise.all(
       defs.map(async (def) => {
         if (!def.result) return '';
+        if (placed) {
+          const { result } = toPlacedGraph(def, req.sessionId, (id) => (v, inputs, sig) => this.runVertex(build, placed.workers.get(id) ?? worker, v, inputs, sig), worker.id, placed.place);
+          const out = await p.session.resolve(result!);
+          return out.refs[def.result.index] ?? '';
+        }
         const runOp: RunOp = (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig);
         let graph = toGraph(def, req.sessionId, runOp, worker.id);
         const shortcuts = await this.importShortcuts(build, worker, def, graph, p.session);
@@ -438,10 +503,10 @@ export class Solver {
     checkDefinitionEntitlements([def], g.granted);
     if (!def.result) return { workerId: '', ref: '' };
     const filters = [...g.requested, ...parseWorkerFilters(constraintFilters([def]), 'constraints')];
-    const worker = pickWorker(await this.opts.workers.list(), [def], { filters, load: (id) => this.load.get(id) ?? 0, cached: this.cachedSteps([def], g.noCache) });
+    const worker = pickWorker(await this.opts.workers.list(), [def], { filters, load: (id) => this.load.get(id) ?? 0, cached: await this.cachedSteps([def], g.noCache, signal) });
     this.claim(worker.id, g.claimed, +1);
     this.relay.allow(g.buildId, worker.id);
-    const build: BuildContext = { publish: g.publish, buildId: g.buildId, sessionId: g.sessionId, noCache: g.noCache, entitlements: [...g.granted], imports: undefined, built: new Map() };
+    const build: BuildContext = { publish: g.publish, buildId: g.buildId, sessionId: g.sessionId, noCache: g.noCache, entitlements: [...g.granted], imports: undefined, built: new Map(), brought: [] };
     const graph = toGraph(def, g.sessionId, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig), worker.id);
     void signal; // the build's own signal cancels its steps
     const out = await g.session.resolve(graph.get(def.result.digest)!);
@@ -480,14 +545,16 @@ export class Solver {
   }
 
   /**
-   * Per worker, how many of the definitions' steps it holds in the solver
-   * cache, for cache-aware placement (undefined with `placement = "load"`).
-   * Only keys known before anything runs count (see predictedCacheKeys).
+   * Per worker, how many of the definitions' steps it has without running
+   * them, for cache-aware placement (undefined with `placement = "load"`):
+   * the steps it holds, plus the share a pull would save of each step
+   * another live worker holds (see VertexCache.availability). Only keys
+   * known before anything runs count (see predictedCacheKeys).
    */
-  private cachedSteps(defs: readonly ParsedDefinition[], noCache: string | undefined): ((workerId: string) => number) | undefined {
+  private async cachedSteps(defs: readonly ParsedDefinition[], noCache: string | undefined, signal?: AbortSignal): Promise<((workerId: string) => number) | undefined> {
     if (this.opts.placement === 'load') return undefined;
     const keys = defs.flatMap((d) => predictedCacheKeys(d, noCache));
-    const held = this.cache.heldByWorker(keys);
+    const held = await this.cache.availability(keys, await this.opts.workers.list(), signal);
     return (id) => held.get(id) ?? 0;
   }
 
@@ -505,6 +572,12 @@ export class Solver {
    * itself (a failing RUN, a bad Dockerfile): a transport-like error while
    * the worker has left the pool or no longer answers Describe.
    */
+  /** The first of `workers` whose loss `err` came from (see workerLost). */
+  private async lostWorker(workers: readonly WorkerHandle[], err: unknown): Promise<WorkerHandle | undefined> {
+    for (const w of workers) if (await this.workerLost(w, err)) return w;
+    return undefined;
+  }
+
   private async workerLost(worker: WorkerHandle, err: unknown): Promise<boolean> {
     if (!isConnectionLost(err) && !TRANSIENT_CODES.has(asKilnError(err).code)) return false;
     if (!(await this.opts.workers.get(worker.id))) return true;
@@ -706,8 +779,11 @@ export class Solver {
     };
     const inputRefs = inputs.map((r, i) => r.refs[v.inputs[i]!.index] ?? '');
     const noCache = bypassesCache(v.op, b.noCache);
-    const run = (sig: AbortSignal) =>
-      worker.client.run({ buildId: b.buildId, sessionId: b.sessionId, vertexDigest: v.digest, op: v.op.bytes, inputRefs, description: v.name, entitlements: [...b.entitlements], noCache }, { signal: sig });
+    const run = async (sig: AbortSignal) =>
+      worker.client.run(
+        { buildId: b.buildId, sessionId: b.sessionId, vertexDigest: v.digest, op: v.op.bytes, inputRefs: await this.localInputs(b, worker, v, inputs, inputRefs, sig), description: v.name, entitlements: [...b.entitlements], noCache },
+        { signal: sig },
+      );
     if (isLocalSource(v.op.op)) {
       return this.step(b.publish, vertex, async () => {
         const res = await run(signal);
@@ -760,6 +836,23 @@ export class Solver {
       await b.publish({ case: 'vertex', value: { ...vertex, started, completed: timestampNow(), error: e.message } });
       throw e;
     }
+  }
+
+  /**
+   * The refs of a step's inputs on `worker`: an input made on another worker
+   * (a branch placed there, see placeSteps) is moved here through the
+   * content tier and held until the attempt ends.
+   */
+  private async localInputs(b: BuildContext, worker: WorkerHandle, v: LlbVertex, inputs: readonly OpResult[], refs: readonly string[], signal: AbortSignal): Promise<string[]> {
+    return Promise.all(
+      refs.map(async (ref, i) => {
+        const input = inputs[i]!;
+        if (!ref || input.workerId === worker.id) return ref;
+        const hit = await this.cache.bring(input.cacheKey, worker, b.buildId, { buildId: b.buildId, signal });
+        b.brought.push(hit);
+        return hit.refs[v.inputs[i]!.index] ?? '';
+      }),
+    );
   }
 
   /**
@@ -948,6 +1041,14 @@ interface BuildPlan {
   session: SchedulerSession<OpResult>;
   signal: AbortSignal;
   explainer: BuildExplainer;
+  /** The worker filters the build's steps must match (the request's and the ops' constraints). */
+  filters: readonly WorkerFilter[];
+  /** Workers not to place steps on (one the build lost). */
+  exclude: ReadonlySet<string>;
+  /** Workers the build is counted on (see Solver.claim). */
+  claimed: ReadonlySet<string>;
+  /** Counts the build on another worker its steps run on (load, history, progress relay). */
+  useWorker: (w: WorkerHandle) => void;
 }
 
 /** What one target platform builds (platform empty: a single-platform build that named none). */
@@ -982,6 +1083,8 @@ interface BuildContext {
   built: Map<string, BuiltVertex>;
   /** Records steps and explains misses (absent for gateway solves). */
   explain?: { explainer: BuildExplainer; sites: ReadonlyMap<string, StepSite> };
+  /** Inputs moved to the worker of the step reading them (see VertexCache.bring), held until the attempt ends. */
+  brought: CacheHit[];
 }
 
 /** The platform whose image an inline cache import picks from an index: the definition's, else the worker's. */

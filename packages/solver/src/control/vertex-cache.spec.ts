@@ -125,3 +125,27 @@ describe('VertexCache: results held by another worker', () => {
     expect(calls.some((c) => c.includes('getLayers'))).toBe(false);
   });
 });
+
+describe('VertexCache.availability (placement)', () => {
+  it('counts a held step as 1 on its holder and, elsewhere, as the share of its run time a pull saves', async () => {
+    const { records, cache, a, b } = setup();
+    // 4096 bytes at the default 20 MB/s + 150 ms fixed: about 150 ms a pull.
+    records.put('slow', 'w-a', ['r1'], 'RUN sleep 1', { runMs: 1_000 });
+    records.put('quick', 'w-a', ['r2'], 'RUN echo', { runMs: 20 });
+    records.put('unknown', 'w-b', ['r3'], 'RUN imported', { runMs: null });
+    records.put('gone', 'w-gone', ['r4'], 'RUN elsewhere', { runMs: 5_000 });
+    const got = await cache.availability(['slow', 'quick', 'unknown', 'gone', 'missing'], [a, b]);
+    expect(got.get('w-a')).toBeCloseTo(2 + 0.5, 5);
+    // slow: 1 - ~150/1000; quick: pulling costs more than running (0).
+    expect(got.get('w-b')).toBeGreaterThan(1 + 0.8);
+    expect(got.get('w-b')).toBeLessThan(1 + 0.9);
+    expect(got.has('w-gone')).toBe(false);
+  });
+
+  it('gives nothing to pull when the holder no longer has the result or there is one worker', async () => {
+    const { records, cache, a, b } = setup();
+    records.put('slow', 'w-a', ['r1'], 'RUN sleep 1', { runMs: 1_000 });
+    expect((await cache.availability(['slow'], [a])).get('w-a')).toBe(1);
+    expect((await cache.availability(['slow'], [b])).size).toBe(0);
+  });
+});

@@ -1,10 +1,15 @@
 import type { Client } from '@connectrpc/connect';
 import type { content as contentApi } from '@kiln/api';
-import type { Logger } from '@kiln/common';
+import { KilnError, type Logger } from '@kiln/common';
 import { CACHE_OWNER, type CacheRecord, type CacheStore } from '../cache/cache-store.js';
 import { PullCost } from './pull-cost.js';
 import { pullResult } from './result-pull.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
+
+/** Longest placement waits for a holder to tell its results' sizes (else a pull is estimated at its fixed cost). */
+const SIZE_LOOKUP_MS = 1000;
+/** What a pullable result whose run time is unknown counts for in placement (a pull is taken, but its saving is unknown). */
+export const UNKNOWN_RUN_PULL_CREDIT = 0.5;
 
 /** Longest a pull may take beyond its estimate before the step runs instead (a hung holder). */
 const PULL_SLACK_MS = 10_000;
@@ -89,6 +94,34 @@ export class VertexCache {
     }
   }
 
+  /**
+   * The result of `key`, which a step on `worker` reads, moved there from the
+   * worker holding it whatever the cost (the step was placed on `worker`,
+   * see placeSteps) and held for `holder` (end it with releaseHit). The
+   * record moves along, as for a pull. Throws `unavailable` naming the
+   * holder when the result cannot be moved (its holder is gone or failed).
+   */
+  async bring(key: string, worker: WorkerHandle, holder: string, p: { buildId: string; signal: AbortSignal }): Promise<CacheHit> {
+    const from = this.store.get(key)?.workerId;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const running = this.inflight.get(key);
+      if (running) await running.catch(() => undefined);
+      const hit = await this.lookup(key, worker, holder);
+      if (hit) return hit;
+      if (this.inflight.has(key)) continue;
+      const pulling = this.pullFrom(key, worker, holder, p, true);
+      this.inflight.set(key, pulling);
+      try {
+        const pulled = await pulling;
+        if (pulled) return pulled;
+      } finally {
+        if (this.inflight.get(key) === pulling) this.inflight.delete(key);
+      }
+      break;
+    }
+    throw new KilnError('unavailable', `the result of a step on worker "${from ?? 'unknown'}" could not be moved to worker "${worker.id}", which reads it`, { worker: from ?? '' });
+  }
+
   /** The cached result of `key` on `worker`, retained for `holder`; undefined on a miss. */
   private async lookup(key: string, worker: WorkerHandle, holder: string): Promise<CacheHit | undefined> {
     const rec = this.store.get(key);
@@ -112,7 +145,7 @@ export class VertexCache {
    * the step; undefined otherwise, or when the pull fails (logged: the step
    * then runs).
    */
-  private async pullFrom(key: string, worker: WorkerHandle, holder: string, p: { buildId: string; signal: AbortSignal }): Promise<(CacheHit & { pulledFrom: string }) | undefined> {
+  private async pullFrom(key: string, worker: WorkerHandle, holder: string, p: { buildId: string; signal: AbortSignal }, force = false): Promise<(CacheHit & { pulledFrom: string }) | undefined> {
     const rec = this.store.get(key);
     if (!rec || rec.workerId === worker.id || !this.content) return undefined;
     const from = await this.workers.get(rec.workerId);
@@ -127,7 +160,7 @@ export class VertexCache {
       if (usage.usage.some((u) => !u.found)) return undefined;
       const bytes = usage.usage.reduce((n, u) => n + Number(u.size), 0);
       const estimateMs = Math.round(this.pullCost.estimateMs(bytes));
-      if (!this.pullCost.shouldPull(bytes, rec.runMs)) {
+      if (!force && !this.pullCost.shouldPull(bytes, rec.runMs)) {
         log.info({ bytes, estimateMs, runMs: rec.runMs }, 'running a step another worker holds: pulling it would cost more');
         return undefined;
       }
@@ -147,7 +180,7 @@ export class VertexCache {
       }
       const old = this.store.put(key, worker.id, pulled.refs, rec.description, { runMs: rec.runMs, lease: pulled.lease });
       if (old) await this.dropUnreferenced(old);
-      log.info({ bytes, estimateMs, tookMs, runMs: rec.runMs }, 'step result pulled from another worker instead of running it');
+      log.info({ bytes, estimateMs, tookMs, runMs: rec.runMs }, force ? 'step result moved to the worker of the step reading it' : 'step result pulled from another worker instead of running it');
       return { workerId: worker.id, refs: pulled.refs, holdOwner, pulledFrom: from.id };
     } catch (err) {
       if (p.signal.aborted) throw err;
@@ -175,9 +208,53 @@ export class VertexCache {
     await w?.client.drop({ refs: hit.refs, owner: hit.holdOwner });
   }
 
-  /** How many of `keys` each worker holds a result of (see CacheStore.countByWorker). */
-  heldByWorker(keys: readonly string[]): Map<string, number> {
-    return keys.length === 0 ? new Map() : this.store.countByWorker(keys);
+  /**
+   * Per live worker, how much of `keys` it has without running them, for
+   * placement: 1 per key it holds, and per key another live worker holds,
+   * the share of the step's run time a pull would save (1 − estimated pull
+   * ms / run ms, 0 when pulling costs more: see PullCost; a record without
+   * run time counts UNKNOWN_RUN_PULL_CREDIT). Sizes come from the holders
+   * (one RefUsage each, bounded by SIZE_LOOKUP_MS). Records of workers not
+   * in `live` never count; without a content tier nothing is pullable.
+   */
+  async availability(keys: readonly string[], live: readonly WorkerHandle[], signal?: AbortSignal): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    if (keys.length === 0) return out;
+    const liveIds = new Set(live.map((w) => w.id));
+    const records = this.store.getMany(keys).filter((r) => liveIds.has(r.workerId));
+    const byHolder = new Map<string, CacheRecord[]>();
+    for (const r of records) byHolder.set(r.workerId, [...(byHolder.get(r.workerId) ?? []), r]);
+    const sizes = new Map<string, number | undefined>();
+    await Promise.all(
+      [...byHolder].map(async ([id, recs]) => {
+        out.set(id, (out.get(id) ?? 0) + recs.length);
+        if (!this.content || live.length < 2) return;
+        const holder = live.find((w) => w.id === id)!;
+        const refs = [...new Set(recs.flatMap((r) => r.refs))];
+        try {
+          const res = await holder.client.refUsage({ refs }, { signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(SIZE_LOOKUP_MS)]) : AbortSignal.timeout(SIZE_LOOKUP_MS) });
+          for (const u of res.usage) sizes.set(`${id} ${u.ref}`, u.found ? Number(u.size) : -1);
+        } catch (err) {
+          if (signal?.aborted) throw err;
+          this.logger.debug({ err, worker: id }, 'no result sizes for placement: pulls estimated at their fixed cost');
+        }
+      }),
+    );
+    if (!this.content) return out;
+    for (const r of records) {
+      const known = r.refs.map((ref) => sizes.get(`${r.workerId} ${ref}`));
+      if (known.some((b) => b === -1)) continue; // the holder lost it: not pullable
+      const bytes = known.reduce<number>((n, b) => n + (b ?? 0), 0);
+      const credit = r.runMs === null ? UNKNOWN_RUN_PULL_CREDIT : Math.max(0, 1 - this.pullCost.estimateMs(bytes) / Math.max(1, r.runMs));
+      if (credit <= 0) continue;
+      for (const w of live) if (w.id !== r.workerId) out.set(w.id, (out.get(w.id) ?? 0) + credit);
+    }
+    return out;
+  }
+
+  /** The worker holding each of `keys` the cache has, among `liveIds`. */
+  holders(keys: readonly string[], liveIds: ReadonlySet<string>): Map<string, string> {
+    return new Map(this.store.getMany(keys).filter((r) => liveIds.has(r.workerId)).map((r) => [r.key, r.workerId]));
   }
 
   list(): CacheRecord[] {

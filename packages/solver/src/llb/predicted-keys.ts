@@ -17,8 +17,13 @@ import { inputSelectors } from './input-selectors.js';
  * left out, their keys still key the steps above them.
  */
 export function predictedCacheKeys(def: ParsedDefinition, noCache: string | undefined): string[] {
+  return [...predictedKeysByDigest(def, noCache).values()];
+}
+
+/** predictedCacheKeys by the digest of the op each keys. */
+export function predictedKeysByDigest(def: ParsedDefinition, noCache: string | undefined): Map<string, string> {
   const keys = new Map<Digest, string>();
-  const counted: string[] = [];
+  const counted = new Map<string, string>();
   walkPostOrder<Digest>(
     def.ops.keys(),
     (d) => d,
@@ -35,7 +40,7 @@ export function predictedCacheKeys(def: ParsedDefinition, noCache: string | unde
       }
       const key = opCacheKey(op, inputs);
       keys.set(digest, key);
-      if (!bypassesCache(op, noCache)) counted.push(key);
+      if (!bypassesCache(op, noCache)) counted.set(digest, key);
     },
   );
   return counted;

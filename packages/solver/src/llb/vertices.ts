@@ -100,3 +100,45 @@ export function describeOp(op: llb.Op): string {
       return op.op.case ?? 'noop';
   }
 }
+
+/**
+ * Like toGraph, for a build whose steps run on several workers: `place`
+ * gives a step's worker (see placeSteps); a step it has none for (a source)
+ * runs on the worker of each step reading it, as a node per worker. Keys
+ * mix in each node's worker as toGraph's do, so a node equals the one a
+ * single-worker build on that worker makes. `runOp(workerId)` runs a step
+ * there; its inputs may live on other workers.
+ */
+export function toPlacedGraph(
+  def: ParsedDefinition,
+  scope: string,
+  runOp: (workerId: string) => RunOp,
+  rootWorker: string,
+  place: ReadonlyMap<string, string>,
+): { result: (GraphNode<OpResult> & { vertex: LlbVertex }) | undefined; nodes: Map<string, GraphNode<OpResult> & { vertex: LlbVertex; workerId: string }> } {
+  type Placed = { digest: Digest; workerId: string };
+  const nodes = new Map<string, GraphNode<OpResult> & { vertex: LlbVertex; workerId: string }>();
+  const id = (p: Placed) => `${p.digest}@${p.workerId}`;
+  const inputsOf = (p: Placed): Placed[] => def.ops.get(p.digest)!.op.inputs.map((i) => ({ digest: i.digest as Digest, workerId: place.get(i.digest) ?? p.workerId }));
+  const root: Placed | undefined = def.result ? { digest: def.result.digest as Digest, workerId: place.get(def.result.digest) ?? rootWorker } : undefined;
+  if (!root) return { result: undefined, nodes };
+  walkPostOrder<Placed>([root], id, inputsOf, (p) => {
+    const op = def.ops.get(p.digest)!;
+    const inputs = inputsOf(p).map((i, n) => ({ node: nodes.get(id(i))!, index: Number(op.op.inputs[n]!.index) }));
+    const deps = [...new Set(inputs.map((i) => i.node))];
+    const vertex: LlbVertex = { digest: p.digest, op, name: op.metadata?.description || describeOp(op.op), inputs: inputs.map((i) => ({ vertex: i.node.vertex, index: i.index })) };
+    const scoped = isLocalSource(op.op) ? `:${scope}` : '';
+    const run = runOp(p.workerId);
+    nodes.set(id(p), {
+      key: sha256(`${p.digest}${scoped}@${p.workerId}|${deps.map((d) => d.key).join('|')}`),
+      deps,
+      vertex,
+      workerId: p.workerId,
+      run: (results: OpResult[], signal: AbortSignal) => {
+        const byNode = new Map(deps.map((d, i) => [d, results[i]!]));
+        return run(vertex, inputs.map((i) => byNode.get(i.node)!), signal);
+      },
+    });
+  });
+  return { result: nodes.get(id(root)), nodes };
+}
