@@ -1,15 +1,18 @@
 #!/usr/bin/env node
-// Cache-aware placement: a split cluster with two OCI workers builds 3
-// projects, alternating, two builds at a time (so load alone spreads them
-// over both workers), once with the solver's `--placement cache` (the
-// default: a build goes where its cached steps are, traded against load)
-// and once with `--placement load` (least busy worker, ties to the lowest
-// id). Each project is FROM a pushed busybox + 4 RUNs (the first sleeps 1 s,
-// standing in for an install) + an edited COPY + a RUN reading it: the edit
-// makes the last two steps run every time; the 4 RUNs are cached only on
-// the worker that ran them. Counts the RUN steps reported CACHED and the
-// wall time of the whole sequence. Fresh cluster per mode.
-// Builds: BENCH_PLACEMENT_BUILDS (default 12). Writes bench-results/placement.md.
+// Cache-aware placement (issue 15): a split cluster with three OCI workers
+// builds 6 different projects in rounds of 12 builds (each project twice
+// a round, in a fixed shuffled order, 3 builds at a time), once with the
+// solver's `--placement cache` (the default: a build, and each branch of
+// it, goes where its cache is, traded against load; steps other workers
+// hold count by what a pull saves) and once with `--placement load` (the
+// least busy worker, ties to the lowest id). Each project has two stages:
+// `deps` (a RUN sleeping 1 s, standing in for an install, and a RUN writing
+// 8 MB of random bytes: quick to run, slow to pull) and `tools` (a RUN
+// sleeping 0.5 s), and a final stage on `deps` copying from `tools` plus 2
+// RUNs. Per round: the RUN and COPY steps reported CACHED (a step pulled
+// from another worker counts: it did not run) and the round's wall time.
+// Fresh cluster per mode.
+// Rounds: BENCH_PLACEMENT_ROUNDS (default 3), builds a round: BENCH_PLACEMENT_PER_ROUND (default 12). Writes bench-results/placement.md.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -23,9 +26,12 @@ if (!existsSync(testkitPath)) {
   console.error(`${testkitPath} is missing: run \`npm run build\` first`);
   process.exit(1);
 }
-const { startKilnCluster, startKilnNats, startRegistry, pushBusyboxImage } = await import(pathToFileURL(testkitPath).href);
-const builds = Number(process.env.BENCH_PLACEMENT_BUILDS ?? 12);
-const PROJECTS = ['alpha', 'beta', 'gamma'];
+const { startKilnCluster, startKilnNats, startRegistry, pushBusyboxImage, waitForWorkers } = await import(pathToFileURL(testkitPath).href);
+const rounds = Number(process.env.BENCH_PLACEMENT_ROUNDS ?? 3);
+const PROJECTS = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta'];
+const WORKERS = ['w-a', 'w-b', 'w-c'];
+const PER_ROUND = Number(process.env.BENCH_PLACEMENT_PER_ROUND ?? 12);
+const AT_ONCE = 3;
 
 function run(args, env) {
   return new Promise((resolve, reject) => {
@@ -36,13 +42,12 @@ function run(args, env) {
   });
 }
 
-/** RUN steps in plain progress and how many of them were CACHED. */
-function runSteps(stderr) {
+/** RUN and COPY steps in plain progress and how many of them were CACHED. */
+function steps(stderr) {
   const lines = stderr.split('\n');
-  const ids = lines.map((l) => /^#(\d+) \[.*\] RUN /.exec(l)?.[1]).filter(Boolean);
-  const unique = [...new Set(ids)];
-  const cached = unique.filter((id) => lines.some((l) => l === `#${id} CACHED`)).length;
-  return { total: unique.length, cached };
+  const ids = [...new Set(lines.map((l) => /^#(\d+) \[[^\]]*\] (RUN|COPY) /.exec(l)?.[1]).filter(Boolean))];
+  const cached = ids.filter((id) => lines.some((l) => l === `#${id} CACHED`)).length;
+  return { total: ids.length, cached };
 }
 
 function makeProject(work, name, base) {
@@ -51,64 +56,60 @@ function makeProject(work, name, base) {
   writeFileSync(
     join(dir, 'Dockerfile'),
     [
-      `FROM ${base}`,
-      `RUN sleep 1 && echo ${name} install > /1`,
-      `RUN echo ${name} two > /2`,
-      `RUN echo ${name} three > /3`,
-      `RUN echo ${name} four > /4`,
-      'COPY src.txt /',
-      'RUN cat /1 /src.txt > /out',
+      `FROM ${base} AS deps`,
+      `RUN sleep 1 && echo ${name} install > /deps`,
+      `RUN head -c 8000000 /dev/urandom > /blob && echo ${name} > /blob.name`,
+      `FROM ${base} AS tools`,
+      `RUN sleep 0.5 && echo ${name} tools > /tools`,
+      'FROM deps',
+      'COPY --from=tools /tools /tools',
+      `RUN cat /deps /tools > /both && echo ${name} >> /both`,
+      `RUN wc -c /blob > /size`,
       '',
     ].join('\n'),
   );
   return dir;
 }
 
+/** A fixed shuffle (same order for both modes). */
+function shuffled(items, seed) {
+  const out = [...items];
+  let s = seed;
+  for (let i = out.length - 1; i > 0; i--) {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    const j = s % (i + 1);
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
 async function measure(mode, base, work) {
   const nats = await startKilnNats();
   let cluster;
   try {
-    cluster = await startKilnCluster(nats, [
-      { tier: 'solver', args: ['--placement', mode] },
-      'frontend',
-      'exporters',
-      'content',
-      { tier: 'worker-oci', id: 'w-a' },
-      { tier: 'worker-oci', id: 'w-b' },
-    ]);
-    for (const deadline = Date.now() + 30_000; ; ) {
-      const out = await new Promise((resolve) => {
-        const p = spawn(kiln, ['workers', '--addr', cluster.addr], { env: { ...process.env, ...cluster.env }, stdio: ['ignore', 'pipe', 'ignore'] });
-        let s = '';
-        p.stdout.on('data', (d) => (s += d));
-        p.on('close', () => resolve(s));
-      });
-      if (out.includes('w-a') && out.includes('w-b')) break;
-      if (Date.now() > deadline) throw new Error('workers never both listed');
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    cluster = await startKilnCluster(nats, [{ tier: 'solver', args: ['--placement', mode] }, 'frontend', 'exporters', 'content', ...WORKERS.map((id) => ({ tier: 'worker-oci', id }))]);
+    await waitForWorkers(cluster, WORKERS, 60_000);
     const dirs = PROJECTS.map((p) => makeProject(join(work, mode), p, base));
-    const order = Array.from({ length: builds }, (_, i) => i % PROJECTS.length);
-    let total = 0;
-    let cached = 0;
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < order.length; i += 2) {
-      const pair = order.slice(i, i + 2);
-      const results = await Promise.all(
-        pair.map((p, j) => {
-          const dir = dirs[p];
-          writeFileSync(join(dir, 'src.txt'), `build ${i + j}\n`);
-          return run(['build', '--addr', cluster.addr, '--progress=plain', '-o', `type=local,dest=${join(dir, `out-${i + j}`)}`, dir], cluster.env);
-        }),
-      );
-      for (const r of results) {
-        const s = runSteps(r);
-        total += s.total;
-        cached += s.cached;
+    const perRound = [];
+    for (let r = 0; r < rounds; r++) {
+      const order = shuffled(Array.from({ length: PER_ROUND }, (_, i) => i % PROJECTS.length), 7 + r);
+      let total = 0;
+      let cached = 0;
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < order.length; i += AT_ONCE) {
+        const batch = order.slice(i, i + AT_ONCE);
+        const results = await Promise.all(batch.map((p) => run(['build', '--addr', cluster.addr, '--progress=plain', '-o', 'type=tar,dest=/dev/null', dirs[p]], cluster.env)));
+        for (const res of results) {
+          const s = steps(res);
+          total += s.total;
+          cached += s.cached;
+        }
       }
+      const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+      perRound.push({ round: r + 1, total, cached, wallS });
+      console.log(`${mode} round ${r + 1}: ${cached}/${total} steps cached, ${wallS.toFixed(1)} s`);
     }
-    const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
-    return { mode, builds: order.length, total, cached, wallS };
+    return { mode, perRound };
   } finally {
     await cluster?.stop();
     await nats.stop();
@@ -118,21 +119,19 @@ async function measure(mode, base, work) {
 const work = mkdtempSync(join(tmpdir(), 'kiln-bench-placement-'));
 const registry = await startRegistry();
 try {
-  const base = (await pushBusyboxImage(registry, work, 'bench/placement', 'base', { applets: ['sh', 'echo', 'cat', 'sleep'] })).ref;
-  const rows = [];
-  for (const mode of ['cache', 'load']) {
-    const r = await measure(mode, base, work);
-    console.log(`${mode}: ${r.cached}/${r.total} RUN steps cached, ${r.wallS.toFixed(1)} s`);
-    rows.push(r);
-  }
+  const base = (await pushBusyboxImage(registry, work, 'bench/placement', 'base', { applets: ['sh', 'echo', 'cat', 'sleep', 'head', 'wc'] })).ref;
+  const modes = [];
+  for (const mode of ['cache', 'load']) modes.push(await measure(mode, base, work));
+  const [cache, load] = modes;
+  const pct = (r) => `${((100 * r.cached) / r.total).toFixed(0)}% (${r.cached}/${r.total})`;
   const table = [
     '# Cache-aware placement',
     '',
-    `Split cluster, two OCI workers, ${builds} builds of 3 projects alternating, two at a time; each build: FROM + 4 RUNs (the first sleeps 1 s) + an edited COPY + 1 RUN. One run per mode, fresh cluster each, ${new Date().toISOString().slice(0, 16)}Z. Load average ${loadavg()[0].toFixed(1)} at the end.`,
+    `Split cluster, three OCI workers; 6 projects (two stages: an install RUN sleeping 1 s, a RUN writing 8 MB of random bytes (quick to run, slow to pull), a RUN sleeping 0.5 s; a COPY --from and 2 RUNs), built in rounds of ${PER_ROUND} (each project twice, 3 builds at a time). Steps: RUN and COPY; a step pulled from another worker counts as cached. One run per mode, fresh cluster each, ${new Date().toISOString().slice(0, 16)}Z, load average ${loadavg()[0].toFixed(1)} at the end (a shared, loaded machine: compare modes, not absolute times).`,
     '',
-    '| placement | builds | RUN steps | cached | cached % | wall time (s) | per build (s) |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
-    ...rows.map((r) => `| ${r.mode === 'cache' ? 'cache-aware (default)' : 'least busy (`--placement load`)'} | ${r.builds} | ${r.total} | ${r.cached} | ${((100 * r.cached) / r.total).toFixed(0)}% | ${r.wallS.toFixed(1)} | ${(r.wallS / r.builds).toFixed(2)} |`),
+    '| round | cache-aware: cached | cache-aware: time (s) | least busy: cached | least busy: time (s) |',
+    '| ---: | ---: | ---: | ---: | ---: |',
+    ...cache.perRound.map((r, i) => `| ${r.round} | ${pct(r)} | ${r.wallS.toFixed(1)} | ${pct(load.perRound[i])} | ${load.perRound[i].wallS.toFixed(1)} |`),
     '',
   ];
   console.log(table.join('\n'));
