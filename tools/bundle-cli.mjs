@@ -10,9 +10,10 @@
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { descriptorJson } from './cli-file-descriptors.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(repo, 'packages', 'cli', 'dist');
@@ -37,5 +38,30 @@ await build({
   banner: { js: `/* kiln-cli-build ${buildId} */` },
   sourcemap: 'linked',
   logLevel: 'warning',
+  plugins: [descriptorsAsJson()],
 });
 execFileSync(process.execPath, [join(repo, 'tools', 'cli-code-cache.mjs')], { stdio: 'inherit' });
+
+/**
+ * Rewrites each generated `*_pb.js` of packages/api so its file descriptor is
+ * hydrated from JSON (tools/cli-file-descriptors.mjs) rather than decoded
+ * from base64 at every CLI start. The JSON comes from the generated module
+ * itself, loaded here: the descriptor fileDesc made from that very base64.
+ */
+function descriptorsAsJson() {
+  const helper = join(repo, 'tools', 'cli-file-descriptors.mjs');
+  return {
+    name: 'kiln-descriptors-as-json',
+    setup(b) {
+      b.onLoad({ filter: /[\\/]packages[\\/]api[\\/]dist[\\/]gen[\\/].*_pb\.js$/ }, async (args) => {
+        const source = readFileSync(args.path, 'utf8');
+        const files = Object.entries(await import(pathToFileURL(args.path).href)).filter(([name]) => name.startsWith('file_'));
+        const call = /\bfileDesc\("[A-Za-z0-9+/=]*"/g;
+        const calls = source.match(call) ?? [];
+        if (files.length !== 1 || calls.length !== 1) throw new Error(`${args.path}: expected one file descriptor, found ${files.length} exports and ${calls.length} fileDesc calls`);
+        const contents = `import { fileDescFromJson } from ${JSON.stringify(helper)};\n` + source.replace(call, `fileDescFromJson(${JSON.stringify(descriptorJson(files[0][1]))}`);
+        return { contents, loader: 'js', resolveDir: dirname(args.path) };
+      });
+    },
+  };
+}
