@@ -1,15 +1,6 @@
 import { asKilnError, describeError, escapeControl } from '@kiln/common';
-import { BAKE_USAGE, runBake } from './bake/bake-command.js';
 import { runBuild } from './build/build-command.js';
 import { resolveIo, type CliEnv, type CliIo } from './cli-io.js';
-import { BUILD_USAGE } from './build/build-command.js';
-import { DAEMON_USAGE, DU_USAGE, PRUNE_USAGE, runDaemon, runDiskUsage, runPrune, runWorkers, WORKERS_USAGE } from './commands/admin-commands.js';
-import { BUILDER_SUB_USAGES, BUILDER_USAGE, runBuilder } from './commands/builder-command.js';
-import { COMPLETION_USAGE, helpTree, runCompletion } from './commands/completion-command.js';
-import { DEBUG_USAGE, runDebug } from './commands/debug-commands.js';
-import { HISTORY_SUB_USAGES, HISTORY_USAGE, runHistory } from './commands/history-commands.js';
-import { IMAGETOOLS_SUB_USAGES, IMAGETOOLS_USAGE, runImagetools } from './commands/imagetools/imagetools-command.js';
-import { runVersion, VERSION_USAGE } from './commands/version-command.js';
 import { UsageError } from './flags/usage-error.js';
 import { USAGE, versionLine } from './usage.js';
 
@@ -23,42 +14,66 @@ export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
-const COMMANDS: Record<string, (argv: readonly string[], io: CliIo) => Promise<number>> = {
-  bake: runBake,
-  build: runBuild,
-  builder: runBuilder,
-  completion: async (argv, io) => runCompletion(argv, io, commandTree),
-  daemon: runDaemon,
-  debug: runDebug,
-  du: runDiskUsage,
-  history: runHistory,
-  imagetools: runImagetools,
-  prune: runPrune,
-  version: runVersion,
-  workers: runWorkers,
+type Command = (argv: readonly string[], io: CliIo) => Promise<number>;
+
+/**
+ * Each command's module is loaded when that command runs: a `kiln build`
+ * (the common, latency-bound case) evaluates none of the others' code at
+ * start (bake's YAML and HCL, imagetools, history, ...). In the bundle each
+ * dynamic import is a module initialised on first use.
+ */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  bake: async () => (await import('./bake/bake-command.js')).runBake,
+  build: async () => runBuild,
+  builder: async () => (await import('./commands/builder-command.js')).runBuilder,
+  completion: async () => {
+    const [{ runCompletion }, tree] = await Promise.all([import('./commands/completion-command.js'), commandTree()]);
+    return async (argv, io) => runCompletion(argv, io, () => tree);
+  },
+  daemon: async () => (await import('./commands/admin-commands.js')).runDaemon,
+  debug: async () => (await import('./commands/debug-commands.js')).runDebug,
+  du: async () => (await import('./commands/admin-commands.js')).runDiskUsage,
+  history: async () => (await import('./commands/history-commands.js')).runHistory,
+  imagetools: async () => (await import('./commands/imagetools/imagetools-command.js')).runImagetools,
+  prune: async () => (await import('./commands/admin-commands.js')).runPrune,
+  version: async () => (await import('./commands/version-command.js')).runVersion,
+  workers: async () => (await import('./commands/admin-commands.js')).runWorkers,
 };
 
 /** Every command's usage, by command path: help texts are the one source of the completion scripts. */
-const USAGES: Record<string, string> = {
-  bake: BAKE_USAGE,
-  build: BUILD_USAGE,
-  builder: BUILDER_USAGE,
-  completion: COMPLETION_USAGE,
-  daemon: DAEMON_USAGE,
-  debug: DEBUG_USAGE,
-  du: DU_USAGE,
-  history: HISTORY_USAGE,
-  imagetools: IMAGETOOLS_USAGE,
-  prune: PRUNE_USAGE,
-  version: VERSION_USAGE,
-  workers: WORKERS_USAGE,
-};
-const SUB_USAGES: Record<string, string> = Object.fromEntries([
-  ...Object.entries(HISTORY_SUB_USAGES).map(([k, v]) => [`history ${k}`, v]),
-  ...Object.entries(BUILDER_SUB_USAGES).map(([k, v]) => [`builder ${k}`, v]),
-  ...Object.entries(IMAGETOOLS_SUB_USAGES).map(([k, v]) => [`imagetools ${k}`, v]),
-]);
-const commandTree = () => helpTree(USAGE, USAGES, SUB_USAGES);
+async function commandTree() {
+  const [bake, build, builder, completion, admin, debug, history, imagetools, version] = await Promise.all([
+    import('./bake/bake-command.js'),
+    import('./build/build-command.js'),
+    import('./commands/builder-command.js'),
+    import('./commands/completion-command.js'),
+    import('./commands/admin-commands.js'),
+    import('./commands/debug-commands.js'),
+    import('./commands/history-commands.js'),
+    import('./commands/imagetools/imagetools-command.js'),
+    import('./commands/version-command.js'),
+  ]);
+  const usages: Record<string, string> = {
+    bake: bake.BAKE_USAGE,
+    build: build.BUILD_USAGE,
+    builder: builder.BUILDER_USAGE,
+    completion: completion.COMPLETION_USAGE,
+    daemon: admin.DAEMON_USAGE,
+    debug: debug.DEBUG_USAGE,
+    du: admin.DU_USAGE,
+    history: history.HISTORY_USAGE,
+    imagetools: imagetools.IMAGETOOLS_USAGE,
+    prune: admin.PRUNE_USAGE,
+    version: version.VERSION_USAGE,
+    workers: admin.WORKERS_USAGE,
+  };
+  const subUsages: Record<string, string> = Object.fromEntries([
+    ...Object.entries(history.HISTORY_SUB_USAGES).map(([k, v]) => [`history ${k}`, v]),
+    ...Object.entries(builder.BUILDER_SUB_USAGES).map(([k, v]) => [`builder ${k}`, v]),
+    ...Object.entries(imagetools.IMAGETOOLS_SUB_USAGES).map(([k, v]) => [`imagetools ${k}`, v]),
+  ]);
+  return completion.helpTree(USAGE, usages, subUsages);
+}
 
 /**
  * The `kiln` CLI. `argv` are the arguments after the program name. Returns
@@ -91,9 +106,9 @@ export async function main(argv: string[], env: CliEnv): Promise<number> {
       io.stdout.write(versionLine());
       return EXIT_OK;
     }
-    const run = COMMANDS[command];
-    if (!run) throw new UsageError(`unknown command "${command}" for "kiln" (see 'kiln --help')`, 'COMMAND');
-    return await run(rest, io);
+    const load = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+    if (!load) throw new UsageError(`unknown command "${command}" for "kiln" (see 'kiln --help')`, 'COMMAND');
+    return await (await load())(rest, io);
   } catch (err) {
     if (err instanceof UsageError) {
       io.stderr.write(`ERROR: ${escapeControl(err.message)}\n`);

@@ -96,7 +96,7 @@ export async function runBuild(argv: readonly string[], io: CliIo): Promise<numb
     io.stdout.write(BUILD_USAGE);
     return 0;
   }
-  const stdinInputs = await readStdinInputs(parsed, io.stdin);
+  const stdinInputs = await readStdinInputs(parsed, () => io.stdin);
   try {
     return await buildWith(parsed, io);
   } finally {
