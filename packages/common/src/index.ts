@@ -18,6 +18,7 @@ export { parseByteSize, parseDuration, parseRamBytes, parseUlimit, ULIMIT_NAMES,
 export * from './archive/context-diff.js';
 export * from './archive/context-diff-pack.js';
 export * from './proc/spawner.js';
+export * from './proc/mount.js';
 export * from './archive/chunker.js';
 export * from './graph/post-order.js';
 export * from './text/escape-control.js';

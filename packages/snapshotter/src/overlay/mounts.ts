@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { execLight } from '@kiln/common';
+import { mountFs, MountError, unmountFs } from '@kiln/common';
 
 /** Mounts an overlay at `target`: read-only over `lowers` (top first) alone, or writable with an upper and work dir. */
 export async function mountOverlay(target: string, options: string): Promise<void> {
-  await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target]);
+  await mountFs('overlay', 'overlay', target, options);
 }
 
 /**
@@ -27,18 +27,18 @@ export function overlayOptions(lowers: readonly string[], upper?: { upper: strin
 export async function unmount(target: string, onLazy?: (reason: string) => void): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
-      await run('umount', [target]);
+      await unmountFs(target);
       return;
     } catch (err) {
-      const msg = (err as Error).message;
-      if (/not mounted|no mount point|mountpoint not found|No such file/i.test(msg)) return;
-      if (attempt < 10 && /busy/i.test(msg)) {
+      const kind = err instanceof MountError ? err.kind : 'other';
+      if (kind === 'not_mounted') return;
+      if (kind !== 'busy') throw err;
+      if (attempt < 10) {
         await new Promise((r) => setTimeout(r, 20 * (attempt + 1)));
         continue;
       }
-      if (!/busy/i.test(msg)) throw err;
-      onLazy?.(msg);
-      await run('umount', ['-l', target]);
+      onLazy?.((err as Error).message);
+      await unmountFs(target, { lazy: true });
       return;
     }
   }
@@ -60,9 +60,4 @@ export function mountsUnder(root: string): string[] {
 /** mountinfo escapes space, tab, newline and backslash as \ooo. */
 function unescapeMountinfo(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/** Through the spawn helper: a step mounts and unmounts once each, and a fork of the daemon is slow. */
-async function run(cmd: string, args: string[]): Promise<void> {
-  await execLight(cmd, args);
 }

@@ -1,0 +1,163 @@
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+import { execLight } from './spawner.js';
+
+/**
+ * mount(2) and umount2(2) without a process per call. A build step mounts
+ * its overlay and unmounts it at commit, and an export mounts a view per
+ * layer: through `mount`/`umount` that was two to four process starts per
+ * step, each several ms of CPU (exec, the dynamic loader, libmount reading
+ * the mount table) and far more wall time on a loaded host. Here the calls
+ * go to libc through koffi (a C FFI shipped prebuilt on npm) on one worker
+ * thread, so a slow umount (it waits for an RCU grace period) never blocks
+ * the event loop, and errno is read on the thread that made the call.
+ *
+ * Without koffi (a platform it has no build for) or with
+ * `KILN_MOUNT_SYSCALLS=0`, the `mount` and `umount` commands run through the
+ * spawn helper instead; both paths report failures as a MountError.
+ */
+
+/** Why a mount call failed: `not_mounted` (also: no such path), `busy`, or `other`. */
+export type MountErrorKind = 'not_mounted' | 'busy' | 'other';
+
+export class MountError extends Error {
+  constructor(
+    message: string,
+    readonly kind: MountErrorKind,
+  ) {
+    super(message);
+    this.name = 'MountError';
+  }
+}
+
+/** Mounts `source` of type `fstype` at `target` with the file-system options `data` (no mount flags). */
+export async function mountFs(fstype: string, source: string, target: string, data: string): Promise<void> {
+  const thread = mountThread();
+  if (!thread) {
+    await command('mount', ['-t', fstype, '-o', data, source, target]);
+    return;
+  }
+  await thread.call({ op: 'mount', fstype, source, target, data }, `mount ${fstype} on ${target}`);
+}
+
+/**
+ * Unmounts `target`; `lazy` detaches it at once and lets the kernel finish
+ * when it is no longer busy (`umount -l`). Rejects with a MountError whose
+ * kind tells "not mounted" and "busy" apart from other failures.
+ */
+export async function unmountFs(target: string, opts: { lazy?: boolean } = {}): Promise<void> {
+  const thread = mountThread();
+  if (!thread) {
+    await command('umount', opts.lazy ? ['-l', target] : [target]);
+    return;
+  }
+  await thread.call({ op: 'umount', target, flags: opts.lazy ? MNT_DETACH : 0 }, `umount ${target}`);
+}
+
+/** Whether mounts are made by system calls in this process (else by the mount commands). */
+export function mountSyscallsAvailable(): boolean {
+  return mountThread() !== undefined;
+}
+
+const MNT_DETACH = 2;
+const EBUSY = 16;
+const EINVAL = 22;
+const ENOENT = 2;
+
+type Request = { op: 'mount'; fstype: string; source: string; target: string; data: string } | { op: 'umount'; target: string; flags: number };
+
+/** The thread's code (CommonJS, run with `eval`: no file to find next to a bundled or source build). */
+const THREAD_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const koffi = require(workerData.koffi);
+const libc = koffi.load('libc.so.6');
+const mount = libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)');
+const umount2 = libc.func('int umount2(const char *target, int flags)');
+const strerror = libc.func('const char *strerror(int errnum)');
+parentPort.on('message', ({ id, req }) => {
+  const rc = req.op === 'mount' ? mount(req.source, req.target, req.fstype, 0, req.data) : umount2(req.target, req.flags);
+  const errno = rc === 0 ? 0 : koffi.errno();
+  parentPort.postMessage({ id, errno, why: errno ? strerror(errno) : '' });
+});
+parentPort.postMessage({ ready: true });
+`;
+
+class MountThread {
+  private next = 0;
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void; what: string; op: Request['op'] }>();
+  private readonly worker: Worker;
+
+  constructor(koffiPath: string) {
+    this.worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { koffi: koffiPath } });
+    // Idle, it must not keep the process alive; while calls wait, it must.
+    this.worker.unref();
+    this.worker.on('message', (m: { id?: number; errno?: number; why?: string }) => {
+      if (m.id === undefined) return;
+      const w = this.waiting.get(m.id);
+      if (!w) return;
+      this.waiting.delete(m.id);
+      if (this.waiting.size === 0) this.worker.unref();
+      if (!m.errno) w.resolve();
+      else w.reject(new MountError(`${w.what}: ${m.why}`, errorKind(w.op, m.errno)));
+    });
+    this.worker.on('error', (err) => this.fail(err));
+    this.worker.on('exit', (code) => this.fail(new Error(`mount thread exited (${code})`)));
+  }
+
+  call(req: Request, what: string): Promise<void> {
+    const id = ++this.next;
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject, what, op: req.op });
+      if (this.waiting.size === 1) this.worker.ref();
+      this.worker.postMessage({ id, req });
+    });
+  }
+
+  private fail(err: Error): void {
+    if (thread === this) thread = undefined;
+    for (const w of this.waiting.values()) w.reject(new MountError(`${w.what}: ${err.message}`, 'other'));
+    this.waiting.clear();
+  }
+}
+
+/** umount2 says EINVAL for a path that is not a mount point; for mount(2) it is a bad option like any other. */
+function errorKind(op: Request['op'], errno: number): MountErrorKind {
+  if (errno === EBUSY) return 'busy';
+  return op === 'umount' && (errno === EINVAL || errno === ENOENT) ? 'not_mounted' : 'other';
+}
+
+let thread: MountThread | undefined;
+let koffiPath: string | null | undefined;
+
+function mountThread(): MountThread | undefined {
+  if (process.env.KILN_MOUNT_SYSCALLS === '0' || process.platform !== 'linux') return undefined;
+  if (thread) return thread;
+  if (koffiPath === undefined) koffiPath = findKoffi();
+  if (koffiPath === null) return undefined;
+  thread = new MountThread(koffiPath);
+  return thread;
+}
+
+/** koffi's entry point, when it is installed and loads on this platform; null otherwise. */
+function findKoffi(): string | null {
+  try {
+    const require = createRequire(import.meta.url);
+    const p = require.resolve('koffi');
+    // Loads its native build here once: a platform without one falls back to the commands.
+    (require(p) as { load: (lib: string) => unknown }).load('libc.so.6');
+    return p;
+  } catch {
+    return null;
+  }
+}
+
+/** The mount commands through the spawn helper, their failures told apart by their messages. */
+async function command(cmd: 'mount' | 'umount', args: string[]): Promise<void> {
+  try {
+    await execLight(cmd, args);
+  } catch (err) {
+    const msg = (err as Error).message;
+    const kind: MountErrorKind = /busy/i.test(msg) ? 'busy' : cmd === 'umount' && /not mounted|no mount point|mountpoint not found|No such file/i.test(msg) ? 'not_mounted' : 'other';
+    throw new MountError(msg, kind);
+  }
+}
