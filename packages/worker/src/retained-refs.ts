@@ -25,7 +25,12 @@ export interface RetainedRefs {
 
 /** Retentions persisted in the SQLite file `dbPath` (created when absent, an older one upgraded); `:memory:` keeps them in memory. */
 export function openRetainedRefs(dbPath: string): RetainedRefs {
-  const db = openWorkerDb(dbPath);
+  // NORMAL (WAL: a write survives a killed daemon, not maybe a power loss), not an fsync per retention
+  // on the event loop, one per RUN step: the retained snapshots' own files (upper dirs written by the
+  // step) are never fsynced, so a FULL row never promised a ref that outlives a power loss. A
+  // retention lost that way reaps its snapshot at start; the solver's record then finds the ref
+  // missing, drops itself and the step runs again (VertexCache.lookup).
+  const db = openWorkerDb(dbPath, { synchronous: 'NORMAL' });
   // The lineage is written on every commit (on the event loop): its own connection without an fsync per write.
   // A power loss may cost the last records, whose snapshots then export as whole-tree layers, as before lineage persisted.
   const lineageDb = openWorkerDb(dbPath, { synchronous: 'NORMAL' });
