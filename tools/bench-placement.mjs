@@ -127,7 +127,7 @@ try {
   const table = [
     '# Cache-aware placement',
     '',
-    `Split cluster, three OCI workers; 6 projects (two stages: an install RUN sleeping 1 s, a RUN writing 8 MB of random bytes (quick to run, slow to pull), a RUN sleeping 0.5 s; a COPY --from and 2 RUNs), built in rounds of ${PER_ROUND} (each project twice, 3 builds at a time). Steps: RUN and COPY; a step pulled from another worker counts as cached. One run per mode, fresh cluster each, ${new Date().toISOString().slice(0, 16)}Z, load average ${loadavg()[0].toFixed(1)} at the end (a shared, loaded machine: compare modes, not absolute times).`,
+    `Split cluster, three OCI workers; 6 projects (two stages: an install RUN sleeping 1 s, a RUN writing 8 MB of random bytes (quick to run, slow to pull), a RUN sleeping 0.5 s; a COPY --from and 2 RUNs), built in rounds of ${PER_ROUND} (each project ${PER_ROUND / PROJECTS.length} times a round, 3 builds at a time). Steps: RUN and COPY; a step pulled from another worker counts as cached. One run per mode, fresh cluster each, ${new Date().toISOString().slice(0, 16)}Z, load average ${loadavg()[0].toFixed(1)} at the end (a shared, loaded machine: compare modes, not absolute times).`,
     '',
     '| round | cache-aware: cached | cache-aware: time (s) | least busy: cached | least busy: time (s) |',
     '| ---: | ---: | ---: | ---: | ---: |',

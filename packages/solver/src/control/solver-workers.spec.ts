@@ -2,7 +2,7 @@ import { create } from '@bufbuild/protobuf';
 import { control, exporter, frontend, worker } from '@kiln/api';
 import { createMemoryBus } from '@kiln/bus';
 import { createInMemoryTransport, createKilnClient, silentLogger, UnavailableError, VertexError, type KilnError } from '@kiln/common';
-import { FileChain, local, marshal, State } from '@kiln/llb';
+import { execState, FileChain, image, local, marshal, State } from '@kiln/llb';
 import { describe, expect, it } from 'vitest';
 import { SessionHost } from '../session/session-host.js';
 import { Solver } from './solver.js';
@@ -12,35 +12,40 @@ import type { WorkerHandle } from './workers.js';
 type Behaviour = 'ok' | 'dead' | 'failing-step' | 'leaving';
 
 /** A solver over fake workers: each records the steps it ran; a dead one refuses every call, as a killed process does. */
-function setup(workers: { id: string; labels?: Record<string, string>; behaviour?: Behaviour }[], opts: { runDelayMs?: number } = {}) {
+function setup(workers: { id: string; labels?: Record<string, string>; behaviour?: Behaviour }[], opts: { runDelayMs?: number; targets?: Record<string, ReturnType<typeof marshal>> } = {}) {
   const bus = createMemoryBus();
   const ran = new Map<string, string[]>();
   const exported: string[] = [];
   const present = new Set(workers.map((w) => w.id));
   const ctx = local('context', { includePatterns: ['a'] });
   const def = marshal(FileChain.start().copy(ctx, '/a', '/a').apply(State.scratch(), { description: 'COPY a /a' }));
+  const behaviours = new Map<string, Behaviour>();
   const handles: WorkerHandle[] = workers.map((w) => {
     ran.set(w.id, []);
-    const behaviour = w.behaviour ?? 'ok';
+    const behaviour = () => behaviours.get(w.id) ?? 'ok';
+    behaviours.set(w.id, w.behaviour ?? 'ok');
     const down = () => new UnavailableError(`connect ECONNREFUSED (worker ${w.id})`);
     const transport = createInMemoryTransport((r) =>
       r.service(worker.WorkerService, {
         async describe() {
-          if (behaviour === 'dead') throw down();
+          if (behaviour() === 'dead') throw down();
           return { id: w.id };
         },
         async run(req) {
-          if (behaviour === 'dead') throw down();
-          if (behaviour === 'leaving') {
+          if (behaviour() === 'dead') throw down();
+          if (behaviour() === 'leaving') {
             present.delete(w.id);
             throw new UnavailableError(`worker ${w.id} is shutting down`);
           }
           await new Promise((r) => setTimeout(r, opts.runDelayMs ?? 1));
-          if (behaviour === 'failing-step' && req.description === 'COPY a /a') throw new VertexError('failed to copy: not found', req.vertexDigest);
+          if (behaviour() === 'failing-step' && req.description === 'COPY a /a') throw new VertexError('failed to copy: not found', req.vertexDigest);
           ran.get(w.id)!.push(req.description);
           return { outputRefs: [`${w.id}-ref-${ran.get(w.id)!.length}`], contentDigests: [] };
         },
-        retain: async () => ({ missing: [] }),
+        async retain() {
+          if (behaviour() === 'dead') throw down();
+          return { missing: [] };
+        },
         drop: async () => ({}),
         release: async () => ({}),
       }),
@@ -48,7 +53,7 @@ function setup(workers: { id: string; labels?: Record<string, string>; behaviour
     return { id: w.id, platforms: [], labels: w.labels ?? {}, client: createKilnClient(worker.WorkerService, transport) };
   });
   const tiers = createInMemoryTransport((r) => {
-    r.service(frontend.FrontendService, { solve: async () => ({ definition: def }) });
+    r.service(frontend.FrontendService, { solve: async (req) => ({ definition: opts.targets?.[req.attrs['target'] ?? ''] ?? def }) });
     r.service(exporter.ExporterService, {
       async export(req) {
         exported.push(req.workerId);
@@ -74,7 +79,7 @@ function setup(workers: { id: string; labels?: Record<string, string>; behaviour
     for await (const s of solver.status(ref, new AbortController().signal)) out.push(...s.warnings.map((w) => new TextDecoder().decode(w.short)));
     return out;
   };
-  return { solver, ran, exported, request, warnings, present };
+  return { solver, ran, exported, request, warnings, present, behaviours };
 }
 
 const signal = () => new AbortController().signal;
@@ -127,6 +132,31 @@ describe('Solver worker choice', () => {
     const res = await t.solver.solve(t.request('r2'), signal());
     expect(res.exporterResponse).toEqual({ worker: 'w2' });
     expect(await t.warnings('r2')).toEqual([expect.stringMatching(/^worker "w1" was lost .*retrying the build on worker "w2"$/)]);
+  });
+
+  it('runs a stage on the worker holding its cache, and again on the build worker when that worker is lost mid-build', async () => {
+    // FROM base AS b; RUN b / FROM base; RUN m1; RUN m2; RUN m3; COPY --from=b /b /b
+    // w1 holds the 3 RUN m (the build's worker), w2 the base and RUN b: only placing stage b there makes the build touch w2.
+    const base = image('busybox:1@sha256:' + 'b'.repeat(64));
+    const b = execState(base, ['b'], {}, { description: 'RUN b' });
+    const main = execState(execState(execState(base, ['m1'], {}, { description: 'RUN m1' }), ['m2'], {}, { description: 'RUN m2' }), ['m3'], {}, { description: 'RUN m3' });
+    const full = FileChain.start().copy(b, '/b', '/b').apply(main, { description: 'COPY --from=b' });
+    const t = setup([{ id: 'w1' }, { id: 'w2' }], { targets: { main: marshal(main), b: marshal(b), full: marshal(full) } });
+    const req = (ref: string, target: string, filter: string[] = []) => {
+      const r = t.request(ref, filter);
+      r.frontendAttrs['target'] = target;
+      return r;
+    };
+    await t.solver.solve(req('p1', 'main', ['id==w1']), signal());
+    await t.solver.solve(req('p2', 'b', ['id==w2']), signal());
+    expect(t.ran.get('w2')).toContain('RUN b');
+    // w2 dies (a SIGKILL: still in the directory, answering nothing).
+    t.behaviours.set('w2', 'dead');
+    const res = await t.solver.solve(req('p3', 'full'), signal());
+    expect(res.exporterResponse).toEqual({ worker: 'w1' });
+    expect(t.ran.get('w1')).toContain('RUN b');
+    expect(t.ran.get('w1')).toContain('COPY --from=b');
+    expect(await t.warnings('p3')).toEqual([expect.stringMatching(/^worker "w2" was lost \(.*\); retrying the build on worker "w1"$/)]);
   });
 
   it('does not retry a failing step, nor when no other worker fits', async () => {

@@ -262,7 +262,7 @@ export class Solver {
         this.history.addWorker(buildId, w.id);
         this.relay.allow(buildId, w.id);
       };
-      const plan: Omit<BuildPlan, 'session' | 'signal'> = { req, granted: [...granted], defs, targets, cacheExports, imports, publish, log, sourceDateEpoch, startedMs, explainer, filters, exclude: new Set(), claimed, useWorker };
+      const plan: Omit<BuildPlan, 'session' | 'signal'> = { req, granted: [...granted], defs, targets, cacheExports, imports, publish, log, sourceDateEpoch, startedMs, explainer, filters, exclude: new Set(), claimed, useWorker, placedOn };
       let response: Record<string, string>;
       try {
         response = await this.attemptOn(worker, plan, signal);
@@ -327,9 +327,10 @@ export class Solver {
       if (probing || lost.signal.aborted) return;
       probing = true;
       // Gone from the directory and not answering Describe either: lost (a directory alone may be stale).
-      this.workerGone(worker)
+      // The workers branches of the build run on are watched as its own is.
+      this.firstGone([worker, ...[...p.placedOn.values()].filter((w) => w.id !== worker.id && !p.exclude.has(w.id))])
         .then((gone) => {
-          if (gone && !lost.signal.aborted) lost.abort(new TransportError('unavailable', `worker "${worker.id}" left the cluster directory and does not answer`));
+          if (gone && !lost.signal.aborted) lost.abort(new TransportError('unavailable', `worker "${gone.id}" left the cluster directory and does not answer`));
         })
         .catch(() => undefined)
         .finally(() => (probing = false));
@@ -582,6 +583,12 @@ export class Solver {
     if (!isConnectionLost(err) && !TRANSIENT_CODES.has(asKilnError(err).code)) return false;
     if (!(await this.opts.workers.get(worker.id))) return true;
     return !(await this.answers(worker));
+  }
+
+  /** The first of `workers` that is gone (see workerGone). */
+  private async firstGone(workers: readonly WorkerHandle[]): Promise<WorkerHandle | undefined> {
+    for (const w of workers) if (await this.workerGone(w)) return w;
+    return undefined;
   }
 
   /** Whether the worker is absent from the directory and does not answer Describe. */
@@ -1049,6 +1056,8 @@ interface BuildPlan {
   claimed: ReadonlySet<string>;
   /** Counts the build on another worker its steps run on (load, history, progress relay). */
   useWorker: (w: WorkerHandle) => void;
+  /** The workers useWorker was called with. */
+  placedOn: ReadonlyMap<string, WorkerHandle>;
 }
 
 /** What one target platform builds (platform empty: a single-platform build that named none). */
