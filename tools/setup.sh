@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # openssh-server: e2e/src/ssh-git-context.spec.ts runs its own sshd on 127.0.0.1 (never the system service).
 # chromium: the dashboard e2e drives it headless over the DevTools protocol (e2e/src/dashboard.spec.ts).
-APT_PACKAGES=(runc nats-server openssl docker-registry skopeo umoci busybox-static containerd docker.io iproute2 tar zstd attr git qemu-user-static binfmt-support openssh-client openssh-server systemd containernetworking-plugins iptables chromium)
+APT_PACKAGES=(runc strace nats-server openssl docker-registry skopeo umoci busybox-static containerd docker.io iproute2 tar zstd attr git qemu-user-static binfmt-support openssh-client openssh-server systemd containernetworking-plugins iptables chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
