@@ -108,9 +108,22 @@ describe('Solver', () => {
     expect(statuses.flatMap((s) => s.vertexes).find((v) => v.error)?.name).toBe('COPY b /b');
   });
 
-  it('runs shared steps once for concurrent builds of the same session', async () => {
-    const { solver, runs, request } = setup({ runDelayMs: 30 });
+  it('runs shared steps once for concurrent builds of the same session, and both builds show them', async () => {
+    const { solver, runs, request } = setup({ runDelayMs: 30, files: new Map([['/a', 'A'], ['/b', 'B']]) });
     await Promise.all([solver.solve(request('c1'), new AbortController().signal), solver.solve(request('c2'), new AbortController().signal)]);
+    expect(runs.filter((r) => r === 'COPY a /a')).toHaveLength(1);
+    expect(runs.filter((r) => r === 'COPY b /b')).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 10));
+    for (const ref of ['c1', 'c2']) {
+      const done = (await collect(solver.status(ref, new AbortController().signal))).flatMap((s) => s.vertexes.filter((v) => v.completed));
+      expect(done.map((v) => v.name)).toEqual(expect.arrayContaining(['COPY a /a', 'COPY b /b']));
+    }
+  });
+
+  it('fails a build waiting for a step another build runs with that step\'s error, without running it again', async () => {
+    const { solver, runs, request } = setup({ runDelayMs: 30, failOn: 'COPY a /a', files: new Map([['/a', 'A'], ['/b', 'B']]) });
+    const results = await Promise.allSettled([solver.solve(request('f1'), new AbortController().signal), solver.solve(request('f2'), new AbortController().signal)]);
+    expect(results.map((r) => (r.status === 'rejected' ? (r.reason as KilnError).code : 'ok'))).toEqual(['vertex', 'vertex']);
     expect(runs.filter((r) => r === 'COPY a /a')).toHaveLength(1);
   });
 

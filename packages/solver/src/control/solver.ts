@@ -415,14 +415,14 @@ export class Solver {
       defs.map(async (def) => {
         if (!def.result) return '';
         if (placed) {
-          const { result } = toPlacedGraph(def, req.sessionId, (id) => (v, inputs, sig) => this.runVertex(build, placed.workers.get(id) ?? worker, v, inputs, sig), worker.id, placed.place);
+          const { result } = toPlacedGraph(def, { session: req.sessionId, build: buildId }, (id) => (v, inputs, sig) => this.runVertex(build, placed.workers.get(id) ?? worker, v, inputs, sig), worker.id, placed.place);
           const out = await p.session.resolve(result!);
           return out.refs[def.result.index] ?? '';
         }
         const runOp: RunOp = (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig);
-        let graph = toGraph(def, req.sessionId, runOp, worker.id);
+        let graph = toGraph(def, { session: req.sessionId, build: buildId }, runOp, worker.id);
         const shortcuts = await this.importShortcuts(build, worker, def, graph, p.session);
-        if (shortcuts.size > 0) graph = toGraph(def, req.sessionId, runOp, worker.id, shortcuts);
+        if (shortcuts.size > 0) graph = toGraph(def, { session: req.sessionId, build: buildId }, runOp, worker.id, shortcuts);
         const out = await p.session.resolve(graph.get(def.result.digest)!);
         return out.refs[def.result.index] ?? '';
       }),
@@ -508,7 +508,7 @@ export class Solver {
     this.claim(worker.id, g.claimed, +1);
     this.relay.allow(g.buildId, worker.id);
     const build: BuildContext = { publish: g.publish, buildId: g.buildId, sessionId: g.sessionId, noCache: g.noCache, entitlements: [...g.granted], imports: undefined, built: new Map(), brought: [] };
-    const graph = toGraph(def, g.sessionId, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig), worker.id);
+    const graph = toGraph(def, { session: g.sessionId, build: g.buildId }, (v, inputs, sig) => this.runVertex(build, worker, v, inputs, sig), worker.id);
     void signal; // the build's own signal cancels its steps
     const out = await g.session.resolve(graph.get(def.result.digest)!);
     return { workerId: out.workerId, ref: out.refs[def.result.index] ?? '' };
@@ -812,7 +812,12 @@ export class Solver {
     try {
       // Only a step's result moves between workers: a source runs where it is needed (a pulled image keeps its base layers).
       const pull = v.op.op.op.case === 'source' ? undefined : { buildId: b.buildId, signal };
-      const res = await this.cache.resolve(cacheKey, worker, { lookup, description: v.name, holder: b.buildId, ...(pull ? { pull } : {}) }, async () => {
+      // Another build running this key: the step shows as started here too while this build waits for it.
+      const waiting = async () => {
+        publishedStart = true;
+        await b.publish({ case: 'vertex', value: { ...vertex, started } });
+      };
+      const res = await this.cache.resolve(cacheKey, worker, { lookup, description: v.name, holder: b.buildId, waiting, signal, ...(pull ? { pull } : {}) }, async () => {
         const fromImport = lookup && b.imports?.has(cacheKey) ? await b.imports.materialise(cacheKey, worker, b.buildId, signal) : undefined;
         if (fromImport) {
           imported = true;

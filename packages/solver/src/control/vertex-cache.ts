@@ -1,6 +1,6 @@
 import type { Client } from '@connectrpc/connect';
 import type { content as contentApi } from '@kiln/api';
-import { KilnError, type Logger } from '@kiln/common';
+import { asKilnError, CanceledError, KilnError, type Logger } from '@kiln/common';
 import { CACHE_OWNER, type CacheRecord, type CacheStore } from '../cache/cache-store.js';
 import { PullCost } from './pull-cost.js';
 import { pullResult } from './result-pull.js';
@@ -34,8 +34,13 @@ export interface CacheHit {
  * running the step took (see PullCost); the record then moves to the
  * asking worker, as it does when a step is rebuilt there.
  */
+/** What waiting for a key's run in flight ends with: the step's own failure, which the waiters share. */
+interface Settled {
+  failed?: unknown;
+}
+
 export class VertexCache {
-  private readonly inflight = new Map<string, Promise<unknown>>();
+  private readonly inflight = new Map<string, Promise<Settled>>();
   private holds = 0;
   private readonly pullCost = new PullCost();
 
@@ -50,30 +55,41 @@ export class VertexCache {
   /**
    * Runs `produce` for `key` unless the cache has it (when `lookup`). A
    * result produced here is stored (replacing an older one). Returns the
-   * result and whether it came from the cache.
+   * result and whether it came from the cache. While another build runs
+   * the key, this one waits (`waiting` is called once when it starts to)
+   * and takes its result; when that run fails as a step (code `vertex`: the
+   * command failed), so does this one, with the same error; when it was
+   * canceled or lost its worker, this one runs the step itself.
    */
   async resolve(
     key: string,
     worker: WorkerHandle,
-    opts: { lookup: boolean; description: string; holder: string; pull?: { buildId: string; signal: AbortSignal } },
+    opts: { lookup: boolean; description: string; holder: string; pull?: { buildId: string; signal: AbortSignal }; waiting?: () => Promise<void>; signal?: AbortSignal },
     produce: () => Promise<string[]>,
   ): Promise<{ refs: string[]; workerId: string; cached: boolean; holdOwner?: string; pulledFrom?: string }> {
     if (opts.lookup) {
+      let waited = false;
       for (;;) {
         const running = this.inflight.get(key);
-        if (running) await running.catch(() => undefined);
+        if (running) {
+          if (!waited) await opts.waiting?.();
+          waited = true;
+          const { failed } = await untilAborted(running, opts.signal);
+          if (failed) throw failed;
+        }
         const hit = await this.lookup(key, worker, opts.holder);
         if (hit) return { ...hit, cached: true };
         if (!opts.pull) break;
         // Checked and set with no await between: one pull of a key at a time (a second asker waits and finds it local).
         if (this.inflight.has(key)) continue;
         const pulling = this.pullFrom(key, worker, opts.holder, opts.pull);
-        this.inflight.set(key, pulling);
+        const pulled = settledOf(pulling);
+        this.inflight.set(key, pulled);
         try {
-          const pulled = await pulling;
-          if (pulled) return { ...pulled, cached: true };
+          const hit = await pulling;
+          if (hit) return { ...hit, cached: true };
         } finally {
-          if (this.inflight.get(key) === pulling) this.inflight.delete(key);
+          if (this.inflight.get(key) === pulled) this.inflight.delete(key);
         }
         break;
       }
@@ -81,8 +97,11 @@ export class VertexCache {
     const startedMs = Date.now();
     const run = produce();
     const settled = run.then(
-      async (refs) => this.save(key, worker, refs, opts.description, Date.now() - startedMs),
-      () => undefined,
+      async (refs): Promise<Settled> => {
+        await this.save(key, worker, refs, opts.description, Date.now() - startedMs);
+        return {};
+      },
+      (err: unknown): Settled => (asKilnError(err).code === 'vertex' ? { failed: err } : {}),
     );
     this.inflight.set(key, settled);
     try {
@@ -105,17 +124,18 @@ export class VertexCache {
     const from = this.store.get(key)?.workerId;
     for (let attempt = 0; attempt < 3; attempt++) {
       const running = this.inflight.get(key);
-      if (running) await running.catch(() => undefined);
+      if (running) await running;
       const hit = await this.lookup(key, worker, holder);
       if (hit) return hit;
       if (this.inflight.has(key)) continue;
       const pulling = this.pullFrom(key, worker, holder, p, true);
-      this.inflight.set(key, pulling);
+      const pulled = settledOf(pulling);
+      this.inflight.set(key, pulled);
       try {
-        const pulled = await pulling;
-        if (pulled) return pulled;
+        const hit = await pulling;
+        if (hit) return hit;
       } finally {
-        if (this.inflight.get(key) === pulling) this.inflight.delete(key);
+        if (this.inflight.get(key) === pulled) this.inflight.delete(key);
       }
       break;
     }
@@ -279,4 +299,23 @@ export class VertexCache {
       await (await this.content()).deleteLease({ id: rec.lease }).catch((err: unknown) => this.logger.warn({ err, key: rec.key, lease: rec.lease }, 'failed to delete a pulled result\'s lease'));
     }
   }
+}
+
+/** `p`, or a CanceledError as soon as `signal` aborts (a build stops waiting for another's run). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(new CanceledError());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new CanceledError());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+/** A pull in flight as waiters see it: it never fails them (they look the key up again). */
+function settledOf(pulling: Promise<unknown>): Promise<Settled> {
+  return pulling.then(
+    () => ({}),
+    () => ({}),
+  );
 }

@@ -34,13 +34,17 @@ export interface Shortcut {
  * Adapts a parsed LLB definition to scheduler nodes. A node's key is the op
  * digest plus its inputs' keys; `scope` is mixed into the keys of sources
  * whose content is only known at run time (local context), so two clients'
- * contexts never share a result. `workerId` is mixed into every key: refs
- * live on one worker, so builds on different workers never share a run.
- * A vertex in `shortcuts` is a node without deps that runs the shortcut.
+ * contexts never share a result. `build` is mixed into every other key: a
+ * build runs each of its own steps (its progress, history and cache records
+ * see every one), and concurrent builds share a step one level down, where
+ * the vertex cache runs each cache key once and hands the others its result.
+ * `workerId` is mixed into every key: refs live on one worker, so builds on
+ * different workers never share a run. A vertex in `shortcuts` is a node
+ * without deps that runs the shortcut.
  */
 export function toGraph(
   def: ParsedDefinition,
-  scope: string,
+  scope: { session: string; build: string },
   runOp: RunOp,
   workerId = '',
   shortcuts: ReadonlyMap<string, Shortcut> = new Map(),
@@ -53,7 +57,7 @@ export function toGraph(
     if (shortcut) {
       // Its inputs are never resolved through it (their nodes exist only for other readers).
       const vertex: LlbVertex = { digest, op, name: op.metadata?.description || describeOp(op.op), inputs: [] };
-      nodes.set(digest, { key: sha256(`shortcut:${shortcut.key}@${workerId}`), deps: [], vertex, run: (_: OpResult[], signal: AbortSignal) => shortcut.run(vertex, signal) });
+      nodes.set(digest, { key: sha256(`shortcut:${shortcut.key}:${scope.build}@${workerId}`), deps: [], vertex, run: (_: OpResult[], signal: AbortSignal) => shortcut.run(vertex, signal) });
       return;
     }
     const inputs = op.op.inputs.map((i) => ({ node: nodes.get(i.digest as Digest)!, index: Number(i.index) }));
@@ -65,7 +69,8 @@ export function toGraph(
       name: op.metadata?.description || describeOp(op.op),
       inputs: inputs.map((i) => ({ vertex: i.node.vertex, index: i.index })),
     };
-    const scoped = isLocalSource(op.op) ? `:${scope}` : '';
+    // A local source stays per session (the builds of one bake session share its transfer).
+    const scoped = isLocalSource(op.op) ? `:${scope.session}` : `:${scope.build}`;
     const key = sha256(`${digest}${scoped}@${workerId}|${deps.map((d) => d.key).join('|')}`);
     const node = {
       key,
@@ -111,7 +116,7 @@ export function describeOp(op: llb.Op): string {
  */
 export function toPlacedGraph(
   def: ParsedDefinition,
-  scope: string,
+  scope: { session: string; build: string },
   runOp: (workerId: string) => RunOp,
   rootWorker: string,
   place: ReadonlyMap<string, string>,
@@ -127,7 +132,7 @@ export function toPlacedGraph(
     const inputs = inputsOf(p).map((i, n) => ({ node: nodes.get(id(i))!, index: Number(op.op.inputs[n]!.index) }));
     const deps = [...new Set(inputs.map((i) => i.node))];
     const vertex: LlbVertex = { digest: p.digest, op, name: op.metadata?.description || describeOp(op.op), inputs: inputs.map((i) => ({ vertex: i.node.vertex, index: i.index })) };
-    const scoped = isLocalSource(op.op) ? `:${scope}` : '';
+    const scoped = isLocalSource(op.op) ? `:${scope.session}` : `:${scope.build}`;
     const run = runOp(p.workerId);
     nodes.set(id(p), {
       key: sha256(`${p.digest}${scoped}@${p.workerId}|${deps.map((d) => d.key).join('|')}`),
