@@ -1,24 +1,27 @@
 import { availableParallelism } from 'node:os';
-import { Worker as Thread } from 'node:worker_threads';
+import { Worker as Thread, type MessagePort } from 'node:worker_threads';
 import { CanceledError, KilnError } from '@kiln/common';
 import type { LayerPart } from '@kiln/snapshotter';
 import type { LayerCompression } from './media-types.js';
 
-/** One layer to write: the tar described by `parts`, compressed into the new file `out`. */
+/**
+ * One layer to make: the tar described by `parts`, compressed and sent
+ * through `port` (see `receiveBlob`) as it is made, not staged in a file:
+ * the caller streams it straight into the content store, which hashes it.
+ */
 export interface CompressJob {
   parts: LayerPart[];
   compression: LayerCompression;
   /** Codec level (already defaulted). */
   level: number;
-  /** Path of the blob file to create (must not exist). */
-  out: string;
+  /** Transferred to the thread; the blob's chunks come out of its other end. */
+  port: MessagePort;
 }
 
 export interface CompressResult {
   /** sha256 of the uncompressed tar. */
   diffId: string;
-  /** sha256 and length of the written blob. */
-  digest: string;
+  /** Length of the blob sent through the port. */
   size: number;
 }
 
@@ -29,8 +32,9 @@ export interface CompressResult {
  * else. It reads the planned files synchronously, hashes the tar (diff id),
  * compresses it with gzip (zlib, in fixed-size members on the thread pool;
  * members that would not shrink are stored) or `zstd` (Debian's CLI, one
- * thread, so the output does not depend on the machine) and hashes what it
- * writes.
+ * thread, so the output does not depend on the machine) and posts the blob's
+ * chunks to the job's port (big ones transferred, not copied), at most
+ * PORT_WINDOW unacknowledged: a slow reader holds the thread back.
  */
 const THREAD_SOURCE = String.raw`
 const { parentPort } = require('node:worker_threads');
@@ -39,7 +43,7 @@ const crypto = require('node:crypto');
 const zlib = require('node:zlib');
 const { spawn } = require('node:child_process');
 const { pipeline } = require('node:stream/promises');
-const { Readable, Transform } = require('node:stream');
+const { Readable, Writable } = require('node:stream');
 
 function* tarBytes(parts, diff) {
   const CHUNK = 1 << 20;
@@ -119,31 +123,64 @@ async function* gzipMembers(source, level) {
   while (queue.length > 0) yield await queue.shift();
 }
 
+const PORT_WINDOW = 4;
+const TRANSFER_MIN = 64 << 10;
+function portSink(port) {
+  let unacked = 0;
+  let wake;
+  port.on('message', () => {
+    unacked--;
+    const w = wake;
+    wake = undefined;
+    if (w) w();
+  });
+  const post = (chunk) => {
+    unacked++;
+    // A buffer that owns its whole ArrayBuffer moves to the reader; a view into a shared one is copied.
+    const own = chunk.byteLength >= TRANSFER_MIN && chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength;
+    const data = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    port.postMessage({ chunk: data }, own ? [chunk.buffer] : []);
+  };
+  let size = 0;
+  const sink = new Writable({
+    highWaterMark: 0,
+    write(chunk, _e, cb) {
+      if (chunk.length === 0) return cb();
+      size += chunk.length;
+      if (unacked < PORT_WINDOW) { post(chunk); return cb(); }
+      wake = () => { post(chunk); cb(); };
+    },
+    final(cb) { port.postMessage({ end: true }); cb(); },
+  });
+  return { sink, size: () => size };
+}
+
 async function run(job) {
   const diff = crypto.createHash('sha256');
-  const blob = crypto.createHash('sha256');
-  let size = 0;
   const source = Readable.from(tarBytes(job.parts, diff), { objectMode: false, highWaterMark: 1 << 20 });
-  const counter = new Transform({ transform(c, _e, cb) { blob.update(c); size += c.length; cb(null, c); } });
-  const file = fs.createWriteStream(job.out, { flags: 'wx', mode: 0o600 });
-  if (job.compression === 'gzip') {
-    await pipeline(Readable.from(gzipMembers(source, job.level), { objectMode: false }), counter, file);
-  } else if (job.compression === 'zstd') {
-    const args = ['-q', '-c', '-T1', '--no-progress'];
-    if (job.level > 19) args.push('--ultra');
-    args.push('-' + job.level);
-    const child = spawn('zstd', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d) => { stderr += d; });
-    const exited = new Promise((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (code) => (code === 0 ? resolve() : reject(new Error('zstd exited with ' + code + ': ' + stderr.trim()))));
-    });
-    await Promise.all([pipeline(source, child.stdin), pipeline(child.stdout, counter, file), exited]);
-  } else {
-    await pipeline(source, counter, file);
+  const { sink, size } = portSink(job.port);
+  try {
+    if (job.compression === 'gzip') {
+      await pipeline(Readable.from(gzipMembers(source, job.level), { objectMode: false }), sink);
+    } else if (job.compression === 'zstd') {
+      const args = ['-q', '-c', '-T1', '--no-progress'];
+      if (job.level > 19) args.push('--ultra');
+      args.push('-' + job.level);
+      const child = spawn('zstd', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d) => { stderr += d; });
+      const exited = new Promise((resolve, reject) => {
+        child.on('error', reject);
+        child.on('close', (code) => (code === 0 ? resolve() : reject(new Error('zstd exited with ' + code + ': ' + stderr.trim()))));
+      });
+      await Promise.all([pipeline(source, child.stdin), pipeline(child.stdout, sink), exited]);
+    } else {
+      await pipeline(source, sink);
+    }
+  } finally {
+    job.port.close();
   }
-  return { diffId: 'sha256:' + diff.digest('hex'), digest: 'sha256:' + blob.digest('hex'), size };
+  return { diffId: 'sha256:' + diff.digest('hex'), size: size() };
 }
 
 parentPort.on('message', (job) => {
@@ -202,7 +239,7 @@ export class CompressPool {
       const onMessage = (m: { ok: boolean; result?: CompressResult; error?: string }) => {
         cleanup();
         if (m.ok) resolve(m.result!);
-        else reject(new KilnError('internal', `failed to write layer ${job.out}: ${m.error}`));
+        else reject(new KilnError('internal', `failed to make a layer: ${m.error}`));
       };
       const onError = (err: Error) => {
         cleanup();
@@ -225,7 +262,7 @@ export class CompressPool {
       t.on('exit', onExit);
       signal?.addEventListener('abort', onAbort, { once: true });
       t.ref();
-      t.postMessage(job);
+      t.postMessage(job, [job.port]);
     });
   }
 
@@ -255,5 +292,42 @@ export class CompressPool {
   private drop(slot: Slot): void {
     const i = this.slots.indexOf(slot);
     if (i >= 0) this.slots.splice(i, 1);
+  }
+}
+
+/**
+ * The blob a job sends through the other end of its port, as chunks; each
+ * is acknowledged when the next is asked for, which lets the thread go on.
+ * Ends at the thread's end mark; `signal` (the job failed, or the caller
+ * gave up) ends it with an error. Closes the port when done.
+ */
+export async function* receiveBlob(port: MessagePort, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+  const queue: ({ chunk: Uint8Array } | { end: true })[] = [];
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  port.on('message', (m: { chunk: Uint8Array } | { end: true }) => {
+    queue.push(m);
+    notify();
+  });
+  signal.addEventListener('abort', notify, { once: true });
+  try {
+    for (;;) {
+      signal.throwIfAborted();
+      const m = queue.shift();
+      if (!m) {
+        await new Promise<void>((r) => (wake = r));
+        continue;
+      }
+      if ('end' in m) return;
+      yield m.chunk;
+      port.postMessage(0);
+    }
+  } finally {
+    signal.removeEventListener('abort', notify);
+    port.close();
   }
 }

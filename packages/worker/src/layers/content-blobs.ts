@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { Client } from '@connectrpc/connect';
 import type { content } from '@kiln/api';
@@ -32,29 +31,26 @@ export async function leaseIfPresent(store: ContentClient, digest: string, lease
 export interface BlobWrite {
   /** Ingest ref: names the write for resumption and in the store's status. */
   ref: string;
-  digest: string;
+  /** Expected digest; absent: the store reports what it received. */
+  digest?: string;
   size?: number;
   lease: string;
   labels?: Record<string, string>;
 }
 
-/** Writes a blob from a stream; the store verifies digest (and size when given). */
-export async function writeBlob(store: ContentClient, w: BlobWrite, data: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<void> {
+/** Writes a blob from a stream; the store verifies digest and size when given, and answers with both. */
+export async function writeBlob(store: ContentClient, w: BlobWrite, data: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<{ digest: string; size: number }> {
   async function* messages(): AsyncGenerator<WriteMessage> {
     yield {
       msg: {
         case: 'header',
-        value: { ref: w.ref, expectedDigest: w.digest, expectedSize: w.size === undefined ? undefined : BigInt(w.size), lease: w.lease, labels: w.labels ?? {} },
+        value: { ref: w.ref, expectedDigest: w.digest ?? '', expectedSize: w.size === undefined ? undefined : BigInt(w.size), lease: w.lease, labels: w.labels ?? {} },
       },
     };
     for await (const chunk of data) yield { msg: { case: 'data', value: chunk } };
   }
-  await store.write(messages(), { signal });
-}
-
-/** Writes the blob held in the file `path`. */
-export function writeBlobFile(store: ContentClient, w: BlobWrite, path: string, signal?: AbortSignal): Promise<void> {
-  return writeBlob(store, w, createReadStream(path, { highWaterMark: 1 << 20 }), signal);
+  const res = await store.write(messages(), { signal });
+  return { digest: res.digest, size: Number(res.size) };
 }
 
 /** Streams a blob from the store. */

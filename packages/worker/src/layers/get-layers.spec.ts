@@ -151,6 +151,15 @@ describe('getLayers', () => {
     expect((await w.getLayers(ref, { compression: 'zstd' })).length).toBe(3);
   });
 
+  it('fails a layer whose store write breaks mid-stream (no hang, the store error), then makes it on the next call', async () => {
+    const w = newWorker();
+    const ref = (await solve(w, build()))!;
+    store.failWrites = 1;
+    await expect(w.getLayers(ref, { compression: 'uncompressed' })).rejects.toThrow(/content store broke mid-write/);
+    const layers = await w.getLayers(ref, { compression: 'uncompressed' });
+    for (const l of layers) expect(sha(blobOf(l.digest))).toBe(l.digest);
+  });
+
   it('leaves empty diffs out', async () => {
     const w = newWorker();
     const ctx = local('context');

@@ -3,13 +3,14 @@ import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { MessageChannel } from 'node:worker_threads';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { CanceledError, KilnError, type Logger } from '@kiln/common';
 import { planTreeDiff, readTreeXattrs, type LayerPart, type TreeXattrs } from '@kiln/snapshotter';
-import type { CompressPool } from './compress-pool.js';
-import { leaseIfPresent, readBlob, UNCOMPRESSED_LABEL, writeBlob, writeBlobFile, type ContentClient } from './content-blobs.js';
+import { receiveBlob, type CompressPool } from './compress-pool.js';
+import { leaseIfPresent, readBlob, UNCOMPRESSED_LABEL, writeBlob, type ContentClient } from './content-blobs.js';
 import type { CachedLayer, LayerCache } from './layer-cache.js';
 import type { BaseLayer, LineageSnapshotter } from './lineage.js';
 import { compressionOfMediaType, layerMediaType, type LayerCompression } from './media-types.js';
@@ -192,30 +193,42 @@ export class LayerMaker {
     return p;
   }
 
-  /** Compresses a tar on a pool thread into a staged file, then writes it to the content store. */
+  /**
+   * Compresses a tar on a pool thread and streams the blob into the content
+   * store as it is made (one pass: no staged file to write and read back);
+   * the store hashes what it receives, which gives the digest. The diff id is
+   * known only at the end, so its label is added after the write.
+   */
   private async compressAndStore(parts: LayerPart[], req: LayerRequest): Promise<CachedLayer> {
-    await mkdir(this.o.tmpDir, { recursive: true });
-    const out = path.join(this.o.tmpDir, `blob-${randomBytes(8).toString('hex')}`);
+    const { port1, port2 } = new MessageChannel();
+    const failed = new AbortController();
+    const signal = req.signal ? AbortSignal.any([req.signal, failed.signal]) : failed.signal;
+    const ref = `layer-${randomBytes(8).toString('hex')}`;
+    let cause: unknown;
+    const fail = (err: unknown): never => {
+      // The first failure stops the other side; it is the one reported.
+      if (cause === undefined) cause = err;
+      failed.abort(err);
+      throw err;
+    };
+    let written = false;
     try {
-      const r = await this.o.pool.run({ parts, compression: req.compression, level: req.level, out }, req.signal);
-      if (!(await leaseIfPresent(this.o.content, r.digest, req.lease, req.signal))) {
-        await writeBlobFile(
-          this.o.content,
-          {
-            ref: `layer-${r.digest.slice(7, 23)}-${randomBytes(4).toString('hex')}`,
-            digest: r.digest,
-            size: r.size,
-            lease: req.lease,
-            labels: req.compression === 'uncompressed' ? {} : { [UNCOMPRESSED_LABEL]: r.diffId },
-          },
-          out,
-          req.signal,
-        );
-      }
-      this.o.logger.debug({ digest: r.digest, diffId: r.diffId, size: r.size, compression: req.compression }, 'made layer');
-      return { empty: false, digest: r.digest, size: r.size, diffId: r.diffId };
+      const [made, stored] = await Promise.allSettled([
+        this.o.pool.run({ parts, compression: req.compression, level: req.level, port: port2 }, signal).catch(fail),
+        writeBlob(this.o.content, { ref, lease: req.lease }, receiveBlob(port1, signal), signal).catch(fail),
+      ]).then((r) => {
+        if (r[0].status === 'rejected' || r[1].status === 'rejected') throw cause;
+        return [r[0].value, r[1].value] as const;
+      });
+      written = true;
+      if (stored.size !== made.size) throw new KilnError('internal', `layer ${stored.digest}: the store received ${stored.size} bytes, the thread made ${made.size}`);
+      if (req.compression !== 'uncompressed') await this.o.content.updateLabels({ digest: stored.digest, labels: { [UNCOMPRESSED_LABEL]: made.diffId } }, { signal: req.signal });
+      this.o.logger.debug({ digest: stored.digest, diffId: made.diffId, size: stored.size, compression: req.compression }, 'made layer');
+      return { empty: false, digest: stored.digest, size: stored.size, diffId: made.diffId };
     } finally {
-      await rm(out, { force: true });
+      port1.close();
+      // A write cut short leaves an ingest the store would keep for a resume that never comes.
+      if (!written) await this.o.content.abort({ ref }).catch(() => undefined);
     }
   }
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { content } from '@kiln/api';
-import { createInMemoryTransport, createKilnClient, InvalidArgumentError, NotFoundError } from '@kiln/common';
+import { createInMemoryTransport, createKilnClient, InvalidArgumentError, KilnError, NotFoundError } from '@kiln/common';
 import type { ContentClient } from '../layers/content-blobs.js';
 
 export interface MemoryContent {
@@ -12,18 +12,20 @@ export interface MemoryContent {
   readonly leases: Map<string, Set<string>>;
   /** Number of completed writes. */
   writes: number;
+  /** The next this many writes fail after their first data message (a store that breaks mid-write). */
+  failWrites: number;
 }
 
 /**
  * The parts of ContentService the worker uses (Info, Read, Write,
- * AddLeaseResource, Delete), over memory. Writes verify the expected digest
+ * UpdateLabels, Abort, AddLeaseResource, Delete), over memory. Writes verify the expected digest
  * and size like the real store; a write of a blob it has only merges labels.
  * For worker unit tests; the real store is exercised by e2e tests.
  */
 export function createMemoryContent(): MemoryContent {
   const blobs = new Map<string, { data: Buffer; labels: Record<string, string> }>();
   const leases = new Map<string, Set<string>>();
-  const state: MemoryContent = { client: undefined as unknown as ContentClient, blobs, leases, writes: 0 };
+  const state: MemoryContent = { client: undefined as unknown as ContentClient, blobs, leases, writes: 0, failWrites: 0 };
   const transport = createInMemoryTransport((router) => {
     router.service(content.ContentService, {
       async info(req) {
@@ -41,7 +43,13 @@ export function createMemoryContent(): MemoryContent {
         const parts: Buffer[] = [];
         for await (const m of requests) {
           if (m.msg.case === 'header') header = m.msg.value;
-          else if (m.msg.case === 'data') parts.push(Buffer.from(m.msg.value));
+          else if (m.msg.case === 'data') {
+            if (state.failWrites > 0) {
+              state.failWrites--;
+              throw new KilnError('unavailable', 'content store broke mid-write');
+            }
+            parts.push(Buffer.from(m.msg.value));
+          }
         }
         if (!header) throw new InvalidArgumentError('the first message of a write must be its header', 'header');
         const data = Buffer.concat(parts);
@@ -57,6 +65,16 @@ export function createMemoryContent(): MemoryContent {
         if (header.lease) addLease(header.lease, digest);
         state.writes++;
         return { digest, size: BigInt(data.length) };
+      },
+      async updateLabels(req) {
+        const b = blobs.get(req.digest);
+        if (!b) throw new NotFoundError(`blob ${req.digest} not found`);
+        Object.assign(b.labels, req.labels);
+        return { info: { digest: req.digest, size: BigInt(b.data.length), labels: b.labels } };
+      },
+      async abort() {
+        // Writes here are all-or-nothing: an interrupted one left nothing to remove.
+        return {};
       },
       async addLeaseResource(req) {
         addLease(req.lease, req.digest);
