@@ -39,6 +39,16 @@ describe('local write: the token check', () => {
     expect(statSync(o.path).ino).toBe(ino);
   });
 
+  it('writes a big output of uneven chunks (gathered writes across 8 MiB blocks) byte for byte', async () => {
+    const o = offer();
+    const opened = await openLocalWrite(localWriteTarget(o.attrs)!);
+    if (!('fh' in opened)) throw new Error(opened.reason);
+    const parts = Array.from({ length: 23 }, (_, i) => randomBytes(i % 3 === 0 ? 512 : (1 << 20) + i));
+    const expected = Buffer.concat(parts);
+    expect(await writeLocal(opened.fh, o.path, (async function* () { yield* parts; })())).toBe(expected.length);
+    expect(readFileSync(o.path).equals(expected)).toBe(true);
+  });
+
   it('refuses a file whose content is not the token (another filesystem, a stale file)', async () => {
     const o = offer();
     const other = localWriteTarget({ ...o.attrs, [LOCAL_WRITE_TOKEN_ATTR]: randomBytes(32).toString('hex') })!;

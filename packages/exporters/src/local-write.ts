@@ -66,7 +66,7 @@ async function fail(fh: FileHandle, reason: string): Promise<{ reason: string }>
   return { reason };
 }
 
-/** Writes large coalesced blocks: the content store's 1 MiB messages become 8 MiB writes. */
+/** Writes gathered blocks: the content store's 1 MiB messages go out as one pwritev per 8 MiB, never copied together. */
 const WRITE_BLOCK = 8 * 1024 * 1024;
 
 /** Truncates the checked temp file, writes `data` into it, fsyncs and closes it; resolves with the size. */
@@ -79,13 +79,14 @@ export async function writeLocal(fh: FileHandle, path: string, data: AsyncIterab
     let pending = 0;
     const flush = async () => {
       if (pending === 0) return;
-      const block = parts.length === 1 ? parts[0]! : Buffer.concat(parts, pending);
-      let off = 0;
-      while (off < block.length) {
-        const { bytesWritten } = await fh.write(block, off, block.length - off, size + off);
-        off += bytesWritten;
+      const { bytesWritten } = await fh.writev(parts, size);
+      // A short write (rare on a regular file): the rest, one buffer at a time.
+      if (bytesWritten < pending) {
+        const rest = Buffer.concat(parts, pending).subarray(bytesWritten);
+        let off = 0;
+        while (off < rest.length) off += (await fh.write(rest, off, rest.length - off, size + bytesWritten + off)).bytesWritten;
       }
-      size += block.length;
+      size += pending;
       parts = [];
       pending = 0;
     };
