@@ -156,15 +156,22 @@ async function buildWith(parsed: ReturnType<typeof parseBuildArgs>, io: CliIo): 
 
   let response: control.SolveResponse | undefined;
   let failure: unknown;
+  // Solve goes out right behind the session's hello, not one round trip
+  // later: the daemon's build waits for its session to attach. A session
+  // the daemon refuses (or that fails first) cancels the Solve and is the error shown.
+  let sessionFailure: unknown;
+  session.ready().catch((err: unknown) => {
+    sessionFailure = err;
+    abort.abort(err);
+  });
   try {
-    await session.ready();
     const exports = opts.exports.map((e) => {
       const offer = e.output && localWrites.get(e.output.id);
       return offer ? { ...e, attrs: { ...e.attrs, ...offer.attrs } } : e;
     });
     response = await conn.control.solve(toSolveRequest({ ...opts, exports }, { ref, sessionId }), { signal: abort.signal });
   } catch (err) {
-    failure = err;
+    failure = sessionFailure ?? err;
   } finally {
     io.signal.removeEventListener('abort', onAbort);
   }

@@ -107,7 +107,9 @@ export interface Session {
   readonly id: string;
   /**
    * Resolves once the daemon answered `ready`; rejects with a KilnError if
-   * the stream failed or ended first. Solve must not be called before.
+   * the stream failed or ended first. Solve may go out before (the daemon's
+   * build waits for its session to attach); `kiln build` cancels it when
+   * this rejects.
    */
   ready(): Promise<void>;
   /**
