@@ -142,7 +142,7 @@ describe('kill -9 of the daemon mid-RUN [topology=all-in-one, worker=containerd]
       for (let i = 0; i < 300 && !inContainerd(address).some((x) => x.startsWith('tasks ')); i++) await new Promise((r) => setTimeout(r, 100));
       const during = inContainerd(address);
       const kinds = (xs: string[]) => [...new Set(xs.map((x) => x.split(' ').slice(0, x.startsWith('snapshots') ? 2 : 1).join(' ')))].sort();
-      // The RUN's container, task and lease, its rootfs as an active snapshot, the worker's lease of this start, COPY's committed result.
+      // The RUN's container and task (and the shared shim's holder), its rootfs as an active snapshot, the worker's lease of this start, COPY's committed result.
       expect(kinds(during)).toEqual(expect.arrayContaining(['containers', 'leases', 'snapshots active', 'snapshots committed', 'tasks']));
       const pid = daemonPid(root);
       process.kill(pid, 'SIGKILL');

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants, copyFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { accessSync, constants, copyFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -118,7 +118,20 @@ describe.skipIf(!available)('containerd worker exec: a step root that is a snaps
       .filter(Boolean)
       .map((l) => ({ at: l.split(' ')[4]!, fs: l.split(' - ')[1] ?? '' }));
 
-  it('hands the task the overlay containerd returned (mounted by the shim at the bundle, Kiln not mounting it); a root with a selector runs from its host path', async () => {
+  /** Pids of the runc shims serving the test's containerd. */
+  const shims = () =>
+    readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => {
+        try {
+          const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+          return argv[0]!.endsWith('containerd-shim-runc-v2') && argv.includes(containerd!.address);
+        } catch {
+          return false; // gone meanwhile
+        }
+      });
+
+  it('hands the task the overlay containerd returned (mounted by the shim at the bundle, Kiln not mounting it); a root with a selector runs from its host path; every task runs in one shim', async () => {
     const base = await mkdtemp(path.join(tmpdir(), 'kiln-ctrd-rootfs-'));
     const ctxDir = path.join(base, 'ctx');
     mkdirSync(path.join(ctxDir, 'bin'), { recursive: true });
@@ -133,10 +146,13 @@ describe.skipIf(!available)('containerd worker exec: a step root that is a snaps
       running.catch(() => undefined); // awaited below; a failed expectation first must not leave it unhandled
       let id = '';
       for (let i = 0; i < 200 && !id; i++) {
-        id = ctr('tasks', 'ls', '-q').trim();
+        // The shared shim's holder task (created, never started) is not the step's.
+        id = ctr('tasks', 'ls', '-q').split('\n').find((t) => t && !t.startsWith('kiln-shim-')) ?? '';
         if (!id) await new Promise((r) => setTimeout(r, 50));
       }
       expect(id).toMatch(/^kiln-/);
+      const shimsDuring = shims();
+      expect(shimsDuring).toHaveLength(1);
       const info = JSON.parse(ctr('containers', 'info', id)) as { Spec: { root: { path: string } } };
       expect(info.Spec.root.path).toBe('rootfs');
       const during = mountPoints();
@@ -152,6 +168,12 @@ describe.skipIf(!available)('containerd worker exec: a step root that is a snaps
       const sub = await solve(worker, execOp(local('rootfs'), ['/bin/busybox', 'sh', '-c', 'echo sub > /out'], { rootSelector: '/sub' }));
       expect(new TextDecoder().decode(await worker.refFiles(sub!).read('/sub/out', 0, 100))).toBe('sub\n');
       await expect(worker.refFiles(sub!).stat('/out')).rejects.toThrow();
+      // The second task ran in the same shim, which outlives both (its holder task keeps it) until the worker closes.
+      expect(shims()).toEqual(shimsDuring);
+      await worker.close();
+      for (let i = 0; i < 100 && shims().length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(shims()).toEqual([]);
+      expect(ctr('containers', 'ls', '-q').trim()).toBe('');
     } finally {
       await worker.close();
       await rm(base, { recursive: true, force: true });

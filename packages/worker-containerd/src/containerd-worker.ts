@@ -80,6 +80,7 @@ export function createContainerdWorker(options: ContainerdWorkerOptions): Worker
   worker.close = async () => {
     try {
       await close();
+      await executor.close();
       await imageRefs.settled();
     } finally {
       client.close();

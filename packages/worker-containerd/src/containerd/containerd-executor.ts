@@ -1,20 +1,20 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, openSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import path from 'node:path';
-import { CanceledError, execLight, KilnError, silentLogger, type Logger } from '@kiln/common';
+import { CanceledError, KilnError, silentLogger, type Logger } from '@kiln/common';
 import { missingMountPoints, ociSpec, removeMountPointStubs, serializeOciSpec, type ExecIO, type ExecResult, type ExecSpec, type Executor } from '@kiln/worker';
 import { hasCode, type ContainerdClient } from './client.js';
 import type { TaskRootfs } from './containerd-snapshotter.js';
+import { FifoPool, type FifoPair } from './fifo-pool.js';
 
 /** The Any type URL containerd expects for an OCI runtime spec in JSON. */
 export const OCI_SPEC_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Spec';
 /** Label on every container and lease this worker makes: which worker state owns it (reaping takes only these). */
 export const OWNER_LABEL = 'kiln.owner';
-/** Lease label containerd's GC reads: a lease left by a killed worker expires by itself. */
-const LEASE_EXPIRE_LABEL = 'containerd.io/gc.expire';
-const LEASE_TTL_MS = 24 * 3600_000;
+/** OCI annotation the runc v2 shim groups containers by: tasks with one value share one shim process. */
+const SHIM_GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
 const SIGKILL = 9;
 
 export interface ContainerdExecutorOptions {
@@ -31,6 +31,12 @@ export interface ContainerdExecutorOptions {
    * the task's rootfs mounts, mounted by containerd's shim.
    */
   snapshots?: { taskRootfs(hostPath: string): TaskRootfs | undefined };
+  /**
+   * Runs every task of this executor in one runc shim, kept alive by a
+   * never-started holder task (see `shimGroup`), instead of a shim process
+   * per task. Default true.
+   */
+  shareShim?: boolean;
   logger?: Logger;
 }
 
@@ -41,19 +47,26 @@ export interface ContainerdExecutorOptions {
  * a containerd snapshot, is handed to the task as that snapshot's mounts
  * (`Tasks.Create` `rootfs`, mounted by the shim on the bundle's `rootfs`),
  * as BuildKit's containerd executor did; Kiln's host mount of it is
- * unmounted first. Everything a run makes in containerd is
- * created under a lease of its own, deleted with it. Cancellation is a
- * SIGKILL to every process of the task. Mount-point stubs the runtime
- * creates in a writable rootfs are removed afterwards, as for runc.
+ * unmounted first. A run makes no lease: its container record and task
+ * hold nothing containerd's GC could take. All tasks share one shim process
+ * (see `shimGroup`). Cancellation is a SIGKILL to every process of the task.
+ * Mount-point stubs the runtime creates in a writable rootfs are removed
+ * afterwards, as for runc.
  */
 export class ContainerdExecutor implements Executor {
   private readonly client: ContainerdClient;
   private readonly runtime: string;
   private readonly logger: Logger;
   private reaped: Promise<void> | undefined;
+  private readonly fifos: FifoPool;
+  /** The shim group of this executor's tasks (the holder task's id), made at the first run. */
+  private shim: Promise<string | undefined> | undefined;
+  /** Container records of finished runs still being deleted. */
+  private readonly pending = new Set<Promise<void>>();
 
   constructor(private readonly opts: ContainerdExecutorOptions) {
     this.client = opts.client;
+    this.fifos = new FifoPool(path.join(opts.stateDir, 'fifo'));
     this.runtime = opts.runtime ?? 'io.containerd.runc.v2';
     this.logger = (opts.logger ?? silentLogger()).child({ component: 'containerd-executor' });
   }
@@ -80,22 +93,91 @@ export class ContainerdExecutor implements Executor {
     for (const l of leases) await this.client.leases.delete({ id: l.id }).catch((err: unknown) => this.logger.warn({ err, lease: l.id }, 'failed to delete a stale lease'));
     if (containers.length + leases.length > 0) this.logger.info({ containers: containers.length, leases: leases.length }, 'removed containers and leases left by an earlier worker');
     await rm(path.join(this.opts.stateDir, 'fifo'), { recursive: true, force: true });
+    await rm(path.join(this.opts.stateDir, 'shim-holder'), { recursive: true, force: true });
   }
 
-  /** Kills and deletes the task (if any), then the container record. */
-  private async removeContainer(id: string): Promise<void> {
-    await this.client.tasks.kill({ containerId: id, signal: SIGKILL, all: true }).catch(() => undefined);
+  /**
+   * The runc v2 shim groups tasks whose spec carries the same
+   * `io.containerd.runc.v2.group` annotation into one shim process, which
+   * exits once it has no task left (as Kubernetes pods share one). A holder
+   * task, created and never started, keeps this executor's shim alive
+   * between runs, so a run does not pay for starting a shim process and
+   * stopping it. The holder's root is a directory with one empty executable
+   * file (runc checks the process exists at create; it never runs). Made at
+   * the first run; a failure only costs the sharing. Removed by `close`, or
+   * by the next start's reaping (it carries the owner label).
+   */
+  private shimGroup(): Promise<string | undefined> {
+    if (this.opts.shareShim === false) return Promise.resolve(undefined);
+    this.shim ??= this.startShimHolder().catch((err: unknown) => {
+      this.logger.warn({ err }, 'failed to start a shared shim: every task gets a shim of its own');
+      return undefined;
+    });
+    return this.shim;
+  }
+
+  private async startShimHolder(): Promise<string> {
+    const id = `kiln-shim-${randomBytes(8).toString('hex')}`;
+    const rootfs = path.join(this.opts.stateDir, 'shim-holder', id);
+    await mkdir(path.join(rootfs, 'proc'), { recursive: true, mode: 0o755 });
+    await writeFile(path.join(rootfs, 'hold'), '', { mode: 0o755 });
+    const spec = {
+      ociVersion: '1.0.2',
+      process: { terminal: false, user: { uid: 0, gid: 0 }, args: ['/hold'], env: [], cwd: '/', noNewPrivileges: true },
+      root: { path: rootfs, readonly: true },
+      hostname: 'kiln-shim',
+      mounts: [{ destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] }],
+      linux: { namespaces: ['pid', 'ipc', 'uts', 'mount', 'network'].map((type) => ({ type })) },
+      annotations: { [SHIM_GROUP_ANNOTATION]: id },
+    };
+    await this.client.containers.create({
+      container: { id, labels: { [OWNER_LABEL]: this.opts.owner }, runtime: { name: this.runtime }, spec: { typeUrl: OCI_SPEC_TYPE_URL, value: new TextEncoder().encode(JSON.stringify(spec)) } },
+    });
     try {
-      await this.client.tasks.wait({ containerId: id }, { timeoutMs: 10_000 });
-    } catch {
-      // no task, or its shim is gone
+      await this.client.tasks.create({ containerId: id, rootfs: [] });
+    } catch (err) {
+      await this.removeContainer(id);
+      throw err;
+    }
+    return id;
+  }
+
+  /** Waits for finished runs' records to go, then removes the shim holder (its shim exits with it) and unused FIFOs. */
+  async close(): Promise<void> {
+    await Promise.all(this.pending);
+    const holder = await this.shim;
+    this.shim = Promise.resolve(undefined);
+    if (holder) await this.removeContainer(holder);
+    await this.fifos.close();
+    await rm(path.join(this.opts.stateDir, 'shim-holder'), { recursive: true, force: true });
+  }
+
+  /**
+   * Deletes the task (killing it first unless it `exited`), then the
+   * container record: the record holds nothing of the step, so a finished
+   * run does not wait for it (`close` and the next start's reaping do).
+   */
+  private async removeContainer(id: string, opts: { exited?: boolean } = {}): Promise<void> {
+    if (!opts.exited) {
+      await this.client.tasks.kill({ containerId: id, signal: SIGKILL, all: true }).catch(() => undefined);
+      try {
+        await this.client.tasks.wait({ containerId: id }, { timeoutMs: 10_000 });
+      } catch {
+        // no task, or its shim is gone
+      }
     }
     await this.client.tasks.delete({ containerId: id }).catch((err: unknown) => {
       if (!hasCode(err, 'not_found')) this.logger.warn({ err, id }, 'failed to delete a task');
     });
-    await this.client.containers.delete({ id }).catch((err: unknown) => {
-      if (!hasCode(err, 'not_found')) this.logger.warn({ err, id }, 'failed to delete a container');
-    });
+    const deleted = this.client.containers.delete({ id }).then(
+      () => undefined,
+      (err: unknown) => {
+        if (!hasCode(err, 'not_found')) this.logger.warn({ err, id }, 'failed to delete a container');
+      },
+    );
+    if (!opts.exited) return deleted;
+    this.pending.add(deleted);
+    void deleted.finally(() => this.pending.delete(deleted));
   }
 
   async run(spec: ExecSpec, io: ExecIO = {}): Promise<ExecResult> {
@@ -103,54 +185,46 @@ export class ContainerdExecutor implements Executor {
     await this.reapStale();
     const id = `kiln-${randomBytes(8).toString('hex')}`;
     const labels = { [OWNER_LABEL]: this.opts.owner };
-    const fifoDir = path.join(this.opts.stateDir, 'fifo', id);
     // Read on Kiln's host mount, before the step runs (and before that mount is detached).
     const stubs = await missingMountPoints(spec);
     // A root that is not the root of a containerd snapshot is handed over as a host path: an
     // ExecOp's root mount may carry a selector (LLB allows a subdirectory of its input as `/`),
     // and a snapshot's mounts cannot name a subdirectory.
     const root = this.opts.snapshots?.taskRootfs(spec.rootfs);
-    const lease = (
-      await this.client.leases.create({ id, labels: { ...labels, [LEASE_EXPIRE_LABEL]: new Date(Date.now() + LEASE_TTL_MS).toISOString() } })
-    ).lease?.id ?? id;
     let stdio: FifoReaders | undefined;
     let created = false;
+    let exited = false;
     try {
-      await mkdir(fifoDir, { recursive: true, mode: 0o700 });
-      stdio = await openFifos(fifoDir, io);
       const oci = ociSpec(spec);
       // With rootfs mounts, the shim mounts them at <bundle>/rootfs: the spec names it relative to the bundle.
       if (root) oci['root'] = { path: 'rootfs', readonly: spec.readonlyRootfs };
+      const group = await this.shimGroup();
+      if (group) oci['annotations'] = { [SHIM_GROUP_ANNOTATION]: group };
       const config = serializeOciSpec(oci);
-      await this.client.containers.create(
-        {
-          container: {
-            id,
-            labels,
-            runtime: { name: this.runtime },
-            spec: { typeUrl: OCI_SPEC_TYPE_URL, value: new TextEncoder().encode(config) },
-          },
-        },
-        { lease },
-      );
-      created = true;
-      await root?.detachHost();
-      await this.client.tasks
-        .create({ containerId: id, rootfs: root?.mounts ?? [], stdout: stdio.stdoutPath, stderr: stdio.stderrPath }, { lease })
-        .catch((err: unknown) => {
-          throw runtimeError(spec, err);
-        });
+      // Independent of each other: the container record, the FIFOs, Kiln's host mount coming down.
+      const [, fifos] = await Promise.all([
+        this.client.containers
+          .create({ container: { id, labels, runtime: { name: this.runtime }, spec: { typeUrl: OCI_SPEC_TYPE_URL, value: new TextEncoder().encode(config) } } })
+          .then(() => {
+            created = true;
+          }),
+        this.fifos.take(),
+        root?.detachHost(),
+      ]);
+      stdio = openFifos(fifos, io);
+      await this.client.tasks.create({ containerId: id, rootfs: root?.mounts ?? [], stdout: stdio.stdoutPath, stderr: stdio.stderrPath }).catch((err: unknown) => {
+        throw runtimeError(spec, err);
+      });
       // The shim holds the write ends now: drop ours so the streams end when it closes them.
       stdio.releaseWriters();
       const exitCode = await this.startAndWait(id, spec, io);
+      exited = true;
       await stdio.ended();
       if (io.signal?.aborted) throw new CanceledError('process killed: the run was canceled');
       return { exitCode };
     } finally {
       stdio?.close();
-      if (created) await this.removeContainer(id);
-      await this.client.leases.delete({ id: lease }).catch((err: unknown) => this.logger.warn({ err, lease }, 'failed to delete a lease'));
-      await rm(fifoDir, { recursive: true, force: true });
+      if (created) await this.removeContainer(id, { exited });
       // The task is deleted, so the shim's mount is gone: stubs are removed where the step's writes are
       // (the snapshot's own dir), each walked by fd without following a symlink the step planted.
       removeMountPointStubs(root?.stubRoot ?? spec.rootfs, stubs, this.logger);
@@ -205,15 +279,13 @@ interface FifoReaders {
 }
 
 /**
- * Makes stdout and stderr FIFOs and reads them into `io`. Each FIFO is also
+ * Reads a run's stdout and stderr FIFOs into `io`. Each FIFO is also
  * opened read-write and kept until the shim has its writer: a non-blocking
  * reader with no writer would see end-of-file at once, and a blocking open
- * would hold a thread of Node's pool until the shim comes.
+ * would hold a thread of Node's pool until the shim comes. `close` removes
+ * the FIFOs.
  */
-async function openFifos(dir: string, io: ExecIO): Promise<FifoReaders> {
-  const stdoutPath = path.join(dir, 'stdout');
-  const stderrPath = path.join(dir, 'stderr');
-  await execLight('mkfifo', ['-m', '0600', stdoutPath, stderrPath]);
+function openFifos(fifos: FifoPair, io: ExecIO): FifoReaders {
   const holders: number[] = [];
   const sockets: Socket[] = [];
   const ends: Promise<void>[] = [];
@@ -230,14 +302,14 @@ async function openFifos(dir: string, io: ExecIO): Promise<FifoReaders> {
       }),
     );
   };
-  read(stdoutPath, io.stdout);
-  read(stderrPath, io.stderr);
+  read(fifos.stdout, io.stdout);
+  read(fifos.stderr, io.stderr);
   const releaseWriters = () => {
     for (const fd of holders.splice(0)) closeSync(fd);
   };
   return {
-    stdoutPath,
-    stderrPath,
+    stdoutPath: fifos.stdout,
+    stderrPath: fifos.stderr,
     releaseWriters,
     ended: async () => {
       let timer: NodeJS.Timeout | undefined;
@@ -247,6 +319,7 @@ async function openFifos(dir: string, io: ExecIO): Promise<FifoReaders> {
     close: () => {
       releaseWriters();
       for (const s of sockets) s.destroy();
+      void fifos.dispose().catch(() => undefined);
     },
   };
 }
