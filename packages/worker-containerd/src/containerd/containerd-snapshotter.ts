@@ -6,7 +6,18 @@ import { KilnError, NotFoundError, silentLogger, type Logger } from '@kiln/commo
 import type { ActiveSnapshot, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from '@kiln/snapshotter';
 import { hasCode, type ContainerdClient } from './client.js';
 import { OWNER_LABEL } from './containerd-executor.js';
-import { mountPointsUnder, mountSnapshot, ownDir, taskRootfsMounts, treeUsage, unmountSnapshot, type SnapshotMount } from './snapshot-mounts.js';
+import {
+  layersOfMounts,
+  mountPointsUnder,
+  mountSnapshot,
+  overlayExtraOptions,
+  ownDir,
+  taskRootfsMounts,
+  treeUsage,
+  unmountSnapshot,
+  viewMounts,
+  type SnapshotMount,
+} from './snapshot-mounts.js';
 
 /** Label of Kiln's name for a committed snapshot (`commit`'s `label`, e.g. an image layer's chain id). */
 export const SNAPSHOT_LABEL = 'kiln.label';
@@ -36,6 +47,28 @@ export interface ContainerdSnapshotterOptions {
    */
   beforeReap?: () => Promise<void>;
   logger?: Logger;
+}
+
+/** A committed snapshot's tree as overlay layers, top first: its own dir, then its parents'. */
+interface Layers {
+  dirs: string[];
+}
+
+/** A shared read-only mount of one committed snapshot (views of one id share it). */
+interface ViewMount {
+  id: string;
+  count: number;
+  /** Where the tree is: the host mount, or the one dir of a single-layer snapshot. */
+  at: Promise<ViewTree>;
+  /** `at` once settled. */
+  tree?: ViewTree;
+}
+
+interface ViewTree {
+  path: string;
+  mounted: boolean;
+  /** The mounts of the tree, for a task's rootfs. */
+  mounts: SnapshotMount[];
 }
 
 interface Active {
@@ -98,8 +131,17 @@ export class ContainerdSnapshotter implements Snapshotter {
   private readonly bootLease: string;
   private readonly logger: Logger;
   private readonly actives = new Map<string, Active>();
-  /** Host paths of this start's views -> their mounts (a one-layer view is its parent's dir, which two views share: counted). */
-  private readonly views = new Map<string, { mounts: SnapshotMount[]; n: number }>();
+  /** Committed id -> its layer dirs, known from its active's mounts at commit or learnt once (see `layersOf`). */
+  private readonly layers = new Map<string, Layers>();
+  /** Options of containerd's overlay mounts besides the dirs (e.g. `index=off`), for the views Kiln mounts itself. */
+  private overlayOptions: string[] = [];
+  /** Open views, changes and usage walks per committed id: such an id is not removed until they end. */
+  private readonly pins = new Map<string, number>();
+  /** Committed ids Kiln removed while pinned: removed at their last unpin. */
+  private readonly removedWhilePinned = new Set<string>();
+  /** The shared view mount of each committed id that has open views. */
+  private readonly viewMounts = new Map<string, ViewMount>();
+  private viewCounter = 0;
   private opened: Promise<void> | undefined;
   private closed = false;
 
@@ -171,7 +213,7 @@ export class ContainerdSnapshotter implements Snapshotter {
     }
     const { leases } = await this.client.leases.list({ filters: [`labels."${HOLDER_LABEL}"==${JSON.stringify(this.opts.owner)},labels."${BOOT_LABEL}"!=${JSON.stringify(this.boot)}`] });
     for (const l of leases.filter((x) => x.labels[BOOT_LABEL])) await this.client.leases.delete({ id: l.id }).catch(() => undefined);
-    for (const s of infos.filter((i) => i.labels[REMOVED_LABEL])) await this.collect(s.name);
+    for (const s of infos.filter((i) => i.labels[REMOVED_LABEL])) await this.collect(s.name, { awaitSweep: false });
     if (removed + leases.length > 0) this.logger.info({ snapshots: removed, leases: leases.length }, 'removed snapshots and leases an earlier worker left in containerd');
   }
 
@@ -197,6 +239,8 @@ export class ContainerdSnapshotter implements Snapshotter {
       if (hasCode(err, 'not_found')) throw new NotFoundError(`parent snapshot ${parent} not found`);
       throw err;
     }
+    const extra = overlayExtraOptions(mounts);
+    if (extra) this.overlayOptions = extra;
     try {
       const at = await mountSnapshot(mounts, this.mountPoint(`a-${key}`));
       this.actives.set(key, { ...at, mounts, own: ownDir(mounts), parent });
@@ -233,6 +277,9 @@ export class ContainerdSnapshotter implements Snapshotter {
       throw err;
     }
     this.actives.delete(key);
+    // containerd's overlayfs keeps a snapshot's directory when it commits it: the active's layers are the committed one's.
+    const layers = layersOfMounts(active.mounts, 'active');
+    if (layers) this.layers.set(id, layers);
     return id;
   }
 
@@ -247,29 +294,96 @@ export class ContainerdSnapshotter implements Snapshotter {
     return undefined;
   }
 
+  /**
+   * A read-only tree of committed `id`, mounted by Kiln from the snapshot's
+   * layer dirs (as containerd's own view would mount them), shared by all
+   * open views of `id`, without a view snapshot in containerd: `id` is
+   * pinned instead, so Kiln removes it only after the last release.
+   */
   async view(id: string): Promise<SnapshotView> {
     await this.ready();
-    const { name, mounts } = await this.openView(id);
-    const at = await mountSnapshot(mounts, this.mountPoint(name)).catch(async (err: unknown) => {
-      await this.removeView(name, id);
+    if (this.removedWhilePinned.has(id)) throw new NotFoundError(`snapshot ${id} not found`);
+    this.pin(id);
+    const entry = this.viewMounts.get(id) ?? this.openViewMount(id);
+    entry.count++;
+    let at: ViewTree;
+    try {
+      at = await entry.at;
+    } catch (err) {
+      entry.count--;
+      await this.unpin(id);
       throw err;
-    });
+    }
     let released: Promise<void> | undefined;
-    const entry = this.views.get(at.path) ?? { mounts, n: 0 };
-    entry.n++;
-    this.views.set(at.path, entry);
     return {
       id,
       path: at.path,
-      release: () => {
-        released ??= (async () => {
-          if (--entry.n === 0) this.views.delete(at.path);
-          if (at.mounted) await unmountSnapshot(at.path);
-          await this.removeView(name, id);
-        })();
-        return released;
-      },
+      release: () => (released ??= this.closeViewMount(entry).finally(() => this.unpin(id))),
     };
+  }
+
+  private openViewMount(id: string): ViewMount {
+    const mount = async (): Promise<ViewTree> => {
+      const { dirs } = await this.layersOf(id);
+      const mounts = viewMounts(dirs, this.overlayOptions);
+      const at = await mountSnapshot(mounts, this.mountPoint(`view/${id}/${++this.viewCounter}`));
+      return { ...at, mounts };
+    };
+    const entry: ViewMount = { id, count: 0, at: mount() };
+    void entry.at.then((tree) => (entry.tree = tree), () => undefined);
+    this.viewMounts.set(id, entry);
+    entry.at.catch(() => {
+      if (this.viewMounts.get(id) === entry) this.viewMounts.delete(id);
+    });
+    return entry;
+  }
+
+  /** Unmounts a shared view mount with its last view; the mount point is gone when this resolves. */
+  private async closeViewMount(entry: ViewMount): Promise<void> {
+    if (--entry.count > 0) return;
+    if (this.viewMounts.get(entry.id) === entry) this.viewMounts.delete(entry.id);
+    const at = await entry.at;
+    if (at.mounted) await unmountSnapshot(at.path);
+  }
+
+  private pin(id: string): void {
+    this.pins.set(id, (this.pins.get(id) ?? 0) + 1);
+  }
+
+  /** Ends a pin of `id`; the last one carries out a removal Kiln asked for meanwhile (its directory gone when this resolves). */
+  private async unpin(id: string): Promise<void> {
+    const n = (this.pins.get(id) ?? 1) - 1;
+    if (n > 0) {
+      this.pins.set(id, n);
+      return;
+    }
+    this.pins.delete(id);
+    if (!this.removedWhilePinned.delete(id)) return;
+    this.layers.delete(id);
+    await this.client.leases.delete({ id: this.committedLease(id) }).catch((err: unknown) => {
+      if (!hasCode(err, 'not_found')) throw err;
+    });
+    await this.collect(this.committedName(id), { awaitSweep: true });
+  }
+
+  /**
+   * The layer dirs of committed `id` (not one Kiln removed): known since its
+   * commit in this start, or learnt once from a view snapshot containerd
+   * makes (and Kiln removes at once: a pin, not the view, keeps `id`).
+   */
+  private async layersOf(id: string): Promise<Layers> {
+    if (this.removedWhilePinned.has(id)) throw new NotFoundError(`snapshot ${id} not found`);
+    const known = this.layers.get(id);
+    if (known) return known;
+    const { name, mounts } = await this.openView(id);
+    try {
+      const layers = layersOfMounts(mounts, 'view');
+      if (!layers) throw new KilnError('internal', `containerd returned unexpected mounts for a view of snapshot ${id}: ${JSON.stringify(mounts)}`);
+      this.layers.set(id, layers);
+      return layers;
+    } finally {
+      await this.client.snapshots.remove({ snapshotter: this.snapshotter, key: name }).catch(() => undefined);
+    }
   }
 
   /**
@@ -290,8 +404,9 @@ export class ContainerdSnapshotter implements Snapshotter {
         },
       };
     }
-    const view = this.views.get(hostPath);
-    if (view) return { mounts: taskRootfsMounts(view.mounts), stubRoot: hostPath, detachHost: async () => undefined };
+    for (const entry of this.viewMounts.values()) {
+      if (entry.tree?.path === hostPath) return { mounts: taskRootfsMounts(entry.tree.mounts), stubRoot: hostPath, detachHost: async () => undefined };
+    }
     return undefined;
   }
 
@@ -311,13 +426,6 @@ export class ContainerdSnapshotter implements Snapshotter {
     return { name, mounts };
   }
 
-  private async removeView(name: string, id: string): Promise<void> {
-    await this.client.snapshots.remove({ snapshotter: this.snapshotter, key: name }).catch((err: unknown) => {
-      if (!hasCode(err, 'not_found')) this.logger.warn({ err, view: name }, 'failed to remove a view');
-    });
-    await this.collectIfRemoved(this.committedName(id));
-  }
-
   async remove(keyOrId: string): Promise<void> {
     await this.ready();
     const active = this.actives.get(keyOrId);
@@ -332,6 +440,8 @@ export class ContainerdSnapshotter implements Snapshotter {
     }
     const name = this.committedName(keyOrId);
     const lease = this.committedLease(keyOrId);
+    const pinned = this.pins.has(keyOrId);
+    if (pinned && this.removedWhilePinned.has(keyOrId)) return;
     try {
       await this.client.snapshots.update({
         snapshotter: this.snapshotter,
@@ -340,15 +450,27 @@ export class ContainerdSnapshotter implements Snapshotter {
       });
     } catch (err) {
       if (!hasCode(err, 'not_found')) throw err;
+      if (pinned) return; // not a snapshot of Kiln's
     }
-    // Its children or views, if any, hold it now; without any it goes at once.
+    // Hidden now (the label); open views keep its tree until the last goes (see `unpin`).
+    if (pinned && this.pins.has(keyOrId)) {
+      this.removedWhilePinned.add(keyOrId);
+      return;
+    }
+    this.layers.delete(keyOrId);
+    // Its children, if any, hold it now; without any it goes at once.
     await this.client.leases.delete({ id: lease }).catch((err: unknown) => {
       if (!hasCode(err, 'not_found')) throw err;
     });
-    await this.collect(name);
+    // Not found after its lease went: containerd's GC took it, and deletes its directory without Kiln waiting.
+    await this.collect(name, { awaitSweep: false });
   }
 
-  /** Removes `name` if Kiln removed it; the parent after it when that was removed too. */
+  /**
+   * Removes `name` if Kiln removed it; the parent after it when that was
+   * removed too. Its directory is gone when this resolves (a view's
+   * release promises it), also when containerd's GC swept it first.
+   */
   private async collectIfRemoved(name: string): Promise<void> {
     let info: containerdSnapshots.StatSnapshotResponse;
     try {
@@ -359,7 +481,7 @@ export class ContainerdSnapshotter implements Snapshotter {
       if (hasCode(err, 'not_found')) await this.collectGarbage();
       return;
     }
-    if (info.info?.labels[REMOVED_LABEL]) await this.collect(name);
+    if (info.info?.labels[REMOVED_LABEL]) await this.collect(name, { awaitSweep: true });
   }
 
   /**
@@ -367,14 +489,14 @@ export class ContainerdSnapshotter implements Snapshotter {
    * its parent if Kiln removed that too; then runs containerd's GC, which
    * deletes the removed snapshots' directories before this returns.
    */
-  private async collect(name: string): Promise<void> {
+  private async collect(name: string, opts: { awaitSweep: boolean }): Promise<void> {
     let removed = 0;
     for (let next: string | undefined = name; next; ) {
       let info: containerdSnapshots.StatSnapshotResponse | undefined;
       try {
         info = await this.client.snapshots.stat({ snapshotter: this.snapshotter, key: next });
       } catch (err) {
-        if (hasCode(err, 'not_found')) removed++; // swept by containerd's own GC (see below)
+        if (hasCode(err, 'not_found') && opts.awaitSweep) removed++; // swept by containerd's own GC (see below)
         break;
       }
       if (!info.info || (next !== name && !info.info.labels[REMOVED_LABEL])) break;
@@ -386,6 +508,7 @@ export class ContainerdSnapshotter implements Snapshotter {
         // when Kiln removed it), so containerd's own GC swept it, and that GC may still be deleting its
         // directory. Counted as removed: the synchronous GC below waits for the running one to finish.
         if (!hasCode(err, 'not_found')) throw err;
+        if (!opts.awaitSweep) break;
       }
       removed++;
       if (next.startsWith(this.prefix)) await this.client.leases.delete({ id: this.committedLease(next.slice(this.prefix.length)) }).catch(() => undefined);
@@ -405,28 +528,27 @@ export class ContainerdSnapshotter implements Snapshotter {
     await this.ready();
     const active = this.actives.get(keyOrId);
     if (active?.own) return treeUsage(active.own);
-    const { name, mounts } = await this.openView(keyOrId);
+    this.pin(keyOrId);
     try {
-      const own = ownDir(mounts);
-      if (!own) throw new KilnError('internal', `containerd returned no mounts for snapshot ${keyOrId}`);
-      return await treeUsage(own);
+      return await treeUsage((await this.layersOf(keyOrId)).dirs[0]!);
     } finally {
-      await this.client.snapshots.remove({ snapshotter: this.snapshotter, key: name }).catch(() => undefined);
+      await this.unpin(keyOrId);
     }
   }
 
   /** The snapshot's own directory in overlay upper format (whiteouts as 0/0 devices): what it changed over its parent. */
   async changes(id: string): Promise<SnapshotView | undefined> {
     await this.ready();
-    const { name, mounts } = await this.openView(id);
-    const own = ownDir(mounts);
-    let released: Promise<void> | undefined;
-    const release = () => (released ??= this.removeView(name, id));
-    if (!own) {
-      await release();
-      return undefined;
+    this.pin(id);
+    let own: string;
+    try {
+      own = (await this.layersOf(id)).dirs[0]!;
+    } catch (err) {
+      await this.unpin(id);
+      throw err;
     }
-    return { id, path: own, release };
+    let released: Promise<void> | undefined;
+    return { id, path: own, release: () => (released ??= this.unpin(id)) };
   }
 
   async list(): Promise<SnapshotInfo[]> {
@@ -455,6 +577,7 @@ export class ContainerdSnapshotter implements Snapshotter {
     if (this.closed) return;
     const opened = this.opened;
     this.closed = true;
+    this.viewMounts.clear();
     for (const mp of mountPointsUnder(this.opts.mountDir)) await unmountSnapshot(mp).catch(() => undefined);
     if (!opened || !(await opened.then(() => true, () => false))) return;
     try {

@@ -85,6 +85,36 @@ function commonParent(dirs: readonly string[]): string {
   return base;
 }
 
+/**
+ * The layer dirs (top first) of a snapshot from containerd's mounts of it:
+ * an active snapshot's upper dir then its lower dirs (which become the
+ * committed snapshot's, as overlayfs commits in place), or a view's lower
+ * dirs; a bind mount is one dir. Undefined for anything else.
+ */
+export function layersOfMounts(mounts: readonly SnapshotMount[], kind: 'active' | 'view'): { dirs: string[] } | undefined {
+  if (mounts.length !== 1) return undefined;
+  const m = mounts[0]!;
+  if (m.type === 'bind' || m.options.includes('bind') || m.options.includes('rbind')) return { dirs: [m.source] };
+  if (m.type !== 'overlay') return undefined;
+  const opts = Object.fromEntries(m.options.map(splitOption));
+  const lower = opts['lowerdir']?.split(':') ?? [];
+  if (kind === 'view') return lower.length > 0 && !opts['upperdir'] ? { dirs: lower } : undefined;
+  return opts['upperdir'] ? { dirs: [opts['upperdir'], ...lower] } : undefined;
+}
+
+/** The options of an overlay mount besides its dirs (e.g. containerd's `index=off`); undefined for a non-overlay. */
+export function overlayExtraOptions(mounts: readonly SnapshotMount[]): string[] | undefined {
+  const m = mounts[0];
+  if (mounts.length !== 1 || m?.type !== 'overlay') return undefined;
+  return m.options.filter((o) => !['lowerdir', 'upperdir', 'workdir'].includes(splitOption(o)[0]));
+}
+
+/** The read-only mounts of layer dirs `dirs` (top first), as containerd's overlayfs makes a view's: a bind mount of a single dir, else an overlay of them all as lower dirs. */
+export function viewMounts(dirs: readonly string[], extraOptions: readonly string[]): SnapshotMount[] {
+  if (dirs.length === 1) return [{ type: 'bind', source: dirs[0]!, options: ['ro', 'rbind'] }];
+  return [{ type: 'overlay', source: 'overlay', options: [...extraOptions, `lowerdir=${dirs.join(':')}`] }];
+}
+
 /** Unmounts `target` (not mounted is fine; a busy mount is retried, then detached lazily) and removes the empty directory. */
 export async function unmountSnapshot(target: string): Promise<void> {
   for (let attempt = 0; ; attempt++) {
