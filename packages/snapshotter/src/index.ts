@@ -1,4 +1,4 @@
-export type { ActiveSnapshot, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from './snapshotter.js';
+export type { ActiveSnapshot, SnapshotChanges, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from './snapshotter.js';
 export { createDirectorySnapshotter, type DirectorySnapshotterOptions } from './directory/directory-snapshotter.js';
 export {
   createOverlaySnapshotter,
@@ -11,5 +11,5 @@ export { applyAttrs, applyAttrsToFd, errnoError, lstatOrUndefined, type EntryAtt
 export { applyLayer, type ApplyLayerOptions, type ApplyLayerResult } from './apply/apply-layer.js';
 export { decompressStream, sniffCompression, type LayerCompression } from './apply/decompress.js';
 export { extractTar, type ExtractOptions, type ExtractResult } from './apply/extract-tar.js';
-export { diffTrees, layerTarChunks, planTreeDiff, WHITEOUT_PREFIX, type LayerPart, type LayerPlan, type TreeDiffOptions } from './diff/tree-diff.js';
-export { readTreeXattrs, type TreeXattrs } from './diff/xattrs.js';
+export { comparedPaths, diffTrees, layerTarChunks, planTreeDiff, WHITEOUT_PREFIX, type LayerPart, type LayerPlan, type TreeDiffOptions } from './diff/tree-diff.js';
+export { readPathsXattrs, readTreeXattrs, type TreeXattrs } from './diff/xattrs.js';

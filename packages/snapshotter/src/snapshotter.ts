@@ -99,7 +99,7 @@ export interface Snapshotter {
    *
    * Errors: `not_found` when `id` is not committed.
    */
-  changes?(id: string): Promise<SnapshotView | undefined>;
+  changes?(id: string): Promise<SnapshotChanges | undefined>;
 
   /** Every active and committed snapshot, in creation order. */
   list(): Promise<SnapshotInfo[]>;
@@ -123,6 +123,18 @@ export interface SnapshotView {
   readonly path: string;
   /** Ends this view. Idempotent. */
   release(): Promise<void>;
+}
+
+/** What `Snapshotter.changes` returns: a view of one snapshot's own changes. */
+export interface SnapshotChanges extends SnapshotView {
+  /**
+   * Set when the backend vouches that these are the changes over exactly
+   * this committed snapshot, as an overlay mount with index, redirect_dir
+   * and metacopy off shows them (names the dir does not hold are the
+   * parent's, unchanged): a differ may then compare only those names
+   * (`TreeDiffOptions.changesDir`). Unset: read it as a plain upper dir.
+   */
+  readonly parent?: string;
 }
 
 export interface SnapshotUsage {

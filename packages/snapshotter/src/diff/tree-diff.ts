@@ -12,6 +12,16 @@ export interface TreeDiffOptions {
   /** Extended attributes of each tree (see `readTreeXattrs`): compared, and the child's written as pax records. Absent: none. */
   parentXattrs?: TreeXattrs;
   childXattrs?: TreeXattrs;
+  /**
+   * The overlay upper dir of `childDir` over exactly `parentDir`
+   * (`Snapshotter.changes`, with index, redirect_dir and metacopy off): only
+   * the names it holds are compared, since any other entry of the child is
+   * the parent's own, shown through. Deletions still come from comparing
+   * both listings of each directory walked, so whiteouts and opaque
+   * directories need no reading. Same plan as without it; a diff of a
+   * few changed files no longer walks and compares the whole tree.
+   */
+  changesDir?: string;
   signal?: AbortSignal;
 }
 
@@ -144,13 +154,15 @@ export function planTreeDiff(parentDir: string | undefined, childDir: string, op
     }
   };
 
-  /** Walks a directory present in both trees. */
-  const walkBoth = (parentAbs: string, childAbs: string, rel: string) => {
+  /** Walks a directory present in both trees (only the names `changesAbs` holds, when given: see `changesDir`). */
+  const walkBoth = (parentAbs: string, childAbs: string, rel: string, changesAbs?: string) => {
     const childNames = sortedNames(childAbs);
     const childSet = new Set(childNames);
     const parentNames = readdirSync(parentAbs);
+    const changed = changesAbs === undefined ? undefined : new Set(readdirSync(changesAbs));
     // Merge child names and whiteouts of deleted names in entry-name order.
-    const items: { key: string; name: string; deleted: boolean }[] = childNames.map((name) => ({ key: name, name, deleted: false }));
+    const items: { key: string; name: string; deleted: boolean }[] = [];
+    for (const name of childNames) if (!changed || changed.has(name)) items.push({ key: name, name, deleted: false });
     for (const name of parentNames) if (!childSet.has(name)) items.push({ key: WHITEOUT_PREFIX + name, name, deleted: true });
     items.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     for (const it of items) {
@@ -176,7 +188,7 @@ export function planTreeDiff(parentDir: string | undefined, childDir: string, op
           writeEntry(c);
           pending.push({ header: Buffer.alloc(0), written: true });
         }
-        walkBoth(pAbs, c.abs, c.name);
+        walkBoth(pAbs, c.abs, c.name, changesAbs === undefined ? undefined : path.join(changesAbs, it.name));
         pending.pop();
       } else if (!unchanged) {
         writeEntry(c);
@@ -196,7 +208,7 @@ export function planTreeDiff(parentDir: string | undefined, childDir: string, op
     });
 
   if (parentDir === undefined) writeAdded(childDir, '');
-  else walkBoth(parentDir, childDir, '');
+  else walkBoth(parentDir, childDir, '', opts.changesDir);
   if (entries > 0) pushBytes(tarTrailer());
   return { parts, entries, size };
 }
@@ -300,4 +312,27 @@ function sameXattrs(a: Readonly<Record<string, Buffer>> | undefined, b: Readonly
   const ka = Object.keys(a ?? {}).sort();
   const kb = Object.keys(b ?? {}).sort();
   return ka.length === kb.length && ka.every((k, i) => k === kb[i] && a![k]!.equals(b![k]!));
+}
+
+/**
+ * The paths a `planTreeDiff` with `changesDir` compares with the parent:
+ * entries of the changes dir present in both trees with the same type
+ * (directories walked as that diff walks them). Their parent xattrs are
+ * all the diff needs from `parentDir`.
+ */
+export function comparedPaths(parentDir: string, childDir: string, changesDir: string): string[] {
+  const out: string[] = [];
+  const walk = (parentAbs: string, childAbs: string, changesAbs: string, rel: string) => {
+    for (const name of sortedNames(changesAbs)) {
+      const c = lstatOrUndefined(path.join(childAbs, name));
+      if (c === undefined || c.isSocket()) continue;
+      const p = lstatOrUndefined(path.join(parentAbs, name));
+      if (p === undefined || !sameType(p, c)) continue;
+      const r = join(rel, name);
+      out.push(r);
+      if (c.isDirectory()) walk(path.join(parentAbs, name), path.join(childAbs, name), path.join(changesAbs, name), r);
+    }
+  };
+  walk(parentDir, childDir, changesDir, '');
+  return out;
 }

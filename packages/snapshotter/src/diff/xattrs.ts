@@ -20,12 +20,17 @@ function carried(name: string): boolean {
  * installed; rejects when it fails otherwise.
  */
 export async function readTreeXattrs(dir: string, signal?: AbortSignal): Promise<TreeXattrs> {
+  return runGetfattr(['-R', '-P', '-h', '-d', '-m', '-', '-e', 'base64', '--absolute-names', '--', dir], dir, signal);
+}
+
+/** One `getfattr` run with `args`, its output parsed relative to `dir` (empty when getfattr is not installed). */
+async function runGetfattr(args: string[], dir: string, signal?: AbortSignal): Promise<TreeXattrs> {
   signal?.throwIfAborted();
   const out: Uint8Array[] = [];
   let stderr = '';
   let exit;
   try {
-    exit = await runLight('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'base64', '--absolute-names', '--', dir], {
+    exit = await runLight('getfattr', args, {
       stdout: (d) => out.push(d),
       stderr: (d) => {
         if (stderr.length < 4096) stderr += Buffer.from(d).toString();
@@ -68,4 +73,22 @@ export function parseGetfattr(text: string, dir: string): TreeXattrs {
 function unescapeName(s: string): string {
   const bytes = Buffer.from(s.replace(/\\(\\|[0-7]{3})/g, (_, e: string) => (e === '\\' ? '\\' : String.fromCharCode(parseInt(e, 8)))), 'latin1');
   return bytes.toString('utf8');
+}
+
+/** Most paths given to one `getfattr` run by `readPathsXattrs` (keeps its command line short). */
+const PATHS_PER_RUN = 500;
+
+/**
+ * Extended attributes of the given entries of `dir` (paths relative to it,
+ * not followed, directories not descended), as `readTreeXattrs` reads them:
+ * for a diff that compares a few paths of a big tree. Empty list: no run.
+ */
+export async function readPathsXattrs(dir: string, rels: readonly string[], signal?: AbortSignal): Promise<TreeXattrs> {
+  const root = dir.replace(/\/+$/, '');
+  const out = new Map<string, Readonly<Record<string, Buffer>>>();
+  for (let i = 0; i < rels.length; i += PATHS_PER_RUN) {
+    const paths = rels.slice(i, i + PATHS_PER_RUN).map((r) => `${root}/${r}`);
+    for (const [k, v] of await runGetfattr(['-P', '-h', '-d', '-m', '-', '-e', 'base64', '--absolute-names', '--', ...paths], root, signal)) out.set(k, v);
+  }
+  return out;
 }

@@ -14,7 +14,7 @@ import {
   UnavailableError,
   type Logger,
 } from '@kiln/common';
-import type { ActiveSnapshot, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from '../snapshotter.js';
+import type { ActiveSnapshot, SnapshotChanges, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from '../snapshotter.js';
 import { SnapshotMetadata, type SnapshotRow } from './metadata.js';
 import { mountOverlay, mountsUnder, overlayOptions, unmount } from './mounts.js';
 
@@ -294,15 +294,17 @@ class OverlaySnapshotterImpl implements Snapshotter {
     }
   }
 
-  async changes(id: string): Promise<SnapshotView | undefined> {
+  async changes(id: string): Promise<SnapshotChanges | undefined> {
     const meta = await this.meta();
     const row = meta.committed(id);
     if (!row) throw new NotFoundError(`no committed snapshot ${id}`);
+    const parent = row.parentSeq === null ? undefined : meta.get(row.parentSeq)?.id;
     this.pin(row.seq);
     let released = false;
     return {
       id,
       path: this.fsDir(row),
+      ...(parent !== undefined ? { parent } : {}),
       release: async () => {
         if (released) return;
         released = true;

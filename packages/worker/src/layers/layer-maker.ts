@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { CanceledError, KilnError, type Logger } from '@kiln/common';
-import { planTreeDiff, readTreeXattrs, type LayerPart, type TreeXattrs } from '@kiln/snapshotter';
+import { comparedPaths, planTreeDiff, readPathsXattrs, readTreeXattrs, type LayerPart, type TreeXattrs } from '@kiln/snapshotter';
 import { receiveBlob, type CompressPool } from './compress-pool.js';
 import { leaseIfPresent, readBlob, UNCOMPRESSED_LABEL, writeBlob, type ContentClient } from './content-blobs.js';
 import type { CachedLayer, LayerCache } from './layer-cache.js';
@@ -168,12 +168,25 @@ export class LayerMaker {
       await child.release();
       throw err;
     });
+    // The snapshot's own changes over exactly this parent (an overlay upper dir), when the
+    // backend keeps them and no spliced-out snapshot lies between: the diff then walks only them.
+    const own = lower === undefined ? undefined : await snaps.changes(id).catch(() => undefined);
+    const changes = own?.parent === parent ? own : undefined;
+    if (own && !changes) await own.release();
     try {
-      const [parentXattrs, childXattrs] = await Promise.all([lower ? this.xattrsOf(parent!, lower.path, req.signal) : undefined, this.xattrsOf(id, child.path, req.signal)]);
-      const plan = planTreeDiff(lower?.path, child.path, { sourceDateEpoch: req.sourceDateEpoch, parentXattrs, childXattrs, signal: req.signal });
+      let plan;
+      if (changes && lower) {
+        const compared = comparedPaths(lower.path, child.path, changes.path);
+        const [parentXattrs, childXattrs] = await Promise.all([readPathsXattrs(lower.path, compared, req.signal), readTreeXattrs(changes.path, req.signal)]);
+        plan = planTreeDiff(lower.path, child.path, { sourceDateEpoch: req.sourceDateEpoch, parentXattrs, childXattrs, changesDir: changes.path, signal: req.signal });
+      } else {
+        const [parentXattrs, childXattrs] = await Promise.all([lower ? this.xattrsOf(parent!, lower.path, req.signal) : undefined, this.xattrsOf(id, child.path, req.signal)]);
+        plan = planTreeDiff(lower?.path, child.path, { sourceDateEpoch: req.sourceDateEpoch, parentXattrs, childXattrs, signal: req.signal });
+      }
       if (plan.entries === 0) return { empty: true };
       return await this.compressAndStore(plan.parts, req);
     } finally {
+      await changes?.release();
       await lower?.release();
       await child.release();
     }

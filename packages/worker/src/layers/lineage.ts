@@ -1,5 +1,5 @@
 import { KilnError, type Logger } from '@kiln/common';
-import type { ActiveSnapshot, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from '@kiln/snapshotter';
+import type { ActiveSnapshot, SnapshotChanges, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from '@kiln/snapshotter';
 import type { LineageRecords, StoredBaseLayer } from './lineage-records.js';
 
 /** A layer that came unchanged from a pulled image: its blob as the registry served it. */
@@ -134,7 +134,7 @@ export class LineageSnapshotter implements Snapshotter {
     return this.inner.view(id);
   }
 
-  async changes(id: string): Promise<SnapshotView | undefined> {
+  async changes(id: string): Promise<SnapshotChanges | undefined> {
     return this.inner.changes?.(id);
   }
 
