@@ -1,12 +1,15 @@
 #!/usr/bin/env node
-// Context transfer at scale: `kiln build` of a context of N empty files
-// (1,000 per directory) with `FROM scratch` + `COPY . /`, on its own
-// all-in-one daemon, so the time is the CLI walk, the session relay, the
-// worker's receive + manifest + content digest and the copy. Each size gets
-// a fresh marker file, so neither the context nor the COPY is cached. The
-// time should grow linearly with N: the table shows µs per file.
-// Sizes: BENCH_CONTEXT_FILES (default 10000,20000,40000,100000,200000).
-// Writes bench-results/context.md.
+// `npm run bench -- context-scale`: context transfer at scale (issue 17):
+// `kiln build` of a context of N empty files (1,000 per directory) with
+// `FROM scratch` + `COPY . /x`, on its own all-in-one daemon, so the time is
+// the CLI walk, the session relay, the worker's receive + manifest + content
+// digest, the copy and the result's commit. Each size gets a fresh marker
+// file, so neither the context nor the COPY is cached. The time should grow
+// linearly with N: the table shows µs per file and each size's time over
+// the smallest size's, scaled by N (1.00 = linear). Target: 100k files < 10 s.
+// Sizes: BENCH_CONTEXT_FILES (default 100000,200000,400000; each size needs
+// about 3 N new files on the disk: the context, its received copy, the COPY).
+// Writes bench-results/context-scale.md.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -15,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const kiln = process.env.KILN_BIN || join(repo, 'bin', 'kiln');
-const sizes = (process.env.BENCH_CONTEXT_FILES ?? '10000,20000,40000,100000,200000').split(',').map(Number);
+const sizes = (process.env.BENCH_CONTEXT_FILES ?? '100000,200000,400000').split(',').map(Number);
 
 function makeContext(dir, n) {
   mkdirSync(join(dir, 'ctx'), { recursive: true });
@@ -25,7 +28,7 @@ function makeContext(dir, n) {
     writeFileSync(join(sub, `f${i}`), '');
   }
   writeFileSync(join(dir, 'ctx', 'marker'), `${process.pid}-${Date.now()}-${n}\n`);
-  writeFileSync(join(dir, 'Dockerfile'), 'FROM scratch\nCOPY . /\n');
+  writeFileSync(join(dir, 'Dockerfile'), 'FROM scratch\nCOPY . /x\n');
 }
 
 /** CPU seconds (user + system) the daemon has used so far: a measure the other load on the machine does not inflate much. */
@@ -53,9 +56,9 @@ function run(args, env) {
   });
 }
 
-/** Seconds of the "[internal] load build context" step (as the plain printer reports its DONE). */
-function transferSeconds(stderr) {
-  const id = /#(\d+) \[internal\] load build context/.exec(stderr)?.[1];
+/** Seconds of the step whose plain-progress name matches `name` (as the printer reports its DONE). */
+function stepSeconds(stderr, name) {
+  const id = new RegExp(`#(\\d+) ${name}`).exec(stderr)?.[1];
   const done = id && new RegExp(`#${id} DONE ([\\d.]+)s`).exec(stderr);
   return done ? Number(done[1]) : NaN;
 }
@@ -72,9 +75,10 @@ try {
     const cpu0 = daemonCpuSeconds(root);
     const r = await run(['build', '--progress=plain', '-f', join(dir, 'Dockerfile'), join(dir, 'ctx')], env);
     const cpu = daemonCpuSeconds(root) - cpu0;
-    const t = transferSeconds(r.stderr);
-    rows.push({ n, ms: r.ms, transfer: t, cpu });
-    console.log(`${n} files: build ${(r.ms / 1000).toFixed(2)} s, transfer ${t.toFixed(2)} s, daemon CPU ${cpu.toFixed(2)} s`);
+    const t = stepSeconds(r.stderr, '\\[internal\\] load build context');
+    const copy = stepSeconds(r.stderr, '\\[[^\\]]*\\] COPY');
+    rows.push({ n, ms: r.ms, transfer: t, copy, cpu });
+    console.log(`${n} files: build ${(r.ms / 1000).toFixed(2)} s, transfer ${t.toFixed(2)} s, COPY ${copy.toFixed(2)} s, daemon CPU ${cpu.toFixed(2)} s`);
     rmSync(dir, { recursive: true, force: true });
   }
 } finally {
@@ -87,16 +91,24 @@ try {
   rmSync(work, { recursive: true, force: true });
 }
 
+const first = rows[0];
+/** This row's time per file over the first row's (1.00: linear in N). */
+const linearity = (r, key) => (first ? ((r[key] / r.n) / (first[key] / first.n)).toFixed(2) : '');
 const table = [
-  `## Context transfer at scale`,
+  `## Context transfer at scale (context-scale)`,
   '',
-  `\`kiln build\` of N empty files (1,000 per directory) + \`COPY . /\`, nothing cached (a fresh marker file per size), one run each, all-in-one daemon, ${new Date().toISOString().slice(0, 16)}Z. Build = wall time of the CLI; transfer = the "load build context" step; daemon CPU = user + system seconds of the daemon during the build (less sensitive to other load on the machine than wall time). Load average ${loadavg()[0].toFixed(1)} at the end.`,
+  `\`kiln build\` of N empty files (1,000 per directory) + \`COPY . /x\`, nothing cached (a fresh marker file per size), one run each, all-in-one daemon, ${new Date().toISOString().slice(0, 16)}Z. Build = wall time of the CLI; transfer = the "load build context" step; daemon CPU = user + system seconds of the daemon during the build (less sensitive to other load on the machine than wall time). Load average ${loadavg()[0].toFixed(1)} at the end.`,
   '',
-  '| files | build (s) | transfer (s) | daemon CPU (s) | build µs/file | daemon CPU µs/file |',
-  '| ---: | ---: | ---: | ---: | ---: | ---: |',
-  ...rows.map((r) => `| ${r.n} | ${(r.ms / 1000).toFixed(2)} | ${r.transfer.toFixed(2)} | ${r.cpu.toFixed(2)} | ${((r.ms * 1000) / r.n).toFixed(0)} | ${((r.cpu * 1e6) / r.n).toFixed(0)} |`),
+  'Target: 100,000 files in < 10 s. Per-file ratio = (this size\'s time / N) over (the smallest size\'s / N): 1.00 is linear.',
+  '',
+  '| files | build (s) | transfer (s) | COPY (s) | daemon CPU (s) | build µs/file | daemon CPU µs/file | build per-file ratio | CPU per-file ratio |',
+  '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ...rows.map(
+    (r) =>
+      `| ${r.n} | ${(r.ms / 1000).toFixed(2)} | ${r.transfer.toFixed(2)} | ${r.copy.toFixed(2)} | ${r.cpu.toFixed(2)} | ${((r.ms * 1000) / r.n).toFixed(0)} | ${((r.cpu * 1e6) / r.n).toFixed(0)} | ${linearity(r, 'ms')} | ${linearity(r, 'cpu')} |`,
+  ),
   '',
 ];
 mkdirSync(join(repo, 'bench-results'), { recursive: true });
-writeFileSync(join(repo, 'bench-results', 'context.md'), table.join('\n'));
+writeFileSync(join(repo, 'bench-results', 'context-scale.md'), table.join('\n'));
 console.log(table.join('\n'));
