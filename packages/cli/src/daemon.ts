@@ -6,6 +6,7 @@ import { control, session } from '@kiln/api';
 import { createKilnClient, createNodeTransport, describeError, asKilnError, loadTlsCredentials, parseAddress, sleep, UnavailableError, type TlsCredentials } from '@kiln/common';
 import { BuilderStore, DEFAULT_BUILDER, type Builder } from './builders/builder-store.js';
 import { UsageError } from './flags/usage-error.js';
+import { daemonEnv } from './daemon-env.js';
 
 export const DEFAULT_ROOT = '/var/lib/kiln';
 export const DEFAULT_SOCKET = 'unix:///run/kiln/kiln.sock';
@@ -237,7 +238,7 @@ function startDaemon(
     const child = spawn(command[0]!, [...command.slice(1), '--addr', where.addr, '--root', where.root], {
       detached: true,
       stdio: ['ignore', fd, fd],
-      env: env as NodeJS.ProcessEnv,
+      env: daemonEnv(env) as NodeJS.ProcessEnv,
     });
     child.once('error', (err) => {
       state.error = err;
