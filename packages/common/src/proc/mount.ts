@@ -32,12 +32,13 @@ export class MountError extends Error {
 
 /** Mounts `source` of type `fstype` at `target` with the file-system options `data` (no mount flags). */
 export async function mountFs(fstype: string, source: string, target: string, data: string): Promise<void> {
+  const args = ['-t', fstype, '-o', data, source, target];
   const thread = mountThread();
   if (!thread) {
-    await command('mount', ['-t', fstype, '-o', data, source, target]);
+    await command('mount', args);
     return;
   }
-  await thread.call({ op: 'mount', fstype, source, target, data }, `mount ${fstype} on ${target}`);
+  await thread.call({ op: 'mount', fstype, source, target, data }, `mount ${fstype} on ${target}`, () => command('mount', args));
 }
 
 /**
@@ -46,15 +47,16 @@ export async function mountFs(fstype: string, source: string, target: string, da
  * kind tells "not mounted" and "busy" apart from other failures.
  */
 export async function unmountFs(target: string, opts: { lazy?: boolean } = {}): Promise<void> {
+  const args = opts.lazy ? ['-l', target] : [target];
   const thread = mountThread();
   if (!thread) {
-    await command('umount', opts.lazy ? ['-l', target] : [target]);
+    await command('umount', args);
     return;
   }
-  await thread.call({ op: 'umount', target, flags: opts.lazy ? MNT_DETACH : 0 }, `umount ${target}`);
+  await thread.call({ op: 'umount', target, flags: opts.lazy ? MNT_DETACH : 0 }, `umount ${target}`, () => command('umount', args));
 }
 
-/** Whether mounts are made by system calls in this process (else by the mount commands). */
+/** Whether mounts are made by system calls in this process (else by the mount commands), as far as known before a first call. */
 export function mountSyscallsAvailable(): boolean {
   return mountThread() !== undefined;
 }
@@ -69,45 +71,56 @@ type Request = { op: 'mount'; fstype: string; source: string; target: string; da
 /** The thread's code (CommonJS, run with `eval`: no file to find next to a bundled or source build). */
 const THREAD_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
-const koffi = require(workerData.koffi);
-const libc = koffi.load('libc.so.6');
-const mount = libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)');
-const umount2 = libc.func('int umount2(const char *target, int flags)');
-const strerror = libc.func('const char *strerror(int errnum)');
+let mount, umount2, strerror, errno;
+try {
+  const koffi = require(workerData.koffi);
+  const libc = koffi.load('libc.so.6');
+  mount = libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)');
+  umount2 = libc.func('int umount2(const char *target, int flags)');
+  strerror = libc.func('const char *strerror(int errnum)');
+  errno = () => koffi.errno();
+} catch {
+  // No build of koffi for this platform: every call is answered "unavailable" (the caller runs the command).
+}
 parentPort.on('message', ({ id, req }) => {
+  if (!mount) return parentPort.postMessage({ id, unavailable: true });
   const rc = req.op === 'mount' ? mount(req.source, req.target, req.fstype, 0, req.data) : umount2(req.target, req.flags);
-  const errno = rc === 0 ? 0 : koffi.errno();
-  parentPort.postMessage({ id, errno, why: errno ? strerror(errno) : '' });
+  const e = rc === 0 ? 0 : errno();
+  parentPort.postMessage({ id, errno: e, why: e ? strerror(e) : '' });
 });
-parentPort.postMessage({ ready: true });
 `;
 
 class MountThread {
   private next = 0;
-  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void; what: string; op: Request['op'] }>();
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void; what: string; op: Request['op']; fallback: () => Promise<void> }>();
   private readonly worker: Worker;
 
-  constructor(koffiPath: string) {
-    this.worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { koffi: koffiPath } });
+  constructor(koffiEntry: string) {
+    this.worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { koffi: koffiEntry } });
     // Idle, it must not keep the process alive; while calls wait, it must.
     this.worker.unref();
-    this.worker.on('message', (m: { id?: number; errno?: number; why?: string }) => {
+    this.worker.on('message', (m: { id?: number; errno?: number; why?: string; unavailable?: boolean }) => {
       if (m.id === undefined) return;
       const w = this.waiting.get(m.id);
       if (!w) return;
       this.waiting.delete(m.id);
       if (this.waiting.size === 0) this.worker.unref();
-      if (!m.errno) w.resolve();
+      if (m.unavailable) {
+        // Later calls go to the commands at once; this one too.
+        koffiPath = null;
+        if (thread === this) thread = undefined;
+        w.fallback().then(w.resolve, w.reject);
+      } else if (!m.errno) w.resolve();
       else w.reject(new MountError(`${w.what}: ${m.why}`, errorKind(w.op, m.errno)));
     });
     this.worker.on('error', (err) => this.fail(err));
     this.worker.on('exit', (code) => this.fail(new Error(`mount thread exited (${code})`)));
   }
 
-  call(req: Request, what: string): Promise<void> {
+  call(req: Request, what: string, fallback: () => Promise<void>): Promise<void> {
     const id = ++this.next;
     return new Promise<void>((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject, what, op: req.op });
+      this.waiting.set(id, { resolve, reject, what, op: req.op, fallback });
       if (this.waiting.size === 1) this.worker.ref();
       this.worker.postMessage({ id, req });
     });
@@ -138,14 +151,15 @@ function mountThread(): MountThread | undefined {
   return thread;
 }
 
-/** koffi's entry point, when it is installed and loads on this platform; null otherwise. */
+/**
+ * koffi's entry point when it is installed, else null. Only resolved here:
+ * the thread loads it (tens of ms on a loaded host, kept off the event loop
+ * of a daemon that is starting) and answers "unavailable" when it has no
+ * build for this platform.
+ */
 function findKoffi(): string | null {
   try {
-    const require = createRequire(import.meta.url);
-    const p = require.resolve('koffi');
-    // Loads its native build here once: a platform without one falls back to the commands.
-    (require(p) as { load: (lib: string) => unknown }).load('libc.so.6');
-    return p;
+    return createRequire(import.meta.url).resolve('koffi');
   } catch {
     return null;
   }
