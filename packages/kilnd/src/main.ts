@@ -27,6 +27,28 @@ export async function runDaemon(argv: string[]): Promise<number> {
   // State is root-only: blobs, snapshots, SQLite files and logs are unreachable for other users (issue 12, hole 6).
   mkdirSync(opts.root, { recursive: true, mode: 0o700 });
   chmodSync(opts.root, 0o700);
+  // Signals are taken from the start: a SIGTERM while the daemon starts (its socket may already
+  // answer) waits for the start and then shuts down gracefully, instead of killing the process
+  // mid-reap with the default action (mounts and containers of a killed predecessor left behind).
+  let stopped: string | undefined;
+  let onStop: (() => void) | undefined;
+  const exitAfter10s = (why: string) => {
+    const timer = setTimeout(() => {
+      logger.warn(why);
+      process.exit(1);
+    }, 10_000);
+    timer.unref();
+  };
+  const stop = (sig: string) => {
+    if (stopped) return;
+    stopped = sig;
+    logger.info({ signal: sig }, 'shutting down');
+    // A start that never ends (e.g. a tier waiting for NATS) must not outlive the signal for long.
+    if (onStop) onStop();
+    else exitAfter10s('start and shutdown took over 10 s; exiting');
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
   let daemon: RunningDaemon;
   try {
     daemon = opts.tier === 'all' ? await startAllInOne(opts, logger) : await startTier(opts, logger);
@@ -37,18 +59,13 @@ export async function runDaemon(argv: string[]): Promise<number> {
     return e instanceof KilnError && e.code === 'invalid_argument' ? 2 : 1;
   }
   await new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      logger.info({ signal: sig }, 'shutting down');
-      resolve();
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    if (stopped) resolve();
+    else
+      onStop = () => {
+        exitAfter10s('shutdown took over 10 s; exiting');
+        resolve();
+      };
   });
-  const timer = setTimeout(() => {
-    logger.warn('shutdown took over 10 s; exiting');
-    process.exit(1);
-  }, 10_000);
-  timer.unref();
   await daemon.close();
   return 0;
 }
