@@ -142,6 +142,13 @@ export class ContainerdSnapshotter implements Snapshotter {
   /** The shared view mount of each committed id that has open views. */
   private readonly viewMounts = new Map<string, ViewMount>();
   private viewCounter = 0;
+  /**
+   * Keys of this start's active snapshots that were committed: callers
+   * remove an op's active keys unconditionally once it ends (a no-op after a
+   * commit), which would otherwise cost three calls to containerd that all
+   * answer not found.
+   */
+  private readonly committedKeys = new Set<string>();
   private opened: Promise<void> | undefined;
   private closed = false;
 
@@ -227,6 +234,7 @@ export class ContainerdSnapshotter implements Snapshotter {
     await this.ready();
     opts.signal?.throwIfAborted();
     if (this.actives.has(key)) throw new KilnError('already_exists', `snapshot ${key} already exists`);
+    this.committedKeys.delete(key);
     const name = this.activeName(key);
     let mounts: SnapshotMount[];
     try {
@@ -277,6 +285,7 @@ export class ContainerdSnapshotter implements Snapshotter {
       throw err;
     }
     this.actives.delete(key);
+    this.committedKeys.add(key);
     // containerd's overlayfs keeps a snapshot's directory when it commits it: the active's layers are the committed one's.
     const layers = layersOfMounts(active.mounts, 'active');
     if (layers) this.layers.set(id, layers);
@@ -438,6 +447,7 @@ export class ContainerdSnapshotter implements Snapshotter {
       if (active.parent) await this.collectIfRemoved(this.committedName(active.parent));
       return;
     }
+    if (this.committedKeys.delete(keyOrId)) return;
     const name = this.committedName(keyOrId);
     const lease = this.committedLease(keyOrId);
     const pinned = this.pins.has(keyOrId);
