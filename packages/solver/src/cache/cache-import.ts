@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import type { Client } from '@connectrpc/connect';
 import type { content, worker } from '@kiln/api';
 import { KilnError, type Logger } from '@kiln/common';
@@ -10,20 +9,20 @@ import type { LoadedCache } from './cache-remote.js';
 type ContentClient = Client<typeof content.ContentService>;
 type WorkerClient = Client<typeof worker.WorkerService>;
 
-/** How long an import lease lives at most (it is deleted when the build ends). */
-const LEASE_TTL_MS = 60 * 60 * 1000;
-
 /**
  * The caches a build imports (`--cache-from`). A vertex whose key one of
  * them has is materialised on the worker from the record's layer blobs
- * (copied into the content store under a build lease, then applied by
- * chain with WorkerService.ImportLayers) instead of running.
+ * (copied into the content store, then applied by chain with
+ * WorkerService.ImportLayers) instead of running. The blobs of each
+ * materialised result stay under a lease of their own, which the solver
+ * cache keeps with the result's record (CacheRecord.lease) and deletes with
+ * it: a later build may export the result, and the worker reads the
+ * imported layers' blobs from the store for that.
  */
 export class CacheImports {
   private readonly records = new Map<string, { source: LoadedCache; record: CacheRecord }>();
   /** Record keys by definition key. */
   private readonly byDefinition = new Map<string, string>();
-  private lease: Promise<string> | undefined;
 
   constructor(
     sources: readonly LoadedCache[],
@@ -60,44 +59,34 @@ export class CacheImports {
 
   /**
    * The refs (one per output) of `key` made on the worker from the imported
-   * layers, or undefined when no cache has the key or materialising fails
-   * (logged; the caller then runs the step).
+   * layers, and the lease holding their blobs (the caller owns it: kept with
+   * the cache record, deleted with it); undefined when no cache has the key
+   * or materialising fails (logged; the caller then runs the step).
    */
-  async materialise(key: string, w: { id: string; client: WorkerClient }, buildId: string, signal: AbortSignal): Promise<string[] | undefined> {
+  async materialise(key: string, w: { id: string; client: WorkerClient }, buildId: string, signal: AbortSignal): Promise<{ refs: string[]; lease: string } | undefined> {
     const hit = this.records.get(key);
     if (!hit || !this.content) return undefined;
     const refs: string[] = [];
+    let lease: string | undefined;
+    let store: ContentClient | undefined;
     try {
-      const store = await this.content();
-      const lease = await this.leaseId(store);
+      store = await this.content();
+      lease = `kiln-import-${randomBytes(8).toString('hex')}`;
+      await store.createLease({ id: lease, labels: { 'kiln.purpose': 'imported-result', 'kiln.worker': w.id } }, { signal });
       for (const top of hit.record.results) {
         const chain = chainOf(hit.source.config, top);
         for (const l of chain) await ensureBlob(store, lease, l, hit.source, signal);
         const layers = chain.map((l) => ({ digest: l.digest, size: BigInt(l.size), mediaType: l.mediaType, diffId: l.diffId, createdBy: l.createdBy ?? '' }));
         refs.push((await w.client.importLayers({ buildId, layers }, { signal })).ref);
       }
-      return refs;
+      return { refs, lease };
     } catch (err) {
       if (refs.length > 0) await w.client.release({ refs }).catch(() => undefined);
+      if (lease && store) await store.deleteLease({ id: lease }).catch(() => undefined);
       if (signal.aborted) throw err;
       this.logger.warn({ err, key, cache: hit.source.where }, 'failed to import a cached step; running it');
       return undefined;
     }
-  }
-
-  /** Ends the build's lease on the imported blobs. */
-  async close(): Promise<void> {
-    const lease = this.lease;
-    if (!lease || !this.content) return;
-    const id = await lease.catch(() => undefined);
-    if (id) await (await this.content()).deleteLease({ id }).catch((err: unknown) => this.logger.warn({ err }, 'failed to delete the cache import lease'));
-  }
-
-  private leaseId(store: ContentClient): Promise<string> {
-    this.lease ??= store
-      .createLease({ id: `cache-import-${randomBytes(8).toString('hex')}`, expiresAt: timestampFromMs(Date.now() + LEASE_TTL_MS), labels: { 'kiln.purpose': 'cache-import' } })
-      .then((r) => r.lease!.id);
-    return this.lease;
   }
 }
 

@@ -16,7 +16,7 @@ export interface CacheRecord {
    * A result pulled to another worker keeps it: what pulling must beat.
    */
   runMs: number | null;
-  /** The content-store lease keeping the layer blobs of a result pulled from another worker (its layers are read from them); null otherwise. */
+  /** The content-store lease keeping the layer blobs of a result pulled from another worker or imported from a cache (`--cache-from`: its layers are read from them); null otherwise. */
   lease: string | null;
 }
 

@@ -304,7 +304,6 @@ export class Solver {
       for (const id of claimed) this.claim(id, claimed, -1);
       this.active.delete(buildId);
       await session.close();
-      await imports?.close();
       // The history row is finished from the done event; let it land before Solve answers.
       await this.records.settled(buildId, 2000);
       this.relay.end(buildId);
@@ -945,9 +944,9 @@ export class Solver {
     let res: Awaited<ReturnType<VertexCache['resolve']>>;
     try {
       res = await this.cache.resolve(hit.key, worker, { lookup: true, description: v.name, holder: b.buildId }, async () => {
-        const refs = await b.imports!.materialise(hit.key, worker, b.buildId, signal);
-        if (!refs) throw new KilnError('not_found', `imported cache record ${hit.key} could not be materialised`);
-        return refs;
+        const made = await b.imports!.materialise(hit.key, worker, b.buildId, signal);
+        if (!made) throw new KilnError('not_found', `imported cache record ${hit.key} could not be materialised`);
+        return made;
       });
     } catch (err) {
       if (signal.aborted) throw err;

@@ -21,6 +21,12 @@ export interface CacheHit {
   holdOwner: string;
 }
 
+/** What a step produced: its refs and, for a result imported from a cache, the lease holding its layer blobs. */
+export interface ProducedResult {
+  refs: string[];
+  lease?: string;
+}
+
 /**
  * The solver cache over its records and the workers' ref retentions. A
  * stored result is retained on its worker under CACHE_OWNER (persisted, so
@@ -59,13 +65,15 @@ export class VertexCache {
    * the key, this one waits (`waiting` is called once when it starts to)
    * and takes its result; when that run fails as a step (code `vertex`: the
    * command failed), so does this one, with the same error; when it was
-   * canceled or lost its worker, this one runs the step itself.
+   * canceled or lost its worker, this one runs the step itself. `produce`
+   * may hand over a content-store lease with the refs (a result imported
+   * from a cache: the lease holds its blobs), which the record then owns.
    */
   async resolve(
     key: string,
     worker: WorkerHandle,
     opts: { lookup: boolean; description: string; holder: string; pull?: { buildId: string; signal: AbortSignal }; waiting?: () => Promise<void>; signal?: AbortSignal },
-    produce: () => Promise<string[]>,
+    produce: () => Promise<string[] | ProducedResult>,
   ): Promise<{ refs: string[]; workerId: string; cached: boolean; holdOwner?: string; pulledFrom?: string }> {
     if (opts.lookup) {
       let waited = false;
@@ -95,17 +103,17 @@ export class VertexCache {
       }
     }
     const startedMs = Date.now();
-    const run = produce();
+    const run = produce().then((r): ProducedResult => (Array.isArray(r) ? { refs: r } : r));
     const settled = run.then(
-      async (refs): Promise<Settled> => {
-        await this.save(key, worker, refs, opts.description, Date.now() - startedMs);
+      async (r): Promise<Settled> => {
+        await this.save(key, worker, r, opts.description, Date.now() - startedMs);
         return {};
       },
       (err: unknown): Settled => (asKilnError(err).code === 'vertex' ? { failed: err } : {}),
     );
     this.inflight.set(key, settled);
     try {
-      const refs = await run;
+      const { refs } = await run;
       await settled;
       return { refs, workerId: worker.id, cached: false };
     } finally {
@@ -153,6 +161,7 @@ export class VertexCache {
       this.logger.warn({ key, missing: res.missing }, 'cache record refers to refs the worker no longer has; dropping it');
       await worker.client.drop({ refs: rec.refs, owner: holdOwner });
       this.store.delete(key);
+      if (rec.lease) await this.deleteLease(rec.lease, key);
       return undefined;
     }
     this.store.touch(key);
@@ -211,15 +220,25 @@ export class VertexCache {
     }
   }
 
-  private async save(key: string, worker: WorkerHandle, refs: string[], description: string, runMs: number): Promise<void> {
+  private async save(key: string, worker: WorkerHandle, { refs, lease }: ProducedResult, description: string, runMs: number): Promise<void> {
+    let saved = false;
     try {
       const res = await worker.client.retain({ refs, owner: CACHE_OWNER });
       if (res.missing.length > 0) return;
-      const old = this.store.put(key, worker.id, refs, description, { runMs });
+      const old = this.store.put(key, worker.id, refs, description, { runMs, lease: lease ?? null });
+      saved = true;
       if (old) await this.dropUnreferenced(old);
     } catch (err) {
       this.logger.warn({ err, key }, 'failed to store a cache record');
+    } finally {
+      // No record owns the lease: its blobs go with the build.
+      if (!saved && lease) await this.deleteLease(lease, key);
     }
+  }
+
+  private async deleteLease(lease: string, key: string): Promise<void> {
+    if (!this.content) return;
+    await (await this.content()).deleteLease({ id: lease }).catch((err: unknown) => this.logger.warn({ err, key, lease }, 'failed to delete a cache record\'s lease'));
   }
 
   /** Ends a hit's hold on its refs. */
@@ -294,10 +313,8 @@ export class VertexCache {
     if (refs.length === 0) return;
     const w = await this.workers.get(rec.workerId);
     await w?.client.drop({ refs, owner: CACHE_OWNER }).catch((err: unknown) => this.logger.warn({ err, key: rec.key }, 'failed to drop cache refs'));
-    // A pulled result's blobs are needed no longer once its refs are gone.
-    if (rec.lease && this.content && refs.length === rec.refs.length) {
-      await (await this.content()).deleteLease({ id: rec.lease }).catch((err: unknown) => this.logger.warn({ err, key: rec.key, lease: rec.lease }, 'failed to delete a pulled result\'s lease'));
-    }
+    // A pulled or imported result's blobs are needed no longer once its refs are gone.
+    if (rec.lease && refs.length === rec.refs.length) await this.deleteLease(rec.lease, rec.key);
   }
 }
 
