@@ -285,7 +285,12 @@ describe('LocalContentStore', () => {
       yield enc.encode('x');
       await new Promise(() => {});
     })());
-    await new Promise((r) => setTimeout(r, 20));
+    // Wait until the first byte is in the ingest (a fixed sleep was too short on a loaded CI machine).
+    for (let i = 0; i < 500; i++) {
+      const status = await store.status('c').catch(() => undefined);
+      if (status?.offset === 1) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
     await store.close();
     expect((await caught(pending)).code).toBe('canceled');
     expect(await ingestEntries()).toHaveLength(1);
