@@ -4,7 +4,7 @@ import { createMemoryBus } from '@kiln/bus';
 import { createInMemoryTransport, createKilnClient, silentLogger, UnavailableError, VertexError, type KilnError } from '@kiln/common';
 import { execState, FileChain, image, local, marshal, State } from '@kiln/llb';
 import { describe, expect, it } from 'vitest';
-import { SessionHost } from '../session/session-host.js';
+import { sessionHostWith } from '../session/testing.js';
 import { Solver } from './solver.js';
 import type { WorkerHandle } from './workers.js';
 
@@ -64,7 +64,7 @@ function setup(workers: { id: string; labels?: Record<string, string>; behaviour
   const solver = new Solver({
     bus,
     logger: silentLogger(),
-    sessions: new SessionHost(silentLogger()),
+    sessions: sessionHostWith('s1'),
     frontend: async () => createKilnClient(frontend.FrontendService, tiers),
     exporters: async () => createKilnClient(exporter.ExporterService, tiers),
     workers: {

@@ -4,7 +4,7 @@ import { createMemoryBus } from '@kiln/bus';
 import { createInMemoryTransport, createKilnClient, silentLogger, VertexError, type KilnError } from '@kiln/common';
 import { FileChain, local, marshal, State } from '@kiln/llb';
 import { describe, expect, it } from 'vitest';
-import { SessionHost } from '../session/session-host.js';
+import { sessionHostWith } from '../session/testing.js';
 import { Solver } from './solver.js';
 
 /** A solver wired to fakes of its neighbours over the router transport. */
@@ -60,7 +60,7 @@ function setup(opts: { failOn?: string; runDelayMs?: number; files?: Map<string,
   const solver = new Solver({
     bus,
     logger: silentLogger(),
-    sessions: new SessionHost(silentLogger()),
+    sessions: sessionHostWith('s1'),
     frontend: async () => createKilnClient(frontend.FrontendService, transport),
     exporters: async () => createKilnClient(exporter.ExporterService, transport),
     workers: {
