@@ -1,12 +1,10 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bundleFixture } from '../testing/bundle-fixture.js';
 import { collect, readAll } from '../testing/fixtures/helpers.js';
 import { openLocalContentStore, type LocalContentStore } from './local-content-store.js';
 
@@ -25,23 +23,7 @@ describe('crash safety (kill -9)', () => {
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), 'kiln-cs-crash-'));
-    bundle = join(work, 'crash-writer.mjs');
-    await build({
-      entryPoints: [fileURLToPath(new URL('../testing/fixtures/crash-writer.ts', import.meta.url))],
-      bundle: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node20',
-      outfile: bundle,
-      conditions: ['@kiln/source'],
-      external: ['better-sqlite3'],
-      logLevel: 'warning',
-      // Bundled CommonJS dependencies call require().
-      banner: { js: "import { createRequire as __kilnRequire } from 'node:module'; const require = __kilnRequire(import.meta.url);" },
-    });
-    // The bundle lives in a temp dir: let its require('better-sqlite3') find the workspace's copy.
-    const require = createRequire(import.meta.url);
-    nodePath = dirname(dirname(require.resolve('better-sqlite3/package.json')));
+    ({ bundle, nodePath } = await bundleFixture('crash-writer', work));
   });
 
   afterAll(async () => {

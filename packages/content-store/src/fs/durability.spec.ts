@@ -1,11 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bundleFixture } from '../testing/bundle-fixture.js';
 
 // Which content-store writes are fsynced, counted with strace on a child
 // process (src/testing/fixtures/fsync-steps.ts) that makes one export's
@@ -20,20 +18,7 @@ describe('content store durability (fsyncs per write, strace)', () => {
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), 'kiln-cs-fsync-'));
-    bundle = join(work, 'fsync-steps.mjs');
-    await build({
-      entryPoints: [fileURLToPath(new URL('../testing/fixtures/fsync-steps.ts', import.meta.url))],
-      bundle: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node20',
-      outfile: bundle,
-      conditions: ['@kiln/source'],
-      external: ['better-sqlite3'],
-      logLevel: 'warning',
-      banner: { js: "import { createRequire as __kilnRequire } from 'node:module'; const require = __kilnRequire(import.meta.url);" },
-    });
-    nodePath = dirname(dirname(createRequire(import.meta.url).resolve('better-sqlite3/package.json')));
+    ({ bundle, nodePath } = await bundleFixture('fsync-steps', work));
   });
 
   afterAll(async () => {
