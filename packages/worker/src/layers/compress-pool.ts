@@ -45,36 +45,63 @@ const { spawn } = require('node:child_process');
 const { pipeline } = require('node:stream/promises');
 const { Readable, Writable } = require('node:stream');
 
-function* tarBytes(parts, diff) {
-  const CHUNK = 1 << 20;
+// The tar in blocks of BLOCK bytes (the last one shorter), each read straight into a buffer of its
+// own (no gathering copy; a whole buffer can be transferred to the reader), hashed for the diff id.
+const BLOCK = 4 << 20;
+function* tarBlocks(parts, diff) {
+  let block = Buffer.allocUnsafeSlow(BLOCK);
+  let fill = 0;
+  const take = () => {
+    const full = block;
+    diff.update(full);
+    block = Buffer.allocUnsafeSlow(BLOCK);
+    fill = 0;
+    return full;
+  };
   for (const p of parts) {
-    if (p.kind === 'bytes') { diff.update(p.data); yield Buffer.from(p.data.buffer, p.data.byteOffset, p.data.byteLength); continue; }
+    if (p.kind === 'bytes') {
+      const data = p.data;
+      let at = 0;
+      while (at < data.length) {
+        const n = Math.min(data.length - at, BLOCK - fill);
+        block.set(data.subarray(at, at + n), fill);
+        fill += n;
+        at += n;
+        if (fill === BLOCK) yield take();
+      }
+      continue;
+    }
     const fd = fs.openSync(p.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     try {
       let left = p.size;
       while (left > 0) {
-        const buf = Buffer.allocUnsafe(Math.min(CHUNK, left));
-        const n = fs.readSync(fd, buf, 0, buf.length, null);
+        const n = fs.readSync(fd, block, fill, Math.min(left, BLOCK - fill), null);
         if (n === 0) throw new Error(p.path + ' shrank while its layer was written');
         left -= n;
-        const chunk = buf.subarray(0, n);
-        diff.update(chunk);
-        yield chunk;
+        fill += n;
+        if (fill === BLOCK) yield take();
       }
     } finally { fs.closeSync(fd); }
   }
+  if (fill > 0) {
+    // The tail in a buffer of its exact size: a view would carry the whole block along.
+    const tail = Buffer.allocUnsafeSlow(fill);
+    block.copy(tail, 0, 0, fill);
+    diff.update(tail);
+    yield tail;
+  }
 }
 
-// gzip in members of GZIP_BLOCK input bytes each, up to GZIP_AHEAD compressed at once on the
-// thread pool and written in order: one big layer uses every core. Members are cut at fixed
-// offsets of the tar, so the bytes never depend on timing or the number of cores; every gzip
-// reader (Go's, GNU gzip, zlib's gunzip) reads concatenated members as one stream (RFC 1952).
-const GZIP_BLOCK = 4 << 20;
+// gzip in members of BLOCK input bytes each, up to GZIP_AHEAD compressed at once on the thread
+// pool and written in order: one big layer uses every core. Members are cut at fixed offsets of
+// the tar, so the bytes never depend on timing or the number of cores; every gzip reader (Go's,
+// GNU gzip, zlib's gunzip) reads concatenated members as one stream (RFC 1952).
 const GZIP_AHEAD = 4;
 // A block that does not compress (random bytes, or files already compressed: archives, media,
-// binaries packed by upx) is stored (gzip level 0: deflate's stored blocks, ~10x faster than
-// level 1 or 6, and about as big as what they would give). Whether it compresses is decided
-// from a few samples of the block at level 1, so it depends only on the bytes.
+// binaries packed by upx) is stored: framed here as deflate's stored blocks (RFC 1951 3.2.4) with
+// one copy and a CRC-32, no zlib stream (which copies it twice more in 16 KiB rounds), about as
+// big as any level would make it. Whether it compresses is decided from a few samples of the
+// block at level 1, so it depends only on the bytes.
 const PROBE_SAMPLES = 4;
 const PROBE_BYTES = 16 << 10;
 const PROBE_MIN_SAVING = 0.03;
@@ -90,36 +117,47 @@ function compressible(data) {
   }
   return outBytes <= inBytes * (1 - PROBE_MIN_SAVING);
 }
-async function* gzipMembers(source, level) {
+// gzip header (RFC 1952 2.3): deflate, no flags, no mtime, XFL 0, OS 3 (Unix, as zlib writes on Linux).
+const GZIP_HEADER = Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
+const STORED_MAX = 65535;
+function storedMember(data) {
+  const blocks = Math.max(1, Math.ceil(data.length / STORED_MAX));
+  const out = Buffer.allocUnsafeSlow(GZIP_HEADER.length + blocks * 5 + data.length + 8);
+  GZIP_HEADER.copy(out, 0);
+  let o = GZIP_HEADER.length;
+  let at = 0;
+  for (let i = 0; i < blocks; i++) {
+    const n = Math.min(STORED_MAX, data.length - at);
+    out[o] = i === blocks - 1 ? 1 : 0; // BFINAL on the last, BTYPE 00; the rest of the byte is padding
+    out.writeUInt16LE(n, o + 1);
+    out.writeUInt16LE(n ^ 0xffff, o + 3);
+    data.copy(out, o + 5, at, at + n);
+    o += 5 + n;
+    at += n;
+  }
+  out.writeUInt32LE(zlib.crc32(data) >>> 0, o);
+  out.writeUInt32LE(data.length >>> 0, o + 4);
+  return out;
+}
+// Output rounds of 256 KiB, not zlib's 16 KiB: fewer callbacks and pieces to join (deflate's bytes
+// do not depend on the output buffer's size).
+const GZIP_OUT_CHUNK = 256 << 10;
+async function* gzipMembers(blocks, level) {
   const queue = [];
   const compress = (data) => {
-    const use = level > 0 && !compressible(data) ? 0 : level;
-    const p = new Promise((resolve, reject) => zlib.gzip(data, { level: use }, (err, out) => (err ? reject(err) : resolve(out))));
+    if (!compressible(data)) return Promise.resolve(storedMember(data));
+    const p = new Promise((resolve, reject) => zlib.gzip(data, { level, chunkSize: GZIP_OUT_CHUNK }, (err, out) => (err ? reject(err) : resolve(out))));
     p.catch(() => {}); // awaited in order below; a failure before then is not unhandled
     return p;
   };
-  let held = [];
-  let heldBytes = 0;
   let members = 0;
-  for await (const chunk of source) {
-    let c = chunk;
-    while (heldBytes + c.length >= GZIP_BLOCK) {
-      const take = GZIP_BLOCK - heldBytes;
-      held.push(c.subarray(0, take));
-      c = c.subarray(take);
-      queue.push(compress(Buffer.concat(held, GZIP_BLOCK)));
-      members++;
-      held = [];
-      heldBytes = 0;
-      while (queue.length >= GZIP_AHEAD) yield await queue.shift();
-    }
-    if (c.length > 0) {
-      held.push(c);
-      heldBytes += c.length;
-    }
+  for (const block of blocks) {
+    queue.push(compress(block));
+    members++;
+    while (queue.length >= GZIP_AHEAD) yield await queue.shift();
   }
-  // The tail, or one empty member for an empty layer.
-  if (heldBytes > 0 || members === 0) queue.push(compress(Buffer.concat(held, heldBytes)));
+  // One member of the empty input for an empty layer.
+  if (members === 0) queue.push(compress(Buffer.alloc(0)));
   while (queue.length > 0) yield await queue.shift();
 }
 
@@ -157,11 +195,12 @@ function portSink(port) {
 
 async function run(job) {
   const diff = crypto.createHash('sha256');
-  const source = Readable.from(tarBytes(job.parts, diff), { objectMode: false, highWaterMark: 1 << 20 });
+  const blocks = tarBlocks(job.parts, diff);
+  const stream = () => Readable.from(blocks, { objectMode: false, highWaterMark: 1 });
   const { sink, size } = portSink(job.port);
   try {
     if (job.compression === 'gzip') {
-      await pipeline(Readable.from(gzipMembers(source, job.level), { objectMode: false }), sink);
+      await pipeline(Readable.from(gzipMembers(blocks, job.level), { objectMode: false }), sink);
     } else if (job.compression === 'zstd') {
       const args = ['-q', '-c', '-T1', '--no-progress'];
       if (job.level > 19) args.push('--ultra');
@@ -173,9 +212,9 @@ async function run(job) {
         child.on('error', reject);
         child.on('close', (code) => (code === 0 ? resolve() : reject(new Error('zstd exited with ' + code + ': ' + stderr.trim()))));
       });
-      await Promise.all([pipeline(source, child.stdin), pipeline(child.stdout, sink), exited]);
+      await Promise.all([pipeline(stream(), child.stdin), pipeline(child.stdout, sink), exited]);
     } else {
-      await pipeline(source, sink);
+      await pipeline(stream(), sink);
     }
   } finally {
     job.port.close();
