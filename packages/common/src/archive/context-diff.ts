@@ -106,8 +106,20 @@ export const ContextDiffEncoder = {
   },
 };
 
-/** One change read from a diff stream; read `body` (files) before asking for the next. */
-export type ContextChange = { kind: 'entry'; entry: ContextEntry; body: AsyncIterable<Buffer> } | { kind: 'delete'; path: string };
+/**
+ * One change read from a diff stream; read `body` (files) before asking for
+ * the next. `inline` is the whole body when it had already arrived (a small
+ * file, or none: an empty file, a directory or a link), so a consumer can
+ * write it without an await per piece; `body` then yields the same bytes.
+ */
+export type ContextChange = { kind: 'entry'; entry: ContextEntry; body: AsyncIterable<Buffer>; inline?: Buffer } | { kind: 'delete'; path: string };
+
+const NO_BYTES = Buffer.alloc(0);
+
+/** A body already in memory, as an async iterable (what `body` is when `inline` is set). */
+async function* bodyOf(data: Buffer): AsyncGenerator<Buffer> {
+  if (data.length > 0) yield data;
+}
 
 /** Longest JSON line accepted (a path is at most a few KiB). */
 const MAX_LINE = 64 * 1024;
@@ -167,6 +179,13 @@ export async function* readContextDiff(chunks: AsyncIterable<Uint8Array>): Async
       }
       const entry = checkEntry(rec);
       let left = entry.type === 'file' ? entry.size : 0;
+      if (left <= buf.length) {
+        // The whole body is here (or there is none): no generator per piece, nothing left to skip.
+        const inline = left === 0 ? NO_BYTES : buf.subarray(0, left);
+        buf = buf.subarray(left);
+        yield { kind: 'entry', entry, body: bodyOf(inline), inline };
+        continue;
+      }
       const body = (async function* () {
         while (left > 0) {
           if (buf.length === 0 && !(await pull())) throw new ContextDiffError(`context diff ended inside ${entry.path}`);

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { constants, copyFileSync, lutimesSync, mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { closeSync, constants, copyFileSync, fchmodSync, fchownSync, fstatSync, futimesSync, lutimesSync, mkdirSync, openSync, rmSync, symlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { writeNewFile, type ContextChange, type ContextEntry } from '@kiln/common';
-import { applyAttrs, applyAttrsToFd, lstatOrUndefined, resolveInRoot } from '@kiln/snapshotter';
+import type { ContextChange, ContextEntry } from '@kiln/common';
+import { applyAttrs, lstatOrUndefined, resolveInRoot } from '@kiln/snapshotter';
 import { EventLoopYielder } from '../fs/fs-util.js';
 import { OpFailure } from '../ops/op-failure.js';
 
@@ -59,7 +59,8 @@ export async function applyContextDiff(o: ApplyContextDiffOptions): Promise<Appl
 
   for await (const change of o.changes) {
     o.signal?.throwIfAborted();
-    await yielder.tick();
+    const pause = yielder.tick();
+    if (pause) await pause;
     if (change.kind === 'delete') {
       deleted++;
       if (manifest.get(change.path)?.type === 'dir') dropSubtree(manifest, change.path);
@@ -76,46 +77,29 @@ export async function applyContextDiff(o: ApplyContextDiffOptions): Promise<Appl
       throw new OpFailure(`failed to receive context: ${e.path} has no parent directory ${parentRel} in the transfer`, { details: { path: e.path } });
     }
     changed++;
-    const parent = await dirs.mkdir(parentRel);
-    const target = path.join(parent, path.posix.basename(e.path));
-    const existing = lstatOrUndefined(target);
+    const parent = dirs.mkdir(parentRel);
+    const target = path.join(parent.path, path.posix.basename(e.path));
     const entry: ManifestEntry = { ...e };
     if (e.type === 'dir') {
+      const existing = lstatOrUndefined(target);
       if (existing && !existing.isDirectory()) rmSync(target, { recursive: true, force: true });
       if (!existing || !existing.isDirectory()) mkdirSync(target);
       applyAttrs(target, { mode: e.mode, uid: e.uid, gid: e.gid }, false);
+      // Its owner or setgid bit may have changed: files created in it are looked at again.
+      dirs.attrsChanged(e.path);
       dirty.add(e.path);
     } else {
-      if (existing) rmSync(target, { recursive: true, force: true });
       // A directory replaced by a file or link takes its children with it
       // (only a directory has children in the manifest: checked above for each entry).
       if (manifest.get(e.path)?.type === 'dir') dropSubtree(manifest, e.path);
       dirs.forget(e.path);
-      const attrs = { mode: e.mode, uid: e.uid, gid: e.gid, mtimeMs: e.mtimeMs };
       if (e.type === 'file') {
-        const hash = createHash('sha256');
-        let n = 0;
-        await writeNewFile(
-          target,
-          (async function* () {
-            for await (const part of change.body) {
-              hash.update(part);
-              n += part.length;
-              yield part;
-            }
-          })(),
-          0o600,
-          (fd) => {
-            // Checked before the attrs: a short file must fail the transfer, not get them.
-            if (n !== e.size) throw new OpFailure(`failed to receive context: ${e.path} carried ${n} of ${e.size} bytes`, { details: { path: e.path } });
-            applyAttrsToFd(fd, attrs);
-          },
-        );
-        contentBytes += n;
-        entry.sha256 = hash.digest('hex');
+        entry.sha256 = change.inline ? receiveInlineFile(parent, target, e, change.inline) : await receiveStreamedFile(parent, target, e, change.body);
+        contentBytes += e.size;
       } else {
-        symlinkSync(e.linkname, target);
-        applyAttrs(target, attrs, true);
+        // No lstat first: whatever sits at the name (a seeded copy's entry) is removed only when the link cannot be made.
+        replaceExisting(target, () => symlinkSync(e.linkname, target));
+        applyAttrs(target, { mode: e.mode, uid: e.uid, gid: e.gid, mtimeMs: e.mtimeMs }, true);
       }
     }
     manifest.set(e.path, entry);
@@ -141,6 +125,96 @@ export async function applyContextDiff(o: ApplyContextDiffOptions): Promise<Appl
     lutimesSync(t, m.mtimeMs / 1000, m.mtimeMs / 1000);
   }
   return { manifest, changed, deleted, contentBytes };
+}
+
+/** sha256 of no bytes: an empty file's digest, without a hash object per file. */
+const EMPTY_SHA256 = createHash('sha256').digest('hex');
+
+const NEW_FILE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+/**
+ * Runs `make` (a create that fails with EEXIST when something is at
+ * `target`); when the name is taken, removes what is there (a symlink
+ * itself, never its target) and makes it again. A fresh tree pays no lstat
+ * per entry this way.
+ */
+function replaceExisting<T>(target: string, make: () => T): T {
+  try {
+    return make();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  rmSync(target, { recursive: true, force: true });
+  return make();
+}
+
+/**
+ * Writes one file of the diff: created with O_EXCL|O_NOFOLLOW (never
+ * through an entry already there), its bytes hashed as written, a short
+ * body refused before any attribute is set; then owner, mode and mtime on
+ * the open fd, skipping what the creation already gave it. A body already
+ * in memory is written without an await.
+ */
+function receiveInlineFile(parent: DirInfo, target: string, e: ContextEntry, data: Buffer): string {
+  const fd = replaceExisting(target, () => openSync(target, NEW_FILE_FLAGS, e.mode & 0o777));
+  try {
+    if (data.length > 0) writeAll(fd, data);
+    finishFile(fd, parent, e, data.length);
+  } finally {
+    closeSync(fd);
+  }
+  return data.length === 0 ? EMPTY_SHA256 : createHash('sha256').update(data).digest('hex');
+}
+
+async function receiveStreamedFile(parent: DirInfo, target: string, e: ContextEntry, body: AsyncIterable<Buffer>): Promise<string> {
+  const fd = replaceExisting(target, () => openSync(target, NEW_FILE_FLAGS, e.mode & 0o777));
+  try {
+    const hash = createHash('sha256');
+    let n = 0;
+    for await (const part of body) {
+      hash.update(part);
+      writeAll(fd, part);
+      n += part.length;
+    }
+    finishFile(fd, parent, e, n);
+    return hash.digest('hex');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function finishFile(fd: number, parent: DirInfo, e: ContextEntry, n: number): void {
+  // Checked before the attrs: a short file must fail the transfer, not get them.
+  if (n !== e.size) throw new OpFailure(`failed to receive context: ${e.path} carried ${n} of ${e.size} bytes`, { details: { path: e.path } });
+  setNewFileAttrs(fd, parent, e.mode & 0o777, e);
+}
+
+function writeAll(fd: number, data: Uint8Array): void {
+  let off = 0;
+  while (off < data.length) off += writeSync(fd, data, off, data.length - off);
+}
+
+/**
+ * Owner, mode (chown first: it would clear setuid bits) and mtime of a file
+ * just created in `parent` with `createMode`. A file is born with the
+ * directory's creation owner and `createMode` less the bits the directory
+ * drops (umask, default ACL): both are learnt from fstat of files created
+ * there (the owner once, each mode bit once), so fchown and fchmod run only
+ * where they change something. The mtime is always set.
+ */
+function setNewFileAttrs(fd: number, parent: DirInfo, createMode: number, e: ContextEntry): void {
+  const c = (parent.creation ??= { uid: -1, gid: -1, kept: 0, dropped: 0 });
+  if (c.uid < 0 || (createMode & ~(c.kept | c.dropped)) !== 0) {
+    const st = fstatSync(fd);
+    c.uid = st.uid;
+    c.gid = st.gid;
+    c.kept |= createMode & st.mode;
+    c.dropped |= createMode & ~st.mode;
+  }
+  if (e.uid !== c.uid || e.gid !== c.gid) fchownSync(fd, e.uid, e.gid);
+  if ((e.mode & 0o7777) !== createMode || (createMode & c.dropped) !== 0) fchmodSync(fd, e.mode & 0o7777);
+  const t = e.mtimeMs / 1000;
+  futimesSync(fd, t, t);
 }
 
 /**
@@ -189,6 +263,18 @@ function dropSubtree(manifest: ContextManifest, rel: string): void {
   for (const k of manifest.keys()) if (k.startsWith(prefix)) manifest.delete(k);
 }
 
+/** A directory of the tree being written, as VerifiedDirs knows it. */
+interface DirInfo {
+  /** Its host path. */
+  path: string;
+  /**
+   * What a file created in it is born with (learnt by fstat; see
+   * setNewFileAttrs): owner, and the permission bits seen kept or dropped
+   * at creation. Undefined until the first file.
+   */
+  creation?: { uid: number; gid: number; kept: number; dropped: number };
+}
+
 /**
  * Directories of `root` this transfer has created or checked (lstat: a real
  * directory, reached through real directories), with their host paths, so
@@ -197,22 +283,32 @@ function dropSubtree(manifest: ContextManifest, rel: string): void {
  * forgotten with everything below it.
  */
 class VerifiedDirs {
-  readonly #known = new Map<string, string>();
-  constructor(readonly root: string) {}
+  readonly #known = new Map<string, DirInfo>();
+  readonly #root: DirInfo;
+  constructor(readonly root: string) {
+    this.#root = { path: root };
+  }
 
   /** Creates (0755, as the manifest fixes them later) and resolves directory `rel` inside the root. */
-  async mkdir(rel: string): Promise<string> {
-    if (rel === '.' || rel === '') return this.root;
+  mkdir(rel: string): DirInfo {
+    if (rel === '.' || rel === '') return this.#root;
     const hit = this.#known.get(rel);
     if (hit !== undefined) return hit;
     const parentRel = path.posix.dirname(rel);
-    const parent = await this.mkdir(parentRel);
-    const resolved = path.join(parent, path.posix.basename(rel));
+    const parent = this.mkdir(parentRel);
+    const resolved = path.join(parent.path, path.posix.basename(rel));
     const st = lstatOrUndefined(resolved);
     if (!st) mkdirSync(resolved, 0o755);
     else if (!st.isDirectory()) throw new OpFailure(`failed to receive context: ${rel} is not a directory`, { details: { path: rel } });
-    this.#known.set(rel, resolved);
-    return resolved;
+    const info: DirInfo = { path: resolved };
+    this.#known.set(rel, info);
+    return info;
+  }
+
+  /** Directory `rel` got new attributes: what files are born with there is learnt again. */
+  attrsChanged(rel: string): void {
+    const info = rel === '.' || rel === '' ? this.#root : this.#known.get(rel);
+    if (info) info.creation = undefined;
   }
 
   /** Drops `rel` and what lies below it (called before it is replaced or removed). */
@@ -231,8 +327,8 @@ async function removeInRoot(root: string, rel: string): Promise<void> {
 }
 
 async function copyFromBase(dirs: VerifiedDirs, baseRoot: string, e: ManifestEntry): Promise<void> {
-  const parent = await dirs.mkdir(path.posix.dirname(e.path));
-  const target = path.join(parent, path.posix.basename(e.path));
+  const parent = dirs.mkdir(path.posix.dirname(e.path));
+  const target = path.join(parent.path, path.posix.basename(e.path));
   const attrs = { mode: e.mode, uid: e.uid, gid: e.gid };
   if (e.type === 'dir') {
     if (!lstatOrUndefined(target)) mkdirSync(target);

@@ -1,4 +1,4 @@
-import { cpSync, mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, lstatSync, lutimesSync, mkdtempSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -129,6 +129,86 @@ describe('context diff', () => {
     expect(res.streamBytes).toBe(CONTEXT_DIFF_MAGIC.length + '{"end":1,"n":0}\n'.length);
   });
 
+  /** Every entry below `root` with type, mode, owner, mtime (ms), size and link target, by path. */
+  function describeTree(root: string): Record<string, string> {
+    const out: Record<string, string> = {};
+    const walk = (rel: string) => {
+      for (const name of readdirSync(path.join(root, rel)).sort()) {
+        const r = rel ? `${rel}/${name}` : name;
+        const st = lstatSync(path.join(root, r));
+        const link = st.isSymbolicLink() ? ` -> ${readlinkSync(path.join(root, r))}` : '';
+        out[r] = `${(st.mode & 0o170000).toString(8)} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${Math.round(st.mtimeMs)} ${st.isFile() ? st.size : 0}${link}`;
+        if (st.isDirectory()) walk(r);
+      }
+    };
+    walk('');
+    return out;
+  }
+
+  it('the received tree has the modes, owners, mtimes, links and empty dirs of the source (each mode a creation cannot give: umask bits, setuid, sticky)', async () => {
+    const src = tmp('src');
+    mkdirSync(path.join(src, 'empty/deeper'), { recursive: true });
+    mkdirSync(path.join(src, 'd'));
+    const files: [string, number, number, number][] = [
+      ['d/a644', 0o644, 0, 0],
+      ['d/b666', 0o666, 0, 0],
+      ['d/c700', 0o700, 0, 0],
+      ['d/d4755', 0o4755, 0, 0],
+      ['d/e1777', 0o1777, 0, 0],
+      ['d/f000', 0o000, 0, 0],
+      ['d/g-owned', 0o640, 1234, 5678],
+      ['d/h-after-owned', 0o644, 0, 0],
+      ['top777', 0o777, 42, 42],
+    ];
+    for (const [rel, mode, uid, gid] of files) {
+      writeFileSync(path.join(src, rel), rel);
+      chownSync(path.join(src, rel), uid, gid);
+      chmodSync(path.join(src, rel), mode);
+    }
+    // A setgid directory owned by another group: files created in it are born with its group.
+    mkdirSync(path.join(src, 'sgid'));
+    chownSync(path.join(src, 'sgid'), 0, 4321);
+    chmodSync(path.join(src, 'sgid'), 0o2775);
+    writeFileSync(path.join(src, 'sgid/root-owned'), 'x');
+    chownSync(path.join(src, 'sgid/root-owned'), 0, 0);
+    writeFileSync(path.join(src, 'sgid/empty'), '');
+    chownSync(path.join(src, 'sgid/empty'), 0, 0);
+    symlinkSync('../d/a644', path.join(src, 'empty/link'));
+    chmodSync(path.join(src, 'empty/deeper'), 0o711);
+    const when = new Date('2021-03-04T05:06:07.089Z');
+    for (const rel of [...files.map((f) => f[0]), 'sgid/root-owned', 'sgid/empty', 'empty/deeper', 'sgid', 'd', 'empty']) utimesSync(path.join(src, rel), when, when);
+    lutimesSync(path.join(src, 'empty/link'), when, when);
+    utimesSync(path.join(src, 'empty'), when, when);
+    const root = tmp('root');
+    const res = await transfer(src, root, new Map(), { seeded: false });
+    expect(describeTree(root)).toEqual(describeTree(src));
+    expect(lstatSync(path.join(root, 'sgid/root-owned')).gid).toBe(0);
+    expect(manifestContentDigest(res.manifest)).toBe(treeContentDigest(src));
+  });
+
+  it('an incremental sync applies deletes, mode and owner changes, and replaces a symlink planted at a file\'s name without following it', async () => {
+    const src = makeContext();
+    // The copy the next transfer is seeded on (the snapshot prepared on it holds the same tree).
+    const root = tmp('seeded');
+    const { manifest } = await transfer(src, root, new Map(), { seeded: false });
+    const outside = tmp('outside');
+    writeFileSync(path.join(outside, 'victim'), 'keep');
+    // Planted in the seeded copy: the name the next transfer writes is a link out of the tree.
+    rmSync(path.join(root, 'a/two.txt'));
+    symlinkSync(path.join(outside, 'victim'), path.join(root, 'a/two.txt'));
+    writeFileSync(path.join(src, 'a/two.txt'), 'changed');
+    chmodSync(path.join(src, 'a/two.txt'), 0o600);
+    chownSync(path.join(src, 'a/b/one.txt'), 7, 8);
+    rmSync(path.join(src, 'gonedir'), { recursive: true });
+    rmSync(path.join(src, 'gone.txt'));
+    mkdirSync(path.join(src, 'newempty'));
+    const res = await transfer(src, root, manifest, { seeded: true });
+    expect(readFileSync(path.join(outside, 'victim'), 'utf8')).toBe('keep');
+    expect(lstatSync(path.join(root, 'a/two.txt')).isFile()).toBe(true);
+    expect(describeTree(root)).toEqual(describeTree(src));
+    expect(manifestContentDigest(res.manifest)).toBe(treeContentDigest(src));
+  });
+
   it('orders paths as a sorted walk does', () => {
     expect(sortedPaths(['a-c', 'a/b', 'a', 'a/b/c', 'b'])).toEqual(['a', 'a/b', 'a/b/c', 'a-c', 'b']);
   });
@@ -156,6 +236,18 @@ describe('context diff: hostile or broken streams', () => {
     const file = { p: 'l/evil', t: 'f', m: 420, u: 0, g: 0, s: 1, mt: 0 };
     await expect(apply(root, CONTEXT_DIFF_MAGIC, `${JSON.stringify(link)}\n`, `${JSON.stringify(file)}\n`, 'x', '{"end":1,"n":2}\n')).rejects.toThrow(/no parent directory/);
     expect(() => readFileSync(path.join(outside, 'evil'))).toThrow();
+  });
+
+  it('a path sent twice is replaced, not written through: the second copy of a link cannot redirect a file', async () => {
+    const root = tmp('r');
+    const outside = tmp('outside');
+    writeFileSync(path.join(outside, 'victim'), 'keep');
+    const link = { p: 'f', t: 'l', m: 511, u: 0, g: 0, s: 0, mt: 0, l: path.join(outside, 'victim') };
+    const file = { p: 'f', t: 'f', m: 420, u: 0, g: 0, s: 3, mt: 0 };
+    const res = await apply(root, CONTEXT_DIFF_MAGIC, `${JSON.stringify(link)}\n`, `${JSON.stringify(file)}\n`, 'new', '{"end":1,"n":2}\n');
+    expect(readFileSync(path.join(outside, 'victim'), 'utf8')).toBe('keep');
+    expect(readFileSync(path.join(root, 'f'), 'utf8')).toBe('new');
+    expect(res.manifest.get('f')?.type).toBe('file');
   });
 
   it('refuses a truncated stream and a wrong change count', async () => {

@@ -138,15 +138,27 @@ export async function runLocalSource(ctx: OpContext, p: LocalSourceParams): Prom
   }
 }
 
-/** `first` (a result already taken from `rest`) followed by the rest. */
-async function* prepend<T>(first: IteratorResult<T>, rest: AsyncIterator<T>): AsyncGenerator<T> {
-  if (first.done) return;
-  try {
-    yield first.value;
-    for (let r = await rest.next(); !r.done; r = await rest.next()) yield r.value;
-  } finally {
-    await rest.return?.(undefined);
-  }
+/**
+ * `first` (a result already taken from `rest`) followed by the rest: an
+ * iterator handing out `rest`'s own promises (no generator layer, which
+ * would cost more promises per change of a diff of 100k entries).
+ */
+function prepend<T>(first: IteratorResult<T>, rest: AsyncIterator<T>): AsyncIterable<T> {
+  let pending: IteratorResult<T> | undefined = first;
+  const it: AsyncIterator<T> = {
+    next: () => {
+      if (pending === undefined) return rest.next();
+      const r = pending;
+      pending = undefined;
+      return Promise.resolve(r);
+    },
+    return: async () => {
+      pending = undefined;
+      await rest.return?.(undefined);
+      return { done: true, value: undefined };
+    },
+  };
+  return { [Symbol.asyncIterator]: () => it };
 }
 
 /** A file in a received context with its content digest (a link: a digest of its target). */
