@@ -122,6 +122,8 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
   logger.info({ addr: opts.addr, root: opts.root }, 'kilnd ready (all tiers in one process)');
   return {
     async close() {
+      // Before anything slow: a stop is often followed by SIGKILL (a harness's grace is 300 ms), and a leaked namespace outlives the process.
+      void localWorker.releaseIdle?.();
       await dashboard?.close();
       await server.close();
       rmSync(pidFile, { force: true });

@@ -56,6 +56,8 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
   const buildEvents = bus.eventStream(BUILD_EVENT_STREAM.name, BUILD_EVENT_STREAM.subjects);
   const solverSessions = () => lazyClient(session.SessionService, directoryClient(directory, 'solver', session.SessionService, { tls }));
   const closers: (() => Promise<void> | void)[] = [];
+  /** Run first on a stop, not awaited (see Worker.releaseIdle). */
+  const onStop: (() => void)[] = [];
   let routes: Routes;
   let platforms: { os: string; architecture: string; variant?: string }[] = [];
   let labels: Record<string, string> = {};
@@ -155,6 +157,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
         logger: log,
       });
       closers.push(() => w.close());
+      onStop.push(() => void w.releaseIdle?.());
       const d = await w.describe();
       platforms = d.platforms;
       labels = d.labels;
@@ -186,6 +189,7 @@ export async function startTier(opts: DaemonOptions, logger: Logger): Promise<Ru
   log.info({ url, nats: redactUrl(opts.nats!), natsAuth: natsAuthKind(opts), natsTls: Boolean(opts.natsTls), mtls: tls !== undefined }, `kilnd tier ${opts.tier} ready`);
   return {
     async close() {
+      for (const f of onStop) f();
       await announcement.stop();
       await server.close();
       for (const c of closers.reverse()) await c();

@@ -540,6 +540,10 @@ export class BaseWorker implements Worker {
     return out;
   }
 
+  releaseIdle(): Promise<void> {
+    return this.network.releaseIdle();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -145,6 +145,14 @@ export interface Worker {
    */
   refFiles(ref: string): RefFiles;
 
+  /**
+   * The first thing a stopping daemon calls (on SIGTERM, before its slower
+   * shutdown): frees what is cheap to free and costly to leak, the ready
+   * step network namespaces (see NetworkProvider.releaseIdle). Builds in
+   * flight go on; close() waits for it. Never rejects.
+   */
+  releaseIdle?(): Promise<void>;
+
   /** Releases every ref and closes the snapshotter. Idempotent; never rejects. */
   close(): Promise<void>;
 }

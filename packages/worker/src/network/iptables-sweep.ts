@@ -1,25 +1,35 @@
-import { execLight } from '@kiln/common';
+import { execLight, runLight } from '@kiln/common';
 
 /**
  * Removes the NAT rules the bridge plugin's ipMasq made for containers whose
- * id starts with `containerIdPrefix` (a POSTROUTING jump per step, commented
- * `name: "<network>" id: "<container id>"`, into a `CNI-<hash>` chain of its
- * own), for steps whose DEL never ran (a killed daemon). Rules of other
- * containers, on the same network or not, are left alone.
- * Returns how many rules it deleted.
+ * id starts with one of `containerIdPrefixes` (a POSTROUTING jump per step,
+ * commented `name: "<network>" id: "<container id>"`, into a `CNI-<hash>`
+ * chain of its own), for steps whose DEL never ran (a killed daemon, or
+ * namespaces dropped at shutdown without a DEL). Rules of other containers,
+ * on the same network or not, are left alone. One `iptables-restore
+ * --noflush` batch does it (two processes, whatever the number of rules:
+ * this runs while a stopping daemon may be SIGKILLed); rule by rule when
+ * the batch fails (a rule went meanwhile). Returns how many rules it deleted.
  */
-export async function sweepMasqueradeRules(containerIdPrefix: string): Promise<number> {
+export async function sweepMasqueradeRules(containerIdPrefixes: string | readonly string[]): Promise<number> {
+  const prefixes = typeof containerIdPrefixes === 'string' ? [containerIdPrefixes] : containerIdPrefixes;
+  if (prefixes.length === 0) return 0;
   const { stdout } = await execLight('iptables', ['-w', '-t', 'nat', '-S']);
-  const marker = ` id: "${containerIdPrefix}`;
+  const markers = prefixes.map((p) => ` id: "${p}`);
   const ours = stdout
     .split('\n')
     .filter((l) => l.startsWith('-A '))
     .map(splitRule)
-    .filter((args) => args.some((a) => a.startsWith('name: "') && a.includes(marker)));
+    .filter((args) => args.some((a) => a.startsWith('name: "') && markers.some((m) => a.includes(m))));
+  if (ours.length === 0) return 0;
   const chains = new Set(ours.map((args) => args[1]!).filter((c) => c.startsWith('CNI-')));
-  let deleted = 0;
   // Jumps first (outside our chains), then our chains are emptied and dropped.
-  for (const args of ours.filter((a) => !chains.has(a[1]!))) {
+  const jumps = ours.filter((a) => !chains.has(a[1]!));
+  const batch = ['*nat', ...jumps.map((a) => ['-D', ...a.slice(1)].map(quoteRuleArg).join(' ')), ...[...chains].flatMap((c) => [`-F ${c}`, `-X ${c}`]), 'COMMIT', ''].join('\n');
+  const restored = await runLight('iptables-restore', ['--noflush'], { stdin: Buffer.from(batch) }).catch(() => ({ code: 1 }));
+  if (restored.code === 0) return ours.length;
+  let deleted = 0;
+  for (const args of jumps) {
     await execLight('iptables', ['-w', '-t', 'nat', '-D', ...args.slice(1)]).then(() => deleted++, () => undefined);
   }
   for (const chain of chains) {
@@ -28,6 +38,11 @@ export async function sweepMasqueradeRules(containerIdPrefix: string): Promise<n
     await execLight('iptables', ['-w', '-t', 'nat', '-X', chain]).catch(() => undefined);
   }
   return deleted;
+}
+
+/** One argument of a rule line as iptables-restore reads it (double quotes, backslash escapes). */
+function quoteRuleArg(a: string): string {
+  return /^[A-Za-z0-9_./:!-]+$/.test(a) ? a : `"${a.replace(/["\\]/g, (c) => `\\${c}`)}"`;
 }
 
 /** Splits one `iptables -S` line into arguments (double quotes with backslash escapes, as iptables prints comments). */

@@ -22,6 +22,11 @@ import type { Logger } from '@kiln/common';
  *
  * `size` 0 turns pooling off: every namespace is made for its step and
  * destroyed after it.
+ *
+ * `drain(drop)` is for a stopping daemon: it stops filling and hands every
+ * ready namespace to `drop` at once, a cheaper teardown than `destroy`
+ * (nothing ran in a ready namespace), so a daemon SIGKILLed a moment after
+ * SIGTERM leaves none behind.
  */
 export class NetnsPool<T> {
   private readonly idle: T[] = [];
@@ -30,6 +35,8 @@ export class NetnsPool<T> {
   private started = false;
   private filling = false;
   private closed = false;
+  /** Set by drain: how namespaces made after it are dropped. */
+  private drop?: (ns: T[]) => Promise<void>;
   private readonly background = new Set<Promise<void>>();
 
   constructor(
@@ -84,6 +91,14 @@ export class NetnsPool<T> {
     for (const ns of this.idle.splice(0)) await this.destroy(ns).catch((err: unknown) => this.logger.warn({ err }, 'failed to remove a pooled step network'));
   }
 
+  /** Stops filling and drops the ready namespaces with `drop` (one batch); close() waits for it too. Never rejects. */
+  drain(drop: (ns: T[]) => Promise<void>): Promise<void> {
+    this.closed = true;
+    this.drop ??= drop;
+    const ready = this.idle.splice(0);
+    return ready.length > 0 ? this.track(drop(ready)) : Promise.resolve();
+  }
+
   /** Makes namespaces one at a time until ready + handed out reach `size`. */
   private fill(): void {
     if (this.filling || this.closed || this.size === 0) return;
@@ -93,7 +108,7 @@ export class NetnsPool<T> {
         try {
           while (!this.closed && this.idle.length + this.inUse < this.size) {
             const ns = await this.create();
-            if (this.closed) await this.destroy(ns);
+            if (this.closed) await (this.drop ? this.drop([ns]) : this.destroy(ns));
             else this.idle.push(ns);
           }
         } finally {

@@ -1,11 +1,14 @@
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '@kiln/common';
 import { removeTestBridge, testNetwork } from '@kiln/testkit';
+import { reapDeadOwners } from './host-reap.js';
+import { createNetns } from './netns.js';
 import { compileNetworkOptions, gatewayOf } from './options.js';
+import { ownersDir, processStartTime } from './owner.js';
 import { filterResolvConf, resolvConfFor } from './resolv-conf.js';
 import { splitRule } from './iptables-sweep.js';
 import { NetworkProvider } from './step-network.js';
@@ -230,5 +233,65 @@ describe.runIf(canRunCni)('CNI step networks (real bridge, host-local, loopback 
     expect(leftovers(q).netns).toHaveLength(2);
     await q.close();
     expect(leftovers(q)).toEqual({ netns: [], ips: [], rules: [], veths: '' });
+  });
+  it("a dead daemon's step networks (owner record: pid + start time) are reaped host-wide by another daemon's start; a live one's stay; pins are handled by their real path only", async () => {
+    const dirOf = async (name: string) => mkdtemp(path.join(tmpdir(), `kiln-cni-${name}-`));
+    const [deadDir, liveDir, nextDir] = [await dirOf('dead'), await dirOf('live'), await dirOf('next')];
+    const at = (dir: string) => new NetworkProvider(compileNetworkOptions({ mode: 'cni', bridge: net.bridge, subnet: net.subnet, poolSize: 0, hostStateDir }), dir, silentLogger());
+    const dead = at(deadDir);
+    const live = at(liveDir);
+    for (const s of [await dead.forStep('default'), await dead.forStep('default'), await live.forStep('default')]) expect(s.networkNamespace).toBeDefined();
+    // The owner of `dead` is a process that exited (same pid namespace): rewrite its record.
+    const gone = spawnSync('true').pid!;
+    expect(processStartTime(gone)).toBeUndefined();
+    const record = path.join(ownersDir(hostStateDir), `${dead.ownerPrefix.slice(0, -1)}.json`);
+    const owner = JSON.parse(readFileSync(record, 'utf8')) as Record<string, unknown>;
+    expect(owner).toMatchObject({ pid: process.pid, startTime: processStartTime(process.pid), pidNamespace: readlinkSync('/proc/self/ns/pid') });
+    writeFileSync(record, JSON.stringify({ ...owner, pid: gone }));
+    // A pin from before owner records whose state dir is gone (only its mount point is left), reached today through a renamed parent
+    // with a symlink at the old name that leads to a decoy pin file of the same name: the decoy stays.
+    const legacyId = 'kiln-0badc0de-0123456789ab';
+    const oldRoot = path.join(root, 'legacy-old');
+    mkdirSync(path.join(oldRoot, 'net', 'netns'), { recursive: true });
+    await createNetns(path.join(oldRoot, 'net', 'netns', legacyId));
+    renameSync(oldRoot, path.join(root, 'legacy-moved'));
+    const decoy = path.join(root, 'decoy');
+    mkdirSync(path.join(decoy, 'net', 'netns'), { recursive: true });
+    writeFileSync(path.join(decoy, 'net', 'netns', legacyId), '');
+    symlinkSync(decoy, oldRoot);
+    // A pin of the same form whose step record is there: a live daemon from before owner records; it stays.
+    const keptId = 'kiln-0badc0de-ba9876543210';
+    const keptRoot = path.join(root, 'legacy-live');
+    mkdirSync(path.join(keptRoot, 'net', 'netns'), { recursive: true });
+    mkdirSync(path.join(keptRoot, 'net', 'steps'));
+    writeFileSync(path.join(keptRoot, 'net', 'steps', `${keptId}.json`), '{}');
+    await createNetns(path.join(keptRoot, 'net', 'netns', keptId));
+
+    const pins = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(' - nsfs ')).map((l) => l.split(' ')[4]!);
+    const before = { dead: leftovers(dead), live: leftovers(live) };
+    expect(before.dead.netns).toHaveLength(2);
+    expect(before.dead.ips).toHaveLength(2);
+    expect(before.live.ips).toHaveLength(1);
+    expect(before.dead.veths.split('\n')).toHaveLength(3);
+
+    const next = at(nextDir);
+    await next.reapStale();
+    expect(leftovers(dead)).toMatchObject({ netns: [], ips: [], rules: [] });
+    expect(pins().filter((p) => p.startsWith(`${deadDir}/`) || p.includes('legacy-moved'))).toEqual([]);
+    expect(existsSync(path.join(root, 'legacy-moved', 'net', 'netns', legacyId))).toBe(false); // unmounted and removed at its real path
+    expect(existsSync(path.join(decoy, 'net', 'netns', legacyId))).toBe(true); // never through the symlink
+    expect(pins()).toContain(path.join(keptRoot, 'net', 'netns', keptId));
+    expect(existsSync(record)).toBe(false);
+    const after = leftovers(live);
+    expect(after.netns).toEqual(before.live.netns);
+    expect(after.ips).toEqual(before.live.ips);
+    expect(after.rules).toEqual(before.live.rules);
+    expect(after.veths.split('\n')).toHaveLength(1);
+
+    execFileSync('umount', [path.join(keptRoot, 'net', 'netns', keptId)]);
+    await live.reapStale();
+    await live.close();
+    await next.close();
+    for (const d of [deadDir, liveDir, nextDir]) await rm(d, { recursive: true, force: true });
   });
 });

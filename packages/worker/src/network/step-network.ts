@@ -2,13 +2,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import path from 'node:path';
-import type { Logger } from '@kiln/common';
+import { unmountFs, type Logger } from '@kiln/common';
 import { bridgeLockFile, removeBridgeIfUnused } from './bridge-lock.js';
 import { invokeCni } from './cni.js';
+import { reapDeadOwners } from './host-reap.js';
 import { sweepMasqueradeRules } from './iptables-sweep.js';
 import { createNetns, removeNetns } from './netns.js';
 import { NetnsPool } from './netns-pool.js';
 import type { CompiledNetworkOptions } from './options.js';
+import { ownersDir, removeOwnerRecord, thisProcessOwner, writeOwnerRecord } from './owner.js';
 import { resolvConfFor } from './resolv-conf.js';
 
 /** The network one exec step runs with (ExecSpec.network / networkNamespace) and its /etc/resolv.conf. */
@@ -41,6 +43,8 @@ interface StepRecord {
   containerId: string;
   netns: string;
   bridgeConfig: Record<string, unknown>;
+  /** The address host-local gave it (from the ADD result), for a release without DEL. */
+  address?: string;
 }
 
 const CNI_VERSION = '1.0.0';
@@ -64,11 +68,21 @@ const STEP_IFNAME = 'eth0';
  * file and ipMasq into each NAT rule's comment, so `reapStale` undoes only
  * what this state dir's earlier (killed) life left, never another live
  * daemon's addresses or rules.
+ *
+ * Daemons that die for good (SIGKILLed, their state dir removed: no restart
+ * reaps them) are covered twice: on SIGTERM a daemon first drops its pooled
+ * namespaces the cheap way (`releaseIdle`), and each start reaps host-wide
+ * what dead daemons left (`reapDeadOwners`), told by the owner record
+ * (pid + start time) of each daemon life, whose container ids are
+ * `kiln-<tag>-<life>-<random>` (`ownerPrefix`).
  */
 export class NetworkProvider {
   private readonly dir: string;
+  private readonly stateDir: string;
   /** Starts every container id this state dir's daemons use: the mark of what they own on the shared bridge. */
   readonly containerIdPrefix: string;
+  /** Starts every container id of this provider's life (`containerIdPrefix` + a random life id): what its host-wide owner record names. */
+  readonly ownerPrefix: string;
   /** The CNI network name, shared by every daemon on this bridge + subnet: host-local's allocation dir, in iptables comments. */
   readonly networkName: string;
   /** Ready namespaces (mode "cni"). */
@@ -82,6 +96,8 @@ export class NetworkProvider {
     this.dir = path.join(stateDir, 'net');
     const tag = createHash('sha256').update(path.resolve(stateDir)).digest('hex').slice(0, 8);
     this.containerIdPrefix = `kiln-${tag}-`;
+    this.ownerPrefix = `${this.containerIdPrefix}${randomBytes(4).toString('hex')}-`;
+    this.stateDir = path.resolve(stateDir);
     this.networkName = `kiln-${options.bridge}-${options.subnet.replace('/', '-')}`;
     this.pool = new NetnsPool(options.poolSize, () => this.attach(), (record) => this.detach(record), logger);
   }
@@ -157,6 +173,9 @@ export class NetworkProvider {
       // New dirs are made 0700; of existing ones only Kiln's own ipam dir is narrowed (hostStateDir may be a dir Kiln does not own).
       await mkdir(this.allocationsDir, { recursive: true, mode: 0o700 });
       await chmod(this.ipamDir, 0o700);
+      // Before any namespace of this life exists: who owns it, for other daemons' reaping (owner.ts).
+      await mkdir(ownersDir(this.options.hostStateDir), { recursive: true, mode: 0o700 });
+      await writeOwnerRecord(this.options.hostStateDir, thisProcessOwner(this.ownerPrefix, this.stateDir));
       return bridgeLockFile(this.options.hostStateDir, this.options.bridge);
     })();
     this.lockFile.catch(() => (this.lockFile = undefined));
@@ -165,7 +184,7 @@ export class NetworkProvider {
 
   private async attach(): Promise<StepRecord> {
     const started = performance.now();
-    const containerId = `${this.containerIdPrefix}${randomBytes(6).toString('hex')}`;
+    const containerId = `${this.ownerPrefix}${randomBytes(6).toString('hex')}`;
     const lock = await this.hostState();
     const record: StepRecord = { containerId, netns: path.join(this.netnsDir, containerId), bridgeConfig: this.bridgeConfig() };
     await mkdir(this.netnsDir, { recursive: true, mode: 0o700 });
@@ -176,7 +195,9 @@ export class NetworkProvider {
       const call = { containerId, netns: record.netns, pluginDir: this.options.cniPluginDir };
       await invokeCni({ ...call, command: 'ADD', ifname: 'lo' }, { cniVersion: CNI_VERSION, name: this.networkName, type: 'loopback' });
       // Under the bridge's shared lock: no daemon's close removes the bridge while this ADD attaches to it.
-      await invokeCni({ ...call, command: 'ADD', ifname: STEP_IFNAME, sharedLock: lock }, record.bridgeConfig);
+      const result = await invokeCni({ ...call, command: 'ADD', ifname: STEP_IFNAME, sharedLock: lock }, record.bridgeConfig);
+      const ip = (result?.ips as { address?: string }[] | undefined)?.[0]?.address?.split('/')[0];
+      if (ip && /^[0-9.]+$/.test(ip)) record.address = ip;
     } catch (err) {
       await this.detach(record);
       throw err;
@@ -201,6 +222,45 @@ export class NetworkProvider {
     this.logger.debug({ containerId: record.containerId, ms: Math.round(performance.now() - started) }, 'step network released');
   }
 
+  /**
+   * Drops ready namespaces of a stopping daemon without CNI DEL: nothing ran
+   * in them, so unpinning the namespace frees it and its veth (the kernel
+   * deletes both ends with it), removing the allocation file frees the
+   * address; then one iptables batch removes their NAT rules. A handful of
+   * file operations and an unmount (a system call, no process) before the
+   * rules: done in milliseconds, ahead of the daemon's slower shutdown work.
+   */
+  private async dropReady(records: StepRecord[]): Promise<void> {
+    const started = performance.now();
+    await Promise.all(
+      records.map(async (r) => {
+        await unmountFs(r.netns, { lazy: true }).catch(() => undefined);
+        await rm(r.netns, { force: true });
+        if (r.address) {
+          const file = path.join(this.allocationsDir, r.address);
+          const owner = await readFile(file, 'utf8').catch(() => '');
+          if (owner.startsWith(r.containerId)) await rm(file, { force: true });
+        }
+      }),
+    );
+    const rules = await sweepMasqueradeRules(records.map((r) => r.containerId)).catch((err: unknown) => {
+      this.logger.warn({ err }, 'failed to remove the NAT rules of dropped step networks');
+      return 0;
+    });
+    await Promise.all(records.map((r) => rm(this.recordFile(r.containerId), { force: true })));
+    this.logger.info({ namespaces: records.length, rules, ms: Math.round(performance.now() - started) }, 'released pooled step networks');
+  }
+
+  /**
+   * First thing on SIGTERM: stops filling the pool and drops its ready
+   * namespaces (see dropReady); steps still running keep theirs until they
+   * end. close() waits for it. Never rejects.
+   */
+  releaseIdle(): Promise<void> {
+    if (this.options.mode !== 'cni') return Promise.resolve();
+    return this.pool.drain((records) => this.dropReady(records));
+  }
+
   private recordFile(containerId: string): string {
     return path.join(this.recordsDir, `${containerId}.json`);
   }
@@ -211,9 +271,15 @@ export class NetworkProvider {
    * namespace file, then the IP allocations and masquerade rules of its
    * container ids (`containerIdPrefix`) whose DEL never ran; other daemons'
    * on the same bridge stay. Call before any step runs (and after stale
-   * containers are gone). Never rejects.
+   * containers are gone). Then, host-wide, what dead daemons on other state
+   * dirs left (see reapDeadOwners). Never rejects.
    */
   async reapStale(): Promise<void> {
+    await this.reapOwnStale();
+    if (this.options.mode === 'cni') await reapDeadOwners(this.options.hostStateDir, this.logger);
+  }
+
+  private async reapOwnStale(): Promise<void> {
     const records = await readdir(this.recordsDir).catch(() => null);
     if (records === null) return; // CNI never ran on this state dir
     for (const name of records) {
@@ -266,6 +332,8 @@ export class NetworkProvider {
     } catch (err) {
       this.logger.warn({ err, bridge: this.options.bridge }, 'failed to remove the step network bridge');
     }
+    // The owner record goes once nothing of this life is left (a step that outlived the close keeps it, for reaping).
+    if ((await readdir(this.netnsDir).catch(() => [])).length === 0) await removeOwnerRecord(this.options.hostStateDir, this.ownerPrefix).catch(() => undefined);
   }
 }
 
