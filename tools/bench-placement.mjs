@@ -12,7 +12,7 @@
 // RUNs. Per round: the RUN and COPY steps reported CACHED (a step pulled
 // from another worker counts: it did not run) and the round's wall time.
 // Fresh cluster per mode.
-// Rounds: BENCH_PLACEMENT_ROUNDS (default 3), builds a round: BENCH_PLACEMENT_PER_ROUND (default 12). Writes bench-results/placement.md.
+// Rounds: BENCH_PLACEMENT_ROUNDS (default 3), builds a round: BENCH_PLACEMENT_PER_ROUND (default 12), modes: BENCH_PLACEMENT_MODES (default cache,load). Writes bench-results/placement.md.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -120,9 +120,17 @@ const work = mkdtempSync(join(tmpdir(), 'kiln-bench-placement-'));
 const registry = await startRegistry();
 try {
   const base = (await pushBusyboxImage(registry, work, 'bench/placement', 'base', { applets: ['sh', 'echo', 'cat', 'sleep', 'head', 'wc'] })).ref;
+  // BENCH_PLACEMENT_MODES=cache (or load) runs one mode only, printing its rounds (no table).
+  const wanted = (process.env.BENCH_PLACEMENT_MODES ?? 'cache,load').split(',');
   const modes = [];
-  for (const mode of ['cache', 'load']) modes.push(await measure(mode, base, work));
-  const [cache, load] = modes;
+  for (const mode of ['cache', 'load']) if (wanted.includes(mode)) modes.push(await measure(mode, base, work));
+  if (modes.length === 2) writeTable(modes);
+} finally {
+  await registry.stop();
+  rmSync(work, { recursive: true, force: true });
+}
+
+function writeTable([cache, load]) {
   const pct = (r) => `${((100 * r.cached) / r.total).toFixed(0)}% (${r.cached}/${r.total})`;
   const table = [
     '# Cache-aware placement',
@@ -137,7 +145,4 @@ try {
   console.log(table.join('\n'));
   mkdirSync(join(repo, 'bench-results'), { recursive: true });
   writeFileSync(join(repo, 'bench-results', 'placement.md'), table.join('\n'));
-} finally {
-  await registry.stop();
-  rmSync(work, { recursive: true, force: true });
 }

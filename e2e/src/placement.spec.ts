@@ -103,7 +103,7 @@ describe('placement by op kinds and by cache [topology=split, two oci workers]',
     expect(stepOutcome(again.stderr, /RUN echo one/)).toBe('CACHED');
     expect(stepOutcome(again.stderr, /RUN echo two/)).toBe('CACHED');
     expect(stepOutcome(again.stderr, /COPY app.txt/)).toBe('DONE');
-    expect(worker('solver-1').logs()).toMatch(/"worker":"w-b","cachedSteps":3,"load":0/);
+    expect(worker('solver-1').logs()).toMatch(/"worker":"w-b","cachedSteps":2,"workMs":0,"load":0/);
 
     // Prune drops the cache index's entries: no worker holds the steps, the idle lowest id wins.
     const prune = await runKiln(['prune', '--addr', cluster.addr, '-f'], { env: cluster.env });
@@ -113,6 +113,31 @@ describe('placement by op kinds and by cache [topology=split, two oci workers]',
     expect(pruned.code, onFailure(pruned)).toBe(0);
     expect(opsRun('w-a')).toBeGreaterThan(a0);
     expect(stepOutcome(pruned.stderr, /RUN echo one/)).toBe('DONE');
+  }, 90_000);
+
+  it('keeps a project on the worker holding its cache while that worker runs two more builds than the idle one', async () => {
+    const steps = [1, 2, 3, 4].map((n) => `RUN sleep 0.2 && echo ${n} > /${n}`);
+    const ctx = project('sticky', ['FROM ' + base, ...steps]);
+    const first = await build(ctx, ['--worker-filter', 'id==w-b']);
+    expect(first.code, onFailure(first)).toBe(0);
+
+    // Two builds of another project hold w-b while the project is built again.
+    const busy = project('busy', ['FROM ' + base, 'RUN sleep 5 && echo busy > /busy']);
+    const sleeping = () => worker('w-b').logs().split('\n').filter((l) => l.includes('"running op"') && l.includes('sleep 5')).length;
+    const s0 = sleeping();
+    const background = [1, 2].map(() => build(busy, ['--worker-filter', 'id==w-b', '--no-cache']));
+    const until = Date.now() + 30_000;
+    while (sleeping() < s0 + 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    expect(sleeping()).toBe(s0 + 2);
+
+    // Its steps on w-a would be 4 pulls, shared with nothing: (200 + 4 × 150) ms; on w-b nothing to run, shared with 2 builds: 200 × 3 ms.
+    const a0 = opsRun('w-a');
+    const again = await build(ctx);
+    expect(again.code, onFailure(again)).toBe(0);
+    for (const n of [1, 2, 3, 4]) expect(stepOutcome(again.stderr, new RegExp(`RUN sleep 0.2 && echo ${n} `))).toBe('CACHED');
+    expect(opsRun('w-a')).toBe(a0);
+    expect(worker('solver-1').logs()).toMatch(/"worker":"w-b","cachedSteps":4,"workMs":0,"load":2/);
+    for (const res of await Promise.all(background)) expect(res.code, onFailure(res)).toBe(0);
   }, 90_000);
 });
 

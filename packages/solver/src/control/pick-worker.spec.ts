@@ -4,6 +4,7 @@ import type { KilnError } from '@kiln/common';
 import { execState, FileChain, git, image, marshal, parseDefinition, State, type ParsedDefinition } from '@kiln/llb';
 import { describe, expect, it } from 'vitest';
 import { constraintFilters, pickWorker } from './pick-worker.js';
+import { MAX_CACHE_LOAD_GAP } from './placement-cost.js';
 import { parseWorkerFilter, parseWorkerFilters } from './worker-filter.js';
 import type { WorkerHandle } from './workers.js';
 
@@ -120,29 +121,52 @@ describe('pickWorker', () => {
     expect(catchErr(() => pickWorker([noExec], [runFor('linux/s390x')])).message).toMatch(/platform linux\/s390x/);
   });
 
-  it('places a build where the most of its steps are cached, traded against load (CACHED_STEPS_PER_BUILD per extra build)', () => {
+  it('places a build where it is expected to finish first: its work there (ms to run or pull), shared with the builds running there', () => {
     const w1 = worker('w1', ['linux/amd64']);
     const w2 = worker('w2', ['linux/amd64']);
     const w3 = worker('w3', ['linux/amd64']);
     const def = [runFor('linux/amd64')];
-    const pick = (load: Record<string, number>, cached: Record<string, number>) => pickWorker([w1, w2, w3], def, { load: (id) => load[id] ?? 0, cached: (id) => cached[id] ?? 0 }).id;
-    // Idle everywhere: the cache decides, over the lowest id.
-    expect(pick({}, { w2: 1 })).toBe('w2');
-    expect(pick({}, { w2: 2, w3: 5 })).toBe('w3');
-    // One build more than the least busy costs 3 cached steps: 5 - 3 > 0 wins, 3 - 3 = 0 ties and the less busy wins.
-    expect(pick({ w2: 1 }, { w2: 5 })).toBe('w2');
-    expect(pick({ w2: 1 }, { w2: 3 })).toBe('w1');
-    // Two more: 5 - 6 < 0, the idle worker wins; past MAX_CACHE_LOAD_GAP the cache never counts.
-    expect(pick({ w2: 2 }, { w2: 5 })).toBe('w1');
-    expect(pick({ w2: 3 }, { w2: 1000 })).toBe('w1');
-    // All busy: the gap is measured from the least busy fitting worker.
-    expect(pick({ w1: 4, w2: 5, w3: 4 }, { w2: 4 })).toBe('w2');
-    // No cache anywhere: least busy, then lowest id (as without counts).
+    // `work`: per worker, ms of predicted steps to run or pull there, and how many it holds (default: 2000 ms, none held).
+    const pick = (load: Record<string, number>, work: Record<string, [number, number]>) =>
+      pickWorker([w1, w2, w3], def, { load: (id) => load[id] ?? 0, work: (id) => ({ ms: work[id]?.[0] ?? 2000, held: work[id]?.[1] ?? 0 }) }).id;
+    // Idle everywhere: the least work wins, over the lowest id.
+    expect(pick({}, { w2: [1000, 1] })).toBe('w2');
+    expect(pick({}, { w2: [1000, 1], w3: [0, 3] })).toBe('w3');
+    // A build its holder has whole sticks to it while it runs 2 builds more: (200 + 0) × 3 < 200 + 2000.
+    expect(pick({ w2: 2 }, { w2: [0, 3] })).toBe('w2');
+    // Work to do on the holder too: (200 + 1500) × 2 > 200 + 2000, the idle worker wins.
+    expect(pick({ w2: 1 }, { w2: [1500, 1] })).toBe('w1');
+    // Equal expected times: the worker holding more of the steps (then the less busy one).
+    expect(pick({ w2: 1 }, { w2: [0, 2], w1: [200, 0], w3: [200, 0] })).toBe('w2');
+    // No cache anywhere: least busy, then lowest id (as without work).
     expect(pick({ w1: 1 }, {})).toBe('w2');
     expect(pick({}, {})).toBe('w1');
+    expect(pickWorker([w1, w2, w3], def, { load: (id) => (id === 'w1' ? 1 : 0) }).id).toBe('w2');
     // The cache never makes a worker fit: a non-fitting holder is not picked.
     const arm = worker('w0-arm', ['linux/arm64']);
-    expect(pickWorker([arm, w1], def, { cached: (id) => (id === 'w0-arm' ? 9 : 0) }).id).toBe('w1');
+    expect(pickWorker([arm, w1], def, { work: (id) => (id === 'w0-arm' ? { ms: 0, held: 9 } : { ms: 5000, held: 0 }) }).id).toBe('w1');
+  });
+
+  it('bounds the trade-off: a hot worker holding every build\'s cache gets builds only up to MAX_CACHE_LOAD_GAP beyond the least busy', () => {
+    const ws = ['w1', 'w2', 'w3'].map((id) => worker(id, ['linux/amd64']));
+    const def = [runFor('linux/amd64')];
+    // w1 holds every project whole; each build has 60 s to run anywhere else. Builds arrive and none ends.
+    const load = new Map<string, number>();
+    const placed: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      const w = pickWorker(ws, def, { load: (id) => load.get(id) ?? 0, work: (id) => (id === 'w1' ? { ms: 0, held: 5 } : { ms: 60_000, held: 0 }) });
+      load.set(w.id, (load.get(w.id) ?? 0) + 1);
+      placed.push(w.id);
+    }
+    // w1 takes the first MAX_CACHE_LOAD_GAP + 1 builds, then runs at most that many more than the others: it never takes them all.
+    expect(placed.slice(0, MAX_CACHE_LOAD_GAP + 1)).toEqual(Array(MAX_CACHE_LOAD_GAP + 1).fill('w1'));
+    expect(load.get('w1')).toBe(6);
+    expect(load.get('w2')).toBe(3);
+    expect(load.get('w3')).toBe(3);
+    for (let i = 0; i < placed.length; i++) {
+      const counts = placed.slice(0, i + 1).reduce((m, id) => m.set(id, (m.get(id) ?? 0) + 1), new Map<string, number>());
+      expect((counts.get('w1') ?? 0) - Math.min(counts.get('w2') ?? 0, counts.get('w3') ?? 0)).toBeLessThanOrEqual(MAX_CACHE_LOAD_GAP + 1);
+    }
   });
 
   it('collects the worker constraints of the ops', () => {

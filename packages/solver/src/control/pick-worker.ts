@@ -2,6 +2,7 @@ import type { llb } from '@kiln/api';
 import { KilnError, UnavailableError } from '@kiln/common';
 import { opKind, type ParsedDefinition } from '@kiln/llb';
 import { formatPlatform } from '@kiln/registry';
+import { BUILD_BASE_MS, expectedMs, type Work } from './placement-cost.js';
 import { runsPlatform } from './platforms.js';
 import { matchesAll, type WorkerFilter } from './worker-filter.js';
 import type { WorkerHandle } from './workers.js';
@@ -13,22 +14,14 @@ export interface WorkerChoice {
   /** Builds running on a worker now; the least busy fitting worker is picked. */
   load?: (workerId: string) => number;
   /**
-   * How many of the build's steps a worker holds in the solver cache (see
-   * predictedCacheKeys); absent: placement by load alone.
+   * The work the build's predicted steps are on a worker: the ms to run or
+   * pull those it does not hold, and how many it holds (see
+   * placement-cost.ts); absent: placement by load alone.
    */
-  cached?: (workerId: string) => number;
+  work?: (workerId: string) => Work;
   /** Workers not to pick (one a build just lost). */
   exclude?: ReadonlySet<string>;
 }
-
-/**
- * A running build costs as much as this many cached steps: a worker busier
- * than the least busy fitting one must hold more than this many of the
- * build's steps per extra build to win.
- */
-export const CACHED_STEPS_PER_BUILD = 3;
-/** A worker running more than this many builds beyond the least busy fitting one never wins by its cache. */
-export const MAX_CACHE_LOAD_GAP = 2;
 
 /**
  * The worker for a build of one or more definitions (one per target
@@ -41,17 +34,17 @@ export const MAX_CACHE_LOAD_GAP = 2;
  * emulator. All of a build's ops run on one worker, since refs do not move
  * between workers.
  *
- * Among the fitting workers, the build goes where its cache is, traded
- * against load. With `gap` = a worker's running builds minus those of the
- * least busy fitting worker, its score is
- *
- *     cached - CACHED_STEPS_PER_BUILD * gap     (cached counts as 0 when gap > MAX_CACHE_LOAD_GAP)
- *
- * and the highest score wins; ties go to the less busy worker, then to the
- * lowest id (so builds one after another stay on one worker). Without cache
- * counts (or none held anywhere) this is the least busy worker, lowest id
- * first. So an idle worker beats one holding 5 of the build's steps while
- * running 2 builds (5 - 6 < 0), and loses to it while it runs 1 (5 - 3 > 0).
+ * Among the fitting workers, the build goes where it is expected to take
+ * the least time: its work there (the predicted steps the worker would run
+ * or pull, in ms) plus BUILD_BASE_MS, shared with the builds the worker
+ * runs, `(BUILD_BASE_MS + work) × (1 + load)`, bounded by
+ * MAX_CACHE_LOAD_GAP (see placement-cost.ts). Ties go to the worker
+ * holding more of the steps, then the less busy one, then the lowest id
+ * (so builds one after another stay on one worker). Without work (or no
+ * cache anywhere) this is the least busy worker, lowest id first. So a
+ * build its holder has whole (work 0) goes there while it runs 2 builds
+ * more than an idle worker that would have 500 ms to run (200 × 3 <
+ * 700), and a build with 10 s to run anywhere goes to the idle worker.
  *
  * Throws `failed_precondition` naming the filters and the workers' labels
  * when no worker matches the filters; naming the platform, or the op kind
@@ -95,16 +88,19 @@ export function fittingWorkers(all: readonly WorkerHandle[], defs: readonly Pars
   );
 }
 
-/** The fitting worker with the best cache score (see pickWorker). */
+/** The fitting worker expected to finish the build first (see pickWorker). */
 function preferred(fitting: readonly WorkerHandle[], choice: WorkerChoice): WorkerHandle {
   const load = choice.load ?? (() => 0);
-  const cached = choice.cached ?? (() => 0);
-  const least = Math.min(...fitting.map((w) => load(w.id)));
-  const scored = fitting.map((w) => {
-    const gap = load(w.id) - least;
-    return { w, load: load(w.id), score: (gap > MAX_CACHE_LOAD_GAP ? 0 : cached(w.id)) - CACHED_STEPS_PER_BUILD * gap };
-  });
-  return scored.reduce((best, c) => (c.score > best.score || (c.score === best.score && (c.load < best.load || (c.load === best.load && c.w.id < best.w.id))) ? c : best)).w;
+  const work = choice.work ?? (() => ({ ms: 0, held: 0 }));
+  const candidates = fitting.map((w) => ({ w, id: w.id, load: load(w.id), work: work(w.id) }));
+  const expected = expectedMs(candidates, BUILD_BASE_MS);
+  const better = (c: (typeof candidates)[number], best: (typeof candidates)[number]) => {
+    const d = expected.get(c.id)! - expected.get(best.id)!;
+    if (d !== 0) return d < 0;
+    if (c.work.held !== best.work.held) return c.work.held > best.work.held;
+    return c.load < best.load || (c.load === best.load && c.id < best.id);
+  };
+  return candidates.reduce((best, c) => (better(c, best) ? c : best)).w;
 }
 
 /** Whether the worker announced `kind` (a worker announcing no kinds predates the announcement: it runs all). */

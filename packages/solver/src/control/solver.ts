@@ -17,7 +17,7 @@ import { Scheduler, type GraphNode, type SchedulerSession } from '../graph/sched
 import { bypassesCache, isLocalSource, localSourceCacheKey, opCacheKey, selectedContentKey } from '../llb/cache-keys.js';
 import { inputSelectors } from '../llb/input-selectors.js';
 import { definitionKeys, outputKey } from '../llb/definition-keys.js';
-import { predictedCacheKeys, predictedKeysByDigest } from '../llb/predicted-keys.js';
+import { predictedKeysByDigest } from '../llb/predicted-keys.js';
 import { toGraph, toPlacedGraph, type LlbVertex, type OpResult, type RunOp, type Shortcut } from '../llb/vertices.js';
 import type { SessionHost } from '../session/session-host.js';
 import { compileCacheExports, compileCacheImports, exportCache, loadCacheImports, withInlineCache, type CacheExportDeps } from './build-cache.js';
@@ -37,6 +37,7 @@ import { matchesAll, parseWorkerFilters, type WorkerFilter } from './worker-filt
 import { compileUsageFilter } from './usage-filter.js';
 import { VertexCache, type CacheHit } from './vertex-cache.js';
 import { placeSteps } from './step-placement.js';
+import { workOn, type Work } from './placement-cost.js';
 import { BuildGateways } from './build-gateway.js';
 import { buildProvenance, provenanceMode } from './provenance.js';
 import { resultSbom, SBOM_EXPORTERS, sbomRequested } from './sbom.js';
@@ -237,11 +238,12 @@ export class Solver {
       // Before anything resolves: a cached result of an entitled step must not reach a build without the entitlement.
       checkDefinitionEntitlements(defs, granted);
       const filters = [...requested, ...parseWorkerFilters(constraintFilters(defs), 'constraints')];
-      const cached = await this.cachedSteps(defs, req.frontendAttrs['no-cache'], signal);
+      const work = await this.placementWork(defs, req.frontendAttrs['no-cache'], signal);
       // Picked and counted in one step, so builds arriving together spread.
       const choose = async (exclude?: ReadonlySet<string>) => {
-        const w = pickWorker(await this.opts.workers.list(), defs, { filters, load: (id) => this.load.get(id) ?? 0, cached, exclude });
-        log.info({ worker: w.id, cachedSteps: cached?.(w.id) ?? 0, load: this.load.get(w.id) ?? 0 }, 'build placed');
+        const w = pickWorker(await this.opts.workers.list(), defs, { filters, load: (id) => this.load.get(id) ?? 0, work, exclude });
+        const chosen = work?.(w.id);
+        log.info({ worker: w.id, cachedSteps: chosen?.held ?? 0, workMs: Math.round(chosen?.ms ?? 0), load: this.load.get(w.id) ?? 0 }, 'build placed');
         this.claim(w.id, claimed, +1);
         this.history.addWorker(buildId, w.id);
         this.relay.allow(buildId, w.id);
@@ -384,13 +386,14 @@ export class Solver {
     }
     if (fitting.length < 2 || !fitting.some((w) => w.id === worker.id)) return undefined;
     const predicted = predictedKeysByDigest(def, p.req.frontendAttrs['no-cache']);
-    const holders = this.cache.holders([...predicted.values()], new Set(fitting.map((w) => w.id)));
+    const costs = await this.cache.placementCosts([...predicted.values()], fitting, p.signal);
     const place = placeSteps({
       def,
       buildWorker: worker.id,
       workers: fitting.map((w) => w.id),
       predicted,
-      holder: (k) => holders.get(k),
+      costs,
+      moveMs: this.cache.pullFixedMs(),
       load: (id) => (this.load.get(id) ?? 0) - (p.claimed.has(id) ? 1 : 0),
     });
     const counts = new Map<string, number>();
@@ -503,7 +506,7 @@ export class Solver {
     checkDefinitionEntitlements([def], g.granted);
     if (!def.result) return { workerId: '', ref: '' };
     const filters = [...g.requested, ...parseWorkerFilters(constraintFilters([def]), 'constraints')];
-    const worker = pickWorker(await this.opts.workers.list(), [def], { filters, load: (id) => this.load.get(id) ?? 0, cached: await this.cachedSteps([def], g.noCache, signal) });
+    const worker = pickWorker(await this.opts.workers.list(), [def], { filters, load: (id) => this.load.get(id) ?? 0, work: await this.placementWork([def], g.noCache, signal) });
     this.claim(worker.id, g.claimed, +1);
     this.relay.allow(g.buildId, worker.id);
     const build: BuildContext = { publish: g.publish, buildId: g.buildId, sessionId: g.sessionId, noCache: g.noCache, entitlements: [...g.granted], imports: undefined, built: new Map(), brought: [] };
@@ -545,17 +548,19 @@ export class Solver {
   }
 
   /**
-   * Per worker, how many of the definitions' steps it has without running
-   * them, for cache-aware placement (undefined with `placement = "load"`):
-   * the steps it holds, plus the share a pull would save of each step
-   * another live worker holds (see VertexCache.availability). Only keys
-   * known before anything runs count (see predictedCacheKeys).
+   * Per worker, the work the definitions' predicted steps are there (ms to
+   * run or pull those it does not hold, and how many it holds; see
+   * placement-cost.ts), for cache-aware placement (undefined with
+   * `placement = "load"`). Only keys known before anything runs count (see
+   * predictedCacheKeys), and no sources: every worker resolves those
+   * itself (a base image shared by all projects says nothing of where a
+   * project's cache is).
    */
-  private async cachedSteps(defs: readonly ParsedDefinition[], noCache: string | undefined, signal?: AbortSignal): Promise<((workerId: string) => number) | undefined> {
+  private async placementWork(defs: readonly ParsedDefinition[], noCache: string | undefined, signal?: AbortSignal): Promise<((workerId: string) => Work) | undefined> {
     if (this.opts.placement === 'load') return undefined;
-    const keys = defs.flatMap((d) => predictedCacheKeys(d, noCache));
-    const held = await this.cache.availability(keys, await this.opts.workers.list(), signal);
-    return (id) => held.get(id) ?? 0;
+    const keys = defs.flatMap((d) => [...predictedKeysByDigest(d, noCache)].filter(([digest]) => d.ops.get(digest as never)?.op.op.case !== 'source').map(([, k]) => k));
+    const costs = await this.cache.placementCosts(keys, await this.opts.workers.list(), signal);
+    return (id) => workOn(keys, costs, id);
   }
 
   /** Counts a build on (`+1`) or off (`-1`) a worker; `claimed` is the build's own set, so each is counted off once. */

@@ -1,6 +1,7 @@
 import { execState, FileChain, image, marshal, parseDefinition, type ParsedDefinition } from '@kiln/llb';
 import { describe, expect, it } from 'vitest';
 import { predictedKeysByDigest } from '../llb/predicted-keys.js';
+import type { KeyCost } from './placement-cost.js';
 import { placeSteps } from './step-placement.js';
 
 /**
@@ -24,8 +25,11 @@ describe('placeSteps', () => {
   const { def, digest } = twoStages();
   const predicted = predictedKeysByDigest(def, undefined);
   const keyOf = (description: string) => predicted.get(digest(description))!;
-  const place = (held: Record<string, string>, load: Record<string, number> = {}, workers = ['w1', 'w2', 'w3']) =>
-    placeSteps({ def, buildWorker: 'w1', workers, predicted, holder: (k) => Object.entries(held).find(([d]) => keyOf(d) === k)?.[1], load: (id) => load[id] ?? 0 });
+  // Each held step ran in 1 s; pulling one is expected at 300 ms, and bringing a branch's result to its reader at 150 ms.
+  const place = (held: Record<string, string>, load: Record<string, number> = {}, workers = ['w1', 'w2', 'w3']) => {
+    const costs = new Map<string, KeyCost>(Object.entries(held).map(([d, holder]) => [keyOf(d), { holder, runMs: 1000, pullMs: 300 }]));
+    return placeSteps({ def, buildWorker: 'w1', workers, predicted, costs, moveMs: 150, load: (id) => load[id] ?? 0 });
+  };
 
   it('runs each stage read by COPY --from where its steps are cached, the final chain on the build worker', () => {
     const p = place({ 'RUN a1': 'w2', 'RUN a2': 'w2', 'RUN b1': 'w3' });
@@ -49,8 +53,12 @@ describe('placeSteps', () => {
   });
 
   it('trades cache against load: a stage stays with its cache unless that worker is far busier', () => {
-    expect(place({ 'RUN a1': 'w2', 'RUN a2': 'w2' }, { w2: 1 }).get(digest('RUN a2'))).toBe('w1');
+    // Held whole on w2: nothing to run there however busy it is (0 × 3 + 150 < 2 × 300 on w1), up to MAX_CACHE_LOAD_GAP builds beyond the least busy.
+    expect(place({ 'RUN a1': 'w2', 'RUN a2': 'w2' }, { w2: 2 }).get(digest('RUN a2'))).toBe('w2');
     expect(place({ 'RUN a1': 'w2', 'RUN a2': 'w2' }, { w2: 0, w1: 1 }).get(digest('RUN a2'))).toBe('w2');
+    expect(place({ 'RUN a1': 'w2', 'RUN a2': 'w2' }, { w2: 3 }).get(digest('RUN a2'))).toBe('w1');
+    // Half held on w2, which runs a build: (1000 + 0) × 2 + 150 > 300 + 1000 on w1 (pull one, run one).
+    expect(place({ 'RUN a1': 'w2' }, { w2: 1 }).get(digest('RUN a2'))).toBe('w1');
     // Only workers that fit are used.
     expect(new Set(place({ 'RUN b1': 'w3' }, {}, ['w1', 'w2']).values())).toEqual(new Set(['w1']));
   });

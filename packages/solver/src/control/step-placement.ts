@@ -1,6 +1,6 @@
 import type { Digest } from '@kiln/common';
 import type { ParsedDefinition } from '@kiln/llb';
-import { CACHED_STEPS_PER_BUILD, MAX_CACHE_LOAD_GAP } from './pick-worker.js';
+import { expectedMs, UNKNOWN_STEP_MS, workOn, type KeyCost } from './placement-cost.js';
 
 export interface StepPlacementInput {
   def: ParsedDefinition;
@@ -10,8 +10,10 @@ export interface StepPlacementInput {
   workers: readonly string[];
   /** Per op digest, the cache key known before anything runs (see predictedCacheKeys). */
   predicted: ReadonlyMap<string, string>;
-  /** The live worker holding a key's result, if any. */
-  holder: (key: string) => string | undefined;
+  /** What the cache knows of each predicted key (holder, run time, pull estimate; see VertexCache.placementCosts). */
+  costs: ReadonlyMap<string, KeyCost>;
+  /** Expected ms to bring a branch's result to the worker of the step reading it. */
+  moveMs: number;
   /** Builds running on a worker besides this one. */
   load: (workerId: string) => number;
 }
@@ -20,12 +22,13 @@ export interface StepPlacementInput {
  * The worker each non-source step of a build runs on. The chain of the
  * final result (each step's first input: the root filesystem it builds on)
  * runs on the build's worker; every other input of a step (`COPY --from`,
- * a mount, a merge) starts a branch, which runs on the fitting worker that
- * holds the most of its steps' predicted keys, traded against load as
- * builds are (score = held − CACHED_STEPS_PER_BUILD × (load − least load);
- * a branch placed here counts as load), ties to its consumer's worker; a
- * branch with no cache anywhere goes to a less busy worker only when its
- * consumer's is busier. A branch without an exec step stays with its
+ * a mount, a merge) starts a branch, which runs on the fitting worker
+ * expected to finish it first, as builds are placed (placement-cost.ts:
+ * the ms of its steps the worker would run or pull, stretched by its
+ * load, plus `moveMs` off its consumer's worker; a branch placed here
+ * counts as load), ties to its consumer's worker: so a branch stays with
+ * its cache unless that worker is far busier, and a branch with no cache
+ * anywhere goes to a less busy worker only when its consumer's is busier. A branch without an exec step stays with its
  * consumer (moving it costs more than it can save). A step two branches
  * read runs once, where it was placed first (the chain before branches).
  * Sources have no entry: they run on every worker a step reading them is on.
@@ -74,22 +77,21 @@ function unplacedSubtree(def: ParsedDefinition, root: string, placed: ReadonlyMa
 
 function chooseBranchWorker(p: StepPlacementInput, steps: readonly string[], consumer: string, load: (id: string) => number): string {
   if (!steps.some((d) => p.def.ops.get(d as Digest)?.op.op.case === 'exec')) return consumer;
-  const held = new Map<string, number>();
-  for (const d of steps) {
-    const key = p.predicted.get(d);
-    const h = key === undefined ? undefined : p.holder(key);
-    if (h !== undefined) held.set(h, (held.get(h) ?? 0) + 1);
-  }
-  const least = Math.min(...p.workers.map(load));
-  let best: { id: string; score: number; load: number } | undefined;
-  for (const id of p.workers) {
-    const gap = load(id) - least;
-    const score = (gap > MAX_CACHE_LOAD_GAP ? 0 : (held.get(id) ?? 0)) - CACHED_STEPS_PER_BUILD * gap;
-    const c = { id, score, load: load(id) };
+  const keys = steps.map((d) => p.predicted.get(d)).filter((k): k is string => k !== undefined);
+  // Steps whose keys are not known ahead cost the same anywhere.
+  const unknownMs = (steps.length - keys.length) * UNKNOWN_STEP_MS;
+  const candidates = p.workers.map((id) => {
+    const w = workOn(keys, p.costs, id);
+    return { id, load: load(id), work: { ms: w.ms + unknownMs, held: w.held } };
+  });
+  const expected = expectedMs(candidates, 0);
+  const total = (id: string) => expected.get(id)! + (id === consumer ? 0 : p.moveMs);
+  let best: (typeof candidates)[number] | undefined;
+  for (const c of candidates) {
     const better =
       !best ||
-      c.score > best.score ||
-      (c.score === best.score && best.id !== consumer && (c.id === consumer || c.load < best.load || (c.load === best.load && c.id < best.id)));
+      total(c.id) < total(best.id) ||
+      (total(c.id) === total(best.id) && best.id !== consumer && (c.id === consumer || c.load < best.load || (c.load === best.load && c.id < best.id)));
     if (better) best = c;
   }
   return best?.id ?? consumer;

@@ -3,6 +3,7 @@ import { createInMemoryTransport, createKilnClient, silentLogger, UnavailableErr
 import { describe, expect, it } from 'vitest';
 import { CACHE_OWNER, CacheStore } from '../cache/cache-store.js';
 import { openSolverDatabase } from '../cache/sqlite.js';
+import { UNKNOWN_STEP_MS, workOn } from './placement-cost.js';
 import { VertexCache } from './vertex-cache.js';
 import type { WorkerHandle } from './workers.js';
 
@@ -126,26 +127,44 @@ describe('VertexCache: results held by another worker', () => {
   });
 });
 
-describe('VertexCache.availability (placement)', () => {
-  it('counts a held step as 1 on its holder and, elsewhere, as the share of its run time a pull saves', async () => {
+describe('VertexCache.placementCosts (placement)', () => {
+  it('tells, per key, its live holder, its run time and what a pull is expected to cost', async () => {
     const { records, cache, a, b } = setup();
     // 4096 bytes at the default 20 MB/s + 150 ms fixed: about 150 ms a pull.
     records.put('slow', 'w-a', ['r1'], 'RUN sleep 1', { runMs: 1_000 });
     records.put('quick', 'w-a', ['r2'], 'RUN echo', { runMs: 20 });
     records.put('unknown', 'w-b', ['r3'], 'RUN imported', { runMs: null });
     records.put('gone', 'w-gone', ['r4'], 'RUN elsewhere', { runMs: 5_000 });
-    const got = await cache.availability(['slow', 'quick', 'unknown', 'gone', 'missing'], [a, b]);
-    expect(got.get('w-a')).toBeCloseTo(2 + 0.5, 5);
-    // slow: 1 - ~150/1000; quick: pulling costs more than running (0).
-    expect(got.get('w-b')).toBeGreaterThan(1 + 0.8);
-    expect(got.get('w-b')).toBeLessThan(1 + 0.9);
-    expect(got.has('w-gone')).toBe(false);
+    const got = await cache.placementCosts(['slow', 'quick', 'unknown', 'gone', 'missing'], [a, b]);
+    expect(got.get('slow')).toMatchObject({ holder: 'w-a', runMs: 1_000 });
+    expect(got.get('slow')!.pullMs).toBeCloseTo(150 + 4096 / 20_000, 5);
+    expect(got.get('unknown')).toMatchObject({ holder: 'w-b', runMs: null });
+    // A holder not among the live workers: only the run time is known.
+    expect(got.get('gone')).toEqual({ runMs: 5_000 });
+    expect(got.has('missing')).toBe(false);
+    // What each worker has to do for them (placement-cost.ts): the holder nothing, the other the cheaper of pull and run.
+    expect(workOn(['slow', 'quick', 'unknown', 'gone', 'missing'], got, 'w-a')).toEqual({ ms: got.get('unknown')!.pullMs! + 5_000 + UNKNOWN_STEP_MS, held: 2 });
+    expect(workOn(['slow', 'quick'], got, 'w-b').ms).toBeCloseTo(got.get('slow')!.pullMs! + 20, 5);
+  });
+
+  it('counts a step being run now as held by the worker running it (a second build of the project meets the first there)', async () => {
+    const { records, cache, a, b } = setup();
+    records.put('k1', 'w-a', ['r1'], 'RUN sleep 1', { runMs: 1_000 });
+    let finish!: (refs: string[]) => void;
+    const running = cache.resolve('k1', b, { lookup: false, description: 'RUN sleep 1', holder: 'b1' }, () => new Promise<string[]>((r) => (finish = r)));
+    const costs = await cache.placementCosts(['k1'], [a, b]);
+    expect(costs.get('k1')).toMatchObject({ holder: 'w-b', runMs: 1_000 });
+    expect(workOn(['k1'], costs, 'w-b')).toEqual({ ms: 0, held: 1 });
+    finish(['b-ran']);
+    await running;
+    expect((await cache.placementCosts(['k1'], [a, b])).get('k1')).toMatchObject({ holder: 'w-b' });
+    expect(records.get('k1')).toMatchObject({ workerId: 'w-b', refs: ['b-ran'] });
   });
 
   it('gives nothing to pull when the holder no longer has the result or there is one worker', async () => {
     const { records, cache, a, b } = setup();
     records.put('slow', 'w-a', ['r1'], 'RUN sleep 1', { runMs: 1_000 });
-    expect((await cache.availability(['slow'], [a])).get('w-a')).toBe(1);
-    expect((await cache.availability(['slow'], [b])).size).toBe(0);
+    expect(await cache.placementCosts(['slow'], [a])).toEqual(new Map([['slow', { holder: 'w-a', runMs: 1_000, pullMs: undefined }]]));
+    expect(await cache.placementCosts(['slow'], [b])).toEqual(new Map([['slow', { runMs: 1_000 }]]));
   });
 });

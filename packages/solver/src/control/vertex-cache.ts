@@ -2,14 +2,13 @@ import type { Client } from '@connectrpc/connect';
 import type { content as contentApi } from '@kiln/api';
 import { asKilnError, CanceledError, KilnError, type Logger } from '@kiln/common';
 import { CACHE_OWNER, type CacheRecord, type CacheStore } from '../cache/cache-store.js';
+import type { KeyCost } from './placement-cost.js';
 import { PullCost } from './pull-cost.js';
 import { pullResult } from './result-pull.js';
 import type { WorkerHandle, WorkerPool } from './workers.js';
 
 /** Longest placement waits for a holder to tell its results' sizes (else a pull is estimated at its fixed cost). */
 const SIZE_LOOKUP_MS = 1000;
-/** What a pullable result whose run time is unknown counts for in placement (a pull is taken, but its saving is unknown). */
-export const UNKNOWN_RUN_PULL_CREDIT = 0.5;
 
 /** Longest a pull may take beyond its estimate before the step runs instead (a hung holder). */
 const PULL_SLACK_MS = 10_000;
@@ -47,6 +46,8 @@ interface Settled {
 
 export class VertexCache {
   private readonly inflight = new Map<string, Promise<Settled>>();
+  /** The worker each key in flight is being run on or pulled to (its record will name it): placement counts it as held there. */
+  private readonly producing = new Map<string, string>();
   private holds = 0;
   private readonly pullCost = new PullCost();
 
@@ -93,11 +94,15 @@ export class VertexCache {
         const pulling = this.pullFrom(key, worker, opts.holder, opts.pull);
         const pulled = settledOf(pulling);
         this.inflight.set(key, pulled);
+        this.producing.set(key, worker.id);
         try {
           const hit = await pulling;
           if (hit) return { ...hit, cached: true };
         } finally {
-          if (this.inflight.get(key) === pulled) this.inflight.delete(key);
+          if (this.inflight.get(key) === pulled) {
+            this.inflight.delete(key);
+            this.producing.delete(key);
+          }
         }
         break;
       }
@@ -112,12 +117,16 @@ export class VertexCache {
       (err: unknown): Settled => (asKilnError(err).code === 'vertex' ? { failed: err } : {}),
     );
     this.inflight.set(key, settled);
+    this.producing.set(key, worker.id);
     try {
       const { refs } = await run;
       await settled;
       return { refs, workerId: worker.id, cached: false };
     } finally {
-      if (this.inflight.get(key) === settled) this.inflight.delete(key);
+      if (this.inflight.get(key) === settled) {
+        this.inflight.delete(key);
+        this.producing.delete(key);
+      }
     }
   }
 
@@ -248,26 +257,28 @@ export class VertexCache {
   }
 
   /**
-   * Per live worker, how much of `keys` it has without running them, for
-   * placement: 1 per key it holds, and per key another live worker holds,
-   * the share of the step's run time a pull would save (1 − estimated pull
-   * ms / run ms, 0 when pulling costs more: see PullCost; a record without
-   * run time counts UNKNOWN_RUN_PULL_CREDIT). Sizes come from the holders
-   * (one RefUsage each, bounded by SIZE_LOOKUP_MS). Records of workers not
-   * in `live` never count; without a content tier nothing is pullable.
+   * What the cache knows of each of `keys` it has a record of, for
+   * placement (see placement-cost.ts): the live worker holding it, the
+   * step's run time, and what pulling it to another worker is expected to
+   * cost (see PullCost), from the result's size on its holder (one
+   * RefUsage per holder, bounded by SIZE_LOOKUP_MS; unknown sizes count
+   * as 0 bytes). A record of a worker not in `live`, or whose holder no
+   * longer has the refs, keeps only its run time; without a content tier
+   * (or a second worker) nothing is pullable. A key being run or pulled
+   * right now counts as held by the worker it is produced on.
    */
-  async availability(keys: readonly string[], live: readonly WorkerHandle[], signal?: AbortSignal): Promise<Map<string, number>> {
-    const out = new Map<string, number>();
+  async placementCosts(keys: readonly string[], live: readonly WorkerHandle[], signal?: AbortSignal): Promise<Map<string, KeyCost>> {
+    const out = new Map<string, KeyCost>();
     if (keys.length === 0) return out;
     const liveIds = new Set(live.map((w) => w.id));
-    const records = this.store.getMany(keys).filter((r) => liveIds.has(r.workerId));
+    const records = this.store.getMany(keys);
     const byHolder = new Map<string, CacheRecord[]>();
-    for (const r of records) byHolder.set(r.workerId, [...(byHolder.get(r.workerId) ?? []), r]);
+    for (const r of records) if (liveIds.has(r.workerId)) byHolder.set(r.workerId, [...(byHolder.get(r.workerId) ?? []), r]);
+    const pullable = this.content !== undefined && live.length > 1;
     const sizes = new Map<string, number | undefined>();
     await Promise.all(
       [...byHolder].map(async ([id, recs]) => {
-        out.set(id, (out.get(id) ?? 0) + recs.length);
-        if (!this.content || live.length < 2) return;
+        if (!pullable) return;
         const holder = live.find((w) => w.id === id)!;
         const refs = [...new Set(recs.flatMap((r) => r.refs))];
         try {
@@ -279,21 +290,34 @@ export class VertexCache {
         }
       }),
     );
-    if (!this.content) return out;
     for (const r of records) {
+      if (this.producing.has(r.key)) continue;
+      if (!liveIds.has(r.workerId)) {
+        out.set(r.key, { runMs: r.runMs });
+        continue;
+      }
       const known = r.refs.map((ref) => sizes.get(`${r.workerId} ${ref}`));
-      if (known.some((b) => b === -1)) continue; // the holder lost it: not pullable
+      // The holder lost it: only its run time is known.
+      if (known.some((b) => b === -1)) {
+        out.set(r.key, { runMs: r.runMs });
+        continue;
+      }
       const bytes = known.reduce<number>((n, b) => n + (b ?? 0), 0);
-      const credit = r.runMs === null ? UNKNOWN_RUN_PULL_CREDIT : Math.max(0, 1 - this.pullCost.estimateMs(bytes) / Math.max(1, r.runMs));
-      if (credit <= 0) continue;
-      for (const w of live) if (w.id !== r.workerId) out.set(w.id, (out.get(w.id) ?? 0) + credit);
+      out.set(r.key, { holder: r.workerId, runMs: r.runMs, pullMs: pullable ? this.pullCost.estimateMs(bytes) : undefined });
+    }
+    // A step running (or being pulled) now is as good as held where it is produced: a build placed there waits for it
+    // (elsewhere it would wait and pull the result, of unknown size); concurrent builds of one project then meet on one worker.
+    const runMs = new Map(records.map((r) => [r.key, r.runMs]));
+    for (const k of keys) {
+      const on = this.producing.get(k);
+      if (on !== undefined && liveIds.has(on)) out.set(k, { holder: on, runMs: runMs.get(k) ?? null, pullMs: pullable ? this.pullCost.estimateMs(0) : undefined });
     }
     return out;
   }
 
-  /** The worker holding each of `keys` the cache has, among `liveIds`. */
-  holders(keys: readonly string[], liveIds: ReadonlySet<string>): Map<string, string> {
-    return new Map(this.store.getMany(keys).filter((r) => liveIds.has(r.workerId)).map((r) => [r.key, r.workerId]));
+  /** Expected ms of pulling a small result (its fixed cost: what bringing a branch's result to its reader costs at least). */
+  pullFixedMs(): number {
+    return this.pullCost.estimateMs(0);
   }
 
   list(): CacheRecord[] {
