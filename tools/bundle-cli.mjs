@@ -2,7 +2,8 @@
 // Bundles the compiled CLI (packages/cli/dist/main.js and every workspace
 // and npm module it imports) into one CommonJS file, packages/cli/dist/kiln-cli.bundle.cjs,
 // which bin/kiln.mjs loads through bin/kiln-cli-loader.mjs, and writes
-// V8's code cache for it (kiln-cli.bundle.cache, tools/cli-code-cache.mjs).
+// V8's code cache for it (kiln-cli.bundle.cache, tools/cli-code-cache.mjs) and
+// a start-up snapshot of it (kiln-cli.snapshot.blob, tools/cli-snapshot.mjs).
 // Why: the CLI is a short-lived process (one per `kiln build`); resolving
 // and compiling a few hundred small modules cost it about twice the CPU of
 // loading one file, and compiling that file is still its largest cost
@@ -21,6 +22,7 @@ const dist = join(repo, 'packages', 'cli', 'dist');
 // The id ties the code cache to this bundle (see bin/kiln-cli-loader.mjs).
 const buildId = randomUUID();
 rmSync(join(dist, 'kiln-cli.bundle.cache'), { force: true });
+for (const snapshot of ['kiln-cli.snapshot.node', 'kiln-cli.snapshot.blob']) rmSync(join(dist, snapshot), { force: true });
 // The ES module bundle of earlier builds.
 for (const old of ['kiln-cli.bundle.mjs', 'kiln-cli.bundle.mjs.map']) rmSync(join(dist, old), { force: true });
 await build({
@@ -41,6 +43,8 @@ await build({
   plugins: [descriptorsAsJson()],
 });
 execFileSync(process.execPath, [join(repo, 'tools', 'cli-code-cache.mjs')], { stdio: 'inherit' });
+// The start-up snapshot bin/kiln prefers when it matches the node binary (tools/cli-snapshot.mjs).
+execFileSync(process.execPath, [join(repo, 'tools', 'cli-snapshot.mjs')], { stdio: 'inherit' });
 
 /**
  * Rewrites each generated `*_pb.js` of packages/api so its file descriptor is

@@ -62,6 +62,8 @@ for (const { link, dir } of workspaces) {
   cpSync(join(pkgDir, 'package.json'), join(out, dir, 'package.json'));
   cpSync(join(pkgDir, 'dist'), join(out, dir, 'dist'), {
     recursive: true,
+    // Keeps the CLI snapshot's stamp (its node binary's mtime, see tools/cli-snapshot.mjs) valid in the copy.
+    preserveTimestamps: true,
     filter: (src) => !/\.(d\.ts|map|tsbuildinfo)$/.test(src),
   });
   mkdirSync(dirname(join(out, link)), { recursive: true });

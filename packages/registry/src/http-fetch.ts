@@ -16,7 +16,13 @@ export const FETCH_BAD_PORTS: ReadonlySet<number> = new Set([
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
 const REDIRECT_STATUS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 20;
-const agents = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true }) };
+// Made on first use: importing this module (the CLI does on every run) stays free
+// of sockets and agents, so the CLI's start-up snapshot can hold it (tools/cli-snapshot.mjs).
+let agents: { 'http:': http.Agent; 'https:': https.Agent } | undefined;
+function agentFor(protocol: 'http:' | 'https:'): http.Agent {
+  agents ??= { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true }) };
+  return agents[protocol];
+}
 
 /** The port a URL connects to (its default port when it names none). */
 function portOf(url: URL): number {
@@ -95,7 +101,7 @@ function requestOnce(url: URL, method: string, headers: Record<string, string>, 
   return new Promise((resolve, reject) => {
     const fail = (err: unknown) => reject(signal?.aborted ? signal.reason : new TypeError('fetch failed', { cause: err }));
     const mod = protocol === 'https:' ? https : http;
-    const req = mod.request(url, { method, headers: sent, agent: agents[protocol], ...(signal ? { signal } : {}) }, resolve);
+    const req = mod.request(url, { method, headers: sent, agent: agentFor(protocol), ...(signal ? { signal } : {}) }, resolve);
     req.once('error', fail);
     if (body instanceof ReadableStream) {
       const src = Readable.fromWeb(body as import('node:stream/web').ReadableStream);
