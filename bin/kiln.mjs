@@ -13,7 +13,9 @@ if (args.length === 1 && ['--help', '-h', 'help', '--version', '-v'].includes(ar
   const { runDaemon } = await import('../packages/kilnd/dist/index.js');
   process.exit(await runDaemon(args.slice(1)));
 } else {
-  const { loadCliBundle } = await import('./kiln-cli-loader.mjs');
+  const { loadCliBundle, repairSnapshotStamp } = await import('./kiln-cli-loader.mjs');
+  // bin/kiln chose this path over the start-up snapshot: mend a stamp that lost its mtime.
+  if (!process.env.NODE_OPTIONS) repairSnapshotStamp();
   const { main, installLightHeaders } = loadCliBundle().exports;
   // The CLI never calls fetch: keep Connect's headers from loading undici (~40 ms CPU per run).
   installLightHeaders();

@@ -13,9 +13,13 @@
 // crashes otherwise), so bin/kiln uses it only when the `node` it would start
 // has the stamp's modification time, and NODE_OPTIONS is empty (V8 flags
 // there change the blob's check too); else it runs bin/kiln.mjs as before.
+// The stamp's text names that node (version, path, size, mtime): a copy that
+// lost the mtime (an nx cache restore) is re-stamped by the first plain run
+// on that very node (repairSnapshotStamp in bin/kiln-cli-loader.mjs).
 // A failed build leaves no blob: a warning, and the CLI runs without one.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { nodeIdentity } from '../bin/kiln-cli-loader.mjs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -29,7 +33,8 @@ export const STAMP_PATH = join(dist, 'kiln-cli.snapshot.node');
 const DEFERRED_BUILTINS = ['http', 'http2', 'https', 'tls'];
 
 /** Builds the blob and its stamp; returns undefined, or why there is no blob. */
-export function buildCliSnapshot({ node = process.execPath } = {}) {
+export function buildCliSnapshot() {
+  const node = process.execPath;
   rmSync(STAMP_PATH, { force: true });
   rmSync(SNAPSHOT_PATH, { force: true });
   const require = createRequire(import.meta.url);
@@ -56,7 +61,7 @@ export function buildCliSnapshot({ node = process.execPath } = {}) {
     }
     // Blob first, then the stamp: bin/kiln never sees a stamp without its whole blob.
     renameSync(blob, SNAPSHOT_PATH);
-    writeFileSync(STAMP_PATH, `the blob beside this file was built by ${realpathSync(node)}, whose modification time this file has\n`);
+    writeFileSync(STAMP_PATH, JSON.stringify(nodeIdentity(node)) + '\n');
     const touch = spawnSync('touch', ['-r', realpathSync(node), STAMP_PATH]);
     if (touch.status !== 0) {
       rmSync(STAMP_PATH, { force: true });

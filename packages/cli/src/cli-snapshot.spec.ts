@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -90,5 +90,25 @@ describe('bin/kiln and the CLI start-up snapshot', () => {
     const version = await kiln(['--version']);
     expect(version.exec).not.toContain('--snapshot-blob');
     expect(version).toMatchObject({ code: 0, stdout: expect.stringMatching(/^kiln v/) });
+  });
+
+  it('a stamp that lost its mtime (an nx cache restore) is mended by the next plain run on the node that built it, and no other', async () => {
+    const loader = (await import(join(repo, 'bin', 'kiln-cli-loader.mjs'))) as {
+      repairSnapshotStamp: (o: { stampPath: string }) => boolean;
+      SNAPSHOT_STAMP_PATH: string;
+    };
+    const nodeNs = statSync(process.execPath, { bigint: true }).mtimeNs;
+    const stamp = join(work, 'restored.node');
+    copyFileSync(loader.SNAPSHOT_STAMP_PATH, stamp);
+    utimesSync(stamp, new Date(), new Date());
+    expect(loader.repairSnapshotStamp({ stampPath: stamp })).toBe(true);
+    expect(statSync(stamp, { bigint: true }).mtimeNs).toBe(nodeNs);
+    expect(loader.repairSnapshotStamp({ stampPath: stamp })).toBe(false); // already right
+
+    const other = join(work, 'other.node');
+    writeFileSync(other, readFileSync(stamp, 'utf8').replace(/"size":"\d+"/, '"size":"1"'));
+    utimesSync(other, new Date(1_000_000), new Date(1_000_000));
+    expect(loader.repairSnapshotStamp({ stampPath: other })).toBe(false);
+    expect(statSync(other).mtimeMs).toBe(1_000_000);
   });
 });
