@@ -3,6 +3,7 @@ import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { hasWildcard, matchComponent, PatternMatcher } from '@kiln/common';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
+import { sharedFileCopyPool, type FileCopyJob, type FileCopyPool } from './copy-pool.js';
 import type { ModeChange } from './symbolic-mode.js';
 import { applyAttrs, applyAttrsToFd, errnoError, EventLoopYielder, lstatOrUndefined, mkdirAllInRoot, type DirAttrs } from './fs-util.js';
 
@@ -69,7 +70,7 @@ export async function copyPath(srcRoot: string, src: string, destRoot: string, d
 
   const include = new PatternMatcher(opts.includePatterns);
   const exclude = new PatternMatcher(opts.excludePatterns);
-  const copier = new Copier(opts);
+  const copier = new Copier(opts, sharedFileCopyPool());
   for (const s of srcs) {
     const srcAbs = await resolveInRoot(srcRoot, s, { followFinalSymlink: opts.followSymlink });
     const fiSrc = await lstatOrUndefined(srcAbs);
@@ -83,7 +84,14 @@ export async function copyPath(srcRoot: string, src: string, destRoot: string, d
     const parent = opts.dirCopyContents && fiSrc.isDirectory() && !fiDest ? target : path.dirname(target);
     await mkdirAllInRoot(destRoot, path.relative(destRoot, parent), dirAttrs);
     const plan = include.empty && exclude.empty ? undefined : await planFiltered(srcAbs, fiSrc, include, exclude);
-    await copier.copy(srcAbs, '', target, plan, false);
+    try {
+      await copier.copy(srcAbs, '', target, plan, false);
+    } catch (err) {
+      await copier.settle();
+      throw err;
+    }
+    // Each source is complete before the next one looks at what is there.
+    await copier.flush();
   }
 }
 
@@ -98,16 +106,20 @@ let copyBuffer: Buffer | undefined;
  * calls after it (a COPY of thousands of small files spent most of its
  * time there).
  */
-function copySmallFile(src: string, target: string, attrs: DirAttrs): void {
+function copySmallFile(src: string, target: string, size: number, attrs: DirAttrs): void {
   copyBuffer ??= Buffer.allocUnsafe(64 * 1024);
   const input = openSync(src, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const output = openSync(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     try {
+      let total = 0;
       for (;;) {
         const n = readSync(input, copyBuffer, 0, copyBuffer.length, null);
         if (n === 0) break;
         for (let off = 0; off < n; ) off += writeSync(output, copyBuffer, off, n - off);
+        total += n;
+        // A short read of a regular file is its end: no extra read for the usual small file.
+        if (n < copyBuffer.length && total >= size) break;
       }
       applyAttrsToFd(output, attrs);
     } finally {
@@ -118,16 +130,39 @@ function copySmallFile(src: string, target: string, attrs: DirAttrs): void {
   }
 }
 
+/** Small files per batch handed to the copy pool; the first batch of a copy is copied inline (a COPY of a few files starts no thread). */
+const POOL_BATCH = 64;
+/** Batches in flight at once: bounds the queued paths, keeps every thread fed. */
+const POOL_WINDOW = 8;
+
 class Copier {
   /** "dev:ino" of a copied multi-link file -> its first copy, to link again. */
   private readonly inodes = new Map<string, string>();
   private readonly yielder = new EventLoopYielder();
+  /** Small files waiting for the pool (see POOL_BATCH). */
+  private batch: FileCopyJob[] = [];
+  /** The directory the batch's files go into, and its lane (see FileCopyPool.run). */
+  private batchDir = '';
+  private lane = 0;
+  private smallFiles = 0;
+  private readonly inflight = new Set<Promise<void>>();
+  private failure: { err: unknown } | undefined;
+  /**
+   * Directory attributes to set once the pool's files are in (creating a
+   * file changes its directory's mtime), in the order the inline copy sets
+   * them: a directory after everything below it.
+   */
+  private readonly dirInfos: { fi: Stats; target: string }[] = [];
 
-  constructor(private readonly opts: CopyOptions) {}
+  constructor(
+    private readonly opts: CopyOptions,
+    private readonly pool?: FileCopyPool,
+  ) {}
 
   /** `inFreshDir`: `target`'s parent was just created by this copy, so nothing is there yet (no lstat needed). */
   async copy(src: string, rel: string, target: string, plan: Set<string> | undefined, inFreshDir: boolean): Promise<void> {
     await this.yielder.tick();
+    if (this.failure) throw this.failure.err;
     const fi = lstatOrUndefined(src);
     if (!fi) throw errnoError('ENOENT', `${src} disappeared while it was copied`);
     const existing = inFreshDir ? undefined : lstatOrUndefined(target);
@@ -150,9 +185,8 @@ class Copier {
       }
       // An existing directory keeps its own metadata (as `cp -a` onto it would),
       // unless the copy sets mode/owner/time explicitly.
-      if (created) await this.copyInfo(fi, target, false);
-      else if (rel !== '' && (this.opts.mode !== undefined || this.opts.chown || this.opts.mtimeMs !== undefined)) {
-        await this.copyInfo(fi, target, false);
+      if (created || (rel !== '' && (this.opts.mode !== undefined || this.opts.chown || this.opts.mtimeMs !== undefined))) {
+        this.dirInfo(fi, target);
       }
       return;
     }
@@ -172,22 +206,82 @@ class Copier {
         return;
       }
       if (fi.size <= SMALL_FILE_BYTES) {
-        copySmallFile(src, target, this.attrsOf(fi));
+        // A multi-link file is copied here, not on the pool: its later links need it in place.
+        if (fi.nlink === 1 && this.pool && this.smallFiles++ >= POOL_BATCH) await this.queue({ src, target, size: fi.size, ...this.jobAttrsOf(fi) });
+        else copySmallFile(src, target, fi.size, this.attrsOf(fi));
       } else {
         copyFileSync(src, target, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
-        await this.copyInfo(fi, target, false);
+        this.copyInfo(fi, target, false);
       }
       if (fi.nlink > 1) this.inodes.set(inode, target);
     } else if (fi.isSymbolicLink()) {
       symlinkSync(readlinkSync(src), target);
-      await this.copyInfo(fi, target, true);
+      this.copyInfo(fi, target, true);
     } else {
       throw errnoError('EINVAL', `cannot copy ${path.basename(src)}: unsupported file type`);
     }
   }
 
-  private async copyInfo(fi: Stats, target: string, isSymlink: boolean): Promise<void> {
-    await applyAttrs(target, this.attrsOf(fi), isSymlink);
+  /**
+   * Waits for every file handed to the pool, then sets the deferred
+   * directory attributes; throws the first failure. Call once a source is
+   * copied.
+   */
+  async flush(): Promise<void> {
+    this.dispatch();
+    while (this.inflight.size > 0) await Promise.race(this.inflight);
+    if (this.failure) throw this.failure.err;
+    for (const d of this.dirInfos.splice(0)) this.copyInfo(d.fi, d.target, false);
+  }
+
+  /** Waits for the pool's files without looking at failures (after a failed walk: nothing may still be writing). */
+  async settle(): Promise<void> {
+    this.batch = [];
+    while (this.inflight.size > 0) await Promise.race(this.inflight);
+  }
+
+  private dirInfo(fi: Stats, target: string): void {
+    if (this.smallFiles > POOL_BATCH) this.dirInfos.push({ fi, target });
+    else this.copyInfo(fi, target, false);
+  }
+
+  private async queue(job: FileCopyJob): Promise<void> {
+    const dir = path.dirname(job.target);
+    if (dir !== this.batchDir) {
+      this.dispatch();
+      this.batchDir = dir;
+      this.lane++;
+    }
+    this.batch.push(job);
+    if (this.batch.length < POOL_BATCH) return;
+    this.dispatch();
+    while (this.inflight.size >= POOL_WINDOW) await Promise.race(this.inflight);
+    if (this.failure) throw this.failure.err;
+  }
+
+  private dispatch(): void {
+    if (this.batch.length === 0 || !this.pool) return;
+    const jobs = this.batch;
+    this.batch = [];
+    const p: Promise<void> = this.pool.run(jobs, this.lane).then(
+      () => {
+        this.inflight.delete(p);
+      },
+      (err: unknown) => {
+        this.inflight.delete(p);
+        this.failure ??= { err };
+      },
+    );
+    this.inflight.add(p);
+  }
+
+  private copyInfo(fi: Stats, target: string, isSymlink: boolean): void {
+    applyAttrs(target, this.attrsOf(fi), isSymlink);
+  }
+
+  private jobAttrsOf(fi: Stats): { mode: number; uid: number; gid: number; mtimeMs?: number } {
+    const a = this.attrsOf(fi);
+    return { mode: a.mode, uid: a.uid!, gid: a.gid!, ...(a.mtimeMs !== undefined ? { mtimeMs: a.mtimeMs } : {}) };
   }
 
   private attrsOf(fi: Stats): DirAttrs {
