@@ -12,7 +12,7 @@ import type { WorkerHandle } from './workers.js';
 type Behaviour = 'ok' | 'dead' | 'failing-step' | 'leaving';
 
 /** A solver over fake workers: each records the steps it ran; a dead one refuses every call, as a killed process does. */
-function setup(workers: { id: string; labels?: Record<string, string>; behaviour?: Behaviour }[], opts: { runDelayMs?: number; targets?: Record<string, ReturnType<typeof marshal>> } = {}) {
+function setup(workers: { id: string; labels?: Record<string, string>; behaviour?: Behaviour }[], opts: { runDelayMs?: number; stepMs?: Record<string, number>; targets?: Record<string, ReturnType<typeof marshal>> } = {}) {
   const bus = createMemoryBus();
   const ran = new Map<string, string[]>();
   const exported: string[] = [];
@@ -37,7 +37,7 @@ function setup(workers: { id: string; labels?: Record<string, string>; behaviour
             present.delete(w.id);
             throw new UnavailableError(`worker ${w.id} is shutting down`);
           }
-          await new Promise((r) => setTimeout(r, opts.runDelayMs ?? 1));
+          await new Promise((r) => setTimeout(r, opts.stepMs?.[req.description] ?? opts.runDelayMs ?? 1));
           if (behaviour() === 'failing-step' && req.description === 'COPY a /a') throw new VertexError('failed to copy: not found', req.vertexDigest);
           ran.get(w.id)!.push(req.description);
           return { outputRefs: [`${w.id}-ref-${ran.get(w.id)!.length}`], contentDigests: [] };
@@ -136,12 +136,13 @@ describe('Solver worker choice', () => {
 
   it('runs a stage on the worker holding its cache, and again on the build worker when that worker is lost mid-build', async () => {
     // FROM base AS b; RUN b / FROM base; RUN m1; RUN m2; RUN m3; COPY --from=b /b /b
-    // w1 holds the 3 RUN m (the build's worker), w2 the base and RUN b: only placing stage b there makes the build touch w2.
+    // w1 holds the 3 RUN m (600 ms in all: the build's worker), w2 the base and RUN b (which took 400 ms: more than
+    // moving its result): only placing stage b there makes the build touch w2.
     const base = image('busybox:1@sha256:' + 'b'.repeat(64));
     const b = execState(base, ['b'], {}, { description: 'RUN b' });
     const main = execState(execState(execState(base, ['m1'], {}, { description: 'RUN m1' }), ['m2'], {}, { description: 'RUN m2' }), ['m3'], {}, { description: 'RUN m3' });
     const full = FileChain.start().copy(b, '/b', '/b').apply(main, { description: 'COPY --from=b' });
-    const t = setup([{ id: 'w1' }, { id: 'w2' }], { targets: { main: marshal(main), b: marshal(b), full: marshal(full) } });
+    const t = setup([{ id: 'w1' }, { id: 'w2' }], { stepMs: { 'RUN b': 400, 'RUN m1': 200, 'RUN m2': 200, 'RUN m3': 200 }, targets: { main: marshal(main), b: marshal(b), full: marshal(full) } });
     const req = (ref: string, target: string, filter: string[] = []) => {
       const r = t.request(ref, filter);
       r.frontendAttrs['target'] = target;
