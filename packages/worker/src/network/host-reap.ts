@@ -1,5 +1,5 @@
 import { lstatSync, readFileSync, realpathSync } from 'node:fs';
-import { lstat, readdir } from 'node:fs/promises';
+import { lstat, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execLight, unmountFs, type Logger } from '@kiln/common';
 import { removeEmptyInRoot } from '@kiln/snapshotter';
@@ -22,7 +22,8 @@ const LEGACY_STEP_ID = /^kiln-[0-9a-f]{8}-[0-9a-f]{12}$/;
  * namespaces made before owner records existed, a pin whose step record
  * (`<state dir>/net/steps/<id>.json`, written before the namespace and
  * removed after it) is gone: the state dir was deleted around the mount
- * (`rm -rf` cannot remove a mount point). A live daemon's never qualify.
+ * (`rm -rf` cannot remove a mount point), and NAT rules of such ids that no
+ * pin or allocation names any more. A live daemon's never qualify.
  *
  * Paths: mount points come from /proc/self/mountinfo (nsfs only, named as
  * step pins, under `.../net/netns/`); one whose path resolves elsewhere (a
@@ -39,7 +40,8 @@ export async function reapDeadOwners(hostStateDir: string, logger: Logger): Prom
     const pins = deadPins(prefixes);
     // Pins without a record of their owner: exact ids.
     const ids = pins.map((p) => path.basename(p)).filter((id) => LEGACY_STEP_ID.test(id));
-    const marks = [...prefixes, ...ids];
+    const orphanRules = await legacyRulesWithoutNamespace(path.join(hostStateDir, 'ipam')).catch(() => []);
+    const marks = [...prefixes, ...ids, ...orphanRules];
     if (marks.length === 0) return;
     for (const pin of pins) await releasePin(pin, logger);
     const ips = await releaseAllocations(path.join(hostStateDir, 'ipam'), marks, logger);
@@ -48,7 +50,7 @@ export async function reapDeadOwners(hostStateDir: string, logger: Logger): Prom
       return 0;
     });
     for (const o of dead) await removeOwnerRecord(hostStateDir, o.prefix);
-    logger.info({ owners: dead.map((o) => ({ pid: o.pid, stateDir: o.stateDir })), namespaces: pins.length, ips, rules }, 'reaped step networks of dead daemons');
+    logger.info({ owners: dead.map((o) => ({ pid: o.pid, stateDir: o.stateDir })), namespaces: pins.length, orphanRules: orphanRules.length, ips, rules }, 'reaped step networks of dead daemons');
   } catch (err) {
     logger.warn({ err }, 'failed to reap step networks of dead daemons');
   }
@@ -68,6 +70,28 @@ function deadPins(prefixes: string[]): string[] {
     else if (LEGACY_STEP_ID.test(id) && !exists(path.join(path.dirname(netnsDir), 'steps', `${id}.json`))) out.push(mountPoint);
   }
   return out;
+}
+
+/**
+ * Container ids (made before owner records) that only NAT rules still name:
+ * no namespace pin of that id is mounted and no allocation holds it. A live
+ * daemon's step has its pin from before its ADD (which makes the rules)
+ * until after its DEL (which removes them), so such rules are a dead
+ * daemon's whose pins were unmounted by hand or whose root was cleaned.
+ */
+async function legacyRulesWithoutNamespace(ipamDir: string): Promise<string[]> {
+  const { stdout } = await execLight('iptables', ['-w', '-t', 'nat', '-S']);
+  const named = new Set([...stdout.matchAll(/ id: \\"(kiln-[0-9a-f]{8}-[0-9a-f]{12})\\"/g)].map((m) => m[1]!));
+  if (named.size === 0) return [];
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) named.delete(path.basename(line.split(' ')[4] ?? ''));
+  for (const dir of await readdir(ipamDir).catch(() => [])) {
+    for (const f of await readdir(path.join(ipamDir, dir)).catch(() => [])) {
+      if (!/^[0-9.]+$/.test(f)) continue;
+      const id = (await readFile(path.join(ipamDir, dir, f), 'utf8').catch(() => '')).split(/\r?\n/)[0]!;
+      named.delete(id);
+    }
+  }
+  return [...named];
 }
 
 /** Deletes the pin's veth (its peer on the bridge goes with it, even if a process still holds the namespace), unmounts it and removes the empty pin file. */

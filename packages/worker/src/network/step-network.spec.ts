@@ -266,6 +266,17 @@ describe.runIf(canRunCni)('CNI step networks (real bridge, host-local, loopback 
     mkdirSync(path.join(keptRoot, 'net', 'steps'));
     writeFileSync(path.join(keptRoot, 'net', 'steps', `${keptId}.json`), '{}');
     await createNetns(path.join(keptRoot, 'net', 'netns', keptId));
+    // NAT rules of that era: one whose namespace and address are gone (its pin was unmounted by hand) goes; the live one's stays.
+    const orphanId = 'kiln-0badc0de-0000feedf00d';
+    const natRule = (id: string, n: number) => {
+      const chain = `CNI-${id.slice(-12)}`;
+      execFileSync('iptables', ['-w', '-t', 'nat', '-N', chain]);
+      execFileSync('iptables', ['-w', '-t', 'nat', '-A', chain, '-d', net.subnet, '-m', 'comment', '--comment', `name: "kiln-test" id: "${id}"`, '-j', 'ACCEPT']);
+      execFileSync('iptables', ['-w', '-t', 'nat', '-A', 'POSTROUTING', '-s', `${net.subnet.replace('0/24', String(200 + n))}/32`, '-m', 'comment', '--comment', `name: "kiln-test" id: "${id}"`, '-j', chain]);
+    };
+    natRule(orphanId, 1);
+    natRule(keptId, 2);
+    const natOf = (id: string) => execFileSync('iptables', ['-w', '-t', 'nat', '-S'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(id));
 
     const pins = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(' - nsfs ')).map((l) => l.split(' ')[4]!);
     const before = { dead: leftovers(dead), live: leftovers(live) };
@@ -281,6 +292,8 @@ describe.runIf(canRunCni)('CNI step networks (real bridge, host-local, loopback 
     expect(existsSync(path.join(root, 'legacy-moved', 'net', 'netns', legacyId))).toBe(false); // unmounted and removed at its real path
     expect(existsSync(path.join(decoy, 'net', 'netns', legacyId))).toBe(true); // never through the symlink
     expect(pins()).toContain(path.join(keptRoot, 'net', 'netns', keptId));
+    expect(natOf(orphanId)).toEqual([]);
+    expect(natOf(keptId)).toHaveLength(2); // its chain's rule and the jump
     expect(existsSync(record)).toBe(false);
     const after = leftovers(live);
     expect(after.netns).toEqual(before.live.netns);
@@ -289,6 +302,8 @@ describe.runIf(canRunCni)('CNI step networks (real bridge, host-local, loopback 
     expect(after.veths.split('\n')).toHaveLength(1);
 
     execFileSync('umount', [path.join(keptRoot, 'net', 'netns', keptId)]);
+    await next.reapStale(); // now its rules name no namespace: swept too
+    expect(natOf(keptId)).toEqual([]);
     await live.reapStale();
     await live.close();
     await next.close();
