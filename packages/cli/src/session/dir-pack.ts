@@ -1,6 +1,6 @@
 import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type Stats } from 'node:fs';
 import { lstat, readlink } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { join, posix, resolve } from 'node:path';
 import { CanceledError, Chunker, cleanRelPath, encodeTarHeader, hasWildcard, matchComponent, tarPadding, tarTrailer, type PatternMatcher, type TarHeader } from '@kiln/common';
 
 /** Largest data chunk read from a file or sent in one message. */
@@ -40,50 +40,51 @@ export interface SelectedEntry {
  * files took seconds that way, milliseconds this way).
  */
 export function* selectFiles(opts: SelectOptions): Generator<SelectedEntry> {
-  const pending: { entry: SelectedEntry; emitted: boolean }[] = [];
+  // Parent directories not sent yet; the first `emitted` of them are sent (a prefix: parents go first).
+  const pending: SelectedEntry[] = [];
+  let emitted = 0;
+  const root = resolve(opts.root);
 
-  function* flushParents(): Generator<SelectedEntry> {
-    for (const p of pending) {
-      if (!p.emitted) {
-        p.emitted = true;
-        yield p.entry;
-      }
-    }
-  }
-
-  function* walk(rel: string): Generator<SelectedEntry> {
-    const names = readdirSync(rel === '' ? opts.root : join(opts.root, rel)).sort();
+  function* walk(rel: string, abs: string): Generator<SelectedEntry> {
+    const names = readdirSync(abs).sort();
     for (const name of names) {
       if (opts.signal?.aborted) throw new CanceledError('fetch canceled');
       const path = rel === '' ? name : `${rel}/${name}`;
-      const stat = lstatSync(join(opts.root, path));
+      // String concatenation, not join: a name from readdir has no separator to normalise.
+      const full = `${abs}/${name}`;
+      const stat = lstatSync(full);
       const included = opts.include.empty || opts.include.matches(path);
-      const excludedBy = opts.exclude.filter((m) => m.matches(path));
+      let excluded = false;
+      let excludedForGood = false;
+      for (const m of opts.exclude) {
+        if (!m.matches(path)) continue;
+        excluded = true;
+        if (stat.isDirectory() && !m.hasExceptionsUnder(path)) excludedForGood = true;
+      }
       if (stat.isDirectory()) {
         if (!included && !opts.include.mayMatchUnder(path)) continue;
-        if (excludedBy.some((m) => !m.hasExceptionsUnder(path))) continue;
-        const node = { entry: { path, stat }, emitted: false };
-        pending.push(node);
-        if (included && excludedBy.length === 0) yield* flushParents();
-        yield* walk(path);
+        if (excludedForGood) continue;
+        pending.push({ path, stat });
+        if (included && !excluded) {
+          while (emitted < pending.length) yield pending[emitted++]!;
+        }
+        yield* walk(path, full);
         pending.pop();
+        if (emitted > pending.length) emitted = pending.length;
         continue;
       }
-      if (!included || excludedBy.length > 0) continue;
-      if (stat.isFile()) {
-        yield* flushParents();
-        yield { path, stat };
-      } else if (stat.isSymbolicLink()) {
-        yield* flushParents();
-        yield { path, stat, linkname: readlinkSync(join(opts.root, path)) };
-      } else if (stat.isSocket()) {
-        yield* flushParents();
-        yield { path, stat: asEmptyFile(stat) };
-      }
+      if (!included || excluded) continue;
+      let entry: SelectedEntry;
+      if (stat.isFile()) entry = { path, stat };
+      else if (stat.isSymbolicLink()) entry = { path, stat, linkname: readlinkSync(full) };
+      else if (stat.isSocket()) entry = { path, stat: asEmptyFile(stat) };
+      else continue;
+      while (emitted < pending.length) yield pending[emitted++]!;
+      yield entry;
     }
   }
 
-  yield* walk('');
+  yield* walk('', root);
 }
 
 /** The stat of a socket seen as an empty regular file with the socket's mode, owner and times. */

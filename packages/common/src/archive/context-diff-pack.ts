@@ -54,39 +54,44 @@ export async function* packContextDiff(
 ): AsyncGenerator<Uint8Array> {
   const chunkBytes = opts.chunkBytes ?? 64 * 1024;
   const out = new Chunker(chunkBytes);
+  /** Chunks filled by `out.append`, yielded after each entry (no generator per piece). */
+  const full: Uint8Array[] = [];
   const seen = new Set<string>();
   let changed = 0;
   let contentBytes = 0;
-  yield* out.push(ContextDiffEncoder.magic());
-  for await (const walked of entries) {
-    if (opts.signal?.aborted) throw new CanceledError('fetch canceled');
-    const e = contextEntryOf(walked);
-    if (!e) continue;
-    seen.add(e.path);
-    if (!contextEntryChanged(e, base.get(e.path))) continue;
-    changed++;
-    yield* out.push(ContextDiffEncoder.entry(e));
-    // Nothing to read for an empty file (a socket the walk sends as one cannot be opened).
-    if (e.type !== 'file' || e.size === 0) continue;
-    contentBytes += e.size;
-    // Synchronous reads: thousands of small files, each promise-based call a thread-pool round trip.
-    const fd = openSync(join(root, e.path), 'r');
-    try {
-      let left = e.size;
-      while (left > 0) {
-        if (opts.signal?.aborted) throw new CanceledError('fetch canceled');
-        const buf = new Uint8Array(Math.min(chunkBytes, left));
-        const n = readSync(fd, buf, 0, buf.length, null);
-        if (n === 0) {
-          yield* out.push(new Uint8Array(left));
-          break;
-        }
-        left -= n;
-        yield* out.push(buf.subarray(0, n));
+  out.append(ContextDiffEncoder.magic(), full);
+  // A synchronous walk is read without an await per entry (for-await would add one).
+  const syncIt = Symbol.iterator in entries ? entries[Symbol.iterator]() : undefined;
+  const asyncIt = syncIt ? undefined : (entries as AsyncIterable<DiffSourceEntry>)[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const next = syncIt ? syncIt.next() : await asyncIt!.next();
+      if (next.done) break;
+      const walked = next.value;
+      if (opts.signal?.aborted) throw new CanceledError('fetch canceled');
+      const e = contextEntryOf(walked);
+      if (!e) continue;
+      const was = base.get(e.path);
+      // Only paths of the base are remembered: the rest of the base is what was deleted.
+      if (was) seen.add(e.path);
+      if (!contextEntryChanged(e, was)) continue;
+      changed++;
+      out.append(ContextDiffEncoder.entryLine(e), full);
+      // Nothing to read for an empty file (a socket the walk sends as one cannot be opened).
+      if (e.type === 'file' && e.size > 0) {
+        contentBytes += e.size;
+        if (e.size <= chunkBytes) readInto(out, full, join(root, e.path), e.size, chunkBytes, opts.signal);
+        else yield* readLarge(out, full, join(root, e.path), e.size, chunkBytes, opts.signal);
       }
-    } finally {
-      closeSync(fd);
+      if (full.length > 0) {
+        yield* full;
+        full.length = 0;
+      }
     }
+  } finally {
+    // Ends the walk when the stream stops early (as for-of would).
+    syncIt?.return?.(undefined);
+    await asyncIt?.return?.(undefined);
   }
   let deleted = 0;
   const deletedDirs = new Set<string>();
@@ -95,14 +100,65 @@ export async function* packContextDiff(
     for (let i = path.lastIndexOf('/'); i > 0; i = path.lastIndexOf('/', i - 1)) if (deletedDirs.has(path.slice(0, i))) return true;
     return false;
   };
-  for (const path of [...base.keys()].sort()) {
-    if (seen.has(path)) continue;
+  // Sorted only when something is gone (a base that is all seen has nothing to delete).
+  const gone = seen.size === base.size ? [] : [...base.keys()].filter((p) => !seen.has(p)).sort();
+  for (const path of gone) {
     if (underDeleted(path)) continue;
     deleted++;
     if (base.get(path)!.type === 'dir') deletedDirs.add(path);
-    yield* out.push(ContextDiffEncoder.deletion(path));
+    out.append(ContextDiffEncoder.deletion(path), full);
   }
-  yield* out.push(ContextDiffEncoder.end(changed + deleted));
+  out.append(ContextDiffEncoder.end(changed + deleted), full);
+  yield* full;
   yield* out.flush();
   opts.onDone?.({ changed, deleted, contentBytes });
+}
+
+/** readInto for a file larger than a chunk: yields the chunks as they fill, so a big file is never held whole. */
+function* readLarge(out: Chunker, full: Uint8Array[], abs: string, size: number, chunkBytes: number, signal: AbortSignal | undefined): Generator<Uint8Array> {
+  const fd = openSync(abs, 'r');
+  try {
+    let left = size;
+    while (left > 0) {
+      if (signal?.aborted) throw new CanceledError('fetch canceled');
+      const buf = new Uint8Array(Math.min(chunkBytes, left));
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) {
+        out.append(new Uint8Array(left), full);
+        left = 0;
+      } else {
+        left -= n;
+        out.append(buf.subarray(0, n), full);
+      }
+      yield* full;
+      full.length = 0;
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Appends `size` bytes of file `abs` to `out`: synchronous reads
+ * (thousands of small files, each promise-based call a thread-pool round
+ * trip). A file that shrank is zero-padded, one that grew is cut at `size`.
+ */
+function readInto(out: Chunker, full: Uint8Array[], abs: string, size: number, chunkBytes: number, signal: AbortSignal | undefined): void {
+  const fd = openSync(abs, 'r');
+  try {
+    let left = size;
+    while (left > 0) {
+      if (signal?.aborted) throw new CanceledError('fetch canceled');
+      const buf = new Uint8Array(Math.min(chunkBytes, left));
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) {
+        out.append(new Uint8Array(left), full);
+        break;
+      }
+      left -= n;
+      out.append(buf.subarray(0, n), full);
+    }
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -94,9 +94,12 @@ export const ContextDiffEncoder = {
     return Buffer.from(CONTEXT_DIFF_MAGIC);
   },
   entry(e: ContextEntry): Uint8Array {
-    const rec: Record<string, unknown> = { p: e.path, t: TYPE_CODE[e.type], m: e.mode, u: e.uid, g: e.gid, s: e.type === 'file' ? e.size : 0, mt: e.mtimeMs };
-    if (e.type === 'symlink') rec.l = e.linkname;
-    return Buffer.from(`${JSON.stringify(rec)}\n`);
+    return Buffer.from(ContextDiffEncoder.entryLine(e));
+  },
+  /** `entry` as a string: the same JSON, written without an object per entry (numbers and codes need no escaping). */
+  entryLine(e: ContextEntry): string {
+    const link = e.type === 'symlink' ? `,"l":${JSON.stringify(e.linkname)}` : '';
+    return `{"p":${JSON.stringify(e.path)},"t":"${TYPE_CODE[e.type]}","m":${e.mode},"u":${e.uid},"g":${e.gid},"s":${e.type === 'file' ? e.size : 0},"mt":${JSON.stringify(e.mtimeMs)}${link}}\n`;
   },
   deletion(path: string): Uint8Array {
     return Buffer.from(`${JSON.stringify({ p: path, d: 1 })}\n`);
@@ -144,6 +147,14 @@ export async function* readContextDiff(chunks: AsyncIterable<Uint8Array>): Async
     buf = buf.length === 0 ? c : Buffer.concat([buf, c]);
     return true;
   };
+  /** The next line when it is already buffered (no await), else undefined. */
+  const lineNow = (): string | undefined => {
+    const nl = buf.indexOf(0x0a);
+    if (nl < 0) return undefined;
+    const s = buf.toString('utf8', 0, nl);
+    buf = buf.subarray(nl + 1);
+    return s;
+  };
   const line = async (): Promise<string> => {
     for (;;) {
       const nl = buf.indexOf(0x0a);
@@ -162,7 +173,7 @@ export async function* readContextDiff(chunks: AsyncIterable<Uint8Array>): Async
     for (;;) {
       let rec: Record<string, unknown>;
       try {
-        rec = JSON.parse(await line()) as Record<string, unknown>;
+        rec = JSON.parse(lineNow() ?? (await line())) as Record<string, unknown>;
       } catch (err) {
         if (err instanceof ContextDiffError) throw err;
         throw new ContextDiffError('invalid context diff: a line is not JSON');
@@ -205,8 +216,11 @@ export async function* readContextDiff(chunks: AsyncIterable<Uint8Array>): Async
   }
 }
 
+const BAD_COMPONENT = /(?:^|\/)\.{0,2}(?:\/|$)/;
+
 function checkPath(p: unknown): string {
-  if (typeof p !== 'string' || p === '' || p.startsWith('/') || p.includes('\0') || p.split('/').some((c) => c === '' || c === '.' || c === '..')) {
+  // No empty, "." or ".." component (that includes a leading or trailing "/" and "//").
+  if (typeof p !== 'string' || p === '' || p.includes('\0') || BAD_COMPONENT.test(p)) {
     throw new ContextDiffError(`invalid path in context diff: ${JSON.stringify(p)}`);
   }
   return p;

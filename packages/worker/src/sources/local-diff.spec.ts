@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, cpSync, lstatSync, lutimesSync, mkdtempSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, renameSync, lstatSync, lutimesSync, mkdtempSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -206,6 +206,18 @@ describe('context diff', () => {
     expect(readFileSync(path.join(outside, 'victim'), 'utf8')).toBe('keep');
     expect(lstatSync(path.join(root, 'a/two.txt')).isFile()).toBe(true);
     expect(describeTree(root)).toEqual(describeTree(src));
+    expect(manifestContentDigest(res.manifest)).toBe(treeContentDigest(src));
+  });
+
+  it('a rename (as many paths gone as new) is sent as a deletion and a new entry', async () => {
+    const src = makeContext();
+    const root = tmp('seeded');
+    const { manifest } = await transfer(src, root, new Map(), { seeded: false });
+    renameSync(path.join(src, 'gone.txt'), path.join(src, 'renamed.txt'));
+    const res = await transfer(src, root, manifest, { seeded: true });
+    expect(res.sent.deleted).toBe(1);
+    expect(res.manifest.has('gone.txt')).toBe(false);
+    expect(readFileSync(path.join(root, 'renamed.txt'), 'utf8')).toBe('gone');
     expect(manifestContentDigest(res.manifest)).toBe(treeContentDigest(src));
   });
 
