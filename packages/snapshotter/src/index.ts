@@ -1,4 +1,4 @@
-export type { ActiveSnapshot, SnapshotChanges, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from './snapshotter.js';
+export type { ActiveSnapshot, PrepareOptions, UnmountedTree, SnapshotChanges, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from './snapshotter.js';
 export { createDirectorySnapshotter, type DirectorySnapshotterOptions } from './directory/directory-snapshotter.js';
 export {
   createOverlaySnapshotter,

@@ -37,7 +37,7 @@ export interface Snapshotter {
    * `parent` is not a committed snapshot. Calls with different keys may run
    * concurrently.
    */
-  prepare(key: string, parent?: string, opts?: { signal?: AbortSignal }): Promise<ActiveSnapshot>;
+  prepare(key: string, parent?: string, opts?: PrepareOptions): Promise<ActiveSnapshot>;
 
   /**
    * Freezes the active snapshot `key` and returns the id of the new
@@ -111,10 +111,36 @@ export interface Snapshotter {
   close(): Promise<void>;
 }
 
+export interface PrepareOptions {
+  signal?: AbortSignal;
+  /**
+   * The caller hands the tree to a runtime that mounts it itself (a
+   * containerd task's rootfs) and reads it only through `unmounted` until
+   * it calls `unmounted.mount()`. A backend that can may then leave `path`
+   * unmounted; others ignore it.
+   */
+  deferMount?: boolean;
+}
+
 export interface ActiveSnapshot {
   readonly key: string;
-  /** Absolute host path of the writable tree. */
+  /** Absolute host path of the writable tree (with `unmounted`: once mounted). */
   readonly path: string;
+  /** Set when `deferMount` left the tree unmounted: read it through this, or mount it first. */
+  readonly unmounted?: UnmountedTree;
+}
+
+/**
+ * Reads of a tree not mounted on the host (from its layers), with symlinks
+ * followed inside the root as `readFileInRoot` and `resolveInRoot` do.
+ */
+export interface UnmountedTree {
+  /** The bytes of regular file `p`; errors as `readFileInRoot` (ENOENT, ENOTDIR, EISDIR, EINVAL). */
+  readFile(p: string): Promise<Buffer>;
+  /** Where `p` leads (absolute inside the root, symlinks resolved, the final one too) and what is there. */
+  lookup(p: string): Promise<{ path: string; exists: boolean; isDirectory: boolean }>;
+  /** Mounts the tree at the snapshot's `path`, for writes on the host (a no-op once mounted). */
+  mount(): Promise<void>;
 }
 
 export interface SnapshotView {

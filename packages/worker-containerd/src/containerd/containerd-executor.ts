@@ -185,12 +185,13 @@ export class ContainerdExecutor implements Executor {
     await this.reapStale();
     const id = `kiln-${randomBytes(8).toString('hex')}`;
     const labels = { [OWNER_LABEL]: this.opts.owner };
-    // Read on Kiln's host mount, before the step runs (and before that mount is detached).
-    const stubs = await missingMountPoints(spec);
     // A root that is not the root of a containerd snapshot is handed over as a host path: an
     // ExecOp's root mount may carry a selector (LLB allows a subdirectory of its input as `/`),
     // and a snapshot's mounts cannot name a subdirectory.
     const root = this.opts.snapshots?.taskRootfs(spec.rootfs);
+    // Read before the step runs: from the snapshot's layers when Kiln never mounted it, else on
+    // Kiln's host mount (before that mount is detached).
+    const stubs = await missingMountPoints(spec, root?.tree);
     let stdio: FifoReaders | undefined;
     let created = false;
     let exited = false;

@@ -1,11 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { lstat, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { containerdSnapshots } from '@kiln/api';
 import { KilnError, NotFoundError, silentLogger, type Logger } from '@kiln/common';
-import type { ActiveSnapshot, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from '@kiln/snapshotter';
+import { readFileInRoot, resolveInRoot, type ActiveSnapshot, type PrepareOptions, type SnapshotInfo, type Snapshotter, type SnapshotUsage, type SnapshotView, type UnmountedTree } from '@kiln/snapshotter';
 import { hasCode, type ContainerdClient } from './client.js';
 import { OWNER_LABEL } from './containerd-executor.js';
+import { LayeredTree, OpaqueDirCache, OpaqueDirsUnknown } from './layered-tree.js';
 import {
   layersOfMounts,
   mountPointsUnder,
@@ -74,6 +75,8 @@ interface ViewTree {
 interface Active {
   path: string;
   mounted: boolean;
+  /** Reads of the tree while Kiln has not mounted it (prepared with `deferMount`). */
+  tree?: UnmountedTree;
   /** What containerd answered for it: the mounts a task's rootfs is made of. */
   mounts: SnapshotMount[];
   /** The snapshot's own (upper) dir, for usage. */
@@ -102,6 +105,8 @@ export interface TaskRootfs {
    * may be mounted twice) and for a bind mount (nothing mounted).
    */
   detachHost(): Promise<void>;
+  /** Set while Kiln has not mounted the tree (an active prepared with `deferMount`): its reads, from the layers. */
+  tree?: Pick<UnmountedTree, 'lookup'>;
 }
 
 /**
@@ -151,6 +156,8 @@ export class ContainerdSnapshotter implements Snapshotter {
   private readonly committedKeys = new Set<string>();
   private opened: Promise<void> | undefined;
   private closed = false;
+  /** Opaque dirs of the layers unmounted trees were read through (see `LayeredTree`). */
+  private readonly opaqueDirs = new OpaqueDirCache();
 
   constructor(private readonly opts: ContainerdSnapshotterOptions) {
     this.client = opts.client;
@@ -230,7 +237,7 @@ export class ContainerdSnapshotter implements Snapshotter {
     return out.filter((i) => i.name.startsWith(this.prefix));
   }
 
-  async prepare(key: string, parent?: string, opts: { signal?: AbortSignal } = {}): Promise<ActiveSnapshot> {
+  async prepare(key: string, parent?: string, opts: PrepareOptions = {}): Promise<ActiveSnapshot> {
     await this.ready();
     opts.signal?.throwIfAborted();
     if (this.actives.has(key)) throw new KilnError('already_exists', `snapshot ${key} already exists`);
@@ -249,6 +256,14 @@ export class ContainerdSnapshotter implements Snapshotter {
     }
     const extra = overlayExtraOptions(mounts);
     if (extra) this.overlayOptions = extra;
+    const layers = opts.deferMount && mounts.length === 1 && mounts[0]!.type === 'overlay' ? layersOfMounts(mounts, 'active') : undefined;
+    if (layers) {
+      // Left unmounted: the task's shim mounts it as its rootfs; until then it is read from its layers.
+      const active: Active = { path: this.mountPoint(`a-${key}`), mounted: false, mounts, own: ownDir(mounts), parent };
+      active.tree = this.unmountedTree(active, layers.dirs);
+      this.actives.set(key, active);
+      return { key, path: active.path, unmounted: active.tree };
+    }
     try {
       const at = await mountSnapshot(mounts, this.mountPoint(`a-${key}`));
       this.actives.set(key, { ...at, mounts, own: ownDir(mounts), parent });
@@ -257,6 +272,52 @@ export class ContainerdSnapshotter implements Snapshotter {
       await this.client.snapshots.remove({ snapshotter: this.snapshotter, key: name }).catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * Reads of an active snapshot left unmounted, from its layer dirs (top
+   * first). Where the opaque dirs of a layer cannot be read (no getfattr),
+   * the tree is mounted and read on the host instead.
+   */
+  private unmountedTree(active: Active, dirs: string[]): UnmountedTree {
+    const layered = new LayeredTree(dirs, this.opaqueDirs.isOpaque);
+    const mount = async (): Promise<void> => {
+      if (active.mounted) return;
+      const at = await mountSnapshot(active.mounts, active.path);
+      active.mounted = at.mounted;
+    };
+    const read = async <T>(fromLayers: () => Promise<T>, onHost: () => Promise<T>): Promise<T> => {
+      if (!active.mounted) {
+        try {
+          return await fromLayers();
+        } catch (err) {
+          if (!(err instanceof OpaqueDirsUnknown)) throw err;
+          this.logger.debug({ err }, 'reading a root through its mount');
+          await mount();
+        }
+      }
+      return onHost();
+    };
+    return {
+      mount,
+      readFile: (p) =>
+        read(
+          () => layered.readFile(p),
+          async () => readFileInRoot(active.path, p),
+        ),
+      lookup: (p) =>
+        read(
+          async () => {
+            const { path: at, entry } = await layered.lookup(p);
+            return { path: at, exists: entry !== undefined, isDirectory: entry?.stats.isDirectory() ?? false };
+          },
+          async () => {
+            const host = await resolveInRoot(active.path, p, { followFinalSymlink: true });
+            const st = await lstat(host).catch(() => undefined);
+            return { path: `/${path.relative(active.path, host)}`, exists: st !== undefined, isDirectory: st?.isDirectory() ?? false };
+          },
+        ),
+    };
   }
 
   private mountPoint(name: string): string {
@@ -406,6 +467,7 @@ export class ContainerdSnapshotter implements Snapshotter {
       return {
         mounts: taskRootfsMounts(active.mounts),
         stubRoot: active.own ?? active.path,
+        ...(active.tree && !active.mounted ? { tree: active.tree } : {}),
         detachHost: async () => {
           if (!active.mounted) return;
           await unmountSnapshot(active.path);

@@ -1,6 +1,9 @@
 import type { llb } from '@kiln/api';
 import { InvalidArgumentError } from '@kiln/common';
-import { readFileInRoot } from '@kiln/snapshotter';
+import { readFileInRoot, type UnmountedTree } from '@kiln/snapshotter';
+
+/** A root to read the user databases from: a host path, or a tree read from its layers. */
+export type UserRoot = string | Pick<UnmountedTree, 'readFile'>;
 
 interface PasswdEntry {
   name: string;
@@ -19,9 +22,9 @@ interface GroupEntry {
  * symlinks resolved inside the root (one to a host file reads nothing from
  * the host). A missing file, or one that is not a regular file, has none.
  */
-async function readDbFile(root: string, file: string): Promise<string[][]> {
+async function readDbFile(root: UserRoot, file: string): Promise<string[][]> {
   try {
-    const text = readFileInRoot(root, file).toString('utf8');
+    const text = (typeof root === 'string' ? readFileInRoot(root, file) : await root.readFile(file)).toString('utf8');
     return text
       .split('\n')
       .filter((l) => l.trim() !== '' && !l.startsWith('#'))
@@ -32,11 +35,11 @@ async function readDbFile(root: string, file: string): Promise<string[][]> {
   }
 }
 
-async function passwd(root: string): Promise<PasswdEntry[]> {
+async function passwd(root: UserRoot): Promise<PasswdEntry[]> {
   return (await readDbFile(root, '/etc/passwd')).map((f) => ({ name: f[0] ?? '', uid: Number(f[2]), gid: Number(f[3]) }));
 }
 
-async function groups(root: string): Promise<GroupEntry[]> {
+async function groups(root: UserRoot): Promise<GroupEntry[]> {
   return (await readDbFile(root, '/etc/group')).map((f) => ({
     name: f[0] ?? '',
     gid: Number(f[2]),
@@ -55,12 +58,12 @@ const isNumeric = (s: string): boolean => /^\d+$/.test(s);
  * supplementary list (containerd's fix for CVE-2023-25173: a process whose
  * list lacked it could shed it with setgroups and pass a `g-rwx` check).
  */
-export async function resolveExecUser(root: string, spec: string): Promise<{ uid: number; gid: number; additionalGids: number[] }> {
+export async function resolveExecUser(root: UserRoot, spec: string): Promise<{ uid: number; gid: number; additionalGids: number[] }> {
   const { uid, gid, additionalGids } = await resolveUserGroups(root, spec === '' ? '0' : spec);
   return { uid, gid, additionalGids: [...new Set([gid, ...additionalGids])] };
 }
 
-async function resolveUserGroups(root: string, spec: string): Promise<{ uid: number; gid: number; additionalGids: number[] }> {
+async function resolveUserGroups(root: UserRoot, spec: string): Promise<{ uid: number; gid: number; additionalGids: number[] }> {
   const [userPart = '', groupPart] = spec.split(':', 2);
   const users = await passwd(root);
   let uid: number;

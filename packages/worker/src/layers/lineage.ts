@@ -1,5 +1,5 @@
 import { KilnError, type Logger } from '@kiln/common';
-import type { ActiveSnapshot, SnapshotChanges, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from '@kiln/snapshotter';
+import type { ActiveSnapshot, PrepareOptions, SnapshotChanges, SnapshotInfo, Snapshotter, SnapshotUsage, SnapshotView } from '@kiln/snapshotter';
 import type { LineageRecords, StoredBaseLayer } from './lineage-records.js';
 
 /** A layer that came unchanged from a pulled image: its blob as the registry served it. */
@@ -107,7 +107,7 @@ export class LineageSnapshotter implements Snapshotter {
     }
   }
 
-  async prepare(key: string, parent?: string, opts?: { signal?: AbortSignal }): Promise<ActiveSnapshot> {
+  async prepare(key: string, parent?: string, opts?: PrepareOptions): Promise<ActiveSnapshot> {
     const active = await this.inner.prepare(key, parent, opts);
     this.preparedFrom.set(key, parent);
     return active;

@@ -1,6 +1,6 @@
 import { llb } from '@kiln/api';
 import { CanceledError, InvalidArgumentError, KilnError, UnimplementedError, type Logger } from '@kiln/common';
-import { cleanRootPath, resolveInRoot, type SnapshotView } from '@kiln/snapshotter';
+import { cleanRootPath, resolveInRoot, type SnapshotView, type UnmountedTree } from '@kiln/snapshotter';
 import type { ExecMount, Executor } from '../executor.js';
 import { mkdirAllInRoot } from '../fs/fs-util.js';
 import { resolveExecUser } from '../fs/users.js';
@@ -90,6 +90,8 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
     const ordered = [rootMounts[0]!, ...exec.mounts.filter((m) => m !== rootMounts[0])];
     const specMounts: ExecMount[] = [];
     let rootfs = '';
+    // The root when its backend left it unmounted (see `deferMount`): read through this, or mounted first.
+    let rootTree: UnmountedTree | undefined;
     for (const m of ordered) {
       ctx.signal?.throwIfAborted();
       if (m.mountType === llb.MountType.TMPFS) {
@@ -149,7 +151,11 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
       if (!m.readonly || m.output >= 0n || parent === undefined) {
         const key = newSnapshotKey(ctx.digest, `mount${actives.length}`);
         actives.push({ key, output: Number(m.output) });
-        root = (await snapshotter.prepare(key, parent, { signal: ctx.signal })).path;
+        // The whole root goes to the runtime as it is: a backend whose runtime mounts it (containerd) may leave it unmounted here.
+        const deferMount = m.dest === '/' && !m.selector;
+        const active = await snapshotter.prepare(key, parent, { signal: ctx.signal, ...(deferMount ? { deferMount } : {}) });
+        root = active.path;
+        if (deferMount) rootTree = active.unmounted;
       } else {
         const v = await snapshotter.view(parent);
         views.push(v);
@@ -164,8 +170,11 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
     const rootMount = rootMounts[0]!;
     let user;
     try {
-      user = await resolveExecUser(rootfs, meta.user);
-      if (!rootMount.readonly) await mkdirAllInRoot(rootfs, cwd);
+      user = await resolveExecUser(rootTree ?? rootfs, meta.user);
+      if (!rootMount.readonly && !(await isDirInRoot(rootTree, cwd))) {
+        await rootTree?.mount();
+        await mkdirAllInRoot(rootfs, cwd);
+      }
     } catch (err) {
       throw OpFailure.wrap('failed to set up the process', err);
     }
@@ -241,6 +250,16 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
     await secretDir?.dispose();
     for (const v of views) await v.release().catch(() => undefined);
     for (const a of actives) await snapshotter.remove(a.key).catch(() => undefined);
+  }
+}
+
+/** Whether `p` is a directory (symlinks followed) in an unmounted root; false for a host root (mkdir there is cheap and idempotent). */
+async function isDirInRoot(tree: UnmountedTree | undefined, p: string): Promise<boolean> {
+  if (!tree) return false;
+  try {
+    return (await tree.lookup(p)).isDirectory;
+  } catch {
+    return false; // mkdir on the mounted tree reports it
   }
 }
 

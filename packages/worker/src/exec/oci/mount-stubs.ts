@@ -1,6 +1,6 @@
 import { lstat } from 'node:fs/promises';
 import path from 'node:path';
-import { removeEmptyInRoot, resolveInRoot } from '@kiln/snapshotter';
+import { removeEmptyInRoot, resolveInRoot, type UnmountedTree } from '@kiln/snapshotter';
 import type { Logger } from '@kiln/common';
 import type { ExecSpec } from '../../executor.js';
 import { STANDARD_MOUNTS } from './oci-spec.js';
@@ -9,9 +9,10 @@ import { STANDARD_MOUNTS } from './oci-spec.js';
  * Every missing path component of each mount destination in the rootfs
  * (the OCI runtime would create them), as paths inside the rootfs with the
  * symlinks the image has resolved, deepest last. Read before the step,
- * while only the worker writes the rootfs. Empty for a read-only rootfs.
+ * while only the worker writes the rootfs (from its layers when `tree` is
+ * given: the rootfs is not mounted on the host). Empty for a read-only rootfs.
  */
-export async function missingMountPoints(spec: ExecSpec): Promise<string[]> {
+export async function missingMountPoints(spec: ExecSpec, tree?: Pick<UnmountedTree, 'lookup'>): Promise<string[]> {
   if (spec.readonlyRootfs) return [];
   const dests = [...STANDARD_MOUNTS.map((m) => m.destination), ...spec.mounts.map((m) => m.dest)];
   const out = new Set<string>();
@@ -25,10 +26,10 @@ export async function missingMountPoints(spec: ExecSpec): Promise<string[]> {
         out.add(prefix);
         continue;
       }
-      const p = await resolveInRoot(spec.rootfs, prefix, { followFinalSymlink: true });
-      if (!(await exists(p))) {
+      const at = tree ? await lookupInTree(tree, prefix) : await lookupOnHost(spec.rootfs, prefix);
+      if (!at.exists) {
         missing = true;
-        prefix = `/${path.relative(spec.rootfs, p)}`;
+        prefix = at.path;
         out.add(prefix);
       }
     }
@@ -49,6 +50,23 @@ export function removeMountPointStubs(rootfs: string, stubs: readonly string[], 
     } catch (err) {
       logger.warn({ err, stub }, 'failed to remove a mount-point stub');
     }
+  }
+}
+
+/** Where `p` leads in the host tree `rootfs` (absolute inside it) and whether something is there. */
+async function lookupOnHost(rootfs: string, p: string): Promise<{ path: string; exists: boolean }> {
+  const host = await resolveInRoot(rootfs, p, { followFinalSymlink: true });
+  return { path: `/${path.relative(rootfs, host)}`, exists: await exists(host) };
+}
+
+/** The same in a tree read from its layers: a parent that is missing or not a directory makes `p` missing, as lstat on the host says. */
+async function lookupInTree(tree: Pick<UnmountedTree, 'lookup'>, p: string): Promise<{ path: string; exists: boolean }> {
+  try {
+    return await tree.lookup(p);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return { path: p, exists: false };
+    throw err;
   }
 }
 
