@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createCipheriv, createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -130,6 +130,34 @@ describe.skipIf(!canRun)(`image exporters checked with outside tools [topology=a
     expect(res.stderr).toBe('');
     expect(res.stdout).toBe(EXPECTED);
     run('runc', ['--root', runcRoot, 'delete', '-f', `kiln-e2e-${process.pid}`]);
+  }, 120_000);
+
+  it.skipIf(!has('umoci'))('type=oci with a 9 MiB layer of stored and deflated gzip members, copied into the tarball in the kernel: gzip -t and umoci (Go\'s gzip reader) read it back', async () => {
+    const bigCtx = join(work, 'big-ctx');
+    mkdirSync(bigCtx);
+    // Noise (stored members) then text (deflated), crossing the 4 MiB member boundaries.
+    const noise = createCipheriv('aes-128-ctr', Buffer.alloc(16, 7), Buffer.alloc(16)).update(Buffer.alloc(6 << 20));
+    const big = Buffer.concat([noise, Buffer.from('kiln layer text\n'.repeat(3 << 16))]);
+    writeFileSync(join(bigCtx, 'big.bin'), big);
+    writeFileSync(join(bigCtx, 'Dockerfile'), `FROM ${baseRef}\nCOPY big.bin /big.bin\n`);
+    const tarball = join(work, 'big.oci.tar');
+    await build(['-o', `type=oci,dest=${tarball},name=kiln-test/big:1`], bigCtx);
+    // The layer went from the content store's file into the tarball by copy_file_range, not through the heap.
+    const copied = [...daemon.logs().matchAll(/"fileCopiedBytes":(\d+)/g)].map((m) => Number(m[1]));
+    expect(Math.max(0, ...copied)).toBeGreaterThan(noise.length);
+    const layout = join(work, 'big-layout');
+    mkdirSync(layout);
+    expect(run('tar', ['-xf', tarball, '-C', layout]).code).toBe(0);
+    const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+    const manifest = JSON.parse(readFileSync(join(layout, 'blobs', ...index.manifests[0]!.digest.split(':')), 'utf8')) as { layers: { digest: string; size: number }[] };
+    const top = manifest.layers.at(-1)!;
+    const blobFile = join(layout, 'blobs', ...top.digest.split(':'));
+    expect(sha(readFileSync(blobFile))).toBe(top.digest);
+    expect(run('gzip', ['-t', blobFile]).code).toBe(0);
+    const bundle = join(work, 'big-bundle');
+    const unpack = run('umoci', ['unpack', '--image', `${layout}:1`, bundle]);
+    expect(unpack.code, unpack.stderr).toBe(0);
+    expect(sha(readFileSync(join(bundle, 'rootfs', 'big.bin')))).toBe(sha(big));
   }, 120_000);
 
   it('type=oci,tar=false writes an OCI layout directory', async () => {

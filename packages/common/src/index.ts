@@ -19,6 +19,7 @@ export * from './archive/context-diff.js';
 export * from './archive/context-diff-pack.js';
 export * from './proc/spawner.js';
 export * from './proc/mount.js';
+export * from './proc/copy-range.js';
 export * from './archive/chunker.js';
 export * from './graph/post-order.js';
 export * from './text/escape-control.js';

@@ -1,3 +1,4 @@
+import type { FileHandle } from 'node:fs/promises';
 import type { Logger } from '@kiln/common';
 import type { RegistryClient } from '@kiln/registry';
 import type { BlobStore } from './image/blob-store.js';
@@ -39,10 +40,27 @@ export interface ExportSource extends ResultSource {
   provenance?: Uint8Array;
 }
 
+/**
+ * A content-store blob inside an output stream (a layer in an OCI/docker
+ * layout tar): `read()` streams it through the store (size checked against
+ * the descriptor); `open()`, when the store runs in this process, gives its
+ * file, which a local write copies in the kernel instead.
+ */
+export interface BlobSpan {
+  readonly kind: 'blob';
+  readonly digest: string;
+  readonly size: number;
+  read(): AsyncIterable<Uint8Array>;
+  open?(): Promise<FileHandle>;
+}
+
+/** What an output stream carries: bytes, or a blob to copy whole. */
+export type OutputChunk = Uint8Array | BlobSpan;
+
 /** Where exporters deliver to the client: the build's session. */
 export interface ClientOutputs {
   /** Streams bytes to the client's output `outputId`; resolves with the bytes written. */
-  write(sessionId: string, outputId: string, data: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<number>;
+  write(sessionId: string, outputId: string, data: AsyncIterable<OutputChunk>, signal?: AbortSignal): Promise<number>;
 }
 
 export interface ExporterContext {

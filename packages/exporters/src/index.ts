@@ -1,8 +1,8 @@
-export type { Exporter, ExporterInstance, ExportSource, ResultSource, PlatformResultSource, ExporterContext, ClientOutputs } from './exporter.js';
+export type { Exporter, ExporterInstance, ExportSource, ResultSource, PlatformResultSource, ExporterContext, ClientOutputs, BlobSpan, OutputChunk } from './exporter.js';
 export { localExporter, tarExporter } from './session-output.js';
 export { ociExporter, dockerExporter } from './oci/layout-exporter.js';
 export { imageExporter } from './image/image-exporter.js';
-export { contentBlobStore, type BlobStore, type WrittenBlob } from './image/blob-store.js';
+export { contentBlobStore, type BlobStore, type LocalBlobFiles, type WrittenBlob } from './image/blob-store.js';
 export type { LayerDescriptor, LayerRequest } from './image/layers.js';
 export { compileImageOptions, type ImageOptions, type Annotations, type Compression } from './image/image-options.js';
 export { buildImageConfig, GENERATED_HISTORY_COMMENT } from './image/image-config.js';

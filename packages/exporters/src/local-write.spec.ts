@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { open } from 'node:fs/promises';
 import { linkSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { exporter, session, worker } from '@kiln/api';
 import { createInMemoryTransport, createKilnClient, silentLogger } from '@kiln/common';
+import type { BlobSpan, OutputChunk } from './exporter.js';
 import { builtinExporters } from './index.js';
 import { LOCAL_WRITE_PATH_ATTR, LOCAL_WRITE_TOKEN_ATTR, localWriteTarget, openLocalWrite, writeLocal } from './local-write.js';
 import { createExporterServiceImpl } from './rpc/exporter-service.js';
@@ -47,6 +49,52 @@ describe('local write: the token check', () => {
     const expected = Buffer.concat(parts);
     expect(await writeLocal(opened.fh, o.path, (async function* () { yield* parts; })())).toBe(expected.length);
     expect(readFileSync(o.path).equals(expected)).toBe(true);
+  });
+
+  /** A blob of the store as the layout tar yields it: with its file when `file` is given, else only readable. */
+  function span(data: Buffer, file?: string, size = data.length): BlobSpan {
+    return {
+      kind: 'blob',
+      digest: `sha256:${'ab'.repeat(32)}`,
+      size,
+      async *read() {
+        for (let at = 0; at < data.length; at += 1 << 20) yield data.subarray(at, at + (1 << 20));
+      },
+      ...(file ? { open: () => open(file, 'r') } : {}),
+    };
+  }
+
+  it('copies blobs from their files in the kernel between buffered bytes, and reads blobs without a file, byte for byte', async () => {
+    const o = offer();
+    const opened = await openLocalWrite(localWriteTarget(o.attrs)!);
+    if (!('fh' in opened)) throw new Error(opened.reason);
+    const big = randomBytes((9 << 20) + 5);
+    const small = randomBytes(3000);
+    writeFileSync(join(dir, 'big.blob'), big);
+    const head = Buffer.from('header-512');
+    const timing = { writeMs: 0, syncMs: 0, fileCopiedBytes: 0 };
+    const out = (async function* (): AsyncGenerator<OutputChunk> {
+      yield head;
+      yield span(big, join(dir, 'big.blob'));
+      yield Buffer.from('pad');
+      yield span(small);
+      yield Buffer.from('end');
+    })();
+    const expected = Buffer.concat([head, big, Buffer.from('pad'), small, Buffer.from('end')]);
+    expect(await writeLocal(opened.fh, o.path, out, timing)).toBe(expected.length);
+    expect(readFileSync(o.path).equals(expected)).toBe(true);
+    expect(timing.fileCopiedBytes).toBe(big.length);
+  });
+
+  it('fails an export whose blob file is not the descriptor\'s size, naming the digest', async () => {
+    const o = offer();
+    const opened = await openLocalWrite(localWriteTarget(o.attrs)!);
+    if (!('fh' in opened)) throw new Error(opened.reason);
+    writeFileSync(join(dir, 'short.blob'), randomBytes(100));
+    const out = (async function* (): AsyncGenerator<OutputChunk> {
+      yield span(randomBytes(200), join(dir, 'short.blob'), 200);
+    })();
+    await expect(writeLocal(opened.fh, o.path, out)).rejects.toMatchObject({ code: 'failed_precondition', message: expect.stringMatching(/sha256:(ab){32}: the content store has 100 bytes, the layer descriptor says 200/) });
   });
 
   it('refuses a file whose content is not the token (another filesystem, a stale file)', async () => {

@@ -2,7 +2,9 @@ import { constants, promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { timingSafeEqual } from 'node:crypto';
-import { KilnError } from '@kiln/common';
+import { copyFileRange, KilnError } from '@kiln/common';
+import type { OutputChunk } from './exporter.js';
+import { blobSizeMismatch, isBlobSpan } from './output-chunks.js';
 
 /**
  * "Local write" of a file output: when the CLI shares the daemon's
@@ -69,9 +71,22 @@ async function fail(fh: FileHandle, reason: string): Promise<{ reason: string }>
 /** Writes gathered blocks: the content store's 1 MiB messages go out as one pwritev per 8 MiB, never copied together. */
 const WRITE_BLOCK = 8 * 1024 * 1024;
 
-/** Truncates the checked temp file, writes `data` into it, fsyncs and closes it; resolves with the size. */
-export async function writeLocal(fh: FileHandle, path: string, data: AsyncIterable<Uint8Array>, timing?: { writeMs: number; syncMs: number }): Promise<number> {
+export interface LocalWriteTiming {
+  writeMs: number;
+  syncMs: number;
+  /** Bytes of blobs copied from the content store's files in the kernel (the rest was written from buffers). */
+  fileCopiedBytes: number;
+}
+
+/**
+ * Truncates the checked temp file, writes `data` into it, fsyncs and closes
+ * it; resolves with the size. A blob that can be opened as a file (the
+ * content store in this process) is copied in the kernel (`copyFileRange`):
+ * its bytes never pass through the daemon's heap.
+ */
+export async function writeLocal(fh: FileHandle, path: string, data: AsyncIterable<OutputChunk>, timing?: LocalWriteTiming, signal?: AbortSignal): Promise<number> {
   let size = 0;
+  let fileCopiedBytes = 0;
   const t0 = performance.now();
   try {
     await fh.truncate(0);
@@ -90,15 +105,37 @@ export async function writeLocal(fh: FileHandle, path: string, data: AsyncIterab
       parts = [];
       pending = 0;
     };
-    for await (const chunk of data) {
+    const add = async (chunk: Uint8Array) => {
       parts.push(chunk);
       pending += chunk.length;
       if (pending >= WRITE_BLOCK) await flush();
+    };
+    for await (const chunk of data) {
+      if (!isBlobSpan(chunk)) {
+        await add(chunk);
+        continue;
+      }
+      const file = await chunk.open?.().catch(() => undefined);
+      if (!file) {
+        for await (const c of chunk.read()) await add(c);
+        continue;
+      }
+      try {
+        await flush();
+        const { size: found } = await file.stat();
+        if (found !== chunk.size) throw blobSizeMismatch(chunk.digest, found, chunk.size);
+        const copied = await copyFileRange(file, 0, fh, size, chunk.size, signal);
+        if (copied !== chunk.size) throw blobSizeMismatch(chunk.digest, copied, chunk.size);
+        size += copied;
+        fileCopiedBytes += copied;
+      } finally {
+        await file.close().catch(() => undefined);
+      }
     }
     await flush();
     const t1 = performance.now();
     await fh.sync();
-    if (timing) Object.assign(timing, { writeMs: Math.round(t1 - t0), syncMs: Math.round(performance.now() - t1) });
+    if (timing) Object.assign(timing, { writeMs: Math.round(t1 - t0), syncMs: Math.round(performance.now() - t1), fileCopiedBytes });
   } catch (err) {
     if (err instanceof KilnError) throw err;
     throw new KilnError('internal', `writing the output into ${path}: ${String(err)}`);

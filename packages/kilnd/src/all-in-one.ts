@@ -104,6 +104,8 @@ export async function startAllInOne(opts: DaemonOptions, logger: Logger): Promis
         worker: async (id) => (id === description.id ? (workerClient as Client<typeof workerApi.WorkerService>) : undefined),
         sessions: sessionClient,
         content: createKilnClient(content.ContentService, transport),
+        // Same process: layer blobs go from the store's files into a local write in the kernel.
+        localBlobFiles: (digest) => store.openBlob(digest),
         registry: daemonRegistryClient(opts.registry),
         logger: logger.child({ tier: 'exporters' }),
       }),

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { sha256 } from '@kiln/common';
-import type { BlobInfo, ContentStore } from '../content-store.js';
-import { openLocalContentStore } from './local-content-store.js';
+import type { BlobInfo } from '../content-store.js';
+import { openLocalContentStore, type LocalContentStore } from './local-content-store.js';
 import { caught, chunks, collect, readAll } from '../testing/fixtures/helpers.js';
 
 const enc = new TextEncoder();
@@ -14,7 +14,7 @@ const hexOf = (digest: string) => digest.slice('sha256:'.length);
 
 describe('LocalContentStore', () => {
   let root: string;
-  let store: ContentStore;
+  let store: LocalContentStore;
 
   beforeEach(async () => {
     root = await mkdtemp(join(tmpdir(), 'kiln-cs-'));
@@ -71,6 +71,21 @@ describe('LocalContentStore', () => {
     expect((await caught(range(11))).code).toBe('invalid_argument');
     expect((await caught(range(-1))).code).toBe('invalid_argument');
     expect((await caught(range(0, 1.5))).code).toBe('invalid_argument');
+  });
+
+  it('opens a committed blob\'s file for an in-process reader, which stays readable after the blob is deleted', async () => {
+    const { digest } = await store.write({ ref: 'r' }, chunks('file ', 'bytes'));
+    const fh = await store.openBlob(digest);
+    try {
+      await store.delete(digest);
+      const buf = Buffer.alloc(20);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+      expect(buf.subarray(0, bytesRead).toString()).toBe('file bytes');
+    } finally {
+      await fh.close();
+    }
+    expect((await caught(store.openBlob(digest))).code).toBe('not_found');
+    expect((await caught(store.openBlob('../../etc/passwd'))).code).toBe('invalid_argument');
   });
 
   it('reports bad and missing digests by name', async () => {

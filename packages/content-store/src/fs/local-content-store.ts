@@ -105,6 +105,13 @@ export interface LocalContentStore extends ContentStore {
    * after one interval) until stopped or the store closes.
    */
   startGcPolicy(policy: GcPolicy): GcPolicyHandle;
+  /**
+   * The committed blob's file, opened for reading (NotFound when absent), for
+   * a tier in this same process that copies it in the kernel (the all-in-one
+   * daemon's exporters: `copyFileRange` into a local write). An open file
+   * stays readable even if GC removes the blob; the caller closes it.
+   */
+  openBlob(digest: string): Promise<FileHandle>;
 }
 
 /** Chunk size of `read`. */
@@ -344,6 +351,20 @@ class LocalStore implements LocalContentStore {
     const row = this.stmt.info.get(d.digest);
     if (!row) throw blobNotFound(d.digest);
     return this.toBlobInfo(row);
+  }
+
+  async openBlob(digest: string): Promise<FileHandle> {
+    this.ensureOpen();
+    const d = parseContentDigest(digest);
+    if (!this.stmt.blobSize.get(d.digest)) throw blobNotFound(d.digest);
+    try {
+      const fh = await open(this.blobPath(d), 'r');
+      this.touch(d.digest);
+      return fh;
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) throw blobNotFound(d.digest);
+      throw err;
+    }
   }
 
   async *read(digest: string, options: ReadOptions = {}): AsyncGenerator<Uint8Array> {

@@ -1,3 +1,4 @@
+import type { FileHandle } from 'node:fs/promises';
 import type { Client } from '@connectrpc/connect';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import type { content } from '@kiln/api';
@@ -19,6 +20,8 @@ export interface BlobStore {
   put(data: Uint8Array, opts: { lease: string; labels?: Record<string, string> }, signal?: AbortSignal): Promise<WrittenBlob>;
   /** Streams a blob; NotFound when absent. */
   read(digest: string, signal?: AbortSignal): AsyncIterable<Uint8Array>;
+  /** The blob's file when the content store runs in this process (see `LocalBlobFiles`); absent otherwise. */
+  openFile?(digest: string): Promise<FileHandle>;
   /** Reads a whole (small) blob. */
   readAll(digest: string, signal?: AbortSignal): Promise<Buffer>;
   /** A blob's labels; undefined when the store does not have it. */
@@ -33,9 +36,16 @@ export interface BlobStore {
   deleteLease(id: string, signal?: AbortSignal): Promise<void>;
 }
 
-/** A BlobStore over the content tier's Connect client. */
-export function contentBlobStore(client: Client<typeof content.ContentService>): BlobStore {
+/**
+ * Opens a committed blob's file for reading: given by the composition root
+ * when the content store runs in the same process (never over the wire).
+ */
+export type LocalBlobFiles = (digest: string) => Promise<FileHandle>;
+
+/** A BlobStore over the content tier's Connect client (with its files, when `localFiles` is given). */
+export function contentBlobStore(client: Client<typeof content.ContentService>, localFiles?: LocalBlobFiles): BlobStore {
   return {
+    ...(localFiles ? { openFile: localFiles } : {}),
     async put(data, opts, signal) {
       const digest = sha256(data);
       async function* requests() {

@@ -3,6 +3,8 @@ import { MediaType, parseReference, type Descriptor } from '@kiln/registry';
 import { sortedRecord, type AssembledImage } from '../image/assemble.js';
 import type { ExportedImage } from '../image/image-index.js';
 import type { BlobStore } from '../image/blob-store.js';
+import type { BlobSpan, OutputChunk } from '../exporter.js';
+import { blobSizeMismatch } from '../output-chunks.js';
 
 export type LayoutFormat = 'oci' | 'docker';
 
@@ -77,10 +79,11 @@ export function dockerManifestJson(image: AssembledImage, names: readonly string
  * `index.json`, `blobs/<alg>/<hex>`: the image index when there is one,
  * each image's manifest, config and layers), plus `manifest.json` for the
  * docker format (single-platform images only). Entries are in name order with mtime 0, owner 0:0, so the same
- * image and options give the same bytes. Layer blobs stream from the store;
- * a blob whose size differs from its descriptor fails the export.
+ * image and options give the same bytes. Layer blobs are `BlobSpan`s: read
+ * from the store, or copied from its file by a local write; a blob whose
+ * size differs from its descriptor fails the export.
  */
-export async function* layoutTar(exported: ExportedImage, store: BlobStore, opts: LayoutOptions, signal?: AbortSignal): AsyncIterable<Uint8Array> {
+export async function* layoutTar(exported: ExportedImage, store: BlobStore, opts: LayoutOptions, signal?: AbortSignal): AsyncIterable<OutputChunk> {
   const small = new Map<string, Buffer>([
     ['oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' }))],
     ['index.json', layoutIndex(exported, opts)],
@@ -112,17 +115,29 @@ export async function* layoutTar(exported: ExportedImage, store: BlobStore, opts
       const blob = blobs.get(e.digest!)!;
       yield encodeTarHeader({ name: e.name, mode: 0o644, size: blob.size, mtime: 0 });
       if (blob.data) yield blob.data;
-      else {
-        let n = 0;
-        for await (const chunk of store.read(e.digest!, signal)) {
-          n += chunk.length;
-          if (n > blob.size) break;
-          yield chunk;
-        }
-        if (n !== blob.size) throw new KilnError('failed_precondition', `failed to export blob ${e.digest}: the content store has ${n > blob.size ? 'more' : n} bytes, the layer descriptor says ${blob.size}`, { digest: e.digest });
-      }
+      else yield blobSpan(store, e.digest!, blob.size, signal);
       yield tarPadding(blob.size);
     }
   }
   yield tarTrailer();
+}
+
+/** A layer blob in the tar: streamed from the store, or its file when the store is in this process. */
+function blobSpan(store: BlobStore, digest: string, size: number, signal?: AbortSignal): BlobSpan {
+  const openFile = store.openFile;
+  return {
+    kind: 'blob',
+    digest,
+    size,
+    async *read() {
+      let n = 0;
+      for await (const chunk of store.read(digest, signal)) {
+        n += chunk.length;
+        if (n > size) break;
+        yield chunk;
+      }
+      if (n !== size) throw blobSizeMismatch(digest, n, size);
+    },
+    ...(openFile ? { open: () => openFile(digest) } : {}),
+  };
 }

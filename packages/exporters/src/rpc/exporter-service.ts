@@ -2,10 +2,11 @@ import type { Client, ServiceImpl } from '@connectrpc/connect';
 import { exporter, session, type content, type worker } from '@kiln/api';
 import { InvalidArgumentError, NotFoundError, type Logger } from '@kiln/common';
 import { sessionCredentials, type RegistryClient } from '@kiln/registry';
-import type { ClientOutputs, Exporter, ResultSource } from '../exporter.js';
+import type { ClientOutputs, Exporter, OutputChunk, ResultSource } from '../exporter.js';
+import { outputBytes } from '../output-chunks.js';
 import { emptyTar } from '../empty-tar.js';
 import { localWriteTarget, openLocalWrite, writeLocal } from '../local-write.js';
-import { contentBlobStore } from '../image/blob-store.js';
+import { contentBlobStore, type LocalBlobFiles } from '../image/blob-store.js';
 import type { LayerDescriptor, LayerRequest } from '../image/layers.js';
 
 export interface ExporterServiceOptions {
@@ -21,19 +22,25 @@ export interface ExporterServiceOptions {
    * credentials; each export asks its build's client session first.
    */
   registry?: RegistryClient;
+  /**
+   * The content store's blob files, when it runs in this process (the
+   * all-in-one daemon): a local write copies layer blobs from them in the
+   * kernel instead of reading them through ContentService.
+   */
+  localBlobFiles?: LocalBlobFiles;
   logger: Logger;
 }
 
 /** The Exporter tier's RPC surface: resolves the exporter, wires the result's tar and the client. */
 export function createExporterServiceImpl(opts: ExporterServiceOptions): ServiceImpl<typeof exporter.ExporterService> {
   const byType = new Map(opts.exporters.map((e) => [e.type, e]));
-  const store = opts.content ? contentBlobStore(opts.content) : undefined;
-  const streamTo = async (sessionId: string, outputId: string, data: AsyncIterable<Uint8Array>, signal?: AbortSignal, localBytes?: number) => {
+  const store = opts.content ? contentBlobStore(opts.content, opts.localBlobFiles) : undefined;
+  const streamTo = async (sessionId: string, outputId: string, data: AsyncIterable<OutputChunk>, signal?: AbortSignal, localBytes?: number) => {
     async function* requests() {
       const local = localBytes === undefined ? {} : { localWritten: true, localBytes: BigInt(localBytes) };
       yield { msg: { case: 'header' as const, value: { sessionId, outputId, ...local } } };
       if (localBytes !== undefined) return;
-      for await (const chunk of data) yield { msg: { case: 'chunk' as const, value: chunk } };
+      for await (const chunk of outputBytes(data)) yield { msg: { case: 'chunk' as const, value: chunk } };
     }
     const res = await opts.sessions.writeFiles(requests(), { signal });
     return Number(res.bytes);
@@ -45,8 +52,8 @@ export function createExporterServiceImpl(opts: ExporterServiceOptions): Service
       if (target) {
         const opened = await openLocalWrite(target);
         if ('fh' in opened) {
-          const timing = { writeMs: 0, syncMs: 0 };
-          const size = await writeLocal(opened.fh, target.path, data, timing);
+          const timing = { writeMs: 0, syncMs: 0, fileCopiedBytes: 0 };
+          const size = await writeLocal(opened.fh, target.path, data, timing, signal);
           logger.debug({ path: target.path, bytes: size, ...timing }, 'output written in place (local write)');
           return streamTo(sessionId, outputId, data, signal, size);
         }
