@@ -1,5 +1,5 @@
 import { create } from '@bufbuild/protobuf';
-import { control, exporter, frontend, worker } from '@kiln/api';
+import { content, control, exporter, frontend, worker } from '@kiln/api';
 import { createMemoryBus } from '@kiln/bus';
 import { createInMemoryTransport, createKilnClient, silentLogger, UnavailableError, VertexError, type KilnError } from '@kiln/common';
 import { execState, FileChain, image, local, marshal, State } from '@kiln/llb';
@@ -12,7 +12,7 @@ import type { WorkerHandle } from './workers.js';
 type Behaviour = 'ok' | 'dead' | 'failing-step' | 'leaving';
 
 /** A solver over fake workers: each records the steps it ran; a dead one refuses every call, as a killed process does. */
-function setup(workers: { id: string; labels?: Record<string, string>; behaviour?: Behaviour }[], opts: { runDelayMs?: number; stepMs?: Record<string, number>; targets?: Record<string, ReturnType<typeof marshal>> } = {}) {
+function setup(workers: { id: string; labels?: Record<string, string>; behaviour?: Behaviour }[], opts: { runDelayMs?: number; stepMs?: Record<string, number>; targets?: Record<string, ReturnType<typeof marshal>>; contentTier?: boolean } = {}) {
   const bus = createMemoryBus();
   const ran = new Map<string, string[]>();
   const exported: string[] = [];
@@ -48,12 +48,17 @@ function setup(workers: { id: string; labels?: Record<string, string>; behaviour
         },
         drop: async () => ({}),
         release: async () => ({}),
+        // Results moved between workers (with `contentTier`): one 10-byte layer each.
+        refUsage: async (req) => ({ usage: req.refs.map((ref) => ({ ref, found: true, size: 10n })) }),
+        getLayers: async () => ({ layers: [{ digest: `sha256:${'1'.repeat(64)}`, size: 10n, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', diffId: `sha256:${'2'.repeat(64)}` }] }),
+        importLayers: async () => ({ ref: `${w.id}-imported` }),
       }),
     );
     return { id: w.id, platforms: [], labels: w.labels ?? {}, client: createKilnClient(worker.WorkerService, transport) };
   });
   const tiers = createInMemoryTransport((r) => {
     r.service(frontend.FrontendService, { solve: async (req) => ({ definition: opts.targets?.[req.attrs['target'] ?? ''] ?? def }) });
+    r.service(content.ContentService, { createLease: async (req) => ({ lease: { id: req.id } }), deleteLease: async () => ({}) });
     r.service(exporter.ExporterService, {
       async export(req) {
         exported.push(req.workerId);
@@ -67,6 +72,7 @@ function setup(workers: { id: string; labels?: Record<string, string>; behaviour
     sessions: sessionHostWith('s1'),
     frontend: async () => createKilnClient(frontend.FrontendService, tiers),
     exporters: async () => createKilnClient(exporter.ExporterService, tiers),
+    content: opts.contentTier ? async () => createKilnClient(content.ContentService, tiers) : undefined,
     workers: {
       list: async () => handles.filter((h) => present.has(h.id)),
       get: async (id) => handles.find((h) => h.id === id && present.has(id)),
@@ -158,6 +164,38 @@ describe('Solver worker choice', () => {
     expect(t.ran.get('w1')).toContain('RUN b');
     expect(t.ran.get('w1')).toContain('COPY --from=b');
     expect(await t.warnings('p3')).toEqual([expect.stringMatching(/^worker "w2" was lost \(.*\); retrying the build on worker "w1"$/)]);
+  });
+
+  it('counts a branch worker busy with a build only until the branch\'s steps end', async () => {
+    // w1 holds RUN m1 and m2 (600 ms), w2 RUN b (400 ms); the final stage ends with a slow step on the build's worker w1.
+    const base = image('busybox:1@sha256:' + 'b'.repeat(64));
+    const b = execState(base, ['b'], {}, { description: 'RUN b' });
+    const main = execState(execState(base, ['m1'], {}, { description: 'RUN m1' }), ['m2'], {}, { description: 'RUN m2' });
+    const full = execState(FileChain.start().copy(b, '/b', '/b').apply(main, { description: 'COPY --from=b' }), ['slow'], {}, { description: 'RUN slow' });
+    const other = execState(base, ['o'], {}, { description: 'RUN other' });
+    const t = setup([{ id: 'w1' }, { id: 'w2' }], {
+      contentTier: true,
+      stepMs: { 'RUN b': 400, 'RUN m1': 300, 'RUN m2': 300, 'RUN slow': 600 },
+      targets: { main: marshal(main), b: marshal(b), full: marshal(full), other: marshal(other) },
+    });
+    const req = (ref: string, target: string, filter: string[] = []) => {
+      const r = t.request(ref, filter);
+      r.frontendAttrs['target'] = target;
+      return r;
+    };
+    await t.solver.solve(req('c1', 'main', ['id==w1']), signal());
+    await t.solver.solve(req('c2', 'b', ['id==w2']), signal());
+    const full1 = t.solver.solve(req('c3', 'full'), signal());
+    // Stage b (cached on w2) is done long before RUN slow ends on w1: w2 is idle again, so a build with no cache anywhere goes there.
+    const until = Date.now() + 5000;
+    while (!t.ran.get('w1')!.includes('COPY --from=b') && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    const res = await t.solver.solve(req('c4', 'other'), signal());
+    expect((await full1).exporterResponse).toEqual({ worker: 'w1' });
+    expect(res.exporterResponse).toEqual({ worker: 'w2' });
+    expect(t.ran.get('w2')).toContain('RUN other');
+    // Stage b ran once, on w2 (c2), and was taken from its cache there for c3.
+    expect(t.ran.get('w2')!.filter((d) => d === 'RUN b')).toHaveLength(1);
+    expect(t.ran.get('w1')).not.toContain('RUN b');
   });
 
   it('does not retry a failing step, nor when no other worker fits', async () => {

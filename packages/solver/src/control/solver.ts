@@ -417,7 +417,21 @@ export class Solver {
       defs.map(async (def) => {
         if (!def.result) return '';
         if (placed) {
-          const { result } = toPlacedGraph(def, { session: req.sessionId, build: buildId }, (id) => (v, inputs, sig) => this.runVertex(build, placed.workers.get(id) ?? worker, v, inputs, sig), worker.id, placed.place);
+          // A branch worker counts as busy with this build only until the last of its steps ends (its results then wait to be brought over).
+          const left = new Map<string, number>();
+          const stepEnded = (id: string) => {
+            const n = (left.get(id) ?? 1) - 1;
+            left.set(id, n);
+            if (n === 0 && id !== worker.id) this.claim(id, p.claimed, -1);
+          };
+          const { result, nodes } = toPlacedGraph(
+            def,
+            { session: req.sessionId, build: buildId },
+            (id) => (v, inputs, sig) => this.runVertex(build, placed.workers.get(id) ?? worker, v, inputs, sig).finally(() => stepEnded(id)),
+            worker.id,
+            placed.place,
+          );
+          for (const n of nodes.values()) left.set(n.workerId, (left.get(n.workerId) ?? 0) + 1);
           const out = await p.session.resolve(result!);
           return out.refs[def.result.index] ?? '';
         }
@@ -1061,8 +1075,8 @@ interface BuildPlan {
   filters: readonly WorkerFilter[];
   /** Workers not to place steps on (one the build lost). */
   exclude: ReadonlySet<string>;
-  /** Workers the build is counted on (see Solver.claim). */
-  claimed: ReadonlySet<string>;
+  /** Workers the build is counted on (see Solver.claim); a branch worker leaves it when the last of its steps ends. */
+  claimed: Set<string>;
   /** Counts the build on another worker its steps run on (load, history, progress relay). */
   useWorker: (w: WorkerHandle) => void;
   /** The workers useWorker was called with. */
