@@ -13,10 +13,7 @@ export class Chunker {
   *push(data: Uint8Array): Generator<Uint8Array> {
     let off = 0;
     while (off < data.length) {
-      const n = Math.min(this.max - this.#len, data.length - off);
-      this.#buf.set(data.subarray(off, off + n), this.#len);
-      this.#len += n;
-      off += n;
+      off = this.#fill(data, off);
       if (this.#len === this.max) yield* this.flush();
     }
   }
@@ -38,12 +35,17 @@ export class Chunker {
     }
     let off = 0;
     while (off < data.length) {
-      const n = Math.min(this.max - this.#len, data.length - off);
-      this.#buf.set(data.subarray(off, off + n), this.#len);
-      this.#len += n;
-      off += n;
+      off = this.#fill(data, off);
       if (this.#len === this.max) full.push(this.#take());
     }
+  }
+
+  /** Copies as much of `data` from `off` as the buffer holds; returns the new offset. */
+  #fill(data: Uint8Array, off: number): number {
+    const n = Math.min(this.max - this.#len, data.length - off);
+    this.#buf.set(data.subarray(off, off + n), this.#len);
+    this.#len += n;
+    return off + n;
   }
 
   #bufView: Buffer | undefined;

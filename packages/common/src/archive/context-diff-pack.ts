@@ -120,16 +120,7 @@ function* readLarge(out: Chunker, full: Uint8Array[], abs: string, size: number,
   try {
     let left = size;
     while (left > 0) {
-      if (signal?.aborted) throw new CanceledError('fetch canceled');
-      const buf = new Uint8Array(Math.min(chunkBytes, left));
-      const n = readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) {
-        out.append(new Uint8Array(left), full);
-        left = 0;
-      } else {
-        left -= n;
-        out.append(buf.subarray(0, n), full);
-      }
+      left = readStep(fd, out, full, left, chunkBytes, signal);
       yield* full;
       full.length = 0;
     }
@@ -147,18 +138,21 @@ function readInto(out: Chunker, full: Uint8Array[], abs: string, size: number, c
   const fd = openSync(abs, 'r');
   try {
     let left = size;
-    while (left > 0) {
-      if (signal?.aborted) throw new CanceledError('fetch canceled');
-      const buf = new Uint8Array(Math.min(chunkBytes, left));
-      const n = readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) {
-        out.append(new Uint8Array(left), full);
-        break;
-      }
-      left -= n;
-      out.append(buf.subarray(0, n), full);
-    }
+    while (left > 0) left = readStep(fd, out, full, left, chunkBytes, signal);
   } finally {
     closeSync(fd);
   }
+}
+
+/** One read (at most a chunk) of `fd` into `out`; returns the bytes still to come, 0 when the file ended early (the rest zero-padded). */
+function readStep(fd: number, out: Chunker, full: Uint8Array[], left: number, chunkBytes: number, signal: AbortSignal | undefined): number {
+  if (signal?.aborted) throw new CanceledError('fetch canceled');
+  const buf = new Uint8Array(Math.min(chunkBytes, left));
+  const n = readSync(fd, buf, 0, buf.length, null);
+  if (n === 0) {
+    out.append(new Uint8Array(left), full);
+    return 0;
+  }
+  out.append(buf.subarray(0, n), full);
+  return left - n;
 }
