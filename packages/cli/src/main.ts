@@ -1,6 +1,7 @@
 import { asKilnError, describeError, escapeControl } from '@kiln/common';
 import { runBuild } from './build/build-command.js';
 import { resolveIo, type CliEnv, type CliIo } from './cli-io.js';
+import { restoreDeferredEnv } from './deferred-env.js';
 import { UsageError } from './flags/usage-error.js';
 import { USAGE, versionLine } from './usage.js';
 
@@ -83,6 +84,7 @@ async function commandTree() {
  * `main` runs (a second SIGINT exits at once).
  */
 export async function main(argv: string[], env: CliEnv): Promise<number> {
+  restoreDeferredEnv();
   const abort = new AbortController();
   let interrupts = 0;
   const onSigint = () => {
