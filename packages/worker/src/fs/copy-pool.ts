@@ -4,9 +4,12 @@ import { errnoError } from './fs-util.js';
 
 /**
  * One small regular file to copy: `target` is created (O_EXCL|O_NOFOLLOW,
- * so nothing already there, not even a planted symlink, is written through)
- * with `src`'s bytes, then owner, mode and mtime are set on the open fd in
- * that order (as `applyAttrsToFd`).
+ * so nothing already there, not even a planted symlink, is written through;
+ * permission bits of `mode`) with `src`'s bytes (an empty source is not
+ * opened), then owner, mode and mtime are set on the open fd in that order
+ * (as `applyAttrsToFd`), fchown and fchmod only where the creation did not
+ * already give them (learnt by fstat of the batch's first files: a batch is
+ * one directory).
  */
 export interface FileCopyJob {
   src: string;
@@ -20,6 +23,27 @@ export interface FileCopyJob {
   mtimeMs?: number;
 }
 
+/**
+ * One new file of a received context: `target` is created with `data`
+ * (O_EXCL|O_NOFOLLOW, permission bits of `mode`); when the name is taken
+ * (a seeded copy's entry, a planted symlink), what is there is removed,
+ * never followed, and the file is made again. Then owner, mode and mtime
+ * on the open fd, fchown and fchmod only where the creation did not already
+ * give them (learnt by fstat of the batch's first files, as the receive's
+ * own setNewFileAttrs: a batch is one directory).
+ */
+export interface FileWriteJob {
+  target: string;
+  /** The whole body (its own ArrayBuffer: a view into a bigger one would be cloned whole); absent: empty. */
+  data?: Uint8Array;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeMs: number;
+}
+
+export type FileJob = FileCopyJob | FileWriteJob;
+
 /*
  * The thread's code (CommonJS, Node built-ins only, as the compress pool's:
  * a module file would not load from TypeScript sources under the test
@@ -31,14 +55,19 @@ const { parentPort } = require('node:worker_threads');
 const fs = require('node:fs');
 const C = fs.constants;
 const buf = Buffer.allocUnsafe(64 * 1024);
+const NEW_FILE = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
+/** What a file created in the batch's directory is born with: owner, permission bits seen kept or dropped. */
+let creation;
 
 function copyOne(j) {
-  const input = fs.openSync(j.src, C.O_RDONLY | C.O_NOFOLLOW);
+  const createMode = j.mode & 0o777;
+  // An empty source (its lstat size: sources are committed snapshots) is not even opened.
+  const input = j.size === 0 ? -1 : fs.openSync(j.src, C.O_RDONLY | C.O_NOFOLLOW);
   try {
-    const output = fs.openSync(j.target, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+    const output = fs.openSync(j.target, NEW_FILE, createMode);
     try {
       let total = 0;
-      for (;;) {
+      while (input >= 0) {
         const n = fs.readSync(input, buf, 0, buf.length, null);
         if (n === 0) break;
         for (let off = 0; off < n; ) off += fs.writeSync(output, buf, off, n - off);
@@ -46,20 +75,66 @@ function copyOne(j) {
         // A short read of a regular file is its end: no extra read for the usual small file.
         if (n < buf.length && total >= j.size) break;
       }
-      fs.fchownSync(output, j.uid, j.gid);
-      fs.fchmodSync(output, j.mode & 0o7777);
-      if (j.mtimeMs !== undefined) { const t = j.mtimeMs / 1000; fs.futimesSync(output, t, t); }
+      setAttrs(output, j, createMode);
     } finally { fs.closeSync(output); }
-  } finally { fs.closeSync(input); }
+  } finally { if (input >= 0) fs.closeSync(input); }
+}
+
+function createReplacing(target, mode) {
+  try {
+    return fs.openSync(target, NEW_FILE, mode);
+  } catch (err) {
+    if (err.code !== 'EEXIST') throw err;
+  }
+  // rmSync lstats: a symlink is removed itself, never its target.
+  fs.rmSync(target, { recursive: true, force: true });
+  return fs.openSync(target, NEW_FILE, mode);
+}
+
+/**
+ * Owner, mode (chown first: it would clear setuid bits) and mtime of a file
+ * just created with createMode: fchown and fchmod only where the creation
+ * did not already give them, learnt by fstat of the batch's first files.
+ */
+function setAttrs(fd, j, createMode) {
+  const c = creation;
+  if (c.uid < 0 || (createMode & ~(c.kept | c.dropped)) !== 0) {
+    const st = fs.fstatSync(fd);
+    c.uid = st.uid;
+    c.gid = st.gid;
+    c.kept |= createMode & st.mode;
+    c.dropped |= createMode & ~st.mode;
+  }
+  if (j.uid !== c.uid || j.gid !== c.gid) fs.fchownSync(fd, j.uid, j.gid);
+  if ((j.mode & 0o7777) !== createMode || (createMode & c.dropped) !== 0) fs.fchmodSync(fd, j.mode & 0o7777);
+  if (j.mtimeMs !== undefined) { const t = j.mtimeMs / 1000; fs.futimesSync(fd, t, t); }
+}
+
+function writeOne(j) {
+  const createMode = j.mode & 0o777;
+  const fd = createReplacing(j.target, createMode);
+  try {
+    const d = j.data;
+    if (d) for (let off = 0; off < d.length; ) off += fs.writeSync(fd, d, off, d.length - off);
+    setAttrs(fd, j, createMode);
+  } finally { fs.closeSync(fd); }
 }
 
 parentPort.on('message', ({ id, jobs }) => {
   let i = 0;
+  creation = { uid: -1, gid: -1, kept: 0, dropped: 0 };
   try {
-    for (; i < jobs.length; i++) copyOne(jobs[i]);
+    for (; i < jobs.length; i++) {
+      const j = jobs[i];
+      if (j.src === undefined) writeOne(j);
+      else copyOne(j);
+    }
     parentPort.postMessage({ id });
   } catch (err) {
-    parentPort.postMessage({ id, failed: i, code: (err && err.code) || 'EIO', syscall: err && err.syscall, message: String((err && err.message) || err) });
+    const text = String((err && err.message) || err);
+    // Node's text ends in ", SYSCALL 'PATH'": the host path stays here.
+    const cut = err && err.syscall ? text.indexOf(', ' + err.syscall + " '") : -1;
+    parentPort.postMessage({ id, failed: i, code: (err && err.code) || 'EIO', syscall: err && err.syscall, message: cut >= 0 ? text.slice(0, cut) : text });
   }
 });
 `;
@@ -67,7 +142,7 @@ parentPort.on('message', ({ id, jobs }) => {
 interface Batch {
   resolve: () => void;
   reject: (err: Error) => void;
-  jobs: FileCopyJob[];
+  jobs: FileJob[];
 }
 
 interface Slot {
@@ -76,9 +151,10 @@ interface Slot {
 }
 
 /**
- * Copies batches of small files on worker threads, so the creates of a big
- * COPY (the kernel's work: an overlay create, a write and three attribute
- * calls per file) run on every core while the caller walks the tree. Batches
+ * Copies (COPY) or writes (context receive) batches of small files on
+ * worker threads, so the creates of a big COPY or transfer (the kernel's
+ * work: an overlay create, a write and attribute calls per file) run on
+ * every core while the caller walks the tree or reads the stream. Batches
  * go round-robin to `size` threads, started on demand and kept; idle threads
  * do not keep the process alive. Each batch copies in order; what the
  * files end up as does not depend on the pool size.
@@ -96,7 +172,7 @@ export class FileCopyPool {
    * copy gives each directory its own, so two threads never create files in
    * one directory at once (they would contend for its lock).
    */
-  run(jobs: FileCopyJob[], lane = this.next++): Promise<void> {
+  run(jobs: FileJob[], lane = this.next++): Promise<void> {
     const slot = this.slot(lane);
     const id = ++this.ids;
     return new Promise<void>((resolve, reject) => {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmodSync, linkSync, lutimesSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, linkSync, lutimesSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -44,7 +44,7 @@ describe('copyPath of many files (files past the first batch copy on the pool th
     await rm(tmp, { recursive: true, force: true });
   });
 
-  /** 6 directories of 60 files (sizes around the 64 KiB buffer, modes, times), a hardlink pair, a symlink, a big file. */
+  /** 6 directories of 60 files (sizes around the 64 KiB buffer, modes, owners, times), a hardlink pair, a symlink, a big file. */
   function makeSource(): string {
     const src = path.join(tmp, 'src');
     const sizes = [0, 1, 1000, 65535, 65536, 65537, 200_000];
@@ -55,6 +55,8 @@ describe('copyPath of many files (files past the first batch copy on the pool th
         const p = path.join(dir, `f${f}`);
         const size = sizes[(d * 60 + f) % sizes.length]!;
         writeFileSync(p, Buffer.alloc(size, `${d}-${f}|`));
+        // Owners other than the creator's on some (the pool learns what a create gives and sets the rest).
+        if (f % 7 === 0) chownSync(p, 1000 + f, 2000 + d);
         chmodSync(p, f % 5 === 0 ? 0o4755 : f % 3 === 0 ? 0o600 : 0o644);
         utimesSync(p, 1_600_000_000 + f, 1_600_000_000 + d * 100 + f);
       }
@@ -116,7 +118,7 @@ describe('copyPath of many files (files past the first batch copy on the pool th
     const pool = new FileCopyPool(2);
     try {
       const target = path.join(tmp, 'x');
-      const err = (await pool.run([{ src: path.join(tmp, 'missing'), target, size: 0, mode: 0o644, uid: 0, gid: 0 }]).catch((e: unknown) => e)) as NodeJS.ErrnoException;
+      const err = (await pool.run([{ src: path.join(tmp, 'missing'), target, size: 1, mode: 0o644, uid: 0, gid: 0 }]).catch((e: unknown) => e)) as NodeJS.ErrnoException;
       expect(err.code).toBe('ENOENT');
       expect(err.syscall).toBe('open');
       writeFileSync(path.join(tmp, 'ok'), 'ok');

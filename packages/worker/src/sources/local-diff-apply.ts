@@ -3,6 +3,7 @@ import { closeSync, constants, copyFileSync, fchmodSync, fchownSync, fstatSync, 
 import path from 'node:path';
 import type { ContextChange, ContextEntry } from '@kiln/common';
 import { applyAttrs, lstatOrUndefined, resolveInRoot } from '@kiln/snapshotter';
+import { sharedFileCopyPool, type FileCopyPool, type FileWriteJob } from '../fs/copy-pool.js';
 import { EventLoopYielder } from '../fs/fs-util.js';
 import { OpFailure } from '../ops/op-failure.js';
 
@@ -27,6 +28,8 @@ export interface ApplyContextDiffOptions {
   baseRoot?: string;
   changes: AsyncIterable<ContextChange>;
   signal?: AbortSignal;
+  /** Threads that create the small files past the first POOL_BATCH (default: the process's pool; null: all on this thread). */
+  pool?: FileCopyPool | null;
 }
 
 export interface ApplyContextDiffResult {
@@ -56,55 +59,77 @@ export async function applyContextDiff(o: ApplyContextDiffOptions): Promise<Appl
   let changed = 0;
   let deleted = 0;
   let contentBytes = 0;
+  const writes = new PooledWrites(o.pool === undefined ? sharedFileCopyPool() : (o.pool ?? undefined));
 
-  for await (const change of o.changes) {
-    o.signal?.throwIfAborted();
-    const pause = yielder.tick();
-    if (pause) await pause;
-    if (change.kind === 'delete') {
-      deleted++;
-      if (manifest.get(change.path)?.type === 'dir') dropSubtree(manifest, change.path);
-      manifest.delete(change.path);
-      dirs.forget(change.path);
-      written.delete(change.path);
-      markParent(dirty, change.path);
-      if (o.seeded) await removeInRoot(o.root, change.path);
-      continue;
-    }
-    const e = change.entry;
-    const parentRel = path.posix.dirname(e.path);
-    if (parentRel !== '.' && manifest.get(parentRel)?.type !== 'dir') {
-      throw new OpFailure(`failed to receive context: ${e.path} has no parent directory ${parentRel} in the transfer`, { details: { path: e.path } });
-    }
-    changed++;
-    const parent = dirs.mkdir(parentRel);
-    const target = path.join(parent.path, path.posix.basename(e.path));
-    const entry: ManifestEntry = { ...e };
-    if (e.type === 'dir') {
-      const existing = lstatOrUndefined(target);
-      if (existing && !existing.isDirectory()) rmSync(target, { recursive: true, force: true });
-      if (!existing || !existing.isDirectory()) mkdirSync(target);
-      applyAttrs(target, { mode: e.mode, uid: e.uid, gid: e.gid }, false);
-      // Its owner or setgid bit may have changed: files created in it are looked at again.
-      dirs.attrsChanged(e.path);
-      dirty.add(e.path);
-    } else {
-      // A directory replaced by a file or link takes its children with it
-      // (only a directory has children in the manifest: checked above for each entry).
-      if (manifest.get(e.path)?.type === 'dir') dropSubtree(manifest, e.path);
-      dirs.forget(e.path);
-      if (e.type === 'file') {
-        entry.sha256 = change.inline ? receiveInlineFile(parent, target, e, change.inline) : await receiveStreamedFile(parent, target, e, change.body);
-        contentBytes += e.size;
-      } else {
-        // No lstat first: whatever sits at the name (a seeded copy's entry) is removed only when the link cannot be made.
-        replaceExisting(target, () => symlinkSync(e.linkname, target));
-        applyAttrs(target, { mode: e.mode, uid: e.uid, gid: e.gid, mtimeMs: e.mtimeMs }, true);
+  try {
+    for await (const change of o.changes) {
+      o.signal?.throwIfAborted();
+      const pause = yielder.tick();
+      if (pause) await pause;
+      if (change.kind === 'delete') {
+        // A pooled file may be at or below the path: in place before anything is removed.
+        await writes.flush();
+        deleted++;
+        if (manifest.get(change.path)?.type === 'dir') dropSubtree(manifest, change.path);
+        manifest.delete(change.path);
+        dirs.forget(change.path);
+        written.delete(change.path);
+        markParent(dirty, change.path);
+        if (o.seeded) await removeInRoot(o.root, change.path);
+        continue;
       }
+      const e = change.entry;
+      const parentRel = path.posix.dirname(e.path);
+      if (parentRel !== '.' && manifest.get(parentRel)?.type !== 'dir') {
+        throw new OpFailure(`failed to receive context: ${e.path} has no parent directory ${parentRel} in the transfer`, { details: { path: e.path } });
+      }
+      changed++;
+      const parent = dirs.mkdir(parentRel);
+      const target = path.join(parent.path, path.posix.basename(e.path));
+      const entry: ManifestEntry = { ...e };
+      // The name was written in this transfer, or a directory (maybe with pooled files below) or a
+      // seeded entry whose attributes change is replaced: every pooled file is in place first, and
+      // this entry is made here.
+      const conflict = written.has(e.path) || (e.type === 'dir' ? manifest.has(e.path) : manifest.get(e.path)?.type === 'dir');
+      if (conflict) await writes.flush();
+      if (e.type === 'dir') {
+        const existing = lstatOrUndefined(target);
+        if (existing && !existing.isDirectory()) rmSync(target, { recursive: true, force: true });
+        if (!existing || !existing.isDirectory()) mkdirSync(target);
+        applyAttrs(target, { mode: e.mode, uid: e.uid, gid: e.gid }, false);
+        // Its owner or setgid bit may have changed: files created in it are looked at again.
+        dirs.attrsChanged(e.path);
+        dirty.add(e.path);
+      } else {
+        // A directory replaced by a file or link takes its children with it
+        // (only a directory has children in the manifest: checked above for each entry).
+        if (manifest.get(e.path)?.type === 'dir') dropSubtree(manifest, e.path);
+        dirs.forget(e.path);
+        if (e.type === 'file') {
+          if (change.inline && !conflict && writes.wants()) {
+            if (change.inline.length !== e.size) throw shortBody(e, change.inline.length);
+            entry.sha256 = digestOf(change.inline);
+            // Its own copy of the bytes: `inline` is a view into the stream's chunk, which a post would clone whole.
+            await writes.add(parent.path, { target, ...(e.size > 0 ? { data: new Uint8Array(change.inline) } : {}), mode: e.mode, uid: e.uid, gid: e.gid, mtimeMs: e.mtimeMs });
+          } else {
+            entry.sha256 = change.inline ? receiveInlineFile(parent, target, e, change.inline) : await receiveStreamedFile(parent, target, e, change.body);
+          }
+          contentBytes += e.size;
+        } else {
+          // No lstat first: whatever sits at the name (a seeded copy's entry) is removed only when the link cannot be made.
+          replaceExisting(target, () => symlinkSync(e.linkname, target));
+          applyAttrs(target, { mode: e.mode, uid: e.uid, gid: e.gid, mtimeMs: e.mtimeMs }, true);
+        }
+      }
+      manifest.set(e.path, entry);
+      written.add(e.path);
+      markParent(dirty, e.path);
     }
-    manifest.set(e.path, entry);
-    written.add(e.path);
-    markParent(dirty, e.path);
+    await writes.flush();
+  } catch (err) {
+    // Nothing may still be writing when the caller removes the snapshot.
+    await writes.settle();
+    throw err;
   }
 
   if (!o.seeded && o.baseRoot !== undefined) {
@@ -163,7 +188,15 @@ function receiveInlineFile(parent: DirInfo, target: string, e: ContextEntry, dat
   } finally {
     closeSync(fd);
   }
+  return digestOf(data);
+}
+
+function digestOf(data: Buffer): string {
   return data.length === 0 ? EMPTY_SHA256 : createHash('sha256').update(data).digest('hex');
+}
+
+function shortBody(e: ContextEntry, n: number): OpFailure {
+  return new OpFailure(`failed to receive context: ${e.path} carried ${n} of ${e.size} bytes`, { details: { path: e.path } });
 }
 
 async function receiveStreamedFile(parent: DirInfo, target: string, e: ContextEntry, body: AsyncIterable<Buffer>): Promise<string> {
@@ -185,7 +218,7 @@ async function receiveStreamedFile(parent: DirInfo, target: string, e: ContextEn
 
 function finishFile(fd: number, parent: DirInfo, e: ContextEntry, n: number): void {
   // Checked before the attrs: a short file must fail the transfer, not get them.
-  if (n !== e.size) throw new OpFailure(`failed to receive context: ${e.path} carried ${n} of ${e.size} bytes`, { details: { path: e.path } });
+  if (n !== e.size) throw shortBody(e, n);
   setNewFileAttrs(fd, parent, e.mode & 0o777, e);
 }
 
@@ -332,4 +365,81 @@ async function copyFromBase(dirs: VerifiedDirs, baseRoot: string, e: ManifestEnt
   if (e.type === 'symlink') symlinkSync(e.linkname, target);
   else copyFileSync(await resolveInRoot(baseRoot, e.path, { followFinalSymlink: false }), target, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
   applyAttrs(target, { ...attrs, mtimeMs: e.mtimeMs }, e.type === 'symlink');
+}
+
+/** Files of a transfer written on this thread before the pool is used: a small diff starts no thread. */
+const POOL_BATCH = 64;
+/** Batches in flight at once: bounds the queued bytes, keeps every thread fed. */
+const POOL_WINDOW = 8;
+
+/**
+ * The small files of a transfer past its first POOL_BATCH, written in
+ * batches of POOL_BATCH per directory on the file pool's threads (one
+ * directory's batch on one thread: creates in one directory would contend
+ * for its lock), while this thread reads the stream, hashes, and makes
+ * directories and links. The caller flushes before anything that could
+ * remove or replace a path a pooled file lies at or below, and before
+ * directory mtimes are set.
+ */
+class PooledWrites {
+  #batch: FileWriteJob[] = [];
+  #dir = '';
+  #lane = 0;
+  #seen = 0;
+  readonly #inflight = new Set<Promise<void>>();
+  #failure: { err: unknown } | undefined;
+
+  constructor(private readonly pool: FileCopyPool | undefined) {}
+
+  /** True when the next small file goes to the pool (else the caller writes it now). */
+  wants(): boolean {
+    return this.pool !== undefined && this.#seen++ >= POOL_BATCH;
+  }
+
+  async add(dir: string, job: FileWriteJob): Promise<void> {
+    this.#throwIfFailed();
+    if (dir !== this.#dir) {
+      this.#dispatch();
+      this.#dir = dir;
+      this.#lane++;
+    }
+    this.#batch.push(job);
+    if (this.#batch.length < POOL_BATCH) return;
+    this.#dispatch();
+    while (this.#inflight.size >= POOL_WINDOW) await Promise.race(this.#inflight);
+    this.#throwIfFailed();
+  }
+
+  /** Waits until every queued file is written; throws the first failure. */
+  async flush(): Promise<void> {
+    this.#dispatch();
+    while (this.#inflight.size > 0) await Promise.race(this.#inflight);
+    this.#throwIfFailed();
+  }
+
+  #throwIfFailed(): void {
+    if (this.#failure) throw this.#failure.err;
+  }
+
+  /** Drops what is not sent yet and waits for the threads, ignoring failures (after a failed transfer). */
+  async settle(): Promise<void> {
+    this.#batch = [];
+    while (this.#inflight.size > 0) await Promise.race(this.#inflight);
+  }
+
+  #dispatch(): void {
+    if (this.#batch.length === 0 || !this.pool) return;
+    const jobs = this.#batch;
+    this.#batch = [];
+    const p: Promise<void> = this.pool.run(jobs, this.#lane).then(
+      () => {
+        this.#inflight.delete(p);
+      },
+      (err: unknown) => {
+        this.#inflight.delete(p);
+        this.#failure ??= { err };
+      },
+    );
+    this.#inflight.add(p);
+  }
 }

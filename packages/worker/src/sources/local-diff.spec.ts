@@ -1,10 +1,12 @@
-import { chmodSync, chownSync, cpSync, renameSync, lstatSync, lutimesSync, mkdtempSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, linkSync, renameSync, lstatSync, lutimesSync, mkdtempSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ContextDiffError, CONTEXT_DIFF_MAGIC, decodeContextManifest, encodeContextManifest, packContextDiff, readContextDiff } from '@kiln/common';
 import { treeContentDigest } from '../ops/content-digest.js';
 import { walkDirectory } from '../testing/fake-session.js';
+import { reasonOf } from '../ops/op-failure.js';
 import { applyContextDiff, manifestContentDigest, sortedPaths, type ContextManifest } from './local-diff-apply.js';
 
 const dirs: string[] = [];
@@ -37,8 +39,33 @@ async function transfer(src: string, root: string, base: ContextManifest, mode: 
   return { ...res, sent, streamBytes: stream.length };
 }
 
-function makeContext(): string {
+/** A copy of `from` at `to` with owners, modes, times and links (what the snapshot prepared on a copy holds). */
+function copyTree(from: string, to: string): void {
+  execFileSync('cp', ['-a', `${from}/.`, to]);
+}
+
+/**
+ * `n` files in `0fill/` (sorted ahead of every other entry, so with n past
+ * the receive's first 64 files everything after them goes through the file
+ * pool's threads), with a mix of modes, owners, mtimes, bodies and a hard link.
+ */
+function fill(src: string, n: number): void {
+  if (n === 0) return;
+  mkdirSync(path.join(src, '0fill'));
+  for (let i = 0; i < n; i++) {
+    const f = path.join(src, '0fill', `f${String(i).padStart(4, '0')}`);
+    writeFileSync(f, i % 3 === 0 ? '' : `body ${i}`);
+    if (i % 7 === 0) chmodSync(f, 0o600);
+    if (i % 11 === 0) chownSync(f, 1000 + i, 2000 + i);
+    if (i % 13 === 0) chmodSync(f, 0o4755);
+    if (i % 5 === 0) utimesSync(f, new Date(1_600_000_000_000 + i), new Date(1_600_000_000_000 + i * 1000));
+  }
+  linkSync(path.join(src, '0fill/f0005'), path.join(src, '0fill/hardlink'));
+}
+
+function makeContextWith(filler = 0): string {
   const src = tmp('src');
+  fill(src, filler);
   mkdirSync(path.join(src, 'a/b'), { recursive: true });
   mkdirSync(path.join(src, 'a-c'));
   writeFileSync(path.join(src, 'a/b/one.txt'), 'one');
@@ -51,13 +78,39 @@ function makeContext(): string {
   return src;
 }
 
-describe('context diff', () => {
+/** Every entry below `root` with type, mode, owner, mtime (ms), size and link target, by path. */
+function describeTree(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (rel: string) => {
+    for (const name of readdirSync(path.join(root, rel)).sort()) {
+      const r = rel ? `${rel}/${name}` : name;
+      const st = lstatSync(path.join(root, r));
+      const link = st.isSymbolicLink() ? ` -> ${readlinkSync(path.join(root, r))}` : '';
+      out[r] = `${(st.mode & 0o170000).toString(8)} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${Math.round(st.mtimeMs)} ${st.isFile() ? st.size : 0}${link}`;
+      if (st.isDirectory()) walk(r);
+    }
+  };
+  walk('');
+  return out;
+}
+
+// Once with every file written on the receiving thread, once with 150 files ahead of the
+// test's own, so those go to the file pool's threads (PooledWrites in local-diff-apply.ts).
+describe.each([
+  ['on one thread', 0],
+  ['through the file pool', 150],
+])('context diff (%s)', (_, filler) => {
+  const makeContext = () => makeContextWith(filler);
+  const fillerBytes = Array.from({ length: filler }, (_, i) => (i % 3 === 0 ? 0 : `body ${i}`.length)).reduce((a, b) => a + b, 0);
+  const fillerEntries = filler > 0 ? filler + 2 : 0; // the files, the hard link and 0fill itself
+
   it('a first transfer sends everything and its manifest digest equals a walk of the tree', async () => {
     const src = makeContext();
     const root = tmp('root');
     const res = await transfer(src, root, new Map(), { seeded: false });
-    expect(res.sent.changed).toBe(11);
-    expect(res.contentBytes).toBe(3 + 7 + 70_000 + 4 + 1);
+    expect(res.sent.changed).toBe(11 + fillerEntries);
+    expect(res.contentBytes).toBe(3 + 7 + 70_000 + 4 + 1 + fillerBytes + (filler > 5 ? 'body 5'.length : 0));
+    expect(describeTree(root)).toEqual(describeTree(src));
     expect(manifestContentDigest(res.manifest)).toBe(treeContentDigest(root));
     expect(treeContentDigest(root)).toBe(treeContentDigest(src));
     expect(readFileSync(path.join(root, 'a-c/three'))).toEqual(Buffer.alloc(70_000, 3));
@@ -75,7 +128,7 @@ describe('context diff', () => {
     rmSync(path.join(src, 'gone.txt'));
     rmSync(path.join(src, 'gonedir'), { recursive: true });
     const root = seeded ? tmp('seeded') : tmp('fresh');
-    if (seeded) cpSync(first, root, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+    if (seeded) copyTree(first, root);
     const res = await transfer(src, root, manifest, { seeded, baseRoot: seeded ? undefined : first });
     // one.txt and new.txt, plus the dirs whose mtime moved (a, a/b, and the root is never sent).
     expect(res.sent.contentBytes).toBe(4 + 3);
@@ -99,7 +152,7 @@ describe('context diff', () => {
     mkdirSync(path.join(src, 'gone.txt/deeper'), { recursive: true });
     writeFileSync(path.join(src, 'gone.txt/deeper/f'), 'f');
     const root = seeded ? tmp('seeded') : tmp('fresh');
-    if (seeded) cpSync(first, root, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+    if (seeded) copyTree(first, root);
     const res = await transfer(src, root, manifest, { seeded, baseRoot: seeded ? undefined : first });
     expect(res.manifest.has('a/b/one.txt')).toBe(false);
     expect(res.manifest.get('a/b')?.type).toBe('file');
@@ -129,24 +182,9 @@ describe('context diff', () => {
     expect(res.streamBytes).toBe(CONTEXT_DIFF_MAGIC.length + '{"end":1,"n":0}\n'.length);
   });
 
-  /** Every entry below `root` with type, mode, owner, mtime (ms), size and link target, by path. */
-  function describeTree(root: string): Record<string, string> {
-    const out: Record<string, string> = {};
-    const walk = (rel: string) => {
-      for (const name of readdirSync(path.join(root, rel)).sort()) {
-        const r = rel ? `${rel}/${name}` : name;
-        const st = lstatSync(path.join(root, r));
-        const link = st.isSymbolicLink() ? ` -> ${readlinkSync(path.join(root, r))}` : '';
-        out[r] = `${(st.mode & 0o170000).toString(8)} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${Math.round(st.mtimeMs)} ${st.isFile() ? st.size : 0}${link}`;
-        if (st.isDirectory()) walk(r);
-      }
-    };
-    walk('');
-    return out;
-  }
-
   it('the received tree has the modes, owners, mtimes, links and empty dirs of the source (each mode a creation cannot give: umask bits, setuid, sticky)', async () => {
     const src = tmp('src');
+    fill(src, filler);
     mkdirSync(path.join(src, 'empty/deeper'), { recursive: true });
     mkdirSync(path.join(src, 'd'));
     const files: [string, number, number, number][] = [
@@ -209,6 +247,26 @@ describe('context diff', () => {
     expect(manifestContentDigest(res.manifest)).toBe(treeContentDigest(src));
   });
 
+  it('an incremental sync rewriting every file replaces symlinks planted at their names without following them', async () => {
+    const src = makeContext();
+    const root = tmp('seeded');
+    const { manifest } = await transfer(src, root, new Map(), { seeded: false });
+    const outside = tmp('outside');
+    writeFileSync(path.join(outside, 'victim'), 'keep');
+    const names = ['a/two.txt', ...(filler > 0 ? ['0fill/f0001', '0fill/f0120'] : [])];
+    for (const rel of names) {
+      rmSync(path.join(root, rel));
+      symlinkSync(path.join(outside, 'victim'), path.join(root, rel));
+    }
+    for (let i = 0; i < filler; i++) writeFileSync(path.join(src, '0fill', `f${String(i).padStart(4, '0')}`), `changed ${i}`);
+    writeFileSync(path.join(src, 'a/two.txt'), 'changed');
+    const res = await transfer(src, root, manifest, { seeded: true });
+    expect(readFileSync(path.join(outside, 'victim'), 'utf8')).toBe('keep');
+    for (const rel of names) expect(lstatSync(path.join(root, rel)).isFile()).toBe(true);
+    expect(describeTree(root)).toEqual(describeTree(src));
+    expect(manifestContentDigest(res.manifest)).toBe(treeContentDigest(src));
+  });
+
   it('a rename (as many paths gone as new) is sent as a deletion and a new entry', async () => {
     const src = makeContext();
     const root = tmp('seeded');
@@ -260,6 +318,43 @@ describe('context diff: hostile or broken streams', () => {
     expect(readFileSync(path.join(outside, 'victim'), 'utf8')).toBe('keep');
     expect(readFileSync(path.join(root, 'f'), 'utf8')).toBe('new');
     expect(res.manifest.get('f')?.type).toBe('file');
+  });
+
+  /** `n` empty files `DIR/f00`... as diff lines (past 64 of them, the rest go to the file pool). */
+  const files = (dir: string, n: number) => Array.from({ length: n }, (_, i) => `${JSON.stringify({ p: `${dir}/f${String(i).padStart(2, '0')}`, t: 'f', m: 420, u: 0, g: 0, s: 0, mt: 0 })}\n`);
+  const dirLine = (p: string) => `${JSON.stringify({ p, t: 'd', m: 493, u: 0, g: 0, s: 0, mt: 0 })}\n`;
+
+  it('a pooled file sent again as a link and then as a file is replaced each time, never written through', async () => {
+    const root = tmp('r');
+    const outside = tmp('outside');
+    writeFileSync(path.join(outside, 'victim'), 'keep');
+    const link = { p: 'd/f79', t: 'l', m: 511, u: 0, g: 0, s: 0, mt: 0, l: path.join(outside, 'victim') };
+    const file = { p: 'd/f79', t: 'f', m: 420, u: 0, g: 0, s: 3, mt: 0 };
+    const res = await apply(root, CONTEXT_DIFF_MAGIC, dirLine('d'), ...files('d', 80), `${JSON.stringify(link)}\n`, `${JSON.stringify(file)}\n`, 'new', '{"end":1,"n":83}\n');
+    expect(readFileSync(path.join(outside, 'victim'), 'utf8')).toBe('keep');
+    expect(readFileSync(path.join(root, 'd/f79'), 'utf8')).toBe('new');
+    expect(readdirSync(path.join(root, 'd')).length).toBe(80);
+    expect(res.manifest.get('d/f79')?.type).toBe('file');
+  });
+
+  it('a directory of pooled files deleted and sent again as a link: the files are in before the delete, nothing lands through the link', async () => {
+    const root = tmp('r');
+    const outside = tmp('outside');
+    const link = { p: 'd', t: 'l', m: 511, u: 0, g: 0, s: 0, mt: 0, l: outside };
+    const res = await apply(root, CONTEXT_DIFF_MAGIC, dirLine('d'), ...files('d', 200), '{"p":"d","d":1}\n', `${JSON.stringify(link)}\n`, '{"end":1,"n":203}\n');
+    expect(readdirSync(outside)).toEqual([]);
+    expect(lstatSync(path.join(root, 'd')).isSymbolicLink()).toBe(true);
+    expect([...res.manifest.keys()]).toEqual(['d']);
+  });
+
+  it('a pooled file that cannot be created fails the transfer with its errno, no host path', async () => {
+    const root = tmp('r');
+    // The 82nd entry goes to the pool; its name is longer than the kernel allows (NAME_MAX).
+    const long = { p: `d/${'x'.repeat(300)}`, t: 'f', m: 420, u: 0, g: 0, s: 0, mt: 0 };
+    const err = await apply(root, CONTEXT_DIFF_MAGIC, dirLine('d'), ...files('d', 80), `${JSON.stringify(long)}\n`, '{"end":1,"n":82}\n').catch((e: unknown) => e as Error);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as NodeJS.ErrnoException).code).toBe('ENAMETOOLONG');
+    expect(reasonOf(err)).not.toContain(root);
   });
 
   it('refuses a truncated stream and a wrong change count', async () => {
