@@ -72,7 +72,7 @@ describe('local write: the token check', () => {
     const small = randomBytes(3000);
     writeFileSync(join(dir, 'big.blob'), big);
     const head = Buffer.from('header-512');
-    const timing = { writeMs: 0, syncMs: 0, fileCopiedBytes: 0 };
+    const timing = { writeMs: 0, fileCopiedBytes: 0 };
     const out = (async function* (): AsyncGenerator<OutputChunk> {
       yield head;
       yield span(big, join(dir, 'big.blob'));

@@ -52,7 +52,7 @@ export function createExporterServiceImpl(opts: ExporterServiceOptions): Service
       if (target) {
         const opened = await openLocalWrite(target);
         if ('fh' in opened) {
-          const timing = { writeMs: 0, syncMs: 0, fileCopiedBytes: 0 };
+          const timing = { writeMs: 0, fileCopiedBytes: 0 };
           const size = await writeLocal(opened.fh, target.path, data, timing, signal);
           logger.debug({ path: target.path, bytes: size, ...timing }, 'output written in place (local write)');
           return streamTo(sessionId, outputId, data, signal, size);
