@@ -33,6 +33,16 @@ export interface NetworkOptions {
    */
   poolSize?: number;
   /**
+   * Most wired namespaces kept ready after a burst of parallel steps (at
+   * least poolSize). Default DEFAULT_POOL_KEEP.
+   */
+  poolKeep?: number;
+  /**
+   * How long the pool goes unused before the namespaces a burst left above
+   * poolSize are dropped. Default DEFAULT_POOL_IDLE_MS.
+   */
+  poolIdleMs?: number;
+  /**
    * Host-wide state every daemon on this host shares: the host-local IPAM
    * data (one allocation dir per bridge + subnet, so two daemons on one
    * bridge never hand out the same address) and a lock per bridge. Default
@@ -46,8 +56,12 @@ export const DEFAULT_BRIDGE = 'kiln0';
 export const DEFAULT_SUBNET = '10.213.0.0/16';
 export const DEFAULT_CNI_PLUGIN_DIR = '/usr/lib/cni';
 export const DEFAULT_HOST_STATE_DIR = '/run/kiln-net';
-/** Enough for a few parallel stages; a longer burst makes more, and those above the size go after use. */
+/** Enough for a few parallel stages; a longer burst makes more, kept up to DEFAULT_POOL_KEEP until the pool idles. */
 export const DEFAULT_POOL_SIZE = 4;
+/** A burst's namespaces kept for the next one (each holds a veth and an address of the subnet). */
+export const DEFAULT_POOL_KEEP = 32;
+/** Surplus namespaces go after this long without a step. */
+export const DEFAULT_POOL_IDLE_MS = 5 * 60_000;
 /** Plugins mode "cni" runs. */
 export const CNI_PLUGINS = ['bridge', 'host-local', 'loopback'] as const;
 
@@ -60,6 +74,8 @@ export interface CompiledNetworkOptions {
   cniPluginDir: string;
   resolvConf?: string;
   poolSize: number;
+  poolKeep: number;
+  poolIdleMs: number;
   hostStateDir: string;
 }
 
@@ -84,8 +100,12 @@ export function compileNetworkOptions(options: NetworkOptions | undefined): Comp
       );
     }
   }
+  const poolKeep = options?.poolKeep ?? DEFAULT_POOL_KEEP;
+  if (!Number.isInteger(poolKeep) || poolKeep < 0 || poolKeep > 256) throw new InvalidArgumentError(`invalid network pool keep ${String(poolKeep)} (an integer from 0 to 256)`, 'network.pool-keep');
+  const poolIdleMs = options?.poolIdleMs ?? DEFAULT_POOL_IDLE_MS;
+  if (!(poolIdleMs >= 0)) throw new InvalidArgumentError(`invalid network pool idle time ${String(poolIdleMs)} ms`, 'network.pool-idle-ms');
   const hostStateDir = path.resolve(options?.hostStateDir ?? DEFAULT_HOST_STATE_DIR);
-  return { mode, bridge, subnet, gateway, cniPluginDir, poolSize, hostStateDir, ...(options?.resolvConf ? { resolvConf: options.resolvConf } : {}) };
+  return { mode, bridge, subnet, gateway, cniPluginDir, poolSize, poolKeep, poolIdleMs, hostStateDir, ...(options?.resolvConf ? { resolvConf: options.resolvConf } : {}) };
 }
 
 /** The first host address of an IPv4 CIDR with room for a gateway and steps (prefix 8..29). */

@@ -190,8 +190,9 @@ describe.runIf(canRunCni)('CNI step networks (real bridge, host-local, loopback 
     await restarted.close();
   });
 
-  it('a pool hands a reusable namespace to the next step, tears down the rest, keeps at most its size and empties on close', async () => {
-    const p = provider(2);
+  it("a pool hands a reusable namespace to the next step, tears down the rest, keeps a burst's up to `keep` until it idles, then its size, and empties on close", async () => {
+    const IDLE_MS = 1_000;
+    const p = new NetworkProvider(compileNetworkOptions({ mode: 'cni', bridge: net.bridge, subnet: net.subnet, poolSize: 2, poolKeep: 4, poolIdleMs: IDLE_MS, hostStateDir }), root, silentLogger());
     await p.reapStale();
     const first = await p.forStep('default');
     await p.settled();
@@ -209,16 +210,29 @@ describe.runIf(canRunCni)('CNI step networks (real bridge, host-local, loopback 
     expect(leftovers(p).netns).not.toContain(path.basename(again.networkNamespace!));
     expect(p.pooled).toBe(2);
 
-    // A burst of 5 parallel steps: 3 are made on demand; afterwards only 2 stay.
+    // A burst of 5 parallel steps: 3 are made on demand; afterwards `keep` (4) stay for the next burst,
+    // which makes none, and once the pool idled the 2 above its size go in one batch.
     const burst = await Promise.all(Array.from({ length: 5 }, () => p.forStep('default')));
     expect(new Set(burst.map((b) => b.networkNamespace)).size).toBe(5);
     await Promise.all(burst.map((b) => b.release({ reusable: true })));
     await p.settled();
-    const left = leftovers(p);
+    expect(p.pooled).toBe(4);
+    const kept = leftovers(p).netns;
+    expect(kept).toHaveLength(4);
+    const next = await Promise.all(Array.from({ length: 4 }, () => p.forStep('default')));
+    expect(new Set(next.map((b) => path.basename(b.networkNamespace!)))).toEqual(new Set(kept));
+    await Promise.all(next.map((b) => b.release({ reusable: true })));
+    expect(p.pooled).toBe(4);
+    await new Promise((r) => setTimeout(r, IDLE_MS + 200));
+    await p.settled();
     expect(p.pooled).toBe(2);
+    const left = leftovers(p);
     expect(left.netns).toHaveLength(2);
     expect(left.ips).toHaveLength(2);
-    expect(left.veths.split('\n')).toHaveLength(2);
+    expect(new Set(left.rules.map((r) => /id: \\"([^\\]+)/.exec(r)![1]))).toHaveProperty('size', 2);
+    // The kernel deletes a dropped namespace's veth pair once the namespace is freed, a moment later.
+    for (let i = 0; i < 50 && leftovers(p).veths.split('\n').length > 2; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(leftovers(p).veths.split('\n')).toHaveLength(2);
 
     // A killed worker's pooled namespaces are reaped like in-use ones.
     const restarted = provider(2);

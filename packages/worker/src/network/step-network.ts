@@ -99,7 +99,12 @@ export class NetworkProvider {
     this.ownerPrefix = `${this.containerIdPrefix}${randomBytes(4).toString('hex')}-`;
     this.stateDir = path.resolve(stateDir);
     this.networkName = `kiln-${options.bridge}-${options.subnet.replace('/', '-')}`;
-    this.pool = new NetnsPool(options.poolSize, () => this.attach(), (record) => this.detach(record), logger);
+    this.pool = new NetnsPool(options.poolSize, () => this.attach(), (record) => this.detach(record), logger, {
+      keep: options.poolKeep,
+      idleMs: options.poolIdleMs,
+      // A pooled namespace is as CNI set it up (NetnsPool takes back only such), so the batch drop does.
+      trim: (records) => this.dropReady(records),
+    });
   }
 
   get netnsDir(): string {
