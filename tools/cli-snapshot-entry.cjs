@@ -70,6 +70,16 @@ const module_ = { exports: {} };
 const relocate = /* KILN_CLI_BUNDLE */ undefined(module_.exports, bundleRequire, module_, '', '', '');
 const cli = module_.exports;
 
+// One build against an in-process daemon (packages/cli/src/snapshot-warmup.ts):
+// the functions it runs are compiled now and kept compiled in the snapshot,
+// not compiled from source in every `kiln build`. As at run time, the light
+// Headers stand in for Node's (which would load undici). A warm-up that
+// fails fails the snapshot build (no blob: the CLI runs without one).
+cli.installLightHeaders();
+cli.warmUpForSnapshot().then((r) => {
+  if (r.code !== 0 || r.calls.length !== 4) throw new Error(`CLI snapshot warm-up build failed: exit ${r.code}, calls answered: ${r.calls.join(', ') || 'none'}`);
+});
+
 v8.startupSnapshot.setDeserializeMainFunction(async () => {
   building = false;
   const self = resolve(process.argv[1]); // bin/kiln.mjs

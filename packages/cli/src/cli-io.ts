@@ -1,4 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
+import type { Transport } from '@connectrpc/connect';
 import { createRootLogger, type Logger } from '@kiln/common';
 
 /** What `main` needs from its process; everything but daemonCommand defaults to the real process. */
@@ -19,6 +20,8 @@ export interface CliEnv {
   signal?: AbortSignal;
   /** Logger for debugging (KILN_LOG_LEVEL, default "warn"). */
   logger?: Logger;
+  /** The daemon's transport, instead of one dialled from the address (the start-up snapshot's warm-up build, snapshot-warmup.ts). */
+  transport?: Transport;
 }
 
 /** CliEnv with every default applied. */
@@ -31,6 +34,7 @@ export interface CliIo {
   stderr: Writable & { isTTY?: boolean; columns?: number; rows?: number };
   signal: AbortSignal;
   logger: Logger;
+  transport?: Transport;
 }
 
 export function resolveIo(env: CliEnv, signal: AbortSignal): CliIo {
@@ -47,5 +51,6 @@ export function resolveIo(env: CliEnv, signal: AbortSignal): CliIo {
     stderr: env.stderr ?? process.stderr,
     signal,
     logger: env.logger ?? createRootLogger('kiln', vars.KILN_LOG_LEVEL ?? 'warn'),
+    ...(env.transport ? { transport: env.transport } : {}),
   };
 }

@@ -54,6 +54,28 @@ describe('bin/kiln and the CLI start-up snapshot', () => {
     expect(fromSnapshot.stdout).toMatch(/^ID +PLATFORMS/);
   });
 
+  it('builds from the snapshot (warmed by a build of its own, snapshot-warmup.ts) as the plain CLI does', async () => {
+    const ctx = mkdtempSync(join(work, 'ctx-'));
+    writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY a.txt /\n');
+    writeFileSync(join(ctx, 'a.txt'), 'a\n');
+    const seen: string[] = [];
+    daemon = await startFakeDaemon({
+      async solve(req, { session, emit }) {
+        seen.push(Buffer.from((await session.read('dockerfile', 'Dockerfile')).data).toString());
+        emit({ vertexes: [{ digest: 'sha256:1', name: '[1/1] COPY a.txt /', cached: true }] });
+        return { 'image.name': req.exporters[0]?.attrs.name ?? '', 'containerimage.config.digest': 'sha256:c0ffee' };
+      },
+    });
+    const args = ['build', '--addr', daemon.address, '--progress=plain', '-q', '-t', 'app:1', ctx];
+    const fromSnapshot = await kiln(args);
+    expect(fromSnapshot.exec).toContain('--snapshot-blob');
+    const plain = await kiln(args, {}, true);
+    expect(fromSnapshot).toMatchObject({ code: 0, stdout: 'sha256:c0ffee\n' });
+    expect(fromSnapshot).toMatchObject({ code: plain.code, stdout: plain.stdout, stderr: plain.stderr });
+    expect(seen).toEqual(['FROM scratch\nCOPY a.txt /\n', 'FROM scratch\nCOPY a.txt /\n']);
+    expect(daemon.solveRequests.map((r) => r.exporters[0]?.attrs.name)).toEqual(['app:1', 'app:1']);
+  });
+
   it('keeps exit codes and errors: a usage error (2) and a daemon that is not there (1)', async () => {
     const usage = await kiln(['build', '--bogus']);
     expect(usage.exec).toContain('--snapshot-blob');

@@ -123,6 +123,8 @@ export interface ConnectOptions {
   /** Per-attempt Info timeout. Default 3 s. */
   probeTimeoutMs?: number;
   signal?: AbortSignal;
+  /** A transport to use instead of dialling the address (an in-process daemon). */
+  transport?: Transport | undefined;
 }
 
 /**
@@ -137,7 +139,7 @@ export async function connectDaemon(opts: ConnectOptions): Promise<DaemonConnect
   // The daemon must prove the solver role (the all-in-one daemon uses a solver certificate too).
   const given = opts.tls && (opts.tls.caCert || opts.tls.cert || opts.tls.key) ? opts.tls : undefined;
   const tls = resolveTls(given ?? where.tls, opts.env);
-  const transport = createNodeTransport(where.addr, { tls, serverRoles: ['solver'] });
+  const transport = opts.transport ?? createNodeTransport(where.addr, { tls, serverRoles: ['solver'] });
   const ctl = createKilnClient(control.ControlService, transport);
   const conn = (info: control.InfoResponse, started: boolean): DaemonConnection => ({
     address: where.addr,

@@ -4,10 +4,14 @@ import { resolveIo, type CliEnv, type CliIo } from './cli-io.js';
 import { restoreDeferredEnv } from './deferred-env.js';
 import { UsageError } from './flags/usage-error.js';
 import { USAGE, versionLine } from './usage.js';
+import { warmUpBuild, type WarmUpResult } from './snapshot-warmup.js';
 
 // The process entry (bin/kiln.mjs) installs it before `main`: see light-headers.ts.
 export { installLightHeaders } from './light-headers.js';
 export { USAGE };
+
+/** Runs one build against an in-process daemon: tools/cli-snapshot-entry.cjs, so the snapshot holds the build path compiled (snapshot-warmup.ts). */
+export const warmUpForSnapshot = (): Promise<WarmUpResult> => warmUpBuild(main);
 
 
 /** Exit codes: success, a failed build or daemon error, a usage error. */

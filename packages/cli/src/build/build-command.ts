@@ -113,7 +113,7 @@ async function buildWith(parsed: ReturnType<typeof parseBuildArgs>, io: CliIo): 
   const localWrites = offerLocalWrites(opts.exports, io.vars);
   if (opts.exports.length === 0) io.stderr.write(NO_OUTPUT_WARNING);
 
-  const conn = await connectDaemon({ addr: opts.addr, builder: opts.builder, tls: opts.tls, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal });
+  const conn = await connectDaemon({ addr: opts.addr, builder: opts.builder, tls: opts.tls, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal, transport: io.transport });
   const ref = newBuildId();
   const sessionId = newBuildId();
   const log = io.logger.child({ buildId: ref });
