@@ -20,6 +20,7 @@ export * from './archive/context-diff-pack.js';
 export * from './proc/spawner.js';
 export * from './proc/mount.js';
 export * from './proc/copy-range.js';
+export * from './proc/xattrs.js';
 export * from './archive/chunker.js';
 export * from './graph/post-order.js';
 export * from './text/escape-control.js';

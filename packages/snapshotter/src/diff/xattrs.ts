@@ -1,4 +1,4 @@
-import { runLight, SpawnError } from '@kiln/common';
+import { readXattrPaths, readXattrTree, runLight, SpawnError, type XattrMap } from '@kiln/common';
 
 /** Extended attributes of a tree: path relative to its root -> (name -> value). Paths without any are absent. */
 export type TreeXattrs = ReadonlyMap<string, Readonly<Record<string, Buffer>>>;
@@ -12,15 +12,30 @@ function carried(name: string): boolean {
 }
 
 /**
- * Reads every extended attribute under `dir` (not following symlinks) with
- * one run of `getfattr` (Debian's `attr` package): Node has no xattr API.
- * Started through the spawn helper (`runLight`): a fork of the daemon's heap
- * for each of a 40-layer export's 80 trees blocked its event loop for 3.7 s
- * in all on a loaded host. Resolves to an empty map when `getfattr` is not
- * installed; rejects when it fails otherwise.
+ * Reads every extended attribute under `dir` (not following symlinks):
+ * by system calls on @kiln/common's xattr thread (`readXattrTree`), or,
+ * where those are not available, with one run of `getfattr` (Debian's
+ * `attr` package; Node has no xattr API) through the spawn helper
+ * (`runLight`: a fork of the daemon's heap for each of a 40-layer export's
+ * 80 trees blocked its event loop for 3.7 s in all on a loaded host).
+ * Either way resolves to the same map; empty when neither is available
+ * (`getfattr` not installed); rejects when reading fails otherwise.
  */
 export async function readTreeXattrs(dir: string, signal?: AbortSignal): Promise<TreeXattrs> {
+  signal?.throwIfAborted();
+  const native = await readXattrTree(dir);
+  signal?.throwIfAborted();
+  if (native) return carriedOnly(native);
   return runGetfattr(['-R', '-P', '-h', '-d', '-m', '-', '-e', 'base64', '--absolute-names', '--', dir], dir, signal);
+}
+
+/** The map without the names layers never carry (see `carried`). */
+function carriedOnly(map: XattrMap): TreeXattrs {
+  for (const [rel, attrs] of map) {
+    for (const name of Object.keys(attrs)) if (!carried(name)) delete attrs[name];
+    if (Object.keys(attrs).length === 0) map.delete(rel);
+  }
+  return map;
 }
 
 /** One `getfattr` run with `args`, its output parsed relative to `dir` (empty when getfattr is not installed). */
@@ -84,6 +99,10 @@ const PATHS_PER_RUN = 500;
  * for a diff that compares a few paths of a big tree. Empty list: no run.
  */
 export async function readPathsXattrs(dir: string, rels: readonly string[], signal?: AbortSignal): Promise<TreeXattrs> {
+  signal?.throwIfAborted();
+  const native = await readXattrPaths(dir, rels);
+  signal?.throwIfAborted();
+  if (native) return carriedOnly(native);
   const root = dir.replace(/\/+$/, '');
   const out = new Map<string, Readonly<Record<string, Buffer>>>();
   for (let i = 0; i < rels.length; i += PATHS_PER_RUN) {
