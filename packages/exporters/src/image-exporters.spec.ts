@@ -157,6 +157,27 @@ describe('image exporter', () => {
     expect(Object.keys(t.labels.get(d1)!).filter((k) => k.startsWith('kiln.'))).toEqual([]);
   });
 
+  it('a cached rebuild under the same names writes no labels; a new name, or a lost root, is written', async () => {
+    const t = fakeTier([run]);
+    const exp = (name: string) => t.client.export({ buildId: 'b', sessionId: 's', type: 'image', workerId: 'w1', ref: 'r1', imageConfig, attrs: { name } });
+    const d = (await exp('app:1,app:2')).response['containerimage.digest']!;
+    const app1 = `${IMAGE_NAME_LABEL_PREFIX}docker.io/library/app:1`;
+    const app2 = `${IMAGE_NAME_LABEL_PREFIX}docker.io/library/app:2`;
+    // Marks no export writes: a label write would put the export's time back.
+    t.labels.set(d, { ...t.labels.get(d), [GC_ROOT_LABEL]: 'first', [app1]: 'first', [app2]: 'first' });
+    expect((await exp('app:1,app:2')).response['containerimage.digest']).toBe(d);
+    expect(t.labels.get(d)).toMatchObject({ [GC_ROOT_LABEL]: 'first', [app1]: 'first', [app2]: 'first' });
+    // One name it does not hold yet: written (all names and the root, as before).
+    await exp('app:1,app:3');
+    expect(t.labels.get(d)![`${IMAGE_NAME_LABEL_PREFIX}docker.io/library/app:3`]).toMatch(/^\d{4}-/);
+    expect(t.labels.get(d)![app1]).not.toBe('first');
+    // The root label gone (its names kept): written again.
+    const { [GC_ROOT_LABEL]: _root, ...rest } = t.labels.get(d)!;
+    t.labels.set(d, rest);
+    await exp('app:1');
+    expect(t.labels.get(d)![GC_ROOT_LABEL]).toMatch(/^\d{4}-/);
+  });
+
   it('pushes layers, config, then the manifest by tag (or by digest), and reports canonical names', async () => {
     const calls: string[] = [];
     const registry: RegistryClient = {
