@@ -49,11 +49,12 @@ type EchoClient = {
 };
 
 const big = new Uint8Array(1 << 20).fill(7);
-const state = { serverFinally: false, serverSignalAborted: false, release: () => undefined as void };
+const state = { serverFinally: false, serverSignalAborted: false, unarySignal: undefined as AbortSignal | undefined, release: () => undefined as void };
 
 const routes: Routes = (r) => {
   r.service(Echo, {
-    unary(req: Chunk) {
+    unary(req: Chunk, ctx: { signal: AbortSignal }) {
+      state.unarySignal = ctx.signal;
       if (req.n === 404n) throw new KilnError('not_found', 'no such blob', { digest: 'sha256:abc' });
       if (req.n === 1n) return new Promise(() => undefined); // never answers: the client's abort must end the call
       req.data[0] = 9; // mutating the request must not reach the caller
@@ -96,6 +97,9 @@ describe.each([
     expect(res.n).toBe(42n);
     expect([...res.data]).toEqual([9, 2, 3]);
     expect([...data]).toEqual([1, 2, 3]);
+    // The call is over: the handler's signal says so (what its cleanups wait for), with an AbortError as reason.
+    expect(state.unarySignal?.aborted).toBe(true);
+    expect(state.unarySignal?.reason).toMatchObject({ name: 'AbortError' });
   });
 
   it('carries KilnErrors with their code and details', async () => {

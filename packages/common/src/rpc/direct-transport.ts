@@ -84,7 +84,7 @@ export function createDirectTransport(routes: Routes): Transport {
       } catch (err) {
         throw toConnectError(err);
       } finally {
-        ctx.abort();
+        ctx.abort(CALL_ENDED);
       }
     },
 
@@ -143,13 +143,21 @@ export function createDirectTransport(routes: Routes): Transport {
           if (!finished) {
             ctx.abort(new ConnectError('the client ended the call', Code.Canceled));
             void it.return(undefined).catch(() => undefined);
-          } else ctx.abort();
+          } else ctx.abort(CALL_ENDED);
         }
       }
       return { stream: true, service: method.parent, method, header: ctx.responseHeader, trailer: ctx.responseTrailer, message: guarded() };
     },
   };
 }
+
+/**
+ * The reason a handler's signal aborts with once its call ended normally:
+ * made once, as Node's default reason is a new DOMException per abort,
+ * which captures a stack (~2% of the all-in-one daemon's main thread under
+ * 20 concurrent builds, ~45 calls per build). Same name and message.
+ */
+const CALL_ENDED = new DOMException('This operation was aborted', 'AbortError');
 
 function key(method: DescMethod): string {
   return `${method.parent.typeName}/${method.name}`;
