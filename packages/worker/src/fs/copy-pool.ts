@@ -44,6 +44,47 @@ export interface FileWriteJob {
 
 export type FileJob = FileCopyJob | FileWriteJob;
 
+/** Numbers per job in an encoded batch: kind (0 copy, 1 write), mode, uid, gid, mtimeMs (NaN: none), size. */
+const BATCH_FIELDS = 6;
+
+/**
+ * A batch as posted to a thread: paths joined by NUL (never in a path) and
+ * the numbers in one Float64Array, bodies in one buffer (both transferred,
+ * not cloned). Cloning an array of job objects cost the main thread ~11 µs
+ * a file (postMessage was a tenth of a 50,000-file build's daemon CPU).
+ */
+function encodeBatch(id: number, jobs: readonly FileJob[]): { message: object; transfer: ArrayBuffer[] } {
+  const nums = new Float64Array(jobs.length * BATCH_FIELDS);
+  const targets: string[] = [];
+  const srcs: string[] = [];
+  let bytes = 0;
+  for (const j of jobs) if ('data' in j && j.data) bytes += j.data.length;
+  const data = new Uint8Array(bytes);
+  let at = 0;
+  jobs.forEach((j, i) => {
+    const k = i * BATCH_FIELDS;
+    targets.push(j.target);
+    nums[k + 1] = j.mode;
+    nums[k + 2] = j.uid;
+    nums[k + 3] = j.gid;
+    nums[k + 4] = j.mtimeMs ?? NaN;
+    if ('src' in j) {
+      nums[k] = 0;
+      nums[k + 5] = j.size;
+      srcs.push(j.src);
+    } else {
+      nums[k] = 1;
+      nums[k + 5] = j.data?.length ?? 0;
+      srcs.push('');
+      if (j.data) {
+        data.set(j.data, at);
+        at += j.data.length;
+      }
+    }
+  });
+  return { message: { id, targets: targets.join('\0'), srcs: srcs.join('\0'), nums, data }, transfer: [nums.buffer, data.buffer] };
+}
+
 /*
  * The thread's code (CommonJS, Node built-ins only, as the compress pool's:
  * a module file would not load from TypeScript sources under the test
@@ -55,6 +96,7 @@ const { parentPort } = require('node:worker_threads');
 const fs = require('node:fs');
 const C = fs.constants;
 const buf = Buffer.allocUnsafe(64 * 1024);
+const FIELDS = ${BATCH_FIELDS};
 const NEW_FILE = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
 /** What a file created in the batch's directory is born with: owner, permission bits seen kept or dropped. */
 let creation;
@@ -120,7 +162,28 @@ function writeOne(j) {
   } finally { fs.closeSync(fd); }
 }
 
-parentPort.on('message', ({ id, jobs }) => {
+/** The jobs of a batch as encodeBatch packs them (see there). */
+function decodeBatch(b) {
+  const targets = b.targets.split('\0');
+  const srcs = b.srcs.split('\0');
+  const jobs = new Array(targets.length);
+  let at = 0;
+  for (let i = 0, k = 0; i < targets.length; i++, k += FIELDS) {
+    const n = b.nums;
+    const j = { target: targets[i], mode: n[k + 1], uid: n[k + 2], gid: n[k + 3], mtimeMs: Number.isNaN(n[k + 4]) ? undefined : n[k + 4], size: n[k + 5] };
+    if (n[k] === 0) j.src = srcs[i];
+    else if (j.size > 0) {
+      j.data = b.data.subarray(at, at + j.size);
+      at += j.size;
+    }
+    jobs[i] = j;
+  }
+  return jobs;
+}
+
+parentPort.on('message', (b) => {
+  const id = b.id;
+  const jobs = decodeBatch(b);
   let i = 0;
   creation = { uid: -1, gid: -1, kept: 0, dropped: 0 };
   try {
@@ -178,7 +241,8 @@ export class FileCopyPool {
     return new Promise<void>((resolve, reject) => {
       if (slot.pending.size === 0) slot.thread.ref();
       slot.pending.set(id, { resolve, reject, jobs });
-      slot.thread.postMessage({ id, jobs });
+      const { message, transfer } = encodeBatch(id, jobs);
+      slot.thread.postMessage(message, transfer);
     });
   }
 
