@@ -1,5 +1,8 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { execLight, runLight, SpawnError } from './spawner.js';
+import { execLight, resolveCommand, runLight, SpawnError } from './spawner.js';
 
 describe('runLight / execLight (commands started by the spawn helper)', () => {
   it('streams stdout and stderr in order and reports the exit code', async () => {
@@ -58,6 +61,37 @@ describe('runLight / execLight (commands started by the spawn helper)', () => {
       } finally {
         delete process.env.KILN_SPAWN_HELPER;
       }
+    }
+  });
+
+  it('starts a bare command by the absolute path found once on PATH, and looks again once that file is gone', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'kiln-spawn-path-'));
+    const savedPath = process.env.PATH;
+    try {
+      const [empty, notExec, first, second] = ['a', 'b', 'c', 'd'].map((d) => path.join(dir, d)) as [string, string, string, string];
+      for (const d of [empty, notExec, first, second]) await mkdir(d);
+      const script = (word: string) => `#!/bin/sh\necho ${word}\n`;
+      await writeFile(path.join(notExec, 'kiln-t-cmd'), script('not-exec'), { mode: 0o644 });
+      await writeFile(path.join(first, 'kiln-t-cmd'), script('first'), { mode: 0o755 });
+      await writeFile(path.join(second, 'kiln-t-cmd'), script('second'), { mode: 0o755 });
+      process.env.PATH = [empty, notExec, first, second, savedPath].join(':');
+      expect(resolveCommand('kiln-t-cmd')).toBe(path.join(first, 'kiln-t-cmd'));
+      expect(resolveCommand('/bin/sh')).toBe('/bin/sh');
+      expect(resolveCommand('kiln-no-such-command')).toBe('kiln-no-such-command');
+      expect((await execLight('kiln-t-cmd', [])).stdout).toBe('first\n');
+      // Remembered: a file put earlier on PATH is not seen...
+      await writeFile(path.join(empty, 'kiln-t-cmd'), script('earlier'), { mode: 0o755 });
+      expect((await execLight('kiln-t-cmd', [])).stdout).toBe('first\n');
+      // ...until the remembered one is gone: that start fails (ENOENT), the next one searches again.
+      await rm(path.join(first, 'kiln-t-cmd'));
+      await expect(execLight('kiln-t-cmd', [])).rejects.toMatchObject({ code: 'ENOENT' });
+      expect((await execLight('kiln-t-cmd', [])).stdout).toBe('earlier\n');
+      // Another PATH value is searched on its own.
+      process.env.PATH = [second, savedPath].join(':');
+      expect(resolveCommand('kiln-t-cmd')).toBe(path.join(second, 'kiln-t-cmd'));
+    } finally {
+      process.env.PATH = savedPath;
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, statSync } from 'node:fs';
+import path from 'node:path';
 
 /**
  * Starting a process from a big Node process is slow: libuv forks, and the
@@ -40,13 +42,65 @@ export class SpawnError extends Error {
 }
 
 /**
- * Runs `cmd args` (PATH lookup, no shell, stdin closed unless `opts.stdin`) and resolves when it
+ * Runs `cmd args` (PATH lookup once per command, see resolveCommand; no shell, stdin closed unless `opts.stdin`) and resolves when it
  * ended and all its output was delivered. Rejects with SpawnError when it
  * could not be started.
  */
-export function runLight(cmd: string, args: readonly string[], opts: LightProcessOptions = {}): Promise<LightProcessExit> {
-  if (process.env.KILN_SPAWN_HELPER === '0') return runDirect(cmd, args, opts);
-  return helper().run(cmd, args, opts);
+export async function runLight(cmd: string, args: readonly string[], opts: LightProcessOptions = {}): Promise<LightProcessExit> {
+  const file = opts.env?.PATH === undefined ? resolveCommand(cmd) : cmd;
+  try {
+    if (process.env.KILN_SPAWN_HELPER === '0') return await runDirect(file, args, opts);
+    return await helper().run(file, args, opts);
+  } catch (err) {
+    // The binary went away since it was found: look again next time.
+    if (err instanceof SpawnError && err.code === 'ENOENT' && file !== cmd) forgetCommand(cmd);
+    throw err;
+  }
+}
+
+/**
+ * The absolute path of `cmd` on PATH, found once and remembered (per PATH
+ * value); `cmd` itself when it names a path or is not found (the start then
+ * fails with ENOENT as before). A bare name made every start try each PATH
+ * directory in turn: on this project's hosts 7 failed execve calls before
+ * runc, for each build step.
+ */
+export function resolveCommand(cmd: string): string {
+  if (cmd.includes('/')) return cmd;
+  const pathVar = process.env.PATH ?? '';
+  if (resolvedFor !== pathVar) {
+    resolved.clear();
+    resolvedFor = pathVar;
+  }
+  let file = resolved.get(cmd);
+  if (file === undefined) {
+    file = searchPath(cmd, pathVar);
+    if (file !== undefined) resolved.set(cmd, file);
+  }
+  return file ?? cmd;
+}
+
+/** Drops what `resolveCommand` remembered of `cmd`. */
+function forgetCommand(cmd: string): void {
+  resolved.delete(cmd);
+}
+
+const resolved = new Map<string, string>();
+let resolvedFor: string | undefined;
+
+/** The first executable regular file named `cmd` in a PATH directory, as execvp finds it (empty entries are the current directory). */
+function searchPath(cmd: string, pathVar: string): string | undefined {
+  for (const dir of pathVar.split(':')) {
+    const file = path.resolve(dir || '.', cmd);
+    try {
+      if (!statSync(file).isFile()) continue;
+      accessSync(file, constants.X_OK);
+      return file;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, rename, rm, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import {
@@ -178,15 +178,22 @@ class OverlaySnapshotterImpl implements Snapshotter {
     this.activeState.set(row.seq, state);
     try {
       await mkdir(this.snapshotDir(row));
-      await mkdir(this.fsDir(row), { mode: 0o755 });
-      if (!parentRow) return { key, path: this.fsDir(row) };
+      if (!parentRow) {
+        await mkdir(this.fsDir(row), { mode: 0o755 });
+        return { key, path: this.fsDir(row) };
+      }
       const upper = { upper: this.fsDir(row), work: path.join(this.snapshotDir(row), 'work') };
-      const lowers = await this.mountableLowers(parentRow, upper, opts.signal);
-      throwIfAborted(opts.signal);
-      await mkdir(upper.work);
       const mount = path.join(this.mountsDir, String(row.seq));
-      await mkdir(mount);
+      // Set first: a failure below removes the mount dir with the rest (dropActive).
       state.mount = mount;
+      // The directories in one round, beside the lower chain's lookup (every step waits for this).
+      const [lowers] = await allSettledOrThrow([
+        this.mountableLowers(parentRow, upper, opts.signal),
+        mkdir(upper.upper, { mode: 0o755 }),
+        mkdir(upper.work),
+        mkdir(mount),
+      ] as const);
+      throwIfAborted(opts.signal);
       await mountOverlay(mount, overlayOptions(lowers, upper));
       return { key, path: mount };
     } catch (err) {
@@ -209,14 +216,15 @@ class OverlaySnapshotterImpl implements Snapshotter {
     if (opts.label !== undefined && meta.byLabel(opts.label)) {
       throw new KilnError('already_exists', `a committed snapshot is already labeled ${opts.label}`);
     }
-    if (state?.mount) {
-      await unmount(state.mount, (reason) => this.logger.warn({ key, reason }, 'snapshot mount busy at commit: detached lazily'));
-      await rm(state.mount, { recursive: true, force: true });
+    const mount = state?.mount;
+    if (mount) {
+      await unmount(mount, (reason) => this.logger.warn({ key, reason }, 'snapshot mount busy at commit: detached lazily'));
       state.mount = undefined;
     }
     meta.markCommitted(row, opts.label ?? null);
     this.activeState.delete(row.seq);
-    await rm(path.join(this.snapshotDir(row), 'work'), { recursive: true, force: true });
+    // Both left by a crash here are removed when the root is opened again (see reap).
+    await Promise.all([mount ? removeEmptyDir(mount) : undefined, removeWorkDir(path.join(this.snapshotDir(row), 'work'))]);
     return row.id;
   }
 
@@ -570,4 +578,23 @@ async function treeUsage(dir: string): Promise<SnapshotUsage> {
 
 function newId(): string {
   return randomBytes(16).toString('hex');
+}
+
+/** Awaits every promise (so none is still running when this settles) and throws the first rejection, if any. */
+async function allSettledOrThrow<T extends readonly unknown[]>(promises: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(promises);
+  const failed = settled.find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
+}
+
+/** Removes an empty directory (a mount point after its unmount) in one call; recursively when something is left in it. */
+async function removeEmptyDir(dir: string): Promise<void> {
+  await rmdir(dir).catch(() => rm(dir, { recursive: true, force: true }));
+}
+
+/** Removes an overlay work dir: its inner `work` dir and itself, two calls in the usual case. */
+async function removeWorkDir(dir: string): Promise<void> {
+  await rmdir(path.join(dir, 'work')).catch(() => undefined);
+  await removeEmptyDir(dir);
 }

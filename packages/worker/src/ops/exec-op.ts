@@ -71,10 +71,25 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
   const leases: CacheLease[] = [];
   let secretDir: SecretDir | undefined;
   const secretEnv: string[] = [];
-  const runFiles = await RunFiles.create(env.stateDir);
   const sshSockets: SshAgentSocket[] = [];
   let stepNetwork: StepNetwork | undefined;
   let networkReusable = false;
+  const hostname = meta.hostname || 'kiln';
+  const runFilesReady = RunFiles.create(env.stateDir);
+  // The step's network and its /etc/hosts and /etc/resolv.conf do not depend on its mounts:
+  // made while the snapshots are prepared, not after (one step's wait less on every RUN).
+  const networkReady = (async () => {
+    const runFiles = await runFilesReady;
+    stepNetwork = await env.network.forStep(exec.network === llb.NetMode.HOST ? 'host' : exec.network === llb.NetMode.NONE ? 'none' : 'default');
+    const hostNetwork = stepNetwork.network === 'host';
+    const [hosts, resolvConf] = await Promise.all([
+      hostsFile({ hostname, extraHosts: meta.extraHosts, hostNetwork, hostGateway: stepNetwork.hostGateway }).then((text) => runFiles.writeHosts(text)),
+      runFiles.writeResolvConf(stepNetwork.resolvConf),
+    ]);
+    return { stepNetwork, hosts, resolvConf };
+  })();
+  // Awaited after the mounts; a failure there first must not leave this rejection unhandled.
+  networkReady.catch(() => undefined);
   try {
     const secretOf = async (id: string, optional: boolean): Promise<Uint8Array | undefined> => {
       if (!env.sessions.getSecret) throw new OpFailure(`secret ${id}: this worker's session does not serve secrets`);
@@ -117,7 +132,7 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
           if (opt.optional) continue;
           throw new OpFailure(`no SSH agent "${id}" was forwarded for the ssh mount at ${dest} (pass --ssh ${id})`);
         }
-        const sock = await SshAgentSocket.listen(await runFiles.socketPath(), { id, uid: opt.uid, gid: opt.gid, mode: opt.mode || 0o600, forward, logger: env.logger });
+        const sock = await SshAgentSocket.listen(await (await runFilesReady).socketPath(), { id, uid: opt.uid, gid: opt.gid, mode: opt.mode || 0o600, forward, logger: env.logger });
         sshSockets.push(sock);
         specMounts.push({ type: 'bind', source: sock.path, dest, readonly: true });
         continue;
@@ -178,13 +193,10 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
     } catch (err) {
       throw OpFailure.wrap('failed to set up the process', err);
     }
-    const hostname = meta.hostname || 'kiln';
-    stepNetwork = await env.network.forStep(exec.network === llb.NetMode.HOST ? 'host' : exec.network === llb.NetMode.NONE ? 'none' : 'default');
-    const { network, networkNamespace } = stepNetwork;
-    const hosts = await runFiles.writeHosts(await hostsFile({ hostname, extraHosts: meta.extraHosts, hostNetwork: network === 'host', hostGateway: stepNetwork.hostGateway }));
+    const { hosts, resolvConf, stepNetwork: { network, networkNamespace } } = await networkReady;
     // After the step's own mounts, as BuildKit orders it: a mount at /etc cannot hide them.
     specMounts.push({ type: 'bind', source: hosts, dest: '/etc/hosts', readonly: true });
-    specMounts.push({ type: 'bind', source: await runFiles.writeResolvConf(stepNetwork.resolvConf), dest: '/etc/resolv.conf', readonly: true });
+    specMounts.push({ type: 'bind', source: resolvConf, dest: '/etc/resolv.conf', readonly: true });
     const processEnv = meta.env.some((e) => e.startsWith('PATH=')) ? [...meta.env] : [`PATH=${DEFAULT_PATH}`, ...meta.env];
     if (meta.proxyEnv) processEnv.push(...proxyEnvList(meta.proxyEnv));
 
@@ -244,9 +256,11 @@ export async function runExecOp(ctx: OpContext, exec: llb.ExecOp, env: ExecEnv):
   } finally {
     for (const l of leases) l.release();
     for (const sock of sshSockets) await sock.close().catch(() => undefined);
+    // A step that failed before its network was ready waits for it here, so it is released, not leaked.
+    await networkReady.catch(() => undefined);
     // Not awaited: a pooled namespace is back at once, a torn-down one goes in the background (the worker's close waits for it).
     void stepNetwork?.release({ reusable: networkReusable });
-    await runFiles.dispose().catch(() => undefined);
+    await (await runFilesReady.catch(() => undefined))?.dispose().catch(() => undefined);
     await secretDir?.dispose();
     for (const v of views) await v.release().catch(() => undefined);
     for (const a of actives) await snapshotter.remove(a.key).catch(() => undefined);
