@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, fchmodSync, mkdirSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { create } from '@bufbuild/protobuf';
 import type { Client, Transport } from '@connectrpc/connect';
 import { control, session } from '@kiln/api';
 import { createKilnClient, createNodeTransport, describeError, asKilnError, loadTlsCredentials, parseAddress, sleep, UnavailableError, type TlsCredentials } from '@kiln/common';
@@ -70,6 +71,8 @@ export interface DaemonConnection {
   started: boolean;
   /** The builder the address came from ("default" when none). */
   builder: string;
+  /** With `pipelined`: settles with the probe (see ConnectOptions.pipelined); otherwise absent (the probe was awaited). */
+  ready?: Promise<void>;
 }
 
 /** `--tlscacert`, `--tlscert`, `--tlskey` as given (each may be absent). */
@@ -125,6 +128,14 @@ export interface ConnectOptions {
   signal?: AbortSignal;
   /** A transport to use instead of dialling the address (an in-process daemon). */
   transport?: Transport | undefined;
+  /**
+   * For an explicit address (no daemon to start): return at once, without
+   * waiting for the Info probe; its outcome is `ready` (rejects with the
+   * UnavailableError an awaited probe throws) and `info` is empty. `kiln
+   * build` sends Status, Attach and Solve right behind the probe: one round
+   * trip to the daemon fewer before the build starts.
+   */
+  pipelined?: boolean;
 }
 
 /**
@@ -152,17 +163,29 @@ export async function connectDaemon(opts: ConnectOptions): Promise<DaemonConnect
   });
   const probe = () => ctl.info({}, { timeoutMs: opts.probeTimeoutMs ?? 3000, signal: opts.signal });
 
+  // A TLS server drops a plain client without a word: say what is likely missing.
+  const unreachable = (err: unknown) =>
+    new UnavailableError(
+      `failed to connect to kiln daemon at ${where.addr}: ${describeError(asKilnError(err))}${where.addr.startsWith('tcp://') && !tls ? ' (if the daemon runs mutual TLS, give --tlscacert, --tlscert and --tlskey or KILN_TLS_*)' : ''}`,
+    );
+  if (opts.pipelined && where.explicit) {
+    // Nothing to start: the caller's first calls go out with the probe on the same connection.
+    const ready = probe().then(
+      () => undefined,
+      (err: unknown) => {
+        throw unreachable(err);
+      },
+    );
+    ready.catch(() => undefined); // the caller looks at it when its calls fail
+    return { ...conn(create(control.InfoResponseSchema), false), ready };
+  }
   let firstErr: unknown;
   try {
     return conn(await probe(), false);
   } catch (err) {
     firstErr = err;
   }
-  if (where.explicit) {
-    // A TLS server drops a plain client without a word: say what is likely missing.
-    const hint = where.addr.startsWith('tcp://') && !tls ? ' (if the daemon runs mutual TLS, give --tlscacert, --tlscert and --tlskey or KILN_TLS_*)' : '';
-    throw new UnavailableError(`failed to connect to kiln daemon at ${where.addr}: ${describeError(asKilnError(firstErr))}${hint}`);
-  }
+  if (where.explicit) throw unreachable(firstErr);
   if (opts.daemonCommand.length === 0) {
     throw new UnavailableError(`no kiln daemon answers at ${where.addr} and no daemon command is configured to start one`);
   }

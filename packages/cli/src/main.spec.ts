@@ -183,6 +183,28 @@ describe('kiln build', () => {
     await vi.waitFor(() => expect(ended).toBe(true));
   });
 
+  it('sends Status, Attach and Solve to an explicit daemon without waiting for its Info answer (one round trip fewer)', async () => {
+    const order: string[] = [];
+    let solved!: () => void;
+    const solveSeen = new Promise<void>((resolve) => (solved = resolve));
+    daemon = await startFakeDaemon({
+      // Info answers only once Solve has arrived: a CLI that waited for Info first would time out (3 s) and fail.
+      beforeInfo: async () => {
+        await Promise.race([solveSeen, new Promise((resolve) => setTimeout(resolve, 5000))]);
+        order.push('info answered');
+      },
+      async solve() {
+        order.push('solve');
+        solved();
+        return { 'containerimage.digest': 'sha256:abc' };
+      },
+    });
+    const r = await run(['build', '--addr', daemon.address, '--progress=quiet', 'ctx']);
+    expect(r.stderr).not.toContain('ERROR');
+    expect(r.code).toBe(0);
+    expect(order).toEqual(['solve', 'info answered']);
+  });
+
   it('an unreachable explicit daemon exits 1 naming the address', async () => {
     const addr = `unix://${dir}/none.sock`;
     const r = await run(['build', '--addr', addr, 'ctx']);

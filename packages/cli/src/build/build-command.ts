@@ -113,7 +113,7 @@ async function buildWith(parsed: ReturnType<typeof parseBuildArgs>, io: CliIo): 
   const localWrites = offerLocalWrites(opts.exports, io.vars);
   if (opts.exports.length === 0) io.stderr.write(NO_OUTPUT_WARNING);
 
-  const conn = await connectDaemon({ addr: opts.addr, builder: opts.builder, tls: opts.tls, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal, transport: io.transport });
+  const conn = await connectDaemon({ addr: opts.addr, builder: opts.builder, tls: opts.tls, env: io.vars, daemonCommand: io.daemonCommand, signal: io.signal, transport: io.transport, pipelined: true });
   const ref = newBuildId();
   const sessionId = newBuildId();
   const log = io.logger.child({ buildId: ref });
@@ -171,7 +171,12 @@ async function buildWith(parsed: ReturnType<typeof parseBuildArgs>, io: CliIo): 
     });
     response = await conn.control.solve(toSolveRequest({ ...opts, exports }, { ref, sessionId }), { signal: abort.signal });
   } catch (err) {
-    failure = sessionFailure ?? err;
+    // A daemon that is not there fails every call: say so as the awaited probe would.
+    const unreachable = await conn.ready?.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    failure = unreachable ?? sessionFailure ?? err;
   } finally {
     io.signal.removeEventListener('abort', onAbort);
   }
