@@ -5,7 +5,7 @@ import { hasWildcard, matchComponent, PatternMatcher } from '@kiln/common';
 import { cleanRootPath, resolveInRoot } from '@kiln/snapshotter';
 import { sharedFileCopyPool, type FileCopyJob, type FileCopyPool } from './copy-pool.js';
 import type { ModeChange } from './symbolic-mode.js';
-import { applyAttrs, applyAttrsToFd, errnoError, EventLoopYielder, lstatOrUndefined, mkdirAllInRoot, type DirAttrs } from './fs-util.js';
+import { applyAttrs, applyAttrsToFd, childPath, errnoError, EventLoopYielder, lstatOrUndefined, mkdirAllInRoot, type DirAttrs } from './fs-util.js';
 
 export interface CopyOptions {
   /** Copy a symlink named by `src` as its target (true) or as the link (false). */
@@ -181,7 +181,7 @@ class Copier {
       for (const name of (readdirSync(src)).sort()) {
         const childRel = rel === '' ? name : `${rel}/${name}`;
         if (plan && !plan.has(childRel)) continue;
-        await this.copy(path.join(src, name), childRel, path.join(target, name), plan, created);
+        await this.copy(childPath(src, name), childRel, childPath(target, name), plan, created);
       }
       // An existing directory keeps its own metadata (as `cp -a` onto it would),
       // unless the copy sets mode/owner/time explicitly.

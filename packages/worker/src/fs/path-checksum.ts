@@ -4,7 +4,7 @@ import path from 'node:path';
 import { hasWildcard } from '@kiln/common';
 import { cleanRootPath, lstatOrUndefined, resolveInRoot } from '@kiln/snapshotter';
 import { resolveWildcards } from './copy.js';
-import { EventLoopYielder } from './fs-util.js';
+import { childPath, EventLoopYielder } from './fs-util.js';
 
 /** A path an op reads from one input (see PathSelector in worker.proto). */
 export interface PathSelector {
@@ -66,7 +66,7 @@ async function hashTree(
   h.update(`${JSON.stringify([rel, type, st.mode & 0o7777, st.uid, st.gid, body])}\n`);
   if (type !== 'dir') return;
   for (const name of readdirSync(abs).sort()) {
-    const child = path.join(abs, name);
+    const child = childPath(abs, name);
     await hashTree(h, root, child, rel ? `${rel}/${name}` : name, lstatSync(child), known, yielder);
   }
 }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { ContextChange, ContextEntry } from '@kiln/common';
 import { applyAttrs, lstatOrUndefined, resolveInRoot } from '@kiln/snapshotter';
 import { sharedFileCopyPool, type FileCopyPool, type FileWriteJob } from '../fs/copy-pool.js';
-import { EventLoopYielder } from '../fs/fs-util.js';
+import { childPath, EventLoopYielder } from '../fs/fs-util.js';
 import { OpFailure } from '../ops/op-failure.js';
 
 /** A context entry as the worker holds it: files carry the sha256 (hex) of what it wrote. */
@@ -85,7 +85,7 @@ export async function applyContextDiff(o: ApplyContextDiffOptions): Promise<Appl
       }
       changed++;
       const parent = dirs.mkdir(parentRel);
-      const target = path.join(parent.path, path.posix.basename(e.path));
+      const target = childPath(parent.path, path.posix.basename(e.path));
       const entry: ManifestEntry = { ...e };
       // The name was written in this transfer, or a directory (maybe with pooled files below) or a
       // seeded entry whose attributes change is replaced: every pooled file is in place first, and
@@ -355,7 +355,7 @@ async function removeInRoot(root: string, rel: string): Promise<void> {
 
 async function copyFromBase(dirs: VerifiedDirs, baseRoot: string, e: ManifestEntry): Promise<void> {
   const parent = dirs.mkdir(path.posix.dirname(e.path));
-  const target = path.join(parent.path, path.posix.basename(e.path));
+  const target = childPath(parent.path, path.posix.basename(e.path));
   const attrs = { mode: e.mode, uid: e.uid, gid: e.gid };
   if (e.type === 'dir') {
     if (!lstatOrUndefined(target)) mkdirSync(target);
