@@ -205,6 +205,16 @@ describe('kiln build', () => {
     expect(order).toEqual(['solve', 'info answered']);
   });
 
+  it('a daemon that never answers Info fails the build after the probe timeout, as before', async () => {
+    daemon = await startFakeDaemon({
+      beforeInfo: (signal) => new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true })),
+      solve: (_req, { session }) => session.clientEnded.then(() => ({})),
+    });
+    const r = await run(['build', '--addr', daemon.address, '--progress=quiet', 'ctx']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`ERROR: failed to connect to kiln daemon at ${daemon.address}`);
+  }, 15_000);
+
   it('an unreachable explicit daemon exits 1 naming the address', async () => {
     const addr = `unix://${dir}/none.sock`;
     const r = await run(['build', '--addr', addr, 'ctx']);

@@ -120,6 +120,8 @@ async function buildWith(parsed: ReturnType<typeof parseBuildArgs>, io: CliIo): 
   const abort = new AbortController();
   const onAbort = () => abort.abort(io.signal.reason);
   io.signal.addEventListener('abort', onAbort, { once: true });
+  // A daemon that does not answer the probe (in time) ends the build, as an awaited probe did.
+  conn.ready?.catch((err: unknown) => abort.abort(err));
 
   const shown = createProgressPrinter(opts.progress, io.stderr, { term: io.vars.TERM });
   const warnings: control.StatusResponse['warnings'] = [];
