@@ -179,3 +179,57 @@ describe('kill -9 of the daemon mid-RUN [topology=all-in-one, worker=containerd]
     }
   }, 120_000);
 });
+
+describe('kill -9 of the daemon between a commit and its sync [topology=all-in-one, worker=oci]', () => {
+  // Snapshots are committed from volatile overlays and synced in batches afterwards; a daemon
+  // killed in between leaves rows `pending` (sync_state 0) with the boot they were written in.
+  // After a reboot such a tree may be torn: the next start must not serve it as a cache hit, and
+  // must start. In the same boot the files are intact (only the process died) and stay cached.
+  it('runs the step again when its snapshot was pending in an earlier boot, keeps it cached in the same boot', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'kiln-crash-sync-'));
+    const ctx = mkdtempSync(join(tmpdir(), 'kiln-crash-sync-ctx-'));
+    copyFileSync('/bin/busybox', join(ctx, 'busybox'));
+    writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY --chmod=0755 busybox /bin/busybox\nRUN ["/bin/busybox", "sh", "-c", "echo ran > /ran"]\n');
+    const workerRoot = join(root, 'worker-oci');
+    const meta = join(workerRoot, 'overlay', 'metadata.db');
+    const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const build = async (d: Kilnd) => {
+      const res = await runKiln(['build', '--addr', d.addr, '--progress=plain', ctx]);
+      expect(res.code, `${res.stderr}\n${d.logs().slice(-3000)}`).toBe(0);
+      return { runCached: /\] RUN \[[^\n]*\n#\d+ CACHED/.test(res.stderr), copyCached: /\] COPY [^\n]*\n#\d+ CACHED/.test(res.stderr) };
+    };
+    /** SIGKILLs the daemon, then marks its newest committed snapshot (the RUN's) as a crash before its sync in boot `boot` left it. */
+    const killBeforeSync = async (boot: string) => {
+      const pid = daemonPid(root);
+      process.kill(pid, 'SIGKILL');
+      for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 50));
+      rmSync(join(root, 'kiln.sock'), { force: true });
+      const [top] = sql(meta, "SELECT id FROM snapshots WHERE kind = 'committed' ORDER BY seq DESC LIMIT 1");
+      expect(sql(join(workerRoot, 'retained-refs.db'), 'SELECT snapshot_id FROM retained_refs')).toContain(top);
+      execFileSync('sqlite3', [meta, `UPDATE snapshots SET sync_state = 0, boot_id = '${boot}' WHERE id = '${top}'`]);
+      return top!;
+    };
+    let daemon = await startKilnd({ worker: 'oci', root });
+    try {
+      expect(await build(daemon)).toEqual({ runCached: false, copyCached: false });
+
+      const torn = await killBeforeSync('an-earlier-boot');
+      daemon = await startKilnd({ worker: 'oci', root });
+      expect(await build(daemon)).toEqual({ runCached: false, copyCached: true });
+
+      const intact = await killBeforeSync(bootId);
+      daemon = await startKilnd({ worker: 'oci', root });
+      expect(await build(daemon)).toEqual({ runCached: true, copyCached: true });
+      await daemon.stop();
+      expect(sql(meta, `SELECT sync_state FROM snapshots WHERE id = '${intact}'`)).toEqual(['1']);
+      expect(sql(meta, 'SELECT DISTINCT sync_state FROM snapshots')).toEqual(['1']);
+      expect(sql(meta, 'SELECT id FROM snapshots')).not.toContain(torn);
+      expect(leftovers(workerRoot)).toEqual([]);
+    } finally {
+      await daemon.stop();
+      for (const m of mountsUnder(root).reverse()) spawnSync('umount', ['-l', m]);
+      rmSync(root, { recursive: true, force: true });
+      rmSync(ctx, { recursive: true, force: true });
+    }
+  }, 120_000);
+});

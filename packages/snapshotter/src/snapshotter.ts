@@ -105,6 +105,13 @@ export interface Snapshotter {
   list(): Promise<SnapshotInfo[]>;
 
   /**
+   * Resolves once every snapshot committed before the call is on disk (a
+   * backend that syncs in the background after commit); absent when commits
+   * are as durable as they will get.
+   */
+  sync?(): Promise<void>;
+
+  /**
    * Releases resources held by the snapshotter (not the snapshots, which
    * persist under the root). Idempotent; never rejects.
    */

@@ -64,6 +64,8 @@ export class BaseWorker implements Worker {
   /** Networks of exec steps (CNI namespaces, resolv.conf). */
   private readonly network: NetworkProvider;
   private readonly reaped: Promise<void>;
+  /** Refs restored at start whose snapshot is gone are forgotten; retain waits for this. */
+  private readonly refsChecked: Promise<void>;
   /** The persisted lineage read back; getLayers and removals wait for it. */
   private readonly lineageRestored: Promise<void>;
   /** The snapshotter, recording each snapshot's parent, base layer and op (for getLayers). */
@@ -105,6 +107,25 @@ export class BaseWorker implements Worker {
     ]).then(() => undefined);
     // Refs retained before a restart come back under their ids, one reference per owner.
     for (const r of o.retainedRefs.persisted()) this.refs.adopt(r.ref, r.snapshotId);
+    this.refsChecked = this.forgetRefsWithoutSnapshot().catch((err: unknown) => this.logger.warn({ err }, 'failed to check restored refs'));
+  }
+
+  /**
+   * Forgets restored refs whose snapshot the snapshotter no longer has (it
+   * drops at open what a crash may have torn: snapshots committed but not
+   * yet synced before the machine went down), so the solver's cache record
+   * of such a ref finds it missing and the step runs again.
+   */
+  private async forgetRefsWithoutSnapshot(): Promise<void> {
+    const persisted = this.o.retainedRefs.persisted();
+    if (persisted.length === 0) return;
+    const committed = new Set((await this.snapshots.list()).filter((s) => s.kind === 'committed').map((s) => s.name));
+    const lost = persisted.filter((r) => !committed.has(r.snapshotId));
+    for (const r of lost) {
+      this.o.retainedRefs.remove(r.ref, r.owner);
+      this.refs.forget(r.ref);
+    }
+    if (lost.length > 0) this.logger.warn({ refs: [...new Set(lost.map((r) => r.ref))] }, 'forgot refs whose snapshot is gone (not on disk before a crash)');
   }
 
   async describe(): Promise<WorkerDescription> {
@@ -156,6 +177,7 @@ export class BaseWorker implements Worker {
 
   private async runOp(req: RunRequest): Promise<RunResult> {
     await this.reaped;
+    await this.refsChecked;
     const digest = req.vertexDigest;
     let op: llb.Op;
     try {
@@ -516,6 +538,7 @@ export class BaseWorker implements Worker {
 
   async retain(refs: readonly string[], owner: string, opts: { ephemeral?: boolean } = {}): Promise<{ missing: string[] }> {
     if (!owner) throw new InvalidArgumentError('retain needs an owner', 'owner');
+    await this.refsChecked;
     const missing: string[] = [];
     for (const ref of refs) {
       const id = this.refs.snapshotOf(ref);

@@ -27,6 +27,11 @@ export class RefTable {
     else this.refs.set(ref, { snapshotId, count: 1 });
   }
 
+  /** Forgets `ref` whatever its count (its snapshot is gone). */
+  forget(ref: string): void {
+    this.refs.delete(ref);
+  }
+
   snapshotOf(ref: string): string | undefined {
     return this.refs.get(ref)?.snapshotId;
   }

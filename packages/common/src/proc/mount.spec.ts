@@ -2,7 +2,7 @@ import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, wri
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mountFs, MountError, mountSyscallsAvailable, unmountFs } from './mount.js';
+import { mountFs, MountError, mountSyscallsAvailable, syncFileSystem, unmountFs } from './mount.js';
 
 function isMounted(dir: string): boolean {
   return readFileSync('/proc/self/mountinfo', 'utf8')
@@ -31,6 +31,20 @@ describe.each([
 
   it('uses system calls only when asked for and koffi loads', () => {
     expect(mountSyscallsAvailable()).toBe(env === undefined);
+  });
+
+  it('syncs the file system of a directory, and fails naming it on a closed descriptor', async () => {
+    await mountFs('tmpfs', 'tmpfs', dir, 'size=1m');
+    writeFileSync(path.join(dir, 'f'), 'x');
+    const fd = openSync(dir, 'r');
+    try {
+      await syncFileSystem(fd, dir);
+      await syncFileSystem(fd, dir); // one descriptor for many calls
+    } finally {
+      closeSync(fd);
+    }
+    if (env === undefined) await expect(syncFileSystem(fd, dir)).rejects.toThrow(`syncfs ${dir}: Bad file descriptor`);
+    await unmountFs(dir);
   });
 
   it('mounts with the given options, unmounts, and tells "not mounted" apart', async () => {

@@ -56,6 +56,25 @@ export async function unmountFs(target: string, opts: { lazy?: boolean } = {}): 
   await thread.call({ op: 'umount', target, flags: opts.lazy ? MNT_DETACH : 0 }, `umount ${target}`, () => command('umount', args));
 }
 
+/**
+ * syncfs(2) of the file system holding the directory open as `dirFd` (its
+ * path is `dirPath`): writes back everything dirty on that file system, not
+ * only this process's files, and waits. Runs on a thread of its own, so a
+ * slow write-back never holds up a mount or unmount. syncfs reports a
+ * write-back error the file system met since the descriptor's last syncfs
+ * (or its open): a caller that keeps one descriptor open across calls misses
+ * no error between them. Without koffi, `sync -f dirPath` through the spawn
+ * helper (errors only from that call on).
+ */
+export async function syncFileSystem(dirFd: number, dirPath: string): Promise<void> {
+  const thread = syncThread();
+  if (!thread) {
+    await command('sync', ['-f', dirPath]);
+    return;
+  }
+  await thread.call({ op: 'syncfs', fd: dirFd }, `syncfs ${dirPath}`, () => command('sync', ['-f', dirPath]));
+}
+
 /** Whether mounts are made by system calls in this process (else by the mount commands), as far as known before a first call. */
 export function mountSyscallsAvailable(): boolean {
   return mountThread() !== undefined;
@@ -66,25 +85,26 @@ const EBUSY = 16;
 const EINVAL = 22;
 const ENOENT = 2;
 
-type Request = { op: 'mount'; fstype: string; source: string; target: string; data: string } | { op: 'umount'; target: string; flags: number };
+type Request = { op: 'mount'; fstype: string; source: string; target: string; data: string } | { op: 'umount'; target: string; flags: number } | { op: 'syncfs'; fd: number };
 
 /** The thread's code (CommonJS, run with `eval`: no file to find next to a bundled or source build). */
 const THREAD_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
-let mount, umount2, strerror, errno;
+let mount, umount2, strerror, errno, syncfs;
 try {
   const koffi = require(workerData.koffi);
   const libc = koffi.load('libc.so.6');
   mount = libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)');
   umount2 = libc.func('int umount2(const char *target, int flags)');
   strerror = libc.func('const char *strerror(int errnum)');
+  syncfs = libc.func('int syncfs(int fd)');
   errno = () => koffi.errno();
 } catch {
   // No build of koffi for this platform: every call is answered "unavailable" (the caller runs the command).
 }
 parentPort.on('message', ({ id, req }) => {
   if (!mount) return parentPort.postMessage({ id, unavailable: true });
-  const rc = req.op === 'mount' ? mount(req.source, req.target, req.fstype, 0, req.data) : umount2(req.target, req.flags);
+  const rc = req.op === 'mount' ? mount(req.source, req.target, req.fstype, 0, req.data) : req.op === 'umount' ? umount2(req.target, req.flags) : syncfs(req.fd);
   const e = rc === 0 ? 0 : errno();
   parentPort.postMessage({ id, errno: e, why: e ? strerror(e) : '' });
 });
@@ -95,7 +115,10 @@ class MountThread {
   private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void; what: string; op: Request['op']; fallback: () => Promise<void> }>();
   private readonly worker: Worker;
 
-  constructor(koffiEntry: string) {
+  constructor(
+    koffiEntry: string,
+    private readonly onGone?: () => void,
+  ) {
     this.worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { koffi: koffiEntry } });
     // Idle, it must not keep the process alive; while calls wait, it must.
     this.worker.unref();
@@ -109,6 +132,7 @@ class MountThread {
         // Later calls go to the commands at once; this one too.
         koffiPath = null;
         if (thread === this) thread = undefined;
+        this.onGone?.();
         w.fallback().then(w.resolve, w.reject);
       } else if (!m.errno) w.resolve();
       else w.reject(new MountError(`${w.what}: ${m.why}`, errorKind(w.op, m.errno)));
@@ -128,6 +152,7 @@ class MountThread {
 
   private fail(err: Error): void {
     if (thread === this) thread = undefined;
+    this.onGone?.();
     for (const w of this.waiting.values()) w.reject(new MountError(`${w.what}: ${err.message}`, 'other'));
     this.waiting.clear();
   }
@@ -140,7 +165,17 @@ function errorKind(op: Request['op'], errno: number): MountErrorKind {
 }
 
 let thread: MountThread | undefined;
+let syncer: MountThread | undefined;
 let koffiPath: string | null | undefined;
+
+/** The second thread, for syncfs only. */
+function syncThread(): MountThread | undefined {
+  if (!mountThread()) return undefined;
+  syncer ??= new MountThread(koffiPath!, () => {
+    syncer = undefined;
+  });
+  return syncer;
+}
 
 function mountThread(): MountThread | undefined {
   if (process.env.KILN_MOUNT_SYSCALLS === '0' || process.platform !== 'linux') return undefined;
@@ -166,7 +201,7 @@ function findKoffi(): string | null {
 }
 
 /** The mount commands through the spawn helper, their failures told apart by their messages. */
-async function command(cmd: 'mount' | 'umount', args: string[]): Promise<void> {
+async function command(cmd: 'mount' | 'umount' | 'sync', args: string[]): Promise<void> {
   try {
     await execLight(cmd, args);
   } catch (err) {

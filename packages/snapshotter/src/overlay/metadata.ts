@@ -15,7 +15,18 @@ export interface SnapshotRow {
   /** Removed by the caller; kept while children or readers need its storage. */
   removed: boolean;
   createdAtMs: number;
+  /**
+   * Whether its files are on disk: `pending` from commit (a volatile overlay
+   * never synced them) until a syncfs of the snapshots' file system returned,
+   * `failed` if that syncfs reported a write-back error.
+   */
+  sync: SyncState;
+  /** The kernel boot (boot_id) in which a pending snapshot was committed; a crash of that boot may have torn it. */
+  bootId: string | null;
 }
+
+export type SyncState = 'done' | 'pending' | 'failed';
+const SYNC_DB: Record<SyncState, number> = { done: 1, pending: 0, failed: -1 };
 
 interface DbRow {
   seq: number;
@@ -27,9 +38,11 @@ interface DbRow {
   flat: number;
   removed: number;
   created_at_ms: number;
+  sync_state: number;
+  boot_id: string | null;
 }
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 /**
  * The overlay snapshotter's metadata: a SQLite table of snapshots (WAL,
@@ -116,14 +129,19 @@ export class SnapshotMetadata {
       flat: false,
       removed: false,
       createdAtMs,
+      sync: 'done',
+      bootId: null,
     };
     this.track(row);
     return row;
   }
 
-  markCommitted(row: SnapshotRow, label: string | null): void {
+  /** Commits `row` with its files not yet synced (written in boot `bootId`). */
+  markCommitted(row: SnapshotRow, label: string | null, bootId: string): void {
     try {
-      this.db.prepare("UPDATE snapshots SET kind = 'committed', key = NULL, label = ? WHERE seq = ?").run(label, row.seq);
+      this.db
+        .prepare("UPDATE snapshots SET kind = 'committed', key = NULL, label = ?, sync_state = 0, boot_id = ? WHERE seq = ?")
+        .run(label, bootId, row.seq);
     } catch (err) {
       if (sqliteCode(err) === 'SQLITE_CONSTRAINT_UNIQUE') {
         throw new KilnError('already_exists', `a committed snapshot is already labeled ${label}`, {}, { cause: err });
@@ -134,6 +152,19 @@ export class SnapshotMetadata {
     row.kind = 'committed';
     row.key = null;
     row.label = label;
+    row.sync = 'pending';
+    row.bootId = bootId;
+  }
+
+  /** Records the outcome of a syncfs for rows committed before it started (one transaction). */
+  markSync(rows: readonly SnapshotRow[], state: SyncState): void {
+    const live = rows.filter((r) => this.rows.get(r.seq) === r);
+    if (live.length === 0) return;
+    const update = this.db.prepare('UPDATE snapshots SET sync_state = ? WHERE seq = ?');
+    this.db.transaction(() => {
+      for (const r of live) update.run(SYNC_DB[state], r.seq);
+    })();
+    for (const r of live) r.sync = state;
   }
 
   markFlat(row: SnapshotRow, flat: boolean): void {
@@ -179,6 +210,8 @@ function fromDb(r: DbRow): SnapshotRow {
     flat: r.flat !== 0,
     removed: r.removed !== 0,
     createdAtMs: r.created_at_ms,
+    sync: r.sync_state === 1 ? 'done' : r.sync_state === 0 ? 'pending' : 'failed',
+    bootId: r.boot_id,
   };
 }
 
@@ -188,6 +221,15 @@ function migrate(db: Database): void {
     throw new KilnError('failed_precondition', `snapshot metadata has schema version ${version}; this kiln knows up to ${SCHEMA_VERSION}`);
   }
   if (version === SCHEMA_VERSION) return;
+  if (version === 1) {
+    // Rows of version 1 were committed by an unmount that synced them.
+    db.exec(`
+      ALTER TABLE snapshots ADD COLUMN sync_state INTEGER NOT NULL DEFAULT 1;
+      ALTER TABLE snapshots ADD COLUMN boot_id TEXT;
+      PRAGMA user_version = ${SCHEMA_VERSION};
+    `);
+    return;
+  }
   db.exec(`
     CREATE TABLE snapshots (
       seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -198,7 +240,9 @@ function migrate(db: Database): void {
       label TEXT UNIQUE,
       flat INTEGER NOT NULL DEFAULT 0,
       removed INTEGER NOT NULL DEFAULT 0,
-      created_at_ms INTEGER NOT NULL
+      created_at_ms INTEGER NOT NULL,
+      sync_state INTEGER NOT NULL DEFAULT 1,
+      boot_id TEXT
     );
     PRAGMA user_version = ${SCHEMA_VERSION};
   `);

@@ -9,11 +9,14 @@ export async function mountOverlay(target: string, options: string): Promise<voi
 
 /**
  * The `-o` string of an overlay mount. Paths must not hold ',' or ':' (the
- * snapshotter checks its root once); `lowers` are top first.
+ * snapshotter checks its root once); `lowers` are top first. `volatile`
+ * (with an upper dir): no sync at unmount or fsync, the caller makes the
+ * upper dir durable itself.
  */
-export function overlayOptions(lowers: readonly string[], upper?: { upper: string; work: string }): string {
+export function overlayOptions(lowers: readonly string[], upper?: { upper: string; work: string }, opts: { volatile?: boolean } = {}): string {
   const parts = [`lowerdir=${lowers.join(':')}`];
   if (upper) parts.push(`upperdir=${upper.upper}`, `workdir=${upper.work}`);
+  if (upper && opts.volatile) parts.push('volatile');
   // Explicit, so hosts with other module defaults give the same upper-dir format.
   parts.push('index=off', 'redirect_dir=off', 'metacopy=off');
   return parts.join(',');

@@ -9,6 +9,7 @@ import { build } from 'esbuild';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { mountsBelow, runSnapshotterContract } from '../testing/contract.js';
 import type { Snapshotter } from '../snapshotter.js';
+import { mountFs, unmountFs } from '@kiln/common';
 import { createOverlaySnapshotter } from './overlay-snapshotter.js';
 
 runSnapshotterContract('overlayfs', (root) => createOverlaySnapshotter({ root }));
@@ -139,35 +140,8 @@ describe('overlay snapshotter', () => {
   });
 
   it('reaps mounts, active snapshots and scratch dirs after kill -9', async () => {
-    const work = await mkdtemp(path.join(tmpdir(), 'kiln-ovl-crash-'));
-    try {
-      const bundle = path.join(work, 'crash-child.mjs');
-      await build({
-        entryPoints: [fileURLToPath(new URL('../testing/fixtures/crash-child.ts', import.meta.url))],
-        bundle: true,
-        platform: 'node',
-        format: 'esm',
-        target: 'node20',
-        outfile: bundle,
-        conditions: ['@kiln/source'],
-        external: ['better-sqlite3'],
-        logLevel: 'warning',
-        banner: { js: "import { createRequire as __kilnRequire } from 'node:module'; const require = __kilnRequire(import.meta.url);" },
-      });
-      const require = createRequire(import.meta.url);
-      const nodePath = path.dirname(path.dirname(require.resolve('better-sqlite3/package.json')));
-      const child = spawn(process.execPath, [bundle, root], { env: { ...process.env, NODE_PATH: nodePath }, stdio: ['ignore', 'pipe', 'inherit'] });
-      let out = '';
-      await new Promise<void>((resolve, reject) => {
-        child.stdout.on('data', (d: Buffer) => {
-          out += d.toString();
-          if (out.includes('ready\n')) resolve();
-        });
-        child.on('exit', (code) => reject(new Error(`crash child exited early (${code}): ${out}`)));
-      });
-      const exited = new Promise((r) => child.on('exit', r));
-      child.kill('SIGKILL');
-      await exited;
+    {
+      const out = await runUntilKilled('crash-child.ts', root);
       const top = /committed (\w+)/.exec(out)![1]!;
       expect(mountsBelow(root).length).toBe(4); // three active snapshots and a view
 
@@ -184,8 +158,141 @@ describe('overlay snapshotter', () => {
       await v.release();
       const again = await s.prepare('active0', top); // the key is free again
       expect(await readdir(again.path)).not.toContain('uncommitted');
-    } finally {
-      await rm(work, { recursive: true, force: true });
     }
   });
+
+  it('mounts active snapshots volatile; the kernel would refuse their work dir again, so none is reused', async () => {
+    s = createOverlaySnapshotter({ root });
+    const base = await s.prepare('base');
+    await writeFile(path.join(base.path, 'f'), 'f');
+    const pb = await s.commit('base');
+    const a = await s.prepare('a', pb);
+    expect(isVolatile(a.path)).toBe(true);
+    await s.commit('a');
+    const off = createOverlaySnapshotter({ root: await mkdtemp(path.join(tmpdir(), 'kiln-ovl-')), volatile: false });
+    try {
+      await off.commit(await off.prepare('x').then(() => 'x'));
+      const b = await off.prepare('b', (await off.list())[0]!.name);
+      expect(isVolatile(b.path)).toBe(false);
+      await off.remove('b');
+    } finally {
+      await off.close();
+    }
+    // What the kernel does with a volatile upper/work pair mounted a second time.
+    const d = await mkdtemp(path.join(tmpdir(), 'kiln-ovl-volatile-'));
+    try {
+      for (const n of ['lower', 'upper', 'work', 'mnt']) await mkdir(path.join(d, n));
+      const opts = `lowerdir=${d}/lower,upperdir=${d}/upper,workdir=${d}/work,volatile`;
+      await mountFs('overlay', 'overlay', path.join(d, 'mnt'), opts);
+      await unmountFs(path.join(d, 'mnt'));
+      // Left after a clean unmount too; overlayfs then says "overlay with incompat feature 'volatile' cannot be mounted".
+      expect(await readdir(path.join(d, 'work', 'work', 'incompat'))).toEqual(['volatile']);
+      await expect(mountFs('overlay', 'overlay', path.join(d, 'mnt'), opts)).rejects.toThrow(/Invalid argument/);
+    } finally {
+      await unmountFs(path.join(d, 'mnt')).catch(() => undefined);
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
+  it('syncs at open what a killed process committed but never synced, in the same boot', async () => {
+    const out = await runUntilKilled('sync-child.ts', root);
+    const [old, mid, top] = /ids (\w+) (\w+) (\w+)/.exec(out)!.slice(1);
+    expect(syncStates(root)).toEqual([1, 0, 0]);
+    s = createOverlaySnapshotter({ root });
+    expect((await s.list()).map((i) => i.name)).toEqual([old, mid, top]);
+    const v = await s.view(top!);
+    expect((await readdir(v.path)).sort()).toEqual(['mid', 'old', 'top']);
+    await v.release();
+    await s.close();
+    s = undefined;
+    expect(syncStates(root)).toEqual([1, 1, 1]);
+  });
+
+  it('drops, with everything above them, snapshots of an earlier boot whose sync never ended', async () => {
+    const out = await runUntilKilled('sync-child.ts', root);
+    const [old, mid, top] = /ids (\w+) (\w+) (\w+)/.exec(out)!.slice(1);
+    s = createOverlaySnapshotter({ root, bootId: 'a-later-boot' });
+    expect((await s.list()).map((i) => i.name)).toEqual([old]);
+    expect(await readdir(path.join(root, 'snapshots'))).toEqual(['1']);
+    await expect(s.view(mid!)).rejects.toMatchObject({ code: 'not_found' });
+    // The synced one serves a new child as before.
+    const c = await s.prepare('c', old);
+    expect(await readdir(c.path)).toEqual(['old']);
+    await s.commit('c');
+    await s.close();
+    s = undefined;
+    expect(syncStates(root)).toEqual([1, 1]);
+  });
+
+  it('syncs in the background after commits, batched', async () => {
+    s = createOverlaySnapshotter({ root, syncDelayMs: 0 });
+    const a = await s.prepare('a');
+    await writeFile(path.join(a.path, 'f'), 'f');
+    await s.commit('a');
+    await s.prepare('b');
+    await s.commit('b');
+    await new Promise((r) => setTimeout(r, 50));
+    await s.sync!(); // waits for the background one too
+    await s.close();
+    s = undefined;
+    expect(syncStates(root)).toEqual([1, 1]);
+  });
 });
+
+/** Bundles testing/fixtures/FIXTURE, runs it on `root` until it prints "ready", SIGKILLs it; returns its output. */
+async function runUntilKilled(fixture: string, root: string): Promise<string> {
+  const work = await mkdtemp(path.join(tmpdir(), 'kiln-ovl-crash-'));
+  try {
+    const bundle = path.join(work, 'child.mjs');
+    await build({
+      entryPoints: [fileURLToPath(new URL(`../testing/fixtures/${fixture}`, import.meta.url))],
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      outfile: bundle,
+      conditions: ['@kiln/source'],
+      external: ['better-sqlite3', 'koffi'],
+      logLevel: 'warning',
+      banner: { js: "import { createRequire as __kilnRequire } from 'node:module'; const require = __kilnRequire(import.meta.url);" },
+    });
+    const require = createRequire(import.meta.url);
+    const nodePath = path.dirname(path.dirname(require.resolve('better-sqlite3/package.json')));
+    const child = spawn(process.execPath, [bundle, root], { env: { ...process.env, NODE_PATH: nodePath }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('ready\n')) resolve();
+      });
+      child.on('exit', (code) => reject(new Error(`crash child exited early (${code}): ${out}`)));
+    });
+    const exited = new Promise((r) => child.on('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    return out;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** sync_state of every row of a closed snapshotter's metadata, by seq. */
+function syncStates(root: string): number[] {
+  const require = createRequire(import.meta.url);
+  const Db = require('better-sqlite3') as new (f: string) => { prepare(q: string): { all(): { sync_state: number }[] }; close(): void };
+  const db = new Db(path.join(root, 'metadata.db'));
+  try {
+    return db.prepare("SELECT sync_state FROM snapshots WHERE kind = 'committed' ORDER BY seq").all().map((r) => r.sync_state);
+  } finally {
+    db.close();
+  }
+}
+
+/** Whether the overlay at `mp` is volatile (its super options: `volatile`, or `fsync=volatile` on kernels with the fsync= option). */
+function isVolatile(mp: string): boolean {
+  const line = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .find((l) => l.split(' ')[4] === mp);
+  const opts = line?.split(' - ')[1]?.split(' ')[2]?.split(',') ?? [];
+  return opts.includes('volatile') || opts.includes('fsync=volatile');
+}

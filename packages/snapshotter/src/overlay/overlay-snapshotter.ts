@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { closeSync, constants as fsConstants, existsSync, openSync, readFileSync } from 'node:fs';
 import { lstat, mkdir, mkdtemp, readdir, rename, rm, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -10,6 +10,7 @@ import {
   KilnError,
   NotFoundError,
   silentLogger,
+  syncFileSystem,
   throwIfAborted,
   UnavailableError,
   type Logger,
@@ -33,6 +34,17 @@ export interface OverlaySnapshotterOptions {
    * DEFAULT_MAX_MOUNT_OPTION_BYTES.
    */
   maxMountOptionBytes?: number;
+  /**
+   * Mount active snapshots with overlayfs `volatile` (default true): their
+   * unmount at commit skips the sync of the whole upper file system (96 ms
+   * for a 2,000-file COPY on a loaded disk, ~10 ms without). Durability then
+   * comes from a batched syncfs after commits; see "Durability" below.
+   */
+  volatile?: boolean;
+  /** Wait this long after a commit before the batched syncfs, so one sync covers a build's commits. Default 100. */
+  syncDelayMs?: number;
+  /** The kernel boot this process runs in; default /proc/sys/kernel/random/boot_id. Tests pass another to stand for a reboot. */
+  bootId?: string;
 }
 
 /**
@@ -55,6 +67,19 @@ export interface OverlaySnapshotterOptions {
  * active snapshots (their content is lost, as on the directory backend),
  * merges in progress and directories without a row. Must run as root.
  * One snapshotter per root (the metadata is locked).
+ *
+ * Durability: a commit is recorded `pending` with the kernel's boot id; a
+ * syncfs of the snapshots' file system, batched `syncDelayMs` after commits
+ * and run one at a time (so in commit order) off the commit's path, marks
+ * every snapshot committed before it started `done` (a write-back error it
+ * reports: `failed`). At open, pending snapshots of this boot are intact in
+ * the page cache (only the process died) and are synced before anything is
+ * served; pending ones of an earlier boot (the machine crashed before their
+ * sync) and failed ones are dropped with every snapshot above them, so no
+ * ref or cache record reaches a torn tree. A volatile mount's work dir holds
+ * `work/incompat/volatile`, with which the kernel refuses to mount that
+ * upper dir again; an upper dir is only ever mounted once (while active) and
+ * work dirs are removed at commit and at open, so none is reused.
  */
 export function createOverlaySnapshotter(options: OverlaySnapshotterOptions): Snapshotter {
   if (!options.root) throw new InvalidArgumentError('root must be set', 'root');
@@ -62,7 +87,28 @@ export function createOverlaySnapshotter(options: OverlaySnapshotterOptions): Sn
   if (/[,:]/.test(root)) throw new InvalidArgumentError(`snapshotter root ${root} must not contain ',' or ':' (overlay mount options)`, 'root');
   const max = options.maxMountOptionBytes ?? DEFAULT_MAX_MOUNT_OPTION_BYTES;
   if (!Number.isInteger(max) || max < 256) throw new InvalidArgumentError('maxMountOptionBytes must be an integer >= 256', 'maxMountOptionBytes');
-  return new OverlaySnapshotterImpl(root, options.logger ?? silentLogger(), max);
+  const syncDelayMs = options.syncDelayMs ?? 100;
+  if (!Number.isInteger(syncDelayMs) || syncDelayMs < 0) throw new InvalidArgumentError('syncDelayMs must be an integer >= 0', 'syncDelayMs');
+  return new OverlaySnapshotterImpl(root, options.logger ?? silentLogger(), max, {
+    volatile: options.volatile ?? true,
+    syncDelayMs,
+    bootId: options.bootId ?? currentBootId(),
+  });
+}
+
+/** This kernel boot's id; unreadable, a random one (every pending snapshot of an earlier process then counts as torn). */
+function currentBootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || newId();
+  } catch {
+    return newId();
+  }
+}
+
+interface DurabilityOptions {
+  volatile: boolean;
+  syncDelayMs: number;
+  bootId: string;
 }
 
 interface ActiveState {
@@ -92,12 +138,21 @@ class OverlaySnapshotterImpl implements Snapshotter {
   private readonly merging = new Map<number, Promise<void>>();
   private viewCounter = 0;
   private closing: Promise<void> | undefined;
+  /** Committed, not yet covered by a syncfs that started after their commit. */
+  private unsynced: SnapshotRow[] = [];
+  private syncTimer: NodeJS.Timeout | undefined;
+  private syncing: Promise<void> = Promise.resolve();
+  /** The snapshots dir, open for syncfs for the snapshotter's life (so no write-back error between two syncs goes unseen). */
+  private dirFd = -1;
+  private volatile: boolean;
 
   constructor(
     private readonly root: string,
     private readonly logger: Logger,
     private readonly maxOptionBytes: number,
+    private readonly durability: DurabilityOptions,
   ) {
+    this.volatile = durability.volatile;
     this.snapshotsDir = path.join(root, 'snapshots');
     this.mountsDir = path.join(root, 'mounts');
     this.tmpDir = path.join(root, 'tmp');
@@ -110,17 +165,97 @@ class OverlaySnapshotterImpl implements Snapshotter {
     // The lock first: a second snapshotter on this root must not touch the first one's mounts.
     const meta = SnapshotMetadata.open(path.join(this.root, 'metadata.db'));
     try {
+      this.dirFd = openSync(this.snapshotsDir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
       // Mounts before directories: what is below a mount cannot be removed.
       for (const m of mountsUnder(this.root)) {
         this.logger.warn({ mount: m }, 'unmounting a leftover snapshot mount');
         await unmount(m, (reason) => this.logger.warn({ mount: m, reason }, 'leftover mount busy: detached lazily'));
       }
       await this.reap(meta);
+      await this.settleUnsynced(meta);
     } catch (err) {
       meta.close();
+      this.closeDirFd();
       throw err;
     }
     return meta;
+  }
+
+  /**
+   * Snapshots an earlier process committed but whose sync it never saw end:
+   * of this boot, synced now; of an earlier boot, or whose sync failed,
+   * dropped with everything above them (see "Durability").
+   */
+  private async settleUnsynced(meta: SnapshotMetadata): Promise<void> {
+    const torn = new Set<number>();
+    const toSync: SnapshotRow[] = [];
+    // Oldest first: a parent is decided before its children.
+    for (const row of meta.all()) {
+      const parentTorn = row.parentSeq !== null && torn.has(row.parentSeq);
+      if (parentTorn || row.sync === 'failed' || (row.sync === 'pending' && row.bootId !== this.durability.bootId)) torn.add(row.seq);
+      else if (row.sync === 'pending') toSync.push(row);
+    }
+    if (toSync.length > 0) {
+      try {
+        await syncFileSystem(this.dirFd, this.snapshotsDir);
+        meta.markSync(toSync, 'done');
+      } catch (err) {
+        this.logger.error({ err }, 'syncfs of unsynced snapshots failed at open: dropping them');
+        for (const r of toSync) torn.add(r.seq);
+        for (const r of meta.all()) if (r.parentSeq !== null && torn.has(r.parentSeq)) torn.add(r.seq);
+      }
+    }
+    if (torn.size === 0) {
+      if (toSync.length > 0) this.logger.info({ synced: toSync.length }, 'synced snapshots an earlier process committed');
+      return;
+    }
+    // Newest first: children go before their parents.
+    for (const row of meta.all().reverse()) {
+      if (!torn.has(row.seq)) continue;
+      meta.delete(row);
+      await rm(this.snapshotDir(row), { recursive: true, force: true });
+    }
+    this.logger.warn({ dropped: torn.size }, 'dropped snapshots whose files may not have reached the disk before a crash');
+  }
+
+  /** Queues `row` for the next batched syncfs. */
+  private scheduleSync(row: SnapshotRow): void {
+    this.unsynced.push(row);
+    if (this.syncTimer || this.closing) return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = undefined;
+      void this.flushSync();
+    }, this.durability.syncDelayMs);
+  }
+
+  /** Runs a syncfs for everything committed so far, after any sync already running (so in commit order). */
+  private flushSync(): Promise<void> {
+    const next = this.syncing.then(() => this.syncBatch());
+    this.syncing = next;
+    return next;
+  }
+
+  private async syncBatch(): Promise<void> {
+    const batch = this.unsynced;
+    if (batch.length === 0) return;
+    this.unsynced = [];
+    const meta = await this.opened;
+    const started = performance.now();
+    try {
+      await syncFileSystem(this.dirFd, this.snapshotsDir);
+      meta.markSync(batch, 'done');
+      this.logger.debug({ snapshots: batch.length, ms: Math.round(performance.now() - started) }, 'synced committed snapshots');
+    } catch (err) {
+      // Their pages may be gone: the next open drops them (and what was built on them).
+      meta.markSync(batch, 'failed');
+      this.logger.error({ err, snapshots: batch.map((r) => r.id) }, 'syncfs of committed snapshots failed');
+    }
+  }
+
+  private closeDirFd(): void {
+    if (this.dirFd < 0) return;
+    closeSync(this.dirFd);
+    this.dirFd = -1;
   }
 
   /** Drops what a previous process left unfinished. */
@@ -194,7 +329,7 @@ class OverlaySnapshotterImpl implements Snapshotter {
         mkdir(mount),
       ] as const);
       throwIfAborted(opts.signal);
-      await mountOverlay(mount, overlayOptions(lowers, upper));
+      await this.mountUpper(mount, lowers, upper);
       return { key, path: mount };
     } catch (err) {
       await this.dropActive(meta, row, state).catch((e) => this.logger.warn({ err: e, key }, 'failed to clean up a failed prepare'));
@@ -203,6 +338,18 @@ class OverlaySnapshotterImpl implements Snapshotter {
       throw new KilnError('internal', `failed to prepare snapshot ${key}: ${(err as Error).message}`, {}, { cause: err });
     } finally {
       done();
+    }
+  }
+
+  /** A writable overlay, volatile unless turned off or the kernel refuses it (older than 5.10): then without, from then on. */
+  private async mountUpper(mount: string, lowers: string[], upper: { upper: string; work: string }): Promise<void> {
+    if (!this.volatile) return mountOverlay(mount, overlayOptions(lowers, upper));
+    try {
+      await mountOverlay(mount, overlayOptions(lowers, upper, { volatile: true }));
+    } catch (err) {
+      await mountOverlay(mount, overlayOptions(lowers, upper));
+      this.volatile = false;
+      this.logger.warn({ err }, 'overlay refused the volatile option: snapshot mounts sync at unmount');
     }
   }
 
@@ -221,7 +368,8 @@ class OverlaySnapshotterImpl implements Snapshotter {
       await unmount(mount, (reason) => this.logger.warn({ key, reason }, 'snapshot mount busy at commit: detached lazily'));
       state.mount = undefined;
     }
-    meta.markCommitted(row, opts.label ?? null);
+    meta.markCommitted(row, opts.label ?? null, this.durability.bootId);
+    this.scheduleSync(row);
     this.activeState.delete(row.seq);
     // Both left by a crash here are removed when the root is opened again (see reap).
     await Promise.all([mount ? removeEmptyDir(mount) : undefined, removeWorkDir(path.join(this.snapshotDir(row), 'work'))]);
@@ -367,6 +515,13 @@ class OverlaySnapshotterImpl implements Snapshotter {
     return out;
   }
 
+  async sync(): Promise<void> {
+    await this.meta();
+    clearTimeout(this.syncTimer);
+    this.syncTimer = undefined;
+    await this.flushSync();
+  }
+
   close(): Promise<void> {
     this.closing ??= this.shutdown();
     return this.closing;
@@ -388,11 +543,16 @@ class OverlaySnapshotterImpl implements Snapshotter {
       }
       for (const m of mountsUnder(this.root)) await unmount(m).catch((err) => this.logger.warn({ err, mount: m }, 'failed to unmount at close'));
       for (const name of await readdir(this.mountsDir).catch(() => [])) await rm(path.join(this.mountsDir, name), { recursive: true, force: true });
+      // A clean stop leaves every committed snapshot synced.
+      clearTimeout(this.syncTimer);
+      this.syncTimer = undefined;
+      await this.flushSync();
     } catch (err) {
       this.logger.warn({ err }, 'snapshotter close did not finish cleanly');
     } finally {
       this.views.clear();
       meta.close();
+      this.closeDirFd();
     }
   }
 
@@ -440,7 +600,7 @@ class OverlaySnapshotterImpl implements Snapshotter {
   private async mountableLowers(parent: SnapshotRow, upper: { upper: string; work: string }, signal?: AbortSignal): Promise<string[]> {
     const meta = await this.opened;
     const dirs = this.chain(meta, parent);
-    if (overlayOptions(dirs, upper).length <= this.maxOptionBytes) return dirs;
+    if (overlayOptions(dirs, upper, { volatile: this.volatile }).length <= this.maxOptionBytes) return dirs;
     await this.merge(meta, parent, signal);
     return [this.flatDir(parent)];
   }
