@@ -157,6 +157,32 @@ describe('image exporter', () => {
     expect(Object.keys(t.labels.get(d1)!).filter((k) => k.startsWith('kiln.'))).toEqual([]);
   });
 
+  it('writes config and manifest at once (each a chain of durable steps in the store), the manifest naming the config', async () => {
+    // Each write waits until the other is in flight too; written one after the other, the first would wait for the timeout.
+    const inFlight: string[] = [];
+    let pending = 0;
+    let bothSeen = false;
+    let release: () => void = () => undefined;
+    const both = new Promise<void>((r) => (release = r));
+    const t = fakeTier([run], {
+      async beforeCommit(data) {
+        inFlight.push(data.toString().includes('schemaVersion') ? 'manifest' : 'config');
+        if (++pending === 2) {
+          bothSeen = true;
+          release();
+        }
+        await Promise.race([both, new Promise((r) => setTimeout(r, 1000))]);
+        pending--;
+      },
+    });
+    const res = await t.client.export({ buildId: 'b', sessionId: 's', type: 'image', workerId: 'w1', ref: 'r1', imageConfig, attrs: { name: 'app:1' } });
+    expect(bothSeen).toBe(true);
+    expect(inFlight.sort()).toEqual(['config', 'manifest']);
+    const manifest = JSON.parse(t.blobs.get(res.response['containerimage.digest']!)!.toString()) as { config: { digest: string; size: number } };
+    expect(manifest.config.digest).toBe(res.response['containerimage.config.digest']);
+    expect(t.blobs.get(manifest.config.digest)!.length).toBe(manifest.config.size);
+  });
+
   it('a cached rebuild under the same names writes no labels; a new name, or a lost root, is written', async () => {
     const t = fakeTier([run]);
     const exp = (name: string) => t.client.export({ buildId: 'b', sessionId: 's', type: 'image', workerId: 'w1', ref: 'r1', imageConfig, attrs: { name } });

@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from '@kiln/common';
+import { InvalidArgumentError, KilnError, sha256 } from '@kiln/common';
 import { MediaType, type Descriptor } from '@kiln/registry';
 import type { ExporterContext, ResultSource } from '../exporter.js';
 import type { BlobStore } from './blob-store.js';
@@ -63,8 +63,12 @@ export async function assembleImage(src: ResultSource, store: BlobStore, opts: I
   );
   const config = buildImageConfig(src.imageConfig, layers, { nowSeconds: Math.floor(Date.now() / 1000), sourceDateEpoch: opts.sourceDateEpoch });
   const configBytes = Buffer.from(JSON.stringify(config));
-  const configBlob = await store.put(configBytes, { lease }, ctx.signal);
-  const configDesc: Descriptor = { mediaType: opts.ociMediaTypes ? MediaType.OciConfig : MediaType.DockerConfig, digest: configBlob.digest, size: configBlob.size };
+  // The config's digest is known before it is written (the store checks the bytes against it), so
+  // config and manifest are written at once: each write is a chain of durable steps (file fsync,
+  // rename, directory fsync, metadata commit), tens of ms on a busy disk, and both are under the lease.
+  const configDesc: Descriptor = { mediaType: opts.ociMediaTypes ? MediaType.OciConfig : MediaType.DockerConfig, digest: sha256(configBytes), size: configBytes.length };
+  const configWrite = store.put(configBytes, { lease }, ctx.signal);
+  configWrite.catch(() => undefined); // awaited below; a throw before that must not leave it unhandled
   // BuildKit's marker on each layer whose file times were rewritten: the ones the worker made with the
   // epoch, not the base image's nor those imported from a cache (their blobs are kept as they came).
   const rewritten = opts.rewriteTimestamp && opts.sourceDateEpoch !== undefined ? { [REWRITTEN_TIMESTAMP_ANNOTATION]: String(opts.sourceDateEpoch) } : undefined;
@@ -82,7 +86,8 @@ export async function assembleImage(src: ResultSource, store: BlobStore, opts: I
   };
   if (Object.keys(opts.annotations.manifest).length > 0) manifest.annotations = sortedRecord(opts.annotations.manifest);
   const manifestBytes = Buffer.from(JSON.stringify(manifest));
-  const manifestBlob = await store.put(manifestBytes, { lease, labels: manifestRefLabels(configDesc, layerDescs) }, ctx.signal);
+  const [configBlob, manifestBlob] = await Promise.all([configWrite, store.put(manifestBytes, { lease, labels: manifestRefLabels(configDesc, layerDescs) }, ctx.signal)]);
+  if (configBlob.digest !== configDesc.digest) throw new KilnError('internal', `image config stored as ${configBlob.digest}, not ${configDesc.digest}`);
   const platform = {
     os: String(config.os),
     architecture: String(config.architecture),
