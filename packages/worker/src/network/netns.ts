@@ -1,5 +1,5 @@
 import { open, rm } from 'node:fs/promises';
-import { execLight } from '@kiln/common';
+import { execLight, resolveCommand } from '@kiln/common';
 
 /**
  * Network namespaces kept alive by a bind mount of their nsfs file on a
@@ -11,8 +11,9 @@ import { execLight } from '@kiln/common';
 export async function createNetns(file: string): Promise<void> {
   await (await open(file, 'wx', 0o444)).close();
   try {
-    // unshare(1) unshares the namespace and bind-mounts it on the file; `true` exits at once.
-    await execLight('unshare', [`--net=${file}`, 'true']);
+    // unshare(1) unshares the namespace and bind-mounts it on the file; `true` exits at once
+    // (by its absolute path: unshare's own PATH search would try every directory first).
+    await execLight('unshare', [`--net=${file}`, resolveCommand('true')]);
   } catch (err) {
     await rm(file, { force: true });
     throw err;
