@@ -34,7 +34,8 @@ export async function startChromium(): Promise<Chromium> {
   const proc: ChildProcess = spawn(
     CHROMIUM,
     ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--no-default-browser-check', '--disable-extensions', '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0', `--user-data-dir=${profile}`, 'about:blank'],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    // Its own process group: close() ends chromium's helper processes too, not only the browser.
+    { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
   );
   let stderr = '';
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
@@ -129,7 +130,14 @@ export async function startChromium(): Promise<Chromium> {
         await exited;
         clearTimeout(timer);
       }
-      rmSync(profile, { recursive: true, force: true });
+      try {
+        process.kill(-proc.pid!, 'SIGKILL'); // helpers (zygote, utility) still writing into the profile
+      } catch {
+        // the group is gone already
+      }
+      // Chromium's helper processes can still be writing into the profile as the browser exits:
+      // retry a removal that found a directory refilled (ENOTEMPTY).
+      rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     },
   };
 }
